@@ -1,4 +1,18 @@
 //! ovpn-netcfgd: the `net.openvpn.v3.netcfg` service as a small,
 //! single-threaded daemon. See docs/architecture.md for the map.
 
+pub mod apply;
+pub mod bus;
+pub mod config;
+pub mod daemon;
 pub mod dco;
+pub mod device;
+pub mod error;
+pub mod events;
+pub mod journal;
+pub mod logging;
+pub mod netlink;
+pub mod plan;
+pub mod protect;
+pub mod settings;
+pub mod sys;

@@ -1,0 +1,186 @@
+//! Methods of the manager object `/net/openvpn/v3/netcfg`.
+
+use dbus::Message;
+
+use crate::bus::MANAGER_PATH;
+use crate::daemon::{Daemon, Subscription};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::settings;
+
+/// Checks the call's in-signature against the accepted ones.
+pub fn expect_sig(m: &Message, sigs: &[&str]) -> Result<()> {
+    let got = signature(m);
+    if sigs.iter().any(|s| *s == got) {
+        Ok(())
+    } else {
+        Err(Error::arg(
+            "(signature)",
+            format!(
+                "type of message, '({got})', does not match expected type '({})'",
+                sigs[0]
+            ),
+        ))
+    }
+}
+
+/// The full body signature of a message.
+pub fn signature(m: &Message) -> String {
+    let mut it = m.iter_init();
+    let mut s = String::new();
+    loop {
+        let part = it.signature();
+        if part.is_empty() {
+            break;
+        }
+        s.push_str(&part);
+        if !it.next() {
+            break;
+        }
+    }
+    s
+}
+
+impl Daemon {
+    pub(crate) fn manager_call(&mut self, m: &Message, member: &str) -> Result<Message> {
+        match member {
+            "CreateVirtualInterface" => {
+                expect_sig(m, &["s"])?;
+                let name: &str = m
+                    .read1()
+                    .map_err(|e| Error::arg("device_name", e.to_string()))?;
+                let elem = settings::path_element(name)?;
+                let (sender, c) = self.caller(m)?;
+                let path = format!("{MANAGER_PATH}/{}_{elem}", c.pid);
+                if self.devices.contains_key(&path) {
+                    return Err(Error::State(format!("a device at {path} already exists")));
+                }
+                self.check_limits()?;
+                let d = Device::new(
+                    path.clone(),
+                    name.to_string(),
+                    c.uid,
+                    c.pid,
+                    sender,
+                    self.log_level,
+                );
+                self.devices.insert(path.clone(), d);
+                log::info!(
+                    "virtual device '{name}' registered on {path} (owner uid {}, pid {})",
+                    c.uid,
+                    c.pid
+                );
+                Ok(m.method_return().append1(dbus::Path::from(path)))
+            }
+            "FetchInterfaceList" => {
+                expect_sig(m, &[""])?;
+                let (_, c) = self.caller(m)?;
+                let paths: Vec<dbus::Path> = self
+                    .devices
+                    .values()
+                    .filter(|d| d.may(c.uid))
+                    .map(|d| dbus::Path::from(d.path.clone()))
+                    .collect();
+                Ok(m.method_return().append1(paths))
+            }
+            "ProtectSocket" => {
+                expect_sig(m, &["sbo", "sboh"])?;
+                let (remote, ipv6, dev): (&str, bool, dbus::Path) =
+                    m.read3().map_err(|e| Error::arg("remote", e.to_string()))?;
+                // Exactly the first attached fd is used; every fd is closed on return.
+                let fds = crate::sys::message_fds(m);
+                let remote = settings::parse_ip("remote", remote, ipv6)?;
+                let (_, c) = self.caller(m)?;
+                if &*dev != "/" && !self.devices.get(&*dev).is_some_and(|d| d.may(c.uid)) {
+                    return Err(Error::arg(
+                        "device_path",
+                        format!("{} is not a device of yours", &*dev),
+                    ));
+                }
+                let ok = self.protect_socket(remote, fds.first(), &dev, c)?;
+                Ok(m.method_return().append1(ok))
+            }
+            "DcoAvailable" => {
+                expect_sig(m, &[""])?;
+                Ok(m.method_return().append1(self.dco_available()))
+            }
+            "Cleanup" => {
+                expect_sig(m, &[""])?;
+                let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
+                // The client fires Cleanup and may leave before we read it:
+                // fall back to what we remembered about its connection.
+                let pid = self.bus.creds(&sender).ok().map(|c| c.pid);
+                let gone: Vec<String> = self
+                    .devices
+                    .values()
+                    .filter(|d| Some(d.owner_pid) == pid || d.owner_bus == sender)
+                    .map(|d| d.path.clone())
+                    .collect();
+                log::info!(
+                    "cleaning up resources for pid {} ({} device(s))",
+                    pid.map(|p| p.to_string()).unwrap_or("?".into()),
+                    gone.len()
+                );
+                for p in gone {
+                    self.remove_device(&p, "Cleanup");
+                }
+                if let Some(pid) = pid {
+                    self.cleanup_pid(pid);
+                }
+                Ok(m.method_return())
+            }
+            "NotificationSubscribe" => {
+                expect_sig(m, &["u"])?;
+                let mask: u32 = m.read1().map_err(|e| Error::arg("filter", e.to_string()))?;
+                if mask == 0 || mask > 65535 {
+                    return Err(Error::arg(
+                        "filter",
+                        format!("{mask} is not a mask in 1-65535 (events are 1-2047)"),
+                    ));
+                }
+                let (sender, c) = self.caller(m)?;
+                if !self.subs.contains_key(&sender) && self.subs_full() {
+                    return Err(Error::Failed("too many subscribers".into()));
+                }
+                log::debug!("new subscription: {sender} (uid {}) filter {mask}", c.uid);
+                self.subs.insert(sender, Subscription { mask, uid: c.uid });
+                Ok(m.method_return())
+            }
+            "NotificationUnsubscribe" => {
+                expect_sig(m, &["s"])?;
+                let target: &str = m
+                    .read1()
+                    .map_err(|e| Error::arg("subscriber", e.to_string()))?;
+                let (sender, c) = self.caller(m)?;
+                let target = if target.is_empty() {
+                    sender.as_str()
+                } else {
+                    target
+                };
+                if target != sender && c.uid != 0 {
+                    return Err(Error::AccessDenied(
+                        "only root may remove another subscriber's subscription".into(),
+                    ));
+                }
+                settings::check_text("subscriber", target, 255)?;
+                if self.subs.remove(target).is_none() {
+                    return Err(Error::NotFound(format!("no subscription for '{target}'")));
+                }
+                Ok(m.method_return())
+            }
+            "NotificationSubscriberList" => {
+                expect_sig(m, &[""])?;
+                let (_, c) = self.caller(m)?;
+                if c.uid != 0 {
+                    return Err(Error::AccessDenied(
+                        "NotificationSubscriberList is restricted to root".into(),
+                    ));
+                }
+                let list: Vec<(String, u32)> =
+                    self.subs.iter().map(|(k, s)| (k.clone(), s.mask)).collect();
+                Ok(m.method_return().append1(list))
+            }
+            _ => Err(Error::NotFound(String::new())),
+        }
+    }
+}

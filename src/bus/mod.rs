@@ -1,0 +1,179 @@
+//! The D-Bus side: one libdbus connection driven from our poll loop
+//! (watch fd + non-blocking read/write), caller credentials, and the
+//! object handlers (`manager`, `device`, `dco`, `props`, `introspect`).
+
+pub mod device;
+pub mod introspect;
+pub mod manager;
+pub mod props;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use dbus::arg::{PropMap, RefArg};
+use dbus::channel::Channel;
+use dbus::strings::ErrorName;
+use dbus::Message;
+
+use crate::error::{Error, Result};
+
+pub const BUS_NAME: &str = "net.openvpn.v3.netcfg";
+pub const IFACE: &str = "net.openvpn.v3.netcfg";
+pub const MANAGER_PATH: &str = "/net/openvpn/v3/netcfg";
+pub const LOG_SERVICE: &str = "net.openvpn.v3.log";
+const DBUS: &str = "org.freedesktop.DBus";
+/// Calls to the bus daemon itself; it answers in microseconds.
+const BUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Creds {
+    pub uid: u32,
+    pub pid: u32,
+}
+
+pub struct Bus {
+    ch: Channel,
+    creds: HashMap<String, Creds>,
+}
+
+impl Bus {
+    /// Connects and says Hello. `address` None = the system bus (honours
+    /// DBUS_SYSTEM_BUS_ADDRESS).
+    pub fn connect(address: Option<&str>) -> Result<Self> {
+        let mut ch = match address {
+            Some(a) => {
+                let mut c = Channel::open_private(a)
+                    .map_err(|e| Error::Failed(format!("D-Bus connect to {a}: {e}")))?;
+                c.register()
+                    .map_err(|e| Error::Failed(format!("D-Bus Hello: {e}")))?;
+                c
+            }
+            None => Channel::get_private(dbus::channel::BusType::System)
+                .map_err(|e| Error::Failed(format!("D-Bus system bus: {e}")))?,
+        };
+        ch.set_watch_enabled(true);
+        Ok(Bus {
+            ch,
+            creds: HashMap::new(),
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.ch.watch().fd
+    }
+
+    pub fn wants_write(&self) -> bool {
+        self.ch.has_messages_to_send()
+    }
+
+    /// Non-blocking read and write; false once the connection is gone.
+    pub fn pump(&self) -> bool {
+        self.ch.read_write(Some(Duration::ZERO)).is_ok() && self.ch.is_connected()
+    }
+
+    pub fn pop(&self) -> Option<Message> {
+        self.ch.pop_message()
+    }
+
+    pub fn send(&self, m: Message) {
+        if self.ch.send(m).is_err() {
+            log::warn!("D-Bus: could not queue a message (out of memory or disconnected)");
+        }
+    }
+
+    pub fn flush(&self) {
+        self.ch.flush();
+    }
+
+    pub fn unique_name(&self) -> String {
+        self.ch.unique_name().unwrap_or_default().to_string()
+    }
+
+    fn call_bus(&self, member: &str, build: impl FnOnce(Message) -> Message) -> Result<Message> {
+        let m = Message::new_method_call(DBUS, "/org/freedesktop/DBus", DBUS, member)
+            .map_err(Error::Failed)?;
+        self.ch
+            .send_with_reply_and_block(build(m), BUS_TIMEOUT)
+            .map_err(|e| Error::Failed(format!("{member}: {}", e.message().unwrap_or("failed"))))
+    }
+
+    /// Requests our well-known name; fails if someone else has it.
+    pub fn request_name(&self, name: &str) -> Result<()> {
+        const DO_NOT_QUEUE: u32 = 4;
+        let r = self.call_bus("RequestName", |m| m.append2(name, DO_NOT_QUEUE))?;
+        match r.read1::<u32>() {
+            Ok(1) | Ok(4) => Ok(()),
+            Ok(_) => Err(Error::Failed(format!(
+                "the bus name {name} is already owned by another process"
+            ))),
+            Err(e) => Err(Error::Failed(format!("RequestName: {e}"))),
+        }
+    }
+
+    pub fn add_match(&self, rule: &str) -> Result<()> {
+        self.call_bus("AddMatch", |m| m.append1(rule)).map(|_| ())
+    }
+
+    /// The current owner of a well-known name, if any.
+    pub fn name_owner(&self, name: &str) -> Option<String> {
+        self.call_bus("GetNameOwner", |m| m.append1(name))
+            .ok()?
+            .read1::<String>()
+            .ok()
+    }
+
+    /// UID and PID of a connection, cached until the name leaves the bus
+    /// (so Cleanup still works when the caller is already gone).
+    pub fn creds(&mut self, sender: &str) -> Result<Creds> {
+        if let Some(c) = self.creds.get(sender) {
+            return Ok(*c);
+        }
+        let r = self.call_bus("GetConnectionCredentials", |m| m.append1(sender))?;
+        let map: PropMap = r
+            .read1()
+            .map_err(|e| Error::Failed(format!("GetConnectionCredentials: {e}")))?;
+        let get = |k: &str| map.get(k).and_then(|v| v.0.as_u64()).map(|v| v as u32);
+        let c = Creds {
+            uid: get("UnixUserID")
+                .ok_or_else(|| Error::Failed("caller has no UnixUserID".into()))?,
+            pid: get("ProcessID").ok_or_else(|| Error::Failed("caller has no ProcessID".into()))?,
+        };
+        if self.creds.len() > 4096 {
+            self.creds.clear(); // bounded; entries are cheap to look up again
+        }
+        self.creds.insert(sender.to_string(), c);
+        Ok(c)
+    }
+
+    pub fn cached_creds(&self, sender: &str) -> Option<Creds> {
+        self.creds.get(sender).copied()
+    }
+
+    pub fn forget(&mut self, name: &str) {
+        self.creds.remove(name);
+    }
+}
+
+/// An error reply for `m` (nothing if the caller asked for no reply).
+pub fn error_reply(m: &Message, e: &Error) -> Option<Message> {
+    let text = CString::new(e.to_string().replace('\0', "")).unwrap_or_default();
+    Some(m.error(&ErrorName::from(e.dbus_name()), &text))
+}
+
+/// A standard org.freedesktop.DBus.Error.* reply.
+pub fn std_error(m: &Message, name: &'static str, text: &str) -> Message {
+    let text = CString::new(text.replace('\0', "")).unwrap_or_default();
+    m.error(&ErrorName::from(name), &text)
+}
+
+/// Extracts an integer from a variant's value if it has exactly signature `sig`.
+pub fn variant_u64(v: &dyn RefArg, sigs: &[&str]) -> Option<u64> {
+    let s = v.signature();
+    if sigs.iter().any(|x| **x == *s) {
+        v.as_u64()
+    } else {
+        None
+    }
+}

@@ -1,0 +1,312 @@
+//! org.freedesktop.DBus.Properties for the manager and device objects.
+
+use dbus::arg::{PropMap, RefArg, Variant};
+use dbus::Message;
+
+use crate::bus::{self, variant_u64, IFACE};
+use crate::daemon::{Daemon, Obj, VERSION};
+use crate::error::Error;
+use crate::settings;
+
+const MANAGER_PROPS: &[&str] = &[
+    "global_dns_servers",
+    "global_dns_search",
+    "log_level",
+    "config_file",
+    "version",
+];
+const DEVICE_PROPS: &[&str] = &[
+    "log_level",
+    "owner",
+    "acl",
+    "active",
+    "modified",
+    "dns_name_servers",
+    "dns_search_domains",
+    "dnssec_mode",
+    "dns_transport",
+    "dns_scope",
+    "device_name",
+    "layer",
+    "mtu",
+    "reroute_ipv4",
+    "reroute_ipv6",
+    "txqueuelen",
+];
+
+enum PropErr {
+    Unknown,
+    ReadOnly,
+    Type(&'static str),
+    Other(Error),
+}
+
+impl Daemon {
+    pub(crate) fn properties(&mut self, m: &Message, obj: &Obj, member: &str) -> Option<Message> {
+        let names: &[&str] = match obj {
+            Obj::Manager => MANAGER_PROPS,
+            Obj::Device(_) => DEVICE_PROPS,
+            _ => &[],
+        };
+        let reply = match member {
+            "Get" => {
+                let Ok((iface, name)) = m.read2::<&str, &str>() else {
+                    return Some(invalid(m, "Get takes (ss)"));
+                };
+                if iface != IFACE && !iface.is_empty() {
+                    return Some(bus::std_error(
+                        m,
+                        "org.freedesktop.DBus.Error.UnknownInterface",
+                        &format!("No such interface '{iface}'"),
+                    ));
+                }
+                match self.prop_get(obj, name) {
+                    Some(v) => m.method_return().append1(Variant(v)),
+                    None => return Some(unknown(m, name)),
+                }
+            }
+            "GetAll" => {
+                let Ok(iface) = m.read1::<&str>() else {
+                    return Some(invalid(m, "GetAll takes (s)"));
+                };
+                let mut map = PropMap::new();
+                if iface == IFACE || iface.is_empty() {
+                    for n in names {
+                        if let Some(v) = self.prop_get(obj, n) {
+                            map.insert(n.to_string(), Variant(v));
+                        }
+                    }
+                }
+                m.method_return().append1(map)
+            }
+            "Set" => {
+                let Ok((iface, name, value)) = m.read3::<&str, &str, Variant<Box<dyn RefArg>>>()
+                else {
+                    return Some(invalid(m, "Set takes (ssv)"));
+                };
+                if iface != IFACE && !iface.is_empty() {
+                    return Some(bus::std_error(
+                        m,
+                        "org.freedesktop.DBus.Error.UnknownInterface",
+                        &format!("No such interface '{iface}'"),
+                    ));
+                }
+                match self.prop_set(m, obj, name, &*value.0) {
+                    Ok(()) => {
+                        if let (Some(v), Some(p)) = (self.prop_get(obj, name), m.path()) {
+                            self.broadcast_props_changed(&p, name, v);
+                        }
+                        m.method_return()
+                    }
+                    Err(PropErr::Unknown) => unknown(m, name),
+                    Err(PropErr::ReadOnly) => bus::std_error(
+                        m,
+                        "org.freedesktop.DBus.Error.PropertyReadOnly",
+                        &format!("Property '{name}' is read-only"),
+                    ),
+                    Err(PropErr::Type(want)) => invalid(
+                        m,
+                        &format!(
+                            "Error setting property '{name}': expected type '{want}' but got '{}'",
+                            value.0.signature()
+                        ),
+                    ),
+                    Err(PropErr::Other(e)) => return bus::error_reply(m, &e),
+                }
+            }
+            _ => bus::std_error(
+                m,
+                "org.freedesktop.DBus.Error.UnknownMethod",
+                &format!("No such method '{member}'"),
+            ),
+        };
+        Some(reply)
+    }
+
+    fn prop_get(&self, obj: &Obj, name: &str) -> Option<Box<dyn RefArg>> {
+        match obj {
+            Obj::Manager => Some(match name {
+                "global_dns_servers" => Box::new(self.global_dns(true)),
+                "global_dns_search" => Box::new(self.global_dns(false)),
+                "log_level" => Box::new(self.log_level),
+                "config_file" => Box::new(
+                    self.cfg
+                        .config_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                ),
+                "version" => Box::new(VERSION.to_string()),
+                _ => return None,
+            }),
+            Obj::Device(p) => {
+                let d = self.devices.get(p)?;
+                let s = &d.settings;
+                Some(match name {
+                    "log_level" => Box::new(d.log_level),
+                    "owner" => Box::new(d.owner_uid),
+                    "acl" => Box::new(d.acl.clone()),
+                    "active" => Box::new(d.active),
+                    "modified" => Box::new(d.modified),
+                    "dns_name_servers" => Box::new(
+                        s.dns_servers
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect::<Vec<_>>(),
+                    ),
+                    "dns_search_domains" => Box::new(s.dns_search.clone()),
+                    "dnssec_mode" => Box::new(s.dnssec.as_str().to_string()),
+                    "dns_transport" => Box::new(s.dns_transport.as_str().to_string()),
+                    "dns_scope" => Box::new(s.dns_scope.as_str().to_string()),
+                    "device_name" => Box::new(d.name.clone()),
+                    "layer" => Box::new(s.layer),
+                    "mtu" => Box::new(s.mtu),
+                    "reroute_ipv4" => Box::new(s.reroute_ipv4),
+                    "reroute_ipv6" => Box::new(s.reroute_ipv6),
+                    "txqueuelen" => Box::new(s.txqueuelen),
+                    _ => return None,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn prop_set(
+        &mut self,
+        m: &Message,
+        obj: &Obj,
+        name: &str,
+        v: &dyn RefArg,
+    ) -> Result<(), PropErr> {
+        let level = |v: &dyn RefArg| -> Result<u32, PropErr> {
+            let n = variant_u64(v, &["u"]).ok_or(PropErr::Type("u"))?;
+            if n > 6 {
+                return Err(PropErr::Other(Error::arg(
+                    "log_level",
+                    format!("{n} is not a level 0-6"),
+                )));
+            }
+            Ok(n as u32)
+        };
+        match obj {
+            Obj::Manager => match name {
+                "log_level" => {
+                    let (_, c) = self.caller(m).map_err(PropErr::Other)?;
+                    if c.uid != 0 {
+                        return Err(PropErr::Other(Error::AccessDenied(
+                            "only root may change the service log level".into(),
+                        )));
+                    }
+                    self.log_level = level(v)?;
+                    crate::logging::set_level(self.log_level);
+                    Ok(())
+                }
+                n if MANAGER_PROPS.contains(&n) => Err(PropErr::ReadOnly),
+                _ => Err(PropErr::Unknown),
+            },
+            Obj::Device(p) => {
+                let (_, c) = self.caller(m).map_err(PropErr::Other)?;
+                let d = self.devices.get_mut(p).ok_or(PropErr::Unknown)?;
+                if !DEVICE_PROPS.contains(&name) {
+                    return Err(PropErr::Unknown);
+                }
+                if !d.may(c.uid) {
+                    return Err(PropErr::Other(Error::AccessDenied(format!(
+                        "uid {} may not change {p}",
+                        c.uid
+                    ))));
+                }
+                let s = &mut d.settings;
+                let arg = |e: Error| PropErr::Other(e);
+                match name {
+                    "log_level" => d.log_level = level(v)?,
+                    "layer" => {
+                        let n = variant_u64(v, &["u"]).ok_or(PropErr::Type("u"))?;
+                        if n != 2 && n != 3 {
+                            return Err(arg(Error::arg(
+                                "layer",
+                                format!("{n} is not 3 (tun) or 2 (tap)"),
+                            )));
+                        }
+                        s.layer = n as u32;
+                    }
+                    "mtu" => {
+                        let n = variant_u64(v, &["q", "u"]).ok_or(PropErr::Type("q"))?;
+                        if !(68..=65535).contains(&n) {
+                            return Err(arg(Error::arg("mtu", format!("{n} is outside 68-65535"))));
+                        }
+                        s.mtu = n as u16;
+                    }
+                    "txqueuelen" => {
+                        let n = variant_u64(v, &["q", "u"]).ok_or(PropErr::Type("q"))?;
+                        if n > 65535 {
+                            return Err(arg(Error::arg(
+                                "txqueuelen",
+                                format!("{n} is larger than 65535"),
+                            )));
+                        }
+                        s.txqueuelen = n as u16;
+                    }
+                    "reroute_ipv4" | "reroute_ipv6" => {
+                        if &*v.signature() != "b" {
+                            return Err(PropErr::Type("b"));
+                        }
+                        let b = v.as_u64().ok_or(PropErr::Type("b"))? != 0;
+                        if name == "reroute_ipv4" {
+                            s.reroute_ipv4 = b;
+                        } else {
+                            s.reroute_ipv6 = b;
+                        }
+                    }
+                    "dns_scope" => {
+                        let t = v
+                            .as_str()
+                            .filter(|_| &*v.signature() == "s")
+                            .ok_or(PropErr::Type("s"))?;
+                        s.dns_scope = settings::dns_scope(t).map_err(arg)?;
+                    }
+                    _ => return Err(PropErr::ReadOnly),
+                }
+                d.modified = true;
+                Ok(())
+            }
+            _ => Err(PropErr::Unknown),
+        }
+    }
+
+    /// Every session's DNS servers (or search domains), oldest session first.
+    pub(crate) fn global_dns(&self, servers: bool) -> Vec<String> {
+        let mut devs: Vec<_> = self.devices.values().filter(|d| d.active).collect();
+        devs.sort_by_key(|d| d.created);
+        let mut out: Vec<String> = Vec::new();
+        for d in devs {
+            let items: Vec<String> = if servers {
+                d.settings
+                    .dns_servers
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect()
+            } else {
+                d.settings.dns_search.clone()
+            };
+            for i in items {
+                if !out.contains(&i) {
+                    out.push(i);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn unknown(m: &Message, name: &str) -> Message {
+    bus::std_error(
+        m,
+        "org.freedesktop.DBus.Error.UnknownProperty",
+        &format!("No such property '{name}'"),
+    )
+}
+
+fn invalid(m: &Message, text: &str) -> Message {
+    bus::std_error(m, "org.freedesktop.DBus.Error.InvalidArgs", text)
+}

@@ -1,0 +1,433 @@
+//! Command line and `<state-dir>/netcfg.json`, compatible with the reference
+//! service's options and keys (plus a few of our own).
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectMethod {
+    HostRoute,
+    BindDevice,
+    Fwmark,
+    None,
+}
+
+impl RedirectMethod {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "host-route" => Self::HostRoute,
+            "bind-device" => Self::BindDevice,
+            "fwmark" => Self::Fwmark,
+            "none" => Self::None,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HostRoute => "host-route",
+            Self::BindDevice => "bind-device",
+            Self::Fwmark => "fwmark",
+            Self::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsChoice {
+    Auto,
+    Resolved,
+    Resolvconf,
+    File(PathBuf),
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub log_level: u32,
+    pub log_file: Option<String>,
+    pub idle_exit_min: u32,
+    pub dns: DnsChoice,
+    pub redirect: RedirectMethod,
+    pub somark: Option<u32>,
+    pub state_dir: PathBuf,
+    /// Set when the user gave --state-dir (or it came from activation).
+    pub config_file: Option<PathBuf>,
+    pub bus_address: Option<String>,
+    pub foreground: bool,
+    pub run_as: String,
+    pub run_as_root: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log_level: 4,
+            log_file: None,
+            idle_exit_min: 5,
+            dns: DnsChoice::Auto,
+            redirect: RedirectMethod::HostRoute,
+            somark: None,
+            state_dir: PathBuf::from("/var/lib/ovpn-netcfgd"),
+            config_file: None,
+            bus_address: None,
+            foreground: false,
+            run_as: "openvpn".into(),
+            run_as_root: false,
+        }
+    }
+}
+
+/// What the command line asked for.
+pub enum Cli {
+    Run(Config),
+    Help,
+    Version,
+}
+
+pub const USAGE: &str = "\
+Usage: ovpn-netcfgd [OPTIONS]
+
+  --log-level N            log verbosity 0-6 (default 4)
+  --log-file FILE|stdout:  also write the log to FILE
+  --colour                 accepted for compatibility, ignored
+  --idle-exit MINUTES      exit when idle this long (default 5, 0 = never)
+  --resolv-conf FILE       DNS via this resolv.conf file
+  --systemd-resolved       DNS via systemd-resolved
+  --dns-backend B          auto|resolved|resolvconf|file|none (default auto)
+  --redirect-method M      host-route|bind-device|fwmark|none (default host-route)
+  --set-somark MARK        SO_MARK for protected sockets
+  --state-dir DIR          state and netcfg.json (default /var/lib/ovpn-netcfgd)
+  --bus-address ADDRESS    D-Bus address (default $DBUS_SYSTEM_BUS_ADDRESS or system bus)
+  --foreground             stay in the foreground (always true; for scripts)
+  --run-as USER            user to switch to (default openvpn)
+  --run-as-root            keep running as root
+  --version                print the version and exit
+  -h, --help               this text
+";
+
+fn num(opt: &str, v: &str, max: u32) -> Result<u32, String> {
+    match v.trim().parse::<u32>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("{opt}: expected a number 0-{max}, got '{v}'")),
+    }
+}
+
+/// Parses argv (without the program name). Errors are usage errors (exit 2).
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
+    let mut c = Config::default();
+    let mut dns_flags = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
+        };
+        let val = |it: &mut I::IntoIter| -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or(format!("{name} needs a value"))
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Cli::Help),
+            "--version" => return Ok(Cli::Version),
+            "--log-level" => c.log_level = num(&name, &val(&mut it)?, 6)?,
+            "--log-file" => c.log_file = Some(val(&mut it)?),
+            "--colour" | "--color" => {}
+            "--idle-exit" => c.idle_exit_min = num(&name, &val(&mut it)?, 10_000_000)?,
+            "--resolv-conf" => dns_flags.push(DnsChoice::File(val(&mut it)?.into())),
+            "--systemd-resolved" => dns_flags.push(DnsChoice::Resolved),
+            "--dns-backend" => dns_flags.push(parse_dns_backend(&val(&mut it)?)?),
+            "--redirect-method" => {
+                let v = val(&mut it)?;
+                c.redirect = RedirectMethod::parse(&v)
+                    .ok_or(format!("--redirect-method: unknown method '{v}'"))?;
+            }
+            "--set-somark" => c.somark = Some(num(&name, &val(&mut it)?, u32::MAX)?),
+            "--state-dir" => {
+                c.state_dir = val(&mut it)?.into();
+                c.config_file = Some(c.state_dir.join("netcfg.json"));
+            }
+            "--bus-address" => c.bus_address = Some(val(&mut it)?),
+            "--foreground" => c.foreground = true,
+            "--run-as" => c.run_as = val(&mut it)?,
+            "--run-as-root" => c.run_as_root = true,
+            // Reference debug-build option; we keep only what is needed anyway.
+            "--disable-capabilities" => {}
+            _ => return Err(format!("unknown option '{a}'")),
+        }
+    }
+    if dns_flags.len() > 1 {
+        return Err(
+            "--resolv-conf, --systemd-resolved and --dns-backend exclude each other".into(),
+        );
+    }
+    if let Some(d) = dns_flags.pop() {
+        c.dns = d;
+    }
+    Ok(Cli::Run(c))
+}
+
+fn parse_dns_backend(v: &str) -> Result<DnsChoice, String> {
+    Ok(match v {
+        "auto" => DnsChoice::Auto,
+        "resolved" | "systemd-resolved" => DnsChoice::Resolved,
+        "resolvconf" => DnsChoice::Resolvconf,
+        "file" => DnsChoice::File("/etc/resolv.conf".into()),
+        "none" => DnsChoice::None,
+        _ => return Err(format!("--dns-backend: unknown backend '{v}'")),
+    })
+}
+
+/// Applies `netcfg.json` over `c` (the file wins, as in the reference).
+/// Returns the warnings to log; errors are fatal config errors.
+pub fn apply_json(c: &mut Config, text: &str) -> Result<Vec<String>, String> {
+    let mut warn = Vec::new();
+    let obj = json::parse_flat_object(text)?;
+    for (k, v) in &obj {
+        use json::Value as V;
+        let as_str = || match v {
+            V::Str(s) => Ok(s.clone()),
+            V::Num(n) => Ok(n.to_string()),
+            _ => Err(format!("netcfg.json: '{k}' must be a string or number")),
+        };
+        match k.as_str() {
+            "log_level" => c.log_level = num(k, &as_str()?, 6)?,
+            "log_file" => c.log_file = Some(as_str()?),
+            "idle_exit" => c.idle_exit_min = num(k, &as_str()?, 10_000_000)?,
+            "redirect_method" => {
+                let s = as_str()?;
+                c.redirect = RedirectMethod::parse(&s)
+                    .ok_or(format!("netcfg.json: bad redirect_method '{s}'"))?;
+            }
+            "set_somark" => c.somark = Some(num(k, &as_str()?, u32::MAX)?),
+            "dns_backend" => c.dns = parse_dns_backend(&as_str()?)?,
+            _ => {}
+        }
+    }
+    // DNS keys in the reference's order, so systemd_resolved wins over resolv_conf_file.
+    if let Some((_, v)) = obj.iter().find(|(k, _)| k == "resolv_conf_file") {
+        match v {
+            json::Value::Str(s) if !s.is_empty() => c.dns = DnsChoice::File(s.into()),
+            _ => warn.push("netcfg.json: ignoring empty resolv_conf_file".into()),
+        }
+    }
+    if let Some((_, v)) = obj.iter().find(|(k, _)| k == "systemd_resolved") {
+        // The reference treats any present key, even `false`, as "on"; we do not.
+        let on = match v {
+            json::Value::Bool(b) => *b,
+            json::Value::Str(s) => matches!(s.as_str(), "true" | "yes" | "1"),
+            json::Value::Num(n) => *n != 0,
+            json::Value::Null => false,
+        };
+        if on {
+            c.dns = DnsChoice::Resolved;
+        } else if c.dns == DnsChoice::Resolved {
+            c.dns = DnsChoice::Auto;
+        }
+    }
+    Ok(warn)
+}
+
+/// Just enough JSON for a flat object of scalars (the reference's netcfg.json).
+pub mod json {
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Value {
+        Str(String),
+        Num(i64),
+        Bool(bool),
+        Null,
+    }
+
+    pub fn parse_flat_object(s: &str) -> Result<Vec<(String, Value)>, String> {
+        let mut p = P {
+            b: s.as_bytes(),
+            i: 0,
+        };
+        let mut out = Vec::new();
+        p.ws();
+        if p.i == p.b.len() {
+            return Ok(out); // an empty file is accepted
+        }
+        p.expect(b'{')?;
+        p.ws();
+        if p.peek() == Some(b'}') {
+            p.i += 1;
+        } else {
+            loop {
+                p.ws();
+                let k = p.string()?;
+                p.ws();
+                p.expect(b':')?;
+                p.ws();
+                let v = match p.peek() {
+                    Some(b'"') => Value::Str(p.string()?),
+                    Some(b't') => p.word("true", Value::Bool(true))?,
+                    Some(b'f') => p.word("false", Value::Bool(false))?,
+                    Some(b'n') => p.word("null", Value::Null)?,
+                    Some(c) if c == b'-' || c.is_ascii_digit() => p.number()?,
+                    _ => return Err(p.err("expected a string, number, true, false or null")),
+                };
+                if out.len() >= 64 {
+                    return Err("too many keys".into());
+                }
+                out.push((k, v));
+                p.ws();
+                match p.next() {
+                    Some(b',') => continue,
+                    Some(b'}') => break,
+                    _ => return Err(p.err("expected ',' or '}'")),
+                }
+            }
+        }
+        p.ws();
+        if p.i != p.b.len() {
+            return Err(p.err("trailing data"));
+        }
+        Ok(out)
+    }
+
+    struct P<'a> {
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl P<'_> {
+        fn err(&self, m: &str) -> String {
+            format!("netcfg.json: {m} at byte {}", self.i)
+        }
+        fn peek(&self) -> Option<u8> {
+            self.b.get(self.i).copied()
+        }
+        fn next(&mut self) -> Option<u8> {
+            let c = self.peek();
+            self.i += 1;
+            c
+        }
+        fn ws(&mut self) {
+            while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+                self.i += 1;
+            }
+        }
+        fn expect(&mut self, c: u8) -> Result<(), String> {
+            if self.next() == Some(c) {
+                Ok(())
+            } else {
+                Err(self.err(&format!("expected '{}'", c as char)))
+            }
+        }
+        fn word(&mut self, w: &str, v: Value) -> Result<Value, String> {
+            if self.b[self.i..].starts_with(w.as_bytes()) {
+                self.i += w.len();
+                Ok(v)
+            } else {
+                Err(self.err("bad literal"))
+            }
+        }
+        fn number(&mut self) -> Result<Value, String> {
+            let st = self.i;
+            if self.peek() == Some(b'-') {
+                self.i += 1;
+            }
+            while matches!(self.peek(), Some(b'0'..=b'9')) {
+                self.i += 1;
+            }
+            std::str::from_utf8(&self.b[st..self.i])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map(Value::Num)
+                .ok_or_else(|| self.err("bad number"))
+        }
+        fn string(&mut self) -> Result<String, String> {
+            self.expect(b'"')?;
+            let mut out = Vec::new();
+            loop {
+                match self.next() {
+                    None => return Err(self.err("unterminated string")),
+                    Some(b'"') => break,
+                    Some(b'\\') => match self.next() {
+                        Some(c @ (b'"' | b'\\' | b'/')) => out.push(c),
+                        Some(b'n') => out.push(b'\n'),
+                        Some(b't') => out.push(b'\t'),
+                        _ => return Err(self.err("unsupported escape")),
+                    },
+                    Some(c) => out.push(c),
+                }
+                if out.len() > 4096 {
+                    return Err(self.err("string too long"));
+                }
+            }
+            String::from_utf8(out).map_err(|_| self.err("invalid UTF-8"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Config {
+        match parse_args(args.iter().map(|s| s.to_string())).unwrap() {
+            Cli::Run(c) => c,
+            _ => panic!("not a run"),
+        }
+    }
+
+    #[test]
+    fn reference_options_parse() {
+        let c = run(&[
+            "--log-level",
+            "6",
+            "--idle-exit=0",
+            "--redirect-method",
+            "bind-device",
+            "--set-somark",
+            "51820",
+            "--state-dir",
+            "/tmp/x",
+        ]);
+        assert_eq!(c.log_level, 6);
+        assert_eq!(c.idle_exit_min, 0);
+        assert_eq!(c.redirect, RedirectMethod::BindDevice);
+        assert_eq!(c.somark, Some(51820));
+        assert_eq!(c.config_file.unwrap(), PathBuf::from("/tmp/x/netcfg.json"));
+    }
+
+    #[test]
+    fn bad_options_are_usage_errors() {
+        for a in [
+            &["--log-level", "7"][..],
+            &["--redirect-method", "tunnel"],
+            &["--bogus"],
+            &["--resolv-conf", "/x", "--systemd-resolved"],
+            &["--log-level"],
+        ] {
+            assert!(
+                parse_args(a.iter().map(|s| s.to_string())).is_err(),
+                "{a:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_false_means_off_and_file_wins() {
+        let mut c = run(&["--systemd-resolved"]);
+        apply_json(
+            &mut c,
+            r#"{"systemd_resolved": false, "log_level": "5", "idle_exit": 3}"#,
+        )
+        .unwrap();
+        assert_eq!(c.dns, DnsChoice::Auto);
+        assert_eq!(c.log_level, 5);
+        assert_eq!(c.idle_exit_min, 3);
+        let mut c = Config::default();
+        apply_json(
+            &mut c,
+            r#"{"resolv_conf_file": "/etc/r", "systemd_resolved": true}"#,
+        )
+        .unwrap();
+        assert_eq!(c.dns, DnsChoice::Resolved);
+        assert!(apply_json(&mut c, r#"{"log_level": 9}"#).is_err());
+        assert!(apply_json(&mut c, r#"{"a": [1]}"#).is_err());
+        assert!(apply_json(&mut Config::default(), "  ").unwrap().is_empty());
+    }
+}

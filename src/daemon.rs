@@ -1,0 +1,478 @@
+//! The daemon: its state and the single poll(2) loop that multiplexes the
+//! D-Bus connection, the signalfd and the idle timerfd. Single-threaded;
+//! every handler runs to completion before the next message is read.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use dbus::arg::{PropMap, RefArg, Variant};
+use dbus::message::MessageType;
+use dbus::Message;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+
+use crate::bus::{self, Bus, BUS_NAME, IFACE, LOG_SERVICE, MANAGER_PATH};
+use crate::config::Config;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::netlink::Rtnl;
+
+pub const VERSION: &str = concat!("ovpn-netcfgd-", env!("CARGO_PKG_VERSION"));
+const MAX_DEVICES: usize = 256;
+const MAX_SUBSCRIBERS: usize = 256;
+
+pub struct Subscription {
+    pub mask: u32,
+    pub uid: u32,
+}
+
+pub struct Daemon {
+    pub cfg: Config,
+    pub bus: Bus,
+    pub rtnl: Rtnl,
+    /// Device objects by object path.
+    pub devices: BTreeMap<String, Device>,
+    /// NetworkChange subscribers by unique bus name.
+    pub subs: BTreeMap<String, Subscription>,
+    pub log_level: u32,
+    log_owner: Option<String>,
+    quit: bool,
+    sigfd: SignalFd,
+    timer: TimerFd,
+    timer_armed: bool,
+}
+
+/// Runs the service until a signal, idle exit or bus loss; returns the exit code.
+pub fn run(cfg: Config) -> i32 {
+    match Daemon::start(cfg) {
+        Ok(mut d) => d.main_loop(),
+        Err(e) => {
+            log::error!("{e}");
+            3
+        }
+    }
+}
+
+impl Daemon {
+    fn start(cfg: Config) -> Result<Self> {
+        let mut mask = SigSet::empty();
+        for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            mask.add(s);
+        }
+        mask.thread_block()
+            .map_err(|e| Error::errno("sigprocmask", e))?;
+        // SIGPIPE would kill us when a peer goes away mid-write; blocked, it
+        // turns into EPIPE. (std::process::Command resets the mask in children.)
+        let mut pipe = SigSet::empty();
+        pipe.add(Signal::SIGPIPE);
+        pipe.thread_block()
+            .map_err(|e| Error::errno("sigprocmask", e))?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| Error::errno("signalfd", e))?;
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .map_err(|e| Error::errno("timerfd", e))?;
+        let rtnl = Rtnl::open()?;
+
+        let address = cfg.bus_address.clone().or_else(|| {
+            std::env::var("DBUS_STARTER_ADDRESS").ok().filter(|_| {
+                std::env::var("DBUS_STARTER_BUS_TYPE")
+                    .map(|t| t == "system")
+                    .unwrap_or(true)
+            })
+        });
+        let bus = Bus::connect(address.as_deref())?;
+        let log_level = cfg.log_level;
+        let mut d = Daemon {
+            cfg,
+            bus,
+            rtnl,
+            devices: BTreeMap::new(),
+            subs: BTreeMap::new(),
+            log_level,
+            log_owner: None,
+            quit: false,
+            sigfd,
+            timer,
+            timer_armed: false,
+        };
+        // Our objects answer from the first message on (they are dispatched
+        // by path, not registered), so asking for the name last means no
+        // caller can reach us before we can answer.
+        d.bus.add_match("type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged'")?;
+        d.log_owner = d.bus.name_owner(LOG_SERVICE);
+        d.bus.request_name(BUS_NAME)?;
+        log::info!(
+            "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, log level {})",
+            d.bus.unique_name(),
+            d.cfg.redirect.as_str(),
+            d.log_level
+        );
+        Ok(d)
+    }
+
+    fn main_loop(&mut self) -> i32 {
+        let mut code = 0;
+        loop {
+            // Drain libdbus completely before sleeping: a blocking call made
+            // by a handler may have queued messages that poll() cannot see.
+            loop {
+                if !self.bus.pump() {
+                    log::error!("lost the D-Bus connection");
+                    self.quit = true;
+                    code = 3;
+                    break;
+                }
+                let mut any = false;
+                while let Some(m) = self.bus.pop() {
+                    any = true;
+                    self.handle(m);
+                }
+                self.flush_log_signals();
+                if !any {
+                    break;
+                }
+            }
+            if self.quit {
+                break;
+            }
+            self.update_idle_timer();
+            let bus_fd = crate::sys::borrow_fd(self.bus.fd());
+            let mut bus_ev = PollFlags::POLLIN;
+            if self.bus.wants_write() {
+                bus_ev |= PollFlags::POLLOUT;
+            }
+            let mut fds = [
+                PollFd::new(bus_fd, bus_ev),
+                PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    log::error!("poll: {e}");
+                    code = 3;
+                    break;
+                }
+            }
+            let sig_ready = fds[1]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLIN));
+            let timer_ready = fds[2]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLIN));
+            if sig_ready {
+                self.on_signals();
+            }
+            if timer_ready {
+                let _ = self.timer.wait();
+                if self.is_idle() {
+                    log::info!("idle for {} minute(s), exiting", self.cfg.idle_exit_min);
+                    self.quit = true;
+                }
+            }
+            if self.quit {
+                break;
+            }
+        }
+        self.shutdown();
+        code
+    }
+
+    fn on_signals(&mut self) {
+        while let Ok(Some(si)) = self.sigfd.read_signal() {
+            match Signal::try_from(si.ssi_signo as i32) {
+                Ok(Signal::SIGHUP) => {
+                    log::info!("SIGHUP: reopening the log file");
+                    crate::logging::reopen_file();
+                }
+                Ok(s) => {
+                    log::info!("{s}: shutting down");
+                    self.quit = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.devices.is_empty() && self.subs.is_empty()
+    }
+
+    fn update_idle_timer(&mut self) {
+        let want = self.cfg.idle_exit_min > 0 && self.is_idle();
+        if want && !self.timer_armed {
+            let t = TimeSpec::from(Duration::from_secs(self.cfg.idle_exit_min as u64 * 60));
+            if self
+                .timer
+                .set(Expiration::OneShot(t), TimerSetTimeFlags::empty())
+                .is_ok()
+            {
+                self.timer_armed = true;
+            }
+        } else if !want && self.timer_armed {
+            let _ = self.timer.unset();
+            self.timer_armed = false;
+        }
+    }
+
+    /// Re-arms the idle timer: any call counts as activity.
+    fn touch(&mut self) {
+        if self.timer_armed {
+            let _ = self.timer.unset();
+            self.timer_armed = false;
+        }
+    }
+
+    /// Undoes every device, then flushes what is left to send.
+    fn shutdown(&mut self) {
+        let paths: Vec<String> = self.devices.keys().cloned().collect();
+        for p in paths {
+            self.remove_device(&p, "service shutdown");
+        }
+        self.flush_log_signals();
+        self.bus.flush();
+    }
+
+    fn handle(&mut self, m: Message) {
+        match m.msg_type() {
+            MessageType::MethodCall => {
+                self.touch();
+                let reply = self.dispatch(&m);
+                if let Some(r) = reply {
+                    if !m.get_no_reply() {
+                        self.bus.send(r);
+                    }
+                }
+            }
+            MessageType::Signal => self.on_bus_signal(&m),
+            _ => {}
+        }
+    }
+
+    fn on_bus_signal(&mut self, m: &Message) {
+        if m.member().as_deref() != Some("NameOwnerChanged")
+            || m.sender().as_deref() != Some("org.freedesktop.DBus")
+        {
+            return;
+        }
+        let Ok((name, _old, new)) = m.read3::<String, String, String>() else {
+            return;
+        };
+        if name == LOG_SERVICE {
+            self.log_owner = if new.is_empty() { None } else { Some(new) };
+            return;
+        }
+        if !name.starts_with(':') || !new.is_empty() {
+            return;
+        }
+        // A client left the bus: its devices and subscription go with it.
+        let gone: Vec<String> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.owner_bus == name)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in gone {
+            self.remove_device(&p, &format!("its creator {name} left the bus"));
+        }
+        if self.subs.remove(&name).is_some() {
+            log::info!("subscriber {name} left the bus; subscription removed");
+        }
+        self.bus.forget(&name);
+    }
+
+    fn dispatch(&mut self, m: &Message) -> Option<Message> {
+        let path = m.path().map(|p| p.to_string()).unwrap_or_default();
+        let iface = m.interface().map(|i| i.to_string());
+        let member = m.member().map(|s| s.to_string()).unwrap_or_default();
+        let obj = self.classify(&path);
+        let r = match (iface.as_deref(), member.as_str()) {
+            (Some("org.freedesktop.DBus.Peer") | None, "Ping") => Ok(m.method_return()),
+            (Some("org.freedesktop.DBus.Peer") | None, "GetMachineId") => {
+                let id = std::fs::read_to_string("/etc/machine-id")
+                    .or_else(|_| std::fs::read_to_string("/var/lib/dbus/machine-id"))
+                    .unwrap_or_default();
+                Ok(m.method_return().append1(id.trim()))
+            }
+            _ if matches!(obj, Obj::None) => {
+                return Some(bus::std_error(
+                    m,
+                    "org.freedesktop.DBus.Error.UnknownObject",
+                    &format!("Object does not exist at path '{path}'"),
+                ))
+            }
+            (Some("org.freedesktop.DBus.Introspectable") | None, "Introspect") => {
+                Ok(m.method_return().append1(self.introspect(&obj)))
+            }
+            (Some("org.freedesktop.DBus.Properties"), _) => {
+                return self.properties(m, &obj, &member)
+            }
+            (Some(IFACE) | None, _) => match &obj {
+                Obj::Manager => self.manager_call(m, &member),
+                Obj::Device(p) => self.device_call(m, p, &member),
+                Obj::Dco(p) => self.dco_call(m, p, &member),
+                _ => Err(Error::NotFound(String::new())),
+            },
+            _ => Err(Error::NotFound(String::new())),
+        };
+        match r {
+            Ok(reply) => Some(reply),
+            Err(Error::NotFound(s)) if s.is_empty() => Some(bus::std_error(
+                m,
+                "org.freedesktop.DBus.Error.UnknownMethod",
+                &format!(
+                    "No such method '{member}' on interface '{}' at '{path}'",
+                    iface.unwrap_or_default()
+                ),
+            )),
+            Err(e) => {
+                log::debug!("{path} {member}: {e}");
+                bus::error_reply(m, &e)
+            }
+        }
+    }
+
+    pub(crate) fn classify(&self, path: &str) -> Obj {
+        match path {
+            "/" => return Obj::Intermediate("net"),
+            "/net" => return Obj::Intermediate("openvpn"),
+            "/net/openvpn" => return Obj::Intermediate("v3"),
+            "/net/openvpn/v3" => return Obj::Intermediate("netcfg"),
+            MANAGER_PATH => return Obj::Manager,
+            _ => {}
+        }
+        if self.devices.contains_key(path) {
+            return Obj::Device(path.to_string());
+        }
+        if let Some(dev) = path.strip_suffix("/dco") {
+            if self.devices.get(dev).is_some_and(|d| self.has_dco(d)) {
+                return Obj::Dco(dev.to_string());
+            }
+        }
+        Obj::None
+    }
+
+    fn introspect(&self, obj: &Obj) -> String {
+        use crate::bus::introspect::{xml, Node};
+        match obj {
+            Obj::Intermediate(c) => xml(Node::Intermediate { child: c }),
+            Obj::Manager => {
+                let kids: Vec<String> = self
+                    .devices
+                    .keys()
+                    .filter_map(|p| {
+                        p.strip_prefix(MANAGER_PATH)
+                            .map(|s| s.trim_start_matches('/').to_string())
+                    })
+                    .collect();
+                xml(Node::Manager { children: &kids })
+            }
+            Obj::Device(p) => xml(Node::Device {
+                has_dco: self.devices.get(p).is_some_and(|d| self.has_dco(d)),
+            }),
+            Obj::Dco(_) => xml(Node::Dco),
+            Obj::None => String::new(),
+        }
+    }
+
+    /// Removes a device object and everything it made in the kernel.
+    pub(crate) fn remove_device(&mut self, path: &str, why: &str) {
+        let Some(mut d) = self.devices.remove(path) else {
+            return;
+        };
+        let events = d.teardown(&mut self.rtnl, true);
+        self.emit_events(&d.path, &d.name, events);
+        log::info!("device {path} ({}) removed: {why}", d.name);
+    }
+
+    /// Sends NetworkChange signals to the subscribers whose mask matches.
+    pub(crate) fn emit_events(&self, path: &str, device: &str, events: Vec<Event>) {
+        for e in events {
+            let details: std::collections::HashMap<&str, &str> =
+                e.details.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            for (name, s) in &self.subs {
+                if s.mask & e.kind == 0 {
+                    continue;
+                }
+                let Ok(mut sig) = Message::new_signal(path, IFACE, "NetworkChange") else {
+                    continue;
+                };
+                sig = sig.append3(e.kind, device, &details);
+                sig.set_destination(Some(name.as_str().into()));
+                self.bus.send(sig);
+            }
+        }
+    }
+
+    /// Sends queued log records as Log signals: to the log service when it
+    /// runs (as the reference does), else as a broadcast.
+    fn flush_log_signals(&mut self) {
+        for (cat, msg) in crate::logging::drain() {
+            let Ok(mut sig) = Message::new_signal(MANAGER_PATH, IFACE, "Log") else {
+                continue;
+            };
+            sig = sig.append3(8u32, cat, msg);
+            if let Some(o) = &self.log_owner {
+                sig.set_destination(Some(o.as_str().into()));
+            }
+            self.bus.send(sig);
+        }
+    }
+
+    /// The ifindexes of every link we configure (never "the host's route").
+    pub(crate) fn our_links(&self) -> Vec<u32> {
+        self.devices
+            .values()
+            .filter_map(|d| d.link.as_ref().map(|l| l.0))
+            .collect()
+    }
+
+    pub(crate) fn broadcast_props_changed(&self, path: &str, name: &str, value: Box<dyn RefArg>) {
+        let mut changed = PropMap::new();
+        changed.insert(name.to_string(), Variant(value));
+        if let Ok(sig) =
+            Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged")
+        {
+            self.bus
+                .send(sig.append3(IFACE, changed, Vec::<String>::new()));
+        }
+    }
+
+    pub(crate) fn caller(&mut self, m: &Message) -> Result<(String, crate::bus::Creds)> {
+        let sender = m
+            .sender()
+            .map(|s| s.to_string())
+            .ok_or_else(|| Error::Failed("message has no sender".into()))?;
+        let c = self.bus.creds(&sender)?;
+        Ok((sender, c))
+    }
+
+    pub(crate) fn check_limits(&self) -> Result<()> {
+        if self.devices.len() >= MAX_DEVICES {
+            return Err(Error::Failed(format!(
+                "too many devices (limit {MAX_DEVICES})"
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn subs_full(&self) -> bool {
+        self.subs.len() >= MAX_SUBSCRIBERS
+    }
+}
+
+pub enum Obj {
+    Intermediate(&'static str),
+    Manager,
+    Device(String),
+    Dco(String),
+    None,
+}

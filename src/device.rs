@@ -1,0 +1,166 @@
+//! One virtual interface: who owns it, what the client asked for, and the
+//! kernel state we made for it (through the journal).
+
+use std::os::fd::OwnedFd;
+
+use crate::apply;
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::journal::{Journal, Undo};
+use crate::netlink::Rtnl;
+use crate::plan::{self, Host};
+use crate::settings::Settings;
+
+pub struct Device {
+    pub path: String,
+    pub owner_uid: u32,
+    pub owner_pid: u32,
+    /// Unique bus name of the creator: its disappearance cleans up.
+    pub owner_bus: String,
+    pub acl: Vec<u32>,
+    pub log_level: u32,
+    /// The `device_name` property: the client's name until Establish,
+    /// then the kernel's.
+    pub name: String,
+    pub settings: Settings,
+    pub active: bool,
+    pub modified: bool,
+    /// The link we configure: (ifindex, kernel name).
+    pub link: Option<(u32, String)>,
+    pub journal: Journal,
+    /// Events to announce when the current configuration is torn down.
+    pub removed_events: Vec<Event>,
+    /// Creation order (global DNS lists are oldest first).
+    pub created: u64,
+}
+
+fn next_serial() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Device {
+    pub fn new(
+        path: String,
+        name: String,
+        uid: u32,
+        pid: u32,
+        bus: String,
+        log_level: u32,
+    ) -> Self {
+        Device {
+            path,
+            owner_uid: uid,
+            owner_pid: pid,
+            owner_bus: bus,
+            acl: Vec::new(),
+            log_level,
+            name,
+            settings: Settings::default(),
+            active: false,
+            modified: false,
+            link: None,
+            journal: Journal::default(),
+            removed_events: Vec::new(),
+            created: next_serial(),
+        }
+    }
+
+    /// Owner, ACL members and root may drive the device.
+    pub fn may(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.owner_uid || self.acl.contains(&uid)
+    }
+
+    /// Creates the tun/tap device and configures it from the settings.
+    /// Returns the tun fd for the client and the events to announce. On
+    /// error nothing of this attempt is left in the kernel. A previous
+    /// Establish's state is removed only after the new one is in place.
+    pub fn establish(
+        &mut self,
+        rtnl: &mut Rtnl,
+        ignore: &[u32],
+        redirect: bool,
+    ) -> Result<(OwnedFd, Vec<Event>, Vec<String>)> {
+        let tap = match self.settings.layer {
+            3 => false,
+            2 => true,
+            0 => {
+                return Err(Error::State(
+                    "layer is not set: set the 'layer' property to 3 (tun) or 2 (tap) first".into(),
+                ))
+            }
+            l => {
+                return Err(Error::State(format!(
+                    "layer {l} is not supported (3 = tun, 2 = tap)"
+                )))
+            }
+        };
+        let (fd, kname) =
+            crate::sys::tun_open(tap, "").map_err(|e| Error::io("open /dev/net/tun", e))?;
+        let ifindex = crate::netlink::link::index_of(&kname)
+            .ok_or_else(|| Error::Failed(format!("new device {kname} vanished")))?;
+        let mut journal = Journal::default();
+        journal.push(Undo::DelLink {
+            ifindex,
+            name: kname.clone(),
+        });
+
+        let needs_host = self.settings.networks.iter().any(|n| n.exclude);
+        let routes = if needs_host {
+            apply::host_routes(rtnl)?
+        } else {
+            Vec::new()
+        };
+        let mut ignore = ignore.to_vec();
+        ignore.push(ifindex);
+        let p = plan::plan(
+            &self.settings,
+            ifindex,
+            &Host {
+                routes: &routes,
+                ignore: &ignore,
+                redirect,
+            },
+        );
+        if let Err(e) = apply::apply(rtnl, &p.changes, &mut journal) {
+            apply::undo(rtnl, journal.take_all());
+            return Err(e);
+        }
+        // The new device works; now retire the previous one (second Establish).
+        let mut events = Vec::new();
+        if self.active || !self.journal.is_empty() {
+            events.extend(self.teardown(rtnl, true));
+        }
+        self.journal = journal;
+        self.link = Some((ifindex, kname.clone()));
+        self.name = kname;
+        self.active = true;
+        self.removed_events = p.removed;
+        events.extend(p.added);
+        Ok((fd, events, p.notes))
+    }
+
+    /// Undoes the configuration (and with `links`, the devices too).
+    /// Returns the removal events if a configuration was active.
+    pub fn teardown(&mut self, rtnl: &mut Rtnl, links: bool) -> Vec<Event> {
+        let steps = if links {
+            self.journal.take_all()
+        } else {
+            self.journal.take_config()
+        };
+        for f in apply::undo(rtnl, steps) {
+            log::warn!("{}: cleanup: {f}", self.path);
+        }
+        let was_active = std::mem::replace(&mut self.active, false);
+        if links {
+            self.link = None;
+        }
+        let ev = std::mem::take(&mut self.removed_events);
+        if was_active {
+            ev
+        } else {
+            Vec::new()
+        }
+    }
+}

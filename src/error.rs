@@ -1,0 +1,99 @@
+//! The daemon's error type and its single mapping to D-Bus error names.
+//!
+//! Every module returns `Error`; `dbus_name()` is the only place where an
+//! error becomes a name on the wire (see docs/differences.md for why these
+//! names and not the reference's GLib "UnmappedGError" ones).
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A method argument or property value was rejected; names the argument.
+    InvalidArg { arg: &'static str, why: String },
+    /// The caller is not allowed to do this.
+    AccessDenied(String),
+    /// The object, property or subscription does not exist.
+    NotFound(String),
+    /// The property exists but cannot be written.
+    ReadOnly(String),
+    /// The request is valid but this build/host cannot do it.
+    NotSupported(String),
+    /// The kernel refused a netlink request.
+    Kernel {
+        op: String,
+        errno: i32,
+        msg: Option<String>,
+    },
+    /// A system call outside netlink failed.
+    Io { op: String, errno: i32 },
+    /// The object is in a state where this call makes no sense.
+    State(String),
+    /// Anything else, with a human-readable reason.
+    Failed(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn arg(arg: &'static str, why: impl Into<String>) -> Self {
+        Error::InvalidArg {
+            arg,
+            why: why.into(),
+        }
+    }
+
+    pub fn io(op: impl Into<String>, e: std::io::Error) -> Self {
+        Error::Io {
+            op: op.into(),
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+
+    pub fn errno(op: impl Into<String>, e: nix::errno::Errno) -> Self {
+        Error::Io {
+            op: op.into(),
+            errno: e as i32,
+        }
+    }
+
+    /// The D-Bus error name this error is sent under.
+    pub fn dbus_name(&self) -> &'static str {
+        match self {
+            Error::InvalidArg { .. } => "net.openvpn.v3.netcfg.error.InvalidArgs",
+            Error::AccessDenied(_) => "net.openvpn.v3.netcfg.error.AccessDenied",
+            Error::NotFound(_) => "net.openvpn.v3.netcfg.error.NotFound",
+            Error::ReadOnly(_) => "org.freedesktop.DBus.Error.PropertyReadOnly",
+            Error::NotSupported(_) => "net.openvpn.v3.netcfg.error.NotSupported",
+            Error::Kernel { .. } => "net.openvpn.v3.netcfg.error.Kernel",
+            Error::Io { .. } => "net.openvpn.v3.netcfg.error.System",
+            Error::State(_) => "net.openvpn.v3.netcfg.error.State",
+            Error::Failed(_) => "net.openvpn.v3.netcfg.error.Failed",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidArg { arg, why } => write!(f, "invalid argument '{arg}': {why}"),
+            Error::AccessDenied(s)
+            | Error::NotFound(s)
+            | Error::ReadOnly(s)
+            | Error::NotSupported(s)
+            | Error::State(s)
+            | Error::Failed(s) => f.write_str(s),
+            Error::Kernel { op, errno, msg } => {
+                write!(f, "{op}: {}", std::io::Error::from_raw_os_error(*errno))?;
+                if let Some(m) = msg {
+                    write!(f, " ({m})")?;
+                }
+                Ok(())
+            }
+            Error::Io { op, errno } => {
+                write!(f, "{op}: {}", std::io::Error::from_raw_os_error(*errno))
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}

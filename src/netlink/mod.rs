@@ -1,0 +1,390 @@
+//! RTNL transport: one non-blocking NETLINK_ROUTE socket (neli's `NlSocket`,
+//! never its router or blocking handle), batched requests with bulk acks,
+//! and dumps. Message builders live in `link`, `addr`, `route`, `rule`.
+
+pub mod addr;
+pub mod link;
+pub mod route;
+pub mod rule;
+
+use std::io::Cursor;
+use std::os::fd::{AsRawFd, RawFd};
+
+use neli::consts::nl::{NlmF, Nlmsg};
+use neli::consts::socket::NlFamily;
+use neli::nl::NlPayload;
+use neli::socket::NlSocket;
+use neli::types::Buffer;
+use neli::utils::Groups;
+use neli::{Size, ToBytes};
+
+use crate::error::{Error, Result};
+
+/// The `rtm_protocol` value on every route and rule we install, so they can be
+/// recognised later (`ip route show proto 79`). Unassigned in iproute2's rt_protos.
+pub const RTPROT_OVPN_NETCFGD: u8 = 79;
+
+/// How many requests go out in one sendmsg before their acks are read.
+/// Each ack costs about 1 KiB of receive-buffer truesize; 128 stays well
+/// inside the 1 MiB buffer we ask for.
+const BATCH: usize = 128;
+const RECV_BUF: usize = 64 * 1024;
+/// include/uapi/linux/netlink.h, enum nlmsgerr_attrs
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+/// One encoded request plus the errnos that count as success for it
+/// (EEXIST on add, ENOENT/ESRCH on delete).
+pub struct Req {
+    pub bytes: Vec<u8>,
+    pub ok_errnos: &'static [i32],
+    pub what: String,
+}
+
+pub const OK_ADD: &[i32] = &[libc::EEXIST];
+pub const OK_DEL: &[i32] = &[libc::ENOENT, libc::ESRCH, libc::EADDRNOTAVAIL, libc::ENODEV];
+
+/// Encodes one netlink message (seq 0; `Rtnl` stamps the real one).
+pub fn encode<T: neli::consts::nl::NlType, P: Size + ToBytes>(
+    ty: T,
+    flags: NlmF,
+    payload: P,
+) -> Vec<u8> {
+    let msg = neli::nl::NlmsghdrBuilder::default()
+        .nl_type(ty)
+        .nl_flags(flags)
+        .nl_payload(NlPayload::Payload(payload))
+        .build()
+        .expect("all fields set");
+    let mut c = Cursor::new(Vec::with_capacity(msg.padded_size()));
+    msg.to_bytes(&mut c).expect("writing to a Vec cannot fail");
+    c.into_inner()
+}
+
+/// An attribute with a raw payload.
+pub fn rta<T: neli::consts::rtnl::RtaType>(ty: T, payload: &[u8]) -> neli::rtnl::Rtattr<T, Buffer> {
+    neli::rtnl::RtattrBuilder::default()
+        .rta_type(ty)
+        .rta_payload(Buffer::from(payload))
+        .build()
+        .expect("all fields set")
+}
+
+/// A kernel error for one request: errno and the extack text, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NlError {
+    pub errno: i32,
+    pub msg: Option<String>,
+}
+
+impl NlError {
+    pub fn into_error(self, op: impl Into<String>) -> Error {
+        Error::Kernel {
+            op: op.into(),
+            errno: self.errno,
+            msg: self.msg,
+        }
+    }
+}
+
+pub struct Rtnl {
+    sock: NlSocket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Rtnl {
+    /// Opens the route socket (non-blocking, CLOEXEC, extended acks on).
+    pub fn open() -> Result<Self> {
+        Self::open_family(NlFamily::Route)
+    }
+
+    pub fn open_family(family: NlFamily) -> Result<Self> {
+        let sock = NlSocket::connect(family, None, Groups::empty())
+            .map_err(|e| Error::io("netlink socket", e))?;
+        sock.nonblock()
+            .map_err(|e| Error::io("netlink nonblock", e))?;
+        sock.enable_ext_ack(true)
+            .map_err(|e| Error::io("NETLINK_EXT_ACK", e))?;
+        let fd = sock.as_raw_fd();
+        // Acks need not echo our request back; keeps bulk acks small.
+        let _ = crate::sys::setsockopt_int(fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1);
+        // FORCE needs CAP_NET_ADMIN, which we have; fall back to the capped one.
+        if crate::sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20).is_err()
+        {
+            let _ = sock.set_recv_buffer_size(1 << 20);
+        }
+        Ok(Rtnl {
+            sock,
+            seq: 1,
+            buf: vec![0; RECV_BUF],
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    fn stamp(&mut self, bytes: &mut [u8]) -> u32 {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        bytes[8..12].copy_from_slice(&self.seq.to_ne_bytes());
+        self.seq
+    }
+
+    /// Waits (bounded) until the socket is readable: the kernel answers
+    /// RTNL requests synchronously, so this only guards against surprises.
+    fn wait_readable(&self) -> Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut p = [PollFd::new(
+            crate::sys::borrow_fd(self.sock.as_raw_fd()),
+            PollFlags::POLLIN,
+        )];
+        match poll(&mut p, PollTimeout::from(5000u16)) {
+            Ok(0) => Err(Error::Failed(
+                "netlink: no answer from the kernel within 5 s".into(),
+            )),
+            Ok(_) => Ok(()),
+            Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(Error::errno("poll netlink", e)),
+        }
+    }
+
+    /// Reads one datagram into `self.buf`; returns its length.
+    fn recv_some(&mut self) -> Result<usize> {
+        loop {
+            match self
+                .sock
+                .recv(&mut self.buf[..], neli::consts::socket::Msg::empty())
+            {
+                Ok((n, _)) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait_readable()?,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("netlink recv", e)),
+            }
+        }
+    }
+
+    fn send_all(&self, bytes: &[u8]) -> Result<()> {
+        loop {
+            match self.sock.send(bytes, neli::consts::socket::Msg::empty()) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("netlink send", e)),
+            }
+        }
+    }
+
+    /// Sends every request (batched, several per sendmsg) and collects one
+    /// result per request, in order: `Ok(true)` changed the kernel,
+    /// `Ok(false)` was a tolerated errno (already there / already gone).
+    /// Transport failures fail the whole call.
+    pub fn transact(
+        &mut self,
+        reqs: &mut [Req],
+    ) -> Result<Vec<std::result::Result<bool, NlError>>> {
+        let mut results = Vec::with_capacity(reqs.len());
+        for chunk in reqs.chunks_mut(BATCH) {
+            let mut out = Vec::with_capacity(chunk.iter().map(|r| r.bytes.len()).sum());
+            let first = self.seq.wrapping_add(1).max(1);
+            let mut seqs = Vec::with_capacity(chunk.len());
+            for r in chunk.iter_mut() {
+                let flags = u16::from_ne_bytes([r.bytes[6], r.bytes[7]]) | libc::NLM_F_ACK as u16;
+                r.bytes[6..8].copy_from_slice(&flags.to_ne_bytes());
+                seqs.push(self.stamp(&mut r.bytes));
+                out.extend_from_slice(&r.bytes);
+            }
+            self.send_all(&out)?;
+            let mut got: Vec<Option<std::result::Result<bool, NlError>>> = vec![None; chunk.len()];
+            let mut missing = chunk.len();
+            while missing > 0 {
+                let n = self.recv_some()?;
+                for (seq, res) in parse_acks(&self.buf[..n]) {
+                    let idx = seq.wrapping_sub(first) as usize;
+                    if idx < got.len() && seqs[idx] == seq && got[idx].is_none() {
+                        let res = match res {
+                            Err(e) if chunk[idx].ok_errnos.contains(&e.errno) => {
+                                log::debug!(
+                                    "{}: {} (fine)",
+                                    chunk[idx].what,
+                                    std::io::Error::from_raw_os_error(e.errno)
+                                );
+                                Ok(false)
+                            }
+                            Ok(()) => Ok(true),
+                            Err(e) => Err(e),
+                        };
+                        got[idx] = Some(res);
+                        missing -= 1;
+                    }
+                }
+            }
+            results.extend(got.into_iter().map(|r| r.expect("every slot filled")));
+        }
+        Ok(results)
+    }
+
+    /// One request that must succeed; true if it changed the kernel.
+    pub fn request(&mut self, mut req: Req) -> Result<bool> {
+        let what = req.what.clone();
+        match self.transact(std::slice::from_mut(&mut req))?.pop() {
+            Some(Ok(changed)) => Ok(changed),
+            Some(Err(e)) => Err(e.into_error(what)),
+            None => Err(Error::Failed("netlink: no result".into())),
+        }
+    }
+
+    /// Runs a dump request; returns every reply message's payload bytes
+    /// (after the nlmsghdr) with its type.
+    pub fn dump(&mut self, mut bytes: Vec<u8>) -> Result<Vec<(u16, Vec<u8>)>> {
+        let seq = self.stamp(&mut bytes);
+        self.send_all(&bytes)?;
+        let mut out = Vec::new();
+        loop {
+            let n = self.recv_some()?;
+            let mut off = 0;
+            while off + 16 <= n {
+                let b = &self.buf[off..n];
+                let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+                if len < 16 || len > b.len() {
+                    return Err(Error::Failed("netlink: malformed dump reply".into()));
+                }
+                let ty = u16::from_ne_bytes([b[4], b[5]]);
+                let mseq = u32::from_ne_bytes([b[8], b[9], b[10], b[11]]);
+                if mseq == seq {
+                    if ty == libc::NLMSG_DONE as u16 {
+                        return Ok(out);
+                    }
+                    if ty == libc::NLMSG_ERROR as u16 {
+                        if let Some((_, Err(e))) = parse_acks(&b[..len]).pop() {
+                            return Err(e.into_error("netlink dump"));
+                        }
+                        return Ok(out);
+                    }
+                    if out.len() >= 1_000_000 {
+                        return Err(Error::Failed("netlink: dump too large".into()));
+                    }
+                    out.push((ty, b[16..len].to_vec()));
+                }
+                off += (len + 3) & !3;
+            }
+        }
+    }
+}
+
+/// Extracts (seq, result) from every NLMSG_ERROR message in a datagram.
+/// Never panics on malformed input; bad messages are skipped.
+pub fn parse_acks(mut b: &[u8]) -> Vec<(u32, std::result::Result<(), NlError>)> {
+    let mut out = Vec::new();
+    while b.len() >= 16 {
+        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if len < 16 || len > b.len() {
+            break;
+        }
+        let ty = u16::from_ne_bytes([b[4], b[5]]);
+        let flags = u16::from_ne_bytes([b[6], b[7]]);
+        let seq = u32::from_ne_bytes([b[8], b[9], b[10], b[11]]);
+        if ty == u16::from(Nlmsg::Error) && len >= 20 {
+            let m = &b[..len];
+            let err = i32::from_ne_bytes([m[16], m[17], m[18], m[19]]);
+            if err == 0 {
+                out.push((seq, Ok(())));
+            } else {
+                // struct nlmsgerr = error + the request's header (whole request
+                // unless NLM_F_CAPPED); extack TLVs follow when NLM_F_ACK_TLVS.
+                let mut msg = None;
+                if flags & libc::NLM_F_ACK_TLVS as u16 != 0 && m.len() >= 36 {
+                    let orig = if flags & libc::NLM_F_CAPPED as u16 != 0 {
+                        16
+                    } else {
+                        (u32::from_ne_bytes([m[20], m[21], m[22], m[23]]) as usize + 3) & !3
+                    };
+                    if let Some(tlvs) = m.get(20 + orig..) {
+                        msg = attrs(tlvs)
+                            .find(|(t, _)| *t == NLMSGERR_ATTR_MSG)
+                            .map(|(_, p)| {
+                                String::from_utf8_lossy(p.split(|&c| c == 0).next().unwrap_or(&[]))
+                                    .into_owned()
+                            })
+                            .filter(|s| !s.is_empty());
+                    }
+                }
+                out.push((
+                    seq,
+                    Err(NlError {
+                        errno: err.checked_neg().unwrap_or(libc::EIO),
+                        msg,
+                    }),
+                ));
+            }
+        }
+        let step = (len + 3) & !3;
+        if step > b.len() {
+            break;
+        }
+        b = &b[step..];
+    }
+    out
+}
+
+/// Iterates rtattrs in `b` (type without flag bits, payload). Bounds-checked.
+pub fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let payload = &b[4..len];
+        let step = ((len + 3) & !3).min(b.len());
+        b = &b[step..];
+        Some((ty, payload))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_parser_reads_errno_and_extack() {
+        // NLMSG_ERROR, seq 7, error -17, capped original header, extack "route exists".
+        let mut m = Vec::new();
+        let text = b"route exists\0";
+        let attr_len = 4 + text.len();
+        let total = 16 + 4 + 16 + ((attr_len + 3) & !3);
+        m.extend_from_slice(&(total as u32).to_ne_bytes());
+        m.extend_from_slice(&2u16.to_ne_bytes());
+        m.extend_from_slice(&((libc::NLM_F_CAPPED | libc::NLM_F_ACK_TLVS) as u16).to_ne_bytes());
+        m.extend_from_slice(&7u32.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(&(-17i32).to_ne_bytes());
+        m.extend_from_slice(&[0u8; 16]);
+        m.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+        m.extend_from_slice(&1u16.to_ne_bytes());
+        m.extend_from_slice(text);
+        while m.len() % 4 != 0 {
+            m.push(0);
+        }
+        let r = parse_acks(&m);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].0, 7);
+        assert_eq!(
+            r[0].1,
+            Err(NlError {
+                errno: 17,
+                msg: Some("route exists".into())
+            })
+        );
+    }
+
+    #[test]
+    fn ack_parser_survives_garbage() {
+        for n in 0..64 {
+            let junk: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
+            let _ = parse_acks(&junk);
+            let _ = attrs(&junk).count();
+        }
+    }
+}

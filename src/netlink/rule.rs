@@ -1,0 +1,2 @@
+//! Policy routing rules (RTM_NEWRULE / RTM_DELRULE), for the fwmark
+//! redirect method.

@@ -1,0 +1,311 @@
+//! Pure planning: turns a device's validated `Settings` plus a snapshot of
+//! the host's routes into the exact list of kernel changes, and the
+//! NetworkChange events that announce them. No I/O here.
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use crate::events::{self, Event};
+use crate::netlink::addr::Addr;
+use crate::netlink::route::{best_route, KernelRoute, Route, RT_TABLE_MAIN};
+use crate::netlink::RTPROT_OVPN_NETCFGD;
+use crate::settings::Settings;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Link {
+        ifindex: u32,
+        mtu: u32,
+        txqlen: Option<u32>,
+    },
+    Addr(Addr),
+    Route(Route),
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    /// Announced after the changes are applied.
+    pub added: Vec<Event>,
+    /// Announced when the configuration is torn down.
+    pub removed: Vec<Event>,
+    /// Things worth a log line (skipped excludes and the like).
+    pub notes: Vec<String>,
+}
+
+/// Inputs that do not come from the client.
+pub struct Host<'a> {
+    /// The main routing table as the kernel has it now.
+    pub routes: &'a [KernelRoute],
+    /// Devices whose routes must not be used as "the host's route"
+    /// (ours: tun and DCO devices).
+    pub ignore: &'a [u32],
+    /// Whether reroute_ipv4/6 may add the /1 redirect routes
+    /// (false for `--redirect-method none`, as in the reference).
+    pub redirect: bool,
+}
+
+fn gateway_for(s: &Settings, v6: bool) -> Option<IpAddr> {
+    s.addrs
+        .iter()
+        .rev()
+        .filter(|a| a.addr.is_ipv6() == v6)
+        .find_map(|a| a.gateway)
+}
+
+/// Builds the plan for configuring `ifindex` from `s`.
+pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
+    let mut p = Plan::default();
+    p.changes.push(Change::Link {
+        ifindex,
+        mtu: s.mtu as u32,
+        txqlen: if s.txqueuelen > 0 {
+            Some(s.txqueuelen as u32)
+        } else {
+            None
+        },
+    });
+    for a in &s.addrs {
+        let addr = Addr {
+            ifindex,
+            addr: a.addr,
+            prefix: a.prefix,
+        };
+        if !p.changes.contains(&Change::Addr(addr.clone())) {
+            p.changes.push(Change::Addr(addr));
+        }
+        p.added
+            .push(events::addr(events::IPADDR_ADDED, &a.addr, a.prefix));
+        p.removed
+            .push(events::addr(events::IPADDR_REMOVED, &a.addr, a.prefix));
+    }
+    let tunnel_route = |dst: IpNetwork, metric: Option<u32>| {
+        let gw = gateway_for(s, dst.is_ipv6());
+        Route {
+            dst,
+            gateway: gw,
+            oif: ifindex,
+            metric,
+            table: RT_TABLE_MAIN,
+            protocol: RTPROT_OVPN_NETCFGD,
+            onlink: true,
+        }
+    };
+    let push_route = |p: &mut Plan, r: Route| {
+        let c = Change::Route(r);
+        if !p.changes.contains(&c) {
+            p.changes.push(c);
+        }
+    };
+    for n in s.networks.iter().filter(|n| !n.exclude) {
+        let r = tunnel_route(n.net, n.metric);
+        p.added.push(events::route(
+            events::ROUTE_ADDED,
+            &n.net,
+            r.gateway.as_ref(),
+        ));
+        p.removed
+            .push(events::route(events::ROUTE_REMOVED, &n.net, None));
+        push_route(&mut p, r);
+    }
+    if host.redirect {
+        let mut splits: Vec<&str> = Vec::new();
+        if s.reroute_ipv4 {
+            splits.extend(["0.0.0.0/1", "128.0.0.0/1"]);
+        }
+        if s.reroute_ipv6 {
+            splits.extend(["::/1", "8000::/1"]);
+        }
+        for d in splits {
+            let dst: IpNetwork = d.parse().expect("constant");
+            push_route(&mut p, tunnel_route(dst, None));
+        }
+    }
+    for n in s.networks.iter().filter(|n| n.exclude) {
+        match best_route(host.routes, n.net.network(), host.ignore) {
+            Some((gw, oif)) => {
+                let r = Route {
+                    dst: n.net,
+                    gateway: gw,
+                    oif,
+                    metric: n.metric,
+                    table: RT_TABLE_MAIN,
+                    protocol: RTPROT_OVPN_NETCFGD,
+                    onlink: false,
+                };
+                p.added
+                    .push(events::route(events::ROUTE_EXCLUDED, &n.net, gw.as_ref()));
+                push_route(&mut p, r);
+            }
+            None => p.notes.push(format!(
+                "no host route for excluded network {}; not installed",
+                n.net
+            )),
+        }
+    }
+    // Removal is announced in reverse: routes, addresses, then the device.
+    p.removed.reverse();
+    p.removed.push(Event::new(events::DEVICE_REMOVED));
+    p.added.insert(0, Event::new(events::DEVICE_ADDED));
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings;
+
+    fn host_table() -> Vec<KernelRoute> {
+        let r = |dst: &str, gw: Option<&str>, oif| KernelRoute {
+            route: Route {
+                dst: dst.parse().unwrap(),
+                gateway: gw.map(|g| g.parse().unwrap()),
+                oif,
+                metric: None,
+                table: RT_TABLE_MAIN,
+                protocol: 3,
+                onlink: false,
+            },
+            rtype: libc::RTN_UNICAST,
+            scope: 0,
+        };
+        vec![
+            r("0.0.0.0/0", Some("192.0.2.1"), 2),
+            r("192.0.2.0/24", None, 2),
+            r("::/0", Some("2001:db8::1"), 2),
+        ]
+    }
+
+    fn client_settings() -> Settings {
+        let mut s = Settings {
+            layer: 3,
+            ..Default::default()
+        };
+        s.addrs
+            .push(settings::vpn_addr("10.98.0.2", 24, "10.98.0.1", false).unwrap());
+        s.addrs
+            .push(settings::vpn_addr("fd00:98::1000", 64, "fd00:98::1", true).unwrap());
+        s.networks
+            .push(settings::network("10.97.0.0", 24, -1, false, false).unwrap());
+        s.networks
+            .push(settings::network("198.51.100.0", 24, 7, false, true).unwrap());
+        s.networks
+            .push(settings::network("2001:db8:5::", 48, -1, true, true).unwrap());
+        s.reroute_ipv4 = true;
+        s
+    }
+
+    #[test]
+    fn real_client_session_plan() {
+        let t = host_table();
+        let p = plan(
+            &client_settings(),
+            9,
+            &Host {
+                routes: &t,
+                ignore: &[9],
+                redirect: true,
+            },
+        );
+        let routes: Vec<String> = p
+            .changes
+            .iter()
+            .filter_map(|c| {
+                if let Change::Route(r) = c {
+                    Some(r.to_string())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "10.97.0.0/24 via 10.98.0.1 dev #9",
+                "0.0.0.0/1 via 10.98.0.1 dev #9",
+                "128.0.0.0/1 via 10.98.0.1 dev #9",
+                "198.51.100.0/24 via 192.0.2.1 dev #2 metric 7",
+                "2001:db8:5::/48 via 2001:db8::1 dev #2",
+            ]
+        );
+        assert_eq!(
+            p.changes[0],
+            Change::Link {
+                ifindex: 9,
+                mtu: 1500,
+                txqlen: None
+            }
+        );
+        assert_eq!(
+            p.changes
+                .iter()
+                .filter(|c| matches!(c, Change::Addr(_)))
+                .count(),
+            2
+        );
+        let kinds: Vec<u32> = p.added.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [1, 4, 4, 16, 64, 64]);
+        let kinds: Vec<u32> = p.removed.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [32, 8, 8, 2]);
+        assert!(p.notes.is_empty());
+    }
+
+    #[test]
+    fn redirect_none_adds_no_split_routes_and_duplicates_collapse() {
+        let t = host_table();
+        let mut s = client_settings();
+        s.reroute_ipv6 = true;
+        s.networks
+            .push(settings::network("10.97.0.0", 24, -1, false, false).unwrap());
+        let p = plan(
+            &s,
+            9,
+            &Host {
+                routes: &t,
+                ignore: &[9],
+                redirect: false,
+            },
+        );
+        let n = p
+            .changes
+            .iter()
+            .filter(|c| matches!(c, Change::Route(r) if r.oif == 9))
+            .count();
+        assert_eq!(n, 1);
+        let p = plan(
+            &s,
+            9,
+            &Host {
+                routes: &t,
+                ignore: &[9],
+                redirect: true,
+            },
+        );
+        let n = p
+            .changes
+            .iter()
+            .filter(|c| matches!(c, Change::Route(r) if r.oif == 9))
+            .count();
+        assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn exclude_without_host_route_is_noted_not_installed() {
+        let mut s = client_settings();
+        s.networks.retain(|n| !n.exclude);
+        s.networks
+            .push(settings::network("2001:db8:5::", 48, -1, true, true).unwrap());
+        let p = plan(
+            &s,
+            9,
+            &Host {
+                routes: &[],
+                ignore: &[9],
+                redirect: false,
+            },
+        );
+        assert_eq!(p.notes.len(), 1);
+        assert!(!p.added.iter().any(|e| e.kind == events::ROUTE_EXCLUDED));
+    }
+}

@@ -1,0 +1,373 @@
+//! What a client has asked for on one device, already validated. Every
+//! D-Bus argument is checked here when it arrives, so nothing invalid is
+//! ever stored and `plan` can trust its input.
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use crate::error::{Error, Result};
+
+pub const MAX_ADDRS: usize = 64;
+pub const MAX_NETWORKS: usize = 100_000;
+pub const MAX_DNS_SERVERS: usize = 32;
+pub const MAX_DNS_SEARCH: usize = 64;
+pub const MAX_NAME: usize = 64;
+pub const MAX_STRING: usize = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VpnAddr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+    /// The in-tunnel gateway (`route-gateway` / peer); routes go via it.
+    pub gateway: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub net: IpNetwork,
+    pub metric: Option<u32>,
+    pub exclude: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsSec {
+    Unset,
+    Yes,
+    No,
+    Optional,
+}
+
+impl DnsSec {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsSec::Unset => "unset",
+            DnsSec::Yes => "yes",
+            DnsSec::No => "no",
+            DnsSec::Optional => "optional",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsTransport {
+    Unset,
+    Plain,
+    Dot,
+    Doh,
+}
+
+impl DnsTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsTransport::Unset => "unset",
+            DnsTransport::Plain => "plain",
+            DnsTransport::Dot => "dot",
+            DnsTransport::Doh => "doh",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsScope {
+    Global,
+    Tunnel,
+}
+
+impl DnsScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsScope::Global => "global",
+            DnsScope::Tunnel => "tunnel",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// 0 = unset, 2 = tap, 3 = tun.
+    pub layer: u32,
+    pub mtu: u16,
+    pub txqueuelen: u16,
+    pub reroute_ipv4: bool,
+    pub reroute_ipv6: bool,
+    pub remote: Option<IpAddr>,
+    pub addrs: Vec<VpnAddr>,
+    pub networks: Vec<Network>,
+    pub dns_servers: Vec<IpAddr>,
+    pub dns_search: Vec<String>,
+    pub dnssec: DnsSec,
+    pub dns_transport: DnsTransport,
+    pub dns_scope: DnsScope,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            layer: 0,
+            mtu: 1500,
+            txqueuelen: 0,
+            reroute_ipv4: false,
+            reroute_ipv6: false,
+            remote: None,
+            addrs: Vec::new(),
+            networks: Vec::new(),
+            dns_servers: Vec::new(),
+            dns_search: Vec::new(),
+            dnssec: DnsSec::Unset,
+            dns_transport: DnsTransport::Unset,
+            dns_scope: DnsScope::Global,
+        }
+    }
+}
+
+/// Rejects empty, over-long and control-character strings.
+pub fn check_text(arg: &'static str, s: &str, max: usize) -> Result<()> {
+    if s.len() > max {
+        return Err(Error::arg(arg, format!("longer than {max} bytes")));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(Error::arg(
+            arg,
+            format!("contains control character U+{:04X}", c as u32),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses an IP address and checks it is of the family `ipv6` says.
+pub fn parse_ip(arg: &'static str, s: &str, ipv6: bool) -> Result<IpAddr> {
+    check_text(arg, s, 64)?;
+    let a: IpAddr = s
+        .parse()
+        .map_err(|_| Error::arg(arg, format!("'{s}' is not an IP address")))?;
+    if a.is_ipv6() != ipv6 {
+        return Err(Error::arg(
+            arg,
+            format!(
+                "'{s}' is not an {} address",
+                if ipv6 { "IPv6" } else { "IPv4" }
+            ),
+        ));
+    }
+    Ok(a)
+}
+
+fn max_prefix(a: &IpAddr) -> u32 {
+    if a.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+pub fn vpn_addr(addr: &str, prefix: u32, gateway: &str, ipv6: bool) -> Result<VpnAddr> {
+    let a = parse_ip("ip_address", addr, ipv6)?;
+    if prefix > max_prefix(&a) {
+        return Err(Error::arg(
+            "prefix",
+            format!("{prefix} is larger than {}", max_prefix(&a)),
+        ));
+    }
+    if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+        return Err(Error::arg(
+            "ip_address",
+            format!("'{addr}' cannot be an interface address"),
+        ));
+    }
+    let gateway = if gateway.is_empty() {
+        None
+    } else {
+        Some(parse_ip("gateway", gateway, ipv6)?)
+    };
+    Ok(VpnAddr {
+        addr: a,
+        prefix: prefix as u8,
+        gateway,
+    })
+}
+
+pub fn network(addr: &str, prefix: u32, metric: i32, ipv6: bool, exclude: bool) -> Result<Network> {
+    let a = parse_ip("networks.ip_address", addr, ipv6)?;
+    if prefix > max_prefix(&a) {
+        return Err(Error::arg(
+            "networks.prefix",
+            format!("{prefix} is larger than {}", max_prefix(&a)),
+        ));
+    }
+    let net = IpNetwork::new(a, prefix as u8)
+        .map_err(|e| Error::arg("networks.prefix", e.to_string()))?;
+    if net.network() != a {
+        return Err(Error::arg(
+            "networks.ip_address",
+            format!(
+                "{addr}/{prefix} has host bits set (did you mean {}/{prefix}?)",
+                net.network()
+            ),
+        ));
+    }
+    let metric = match metric {
+        -1 => None,
+        m if m >= 0 => Some(m as u32),
+        m => {
+            return Err(Error::arg(
+                "networks.metric",
+                format!("{m} is negative (use -1 for the default)"),
+            ))
+        }
+    };
+    Ok(Network {
+        net,
+        metric,
+        exclude,
+    })
+}
+
+pub fn dns_server(s: &str) -> Result<IpAddr> {
+    check_text("server_list", s, 64)?;
+    let a: IpAddr = s
+        .trim()
+        .parse()
+        .map_err(|_| Error::arg("server_list", format!("'{s}' is not an IP address")))?;
+    if a.is_unspecified() || a.is_multicast() {
+        return Err(Error::arg(
+            "server_list",
+            format!("'{s}' cannot be a DNS server"),
+        ));
+    }
+    Ok(a)
+}
+
+/// A DNS name: 1-253 bytes, labels of 1-63 letters, digits, '-' or '_',
+/// not starting or ending with '-'; one trailing dot allowed.
+pub fn dns_domain(s: &str) -> Result<String> {
+    let d = s.strip_suffix('.').unwrap_or(s);
+    if d.is_empty() || d.len() > 253 {
+        return Err(Error::arg(
+            "domains",
+            format!("'{s}' must be 1-253 characters"),
+        ));
+    }
+    for label in d.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+        if !ok {
+            return Err(Error::arg(
+                "domains",
+                format!("'{s}' is not a valid domain name"),
+            ));
+        }
+    }
+    Ok(d.to_ascii_lowercase())
+}
+
+pub fn dnssec(s: &str) -> Result<DnsSec> {
+    match s {
+        "yes" => Ok(DnsSec::Yes),
+        "no" => Ok(DnsSec::No),
+        "optional" => Ok(DnsSec::Optional),
+        _ => Err(Error::arg(
+            "mode",
+            format!("'{}' is not one of yes, no, optional", s.escape_debug()),
+        )),
+    }
+}
+
+pub fn dns_transport(s: &str) -> Result<DnsTransport> {
+    match s {
+        "plain" => Ok(DnsTransport::Plain),
+        "dot" => Ok(DnsTransport::Dot),
+        "doh" => Ok(DnsTransport::Doh),
+        _ => Err(Error::arg(
+            "mode",
+            format!("'{}' is not one of plain, dot, doh", s.escape_debug()),
+        )),
+    }
+}
+
+pub fn dns_scope(s: &str) -> Result<DnsScope> {
+    match s {
+        "global" => Ok(DnsScope::Global),
+        "tunnel" => Ok(DnsScope::Tunnel),
+        _ => Err(Error::arg(
+            "dns_scope",
+            format!("'{}' is not one of global, tunnel", s.escape_debug()),
+        )),
+    }
+}
+
+/// Turns a client's device name into a valid object-path element.
+pub fn path_element(name: &str) -> Result<String> {
+    check_text("device_name", name, MAX_NAME)?;
+    if name.is_empty() {
+        return Err(Error::arg("device_name", "empty"));
+    }
+    Ok(name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect())
+}
+
+/// Checks a kernel interface name (used for DCO devices).
+pub fn ifname(arg: &'static str, s: &str) -> Result<()> {
+    if s.is_empty() || s.len() >= 16 {
+        return Err(Error::arg(arg, "interface names are 1-15 bytes"));
+    }
+    if s == "."
+        || s == ".."
+        || s.bytes()
+            .any(|c| c <= b' ' || c == b'/' || c == b':' || c >= 0x7f)
+    {
+        return Err(Error::arg(
+            arg,
+            format!("'{}' is not a valid interface name", s.escape_debug()),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_must_be_canonical_and_match_family() {
+        assert!(network("10.0.0.0", 8, -1, false, false).is_ok());
+        assert!(network("10.0.0.1", 8, -1, false, false)
+            .unwrap_err()
+            .to_string()
+            .contains("host bits"));
+        assert!(network("10.0.0.0", 33, -1, false, false).is_err());
+        assert!(network("2001:db8::", 32, 5, false, false).is_err());
+        assert!(network("2001:db8::", 32, 5, true, true).unwrap().exclude);
+        assert!(network("10.0.0.0", 8, -2, false, false).is_err());
+    }
+
+    #[test]
+    fn addresses_and_names() {
+        assert!(vpn_addr("10.8.0.2", 24, "10.8.0.1", false).is_ok());
+        assert!(vpn_addr("10.8.0.2", 24, "fd00::1", false).is_err());
+        assert!(vpn_addr("0.0.0.0", 24, "", false).is_err());
+        assert_eq!(vpn_addr("fd00::2", 64, "", true).unwrap().gateway, None);
+        assert_eq!(path_element("d444-c2.d1").unwrap(), "d444_c2_d1");
+        assert!(path_element("a\nb").is_err());
+        assert_eq!(dns_domain("Example.COM.").unwrap(), "example.com");
+        for bad in ["", "a..b", "-a.b", "a b", &"x".repeat(64), "ex\u{e9}.com"] {
+            assert!(dns_domain(bad).is_err(), "{bad}");
+        }
+        assert!(ifname("dev_name", "ovpn0").is_ok());
+        assert!(ifname("dev_name", "a/b").is_err());
+        assert!(ifname("dev_name", "0123456789abcdef").is_err());
+    }
+}

@@ -1,0 +1,128 @@
+//! The only place with `unsafe`: a handful of system calls that neither
+//! `nix` nor `dbus` wrap. Each block says why it is sound.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+extern "C" {
+    // Part of the libdbus built into this binary (libdbus-sys "vendored").
+    // It is the only way to see file descriptors that a GLib client attached
+    // to a message without naming them in the body (the reference's clients
+    // do exactly that for ProtectSocket and NewPeer).
+    fn _dbus_message_get_unix_fds(
+        msg: *mut libc::c_void,
+        fds: *mut *const libc::c_int,
+        n: *mut libc::c_uint,
+    );
+}
+
+const _: () =
+    assert!(std::mem::size_of::<dbus::Message>() == std::mem::size_of::<*mut libc::c_void>());
+
+/// Duplicates every fd attached to a received message (CLOEXEC), in order.
+pub fn message_fds(msg: &dbus::Message) -> Vec<OwnedFd> {
+    // SAFETY: `dbus::Message` is a struct with a single field, the
+    // `*mut DBusMessage` it owns (checked by the size assertion above), so
+    // reading it as a pointer yields that field. The message came from
+    // dbus_connection_pop_message, so it is locked, as
+    // _dbus_message_get_unix_fds asserts; the returned array lives as long as
+    // the message, which we borrow for the whole loop below.
+    let (ptr, n) = unsafe {
+        let raw: *mut libc::c_void = *(msg as *const dbus::Message as *const *mut libc::c_void);
+        let mut fds: *const libc::c_int = std::ptr::null();
+        let mut n: libc::c_uint = 0;
+        _dbus_message_get_unix_fds(raw, &mut fds, &mut n);
+        (fds, n as usize)
+    };
+    let mut out = Vec::new();
+    for i in 0..n.min(16) {
+        // SAFETY: i < n, the array has n entries (see above).
+        let fd = unsafe { *ptr.add(i) };
+        if let Ok(d) = nix::fcntl::fcntl(
+            // SAFETY: the fd is open and owned by the message for this scope.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3),
+        ) {
+            // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nobody else owns.
+            out.push(unsafe { OwnedFd::from_raw_fd(d) });
+        }
+    }
+    out
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Opens a new tun (or tap) device; returns the fd and the kernel's name.
+/// `name` empty lets the kernel pick `tunN`/`tapN`.
+pub fn tun_open(tap: bool, name: &str) -> io::Result<(OwnedFd, String)> {
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    let fd = nix::fcntl::open(
+        "/dev/net/tun",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    for (d, s) in req.name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.flags =
+        (libc::IFF_NO_PI | if tap { libc::IFF_TAP } else { libc::IFF_TUN }) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one `struct ifreq`; IfReq has the
+    // kernel's layout (16-byte name, short flags, padded to 40 bytes) and
+    // lives on our stack for the duration of the call. The request number
+    // comes from libc, which encodes it per architecture.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req as *mut IfReq) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel NUL-terminates ifr_name (IFNAMSIZ includes the NUL).
+    let kname = unsafe { CStr::from_ptr(req.name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    Ok((fd, kname))
+}
+
+/// setsockopt with an int value, for options nix does not wrap.
+pub fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            &val as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Borrows a descriptor owned by a library (libdbus's socket) for one poll.
+pub fn borrow_fd<'a>(fd: RawFd) -> std::os::fd::BorrowedFd<'a> {
+    // SAFETY: callers pass the fd of a connection they hold for longer than
+    // the borrow (the poll call); libdbus does not close it meanwhile because
+    // nothing else runs on this thread during poll.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
