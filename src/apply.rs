@@ -9,14 +9,9 @@ use crate::plan::Change;
 
 fn request(c: &Change) -> (Req, Undo) {
     match c {
-        Change::Link {
-            ifindex,
-            mtu,
-            txqlen,
-        } => (
-            netlink::link::set(*ifindex, Some(*mtu), *txqlen, true),
-            Undo::LinkDown { ifindex: *ifindex },
-        ),
+        Change::Link { ifindex, mtu, txqlen } => {
+            (netlink::link::set(*ifindex, Some(*mtu), *txqlen, true), Undo::LinkDown { ifindex: *ifindex })
+        }
         Change::Addr(a) => (netlink::addr::add(a), Undo::DelAddr(a.clone())),
         Change::Route(r) => (netlink::route::add(r), Undo::DelRoute(r.clone())),
     }
@@ -58,9 +53,7 @@ pub fn undo(rtnl: &mut Rtnl, steps: Vec<Undo>) -> Vec<String> {
         .into_iter()
         .filter(|u| match u {
             // Only delete the link we made: the ifindex must still carry its name.
-            Undo::DelLink { ifindex, name } => {
-                netlink::link::name_of(*ifindex).as_deref() == Some(name.as_str())
-            }
+            Undo::DelLink { ifindex, name } => netlink::link::name_of(*ifindex).as_deref() == Some(name.as_str()),
             _ => true,
         })
         .collect();
@@ -81,9 +74,5 @@ pub fn undo(rtnl: &mut Rtnl, steps: Vec<Undo>) -> Vec<String> {
 /// The main routing tables of both families, as the kernel has them now.
 pub fn host_routes(rtnl: &mut Rtnl) -> Result<Vec<KernelRoute>> {
     let msgs = rtnl.dump(netlink::route::dump_request(None))?;
-    Ok(msgs
-        .iter()
-        .filter(|(t, _)| *t == libc::RTM_NEWROUTE)
-        .filter_map(|(_, p)| netlink::route::parse(p))
-        .collect())
+    Ok(msgs.iter().filter(|(t, _)| *t == libc::RTM_NEWROUTE).filter_map(|(_, p)| netlink::route::parse(p)).collect())
 }

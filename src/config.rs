@@ -122,10 +122,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
             _ => (a.clone(), None),
         };
         let val = |it: &mut I::IntoIter| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or(format!("{name} needs a value"))
+            inline.clone().or_else(|| it.next()).ok_or(format!("{name} needs a value"))
         };
         match name.as_str() {
             "-h" | "--help" => return Ok(Cli::Help),
@@ -139,8 +136,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
             "--dns-backend" => dns_flags.push(parse_dns_backend(&val(&mut it)?)?),
             "--redirect-method" => {
                 let v = val(&mut it)?;
-                c.redirect = RedirectMethod::parse(&v)
-                    .ok_or(format!("--redirect-method: unknown method '{v}'"))?;
+                c.redirect = RedirectMethod::parse(&v).ok_or(format!("--redirect-method: unknown method '{v}'"))?;
             }
             "--set-somark" => c.somark = Some(num(&name, &val(&mut it)?, u32::MAX)?),
             "--state-dir" => {
@@ -157,9 +153,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
         }
     }
     if dns_flags.len() > 1 {
-        return Err(
-            "--resolv-conf, --systemd-resolved and --dns-backend exclude each other".into(),
-        );
+        return Err("--resolv-conf, --systemd-resolved and --dns-backend exclude each other".into());
     }
     if let Some(d) = dns_flags.pop() {
         c.dns = d;
@@ -196,8 +190,7 @@ pub fn apply_json(c: &mut Config, text: &str) -> Result<Vec<String>, String> {
             "idle_exit" => c.idle_exit_min = num(k, &as_str()?, 10_000_000)?,
             "redirect_method" => {
                 let s = as_str()?;
-                c.redirect = RedirectMethod::parse(&s)
-                    .ok_or(format!("netcfg.json: bad redirect_method '{s}'"))?;
+                c.redirect = RedirectMethod::parse(&s).ok_or(format!("netcfg.json: bad redirect_method '{s}'"))?;
             }
             "set_somark" => c.somark = Some(num(k, &as_str()?, u32::MAX)?),
             "dns_backend" => c.dns = parse_dns_backend(&as_str()?)?,
@@ -239,10 +232,7 @@ pub mod json {
     }
 
     pub fn parse_flat_object(s: &str) -> Result<Vec<(String, Value)>, String> {
-        let mut p = P {
-            b: s.as_bytes(),
-            i: 0,
-        };
+        let mut p = P { b: s.as_bytes(), i: 0 };
         let mut out = Vec::new();
         p.ws();
         if p.i == p.b.len() {
@@ -401,30 +391,19 @@ mod tests {
             &["--resolv-conf", "/x", "--systemd-resolved"],
             &["--log-level"],
         ] {
-            assert!(
-                parse_args(a.iter().map(|s| s.to_string())).is_err(),
-                "{a:?}"
-            );
+            assert!(parse_args(a.iter().map(|s| s.to_string())).is_err(), "{a:?}");
         }
     }
 
     #[test]
     fn json_false_means_off_and_file_wins() {
         let mut c = run(&["--systemd-resolved"]);
-        apply_json(
-            &mut c,
-            r#"{"systemd_resolved": false, "log_level": "5", "idle_exit": 3}"#,
-        )
-        .unwrap();
+        apply_json(&mut c, r#"{"systemd_resolved": false, "log_level": "5", "idle_exit": 3}"#).unwrap();
         assert_eq!(c.dns, DnsChoice::Auto);
         assert_eq!(c.log_level, 5);
         assert_eq!(c.idle_exit_min, 3);
         let mut c = Config::default();
-        apply_json(
-            &mut c,
-            r#"{"resolv_conf_file": "/etc/r", "systemd_resolved": true}"#,
-        )
-        .unwrap();
+        apply_json(&mut c, r#"{"resolv_conf_file": "/etc/r", "systemd_resolved": true}"#).unwrap();
         assert_eq!(c.dns, DnsChoice::Resolved);
         assert!(apply_json(&mut c, r#"{"log_level": 9}"#).is_err());
         assert!(apply_json(&mut c, r#"{"a": [1]}"#).is_err());

@@ -64,29 +64,22 @@ impl Daemon {
         for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
             mask.add(s);
         }
-        mask.thread_block()
-            .map_err(|e| Error::errno("sigprocmask", e))?;
+        mask.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
         // SIGPIPE would kill us when a peer goes away mid-write; blocked, it
         // turns into EPIPE. (std::process::Command resets the mask in children.)
         let mut pipe = SigSet::empty();
         pipe.add(Signal::SIGPIPE);
-        pipe.thread_block()
-            .map_err(|e| Error::errno("sigprocmask", e))?;
+        pipe.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| Error::errno("signalfd", e))?;
-        let timer = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )
-        .map_err(|e| Error::errno("timerfd", e))?;
+        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
+            .map_err(|e| Error::errno("timerfd", e))?;
         let rtnl = Rtnl::open()?;
 
         let address = cfg.bus_address.clone().or_else(|| {
-            std::env::var("DBUS_STARTER_ADDRESS").ok().filter(|_| {
-                std::env::var("DBUS_STARTER_BUS_TYPE")
-                    .map(|t| t == "system")
-                    .unwrap_or(true)
-            })
+            std::env::var("DBUS_STARTER_ADDRESS")
+                .ok()
+                .filter(|_| std::env::var("DBUS_STARTER_BUS_TYPE").map(|t| t == "system").unwrap_or(true))
         });
         let bus = Bus::connect(address.as_deref())?;
         let log_level = cfg.log_level;
@@ -106,7 +99,9 @@ impl Daemon {
         // Our objects answer from the first message on (they are dispatched
         // by path, not registered), so asking for the name last means no
         // caller can reach us before we can answer.
-        d.bus.add_match("type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged'")?;
+        d.bus.add_match(
+            "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged'",
+        )?;
         d.log_owner = d.bus.name_owner(LOG_SERVICE);
         d.bus.request_name(BUS_NAME)?;
         log::info!(
@@ -162,12 +157,8 @@ impl Daemon {
                     break;
                 }
             }
-            let sig_ready = fds[1]
-                .revents()
-                .is_some_and(|r| r.contains(PollFlags::POLLIN));
-            let timer_ready = fds[2]
-                .revents()
-                .is_some_and(|r| r.contains(PollFlags::POLLIN));
+            let sig_ready = fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+            let timer_ready = fds[2].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
             if sig_ready {
                 self.on_signals();
             }
@@ -210,11 +201,7 @@ impl Daemon {
         let want = self.cfg.idle_exit_min > 0 && self.is_idle();
         if want && !self.timer_armed {
             let t = TimeSpec::from(Duration::from_secs(self.cfg.idle_exit_min as u64 * 60));
-            if self
-                .timer
-                .set(Expiration::OneShot(t), TimerSetTimeFlags::empty())
-                .is_ok()
-            {
+            if self.timer.set(Expiration::OneShot(t), TimerSetTimeFlags::empty()).is_ok() {
                 self.timer_armed = true;
             }
         } else if !want && self.timer_armed {
@@ -258,9 +245,7 @@ impl Daemon {
     }
 
     fn on_bus_signal(&mut self, m: &Message) {
-        if m.member().as_deref() != Some("NameOwnerChanged")
-            || m.sender().as_deref() != Some("org.freedesktop.DBus")
-        {
+        if m.member().as_deref() != Some("NameOwnerChanged") || m.sender().as_deref() != Some("org.freedesktop.DBus") {
             return;
         }
         let Ok((name, _old, new)) = m.read3::<String, String, String>() else {
@@ -274,12 +259,8 @@ impl Daemon {
             return;
         }
         // A client left the bus: its devices and subscription go with it.
-        let gone: Vec<String> = self
-            .devices
-            .iter()
-            .filter(|(_, d)| d.owner_bus == name)
-            .map(|(p, _)| p.clone())
-            .collect();
+        let gone: Vec<String> =
+            self.devices.iter().filter(|(_, d)| d.owner_bus == name).map(|(p, _)| p.clone()).collect();
         for p in gone {
             self.remove_device(&p, &format!("its creator {name} left the bus"));
         }
@@ -312,9 +293,7 @@ impl Daemon {
             (Some("org.freedesktop.DBus.Introspectable") | None, "Introspect") => {
                 Ok(m.method_return().append1(self.introspect(&obj)))
             }
-            (Some("org.freedesktop.DBus.Properties"), _) => {
-                return self.properties(m, &obj, &member)
-            }
+            (Some("org.freedesktop.DBus.Properties"), _) => return self.properties(m, &obj, &member),
             (Some(IFACE) | None, _) => match &obj {
                 Obj::Manager => self.manager_call(m, &member),
                 Obj::Device(p) => self.device_call(m, p, &member),
@@ -328,10 +307,7 @@ impl Daemon {
             Err(Error::NotFound(s)) if s.is_empty() => Some(bus::std_error(
                 m,
                 "org.freedesktop.DBus.Error.UnknownMethod",
-                &format!(
-                    "No such method '{member}' on interface '{}' at '{path}'",
-                    iface.unwrap_or_default()
-                ),
+                &format!("No such method '{member}' on interface '{}' at '{path}'", iface.unwrap_or_default()),
             )),
             Err(e) => {
                 log::debug!("{path} {member}: {e}");
@@ -368,16 +344,11 @@ impl Daemon {
                 let kids: Vec<String> = self
                     .devices
                     .keys()
-                    .filter_map(|p| {
-                        p.strip_prefix(MANAGER_PATH)
-                            .map(|s| s.trim_start_matches('/').to_string())
-                    })
+                    .filter_map(|p| p.strip_prefix(MANAGER_PATH).map(|s| s.trim_start_matches('/').to_string()))
                     .collect();
                 xml(Node::Manager { children: &kids })
             }
-            Obj::Device(p) => xml(Node::Device {
-                has_dco: self.devices.get(p).is_some_and(|d| self.has_dco(d)),
-            }),
+            Obj::Device(p) => xml(Node::Device { has_dco: self.devices.get(p).is_some_and(|d| self.has_dco(d)) }),
             Obj::Dco(_) => xml(Node::Dco),
             Obj::None => String::new(),
         }
@@ -429,37 +400,26 @@ impl Daemon {
 
     /// The ifindexes of every link we configure (never "the host's route").
     pub(crate) fn our_links(&self) -> Vec<u32> {
-        self.devices
-            .values()
-            .filter_map(|d| d.link.as_ref().map(|l| l.0))
-            .collect()
+        self.devices.values().filter_map(|d| d.link.as_ref().map(|l| l.0)).collect()
     }
 
     pub(crate) fn broadcast_props_changed(&self, path: &str, name: &str, value: Box<dyn RefArg>) {
         let mut changed = PropMap::new();
         changed.insert(name.to_string(), Variant(value));
-        if let Ok(sig) =
-            Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged")
-        {
-            self.bus
-                .send(sig.append3(IFACE, changed, Vec::<String>::new()));
+        if let Ok(sig) = Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged") {
+            self.bus.send(sig.append3(IFACE, changed, Vec::<String>::new()));
         }
     }
 
     pub(crate) fn caller(&mut self, m: &Message) -> Result<(String, crate::bus::Creds)> {
-        let sender = m
-            .sender()
-            .map(|s| s.to_string())
-            .ok_or_else(|| Error::Failed("message has no sender".into()))?;
+        let sender = m.sender().map(|s| s.to_string()).ok_or_else(|| Error::Failed("message has no sender".into()))?;
         let c = self.bus.creds(&sender)?;
         Ok((sender, c))
     }
 
     pub(crate) fn check_limits(&self) -> Result<()> {
         if self.devices.len() >= MAX_DEVICES {
-            return Err(Error::Failed(format!(
-                "too many devices (limit {MAX_DEVICES})"
-            )));
+            return Err(Error::Failed(format!("too many devices (limit {MAX_DEVICES})")));
         }
         Ok(())
     }

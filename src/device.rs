@@ -41,14 +41,7 @@ fn next_serial() -> u64 {
 }
 
 impl Device {
-    pub fn new(
-        path: String,
-        name: String,
-        uid: u32,
-        pid: u32,
-        bus: String,
-        log_level: u32,
-    ) -> Self {
+    pub fn new(path: String, name: String, uid: u32, pid: u32, bus: String, log_level: u32) -> Self {
         Device {
             path,
             owner_uid: uid,
@@ -74,8 +67,7 @@ impl Device {
 
     /// Creates the tun/tap device and configures it from the settings.
     /// Returns the tun fd for the client and the events to announce. On
-    /// error nothing of this attempt is left in the kernel. A previous
-    /// Establish's state is removed only after the new one is in place.
+    /// error nothing of this attempt is left in the kernel.
     pub fn establish(
         &mut self,
         rtnl: &mut Rtnl,
@@ -90,47 +82,47 @@ impl Device {
                     "layer is not set: set the 'layer' property to 3 (tun) or 2 (tap) first".into(),
                 ))
             }
-            l => {
-                return Err(Error::State(format!(
-                    "layer {l} is not supported (3 = tun, 2 = tap)"
-                )))
-            }
+            l => return Err(Error::State(format!("layer {l} is not supported (3 = tun, 2 = tap)"))),
         };
-        let (fd, kname) =
-            crate::sys::tun_open(tap, "").map_err(|e| Error::io("open /dev/net/tun", e))?;
-        let ifindex = crate::netlink::link::index_of(&kname)
-            .ok_or_else(|| Error::Failed(format!("new device {kname} vanished")))?;
-        let mut journal = Journal::default();
-        journal.push(Undo::DelLink {
-            ifindex,
-            name: kname.clone(),
-        });
-
-        let needs_host = self.settings.networks.iter().any(|n| n.exclude);
-        let routes = if needs_host {
-            apply::host_routes(rtnl)?
-        } else {
-            Vec::new()
-        };
-        let mut ignore = ignore.to_vec();
-        ignore.push(ifindex);
-        let p = plan::plan(
-            &self.settings,
-            ifindex,
-            &Host {
-                routes: &routes,
-                ignore: &ignore,
-                redirect,
-            },
-        );
-        if let Err(e) = apply::apply(rtnl, &p.changes, &mut journal) {
-            apply::undo(rtnl, journal.take_all());
-            return Err(e);
-        }
-        // The new device works; now retire the previous one (second Establish).
+        // A second Establish: the old configuration goes first (its routes
+        // would collide with the new ones), the old link once the new one works.
         let mut events = Vec::new();
         if self.active || !self.journal.is_empty() {
-            events.extend(self.teardown(rtnl, true));
+            events.extend(self.teardown(rtnl, false));
+        }
+        let old_links = self.journal.take_all();
+        let (fd, kname) = match crate::sys::tun_open(tap, "") {
+            Ok(x) => x,
+            Err(e) => {
+                self.restore(old_links);
+                return Err(Error::io("open /dev/net/tun", e));
+            }
+        };
+        let Some(ifindex) = crate::netlink::link::index_of(&kname) else {
+            self.restore(old_links);
+            return Err(Error::Failed(format!("new device {kname} vanished")));
+        };
+        let mut journal = Journal::default();
+        journal.push(Undo::DelLink { ifindex, name: kname.clone() });
+
+        let needs_host = self.settings.networks.iter().any(|n| n.exclude);
+        let routes = if needs_host { apply::host_routes(rtnl) } else { Ok(Vec::new()) };
+        let mut ignore = ignore.to_vec();
+        ignore.push(ifindex);
+        let result = routes.and_then(|routes| {
+            let p = plan::plan(&self.settings, ifindex, &Host { routes: &routes, ignore: &ignore, redirect });
+            apply::apply(rtnl, &p.changes, &mut journal).map(|_| p)
+        });
+        let p = match result {
+            Ok(p) => p,
+            Err(e) => {
+                apply::undo(rtnl, journal.take_all());
+                self.restore(old_links);
+                return Err(e);
+            }
+        };
+        for f in apply::undo(rtnl, old_links) {
+            log::warn!("{}: removing the previous device: {f}", self.path);
         }
         self.journal = journal;
         self.link = Some((ifindex, kname.clone()));
@@ -141,14 +133,17 @@ impl Device {
         Ok((fd, events, p.notes))
     }
 
+    /// Puts back journal entries taken out for an attempt that failed.
+    fn restore(&mut self, newest_first: Vec<Undo>) {
+        for u in newest_first.into_iter().rev() {
+            self.journal.push(u);
+        }
+    }
+
     /// Undoes the configuration (and with `links`, the devices too).
     /// Returns the removal events if a configuration was active.
     pub fn teardown(&mut self, rtnl: &mut Rtnl, links: bool) -> Vec<Event> {
-        let steps = if links {
-            self.journal.take_all()
-        } else {
-            self.journal.take_config()
-        };
+        let steps = if links { self.journal.take_all() } else { self.journal.take_config() };
         for f in apply::undo(rtnl, steps) {
             log::warn!("{}: cleanup: {f}", self.path);
         }

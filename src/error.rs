@@ -19,11 +19,7 @@ pub enum Error {
     /// The request is valid but this build/host cannot do it.
     NotSupported(String),
     /// The kernel refused a netlink request.
-    Kernel {
-        op: String,
-        errno: i32,
-        msg: Option<String>,
-    },
+    Kernel { op: String, errno: i32, msg: Option<String> },
     /// A system call outside netlink failed.
     Io { op: String, errno: i32 },
     /// The object is in a state where this call makes no sense.
@@ -36,24 +32,15 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn arg(arg: &'static str, why: impl Into<String>) -> Self {
-        Error::InvalidArg {
-            arg,
-            why: why.into(),
-        }
+        Error::InvalidArg { arg, why: why.into() }
     }
 
     pub fn io(op: impl Into<String>, e: std::io::Error) -> Self {
-        Error::Io {
-            op: op.into(),
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-        }
+        Error::Io { op: op.into(), errno: e.raw_os_error().unwrap_or(libc::EIO) }
     }
 
     pub fn errno(op: impl Into<String>, e: nix::errno::Errno) -> Self {
-        Error::Io {
-            op: op.into(),
-            errno: e as i32,
-        }
+        Error::Io { op: op.into(), errno: e as i32 }
     }
 
     /// The D-Bus error name this error is sent under.

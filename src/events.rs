@@ -22,10 +22,7 @@ pub struct Event {
 
 impl Event {
     pub fn new(kind: u32) -> Self {
-        Event {
-            kind,
-            details: Vec::new(),
-        }
+        Event { kind, details: Vec::new() }
     }
     pub fn with(mut self, k: &'static str, v: impl ToString) -> Self {
         self.details.push((k, v.to_string()));
@@ -58,10 +55,7 @@ pub fn route(kind: u32, net: &ipnetwork::IpNetwork, gateway: Option<&std::net::I
         .with("prefix", net.prefix())
         .with("prefix_size", net.prefix());
     if kind != ROUTE_REMOVED {
-        e = e.with(
-            "gateway",
-            gateway.map(|g| g.to_string()).unwrap_or_default(),
-        );
+        e = e.with("gateway", gateway.map(|g| g.to_string()).unwrap_or_default());
     }
     e
 }

@@ -73,9 +73,8 @@ impl Journal {
     /// Removes and returns the configuration entries (not link deletions),
     /// newest first; links stay recorded for a later Destroy.
     pub fn take_config(&mut self) -> Vec<Undo> {
-        let (links, mut cfg): (Vec<Undo>, Vec<Undo>) = std::mem::take(&mut self.entries)
-            .into_iter()
-            .partition(|u| u.is_link());
+        let (links, mut cfg): (Vec<Undo>, Vec<Undo>) =
+            std::mem::take(&mut self.entries).into_iter().partition(|u| u.is_link());
         self.entries = links;
         cfg.reverse();
         cfg
@@ -89,16 +88,9 @@ mod tests {
     #[test]
     fn config_undo_keeps_links_and_reverses() {
         let mut j = Journal::default();
-        j.push(Undo::DelLink {
-            ifindex: 5,
-            name: "tun0".into(),
-        });
+        j.push(Undo::DelLink { ifindex: 5, name: "tun0".into() });
         j.push(Undo::LinkDown { ifindex: 5 });
-        j.push(Undo::DelAddr(Addr {
-            ifindex: 5,
-            addr: "10.0.0.2".parse().unwrap(),
-            prefix: 24,
-        }));
+        j.push(Undo::DelAddr(Addr { ifindex: 5, addr: "10.0.0.2".parse().unwrap(), prefix: 24 }));
         let c = j.take_config();
         assert!(matches!(c[0], Undo::DelAddr(_)));
         assert_eq!(c[1], Undo::LinkDown { ifindex: 5 });

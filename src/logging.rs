@@ -70,9 +70,7 @@ impl log::Log for Logger {
 /// Installs the logger. `RUST_LOG` may narrow or widen the stderr output.
 pub fn init(level: u32) {
     let mut b = env_logger::Builder::new();
-    b.filter_level(filter(level))
-        .format_timestamp(None)
-        .format_target(false);
+    b.filter_level(filter(level)).format_timestamp(None).format_target(false);
     if let Ok(s) = std::env::var("RUST_LOG") {
         b.parse_filters(&s);
     }
@@ -101,10 +99,7 @@ pub fn open_file(path: &str) -> std::io::Result<()> {
 }
 
 pub fn reopen_file() {
-    let path = FILE
-        .lock()
-        .ok()
-        .and_then(|g| g.as_ref().map(|(p, _)| p.clone()));
+    let path = FILE.lock().ok().and_then(|g| g.as_ref().map(|(p, _)| p.clone()));
     if let Some(p) = path {
         if let Err(e) = open_file(&p) {
             log::error!("reopening log file {p}: {e}");
@@ -114,8 +109,5 @@ pub fn reopen_file() {
 
 /// Takes the queued Log-signal records.
 pub fn drain() -> Vec<(u32, String)> {
-    QUEUE
-        .lock()
-        .map(|mut q| q.drain(..).collect())
-        .unwrap_or_default()
+    QUEUE.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default()
 }

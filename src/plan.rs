@@ -14,11 +14,7 @@ use crate::settings::Settings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Link {
-        ifindex: u32,
-        mtu: u32,
-        txqlen: Option<u32>,
-    },
+    Link { ifindex: u32, mtu: u32, txqlen: Option<u32> },
     Addr(Addr),
     Route(Route),
 }
@@ -47,11 +43,7 @@ pub struct Host<'a> {
 }
 
 fn gateway_for(s: &Settings, v6: bool) -> Option<IpAddr> {
-    s.addrs
-        .iter()
-        .rev()
-        .filter(|a| a.addr.is_ipv6() == v6)
-        .find_map(|a| a.gateway)
+    s.addrs.iter().rev().filter(|a| a.addr.is_ipv6() == v6).find_map(|a| a.gateway)
 }
 
 /// Builds the plan for configuring `ifindex` from `s`.
@@ -60,25 +52,15 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     p.changes.push(Change::Link {
         ifindex,
         mtu: s.mtu as u32,
-        txqlen: if s.txqueuelen > 0 {
-            Some(s.txqueuelen as u32)
-        } else {
-            None
-        },
+        txqlen: if s.txqueuelen > 0 { Some(s.txqueuelen as u32) } else { None },
     });
     for a in &s.addrs {
-        let addr = Addr {
-            ifindex,
-            addr: a.addr,
-            prefix: a.prefix,
-        };
+        let addr = Addr { ifindex, addr: a.addr, prefix: a.prefix };
         if !p.changes.contains(&Change::Addr(addr.clone())) {
             p.changes.push(Change::Addr(addr));
         }
-        p.added
-            .push(events::addr(events::IPADDR_ADDED, &a.addr, a.prefix));
-        p.removed
-            .push(events::addr(events::IPADDR_REMOVED, &a.addr, a.prefix));
+        p.added.push(events::addr(events::IPADDR_ADDED, &a.addr, a.prefix));
+        p.removed.push(events::addr(events::IPADDR_REMOVED, &a.addr, a.prefix));
     }
     let tunnel_route = |dst: IpNetwork, metric: Option<u32>| {
         let gw = gateway_for(s, dst.is_ipv6());
@@ -100,13 +82,8 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     };
     for n in s.networks.iter().filter(|n| !n.exclude) {
         let r = tunnel_route(n.net, n.metric);
-        p.added.push(events::route(
-            events::ROUTE_ADDED,
-            &n.net,
-            r.gateway.as_ref(),
-        ));
-        p.removed
-            .push(events::route(events::ROUTE_REMOVED, &n.net, None));
+        p.added.push(events::route(events::ROUTE_ADDED, &n.net, r.gateway.as_ref()));
+        p.removed.push(events::route(events::ROUTE_REMOVED, &n.net, None));
         push_route(&mut p, r);
     }
     if host.redirect {
@@ -134,14 +111,10 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
                     protocol: RTPROT_OVPN_NETCFGD,
                     onlink: false,
                 };
-                p.added
-                    .push(events::route(events::ROUTE_EXCLUDED, &n.net, gw.as_ref()));
+                p.added.push(events::route(events::ROUTE_EXCLUDED, &n.net, gw.as_ref()));
                 push_route(&mut p, r);
             }
-            None => p.notes.push(format!(
-                "no host route for excluded network {}; not installed",
-                n.net
-            )),
+            None => p.notes.push(format!("no host route for excluded network {}; not installed", n.net)),
         }
     }
     // Removal is announced in reverse: routes, addresses, then the device.
@@ -170,28 +143,16 @@ mod tests {
             rtype: libc::RTN_UNICAST,
             scope: 0,
         };
-        vec![
-            r("0.0.0.0/0", Some("192.0.2.1"), 2),
-            r("192.0.2.0/24", None, 2),
-            r("::/0", Some("2001:db8::1"), 2),
-        ]
+        vec![r("0.0.0.0/0", Some("192.0.2.1"), 2), r("192.0.2.0/24", None, 2), r("::/0", Some("2001:db8::1"), 2)]
     }
 
     fn client_settings() -> Settings {
-        let mut s = Settings {
-            layer: 3,
-            ..Default::default()
-        };
-        s.addrs
-            .push(settings::vpn_addr("10.98.0.2", 24, "10.98.0.1", false).unwrap());
-        s.addrs
-            .push(settings::vpn_addr("fd00:98::1000", 64, "fd00:98::1", true).unwrap());
-        s.networks
-            .push(settings::network("10.97.0.0", 24, -1, false, false).unwrap());
-        s.networks
-            .push(settings::network("198.51.100.0", 24, 7, false, true).unwrap());
-        s.networks
-            .push(settings::network("2001:db8:5::", 48, -1, true, true).unwrap());
+        let mut s = Settings { layer: 3, ..Default::default() };
+        s.addrs.push(settings::vpn_addr("10.98.0.2", 24, "10.98.0.1", false).unwrap());
+        s.addrs.push(settings::vpn_addr("fd00:98::1000", 64, "fd00:98::1", true).unwrap());
+        s.networks.push(settings::network("10.97.0.0", 24, -1, false, false).unwrap());
+        s.networks.push(settings::network("198.51.100.0", 24, 7, false, true).unwrap());
+        s.networks.push(settings::network("2001:db8:5::", 48, -1, true, true).unwrap());
         s.reroute_ipv4 = true;
         s
     }
@@ -199,25 +160,11 @@ mod tests {
     #[test]
     fn real_client_session_plan() {
         let t = host_table();
-        let p = plan(
-            &client_settings(),
-            9,
-            &Host {
-                routes: &t,
-                ignore: &[9],
-                redirect: true,
-            },
-        );
+        let p = plan(&client_settings(), 9, &Host { routes: &t, ignore: &[9], redirect: true });
         let routes: Vec<String> = p
             .changes
             .iter()
-            .filter_map(|c| {
-                if let Change::Route(r) = c {
-                    Some(r.to_string())
-                } else {
-                    None
-                }
-            })
+            .filter_map(|c| if let Change::Route(r) = c { Some(r.to_string()) } else { None })
             .collect();
         assert_eq!(
             routes,
@@ -229,21 +176,8 @@ mod tests {
                 "2001:db8:5::/48 via 2001:db8::1 dev #2",
             ]
         );
-        assert_eq!(
-            p.changes[0],
-            Change::Link {
-                ifindex: 9,
-                mtu: 1500,
-                txqlen: None
-            }
-        );
-        assert_eq!(
-            p.changes
-                .iter()
-                .filter(|c| matches!(c, Change::Addr(_)))
-                .count(),
-            2
-        );
+        assert_eq!(p.changes[0], Change::Link { ifindex: 9, mtu: 1500, txqlen: None });
+        assert_eq!(p.changes.iter().filter(|c| matches!(c, Change::Addr(_))).count(), 2);
         let kinds: Vec<u32> = p.added.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [1, 4, 4, 16, 64, 64]);
         let kinds: Vec<u32> = p.removed.iter().map(|e| e.kind).collect();
@@ -256,37 +190,12 @@ mod tests {
         let t = host_table();
         let mut s = client_settings();
         s.reroute_ipv6 = true;
-        s.networks
-            .push(settings::network("10.97.0.0", 24, -1, false, false).unwrap());
-        let p = plan(
-            &s,
-            9,
-            &Host {
-                routes: &t,
-                ignore: &[9],
-                redirect: false,
-            },
-        );
-        let n = p
-            .changes
-            .iter()
-            .filter(|c| matches!(c, Change::Route(r) if r.oif == 9))
-            .count();
+        s.networks.push(settings::network("10.97.0.0", 24, -1, false, false).unwrap());
+        let p = plan(&s, 9, &Host { routes: &t, ignore: &[9], redirect: false });
+        let n = p.changes.iter().filter(|c| matches!(c, Change::Route(r) if r.oif == 9)).count();
         assert_eq!(n, 1);
-        let p = plan(
-            &s,
-            9,
-            &Host {
-                routes: &t,
-                ignore: &[9],
-                redirect: true,
-            },
-        );
-        let n = p
-            .changes
-            .iter()
-            .filter(|c| matches!(c, Change::Route(r) if r.oif == 9))
-            .count();
+        let p = plan(&s, 9, &Host { routes: &t, ignore: &[9], redirect: true });
+        let n = p.changes.iter().filter(|c| matches!(c, Change::Route(r) if r.oif == 9)).count();
         assert_eq!(n, 5);
     }
 
@@ -294,17 +203,8 @@ mod tests {
     fn exclude_without_host_route_is_noted_not_installed() {
         let mut s = client_settings();
         s.networks.retain(|n| !n.exclude);
-        s.networks
-            .push(settings::network("2001:db8:5::", 48, -1, true, true).unwrap());
-        let p = plan(
-            &s,
-            9,
-            &Host {
-                routes: &[],
-                ignore: &[9],
-                redirect: false,
-            },
-        );
+        s.networks.push(settings::network("2001:db8:5::", 48, -1, true, true).unwrap());
+        let p = plan(&s, 9, &Host { routes: &[], ignore: &[9], redirect: false });
         assert_eq!(p.notes.len(), 1);
         assert!(!p.added.iter().any(|e| e.kind == events::ROUTE_EXCLUDED));
     }

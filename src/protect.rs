@@ -19,11 +19,7 @@ impl Daemon {
     ) -> Result<bool> {
         log::info!(
             "socket protect for {} remote {remote} (device {device}, pid {}, method {})",
-            if fd.is_some() {
-                "a socket"
-            } else {
-                "no socket"
-            },
+            if fd.is_some() { "a socket" } else { "no socket" },
             c.pid,
             self.cfg.redirect.as_str()
         );

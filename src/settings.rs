@@ -127,10 +127,7 @@ pub fn check_text(arg: &'static str, s: &str, max: usize) -> Result<()> {
         return Err(Error::arg(arg, format!("longer than {max} bytes")));
     }
     if let Some(c) = s.chars().find(|c| c.is_control()) {
-        return Err(Error::arg(
-            arg,
-            format!("contains control character U+{:04X}", c as u32),
-        ));
+        return Err(Error::arg(arg, format!("contains control character U+{:04X}", c as u32)));
     }
     Ok(())
 }
@@ -138,17 +135,9 @@ pub fn check_text(arg: &'static str, s: &str, max: usize) -> Result<()> {
 /// Parses an IP address and checks it is of the family `ipv6` says.
 pub fn parse_ip(arg: &'static str, s: &str, ipv6: bool) -> Result<IpAddr> {
     check_text(arg, s, 64)?;
-    let a: IpAddr = s
-        .parse()
-        .map_err(|_| Error::arg(arg, format!("'{s}' is not an IP address")))?;
+    let a: IpAddr = s.parse().map_err(|_| Error::arg(arg, format!("'{s}' is not an IP address")))?;
     if a.is_ipv6() != ipv6 {
-        return Err(Error::arg(
-            arg,
-            format!(
-                "'{s}' is not an {} address",
-                if ipv6 { "IPv6" } else { "IPv4" }
-            ),
-        ));
+        return Err(Error::arg(arg, format!("'{s}' is not an {} address", if ipv6 { "IPv6" } else { "IPv4" })));
     }
     Ok(a)
 }
@@ -164,76 +153,40 @@ fn max_prefix(a: &IpAddr) -> u32 {
 pub fn vpn_addr(addr: &str, prefix: u32, gateway: &str, ipv6: bool) -> Result<VpnAddr> {
     let a = parse_ip("ip_address", addr, ipv6)?;
     if prefix > max_prefix(&a) {
-        return Err(Error::arg(
-            "prefix",
-            format!("{prefix} is larger than {}", max_prefix(&a)),
-        ));
+        return Err(Error::arg("prefix", format!("{prefix} is larger than {}", max_prefix(&a))));
     }
     if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
-        return Err(Error::arg(
-            "ip_address",
-            format!("'{addr}' cannot be an interface address"),
-        ));
+        return Err(Error::arg("ip_address", format!("'{addr}' cannot be an interface address")));
     }
-    let gateway = if gateway.is_empty() {
-        None
-    } else {
-        Some(parse_ip("gateway", gateway, ipv6)?)
-    };
-    Ok(VpnAddr {
-        addr: a,
-        prefix: prefix as u8,
-        gateway,
-    })
+    let gateway = if gateway.is_empty() { None } else { Some(parse_ip("gateway", gateway, ipv6)?) };
+    Ok(VpnAddr { addr: a, prefix: prefix as u8, gateway })
 }
 
 pub fn network(addr: &str, prefix: u32, metric: i32, ipv6: bool, exclude: bool) -> Result<Network> {
     let a = parse_ip("networks.ip_address", addr, ipv6)?;
     if prefix > max_prefix(&a) {
-        return Err(Error::arg(
-            "networks.prefix",
-            format!("{prefix} is larger than {}", max_prefix(&a)),
-        ));
+        return Err(Error::arg("networks.prefix", format!("{prefix} is larger than {}", max_prefix(&a))));
     }
-    let net = IpNetwork::new(a, prefix as u8)
-        .map_err(|e| Error::arg("networks.prefix", e.to_string()))?;
+    let net = IpNetwork::new(a, prefix as u8).map_err(|e| Error::arg("networks.prefix", e.to_string()))?;
     if net.network() != a {
         return Err(Error::arg(
             "networks.ip_address",
-            format!(
-                "{addr}/{prefix} has host bits set (did you mean {}/{prefix}?)",
-                net.network()
-            ),
+            format!("{addr}/{prefix} has host bits set (did you mean {}/{prefix}?)", net.network()),
         ));
     }
     let metric = match metric {
         -1 => None,
         m if m >= 0 => Some(m as u32),
-        m => {
-            return Err(Error::arg(
-                "networks.metric",
-                format!("{m} is negative (use -1 for the default)"),
-            ))
-        }
+        m => return Err(Error::arg("networks.metric", format!("{m} is negative (use -1 for the default)"))),
     };
-    Ok(Network {
-        net,
-        metric,
-        exclude,
-    })
+    Ok(Network { net, metric, exclude })
 }
 
 pub fn dns_server(s: &str) -> Result<IpAddr> {
     check_text("server_list", s, 64)?;
-    let a: IpAddr = s
-        .trim()
-        .parse()
-        .map_err(|_| Error::arg("server_list", format!("'{s}' is not an IP address")))?;
+    let a: IpAddr = s.trim().parse().map_err(|_| Error::arg("server_list", format!("'{s}' is not an IP address")))?;
     if a.is_unspecified() || a.is_multicast() {
-        return Err(Error::arg(
-            "server_list",
-            format!("'{s}' cannot be a DNS server"),
-        ));
+        return Err(Error::arg("server_list", format!("'{s}' cannot be a DNS server")));
     }
     Ok(a)
 }
@@ -243,24 +196,16 @@ pub fn dns_server(s: &str) -> Result<IpAddr> {
 pub fn dns_domain(s: &str) -> Result<String> {
     let d = s.strip_suffix('.').unwrap_or(s);
     if d.is_empty() || d.len() > 253 {
-        return Err(Error::arg(
-            "domains",
-            format!("'{s}' must be 1-253 characters"),
-        ));
+        return Err(Error::arg("domains", format!("'{s}' must be 1-253 characters")));
     }
     for label in d.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+            && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
         if !ok {
-            return Err(Error::arg(
-                "domains",
-                format!("'{s}' is not a valid domain name"),
-            ));
+            return Err(Error::arg("domains", format!("'{s}' is not a valid domain name")));
         }
     }
     Ok(d.to_ascii_lowercase())
@@ -271,10 +216,7 @@ pub fn dnssec(s: &str) -> Result<DnsSec> {
         "yes" => Ok(DnsSec::Yes),
         "no" => Ok(DnsSec::No),
         "optional" => Ok(DnsSec::Optional),
-        _ => Err(Error::arg(
-            "mode",
-            format!("'{}' is not one of yes, no, optional", s.escape_debug()),
-        )),
+        _ => Err(Error::arg("mode", format!("'{}' is not one of yes, no, optional", s.escape_debug()))),
     }
 }
 
@@ -283,10 +225,7 @@ pub fn dns_transport(s: &str) -> Result<DnsTransport> {
         "plain" => Ok(DnsTransport::Plain),
         "dot" => Ok(DnsTransport::Dot),
         "doh" => Ok(DnsTransport::Doh),
-        _ => Err(Error::arg(
-            "mode",
-            format!("'{}' is not one of plain, dot, doh", s.escape_debug()),
-        )),
+        _ => Err(Error::arg("mode", format!("'{}' is not one of plain, dot, doh", s.escape_debug()))),
     }
 }
 
@@ -294,10 +233,7 @@ pub fn dns_scope(s: &str) -> Result<DnsScope> {
     match s {
         "global" => Ok(DnsScope::Global),
         "tunnel" => Ok(DnsScope::Tunnel),
-        _ => Err(Error::arg(
-            "dns_scope",
-            format!("'{}' is not one of global, tunnel", s.escape_debug()),
-        )),
+        _ => Err(Error::arg("dns_scope", format!("'{}' is not one of global, tunnel", s.escape_debug()))),
     }
 }
 
@@ -307,16 +243,7 @@ pub fn path_element(name: &str) -> Result<String> {
     if name.is_empty() {
         return Err(Error::arg("device_name", "empty"));
     }
-    Ok(name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect())
+    Ok(name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect())
 }
 
 /// Checks a kernel interface name (used for DCO devices).
@@ -324,15 +251,8 @@ pub fn ifname(arg: &'static str, s: &str) -> Result<()> {
     if s.is_empty() || s.len() >= 16 {
         return Err(Error::arg(arg, "interface names are 1-15 bytes"));
     }
-    if s == "."
-        || s == ".."
-        || s.bytes()
-            .any(|c| c <= b' ' || c == b'/' || c == b':' || c >= 0x7f)
-    {
-        return Err(Error::arg(
-            arg,
-            format!("'{}' is not a valid interface name", s.escape_debug()),
-        ));
+    if s == "." || s == ".." || s.bytes().any(|c| c <= b' ' || c == b'/' || c == b':' || c >= 0x7f) {
+        return Err(Error::arg(arg, format!("'{}' is not a valid interface name", s.escape_debug())));
     }
     Ok(())
 }
@@ -344,10 +264,7 @@ mod tests {
     #[test]
     fn networks_must_be_canonical_and_match_family() {
         assert!(network("10.0.0.0", 8, -1, false, false).is_ok());
-        assert!(network("10.0.0.1", 8, -1, false, false)
-            .unwrap_err()
-            .to_string()
-            .contains("host bits"));
+        assert!(network("10.0.0.1", 8, -1, false, false).unwrap_err().to_string().contains("host bits"));
         assert!(network("10.0.0.0", 33, -1, false, false).is_err());
         assert!(network("2001:db8::", 32, 5, false, false).is_err());
         assert!(network("2001:db8::", 32, 5, true, true).unwrap().exclude);

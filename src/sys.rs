@@ -10,15 +10,10 @@ extern "C" {
     // It is the only way to see file descriptors that a GLib client attached
     // to a message without naming them in the body (the reference's clients
     // do exactly that for ProtectSocket and NewPeer).
-    fn _dbus_message_get_unix_fds(
-        msg: *mut libc::c_void,
-        fds: *mut *const libc::c_int,
-        n: *mut libc::c_uint,
-    );
+    fn _dbus_message_get_unix_fds(msg: *mut libc::c_void, fds: *mut *const libc::c_int, n: *mut libc::c_uint);
 }
 
-const _: () =
-    assert!(std::mem::size_of::<dbus::Message>() == std::mem::size_of::<*mut libc::c_void>());
+const _: () = assert!(std::mem::size_of::<dbus::Message>() == std::mem::size_of::<*mut libc::c_void>());
 
 /// Duplicates every fd attached to a received message (CLOEXEC), in order.
 pub fn message_fds(msg: &dbus::Message) -> Vec<OwnedFd> {
@@ -70,16 +65,11 @@ pub fn tun_open(tap: bool, name: &str) -> io::Result<(OwnedFd, String)> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(io::Error::from)?;
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: 0,
-        _pad: [0; 22],
-    };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
     for (d, s) in req.name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
-    req.flags =
-        (libc::IFF_NO_PI | if tap { libc::IFF_TAP } else { libc::IFF_TUN }) as libc::c_short;
+    req.flags = (libc::IFF_NO_PI | if tap { libc::IFF_TAP } else { libc::IFF_TUN }) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one `struct ifreq`; IfReq has the
     // kernel's layout (16-byte name, short flags, padded to 40 bytes) and
     // lives on our stack for the duration of the call. The request number
@@ -89,19 +79,12 @@ pub fn tun_open(tap: bool, name: &str) -> io::Result<(OwnedFd, String)> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the kernel NUL-terminates ifr_name (IFNAMSIZ includes the NUL).
-    let kname = unsafe { CStr::from_ptr(req.name.as_ptr()) }
-        .to_string_lossy()
-        .into_owned();
+    let kname = unsafe { CStr::from_ptr(req.name.as_ptr()) }.to_string_lossy().into_owned();
     Ok((fd, kname))
 }
 
 /// setsockopt with an int value, for options nix does not wrap.
-pub fn setsockopt_int(
-    fd: RawFd,
-    level: libc::c_int,
-    opt: libc::c_int,
-    val: libc::c_int,
-) -> io::Result<()> {
+pub fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
     // SAFETY: passes a pointer to a live c_int and its exact size.
     let rc = unsafe {
         libc::setsockopt(

@@ -16,15 +16,9 @@ impl Daemon {
     /// Fails unless the caller may drive the device at `path`.
     fn check_access(&mut self, m: &Message, path: &str) -> Result<()> {
         let (_, c) = self.caller(m)?;
-        let d = self
-            .devices
-            .get(path)
-            .ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+        let d = self.devices.get(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
         if !d.may(c.uid) {
-            return Err(Error::AccessDenied(format!(
-                "uid {} may not use {path} (owner uid {})",
-                c.uid, d.owner_uid
-            )));
+            return Err(Error::AccessDenied(format!("uid {} may not use {path} (owner uid {})", c.uid, d.owner_uid)));
         }
         Ok(())
     }
@@ -44,20 +38,13 @@ impl Daemon {
         let redirect = self.cfg.redirect != crate::config::RedirectMethod::None;
         let mut others = self.our_links();
         self.check_access(m, path)?;
-        let d = self
-            .devices
-            .get_mut(path)
-            .ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+        let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
         match member {
             "AddIPAddress" => {
-                let (a, p, g, v6): (&str, u32, &str, bool) =
-                    m.read4().map_err(bad("ip_address"))?;
+                let (a, p, g, v6): (&str, u32, &str, bool) = m.read4().map_err(bad("ip_address"))?;
                 let va = settings::vpn_addr(a, p, g, v6)?;
                 if d.settings.addrs.len() >= MAX_ADDRS {
-                    return Err(Error::arg(
-                        "ip_address",
-                        format!("at most {MAX_ADDRS} addresses per device"),
-                    ));
+                    return Err(Error::arg("ip_address", format!("at most {MAX_ADDRS} addresses per device")));
                 }
                 if !d.settings.addrs.contains(&va) {
                     d.settings.addrs.push(va);
@@ -68,13 +55,9 @@ impl Daemon {
                 d.settings.remote = Some(settings::parse_ip("ip_address", a, v6)?);
             }
             "AddNetworks" => {
-                let nets: Vec<(String, u32, i32, bool, bool)> =
-                    m.read1().map_err(bad("networks"))?;
+                let nets: Vec<(String, u32, i32, bool, bool)> = m.read1().map_err(bad("networks"))?;
                 if d.settings.networks.len() + nets.len() > MAX_NETWORKS {
-                    return Err(Error::arg(
-                        "networks",
-                        format!("at most {MAX_NETWORKS} networks per device"),
-                    ));
+                    return Err(Error::arg("networks", format!("at most {MAX_NETWORKS} networks per device")));
                 }
                 // Validate all before storing any: a bad element stores nothing.
                 let parsed = nets
@@ -85,17 +68,11 @@ impl Daemon {
             }
             "AddDNS" => {
                 let list: Vec<String> = m.read1().map_err(bad("server_list"))?;
-                let parsed = list
-                    .iter()
-                    .map(|s| settings::dns_server(s))
-                    .collect::<Result<Vec<_>>>()?;
+                let parsed = list.iter().map(|s| settings::dns_server(s)).collect::<Result<Vec<_>>>()?;
                 for a in parsed {
                     if !d.settings.dns_servers.contains(&a) {
                         if d.settings.dns_servers.len() >= MAX_DNS_SERVERS {
-                            return Err(Error::arg(
-                                "server_list",
-                                format!("at most {MAX_DNS_SERVERS} servers"),
-                            ));
+                            return Err(Error::arg("server_list", format!("at most {MAX_DNS_SERVERS} servers")));
                         }
                         d.settings.dns_servers.push(a);
                     }
@@ -103,17 +80,11 @@ impl Daemon {
             }
             "AddDNSSearch" => {
                 let list: Vec<String> = m.read1().map_err(bad("domains"))?;
-                let parsed = list
-                    .iter()
-                    .map(|s| settings::dns_domain(s))
-                    .collect::<Result<Vec<_>>>()?;
+                let parsed = list.iter().map(|s| settings::dns_domain(s)).collect::<Result<Vec<_>>>()?;
                 for s in parsed {
                     if !d.settings.dns_search.contains(&s) {
                         if d.settings.dns_search.len() >= MAX_DNS_SEARCH {
-                            return Err(Error::arg(
-                                "domains",
-                                format!("at most {MAX_DNS_SEARCH} domains"),
-                            ));
+                            return Err(Error::arg("domains", format!("at most {MAX_DNS_SEARCH} domains")));
                         }
                         d.settings.dns_search.push(s);
                     }
@@ -179,9 +150,7 @@ impl Daemon {
     }
 
     pub(crate) fn enable_dco(&mut self, _m: &Message, _path: &str, _name: &str) -> Result<Message> {
-        Err(Error::NotSupported(
-            "data channel offload is not available on this system".into(),
-        ))
+        Err(Error::NotSupported("data channel offload is not available on this system".into()))
     }
 
     pub(crate) fn dco_call(&mut self, _m: &Message, _path: &str, _member: &str) -> Result<Message> {

@@ -16,10 +16,7 @@ pub fn expect_sig(m: &Message, sigs: &[&str]) -> Result<()> {
     } else {
         Err(Error::arg(
             "(signature)",
-            format!(
-                "type of message, '({got})', does not match expected type '({})'",
-                sigs[0]
-            ),
+            format!("type of message, '({got})', does not match expected type '({})'", sigs[0]),
         ))
     }
 }
@@ -28,12 +25,8 @@ pub fn expect_sig(m: &Message, sigs: &[&str]) -> Result<()> {
 pub fn signature(m: &Message) -> String {
     let mut it = m.iter_init();
     let mut s = String::new();
-    loop {
-        let part = it.signature();
-        if part.is_empty() {
-            break;
-        }
-        s.push_str(&part);
+    while it.arg_type() != dbus::arg::ArgType::Invalid {
+        s.push_str(&it.signature());
         if !it.next() {
             break;
         }
@@ -46,9 +39,7 @@ impl Daemon {
         match member {
             "CreateVirtualInterface" => {
                 expect_sig(m, &["s"])?;
-                let name: &str = m
-                    .read1()
-                    .map_err(|e| Error::arg("device_name", e.to_string()))?;
+                let name: &str = m.read1().map_err(|e| Error::arg("device_name", e.to_string()))?;
                 let elem = settings::path_element(name)?;
                 let (sender, c) = self.caller(m)?;
                 let path = format!("{MANAGER_PATH}/{}_{elem}", c.pid);
@@ -56,31 +47,16 @@ impl Daemon {
                     return Err(Error::State(format!("a device at {path} already exists")));
                 }
                 self.check_limits()?;
-                let d = Device::new(
-                    path.clone(),
-                    name.to_string(),
-                    c.uid,
-                    c.pid,
-                    sender,
-                    self.log_level,
-                );
+                let d = Device::new(path.clone(), name.to_string(), c.uid, c.pid, sender, self.log_level);
                 self.devices.insert(path.clone(), d);
-                log::info!(
-                    "virtual device '{name}' registered on {path} (owner uid {}, pid {})",
-                    c.uid,
-                    c.pid
-                );
+                log::info!("virtual device '{name}' registered on {path} (owner uid {}, pid {})", c.uid, c.pid);
                 Ok(m.method_return().append1(dbus::Path::from(path)))
             }
             "FetchInterfaceList" => {
                 expect_sig(m, &[""])?;
                 let (_, c) = self.caller(m)?;
-                let paths: Vec<dbus::Path> = self
-                    .devices
-                    .values()
-                    .filter(|d| d.may(c.uid))
-                    .map(|d| dbus::Path::from(d.path.clone()))
-                    .collect();
+                let paths: Vec<dbus::Path> =
+                    self.devices.values().filter(|d| d.may(c.uid)).map(|d| dbus::Path::from(d.path.clone())).collect();
                 Ok(m.method_return().append1(paths))
             }
             "ProtectSocket" => {
@@ -92,10 +68,7 @@ impl Daemon {
                 let remote = settings::parse_ip("remote", remote, ipv6)?;
                 let (_, c) = self.caller(m)?;
                 if &*dev != "/" && !self.devices.get(&*dev).is_some_and(|d| d.may(c.uid)) {
-                    return Err(Error::arg(
-                        "device_path",
-                        format!("{} is not a device of yours", &*dev),
-                    ));
+                    return Err(Error::arg("device_path", format!("{} is not a device of yours", &*dev)));
                 }
                 let ok = self.protect_socket(remote, fds.first(), &dev, c)?;
                 Ok(m.method_return().append1(ok))
@@ -133,10 +106,7 @@ impl Daemon {
                 expect_sig(m, &["u"])?;
                 let mask: u32 = m.read1().map_err(|e| Error::arg("filter", e.to_string()))?;
                 if mask == 0 || mask > 65535 {
-                    return Err(Error::arg(
-                        "filter",
-                        format!("{mask} is not a mask in 1-65535 (events are 1-2047)"),
-                    ));
+                    return Err(Error::arg("filter", format!("{mask} is not a mask in 1-65535 (events are 1-2047)")));
                 }
                 let (sender, c) = self.caller(m)?;
                 if !self.subs.contains_key(&sender) && self.subs_full() {
@@ -148,19 +118,11 @@ impl Daemon {
             }
             "NotificationUnsubscribe" => {
                 expect_sig(m, &["s"])?;
-                let target: &str = m
-                    .read1()
-                    .map_err(|e| Error::arg("subscriber", e.to_string()))?;
+                let target: &str = m.read1().map_err(|e| Error::arg("subscriber", e.to_string()))?;
                 let (sender, c) = self.caller(m)?;
-                let target = if target.is_empty() {
-                    sender.as_str()
-                } else {
-                    target
-                };
+                let target = if target.is_empty() { sender.as_str() } else { target };
                 if target != sender && c.uid != 0 {
-                    return Err(Error::AccessDenied(
-                        "only root may remove another subscriber's subscription".into(),
-                    ));
+                    return Err(Error::AccessDenied("only root may remove another subscriber's subscription".into()));
                 }
                 settings::check_text("subscriber", target, 255)?;
                 if self.subs.remove(target).is_none() {
@@ -172,12 +134,9 @@ impl Daemon {
                 expect_sig(m, &[""])?;
                 let (_, c) = self.caller(m)?;
                 if c.uid != 0 {
-                    return Err(Error::AccessDenied(
-                        "NotificationSubscriberList is restricted to root".into(),
-                    ));
+                    return Err(Error::AccessDenied("NotificationSubscriberList is restricted to root".into()));
                 }
-                let list: Vec<(String, u32)> =
-                    self.subs.iter().map(|(k, s)| (k.clone(), s.mask)).collect();
+                let list: Vec<(String, u32)> = self.subs.iter().map(|(k, s)| (k.clone(), s.mask)).collect();
                 Ok(m.method_return().append1(list))
             }
             _ => Err(Error::NotFound(String::new())),

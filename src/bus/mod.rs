@@ -44,20 +44,16 @@ impl Bus {
     pub fn connect(address: Option<&str>) -> Result<Self> {
         let mut ch = match address {
             Some(a) => {
-                let mut c = Channel::open_private(a)
-                    .map_err(|e| Error::Failed(format!("D-Bus connect to {a}: {e}")))?;
-                c.register()
-                    .map_err(|e| Error::Failed(format!("D-Bus Hello: {e}")))?;
+                let mut c =
+                    Channel::open_private(a).map_err(|e| Error::Failed(format!("D-Bus connect to {a}: {e}")))?;
+                c.register().map_err(|e| Error::Failed(format!("D-Bus Hello: {e}")))?;
                 c
             }
             None => Channel::get_private(dbus::channel::BusType::System)
                 .map_err(|e| Error::Failed(format!("D-Bus system bus: {e}")))?,
         };
         ch.set_watch_enabled(true);
-        Ok(Bus {
-            ch,
-            creds: HashMap::new(),
-        })
+        Ok(Bus { ch, creds: HashMap::new() })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -92,8 +88,7 @@ impl Bus {
     }
 
     fn call_bus(&self, member: &str, build: impl FnOnce(Message) -> Message) -> Result<Message> {
-        let m = Message::new_method_call(DBUS, "/org/freedesktop/DBus", DBUS, member)
-            .map_err(Error::Failed)?;
+        let m = Message::new_method_call(DBUS, "/org/freedesktop/DBus", DBUS, member).map_err(Error::Failed)?;
         self.ch
             .send_with_reply_and_block(build(m), BUS_TIMEOUT)
             .map_err(|e| Error::Failed(format!("{member}: {}", e.message().unwrap_or("failed"))))
@@ -105,9 +100,7 @@ impl Bus {
         let r = self.call_bus("RequestName", |m| m.append2(name, DO_NOT_QUEUE))?;
         match r.read1::<u32>() {
             Ok(1) | Ok(4) => Ok(()),
-            Ok(_) => Err(Error::Failed(format!(
-                "the bus name {name} is already owned by another process"
-            ))),
+            Ok(_) => Err(Error::Failed(format!("the bus name {name} is already owned by another process"))),
             Err(e) => Err(Error::Failed(format!("RequestName: {e}"))),
         }
     }
@@ -118,10 +111,7 @@ impl Bus {
 
     /// The current owner of a well-known name, if any.
     pub fn name_owner(&self, name: &str) -> Option<String> {
-        self.call_bus("GetNameOwner", |m| m.append1(name))
-            .ok()?
-            .read1::<String>()
-            .ok()
+        self.call_bus("GetNameOwner", |m| m.append1(name)).ok()?.read1::<String>().ok()
     }
 
     /// UID and PID of a connection, cached until the name leaves the bus
@@ -131,13 +121,10 @@ impl Bus {
             return Ok(*c);
         }
         let r = self.call_bus("GetConnectionCredentials", |m| m.append1(sender))?;
-        let map: PropMap = r
-            .read1()
-            .map_err(|e| Error::Failed(format!("GetConnectionCredentials: {e}")))?;
+        let map: PropMap = r.read1().map_err(|e| Error::Failed(format!("GetConnectionCredentials: {e}")))?;
         let get = |k: &str| map.get(k).and_then(|v| v.0.as_u64()).map(|v| v as u32);
         let c = Creds {
-            uid: get("UnixUserID")
-                .ok_or_else(|| Error::Failed("caller has no UnixUserID".into()))?,
+            uid: get("UnixUserID").ok_or_else(|| Error::Failed("caller has no UnixUserID".into()))?,
             pid: get("ProcessID").ok_or_else(|| Error::Failed("caller has no ProcessID".into()))?,
         };
         if self.creds.len() > 4096 {

@@ -8,13 +8,7 @@ use crate::daemon::{Daemon, Obj, VERSION};
 use crate::error::Error;
 use crate::settings;
 
-const MANAGER_PROPS: &[&str] = &[
-    "global_dns_servers",
-    "global_dns_search",
-    "log_level",
-    "config_file",
-    "version",
-];
+const MANAGER_PROPS: &[&str] = &["global_dns_servers", "global_dns_search", "log_level", "config_file", "version"];
 const DEVICE_PROPS: &[&str] = &[
     "log_level",
     "owner",
@@ -80,8 +74,7 @@ impl Daemon {
                 m.method_return().append1(map)
             }
             "Set" => {
-                let Ok((iface, name, value)) = m.read3::<&str, &str, Variant<Box<dyn RefArg>>>()
-                else {
+                let Ok((iface, name, value)) = m.read3::<&str, &str, Variant<Box<dyn RefArg>>>() else {
                     return Some(invalid(m, "Set takes (ssv)"));
                 };
                 if iface != IFACE && !iface.is_empty() {
@@ -114,11 +107,7 @@ impl Daemon {
                     Err(PropErr::Other(e)) => return bus::error_reply(m, &e),
                 }
             }
-            _ => bus::std_error(
-                m,
-                "org.freedesktop.DBus.Error.UnknownMethod",
-                &format!("No such method '{member}'"),
-            ),
+            _ => bus::std_error(m, "org.freedesktop.DBus.Error.UnknownMethod", &format!("No such method '{member}'")),
         };
         Some(reply)
     }
@@ -129,13 +118,9 @@ impl Daemon {
                 "global_dns_servers" => Box::new(self.global_dns(true)),
                 "global_dns_search" => Box::new(self.global_dns(false)),
                 "log_level" => Box::new(self.log_level),
-                "config_file" => Box::new(
-                    self.cfg
-                        .config_file
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                ),
+                "config_file" => {
+                    Box::new(self.cfg.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default())
+                }
                 "version" => Box::new(VERSION.to_string()),
                 _ => return None,
             }),
@@ -148,12 +133,7 @@ impl Daemon {
                     "acl" => Box::new(d.acl.clone()),
                     "active" => Box::new(d.active),
                     "modified" => Box::new(d.modified),
-                    "dns_name_servers" => Box::new(
-                        s.dns_servers
-                            .iter()
-                            .map(|a| a.to_string())
-                            .collect::<Vec<_>>(),
-                    ),
+                    "dns_name_servers" => Box::new(s.dns_servers.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
                     "dns_search_domains" => Box::new(s.dns_search.clone()),
                     "dnssec_mode" => Box::new(s.dnssec.as_str().to_string()),
                     "dns_transport" => Box::new(s.dns_transport.as_str().to_string()),
@@ -171,20 +151,11 @@ impl Daemon {
         }
     }
 
-    fn prop_set(
-        &mut self,
-        m: &Message,
-        obj: &Obj,
-        name: &str,
-        v: &dyn RefArg,
-    ) -> Result<(), PropErr> {
+    fn prop_set(&mut self, m: &Message, obj: &Obj, name: &str, v: &dyn RefArg) -> Result<(), PropErr> {
         let level = |v: &dyn RefArg| -> Result<u32, PropErr> {
             let n = variant_u64(v, &["u"]).ok_or(PropErr::Type("u"))?;
             if n > 6 {
-                return Err(PropErr::Other(Error::arg(
-                    "log_level",
-                    format!("{n} is not a level 0-6"),
-                )));
+                return Err(PropErr::Other(Error::arg("log_level", format!("{n} is not a level 0-6"))));
             }
             Ok(n as u32)
         };
@@ -211,10 +182,7 @@ impl Daemon {
                     return Err(PropErr::Unknown);
                 }
                 if !d.may(c.uid) {
-                    return Err(PropErr::Other(Error::AccessDenied(format!(
-                        "uid {} may not change {p}",
-                        c.uid
-                    ))));
+                    return Err(PropErr::Other(Error::AccessDenied(format!("uid {} may not change {p}", c.uid))));
                 }
                 let s = &mut d.settings;
                 let arg = |e: Error| PropErr::Other(e);
@@ -223,10 +191,7 @@ impl Daemon {
                     "layer" => {
                         let n = variant_u64(v, &["u"]).ok_or(PropErr::Type("u"))?;
                         if n != 2 && n != 3 {
-                            return Err(arg(Error::arg(
-                                "layer",
-                                format!("{n} is not 3 (tun) or 2 (tap)"),
-                            )));
+                            return Err(arg(Error::arg("layer", format!("{n} is not 3 (tun) or 2 (tap)"))));
                         }
                         s.layer = n as u32;
                     }
@@ -240,10 +205,7 @@ impl Daemon {
                     "txqueuelen" => {
                         let n = variant_u64(v, &["q", "u"]).ok_or(PropErr::Type("q"))?;
                         if n > 65535 {
-                            return Err(arg(Error::arg(
-                                "txqueuelen",
-                                format!("{n} is larger than 65535"),
-                            )));
+                            return Err(arg(Error::arg("txqueuelen", format!("{n} is larger than 65535"))));
                         }
                         s.txqueuelen = n as u16;
                     }
@@ -259,10 +221,7 @@ impl Daemon {
                         }
                     }
                     "dns_scope" => {
-                        let t = v
-                            .as_str()
-                            .filter(|_| &*v.signature() == "s")
-                            .ok_or(PropErr::Type("s"))?;
+                        let t = v.as_str().filter(|_| &*v.signature() == "s").ok_or(PropErr::Type("s"))?;
                         s.dns_scope = settings::dns_scope(t).map_err(arg)?;
                     }
                     _ => return Err(PropErr::ReadOnly),
@@ -281,11 +240,7 @@ impl Daemon {
         let mut out: Vec<String> = Vec::new();
         for d in devs {
             let items: Vec<String> = if servers {
-                d.settings
-                    .dns_servers
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect()
+                d.settings.dns_servers.iter().map(|a| a.to_string()).collect()
             } else {
                 d.settings.dns_search.clone()
             };
@@ -300,11 +255,7 @@ impl Daemon {
 }
 
 fn unknown(m: &Message, name: &str) -> Message {
-    bus::std_error(
-        m,
-        "org.freedesktop.DBus.Error.UnknownProperty",
-        &format!("No such property '{name}'"),
-    )
+    bus::std_error(m, "org.freedesktop.DBus.Error.UnknownProperty", &format!("No such property '{name}'"))
 }
 
 fn invalid(m: &Message, text: &str) -> Message {

@@ -32,11 +32,7 @@ fn encode_addr(ty: Rtm, flags: NlmF, a: &Addr) -> Vec<u8> {
     let msg = IfaddrmsgBuilder::default()
         .ifa_family(family(&a.addr))
         .ifa_prefixlen(a.prefix)
-        .ifa_flags(if a.addr.is_ipv6() {
-            IfaF::NODAD
-        } else {
-            IfaF::empty()
-        })
+        .ifa_flags(if a.addr.is_ipv6() { IfaF::NODAD } else { IfaF::empty() })
         .ifa_scope(RtScope::Universe)
         .ifa_index(a.ifindex)
         .rtattrs(attrs)
@@ -47,11 +43,7 @@ fn encode_addr(ty: Rtm, flags: NlmF, a: &Addr) -> Vec<u8> {
 
 pub fn add(a: &Addr) -> Req {
     Req {
-        bytes: encode_addr(
-            Rtm::Newaddr,
-            NlmF::REQUEST | NlmF::CREATE | NlmF::REPLACE,
-            a,
-        ),
+        bytes: encode_addr(Rtm::Newaddr, NlmF::REQUEST | NlmF::CREATE | NlmF::REPLACE, a),
         ok_errnos: OK_ADD,
         what: format!("add address {}/{} on #{}", a.addr, a.prefix, a.ifindex),
     }
@@ -71,11 +63,7 @@ mod tests {
 
     #[test]
     fn ipv4_address_carries_broadcast() {
-        let a = Addr {
-            ifindex: 3,
-            addr: "10.98.0.2".parse().unwrap(),
-            prefix: 24,
-        };
+        let a = Addr { ifindex: 3, addr: "10.98.0.2".parse().unwrap(), prefix: 24 };
         let b = add(&a).bytes;
         // nlmsghdr(16) + ifaddrmsg(8): family, prefix, flags, scope, index
         assert_eq!(b[16], libc::AF_INET as u8);

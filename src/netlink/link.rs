@@ -16,18 +16,13 @@ pub fn set(ifindex: u32, mtu: Option<u32>, txqlen: Option<u32>, up: bool) -> Req
     if let Some(q) = txqlen {
         attrs.push(rta(Ifla::Txqlen, &q.to_ne_bytes()));
     }
-    let b = IfinfomsgBuilder::default()
-        .ifi_family(RtAddrFamily::Unspecified)
-        .ifi_index(ifindex as i32);
+    let b = IfinfomsgBuilder::default().ifi_family(RtAddrFamily::Unspecified).ifi_index(ifindex as i32);
     let b = if up { b.up() } else { b.down() };
     let msg = b.rtattrs(attrs).build().expect("all fields set");
     Req {
         bytes: encode(Rtm::Newlink, NlmF::REQUEST, msg),
         ok_errnos: &[],
-        what: format!(
-            "set link #{ifindex} mtu {mtu:?} txqlen {txqlen:?} {}",
-            if up { "up" } else { "down" }
-        ),
+        what: format!("set link #{ifindex} mtu {mtu:?} txqlen {txqlen:?} {}", if up { "up" } else { "down" }),
     }
 }
 
@@ -64,18 +59,12 @@ pub fn del(ifindex: u32) -> Req {
         .ifi_index(ifindex as i32)
         .build()
         .expect("all fields set");
-    Req {
-        bytes: encode(Rtm::Dellink, NlmF::REQUEST, msg),
-        ok_errnos: OK_DEL,
-        what: format!("delete link #{ifindex}"),
-    }
+    Req { bytes: encode(Rtm::Dellink, NlmF::REQUEST, msg), ok_errnos: OK_DEL, what: format!("delete link #{ifindex}") }
 }
 
 /// The kernel's name for `ifindex`, if the link exists.
 pub fn name_of(ifindex: u32) -> Option<String> {
-    nix::net::if_::if_indextoname(ifindex)
-        .ok()
-        .map(|c| c.to_string_lossy().into_owned())
+    nix::net::if_::if_indextoname(ifindex).ok().map(|c| c.to_string_lossy().into_owned())
 }
 
 /// The index of link `name`, if it exists.

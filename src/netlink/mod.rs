@@ -44,11 +44,7 @@ pub const OK_ADD: &[i32] = &[libc::EEXIST];
 pub const OK_DEL: &[i32] = &[libc::ENOENT, libc::ESRCH, libc::EADDRNOTAVAIL, libc::ENODEV];
 
 /// Encodes one netlink message (seq 0; `Rtnl` stamps the real one).
-pub fn encode<T: neli::consts::nl::NlType, P: Size + ToBytes>(
-    ty: T,
-    flags: NlmF,
-    payload: P,
-) -> Vec<u8> {
+pub fn encode<T: neli::consts::nl::NlType, P: Size + ToBytes>(ty: T, flags: NlmF, payload: P) -> Vec<u8> {
     let msg = neli::nl::NlmsghdrBuilder::default()
         .nl_type(ty)
         .nl_flags(flags)
@@ -78,11 +74,7 @@ pub struct NlError {
 
 impl NlError {
     pub fn into_error(self, op: impl Into<String>) -> Error {
-        Error::Kernel {
-            op: op.into(),
-            errno: self.errno,
-            msg: self.msg,
-        }
+        Error::Kernel { op: op.into(), errno: self.errno, msg: self.msg }
     }
 }
 
@@ -99,25 +91,17 @@ impl Rtnl {
     }
 
     pub fn open_family(family: NlFamily) -> Result<Self> {
-        let sock = NlSocket::connect(family, None, Groups::empty())
-            .map_err(|e| Error::io("netlink socket", e))?;
-        sock.nonblock()
-            .map_err(|e| Error::io("netlink nonblock", e))?;
-        sock.enable_ext_ack(true)
-            .map_err(|e| Error::io("NETLINK_EXT_ACK", e))?;
+        let sock = NlSocket::connect(family, None, Groups::empty()).map_err(|e| Error::io("netlink socket", e))?;
+        sock.nonblock().map_err(|e| Error::io("netlink nonblock", e))?;
+        sock.enable_ext_ack(true).map_err(|e| Error::io("NETLINK_EXT_ACK", e))?;
         let fd = sock.as_raw_fd();
         // Acks need not echo our request back; keeps bulk acks small.
         let _ = crate::sys::setsockopt_int(fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1);
         // FORCE needs CAP_NET_ADMIN, which we have; fall back to the capped one.
-        if crate::sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20).is_err()
-        {
+        if crate::sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20).is_err() {
             let _ = sock.set_recv_buffer_size(1 << 20);
         }
-        Ok(Rtnl {
-            sock,
-            seq: 1,
-            buf: vec![0; RECV_BUF],
-        })
+        Ok(Rtnl { sock, seq: 1, buf: vec![0; RECV_BUF] })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -134,14 +118,9 @@ impl Rtnl {
     /// RTNL requests synchronously, so this only guards against surprises.
     fn wait_readable(&self) -> Result<()> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut p = [PollFd::new(
-            crate::sys::borrow_fd(self.sock.as_raw_fd()),
-            PollFlags::POLLIN,
-        )];
+        let mut p = [PollFd::new(crate::sys::borrow_fd(self.sock.as_raw_fd()), PollFlags::POLLIN)];
         match poll(&mut p, PollTimeout::from(5000u16)) {
-            Ok(0) => Err(Error::Failed(
-                "netlink: no answer from the kernel within 5 s".into(),
-            )),
+            Ok(0) => Err(Error::Failed("netlink: no answer from the kernel within 5 s".into())),
             Ok(_) => Ok(()),
             Err(nix::errno::Errno::EINTR) => Ok(()),
             Err(e) => Err(Error::errno("poll netlink", e)),
@@ -151,10 +130,7 @@ impl Rtnl {
     /// Reads one datagram into `self.buf`; returns its length.
     fn recv_some(&mut self) -> Result<usize> {
         loop {
-            match self
-                .sock
-                .recv(&mut self.buf[..], neli::consts::socket::Msg::empty())
-            {
+            match self.sock.recv(&mut self.buf[..], neli::consts::socket::Msg::empty()) {
                 Ok((n, _)) => return Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait_readable()?,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -177,10 +153,7 @@ impl Rtnl {
     /// result per request, in order: `Ok(true)` changed the kernel,
     /// `Ok(false)` was a tolerated errno (already there / already gone).
     /// Transport failures fail the whole call.
-    pub fn transact(
-        &mut self,
-        reqs: &mut [Req],
-    ) -> Result<Vec<std::result::Result<bool, NlError>>> {
+    pub fn transact(&mut self, reqs: &mut [Req]) -> Result<Vec<std::result::Result<bool, NlError>>> {
         let mut results = Vec::with_capacity(reqs.len());
         for chunk in reqs.chunks_mut(BATCH) {
             let mut out = Vec::with_capacity(chunk.iter().map(|r| r.bytes.len()).sum());
@@ -301,19 +274,12 @@ pub fn parse_acks(mut b: &[u8]) -> Vec<(u32, std::result::Result<(), NlError>)> 
                         msg = attrs(tlvs)
                             .find(|(t, _)| *t == NLMSGERR_ATTR_MSG)
                             .map(|(_, p)| {
-                                String::from_utf8_lossy(p.split(|&c| c == 0).next().unwrap_or(&[]))
-                                    .into_owned()
+                                String::from_utf8_lossy(p.split(|&c| c == 0).next().unwrap_or(&[])).into_owned()
                             })
                             .filter(|s| !s.is_empty());
                     }
                 }
-                out.push((
-                    seq,
-                    Err(NlError {
-                        errno: err.checked_neg().unwrap_or(libc::EIO),
-                        msg,
-                    }),
-                ));
+                out.push((seq, Err(NlError { errno: err.checked_neg().unwrap_or(libc::EIO), msg })));
             }
         }
         let step = (len + 3) & !3;
@@ -370,13 +336,7 @@ mod tests {
         let r = parse_acks(&m);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].0, 7);
-        assert_eq!(
-            r[0].1,
-            Err(NlError {
-                errno: 17,
-                msg: Some("route exists".into())
-            })
-        );
+        assert_eq!(r[0].1, Err(NlError { errno: 17, msg: Some("route exists".into()) }));
     }
 
     #[test]

@@ -74,33 +74,17 @@ fn encode_route(ty: Rtm, flags: NlmF, r: &Route) -> Vec<u8> {
         attrs.push(rta(Rta::Priority, &m.to_ne_bytes()));
     }
     attrs.push(rta(Rta::Table, &r.table.to_ne_bytes()));
-    let scope = if r.gateway.is_some() || ty == Rtm::Delroute {
-        RtScope::Universe
-    } else {
-        RtScope::Link
-    };
+    let scope = if r.gateway.is_some() || ty == Rtm::Delroute { RtScope::Universe } else { RtScope::Link };
     let msg = RtmsgBuilder::default()
         .rtm_family(family(&r.dst.ip()))
         .rtm_dst_len(r.dst.prefix())
         .rtm_src_len(0)
         .rtm_tos(0)
-        .rtm_table(if r.table < 256 {
-            RtTable::from(r.table as u8)
-        } else {
-            RtTable::Unspec
-        })
+        .rtm_table(if r.table < 256 { RtTable::from(r.table as u8) } else { RtTable::Unspec })
         .rtm_protocol(Rtprot::from(r.protocol))
-        .rtm_scope(if ty == Rtm::Delroute {
-            RtScope::Nowhere
-        } else {
-            scope
-        })
+        .rtm_scope(if ty == Rtm::Delroute { RtScope::Nowhere } else { scope })
         .rtm_type(Rtn::Unicast)
-        .rtm_flags(if r.onlink && r.gateway.is_some() {
-            RtmF::from_bits_retain(RTNH_F_ONLINK)
-        } else {
-            RtmF::empty()
-        })
+        .rtm_flags(if r.onlink && r.gateway.is_some() { RtmF::from_bits_retain(RTNH_F_ONLINK) } else { RtmF::empty() })
         .rtattrs(attrs)
         .build()
         .expect("all fields set");
@@ -116,11 +100,7 @@ pub fn add(r: &Route) -> Req {
 }
 
 pub fn del(r: &Route) -> Req {
-    Req {
-        bytes: encode_route(Rtm::Delroute, NlmF::REQUEST, r),
-        ok_errnos: OK_DEL,
-        what: format!("delete route {r}"),
-    }
+    Req { bytes: encode_route(Rtm::Delroute, NlmF::REQUEST, r), ok_errnos: OK_DEL, what: format!("delete route {r}") }
 }
 
 /// A dump of all routes of one family (or both with `None`).
@@ -175,9 +155,7 @@ pub fn parse(payload: &[u8]) -> Option<KernelRoute> {
             libc::RTA_DST => dst = mk(p),
             libc::RTA_GATEWAY => gateway = mk(p),
             libc::RTA_OIF if p.len() == 4 => oif = u32::from_ne_bytes([p[0], p[1], p[2], p[3]]),
-            libc::RTA_PRIORITY if p.len() == 4 => {
-                metric = Some(u32::from_ne_bytes([p[0], p[1], p[2], p[3]]))
-            }
+            libc::RTA_PRIORITY if p.len() == 4 => metric = Some(u32::from_ne_bytes([p[0], p[1], p[2], p[3]])),
             libc::RTA_TABLE if p.len() == 4 => table = u32::from_ne_bytes([p[0], p[1], p[2], p[3]]),
             _ => {}
         }
@@ -206,22 +184,13 @@ pub fn parse(payload: &[u8]) -> Option<KernelRoute> {
 /// How the host reaches `dst` without our devices: the longest-prefix
 /// unicast route in the main table whose device is not in `ignore`
 /// (lowest metric among equals). Returns (gateway, device).
-pub fn best_route(
-    table: &[KernelRoute],
-    dst: IpAddr,
-    ignore: &[u32],
-) -> Option<(Option<IpAddr>, u32)> {
+pub fn best_route(table: &[KernelRoute], dst: IpAddr, ignore: &[u32]) -> Option<(Option<IpAddr>, u32)> {
     table
         .iter()
         .filter(|k| k.rtype == libc::RTN_UNICAST && k.route.table == RT_TABLE_MAIN)
         .filter(|k| k.route.oif != 0 && !ignore.contains(&k.route.oif))
         .filter(|k| k.route.dst.is_ipv4() == dst.is_ipv4() && k.route.dst.contains(dst))
-        .min_by_key(|k| {
-            (
-                std::cmp::Reverse(k.route.dst.prefix()),
-                k.route.metric.unwrap_or(0),
-            )
-        })
+        .min_by_key(|k| (std::cmp::Reverse(k.route.dst.prefix()), k.route.metric.unwrap_or(0)))
         .map(|k| (k.route.gateway, k.route.oif))
 }
 
@@ -257,14 +226,8 @@ mod tests {
             best_route(&t, "198.51.100.7".parse().unwrap(), &[9]),
             Some((Some("192.0.2.254".parse().unwrap()), 2))
         );
-        assert_eq!(
-            best_route(&t, "192.0.2.77".parse().unwrap(), &[9]),
-            Some((None, 2))
-        );
-        assert_eq!(
-            best_route(&t, "1.2.3.4".parse().unwrap(), &[]),
-            Some((Some("10.8.0.1".parse().unwrap()), 9))
-        );
+        assert_eq!(best_route(&t, "192.0.2.77".parse().unwrap(), &[9]), Some((None, 2)));
+        assert_eq!(best_route(&t, "1.2.3.4".parse().unwrap(), &[]), Some((Some("10.8.0.1".parse().unwrap()), 9)));
         assert_eq!(best_route(&t, "2001:db8::1".parse().unwrap(), &[]), None);
     }
 

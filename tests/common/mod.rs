@@ -1,0 +1,294 @@
+//! Test harness: per test, a fresh network namespace with a fake uplink,
+//! a private system-like dbus-daemon, and the real daemon inside the
+//! namespace. Results are read back from the kernel with `ip`, never from
+//! the daemon's own state.
+#![allow(dead_code)]
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use dbus::arg::{AppendAll, ReadAll, RefArg, Variant};
+use dbus::blocking::Connection;
+use dbus::channel::Channel;
+use dbus::Message;
+
+pub const DEST: &str = "net.openvpn.v3.netcfg";
+pub const IFACE: &str = "net.openvpn.v3.netcfg";
+pub const MGR: &str = "/net/openvpn/v3/netcfg";
+const T: Duration = Duration::from_secs(10);
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+/// Skips (with a printed reason) when the machine cannot run these tests.
+pub fn require_root() -> bool {
+    let ok = nix::unistd::Uid::effective().is_root() && Path::new("/dev/net/tun").exists();
+    if !ok {
+        eprintln!("SKIP: needs root and /dev/net/tun");
+    }
+    ok
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ovpn-netcfgd"))
+}
+
+pub struct Env {
+    pub dir: PathBuf,
+    pub ns: String,
+    pub addr: String,
+    dbus: Child,
+    pub daemon: Option<Child>,
+    pub extra_args: Vec<String>,
+}
+
+pub fn sh(cmd: &str) -> String {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(o.status.success(), "command failed: {cmd}\n{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+impl Env {
+    /// A namespace with `lo` and a fake uplink 192.0.2.2/24 + 2001:db8::2/64
+    /// with default routes via .1 / ::1. The uplink is a veth whose other end
+    /// is in a second namespace of ours holding those gateway addresses and
+    /// nothing else, so no packet can leave the machine.
+    pub fn new(tag: &str) -> Env {
+        Self::with_args(tag, &[])
+    }
+
+    pub fn with_args(tag: &str, args: &[&str]) -> Env {
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let ns = format!("onc-{}-{}-{n}", std::process::id(), &tag[..tag.len().min(12)]);
+        let dir = std::env::temp_dir().join(&ns);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("services")).unwrap();
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        sh(&format!("chmod 755 {}", dir.display()));
+        sh(&format!(
+            "ip netns add {ns} && ip netns add {ns}-gw && ip -n {ns} link set lo up && \
+             ip -n {ns} link add name uplink0 type veth peer name gw0 && ip -n {ns} link set gw0 netns {ns}-gw && \
+             ip -n {ns}-gw addr add 192.0.2.1/24 dev gw0 && ip -n {ns}-gw -6 addr add 2001:db8::1/64 dev gw0 nodad && \
+             ip -n {ns}-gw link set gw0 up && ip -n {ns}-gw link set lo up && ip -n {ns} link set uplink0 up && \
+             ip -n {ns} addr add 192.0.2.2/24 dev uplink0 && ip -n {ns} route add default via 192.0.2.1 && \
+             ip -n {ns} -6 addr add 2001:db8::2/64 dev uplink0 nodad && ip -n {ns} -6 route add default via 2001:db8::1"
+        ));
+        let conf = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bus.conf.in"))
+            .unwrap()
+            .replace("@DIR@", &dir.display().to_string());
+        std::fs::write(dir.join("bus.conf"), conf).unwrap();
+        let dbus = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", dir.join("bus.conf").display()))
+            .arg("--nofork")
+            .arg("--nopidfile")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon");
+        let sock = dir.join("bus.sock");
+        let t0 = Instant::now();
+        while !sock.exists() {
+            assert!(t0.elapsed() < T, "dbus-daemon did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let addr = format!("unix:path={}", sock.display());
+        let mut e = Env { dir, ns, addr, dbus, daemon: None, extra_args: args.iter().map(|s| s.to_string()).collect() };
+        e.start_daemon();
+        e
+    }
+
+    pub fn start_daemon(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns])
+            .arg(bin())
+            .args(["--bus-address", &self.addr, "--idle-exit", "0", "--log-level", "6", "--state-dir"])
+            .arg(self.dir.join("state"))
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd.spawn().expect("daemon");
+        self.daemon = Some(child);
+        let c = self.conn();
+        let t0 = Instant::now();
+        loop {
+            let p = c.with_proxy("org.freedesktop.DBus", "/org/freedesktop/DBus", T);
+            let (has,): (bool,) = p.method_call("org.freedesktop.DBus", "NameHasOwner", (DEST,)).unwrap();
+            if has {
+                break;
+            }
+            if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited early ({st}): {}", self.log());
+            }
+            assert!(t0.elapsed() < T, "daemon did not take its name: {}", self.log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn conn(&self) -> Connection {
+        let mut ch = Channel::open_private(&self.addr).expect("connect");
+        ch.register().expect("hello");
+        Connection::from(ch)
+    }
+
+    /// Runs `ip` inside the namespace and returns stdout.
+    pub fn ip(&self, args: &str) -> String {
+        sh(&format!("ip -n {} {args}", self.ns))
+    }
+
+    /// Everything observable in the namespace that the daemon might touch.
+    pub fn kernel_snapshot(&self) -> String {
+        format!(
+            "{}{}{}{}",
+            self.ip("-o link show"),
+            self.ip("-o addr show"),
+            self.ip("-4 route show table all"),
+            self.ip("-6 route show table all")
+        )
+    }
+
+    /// Links other than lo and the uplink.
+    pub fn extra_links(&self) -> Vec<String> {
+        self.ip("-o link show")
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap().to_string()))
+            .filter(|n| n != "lo" && n != "uplink0")
+            .collect()
+    }
+
+    pub fn our_routes(&self) -> String {
+        format!("{}{}", self.ip("-4 route show table all proto 79"), self.ip("-6 route show table all proto 79"))
+    }
+
+    pub fn daemon_alive(&mut self) -> bool {
+        let alive = self.daemon.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none());
+        alive && ping(&self.conn())
+    }
+
+    pub fn signal_daemon(&mut self, sig: &str) -> std::process::ExitStatus {
+        let pid = self.daemon.as_ref().unwrap().id();
+        // `ip netns exec` execs the daemon, so the child pid is the daemon.
+        sh(&format!("kill -{sig} {pid}"));
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                return st;
+            }
+            assert!(t0.elapsed() < T, "daemon did not exit after SIG{sig}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        let _ = self.dbus.kill();
+        let _ = self.dbus.wait();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = Command::new("ip").args(["netns", "del", &format!("{}-gw", self.ns)]).status();
+        if std::env::var_os("KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn ping(c: &Connection) -> bool {
+    c.with_proxy(DEST, "/", T).method_call::<(), _, _, _>("org.freedesktop.DBus.Peer", "Ping", ()).is_ok()
+}
+
+/// Calls a method on the daemon; Err holds (error name, message).
+pub fn call<A: AppendAll, R: ReadAll>(
+    c: &Connection,
+    path: &str,
+    member: &str,
+    args: A,
+) -> Result<R, (String, String)> {
+    c.with_proxy(DEST, path, T)
+        .method_call(IFACE, member, args)
+        .map_err(|e| (e.name().unwrap_or("").to_string(), e.message().unwrap_or("").to_string()))
+}
+
+/// Sends a prepared message and waits for the reply.
+pub fn send(c: &Connection, m: Message) -> Result<Message, (String, String)> {
+    c.channel()
+        .send_with_reply_and_block(m, T)
+        .map_err(|e| (e.name().unwrap_or("").to_string(), e.message().unwrap_or("").to_string()))
+}
+
+pub fn method(path: &str, member: &str) -> Message {
+    Message::new_method_call(DEST, path, IFACE, member).unwrap()
+}
+
+pub fn set_prop<V: RefArg + dbus::arg::Arg + dbus::arg::Append>(
+    c: &Connection,
+    path: &str,
+    name: &str,
+    v: V,
+) -> Result<(), (String, String)> {
+    c.with_proxy(DEST, path, T)
+        .method_call("org.freedesktop.DBus.Properties", "Set", (IFACE, name, Variant(v)))
+        .map_err(|e| (e.name().unwrap_or("").to_string(), e.message().unwrap_or("").to_string()))
+}
+
+pub fn get_prop<R: for<'b> dbus::arg::Get<'b> + 'static>(c: &Connection, path: &str, name: &str) -> R {
+    let (v,): (Variant<R>,) =
+        c.with_proxy(DEST, path, T).method_call("org.freedesktop.DBus.Properties", "Get", (IFACE, name)).unwrap();
+    v.0
+}
+
+pub fn create(c: &Connection, name: &str) -> String {
+    let (p,): (dbus::Path<'static>,) = call(c, MGR, "CreateVirtualInterface", (name,)).unwrap();
+    p.to_string()
+}
+
+/// The session of the real client (reference §4.11), up to but not including Establish.
+pub fn configure_like_real_client(c: &Connection, p: &str) {
+    set_prop(c, p, "dns_scope", "global".to_string()).unwrap();
+    let _: () = call(c, p, "AddIPAddress", ("10.98.0.2", 24u32, "10.98.0.1", false)).unwrap();
+    let _: () = call(c, p, "AddIPAddress", ("fd00:98::1000", 64u32, "fd00:98::1", true)).unwrap();
+    let _: () = call(c, p, "SetRemoteAddress", ("10.99.0.1", false)).unwrap();
+    set_prop(c, p, "layer", 3u32).unwrap();
+    set_prop(c, p, "mtu", 1500u16).unwrap();
+    let nets = vec![("10.97.0.0".to_string(), 24u32, -1i32, false, false)];
+    let _: () = call(c, p, "AddNetworks", (nets,)).unwrap();
+}
+
+pub fn establish(c: &Connection, p: &str) -> OwnedFd {
+    let r = send(c, method(p, "Establish")).expect("Establish");
+    r.read1::<OwnedFd>().expect("Establish returns an fd")
+}
+
+/// Collects NetworkChange signals that arrive within `d`.
+pub fn signals(c: &Connection, d: Duration) -> Vec<(u32, String, std::collections::HashMap<String, String>)> {
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < d {
+        let _ = c.channel().read_write(Some(Duration::from_millis(20)));
+        while let Some(m) = c.channel().pop_message() {
+            if m.member().as_deref() == Some("NetworkChange") {
+                out.push(m.read3().unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Runs busctl as another user (for ACL tests); returns (ok, stdout+stderr).
+pub fn busctl_as(uid: u32, addr: &str, args: &str) -> (bool, String) {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("setpriv --reuid={uid} --regid={uid} --clear-groups busctl --address={addr} {args}"))
+        .output()
+        .unwrap();
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
