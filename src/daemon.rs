@@ -40,6 +40,7 @@ pub struct Daemon {
     /// NetworkChange subscribers by unique bus name.
     pub subs: BTreeMap<String, Subscription>,
     pub log_level: u32,
+    pub dns: crate::dns::Dns,
     log_owner: Option<String>,
     quit: bool,
     sigfd: SignalFd,
@@ -83,6 +84,7 @@ impl Daemon {
         });
         let bus = Bus::connect(address.as_deref())?;
         let log_level = cfg.log_level;
+        let dns = crate::dns::Dns::new(&cfg.dns, &bus, &cfg.state_dir);
         let mut d = Daemon {
             cfg,
             bus,
@@ -90,6 +92,7 @@ impl Daemon {
             devices: BTreeMap::new(),
             subs: BTreeMap::new(),
             log_level,
+            dns,
             log_owner: None,
             quit: false,
             sigfd,
@@ -105,9 +108,10 @@ impl Daemon {
         d.log_owner = d.bus.name_owner(LOG_SERVICE);
         d.bus.request_name(BUS_NAME)?;
         log::info!(
-            "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, log level {})",
+            "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, DNS backend {}, log level {})",
             d.bus.unique_name(),
             d.cfg.redirect.as_str(),
+            d.dns.backend_name(),
             d.log_level
         );
         Ok(d)
@@ -149,7 +153,14 @@ impl Daemon {
                 PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
             ];
-            match poll(&mut fds, PollTimeout::NONE) {
+            let timeout = match self.dns.deadline() {
+                None => PollTimeout::NONE,
+                Some(t) => {
+                    let ms = t.saturating_duration_since(std::time::Instant::now()).as_millis().min(60_000) as u16;
+                    PollTimeout::from(ms)
+                }
+            };
+            match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
                     log::error!("poll: {e}");
@@ -169,11 +180,16 @@ impl Daemon {
                     self.quit = true;
                 }
             }
+            if self.dns.deadline().is_some_and(|t| t <= std::time::Instant::now()) {
+                self.dns.on_timeout(&self.bus);
+            }
             if self.quit {
                 break;
             }
         }
-        self.shutdown();
+        if !self.shutdown() && code == 0 {
+            code = 4;
+        }
         code
     }
 
@@ -218,14 +234,17 @@ impl Daemon {
         }
     }
 
-    /// Undoes every device, then flushes what is left to send.
-    fn shutdown(&mut self) {
+    /// Undoes every device and DNS change, then flushes what is left to
+    /// send. False if DNS could not be restored.
+    fn shutdown(&mut self) -> bool {
         let paths: Vec<String> = self.devices.keys().cloned().collect();
         for p in paths {
             self.remove_device(&p, "service shutdown");
         }
+        let ok = self.dns.shutdown(&self.bus);
         self.flush_log_signals();
         self.bus.flush();
+        ok
     }
 
     fn handle(&mut self, m: Message) {
@@ -240,7 +259,9 @@ impl Daemon {
                 }
             }
             MessageType::Signal => self.on_bus_signal(&m),
-            _ => {}
+            MessageType::MethodReturn | MessageType::Error => {
+                self.dns.on_reply(&self.bus, &m);
+            }
         }
     }
 
@@ -362,6 +383,34 @@ impl Daemon {
         let events = d.teardown(&mut self.rtnl, true);
         self.emit_events(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);
+        self.dns_sync();
+    }
+
+    /// Pushes every active session's DNS settings to the DNS backend and
+    /// announces what changed. Called after anything that changes them.
+    pub(crate) fn dns_sync(&mut self) {
+        let sessions: Vec<crate::dns::Session> = self
+            .devices
+            .values()
+            .filter(|d| d.active)
+            .filter_map(|d| {
+                let (ifindex, ifname) = d.link.clone()?;
+                Some(crate::dns::Session {
+                    path: d.path.clone(),
+                    ifname,
+                    ifindex,
+                    order: d.created,
+                    servers: d.settings.dns_servers.clone(),
+                    search: d.settings.dns_search.clone(),
+                    dnssec: d.settings.dnssec,
+                    transport: d.settings.dns_transport,
+                    scope: d.settings.dns_scope,
+                })
+            })
+            .collect();
+        for (path, dev, e) in self.dns.update(&self.bus, &sessions) {
+            self.emit_events(&path, &dev, vec![e]);
+        }
     }
 
     /// Sends NetworkChange signals to the subscribers whose mask matches.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod dco;
 pub mod device;
+pub mod dns;
 pub mod error;
 pub mod events;
 pub mod journal;

@@ -114,6 +114,7 @@ impl Daemon {
                 let name = d.name.clone();
                 log::info!("{path}: established {name}");
                 self.emit_events(path, &name, events);
+                self.dns_sync();
                 return Ok(m.method_return().append1(fd));
             }
             "Disable" => {
@@ -126,6 +127,7 @@ impl Daemon {
                 let name = d.name.clone();
                 log::info!("{path}: disabled");
                 self.emit_events(path, &name, events);
+                self.dns_sync();
                 return Ok(m.method_return());
             }
             "Destroy" => {
@@ -136,6 +138,10 @@ impl Daemon {
             _ => unreachable!("filtered by the signature table"),
         }
         d.modified = true;
+        // DNS changes on an established device take effect at once.
+        if d.active && (member.starts_with("AddDNS") || member.starts_with("SetDNS")) {
+            self.dns_sync();
+        }
         Ok(m.method_return())
     }
 

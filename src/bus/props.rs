@@ -86,6 +86,9 @@ impl Daemon {
                 }
                 match self.prop_set(m, obj, name, &*value.0) {
                     Ok(()) => {
+                        if name == "dns_scope" {
+                            self.dns_sync();
+                        }
                         if let (Some(v), Some(p)) = (self.prop_get(obj, name), m.path()) {
                             self.broadcast_props_changed(&p, name, v);
                         }
