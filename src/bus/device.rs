@@ -69,26 +69,30 @@ impl Daemon {
             "AddDNS" => {
                 let list: Vec<String> = m.read1().map_err(bad("server_list"))?;
                 let parsed = list.iter().map(|s| settings::dns_server(s)).collect::<Result<Vec<_>>>()?;
+                let mut all = d.settings.dns_servers.clone();
                 for a in parsed {
-                    if !d.settings.dns_servers.contains(&a) {
-                        if d.settings.dns_servers.len() >= MAX_DNS_SERVERS {
-                            return Err(Error::arg("server_list", format!("at most {MAX_DNS_SERVERS} servers")));
-                        }
-                        d.settings.dns_servers.push(a);
+                    if !all.contains(&a) {
+                        all.push(a);
                     }
                 }
+                if all.len() > MAX_DNS_SERVERS {
+                    return Err(Error::arg("server_list", format!("at most {MAX_DNS_SERVERS} servers")));
+                }
+                d.settings.dns_servers = all;
             }
             "AddDNSSearch" => {
                 let list: Vec<String> = m.read1().map_err(bad("domains"))?;
                 let parsed = list.iter().map(|s| settings::dns_domain(s)).collect::<Result<Vec<_>>>()?;
+                let mut all = d.settings.dns_search.clone();
                 for s in parsed {
-                    if !d.settings.dns_search.contains(&s) {
-                        if d.settings.dns_search.len() >= MAX_DNS_SEARCH {
-                            return Err(Error::arg("domains", format!("at most {MAX_DNS_SEARCH} domains")));
-                        }
-                        d.settings.dns_search.push(s);
+                    if !all.contains(&s) {
+                        all.push(s);
                     }
                 }
+                if all.len() > MAX_DNS_SEARCH {
+                    return Err(Error::arg("domains", format!("at most {MAX_DNS_SEARCH} domains")));
+                }
+                d.settings.dns_search = all;
             }
             "SetDNSSEC" => {
                 let s: &str = m.read1().map_err(bad("mode"))?;
