@@ -1,0 +1,66 @@
+# ovpn-netcfgd — see README.md. Every target installs what it needs itself.
+#
+#   make demo    the daemon on a private bus in a throwaway netns, driven
+#                through a real client session (needs root)
+#   make test    unit, integration (netns + private bus), fuzz smoke,
+#                install-tree and DCO VM tests (needs root)
+#   make bench   speed, memory and size figures
+#   make static  fully static binary (glibc +crt-static; musl if installed)
+
+CARGO   ?= cargo
+TARGET  ?= $(shell rustc -vV | sed -n 's/^host: //p')
+BIN     ?= target/release/ovpn-netcfgd
+# Debian packages the tests and the demo use (all in the base image of this
+# kind of machine except where noted; installed only when missing).
+APT_PKGS = dbus-daemon iproute2 util-linux systemd python3-gi procps rsync
+
+.PHONY: all build static test test-unit test-integration test-dco demo bench fuzz clean deps lint
+
+all: build
+
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null; \
+	fi
+
+build:
+	$(CARGO) build --release --locked
+
+# glibc static: needs only the target we already have. musl: only when the
+# target is installed already (nothing is ever downloaded).
+static:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked --target $(TARGET)
+	@ls -l target/$(TARGET)/release/ovpn-netcfgd
+	@if rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl; then \
+	    $(CARGO) build --release --locked --target x86_64-unknown-linux-musl && ls -l target/x86_64-unknown-linux-musl/release/ovpn-netcfgd; \
+	else echo "musl target not installed: skipping the musl build"; fi
+
+test: deps
+	$(CARGO) test --locked --all-targets -- --test-threads=4
+	bash tests/install-tree.sh
+	$(MAKE) --no-print-directory test-dco
+
+# DCO tests boot a qemu guest with the ovpn-dco-v2 module (set up once, cached).
+test-dco:
+	@if [ -x tests/dco-vm/run-tests.sh ]; then bash tests/dco-vm/run-tests.sh; \
+	else echo "SKIP: DCO VM tests not present"; fi
+
+demo: deps build
+	bash tests/demo/run-demo.sh $(BIN)
+
+bench: deps
+	$(CARGO) bench --locked --bench netcfg
+
+fuzz:
+	bash fuzz/run.sh
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+
+-include dist/install.mk

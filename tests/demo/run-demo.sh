@@ -1,0 +1,67 @@
+#!/bin/bash
+# make demo: the daemon on a private bus inside a throwaway network
+# namespace, driven through a real session by a GLib client (the way the
+# openvpn3 client does it), showing what it did to the kernel. Cleans up.
+set -euo pipefail
+BIN=${1:-target/release/ovpn-netcfgd}
+here=$(cd "$(dirname "$0")" && pwd)
+ns=ovpn-demo-$$
+dir=$(mktemp -d /tmp/ovpn-demo.XXXXXX)
+chmod 755 "$dir"
+dbus_pid= daemon_pid=
+cleanup() {
+    [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+    [ -n "$dbus_pid" ] && kill "$dbus_pid" 2>/dev/null
+    ip netns del "$ns" 2>/dev/null || true
+    ip netns del "$ns-gw" 2>/dev/null || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+echo "== a throwaway namespace '$ns' with a fake uplink (veth to a gateway namespace; nothing leaves the machine)"
+ip netns add "$ns"; ip netns add "$ns-gw"
+ip -n "$ns" link set lo up
+ip -n "$ns" link add name uplink0 type veth peer name gw0
+ip -n "$ns" link set gw0 netns "$ns-gw"
+ip -n "$ns-gw" addr add 192.0.2.1/24 dev gw0; ip -n "$ns-gw" link set gw0 up
+ip -n "$ns" addr add 192.0.2.2/24 dev uplink0; ip -n "$ns" link set uplink0 up
+ip -n "$ns" route add default via 192.0.2.1
+
+echo "== a private system-like D-Bus"
+mkdir -p "$dir/services" "$dir/state"
+sed "s#@DIR@#$dir#" "$here/../data/bus.conf.in" >"$dir/bus.conf"
+dbus-daemon --config-file="$dir/bus.conf" --nofork --nopidfile &
+dbus_pid=$!
+for _ in $(seq 100); do [ -S "$dir/bus.sock" ] && break; sleep 0.05; done
+addr="unix:path=$dir/bus.sock"
+
+echo "== ovpn-netcfgd ($(stat -c %s "$BIN") bytes) inside the namespace"
+ip netns exec "$ns" "$BIN" --bus-address "$addr" --state-dir "$dir/state" --idle-exit 0 --log-level 4 \
+    2> >(sed 's/^/  daemon: /' >&2) &
+daemon_pid=$!
+for _ in $(seq 100); do
+    busctl --address="$addr" status net.openvpn.v3.netcfg >/dev/null 2>&1 && break; sleep 0.05
+done
+
+echo "== the client session"
+coproc CLIENT { /usr/bin/python3 -u "$here/client.py" "$addr" --keep 2>&1; }
+client_pid=$CLIENT_PID
+while IFS= read -r line <&"${CLIENT[0]}"; do
+    case "$line" in
+    READY*)
+        dev=${line#READY }
+        echo "== kernel state while connected (read back with ip)"
+        ip -n "$ns" addr show dev "$dev" | sed 's/^/  /'
+        echo "  -- IPv4 routes:"; ip -n "$ns" route | sed 's/^/    /'
+        echo "  -- IPv6 routes:"; ip -n "$ns" -6 route | sed 's/^/    /'
+        echo >&"${CLIENT[1]}"
+        ;;
+    *) echo "$line" ;;
+    esac
+done
+wait "$client_pid"
+echo "== kernel state after Destroy"
+ip -n "$ns" -o link show | sed 's/^/  /'
+echo "  -- IPv4 routes:"; ip -n "$ns" route | sed 's/^/    /'
+left=$(ip -n "$ns" route show proto 79; ip -n "$ns" -6 route show proto 79)
+[ -z "$left" ] && echo "== nothing of ours is left" || { echo "!! routes left behind: $left"; exit 1; }
