@@ -12,7 +12,7 @@ use crate::netlink::route::{best_route, KernelRoute, Route, RT_TABLE_MAIN};
 use crate::netlink::RTPROT_OVPN_NETCFGD;
 use crate::settings::Settings;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Change {
     Link { ifindex: u32, mtu: u32, txqlen: Option<u32> },
     Addr(Addr),
@@ -49,15 +49,17 @@ fn gateway_for(s: &Settings, v6: bool) -> Option<IpAddr> {
 /// Builds the plan for configuring `ifindex` from `s`.
 pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     let mut p = Plan::default();
+    // Duplicate requests collapse (a set keeps this linear for 10k networks).
+    let mut seen = std::collections::HashSet::new();
     p.changes.push(Change::Link {
         ifindex,
         mtu: s.mtu as u32,
         txqlen: if s.txqueuelen > 0 { Some(s.txqueuelen as u32) } else { None },
     });
     for a in &s.addrs {
-        let addr = Addr { ifindex, addr: a.addr, prefix: a.prefix };
-        if !p.changes.contains(&Change::Addr(addr.clone())) {
-            p.changes.push(Change::Addr(addr));
+        let c = Change::Addr(Addr { ifindex, addr: a.addr, prefix: a.prefix });
+        if seen.insert(c.clone()) {
+            p.changes.push(c);
         }
         p.added.push(events::addr(events::IPADDR_ADDED, &a.addr, a.prefix));
         p.removed.push(events::addr(events::IPADDR_REMOVED, &a.addr, a.prefix));
@@ -74,9 +76,9 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
             onlink: true,
         }
     };
-    let push_route = |p: &mut Plan, r: Route| {
+    let mut push_route = |p: &mut Plan, r: Route| {
         let c = Change::Route(r);
-        if !p.changes.contains(&c) {
+        if seen.insert(c.clone()) {
             p.changes.push(c);
         }
     };

@@ -24,10 +24,10 @@ use crate::error::{Error, Result};
 /// recognised later (`ip route show proto 79`). Unassigned in iproute2's rt_protos.
 pub const RTPROT_OVPN_NETCFGD: u8 = 79;
 
-/// How many requests go out in one sendmsg before their acks are read.
-/// Each ack costs about 1 KiB of receive-buffer truesize; 128 stays well
+/// How many requests go out in one sendmsg. Each error report costs about
+/// 1 KiB of receive-buffer truesize; even a batch that fails entirely stays
 /// inside the 1 MiB buffer we ask for.
-const BATCH: usize = 128;
+const BATCH: usize = 256;
 const RECV_BUF: usize = 64 * 1024;
 /// include/uapi/linux/netlink.h, enum nlmsgerr_attrs
 const NLMSGERR_ATTR_MSG: u16 = 1;
@@ -153,44 +153,48 @@ impl Rtnl {
     /// result per request, in order: `Ok(true)` changed the kernel,
     /// `Ok(false)` was a tolerated errno (already there / already gone).
     /// Transport failures fail the whole call.
+    ///
+    /// Only the last message of a batch asks for an ack: the kernel handles
+    /// a batch in order and reports every failure anyway, so once the last
+    /// one is answered, every request without an error report succeeded.
+    /// This saves one receive per request (10k routes: 10k recvmsg calls).
     pub fn transact(&mut self, reqs: &mut [Req]) -> Result<Vec<std::result::Result<bool, NlError>>> {
         let mut results = Vec::with_capacity(reqs.len());
+        let mut out = Vec::new();
         for chunk in reqs.chunks_mut(BATCH) {
-            let mut out = Vec::with_capacity(chunk.iter().map(|r| r.bytes.len()).sum());
+            out.clear();
             let first = self.seq.wrapping_add(1).max(1);
+            let last = chunk.len() - 1;
             let mut seqs = Vec::with_capacity(chunk.len());
-            for r in chunk.iter_mut() {
-                let flags = u16::from_ne_bytes([r.bytes[6], r.bytes[7]]) | libc::NLM_F_ACK as u16;
+            for (i, r) in chunk.iter_mut().enumerate() {
+                let mut flags = u16::from_ne_bytes([r.bytes[6], r.bytes[7]]) & !(libc::NLM_F_ACK as u16);
+                if i == last {
+                    flags |= libc::NLM_F_ACK as u16;
+                }
                 r.bytes[6..8].copy_from_slice(&flags.to_ne_bytes());
                 seqs.push(self.stamp(&mut r.bytes));
                 out.extend_from_slice(&r.bytes);
             }
             self.send_all(&out)?;
             let mut got: Vec<Option<std::result::Result<bool, NlError>>> = vec![None; chunk.len()];
-            let mut missing = chunk.len();
-            while missing > 0 {
+            while got[last].is_none() {
                 let n = self.recv_some()?;
                 for (seq, res) in parse_acks(&self.buf[..n]) {
                     let idx = seq.wrapping_sub(first) as usize;
-                    if idx < got.len() && seqs[idx] == seq && got[idx].is_none() {
-                        let res = match res {
-                            Err(e) if chunk[idx].ok_errnos.contains(&e.errno) => {
-                                log::debug!(
-                                    "{}: {} (fine)",
-                                    chunk[idx].what,
-                                    std::io::Error::from_raw_os_error(e.errno)
-                                );
-                                Ok(false)
-                            }
-                            Ok(()) => Ok(true),
-                            Err(e) => Err(e),
-                        };
-                        got[idx] = Some(res);
-                        missing -= 1;
+                    if idx >= got.len() || seqs[idx] != seq || got[idx].is_some() {
+                        continue;
                     }
+                    got[idx] = Some(match res {
+                        Err(e) if chunk[idx].ok_errnos.contains(&e.errno) => {
+                            log::debug!("{}: {} (fine)", chunk[idx].what, std::io::Error::from_raw_os_error(e.errno));
+                            Ok(false)
+                        }
+                        Ok(()) => Ok(true),
+                        Err(e) => Err(e),
+                    });
                 }
             }
-            results.extend(got.into_iter().map(|r| r.expect("every slot filled")));
+            results.extend(got.into_iter().map(|r| r.unwrap_or(Ok(true))));
         }
         Ok(results)
     }

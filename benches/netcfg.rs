@@ -1,0 +1,164 @@
+//! `make bench`: speed, memory and size figures for the daemon, measured on
+//! the real binary in a namespace with a private bus (no timed assertions).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn networks(n: usize) -> Vec<(String, u32, i32, bool, bool)> {
+    (0..n).map(|i| (format!("10.{}.{}.0", 100 + i / 256, i % 256), 24u32, -1i32, false, false)).collect()
+}
+
+/// One session; returns the time of each step in ms.
+fn cycle(c: &dbus::blocking::Connection, n: usize, nets: &[(String, u32, i32, bool, bool)]) -> [f64; 5] {
+    let t = Instant::now();
+    let p = create(c, &format!("bench{n}"));
+    let t_create = ms(t.elapsed());
+    let t = Instant::now();
+    set_prop(c, &p, "layer", 3u32).unwrap();
+    set_prop(c, &p, "mtu", 1500u16).unwrap();
+    let _: () = call(c, &p, "AddIPAddress", ("10.98.0.2", 24u32, "10.98.0.1", false)).unwrap();
+    let _: () = call(c, &p, "AddIPAddress", ("fd00:98::1000", 64u32, "fd00:98::1", true)).unwrap();
+    let t_sets = ms(t.elapsed());
+    let t = Instant::now();
+    let _: () = call(c, &p, "AddNetworks", (nets.to_vec(),)).unwrap();
+    let t_add = ms(t.elapsed());
+    let t = Instant::now();
+    let fd = establish(c, &p);
+    let t_est = ms(t.elapsed());
+    // As the real client: Destroy first, then close the tun fd.
+    let t = Instant::now();
+    let _: () = call(c, &p, "Destroy", ()).unwrap();
+    let t_destroy = ms(t.elapsed());
+    drop(fd);
+    [t_create, t_sets, t_add, t_est, t_destroy]
+}
+
+fn main() {
+    if !require_root() {
+        return;
+    }
+    println!("== ovpn-netcfgd benchmark (release build: {})", bin().display());
+    let size = std::fs::metadata(bin()).unwrap().len();
+    println!("binary size: {size} bytes ({:.0} KiB)", size as f64 / 1024.0);
+    let ldd = std::process::Command::new("ldd").arg(bin()).output().unwrap();
+    println!("ldd:\n{}", String::from_utf8_lossy(&ldd.stdout).trim_end());
+
+    // exec -> first reply, 20 starts. The bench joins the test namespace
+    // itself so the daemon is exec'd directly (no `ip netns exec` in the way).
+    let mut env = Env::new("bench");
+    env.signal_daemon("TERM");
+    let ns = std::fs::File::open(format!("/run/netns/{}", env.ns)).unwrap();
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let c = env.conn();
+    let spawn = || {
+        std::process::Command::new(bin())
+            .args(["--bus-address", &env.addr, "--idle-exit", "0", "--log-level", "3", "--state-dir"])
+            .arg(env.dir.join("state"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut starts = Vec::new();
+    let mut daemon = None;
+    for _ in 0..20 {
+        if let Some(mut d) = daemon.take() {
+            let d: &mut std::process::Child = &mut d;
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.id() as i32), nix::sys::signal::Signal::SIGTERM)
+                .unwrap();
+            d.wait().unwrap();
+        }
+        let t = Instant::now();
+        let child = spawn();
+        while !ping(&c) {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        starts.push(ms(t.elapsed()));
+        daemon = Some(child);
+    }
+    println!("exec -> first D-Bus reply: median {:.2} ms (20 starts; target <= 5 ms)", median(starts));
+    let mut daemon = daemon.unwrap();
+    let pid = daemon.id();
+    std::thread::sleep(Duration::from_millis(100));
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let anon = rollup.lines().find(|l| l.starts_with("Anonymous:")).unwrap_or("").to_string();
+    println!(
+        "idle VmRSS: {} KiB (RssAnon {} KiB, RssFile {} KiB; target <= 1536 KiB)",
+        status_kib(pid, "VmRSS:"),
+        status_kib(pid, "RssAnon:"),
+        status_kib(pid, "RssFile:")
+    );
+    let _ = anon;
+
+    let only: Option<usize> = std::env::var("BENCH_ONLY").ok().and_then(|v| v.parse().ok());
+    for n in [0usize, 1000, 10000] {
+        if only.is_some_and(|o| o != n) {
+            continue;
+        }
+        let nets = networks(n);
+        let mut steps: Vec<[f64; 5]> = Vec::new();
+        for _ in 0..5 {
+            steps.push(cycle(&c, n, &nets));
+        }
+        let col = |i: usize| median(steps.iter().map(|s| s[i]).collect());
+        let total = median(steps.iter().map(|s| s.iter().sum()).collect());
+        println!(
+            "cycle N={n:>5}: create {:.2} ms, sets {:.2} ms, AddNetworks {:.2} ms, Establish {:.2} ms, Destroy {:.2} ms, total {:.2} ms (median of 5)",
+            col(0),
+            col(1),
+            col(2),
+            col(3),
+            col(4),
+            total
+        );
+    }
+    println!("targets: N=1000 cycle <= 16 ms; N=10000 Establish <= 60 ms");
+
+    if only.is_some() {
+        let _ = daemon.kill();
+        return;
+    }
+    let nets = networks(1000);
+    let rss0 = status_kib(pid, "VmRSS:");
+    let fds0 = fd_count(pid);
+    let mut rss_at = Vec::new();
+    for i in 0..100 {
+        cycle(&c, 1000, &nets);
+        if i % 25 == 24 {
+            rss_at.push(status_kib(pid, "VmRSS:"));
+        }
+    }
+    println!(
+        "100 cycles of N=1000: VmRSS {rss0} KiB before, {:?} KiB after 25/50/75/100, VmHWM {} KiB, fds {fds0} -> {}",
+        rss_at,
+        status_kib(pid, "VmHWM:"),
+        fd_count(pid)
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
