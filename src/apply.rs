@@ -1,11 +1,17 @@
 //! The thin layer that sends a plan to the kernel and records each
-//! successful change's inverse in the journal.
+//! successful change's inverse in the journal (and its write-ahead file).
 
 use crate::error::Result;
-use crate::journal::{Journal, Undo};
+use crate::journal::{Entry, Journal, Undo, Wal};
 use crate::netlink::route::KernelRoute;
 use crate::netlink::{self, Req, Rtnl};
 use crate::plan::Change;
+
+/// The kernel side of the daemon: the RTNL socket and the journal file.
+pub struct Kernel {
+    pub rtnl: Rtnl,
+    pub wal: Wal,
+}
 
 fn request(c: &Change) -> (Req, Undo) {
     match c {
@@ -14,65 +20,150 @@ fn request(c: &Change) -> (Req, Undo) {
         }
         Change::Addr(a) => (netlink::addr::add(a), Undo::DelAddr(a.clone())),
         Change::Route(r) => (netlink::route::add(r), Undo::DelRoute(r.clone())),
+        Change::Rule(r) => (netlink::rule::add(r), Undo::DelRule(r.clone())),
     }
 }
 
-/// Applies every change (batched). Each change the kernel made is recorded
-/// in `journal`; a change that was already there (EEXIST) is not ours and is
-/// not recorded. On the first hard error the changes made by this call are
-/// undone and the error returned.
-pub fn apply(rtnl: &mut Rtnl, changes: &[Change], journal: &mut Journal) -> Result<()> {
+/// Records undo steps for something already done outside netlink (a tun
+/// device we just created).
+pub fn record(k: &mut Kernel, journal: &mut Journal, u: Undo) {
+    for e in k.wal.record(vec![u]) {
+        journal.push(e);
+    }
+}
+
+/// Applies every change (batched). The inverses are written ahead to the
+/// journal file; each change the kernel made is then kept in `journal`. A
+/// change that was already there (EEXIST) is not ours and is not kept. On
+/// the first hard error the changes made by this call are undone and the
+/// error returned.
+pub fn apply(k: &mut Kernel, changes: &[Change], journal: &mut Journal) -> Result<()> {
     let (mut reqs, undos): (Vec<Req>, Vec<Undo>) = changes.iter().map(request).unzip();
-    let results = rtnl.transact(&mut reqs)?;
+    let entries = k.wal.record(undos);
+    let results = match k.rtnl.transact(&mut reqs) {
+        Ok(r) => r,
+        Err(e) => {
+            // Unknown which were made: undo all (missing ones are tolerated).
+            undo(k, entries.into_iter().rev().collect());
+            return Err(e);
+        }
+    };
     let mut done = Journal::default();
+    let mut not_ours = Vec::new();
     let mut failure = None;
-    for ((res, undo), req) in results.into_iter().zip(undos).zip(&reqs) {
+    for ((res, entry), req) in results.into_iter().zip(entries).zip(&reqs) {
         match res {
-            Ok(true) => done.push(undo),
-            Ok(false) => {}
-            Err(e) if failure.is_none() => failure = Some(e.into_error(req.what.clone())),
-            Err(_) => {}
+            Ok(true) => done.push(entry),
+            Ok(false) => not_ours.push(entry.id),
+            Err(e) => {
+                not_ours.push(entry.id);
+                if failure.is_none() {
+                    failure = Some(e.into_error(req.what.clone()));
+                }
+            }
         }
     }
+    k.wal.done(not_ours);
     if let Some(e) = failure {
-        for f in undo(rtnl, done.take_all()) {
+        for f in undo(k, done.take_all()) {
             log::warn!("rollback: {f}");
         }
         return Err(e);
     }
-    for u in done.take_all().into_iter().rev() {
-        journal.push(u);
+    for e in done.take_all().into_iter().rev() {
+        journal.push(e);
     }
     Ok(())
 }
 
-/// Runs undo steps in the given order, best effort; returns what failed.
-pub fn undo(rtnl: &mut Rtnl, steps: Vec<Undo>) -> Vec<String> {
-    let mut failed = Vec::new();
-    let steps: Vec<Undo> = steps
-        .into_iter()
-        .filter(|u| match u {
-            // Only delete the link we made: the ifindex must still carry its name.
-            Undo::DelLink { ifindex, name } => netlink::link::name_of(*ifindex).as_deref() == Some(name.as_str()),
-            _ => true,
-        })
-        .collect();
-    let mut reqs: Vec<Req> = steps.iter().map(|u| u.request()).collect();
-    match rtnl.transact(&mut reqs) {
-        Ok(results) => {
-            for (r, req) in results.into_iter().zip(&reqs) {
-                if let Err(e) = r {
-                    failed.push(e.into_error(req.what.clone()).to_string());
-                }
+/// Sends undo steps in order; per step: Ok (done, or nothing to undo) or
+/// the failure text. A link is only deleted if its ifindex still carries
+/// the name we gave it.
+fn run_undo(rtnl: &mut Rtnl, steps: &[&Undo]) -> Vec<std::result::Result<(), String>> {
+    let mut out: Vec<Option<std::result::Result<(), String>>> = vec![None; steps.len()];
+    let mut idx = Vec::new();
+    let mut reqs = Vec::new();
+    for (i, u) in steps.iter().enumerate() {
+        match u {
+            Undo::DelLink { ifindex, name } if netlink::link::name_of(*ifindex).as_deref() != Some(name.as_str()) => {
+                out[i] = Some(Ok(()));
+            }
+            _ => {
+                idx.push(i);
+                reqs.push(u.request());
             }
         }
-        Err(e) => failed.push(e.to_string()),
     }
+    match rtnl.transact(&mut reqs) {
+        Ok(results) => {
+            for ((r, req), i) in results.into_iter().zip(&reqs).zip(idx) {
+                out[i] = Some(r.map(|_| ()).map_err(|e| e.into_error(req.what.clone()).to_string()));
+            }
+        }
+        Err(e) => {
+            for i in idx {
+                out[i] = Some(Err(e.to_string()));
+            }
+        }
+    }
+    out.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+}
+
+/// Runs undo steps in the given order, best effort; returns what failed.
+/// Steps that worked (or found nothing to undo) leave the journal file;
+/// failed ones stay there for a later run to retry.
+pub fn undo(k: &mut Kernel, steps: Vec<Entry>) -> Vec<String> {
+    let refs: Vec<&Undo> = steps.iter().map(|e| &e.undo).collect();
+    let results = run_undo(&mut k.rtnl, &refs);
+    let mut finished = Vec::new();
+    let mut failed = Vec::new();
+    for (r, e) in results.into_iter().zip(&steps) {
+        match r {
+            Ok(()) => finished.push(e.id),
+            Err(f) => failed.push(f),
+        }
+    }
+    k.wal.done(finished);
     failed
+}
+
+/// Undoes what a previous run left (from its journal file), newest first.
+pub fn recover(rtnl: &mut Rtnl, steps: &[Undo]) -> usize {
+    let refs: Vec<&Undo> = steps.iter().collect();
+    for f in run_undo(rtnl, &refs).into_iter().filter_map(|r| r.err()) {
+        log::warn!("recovery: {f}");
+    }
+    steps.len()
 }
 
 /// The main routing tables of both families, as the kernel has them now.
 pub fn host_routes(rtnl: &mut Rtnl) -> Result<Vec<KernelRoute>> {
     let msgs = rtnl.dump(netlink::route::dump_request(None))?;
     Ok(msgs.iter().filter(|(t, _)| *t == libc::RTM_NEWROUTE).filter_map(|(_, p)| netlink::route::parse(p)).collect())
+}
+
+/// Removes routes and rules carrying our protocol that no journal accounts
+/// for (a crashed run whose journal was lost). Returns how many.
+pub fn sweep(rtnl: &mut Rtnl) -> Result<usize> {
+    let mut reqs: Vec<Req> = host_routes(rtnl)?
+        .into_iter()
+        .filter(|k| k.route.protocol == netlink::RTPROT_OVPN_NETCFGD)
+        .map(|k| netlink::route::del(&k.route))
+        .collect();
+    for v6 in [false, true] {
+        for (t, p) in rtnl.dump(netlink::rule::dump_request(v6))? {
+            if t == libc::RTM_NEWRULE {
+                if let Some(r) = netlink::rule::parse_ours(&p, netlink::RTPROT_OVPN_NETCFGD) {
+                    reqs.push(netlink::rule::del(&r));
+                }
+            }
+        }
+    }
+    let n = reqs.len();
+    for (r, req) in rtnl.transact(&mut reqs)?.into_iter().zip(&reqs) {
+        if let Err(e) = r {
+            log::warn!("sweep: {}", e.into_error(req.what.clone()));
+        }
+    }
+    Ok(n)
 }

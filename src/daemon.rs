@@ -34,7 +34,7 @@ pub struct Subscription {
 pub struct Daemon {
     pub cfg: Config,
     pub bus: Bus,
-    pub rtnl: Rtnl,
+    pub kernel: crate::apply::Kernel,
     /// Device objects by object path.
     pub devices: BTreeMap<String, Device>,
     /// NetworkChange subscribers by unique bus name.
@@ -88,7 +88,7 @@ impl Daemon {
         let mut d = Daemon {
             cfg,
             bus,
-            rtnl,
+            kernel: crate::apply::Kernel { rtnl, wal: crate::journal::Wal::memory() },
             devices: BTreeMap::new(),
             subs: BTreeMap::new(),
             log_level,
@@ -107,6 +107,11 @@ impl Daemon {
         )?;
         d.log_owner = d.bus.name_owner(LOG_SERVICE);
         d.bus.request_name(BUS_NAME)?;
+        // With the name ours no other instance runs: undo what a killed
+        // predecessor left behind. Calls queue meanwhile; none is lost.
+        d.recover_kernel();
+        // Only now: with the name ours, no other instance is using DNS.
+        d.dns.recover();
         log::info!(
             "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, DNS backend {}, log level {})",
             d.bus.unique_name(),
@@ -115,6 +120,20 @@ impl Daemon {
             d.log_level
         );
         Ok(d)
+    }
+
+    fn recover_kernel(&mut self) {
+        let (wal, leftover) = crate::journal::Wal::open(&self.cfg.state_dir);
+        self.kernel.wal = wal;
+        if !leftover.is_empty() {
+            let n = crate::apply::recover(&mut self.kernel.rtnl, &leftover);
+            log::warn!("undid {n} change(s) left by a previous run (from its journal)");
+        }
+        match crate::apply::sweep(&mut self.kernel.rtnl) {
+            Ok(0) => {}
+            Ok(n) => log::warn!("removed {n} route(s)/rule(s) of ours that no journal accounted for"),
+            Err(e) => log::warn!("sweeping stale routes: {e}"),
+        }
     }
 
     fn main_loop(&mut self) -> i32 {
@@ -380,7 +399,7 @@ impl Daemon {
         let Some(mut d) = self.devices.remove(path) else {
             return;
         };
-        let events = d.teardown(&mut self.rtnl, true);
+        let events = d.teardown(&mut self.kernel, true);
         self.emit_events(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);
         self.dns_sync();

@@ -3,11 +3,10 @@
 
 use std::os::fd::OwnedFd;
 
-use crate::apply;
+use crate::apply::{self, Kernel};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::journal::{Journal, Undo};
-use crate::netlink::Rtnl;
 use crate::plan::{self, Host};
 use crate::settings::Settings;
 
@@ -70,7 +69,7 @@ impl Device {
     /// error nothing of this attempt is left in the kernel.
     pub fn establish(
         &mut self,
-        rtnl: &mut Rtnl,
+        k: &mut Kernel,
         ignore: &[u32],
         redirect: bool,
     ) -> Result<(OwnedFd, Vec<Event>, Vec<String>)> {
@@ -88,7 +87,7 @@ impl Device {
         // would collide with the new ones), the old link once the new one works.
         let mut events = Vec::new();
         if self.active || !self.journal.is_empty() {
-            events.extend(self.teardown(rtnl, false));
+            events.extend(self.teardown(k, false));
         }
         let old_links = self.journal.take_all();
         let (fd, kname) = match crate::sys::tun_open(tap, "") {
@@ -103,25 +102,25 @@ impl Device {
             return Err(Error::Failed(format!("new device {kname} vanished")));
         };
         let mut journal = Journal::default();
-        journal.push(Undo::DelLink { ifindex, name: kname.clone() });
+        apply::record(k, &mut journal, Undo::DelLink { ifindex, name: kname.clone() });
 
         let needs_host = self.settings.networks.iter().any(|n| n.exclude);
-        let routes = if needs_host { apply::host_routes(rtnl) } else { Ok(Vec::new()) };
+        let routes = if needs_host { apply::host_routes(&mut k.rtnl) } else { Ok(Vec::new()) };
         let mut ignore = ignore.to_vec();
         ignore.push(ifindex);
         let result = routes.and_then(|routes| {
             let p = plan::plan(&self.settings, ifindex, &Host { routes: &routes, ignore: &ignore, redirect });
-            apply::apply(rtnl, &p.changes, &mut journal).map(|_| p)
+            apply::apply(k, &p.changes, &mut journal).map(|_| p)
         });
         let p = match result {
             Ok(p) => p,
             Err(e) => {
-                apply::undo(rtnl, journal.take_all());
+                apply::undo(k, journal.take_all());
                 self.restore(old_links);
                 return Err(e);
             }
         };
-        for f in apply::undo(rtnl, old_links) {
+        for f in apply::undo(k, old_links) {
             log::warn!("{}: removing the previous device: {f}", self.path);
         }
         self.journal = journal;
@@ -134,7 +133,7 @@ impl Device {
     }
 
     /// Puts back journal entries taken out for an attempt that failed.
-    fn restore(&mut self, newest_first: Vec<Undo>) {
+    fn restore(&mut self, newest_first: Vec<crate::journal::Entry>) {
         for u in newest_first.into_iter().rev() {
             self.journal.push(u);
         }
@@ -142,9 +141,9 @@ impl Device {
 
     /// Undoes the configuration (and with `links`, the devices too).
     /// Returns the removal events if a configuration was active.
-    pub fn teardown(&mut self, rtnl: &mut Rtnl, links: bool) -> Vec<Event> {
+    pub fn teardown(&mut self, k: &mut Kernel, links: bool) -> Vec<Event> {
         let steps = if links { self.journal.take_all() } else { self.journal.take_config() };
-        for f in apply::undo(rtnl, steps) {
+        for f in apply::undo(k, steps) {
             log::warn!("{}: cleanup: {f}", self.path);
         }
         let was_active = std::mem::replace(&mut self.active, false);

@@ -1,24 +1,30 @@
 //! The undo journal: every kernel change we make is recorded with its
 //! inverse, so Disable, Destroy, client death and shutdown undo exactly
 //! what was done, in reverse order, and nothing else.
+//!
+//! The same records go to a write-ahead file in the state directory
+//! (`Wal`), fsync'd before the kernel is touched, so a restarted daemon can
+//! undo what a killed one left behind.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use crate::netlink::addr::Addr;
 use crate::netlink::route::Route;
+use crate::netlink::rule::Rule;
 use crate::netlink::{self, Req};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Undo {
     DelRoute(Route),
     DelAddr(Addr),
+    DelRule(Rule),
     /// Set the link down again (configuration of a link we keep).
-    LinkDown {
-        ifindex: u32,
-    },
+    LinkDown { ifindex: u32 },
     /// Delete a link we created; `name` guards against ifindex reuse.
-    DelLink {
-        ifindex: u32,
-        name: String,
-    },
+    DelLink { ifindex: u32, name: String },
 }
 
 impl Undo {
@@ -27,6 +33,7 @@ impl Undo {
         match self {
             Undo::DelRoute(r) => netlink::route::del(r),
             Undo::DelAddr(a) => netlink::addr::del(a),
+            Undo::DelRule(r) => netlink::rule::del(r),
             Undo::LinkDown { ifindex } => {
                 let mut r = netlink::link::set(*ifindex, None, None, false);
                 r.ok_errnos = netlink::OK_DEL;
@@ -39,16 +46,78 @@ impl Undo {
     pub fn is_link(&self) -> bool {
         matches!(self, Undo::DelLink { .. })
     }
+
+    /// One line of text (no newline), read back by `parse`.
+    pub fn to_line(&self) -> String {
+        let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
+        match self {
+            Undo::DelRoute(r) => format!(
+                "route {} {} {} {} {} {} {}",
+                r.dst,
+                opt(r.gateway.map(|g| g.to_string())),
+                r.oif,
+                opt(r.metric.map(|m| m.to_string())),
+                r.table,
+                r.protocol,
+                r.onlink as u8
+            ),
+            Undo::DelAddr(a) => format!("addr {} {} {}", a.ifindex, a.addr, a.prefix),
+            Undo::DelRule(r) => r.to_line(),
+            Undo::LinkDown { ifindex } => format!("down {ifindex}"),
+            Undo::DelLink { ifindex, name } => format!("link {ifindex} {name}"),
+        }
+    }
+
+    /// Parses a `to_line` line; None for anything malformed.
+    pub fn parse(line: &str) -> Option<Undo> {
+        let f: Vec<&str> = line.split(' ').collect();
+        fn opt(s: &str) -> Option<&str> {
+            (s != "-").then_some(s)
+        }
+        Some(match f.as_slice() {
+            ["route", dst, gw, oif, metric, table, proto, onlink] => Undo::DelRoute(Route {
+                dst: dst.parse().ok()?,
+                gateway: match opt(gw) {
+                    Some(g) => Some(g.parse::<IpAddr>().ok()?),
+                    None => None,
+                },
+                oif: oif.parse().ok()?,
+                metric: match opt(metric) {
+                    Some(m) => Some(m.parse().ok()?),
+                    None => None,
+                },
+                table: table.parse().ok()?,
+                protocol: proto.parse().ok()?,
+                onlink: *onlink == "1",
+            }),
+            ["addr", ifindex, addr, prefix] => {
+                Undo::DelAddr(Addr { ifindex: ifindex.parse().ok()?, addr: addr.parse().ok()?, prefix: prefix.parse().ok()? })
+            }
+            ["rule", ..] => Undo::DelRule(Rule::parse(&f)?),
+            ["down", ifindex] => Undo::LinkDown { ifindex: ifindex.parse().ok()? },
+            ["link", ifindex, name] if !name.is_empty() && name.len() < 16 => {
+                Undo::DelLink { ifindex: ifindex.parse().ok()?, name: name.to_string() }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// One journal entry: its id in the write-ahead file and the undo step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: u64,
+    pub undo: Undo,
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct Journal {
-    entries: Vec<Undo>,
+    entries: Vec<Entry>,
 }
 
 impl Journal {
-    pub fn push(&mut self, u: Undo) {
-        self.entries.push(u);
+    pub fn push(&mut self, e: Entry) {
+        self.entries.push(e);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -59,12 +128,12 @@ impl Journal {
         self.entries.len()
     }
 
-    pub fn entries(&self) -> &[Undo] {
+    pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
     /// Removes and returns every entry, newest first.
-    pub fn take_all(&mut self) -> Vec<Undo> {
+    pub fn take_all(&mut self) -> Vec<Entry> {
         let mut v = std::mem::take(&mut self.entries);
         v.reverse();
         v
@@ -72,12 +141,137 @@ impl Journal {
 
     /// Removes and returns the configuration entries (not link deletions),
     /// newest first; links stay recorded for a later Destroy.
-    pub fn take_config(&mut self) -> Vec<Undo> {
-        let (links, mut cfg): (Vec<Undo>, Vec<Undo>) =
-            std::mem::take(&mut self.entries).into_iter().partition(|u| u.is_link());
+    pub fn take_config(&mut self) -> Vec<Entry> {
+        let (links, mut cfg): (Vec<Entry>, Vec<Entry>) =
+            std::mem::take(&mut self.entries).into_iter().partition(|e| e.undo.is_link());
         self.entries = links;
         cfg.reverse();
         cfg
+    }
+
+    /// Drops entries about a link that no longer exists: the kernel removed
+    /// its routes and addresses with it (routes elsewhere stay recorded).
+    pub fn forget_link(&mut self, ifindex: u32) -> Vec<Entry> {
+        let (gone, keep): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries).into_iter().partition(|e| {
+            matches!(&e.undo,
+                Undo::DelRoute(r) if r.oif == ifindex)
+                || matches!(&e.undo, Undo::DelAddr(a) if a.ifindex == ifindex)
+                || matches!(&e.undo, Undo::LinkDown { ifindex: i } | Undo::DelLink { ifindex: i, .. } if *i == ifindex)
+        });
+        self.entries = keep;
+        gone
+    }
+}
+
+/// The write-ahead file: `B <boot id>` header, then `A <id> <undo>` before a
+/// change, `D <id>` once it is undone (or turned out not to be ours).
+pub struct Wal {
+    path: Option<PathBuf>,
+    file: Option<File>,
+    next: u64,
+    live: usize,
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+impl Wal {
+    /// A journal that is not persisted (tests, or no usable state dir).
+    pub fn memory() -> Wal {
+        Wal { path: None, file: None, next: 1, live: 0 }
+    }
+
+    /// Opens `<dir>/journal`. Returns the entries a previous run left live
+    /// (newest first) when it ran in this boot, then starts a fresh file.
+    pub fn open(dir: &Path) -> (Wal, Vec<Undo>) {
+        let path = dir.join("journal");
+        let mut leftover = Vec::new();
+        if let Ok(f) = File::open(&path) {
+            let mut live: Vec<(u64, Undo)> = Vec::new();
+            let mut same_boot = false;
+            for line in BufReader::new(f).lines().map_while(Result::ok).take(2_000_000) {
+                let (tag, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                match tag {
+                    "B" => same_boot = rest == boot_id(),
+                    "A" => {
+                        if let Some((id, u)) = rest.split_once(' ') {
+                            if let (Ok(id), Some(u)) = (id.parse(), Undo::parse(u)) {
+                                live.push((id, u));
+                            }
+                        }
+                    }
+                    "D" => {
+                        if let Ok(id) = rest.parse::<u64>() {
+                            live.retain(|(i, _)| *i != id);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if same_boot {
+                leftover = live.into_iter().rev().map(|(_, u)| u).collect();
+            } else if !live.is_empty() {
+                log::info!("journal {} is from an earlier boot; nothing of it is left in the kernel", path.display());
+            }
+        }
+        let mut w = Wal { path: Some(path), file: None, next: 1, live: 0 };
+        w.reset();
+        (w, leftover)
+    }
+
+    fn reset(&mut self) {
+        let Some(path) = &self.path else { return };
+        let f = OpenOptions::new().create(true).write(true).truncate(true).open(path).and_then(|mut f| {
+            writeln!(f, "B {}", boot_id())?;
+            f.sync_data()?;
+            Ok(f)
+        });
+        match f {
+            Ok(f) => self.file = Some(f),
+            Err(e) => {
+                log::warn!("cannot write the journal {}: {e}; crash recovery is off", path.display());
+                self.file = None;
+                self.path = None;
+            }
+        }
+    }
+
+    /// Records `undos` (one id each) and syncs before the caller touches the kernel.
+    pub fn record(&mut self, undos: Vec<Undo>) -> Vec<Entry> {
+        let entries: Vec<Entry> = undos
+            .into_iter()
+            .map(|undo| {
+                let id = self.next;
+                self.next += 1;
+                Entry { id, undo }
+            })
+            .collect();
+        if let Some(f) = &mut self.file {
+            let mut buf = String::with_capacity(entries.len() * 64);
+            for e in &entries {
+                buf.push_str(&format!("A {} {}\n", e.id, e.undo.to_line()));
+            }
+            if let Err(e) = f.write_all(buf.as_bytes()).and_then(|_| f.sync_data()) {
+                log::warn!("journal write failed: {e}");
+            }
+        }
+        self.live += entries.len();
+        entries
+    }
+
+    /// Marks entries as no longer needing undo; compacts when nothing is live.
+    pub fn done(&mut self, ids: impl IntoIterator<Item = u64>) {
+        let mut buf = String::new();
+        for id in ids {
+            buf.push_str(&format!("D {id}\n"));
+            self.live = self.live.saturating_sub(1);
+        }
+        if self.live == 0 {
+            self.reset();
+        } else if let Some(f) = &mut self.file {
+            let _ = f.write_all(buf.as_bytes());
+        }
     }
 }
 
@@ -85,17 +279,61 @@ impl Journal {
 mod tests {
     use super::*;
 
+    fn e(id: u64, undo: Undo) -> Entry {
+        Entry { id, undo }
+    }
+
     #[test]
     fn config_undo_keeps_links_and_reverses() {
         let mut j = Journal::default();
-        j.push(Undo::DelLink { ifindex: 5, name: "tun0".into() });
-        j.push(Undo::LinkDown { ifindex: 5 });
-        j.push(Undo::DelAddr(Addr { ifindex: 5, addr: "10.0.0.2".parse().unwrap(), prefix: 24 }));
+        j.push(e(1, Undo::DelLink { ifindex: 5, name: "tun0".into() }));
+        j.push(e(2, Undo::LinkDown { ifindex: 5 }));
+        j.push(e(3, Undo::DelAddr(Addr { ifindex: 5, addr: "10.0.0.2".parse().unwrap(), prefix: 24 })));
         let c = j.take_config();
-        assert!(matches!(c[0], Undo::DelAddr(_)));
-        assert_eq!(c[1], Undo::LinkDown { ifindex: 5 });
+        assert!(matches!(c[0].undo, Undo::DelAddr(_)));
+        assert_eq!(c[1].undo, Undo::LinkDown { ifindex: 5 });
         assert_eq!(j.len(), 1);
-        assert!(j.take_all()[0].is_link());
+        assert!(j.take_all()[0].undo.is_link());
         assert!(j.is_empty());
+    }
+
+    #[test]
+    fn lines_round_trip() {
+        let r = Route {
+            dst: "2001:db8::/32".parse().unwrap(),
+            gateway: Some("fe80::1".parse().unwrap()),
+            oif: 3,
+            metric: None,
+            table: 254,
+            protocol: 79,
+            onlink: true,
+        };
+        for u in [
+            Undo::DelRoute(r),
+            Undo::DelAddr(Addr { ifindex: 4, addr: "10.0.0.2".parse().unwrap(), prefix: 24 }),
+            Undo::LinkDown { ifindex: 9 },
+            Undo::DelLink { ifindex: 9, name: "tun3".into() },
+        ] {
+            assert_eq!(Undo::parse(&u.to_line()), Some(u.clone()), "{}", u.to_line());
+        }
+        for bad in ["", "route", "addr x y z", "link 1 ", "link 1 aaaaaaaaaaaaaaaaaaaa", "route 1.2.3.4/40 - 1 - 254 79 0"] {
+            assert_eq!(Undo::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn wal_returns_live_entries_newest_first() {
+        let dir = std::env::temp_dir().join(format!("wal-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut w, left) = Wal::open(&dir);
+        assert!(left.is_empty());
+        let es = w.record(vec![Undo::LinkDown { ifindex: 1 }, Undo::LinkDown { ifindex: 2 }, Undo::LinkDown { ifindex: 3 }]);
+        w.done([es[1].id]);
+        drop(w); // a crash: nothing more is written
+        let (_w, left) = Wal::open(&dir);
+        assert_eq!(left, vec![Undo::LinkDown { ifindex: 3 }, Undo::LinkDown { ifindex: 1 }]);
+        let (_w, left) = Wal::open(&dir);
+        assert!(left.is_empty(), "a fresh file after recovery");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

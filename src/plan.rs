@@ -17,6 +17,7 @@ pub enum Change {
     Link { ifindex: u32, mtu: u32, txqlen: Option<u32> },
     Addr(Addr),
     Route(Route),
+    Rule(crate::netlink::rule::Rule),
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

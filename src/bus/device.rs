@@ -111,7 +111,7 @@ impl Daemon {
             }
             "Establish" => {
                 others.retain(|i| Some(*i) != d.link.as_ref().map(|l| l.0));
-                let (fd, events, notes) = d.establish(&mut self.rtnl, &others, redirect)?;
+                let (fd, events, notes) = d.establish(&mut self.kernel, &others, redirect)?;
                 for n in notes {
                     log::warn!("{path}: {n}");
                 }
@@ -122,7 +122,7 @@ impl Daemon {
                 return Ok(m.method_return().append1(fd));
             }
             "Disable" => {
-                let events = d.teardown(&mut self.rtnl, false);
+                let events = d.teardown(&mut self.kernel, false);
                 // The client supplies its settings again before the next Establish.
                 d.settings.addrs.clear();
                 d.settings.networks.clear();

@@ -79,6 +79,20 @@ impl Bus {
         }
     }
 
+    /// Queues a method call without waiting for its reply, which comes
+    /// back through the main loop (to `Dns::on_reply`); returns its serial.
+    pub fn send_call(&self, m: Message) -> Option<u32> {
+        self.ch.send(m).ok()
+    }
+
+    /// A blocking method call, for start-up probes only (before the loop
+    /// runs, so nobody waits on us meanwhile).
+    pub fn call_blocking(&self, m: Message, timeout: Duration) -> Result<Message> {
+        self.ch.send_with_reply_and_block(m, timeout).map_err(|e| {
+            Error::Failed(format!("{}: {}", e.name().unwrap_or("error"), e.message().unwrap_or("failed")))
+        })
+    }
+
     pub fn flush(&self) {
         self.ch.flush();
     }

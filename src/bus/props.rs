@@ -236,24 +236,10 @@ impl Daemon {
         }
     }
 
-    /// Every session's DNS servers (or search domains), oldest session first.
+    /// The DNS servers (or search domains) the DNS backend applied, newest
+    /// session first (the order in effect).
     pub(crate) fn global_dns(&self, servers: bool) -> Vec<String> {
-        let mut devs: Vec<_> = self.devices.values().filter(|d| d.active).collect();
-        devs.sort_by_key(|d| d.created);
-        let mut out: Vec<String> = Vec::new();
-        for d in devs {
-            let items: Vec<String> = if servers {
-                d.settings.dns_servers.iter().map(|a| a.to_string()).collect()
-            } else {
-                d.settings.dns_search.clone()
-            };
-            for i in items {
-                if !out.contains(&i) {
-                    out.push(i);
-                }
-            }
-        }
-        out
+        self.dns.global(servers)
     }
 }
 
