@@ -44,7 +44,8 @@ pub enum DnsChoice {
 pub struct Config {
     pub log_level: u32,
     pub log_file: Option<String>,
-    pub idle_exit_min: u32,
+    /// Zero = never.
+    pub idle_exit: std::time::Duration,
     pub dns: DnsChoice,
     pub redirect: RedirectMethod,
     pub somark: Option<u32>,
@@ -62,7 +63,7 @@ impl Default for Config {
         Config {
             log_level: 4,
             log_file: None,
-            idle_exit_min: 5,
+            idle_exit: std::time::Duration::from_secs(300),
             dns: DnsChoice::Auto,
             redirect: RedirectMethod::HostRoute,
             somark: None,
@@ -130,7 +131,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
             "--log-level" => c.log_level = num(&name, &val(&mut it)?, 6)?,
             "--log-file" => c.log_file = Some(val(&mut it)?),
             "--colour" | "--color" => {}
-            "--idle-exit" => c.idle_exit_min = num(&name, &val(&mut it)?, 10_000_000)?,
+            "--idle-exit" => c.idle_exit = idle(&name, &val(&mut it)?)?,
             "--resolv-conf" => dns_flags.push(DnsChoice::File(val(&mut it)?.into())),
             "--systemd-resolved" => dns_flags.push(DnsChoice::Resolved),
             "--dns-backend" => dns_flags.push(parse_dns_backend(&val(&mut it)?)?),
@@ -161,6 +162,30 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
     Ok(Cli::Run(c))
 }
 
+/// Minutes, as the reference; `Ns` for seconds (tests, impatient admins).
+fn idle(opt: &str, v: &str) -> Result<std::time::Duration, String> {
+    match v.strip_suffix('s') {
+        Some(secs) => Ok(std::time::Duration::from_secs(num(opt, secs, 1_000_000)? as u64)),
+        None => Ok(std::time::Duration::from_secs(num(opt, v, 100_000)? as u64 * 60)),
+    }
+}
+
+impl Config {
+    /// Checks option combinations; errors are usage errors (exit 2).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.redirect == RedirectMethod::Fwmark {
+            match self.somark {
+                None => return Err("--redirect-method fwmark needs --set-somark".into()),
+                Some(m) if crate::protect::fwmark_table(m).is_none() => {
+                    return Err(format!("--set-somark {m} cannot be used as a routing table (0, 253-255 are reserved)"))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 fn parse_dns_backend(v: &str) -> Result<DnsChoice, String> {
     Ok(match v {
         "auto" => DnsChoice::Auto,
@@ -187,7 +212,7 @@ pub fn apply_json(c: &mut Config, text: &str) -> Result<Vec<String>, String> {
         match k.as_str() {
             "log_level" => c.log_level = num(k, &as_str()?, 6)?,
             "log_file" => c.log_file = Some(as_str()?),
-            "idle_exit" => c.idle_exit_min = num(k, &as_str()?, 10_000_000)?,
+            "idle_exit" => c.idle_exit = idle(k, &as_str()?)?,
             "redirect_method" => {
                 let s = as_str()?;
                 c.redirect = RedirectMethod::parse(&s).ok_or(format!("netcfg.json: bad redirect_method '{s}'"))?;
@@ -376,10 +401,18 @@ mod tests {
             "/tmp/x",
         ]);
         assert_eq!(c.log_level, 6);
-        assert_eq!(c.idle_exit_min, 0);
+        assert_eq!(c.idle_exit, std::time::Duration::ZERO);
         assert_eq!(c.redirect, RedirectMethod::BindDevice);
         assert_eq!(c.somark, Some(51820));
         assert_eq!(c.config_file.unwrap(), PathBuf::from("/tmp/x/netcfg.json"));
+    }
+
+    #[test]
+    fn idle_exit_and_fwmark_checks() {
+        assert_eq!(run(&["--idle-exit", "2s"]).idle_exit, std::time::Duration::from_secs(2));
+        assert!(run(&["--redirect-method", "fwmark"]).validate().is_err());
+        assert!(run(&["--redirect-method", "fwmark", "--set-somark", "254"]).validate().is_err());
+        assert!(run(&["--redirect-method", "fwmark", "--set-somark", "51820"]).validate().is_ok());
     }
 
     #[test]
@@ -401,7 +434,7 @@ mod tests {
         apply_json(&mut c, r#"{"systemd_resolved": false, "log_level": "5", "idle_exit": 3}"#).unwrap();
         assert_eq!(c.dns, DnsChoice::Auto);
         assert_eq!(c.log_level, 5);
-        assert_eq!(c.idle_exit_min, 3);
+        assert_eq!(c.idle_exit, std::time::Duration::from_secs(180));
         let mut c = Config::default();
         apply_json(&mut c, r#"{"resolv_conf_file": "/etc/r", "systemd_resolved": true}"#).unwrap();
         assert_eq!(c.dns, DnsChoice::Resolved);

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
-use std::time::Duration;
 
 use dbus::arg::{PropMap, RefArg, Variant};
 use dbus::message::MessageType;
@@ -41,6 +40,10 @@ pub struct Daemon {
     pub subs: BTreeMap<String, Subscription>,
     pub log_level: u32,
     pub dns: crate::dns::Dns,
+    /// What ProtectSocket installed, by owner.
+    pub protections: Vec<crate::protect::Protection>,
+    /// The fwmark method's rules, shared by all protections.
+    pub fw_rules: crate::journal::Journal,
     log_owner: Option<String>,
     quit: bool,
     sigfd: SignalFd,
@@ -76,12 +79,12 @@ impl Daemon {
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
             .map_err(|e| Error::errno("timerfd", e))?;
         let rtnl = Rtnl::open()?;
+        // Sockets are open; from here on only the needed capabilities remain.
+        // The bus connection is made after, so the service user owns the name.
+        crate::privs::drop_privileges(&cfg).map_err(Error::Failed)?;
 
-        let address = cfg.bus_address.clone().or_else(|| {
-            std::env::var("DBUS_STARTER_ADDRESS")
-                .ok()
-                .filter(|_| std::env::var("DBUS_STARTER_BUS_TYPE").map(|t| t == "system").unwrap_or(true))
-        });
+        // When a bus activated us, answer on that bus.
+        let address = cfg.bus_address.clone().or_else(|| std::env::var("DBUS_STARTER_ADDRESS").ok());
         let bus = Bus::connect(address.as_deref())?;
         let log_level = cfg.log_level;
         let dns = crate::dns::Dns::new(&cfg.dns, &bus, &cfg.state_dir);
@@ -93,6 +96,8 @@ impl Daemon {
             subs: BTreeMap::new(),
             log_level,
             dns,
+            protections: Vec::new(),
+            fw_rules: crate::journal::Journal::default(),
             log_owner: None,
             quit: false,
             sigfd,
@@ -106,12 +111,15 @@ impl Daemon {
             "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged'",
         )?;
         d.log_owner = d.bus.name_owner(LOG_SERVICE);
-        d.bus.request_name(BUS_NAME)?;
-        // With the name ours no other instance runs: undo what a killed
-        // predecessor left behind. Calls queue meanwhile; none is lost.
+        // Another instance would own the name: leave its state alone.
+        if d.bus.name_owner(BUS_NAME).is_some() {
+            return Err(Error::Failed(format!("{BUS_NAME} is already running")));
+        }
+        // Undo what a killed predecessor left behind (kernel, then DNS)
+        // before anyone can reach us.
         d.recover_kernel();
-        // Only now: with the name ours, no other instance is using DNS.
         d.dns.recover();
+        d.bus.request_name(BUS_NAME)?;
         log::info!(
             "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, DNS backend {}, log level {})",
             d.bus.unique_name(),
@@ -195,7 +203,7 @@ impl Daemon {
             if timer_ready {
                 let _ = self.timer.wait();
                 if self.is_idle() {
-                    log::info!("idle for {} minute(s), exiting", self.cfg.idle_exit_min);
+                    log::info!("idle for {} s, exiting", self.cfg.idle_exit.as_secs());
                     self.quit = true;
                 }
             }
@@ -233,9 +241,9 @@ impl Daemon {
     }
 
     fn update_idle_timer(&mut self) {
-        let want = self.cfg.idle_exit_min > 0 && self.is_idle();
+        let want = !self.cfg.idle_exit.is_zero() && self.is_idle();
         if want && !self.timer_armed {
-            let t = TimeSpec::from(Duration::from_secs(self.cfg.idle_exit_min as u64 * 60));
+            let t = TimeSpec::from(self.cfg.idle_exit);
             if self.timer.set(Expiration::OneShot(t), TimerSetTimeFlags::empty()).is_ok() {
                 self.timer_armed = true;
             }
@@ -260,6 +268,7 @@ impl Daemon {
         for p in paths {
             self.remove_device(&p, "service shutdown");
         }
+        self.drop_protections(|_| true);
         let ok = self.dns.shutdown(&self.bus);
         self.flush_log_signals();
         self.bus.flush();
@@ -304,6 +313,7 @@ impl Daemon {
         for p in gone {
             self.remove_device(&p, &format!("its creator {name} left the bus"));
         }
+        self.drop_protections(|o| matches!(o, crate::protect::Owner::Client { bus, .. } if *bus == name));
         if self.subs.remove(&name).is_some() {
             log::info!("subscriber {name} left the bus; subscription removed");
         }
@@ -400,6 +410,7 @@ impl Daemon {
             return;
         };
         let events = d.teardown(&mut self.kernel, true);
+        self.drop_protections(|o| *o == crate::protect::Owner::Device(path.to_string()));
         self.emit_events(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);
         self.dns_sync();

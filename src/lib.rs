@@ -14,6 +14,7 @@ pub mod journal;
 pub mod logging;
 pub mod netlink;
 pub mod plan;
+pub mod privs;
 pub mod protect;
 pub mod settings;
 pub mod sys;

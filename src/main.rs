@@ -33,12 +33,17 @@ fn main() {
             Err(e) => warnings.push(format!("cannot read {}: {e}", path.display())),
         }
     }
+    if let Err(e) = cfg.validate() {
+        eprintln!("ovpn-netcfgd: {e}");
+        std::process::exit(2);
+    }
     logging::init(cfg.log_level);
     if let Some(f) = &cfg.log_file {
         if let Err(e) = logging::open_file(f) {
             eprintln!("ovpn-netcfgd: --log-file {f}: {e}");
             std::process::exit(2);
         }
+        ovpn_netcfgd::privs::chown_for_service(f, &cfg);
     }
     for w in warnings {
         log::warn!("{w}");

@@ -109,3 +109,87 @@ pub fn borrow_fd<'a>(fd: RawFd) -> std::os::fd::BorrowedFd<'a> {
     // nothing else runs on this thread during poll.
     unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
+
+/// Capability numbers we use (include/uapi/linux/capability.h).
+pub const CAP_DAC_OVERRIDE: u32 = 1;
+pub const CAP_NET_ADMIN: u32 = 12;
+pub const CAP_NET_RAW: u32 = 13;
+
+fn prctl(op: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: the prctl operations used here (KEEPCAPS, CAPBSET_DROP,
+    // NO_NEW_PRIVS, CAP_AMBIENT) take plain integers and no pointers.
+    let rc = unsafe { libc::prctl(op, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+pub fn set_keepcaps(on: bool) -> io::Result<()> {
+    prctl(libc::PR_SET_KEEPCAPS, on as libc::c_ulong)
+}
+
+pub fn set_no_new_privs() -> io::Result<()> {
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
+}
+
+pub fn capbset_drop(cap: u32) -> io::Result<()> {
+    prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong)
+}
+
+pub fn ambient_raise(cap: u32) -> io::Result<()> {
+    // SAFETY: integer-only prctl, as above.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+            cap as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Sets this thread's effective, permitted and inheritable sets to `caps`
+/// (capability numbers below 64).
+pub fn capset(caps: &[u32]) -> io::Result<()> {
+    let mut data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    for &c in caps {
+        let (word, bit) = ((c / 32) as usize, 1u32 << (c % 32));
+        if word < 2 {
+            data[word].effective |= bit;
+            data[word].permitted |= bit;
+            data[word].inheritable |= bit;
+        }
+    }
+    let mut hdr = CapHeader { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
+                                                              // SAFETY: capset(2) with version 3 reads one header and two data
+                                                              // structs; both are repr(C), laid out as the kernel's, and live on our
+                                                              // stack for the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

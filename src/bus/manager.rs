@@ -66,11 +66,11 @@ impl Daemon {
                 // Exactly the first attached fd is used; every fd is closed on return.
                 let fds = crate::sys::message_fds(m);
                 let remote = settings::parse_ip("remote", remote, ipv6)?;
-                let (_, c) = self.caller(m)?;
+                let (sender, c) = self.caller(m)?;
                 if &*dev != "/" && !self.devices.get(&*dev).is_some_and(|d| d.may(c.uid)) {
                     return Err(Error::arg("device_path", format!("{} is not a device of yours", &*dev)));
                 }
-                let ok = self.protect_socket(remote, fds.first(), &dev, c)?;
+                let ok = self.protect_socket(remote, fds.first(), &dev, c, &sender)?;
                 Ok(m.method_return().append1(ok))
             }
             "DcoAvailable" => {

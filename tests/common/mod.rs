@@ -42,6 +42,8 @@ pub struct Env {
     dbus: Child,
     pub daemon: Option<Child>,
     pub extra_args: Vec<String>,
+    /// A command the daemon's `ip netns exec` runs under (e.g. a mount namespace).
+    pub prefix: Vec<String>,
 }
 
 pub fn sh(cmd: &str) -> String {
@@ -56,7 +58,29 @@ impl Env {
     /// is in a second namespace of ours holding those gateway addresses and
     /// nothing else, so no packet can leave the machine.
     pub fn new(tag: &str) -> Env {
-        Self::with_args(tag, &[])
+        Self::with_args(tag, &["--run-as-root"])
+    }
+
+    /// As `with_args`, but the daemon's view of /dev/net/tun is a 0666 node
+    /// (in its own mount namespace), as distributions ship it; some test
+    /// machines have it 0600, which only root can open.
+    pub fn unprivileged(tag: &str, args: &[&str]) -> Env {
+        let mut e = Self::with_args(tag, &["--run-as-root"]);
+        e.signal_daemon("TERM");
+        let node = e.dir.join("tun");
+        sh(&format!("mknod -m 666 {} c 10 200", node.display()));
+        e.prefix = vec![
+            "unshare".into(),
+            "-m".into(),
+            "--propagation".into(),
+            "private".into(),
+            "sh".into(),
+            "-c".into(),
+            format!("mount --bind {} /dev/net/tun && exec \"$0\" \"$@\"", node.display()),
+        ];
+        e.extra_args = args.iter().map(|s| s.to_string()).collect();
+        e.start_daemon();
+        e
     }
 
     pub fn with_args(tag: &str, args: &[&str]) -> Env {
@@ -66,7 +90,7 @@ impl Env {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("services")).unwrap();
         std::fs::create_dir_all(dir.join("state")).unwrap();
-        sh(&format!("chmod 755 {}", dir.display()));
+        sh(&format!("chmod 755 {} && chown 65534:65534 {}/state", dir.display(), dir.display()));
         sh(&format!(
             "ip netns add {ns} && ip netns add {ns}-gw && ip -n {ns} link set lo up && \
              ip -n {ns} link add name uplink0 type veth peer name gw0 && ip -n {ns} link set gw0 netns {ns}-gw && \
@@ -89,19 +113,31 @@ impl Env {
             .expect("dbus-daemon");
         let sock = dir.join("bus.sock");
         let t0 = Instant::now();
-        while !sock.exists() {
+        // Until it accepts: the socket file appears at bind(), before listen().
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
             assert!(t0.elapsed() < T, "dbus-daemon did not start");
             std::thread::sleep(Duration::from_millis(5));
         }
         let addr = format!("unix:path={}", sock.display());
-        let mut e = Env { dir, ns, addr, dbus, daemon: None, extra_args: args.iter().map(|s| s.to_string()).collect() };
+        let mut e = Env {
+            dir,
+            ns,
+            addr,
+            dbus,
+            daemon: None,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            prefix: Vec::new(),
+        };
         e.start_daemon();
         e
     }
 
     pub fn start_daemon(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
-        let mut cmd = Command::new("ip");
+        let mut cmd = Command::new(self.prefix.first().map(String::as_str).unwrap_or("ip"));
+        if !self.prefix.is_empty() {
+            cmd.args(&self.prefix[1..]).arg("ip");
+        }
         cmd.args(["netns", "exec", &self.ns])
             .arg(bin())
             .args(["--bus-address", &self.addr, "--idle-exit", "0", "--log-level", "6", "--state-dir"])
@@ -291,4 +327,179 @@ pub fn busctl_as(uid: u32, addr: &str, args: &str) -> (bool, String) {
         .output()
         .unwrap();
     (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+// ---------------------------------------------------------------------------
+// DNS test helpers (tests/dns.rs). The rig script tests/rigs/dns-rig.sh runs
+// the daemon, systemd-resolved and resolvectl in the test's namespace with a
+// private mount namespace: the host's /etc/resolv.conf and /run stay untouched.
+
+pub fn dns_rig() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rigs/dns-rig.sh"))
+}
+
+/// Makes sure the rig has an unpacked Debian package ("resolved" or
+/// "openresolv"); prints SKIP with the reason and returns false if not.
+pub fn dns_rig_fetch(what: &str) -> bool {
+    let o = Command::new(dns_rig()).args(["fetch", what]).output().expect("dns-rig.sh");
+    if !o.status.success() {
+        eprintln!("SKIP: cannot get {what} from Debian's packages: {}", String::from_utf8_lossy(&o.stderr).trim());
+    }
+    o.status.success()
+}
+
+/// Kills a helper process (systemd-resolved) when dropped.
+pub struct Helper(pub Child);
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` until it returns Some, for up to 10 s.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < T, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Env {
+    /// An Env for DNS tests: the daemon of `Env::with_args` is stopped again,
+    /// and `resolv_conf` is written to the file that stands in for
+    /// /etc/resolv.conf. Start the daemon with `start_dns_daemon`.
+    pub fn for_dns(tag: &str, resolv_conf: &[u8]) -> Env {
+        let mut e = Env::with_args(tag, &["--run-as-root", "--dns-backend", "none"]);
+        e.stop_daemon("TERM");
+        std::fs::write(e.dir.join("resolv.conf"), resolv_conf).unwrap();
+        sh(&format!("chmod 644 {}", e.dir.join("resolv.conf").display()));
+        e
+    }
+
+    /// The file that is /etc/resolv.conf for the daemon and resolved.
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
+
+    pub fn stop_daemon(&mut self, sig: &str) -> std::process::ExitStatus {
+        let st = self.signal_daemon(sig);
+        self.daemon = None;
+        st
+    }
+
+    /// Starts the daemon through the rig (private /etc/resolv.conf and /run,
+    /// `dir/sbin` first in PATH) with `args` after the harness's own.
+    pub fn start_dns_daemon(&mut self, args: &[&str]) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
+        let child = Command::new(dns_rig())
+            .arg("daemon")
+            .arg(&self.dir)
+            .arg(&self.ns)
+            .arg(bin())
+            .args(["--bus-address", &self.addr, "--idle-exit", "0", "--log-level", "6", "--state-dir"])
+            .arg(self.dir.join("state"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dns-rig.sh daemon");
+        self.daemon = Some(child);
+        self.wait_name(DEST);
+        // Start-up recovery runs after the name is taken, before the first
+        // call is answered: one round trip and it is done.
+        assert!(ping(&self.conn()), "{}", self.log());
+    }
+
+    fn wait_name(&mut self, name: &str) {
+        let c = self.conn();
+        let t0 = Instant::now();
+        loop {
+            let p = c.with_proxy("org.freedesktop.DBus", "/org/freedesktop/DBus", T);
+            let (has,): (bool,) = p.method_call("org.freedesktop.DBus", "NameHasOwner", (name,)).unwrap();
+            if has {
+                return;
+            }
+            if let Some(st) = self.daemon.as_mut().and_then(|d| d.try_wait().unwrap()) {
+                panic!("daemon exited early ({st}): {}", self.log());
+            }
+            assert!(t0.elapsed() < T, "{name} did not appear on the bus: {}", self.log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Runs a real systemd-resolved in the namespace, on this bus.
+    pub fn start_resolved(&mut self) -> Helper {
+        let log = std::fs::File::create(self.dir.join("resolved.log")).unwrap();
+        let child = Command::new(dns_rig())
+            .arg("resolved")
+            .arg(&self.dir)
+            .arg(&self.ns)
+            .arg(&self.addr)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dns-rig.sh resolved");
+        let h = Helper(child);
+        self.wait_name("org.freedesktop.resolve1");
+        h
+    }
+
+    /// `resolvectl ARGS` in the namespace, against this bus.
+    pub fn resolvectl(&self, args: &str) -> String {
+        sh(&format!("{} resolvectl {} {} {args}", dns_rig().display(), self.ns, self.addr))
+    }
+
+    pub fn ifindex(&self, ifname: &str) -> u32 {
+        self.ip(&format!("-o link show dev {ifname}")).split(':').next().unwrap().trim().parse().unwrap()
+    }
+}
+
+/// A link's DNS settings as systemd-resolved reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkDns {
+    pub servers: Vec<String>,
+    pub domains: Vec<(String, bool)>,
+    pub default_route: bool,
+    pub dnssec: String,
+    pub dot: String,
+}
+
+/// Asks resolved for a link's settings (None if it does not know the link).
+pub fn resolved_link(c: &Connection, ifindex: u32) -> Option<LinkDns> {
+    let mgr = c.with_proxy("org.freedesktop.resolve1", "/org/freedesktop/resolve1", T);
+    let (link,): (dbus::Path<'static>,) =
+        mgr.method_call("org.freedesktop.resolve1.Manager", "GetLink", (ifindex as i32,)).ok()?;
+    let p = c.with_proxy("org.freedesktop.resolve1", link, T);
+    let get = |name: &str| -> Box<dyn RefArg> {
+        let (v,): (Variant<Box<dyn RefArg>>,) =
+            p.method_call("org.freedesktop.DBus.Properties", "Get", ("org.freedesktop.resolve1.Link", name)).unwrap();
+        v.0
+    };
+    type Servers = Vec<(i32, Vec<u8>)>; // a(iay): family, address bytes
+    let (dns,): (Variant<Servers>,) =
+        p.method_call("org.freedesktop.DBus.Properties", "Get", ("org.freedesktop.resolve1.Link", "DNS")).unwrap();
+    let (domains,): (Variant<Vec<(String, bool)>>,) =
+        p.method_call("org.freedesktop.DBus.Properties", "Get", ("org.freedesktop.resolve1.Link", "Domains")).unwrap();
+    let servers = dns
+        .0
+        .iter()
+        .map(|(fam, b)| match (*fam, b.len()) {
+            (2, 4) => std::net::IpAddr::from(<[u8; 4]>::try_from(b.as_slice()).unwrap()).to_string(),
+            (10, 16) => std::net::IpAddr::from(<[u8; 16]>::try_from(b.as_slice()).unwrap()).to_string(),
+            _ => format!("?{fam}:{b:?}"),
+        })
+        .collect();
+    Some(LinkDns {
+        servers,
+        domains: domains.0,
+        default_route: get("DefaultRoute").as_u64() == Some(1),
+        dnssec: get("DNSSEC").as_str().unwrap_or("").to_string(),
+        dot: get("DNSOverTLS").as_str().unwrap_or("").to_string(),
+    })
 }

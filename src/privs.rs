@@ -1,0 +1,95 @@
+//! Least privilege: start as root, keep only the capabilities the chosen
+//! configuration needs, become the service user, forbid regaining anything,
+//! and prove it.
+
+use crate::config::{Config, DnsChoice, RedirectMethod};
+use crate::sys::{self, CAP_DAC_OVERRIDE, CAP_NET_ADMIN, CAP_NET_RAW};
+
+/// The capabilities this configuration needs, and which of them children
+/// (resolvconf) must inherit.
+pub fn needed(cfg: &Config) -> (Vec<u32>, Vec<u32>) {
+    let mut caps = vec![CAP_NET_ADMIN];
+    let mut ambient = Vec::new();
+    if cfg.redirect == RedirectMethod::BindDevice {
+        caps.push(CAP_NET_RAW);
+    }
+    // The resolv.conf file (and resolvconf(8), which writes under /run as
+    // the user we run as) need to write files root owns.
+    match cfg.dns {
+        DnsChoice::File(_) => caps.push(CAP_DAC_OVERRIDE),
+        DnsChoice::Resolvconf | DnsChoice::Auto => {
+            caps.push(CAP_DAC_OVERRIDE);
+            ambient.push(CAP_DAC_OVERRIDE);
+        }
+        DnsChoice::Resolved | DnsChoice::None => {}
+    }
+    (caps, ambient)
+}
+
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
+}
+
+/// Drops to `cfg.run_as` with only the needed capabilities. Errors are
+/// fatal configuration errors.
+pub fn drop_privileges(cfg: &Config) -> Result<(), String> {
+    if cfg.run_as_root {
+        log::warn!("--run-as-root: keeping root and every capability");
+        return Ok(());
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err(
+            "must be started as root (it drops to --run-as itself; use --run-as-root only for debugging)".into()
+        );
+    }
+    let user = nix::unistd::User::from_name(&cfg.run_as)
+        .map_err(|e| format!("looking up user '{}': {e}", cfg.run_as))?
+        .ok_or_else(|| format!("user '{}' does not exist (--run-as)", cfg.run_as))?;
+    let (caps, ambient) = needed(cfg);
+    // While still root: shrink the bounding set, so nothing can come back.
+    for c in 0..=last_cap() {
+        if !caps.contains(&c) {
+            sys::capbset_drop(c).map_err(|e| format!("dropping capability {c} from the bounding set: {e}"))?;
+        }
+    }
+    sys::set_keepcaps(true).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
+    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setresgid(user.gid, user.gid, user.gid).map_err(|e| format!("setresgid: {e}"))?;
+    nix::unistd::setresuid(user.uid, user.uid, user.uid).map_err(|e| format!("setresuid: {e}"))?;
+    sys::capset(&caps).map_err(|e| format!("capset: {e}"))?;
+    sys::set_keepcaps(false).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
+    for c in &ambient {
+        sys::ambient_raise(*c).map_err(|e| format!("raising ambient capability {c}: {e}"))?;
+    }
+    sys::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    // Prove it: getting root back must fail.
+    if nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_ok() {
+        return Err("still able to become root after dropping privileges".into());
+    }
+    log::info!(
+        "running as {} (uid {}), capabilities {:?}; regaining root fails as it should",
+        cfg.run_as,
+        user.uid,
+        caps.iter().map(|c| cap_name(*c)).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+fn cap_name(c: u32) -> &'static str {
+    match c {
+        CAP_DAC_OVERRIDE => "CAP_DAC_OVERRIDE",
+        CAP_NET_ADMIN => "CAP_NET_ADMIN",
+        CAP_NET_RAW => "CAP_NET_RAW",
+        _ => "?",
+    }
+}
+
+/// Lets the service user reopen (SIGHUP) a log file created as root.
+pub fn chown_for_service(path: &str, cfg: &Config) {
+    if cfg.run_as_root || path == "stdout:" {
+        return;
+    }
+    if let Ok(Some(u)) = nix::unistd::User::from_name(&cfg.run_as) {
+        let _ = nix::unistd::chown(path, Some(u.uid), Some(u.gid));
+    }
+}

@@ -1,0 +1,482 @@
+//! Socket protection, cleanup in every situation, crash recovery, least
+//! privilege, idle exit and D-Bus activation — all against the real daemon
+//! in namespaces of our own.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Runs `f` on a thread that has joined namespace `ns` (sockets made there stay there).
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A server address behind the fake gateway: on the gateway namespace's lo.
+fn add_servers(env: &Env) {
+    let gw = format!("{}-gw", env.ns);
+    sh(&format!("ip -n {gw} addr add 203.0.113.5/32 dev lo && ip -n {gw} -6 addr add 2001:db8:ffff::5/128 dev lo"));
+    sh(&format!("ip -n {gw} route add 192.0.2.0/24 dev gw0 2>/dev/null || true"));
+}
+
+fn protect(
+    c: &dbus::blocking::Connection,
+    remote: &str,
+    v6: bool,
+    dev: &str,
+    fd: Option<OwnedFd>,
+) -> Result<bool, (String, String)> {
+    let mut m = method(MGR, "ProtectSocket").append3(remote, v6, dbus::Path::from(dev));
+    if let Some(fd) = fd {
+        m = m.append1(fd);
+    }
+    send(c, m).map(|r| r.read1::<bool>().unwrap())
+}
+
+fn udp_in(ns: &str, v6: bool) -> UdpSocket {
+    in_ns(ns, move || UdpSocket::bind(if v6 { "[::]:0" } else { "0.0.0.0:0" }).unwrap())
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    t0.elapsed()
+}
+
+#[test]
+fn host_route_protection_behind_gateway_and_on_link_both_families() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("hostroute");
+    add_servers(&env);
+    let c = env.conn();
+    let p = create(&c, "hr");
+    for (remote, v6) in
+        [("203.0.113.5", false), ("192.0.2.1", false), ("2001:db8:ffff::5", true), ("2001:db8::1", true)]
+    {
+        let s = udp_in(&env.ns, v6);
+        assert!(protect(&c, remote, v6, &p, Some(s.into())).unwrap(), "{remote}");
+    }
+    let r = env.our_routes();
+    assert!(r.contains("203.0.113.5 via 192.0.2.1 dev uplink0"), "{r}");
+    assert!(r.contains("192.0.2.1 dev uplink0"), "on-link server gets an on-link host route: {r}");
+    assert!(r.contains("2001:db8:ffff::5 via 2001:db8::1 dev uplink0"), "{r}");
+    assert!(r.lines().any(|l| l.starts_with("2001:db8::1 dev uplink0")), "{r}");
+    // The tunnel takes the default routes; the host routes keep the server reachable.
+    configure_like_real_client(&c, &p);
+    set_prop(&c, &p, "reroute_ipv4", true).unwrap();
+    set_prop(&c, &p, "reroute_ipv6", true).unwrap();
+    let _fd = establish(&c, &p);
+    let got = env.ip("route get 203.0.113.5");
+    assert!(got.contains("via 192.0.2.1 dev uplink0"), "{got}");
+    let got = env.ip("route get 203.0.113.77");
+    assert!(got.contains("dev tun"), "other traffic goes into the tunnel: {got}");
+    // Owned by the device: gone with it.
+    let _: () = call(&c, &p, "Destroy", ()).unwrap();
+    assert_eq!(env.our_routes(), "");
+}
+
+#[test]
+fn client_owned_protection_goes_with_cleanup() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("protclean");
+    add_servers(&env);
+    let c = env.conn();
+    assert!(protect(&c, "203.0.113.5", false, "/", None).unwrap(), "host-route needs no fd");
+    assert!(env.our_routes().contains("203.0.113.5"));
+    let _: () = call(&c, MGR, "Cleanup", ()).unwrap();
+    assert_eq!(env.our_routes(), "");
+}
+
+#[test]
+fn bind_device_and_somark() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::with_args("binddev", &["--run-as-root", "--redirect-method", "bind-device", "--set-somark", "4242"]);
+    add_servers(&env);
+    let c = env.conn();
+    for (remote, v6) in [("203.0.113.5", false), ("2001:db8:ffff::5", true)] {
+        let s = udp_in(&env.ns, v6);
+        assert!(protect(&c, remote, v6, "/", Some(s.try_clone().unwrap().into())).unwrap());
+        let dev = nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::BindToDevice).unwrap();
+        assert_eq!(dev.to_str(), Some("uplink0"), "{remote}");
+        let mark = nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::Mark).unwrap();
+        assert_eq!(mark, 4242);
+    }
+    assert_eq!(env.our_routes(), "", "bind-device adds no routes");
+    let e = protect(&c, "203.0.113.5", false, "/", None).unwrap_err();
+    assert!(e.1.contains("fd"), "{e:?}");
+}
+
+#[test]
+fn fwmark_rules_steer_marked_traffic_past_the_tunnel() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::with_args("fwmark", &["--run-as-root", "--redirect-method", "fwmark", "--set-somark", "51820"]);
+    add_servers(&env);
+    let c = env.conn();
+    let p = create(&c, "fw");
+    let sock = udp_in(&env.ns, false);
+    assert!(protect(&c, "203.0.113.5", false, &p, Some(sock.try_clone().unwrap().into())).unwrap());
+    let rules = env.ip("rule show");
+    assert!(rules.contains("32700:\tfrom all fwmark 0xca6c lookup 51820 proto 79"), "{rules}");
+    let t = env.ip("route show table 51820");
+    assert!(t.contains("203.0.113.5 via 192.0.2.1 dev uplink0"), "{t}");
+    assert!(!env.ip("route show").contains("203.0.113.5"), "no host route in main");
+    configure_like_real_client(&c, &p);
+    set_prop(&c, &p, "reroute_ipv4", true).unwrap();
+    let _fd = establish(&c, &p);
+    // A listener on the server address, inside the gateway namespace.
+    let gw = format!("{}-gw", env.ns);
+    let listener = in_ns(&gw, || UdpSocket::bind("203.0.113.5:0").unwrap());
+    listener.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let to = listener.local_addr().unwrap();
+    let plain = udp_in(&env.ns, false);
+    plain.send_to(b"unmarked", to).unwrap();
+    sock.send_to(b"marked", to).unwrap(); // the protected socket carries mark 51820
+    let mut buf = [0u8; 16];
+    let (n, _) = listener.recv_from(&mut buf).expect("the marked packet leaves via the uplink");
+    assert_eq!(&buf[..n], b"marked", "the unmarked packet went into the tunnel");
+    assert!(listener.recv_from(&mut buf).is_err(), "nothing else arrives");
+    let _: () = call(&c, &p, "Destroy", ()).unwrap();
+    assert!(!env.ip("rule show").contains("fwmark"), "rules go with the last device");
+    assert_eq!(env.ip("route show table 51820"), "");
+}
+
+/// Starts tests/demo/client.py against `env` and waits until it has
+/// established its device; returns the process and the tun name.
+fn glib_client(env: &Env) -> Option<(std::process::Child, String)> {
+    use std::io::BufRead;
+    if Command::new("/usr/bin/python3").args(["-c", "import gi"]).status().map(|s| !s.success()).unwrap_or(true) {
+        eprintln!("SKIP: /usr/bin/python3 with python3-gi is not installed");
+        return None;
+    }
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/demo/client.py"))
+        .args([&env.addr, "--keep"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "client ended early: {}", env.log());
+        if let Some(d) = line.strip_prefix("READY ") {
+            return Some((child, d.trim().to_string()));
+        }
+    }
+}
+
+#[test]
+fn client_sigkill_after_establish_cleans_everything() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("kill-after");
+    add_servers(&env);
+    let before = env.kernel_snapshot();
+    let Some((mut client, dev)) = glib_client(&env) else { return };
+    assert!(env.extra_links().contains(&dev));
+    assert!(env.our_routes().contains("198.51.100.0/24 via 192.0.2.1"), "exclude route via the uplink is there");
+    assert!(env.our_routes().contains("192.0.2.1 dev uplink0"), "the client's protected socket got its host route");
+    client.kill().unwrap();
+    let t0 = Instant::now();
+    client.wait().unwrap();
+    let took = wait_until("cleanup after SIGKILL", Duration::from_secs(5), || env.kernel_snapshot() == before);
+    eprintln!("client SIGKILL -> everything gone in {:?}", took.max(t0.elapsed()));
+    let c = env.conn();
+    let (list,): (Vec<dbus::Path<'static>>,) = call(&c, MGR, "FetchInterfaceList", ()).unwrap();
+    assert!(list.is_empty());
+}
+
+#[test]
+fn client_sigkill_before_establish_removes_its_device() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("kill-before");
+    let script = format!(
+        "import sys,time\nfrom gi.repository import Gio,GLib\n\
+         c=Gio.DBusConnection.new_for_address_sync('{}',Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT|Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION,None,None)\n\
+         c.call_sync('net.openvpn.v3.netcfg','/net/openvpn/v3/netcfg','net.openvpn.v3.netcfg','CreateVirtualInterface',GLib.Variant('(s)',('early',)),None,0,5000,None)\n\
+         print('READY',flush=True)\ntime.sleep(60)\n",
+        env.addr
+    );
+    let mut child = match Command::new("/usr/bin/python3").args(["-c", &script]).stdout(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(_) => {
+            eprintln!("SKIP: no /usr/bin/python3");
+            return;
+        }
+    };
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "READY");
+    let c = env.conn();
+    let count = || {
+        let (l,): (Vec<dbus::Path<'static>>,) = call(&c, MGR, "FetchInterfaceList", ()).unwrap();
+        l.len()
+    };
+    assert_eq!(count(), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until("device of a dead client removed", Duration::from_secs(5), || count() == 0);
+}
+
+#[test]
+fn cleanup_after_the_caller_left_the_bus() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("cleanup-gone");
+    // Creates a device, fires Cleanup without waiting and exits at once,
+    // as the openvpn3 client does on shutdown.
+    let script = format!(
+        "from gi.repository import Gio,GLib\n\
+         c=Gio.DBusConnection.new_for_address_sync('{}',Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT|Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION,None,None)\n\
+         c.call_sync('net.openvpn.v3.netcfg','/net/openvpn/v3/netcfg','net.openvpn.v3.netcfg','CreateVirtualInterface',GLib.Variant('(s)',('gone',)),None,0,5000,None)\n\
+         m=Gio.DBusMessage.new_method_call('net.openvpn.v3.netcfg','/net/openvpn/v3/netcfg','net.openvpn.v3.netcfg','Cleanup')\n\
+         c.send_message(m,Gio.DBusSendMessageFlags.NONE)\nc.flush_sync(None)\n",
+        env.addr
+    );
+    match Command::new("/usr/bin/python3").args(["-c", &script]).status() {
+        Ok(s) => assert!(s.success()),
+        Err(_) => {
+            eprintln!("SKIP: no /usr/bin/python3");
+            return;
+        }
+    }
+    let c = env.conn();
+    wait_until("Cleanup of a caller that left", Duration::from_secs(5), || {
+        let (l,): (Vec<dbus::Path<'static>>,) = call(&c, MGR, "FetchInterfaceList", ()).unwrap();
+        l.is_empty()
+    });
+    assert!(env.log().contains("Cleanup"), "{}", env.log());
+}
+
+#[test]
+fn subscriber_that_leaves_is_dropped() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("subgone");
+    let c = env.conn();
+    {
+        let s = env.conn();
+        let _: () = call(&s, MGR, "NotificationSubscribe", (2047u32,)).unwrap();
+        let (l,): (Vec<(String, u32)>,) = call(&c, MGR, "NotificationSubscriberList", ()).unwrap();
+        assert_eq!(l.len(), 1);
+    } // the subscriber's connection closes here
+    wait_until("subscription dropped", Duration::from_secs(5), || {
+        let (l,): (Vec<(String, u32)>,) = call(&c, MGR, "NotificationSubscriberList", ()).unwrap();
+        l.is_empty()
+    });
+}
+
+#[test]
+fn sigterm_with_three_devices_and_protections_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("term3");
+    add_servers(&env);
+    let before = env.kernel_snapshot();
+    let c = env.conn();
+    let mut fds = Vec::new();
+    for n in ["a", "b", "c"] {
+        let p = create(&c, n);
+        assert!(protect(&c, "203.0.113.5", false, &p, None).unwrap());
+        configure_like_real_client(&c, &p);
+        let nets = vec![("198.51.100.0".to_string(), 24u32, -1i32, false, true)];
+        let _: () = call(&c, &p, "AddNetworks", (nets,)).unwrap();
+        fds.push(establish(&c, &p));
+    }
+    assert_eq!(env.extra_links().len(), 3);
+    assert!(env.signal_daemon("TERM").success());
+    assert_eq!(env.kernel_snapshot(), before);
+}
+
+#[test]
+fn daemon_sigkill_then_restart_recovers() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("crash");
+    add_servers(&env);
+    let before = env.kernel_snapshot();
+    let c = env.conn();
+    let p = create(&c, "crash");
+    assert!(protect(&c, "203.0.113.5", false, &p, None).unwrap());
+    configure_like_real_client(&c, &p);
+    set_prop(&c, &p, "reroute_ipv4", true).unwrap();
+    let nets = vec![
+        ("198.51.100.0".to_string(), 24u32, -1i32, false, true),
+        ("2001:db8:77::".to_string(), 48, -1, true, true),
+    ];
+    let _: () = call(&c, &p, "AddNetworks", (nets,)).unwrap();
+    let fd = establish(&c, &p); // the client keeps its tun fd: the device stays
+    let st = env.signal_daemon("KILL");
+    assert!(!st.success());
+    assert_ne!(env.kernel_snapshot(), before, "a killed daemon leaves its state");
+    env.start_daemon();
+    assert_eq!(env.kernel_snapshot(), before, "the restarted daemon undid everything:\n{}", env.log());
+    assert!(env.log().contains("left by a previous run"), "{}", env.log());
+    drop(fd);
+}
+
+#[test]
+fn stale_routes_without_a_journal_are_swept() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("sweep");
+    let before = env.kernel_snapshot();
+    env.signal_daemon("TERM");
+    env.ip("route add 198.51.100.0/24 via 192.0.2.1 proto 79");
+    env.ip("rule add fwmark 7 lookup 7 priority 32700 proto 79");
+    env.start_daemon();
+    assert_eq!(env.kernel_snapshot(), before, "{}", env.log());
+}
+
+#[test]
+fn idle_exit() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::with_args("idle", &["--run-as-root", "--idle-exit", "1s"]);
+    let t0 = Instant::now();
+    let d = env.daemon.as_mut().unwrap();
+    loop {
+        if let Some(st) = d.try_wait().unwrap() {
+            assert!(st.success(), "{st}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no idle exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(env.log().contains("idle"), "{}", env.log());
+}
+
+#[test]
+fn a_device_keeps_the_daemon_from_idling() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::with_args("noidle", &["--run-as-root", "--idle-exit", "1s"]);
+    let c = env.conn();
+    let _p = create(&c, "busy");
+    std::thread::sleep(Duration::from_millis(1800));
+    assert!(env.daemon_alive(), "a device exists; the daemon must stay");
+}
+
+fn status_field(pid: u32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .map(|l| l[key.len()..].trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn privileges_are_dropped_to_the_service_user() {
+    if !require_root() {
+        return;
+    }
+    for (args, caps) in [
+        (vec!["--run-as", "nobody", "--dns-backend", "none"], "0000000000001000"),
+        (vec!["--run-as", "nobody", "--dns-backend", "none", "--redirect-method", "bind-device"], "0000000000003000"),
+    ] {
+        let env = Env::unprivileged("privs", &args);
+        let pid = env.daemon.as_ref().unwrap().id();
+        assert!(status_field(pid, "Uid:").starts_with("65534\t65534\t65534\t65534"), "{}", status_field(pid, "Uid:"));
+        assert!(status_field(pid, "Gid:").starts_with("65534\t65534\t65534\t65534"));
+        assert_eq!(status_field(pid, "Groups:"), "");
+        assert_eq!(status_field(pid, "CapEff:"), caps, "{args:?}");
+        assert_eq!(status_field(pid, "CapPrm:"), caps);
+        assert_eq!(status_field(pid, "CapBnd:"), caps);
+        assert_eq!(status_field(pid, "CapAmb:"), "0000000000000000");
+        assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
+        assert!(env.log().contains("regaining root fails"), "{}", env.log());
+        // And it still does its job unprivileged.
+        let c = env.conn();
+        let p = create(&c, "unpriv");
+        configure_like_real_client(&c, &p);
+        let _fd = establish(&c, &p);
+        assert!(env.our_routes().contains("10.97.0.0/24"));
+        let _: () = call(&c, &p, "Destroy", ()).unwrap();
+        assert_eq!(env.our_routes(), "");
+    }
+}
+
+#[test]
+fn dbus_activation_starts_the_daemon_which_answers_the_call() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("activate");
+    env.signal_daemon("TERM");
+    // A bus that activates services itself (a "system" bus would go through
+    // the setuid launch helper and the real service directory).
+    let conf = std::fs::read_to_string(env.dir.join("bus.conf"))
+        .unwrap()
+        .replace("<type>system</type>", "<type>custom</type>");
+    let act = env.dir.join("act");
+    std::fs::create_dir_all(act.join("services")).unwrap();
+    let conf = conf
+        .replace(&env.dir.join("bus.sock").display().to_string(), &act.join("bus.sock").display().to_string())
+        .replace(&env.dir.join("services").display().to_string(), &act.join("services").display().to_string());
+    std::fs::write(act.join("bus.conf"), conf).unwrap();
+    std::fs::write(
+        act.join("services/net.openvpn.v3.netcfg.service"),
+        format!(
+            "[D-BUS Service]\nName=net.openvpn.v3.netcfg\nExec=/bin/sh -c 'exec ip netns exec {} {} --run-as-root --idle-exit 0 --state-dir {} 2>>{}'\nUser=root\n",
+            env.ns,
+            bin().display(),
+            env.dir.join("state").display(),
+            env.dir.join("activated.log").display()
+        ),
+    )
+    .unwrap();
+    let mut bus = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", act.join("bus.conf").display()))
+        .args(["--nofork", "--nopidfile"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("activation bus", Duration::from_secs(5), || act.join("bus.sock").exists());
+    let mut ch =
+        dbus::channel::Channel::open_private(&format!("unix:path={}", act.join("bus.sock").display())).unwrap();
+    ch.register().unwrap();
+    let c = dbus::blocking::Connection::from(ch);
+    let (v,): (dbus::arg::Variant<String>,) = c
+        .with_proxy(DEST, MGR, Duration::from_secs(10))
+        .method_call("org.freedesktop.DBus.Properties", "Get", (IFACE, "version"))
+        .expect("the activating call is answered");
+    assert!(v.0.starts_with("ovpn-netcfgd-"));
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("ovpn-netcfgd.*state-dir {}", env.dir.join("state").display())])
+        .status();
+    let _ = bus.kill();
+    let _ = bus.wait();
+}
