@@ -22,9 +22,14 @@ pub enum Undo {
     DelAddr(Addr),
     DelRule(Rule),
     /// Set the link down again (configuration of a link we keep).
-    LinkDown { ifindex: u32 },
+    LinkDown {
+        ifindex: u32,
+    },
     /// Delete a link we created; `name` guards against ifindex reuse.
-    DelLink { ifindex: u32, name: String },
+    DelLink {
+        ifindex: u32,
+        name: String,
+    },
 }
 
 impl Undo {
@@ -90,9 +95,11 @@ impl Undo {
                 protocol: proto.parse().ok()?,
                 onlink: *onlink == "1",
             }),
-            ["addr", ifindex, addr, prefix] => {
-                Undo::DelAddr(Addr { ifindex: ifindex.parse().ok()?, addr: addr.parse().ok()?, prefix: prefix.parse().ok()? })
-            }
+            ["addr", ifindex, addr, prefix] => Undo::DelAddr(Addr {
+                ifindex: ifindex.parse().ok()?,
+                addr: addr.parse().ok()?,
+                prefix: prefix.parse().ok()?,
+            }),
             ["rule", ..] => Undo::DelRule(Rule::parse(&f)?),
             ["down", ifindex] => Undo::LinkDown { ifindex: ifindex.parse().ok()? },
             ["link", ifindex, name] if !name.is_empty() && name.len() < 16 => {
@@ -316,7 +323,9 @@ mod tests {
         ] {
             assert_eq!(Undo::parse(&u.to_line()), Some(u.clone()), "{}", u.to_line());
         }
-        for bad in ["", "route", "addr x y z", "link 1 ", "link 1 aaaaaaaaaaaaaaaaaaaa", "route 1.2.3.4/40 - 1 - 254 79 0"] {
+        for bad in
+            ["", "route", "addr x y z", "link 1 ", "link 1 aaaaaaaaaaaaaaaaaaaa", "route 1.2.3.4/40 - 1 - 254 79 0"]
+        {
             assert_eq!(Undo::parse(bad), None, "{bad}");
         }
     }
@@ -327,7 +336,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let (mut w, left) = Wal::open(&dir);
         assert!(left.is_empty());
-        let es = w.record(vec![Undo::LinkDown { ifindex: 1 }, Undo::LinkDown { ifindex: 2 }, Undo::LinkDown { ifindex: 3 }]);
+        let es =
+            w.record(vec![Undo::LinkDown { ifindex: 1 }, Undo::LinkDown { ifindex: 2 }, Undo::LinkDown { ifindex: 3 }]);
         w.done([es[1].id]);
         drop(w); // a crash: nothing more is written
         let (_w, left) = Wal::open(&dir);

@@ -21,7 +21,14 @@ pub struct Rule {
 
 impl Rule {
     pub fn to_line(&self) -> String {
-        format!("rule {} {} {} {} {}", if self.ipv6 { 6 } else { 4 }, self.priority, self.fwmark, self.table, self.protocol)
+        format!(
+            "rule {} {} {} {} {}",
+            if self.ipv6 { 6 } else { 4 },
+            self.priority,
+            self.fwmark,
+            self.table,
+            self.protocol
+        )
     }
 
     /// Parses the fields of a `to_line` line (already split on spaces).
