@@ -1,2 +1,299 @@
 //! Data channel offload: generic-netlink message builders and parsers for
-//! the upstream `ovpn` family and the out-of-tree `ovpn-dco-v2` module.
+//! the upstream `ovpn` family (Linux >= 6.16) and the out-of-tree
+//! `ovpn-dco-v2` module, plus the D-Bus input decoders of the `/dco` object.
+//!
+//! Everything here is pure: no sockets, no kernel. The daemon
+//!
+//! 1. resolves the family with [`ctrl::getfamily_request`] /
+//!    [`ctrl::parse_family`] and wraps the id in a [`Genl`];
+//! 2. turns D-Bus input into checked values ([`sockaddr::decode_base64`],
+//!    [`keyconfig::parse_base64`] + [`keyconfig::DcoKeyConfig::to_key_config`],
+//!    [`PeerNew::new`], ...), whose constructors refuse anything the kernel
+//!    would refuse;
+//! 3. builds one [`Request`] with [`Genl::build`], sets the sequence number
+//!    and sends the bytes; the family only changes the encoding;
+//! 4. feeds every received message to [`Genl::parse`] and forwards
+//!    notifications to the client with [`pipe`].
+//!
+//! Module map: [`attr`] netlink writer/reader, [`ctrl`] family lookup,
+//! [`ovpn`] and [`ovpn_dco_v2`] the two encodings, [`model`] the shared
+//! values, [`keyconfig`] the protobuf, [`b64`], [`sockaddr`], [`pipe`],
+//! [`secret`] wiped key storage, [`fuzz`] fuzz entry points.
+
+#![forbid(unsafe_code)]
+
+pub mod attr;
+pub mod b64;
+pub mod ctrl;
+pub mod fuzz;
+#[doc(hidden)]
+pub mod golden;
+pub mod keyconfig;
+pub mod model;
+pub mod ovpn;
+pub mod ovpn_dco_v2;
+pub mod pipe;
+pub mod secret;
+pub mod sockaddr;
+
+use std::fmt;
+
+pub use attr::{messages, AttrError, ExtAck, NlMsg, NlMsgRef, NlStatus};
+pub use b64::B64Error;
+pub use ctrl::{CtrlError, FamilyInfo};
+pub use keyconfig::{DcoKeyConfig, KeyConfigError};
+pub use model::{
+    CipherAlg, Counters, DbusNewPeer, DelReason, Keepalive, KeyConfig, KeyDir, KeyId, KeySlot, KeySwapNeeded, Mode,
+    PeerDeleted, PeerId, PeerInfo, PeerNew, Transport,
+};
+pub use secret::SecretBytes;
+pub use sockaddr::{Remote, SockaddrError};
+
+/// Capacity of one request; the largest (KEY_NEW, 32-byte keys) is 168 bytes.
+pub const REQUEST_CAP: usize = 512;
+
+/// The kernel module the daemon talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Upstream `drivers/net/ovpn` (Linux >= 6.16).
+    Ovpn,
+    /// Out-of-tree ovpn-dco-v2 (what openvpn3-linux v27 and OpenVPN 2.6 use).
+    OvpnDcoV2,
+}
+
+impl Family {
+    /// Returns the generic-netlink family name to resolve.
+    pub fn genl_name(self) -> &'static str {
+        match self {
+            Family::Ovpn => ovpn::OVPN_FAMILY_NAME,
+            Family::OvpnDcoV2 => ovpn_dco_v2::OVPN_NL_NAME,
+        }
+    }
+
+    /// Returns the rtnetlink link kind (`IFLA_INFO_KIND`) for RTM_NEWLINK.
+    pub fn link_kind(self) -> &'static str {
+        match self {
+            Family::Ovpn => ovpn::OVPN_LINK_KIND,
+            Family::OvpnDcoV2 => ovpn_dco_v2::OVPN_LINK_KIND,
+        }
+    }
+
+    /// Returns the multicast group that carries notifications ("peers" in both).
+    pub fn mcast_group(self) -> &'static str {
+        match self {
+            Family::Ovpn => ovpn::OVPN_MCGRP_PEERS,
+            Family::OvpnDcoV2 => ovpn_dco_v2::OVPN_NL_MULTICAST_GROUP_PEERS,
+        }
+    }
+
+    /// Returns the command number that opens a peer-deleted pipe record
+    /// (reference §7.5: PEER_DEL_NTF = 5 upstream, DEL_PEER = 3 in v2).
+    pub fn peer_deleted_cmd(self) -> u8 {
+        match self {
+            Family::Ovpn => ovpn::OVPN_CMD_PEER_DEL_NTF,
+            Family::OvpnDcoV2 => ovpn_dco_v2::OVPN_CMD_DEL_PEER,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.genl_name())
+    }
+}
+
+/// Everything that can go wrong in this layer, worded for a D-Bus caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DcoError {
+    /// Peer id above 24 bits.
+    PeerIdRange(u32),
+    /// Key id above 7.
+    KeyIdRange(u32),
+    /// Key slot other than 0 (primary) or 1 (secondary).
+    KeySlot(u32),
+    /// Cipher other than AES-GCM (1) or ChaCha20-Poly1305 (2).
+    UnsupportedCipher(u32),
+    /// Key length the cipher does not take.
+    KeySize { alg: CipherAlg, len: usize },
+    /// Nonce tail not exactly 8 bytes.
+    NonceTail(usize),
+    /// Negative socket fd.
+    BadSocket(i32),
+    /// UDP remote with port 0.
+    RemotePortZero,
+    /// MP device without a VPN address.
+    VpnIpRequired,
+    /// VPN address for a P2P device on the upstream module.
+    VpnIpInP2p,
+    /// Interface index 0.
+    IfIndexZero,
+    /// A D-Bus address argument is not a valid address of its family.
+    BadAddress(&'static str),
+    /// A PeerNew checked for one family sent through the other.
+    FamilyMismatch { checked: Family, target: Family },
+    /// The key configuration could not be decoded.
+    KeyConfig(KeyConfigError),
+    /// The sockaddr could not be decoded.
+    Sockaddr(SockaddrError),
+    /// A netlink message could not be built or read.
+    Netlink(AttrError),
+    /// A kernel message lacks an attribute it must have.
+    MissingAttr(&'static str),
+}
+
+impl fmt::Display for DcoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DcoError::PeerIdRange(v) => write!(f, "peer id {v} out of range (0..=16777215)"),
+            DcoError::KeyIdRange(v) => write!(f, "key id {v} out of range (0..=7)"),
+            DcoError::KeySlot(v) => write!(f, "key slot {v} invalid (0 primary, 1 secondary)"),
+            DcoError::UnsupportedCipher(v) => {
+                write!(f, "cipher {v} not supported by DCO (1 AES-GCM, 2 ChaCha20-Poly1305)")
+            }
+            DcoError::KeySize { alg, len } => write!(f, "{len}-byte key invalid for {alg}"),
+            DcoError::NonceTail(n) => write!(f, "nonce tail must be 8 bytes, got {n}"),
+            DcoError::BadSocket(fd) => write!(f, "invalid socket fd {fd}"),
+            DcoError::RemotePortZero => write!(f, "remote port 0 is not allowed"),
+            DcoError::VpnIpRequired => write!(f, "a VPN IP address is required in MP mode"),
+            DcoError::VpnIpInP2p => {
+                write!(f, "the ovpn module does not take a VPN IP address in P2P mode")
+            }
+            DcoError::IfIndexZero => write!(f, "interface index 0 is invalid"),
+            DcoError::BadAddress(what) => write!(f, "invalid {what} address"),
+            DcoError::FamilyMismatch { checked, target } => {
+                write!(f, "peer checked for {checked} cannot be sent to {target}")
+            }
+            DcoError::KeyConfig(e) => write!(f, "{e}"),
+            DcoError::Sockaddr(e) => write!(f, "{e}"),
+            DcoError::Netlink(e) => write!(f, "{e}"),
+            DcoError::MissingAttr(a) => write!(f, "kernel message lacks {a}"),
+        }
+    }
+}
+
+impl std::error::Error for DcoError {}
+
+impl From<AttrError> for DcoError {
+    fn from(e: AttrError) -> Self {
+        DcoError::Netlink(e)
+    }
+}
+
+impl From<KeyConfigError> for DcoError {
+    fn from(e: KeyConfigError) -> Self {
+        DcoError::KeyConfig(e)
+    }
+}
+
+impl From<SockaddrError> for DcoError {
+    fn from(e: SockaddrError) -> Self {
+        DcoError::Sockaddr(e)
+    }
+}
+
+/// One DCO command, independent of the family that will carry it.
+#[derive(Clone, Copy, Debug)]
+pub enum Request<'a> {
+    /// Add a peer (PEER_NEW / NEW_PEER).
+    PeerNew(&'a PeerNew),
+    /// Set keepalive (PEER_SET / SET_PEER).
+    PeerSet { peer: PeerId, keepalive: Keepalive },
+    /// Query one peer (PEER_GET / GET_PEER, doit).
+    PeerGet(PeerId),
+    /// Query all peers of the device (dump).
+    PeerDump,
+    /// Remove a peer (PEER_DEL / DEL_PEER).
+    PeerDel(PeerId),
+    /// Install a key (KEY_NEW / NEW_KEY).
+    KeyNew(&'a KeyConfig),
+    /// Swap primary and secondary keys (KEY_SWAP / SWAP_KEYS).
+    KeySwap(PeerId),
+    /// Drop one key slot (KEY_DEL / DEL_KEY).
+    KeyDel { peer: PeerId, slot: KeySlot },
+}
+
+/// What a received message means to the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// NLMSG_ERROR: `error == 0` is the ACK of `request_seq`.
+    Status(NlStatus),
+    /// NLMSG_DONE ending a dump; a failed dump reports its error here.
+    DumpDone(NlStatus),
+    /// One peer of a PEER_GET reply (do, or one part of a dump).
+    Peer(PeerInfo),
+    /// Multicast: a peer was removed.
+    PeerDeleted(PeerDeleted),
+    /// Multicast: a key ran out of IVs; userspace must renegotiate.
+    KeySwapNeeded(KeySwapNeeded),
+    /// Anything else (another family, NOOP, a command this code ignores).
+    Ignored { nlmsg_type: u16, cmd: Option<u8> },
+}
+
+/// A resolved DCO family: which module, and its generic-netlink id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Genl {
+    family: Family,
+    id: u16,
+}
+
+impl Genl {
+    /// Wraps the family id from the controller (see [`ctrl::parse_family`]).
+    pub fn new(family: Family, id: u16) -> Self {
+        Genl { family, id }
+    }
+
+    /// Returns the family.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// Returns the generic-netlink id (`nlmsg_type` of requests).
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// Returns the request as a message (seq 0: set it before sending).
+    /// Do-commands ask for an ACK; PeerGet does not (its reply is the data).
+    pub fn build(&self, ifindex: u32, req: &Request<'_>) -> Result<NlMsg, DcoError> {
+        if ifindex == 0 {
+            return Err(DcoError::IfIndexZero);
+        }
+        if let Request::PeerNew(p) = req {
+            if p.family() != self.family {
+                return Err(DcoError::FamilyMismatch { checked: p.family(), target: self.family });
+            }
+        }
+        match self.family {
+            Family::Ovpn => ovpn::build(self.id, ifindex, req),
+            Family::OvpnDcoV2 => ovpn_dco_v2::build(self.id, ifindex, req),
+        }
+    }
+
+    /// Returns the meaning of one received message; malformed kernel
+    /// messages are errors, never panics.
+    pub fn parse(&self, msg: &NlMsgRef<'_>) -> Result<Reply, DcoError> {
+        match msg.ty {
+            attr::NLMSG_ERROR => Ok(Reply::Status(attr::parse_error(msg)?)),
+            attr::NLMSG_DONE => Ok(Reply::DumpDone(attr::parse_done(msg)?)),
+            ty if ty == self.id => match self.family {
+                Family::Ovpn => ovpn::parse(msg),
+                Family::OvpnDcoV2 => ovpn_dco_v2::parse(msg),
+            },
+            ty => Ok(Reply::Ignored { nlmsg_type: ty, cmd: None }),
+        }
+    }
+}
+
+impl NlStatus {
+    /// Returns a one-line description for logs, D-Bus errors and the pipe,
+    /// e.g. "No such file or directory (os error 2): ovpn: cannot find peer with id 1".
+    pub fn describe(&self) -> String {
+        let base = std::io::Error::from_raw_os_error(self.errno()).to_string();
+        let ext = self.ext.to_string();
+        if ext.is_empty() {
+            base
+        } else {
+            format!("{base}: {ext}")
+        }
+    }
+}
