@@ -53,8 +53,10 @@ test-dco:
 demo: deps build
 	bash tests/demo/run-demo.sh $(BIN)
 
+# The bench harness builds in its own target dir so it cannot overwrite the
+# release artifact it measures.
 bench: deps build
-	NETCFGD_BIN=$(CURDIR)/$(BIN) $(CARGO) bench --locked --bench netcfg
+	NETCFGD_BIN=$(CURDIR)/$(BIN) CARGO_TARGET_DIR=$(CURDIR)/target/bench $(CARGO) bench --locked --bench netcfg
 
 # Deep fuzzing with cargo-fuzz (stable toolchain, see fuzz/README.md); the
 # bounded smoke runs of the same targets are part of `make test`.

@@ -78,7 +78,8 @@ fn main() {
     let c = env.conn();
     let spawn = || {
         std::process::Command::new(bin())
-            .args(["--bus-address", &env.addr, "--idle-exit", "0", "--log-level", "3", "--state-dir"])
+            // Root: /dev/net/tun is 0600 on some test machines (see tests/common).
+            .args(["--bus-address", &env.addr, "--run-as-root", "--idle-exit", "0", "--log-level", "3", "--state-dir"])
             .arg(env.dir.join("state"))
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -94,8 +95,10 @@ fn main() {
             d.wait().unwrap();
         }
         let t = Instant::now();
-        let child = spawn();
+        let mut child = spawn();
         while !ping(&c) {
+            assert!(child.try_wait().unwrap().is_none(), "the daemon exited at start");
+            assert!(t.elapsed() < Duration::from_secs(10), "no reply within 10 s");
             std::thread::sleep(Duration::from_micros(100));
         }
         starts.push(ms(t.elapsed()));

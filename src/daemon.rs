@@ -44,6 +44,8 @@ pub struct Daemon {
     pub protections: Vec<crate::protect::Protection>,
     /// The fwmark method's rules, shared by all protections.
     pub fw_rules: crate::journal::Journal,
+    /// DCO (issue 6): the resolved generic-netlink family and its sockets.
+    pub dco: Option<crate::dco_session::DcoKernel>,
     log_owner: Option<String>,
     quit: bool,
     sigfd: SignalFd,
@@ -79,6 +81,12 @@ impl Daemon {
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
             .map_err(|e| Error::errno("timerfd", e))?;
         let rtnl = Rtnl::open()?;
+        // DCO (issue 6): resolve the family while we still hold every capability.
+        let dco = crate::dco_session::DcoKernel::probe();
+        match &dco {
+            Some(k) => log::info!("DCO: generic netlink family {} (id {})", k.family(), k.genl.id()),
+            None => log::info!("DCO: neither the ovpn nor the ovpn-dco-v2 family is available"),
+        }
         // Sockets are open; from here on only the needed capabilities remain.
         // The bus connection is made after, so the service user owns the name.
         crate::privs::drop_privileges(&cfg).map_err(Error::Failed)?;
@@ -98,6 +106,7 @@ impl Daemon {
             dns,
             protections: Vec::new(),
             fw_rules: crate::journal::Journal::default(),
+            dco,
             log_owner: None,
             quit: false,
             sigfd,
@@ -175,11 +184,14 @@ impl Daemon {
             if self.bus.wants_write() {
                 bus_ev |= PollFlags::POLLOUT;
             }
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(bus_fd, bus_ev),
                 PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
             ];
+            // DCO (issue 6): the peers notification socket, pipes with records waiting.
+            let dco_fds = self.dco_poll_fds();
+            fds.extend(dco_fds.iter().map(|(fd, ev)| PollFd::new(crate::sys::borrow_fd(*fd), *ev)));
             let timeout = match self.dns.deadline() {
                 None => PollTimeout::NONE,
                 Some(t) => {
@@ -197,6 +209,10 @@ impl Daemon {
             }
             let sig_ready = fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
             let timer_ready = fds[2].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+            let dco_ready = fds[3..].iter().any(|f| f.revents().is_some_and(|r| !r.is_empty()));
+            if dco_ready {
+                self.dco_service();
+            }
             if sig_ready {
                 self.on_signals();
             }
@@ -409,6 +425,7 @@ impl Daemon {
         let Some(mut d) = self.devices.remove(path) else {
             return;
         };
+        self.dco_release(&mut d); // DCO (issue 6): peers first; the journal deletes the netdev
         let events = d.teardown(&mut self.kernel, true);
         self.drop_protections(|o| *o == crate::protect::Owner::Device(path.to_string()));
         self.emit_events(&d.path, &d.name, events);

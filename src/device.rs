@@ -31,6 +31,8 @@ pub struct Device {
     pub removed_events: Vec<Event>,
     /// Creation order (global DNS lists are oldest first).
     pub created: u64,
+    /// Data channel offload (EnableDCO): the netdev, peers and pipe.
+    pub dco: Option<crate::dco_session::DcoDev>,
 }
 
 fn next_serial() -> u64 {
@@ -56,6 +58,7 @@ impl Device {
             journal: Journal::default(),
             removed_events: Vec::new(),
             created: next_serial(),
+            dco: None,
         }
     }
 
@@ -66,13 +69,14 @@ impl Device {
 
     /// Creates the tun/tap device and configures it from the settings.
     /// Returns the tun fd for the client and the events to announce. On
-    /// error nothing of this attempt is left in the kernel.
+    /// error nothing of this attempt is left in the kernel. A DCO device
+    /// configures the netdev EnableDCO made, and returns no fd.
     pub fn establish(
         &mut self,
         k: &mut Kernel,
         ignore: &[u32],
         redirect: bool,
-    ) -> Result<(OwnedFd, Vec<Event>, Vec<String>)> {
+    ) -> Result<(Option<OwnedFd>, Vec<Event>, Vec<String>)> {
         let tap = match self.settings.layer {
             3 => false,
             2 => true,
@@ -89,20 +93,26 @@ impl Device {
         if self.active || !self.journal.is_empty() {
             events.extend(self.teardown(k, false));
         }
-        let old_links = self.journal.take_all();
-        let (fd, kname) = match crate::sys::tun_open(tap, "") {
-            Ok(x) => x,
-            Err(e) => {
-                self.restore(old_links);
-                return Err(Error::io("open /dev/net/tun", e));
-            }
-        };
-        let Some(ifindex) = crate::netlink::link::index_of(&kname) else {
-            self.restore(old_links);
-            return Err(Error::Failed(format!("new device {kname} vanished")));
-        };
         let mut journal = Journal::default();
-        apply::record(k, &mut journal, Undo::DelLink { ifindex, name: kname.clone() });
+        // DCO: the netdev stays (its DelLink remains in self.journal).
+        let (old_links, fd, ifindex, kname) = if let Some(x) = &self.dco {
+            (Vec::new(), None, x.ifindex, x.name.clone())
+        } else {
+            let old_links = self.journal.take_all();
+            let (fd, kname) = match crate::sys::tun_open(tap, "") {
+                Ok(x) => x,
+                Err(e) => {
+                    self.restore(old_links);
+                    return Err(Error::io("open /dev/net/tun", e));
+                }
+            };
+            let Some(ifindex) = crate::netlink::link::index_of(&kname) else {
+                self.restore(old_links);
+                return Err(Error::Failed(format!("new device {kname} vanished")));
+            };
+            apply::record(k, &mut journal, Undo::DelLink { ifindex, name: kname.clone() });
+            (old_links, Some(fd), ifindex, kname)
+        };
 
         let needs_host = self.settings.networks.iter().any(|n| n.exclude);
         let routes = if needs_host { apply::host_routes(&mut k.rtnl) } else { Ok(Vec::new()) };
@@ -123,7 +133,10 @@ impl Device {
         for f in apply::undo(k, old_links) {
             log::warn!("{}: removing the previous device: {f}", self.path);
         }
-        self.journal = journal;
+        // Oldest first, after what the journal already holds (a DCO netdev).
+        for e in journal.take_all().into_iter().rev() {
+            self.journal.push(e);
+        }
         self.link = Some((ifindex, kname.clone()));
         self.name = kname;
         self.active = true;

@@ -6,6 +6,7 @@ pub mod bus;
 pub mod config;
 pub mod daemon;
 pub mod dco;
+pub mod dco_session;
 pub mod device;
 pub mod dns;
 pub mod error;

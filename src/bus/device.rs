@@ -4,7 +4,6 @@ use dbus::Message;
 
 use crate::bus::manager::expect_sig;
 use crate::daemon::Daemon;
-use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::settings::{self, MAX_ADDRS, MAX_DNS_SEARCH, MAX_DNS_SERVERS, MAX_NETWORKS};
 
@@ -119,7 +118,11 @@ impl Daemon {
                 log::info!("{path}: established {name}");
                 self.emit_events(path, &name, events);
                 self.dns_sync();
-                return Ok(m.method_return().append1(fd));
+                // A DCO device has no tun fd: the reply is empty (reference §7.2).
+                return Ok(match fd {
+                    Some(fd) => m.method_return().append1(fd),
+                    None => m.method_return(),
+                });
             }
             "Disable" => {
                 let events = d.teardown(&mut self.kernel, false);
@@ -147,23 +150,5 @@ impl Daemon {
             self.dns_sync();
         }
         Ok(m.method_return())
-    }
-
-    // DCO is wired in by the data-channel-offload work; until then the
-    // service reports it unavailable and refuses EnableDCO.
-    pub(crate) fn dco_available(&mut self) -> bool {
-        false
-    }
-
-    pub(crate) fn has_dco(&self, _d: &Device) -> bool {
-        false
-    }
-
-    pub(crate) fn enable_dco(&mut self, _m: &Message, _path: &str, _name: &str) -> Result<Message> {
-        Err(Error::NotSupported("data channel offload is not available on this system".into()))
-    }
-
-    pub(crate) fn dco_call(&mut self, _m: &Message, _path: &str, _member: &str) -> Result<Message> {
-        Err(Error::NotFound(String::new()))
     }
 }

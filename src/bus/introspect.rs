@@ -35,6 +35,7 @@ const MANAGER: &str = r#"    <method name="CreateVirtualInterface"><arg type="s"
     <property type="u" name="log_level" access="readwrite"/>
     <property type="s" name="config_file" access="read"/>
     <property type="s" name="version" access="read"/>
+    <property type="s" name="dco_family" access="read"/>
 "#;
 
 const DEVICE: &str = r#"    <method name="AddIPAddress"><arg type="s" name="ip_address" direction="in"/><arg type="u" name="prefix_size" direction="in"/><arg type="s" name="gateway" direction="in"/><arg type="b" name="ipv6" direction="in"/></method>

@@ -2,6 +2,7 @@
 //! (watch fd + non-blocking read/write), caller credentials, and the
 //! object handlers (`manager`, `device`, `dco`, `props`, `introspect`).
 
+pub mod dco;
 pub mod device;
 pub mod introspect;
 pub mod manager;
@@ -88,9 +89,9 @@ impl Bus {
     /// A blocking method call, for start-up probes only (before the loop
     /// runs, so nobody waits on us meanwhile).
     pub fn call_blocking(&self, m: Message, timeout: Duration) -> Result<Message> {
-        self.ch.send_with_reply_and_block(m, timeout).map_err(|e| {
-            Error::Failed(format!("{}: {}", e.name().unwrap_or("error"), e.message().unwrap_or("failed")))
-        })
+        self.ch
+            .send_with_reply_and_block(m, timeout)
+            .map_err(|e| Error::Failed(format!("{}: {}", e.name().unwrap_or("error"), e.message().unwrap_or("failed"))))
     }
 
     pub fn flush(&self) {

@@ -8,7 +8,8 @@ use crate::daemon::{Daemon, Obj, VERSION};
 use crate::error::Error;
 use crate::settings;
 
-const MANAGER_PROPS: &[&str] = &["global_dns_servers", "global_dns_search", "log_level", "config_file", "version"];
+const MANAGER_PROPS: &[&str] =
+    &["global_dns_servers", "global_dns_search", "log_level", "config_file", "version", "dco_family"];
 const DEVICE_PROPS: &[&str] = &[
     "log_level",
     "owner",
@@ -125,6 +126,8 @@ impl Daemon {
                     Box::new(self.cfg.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default())
                 }
                 "version" => Box::new(VERSION.to_string()),
+                // DCO (issue 6): "ovpn", "ovpn-dco-v2", or "" when neither resolves.
+                "dco_family" => Box::new(self.dco_family()),
                 _ => return None,
             }),
             Obj::Device(p) => {

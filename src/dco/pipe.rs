@@ -4,11 +4,14 @@
 //!
 //! * peer deleted: command (PEER_DEL_NTF = 5 upstream, DEL_PEER = 3 for
 //!   ovpn-dco-v2), `u32` peer id, `u8` reason: 6 bytes, no padding;
+//! * key swap needed (upstream only; the reference names no format for it):
+//!   command KEY_SWAP_NTF = 9, `u32` peer id, `u8` key id: 6 bytes, the same
+//!   shape as a peer-deleted record;
 //! * error: 0xFF (-1), then the text without a NUL. The client treats it as
 //!   fatal for the session.
 
 use super::attr::sanitize_text;
-use super::model::PeerDeleted;
+use super::model::{KeySwapNeeded, PeerDeleted};
 use super::Family;
 
 /// Command byte of an error record (-1 as int8).
@@ -25,6 +28,16 @@ pub fn peer_deleted(family: Family, ev: &PeerDeleted) -> [u8; PEER_DELETED_LEN] 
     r[0] = family.peer_deleted_cmd();
     r[1..5].copy_from_slice(&ev.peer_id.to_ne_bytes());
     r[5] = u8::try_from(ev.reason.number()).unwrap_or(u8::MAX);
+    r
+}
+
+/// Returns the 6-byte key-swap-needed record (key ids are 3 bits; larger
+/// values, which the kernel never sends, are sent as 255).
+pub fn key_swap_needed(ev: &KeySwapNeeded) -> [u8; PEER_DELETED_LEN] {
+    let mut r = [0u8; PEER_DELETED_LEN];
+    r[0] = super::ovpn::OVPN_CMD_KEY_SWAP_NTF;
+    r[1..5].copy_from_slice(&ev.peer_id.to_ne_bytes());
+    r[5] = u8::try_from(ev.key_id).unwrap_or(u8::MAX);
     r
 }
 
@@ -51,6 +64,14 @@ mod tests {
         assert_eq!(peer_deleted(Family::OvpnDcoV2, &ev), [3, 0x03, 0x02, 0x01, 0x00, 2]);
         let odd = PeerDeleted { reason: DelReason::Other(300), ..ev };
         assert_eq!(peer_deleted(Family::Ovpn, &odd)[5], 255);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn key_swap_needed_record() {
+        let ev = KeySwapNeeded { ifindex: 2, peer_id: 0x0001_0203, key_id: 7 };
+        assert_eq!(key_swap_needed(&ev), [9, 0x03, 0x02, 0x01, 0x00, 7]);
+        assert_eq!(key_swap_needed(&KeySwapNeeded { key_id: 300, ..ev })[5], 255);
     }
 
     #[test]

@@ -1,0 +1,522 @@
+//! DCO at run time: the generic-netlink sockets and the per-device state.
+//!
+//! * [`GenlSock`]: one non-blocking NETLINK_GENERIC socket. Commands go out
+//!   on one and wait (bounded) for their ack, so a kernel refusal becomes a
+//!   D-Bus error; a second one is joined to the family's `peers` multicast
+//!   group and sits in the daemon's poll loop.
+//! * [`DcoKernel`]: the resolved family (`ovpn` first, else `ovpn-dco-v2`)
+//!   with both sockets.
+//! * [`DcoDev`]: what one device's `/dco` object holds: the netdev, the
+//!   transport sockets the kernel uses by number, and the client pipe.
+//!
+//! Messages are built and parsed by [`crate::dco`]; the D-Bus methods are in
+//! `crate::bus::dco`. Not `Rtnl`: it copies requests into batch buffers that
+//! are not wiped, and KEY_NEW carries cipher keys.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use neli::consts::socket::{Msg, NlFamily};
+use neli::socket::NlSocket;
+use neli::utils::Groups;
+
+use crate::dco::{
+    attr, ctrl, Family, FamilyInfo, Genl, Mode, NlMsg, NlMsgRef, NlStatus, PeerId, PeerInfo, Reply, Request,
+};
+use crate::error::{Error, Result};
+
+const RECV_BUF: usize = 64 * 1024;
+/// The kernel answers genl requests synchronously; this only bounds surprises.
+const WAIT_MS: u16 = 5000;
+/// Datagrams read per wake-up of the notification socket; poll says if more wait.
+const DRAIN_MAX: usize = 256;
+/// Records kept for a client that does not read its pipe. P2P devices have
+/// one peer, so a handful is the most a live session produces.
+pub const PIPE_QUEUE_MAX: usize = 256;
+
+/// One non-blocking generic-netlink socket with extended acks.
+pub struct GenlSock {
+    sock: NlSocket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl GenlSock {
+    /// Opens a socket for requests (no multicast groups).
+    pub fn open() -> Result<Self> {
+        let sock =
+            NlSocket::connect(NlFamily::Generic, None, Groups::empty()).map_err(|e| Error::io("genl socket", e))?;
+        sock.nonblock().map_err(|e| Error::io("genl nonblock", e))?;
+        sock.enable_ext_ack(true).map_err(|e| Error::io("NETLINK_EXT_ACK", e))?;
+        // Error acks then echo only the request's header, never its
+        // attributes: KEY_NEW's keys are not copied back into our buffer.
+        crate::sys::setsockopt_int(sock.as_raw_fd(), libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)
+            .map_err(|e| Error::io("NETLINK_CAP_ACK", e))?;
+        Ok(GenlSock { sock, seq: 0, buf: vec![0; RECV_BUF] })
+    }
+
+    /// Opens a socket that receives multicast group `group`.
+    pub fn open_group(group: u32) -> Result<Self> {
+        let s = Self::open()?;
+        s.sock.add_mcast_membership(Groups::new_groups(&[group])).map_err(|e| Error::io("join genl group", e))?;
+        // A bigger buffer makes ENOBUFS (and the resync it costs) rarer.
+        let fd = s.sock.as_raw_fd();
+        if crate::sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20).is_err() {
+            let _ = s.sock.set_recv_buffer_size(1 << 20);
+        }
+        Ok(s)
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    fn wait_readable(&self) -> Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut p = [PollFd::new(crate::sys::borrow_fd(self.sock.as_raw_fd()), PollFlags::POLLIN)];
+        match poll(&mut p, PollTimeout::from(WAIT_MS)) {
+            Ok(0) => Err(Error::Failed(format!("generic netlink: no answer from the kernel within {WAIT_MS} ms"))),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(Error::errno("poll genl", e)),
+        }
+    }
+
+    fn recv_wait(&mut self) -> Result<usize> {
+        loop {
+            match self.sock.recv(&mut self.buf[..], Msg::empty()) {
+                Ok((n, _)) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait_readable()?,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("genl recv", e)),
+            }
+        }
+    }
+
+    /// Sends `msg` and waits for its outcome. Data messages answering it go
+    /// to `each`; the ack (or error) ends a do-request, NLMSG_DONE a dump.
+    /// A kernel refusal is `Error::Kernel` with errno and extack text.
+    pub fn call(&mut self, msg: &mut NlMsg, what: &str, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
+        let dump = msg.flags() & attr::NLM_F_DUMP == attr::NLM_F_DUMP;
+        if !dump {
+            msg.set_flags(msg.flags() | attr::NLM_F_ACK);
+        }
+        self.seq = self.seq.wrapping_add(1).max(1);
+        msg.set_seq(self.seq);
+        loop {
+            match self.sock.send(msg.as_bytes(), Msg::empty()) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(format!("{what}: genl send"), e)),
+            }
+        }
+        loop {
+            let n = self.recv_wait()?;
+            let mut outcome = None;
+            for m in attr::messages(&self.buf[..n]) {
+                let m = m.map_err(|e| Error::Failed(format!("{what}: malformed netlink reply: {e}")))?;
+                if m.seq != self.seq {
+                    continue; // a late answer to an earlier request
+                }
+                let st = match m.ty {
+                    attr::NLMSG_ERROR => attr::parse_error(&m),
+                    attr::NLMSG_DONE => attr::parse_done(&m),
+                    _ => {
+                        each(&m);
+                        continue;
+                    }
+                };
+                outcome = Some(st.map_err(|e| Error::Failed(format!("{what}: malformed netlink status: {e}")))?);
+                break;
+            }
+            if let Some(st) = outcome {
+                return status(st, what);
+            }
+        }
+    }
+
+    /// Reads what is queued without blocking: the messages (as owned
+    /// datagrams) and whether the kernel dropped some (ENOBUFS).
+    pub fn drain(&mut self) -> (Vec<Vec<u8>>, bool) {
+        let mut out = Vec::new();
+        let mut lost = false;
+        for _ in 0..DRAIN_MAX {
+            match self.sock.recv(&mut self.buf[..], Msg::empty()) {
+                Ok((n, _)) => out.push(self.buf[..n].to_vec()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("DCO notifications: {e}");
+                    break;
+                }
+            }
+        }
+        (out, lost)
+    }
+}
+
+/// Turns a netlink status into Ok or a kernel error with its extack text.
+pub fn status(st: NlStatus, what: &str) -> Result<()> {
+    if st.error == 0 {
+        return Ok(());
+    }
+    let ext = st.ext.to_string();
+    Err(Error::Kernel { op: what.to_string(), errno: st.errno(), msg: (!ext.is_empty()).then_some(ext) })
+}
+
+/// The family in use and its sockets.
+pub struct DcoKernel {
+    pub genl: Genl,
+    pub info: FamilyInfo,
+    cmd: GenlSock,
+    /// The `peers` group member; None if the family has no such group or
+    /// joining failed (then peer deletions are not forwarded).
+    ntf: Option<GenlSock>,
+}
+
+/// Resolves one family with CTRL_CMD_GETFAMILY.
+fn lookup(sock: &mut GenlSock, name: &str) -> Result<FamilyInfo> {
+    let mut req = ctrl::getfamily_request(name).map_err(|e| Error::Failed(e.to_string()))?;
+    let mut found = None;
+    sock.call(&mut req, &format!("resolve genl family {name}"), |m| {
+        if let Ok(info) = ctrl::parse_family(m) {
+            found = Some(info);
+        }
+    })?;
+    found.ok_or_else(|| Error::Failed(format!("genl family {name}: no description in the answer")))
+}
+
+impl DcoKernel {
+    /// Returns the first family that resolves: upstream `ovpn`, else
+    /// `ovpn-dco-v2`; None (logged at debug level) when neither does.
+    pub fn probe() -> Option<Self> {
+        let mut sock = match GenlSock::open() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("DCO: {e}");
+                return None;
+            }
+        };
+        for family in [Family::Ovpn, Family::OvpnDcoV2] {
+            match lookup(&mut sock, family.genl_name()) {
+                Ok(info) => {
+                    let ntf = match info.mcast_group(family.mcast_group()) {
+                        None => {
+                            log::warn!("DCO: family {family} has no '{}' group", family.mcast_group());
+                            None
+                        }
+                        Some(g) => GenlSock::open_group(g)
+                            .map_err(|e| log::warn!("DCO: cannot receive {family} notifications: {e}"))
+                            .ok(),
+                    };
+                    return Some(DcoKernel { genl: Genl::new(family, info.id), info, cmd: sock, ntf });
+                }
+                Err(e) => log::debug!("DCO: {family}: {e}"),
+            }
+        }
+        None
+    }
+
+    pub fn family(&self) -> Family {
+        self.genl.family()
+    }
+
+    /// Sends one do-command for device `ifindex` and waits for its ack.
+    /// The encoded message (keys included) is wiped when it is dropped.
+    pub fn request(&mut self, ifindex: u32, req: &Request<'_>, what: &str) -> Result<()> {
+        let mut msg = self.genl.build(ifindex, req).map_err(|e| Error::Failed(format!("{what}: {e}")))?;
+        self.cmd.call(&mut msg, what, |_| {})
+    }
+
+    /// Asks for one peer; None if the kernel has no such peer.
+    pub fn get_peer(&mut self, ifindex: u32, peer: PeerId) -> Result<Option<PeerInfo>> {
+        let mut msg =
+            self.genl.build(ifindex, &Request::PeerGet(peer)).map_err(|e| Error::Failed(format!("GET_PEER: {e}")))?;
+        let genl = self.genl;
+        let mut found = None;
+        match self.cmd.call(&mut msg, "GET_PEER", |m| {
+            if let Ok(Reply::Peer(p)) = genl.parse(m) {
+                found = Some(p);
+            }
+        }) {
+            Ok(()) => Ok(found),
+            Err(Error::Kernel { errno: libc::ENOENT, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists every peer of device `ifindex` (PEER_GET dump).
+    pub fn dump_peers(&mut self, ifindex: u32) -> Result<Vec<PeerInfo>> {
+        let mut msg = self.genl.build(ifindex, &Request::PeerDump).map_err(|e| Error::Failed(format!("dump: {e}")))?;
+        let genl = self.genl;
+        let mut out = Vec::new();
+        self.cmd.call(&mut msg, "GET_PEER dump", |m| {
+            if let Ok(Reply::Peer(p)) = genl.parse(m) {
+                out.push(p);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// The notification socket's fd, for the poll loop.
+    pub fn notify_fd(&self) -> Option<RawFd> {
+        self.ntf.as_ref().map(|s| s.fd())
+    }
+
+    /// Reads the queued notifications: the ones this code understands, and
+    /// whether some were lost (the caller then re-dumps the peers).
+    pub fn notifications(&mut self) -> (Vec<Reply>, bool) {
+        let Some(s) = self.ntf.as_mut() else {
+            return (Vec::new(), false);
+        };
+        let (datagrams, lost) = s.drain();
+        let mut out = Vec::new();
+        for d in &datagrams {
+            for m in attr::messages(d) {
+                match m.map_err(crate::dco::DcoError::from).and_then(|m| self.genl.parse(&m)) {
+                    Ok(r @ (Reply::PeerDeleted(_) | Reply::KeySwapNeeded(_))) => out.push(r),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("DCO notification: {e}"),
+                }
+            }
+        }
+        (out, lost)
+    }
+}
+
+/// IFLA_INFO_DATA for RTM_NEWLINK: IFLA_OVPN_MODE as a u8 (attribute 1 in
+/// both families; 0 P2P, 1 MP).
+pub fn link_info_data(mode: Mode) -> [u8; 8] {
+    let m = match mode {
+        Mode::P2p => 0,
+        Mode::Mp => 1,
+    };
+    let ty = crate::dco::ovpn::IFLA_OVPN_MODE.to_ne_bytes();
+    [5, 0, ty[0], ty[1], m, 0, 0, 0]
+}
+
+/// The client's end of the notification pipe and the records waiting for it.
+pub struct Pipe {
+    ours: OwnedFd,
+    client: Option<OwnedFd>,
+    handed_out: bool,
+    queue: VecDeque<Vec<u8>>,
+    closed: bool,
+    dropped: u64,
+}
+
+impl Pipe {
+    /// A datagram socketpair; our end non-blocking, the client's untouched.
+    pub fn new() -> Result<Self> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (client, ours) = socketpair(AddressFamily::Unix, SockType::Datagram, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| Error::errno("socketpair", e))?;
+        let fl = nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| Error::errno("fcntl", e))?;
+        let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_SETFL(fl)).map_err(|e| Error::errno("fcntl", e))?;
+        Ok(Pipe { ours, client: Some(client), handed_out: false, queue: VecDeque::new(), closed: false, dropped: 0 })
+    }
+
+    /// The client's end, once; our copy is closed once it is sent.
+    pub fn take_client(&mut self) -> Result<OwnedFd> {
+        if self.handed_out {
+            return Err(Error::State("the pipe fd was already handed out (GetPipeFD works once)".into()));
+        }
+        let fd = self.client.take().ok_or_else(|| Error::State("the pipe is closed".into()))?;
+        self.handed_out = true;
+        Ok(fd)
+    }
+
+    /// Queues one record and sends what the socket takes now.
+    pub fn push(&mut self, rec: Vec<u8>) {
+        if self.closed {
+            return;
+        }
+        if self.queue.len() >= PIPE_QUEUE_MAX {
+            // Keep the oldest: the first peer-deleted record is the one that matters.
+            self.dropped += 1;
+            if self.dropped == 1 || self.dropped % 1000 == 0 {
+                log::warn!("DCO pipe: the client does not read; {} record(s) dropped", self.dropped);
+            }
+            return;
+        }
+        self.queue.push_back(rec);
+        self.flush();
+    }
+
+    /// Sends queued records until the socket is full.
+    pub fn flush(&mut self) {
+        use nix::sys::socket::{send, MsgFlags};
+        while let Some(r) = self.queue.front() {
+            match send(self.ours.as_raw_fd(), r, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+                Ok(_) => {
+                    self.queue.pop_front();
+                }
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    // The client closed its end: nobody will read these.
+                    log::info!("DCO pipe closed by the client ({e}); {} record(s) discarded", self.queue.len());
+                    self.queue.clear();
+                    self.closed = true;
+                }
+            }
+        }
+    }
+
+    /// Our end, when records wait for room (poll for POLLOUT).
+    pub fn pending_fd(&self) -> Option<RawFd> {
+        (!self.queue.is_empty() && !self.closed).then(|| self.ours.as_raw_fd())
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+/// The DCO side of one device.
+pub struct DcoDev {
+    pub ifindex: u32,
+    pub name: String,
+    pub mode: Mode,
+    /// Transport sockets handed to the kernel by number, by peer id. The
+    /// kernel looked the number up in our fd table, so each stays open until
+    /// its peer is replaced or removed, or the device goes.
+    pub peers: BTreeMap<u32, OwnedFd>,
+    pub pipe: Pipe,
+}
+
+/// The peers we hold a socket for that the kernel no longer lists: after
+/// lost notifications, these are reported to the client as deleted.
+pub fn vanished(held: impl IntoIterator<Item = u32>, alive: &[PeerInfo]) -> Vec<u32> {
+    held.into_iter().filter(|id| !alive.iter().any(|p| p.id == *id)).collect()
+}
+
+/// Which way a transport socket goes, from SO_TYPE and its address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SockKind {
+    Udp,
+    Tcp,
+}
+
+/// Classifies the fd a client attached to NewPeer: an IPv4/IPv6 datagram
+/// socket is UDP, a stream socket TCP; anything else is refused.
+pub fn sock_kind(fd: &OwnedFd) -> std::result::Result<SockKind, String> {
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage};
+    let ty = getsockopt(fd, sockopt::SockType).map_err(|e| format!("not a socket ({e})"))?;
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).map_err(|e| format!("getsockname: {e}"))?;
+    match (addr.family(), ty) {
+        (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Datagram) => Ok(SockKind::Udp),
+        (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Stream) => Ok(SockKind::Tcp),
+        (f, t) => Err(format!("not a UDP or TCP socket ({f:?}, {t:?})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn link_info_data_is_the_mode_attribute() {
+        // nla_len 5, type IFLA_OVPN_MODE (1), u8 mode, 3 bytes pad: the
+        // layout `ip link add ... type ovpn-dco` sends, and the v2 facts' 0..1 range.
+        assert_eq!(link_info_data(Mode::P2p), [5, 0, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(link_info_data(Mode::Mp), [5, 0, 1, 0, 1, 0, 0, 0]);
+        assert_eq!(crate::dco::ovpn::IFLA_OVPN_MODE, crate::dco::ovpn_dco_v2::IFLA_OVPN_MODE);
+    }
+
+    #[test]
+    fn link_info_data_matches_what_the_upstream_module_echoed() {
+        // Golden § "RTM_NEWLINK ovpn-bad": the upstream module refused mode 2
+        // with -ERANGE and echoed the request; its IFLA_INFO_DATA nest
+        // (0x8002) holds the same 8 bytes we send, but for the mode value.
+        let g = crate::dco::golden::RTM_NEWLINK_BAD_MODE_REPLY;
+        let at = g.windows(4).position(|w| w == [0x0c, 0x00, 0x02, 0x80]).expect("IFLA_INFO_DATA in the echo") + 4;
+        let mut echoed: [u8; 8] = g[at..at + 8].try_into().unwrap();
+        assert_eq!(echoed[4], 2);
+        echoed[4] = 0;
+        assert_eq!(echoed, link_info_data(Mode::P2p));
+    }
+
+    fn read_all(fd: &OwnedFd) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut b = [0u8; 2048];
+        while let Ok(n) = nix::sys::socket::recv(fd.as_raw_fd(), &mut b, nix::sys::socket::MsgFlags::MSG_DONTWAIT) {
+            out.push(b[..n].to_vec());
+        }
+        out
+    }
+
+    #[test]
+    fn pipe_queues_when_the_client_does_not_read_and_keeps_order() {
+        let mut p = Pipe::new().unwrap();
+        // Until the socket's send buffer is full and records wait in the queue.
+        let mut pushed = 0u32;
+        while p.queued() < 20 {
+            assert!(pushed < 100_000, "the socket never filled up");
+            p.push(pushed.to_ne_bytes().to_vec());
+            pushed += 1;
+        }
+        assert!(p.pending_fd().is_some());
+        let client = p.take_client().unwrap();
+        let mut got = Vec::new();
+        while p.queued() > 0 {
+            got.extend(read_all(&client));
+            p.flush();
+        }
+        got.extend(read_all(&client));
+        let want: Vec<Vec<u8>> = (0..pushed).map(|i| i.to_ne_bytes().to_vec()).collect();
+        assert_eq!(got, want, "every record arrives, in order");
+        assert!(p.pending_fd().is_none());
+        assert!(matches!(p.take_client(), Err(Error::State(_))));
+    }
+
+    #[test]
+    fn pipe_is_bounded_and_stops_when_the_client_closes() {
+        let mut p = Pipe::new().unwrap();
+        for _ in 0..100_000 {
+            p.push(vec![0xff, b'x']);
+        }
+        assert_eq!(p.queued(), PIPE_QUEUE_MAX);
+        drop(p.take_client().unwrap());
+        p.flush();
+        assert_eq!(p.queued(), 0);
+        assert!(p.pending_fd().is_none());
+        p.push(vec![0xff]); // ignored, no panic
+        assert_eq!(p.queued(), 0);
+    }
+
+    #[test]
+    fn resync_reports_only_peers_the_kernel_lost() {
+        let alive = [PeerInfo { id: 1, ..Default::default() }, PeerInfo { id: 7, ..Default::default() }];
+        assert_eq!(vanished([1, 2, 7, 9], &alive), vec![2, 9]);
+        assert!(vanished([1, 7], &alive).is_empty());
+        assert_eq!(vanished([3], &[]), vec![3]);
+    }
+
+    #[test]
+    fn socket_kinds() {
+        let udp = OwnedFd::from(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        assert_eq!(sock_kind(&udp), Ok(SockKind::Udp));
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = OwnedFd::from(std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap());
+        assert_eq!(sock_kind(&tcp), Ok(SockKind::Tcp));
+        let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        assert!(sock_kind(&OwnedFd::from(a)).is_err());
+        let file = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        assert!(sock_kind(&file).unwrap_err().contains("not a socket"));
+    }
+
+    #[test]
+    fn kernel_status_becomes_an_error_with_the_extack_text() {
+        assert_eq!(status(NlStatus { error: 0, request_seq: 1, ext: Default::default() }, "x"), Ok(()));
+        let ext = attr::ExtAck { msg: Some("integer out of range".into()), ..Default::default() };
+        let e = status(NlStatus { error: -libc::ERANGE, request_seq: 1, ext }, "create link").unwrap_err();
+        assert_eq!(
+            e,
+            Error::Kernel { op: "create link".into(), errno: libc::ERANGE, msg: Some("integer out of range".into()) }
+        );
+        assert!(e.to_string().contains("integer out of range"), "{e}");
+    }
+}

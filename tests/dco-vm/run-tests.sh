@@ -1,0 +1,46 @@
+#!/bin/bash
+# tests/dco-vm/run-tests.sh - the DCO integration tests (tests/dco.rs) against the real
+# ovpn-dco-v2 module, in the qemu guest of this directory. The single entry `make test-dco` calls.
+#
+#   1. setup.sh (cached: a no-op after the first run);
+#   2. builds the test binary (and the daemon) on the host;
+#   3. runs it in the guest with a hard timeout. DCO_TEST_REQUIRE=1 turns a skip into a failure,
+#      so the run cannot pass without exercising the module.
+#
+# Exit status: the tests' own; 124 when the guest hung or the tests ran past DCO_TEST_TIMEOUT.
+# Knobs: DCO_TEST_TIMEOUT (s, default 600), CARGO, and run-in-vm.sh's DCO_VM_* variables.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/../.."
+CARGO=${CARGO:-cargo}
+t0=$(date +%s)
+say() { printf 'run-tests: %s\n' "$*" >&2; }
+
+bash tests/dco-vm/setup.sh
+
+log=$(mktemp "${TMPDIR:-/tmp}/dco-tests.XXXXXX")
+trap 'rm -f "$log"' EXIT
+if ! "$CARGO" test --locked --test dco --no-run >"$log" 2>&1; then
+	cat "$log" >&2
+	say "FAILED: building the test binary"
+	exit 1
+fi
+bin=$(sed -n 's/.*Executable tests\/dco\.rs (\(.*\))$/\1/p' "$log" | tail -n 1)
+[ -n "$bin" ] && [ -x "$bin" ] || { cat "$log" >&2; say "FAILED: no test binary found"; exit 1; }
+
+say "running $bin in the guest (timeout ${DCO_TEST_TIMEOUT:-600} s)"
+set +e
+DCO_TEST_REQUIRE=1 DCO_VM_ENV="DCO_TEST_REQUIRE ${DCO_VM_ENV:-}" DCO_VM_TIMEOUT=${DCO_TEST_TIMEOUT:-600} \
+	RUST_BACKTRACE=1 tests/dco-vm/run-in-vm.sh "$bin" --test-threads=1 --nocapture 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+
+summary=$(grep -E '^test result: ' "$log" | tail -n 1 || true)
+case $rc in
+	0) ;;
+	124) say "FAILED: TIMEOUT - the guest hung or the tests ran past ${DCO_TEST_TIMEOUT:-600} s" ;;
+	*) say "FAILED: exit status $rc" ;;
+esac
+[ -n "$summary" ] || { summary="no test summary (the test binary did not finish)"; [ "$rc" != 0 ] || rc=1; }
+say "$summary"
+say "wall time $(( $(date +%s) - t0 )) s"
+exit "$rc"

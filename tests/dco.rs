@@ -1,0 +1,504 @@
+//! Data channel offload against the real ovpn-dco-v2 module, inside the
+//! qemu guest of tests/dco-vm (run them with tests/dco-vm/run-tests.sh).
+//! Outside the guest, or without the module, each test prints SKIP and
+//! returns; with DCO_TEST_REQUIRE=1 (set by run-tests.sh) that is a failure.
+//!
+//! Every step is checked in the kernel: GET_PEER through the crate's own
+//! genl code from the test's side, `ip -d link`, packet counters, and
+//! /proc/<daemon>/fd for the transport sockets the daemon must keep.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use common::*;
+use dbus::blocking::Connection;
+use dbus::Message;
+use ovpn_netcfgd::dco::keyconfig::{self, DcoKeyConfig, KeyDirection};
+use ovpn_netcfgd::dco::{b64, PeerId, PeerInfo, Remote, Request, SecretBytes};
+use ovpn_netcfgd::dco_session::DcoKernel;
+
+/// True when this runs in the rig's guest with a DCO module; otherwise
+/// prints why it skips (or panics when run-tests.sh demands the guest).
+fn guest() -> bool {
+    let required = std::env::var("DCO_TEST_REQUIRE").as_deref() == Ok("1");
+    let why = if std::env::var("DCO_VM_GUEST").as_deref() != Ok("1") {
+        "not in the DCO guest (run tests/dco-vm/run-tests.sh)"
+    } else if !std::path::Path::new("/sys/module/ovpn_dco_v2").exists()
+        && !std::path::Path::new("/sys/module/ovpn").exists()
+    {
+        "no ovpn or ovpn-dco-v2 module loaded"
+    } else if !require_root() {
+        "needs root"
+    } else {
+        return true;
+    };
+    assert!(!required, "DCO_TEST_REQUIRE=1 but {why}");
+    eprintln!("SKIP: {why}");
+    false
+}
+
+/// Runs `f` on a thread inside network namespace `ns`. Sockets it creates
+/// stay in that namespace whichever thread uses them later.
+fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+/// Two UDP sockets on loopback, connected to each other.
+fn udp_pair() -> (UdpSocket, UdpSocket) {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.connect(b.local_addr().unwrap()).unwrap();
+    b.connect(a.local_addr().unwrap()).unwrap();
+    (a, b)
+}
+
+fn dco_path(p: &str) -> String {
+    format!("{p}/dco")
+}
+
+fn enable(c: &Connection, p: &str, name: &str) -> String {
+    let (d,): (dbus::Path<'static>,) = call(c, p, "EnableDCO", (name,)).expect("EnableDCO");
+    d.to_string()
+}
+
+fn new_peer_msg(p: &str, id: u32, remote: SocketAddr, vpn4: &str, vpn6: &str, fd: Option<OwnedFd>) -> Message {
+    let raw = Remote::new(remote).to_raw();
+    let m = method(&dco_path(p), "NewPeer").append3(id, b64::encode(&raw), raw.len() as u32).append2(vpn4, vpn6);
+    match fd {
+        Some(fd) => m.append1(fd),
+        None => m,
+    }
+}
+
+fn sock_fd(s: &UdpSocket) -> OwnedFd {
+    OwnedFd::from(s.try_clone().unwrap())
+}
+
+/// A base64 DcoKeyConfig as the client builds it.
+fn key_config(key_id: i32, peer: i32, alg: u32, enc: (&[u8], &[u8]), dec: (&[u8], &[u8])) -> String {
+    let dir = |(k, t): (&[u8], &[u8])| KeyDirection {
+        cipher_key: SecretBytes::from_slice(k),
+        hmac_key: None,
+        nonce_tail: Some(SecretBytes::from_slice(t)),
+        cipher_key_size: k.len() as u32,
+    };
+    let cfg = DcoKeyConfig { key_id, remote_peer_id: peer, cipher_alg: alg, encrypt: dir(enc), decrypt: dir(dec) };
+    b64::encode(keyconfig::encode(&cfg).as_slice())
+}
+
+fn get_peer(k: &mut DcoKernel, ifindex: u32, id: u32) -> Option<PeerInfo> {
+    k.get_peer(ifindex, PeerId::new(id).unwrap()).expect("GET_PEER")
+}
+
+/// Polls `f` for up to `secs` seconds.
+fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(secs), "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Socket inodes the daemon process holds open.
+fn daemon_sockets(env: &Env) -> Vec<u64> {
+    let pid = env.daemon.as_ref().unwrap().id();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        if let Ok(t) = std::fs::read_link(e.path()) {
+            let t = t.to_string_lossy().into_owned();
+            if let Some(n) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                out.push(n.parse().unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn inode(s: &UdpSocket) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/self/fd/{}", s.as_raw_fd())).unwrap().ino()
+}
+
+/// One record from the pipe, waiting up to `secs`.
+fn read_pipe(fd: &OwnedFd, secs: u64) -> Option<Vec<u8>> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        let mut p = [PollFd::new(std::os::fd::AsFd::as_fd(fd), PollFlags::POLLIN)];
+        if poll(&mut p, PollTimeout::from(200u16)).unwrap_or(0) > 0 {
+            let mut b = [0u8; 2048];
+            let n = nix::sys::socket::recv(fd.as_raw_fd(), &mut b, nix::sys::socket::MsgFlags::MSG_DONTWAIT).unwrap();
+            return Some(b[..n].to_vec());
+        }
+    }
+    None
+}
+
+fn get_pipe(c: &Connection, p: &str) -> OwnedFd {
+    let r = send(c, method(&dco_path(p), "GetPipeFD")).expect("GetPipeFD");
+    r.read1::<OwnedFd>().expect("GetPipeFD returns an fd")
+}
+
+fn err_of<T: std::fmt::Debug>(r: Result<T, (String, String)>) -> (String, String) {
+    r.expect_err("the call should fail")
+}
+
+fn peer_deleted_record(id: u32, reason: u8) -> Vec<u8> {
+    let mut r = vec![3u8]; // OVPN_CMD_DEL_PEER of ovpn-dco-v2
+    r.extend_from_slice(&id.to_ne_bytes());
+    r.push(reason);
+    r
+}
+
+const K_A: [u8; 32] = [0x11; 32];
+const K_B: [u8; 32] = [0x22; 32];
+const K_C: [u8; 32] = [0x33; 32];
+const K_D: [u8; 32] = [0x44; 32];
+const T_A: [u8; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
+const T_B: [u8; 8] = [8, 7, 6, 5, 4, 3, 2, 1];
+
+/// Two DCO devices of the daemon, A and B, whose peers are each other
+/// over loopback UDP; traffic into A's tunnel comes out decrypted at B.
+#[test]
+fn lifecycle_end_to_end() {
+    if !guest() {
+        return;
+    }
+    let env = Env::new("dco");
+    let c = env.conn();
+    let t0 = Instant::now();
+
+    // --- detection
+    let (avail,): (bool,) = call(&c, MGR, "DcoAvailable", ()).unwrap();
+    assert!(avail);
+    let fam: String = get_prop(&c, MGR, "dco_family");
+    assert_eq!(fam, "ovpn-dco-v2", "the guest has only the v2 module");
+
+    let (mut k, (sa, sb), sender) =
+        in_ns(&env.ns, || (DcoKernel::probe().expect("family"), udp_pair(), UdpSocket::bind("0.0.0.0:0").unwrap()));
+    let (addr_a, addr_b) = (sa.local_addr().unwrap(), sb.local_addr().unwrap());
+
+    // --- EnableDCO
+    let pa = create(&c, "dcoa");
+    let pb = create(&c, "dcob");
+    assert_eq!(enable(&c, &pa, "ovpnA"), dco_path(&pa));
+    assert_eq!(enable(&c, &pb, "ovpnB"), dco_path(&pb));
+    let link = env.ip("-d link show ovpnA");
+    println!("after EnableDCO: {}", link.trim());
+    assert!(link.contains("ovpn-dco"), "{link}");
+    let (name, msg) = err_of(call::<_, (dbus::Path<'static>,)>(&c, &pa, "EnableDCO", ("ovpnA2",)));
+    assert!(name.ends_with(".State") && msg.contains("already enabled"), "{name}: {msg}");
+    assert_eq!(get_prop::<String>(&c, &pa, "device_name"), "ovpnA");
+    let (xml,): (String,) = c
+        .with_proxy(DEST, &pa, Duration::from_secs(5))
+        .method_call("org.freedesktop.DBus.Introspectable", "Introspect", ())
+        .unwrap();
+    assert!(xml.contains("<node name=\"dco\"/>"));
+    let (ia, ib) = (env.ifindex("ovpnA"), env.ifindex("ovpnB"));
+    let pipe_a = get_pipe(&c, &pa);
+    let pipe_b = get_pipe(&c, &pb);
+    let (name, _) = err_of(send(&c, method(&dco_path(&pa), "GetPipeFD")));
+    assert!(name.ends_with(".State"), "second GetPipeFD: {name}");
+
+    // --- NewPeer: the fd rides along as 'h'; the daemon keeps it open
+    send(&c, new_peer_msg(&pa, 1, addr_b, "10.8.0.2", "::", Some(sock_fd(&sa)))).expect("NewPeer A");
+    send(&c, new_peer_msg(&pb, 1, addr_a, "", "", Some(sock_fd(&sb)))).expect("NewPeer B");
+    let peer_a = get_peer(&mut k, ia, 1).expect("peer 1 on A");
+    println!("after NewPeer: A peer {:?}", peer_a);
+    assert_eq!(peer_a.remote.map(|r| r.addr()), Some(addr_b));
+    assert_eq!(peer_a.vpn4, Some("10.8.0.2".parse().unwrap()));
+    assert_eq!(get_peer(&mut k, ib, 1).unwrap().remote.map(|r| r.addr()), Some(addr_a));
+    let held = daemon_sockets(&env);
+    assert!(held.contains(&inode(&sa)) && held.contains(&inode(&sb)), "the daemon keeps both transport sockets");
+
+    // --- Establish on a DCO device: configures the netdev, returns no fd
+    for (p, ip) in [(&pa, "10.8.0.1"), (&pb, "10.9.0.1")] {
+        set_prop(&c, p, "layer", 3u32).unwrap();
+        set_prop(&c, p, "mtu", 1400u16).unwrap();
+        let _: () = call(&c, p, "AddIPAddress", (ip, 24u32, "", false)).unwrap();
+        let r = send(&c, method(p, "Establish")).expect("Establish");
+        assert!(r.get1::<OwnedFd>().is_none(), "a DCO Establish returns no fd");
+    }
+    let show = env.ip("addr show dev ovpnA");
+    println!("after Establish: {}", show.lines().take(3).collect::<Vec<_>>().join(" | "));
+    assert!(show.contains("inet 10.8.0.1/24") && show.contains("mtu 1400") && show.contains(",UP"), "{show}");
+    assert_eq!(get_prop::<String>(&c, &pa, "device_name"), "ovpnA");
+
+    // A packet into A's tunnel; the counters say how far it got.
+    let probe = |k: &mut DcoKernel| -> (u64, u64) {
+        let before = get_peer(k, ib, 1).unwrap();
+        sender.send_to(b"ping", "10.8.0.77:9").unwrap();
+        // B's transport saw it (link rx), then decryption did or did not count it (vpn rx).
+        let after = wait_until(10, "the packet at B", || {
+            let p = get_peer(k, ib, 1).unwrap();
+            (p.link.rx_packets > before.link.rx_packets).then_some(p)
+        });
+        std::thread::sleep(Duration::from_millis(300)); // decryption runs in a workqueue
+        let after = get_peer(k, ib, 1).map(|p| p.vpn.rx_packets).unwrap_or(after.vpn.rx_packets);
+        (before.vpn.rx_packets, after)
+    };
+
+    // --- NewKey AES-256-GCM, primary, key id 0, on both ends
+    let ka = key_config(0, 1, 1, (&K_A, &T_A), (&K_B, &T_B));
+    let kb = key_config(0, 1, 1, (&K_B, &T_B), (&K_A, &T_A));
+    let _: () = call(&c, &dco_path(&pa), "NewKey", (0u32, ka.as_str())).expect("NewKey A");
+    let _: () = call(&c, &dco_path(&pb), "NewKey", (0u32, kb.as_str())).expect("NewKey B");
+    let (b0, b1) = probe(&mut k);
+    println!("AES-GCM: B decrypted {} -> {} packets", b0, b1);
+    assert_eq!(b1, b0 + 1, "an AES-GCM packet from A decrypts at B");
+    assert!(get_peer(&mut k, ia, 1).unwrap().vpn.tx_packets >= 1, "A encrypted it (it has a primary key)");
+
+    // --- NewKey ChaCha20-Poly1305 as secondary (key id 1), then SwapKeys
+    let ka = key_config(1, 1, 2, (&K_C, &T_B), (&K_D, &T_A));
+    let kb = key_config(1, 1, 2, (&K_D, &T_A), (&K_C, &T_B));
+    let _: () = call(&c, &dco_path(&pa), "NewKey", (1u32, ka.as_str())).expect("NewKey A secondary");
+    let _: () = call(&c, &dco_path(&pb), "NewKey", (1u32, kb.as_str())).expect("NewKey B secondary");
+    let _: () = call(&c, &dco_path(&pa), "SwapKeys", (1u32,)).expect("SwapKeys A");
+    let _: () = call(&c, &dco_path(&pb), "SwapKeys", (1u32,)).expect("SwapKeys B");
+    // B's AES key (now its secondary) goes: only ChaCha (key id 1) can still decrypt.
+    k.request(
+        ib,
+        &Request::KeyDel { peer: PeerId::new(1).unwrap(), slot: ovpn_netcfgd::dco::KeySlot::Secondary },
+        "DEL_KEY",
+    )
+    .expect("DEL_KEY on B");
+    let (b0, b1) = probe(&mut k);
+    println!("after SwapKeys (ChaCha20-Poly1305 primary): B decrypted {} -> {} packets", b0, b1);
+    assert_eq!(b1, b0 + 1, "A now encrypts with ChaCha20-Poly1305, key id 1");
+    // Swap A back to AES: B has no key id 0 any more, so nothing decrypts.
+    let _: () = call(&c, &dco_path(&pa), "SwapKeys", (1u32,)).expect("SwapKeys A again");
+    let (b0, b1) = probe(&mut k);
+    println!("after a second SwapKeys on A (AES primary, unknown to B): B decrypted {} -> {}", b0, b1);
+    assert_eq!(b1, b0, "the swap really switched A back to key id 0");
+
+    // --- SetPeer: keepalive as the kernel reports it
+    let _: () = call(&c, &dco_path(&pa), "SetPeer", (1u32, 1u32, 3u32)).expect("SetPeer A");
+    let pa_info = get_peer(&mut k, ia, 1).unwrap();
+    println!("after SetPeer: keepalive {:?}/{:?}", pa_info.keepalive_interval, pa_info.keepalive_timeout);
+    assert_eq!((pa_info.keepalive_interval, pa_info.keepalive_timeout), (Some(1), Some(3)));
+
+    // --- Peer deleted by userspace (this test) on B: reason 1 on B's pipe
+    k.request(ib, &Request::PeerDel(PeerId::new(1).unwrap()), "DEL_PEER").expect("DEL_PEER on B");
+    assert_eq!(read_pipe(&pipe_b, 10), Some(peer_deleted_record(1, 1)), "B's pipe: peer 1, USERSPACE");
+    // --- Keepalive expiry on A (B never answers): reason 2 on A's pipe
+    assert_eq!(read_pipe(&pipe_a, 20), Some(peer_deleted_record(1, 2)), "A's pipe: peer 1, EXPIRED");
+    assert!(get_peer(&mut k, ia, 1).is_none() && get_peer(&mut k, ib, 1).is_none());
+    // The daemon lets go of the sockets of peers the kernel no longer has.
+    wait_until(5, "the daemon to close the transport sockets", || {
+        let held = daemon_sockets(&env);
+        (!held.contains(&inode(&sa)) && !held.contains(&inode(&sb))).then_some(())
+    });
+
+    // --- Destroy: netdevs, addresses and routes are gone
+    for p in [&pa, &pb] {
+        let _: () = call(&c, p, "Destroy", ()).unwrap();
+    }
+    let links = env.ip("-d link show");
+    println!("after Destroy: links {:?}", env.extra_links());
+    assert!(!links.contains("ovpn-dco"), "{links}");
+    assert!(env.our_routes().is_empty());
+    assert!(ping(&c));
+    println!("lifecycle: {:.1} s in the guest", t0.elapsed().as_secs_f64());
+}
+
+/// Every DCO method refuses bad input with a clear error, and the daemon
+/// stays up; kernel refusals also reach the pipe as 0xFF records.
+#[test]
+fn bad_input() {
+    if !guest() {
+        return;
+    }
+    let env = Env::new("dcobad");
+    let c = env.conn();
+    let p = create(&c, "bad");
+    let d = dco_path(&p);
+    let expect = |r: Result<Message, (String, String)>, name_end: &str, text: &str| {
+        let (name, msg) = err_of(r);
+        println!("  {name}: {msg}");
+        assert!(name.ends_with(name_end), "{name}: {msg} (wanted ..{name_end})");
+        assert!(msg.contains(text), "{name}: {msg} (wanted '{text}')");
+        assert!(ping(&c), "the daemon died");
+    };
+    let m = |member: &str| method(&d, member);
+
+    // No /dco object before EnableDCO; bad names.
+    expect(send(&c, m("GetPipeFD")), "UnknownObject", "");
+    expect(send(&c, method(&p, "EnableDCO").append1("bad name")), "InvalidArgs", "dev_name");
+    expect(send(&c, method(&p, "EnableDCO").append1("x".repeat(16))), "InvalidArgs", "dev_name");
+    enable(&c, &p, "ovpnbad");
+    // An existing interface name: the kernel's refusal, clearly worded.
+    let q = create(&c, "dup");
+    expect(send(&c, method(&q, "EnableDCO").append1("ovpnbad")), "Kernel", "File exists");
+    let pipe = get_pipe(&c, &p);
+
+    let (s, peer_sock) = in_ns(&env.ns, udp_pair);
+    let remote = peer_sock.local_addr().unwrap();
+    let raw = Remote::new(remote).to_raw();
+    let sa = b64::encode(&raw);
+    // NewPeer
+    expect(send(&c, new_peer_msg(&p, 1, remote, "", "", None)), "InvalidArgs", "fd");
+    expect(
+        send(&c, m("NewPeer").append3(1u32, "***", 16u32).append2("", "").append1(sock_fd(&s))),
+        "InvalidArgs",
+        "sa",
+    );
+    expect(
+        send(&c, m("NewPeer").append3(1u32, sa.as_str(), 28u32).append2("", "").append1(sock_fd(&s))),
+        "InvalidArgs",
+        "sa",
+    );
+    expect(send(&c, new_peer_msg(&p, 1 << 24, remote, "", "", Some(sock_fd(&s)))), "InvalidArgs", "peer_id");
+    expect(send(&c, new_peer_msg(&p, 1, remote, "10.8.0.300", "", Some(sock_fd(&s)))), "InvalidArgs", "vpn4");
+    let file = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+    expect(send(&c, new_peer_msg(&p, 1, remote, "", "", Some(file))), "InvalidArgs", "not a socket");
+    expect(send(&c, m("NewPeer").append3("1", sa.as_str(), 16u32)), "InvalidArgs", "signature");
+    // NewKey and friends before any peer exists: the kernel says ENOENT.
+    let good = key_config(0, 1, 1, (&K_A, &T_A), (&K_B, &T_B));
+    expect(send(&c, m("NewKey").append2(0u32, good.as_str())), "Kernel", "No such file or directory");
+    let rec = read_pipe(&pipe, 5).expect("the kernel error reaches the pipe");
+    println!("  pipe: {:?}", String::from_utf8_lossy(&rec));
+    assert_eq!(rec[0], 0xff);
+    assert!(String::from_utf8_lossy(&rec[1..]).contains("No such file or directory"));
+    expect(send(&c, m("SwapKeys").append1(7u32)), "Kernel", "SWAP_KEYS");
+    expect(send(&c, m("SetPeer").append3(7u32, 10u32, 60u32)), "Kernel", "SET_PEER");
+    // A real peer, then bad keys for it.
+    send(&c, new_peer_msg(&p, 1, remote, "", "", Some(sock_fd(&s)))).expect("NewPeer");
+    expect(send(&c, m("NewKey").append2(0u32, "not base64!")), "InvalidArgs", "key_config");
+    let short = key_config(0, 1, 1, (&K_A[..20], &T_A), (&K_B[..20], &T_B));
+    expect(send(&c, m("NewKey").append2(0u32, short.as_str())), "InvalidArgs", "20-byte key invalid for AES-GCM");
+    let chacha16 = key_config(0, 1, 2, (&K_A[..16], &T_A), (&K_B[..16], &T_B));
+    expect(send(&c, m("NewKey").append2(0u32, chacha16.as_str())), "InvalidArgs", "ChaCha20-Poly1305");
+    let tail4 = key_config(0, 1, 1, (&K_A, &T_A[..4]), (&K_B, &T_B));
+    expect(send(&c, m("NewKey").append2(0u32, tail4.as_str())), "InvalidArgs", "nonce tail");
+    expect(send(&c, m("NewKey").append2(2u32, good.as_str())), "InvalidArgs", "key_slot");
+    let other_peer = key_config(0, 9, 1, (&K_A, &T_A), (&K_B, &T_B));
+    expect(send(&c, m("NewKey").append2(0u32, other_peer.as_str())), "Kernel", "NEW_KEY");
+    expect(send(&c, m("SwapKeys").append1(1u32 << 24)), "InvalidArgs", "peer_id");
+    expect(send(&c, m("Bogus")), "UnknownMethod", "");
+    // The good key still goes in afterwards.
+    let _: () = call(&c, &d, "NewKey", (0u32, good.as_str())).expect("NewKey");
+    let _: () = call(&c, &p, "Destroy", ()).unwrap();
+    assert!(!env.ip("-d link show").contains("ovpn-dco"));
+}
+
+/// The netdev goes with the client (bus name lost), with the daemon
+/// (SIGTERM), and after a crash (journal recovery at the next start).
+#[test]
+fn cleanup_on_client_death_shutdown_and_crash() {
+    if !guest() {
+        return;
+    }
+    let mut env = Env::new("dcoclean");
+    let (s, peer) = in_ns(&env.ns, udp_pair);
+    let remote = peer.local_addr().unwrap();
+    let gone = |env: &Env, name: &str| !env.ip("-o link show").contains(name);
+
+    // Client death.
+    {
+        let c2 = env.conn();
+        let p = create(&c2, "dies");
+        enable(&c2, &p, "ovpndie");
+        send(&c2, new_peer_msg(&p, 5, remote, "", "", Some(sock_fd(&s)))).expect("NewPeer");
+        assert!(!gone(&env, "ovpndie"));
+    }
+    wait_until(10, "the netdev of a dead client to go", || gone(&env, "ovpndie").then_some(()));
+
+    // Crash (SIGKILL): the next daemon undoes it from the journal.
+    let c = env.conn();
+    let p = create(&c, "crash");
+    enable(&c, &p, "ovpncrash");
+    send(&c, new_peer_msg(&p, 1, remote, "", "", Some(sock_fd(&s)))).expect("NewPeer");
+    env.signal_daemon("KILL");
+    assert!(!gone(&env, "ovpncrash"), "a killed daemon cannot clean up");
+    env.start_daemon();
+    assert!(gone(&env, "ovpncrash"), "recovery deletes the DCO netdev: {}", env.log());
+
+    // Shutdown.
+    let c = env.conn();
+    let p = create(&c, "shut");
+    enable(&c, &p, "ovpnshut");
+    env.signal_daemon("TERM");
+    assert!(gone(&env, "ovpnshut"), "shutdown deletes the DCO netdev");
+}
+
+/// A GLib client (as the openvpn3 client's gdbuspp proxies do) attaches the
+/// transport socket beside the body, with no 'h' in the signature, and
+/// reads GetPipeFD's fd from the reply's fd list.
+const GLIB_CLIENT: &str = r#"
+import base64, socket, struct, sys
+from gi.repository import Gio, GLib
+D = I = "net.openvpn.v3.netcfg"
+conn = Gio.DBusConnection.new_for_address_sync(sys.argv[1],
+    Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION, None, None)
+def call(path, method, args, fd=None):
+    fl = None
+    if fd is not None:
+        fl = Gio.UnixFDList.new()
+        fl.append(fd)
+    return conn.call_with_unix_fd_list_sync(D, path, I, method, args, None, Gio.DBusCallFlags.NONE, 5000, fl, None)
+dev = call("/net/openvpn/v3/netcfg", "CreateVirtualInterface", GLib.Variant("(s)", ("glibdco",)))[0].unpack()[0]
+dco = call(dev, "EnableDCO", GLib.Variant("(s)", ("ovpnglib",)))[0].unpack()[0]
+s, peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0)); peer.bind(("127.0.0.1", 0)); s.connect(peer.getsockname())
+port = peer.getsockname()[1]
+sa = struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + socket.inet_aton("127.0.0.1") + bytes(8)
+call(dco, "NewPeer", GLib.Variant("(ususs)", (3, base64.b64encode(sa).decode(), 16, "", "")), fd=s.fileno())
+res, fds = call(dco, "GetPipeFD", None)
+assert fds is not None and fds.get_length() == 1, "GetPipeFD returned no fd"
+pipe = socket.socket(fileno=fds.get(0))
+assert pipe.type == socket.SOCK_DGRAM and pipe.family == socket.AF_UNIX
+print("READY", port, flush=True)
+sys.stdin.readline()
+call(dev, "Destroy", None)
+print("DONE", flush=True)
+"#;
+
+#[test]
+fn glib_client_attaches_the_fd_beside_the_body() {
+    if !guest() {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let env = Env::new("dcoglib");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &env.ns, "/usr/bin/python3", "-c", GLIB_CLIENT, &env.addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 (with python3-gi)");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port: u16 = match line.strip_prefix("READY ") {
+        Some(p) => p.trim().parse().unwrap(),
+        None => {
+            let _ = child.kill();
+            panic!("GLib client failed: {line:?}\n{}", env.log());
+        }
+    };
+    let mut k = in_ns(&env.ns, || DcoKernel::probe().expect("family"));
+    let peer = get_peer(&mut k, env.ifindex("ovpnglib"), 3).expect("peer 3 in the kernel");
+    println!("GLib NewPeer (fd without 'h'): kernel peer 3 remote {:?}", peer.remote.map(|r| r.addr()));
+    assert_eq!(peer.remote.map(|r| r.addr().port()), Some(port));
+    child.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "DONE");
+    assert!(child.wait().unwrap().success());
+    assert!(!env.ip("-o link show").contains("ovpnglib"));
+}
