@@ -144,6 +144,7 @@ fn main() {
 
     if only.is_some() {
         let _ = daemon.kill();
+        let _ = daemon.wait();
         return;
     }
     let nets = networks(1000);

@@ -44,6 +44,8 @@ pub struct Daemon {
     pub protections: Vec<crate::protect::Protection>,
     /// The fwmark method's rules, shared by all protections.
     pub fw_rules: crate::journal::Journal,
+    /// Tun links of destroyed devices, left for their clients to close.
+    pub orphans: crate::journal::Journal,
     /// DCO (issue 6): the resolved generic-netlink family and its sockets.
     pub dco: Option<crate::dco_session::DcoKernel>,
     log_owner: Option<String>,
@@ -106,6 +108,7 @@ impl Daemon {
             dns,
             protections: Vec::new(),
             fw_rules: crate::journal::Journal::default(),
+            orphans: crate::journal::Journal::default(),
             dco,
             log_owner: None,
             quit: false,
@@ -282,7 +285,11 @@ impl Daemon {
     fn shutdown(&mut self) -> bool {
         let paths: Vec<String> = self.devices.keys().cloned().collect();
         for p in paths {
-            self.remove_device(&p, "service shutdown");
+            self.remove_device(&p, "service shutdown", false);
+        }
+        let orphans = self.orphans.take_all();
+        for f in crate::apply::undo(&mut self.kernel, orphans) {
+            log::warn!("removing a device left to its client: {f}");
         }
         self.drop_protections(|_| true);
         let ok = self.dns.shutdown(&self.bus);
@@ -327,7 +334,7 @@ impl Daemon {
         let gone: Vec<String> =
             self.devices.iter().filter(|(_, d)| d.owner_bus == name).map(|(p, _)| p.clone()).collect();
         for p in gone {
-            self.remove_device(&p, &format!("its creator {name} left the bus"));
+            self.remove_device(&p, &format!("its creator {name} left the bus"), false);
         }
         self.drop_protections(|o| matches!(o, crate::protect::Owner::Client { bus, .. } if *bus == name));
         if self.subs.remove(&name).is_some() {
@@ -421,16 +428,45 @@ impl Daemon {
     }
 
     /// Removes a device object and everything it made in the kernel.
-    pub(crate) fn remove_device(&mut self, path: &str, why: &str) {
+    ///
+    /// With `client_closes`, a tun device is left to the client, which the
+    /// API asks to close its tun fd after Destroy (the kernel then removes
+    /// the device; deleting it ourselves costs an RCU grace period, ~20 ms).
+    /// It is kept in `orphans` and deleted at shutdown if still there.
+    pub(crate) fn remove_device(&mut self, path: &str, why: &str, client_closes: bool) {
         let Some(mut d) = self.devices.remove(path) else {
             return;
         };
         self.dco_release(&mut d); // DCO (issue 6): peers first; the journal deletes the netdev
-        let events = d.teardown(&mut self.kernel, true);
+        let keep_link = client_closes && d.dco.is_none();
+        let events = d.teardown(&mut self.kernel, !keep_link);
+        if keep_link {
+            for e in d.journal.take_all().into_iter().rev() {
+                self.orphans.push(e);
+            }
+        }
+        self.prune_orphans();
         self.drop_protections(|o| *o == crate::protect::Owner::Device(path.to_string()));
         self.emit_events(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);
         self.dns_sync();
+    }
+
+    /// Forgets orphaned tun links that their clients have closed.
+    fn prune_orphans(&mut self) {
+        let gone: Vec<crate::journal::Entry> = self.orphans.take_all();
+        let (alive, closed): (Vec<_>, Vec<_>) = gone.into_iter().partition(|e| match &e.undo {
+            crate::journal::Undo::DelLink { ifindex, name } => {
+                crate::netlink::link::name_of(*ifindex).as_deref() == Some(name.as_str())
+            }
+            _ => false,
+        });
+        // Entries for links that are gone need no undo; this only clears them
+        // from the journal file.
+        crate::apply::undo(&mut self.kernel, closed);
+        for e in alive.into_iter().rev() {
+            self.orphans.push(e);
+        }
     }
 
     /// Pushes every active session's DNS settings to the DNS backend and

@@ -144,10 +144,35 @@ fn disable_removes_configuration_but_keeps_the_object() {
     assert!(!get_prop::<bool>(&c, &p, "active"));
     // The client re-supplies its settings and establishes again.
     configure_like_real_client(&c, &p);
-    let _fd2 = establish(&c, &p);
+    let fd2 = establish(&c, &p);
     assert!(env.our_routes().contains("10.97.0.0/24"));
+    let name2: String = get_prop(&c, &p, "device_name");
     let _: () = call(&c, &p, "Destroy", ()).unwrap();
+    // Destroy undoes the configuration; the tun device itself is the
+    // client's to close (as the API says), and goes when it does.
+    assert_eq!(env.our_routes(), "");
+    let link = env.ip(&format!("-o link show dev {name2}"));
+    assert!(!link.contains(",UP"), "{link}");
+    assert!(!env.ip(&format!("-o addr show dev {name2}")).contains("inet "));
+    drop((_fd, fd2));
     assert!(env.extra_links().is_empty());
+}
+
+#[test]
+fn shutdown_removes_tun_devices_their_clients_still_hold() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("orphan");
+    let c = env.conn();
+    let p = create(&c, "orphan");
+    configure_like_real_client(&c, &p);
+    let fd = establish(&c, &p);
+    let _: () = call(&c, &p, "Destroy", ()).unwrap();
+    assert_eq!(env.extra_links().len(), 1, "left to the client");
+    assert!(env.signal_daemon("TERM").success());
+    assert!(env.extra_links().is_empty(), "deleted at shutdown although the client still holds it");
+    drop(fd);
 }
 
 #[test]

@@ -139,7 +139,7 @@ impl Daemon {
             }
             "Destroy" => {
                 let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
-                self.remove_device(path, &format!("Destroy by {sender}"));
+                self.remove_device(path, &format!("Destroy by {sender}"), true);
                 return Ok(m.method_return());
             }
             _ => unreachable!("filtered by the signature table"),

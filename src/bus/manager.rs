@@ -95,7 +95,7 @@ impl Daemon {
                     gone.len()
                 );
                 for p in gone {
-                    self.remove_device(&p, "Cleanup");
+                    self.remove_device(&p, "Cleanup", true);
                 }
                 if let Some(pid) = pid {
                     self.cleanup_pid(pid);

@@ -34,7 +34,9 @@ pub fn require_root() -> bool {
 /// The daemon under test: `NETCFGD_BIN` (make bench measures the real
 /// release artifact) or the one cargo built for this test.
 pub fn bin() -> PathBuf {
-    std::env::var_os("NETCFGD_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ovpn-netcfgd")))
+    std::env::var_os("NETCFGD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ovpn-netcfgd")))
 }
 
 pub struct Env {
