@@ -437,8 +437,9 @@ impl Daemon {
         let Some(mut d) = self.devices.remove(path) else {
             return;
         };
-        self.dco_release(&mut d); // DCO (issue 6): peers first; the journal deletes the netdev
+        // A DCO netdev has no client fd keeping it: it is always deleted.
         let keep_link = client_closes && d.dco.is_none();
+        self.dco_release(&mut d); // DCO (issue 6): peers first; the journal deletes the netdev
         let events = d.teardown(&mut self.kernel, !keep_link);
         if keep_link {
             for e in d.journal.take_all().into_iter().rev() {
