@@ -58,7 +58,7 @@ pub fn apply(k: &mut Kernel, changes: &[Change], journal: &mut Journal) -> Resul
             Err(e) => {
                 not_ours.push(entry.id);
                 if failure.is_none() {
-                    failure = Some(e.into_error(req.what.clone()));
+                    failure = Some(e.into_error(req.what.to_string()));
                 }
             }
         }
@@ -97,7 +97,7 @@ fn run_undo(rtnl: &mut Rtnl, steps: &[&Undo]) -> Vec<std::result::Result<(), Str
     match rtnl.transact(&mut reqs) {
         Ok(results) => {
             for ((r, req), i) in results.into_iter().zip(&reqs).zip(idx) {
-                out[i] = Some(r.map(|_| ()).map_err(|e| e.into_error(req.what.clone()).to_string()));
+                out[i] = Some(r.map(|_| ()).map_err(|e| e.into_error(req.what.to_string()).to_string()));
             }
         }
         Err(e) => {
@@ -162,7 +162,7 @@ pub fn sweep(rtnl: &mut Rtnl) -> Result<usize> {
     let n = reqs.len();
     for (r, req) in rtnl.transact(&mut reqs)?.into_iter().zip(&reqs) {
         if let Err(e) = r {
-            log::warn!("sweep: {}", e.into_error(req.what.clone()));
+            log::warn!("sweep: {}", e.into_error(req.what.to_string()));
         }
     }
     Ok(n)

@@ -54,23 +54,34 @@ impl Undo {
 
     /// One line of text (no newline), read back by `parse`.
     pub fn to_line(&self) -> String {
-        let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
-        match self {
-            Undo::DelRoute(r) => format!(
-                "route {} {} {} {} {} {} {}",
-                r.dst,
-                opt(r.gateway.map(|g| g.to_string())),
-                r.oif,
-                opt(r.metric.map(|m| m.to_string())),
-                r.table,
-                r.protocol,
-                r.onlink as u8
-            ),
-            Undo::DelAddr(a) => format!("addr {} {} {}", a.ifindex, a.addr, a.prefix),
-            Undo::DelRule(r) => r.to_line(),
-            Undo::LinkDown { ifindex } => format!("down {ifindex}"),
-            Undo::DelLink { ifindex, name } => format!("link {ifindex} {name}"),
-        }
+        let mut s = String::new();
+        self.write_line(&mut s);
+        s
+    }
+
+    /// Appends the `to_line` text to `out` (no allocation per entry: the
+    /// journal writes 10k of these before a large Establish).
+    pub fn write_line(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = match self {
+            Undo::DelRoute(r) => {
+                let _ = write!(out, "route {} ", r.dst);
+                let _ = match r.gateway {
+                    Some(g) => write!(out, "{g} "),
+                    None => write!(out, "- "),
+                };
+                let _ = write!(out, "{} ", r.oif);
+                let _ = match r.metric {
+                    Some(m) => write!(out, "{m} "),
+                    None => write!(out, "- "),
+                };
+                write!(out, "{} {} {}", r.table, r.protocol, r.onlink as u8)
+            }
+            Undo::DelAddr(a) => write!(out, "addr {} {} {}", a.ifindex, a.addr, a.prefix),
+            Undo::DelRule(r) => write!(out, "{}", r.to_line()),
+            Undo::LinkDown { ifindex } => write!(out, "down {ifindex}"),
+            Undo::DelLink { ifindex, name } => write!(out, "link {ifindex} {name}"),
+        };
     }
 
     /// Parses a `to_line` line; None for anything malformed.
@@ -257,7 +268,10 @@ impl Wal {
         if let Some(f) = &mut self.file {
             let mut buf = String::with_capacity(entries.len() * 64);
             for e in &entries {
-                buf.push_str(&format!("A {} {}\n", e.id, e.undo.to_line()));
+                use std::fmt::Write;
+                let _ = write!(buf, "A {} ", e.id);
+                e.undo.write_line(&mut buf);
+                buf.push('\n');
             }
             if let Err(e) = f.write_all(buf.as_bytes()).and_then(|_| f.sync_data()) {
                 log::warn!("journal write failed: {e}");
@@ -271,7 +285,8 @@ impl Wal {
     pub fn done(&mut self, ids: impl IntoIterator<Item = u64>) {
         let mut buf = String::new();
         for id in ids {
-            buf.push_str(&format!("D {id}\n"));
+            use std::fmt::Write;
+            let _ = writeln!(buf, "D {id}");
             self.live = self.live.saturating_sub(1);
         }
         if self.live == 0 {

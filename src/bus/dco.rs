@@ -78,7 +78,7 @@ impl Daemon {
         let pipe = Pipe::new()?;
         let data = dco_session::link_info_data(Mode::P2p);
         let mut req = crate::netlink::link::create(name, family.link_kind(), Some(&data));
-        req.what = format!("create {} device {name}", family.link_kind());
+        req.what = crate::netlink::What::Text(format!("create {} device {name}", family.link_kind()));
         self.kernel.rtnl.request(req)?;
         let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
         let Some(ifindex) = crate::netlink::link::index_of(name) else {

@@ -8,7 +8,7 @@ use neli::rtnl::IfaddrmsgBuilder;
 use neli::types::RtBuffer;
 
 use super::route::{family, ip_bytes};
-use super::{encode, rta, Req, OK_ADD, OK_DEL};
+use super::{encode, rta, Req, What, OK_ADD, OK_DEL};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Addr {
@@ -45,16 +45,12 @@ pub fn add(a: &Addr) -> Req {
     Req {
         bytes: encode_addr(Rtm::Newaddr, NlmF::REQUEST | NlmF::CREATE | NlmF::REPLACE, a),
         ok_errnos: OK_ADD,
-        what: format!("add address {}/{} on #{}", a.addr, a.prefix, a.ifindex),
+        what: What::AddAddr(a.clone()),
     }
 }
 
 pub fn del(a: &Addr) -> Req {
-    Req {
-        bytes: encode_addr(Rtm::Deladdr, NlmF::REQUEST, a),
-        ok_errnos: OK_DEL,
-        what: format!("delete address {}/{} on #{}", a.addr, a.prefix, a.ifindex),
-    }
+    Req { bytes: encode_addr(Rtm::Deladdr, NlmF::REQUEST, a), ok_errnos: OK_DEL, what: What::DelAddr(a.clone()) }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use neli::consts::rtnl::{Ifla, IflaInfo, RtAddrFamily, Rtm};
 use neli::rtnl::IfinfomsgBuilder;
 use neli::types::RtBuffer;
 
-use super::{encode, rta, Req, OK_DEL};
+use super::{encode, rta, Req, What, OK_DEL};
 
 /// Sets MTU / txqueuelen and the UP flag of an existing link.
 pub fn set(ifindex: u32, mtu: Option<u32>, txqlen: Option<u32>, up: bool) -> Req {
@@ -22,7 +22,10 @@ pub fn set(ifindex: u32, mtu: Option<u32>, txqlen: Option<u32>, up: bool) -> Req
     Req {
         bytes: encode(Rtm::Newlink, NlmF::REQUEST, msg),
         ok_errnos: &[],
-        what: format!("set link #{ifindex} mtu {mtu:?} txqlen {txqlen:?} {}", if up { "up" } else { "down" }),
+        what: What::Text(format!(
+            "set link #{ifindex} mtu {mtu:?} txqlen {txqlen:?} {}",
+            if up { "up" } else { "down" }
+        )),
     }
 }
 
@@ -49,7 +52,7 @@ pub fn create(name: &str, kind: &str, info_data: Option<&[u8]>) -> Req {
     Req {
         bytes: encode(Rtm::Newlink, NlmF::REQUEST | NlmF::CREATE | NlmF::EXCL, msg),
         ok_errnos: &[],
-        what: format!("create {kind} link {name}"),
+        what: What::Text(format!("create {kind} link {name}")),
     }
 }
 
@@ -59,7 +62,11 @@ pub fn del(ifindex: u32) -> Req {
         .ifi_index(ifindex as i32)
         .build()
         .expect("all fields set");
-    Req { bytes: encode(Rtm::Dellink, NlmF::REQUEST, msg), ok_errnos: OK_DEL, what: format!("delete link #{ifindex}") }
+    Req {
+        bytes: encode(Rtm::Dellink, NlmF::REQUEST, msg),
+        ok_errnos: OK_DEL,
+        what: What::Text(format!("delete link #{ifindex}")),
+    }
 }
 
 /// The kernel's name for `ifindex`, if the link exists.

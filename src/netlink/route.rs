@@ -10,7 +10,7 @@ use neli::consts::rtnl::{RtAddrFamily, RtScope, RtTable, Rta, Rtm, RtmF, Rtn, Rt
 use neli::rtnl::RtmsgBuilder;
 use neli::types::RtBuffer;
 
-use super::{encode, rta, Req, OK_ADD, OK_DEL};
+use super::{encode, rta, Req, What, OK_ADD, OK_DEL};
 
 pub const RT_TABLE_MAIN: u32 = 254;
 const RTNH_F_ONLINK: u32 = 4; // include/uapi/linux/rtnetlink.h
@@ -95,12 +95,12 @@ pub fn add(r: &Route) -> Req {
     Req {
         bytes: encode_route(Rtm::Newroute, NlmF::REQUEST | NlmF::CREATE | NlmF::EXCL, r),
         ok_errnos: OK_ADD,
-        what: format!("add route {r}"),
+        what: What::AddRoute(r.clone()),
     }
 }
 
 pub fn del(r: &Route) -> Req {
-    Req { bytes: encode_route(Rtm::Delroute, NlmF::REQUEST, r), ok_errnos: OK_DEL, what: format!("delete route {r}") }
+    Req { bytes: encode_route(Rtm::Delroute, NlmF::REQUEST, r), ok_errnos: OK_DEL, what: What::DelRoute(r.clone()) }
 }
 
 /// A dump of all routes of one family (or both with `None`).

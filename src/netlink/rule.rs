@@ -7,7 +7,7 @@ use neli::consts::rtnl::{FrAct, Frattr, RtAddrFamily, RtTable, Rtm};
 use neli::rtnl::FibmsgBuilder;
 use neli::types::RtBuffer;
 
-use super::{encode, rta, Req, OK_ADD, OK_DEL};
+use super::{encode, rta, Req, What, OK_ADD, OK_DEL};
 
 /// `fwmark <mark> lookup <table>` for one family, tagged with our protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -74,7 +74,12 @@ pub fn add(r: &Rule) -> Req {
     Req {
         bytes: encode_rule(Rtm::Newrule, NlmF::REQUEST | NlmF::CREATE | NlmF::EXCL, r),
         ok_errnos: OK_ADD,
-        what: format!("add rule fwmark {:#x} lookup {} (IPv{})", r.fwmark, r.table, if r.ipv6 { 6 } else { 4 }),
+        what: What::Text(format!(
+            "add rule fwmark {:#x} lookup {} (IPv{})",
+            r.fwmark,
+            r.table,
+            if r.ipv6 { 6 } else { 4 }
+        )),
     }
 }
 
@@ -82,7 +87,7 @@ pub fn del(r: &Rule) -> Req {
     Req {
         bytes: encode_rule(Rtm::Delrule, NlmF::REQUEST, r),
         ok_errnos: OK_DEL,
-        what: format!("delete rule fwmark {:#x} lookup {}", r.fwmark, r.table),
+        what: What::Text(format!("delete rule fwmark {:#x} lookup {}", r.fwmark, r.table)),
     }
 }
 
