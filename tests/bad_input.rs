@@ -9,7 +9,11 @@ use dbus::Message;
 use common::*;
 
 fn prop_set<V: dbus::arg::Arg + dbus::arg::Append>(path: &str, name: &str, v: V) -> Message {
-    Message::new_method_call(DEST, path, "org.freedesktop.DBus.Properties", "Set").unwrap().append3(IFACE, name, Variant(v))
+    Message::new_method_call(DEST, path, "org.freedesktop.DBus.Properties", "Set").unwrap().append3(
+        IFACE,
+        name,
+        Variant(v),
+    )
 }
 
 fn prop_get(path: &str, name: &str) -> Message {
@@ -40,9 +44,21 @@ fn bad_inputs_are_rejected_and_change_nothing() {
         ("control char in name", method(MGR, "CreateVirtualInterface").append1("a\nb"), "control character"),
         ("over-long name", method(MGR, "CreateVirtualInterface").append1(long.as_str()), "longer than"),
         ("name of wrong type", method(MGR, "CreateVirtualInterface").append1(5i32), "signature"),
-        ("protect: not an IP", method(MGR, "ProtectSocket").append3("vpn.example", false, dbus::Path::from("/")), "remote"),
-        ("protect: family mismatch", method(MGR, "ProtectSocket").append3("10.0.0.1", true, dbus::Path::from("/")), "IPv6"),
-        ("protect: unknown device", method(MGR, "ProtectSocket").append3("10.0.0.1", false, dbus::Path::from("/net/openvpn/v3/netcfg/1_x")), "device_path"),
+        (
+            "protect: not an IP",
+            method(MGR, "ProtectSocket").append3("vpn.example", false, dbus::Path::from("/")),
+            "remote",
+        ),
+        (
+            "protect: family mismatch",
+            method(MGR, "ProtectSocket").append3("10.0.0.1", true, dbus::Path::from("/")),
+            "IPv6",
+        ),
+        (
+            "protect: unknown device",
+            method(MGR, "ProtectSocket").append3("10.0.0.1", false, dbus::Path::from("/net/openvpn/v3/netcfg/1_x")),
+            "device_path",
+        ),
         ("subscribe: zero mask", method(MGR, "NotificationSubscribe").append1(0u32), "filter"),
         ("subscribe: mask too big", method(MGR, "NotificationSubscribe").append1(70000u32), "filter"),
         ("unsubscribe: unknown", method(MGR, "NotificationUnsubscribe").append1(":1.9999"), "no subscription"),
@@ -60,12 +76,29 @@ fn bad_inputs_are_rejected_and_change_nothing() {
         ("addr: missing argument", dev("AddIPAddress").append3("10.0.0.2", 24u32, ""), "signature"),
         ("remote: hostname", dev("SetRemoteAddress").append2("vpn.example", false), "ip_address"),
         ("remote: trailing newline", dev("SetRemoteAddress").append2("10.0.0.1\n", false), "control character"),
-        ("networks: host bits", dev("AddNetworks").append1(nets(vec![("10.0.0.1", 24, -1, false, false)])), "host bits"),
+        (
+            "networks: host bits",
+            dev("AddNetworks").append1(nets(vec![("10.0.0.1", 24, -1, false, false)])),
+            "host bits",
+        ),
         ("networks: prefix 40", dev("AddNetworks").append1(nets(vec![("10.0.0.0", 40, -1, false, false)])), "prefix"),
         ("networks: family flag", dev("AddNetworks").append1(nets(vec![("2001:db8::", 32, -1, false, false)])), "IPv4"),
-        ("networks: one bad of two", dev("AddNetworks").append1(nets(vec![("10.50.0.0", 16, -1, false, false), ("10.51.0.1", 16, -1, false, false)])), "host bits"),
-        ("networks: negative metric", dev("AddNetworks").append1(nets(vec![("10.0.0.0", 8, -5, false, false)])), "metric"),
-        ("networks: old a(subb) format", dev("AddNetworks").append1(vec![("10.0.0.0".to_string(), 8u32, false, false)]), "signature"),
+        (
+            "networks: one bad of two",
+            dev("AddNetworks")
+                .append1(nets(vec![("10.50.0.0", 16, -1, false, false), ("10.51.0.1", 16, -1, false, false)])),
+            "host bits",
+        ),
+        (
+            "networks: negative metric",
+            dev("AddNetworks").append1(nets(vec![("10.0.0.0", 8, -5, false, false)])),
+            "metric",
+        ),
+        (
+            "networks: old a(subb) format",
+            dev("AddNetworks").append1(vec![("10.0.0.0".to_string(), 8u32, false, false)]),
+            "signature",
+        ),
         ("dns: not an IP", dev("AddDNS").append1(vec!["resolver.example"]), "server_list"),
         ("dns: unspecified", dev("AddDNS").append1(vec!["0.0.0.0"]), "server_list"),
         ("dns: too many", dev("AddDNS").append1(many.clone()), "at most"),

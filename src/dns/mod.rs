@@ -1,18 +1,30 @@
 //! DNS: one `Dns` front that the daemon calls with the complete list of
-//! sessions whenever something DNS-related changes; it picks a backend at
-//! start-up and pushes the merged configuration to it.
+//! sessions whenever something DNS-related changes. It picks a backend at
+//! start-up, hands it the sessions that have DNS settings (newest first),
+//! and turns the difference to what was applied before into NetworkChange
+//! events.
 //!
-//! This is the hook surface the daemon uses; the backends live beside it.
+//! Backends (one small trait, `Backend`):
+//! * `resolved`: systemd-resolved over D-Bus, per-link, asynchronous;
+//! * `resolvconf`: the resolvconf(8) program (openresolv or compatible);
+//! * `file`: rewriting resolv.conf ourselves, with a crash-safe backup.
+//!
+//! The choice is made at run time and a missing backend is never fatal.
+
+mod file;
+mod resolvconf;
+mod resolved;
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use dbus::Message;
 
 use crate::bus::Bus;
 use crate::config::DnsChoice;
-use crate::events::Event;
+use crate::error::Result;
+use crate::events::{self, Event};
 use crate::settings::{DnsScope, DnsSec, DnsTransport};
 
 /// One device's DNS wishes, as the daemon sees them now.
@@ -20,7 +32,7 @@ use crate::settings::{DnsScope, DnsSec, DnsTransport};
 pub struct Session {
     /// Device object path (the sender path of its NetworkChange events).
     pub path: String,
-    /// Kernel interface name and index (None before Establish).
+    /// Kernel interface name and index of the established link.
     pub ifname: String,
     pub ifindex: u32,
     /// Creation order; newer sessions take precedence.
@@ -32,48 +44,296 @@ pub struct Session {
     pub scope: DnsScope,
 }
 
+impl Session {
+    fn has_dns(&self) -> bool {
+        !self.servers.is_empty() || !self.search.is_empty()
+    }
+    /// The same session on the same link (a second Establish is a new link).
+    fn same(&self, o: &Session) -> bool {
+        self.path == o.path && self.ifindex == o.ifindex
+    }
+}
+
 /// A NetworkChange to send: (object path, device name, event).
 pub type Change = (String, String, Event);
 
+/// What every backend does. `apply` always gets the complete wanted state,
+/// so a backend never has to remember why something changed.
+pub trait Backend {
+    /// Makes the system use `sessions` (newest first; each has at least a
+    /// server or a search domain). An empty list means "put everything
+    /// back". Err: not (completely) applied; the next update tries again.
+    fn apply(&mut self, bus: &Bus, sessions: &[Session]) -> Result<()>;
+    /// A method return or error for one of our asynchronous calls?
+    fn on_reply(&mut self, _bus: &Bus, _m: &Message) -> bool {
+        false
+    }
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+    fn on_timeout(&mut self, _bus: &Bus) {}
+    /// Called after `apply(&[])` at exit; false if something was not restored.
+    fn shutdown(&mut self, _bus: &Bus) -> bool {
+        true
+    }
+}
+
 pub struct Dns {
     name: &'static str,
+    backend: Option<Box<dyn Backend>>,
+    /// `<state dir>/dns`: backups and records for crash recovery.
+    dir: PathBuf,
+    /// The sessions the backend last applied, newest first.
+    applied: Vec<Session>,
 }
 
 impl Dns {
-    /// Chooses the backend (never fatal: falls back and logs).
-    pub fn new(choice: &DnsChoice, _bus: &Bus, _state_dir: &Path) -> Dns {
-        let _ = choice;
-        Dns { name: "none" }
+    /// Chooses the backend (never fatal: falls back and logs). Changes
+    /// nothing on the system; `recover` does, once we own our bus name.
+    pub fn new(choice: &DnsChoice, bus: &Bus, state_dir: &Path) -> Dns {
+        let dir = state_dir.join("dns");
+        let (name, backend) = choose(choice, bus, &dir);
+        Dns { name, backend, dir, applied: Vec::new() }
     }
 
     pub fn backend_name(&self) -> &'static str {
         self.name
     }
 
+    /// Undoes what a previous run left behind when it did not exit cleanly
+    /// (killed, crashed, power loss). Call only once the bus name is ours,
+    /// so a second instance never undoes the live one's work.
+    pub fn recover(&mut self) {
+        file::recover(&self.dir);
+        resolvconf::recover(&self.dir);
+    }
+
     /// Applies the full set of active sessions (ones with an established
     /// link); returns the NetworkChange events for what really changed.
-    pub fn update(&mut self, _bus: &Bus, _sessions: &[Session]) -> Vec<Change> {
-        Vec::new()
+    pub fn update(&mut self, bus: &Bus, sessions: &[Session]) -> Vec<Change> {
+        let Some(b) = self.backend.as_mut() else {
+            if sessions.iter().any(Session::has_dns) {
+                log::debug!("DNS settings are not applied: no DNS backend");
+            }
+            return Vec::new();
+        };
+        let mut want: Vec<Session> = sessions.iter().filter(|s| s.has_dns()).cloned().collect();
+        want.sort_by_key(|s| std::cmp::Reverse(s.order));
+        if want == self.applied {
+            return Vec::new();
+        }
+        if let Err(e) = b.apply(bus, &want) {
+            // Nothing is announced; the next update retries the whole state.
+            log::error!("DNS ({}): {e}", self.name);
+            return Vec::new();
+        }
+        let changes = diff(&self.applied, &want);
+        self.applied = want;
+        changes
+    }
+
+    /// The applied servers (or search domains) of every session, newest
+    /// session first, without repeats: the `global_dns_*` properties.
+    pub fn global(&self, servers: bool) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in &self.applied {
+            let items: Vec<String> =
+                if servers { s.servers.iter().map(|a| a.to_string()).collect() } else { s.search.clone() };
+            for i in items {
+                if !out.contains(&i) {
+                    out.push(i);
+                }
+            }
+        }
+        out
     }
 
     /// Offers a method return or error to the backend (async resolved
     /// calls); true if it was one of ours.
-    pub fn on_reply(&mut self, _bus: &Bus, _m: &Message) -> bool {
-        false
+    pub fn on_reply(&mut self, bus: &Bus, m: &Message) -> bool {
+        self.backend.as_mut().is_some_and(|b| b.on_reply(bus, m))
     }
 
     /// When the backend next needs `on_timeout` (retries, call timeouts).
     pub fn deadline(&self) -> Option<Instant> {
-        None
+        self.backend.as_ref().and_then(|b| b.deadline())
     }
 
-    pub fn on_timeout(&mut self, _bus: &Bus) {}
+    pub fn on_timeout(&mut self, bus: &Bus) {
+        if let Some(b) = self.backend.as_mut() {
+            b.on_timeout(bus);
+        }
+    }
 
     /// Restores everything at shutdown; false if a restore failed (exit 4).
-    pub fn shutdown(&mut self, _bus: &Bus) -> bool {
-        true
+    pub fn shutdown(&mut self, bus: &Bus) -> bool {
+        let Some(b) = self.backend.as_mut() else {
+            return true;
+        };
+        let mut ok = true;
+        if !self.applied.is_empty() {
+            match b.apply(bus, &[]) {
+                Ok(()) => self.applied.clear(),
+                Err(e) => {
+                    log::error!("DNS ({}): restoring at shutdown: {e}", self.name);
+                    ok = false;
+                }
+            }
+        }
+        b.shutdown(bus) && ok
+    }
+}
+
+/// Events for what differs between two applied states, per session and
+/// link: removals first, then additions.
+fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut announce = |s: &Session, other: Option<&Session>, server_kind: u32, search_kind: u32| {
+        for a in &s.servers {
+            if !other.is_some_and(|o| o.servers.contains(a)) {
+                out.push((s.path.clone(), s.ifname.clone(), Event::new(server_kind).with("dns_server", a)));
+            }
+        }
+        for d in &s.search {
+            if !other.is_some_and(|o| o.search.contains(d)) {
+                out.push((s.path.clone(), s.ifname.clone(), Event::new(search_kind).with("search_domain", d)));
+            }
+        }
+    };
+    for o in old {
+        announce(o, new.iter().find(|n| n.same(o)), events::DNS_SERVER_REMOVED, events::DNS_SEARCH_REMOVED);
+    }
+    for n in new {
+        announce(n, old.iter().find(|o| o.same(n)), events::DNS_SERVER_ADDED, events::DNS_SEARCH_ADDED);
+    }
+    out
+}
+
+/// The run-time choice. `auto`: systemd-resolved if it answers on the bus
+/// and the system resolves through it, else resolvconf(8) if installed,
+/// else the resolv.conf file. A forced backend that is missing falls back
+/// to the same order (without itself), with a warning.
+fn choose(choice: &DnsChoice, bus: &Bus, dir: &Path) -> Choice {
+    match choice {
+        DnsChoice::None => {
+            log::info!("DNS backend: none (DNS settings are stored and shown, not applied)");
+            return ("none", None);
+        }
+        DnsChoice::File(p) => return file_backend(p, dir, "forced"),
+        DnsChoice::Resolvconf => {
+            if let Some(b) = try_resolvconf("forced", dir) {
+                return b;
+            }
+        }
+        DnsChoice::Resolved | DnsChoice::Auto => {}
+    }
+    let how = |forced: bool| match choice {
+        _ if forced => "forced",
+        DnsChoice::Auto => "auto",
+        _ => "fallback",
+    };
+    if let Some(b) = try_resolved(bus, how(*choice == DnsChoice::Resolved)) {
+        return b;
+    }
+    if *choice != DnsChoice::Resolvconf {
+        if let Some(b) = try_resolvconf(how(false), dir) {
+            return b;
+        }
+    }
+    file_backend(Path::new(file::DEFAULT_PATH), dir, how(false))
+}
+
+type Choice = (&'static str, Option<Box<dyn Backend>>);
+
+/// systemd-resolved, if it answers. `auto` also wants the system to resolve
+/// through it: configuring it is useless when resolv.conf ignores it.
+fn try_resolved(bus: &Bus, how: &str) -> Option<Choice> {
+    if let Err(e) = resolved::probe(bus) {
+        let level = if how == "forced" { log::Level::Warn } else { log::Level::Info };
+        log::log!(level, "systemd-resolved is not available: {e}");
+        return None;
+    }
+    if !resolved::in_use() {
+        if how != "forced" {
+            log::info!("systemd-resolved answers, but {} does not use it; not using it for DNS", file::DEFAULT_PATH);
+            return None;
+        }
+        log::warn!(
+            "systemd-resolved answers, but {} does not use it: programs reading that file will not see VPN DNS",
+            file::DEFAULT_PATH
+        );
+    }
+    log::info!("DNS backend: systemd-resolved ({how})");
+    Some(("systemd-resolved", Some(Box::new(resolved::Resolved::new()))))
+}
+
+/// resolvconf(8). Unless forced, systemd's resolvconf emulation is skipped:
+/// it only works while resolved runs, and resolved was found unusable.
+fn try_resolvconf(how: &str, dir: &Path) -> Option<Choice> {
+    let forced = how == "forced";
+    match resolvconf::find(dir).filter(|r| forced || !r.is_resolvectl()) {
+        Some(r) => {
+            log::info!("DNS backend: resolvconf ({how}): {}", r.describe());
+            Some(("resolvconf", Some(Box::new(r))))
+        }
+        None => {
+            let level = if forced { log::Level::Warn } else { log::Level::Info };
+            log::log!(level, "no usable resolvconf program in PATH");
+            None
+        }
+    }
+}
+
+fn file_backend(p: &Path, dir: &Path, how: &str) -> Choice {
+    match file::FileBackend::new(p, dir) {
+        Ok(f) => {
+            log::info!("DNS backend: resolv.conf file {} ({how})", p.display());
+            ("resolv.conf", Some(Box::new(f)))
+        }
+        Err(e) => {
+            log::error!("DNS backend: cannot use {}: {e}; DNS settings will not be applied", p.display());
+            ("none", None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(path: &str, ifindex: u32, order: u64, servers: &[&str], search: &[&str]) -> Session {
+        Session {
+            path: path.into(),
+            ifname: format!("tun{ifindex}"),
+            ifindex,
+            order,
+            servers: servers.iter().map(|a| a.parse().unwrap()).collect(),
+            search: search.iter().map(|d| d.to_string()).collect(),
+            dnssec: DnsSec::Unset,
+            transport: DnsTransport::Unset,
+            scope: DnsScope::Global,
+        }
     }
 
-    pub fn global(&self, _servers: bool) -> Vec<String> { Vec::new() }
-    pub fn recover(&mut self) {}
+    fn kinds(c: &[Change]) -> Vec<(u32, String)> {
+        c.iter().map(|(_, _, e)| (e.kind, e.details[0].1.clone())).collect()
+    }
+
+    #[test]
+    fn diff_announces_only_real_changes() {
+        let a = s("/a", 1, 1, &["10.0.0.1"], &["a.example"]);
+        let c = diff(&[], std::slice::from_ref(&a));
+        assert_eq!(kinds(&c), vec![(128, "10.0.0.1".into()), (512, "a.example".into())]);
+        assert!(diff(std::slice::from_ref(&a), std::slice::from_ref(&a)).is_empty());
+        let a2 = s("/a", 1, 1, &["10.0.0.1", "10.0.0.2"], &["a.example"]);
+        assert_eq!(kinds(&diff(std::slice::from_ref(&a), std::slice::from_ref(&a2))), vec![(128, "10.0.0.2".into())]);
+        // A new link for the same device (second Establish) is a new session.
+        let moved = s("/a", 2, 1, &["10.0.0.1", "10.0.0.2"], &["a.example"]);
+        let c = diff(&[a2], &[moved]);
+        assert_eq!(c.len(), 6);
+        assert_eq!((c[0].1.as_str(), c[0].2.kind), ("tun1", 256));
+        assert_eq!((c[5].1.as_str(), c[5].2.kind), ("tun2", 512));
+        let c = diff(&[a], &[]);
+        assert_eq!(kinds(&c), vec![(256, "10.0.0.1".into()), (1024, "a.example".into())]);
+    }
 }

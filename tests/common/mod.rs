@@ -149,6 +149,14 @@ impl Env {
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log);
+        // Here the daemon sees the host's /etc/resolv.conf: no DNS backend
+        // unless a test chose one (tests/dns.rs runs the daemon through
+        // tests/rigs/dns-rig.sh, with a private resolv.conf).
+        let dns =
+            |a: &String| a.starts_with("--dns-backend") || a.starts_with("--resolv-conf") || a == "--systemd-resolved";
+        if !self.extra_args.iter().any(dns) {
+            cmd.args(["--dns-backend", "none"]);
+        }
         let child = cmd.spawn().expect("daemon");
         self.daemon = Some(child);
         let c = self.conn();

@@ -36,7 +36,9 @@ for _ in $(seq 100); do [ -S "$dir/bus.sock" ] && break; sleep 0.05; done
 addr="unix:path=$dir/bus.sock"
 
 echo "== ovpn-netcfgd ($(stat -c %s "$BIN") bytes) inside the namespace"
-ip netns exec "$ns" "$BIN" --bus-address "$addr" --state-dir "$dir/state" --idle-exit 0 --log-level 4 \
+# --dns-backend none: a network namespace does not have its own
+# /etc/resolv.conf, and the demo must not rewrite the host's.
+ip netns exec "$ns" "$BIN" --bus-address "$addr" --state-dir "$dir/state" --idle-exit 0 --log-level 4 --dns-backend none \
     2> >(sed 's/^/  daemon: /' >&2) &
 daemon_pid=$!
 for _ in $(seq 100); do

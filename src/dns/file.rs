@@ -1,0 +1,549 @@
+//! The resolv.conf file backend: we write the file ourselves.
+//!
+//! Content: a header, one `search` line (the sessions' domains newest
+//! session first, then the system's), the sessions' name servers newest
+//! first, then the system's, then every other line of the original
+//! (`options`, `sortlist`, ...). A `domain` line becomes part of the search
+//! list: glibc lets the last search/domain line win, so keeping it would
+//! cancel ours.
+//!
+//! Crash safety: before the first write, what was there (bytes, mode and
+//! owner; or the symlink; or nothing) is saved in the state dir, and each
+//! content we write is saved there too. Restoring puts the original back
+//! only while the file still holds what we wrote: if another program
+//! rewrote it since, its version is newer than our backup and is kept. At
+//! start-up a backup left by a killed run is restored the same way.
+//!
+//! Symlinked resolv.conf (a stub of resolved, NetworkManager, resolvconf):
+//! while sessions are up it is replaced by a regular file, and the symlink
+//! itself is put back afterwards. We never write into the other program's
+//! file, and the system part of ours is read from the link target at each
+//! update, so it stays current.
+//!
+//! A resolv.conf that is a mount point (containers bind-mount it) cannot be
+//! replaced by rename(2); it is rewritten in place instead.
+
+use std::fmt::Write as _;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{Backend, Session};
+use crate::bus::Bus;
+use crate::error::{Error, Result};
+use crate::settings::DnsScope;
+
+pub const DEFAULT_PATH: &str = "/etc/resolv.conf";
+/// resolv.conf is a few hundred bytes; anything this big is not one.
+const MAX_SIZE: u64 = 64 * 1024;
+/// State files: META marks a backup as valid; ORIG holds the original
+/// bytes (or the symlink target); OURS what we last wrote.
+const META: &str = "file-meta";
+const ORIG: &str = "file-orig";
+const OURS: &str = "file-ours";
+
+/// What the path held before we wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Orig {
+    File { bytes: Vec<u8>, mode: u32, uid: u32, gid: u32 },
+    Symlink(PathBuf),
+    Missing,
+}
+
+#[derive(Debug)]
+struct Saved {
+    orig: Orig,
+    /// What we last wrote (None: backup taken, nothing written yet).
+    ours: Option<Vec<u8>>,
+}
+
+pub struct FileBackend {
+    path: PathBuf,
+    dir: PathBuf,
+    saved: Option<Saved>,
+    scope_warned: bool,
+}
+
+impl FileBackend {
+    pub fn new(path: &Path, dir: &Path) -> Result<Self> {
+        // The state file keeps the path on one line.
+        if path.as_os_str().is_empty() || path.to_str().map_or(true, |s| s.contains('\n')) {
+            return Err(Error::Failed("the path must be UTF-8 and have no newline".into()));
+        }
+        let path = std::path::absolute(path).map_err(|e| Error::io("resolving the path", e))?;
+        Ok(FileBackend { path, dir: dir.to_path_buf(), saved: None, scope_warned: false })
+    }
+
+    fn set(&mut self, sessions: &[Session]) -> Result<()> {
+        if sessions.is_empty() {
+            return self.restore();
+        }
+        if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
+            log::warn!(
+                "{}: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are used for all names",
+                self.path.display()
+            );
+            self.scope_warned = true;
+        }
+        if self.saved.is_none() {
+            // A backup that start-up recovery could not restore: keep using
+            // it, never overwrite it with our own old content.
+            if let Ok((p, s)) = load_state(&self.dir) {
+                if p == self.path {
+                    self.saved = Some(s);
+                }
+            }
+        }
+        let now = look(&self.path)?;
+        if !self.saved.as_ref().is_some_and(|s| holds(&now, s.ours.as_deref())) {
+            if self.saved.is_some() {
+                log::warn!(
+                    "{} was changed by another program; its version is the one restored later",
+                    self.path.display()
+                );
+            }
+            save_state(&self.dir, &self.path, &now)?;
+            self.saved = Some(Saved { orig: now, ours: None });
+        }
+        let Some(saved) = self.saved.as_mut() else {
+            return Ok(());
+        };
+        let text = generate(sessions, &system_part(&self.path, &saved.orig));
+        if saved.ours.as_deref() == Some(text.as_bytes()) {
+            return Ok(());
+        }
+        // Recorded before the write: a crash in between leaves a file that
+        // is either the original (not ours: left alone) or ours (restored).
+        write_private(&self.dir.join(OURS), text.as_bytes())?;
+        let (mode, uid, gid) = match &saved.orig {
+            Orig::File { mode, uid, gid, .. } => (*mode, *uid, *gid),
+            _ => (0o644, 0, 0),
+        };
+        replace(&self.path, text.as_bytes(), mode, uid, gid)?;
+        saved.ours = Some(text.into_bytes());
+        log::info!("{}: written for {} VPN session(s)", self.path.display(), sessions.len());
+        Ok(())
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        let Some(saved) = self.saved.take() else {
+            return Ok(());
+        };
+        if let Err(e) = put_back(&self.path, &saved) {
+            self.saved = Some(saved);
+            return Err(e);
+        }
+        clear_state(&self.dir);
+        Ok(())
+    }
+}
+
+impl Backend for FileBackend {
+    fn apply(&mut self, _bus: &Bus, sessions: &[Session]) -> Result<()> {
+        self.set(sessions)
+    }
+}
+
+/// Restores a backup left by a run that did not exit cleanly.
+pub fn recover(dir: &Path) {
+    match fs::symlink_metadata(dir.join(META)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        _ => {}
+    }
+    match load_state(dir) {
+        Ok((path, saved)) => {
+            log::warn!("{}: a previous run did not exit cleanly; restoring the original", path.display());
+            match put_back(&path, &saved) {
+                Ok(()) => clear_state(dir),
+                Err(e) => log::error!("{}: {e}; the backup stays in {}", path.display(), dir.display()),
+            }
+        }
+        Err(e) => log::error!("unusable resolv.conf backup in {}: {e}; left there for inspection", dir.display()),
+    }
+}
+
+/// True if the path is a regular file with exactly `ours` in it.
+fn holds(now: &Orig, ours: Option<&[u8]>) -> bool {
+    matches!(now, Orig::File { bytes, .. } if Some(bytes.as_slice()) == ours)
+}
+
+/// Puts the original back if the file still holds what we wrote.
+fn put_back(path: &Path, saved: &Saved) -> Result<()> {
+    let Some(ours) = &saved.ours else {
+        return Ok(()); // never written: the original is still there
+    };
+    if !holds(&look(path)?, Some(ours)) {
+        log::warn!("{}: changed by another program after us; keeping its version", path.display());
+        return Ok(());
+    }
+    let what = format!("restore {}", path.display());
+    match &saved.orig {
+        Orig::File { bytes, mode, uid, gid } => replace(path, bytes, *mode, *uid, *gid)?,
+        Orig::Symlink(target) => relink(path, target).map_err(|e| Error::io(what, e))?,
+        Orig::Missing => fs::remove_file(path).map_err(|e| Error::io(what, e))?,
+    }
+    log::info!("{}: original restored", path.display());
+    Ok(())
+}
+
+fn look(path: &Path) -> Result<Orig> {
+    let err = |e| Error::io(format!("read {}", path.display()), e);
+    let m = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Orig::Missing),
+        Err(e) => return Err(err(e)),
+    };
+    if m.file_type().is_symlink() {
+        return Ok(Orig::Symlink(fs::read_link(path).map_err(err)?));
+    }
+    if !m.is_file() {
+        return Err(Error::Failed(format!("{} is not a regular file", path.display())));
+    }
+    let bytes = read_bounded(path, false).map_err(err)?;
+    Ok(Orig::File { bytes, mode: m.mode() & 0o7777, uid: m.uid(), gid: m.gid() })
+}
+
+fn read_bounded(path: &Path, follow: bool) -> io::Result<Vec<u8>> {
+    let flags = if follow { 0 } else { libc::O_NOFOLLOW };
+    let f = OpenOptions::new().read(true).custom_flags(flags).open(path)?;
+    let mut v = Vec::new();
+    f.take(MAX_SIZE + 1).read_to_end(&mut v)?;
+    if v.len() as u64 > MAX_SIZE {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "larger than 64 KiB"));
+    }
+    Ok(v)
+}
+
+/// The system's own part of resolv.conf.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct System {
+    servers: Vec<String>,
+    search: Vec<String>,
+    other: Vec<String>,
+}
+
+fn system_part(path: &Path, orig: &Orig) -> System {
+    match orig {
+        Orig::File { bytes, .. } => parse(bytes),
+        Orig::Symlink(t) => {
+            let target = path.parent().unwrap_or(Path::new("/")).join(t);
+            match read_bounded(&target, true) {
+                Ok(b) => parse(&b),
+                Err(e) => {
+                    log::debug!("{}: cannot read the link target {}: {e}", path.display(), target.display());
+                    System::default()
+                }
+            }
+        }
+        Orig::Missing => System::default(),
+    }
+}
+
+fn parse(bytes: &[u8]) -> System {
+    let mut s = System::default();
+    for line in String::from_utf8_lossy(bytes).lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            continue;
+        }
+        let mut w = t.split_whitespace();
+        match w.next() {
+            Some("nameserver") => {
+                if let Some(a) = w.next() {
+                    if !s.servers.iter().any(|x| x == a) {
+                        s.servers.push(a.to_string());
+                    }
+                }
+            }
+            // As in glibc, the last search or domain line is the one used.
+            Some("search" | "domain") => s.search = w.map(String::from).collect(),
+            _ => s.other.push(t.to_string()),
+        }
+    }
+    s
+}
+
+fn generate(sessions: &[Session], sys: &System) -> String {
+    let names: Vec<&str> = sessions.iter().map(|s| s.ifname.as_str()).collect();
+    let mut out = format!(
+        "# Generated by ovpn-netcfgd: DNS of the VPN sessions on {} (newest first),\n\
+         # then this system's own settings. The original is put back when they end.\n",
+        names.join(" ")
+    );
+    let mut search: Vec<&str> = Vec::new();
+    for d in sessions.iter().flat_map(|s| s.search.iter()).chain(sys.search.iter()) {
+        if !search.contains(&d.as_str()) {
+            search.push(d);
+        }
+    }
+    if !search.is_empty() {
+        let _ = writeln!(out, "search {}", search.join(" "));
+    }
+    // glibc uses the first three name servers, so the VPN's come first.
+    let mut servers: Vec<String> = Vec::new();
+    let vpn = sessions.iter().flat_map(|s| s.servers.iter().map(|a| a.to_string()));
+    for a in vpn.chain(sys.servers.iter().cloned()) {
+        if !servers.contains(&a) {
+            let _ = writeln!(out, "nameserver {a}");
+            servers.push(a);
+        }
+    }
+    for l in &sys.other {
+        let _ = writeln!(out, "{l}");
+    }
+    out
+}
+
+/// Writes `bytes` to `path` with the given mode and owner: a temporary file
+/// in the same directory renamed over it (readers see the old or the new
+/// file, never a partial one). In place instead if the path is a mount
+/// point, or if it is a regular file and we may not give a new file its
+/// owner (no CAP_CHOWN after dropping root): that keeps owner and mode.
+fn replace(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> Result<()> {
+    let err = |e| Error::io(format!("write {}", path.display()), e);
+    if is_mount_point(path) {
+        return write_in_place(path, bytes).map_err(err);
+    }
+    let tmp = temp_name(path);
+    let _ = fs::remove_file(&tmp);
+    let r = (|| -> io::Result<bool> {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        // Mode first: once the file is root's, we may not chmod it.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        match std::os::unix::fs::fchown(&f, Some(uid), Some(gid)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                if fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+                    return Ok(false);
+                }
+                log::debug!("{}: cannot give the new file its owner; it stays ours", path.display());
+            }
+            Err(e) => return Err(e),
+        }
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        Ok(true)
+    })();
+    if !matches!(r, Ok(true)) {
+        let _ = fs::remove_file(&tmp);
+    }
+    match r {
+        Ok(true) => Ok(()),
+        Ok(false) => write_in_place(path, bytes).map_err(err),
+        Err(e) => Err(err(e)),
+    }
+}
+
+fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new().write(true).truncate(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Puts a symlink back, atomically as well.
+fn relink(path: &Path, target: &Path) -> io::Result<()> {
+    let tmp = temp_name(path);
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.ovpn-netcfgd-tmp"))
+}
+
+/// Is `path` itself a mount point (a bind-mounted file)?
+fn is_mount_point(path: &Path) -> bool {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return false;
+    };
+    let Ok(full) = dir.canonicalize().map(|d| d.join(name)) else {
+        return false;
+    };
+    let Ok(info) = fs::read("/proc/self/mountinfo") else {
+        return false;
+    };
+    // Field 5 is the mount point, with space, tab, newline and backslash
+    // written as \ooo octal escapes.
+    String::from_utf8_lossy(&info)
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| unescape(m) == full.as_os_str().as_bytes())
+}
+
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b.get(i + 1..i + 4).filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], oct) {
+            (b'\\', Some(o)) => {
+                out.push((o[0] - b'0') * 64 + (o[1] - b'0') * 8 + (o[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Writes a state file (root only, atomically).
+pub(super) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let err = |e| Error::io(format!("write {}", path.display()), e);
+    if let Some(d) = path.parent() {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(d).map_err(err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let r = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r.map_err(err)
+}
+
+fn save_state(dir: &Path, path: &Path, orig: &Orig) -> Result<()> {
+    let (kind, bytes, mode, uid, gid): (&str, &[u8], u32, u32, u32) = match orig {
+        Orig::File { bytes, mode, uid, gid } => ("file", bytes, *mode, *uid, *gid),
+        Orig::Symlink(t) => ("symlink", t.as_os_str().as_bytes(), 0, 0, 0),
+        Orig::Missing => ("missing", b"", 0, 0, 0),
+    };
+    // A stale OURS must never match the file of this new backup.
+    let _ = fs::remove_file(dir.join(OURS));
+    write_private(&dir.join(ORIG), bytes)?;
+    let meta = format!("path {}\nkind {kind}\nmode {mode:o}\nuid {uid}\ngid {gid}\n", path.display());
+    write_private(&dir.join(META), meta.as_bytes())
+}
+
+fn load_state(dir: &Path) -> Result<(PathBuf, Saved)> {
+    let read = |n: &str| fs::read(dir.join(n)).map_err(|e| Error::io(format!("read {}", dir.join(n).display()), e));
+    let meta = String::from_utf8(read(META)?).map_err(|_| Error::Failed("file-meta is not UTF-8".into()))?;
+    let get = |k: &str| {
+        meta.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(' ')))
+            .ok_or_else(|| Error::Failed(format!("file-meta has no '{k}'")))
+    };
+    let num = |k: &str, radix: u32| {
+        get(k).and_then(|v| u32::from_str_radix(v, radix).map_err(|_| Error::Failed(format!("file-meta: bad '{k}'"))))
+    };
+    let bytes = read(ORIG)?;
+    let orig = match get("kind")? {
+        "file" => Orig::File { bytes, mode: num("mode", 8)? & 0o7777, uid: num("uid", 10)?, gid: num("gid", 10)? },
+        "symlink" => Orig::Symlink(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))),
+        "missing" => Orig::Missing,
+        k => return Err(Error::Failed(format!("file-meta: unknown kind '{k}'"))),
+    };
+    let path = PathBuf::from(get("path")?);
+    let ours = fs::read(dir.join(OURS)).ok();
+    Ok((path, Saved { orig, ours }))
+}
+
+fn clear_state(dir: &Path) {
+    for n in [META, ORIG, OURS] {
+        let _ = fs::remove_file(dir.join(n));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{DnsSec, DnsTransport};
+
+    fn session(ifname: &str, order: u64, servers: &[&str], search: &[&str]) -> Session {
+        Session {
+            path: format!("/p/{ifname}"),
+            ifname: ifname.into(),
+            ifindex: order as u32,
+            order,
+            servers: servers.iter().map(|a| a.parse().unwrap()).collect(),
+            search: search.iter().map(|d| d.to_string()).collect(),
+            dnssec: DnsSec::Unset,
+            transport: DnsTransport::Unset,
+            scope: DnsScope::Global,
+        }
+    }
+
+    #[test]
+    fn parse_keeps_other_lines_and_last_search_wins() {
+        let s = parse(b"# c\nnameserver 1.1.1.1\ndomain old.example\nsearch a.example b.example\noptions edns0\n;x\nnameserver 1.1.1.1\n");
+        assert_eq!(s.servers, vec!["1.1.1.1"]);
+        assert_eq!(s.search, vec!["a.example", "b.example"]);
+        assert_eq!(s.other, vec!["options edns0"]);
+        assert_eq!(parse(b"search a\ndomain d\n").search, vec!["d"]);
+    }
+
+    #[test]
+    fn generate_puts_newest_session_first_then_system() {
+        let sys = parse(b"nameserver 192.0.2.53\nnameserver 10.1.0.1\nsearch lan\noptions rotate\n");
+        let new = session("tun1", 2, &["10.2.0.1"], &["two.example"]);
+        let old = session("tun0", 1, &["10.1.0.1"], &["one.example", "lan"]);
+        let text = generate(&[new, old], &sys);
+        let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            body,
+            vec![
+                "search two.example one.example lan",
+                "nameserver 10.2.0.1",
+                "nameserver 10.1.0.1",
+                "nameserver 192.0.2.53",
+                "options rotate"
+            ]
+        );
+    }
+
+    #[test]
+    fn unescape_mountinfo() {
+        assert_eq!(unescape(r"/a\040b\134c"), b"/a b\\c");
+        assert_eq!(unescape(r"/x\09"), b"/x\\09");
+    }
+
+    #[test]
+    fn write_restore_and_recover_on_a_temp_dir() {
+        let root = std::env::temp_dir().join(format!("ovpn-netcfgd-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let conf = root.join("resolv.conf");
+        let orig = b"nameserver 192.0.2.53\n# keep me\n".to_vec();
+        fs::write(&conf, &orig).unwrap();
+        fs::set_permissions(&conf, fs::Permissions::from_mode(0o640)).unwrap();
+        let state = root.join("state");
+        let mut f = FileBackend::new(&conf, &state).unwrap();
+        f.set(&[session("tun0", 1, &["10.1.0.1"], &[])]).unwrap();
+        let text = fs::read_to_string(&conf).unwrap();
+        assert!(text.contains("nameserver 10.1.0.1\nnameserver 192.0.2.53\n"), "{text}");
+        assert_eq!(fs::metadata(&conf).unwrap().mode() & 0o777, 0o640);
+        f.set(&[]).unwrap();
+        assert_eq!(fs::read(&conf).unwrap(), orig);
+        assert!(!state.join(META).exists());
+
+        // A "killed" run: state left behind, then recovery.
+        let mut f = FileBackend::new(&conf, &state).unwrap();
+        f.set(&[session("tun0", 1, &["10.1.0.1"], &[])]).unwrap();
+        drop(f);
+        recover(&state);
+        assert_eq!(fs::read(&conf).unwrap(), orig);
+
+        // Someone else rewrote the file meanwhile: their version is kept.
+        let mut f = FileBackend::new(&conf, &state).unwrap();
+        f.set(&[session("tun0", 1, &["10.1.0.1"], &[])]).unwrap();
+        fs::write(&conf, b"nameserver 198.51.100.1\n").unwrap();
+        f.set(&[]).unwrap();
+        assert_eq!(fs::read(&conf).unwrap(), b"nameserver 198.51.100.1\n");
+        let _ = fs::remove_dir_all(&root);
+    }
+}

@@ -1,0 +1,415 @@
+//! The systemd-resolved backend: per-link DNS through
+//! `org.freedesktop.resolve1.Manager` on the daemon's own bus connection.
+//!
+//! Scope "global": the search domains plus the routing domain `~.` and
+//! DefaultRoute=true, so every name goes to the VPN's servers. Scope
+//! "tunnel": split DNS, search domains only and DefaultRoute=false, so only
+//! names under those domains go to the VPN.
+//!
+//! Never blocking: every call is sent asynchronously and its reply comes
+//! back through the main loop (`on_reply`), matched by serial. Per link we
+//! keep the wanted configuration and a generation number; a newer
+//! configuration supersedes calls still in flight, whose replies are then
+//! ignored. A link resolved does not know yet (it learns about new links
+//! from netlink, possibly after our call), a missing service and a call
+//! without answer are retried a bounded number of times; other errors are
+//! logged. A link that went away needs no RevertLink.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dbus::message::MessageType;
+use dbus::Message;
+
+use super::{Backend, Session};
+use crate::bus::Bus;
+use crate::error::{Error, Result};
+use crate::settings::{DnsScope, DnsSec, DnsTransport};
+
+const DEST: &str = "org.freedesktop.resolve1";
+const PATH: &str = "/org/freedesktop/resolve1";
+const MANAGER: &str = "org.freedesktop.resolve1.Manager";
+const NO_SUCH_LINK: &str = "org.freedesktop.resolve1.NoSuchLink";
+/// Errors worth another try: the link or the service may appear shortly.
+const TRANSIENT: &[&str] = &[
+    NO_SUCH_LINK,
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.freedesktop.DBus.Error.NameHasNoOwner",
+    "org.freedesktop.DBus.Error.NoReply",
+    "org.freedesktop.DBus.Error.Timeout",
+    "org.freedesktop.DBus.Error.TimedOut",
+    "org.freedesktop.DBus.Error.Disconnected",
+];
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_ATTEMPTS: u32 = 5;
+/// Waited before attempt n+1: n * RETRY_STEP (0.25 s, 0.5 s, ...).
+const RETRY_STEP: Duration = Duration::from_millis(250);
+/// How long shutdown waits for the last replies.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// Is systemd-resolved there? A Ping answers if it runs, and starts it
+/// if it is D-Bus activatable. Blocking; start-up only.
+pub fn probe(bus: &Bus) -> Result<()> {
+    let m = Message::new_method_call(DEST, PATH, "org.freedesktop.DBus.Peer", "Ping").map_err(Error::Failed)?;
+    bus.call_blocking(m, CALL_TIMEOUT).map(|_| ())
+}
+
+/// Does the system resolve through resolved? True if resolv.conf is its
+/// stub (or a link to its files), or glibc asks it directly (nss-resolve).
+pub fn in_use() -> bool {
+    let conf = Path::new(super::file::DEFAULT_PATH);
+    if std::fs::read_link(conf).is_ok_and(|t| t.to_string_lossy().contains("run/systemd/resolve/")) {
+        return true;
+    }
+    let stub = std::fs::read_to_string(conf).unwrap_or_default().lines().any(|l| {
+        let mut w = l.split_whitespace();
+        w.next() == Some("nameserver") && matches!(w.next(), Some("127.0.0.53" | "127.0.0.54"))
+    });
+    stub || std::fs::read_to_string("/etc/nsswitch.conf").is_ok_and(|t| {
+        t.lines().any(|l| l.trim_start().starts_with("hosts:") && l.split_whitespace().any(|w| w == "resolve"))
+    })
+}
+
+/// What one link should have, in resolved's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LinkConf {
+    servers: Vec<IpAddr>,
+    /// (domain, routing-only).
+    domains: Vec<(String, bool)>,
+    default_route: bool,
+    /// "" = resolved's default.
+    dnssec: &'static str,
+    dot: &'static str,
+}
+
+impl LinkConf {
+    fn of(s: &Session) -> LinkConf {
+        let global = s.scope == DnsScope::Global;
+        let mut domains: Vec<(String, bool)> = s.search.iter().map(|d| (d.clone(), false)).collect();
+        if global {
+            domains.push((".".into(), true)); // "~.": every name
+        }
+        let dnssec = match s.dnssec {
+            DnsSec::Unset => "",
+            DnsSec::Yes => "yes",
+            DnsSec::No => "no",
+            DnsSec::Optional => "allow-downgrade",
+        };
+        let dot = match s.transport {
+            DnsTransport::Unset | DnsTransport::Doh => "",
+            DnsTransport::Plain => "no",
+            DnsTransport::Dot => "yes",
+        };
+        LinkConf { servers: s.servers.clone(), domains, default_route: global, dnssec, dot }
+    }
+}
+
+/// What a session asks for that resolved will not do as asked.
+fn caveats(s: &Session) {
+    if s.transport == DnsTransport::Doh {
+        log::warn!("{}: systemd-resolved does not support DNS-over-HTTPS; using its default transport", s.ifname);
+    }
+    if s.scope == DnsScope::Tunnel && s.search.is_empty() {
+        log::warn!("{}: dns_scope tunnel without search domains: resolved will not use its servers", s.ifname);
+    }
+}
+
+struct Link {
+    name: String,
+    /// None: revert the link to resolved's own settings.
+    want: Option<LinkConf>,
+    gen: u64,
+    /// Replies still awaited for this generation.
+    waiting: usize,
+    attempt: u32,
+    /// Reply deadline of the calls in flight.
+    due: Option<Instant>,
+    /// When to send again after a transient error.
+    retry: Option<Instant>,
+    /// The last attempt failed for good: send again on the next update.
+    failed: bool,
+}
+
+pub struct Resolved {
+    links: BTreeMap<u32, Link>,
+    /// Serial of a call in flight -> (ifindex, generation, method).
+    pending: HashMap<u32, (u32, u64, &'static str)>,
+    /// A revert gave up (reported at shutdown).
+    revert_failed: bool,
+}
+
+impl Resolved {
+    pub fn new() -> Self {
+        Resolved { links: BTreeMap::new(), pending: HashMap::new(), revert_failed: false }
+    }
+
+    fn send(&mut self, bus: &Bus, ifindex: u32) {
+        let Some(l) = self.links.get_mut(&ifindex) else {
+            return;
+        };
+        l.gen += 1;
+        l.retry = None;
+        l.failed = false;
+        self.pending.retain(|_, p| p.0 != ifindex);
+        let calls = match calls(ifindex as i32, l.want.as_ref()) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("systemd-resolved: {}: {e}", l.name);
+                l.failed = true;
+                return;
+            }
+        };
+        l.waiting = calls.len();
+        l.due = Some(Instant::now() + CALL_TIMEOUT);
+        let gen = l.gen;
+        for (method, m) in calls {
+            match bus.send_call(m) {
+                Some(serial) => {
+                    self.pending.insert(serial, (ifindex, gen, method));
+                }
+                None => return self.again(ifindex, "the call could not be queued"),
+            }
+        }
+        log::debug!("systemd-resolved: {} sent for link {ifindex} (attempt {})", describe(l), l.attempt + 1);
+    }
+
+    /// A transient failure: try again later, or give up after MAX_ATTEMPTS.
+    fn again(&mut self, ifindex: u32, why: &str) {
+        let Some(l) = self.links.get_mut(&ifindex) else {
+            return;
+        };
+        l.gen += 1; // replies still in flight are stale now
+        l.waiting = 0;
+        l.due = None;
+        self.pending.retain(|_, p| p.0 != ifindex);
+        l.attempt += 1;
+        if l.attempt < MAX_ATTEMPTS {
+            log::debug!("systemd-resolved: link {} ({}): {why}; trying again", ifindex, l.name);
+            l.retry = Some(Instant::now() + RETRY_STEP * l.attempt);
+            return;
+        }
+        log::error!(
+            "systemd-resolved: giving up on {} for {} after {MAX_ATTEMPTS} attempts: {why}",
+            describe(l),
+            l.name
+        );
+        l.failed = true;
+        if l.want.is_none() {
+            self.revert_failed = true;
+            self.links.remove(&ifindex);
+        }
+    }
+
+    fn done(&mut self, ifindex: u32) {
+        let Some(l) = self.links.get_mut(&ifindex) else {
+            return;
+        };
+        l.due = None;
+        l.attempt = 0;
+        if !l.failed {
+            log::info!("systemd-resolved: {} done for {}", describe(l), l.name);
+        }
+        if l.want.is_none() {
+            self.links.remove(&ifindex);
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.links.values().any(|l| l.waiting > 0 || l.retry.is_some())
+    }
+}
+
+fn describe(l: &Link) -> &'static str {
+    if l.want.is_some() {
+        "link DNS configuration"
+    } else {
+        "RevertLink"
+    }
+}
+
+/// The Manager calls that give a link `want` (None: RevertLink).
+fn calls(ifindex: i32, want: Option<&LinkConf>) -> Result<Vec<(&'static str, Message)>> {
+    fn call(method: &'static str, build: impl FnOnce(Message) -> Message) -> Result<(&'static str, Message)> {
+        let m = Message::new_method_call(DEST, PATH, MANAGER, method).map_err(Error::Failed)?;
+        Ok((method, build(m)))
+    }
+    let Some(c) = want else {
+        return Ok(vec![call("RevertLink", |m| m.append1(ifindex))?]);
+    };
+    let servers: Vec<(i32, Vec<u8>)> = c
+        .servers
+        .iter()
+        .map(|a| match a {
+            IpAddr::V4(v) => (libc::AF_INET, v.octets().to_vec()),
+            IpAddr::V6(v) => (libc::AF_INET6, v.octets().to_vec()),
+        })
+        .collect();
+    Ok(vec![
+        call("SetLinkDNS", |m| m.append2(ifindex, servers))?,
+        call("SetLinkDomains", |m| m.append2(ifindex, c.domains.clone()))?,
+        call("SetLinkDefaultRoute", |m| m.append2(ifindex, c.default_route))?,
+        call("SetLinkDNSSEC", |m| m.append2(ifindex, c.dnssec))?,
+        call("SetLinkDNSOverTLS", |m| m.append2(ifindex, c.dot))?,
+    ])
+}
+
+impl Backend for Resolved {
+    fn apply(&mut self, bus: &Bus, sessions: &[Session]) -> Result<()> {
+        let want: BTreeMap<u32, (&Session, LinkConf)> =
+            sessions.iter().map(|s| (s.ifindex, (s, LinkConf::of(s)))).collect();
+        let gone: Vec<u32> =
+            self.links.iter().filter(|(i, l)| !want.contains_key(*i) && l.want.is_some()).map(|(i, _)| *i).collect();
+        for i in gone {
+            if let Some(l) = self.links.get_mut(&i) {
+                l.want = None;
+                l.attempt = 0;
+            }
+            self.send(bus, i);
+        }
+        for (i, (s, conf)) in want {
+            let l = self.links.entry(i).or_insert_with(|| Link {
+                name: String::new(),
+                want: None,
+                gen: 0,
+                waiting: 0,
+                attempt: 0,
+                due: None,
+                retry: None,
+                failed: false,
+            });
+            if l.want.as_ref() != Some(&conf) || l.failed {
+                caveats(s);
+                l.name = s.ifname.clone();
+                l.want = Some(conf);
+                l.attempt = 0;
+                self.send(bus, i);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_reply(&mut self, _bus: &Bus, m: &Message) -> bool {
+        let Some((ifindex, gen, method)) = m.get_reply_serial().and_then(|s| self.pending.remove(&s)) else {
+            return false;
+        };
+        let Some(l) = self.links.get_mut(&ifindex) else {
+            return true;
+        };
+        if l.gen != gen {
+            return true; // superseded by a newer configuration
+        }
+        let reverting = l.want.is_none();
+        if m.msg_type() == MessageType::Error {
+            let e = m.duplicate().ok().and_then(|mut d| d.as_result().err());
+            let name = e.as_ref().and_then(|e| e.name()).unwrap_or("").to_string();
+            let text = e.as_ref().and_then(|e| e.message()).unwrap_or("").to_string();
+            if name == NO_SUCH_LINK && reverting {
+                // The link is gone, and its settings with it.
+            } else if TRANSIENT.contains(&name.as_str()) {
+                self.again(ifindex, &format!("{method}: {text}"));
+                return true;
+            } else {
+                log::error!("systemd-resolved refused {method} for {}: {text} ({name})", l.name);
+                l.failed = true;
+                self.revert_failed |= reverting;
+            }
+        }
+        l.waiting = l.waiting.saturating_sub(1);
+        if l.waiting == 0 {
+            self.done(ifindex);
+        }
+        true
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.links.values().flat_map(|l| [l.due, l.retry]).flatten().min()
+    }
+
+    fn on_timeout(&mut self, bus: &Bus) {
+        let now = Instant::now();
+        let late: Vec<u32> =
+            self.links.iter().filter(|(_, l)| l.due.is_some_and(|t| t <= now)).map(|(i, _)| *i).collect();
+        for i in late {
+            self.again(i, &format!("no reply within {} s", CALL_TIMEOUT.as_secs()));
+        }
+        let due: Vec<u32> =
+            self.links.iter().filter(|(_, l)| l.retry.is_some_and(|t| t <= now)).map(|(i, _)| *i).collect();
+        for i in due {
+            self.send(bus, i);
+        }
+    }
+
+    /// Waits (bounded) for the replies to the last calls, RevertLink
+    /// included, so failures are logged and reflected in the exit code.
+    fn shutdown(&mut self, bus: &Bus) -> bool {
+        let end = Instant::now() + SHUTDOWN_WAIT;
+        while self.busy() && Instant::now() < end && bus.pump() {
+            while let Some(m) = bus.pop() {
+                // Anything else that arrives now is dropped: we are exiting.
+                if matches!(m.msg_type(), MessageType::MethodReturn | MessageType::Error) {
+                    self.on_reply(bus, &m);
+                }
+            }
+            if self.deadline().is_some_and(|t| t <= Instant::now()) {
+                self.on_timeout(bus);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if self.busy() {
+            log::error!("systemd-resolved: no answer to the last calls at shutdown");
+            return false;
+        }
+        !self.revert_failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(scope: DnsScope, dnssec: DnsSec, transport: DnsTransport) -> Session {
+        Session {
+            path: "/p".into(),
+            ifname: "tun0".into(),
+            ifindex: 7,
+            order: 1,
+            servers: vec!["10.8.0.1".parse().unwrap(), "fd00::53".parse().unwrap()],
+            search: vec!["corp.example".into()],
+            dnssec,
+            transport,
+            scope,
+        }
+    }
+
+    #[test]
+    fn global_scope_routes_everything_and_tunnel_is_split() {
+        let g = LinkConf::of(&session(DnsScope::Global, DnsSec::Optional, DnsTransport::Dot));
+        assert_eq!(g.domains, vec![("corp.example".to_string(), false), (".".to_string(), true)]);
+        assert!(g.default_route);
+        assert_eq!((g.dnssec, g.dot), ("allow-downgrade", "yes"));
+        let t = LinkConf::of(&session(DnsScope::Tunnel, DnsSec::Unset, DnsTransport::Doh));
+        assert_eq!(t.domains, vec![("corp.example".to_string(), false)]);
+        assert!(!t.default_route);
+        assert_eq!((t.dnssec, t.dot), ("", ""));
+    }
+
+    #[test]
+    fn calls_encode_addresses_as_family_and_bytes() {
+        let c = LinkConf::of(&session(DnsScope::Global, DnsSec::Yes, DnsTransport::Plain));
+        let v = calls(7, Some(&c)).unwrap();
+        let names: Vec<&str> = v.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            ["SetLinkDNS", "SetLinkDomains", "SetLinkDefaultRoute", "SetLinkDNSSEC", "SetLinkDNSOverTLS"]
+        );
+        let (i, a): (i32, Vec<(i32, Vec<u8>)>) = v[0].1.read2().unwrap();
+        assert_eq!(i, 7);
+        assert_eq!(a[0], (2, vec![10, 8, 0, 1]));
+        assert_eq!(a[1].0, 10);
+        assert_eq!(a[1].1.len(), 16);
+        let r = calls(7, None).unwrap();
+        assert_eq!(r[0].0, "RevertLink");
+    }
+}
