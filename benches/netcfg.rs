@@ -163,6 +163,89 @@ fn main() {
         status_kib(pid, "VmHWM:"),
         fd_count(pid)
     );
+    // Soak: 1,000 create/establish/destroy cycles; fds and RSS must stay flat.
+    let nets = networks(10);
+    let rss0 = status_kib(pid, "VmRSS:");
+    let fds0 = fd_count(pid);
+    let t = Instant::now();
+    let mut marks = Vec::new();
+    for i in 0..1000 {
+        cycle(&c, 10, &nets);
+        if i % 250 == 249 {
+            marks.push((status_kib(pid, "VmRSS:"), fd_count(pid)));
+        }
+    }
+    println!(
+        "soak, 1000 cycles (N=10) in {:.1} s: VmRSS {rss0} KiB / {fds0} fds before; (KiB, fds) after 250/500/750/1000: {marks:?}",
+        t.elapsed().as_secs_f64()
+    );
+
+    // 50 clients at once, each with an established device.
+    let t = Instant::now();
+    let clients: Vec<_> = (0..50).map(|_| env.conn()).collect();
+    let mut held = Vec::new();
+    for (i, cl) in clients.iter().enumerate() {
+        let p = create(cl, &format!("many{i}"));
+        configure_like_real_client(cl, &p);
+        held.push(establish(cl, &p));
+    }
+    let up = t.elapsed();
+    let links = sh(&format!("ip -n {} -o link show | grep -c tun", env.ns)).trim().to_string();
+    println!(
+        "50 clients: all established in {:.1} ms; {links} tun devices; VmRSS {} KiB, fds {}",
+        ms(up),
+        status_kib(pid, "VmRSS:"),
+        fd_count(pid)
+    );
+    // They all leave the bus at once: how long until nothing of theirs is left?
+    let t = Instant::now();
+    drop(clients);
+    drop(held);
+    while !env.our_routes().is_empty() || !env.extra_links().is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(10), "cleanup after 50 clients left");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!("50 clients gone -> their devices, addresses and routes removed in {:.1} ms", ms(t.elapsed()));
+
+    // A SIGKILLed client: time until its routes (incl. an exclude route via
+    // the uplink, which the kernel would not remove by itself) are gone.
+    let mut kills = Vec::new();
+    for i in 0..10 {
+        let script = format!(
+            "import os,socket,sys\nfrom gi.repository import Gio,GLib\n\
+             c=Gio.DBusConnection.new_for_address_sync('{a}',Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT|Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION,None,None)\n\
+             def call(p,m,v): return c.call_with_unix_fd_list_sync('net.openvpn.v3.netcfg',p,'net.openvpn.v3.netcfg',m,v,None,0,5000,None,None)\n\
+             p=call('/net/openvpn/v3/netcfg','CreateVirtualInterface',GLib.Variant('(s)',('k{i}',)))[0].unpack()[0]\n\
+             c.call_sync('net.openvpn.v3.netcfg',p,'org.freedesktop.DBus.Properties','Set',GLib.Variant('(ssv)',('net.openvpn.v3.netcfg','layer',GLib.Variant('u',3))),None,0,5000,None)\n\
+             call(p,'AddIPAddress',GLib.Variant('(susb)',('10.98.0.2',24,'10.98.0.1',False)))\n\
+             call(p,'AddNetworks',GLib.Variant('(a(suibb))',([('198.51.100.0',24,-1,False,True)],)))\n\
+             call(p,'Establish',None)\nprint('READY',flush=True)\nsys.stdin.readline()\n",
+            a = env.addr
+        );
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "READY");
+        assert!(!env.our_routes().is_empty());
+        let t = Instant::now();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        while !env.our_routes().is_empty() || !env.extra_links().is_empty() {
+            assert!(t.elapsed() < Duration::from_secs(10), "cleanup after SIGKILL");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        kills.push(ms(t.elapsed()));
+    }
+    println!(
+        "client SIGKILL -> all its state gone: median {:.1} ms, max {:.1} ms (10 kills; target <= 100 ms)",
+        median(kills.clone()),
+        kills.iter().cloned().fold(0.0, f64::max)
+    );
     let _ = daemon.kill();
     let _ = daemon.wait();
 }

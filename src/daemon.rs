@@ -447,6 +447,9 @@ impl Daemon {
             }
         }
         self.prune_orphans();
+        if self.devices.is_empty() {
+            crate::sys::trim_heap();
+        }
         self.drop_protections(|o| *o == crate::protect::Owner::Device(path.to_string()));
         self.emit_events(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);

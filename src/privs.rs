@@ -13,15 +13,16 @@ pub fn needed(cfg: &Config) -> (Vec<u32>, Vec<u32>) {
     if cfg.redirect == RedirectMethod::BindDevice {
         caps.push(CAP_NET_RAW);
     }
-    // The resolv.conf file (and resolvconf(8), which writes under /run as
-    // the user we run as) need to write files root owns.
+    // The resolv.conf file (and resolvconf(8), which runs as our user and
+    // writes under /run) need to write files root owns. Any backend choice
+    // can fall back to those when its first choice is missing at start.
     match cfg.dns {
         DnsChoice::File(_) => caps.push(CAP_DAC_OVERRIDE),
-        DnsChoice::Resolvconf | DnsChoice::Auto => {
+        DnsChoice::Resolvconf | DnsChoice::Auto | DnsChoice::Resolved => {
             caps.push(CAP_DAC_OVERRIDE);
             ambient.push(CAP_DAC_OVERRIDE);
         }
-        DnsChoice::Resolved | DnsChoice::None => {}
+        DnsChoice::None => {}
     }
     (caps, ambient)
 }

@@ -452,7 +452,7 @@ fn dbus_activation_starts_the_daemon_which_answers_the_call() {
     std::fs::write(
         act.join("services/net.openvpn.v3.netcfg.service"),
         format!(
-            "[D-BUS Service]\nName=net.openvpn.v3.netcfg\nExec=/bin/sh -c 'exec ip netns exec {} {} --run-as-root --idle-exit 0 --state-dir {} 2>>{}'\nUser=root\n",
+            "[D-BUS Service]\nName=net.openvpn.v3.netcfg\nExec=/bin/sh -c 'exec ip netns exec {} {} --run-as-root --dns-backend none --idle-exit 0 --state-dir {} 2>>{}'\nUser=root\n",
             env.ns,
             bin().display(),
             env.dir.join("state").display(),
@@ -460,12 +460,22 @@ fn dbus_activation_starts_the_daemon_which_answers_the_call() {
         ),
     )
     .unwrap();
-    let mut bus = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", act.join("bus.conf").display()))
-        .args(["--nofork", "--nopidfile"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed however the test ends (a failed assert must not leave it running).
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _bus = Reap(
+        Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", act.join("bus.conf").display()))
+            .args(["--nofork", "--nopidfile"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_until("activation bus", Duration::from_secs(5), || act.join("bus.sock").exists());
     let mut ch =
         dbus::channel::Channel::open_private(&format!("unix:path={}", act.join("bus.sock").display())).unwrap();
@@ -479,6 +489,4 @@ fn dbus_activation_starts_the_daemon_which_answers_the_call() {
     let _ = Command::new("pkill")
         .args(["-f", &format!("ovpn-netcfgd.*state-dir {}", env.dir.join("state").display())])
         .status();
-    let _ = bus.kill();
-    let _ = bus.wait();
 }
