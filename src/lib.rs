@@ -11,6 +11,7 @@ pub mod device;
 pub mod dns;
 pub mod error;
 pub mod events;
+mod fuzz_smoke;
 pub mod journal;
 pub mod logging;
 pub mod netlink;
