@@ -111,7 +111,7 @@ if [ -z "$extra" ]; then ok "no unexpected files"; else bad "no unexpected files
 writable=$(find "$dest" -mindepth 1 -perm /022 ! -type l)
 if [ -z "$writable" ]; then ok "nothing group- or world-writable"; else bad "nothing group- or world-writable" "$writable"; fi
 
-if ls "$top"/LICENSE* "$top"/COPYING >/dev/null 2>&1; then
+if ls "$top"/LICENSE* >/dev/null 2>&1 || [ -e "$top/COPYING" ]; then
 	n=$(find "$dest/usr/share/doc/ovpn-netcfgd" -name 'LICENSE*' -o -name COPYING | wc -l)
 	if [ "$n" -gt 0 ]; then ok "project licence files installed ($n)"; else bad "project licence files installed"; fi
 else
