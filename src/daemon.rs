@@ -451,7 +451,7 @@ impl Daemon {
             crate::sys::trim_heap();
         }
         self.drop_protections(|o| *o == crate::protect::Owner::Device(path.to_string()));
-        self.emit_events(&d.path, &d.name, events);
+        self.emit_notices(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);
         self.dns_sync();
     }
@@ -497,6 +497,16 @@ impl Daemon {
             .collect();
         for (path, dev, e) in self.dns.update(&self.bus, &sessions) {
             self.emit_events(&path, &dev, vec![e]);
+        }
+    }
+
+    /// Announces configurations coming or going; the events are only made
+    /// when some subscriber's mask wants their kinds.
+    pub(crate) fn emit_notices(&self, path: &str, device: &str, notices: Vec<crate::plan::Notice>) {
+        for n in notices {
+            if self.subs.values().any(|s| s.mask & n.kinds() != 0) {
+                self.emit_events(path, device, n.events());
+            }
         }
     }
 

@@ -5,9 +5,8 @@ use std::os::fd::OwnedFd;
 
 use crate::apply::{self, Kernel};
 use crate::error::{Error, Result};
-use crate::events::Event;
 use crate::journal::{Journal, Undo};
-use crate::plan::{self, Host};
+use crate::plan::{self, Host, Notice};
 use crate::settings::Settings;
 
 pub struct Device {
@@ -27,8 +26,9 @@ pub struct Device {
     /// The link we configure: (ifindex, kernel name).
     pub link: Option<(u32, String)>,
     pub journal: Journal,
-    /// Events to announce when the current configuration is torn down.
-    pub removed_events: Vec<Event>,
+    /// What the current configuration announced (and announces again,
+    /// as removed, when it is torn down).
+    pub announced: Option<crate::plan::Announce>,
     /// Creation order (global DNS lists are oldest first).
     pub created: u64,
     /// Data channel offload (EnableDCO): the netdev, peers and pipe.
@@ -56,7 +56,7 @@ impl Device {
             modified: false,
             link: None,
             journal: Journal::default(),
-            removed_events: Vec::new(),
+            announced: None,
             created: next_serial(),
             dco: None,
         }
@@ -76,7 +76,7 @@ impl Device {
         k: &mut Kernel,
         ignore: &[u32],
         redirect: bool,
-    ) -> Result<(Option<OwnedFd>, Vec<Event>, Vec<String>)> {
+    ) -> Result<(Option<OwnedFd>, Vec<Notice>, Vec<String>)> {
         let tap = match self.settings.layer {
             3 => false,
             2 => true,
@@ -140,8 +140,8 @@ impl Device {
         self.link = Some((ifindex, kname.clone()));
         self.name = kname;
         self.active = true;
-        self.removed_events = p.removed;
-        events.extend(p.added);
+        self.announced = Some(p.announce.clone());
+        events.push(Notice::Added(p.announce));
         Ok((fd, events, p.notes))
     }
 
@@ -153,8 +153,8 @@ impl Device {
     }
 
     /// Undoes the configuration (and with `links`, the devices too).
-    /// Returns the removal events if a configuration was active.
-    pub fn teardown(&mut self, k: &mut Kernel, links: bool) -> Vec<Event> {
+    /// Returns the removal notice if a configuration was active.
+    pub fn teardown(&mut self, k: &mut Kernel, links: bool) -> Vec<Notice> {
         let steps = if links { self.journal.take_all() } else { self.journal.take_config() };
         for f in apply::undo(k, steps) {
             log::warn!("{}: cleanup: {f}", self.path);
@@ -163,11 +163,9 @@ impl Device {
         if links {
             self.link = None;
         }
-        let ev = std::mem::take(&mut self.removed_events);
-        if was_active {
-            ev
-        } else {
-            Vec::new()
+        match self.announced.take() {
+            Some(a) if was_active => vec![Notice::Removed(a)],
+            _ => Vec::new(),
         }
     }
 }

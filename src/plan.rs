@@ -23,12 +23,91 @@ pub enum Change {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub changes: Vec<Change>,
-    /// Announced after the changes are applied.
-    pub added: Vec<Event>,
-    /// Announced when the configuration is torn down.
-    pub removed: Vec<Event>,
+    /// What to announce (NetworkChange) when the changes are applied and
+    /// again when they are torn down.
+    pub announce: Announce,
     /// Things worth a log line (skipped excludes and the like).
     pub notes: Vec<String>,
+}
+
+/// The facts behind a configuration's NetworkChange events, kept compact:
+/// the events' text is only made when a subscriber wants them (10k routes
+/// would otherwise mean 50k formatted strings per Establish).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Announce {
+    pub addrs: Vec<(IpAddr, u8)>,
+    /// Included networks with the gateway they go via.
+    pub routes: Vec<(IpNetwork, Option<IpAddr>)>,
+    /// Excluded networks with the host gateway they go via.
+    pub excluded: Vec<(IpNetwork, Option<IpAddr>)>,
+}
+
+impl Announce {
+    /// DEVICE_ADDED, IPADDR_ADDED per address, ROUTE_ADDED / ROUTE_EXCLUDED per network.
+    pub fn added(&self) -> Vec<Event> {
+        let mut v = vec![Event::new(events::DEVICE_ADDED)];
+        v.extend(self.addrs.iter().map(|(a, p)| events::addr(events::IPADDR_ADDED, a, *p)));
+        v.extend(self.routes.iter().map(|(n, g)| events::route(events::ROUTE_ADDED, n, g.as_ref())));
+        v.extend(self.excluded.iter().map(|(n, g)| events::route(events::ROUTE_EXCLUDED, n, g.as_ref())));
+        v
+    }
+
+    /// In reverse: ROUTE_REMOVED per included network, IPADDR_REMOVED, then DEVICE_REMOVED.
+    pub fn removed(&self) -> Vec<Event> {
+        let mut v: Vec<Event> =
+            self.routes.iter().rev().map(|(n, _)| events::route(events::ROUTE_REMOVED, n, None)).collect();
+        v.extend(self.addrs.iter().rev().map(|(a, p)| events::addr(events::IPADDR_REMOVED, a, *p)));
+        v.push(Event::new(events::DEVICE_REMOVED));
+        v
+    }
+
+    /// Every event kind `added`/`removed` can produce.
+    pub const KINDS_ADDED: u32 =
+        events::DEVICE_ADDED | events::IPADDR_ADDED | events::ROUTE_ADDED | events::ROUTE_EXCLUDED;
+    pub const KINDS_REMOVED: u32 = events::DEVICE_REMOVED | events::IPADDR_REMOVED | events::ROUTE_REMOVED;
+}
+
+/// A configuration coming or going, to be announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Added(Announce),
+    Removed(Announce),
+}
+
+impl Notice {
+    /// The event kinds this notice can produce (to skip it when nobody listens).
+    pub fn kinds(&self) -> u32 {
+        match self {
+            Notice::Added(_) => Announce::KINDS_ADDED,
+            Notice::Removed(_) => Announce::KINDS_REMOVED,
+        }
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        match self {
+            Notice::Added(a) => a.added(),
+            Notice::Removed(a) => a.removed(),
+        }
+    }
+}
+
+/// A cheap hasher for the plan's duplicate check (no need for SipHash's
+/// flooding resistance: the set lives for one call, and a hostile client
+/// only slows its own Establish). FNV-1a.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
 }
 
 /// Inputs that do not come from the client.
@@ -51,7 +130,8 @@ fn gateway_for(s: &Settings, v6: bool) -> Option<IpAddr> {
 pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     let mut p = Plan::default();
     // Duplicate requests collapse (a set keeps this linear for 10k networks).
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashSet<Change, std::hash::BuildHasherDefault<Fnv>> =
+        std::collections::HashSet::with_capacity_and_hasher(s.networks.len() + 8, Default::default());
     p.changes.push(Change::Link {
         ifindex,
         mtu: s.mtu as u32,
@@ -62,8 +142,7 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
         if seen.insert(c.clone()) {
             p.changes.push(c);
         }
-        p.added.push(events::addr(events::IPADDR_ADDED, &a.addr, a.prefix));
-        p.removed.push(events::addr(events::IPADDR_REMOVED, &a.addr, a.prefix));
+        p.announce.addrs.push((a.addr, a.prefix));
     }
     let tunnel_route = |dst: IpNetwork, metric: Option<u32>| {
         let gw = gateway_for(s, dst.is_ipv6());
@@ -85,8 +164,7 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     };
     for n in s.networks.iter().filter(|n| !n.exclude) {
         let r = tunnel_route(n.net, n.metric);
-        p.added.push(events::route(events::ROUTE_ADDED, &n.net, r.gateway.as_ref()));
-        p.removed.push(events::route(events::ROUTE_REMOVED, &n.net, None));
+        p.announce.routes.push((n.net, r.gateway));
         push_route(&mut p, r);
     }
     if host.redirect {
@@ -114,16 +192,12 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
                     protocol: RTPROT_OVPN_NETCFGD,
                     onlink: false,
                 };
-                p.added.push(events::route(events::ROUTE_EXCLUDED, &n.net, gw.as_ref()));
+                p.announce.excluded.push((n.net, gw));
                 push_route(&mut p, r);
             }
             None => p.notes.push(format!("no host route for excluded network {}; not installed", n.net)),
         }
     }
-    // Removal is announced in reverse: routes, addresses, then the device.
-    p.removed.reverse();
-    p.removed.push(Event::new(events::DEVICE_REMOVED));
-    p.added.insert(0, Event::new(events::DEVICE_ADDED));
     p
 }
 
@@ -181,9 +255,9 @@ mod tests {
         );
         assert_eq!(p.changes[0], Change::Link { ifindex: 9, mtu: 1500, txqlen: None });
         assert_eq!(p.changes.iter().filter(|c| matches!(c, Change::Addr(_))).count(), 2);
-        let kinds: Vec<u32> = p.added.iter().map(|e| e.kind).collect();
+        let kinds: Vec<u32> = p.announce.added().iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [1, 4, 4, 16, 64, 64]);
-        let kinds: Vec<u32> = p.removed.iter().map(|e| e.kind).collect();
+        let kinds: Vec<u32> = p.announce.removed().iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [32, 8, 8, 2]);
         assert!(p.notes.is_empty());
     }
@@ -209,6 +283,6 @@ mod tests {
         s.networks.push(settings::network("2001:db8:5::", 48, -1, true, true).unwrap());
         let p = plan(&s, 9, &Host { routes: &[], ignore: &[9], redirect: false });
         assert_eq!(p.notes.len(), 1);
-        assert!(!p.added.iter().any(|e| e.kind == events::ROUTE_EXCLUDED));
+        assert!(!p.announce.added().iter().any(|e| e.kind == events::ROUTE_EXCLUDED));
     }
 }

@@ -116,7 +116,7 @@ impl Daemon {
                 }
                 let name = d.name.clone();
                 log::info!("{path}: established {name}");
-                self.emit_events(path, &name, events);
+                self.emit_notices(path, &name, events);
                 self.dns_sync();
                 // A DCO device has no tun fd: the reply is empty (reference §7.2).
                 return Ok(match fd {
@@ -133,7 +133,7 @@ impl Daemon {
                 d.settings.dns_search.clear();
                 let name = d.name.clone();
                 log::info!("{path}: disabled");
-                self.emit_events(path, &name, events);
+                self.emit_notices(path, &name, events);
                 self.dns_sync();
                 return Ok(m.method_return());
             }
