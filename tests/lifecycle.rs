@@ -112,7 +112,10 @@ fn bind_device_and_somark() {
     let env = Env::with_args("binddev", &["--run-as-root", "--redirect-method", "bind-device", "--set-somark", "4242"]);
     add_servers(&env);
     let c = env.conn();
-    for (remote, v6) in [("203.0.113.5", false), ("2001:db8:ffff::5", true)] {
+    // Behind the gateway and on-link, both families.
+    for (remote, v6) in
+        [("203.0.113.5", false), ("192.0.2.1", false), ("2001:db8:ffff::5", true), ("2001:db8::1", true)]
+    {
         let s = udp_in(&env.ns, v6);
         assert!(protect(&c, remote, v6, "/", Some(s.try_clone().unwrap().into())).unwrap());
         let dev = nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::BindToDevice).unwrap();
@@ -123,6 +126,51 @@ fn bind_device_and_somark() {
     assert_eq!(env.our_routes(), "", "bind-device adds no routes");
     let e = protect(&c, "203.0.113.5", false, "/", None).unwrap_err();
     assert!(e.1.contains("fd"), "{e:?}");
+}
+
+#[test]
+fn redirect_method_none_touches_nothing_but_still_marks() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::with_args("rmnone", &["--run-as-root", "--redirect-method", "none", "--set-somark", "77"]);
+    add_servers(&env);
+    let c = env.conn();
+    let p = create(&c, "none");
+    let s = udp_in(&env.ns, false);
+    assert!(protect(&c, "203.0.113.5", false, &p, Some(s.try_clone().unwrap().into())).unwrap());
+    assert_eq!(nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::Mark).unwrap(), 77);
+    assert!(nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::BindToDevice).unwrap().is_empty());
+    // No redirect routes either (as the reference): reroute asks for nothing here.
+    configure_like_real_client(&c, &p);
+    set_prop(&c, &p, "reroute_ipv4", true).unwrap();
+    let _fd = establish(&c, &p);
+    let r = env.our_routes();
+    assert!(!r.contains("0.0.0.0/1") && !r.contains("203.0.113.5"), "{r}");
+    assert!(r.contains("10.97.0.0/24"), "{r}");
+}
+
+#[test]
+fn fwmark_ipv6_and_on_link_servers() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::with_args("fwmark6", &["--run-as-root", "--redirect-method", "fwmark", "--set-somark", "4660"]);
+    add_servers(&env);
+    let c = env.conn();
+    let p = create(&c, "fw6");
+    for (remote, v6) in [("2001:db8:ffff::5", true), ("192.0.2.1", false), ("2001:db8::1", true)] {
+        let s = udp_in(&env.ns, v6);
+        assert!(protect(&c, remote, v6, &p, Some(s.try_clone().unwrap().into())).unwrap());
+    }
+    assert!(env.ip("-6 rule show").contains("fwmark 0x1234 lookup 4660 proto 79"), "{}", env.ip("-6 rule show"));
+    let t6 = env.ip("-6 route show table 4660");
+    assert!(t6.contains("2001:db8:ffff::5 via 2001:db8::1 dev uplink0"), "{t6}");
+    assert!(t6.contains("2001:db8::1 dev uplink0"), "on-link server: {t6}");
+    assert!(env.ip("route show table 4660").contains("192.0.2.1 dev uplink0"));
+    let _: () = call(&c, &p, "Destroy", ()).unwrap();
+    assert!(!env.ip("-6 rule show").contains("fwmark"));
+    assert_eq!(env.ip("-6 route show table 4660"), "");
 }
 
 #[test]
