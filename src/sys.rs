@@ -1,5 +1,5 @@
-//! The only place with `unsafe`: a handful of system calls that neither
-//! `nix` nor `dbus` wrap. Each block says why it is sound.
+//! The only place with `unsafe` (each block has its SAFETY note): a few
+//! system calls that neither `nix` nor `dbus` wrap.
 
 use std::ffi::CStr;
 use std::io;
@@ -182,10 +182,11 @@ pub fn capset(caps: &[u32]) -> io::Result<()> {
             data[word].inheritable |= bit;
         }
     }
-    let mut hdr = CapHeader { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
-                                                              // SAFETY: capset(2) with version 3 reads one header and two data
-                                                              // structs; both are repr(C), laid out as the kernel's, and live on our
-                                                              // stack for the call.
+    // _LINUX_CAPABILITY_VERSION_3
+    let mut hdr = CapHeader { version: 0x2008_0522, pid: 0 };
+    // SAFETY: capset(2) with version 3 reads one header and two data
+    // structs; both are repr(C), laid out as the kernel's, and live on our
+    // stack for the call.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
     if rc < 0 {
         Err(io::Error::last_os_error())

@@ -5,8 +5,8 @@
 //! and never grows, so no reallocation leaves a stray copy behind. Moves copy
 //! only the pointer, not the bytes.
 //!
-//! `std::ptr::write_volatile` would need `unsafe`, which this module may not
-//! use. The wipe is therefore a plain zeroing loop followed by
+//! `std::ptr::write_volatile` would need an unchecked block, which this
+//! module may not use. The wipe is therefore a plain zeroing loop followed by
 //! `std::hint::black_box` on the buffer (the optimiser must assume the zeroes
 //! are read, so it cannot drop the stores as dead) and a compiler fence.
 
