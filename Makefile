@@ -41,7 +41,7 @@ static:
 	else echo "musl target not installed: skipping the musl build"; fi
 
 test: deps
-	$(CARGO) test --locked --all-targets -- --test-threads=4
+	$(CARGO) test --locked --lib --bins --tests -- --test-threads=4
 	bash tests/install-tree.sh
 	$(MAKE) --no-print-directory test-dco
 
