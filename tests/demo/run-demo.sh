@@ -3,7 +3,12 @@
 # namespace, driven through a real session by a GLib client (the way the
 # openvpn3 client does it), showing what it did to the kernel. Cleans up.
 set -euo pipefail
-BIN=${1:-target/release/ovpn-netcfgd}
+# Everything runs in a private mount namespace: /etc/resolv.conf and
+# /dev/net/tun seen here are the demo's own, never the host's.
+if [ -z "${DEMO_INNER:-}" ]; then
+    exec unshare -m --propagation private env DEMO_INNER=1 "$0" "$@"
+fi
+BIN=$(realpath "${1:-target/release/ovpn-netcfgd}")
 here=$(cd "$(dirname "$0")" && pwd)
 ns=ovpn-demo-$$
 dir=$(mktemp -d /tmp/ovpn-demo.XXXXXX)
@@ -27,8 +32,16 @@ ip -n "$ns-gw" addr add 192.0.2.1/24 dev gw0; ip -n "$ns-gw" link set gw0 up
 ip -n "$ns" addr add 192.0.2.2/24 dev uplink0; ip -n "$ns" link set uplink0 up
 ip -n "$ns" route add default via 192.0.2.1
 
+echo "== a private /etc/resolv.conf and a 0666 /dev/net/tun (as distributions ship it)"
+printf 'nameserver 192.0.2.53\nsearch lan.example\n' >"$dir/resolv.conf"
+mount --bind "$dir/resolv.conf" /etc/resolv.conf
+mknod -m 666 "$dir/tun" c 10 200
+mount --bind "$dir/tun" /dev/net/tun
+sed 's/^/  /' /etc/resolv.conf
+
 echo "== a private system-like D-Bus"
 mkdir -p "$dir/services" "$dir/state"
+chown 65534:65534 "$dir/state"
 sed "s#@DIR@#$dir#" "$here/../data/bus.conf.in" >"$dir/bus.conf"
 dbus-daemon --config-file="$dir/bus.conf" --nofork --nopidfile &
 dbus_pid=$!
@@ -36,9 +49,9 @@ for _ in $(seq 100); do [ -S "$dir/bus.sock" ] && break; sleep 0.05; done
 addr="unix:path=$dir/bus.sock"
 
 echo "== ovpn-netcfgd ($(stat -c %s "$BIN") bytes) inside the namespace"
-# --dns-backend none: a network namespace does not have its own
-# /etc/resolv.conf, and the demo must not rewrite the host's.
-ip netns exec "$ns" "$BIN" --bus-address "$addr" --state-dir "$dir/state" --idle-exit 0 --log-level 4 --dns-backend none \
+# As the unprivileged user nobody, DNS through the (private) resolv.conf file.
+ip netns exec "$ns" "$BIN" --bus-address "$addr" --state-dir "$dir/state" --idle-exit 0 --log-level 4 \
+    --run-as nobody --resolv-conf /etc/resolv.conf \
     2> >(sed 's/^/  daemon: /' >&2) &
 daemon_pid=$!
 for _ in $(seq 100); do
@@ -56,6 +69,9 @@ while IFS= read -r line <&"${CLIENT[0]}"; do
         ip -n "$ns" addr show dev "$dev" | sed 's/^/  /'
         echo "  -- IPv4 routes:"; ip -n "$ns" route | sed 's/^/    /'
         echo "  -- IPv6 routes:"; ip -n "$ns" -6 route | sed 's/^/    /'
+        echo "  -- /etc/resolv.conf:"; sed 's/^/    /' /etc/resolv.conf
+        echo "  -- the daemon's identity:"
+        grep -E '^(Uid|CapEff|CapBnd|NoNewPrivs)' "/proc/$daemon_pid/status" | sed 's/^/    /'
         echo >&"${CLIENT[1]}"
         ;;
     *) echo "$line" ;;
@@ -65,5 +81,6 @@ wait "$client_pid"
 echo "== kernel state after Destroy"
 ip -n "$ns" -o link show | sed 's/^/  /'
 echo "  -- IPv4 routes:"; ip -n "$ns" route | sed 's/^/    /'
+echo "  -- /etc/resolv.conf:"; sed 's/^/    /' /etc/resolv.conf
 left=$(ip -n "$ns" route show proto 79; ip -n "$ns" -6 route show proto 79)
 [ -z "$left" ] && echo "== nothing of ours is left" || { echo "!! routes left behind: $left"; exit 1; }
