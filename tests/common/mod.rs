@@ -95,13 +95,16 @@ impl Env {
         std::fs::create_dir_all(dir.join("services")).unwrap();
         std::fs::create_dir_all(dir.join("state")).unwrap();
         sh(&format!("chmod 755 {} && chown 65534:65534 {}/state", dir.display(), dir.display()));
+        // Until `Env` exists its Drop cannot clean up: remove the namespaces
+        // here if the set-up fails half-way.
+        let undo_ns = format!("ip netns del {ns} 2>/dev/null; ip netns del {ns}-gw 2>/dev/null; exit 1");
         sh(&format!(
-            "ip netns add {ns} && ip netns add {ns}-gw && ip -n {ns} link set lo up && \
+            "{{ ip netns add {ns} && ip netns add {ns}-gw && ip -n {ns} link set lo up && \
              ip -n {ns} link add name uplink0 type veth peer name gw0 && ip -n {ns} link set gw0 netns {ns}-gw && \
              ip -n {ns}-gw addr add 192.0.2.1/24 dev gw0 && ip -n {ns}-gw -6 addr add 2001:db8::1/64 dev gw0 nodad && \
              ip -n {ns}-gw link set gw0 up && ip -n {ns}-gw link set lo up && ip -n {ns} link set uplink0 up && \
              ip -n {ns} addr add 192.0.2.2/24 dev uplink0 && ip -n {ns} route add default via 192.0.2.1 && \
-             ip -n {ns} -6 addr add 2001:db8::2/64 dev uplink0 nodad && ip -n {ns} -6 route add default via 2001:db8::1"
+             ip -n {ns} -6 addr add 2001:db8::2/64 dev uplink0 nodad && ip -n {ns} -6 route add default via 2001:db8::1; }} || {{ {undo_ns}; }}"
         ));
         let conf = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bus.conf.in"))
             .unwrap()
