@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 
 use common::*;
 
@@ -14,30 +13,9 @@ fn glib_client_session_works_and_cleans_up() {
     if !require_root() {
         return;
     }
-    if Command::new("/usr/bin/python3").args(["-c", "import gi"]).status().map(|s| !s.success()).unwrap_or(true) {
-        eprintln!("SKIP: /usr/bin/python3 with python3-gi is not installed (make deps installs it)");
-        return;
-    }
     let env = Env::new("glib");
     let before = env.kernel_snapshot();
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/demo/client.py"))
-        .args([&env.addr, "--keep"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let mut transcript = String::new();
-    let dev = loop {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "client ended early:\n{transcript}\n{}", env.log());
-        transcript.push_str(&line);
-        if let Some(d) = line.strip_prefix("READY ") {
-            break d.trim().to_string();
-        }
-    };
+    let Some(GlibClient { mut child, mut out, dev, transcript }) = glib_client(&env) else { return };
     let addrs = env.ip(&format!("-o addr show dev {dev}"));
     assert!(addrs.contains("10.98.0.2/24") && addrs.contains("fd00:98::1000/64"), "{addrs}");
     let r = env.our_routes();

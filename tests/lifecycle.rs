@@ -209,34 +209,6 @@ fn fwmark_rules_steer_marked_traffic_past_the_tunnel() {
     assert_eq!(env.ip("route show table 51820"), "");
 }
 
-/// Starts tests/demo/client.py against `env` and waits until it has
-/// established its device; returns the process and the tun name.
-// The caller waits for the child; a failed assert here ends the test anyway.
-#[allow(clippy::zombie_processes)]
-fn glib_client(env: &Env) -> Option<(std::process::Child, String)> {
-    use std::io::BufRead;
-    if Command::new("/usr/bin/python3").args(["-c", "import gi"]).status().map(|s| !s.success()).unwrap_or(true) {
-        eprintln!("SKIP: /usr/bin/python3 with python3-gi is not installed");
-        return None;
-    }
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/demo/client.py"))
-        .args([&env.addr, "--keep"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "client ended early: {}", env.log());
-        if let Some(d) = line.strip_prefix("READY ") {
-            return Some((child, d.trim().to_string()));
-        }
-    }
-}
-
 #[test]
 fn client_sigkill_after_establish_cleans_everything() {
     if !require_root() {
@@ -245,7 +217,7 @@ fn client_sigkill_after_establish_cleans_everything() {
     let env = Env::new("kill-after");
     add_servers(&env);
     let before = env.kernel_snapshot();
-    let Some((mut client, dev)) = glib_client(&env) else { return };
+    let Some(GlibClient { child: mut client, dev, .. }) = glib_client(&env) else { return };
     assert!(env.extra_links().contains(&dev));
     assert!(env.our_routes().contains("198.51.100.0/24 via 192.0.2.1"), "exclude route via the uplink is there");
     assert!(env.our_routes().contains("192.0.2.1 dev uplink0"), "the client's protected socket got its host route");

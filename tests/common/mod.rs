@@ -344,6 +344,48 @@ pub fn busctl_as(uid: u32, addr: &str, args: &str) -> (bool, String) {
     (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
 }
 
+/// The GLib client (tests/demo/client.py) after it has established its
+/// device and is waiting on stdin before it disconnects.
+pub struct GlibClient {
+    pub child: Child,
+    pub out: std::io::BufReader<std::process::ChildStdout>,
+    /// The tun device it got.
+    pub dev: String,
+    /// What it printed up to now.
+    pub transcript: String,
+}
+
+/// Starts the GLib client against `env`; None (with SKIP printed) when
+/// /usr/bin/python3 has no python3-gi.
+// The caller waits for the child; a failed assert here ends the test anyway.
+#[allow(clippy::zombie_processes)]
+pub fn glib_client(env: &Env) -> Option<GlibClient> {
+    use std::io::BufRead;
+    if Command::new("/usr/bin/python3").args(["-c", "import gi"]).status().map(|s| !s.success()).unwrap_or(true) {
+        eprintln!("SKIP: /usr/bin/python3 with python3-gi is not installed (make deps installs it)");
+        return None;
+    }
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/demo/client.py"))
+        .args([&env.addr, "--keep"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut transcript = String::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "client ended early:\n{transcript}\n{}", env.log());
+        transcript.push_str(&line);
+        if let Some(d) = line.strip_prefix("READY ") {
+            let dev = d.trim().to_string();
+            return Some(GlibClient { child, out, dev, transcript });
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // DNS test helpers (tests/dns.rs). The rig script tests/rigs/dns-rig.sh runs
 // the daemon, systemd-resolved and resolvectl in the test's namespace with a
