@@ -97,10 +97,16 @@ impl Env {
         sh(&format!("chmod 755 {} && chown 65534:65534 {}/state", dir.display(), dir.display()));
         // Until `Env` exists its Drop cannot clean up: remove the namespaces
         // here if the set-up fails half-way.
+        // No link-local address on the uplink and no duplicate address
+        // detection: addresses that appear or settle mid-test would look
+        // like a change made by the daemon.
+        let nodad = "net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0";
         let undo_ns = format!("ip netns del {ns} 2>/dev/null; ip netns del {ns}-gw 2>/dev/null; exit 1");
         sh(&format!(
             "{{ ip netns add {ns} && ip netns add {ns}-gw && ip -n {ns} link set lo up && \
+             ip netns exec {ns} sysctl -qw {nodad} && ip netns exec {ns}-gw sysctl -qw {nodad} && \
              ip -n {ns} link add name uplink0 type veth peer name gw0 && ip -n {ns} link set gw0 netns {ns}-gw && \
+             ip -n {ns} link set uplink0 addrgenmode none && ip -n {ns}-gw link set gw0 addrgenmode none && \
              ip -n {ns}-gw addr add 192.0.2.1/24 dev gw0 && ip -n {ns}-gw -6 addr add 2001:db8::1/64 dev gw0 nodad && \
              ip -n {ns}-gw link set gw0 up && ip -n {ns}-gw link set lo up && ip -n {ns} link set uplink0 up && \
              ip -n {ns} addr add 192.0.2.2/24 dev uplink0 && ip -n {ns} route add default via 192.0.2.1 && \
