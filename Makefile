@@ -13,8 +13,17 @@ BIN     ?= target/release/ovpn-netcfgd
 # Debian packages the tests and the demo use (all in the base image of this
 # kind of machine except where noted; installed only when missing).
 APT_PKGS = dbus-daemon iproute2 util-linux systemd python3-gi procps rsync
-# Size: no unwind tables (panic=abort never unwinds), -Os for the vendored libdbus.
-SIZE_RUSTFLAGS = -C force-unwind-tables=no
+# Size (figures in docs/dependencies.md): no unwind tables at all, since
+# panic=abort never unwinds (dist/link/no-eh-frame.ld also drops std's);
+# packed relative relocations (DT_RELR) where the linker and the C library
+# support them (binutils >= 2.38, glibc >= 2.36, musl >= 1.2.4); -Os for
+# the vendored libdbus.
+RELR := $(shell printf 'int main(void){return 0;}' | \
+	cc -x c - -Wl,-z,pack-relative-relocs -o /tmp/.ovpn-netcfgd-relr.$$$$ 2>/dev/null && \
+	/tmp/.ovpn-netcfgd-relr.$$$$ && echo -C link-arg=-Wl,-z,pack-relative-relocs; \
+	rm -f /tmp/.ovpn-netcfgd-relr.$$$$)
+SIZE_RUSTFLAGS = -C force-unwind-tables=no $(RELR) \
+	-C link-arg=-Wl,$(CURDIR)/dist/link/no-eh-frame.ld
 export CFLAGS ?= -Os -fno-asynchronous-unwind-tables
 
 .PHONY: all build static test test-unit test-integration test-dco demo bench fuzz clean deps lint
