@@ -66,6 +66,14 @@ fn bad_inputs_are_rejected_and_change_nothing() {
         ("set: read-only version", prop_set(MGR, "version", "v1".to_string()), "read-only"),
         ("set: log_level 7", prop_set(MGR, "log_level", 7u32), "log_level"),
         ("set: log_level as string", prop_set(MGR, "log_level", "6".to_string()), "expected type"),
+        ("set: log_level as uint16", prop_set(MGR, "log_level", 6u16), "expected type 'u' but got 'q'"),
+        (
+            "set: no value",
+            Message::new_method_call(DEST, MGR, "org.freedesktop.DBus.Properties", "Set")
+                .unwrap()
+                .append2(IFACE, "log_level"),
+            "Set takes (ssv)",
+        ),
         ("addr: bad IPv4", dev("AddIPAddress").append3("10.0.0.300", 24u32, "").append1(false), "ip_address"),
         ("addr: prefix 33", dev("AddIPAddress").append3("10.0.0.2", 33u32, "").append1(false), "prefix"),
         ("addr: prefix 129", dev("AddIPAddress").append3("fd00::2", 129u32, "").append1(true), "prefix"),

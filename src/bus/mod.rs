@@ -13,7 +13,7 @@ use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use dbus::arg::{PropMap, RefArg};
+use dbus::arg::ArgType;
 use dbus::channel::Channel;
 use dbus::strings::ErrorName;
 use dbus::Message;
@@ -136,11 +136,27 @@ impl Bus {
             return Ok(*c);
         }
         let r = self.call_bus("GetConnectionCredentials", |m| m.append1(sender))?;
-        let map: PropMap = r.read1().map_err(|e| Error::Failed(format!("GetConnectionCredentials: {e}")))?;
-        let get = |k: &str| map.get(k).and_then(|v| v.0.as_u64()).map(|v| v as u32);
+        let (mut uid, mut pid) = (None, None);
+        // a{sv}: walk it instead of building a map of boxed values.
+        let mut it = r.iter_init();
+        if let Some(mut entries) = it.recurse(ArgType::Array) {
+            while let Some(mut e) = entries.recurse(ArgType::DictEntry) {
+                let key = e.get::<&str>().unwrap_or_default();
+                e.next();
+                let v = Value::read(&mut e).and_then(|v| v.unsigned("u")).map(|v| v as u32);
+                match key {
+                    "UnixUserID" => uid = v,
+                    "ProcessID" => pid = v,
+                    _ => {}
+                }
+                if !entries.next() {
+                    break;
+                }
+            }
+        }
         let c = Creds {
-            uid: get("UnixUserID").ok_or_else(|| Error::Failed("caller has no UnixUserID".into()))?,
-            pid: get("ProcessID").ok_or_else(|| Error::Failed("caller has no ProcessID".into()))?,
+            uid: uid.ok_or_else(|| Error::Failed("caller has no UnixUserID".into()))?,
+            pid: pid.ok_or_else(|| Error::Failed("caller has no ProcessID".into()))?,
         };
         if self.creds.len() > 4096 {
             self.creds.clear(); // bounded; entries are cheap to look up again
@@ -170,12 +186,49 @@ pub fn std_error(m: &Message, name: &'static str, text: &str) -> Message {
     m.error(&ErrorName::from(name), &text)
 }
 
-/// Extracts an integer from a variant's value if it has exactly signature `sig`.
-pub fn variant_u64(v: &dyn RefArg, sigs: &[&str]) -> Option<u64> {
-    let s = v.signature();
-    if sigs.iter().any(|x| **x == *s) {
-        v.as_u64()
-    } else {
-        None
+/// A property value as it arrived in a `v`, read by signature. Typed
+/// reading (instead of dbus-rs's `Box<dyn RefArg>`) keeps the generic
+/// any-type decoder, float formatting included, out of the binary.
+#[derive(Debug, PartialEq)]
+pub enum Value {
+    /// y, q, u or t (the signature character), widened.
+    Unsigned(char, u64),
+    Bool(bool),
+    Str(String),
+    /// Any other type: its signature, for the error message.
+    Other(String),
+}
+
+impl Value {
+    /// Reads the variant `it` points at.
+    pub fn read(it: &mut dbus::arg::Iter) -> Option<Value> {
+        let mut v = it.recurse(dbus::arg::ArgType::Variant)?;
+        let sig = v.signature().to_string();
+        Some(match &*sig {
+            "y" => Value::Unsigned('y', v.get::<u8>()?.into()),
+            "q" => Value::Unsigned('q', v.get::<u16>()?.into()),
+            "u" => Value::Unsigned('u', v.get::<u32>()?.into()),
+            "t" => Value::Unsigned('t', v.get::<u64>()?),
+            "b" => Value::Bool(v.get::<bool>()?),
+            "s" => Value::Str(v.get::<&str>()?.to_string()),
+            _ => Value::Other(sig),
+        })
+    }
+
+    /// The integer, if its signature is one of `sigs` (e.g. "qu").
+    pub fn unsigned(&self, sigs: &str) -> Option<u64> {
+        match self {
+            Value::Unsigned(c, v) if sigs.contains(*c) => Some(*v),
+            _ => None,
+        }
+    }
+
+    pub fn signature(&self) -> String {
+        match self {
+            Value::Unsigned(c, _) => c.to_string(),
+            Value::Bool(_) => "b".into(),
+            Value::Str(_) => "s".into(),
+            Value::Other(s) => s.clone(),
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! org.freedesktop.DBus.Properties for the manager and device objects.
 
 use dbus::arg::{PropMap, RefArg, Variant};
+
 use dbus::Message;
 
-use crate::bus::{self, variant_u64, IFACE};
+use crate::bus::{self, Value, IFACE};
 use crate::daemon::{Daemon, Obj, VERSION};
 use crate::error::Error;
 use crate::settings;
@@ -75,7 +76,12 @@ impl Daemon {
                 m.method_return().append1(map)
             }
             "Set" => {
-                let Ok((iface, name, value)) = m.read3::<&str, &str, Variant<Box<dyn RefArg>>>() else {
+                let mut it = m.iter_init();
+                let (Some(iface), Some(name), Some(value)) = (
+                    it.get::<&str>(),
+                    it.next().then(|| it.get::<&str>()).flatten(),
+                    it.next().then(|| Value::read(&mut it)).flatten(),
+                ) else {
                     return Some(invalid(m, "Set takes (ssv)"));
                 };
                 if iface != IFACE && !iface.is_empty() {
@@ -85,7 +91,7 @@ impl Daemon {
                         &format!("No such interface '{iface}'"),
                     ));
                 }
-                match self.prop_set(m, obj, name, &*value.0) {
+                match self.prop_set(m, obj, name, &value) {
                     Ok(()) => {
                         if name == "dns_scope" {
                             self.dns_sync();
@@ -105,7 +111,7 @@ impl Daemon {
                         m,
                         &format!(
                             "Error setting property '{name}': expected type '{want}' but got '{}'",
-                            value.0.signature()
+                            value.signature()
                         ),
                     ),
                     Err(PropErr::Other(e)) => return bus::error_reply(m, &e),
@@ -157,9 +163,9 @@ impl Daemon {
         }
     }
 
-    fn prop_set(&mut self, m: &Message, obj: &Obj, name: &str, v: &dyn RefArg) -> Result<(), PropErr> {
-        let level = |v: &dyn RefArg| -> Result<u32, PropErr> {
-            let n = variant_u64(v, &["u"]).ok_or(PropErr::Type("u"))?;
+    fn prop_set(&mut self, m: &Message, obj: &Obj, name: &str, v: &Value) -> Result<(), PropErr> {
+        let level = |v: &Value| -> Result<u32, PropErr> {
+            let n = v.unsigned("u").ok_or(PropErr::Type("u"))?;
             if n > 6 {
                 return Err(PropErr::Other(Error::arg("log_level", format!("{n} is not a level 0-6"))));
             }
@@ -195,31 +201,30 @@ impl Daemon {
                 match name {
                     "log_level" => d.log_level = level(v)?,
                     "layer" => {
-                        let n = variant_u64(v, &["u"]).ok_or(PropErr::Type("u"))?;
+                        let n = v.unsigned("u").ok_or(PropErr::Type("u"))?;
                         if n != 2 && n != 3 {
                             return Err(arg(Error::arg("layer", format!("{n} is not 3 (tun) or 2 (tap)"))));
                         }
                         s.layer = n as u32;
                     }
                     "mtu" => {
-                        let n = variant_u64(v, &["q", "u"]).ok_or(PropErr::Type("q"))?;
+                        let n = v.unsigned("qu").ok_or(PropErr::Type("q"))?;
                         if !(68..=65535).contains(&n) {
                             return Err(arg(Error::arg("mtu", format!("{n} is outside 68-65535"))));
                         }
                         s.mtu = n as u16;
                     }
                     "txqueuelen" => {
-                        let n = variant_u64(v, &["q", "u"]).ok_or(PropErr::Type("q"))?;
+                        let n = v.unsigned("qu").ok_or(PropErr::Type("q"))?;
                         if n > 65535 {
                             return Err(arg(Error::arg("txqueuelen", format!("{n} is larger than 65535"))));
                         }
                         s.txqueuelen = n as u16;
                     }
                     "reroute_ipv4" | "reroute_ipv6" => {
-                        if &*v.signature() != "b" {
+                        let Value::Bool(b) = *v else {
                             return Err(PropErr::Type("b"));
-                        }
-                        let b = v.as_u64().ok_or(PropErr::Type("b"))? != 0;
+                        };
                         if name == "reroute_ipv4" {
                             s.reroute_ipv4 = b;
                         } else {
@@ -227,7 +232,9 @@ impl Daemon {
                         }
                     }
                     "dns_scope" => {
-                        let t = v.as_str().filter(|_| &*v.signature() == "s").ok_or(PropErr::Type("s"))?;
+                        let Value::Str(t) = v else {
+                            return Err(PropErr::Type("s"));
+                        };
                         s.dns_scope = settings::dns_scope(t).map_err(arg)?;
                     }
                     _ => return Err(PropErr::ReadOnly),
