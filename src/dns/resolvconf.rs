@@ -15,11 +15,17 @@
 //! script, and its result decides what we announce.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+use nix::unistd::pipe2;
 use std::time::{Duration, Instant};
 
 use super::{Backend, Session};
@@ -185,48 +191,77 @@ fn fragment(s: &Session) -> String {
 
 /// Runs the program with `input` on stdin; returns what it printed (up to
 /// 4 KiB). Killed after TIMEOUT so a hung script cannot stall the daemon.
+///
+/// posix_spawn (nix's safe wrapper) instead of std::process: the same
+/// vfork+exec, without std's general machinery (~25 KiB). The child gets
+/// an empty signal mask (the daemon blocks its signals for the signalfd),
+/// SIGPIPE at its default, and only PATH and the bus address from our
+/// environment, so variables like openresolv's IF_METRIC or IF_EXCLUSIVE
+/// in the daemon's environment cannot change what the script does.
 fn run(prog: &Path, args: &[&str], input: &str) -> Result<String> {
+    use nix::sys::signal::{kill, SigSet, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
     let what = format!("{} {}", prog.display(), args.join(" "));
-    let mut child = Command::new(prog)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io(what.clone(), e))?;
-    if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(input.as_bytes()); // dropped here: EOF
+    let io = |e: nix::Error| Error::io(what.clone(), e.into());
+    let cstr = |t: &[u8]| CString::new(t).map_err(|_| Error::Failed(format!("{what}: NUL in an argument")));
+    let mut argv = vec![cstr(prog.as_os_str().as_bytes())?];
+    for a in args {
+        argv.push(cstr(a.as_bytes())?);
     }
+    let mut envp = vec![cstr(format!("PATH={}", std::env::var("PATH").as_deref().unwrap_or(DEFAULT_PATH)).as_bytes())?];
+    if let Ok(a) = std::env::var("DBUS_SYSTEM_BUS_ADDRESS") {
+        envp.push(cstr(format!("DBUS_SYSTEM_BUS_ADDRESS={a}").as_bytes())?);
+    }
+    // All three pipes are close-on-exec; the child sees only the dup2 copies.
+    let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
+    let mut actions = PosixSpawnFileActions::init().map_err(io)?;
+    for (fd, to) in [(&in_r, 0), (&out_w, 1), (&err_w, 2)] {
+        actions.add_dup2(fd.as_raw_fd(), to).map_err(io)?;
+    }
+    let mut attr = PosixSpawnAttr::init().map_err(io)?;
+    attr.set_sigmask(&SigSet::empty()).map_err(io)?;
+    let mut dfl = SigSet::empty();
+    dfl.add(Signal::SIGPIPE);
+    attr.set_sigdefault(&dfl).map_err(io)?;
+    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF).map_err(io)?;
+    let pid = posix_spawn(prog, &actions, &attr, &argv, &envp).map_err(io)?;
+    drop((in_r, out_w, err_w));
+    // The fragment is far below a pipe's buffer: this write cannot block.
+    let _ = std::fs::File::from(in_w).write_all(input.as_bytes()); // dropped here: EOF
     let t0 = Instant::now();
     let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if t0.elapsed() < TIMEOUT => std::thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if t0.elapsed() < TIMEOUT => std::thread::sleep(Duration::from_millis(5)),
+            Ok(WaitStatus::StillAlive) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
                 return Err(Error::Failed(format!("{what}: no result within {} s; killed", TIMEOUT.as_secs())));
             }
-            Err(e) => return Err(Error::io(what, e)),
+            Ok(WaitStatus::Exited(_, code)) => break Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => break Err(sig),
+            Ok(_) => continue, // stopped or continued: keep waiting
+            Err(e) => return Err(io(e)),
         }
     };
     // Only what is already there: a child the script left running may keep
     // the pipes open, and waiting for their end would block the daemon.
-    let out = child.stdout.take().map(read_available).unwrap_or_default();
-    if status.success() {
-        return Ok(out);
+    let out = read_available(out_r);
+    match status {
+        Ok(0) => Ok(out),
+        Ok(code) => Err(Error::Failed(format!("{what}: exit status {code}: {}", read_available(err_r).trim()))),
+        Err(sig) => Err(Error::Failed(format!("{what}: killed by {sig}: {}", read_available(err_r).trim()))),
     }
-    let err = child.stderr.take().map(read_available).unwrap_or_default();
-    Err(Error::Failed(format!("{what}: {status}: {}", err.trim())))
 }
 
-fn read_available<R: Read + std::os::fd::AsFd>(mut r: R) -> String {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    if fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_err() {
+fn read_available(fd: OwnedFd) -> String {
+    if fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_err() {
         return String::new();
     }
     let mut buf = vec![0u8; 4096];
-    let n = r.read(&mut buf).unwrap_or(0);
+    let n = std::fs::File::from(fd).read(&mut buf).unwrap_or(0);
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
@@ -259,6 +294,13 @@ mod tests {
         let sh = Path::new("/bin/sh");
         assert_eq!(run(sh, &["-c", "cat"], "hello").unwrap(), "hello");
         let e = run(sh, &["-c", "echo nope >&2; exit 3"], "").unwrap_err().to_string();
-        assert!(e.contains("nope") && e.contains('3'), "{e}");
+        assert!(e.contains("nope") && e.contains("status 3"), "{e}");
+        // Only PATH (and the bus address) reach the script.
+        let env = run(Path::new("/usr/bin/env"), &[], "").unwrap();
+        assert!(env.starts_with("PATH="), "{env}");
+        assert!(env.lines().all(|l| l.starts_with("PATH=") || l.starts_with("DBUS_SYSTEM_BUS_ADDRESS=")), "{env}");
+        let e = run(sh, &["-c", "kill -9 $$"], "").unwrap_err().to_string();
+        assert!(e.contains("SIGKILL"), "{e}");
+        assert!(run(Path::new("/nonexistent/resolvconf"), &[], "").is_err());
     }
 }
