@@ -10,9 +10,10 @@
 CARGO   ?= cargo
 TARGET  ?= $(shell rustc -vV | sed -n 's/^host: //p')
 BIN     ?= target/release/ovpn-netcfgd
+STATIC_BIN = target/$(TARGET)/release/ovpn-netcfgd
 # Debian packages the tests and the demo use (all in the base image of this
 # kind of machine except where noted; installed only when missing).
-APT_PKGS = dbus-daemon iproute2 util-linux systemd python3-gi procps rsync
+APT_PKGS = dbus-daemon iproute2 util-linux systemd python3-gi procps rsync file binutils
 # Size (figures in docs/dependencies.md): no unwind tables at all, since
 # panic=abort never unwinds (dist/link/no-eh-frame.ld also drops std's);
 # packed relative relocations (DT_RELR) where the linker and the C library
@@ -26,7 +27,7 @@ SIZE_RUSTFLAGS = -C force-unwind-tables=no $(RELR) \
 	-C link-arg=-Wl,$(CURDIR)/dist/link/no-eh-frame.ld
 export CFLAGS ?= -Os -fno-asynchronous-unwind-tables
 
-.PHONY: all build static test test-unit test-integration test-dco demo bench fuzz clean deps lint
+.PHONY: all build static test test-unit test-integration test-dco demo bench fuzz clean deps lint print-rustflags
 
 all: build
 
@@ -64,8 +65,15 @@ demo: deps build
 
 # The bench harness builds in its own target dir so it cannot overwrite the
 # release artifact it measures.
-bench: deps build
+bench: deps build static
+	bash benches/sizes.sh $(BIN) $(STATIC_BIN) target/x86_64-unknown-linux-musl/release/ovpn-netcfgd
 	NETCFGD_BIN=$(CURDIR)/$(BIN) CARGO_TARGET_DIR=$(CURDIR)/target/bench $(CARGO) bench --locked --bench netcfg
+	@echo "== the same daemon, statically linked"
+	NETCFGD_BIN=$(CURDIR)/$(STATIC_BIN) CARGO_TARGET_DIR=$(CURDIR)/target/bench BENCH_ONLY=1000 \
+	    $(CARGO) bench --locked --bench netcfg
+
+print-rustflags:
+	@echo '$(SIZE_RUSTFLAGS)'
 
 # Deep fuzzing with cargo-fuzz (stable toolchain, see fuzz/README.md); the
 # bounded smoke runs of the same targets are part of `make test`.
