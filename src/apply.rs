@@ -88,6 +88,9 @@ fn run_undo(rtnl: &mut Rtnl, steps: &[&Undo]) -> Vec<std::result::Result<(), Str
             Undo::DelLink { ifindex, name } if netlink::link::name_of(*ifindex).as_deref() != Some(name.as_str()) => {
                 out[i] = Some(Ok(()));
             }
+            Undo::DelNewLink { name, kind } if link_kind(rtnl, name).as_deref() != Some(kind.as_str()) => {
+                out[i] = Some(Ok(()));
+            }
             _ => {
                 idx.push(i);
                 reqs.push(u.request());
@@ -107,6 +110,12 @@ fn run_undo(rtnl: &mut Rtnl, steps: &[&Undo]) -> Vec<std::result::Result<(), Str
         }
     }
     out.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+}
+
+/// The kind of the link called `name`; None if there is no such link.
+fn link_kind(rtnl: &mut Rtnl, name: &str) -> Option<String> {
+    let msgs = rtnl.dump(netlink::link::get_by_name(name)).ok()?;
+    msgs.iter().filter(|(t, _)| *t == libc::RTM_NEWLINK).find_map(|(_, p)| netlink::link::parse_kind(p)).map(|(_, k)| k)
 }
 
 /// Runs undo steps in the given order, best effort; returns what failed.

@@ -30,6 +30,14 @@ pub enum Undo {
         ifindex: u32,
         name: String,
     },
+    /// A link being created (written before RTM_NEWLINK, replaced by
+    /// `DelLink` once its ifindex is known): delete the link called `name`
+    /// only if it is of `kind`, so a crash in between leaks nothing and a
+    /// same-named link of another kind is left alone.
+    DelNewLink {
+        name: String,
+        kind: String,
+    },
 }
 
 impl Undo {
@@ -45,11 +53,12 @@ impl Undo {
                 r
             }
             Undo::DelLink { ifindex, .. } => netlink::link::del(*ifindex),
+            Undo::DelNewLink { name, .. } => netlink::link::del_by_name(name),
         }
     }
 
     pub fn is_link(&self) -> bool {
-        matches!(self, Undo::DelLink { .. })
+        matches!(self, Undo::DelLink { .. } | Undo::DelNewLink { .. })
     }
 
     /// One line of text (no newline), read back by `parse`.
@@ -81,6 +90,7 @@ impl Undo {
             Undo::DelRule(r) => write!(out, "{}", r.to_line()),
             Undo::LinkDown { ifindex } => write!(out, "down {ifindex}"),
             Undo::DelLink { ifindex, name } => write!(out, "link {ifindex} {name}"),
+            Undo::DelNewLink { name, kind } => write!(out, "newlink {kind} {name}"),
         };
     }
 
@@ -115,6 +125,9 @@ impl Undo {
             ["down", ifindex] => Undo::LinkDown { ifindex: ifindex.parse().ok()? },
             ["link", ifindex, name] if !name.is_empty() && name.len() < 16 => {
                 Undo::DelLink { ifindex: ifindex.parse().ok()?, name: name.to_string() }
+            }
+            ["newlink", kind, name] if !kind.is_empty() && !name.is_empty() && name.len() < 16 => {
+                Undo::DelNewLink { name: name.to_string(), kind: kind.to_string() }
             }
             _ => return None,
         })
@@ -335,12 +348,20 @@ mod tests {
             Undo::DelAddr(Addr { ifindex: 4, addr: "10.0.0.2".parse().unwrap(), prefix: 24 }),
             Undo::LinkDown { ifindex: 9 },
             Undo::DelLink { ifindex: 9, name: "tun3".into() },
+            Undo::DelNewLink { name: "dco0".into(), kind: "ovpn-dco-v2".into() },
         ] {
             assert_eq!(Undo::parse(&u.to_line()), Some(u.clone()), "{}", u.to_line());
         }
-        for bad in
-            ["", "route", "addr x y z", "link 1 ", "link 1 aaaaaaaaaaaaaaaaaaaa", "route 1.2.3.4/40 - 1 - 254 79 0"]
-        {
+        for bad in [
+            "",
+            "route",
+            "addr x y z",
+            "link 1 ",
+            "link 1 aaaaaaaaaaaaaaaaaaaa",
+            "route 1.2.3.4/40 - 1 - 254 79 0",
+            "newlink ovpn",
+            "newlink  dco0",
+        ] {
             assert_eq!(Undo::parse(bad), None, "{bad}");
         }
     }

@@ -380,6 +380,34 @@ fn stale_routes_without_a_journal_are_swept() {
     assert_eq!(env.kernel_snapshot(), before, "{}", env.log());
 }
 
+/// A DCO netdev is journalled by name and kind before RTM_NEWLINK, so a
+/// daemon killed before it learned the ifindex leaks nothing. Only a link
+/// of the recorded kind is deleted; a same-named link of another kind is
+/// someone else's. (The kind here is `veth`: the test kernel may have
+/// neither ovpn nor dummy.)
+#[test]
+fn a_link_being_created_when_the_daemon_died_is_deleted_at_restart() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("newlink");
+    env.signal_daemon("TERM");
+    env.ip("link add dcoleak0 type veth peer name dcoleak1");
+    env.ip("link add dcokeep0 type veth peer name dcokeep1");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let journal = format!(
+        "B {}\nA 1 newlink veth dcoleak0\nA 2 newlink ovpn-dco-v2 dcokeep0\nA 3 newlink veth absent0\n",
+        boot.trim()
+    );
+    std::fs::write(env.dir.join("state/journal"), journal).unwrap();
+    env.start_daemon();
+    let mut links = env.extra_links();
+    links.sort();
+    // Deleting one end of a veth pair deletes both.
+    assert_eq!(links, ["dcokeep0", "dcokeep1"], "{}", env.log());
+    assert!(env.log().contains("left by a previous run"), "{}", env.log());
+}
+
 #[test]
 fn idle_exit() {
     if !require_root() {

@@ -79,13 +79,22 @@ impl Daemon {
         let data = dco_session::link_info_data(Mode::P2p);
         let mut req = crate::netlink::link::create(name, family.link_kind(), Some(&data));
         req.what = crate::netlink::What::Text(format!("create {} device {name}", family.link_kind()));
-        self.kernel.rtnl.request(req)?;
-        let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+        // Written ahead: a crash before the ifindex is known leaks nothing.
+        let intent =
+            self.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.link_kind().into() }]);
+        if let Err(e) = self.kernel.rtnl.request(req) {
+            // Not created (EEXIST: someone else's link of that name).
+            self.kernel.wal.done(intent.iter().map(|e| e.id));
+            return Err(e);
+        }
         let Some(ifindex) = crate::netlink::link::index_of(name) else {
+            crate::apply::undo(&mut self.kernel, intent);
             return Err(Error::Failed(format!("new device {name} vanished")));
         };
+        let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
         // Destroy, client death, shutdown and a restarted daemon delete it.
         crate::apply::record(&mut self.kernel, &mut d.journal, Undo::DelLink { ifindex, name: name.to_string() });
+        self.kernel.wal.done(intent.iter().map(|e| e.id));
         d.dco = Some(DcoDev { ifindex, name: name.to_string(), mode: Mode::P2p, peers: Default::default(), pipe });
         d.name = name.to_string();
         d.modified = true;

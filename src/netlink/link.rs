@@ -33,13 +33,9 @@ pub fn set(ifindex: u32, mtu: Option<u32>, txqlen: Option<u32>, up: bool) -> Req
 /// attributes (already encoded).
 pub fn create(name: &str, kind: &str, info_data: Option<&[u8]>) -> Req {
     let mut attrs = RtBuffer::new();
-    let mut n = name.as_bytes().to_vec();
-    n.push(0);
-    attrs.push(rta(Ifla::Ifname, &n));
-    let mut k = kind.as_bytes().to_vec();
-    k.push(0);
+    attrs.push(rta(Ifla::Ifname, &nul_terminated(name)));
     let mut linkinfo = rta(Ifla::Linkinfo, &[]);
-    linkinfo = linkinfo.nest(&rta(IflaInfo::Kind, &k)).expect("in-memory");
+    linkinfo = linkinfo.nest(&rta(IflaInfo::Kind, &nul_terminated(kind))).expect("in-memory");
     if let Some(d) = info_data {
         linkinfo = linkinfo.nest(&rta(IflaInfo::Data, d)).expect("in-memory");
     }
@@ -69,6 +65,52 @@ pub fn del(ifindex: u32) -> Req {
     }
 }
 
+/// Deletes the link called `name` (RTM_DELLINK by IFLA_IFNAME).
+pub fn del_by_name(name: &str) -> Req {
+    Req {
+        bytes: encode(Rtm::Dellink, NlmF::REQUEST, by_name(name)),
+        ok_errnos: OK_DEL,
+        what: What::Text(format!("delete link {name}")),
+    }
+}
+
+/// RTM_GETLINK for one link by name, acknowledged (so `Rtnl::dump`
+/// returns at the ack).
+pub fn get_by_name(name: &str) -> Vec<u8> {
+    encode(Rtm::Getlink, NlmF::REQUEST | NlmF::ACK, by_name(name))
+}
+
+/// An ifinfomsg that names its link by IFLA_IFNAME (index 0).
+fn by_name(name: &str) -> neli::rtnl::Ifinfomsg {
+    let mut attrs = RtBuffer::new();
+    attrs.push(rta(Ifla::Ifname, &nul_terminated(name)));
+    IfinfomsgBuilder::default().ifi_family(RtAddrFamily::Unspecified).rtattrs(attrs).build().expect("all fields set")
+}
+
+/// Index and kind (IFLA_LINKINFO / IFLA_INFO_KIND; "" for links without
+/// one, like loopback) from an RTM_NEWLINK payload. None if malformed.
+pub fn parse_kind(payload: &[u8]) -> Option<(u32, String)> {
+    // struct ifinfomsg: family, pad, type (u16), index (i32), flags, change.
+    let index = u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
+    let mut kind = String::new();
+    for (ty, v) in super::attrs(payload.get(16..)?) {
+        if ty == libc::IFLA_LINKINFO {
+            for (ity, iv) in super::attrs(v) {
+                if ity == libc::IFLA_INFO_KIND {
+                    kind = String::from_utf8_lossy(iv.split(|b| *b == 0).next().unwrap_or_default()).into_owned();
+                }
+            }
+        }
+    }
+    Some((index, kind))
+}
+
+fn nul_terminated(name: &str) -> Vec<u8> {
+    let mut n = name.as_bytes().to_vec();
+    n.push(0);
+    n
+}
+
 /// The kernel's name for `ifindex`, if the link exists.
 pub fn name_of(ifindex: u32) -> Option<String> {
     nix::net::if_::if_indextoname(ifindex).ok().map(|c| c.to_string_lossy().into_owned())
@@ -77,4 +119,25 @@ pub fn name_of(ifindex: u32) -> Option<String> {
 /// The index of link `name`, if it exists.
 pub fn index_of(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_is_read_from_linkinfo() {
+        // ifinfomsg (index 7), IFLA_IFNAME "x", IFLA_LINKINFO { IFLA_INFO_KIND "dummy" }.
+        let mut p = vec![0u8; 16];
+        p[4..8].copy_from_slice(&7u32.to_ne_bytes());
+        p.extend_from_slice(&[6, 0, 3, 0, b'x', 0, 0, 0]);
+        p.extend_from_slice(&[16, 0, 18, 0x80, 10, 0, 1, 0]);
+        p.extend_from_slice(b"dummy\0\0\0");
+        assert_eq!(parse_kind(&p), Some((7, "dummy".to_string())));
+        // No IFLA_LINKINFO (loopback): empty kind; a short payload: None.
+        assert_eq!(parse_kind(&p[..24]), Some((7, String::new())));
+        assert_eq!(parse_kind(&p[..6]), None);
+        // A truncated attribute is not read past.
+        assert_eq!(parse_kind(&p[..30]), Some((7, String::new())));
+    }
 }
