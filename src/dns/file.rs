@@ -462,20 +462,10 @@ fn clear_state(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{DnsSec, DnsTransport};
 
     fn session(ifname: &str, order: u64, servers: &[&str], search: &[&str]) -> Session {
-        Session {
-            path: format!("/p/{ifname}"),
-            ifname: ifname.into(),
-            ifindex: order as u32,
-            order,
-            servers: servers.iter().map(|a| a.parse().unwrap()).collect(),
-            search: search.iter().map(|d| d.to_string()).collect(),
-            dnssec: DnsSec::Unset,
-            transport: DnsTransport::Unset,
-            scope: DnsScope::Global,
-        }
+        let s = crate::dns::test_session(&format!("/p/{ifname}"), order as u32, order, servers, search);
+        Session { ifname: ifname.into(), ..s }
     }
 
     #[test]

@@ -297,23 +297,27 @@ fn file_backend(p: &Path, dir: &Path, how: &str) -> Choice {
     }
 }
 
+/// A global-scope session on `tun<ifindex>` for the backends' unit tests.
+#[cfg(test)]
+pub(crate) fn test_session(path: &str, ifindex: u32, order: u64, servers: &[&str], search: &[&str]) -> Session {
+    Session {
+        path: path.into(),
+        ifname: format!("tun{ifindex}"),
+        ifindex,
+        order,
+        servers: servers.iter().map(|a| a.parse().unwrap()).collect(),
+        search: search.iter().map(|d| d.to_string()).collect(),
+        dnssec: DnsSec::Unset,
+        transport: DnsTransport::Unset,
+        scope: DnsScope::Global,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn s(path: &str, ifindex: u32, order: u64, servers: &[&str], search: &[&str]) -> Session {
-        Session {
-            path: path.into(),
-            ifname: format!("tun{ifindex}"),
-            ifindex,
-            order,
-            servers: servers.iter().map(|a| a.parse().unwrap()).collect(),
-            search: search.iter().map(|d| d.to_string()).collect(),
-            dnssec: DnsSec::Unset,
-            transport: DnsTransport::Unset,
-            scope: DnsScope::Global,
-        }
-    }
+    use super::test_session as s;
 
     fn kinds(c: &[Change]) -> Vec<(u32, String)> {
         c.iter().map(|(_, _, e)| (e.kind, e.details[0].1.clone())).collect()
