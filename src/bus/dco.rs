@@ -83,8 +83,13 @@ impl Daemon {
         let intent =
             self.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.link_kind().into() }]);
         if let Err(e) = self.kernel.rtnl.request(req) {
-            // Not created (EEXIST: someone else's link of that name).
-            self.kernel.wal.done(intent.iter().map(|e| e.id));
+            if matches!(e, Error::Kernel { errno: libc::EEXIST, .. }) {
+                // Someone else's link of that name: never ours to delete.
+                self.kernel.wal.done(intent.iter().map(|e| e.id));
+            } else {
+                // Whether the kernel made it is unknown: delete it if it is there.
+                crate::apply::undo(&mut self.kernel, intent);
+            }
             return Err(e);
         }
         let Some(ifindex) = crate::netlink::link::index_of(name) else {

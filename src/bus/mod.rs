@@ -202,7 +202,7 @@ pub enum Value {
 impl Value {
     /// Reads the variant `it` points at.
     pub fn read(it: &mut dbus::arg::Iter) -> Option<Value> {
-        let mut v = it.recurse(dbus::arg::ArgType::Variant)?;
+        let mut v = it.recurse(ArgType::Variant)?;
         let sig = v.signature().to_string();
         Some(match &*sig {
             "y" => Value::Unsigned('y', v.get::<u8>()?.into()),

@@ -1,7 +1,6 @@
 //! org.freedesktop.DBus.Properties for the manager and device objects.
 
 use dbus::arg::{PropMap, RefArg, Variant};
-
 use dbus::Message;
 
 use crate::bus::{self, Value, IFACE};

@@ -22,11 +22,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
 use nix::unistd::pipe2;
-use std::time::{Duration, Instant};
 
 use super::{Backend, Session};
 use crate::bus::Bus;
@@ -193,7 +193,7 @@ fn fragment(s: &Session) -> String {
 /// 4 KiB). Killed after TIMEOUT so a hung script cannot stall the daemon.
 ///
 /// posix_spawn (nix's safe wrapper) instead of std::process: the same
-/// vfork+exec, without std's general machinery (~25 KiB). The child gets
+/// vfork+exec, without std's general machinery (27 KiB). The child gets
 /// an empty signal mask (the daemon blocks its signals for the signalfd),
 /// SIGPIPE at its default, and only PATH and the bus address from our
 /// environment, so variables like openresolv's IF_METRIC or IF_EXCLUSIVE
