@@ -131,6 +131,7 @@ impl Daemon {
         // before anyone can reach us.
         d.recover_kernel();
         d.dns.recover();
+        crate::privs::fit_to_dns(&d.cfg, d.dns.backend_name()).map_err(Error::Failed)?;
         d.bus.request_name(BUS_NAME)?;
         log::info!(
             "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, DNS backend {}, log level {})",

@@ -5,17 +5,16 @@
 use crate::config::{Config, DnsChoice, RedirectMethod};
 use crate::sys::{self, CAP_DAC_OVERRIDE, CAP_NET_ADMIN, CAP_NET_RAW};
 
-/// The capabilities this configuration needs, and which of them children
-/// (resolvconf) must inherit.
+/// The capabilities this configuration needs at start-up, and which of
+/// them children (resolvconf) must inherit. `fit_to_dns` trims them once
+/// the DNS backend is known.
 pub fn needed(cfg: &Config) -> (Vec<u32>, Vec<u32>) {
-    let mut caps = vec![CAP_NET_ADMIN];
+    let mut caps = base_caps(cfg);
     let mut ambient = Vec::new();
-    if cfg.redirect == RedirectMethod::BindDevice {
-        caps.push(CAP_NET_RAW);
-    }
     // The resolv.conf file (and resolvconf(8), which runs as our user and
-    // writes under /run) need to write files root owns. Any backend choice
-    // can fall back to those when its first choice is missing at start.
+    // writes under /run) need to write files root owns. Until the backend
+    // is chosen and a crashed run's files are restored, any choice but
+    // `none` may need that.
     match cfg.dns {
         DnsChoice::File(_) => caps.push(CAP_DAC_OVERRIDE),
         DnsChoice::Resolvconf | DnsChoice::Auto | DnsChoice::Resolved => {
@@ -25,6 +24,51 @@ pub fn needed(cfg: &Config) -> (Vec<u32>, Vec<u32>) {
         DnsChoice::None => {}
     }
     (caps, ambient)
+}
+
+fn base_caps(cfg: &Config) -> Vec<u32> {
+    let mut caps = vec![CAP_NET_ADMIN];
+    if cfg.redirect == RedirectMethod::BindDevice {
+        caps.push(CAP_NET_RAW);
+    }
+    caps
+}
+
+/// What the chosen DNS backend (by its `Dns::backend_name`) needs beyond
+/// the base: the file backend writes resolv.conf itself, resolvconf's
+/// script needs the capability too; systemd-resolved and none need neither.
+pub fn for_backend(cfg: &Config, backend: &str) -> (Vec<u32>, Vec<u32>) {
+    let mut caps = base_caps(cfg);
+    let mut ambient = Vec::new();
+    match backend {
+        "resolv.conf" => caps.push(CAP_DAC_OVERRIDE),
+        "resolvconf" => {
+            caps.push(CAP_DAC_OVERRIDE);
+            ambient.push(CAP_DAC_OVERRIDE);
+        }
+        _ => {}
+    }
+    (caps, ambient)
+}
+
+/// Once the DNS backend is chosen and crash leftovers are restored: drops
+/// the file-writing capability if that backend does not need it. Lowering
+/// a capability from the permitted set also lowers it in the ambient set.
+pub fn fit_to_dns(cfg: &Config, backend: &str) -> Result<(), String> {
+    if cfg.run_as_root {
+        return Ok(());
+    }
+    let (had, had_ambient) = needed(cfg);
+    let (caps, ambient) = for_backend(cfg, backend);
+    if had == caps && had_ambient == ambient {
+        return Ok(());
+    }
+    sys::capset(&caps).map_err(|e| format!("capset: {e}"))?;
+    if ambient.is_empty() && !had_ambient.is_empty() {
+        sys::ambient_clear_all().map_err(|e| format!("clearing ambient capabilities: {e}"))?;
+    }
+    log::info!("DNS backend {backend}: capabilities now {:?}", caps.iter().map(|c| cap_name(*c)).collect::<Vec<_>>());
+    Ok(())
 }
 
 fn last_cap() -> u32 {

@@ -139,11 +139,19 @@ pub fn capbset_drop(cap: u32) -> io::Result<()> {
 }
 
 pub fn ambient_raise(cap: u32) -> io::Result<()> {
+    ambient(libc::PR_CAP_AMBIENT_RAISE, cap)
+}
+
+pub fn ambient_clear_all() -> io::Result<()> {
+    ambient(libc::PR_CAP_AMBIENT_CLEAR_ALL, 0)
+}
+
+fn ambient(op: libc::c_int, cap: u32) -> io::Result<()> {
     // SAFETY: integer-only prctl, as above.
     let rc = unsafe {
         libc::prctl(
             libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+            op as libc::c_ulong,
             cap as libc::c_ulong,
             0 as libc::c_ulong,
             0 as libc::c_ulong,

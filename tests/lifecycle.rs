@@ -453,30 +453,52 @@ fn privileges_are_dropped_to_the_service_user() {
     if !require_root() {
         return;
     }
-    for (args, caps) in [
-        (vec!["--run-as", "nobody", "--dns-backend", "none"], "0000000000001000"),
-        (vec!["--run-as", "nobody", "--dns-backend", "none", "--redirect-method", "bind-device"], "0000000000003000"),
+    // A resolv.conf the daemon may only write with CAP_DAC_OVERRIDE.
+    let rc = std::env::temp_dir().join(format!("privs-resolv-{}.conf", std::process::id()));
+    std::fs::write(&rc, "nameserver 192.0.2.53\n").unwrap();
+    let rc_arg = rc.display().to_string();
+    // (arguments, capabilities kept, bounding set, ambient set)
+    let none = ["--run-as", "nobody", "--dns-backend", "none"];
+    for (args, caps, bnd, amb) in [
+        (none.to_vec(), "0000000000001000", "0000000000001000", "0000000000000000"),
+        (
+            [&none[..], &["--redirect-method", "bind-device"]].concat(),
+            "0000000000003000",
+            "0000000000003000",
+            "0000000000000000",
+        ),
+        (
+            vec!["--run-as", "nobody", "--resolv-conf", &rc_arg],
+            "0000000000001002",
+            "0000000000001002",
+            "0000000000000000",
+        ),
     ] {
         let env = Env::unprivileged("privs", &args);
         let pid = env.daemon.as_ref().unwrap().id();
         assert!(status_field(pid, "Uid:").starts_with("65534\t65534\t65534\t65534"), "{}", status_field(pid, "Uid:"));
         assert!(status_field(pid, "Gid:").starts_with("65534\t65534\t65534\t65534"));
         assert_eq!(status_field(pid, "Groups:"), "");
-        assert_eq!(status_field(pid, "CapEff:"), caps, "{args:?}");
-        assert_eq!(status_field(pid, "CapPrm:"), caps);
-        assert_eq!(status_field(pid, "CapBnd:"), caps);
-        assert_eq!(status_field(pid, "CapAmb:"), "0000000000000000");
+        assert_eq!(status_field(pid, "CapEff:"), caps, "{args:?}\n{}", env.log());
+        assert_eq!(status_field(pid, "CapPrm:"), caps, "{args:?}");
+        assert_eq!(status_field(pid, "CapBnd:"), bnd, "{args:?}");
+        assert_eq!(status_field(pid, "CapAmb:"), amb, "{args:?}");
         assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
         assert!(env.log().contains("regaining root fails"), "{}", env.log());
-        // And it still does its job unprivileged.
+        // And it still does its job unprivileged, DNS file included.
         let c = env.conn();
         let p = create(&c, "unpriv");
         configure_like_real_client(&c, &p);
+        let _: () = call(&c, &p, "AddDNS", (vec!["10.97.0.53".to_string()],)).unwrap();
         let _fd = establish(&c, &p);
         assert!(env.our_routes().contains("10.97.0.0/24"));
+        let in_file = std::fs::read_to_string(&rc).unwrap().contains("nameserver 10.97.0.53");
+        assert_eq!(in_file, caps.ends_with('2'), "{args:?}: resolv.conf written only by the file backend");
         let _: () = call(&c, &p, "Destroy", ()).unwrap();
         assert_eq!(env.our_routes(), "");
+        assert_eq!(std::fs::read_to_string(&rc).unwrap(), "nameserver 192.0.2.53\n", "{args:?}");
     }
+    std::fs::remove_file(&rc).unwrap();
 }
 
 #[test]
