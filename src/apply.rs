@@ -151,6 +151,19 @@ pub fn host_routes(rtnl: &mut Rtnl) -> Result<Vec<KernelRoute>> {
     Ok(msgs.iter().filter(|(t, _)| *t == libc::RTM_NEWROUTE).filter_map(|(_, p)| netlink::route::parse(p)).collect())
 }
 
+/// The kernel's own answer to "which route does a packet to `dst` from this
+/// socket take" (None if it has no route).
+pub fn route_to(rtnl: &mut Rtnl, dst: std::net::IpAddr, mark: Option<u32>, uid: u32) -> Option<KernelRoute> {
+    let msgs = match rtnl.dump(netlink::route::lookup_request(dst, mark, uid)) {
+        Ok(m) => m,
+        Err(e) => {
+            log::debug!("route lookup for {dst}: {e}");
+            return None;
+        }
+    };
+    msgs.iter().filter(|(t, _)| *t == libc::RTM_NEWROUTE).find_map(|(_, p)| netlink::route::parse(p))
+}
+
 /// Removes routes and rules carrying our protocol that no journal accounts
 /// for (a crashed run whose journal was lost). Returns how many.
 pub fn sweep(rtnl: &mut Rtnl) -> Result<usize> {

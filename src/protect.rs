@@ -1,7 +1,8 @@
 //! ProtectSocket: keeping the VPN's own transport socket out of the tunnel,
 //! by one of `--redirect-method`:
-//! - `host-route`: a host route to the server via the route the host used
-//!   before (on-link if the server is on-link);
+//! - `host-route`: a host route to the server via the route the kernel
+//!   picks for the socket, or the main table's best route outside our
+//!   devices when that is one of them (on-link if the server is on-link);
 //! - `bind-device`: SO_BINDTODEVICE to that route's device;
 //! - `fwmark`: with `--set-somark M`, rules send packets marked M to table M,
 //!   which holds the server's route as the host had it; unmarked traffic to
@@ -81,9 +82,21 @@ impl Daemon {
         } else {
             Owner::Device(device.to_string())
         };
-        let routes = apply::host_routes(&mut self.kernel.rtnl)?;
         let ours = self.our_links();
-        let Some((gw, oif)) = best_route(&routes, remote, &ours) else {
+        let path = match apply::route_to(&mut self.kernel.rtnl, remote, self.cfg.somark, c.uid) {
+            Some(k) if k.rtype == libc::RTN_LOCAL => {
+                log::info!("{remote} is an address of this host: nothing to protect");
+                return Ok(true);
+            }
+            Some(k) if k.rtype == libc::RTN_UNICAST && k.route.oif != 0 && !ours.contains(&k.route.oif) => {
+                Some((k.route.gateway, k.route.oif))
+            }
+            // The kernel would use one of our tunnels (the client protects
+            // after its routes are in) or has no route: the host's main
+            // table without our devices says how it went before.
+            _ => best_route(&apply::host_routes(&mut self.kernel.rtnl)?, remote, &ours),
+        };
+        let Some((gw, oif)) = path else {
             log::warn!("no route to {remote} outside the tunnel; the socket is left as it is");
             return Ok(method != RedirectMethod::BindDevice);
         };
@@ -154,6 +167,15 @@ impl Daemon {
             std::mem::take(&mut self.protections).into_iter().partition(|p| pred(&p.owner));
         self.protections = keep;
         for mut p in gone {
+            // Another owner protecting the same server found our route there
+            // (EEXIST, so it recorded nothing): the route is now its to undo.
+            if !p.journal.is_empty() {
+                if let Some(heir) = self.protections.iter_mut().find(|q| q.remote == p.remote && q.journal.is_empty()) {
+                    log::info!("protection of {} handed on to {:?}", p.remote, heir.owner);
+                    heir.journal = std::mem::take(&mut p.journal);
+                    continue;
+                }
+            }
             for f in apply::undo(&mut self.kernel, p.journal.take_all()) {
                 log::warn!("removing the protection of {}: {f}", p.remote);
             }

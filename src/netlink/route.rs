@@ -105,18 +105,36 @@ pub fn del(r: &Route) -> Req {
 
 /// A dump of all routes of one family (or both with `None`).
 pub fn dump_request(fam: Option<RtAddrFamily>) -> Vec<u8> {
+    get_request(fam.unwrap_or(RtAddrFamily::Unspecified), 0, RtBuffer::new(), NlmF::DUMP)
+}
+
+/// Asks the kernel which route a packet to `dst` takes (RTM_GETROUTE, as
+/// `ip route get`): policy rules, every table and multipath included. The
+/// socket's mark and owner take part in rule selection, so both are given.
+pub fn lookup_request(dst: IpAddr, mark: Option<u32>, uid: u32) -> Vec<u8> {
+    let mut attrs = RtBuffer::new();
+    attrs.push(rta(Rta::Dst, &ip_bytes(&dst)));
+    if let Some(m) = mark {
+        attrs.push(rta(Rta::Mark, &m.to_ne_bytes()));
+    }
+    attrs.push(rta(Rta::Uid, &uid.to_ne_bytes()));
+    get_request(family(&dst), if dst.is_ipv4() { 32 } else { 128 }, attrs, NlmF::ACK)
+}
+
+fn get_request(fam: RtAddrFamily, dst_len: u8, attrs: RtBuffer<Rta, neli::types::Buffer>, flags: NlmF) -> Vec<u8> {
     let msg = RtmsgBuilder::default()
-        .rtm_family(fam.unwrap_or(RtAddrFamily::Unspecified))
-        .rtm_dst_len(0)
+        .rtm_family(fam)
+        .rtm_dst_len(dst_len)
         .rtm_src_len(0)
         .rtm_tos(0)
         .rtm_table(RtTable::Unspec)
         .rtm_protocol(Rtprot::Unspec)
         .rtm_scope(RtScope::Universe)
         .rtm_type(Rtn::Unspec)
+        .rtattrs(attrs)
         .build()
         .expect("all fields set");
-    encode(Rtm::Getroute, NlmF::REQUEST | NlmF::DUMP, msg)
+    encode(Rtm::Getroute, NlmF::REQUEST | flags, msg)
 }
 
 /// A route as read back from the kernel (unicast routes only).
