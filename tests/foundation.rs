@@ -234,7 +234,7 @@ fn another_uid_is_denied() {
     let p = create(&c, "acl");
     let (ok, out) =
         busctl_as(65534, &env.addr, &format!("call {DEST} {p} {IFACE} AddIPAddress susb 10.1.0.2 24 '' false"));
-    assert!(!ok && out.contains("AccessDenied") || out.contains("may not"), "{out}");
+    assert!(!ok && (out.contains("AccessDenied") || out.contains("may not")), "{out}");
     let (ok, out) = busctl_as(65534, &env.addr, &format!("set-property {DEST} {p} {IFACE} mtu q 1400"));
     assert!(!ok && out.contains("may not"), "{out}");
     let (ok, out) = busctl_as(65534, &env.addr, &format!("call {DEST} {MGR} {IFACE} FetchInterfaceList"));

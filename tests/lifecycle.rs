@@ -73,9 +73,9 @@ fn host_route_protection_behind_gateway_and_on_link_both_families() {
     }
     let r = env.our_routes();
     assert!(r.contains("203.0.113.5 via 192.0.2.1 dev uplink0"), "{r}");
-    assert!(r.contains("192.0.2.1 dev uplink0"), "on-link server gets an on-link host route: {r}");
+    assert!(env.has_our_route("192.0.2.1", "dev uplink0"), "on-link server gets an on-link host route: {r}");
     assert!(r.contains("2001:db8:ffff::5 via 2001:db8::1 dev uplink0"), "{r}");
-    assert!(r.lines().any(|l| l.starts_with("2001:db8::1 dev uplink0")), "{r}");
+    assert!(env.has_our_route("2001:db8::1", "dev uplink0"), "{r}");
     // The tunnel takes the default routes; the host routes keep the server reachable.
     configure_like_real_client(&c, &p);
     set_prop(&c, &p, "reroute_ipv4", true).unwrap();
@@ -88,6 +88,93 @@ fn host_route_protection_behind_gateway_and_on_link_both_families() {
     // Owned by the device: gone with it.
     let _: () = call(&c, &p, "Destroy", ()).unwrap();
     assert_eq!(env.our_routes(), "");
+}
+
+#[test]
+fn protection_follows_the_kernel_route_outside_the_tunnel() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::with_args("protafter", &["--run-as-root", "--set-somark", "119"]);
+    add_servers(&env);
+    // The admin's policy: sockets marked 119 reach 203.0.113.0/24 via another router.
+    env.ip("rule add fwmark 119 lookup 100 priority 100");
+    env.ip("route add 203.0.113.0/24 via 192.0.2.3 dev uplink0 table 100");
+    let c = env.conn();
+    let p = create(&c, "pa");
+    configure_like_real_client(&c, &p);
+    set_prop(&c, &p, "reroute_ipv4", true).unwrap();
+    set_prop(&c, &p, "reroute_ipv6", true).unwrap();
+    let _fd = establish(&c, &p);
+    // Protected after the redirect: the kernel's answer is the tunnel, so
+    // the route outside it is used.
+    assert!(env.ip("route get 198.51.100.9").contains("dev tun"), "precondition: traffic goes into the tunnel");
+    for (remote, v6) in [("198.51.100.9", false), ("2001:db8:ffff::5", true)] {
+        assert!(protect(&c, remote, v6, &p, Some(udp_in(&env.ns, v6).into())).unwrap(), "{remote}");
+    }
+    assert!(env.has_our_route("198.51.100.9", "via 192.0.2.1 dev uplink0"), "{}", env.our_routes());
+    assert!(env.has_our_route("2001:db8:ffff::5", "via 2001:db8::1 dev uplink0"), "{}", env.our_routes());
+    // The socket's mark selects the admin's table: the host route follows it.
+    let s = udp_in(&env.ns, false);
+    assert!(protect(&c, "203.0.113.9", false, &p, Some(s.try_clone().unwrap().into())).unwrap());
+    assert_eq!(nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::Mark).unwrap(), 119);
+    assert!(env.has_our_route("203.0.113.9", "via 192.0.2.3 dev uplink0"), "{}", env.our_routes());
+    // A server on this host itself needs no route.
+    let before = env.our_routes();
+    assert!(protect(&c, "192.0.2.2", false, &p, Some(udp_in(&env.ns, false).into())).unwrap());
+    assert_eq!(env.our_routes(), before);
+    let _: () = call(&c, &p, "Destroy", ()).unwrap();
+    assert_eq!(env.our_routes(), "");
+}
+
+#[test]
+fn a_host_route_two_owners_share_stays_until_the_last_leaves() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("protshare");
+    add_servers(&env);
+    let (c1, c2) = (env.conn(), env.conn());
+    let p1 = create(&c1, "sh1");
+    let p2 = create(&c2, "sh2");
+    let count = || env.our_routes().lines().filter(|l| l.starts_with("203.0.113.5 ")).count();
+    assert!(protect(&c1, "203.0.113.5", false, &p1, None).unwrap());
+    assert!(protect(&c2, "203.0.113.5", false, &p2, None).unwrap());
+    assert!(protect(&c2, "203.0.113.5", false, "/", None).unwrap());
+    assert_eq!(count(), 1, "{}", env.our_routes());
+    let _: () = call(&c1, &p1, "Destroy", ()).unwrap();
+    assert_eq!(count(), 1, "the other owners still need it: {}", env.our_routes());
+    let _: () = call(&c2, &p2, "Destroy", ()).unwrap();
+    assert_eq!(count(), 1, "the client-owned protection still needs it");
+    let _: () = call(&c2, MGR, "Cleanup", ()).unwrap();
+    assert_eq!(env.our_routes(), "");
+}
+
+#[test]
+fn protect_socket_closes_every_fd_it_receives() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::with_args("protfds", &["--run-as-root", "--set-somark", "7"]);
+    add_servers(&env);
+    let c = env.conn();
+    let pid = env.daemon.as_ref().unwrap().id();
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let before = fds();
+    // Two fds: refused by signature.
+    let m = method(MGR, "ProtectSocket").append3("203.0.113.5", false, dbus::Path::from("/"));
+    let m = m.append2(OwnedFd::from(udp_in(&env.ns, false)), OwnedFd::from(udp_in(&env.ns, false)));
+    let e = send(&c, m).unwrap_err();
+    assert!(e.0.ends_with("InvalidArgs") && e.1.contains("sbohh"), "{e:?}");
+    // Not a socket: SO_MARK fails, the error says so.
+    let (r, _w) = nix::unistd::pipe().unwrap();
+    let e = protect(&c, "203.0.113.5", false, "/", Some(r)).unwrap_err();
+    assert!(e.1.contains("SO_MARK"), "{e:?}");
+    assert_eq!(env.our_routes(), "", "nothing was protected");
+    // A good one.
+    assert!(protect(&c, "203.0.113.5", false, "/", Some(udp_in(&env.ns, false).into())).unwrap());
+    assert!(env.daemon_alive());
+    assert_eq!(fds(), before, "every received fd was closed");
 }
 
 #[test]
@@ -166,8 +253,8 @@ fn fwmark_ipv6_and_on_link_servers() {
     assert!(env.ip("-6 rule show").contains("fwmark 0x1234 lookup 4660 proto 79"), "{}", env.ip("-6 rule show"));
     let t6 = env.ip("-6 route show table 4660");
     assert!(t6.contains("2001:db8:ffff::5 via 2001:db8::1 dev uplink0"), "{t6}");
-    assert!(t6.contains("2001:db8::1 dev uplink0"), "on-link server: {t6}");
-    assert!(env.ip("route show table 4660").contains("192.0.2.1 dev uplink0"));
+    assert!(t6.lines().any(|l| l.starts_with("2001:db8::1 dev uplink0")), "on-link server: {t6}");
+    assert!(env.ip("route show table 4660").lines().any(|l| l.starts_with("192.0.2.1 dev uplink0")));
     let _: () = call(&c, &p, "Destroy", ()).unwrap();
     assert!(!env.ip("-6 rule show").contains("fwmark"));
     assert_eq!(env.ip("-6 route show table 4660"), "");
@@ -220,7 +307,7 @@ fn client_sigkill_after_establish_cleans_everything() {
     let Some(GlibClient { child: mut client, dev, .. }) = glib_client(&env) else { return };
     assert!(env.extra_links().contains(&dev));
     assert!(env.our_routes().contains("198.51.100.0/24 via 192.0.2.1"), "exclude route via the uplink is there");
-    assert!(env.our_routes().contains("192.0.2.1 dev uplink0"), "the client's protected socket got its host route");
+    assert!(env.has_our_route("192.0.2.1", "dev uplink0"), "the client's protected socket got its host route");
     client.kill().unwrap();
     let t0 = Instant::now();
     client.wait().unwrap();

@@ -202,11 +202,13 @@ impl Env {
     /// Everything observable in the namespace that the daemon might touch.
     pub fn kernel_snapshot(&self) -> String {
         format!(
-            "{}{}{}{}",
+            "{}{}{}{}{}{}",
             self.ip("-o link show"),
             self.ip("-o addr show"),
             self.ip("-4 route show table all"),
-            self.ip("-6 route show table all")
+            self.ip("-6 route show table all"),
+            self.ip("-4 rule show"),
+            self.ip("-6 rule show")
         )
     }
 
@@ -217,6 +219,13 @@ impl Env {
             .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap().to_string()))
             .filter(|n| n != "lo" && n != "uplink0")
             .collect()
+    }
+
+    /// Whether one of our routes has destination `dst` and reads `rest`
+    /// after it (`ip route` text), e.g. ("192.0.2.1", "dev uplink0").
+    pub fn has_our_route(&self, dst: &str, rest: &str) -> bool {
+        let line = format!("{dst} {rest}");
+        self.our_routes().lines().any(|l| l.trim_end() == line || l.starts_with(&format!("{line} ")))
     }
 
     pub fn our_routes(&self) -> String {
