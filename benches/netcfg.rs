@@ -163,22 +163,44 @@ fn main() {
         status_kib(pid, "VmHWM:"),
         fd_count(pid)
     );
-    // Soak: 1,000 create/establish/destroy cycles; fds and RSS must stay flat.
+    // Soak: 1,000 create/protect/establish/destroy cycles beside one session
+    // that stays up the whole time (so the journal always has a live entry
+    // and must be compacted, not restarted); fds, RSS and the journal file
+    // must stay flat.
+    let journal = env.dir.join("state/journal");
+    let jsize = || std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0);
+    let keep = create(&c, "soak-keep");
+    configure_like_real_client(&c, &keep);
+    let keep_fd = establish(&c, &keep);
     let nets = networks(10);
     let rss0 = status_kib(pid, "VmRSS:");
     let fds0 = fd_count(pid);
+    let j0 = jsize();
     let t = Instant::now();
     let mut marks = Vec::new();
     for i in 0..1000 {
-        cycle(&c, 10, &nets);
+        let p = create(&c, "soak");
+        set_prop(&c, &p, "layer", 3u32).unwrap();
+        let _: () = call(&c, &p, "AddIPAddress", ("10.98.0.2", 24u32, "10.98.0.1", false)).unwrap();
+        let _: () = call(&c, &p, "AddNetworks", (nets.to_vec(),)).unwrap();
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let m = method(MGR, "ProtectSocket").append3("203.0.113.5", false, dbus::Path::from(p.as_str()));
+        send(&c, m.append1(std::os::fd::OwnedFd::from(sock))).unwrap();
+        let fd = establish(&c, &p);
+        let _: () = call(&c, &p, "Destroy", ()).unwrap();
+        drop(fd);
         if i % 250 == 249 {
-            marks.push((status_kib(pid, "VmRSS:"), fd_count(pid)));
+            marks.push((status_kib(pid, "VmRSS:"), fd_count(pid), jsize()));
         }
     }
     println!(
-        "soak, 1000 cycles (N=10) in {:.1} s: VmRSS {rss0} KiB / {fds0} fds before; (KiB, fds) after 250/500/750/1000: {marks:?}",
+        "soak, 1000 cycles (N=10, ProtectSocket, one session up throughout) in {:.1} s: \
+         VmRSS {rss0} KiB / {fds0} fds / journal {j0} B before; (KiB, fds, journal B) after 250/500/750/1000: {marks:?}",
         t.elapsed().as_secs_f64()
     );
+    let _: () = call(&c, &keep, "Destroy", ()).unwrap();
+    drop(keep_fd);
+    assert_eq!(env.our_routes(), "", "the soak left routes behind");
 
     // 50 clients at once, each with an established device.
     let t = Instant::now();

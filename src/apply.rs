@@ -25,11 +25,12 @@ fn request(c: &Change) -> (Req, Undo) {
 }
 
 /// Records undo steps for something already done outside netlink (a tun
-/// device we just created).
-pub fn record(k: &mut Kernel, journal: &mut Journal, u: Undo) {
-    for e in k.wal.record(vec![u]) {
+/// device we just created). On error the caller undoes that thing itself.
+pub fn record(k: &mut Kernel, journal: &mut Journal, u: Undo) -> Result<()> {
+    for e in k.wal.record(vec![u])? {
         journal.push(e);
     }
+    Ok(())
 }
 
 /// Applies every change (batched). The inverses are written ahead to the
@@ -39,7 +40,7 @@ pub fn record(k: &mut Kernel, journal: &mut Journal, u: Undo) {
 /// error returned.
 pub fn apply(k: &mut Kernel, changes: &[Change], journal: &mut Journal) -> Result<()> {
     let (mut reqs, undos): (Vec<Req>, Vec<Undo>) = changes.iter().map(request).unzip();
-    let entries = k.wal.record(undos);
+    let entries = k.wal.record(undos)?;
     let results = match k.rtnl.transact(&mut reqs) {
         Ok(r) => r,
         Err(e) => {

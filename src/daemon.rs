@@ -155,6 +155,15 @@ impl Daemon {
             Ok(n) => log::warn!("removed {n} route(s)/rule(s) of ours that no journal accounted for"),
             Err(e) => log::warn!("sweeping stale routes: {e}"),
         }
+        // Only now: a crash during the above replays the old file again.
+        self.kernel.wal.start();
+    }
+
+    /// Every journal entry not yet undone, in all the places that hold them.
+    fn live_entries(&self) -> Vec<&crate::journal::Entry> {
+        let devices = self.devices.values().map(|d| &d.journal);
+        let protections = self.protections.iter().map(|p| &p.journal);
+        devices.chain(protections).chain([&self.fw_rules, &self.orphans]).flat_map(|j| j.entries()).collect()
     }
 
     fn main_loop(&mut self) -> i32 {
@@ -181,6 +190,11 @@ impl Daemon {
             }
             if self.quit {
                 break;
+            }
+            if self.kernel.wal.wants_compaction() {
+                let mut wal = std::mem::replace(&mut self.kernel.wal, crate::journal::Wal::memory());
+                wal.compact(&self.live_entries());
+                self.kernel.wal = wal;
             }
             self.update_idle_timer();
             let bus_fd = crate::sys::borrow_fd(self.bus.fd());

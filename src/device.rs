@@ -110,7 +110,11 @@ impl Device {
                 self.restore(old_links);
                 return Err(Error::Failed(format!("new device {kname} vanished")));
             };
-            apply::record(k, &mut journal, Undo::DelLink { ifindex, name: kname.clone() });
+            // On error the fd closes here, and the kernel removes the tun with it.
+            if let Err(e) = apply::record(k, &mut journal, Undo::DelLink { ifindex, name: kname.clone() }) {
+                self.restore(old_links);
+                return Err(e);
+            }
             (old_links, Some(fd), ifindex, kname)
         };
 

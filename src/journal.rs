@@ -7,10 +7,11 @@
 //! undo what a killed one left behind.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, Result};
 use crate::netlink::addr::Addr;
 use crate::netlink::route::Route;
 use crate::netlink::rule::Rule;
@@ -199,9 +200,19 @@ impl Journal {
 pub struct Wal {
     path: Option<PathBuf>,
     file: Option<File>,
+    /// Bytes of whole lines in the file (a failed write is cut back to it).
+    len: u64,
     next: u64,
     live: usize,
+    /// `D` lines since the file was last rewritten.
+    dead: usize,
+    compact_after: usize,
 }
+
+/// Rewrite the file once it holds this many finished entries, and more
+/// than twice as many as live ones (a long session beside many short ones
+/// would otherwise grow it without bound).
+const COMPACT_AFTER: usize = 4096;
 
 fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
@@ -210,18 +221,20 @@ fn boot_id() -> String {
 impl Wal {
     /// A journal that is not persisted (tests, or no usable state dir).
     pub fn memory() -> Wal {
-        Wal { path: None, file: None, next: 1, live: 0 }
+        Wal { path: None, file: None, len: 0, next: 1, live: 0, dead: 0, compact_after: COMPACT_AFTER }
     }
 
-    /// Opens `<dir>/journal`. Returns the entries a previous run left live
-    /// (newest first) when it ran in this boot, then starts a fresh file.
+    /// Reads `<dir>/journal`: returns the entries a previous run left live
+    /// (newest first) when it ran in this boot. The file stays as it is
+    /// until `start`, so a crash while they are undone loses none of them
+    /// (undoing twice is harmless).
     pub fn open(dir: &Path) -> (Wal, Vec<Undo>) {
         let path = dir.join("journal");
         let mut leftover = Vec::new();
         if let Ok(f) = File::open(&path) {
             let mut live: Vec<(u64, Undo)> = Vec::new();
             let mut same_boot = false;
-            for line in BufReader::new(f).lines().map_while(Result::ok).take(2_000_000) {
+            for line in BufReader::new(f).lines().map_while(std::result::Result::ok).take(2_000_000) {
                 let (tag, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
                 match tag {
                     "B" => same_boot = rest == boot_id(),
@@ -246,68 +259,127 @@ impl Wal {
                 log::info!("journal {} is from an earlier boot; nothing of it is left in the kernel", path.display());
             }
         }
-        let mut w = Wal { path: Some(path), file: None, next: 1, live: 0 };
-        w.reset();
-        (w, leftover)
+        (
+            Wal { path: Some(path), file: None, len: 0, next: 1, live: 0, dead: 0, compact_after: COMPACT_AFTER },
+            leftover,
+        )
     }
 
-    fn reset(&mut self) {
-        let Some(path) = &self.path else { return };
-        let f = OpenOptions::new().create(true).write(true).truncate(true).open(path).and_then(|mut f| {
-            writeln!(f, "B {}", boot_id())?;
+    /// Starts a fresh file (after the leftovers are undone). If the state
+    /// directory cannot be written, crash recovery is off, and logged.
+    pub fn start(&mut self) {
+        self.rewrite(&[]);
+    }
+
+    /// Replaces the file by one holding only `live` (atomically: a crash
+    /// leaves the old or the new file, both complete).
+    fn rewrite(&mut self, live: &[&Entry]) {
+        let Some(path) = self.path.clone() else { return };
+        let tmp = path.with_extension("new");
+        let mut text = format!("B {}\n", boot_id());
+        for e in live {
+            append_line(&mut text, e);
+        }
+        let done = OpenOptions::new().create(true).write(true).truncate(true).open(&tmp).and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
             f.sync_data()?;
+            std::fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
             Ok(f)
         });
-        match f {
-            Ok(f) => self.file = Some(f),
+        match done {
+            Ok(f) => {
+                self.file = Some(f);
+                self.len = text.len() as u64;
+                self.live = live.len();
+                self.dead = 0;
+            }
             Err(e) => {
-                log::warn!("cannot write the journal {}: {e}; crash recovery is off", path.display());
-                self.file = None;
-                self.path = None;
+                let _ = std::fs::remove_file(&tmp);
+                if self.file.is_none() {
+                    log::warn!("cannot write the journal {}: {e}; crash recovery is off", path.display());
+                    self.path = None;
+                } else {
+                    // The old file is still complete and in use.
+                    log::warn!("cannot compact the journal {}: {e}", path.display());
+                }
             }
         }
     }
 
-    /// Records `undos` (one id each) and syncs before the caller touches the kernel.
-    pub fn record(&mut self, undos: Vec<Undo>) -> Vec<Entry> {
-        let entries: Vec<Entry> = undos
-            .into_iter()
-            .map(|undo| {
-                let id = self.next;
-                self.next += 1;
-                Entry { id, undo }
-            })
-            .collect();
+    /// Records `undos` (one id each) and syncs before the caller touches the
+    /// kernel. If that fails the caller must not make the change: a crash
+    /// would leave it behind with nothing to undo it.
+    pub fn record(&mut self, undos: Vec<Undo>) -> Result<Vec<Entry>> {
+        let first = self.next;
+        let entries: Vec<Entry> = undos.into_iter().zip(first..).map(|(undo, id)| Entry { id, undo }).collect();
         if let Some(f) = &mut self.file {
             let mut buf = String::with_capacity(entries.len() * 64);
             for e in &entries {
-                use std::fmt::Write;
-                let _ = write!(buf, "A {} ", e.id);
-                e.undo.write_line(&mut buf);
-                buf.push('\n');
+                append_line(&mut buf, e);
             }
             if let Err(e) = f.write_all(buf.as_bytes()).and_then(|_| f.sync_data()) {
-                log::warn!("journal write failed: {e}");
+                // Cut a partial line off, so the next record starts clean.
+                let _ = f.set_len(self.len).and_then(|_| f.seek(SeekFrom::Start(self.len)));
+                return Err(Error::Failed(format!("cannot write the undo journal, so nothing was changed: {e}")));
             }
+            self.len += buf.len() as u64;
         }
+        self.next += entries.len() as u64;
         self.live += entries.len();
-        entries
+        Ok(entries)
     }
 
-    /// Marks entries as no longer needing undo; compacts when nothing is live.
+    /// Marks entries as no longer needing undo; starts afresh when nothing
+    /// is live. A lost `D` line only means a harmless second undo.
     pub fn done(&mut self, ids: impl IntoIterator<Item = u64>) {
         let mut buf = String::new();
         for id in ids {
             use std::fmt::Write;
             let _ = writeln!(buf, "D {id}");
             self.live = self.live.saturating_sub(1);
+            self.dead += 1;
         }
         if self.live == 0 {
-            self.reset();
+            if self.dead > 0 {
+                self.start();
+            }
         } else if let Some(f) = &mut self.file {
-            let _ = f.write_all(buf.as_bytes());
+            if f.write_all(buf.as_bytes()).is_ok() {
+                self.len += buf.len() as u64;
+            } else {
+                let _ = f.set_len(self.len).and_then(|_| f.seek(SeekFrom::Start(self.len)));
+            }
         }
     }
+
+    /// Whether the file is mostly finished entries (see `compact`).
+    pub fn wants_compaction(&self) -> bool {
+        self.file.is_some() && self.dead >= self.compact_after && self.dead > 2 * self.live
+    }
+
+    /// Rewrites the file with only `live`, which must be every entry not yet
+    /// undone (the daemon's journals together).
+    pub fn compact(&mut self, live: &[&Entry]) {
+        if live.len() != self.live {
+            // Something holds entries the caller did not list: keep them all.
+            log::warn!("journal compaction skipped: {} live entries known, {} given", self.live, live.len());
+            self.dead = 0;
+            return;
+        }
+        let before = self.len;
+        self.rewrite(live);
+        log::debug!("journal compacted: {before} -> {} bytes, {} live entries", self.len, live.len());
+    }
+}
+
+fn append_line(buf: &mut String, e: &Entry) {
+    use std::fmt::Write;
+    let _ = write!(buf, "A {} ", e.id);
+    e.undo.write_line(buf);
+    buf.push('\n');
 }
 
 #[cfg(test)]
@@ -372,14 +444,82 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let (mut w, left) = Wal::open(&dir);
         assert!(left.is_empty());
-        let es =
-            w.record(vec![Undo::LinkDown { ifindex: 1 }, Undo::LinkDown { ifindex: 2 }, Undo::LinkDown { ifindex: 3 }]);
+        w.start();
+        let es = w
+            .record(vec![Undo::LinkDown { ifindex: 1 }, Undo::LinkDown { ifindex: 2 }, Undo::LinkDown { ifindex: 3 }])
+            .unwrap();
         w.done([es[1].id]);
         drop(w); // a crash: nothing more is written
         let (_w, left) = Wal::open(&dir);
         assert_eq!(left, vec![Undo::LinkDown { ifindex: 3 }, Undo::LinkDown { ifindex: 1 }]);
+        // A crash while they are undone: the next run finds them all again.
+        let (mut w, again) = Wal::open(&dir);
+        assert_eq!(again, left);
+        w.start();
         let (_w, left) = Wal::open(&dir);
         assert!(left.is_empty(), "a fresh file after recovery");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("wal-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_failed_write_refuses_the_change_and_leaves_no_partial_line() {
+        let dir = temp_dir("full");
+        let (mut w, _) = Wal::open(&dir);
+        w.start();
+        let kept = w.record(vec![Undo::LinkDown { ifindex: 1 }]).unwrap();
+        let good = w.file.take();
+        w.file = Some(OpenOptions::new().write(true).open("/dev/full").unwrap());
+        assert!(w.record(vec![Undo::LinkDown { ifindex: 2 }]).is_err());
+        assert_eq!(w.live, 1, "nothing counted for the refused change");
+        w.file = good;
+        let next = w.record(vec![Undo::LinkDown { ifindex: 3 }]).unwrap();
+        assert_eq!(next[0].id, kept[0].id + 1, "ids stay dense");
+        drop(w);
+        let (_w, left) = Wal::open(&dir);
+        assert_eq!(left, vec![Undo::LinkDown { ifindex: 3 }, Undo::LinkDown { ifindex: 1 }]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn compaction_keeps_exactly_the_live_entries_and_bounds_the_file() {
+        let dir = temp_dir("compact");
+        let (mut w, _) = Wal::open(&dir);
+        w.compact_after = 200;
+        w.start();
+        let long = w.record(vec![Undo::LinkDown { ifindex: 7 }]).unwrap();
+        let mut size_at_compaction = 0;
+        for round in 0..3 {
+            while !w.wants_compaction() {
+                let es = w.record(vec![Undo::LinkDown { ifindex: 8 }, Undo::LinkDown { ifindex: 9 }]).unwrap();
+                w.done(es.iter().map(|e| e.id));
+            }
+            let size = std::fs::metadata(dir.join("journal")).unwrap().len();
+            assert!(round == 0 || size <= size_at_compaction * 11 / 10, "the file does not grow from round to round");
+            size_at_compaction = size;
+            // A caller that forgets an entry gets no compaction.
+            w.compact(&[]);
+            assert_eq!(std::fs::metadata(dir.join("journal")).unwrap().len(), size);
+            while !w.wants_compaction() {
+                let es = w.record(vec![Undo::LinkDown { ifindex: 8 }]).unwrap();
+                w.done(es.iter().map(|e| e.id));
+            }
+            w.compact(&long.iter().collect::<Vec<_>>());
+            assert!(std::fs::metadata(dir.join("journal")).unwrap().len() < 100);
+        }
+        // Still appendable, and a crash now leaves the long entry and the new one.
+        let late = w.record(vec![Undo::LinkDown { ifindex: 10 }]).unwrap();
+        w.done([late[0].id]);
+        let late = w.record(vec![Undo::LinkDown { ifindex: 11 }]).unwrap();
+        drop(w);
+        let (_w, left) = Wal::open(&dir);
+        assert_eq!(left, vec![late[0].undo.clone(), long[0].undo.clone()]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -81,7 +81,7 @@ impl Daemon {
         req.what = crate::netlink::What::Text(format!("create {} device {name}", family.link_kind()));
         // Written ahead: a crash before the ifindex is known leaks nothing.
         let intent =
-            self.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.link_kind().into() }]);
+            self.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.link_kind().into() }])?;
         if let Err(e) = self.kernel.rtnl.request(req) {
             if matches!(e, Error::Kernel { errno: libc::EEXIST, .. }) {
                 // Someone else's link of that name: never ours to delete.
@@ -98,7 +98,12 @@ impl Daemon {
         };
         let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
         // Destroy, client death, shutdown and a restarted daemon delete it.
-        crate::apply::record(&mut self.kernel, &mut d.journal, Undo::DelLink { ifindex, name: name.to_string() });
+        if let Err(e) =
+            crate::apply::record(&mut self.kernel, &mut d.journal, Undo::DelLink { ifindex, name: name.to_string() })
+        {
+            crate::apply::undo(&mut self.kernel, intent);
+            return Err(e);
+        }
         self.kernel.wal.done(intent.iter().map(|e| e.id));
         d.dco = Some(DcoDev { ifindex, name: name.to_string(), mode: Mode::P2p, peers: Default::default(), pipe });
         d.name = name.to_string();
