@@ -213,6 +213,22 @@ fn bind_device_and_somark() {
     assert_eq!(env.our_routes(), "", "bind-device adds no routes");
     let e = protect(&c, "203.0.113.5", false, "/", None).unwrap_err();
     assert!(e.1.contains("fd"), "{e:?}");
+    // A second uplink that carries only 198.51.100.0/24: the socket is bound
+    // to the device of the route, not to the default one.
+    let gw = format!("{}-gw", env.ns);
+    sh(&format!(
+        "ip -n {ns} link add uplink1 type veth peer name gw1 && ip -n {ns} link set gw1 netns {gw} && \
+         ip -n {ns} link set uplink1 up && ip -n {gw} link set gw1 up && \
+         ip -n {ns} addr add 198.18.0.2/24 dev uplink1 && ip -n {gw} addr add 198.18.0.1/24 dev gw1 && \
+         ip -n {ns} route add 198.51.100.0/24 via 198.18.0.1 dev uplink1",
+        ns = env.ns
+    ));
+    for (remote, dev) in [("198.51.100.7", "uplink1"), ("203.0.113.5", "uplink0")] {
+        let s = udp_in(&env.ns, false);
+        assert!(protect(&c, remote, false, "/", Some(s.try_clone().unwrap().into())).unwrap());
+        let got = nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::BindToDevice).unwrap();
+        assert_eq!(got.to_str(), Some(dev), "{remote}");
+    }
 }
 
 #[test]
@@ -368,19 +384,21 @@ fn cleanup_after_the_caller_left_the_bus() {
          c.send_message(m,Gio.DBusSendMessageFlags.NONE)\nc.flush_sync(None)\n",
         env.addr
     );
-    match Command::new("/usr/bin/python3").args(["-c", &script]).status() {
-        Ok(s) => assert!(s.success()),
-        Err(_) => {
-            eprintln!("SKIP: no /usr/bin/python3");
-            return;
-        }
-    }
+    let Ok(mut child) = Command::new("/usr/bin/python3").args(["-c", &script]).spawn() else {
+        eprintln!("SKIP: no /usr/bin/python3");
+        return;
+    };
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
     let c = env.conn();
     wait_until("Cleanup of a caller that left", Duration::from_secs(5), || {
         let (l,): (Vec<dbus::Path<'static>>,) = call(&c, MGR, "FetchInterfaceList", ()).unwrap();
         l.is_empty()
     });
-    assert!(env.log().contains("Cleanup"), "{}", env.log());
+    // Removed by Cleanup itself (the caller's PID was remembered), not only
+    // later because its connection closed.
+    let line = format!("cleaning up resources for pid {pid} (1 device(s))");
+    assert!(env.log().contains(&line), "{}", env.log());
 }
 
 #[test]
@@ -454,6 +472,24 @@ fn daemon_sigkill_then_restart_recovers() {
 }
 
 #[test]
+fn fwmark_rules_and_table_are_undone_after_a_daemon_crash() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::with_args("crashfw", &["--run-as-root", "--redirect-method", "fwmark", "--set-somark", "4660"]);
+    add_servers(&env);
+    let before = env.kernel_snapshot();
+    let c = env.conn();
+    let p = create(&c, "crashfw");
+    assert!(protect(&c, "203.0.113.5", false, &p, Some(udp_in(&env.ns, false).into())).unwrap());
+    assert!(protect(&c, "2001:db8:ffff::5", true, &p, Some(udp_in(&env.ns, true).into())).unwrap());
+    assert!(!env.signal_daemon("KILL").success());
+    assert!(env.ip("-6 rule show").contains("lookup 4660"), "a killed daemon leaves its rules");
+    env.start_daemon();
+    assert_eq!(env.kernel_snapshot(), before, "{}", env.log());
+}
+
+#[test]
 fn stale_routes_without_a_journal_are_swept() {
     if !require_root() {
         return;
@@ -515,15 +551,28 @@ fn idle_exit() {
 }
 
 #[test]
-fn a_device_keeps_the_daemon_from_idling() {
+fn a_device_or_a_subscriber_keeps_the_daemon_from_idling() {
     if !require_root() {
         return;
     }
     let mut env = Env::with_args("noidle", &["--run-as-root", "--idle-exit", "1s"]);
     let c = env.conn();
-    let _p = create(&c, "busy");
+    let p = create(&c, "busy");
     std::thread::sleep(Duration::from_millis(1800));
     assert!(env.daemon_alive(), "a device exists; the daemon must stay");
+    let s = env.conn();
+    let _: () = call(&s, MGR, "NotificationSubscribe", (2047u32,)).unwrap();
+    let _: () = call(&c, &p, "Destroy", ()).unwrap();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(1800));
+    assert!(env.daemon_alive(), "a subscriber is left; the daemon must stay");
+    drop(s);
+    let t0 = Instant::now();
+    let d = env.daemon.as_mut().unwrap();
+    while d.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no idle exit once the subscriber left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn status_field(pid: u32, key: &str) -> String {
