@@ -59,6 +59,42 @@ fn bad_inputs_are_rejected_and_change_nothing() {
             method(MGR, "ProtectSocket").append3("10.0.0.1", false, dbus::Path::from("/net/openvpn/v3/netcfg/1_x")),
             "device_path",
         ),
+        ("protect: empty remote", method(MGR, "ProtectSocket").append3("", false, dbus::Path::from("/")), "remote"),
+        (
+            "protect: remote with a port",
+            method(MGR, "ProtectSocket").append3("10.0.0.1:1194", false, dbus::Path::from("/")),
+            "remote",
+        ),
+        (
+            "protect: unspecified",
+            method(MGR, "ProtectSocket").append3("0.0.0.0", false, dbus::Path::from("/")),
+            "remote",
+        ),
+        (
+            "protect: IPv6 unspecified",
+            method(MGR, "ProtectSocket").append3("::", true, dbus::Path::from("/")),
+            "remote",
+        ),
+        (
+            "protect: multicast",
+            method(MGR, "ProtectSocket").append3("224.0.0.1", false, dbus::Path::from("/")),
+            "remote",
+        ),
+        (
+            "protect: broadcast",
+            method(MGR, "ProtectSocket").append3("255.255.255.255", false, dbus::Path::from("/")),
+            "remote",
+        ),
+        (
+            "protect: IPv6 multicast",
+            method(MGR, "ProtectSocket").append3("ff02::1", true, dbus::Path::from("/")),
+            "remote",
+        ),
+        (
+            "protect: remote as a number",
+            method(MGR, "ProtectSocket").append3(7u32, false, dbus::Path::from("/")),
+            "signature",
+        ),
         ("subscribe: zero mask", method(MGR, "NotificationSubscribe").append1(0u32), "filter"),
         ("subscribe: mask too big", method(MGR, "NotificationSubscribe").append1(70000u32), "filter"),
         ("unsubscribe: unknown", method(MGR, "NotificationUnsubscribe").append1(":1.9999"), "no subscription"),

@@ -66,6 +66,9 @@ impl Daemon {
                 // Exactly the first attached fd is used; every fd is closed on return.
                 let fds = crate::sys::message_fds(m);
                 let remote = settings::parse_ip("remote", remote, ipv6)?;
+                if remote.is_unspecified() || remote.is_multicast() || remote == std::net::Ipv4Addr::BROADCAST {
+                    return Err(Error::arg("remote", format!("{remote} cannot be a VPN server's address")));
+                }
                 let (sender, c) = self.caller(m)?;
                 if &*dev != "/" && !self.devices.get(&*dev).is_some_and(|d| d.may(c.uid)) {
                     return Err(Error::arg("device_path", format!("{} is not a device of yours", &*dev)));
