@@ -327,7 +327,11 @@ impl Daemon {
             self.log_owner = if new.is_empty() { None } else { Some(new) };
             return;
         }
-        if !name.starts_with(':') || !new.is_empty() {
+        if !name.starts_with(':') {
+            self.dns.on_name_owner(&self.bus, &name, &new);
+            return;
+        }
+        if !new.is_empty() {
             return;
         }
         // A client left the bus: its devices and subscription go with it.

@@ -180,6 +180,39 @@ fn resolved_dnssec_and_dns_over_tls() {
 }
 
 #[test]
+fn resolved_restarted_gets_every_link_again_and_a_failed_link_is_resent() {
+    let Some((mut env, r)) = resolved_env("rs-restart") else { return };
+    let c = env.conn();
+    let a = session(&c, "ra", &["10.1.0.1"], &["one.example"], "global");
+    let b = session(&c, "rb", &["10.2.0.1"], &["two.example"], "tunnel");
+    let (ia, ib) = (env.ifindex(&a.tun), env.ifindex(&b.tun));
+    wait_link(&c, ia, |l| l.servers == ["10.1.0.1"]);
+    wait_link(&c, ib, |l| l.servers == ["10.2.0.1"]);
+    // resolved goes away; a change made meanwhile fails for good once the
+    // retries are used up, and is not shown as applied.
+    drop(r);
+    wait_for("resolved gone", || env.log().contains("systemd-resolved left the bus").then_some(()));
+    let _: () = call(&c, &a.path, "AddDNS", (strings(&["10.1.0.2"]),)).unwrap();
+    wait_for("the give-up", || {
+        env.log().contains(&format!("giving up on link DNS configuration for {}", a.tun)).then_some(())
+    });
+    assert!(env.log().contains(&format!("{}: sending its DNS settings again in 30 s", a.tun)), "{}", env.log());
+    assert_eq!(get_prop::<Vec<String>>(&c, MGR, "global_dns_servers"), vec!["10.2.0.1"]);
+    // A new resolved (fresh /run in the rig: it knows none of our
+    // settings) gets both links: the one that failed and the one that did not.
+    let _r = env.start_resolved();
+    let l = wait_link(&c, ia, |l| l.servers == ["10.1.0.1", "10.1.0.2"]);
+    assert_eq!(l.domains, domains(&[("one.example", false), (".", true)]));
+    let l = wait_link(&c, ib, |l| l.servers == ["10.2.0.1"]);
+    assert_eq!((l.domains, l.default_route), (domains(&[("two.example", false)]), false));
+    assert!(env.log().contains("systemd-resolved appeared on the bus"), "{}", env.log());
+    wait_for("both applied", || {
+        let g = get_prop::<Vec<String>>(&c, MGR, "global_dns_servers");
+        (g == ["10.2.0.1", "10.1.0.1", "10.1.0.2"]).then_some(())
+    });
+}
+
+#[test]
 fn resolved_link_reverted_on_disable_and_destroy() {
     let Some((env, _r)) = resolved_env("rs-revert") else { return };
     let c = env.conn();
