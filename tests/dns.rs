@@ -179,6 +179,52 @@ fn resolved_dnssec_and_dns_over_tls() {
     assert_eq!(get_prop::<String>(&c, &p, "dns_transport"), "doh");
 }
 
+/// Pid of the process `h` runs (the rig execs, so it is resolved itself),
+/// after checking that it is systemd-resolved.
+fn resolved_pid(h: &Helper) -> u32 {
+    let pid = h.0.id();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "systemd-resolve", "comm is cut to 15 bytes");
+    pid
+}
+
+/// The state letter of /proc/PID/stat ('T' when stopped).
+fn proc_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit(") ").next().and_then(|r| r.chars().next()).unwrap()
+}
+
+#[test]
+fn resolved_stopped_does_not_block_the_daemon_and_gets_the_dns_when_back() {
+    let Some((env, r)) = resolved_env("rs-stop") else { return };
+    let pid = resolved_pid(&r);
+    let c = env.conn();
+    sh(&format!("kill -STOP {pid}"));
+    let s = session(&c, "stop", &["10.8.0.1"], &["corp.example"], "global");
+    let idx = env.ifindex(&s.tun);
+    wait_for("the calls to resolved", || env.log().contains(&format!("sent for link {idx} (attempt 1)")).then_some(()));
+    // Calls to the daemon are answered while its calls to resolved wait
+    // for an answer: a daemon blocked on resolved could not answer before
+    // that call timed out, which it logs.
+    assert_eq!(get_prop::<Vec<String>>(&c, MGR, "global_dns_servers"), vec!["10.8.0.1"]);
+    assert_eq!(get_prop::<Vec<String>>(&c, &s.path, "dns_search_domains"), vec!["corp.example"]);
+    let (list,): (Vec<dbus::Path<'static>>,) = call(&c, MGR, "FetchInterfaceList", ()).unwrap();
+    assert_eq!(list.len(), 1);
+    let log = env.log();
+    assert!(!log.contains("no reply within") && !log.contains(&format!("done for {}", s.tun)), "{log}");
+    assert_eq!(proc_state(pid), 'T', "resolved is still stopped");
+    // Still stopped past the call timeout: the daemon sends again.
+    wait_for("the call timeout", || env.log().contains("no reply within 5 s").then_some(()));
+    wait_for("attempt 2", || env.log().contains(&format!("sent for link {idx} (attempt 2)")).then_some(()));
+    assert!(ping(&c) && proc_state(pid) == 'T');
+    sh(&format!("kill -CONT {pid}"));
+    let l = wait_link(&c, idx, |l| l.servers == ["10.8.0.1"]);
+    assert_eq!(l.domains, domains(&[("corp.example", false), (".", true)]));
+    assert!(l.default_route, "{l:?}");
+    wait_for("the done log", || env.log().contains(&format!("done for {}", s.tun)).then_some(()));
+    assert!(!env.log().contains("giving up"), "{}", env.log());
+}
+
 #[test]
 fn resolved_restarted_gets_every_link_again_and_a_failed_link_is_resent() {
     let Some((mut env, r)) = resolved_env("rs-restart") else { return };
