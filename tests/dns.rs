@@ -173,9 +173,15 @@ fn resolved_dnssec_and_dns_over_tls() {
     wait_link(&c, idx, |l| l.dnssec == "yes" && l.dot == "no");
     let _: () = call(&c, &p, "SetDNSSEC", ("no",)).unwrap();
     wait_link(&c, idx, |l| l.dnssec == "no");
-    // DoH: resolved cannot; the link goes back to resolved's default.
+    // DoH: resolved cannot; from DoT on, the link goes back to resolved's
+    // default, which is not DNS-over-TLS (DNSOverTLS= is unset here).
+    let _: () = call(&c, &p, "SetDNSTransport", ("dot",)).unwrap();
+    wait_link(&c, idx, |l| l.dot == "yes");
     let _: () = call(&c, &p, "SetDNSTransport", ("doh",)).unwrap();
     wait_for("the DoH warning", || env.log().contains("does not support DNS-over-HTTPS").then_some(()));
+    let l = wait_link(&c, idx, |l| l.dot != "yes");
+    assert_eq!(l.dot, "no", "{l:?}");
+    assert!(env.resolvectl(&format!("status {tun}")).contains("-DNSOverTLS"));
     assert_eq!(get_prop::<String>(&c, &p, "dns_transport"), "doh");
 }
 
