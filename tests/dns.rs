@@ -533,7 +533,10 @@ fn file_backend_restores_after_sigkill_and_restart() {
     assert!(read(&env.resolv_conf()).contains("nameserver 10.8.0.1"), "a killed daemon restores nothing");
     env.start_dns_daemon(&["--run-as-root", "--dns-backend", "file"]);
     assert_eq!(std::fs::read(env.resolv_conf()).unwrap(), SYSTEM_CONF, "restored byte for byte at start-up");
-    assert!(env.log().contains("did not exit cleanly"), "{}", env.log());
+    let log = env.log();
+    let restored = log.rfind("did not exit cleanly").unwrap_or_else(|| panic!("{log}"));
+    let chosen = log.rfind("DNS backend: resolv.conf file").unwrap();
+    assert!(restored < chosen, "the backend is chosen after recovery: {log}");
     assert!(std::fs::read_dir(env.dir.join("state/dns")).unwrap().next().is_none());
 }
 

@@ -95,12 +95,9 @@ pub struct Dns {
 }
 
 impl Dns {
-    /// Chooses the backend (never fatal: falls back and logs). Changes
-    /// nothing on the system; `recover` does, once we own our bus name.
-    pub fn new(choice: &DnsChoice, bus: &Bus, state_dir: &Path) -> Dns {
-        let dir = state_dir.join("dns");
-        let (name, backend) = choose(choice, bus, &dir);
-        Dns { name, backend, dir, applied: Vec::new() }
+    /// No backend until `start`. Changes nothing on the system.
+    pub fn new(state_dir: &Path) -> Dns {
+        Dns { name: "none", backend: None, dir: state_dir.join("dns"), applied: Vec::new() }
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -108,11 +105,15 @@ impl Dns {
     }
 
     /// Undoes what a previous run left behind when it did not exit cleanly
-    /// (killed, crashed, power loss). Call only once the bus name is ours,
-    /// so a second instance never undoes the live one's work.
-    pub fn recover(&mut self) {
+    /// (killed, crashed, power loss), then chooses the backend (never
+    /// fatal: falls back and logs). Recovery first, so that `auto` judges
+    /// the system's resolv.conf, not one a killed run generated. Call only
+    /// once no other instance owns the bus name, so a second instance never
+    /// undoes the live one's work.
+    pub fn start(&mut self, choice: &DnsChoice, bus: &Bus) {
         file::recover(&self.dir);
         resolvconf::recover(&self.dir);
+        (self.name, self.backend) = choose(choice, bus, &self.dir);
     }
 
     /// Applies the full set of active sessions (ones with an established

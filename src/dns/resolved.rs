@@ -345,7 +345,9 @@ impl Backend for Resolved {
         self.links.retain(|_, l| l.want.is_some());
         let links: Vec<u32> = self.links.keys().copied().collect();
         self.pending.retain(|_, p| links.contains(&p.0));
-        log::info!("systemd-resolved appeared on the bus as {new_owner}; sending {} link(s) again", links.len());
+        if !links.is_empty() {
+            log::info!("systemd-resolved appeared on the bus as {new_owner}; sending {} link(s) again", links.len());
+        }
         for i in links {
             if let Some(l) = self.links.get_mut(&i) {
                 l.attempt = 0;
