@@ -636,6 +636,8 @@ fn dns_bad_inputs_are_rejected_and_change_nothing() {
         ("server: ::", dev("AddDNS").append1(vec!["::"]), "cannot be a DNS server"),
         ("server: multicast", dev("AddDNS").append1(vec!["224.0.0.251"]), "cannot be a DNS server"),
         ("server: scoped v6", dev("AddDNS").append1(vec!["fe80::1%eth0"]), "not an IP address"),
+        ("server: trailing space", dev("AddDNS").append1(vec!["10.9.0.1 "]), "white space around"),
+        ("server: leading space", dev("AddDNS").append1(vec!["10.9.0.2", " 10.9.0.3"]), "white space around"),
         ("server: line injection", dev("AddDNS").append1(vec!["10.9.0.1\nnameserver 6.6.6.6"]), "control character"),
         ("server: 100 bytes", dev("AddDNS").append1(vec!["1".repeat(100)]), "longer than"),
         ("server: 40 of them", dev("AddDNS").append1(many_servers), "at most 32"),
