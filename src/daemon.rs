@@ -97,7 +97,7 @@ impl Daemon {
         let address = cfg.bus_address.clone().or_else(|| std::env::var("DBUS_STARTER_ADDRESS").ok());
         let bus = Bus::connect(address.as_deref())?;
         let log_level = cfg.log_level;
-        let dns = crate::dns::Dns::new(&cfg.dns, &bus, &cfg.state_dir);
+        let dns = crate::dns::Dns::new(&cfg.state_dir);
         let mut d = Daemon {
             cfg,
             bus,
@@ -128,9 +128,10 @@ impl Daemon {
             return Err(Error::Failed(format!("{BUS_NAME} is already running")));
         }
         // Undo what a killed predecessor left behind (kernel, then DNS)
-        // before anyone can reach us.
+        // before anyone can reach us; the DNS backend is chosen after its
+        // recovery.
         d.recover_kernel();
-        d.dns.recover();
+        d.dns.start(&d.cfg.dns, &d.bus);
         crate::privs::fit_to_dns(&d.cfg, d.dns.backend_name()).map_err(Error::Failed)?;
         d.bus.request_name(BUS_NAME)?;
         log::info!(
@@ -342,7 +343,11 @@ impl Daemon {
             self.log_owner = if new.is_empty() { None } else { Some(new) };
             return;
         }
-        if !name.starts_with(':') || !new.is_empty() {
+        if !name.starts_with(':') {
+            self.dns.on_name_owner(&self.bus, &name, &new);
+            return;
+        }
+        if !new.is_empty() {
             return;
         }
         // A client left the bus: its devices and subscription go with it.

@@ -184,7 +184,12 @@ pub fn network(addr: &str, prefix: u32, metric: i32, ipv6: bool, exclude: bool) 
 
 pub fn dns_server(s: &str) -> Result<IpAddr> {
     check_text("server_list", s, 64)?;
-    let a: IpAddr = s.trim().parse().map_err(|_| Error::arg("server_list", format!("'{s}' is not an IP address")))?;
+    // Refused, not trimmed: the reference trims nothing either (it stores
+    // the string; its resolved backend drops addresses that do not parse).
+    if s.trim() != s {
+        return Err(Error::arg("server_list", format!("'{s}' has white space around the address")));
+    }
+    let a: IpAddr = s.parse().map_err(|_| Error::arg("server_list", format!("'{s}' is not an IP address")))?;
     if a.is_unspecified() || a.is_multicast() {
         return Err(Error::arg("server_list", format!("'{s}' cannot be a DNS server")));
     }
@@ -282,6 +287,11 @@ mod tests {
         assert_eq!(dns_domain("Example.COM.").unwrap(), "example.com");
         for bad in ["", "a..b", "-a.b", "a b", &"x".repeat(64), "ex\u{e9}.com"] {
             assert!(dns_domain(bad).is_err(), "{bad}");
+        }
+        assert_eq!(dns_server("fd00::53").unwrap().to_string(), "fd00::53");
+        for bad in ["10.0.0.1 ", " 10.0.0.1", "10.0.0.1\u{a0}"] {
+            let e = dns_server(bad).unwrap_err().to_string();
+            assert!(e.contains("white space around the address"), "{bad:?}: {e}");
         }
         assert!(ifname("dev_name", "ovpn0").is_ok());
         assert!(ifname("dev_name", "a/b").is_err());

@@ -2,6 +2,8 @@
 //! qemu guest of tests/dco-vm (run them with tests/dco-vm/run-tests.sh).
 //! Outside the guest, or without the module, each test prints SKIP and
 //! returns; with DCO_TEST_REQUIRE=1 (set by run-tests.sh) that is a failure.
+//! On the host they only ever skip, even under OVPN_NETCFGD_NO_SKIP: `make
+//! test` runs them in the guest (`make test-dco`).
 //!
 //! Every step is checked in the kernel: GET_PEER through the crate's own
 //! genl code from the test's side, `ip -d link`, packet counters, and
@@ -24,19 +26,24 @@ use ovpn_netcfgd::dco_session::DcoKernel;
 /// prints why it skips (or panics when run-tests.sh demands the guest).
 fn guest() -> bool {
     let required = std::env::var("DCO_TEST_REQUIRE").as_deref() == Ok("1");
-    let why = if std::env::var("DCO_VM_GUEST").as_deref() != Ok("1") {
+    let in_guest = std::env::var("DCO_VM_GUEST").as_deref() == Ok("1");
+    let why = if !in_guest {
         "not in the DCO guest (run tests/dco-vm/run-tests.sh)"
     } else if !std::path::Path::new("/sys/module/ovpn_dco_v2").exists()
         && !std::path::Path::new("/sys/module/ovpn").exists()
     {
         "no ovpn or ovpn-dco-v2 module loaded"
-    } else if !require_root() {
-        "needs root"
+    } else if !has_root_and_tun() {
+        "needs root and /dev/net/tun"
     } else {
         return true;
     };
     assert!(!required, "DCO_TEST_REQUIRE=1 but {why}");
-    eprintln!("SKIP: {why}");
+    if in_guest {
+        skip(why);
+    } else {
+        note_skip(why);
+    }
     false
 }
 

@@ -173,10 +173,95 @@ fn resolved_dnssec_and_dns_over_tls() {
     wait_link(&c, idx, |l| l.dnssec == "yes" && l.dot == "no");
     let _: () = call(&c, &p, "SetDNSSEC", ("no",)).unwrap();
     wait_link(&c, idx, |l| l.dnssec == "no");
-    // DoH: resolved cannot; the link goes back to resolved's default.
+    // DoH: resolved cannot; from DoT on, the link goes back to resolved's
+    // default, which is not DNS-over-TLS (DNSOverTLS= is unset here).
+    let _: () = call(&c, &p, "SetDNSTransport", ("dot",)).unwrap();
+    wait_link(&c, idx, |l| l.dot == "yes");
     let _: () = call(&c, &p, "SetDNSTransport", ("doh",)).unwrap();
     wait_for("the DoH warning", || env.log().contains("does not support DNS-over-HTTPS").then_some(()));
+    let l = wait_link(&c, idx, |l| l.dot != "yes");
+    assert_eq!(l.dot, "no", "{l:?}");
+    assert!(env.resolvectl(&format!("status {tun}")).contains("-DNSOverTLS"));
     assert_eq!(get_prop::<String>(&c, &p, "dns_transport"), "doh");
+}
+
+/// Pid of the process `h` runs (the rig execs, so it is resolved itself),
+/// after checking that it is systemd-resolved.
+fn resolved_pid(h: &Helper) -> u32 {
+    let pid = h.0.id();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "systemd-resolve", "comm is cut to 15 bytes");
+    pid
+}
+
+/// The state letter of /proc/PID/stat ('T' when stopped).
+fn proc_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit(") ").next().and_then(|r| r.chars().next()).unwrap()
+}
+
+#[test]
+fn resolved_stopped_does_not_block_the_daemon_and_gets_the_dns_when_back() {
+    let Some((env, r)) = resolved_env("rs-stop") else { return };
+    let pid = resolved_pid(&r);
+    let c = env.conn();
+    sh(&format!("kill -STOP {pid}"));
+    let s = session(&c, "stop", &["10.8.0.1"], &["corp.example"], "global");
+    let idx = env.ifindex(&s.tun);
+    wait_for("the calls to resolved", || env.log().contains(&format!("sent for link {idx} (attempt 1)")).then_some(()));
+    // Calls to the daemon are answered while its calls to resolved wait
+    // for an answer: a daemon blocked on resolved could not answer before
+    // that call timed out, which it logs.
+    assert_eq!(get_prop::<Vec<String>>(&c, MGR, "global_dns_servers"), vec!["10.8.0.1"]);
+    assert_eq!(get_prop::<Vec<String>>(&c, &s.path, "dns_search_domains"), vec!["corp.example"]);
+    let (list,): (Vec<dbus::Path<'static>>,) = call(&c, MGR, "FetchInterfaceList", ()).unwrap();
+    assert_eq!(list.len(), 1);
+    let log = env.log();
+    assert!(!log.contains("no reply within") && !log.contains(&format!("done for {}", s.tun)), "{log}");
+    assert_eq!(proc_state(pid), 'T', "resolved is still stopped");
+    // Still stopped past the call timeout: the daemon sends again.
+    wait_for("the call timeout", || env.log().contains("no reply within 5 s").then_some(()));
+    wait_for("attempt 2", || env.log().contains(&format!("sent for link {idx} (attempt 2)")).then_some(()));
+    assert!(ping(&c) && proc_state(pid) == 'T');
+    sh(&format!("kill -CONT {pid}"));
+    let l = wait_link(&c, idx, |l| l.servers == ["10.8.0.1"]);
+    assert_eq!(l.domains, domains(&[("corp.example", false), (".", true)]));
+    assert!(l.default_route, "{l:?}");
+    wait_for("the done log", || env.log().contains(&format!("done for {}", s.tun)).then_some(()));
+    assert!(!env.log().contains("giving up"), "{}", env.log());
+}
+
+#[test]
+fn resolved_restarted_gets_every_link_again_and_a_failed_link_is_resent() {
+    let Some((mut env, r)) = resolved_env("rs-restart") else { return };
+    let c = env.conn();
+    let a = session(&c, "ra", &["10.1.0.1"], &["one.example"], "global");
+    let b = session(&c, "rb", &["10.2.0.1"], &["two.example"], "tunnel");
+    let (ia, ib) = (env.ifindex(&a.tun), env.ifindex(&b.tun));
+    wait_link(&c, ia, |l| l.servers == ["10.1.0.1"]);
+    wait_link(&c, ib, |l| l.servers == ["10.2.0.1"]);
+    // resolved goes away; a change made meanwhile fails for good once the
+    // retries are used up, and is not shown as applied.
+    drop(r);
+    wait_for("resolved gone", || env.log().contains("systemd-resolved left the bus").then_some(()));
+    let _: () = call(&c, &a.path, "AddDNS", (strings(&["10.1.0.2"]),)).unwrap();
+    wait_for("the give-up", || {
+        env.log().contains(&format!("giving up on link DNS configuration for {}", a.tun)).then_some(())
+    });
+    assert!(env.log().contains(&format!("{}: sending its DNS settings again in 30 s", a.tun)), "{}", env.log());
+    assert_eq!(get_prop::<Vec<String>>(&c, MGR, "global_dns_servers"), vec!["10.2.0.1"]);
+    // A new resolved (fresh /run in the rig: it knows none of our
+    // settings) gets both links: the one that failed and the one that did not.
+    let _r = env.start_resolved();
+    let l = wait_link(&c, ia, |l| l.servers == ["10.1.0.1", "10.1.0.2"]);
+    assert_eq!(l.domains, domains(&[("one.example", false), (".", true)]));
+    let l = wait_link(&c, ib, |l| l.servers == ["10.2.0.1"]);
+    assert_eq!((l.domains, l.default_route), (domains(&[("two.example", false)]), false));
+    assert!(env.log().contains("systemd-resolved appeared on the bus"), "{}", env.log());
+    wait_for("both applied", || {
+        let g = get_prop::<Vec<String>>(&c, MGR, "global_dns_servers");
+        (g == ["10.2.0.1", "10.1.0.1", "10.1.0.2"]).then_some(())
+    });
 }
 
 #[test]
@@ -448,7 +533,10 @@ fn file_backend_restores_after_sigkill_and_restart() {
     assert!(read(&env.resolv_conf()).contains("nameserver 10.8.0.1"), "a killed daemon restores nothing");
     env.start_dns_daemon(&["--run-as-root", "--dns-backend", "file"]);
     assert_eq!(std::fs::read(env.resolv_conf()).unwrap(), SYSTEM_CONF, "restored byte for byte at start-up");
-    assert!(env.log().contains("did not exit cleanly"), "{}", env.log());
+    let log = env.log();
+    let restored = log.rfind("did not exit cleanly").unwrap_or_else(|| panic!("{log}"));
+    let chosen = log.rfind("DNS backend: resolv.conf file").unwrap();
+    assert!(restored < chosen, "the backend is chosen after recovery: {log}");
     assert!(std::fs::read_dir(env.dir.join("state/dns")).unwrap().next().is_none());
 }
 
@@ -548,6 +636,8 @@ fn dns_bad_inputs_are_rejected_and_change_nothing() {
         ("server: ::", dev("AddDNS").append1(vec!["::"]), "cannot be a DNS server"),
         ("server: multicast", dev("AddDNS").append1(vec!["224.0.0.251"]), "cannot be a DNS server"),
         ("server: scoped v6", dev("AddDNS").append1(vec!["fe80::1%eth0"]), "not an IP address"),
+        ("server: trailing space", dev("AddDNS").append1(vec!["10.9.0.1 "]), "white space around"),
+        ("server: leading space", dev("AddDNS").append1(vec!["10.9.0.2", " 10.9.0.3"]), "white space around"),
         ("server: line injection", dev("AddDNS").append1(vec!["10.9.0.1\nnameserver 6.6.6.6"]), "control character"),
         ("server: 100 bytes", dev("AddDNS").append1(vec!["1".repeat(100)]), "longer than"),
         ("server: 40 of them", dev("AddDNS").append1(many_servers), "at most 32"),

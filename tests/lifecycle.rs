@@ -350,7 +350,7 @@ fn client_sigkill_before_establish_removes_its_device() {
     let mut child = match Command::new("/usr/bin/python3").args(["-c", &script]).stdout(Stdio::piped()).spawn() {
         Ok(c) => c,
         Err(_) => {
-            eprintln!("SKIP: no /usr/bin/python3");
+            skip("no /usr/bin/python3");
             return;
         }
     };
@@ -385,7 +385,7 @@ fn cleanup_after_the_caller_left_the_bus() {
         env.addr
     );
     let Ok(mut child) = Command::new("/usr/bin/python3").args(["-c", &script]).spawn() else {
-        eprintln!("SKIP: no /usr/bin/python3");
+        skip("no /usr/bin/python3");
         return;
     };
     let pid = child.id();

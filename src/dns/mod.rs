@@ -72,6 +72,13 @@ pub trait Backend {
         None
     }
     fn on_timeout(&mut self, _bus: &Bus) {}
+    /// The ifindexes whose settings the backend failed to apply for good
+    /// (resolved refused, or never answered); `apply` sends them again.
+    fn failed(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    /// A well-known bus name changed owner ("" = it left the bus).
+    fn on_name_owner(&mut self, _bus: &Bus, _name: &str, _new_owner: &str) {}
     /// Called after `apply(&[])` at exit; false if something was not restored.
     fn shutdown(&mut self, _bus: &Bus) -> bool {
         true
@@ -88,12 +95,9 @@ pub struct Dns {
 }
 
 impl Dns {
-    /// Chooses the backend (never fatal: falls back and logs). Changes
-    /// nothing on the system; `recover` does, once we own our bus name.
-    pub fn new(choice: &DnsChoice, bus: &Bus, state_dir: &Path) -> Dns {
-        let dir = state_dir.join("dns");
-        let (name, backend) = choose(choice, bus, &dir);
-        Dns { name, backend, dir, applied: Vec::new() }
+    /// No backend until `start`. Changes nothing on the system.
+    pub fn new(state_dir: &Path) -> Dns {
+        Dns { name: "none", backend: None, dir: state_dir.join("dns"), applied: Vec::new() }
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -101,11 +105,15 @@ impl Dns {
     }
 
     /// Undoes what a previous run left behind when it did not exit cleanly
-    /// (killed, crashed, power loss). Call only once the bus name is ours,
-    /// so a second instance never undoes the live one's work.
-    pub fn recover(&mut self) {
+    /// (killed, crashed, power loss), then chooses the backend (never
+    /// fatal: falls back and logs). Recovery first, so that `auto` judges
+    /// the system's resolv.conf, not one a killed run generated. Call only
+    /// once no other instance owns the bus name, so a second instance never
+    /// undoes the live one's work.
+    pub fn start(&mut self, choice: &DnsChoice, bus: &Bus) {
         file::recover(&self.dir);
         resolvconf::recover(&self.dir);
+        (self.name, self.backend) = choose(choice, bus, &self.dir);
     }
 
     /// Applies the full set of active sessions (ones with an established
@@ -119,7 +127,8 @@ impl Dns {
         };
         let mut want: Vec<Session> = sessions.iter().filter(|s| s.has_dns()).cloned().collect();
         want.sort_by_key(|s| std::cmp::Reverse(s.order));
-        if want == self.applied {
+        // Unchanged, but a link that failed is sent again (resolved).
+        if want == self.applied && b.failed().is_empty() {
             return Vec::new();
         }
         if let Err(e) = b.apply(bus, &want) {
@@ -133,10 +142,12 @@ impl Dns {
     }
 
     /// The applied servers (or search domains) of every session, newest
-    /// session first, without repeats: the `global_dns_*` properties.
+    /// session first, without repeats: the `global_dns_*` properties. A
+    /// link whose settings failed for good is left out until they take.
     pub fn global(&self, servers: bool) -> Vec<String> {
+        let failed = self.backend.as_ref().map(|b| b.failed()).unwrap_or_default();
         let mut out: Vec<String> = Vec::new();
-        for s in &self.applied {
+        for s in self.applied.iter().filter(|s| !failed.contains(&s.ifindex)) {
             let items: Vec<String> =
                 if servers { s.servers.iter().map(|a| a.to_string()).collect() } else { s.search.clone() };
             for i in items {
@@ -157,6 +168,12 @@ impl Dns {
     /// When the backend next needs `on_timeout` (retries, call timeouts).
     pub fn deadline(&self) -> Option<Instant> {
         self.backend.as_ref().and_then(|b| b.deadline())
+    }
+
+    pub fn on_name_owner(&mut self, bus: &Bus, name: &str, new_owner: &str) {
+        if let Some(b) = self.backend.as_mut() {
+            b.on_name_owner(bus, name, new_owner);
+        }
     }
 
     pub fn on_timeout(&mut self, bus: &Bus) {

@@ -14,6 +14,12 @@
 //! from netlink, possibly after our call), a missing service and a call
 //! without answer are retried a bounded number of times; other errors are
 //! logged. A link that went away needs no RevertLink.
+//!
+//! A link whose calls failed for good (refused, or retries used up) is not
+//! forgotten: it is sent again after RESEND_AFTER (at most MAX_RESENDS
+//! times in a row), on the next update of any session, and whenever
+//! resolved (re)appears on the bus, which also re-applies every other link:
+//! a restarted resolved may have lost them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -46,6 +52,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_ATTEMPTS: u32 = 5;
 /// Waited before attempt n+1: n * RETRY_STEP (0.25 s, 0.5 s, ...).
 const RETRY_STEP: Duration = Duration::from_millis(250);
+/// A link that failed for good is sent again this long after, up to
+/// MAX_RESENDS times; then only an update or resolved's return re-sends it.
+const RESEND_AFTER: Duration = Duration::from_secs(30);
+const MAX_RESENDS: u32 = 4;
 /// How long shutdown waits for the last replies.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -116,6 +126,7 @@ fn caveats(s: &Session) {
     }
 }
 
+#[derive(Default)]
 struct Link {
     name: String,
     /// None: revert the link to resolved's own settings.
@@ -126,10 +137,34 @@ struct Link {
     attempt: u32,
     /// Reply deadline of the calls in flight.
     due: Option<Instant>,
-    /// When to send again after a transient error.
+    /// When to send again (after a transient error, or a resend round).
     retry: Option<Instant>,
-    /// The last attempt failed for good: send again on the next update.
+    /// The last attempt failed for good; sent again later (module doc).
     failed: bool,
+    /// Resend rounds since the configuration last changed or succeeded.
+    resends: u32,
+}
+
+impl Link {
+    /// After a failure for good: schedules the next resend round, if any is left.
+    fn resend_later(&mut self, now: Instant) {
+        self.attempt = 0;
+        if self.resends >= MAX_RESENDS {
+            log::error!(
+                "systemd-resolved: {}: sent again only on the next DNS update or when systemd-resolved comes back",
+                self.name
+            );
+            return;
+        }
+        self.resends += 1;
+        self.retry = Some(now + RESEND_AFTER);
+        log::warn!(
+            "systemd-resolved: {}: sending its DNS settings again in {} s ({}/{MAX_RESENDS})",
+            self.name,
+            RESEND_AFTER.as_secs(),
+            self.resends
+        );
+    }
 }
 
 pub struct Resolved {
@@ -199,6 +234,8 @@ impl Resolved {
         if l.want.is_none() {
             self.revert_failed = true;
             self.links.remove(&ifindex);
+        } else {
+            l.resend_later(Instant::now());
         }
     }
 
@@ -213,6 +250,10 @@ impl Resolved {
         }
         if l.want.is_none() {
             self.links.remove(&ifindex);
+        } else if l.failed {
+            l.resend_later(Instant::now());
+        } else {
+            l.resends = 0;
         }
     }
 
@@ -269,25 +310,51 @@ impl Backend for Resolved {
             self.send(bus, i);
         }
         for (i, (s, conf)) in want {
-            let l = self.links.entry(i).or_insert_with(|| Link {
-                name: String::new(),
-                want: None,
-                gen: 0,
-                waiting: 0,
-                attempt: 0,
-                due: None,
-                retry: None,
-                failed: false,
-            });
-            if l.want.as_ref() != Some(&conf) || l.failed {
+            let l = self.links.entry(i).or_default();
+            let changed = l.want.as_ref() != Some(&conf);
+            if changed {
                 caveats(s);
-                l.name = s.ifname.clone();
-                l.want = Some(conf);
-                l.attempt = 0;
-                self.send(bus, i);
+                l.resends = 0;
+            } else if l.failed {
+                log::info!("systemd-resolved: {}: sending the settings that failed again", s.ifname);
+            } else {
+                continue;
             }
+            l.name = s.ifname.clone();
+            l.want = Some(conf);
+            l.attempt = 0;
+            self.send(bus, i);
         }
         Ok(())
+    }
+
+    fn failed(&self) -> Vec<u32> {
+        self.links.iter().filter(|(_, l)| l.failed && l.want.is_some()).map(|(i, _)| *i).collect()
+    }
+
+    /// resolved (re)appeared: it may have lost every link's settings (a
+    /// restart), so all are sent again. Reverts still under way are moot.
+    fn on_name_owner(&mut self, bus: &Bus, name: &str, new_owner: &str) {
+        if name != DEST {
+            return;
+        }
+        if new_owner.is_empty() {
+            log::warn!("systemd-resolved left the bus; link settings are sent again when it is back");
+            return;
+        }
+        self.links.retain(|_, l| l.want.is_some());
+        let links: Vec<u32> = self.links.keys().copied().collect();
+        self.pending.retain(|_, p| links.contains(&p.0));
+        if !links.is_empty() {
+            log::info!("systemd-resolved appeared on the bus as {new_owner}; sending {} link(s) again", links.len());
+        }
+        for i in links {
+            if let Some(l) = self.links.get_mut(&i) {
+                l.attempt = 0;
+                l.resends = 0;
+            }
+            self.send(bus, i);
+        }
     }
 
     fn on_reply(&mut self, _bus: &Bus, m: &Message) -> bool {
@@ -393,6 +460,20 @@ mod tests {
         assert_eq!(t.domains, vec![("corp.example".to_string(), false)]);
         assert!(!t.default_route);
         assert_eq!((t.dnssec, t.dot), ("", ""));
+    }
+
+    #[test]
+    fn a_failed_link_is_sent_again_a_bounded_number_of_times() {
+        let mut l = Link { name: "tun0".into(), attempt: MAX_ATTEMPTS, failed: true, ..Link::default() };
+        let now = Instant::now();
+        for round in 1..=MAX_RESENDS {
+            l.retry = None;
+            l.resend_later(now);
+            assert_eq!((l.retry, l.resends, l.attempt), (Some(now + RESEND_AFTER), round, 0));
+        }
+        l.retry = None;
+        l.resend_later(now);
+        assert_eq!((l.retry, l.resends), (None, MAX_RESENDS), "no round after the last");
     }
 
     #[test]

@@ -22,11 +22,37 @@ const T: Duration = Duration::from_secs(10);
 
 static N: AtomicU32 = AtomicU32::new(0);
 
-/// Skips (with a printed reason) when the machine cannot run these tests.
+/// Set by `make test`, which installs everything the tests need: there a
+/// test that would skip fails instead.
+pub const NO_SKIP: &str = "OVPN_NETCFGD_NO_SKIP";
+
+/// A test that cannot run says why and returns (the caller returns too).
+/// Fails instead under OVPN_NETCFGD_NO_SKIP=1.
+pub fn skip(why: &str) {
+    if std::env::var_os(NO_SKIP).is_some_and(|v| v == "1") {
+        panic!("{NO_SKIP}=1, but this test would skip: {why}");
+    }
+    note_skip(why);
+}
+
+/// Prints SKIP with the test's name. libtest captures `eprintln!` of a
+/// passing test (a skip would look like a pass), but not writes to the
+/// stderr handle itself.
+pub fn note_skip(why: &str) {
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = writeln!(std::io::stderr().lock(), "SKIP {test}: {why}");
+}
+
+pub fn has_root_and_tun() -> bool {
+    nix::unistd::Uid::effective().is_root() && Path::new("/dev/net/tun").exists()
+}
+
+/// Skips (see `skip`) when the machine cannot run these tests.
 pub fn require_root() -> bool {
-    let ok = nix::unistd::Uid::effective().is_root() && Path::new("/dev/net/tun").exists();
+    let ok = has_root_and_tun();
     if !ok {
-        eprintln!("SKIP: needs root and /dev/net/tun");
+        skip("needs root and /dev/net/tun");
     }
     ok
 }
@@ -370,14 +396,14 @@ pub struct GlibClient {
     pub transcript: String,
 }
 
-/// Starts the GLib client against `env`; None (with SKIP printed) when
+/// Starts the GLib client against `env`; None (after `skip`) when
 /// /usr/bin/python3 has no python3-gi.
 // The caller waits for the child; a failed assert here ends the test anyway.
 #[allow(clippy::zombie_processes)]
 pub fn glib_client(env: &Env) -> Option<GlibClient> {
     use std::io::BufRead;
     if Command::new("/usr/bin/python3").args(["-c", "import gi"]).status().map(|s| !s.success()).unwrap_or(true) {
-        eprintln!("SKIP: /usr/bin/python3 with python3-gi is not installed (make deps installs it)");
+        skip("/usr/bin/python3 with python3-gi is not installed (make deps installs it)");
         return None;
     }
     let mut child = Command::new("/usr/bin/python3")
@@ -411,11 +437,11 @@ pub fn dns_rig() -> PathBuf {
 }
 
 /// Makes sure the rig has an unpacked Debian package ("resolved" or
-/// "openresolv"); prints SKIP with the reason and returns false if not.
+/// "openresolv"); if not, skips (see `skip`) and returns false.
 pub fn dns_rig_fetch(what: &str) -> bool {
     let o = Command::new(dns_rig()).args(["fetch", what]).output().expect("dns-rig.sh");
     if !o.status.success() {
-        eprintln!("SKIP: cannot get {what} from Debian's packages: {}", String::from_utf8_lossy(&o.stderr).trim());
+        skip(&format!("cannot get {what} from Debian's packages: {}", String::from_utf8_lossy(&o.stderr).trim()));
     }
     o.status.success()
 }
