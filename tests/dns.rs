@@ -672,3 +672,27 @@ fn dns_bad_inputs_are_rejected_and_change_nothing() {
     assert_eq!(snapshot(&c, &conf), before, "nothing stored, nothing applied");
     assert!(dns_events(&w, Duration::from_millis(200)).is_empty(), "no NetworkChange for rejected input");
 }
+
+/// With systemd-resolved the service user needs no right to write files:
+/// CAP_DAC_OVERRIDE, kept until the backend is chosen and a crashed run's
+/// resolv.conf is restored, is dropped (and so is its ambient copy).
+#[test]
+fn resolved_backend_drops_the_file_writing_capability() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::for_dns("rs-caps", STUB);
+    if !dns_rig_fetch("resolved") {
+        return;
+    }
+    let _r = env.start_resolved();
+    env.start_dns_daemon(&["--run-as", "nobody"]);
+    let pid = env.daemon.as_ref().unwrap().id();
+    assert!(env.log().contains("DNS backend: systemd-resolved (auto)"), "{}", env.log());
+    assert_eq!(status_field(pid, "Uid:").split('\t').next(), Some("65534"));
+    assert_eq!(status_field(pid, "CapEff:"), "0000000000001000", "{}", env.log());
+    assert_eq!(status_field(pid, "CapPrm:"), "0000000000001000");
+    assert_eq!(status_field(pid, "CapAmb:"), "0000000000000000");
+    assert!(env.log().contains("capabilities now [\"CAP_NET_ADMIN\"]"), "{}", env.log());
+    assert!(env.stop_daemon("TERM").success(), "{}", env.log());
+}

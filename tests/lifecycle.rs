@@ -575,15 +575,6 @@ fn a_device_or_a_subscriber_keeps_the_daemon_from_idling() {
     }
 }
 
-fn status_field(pid: u32, key: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .map(|l| l[key.len()..].trim().to_string())
-        .unwrap_or_default()
-}
-
 #[test]
 fn privileges_are_dropped_to_the_service_user() {
     if !require_root() {

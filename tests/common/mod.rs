@@ -601,3 +601,14 @@ pub fn resolved_link(c: &Connection, ifindex: u32) -> Option<LinkDns> {
         dot: get("DNSOverTLS").as_str().unwrap_or("").to_string(),
     })
 }
+
+/// A field of /proc/<pid>/status, e.g. ("CapEff:") -> "0000000000001000".
+#[allow(dead_code)]
+pub fn status_field(pid: u32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .map(|l| l[key.len()..].trim().to_string())
+        .unwrap_or_default()
+}
