@@ -295,6 +295,14 @@ pub fn link_info_data(mode: Mode) -> [u8; 8] {
     [5, 0, ty[0], ty[1], m, 0, 0, 0]
 }
 
+/// RTM_NEWLINK for a DCO netdev: the family's link kind (`ovpn` or
+/// `ovpn-dco`) and `mode` in IFLA_INFO_DATA; seq and ack are set by `Rtnl`.
+pub fn newlink_request(family: Family, name: &str, mode: Mode) -> crate::netlink::Req {
+    let mut req = crate::netlink::link::create(name, family.link_kind(), Some(&link_info_data(mode)));
+    req.what = crate::netlink::What::Text(format!("create {} device {name}", family.link_kind()));
+    req
+}
+
 /// The client's end of the notification pipe and the records waiting for it.
 pub struct Pipe {
     ours: OwnedFd,
@@ -437,6 +445,49 @@ mod tests {
         assert_eq!(echoed[4], 2);
         echoed[4] = 0;
         assert_eq!(echoed, link_info_data(Mode::P2p));
+    }
+
+    /// The RTM_NEWLINK bytes EnableDCO sends for `family`, as `Rtnl`
+    /// puts them on the wire (ack asked, sequence number `seq`).
+    fn newlink_wire(family: Family, name: &str, mode: Mode, seq: u32) -> Vec<u8> {
+        let mut req = newlink_request(family, name, mode);
+        req.bytes[8..12].copy_from_slice(&seq.to_ne_bytes());
+        crate::netlink::set_ack(&mut req.bytes, true);
+        req.bytes
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn upstream_newlink_matches_the_recorded_request() {
+        // Golden § "RTM_NEWLINK ovpn0 (P2P)" and § "RTM_NEWLINK ovpn-mp0
+        // (MP)": every byte, with the probe's sequence numbers (2, 39) set
+        // in place of ours; nlmsg_pid is 0 in both.
+        assert_eq!(Family::Ovpn.link_kind(), "ovpn");
+        let g = crate::dco::golden::RTM_NEWLINK_P2P_REQ;
+        assert_eq!(newlink_wire(Family::Ovpn, "ovpn0", Mode::P2p, 2), g);
+        let g = crate::dco::golden::RTM_NEWLINK_MP_REQ;
+        assert_eq!(newlink_wire(Family::Ovpn, "ovpn-mp0", Mode::Mp, 39), g);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn v2_newlink_bytes() {
+        // Built by hand from the uapi constants (RTM_NEWLINK 16, IFLA_IFNAME
+        // 3, IFLA_LINKINFO 18, IFLA_INFO_KIND 1, IFLA_INFO_DATA 2,
+        // IFLA_OVPN_MODE 1, NLA_F_NESTED 0x8000). tests/dco.rs creates its
+        // ovpn-dco links through the same newlink_request, and the real
+        // ovpn-dco-v2 module accepts them in the qemu guest.
+        assert_eq!(Family::OvpnDcoV2.link_kind(), "ovpn-dco");
+        #[rustfmt::skip]
+        let want: &[u8] = &[
+            0x4c, 0, 0, 0, 0x10, 0, 0x05, 0x06, 7, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr: 76 bytes, REQUEST|ACK|CREATE|EXCL
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // ifinfomsg
+            0x0c, 0, 0x03, 0, b'o', b'v', b'p', b'n', b'd', b'c', b'o', 0, // IFLA_IFNAME "ovpndco"
+            0x20, 0, 0x12, 0x80, // IFLA_LINKINFO | NLA_F_NESTED, 32 bytes
+            0x0d, 0, 0x01, 0, b'o', b'v', b'p', b'n', b'-', b'd', b'c', b'o', 0, 0, 0, 0, // IFLA_INFO_KIND "ovpn-dco"
+            0x0c, 0, 0x02, 0x80, 0x05, 0, 0x01, 0, 0, 0, 0, 0, // IFLA_INFO_DATA | NLA_F_NESTED { IFLA_OVPN_MODE = 0 }
+        ];
+        assert_eq!(newlink_wire(Family::OvpnDcoV2, "ovpndco", Mode::P2p, 7), want);
     }
 
     fn read_all(fd: &OwnedFd) -> Vec<Vec<u8>> {

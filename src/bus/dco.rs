@@ -76,9 +76,7 @@ impl Daemon {
             Error::NotSupported("data channel offload is not available: no ovpn or ovpn-dco-v2 kernel module".into())
         })?;
         let pipe = Pipe::new()?;
-        let data = dco_session::link_info_data(Mode::P2p);
-        let mut req = crate::netlink::link::create(name, family.link_kind(), Some(&data));
-        req.what = crate::netlink::What::Text(format!("create {} device {name}", family.link_kind()));
+        let req = dco_session::newlink_request(family, name, Mode::P2p);
         // Written ahead: a crash before the ifindex is known leaks nothing.
         let intent =
             self.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.link_kind().into() }]);
