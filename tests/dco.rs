@@ -316,7 +316,8 @@ fn lifecycle_end_to_end() {
 }
 
 /// Every DCO method refuses bad input with a clear error, and the daemon
-/// stays up; kernel refusals also reach the pipe as 0xFF records.
+/// stays up; commands for peers the device does not hold are refused
+/// before the kernel sees them; refusals also reach the pipe as 0xFF records.
 #[test]
 fn bad_input() {
     if !guest() {
@@ -366,17 +367,29 @@ fn bad_input() {
     let file = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
     expect(send(&c, new_peer_msg(&p, 1, remote, "", "", Some(file))), "InvalidArgs", "not a socket");
     expect(send(&c, m("NewPeer").append3("1", sa.as_str(), 16u32)), "InvalidArgs", "signature");
-    // NewKey and friends before any peer exists: the kernel says ENOENT.
+    // NewKey and friends for a peer the device does not hold: the daemon
+    // refuses them before the kernel sees them; each refusal reaches the pipe.
+    let mut k = in_ns(&env.ns, || DcoKernel::probe().expect("family"));
+    let ifindex = env.ifindex("ovpnbad");
+    let pipe_error = |want: &str| {
+        let rec = read_pipe(&pipe, 5).expect("the refusal reaches the pipe");
+        println!("  pipe: {:?}", String::from_utf8_lossy(&rec));
+        assert_eq!(rec[0], 0xff);
+        assert!(String::from_utf8_lossy(&rec[1..]).contains(want), "{want}");
+    };
     let good = key_config(0, 1, 1, (&K_A, &T_A), (&K_B, &T_B));
-    expect(send(&c, m("NewKey").append2(0u32, good.as_str())), "Kernel", "No such file or directory");
-    let rec = read_pipe(&pipe, 5).expect("the kernel error reaches the pipe");
-    println!("  pipe: {:?}", String::from_utf8_lossy(&rec));
-    assert_eq!(rec[0], 0xff);
-    assert!(String::from_utf8_lossy(&rec[1..]).contains("No such file or directory"));
-    expect(send(&c, m("SwapKeys").append1(7u32)), "Kernel", "SWAP_KEYS");
-    expect(send(&c, m("SetPeer").append3(7u32, 10u32, 60u32)), "Kernel", "SET_PEER");
+    expect(send(&c, m("NewKey").append2(0u32, good.as_str())), "InvalidArgs", "'key_config': no peer 1 on ovpnbad");
+    pipe_error("no peer 1 on ovpnbad");
+    expect(send(&c, m("SwapKeys").append1(7u32)), "InvalidArgs", "'peer_id': no peer 7 on ovpnbad");
+    pipe_error("no peer 7");
+    expect(send(&c, m("SetPeer").append3(7u32, 10u32, 60u32)), "InvalidArgs", "'peer_id': no peer 7 on ovpnbad");
+    pipe_error("no peer 7");
+    // The kernel still has no peer.
+    assert!(get_peer(&mut k, ifindex, 1).is_none() && get_peer(&mut k, ifindex, 7).is_none());
     // A real peer, then bad keys for it.
     send(&c, new_peer_msg(&p, 1, remote, "", "", Some(sock_fd(&s)))).expect("NewPeer");
+    let held = get_peer(&mut k, ifindex, 1).expect("peer 1 in the kernel");
+    assert_eq!(held.remote.map(|r| r.addr()), Some(remote));
     expect(send(&c, m("NewKey").append2(0u32, "not base64!")), "InvalidArgs", "key_config");
     let short = key_config(0, 1, 1, (&K_A[..20], &T_A), (&K_B[..20], &T_B));
     expect(send(&c, m("NewKey").append2(0u32, short.as_str())), "InvalidArgs", "20-byte key invalid for AES-GCM");
@@ -386,12 +399,27 @@ fn bad_input() {
     expect(send(&c, m("NewKey").append2(0u32, tail4.as_str())), "InvalidArgs", "nonce tail");
     expect(send(&c, m("NewKey").append2(2u32, good.as_str())), "InvalidArgs", "key_slot");
     let other_peer = key_config(0, 9, 1, (&K_A, &T_A), (&K_B, &T_B));
-    expect(send(&c, m("NewKey").append2(0u32, other_peer.as_str())), "Kernel", "NEW_KEY");
+    expect(send(&c, m("NewKey").append2(0u32, other_peer.as_str())), "InvalidArgs", "no peer 9 on ovpnbad");
+    pipe_error("no peer 9");
+    assert!(get_peer(&mut k, ifindex, 9).is_none());
+    assert_eq!(get_peer(&mut k, ifindex, 1), Some(held), "peer 1 is unchanged in the kernel");
     expect(send(&c, m("SwapKeys").append1(1u32 << 24)), "InvalidArgs", "peer_id");
     expect(send(&c, m("Bogus")), "UnknownMethod", "");
     // The good key still goes in afterwards.
     let _: () = call(&c, &d, "NewKey", (0u32, good.as_str())).expect("NewKey");
-    let _: () = call(&c, &p, "Destroy", ()).unwrap();
+    // A refusal by the kernel itself: the transport socket already belongs
+    // to ovpnbad, so the module will not give it to a second device.
+    let p2 = create(&c, "bad2");
+    enable(&c, &p2, "ovpnbad2");
+    let pipe2 = get_pipe(&c, &p2);
+    expect(send(&c, new_peer_msg(&p2, 1, remote, "", "", Some(sock_fd(&s)))), "Kernel", "NEW_PEER 1");
+    let rec = read_pipe(&pipe2, 5).expect("the kernel error reaches the pipe");
+    println!("  pipe: {:?}", String::from_utf8_lossy(&rec));
+    assert_eq!(rec[0], 0xff);
+    assert!(String::from_utf8_lossy(&rec[1..]).contains("NEW_PEER 1"));
+    for p in [&p, &p2] {
+        let _: () = call(&c, p, "Destroy", ()).unwrap();
+    }
     assert!(!env.ip("-d link show").contains("ovpn-dco"));
 }
 

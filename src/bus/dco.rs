@@ -5,7 +5,8 @@
 //! Unlike the reference, every kernel command waits for its ack, so a
 //! refusal comes back as the D-Bus error of the call (errno + extack). It
 //! is also written to the client's pipe as an error record, where the
-//! reference reports it.
+//! reference reports it. Commands for a peer the device does not hold are
+//! refused before the kernel sees them, the same two ways.
 
 use std::os::fd::AsRawFd;
 
@@ -31,6 +32,14 @@ fn arg_err(e: DcoError) -> Error {
         _ => "key_config",
     };
     Error::arg(arg, e.to_string())
+}
+
+/// The refusal of a command for a peer that was never added, was replaced
+/// by a later NewPeer, or was reported gone by the kernel.
+fn unknown_peer(req: &Request<'_>, peer: PeerId, dev: &str) -> Error {
+    // NewKey names its peer inside the key configuration.
+    let arg = if matches!(req, Request::KeyNew(_)) { "key_config" } else { "peer_id" };
+    Error::arg(arg, format!("no peer {} on {dev}: add it with NewPeer first", peer.get()))
 }
 
 fn bad(arg: &'static str) -> impl Fn(dbus::arg::TypeMismatchError) -> Error {
@@ -105,13 +114,23 @@ impl Daemon {
         Ok(m.method_return().append1(dbus::Path::from(format!("{path}/dco"))))
     }
 
-    /// Sends one command for the device at `path`. A kernel error is the
-    /// call's error and is also written to the pipe (reference §7.5).
+    /// Sends one command for the device at `path`. A command for a peer
+    /// the device does not hold is refused here, before the kernel sees
+    /// it. Either refusal is the call's error and is also written to the
+    /// pipe, where the reference reports the kernel's (§7.5).
     fn dco_send(&mut self, path: &str, req: &Request<'_>, what: &str) -> Result<()> {
-        let ifindex = self.devices.get(path).and_then(|d| d.dco.as_ref()).map(|x| x.ifindex).unwrap_or(0);
+        let x = self.devices.get(path).and_then(|d| d.dco.as_ref());
+        let ifindex = x.map(|x| x.ifindex).unwrap_or(0);
+        let unknown = match (req.existing_peer(), x) {
+            (Some(p), Some(x)) if !x.peers.contains_key(&p.get()) => Some(unknown_peer(req, p, &x.name)),
+            _ => None,
+        };
         let what = format!("{what} on ifindex {ifindex}");
         let k = self.dco.as_mut().ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
-        let r = k.request(ifindex, req, &what);
+        let r = match unknown {
+            Some(e) => Err(e),
+            None => k.request(ifindex, req, &what),
+        };
         if let Err(e) = &r {
             log::warn!("{path}: DCO {e}");
             if let Some(x) = self.devices.get_mut(path).and_then(|d| d.dco.as_mut()) {

@@ -212,6 +212,22 @@ pub enum Request<'a> {
     KeyDel { peer: PeerId, slot: KeySlot },
 }
 
+impl Request<'_> {
+    /// Returns the peer the command acts on when that peer must already
+    /// exist (everything but PeerNew, which creates it, and the dump).
+    pub fn existing_peer(&self) -> Option<PeerId> {
+        match self {
+            Request::PeerNew(_) | Request::PeerDump => None,
+            Request::PeerSet { peer, .. }
+            | Request::PeerGet(peer)
+            | Request::PeerDel(peer)
+            | Request::KeySwap(peer)
+            | Request::KeyDel { peer, .. } => Some(*peer),
+            Request::KeyNew(k) => Some(k.peer()),
+        }
+    }
+}
+
 /// What a received message means to the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
