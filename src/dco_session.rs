@@ -135,8 +135,9 @@ impl GenlSock {
     }
 
     /// Reads what is queued without blocking: the messages (as owned
-    /// datagrams) and whether the kernel dropped some (ENOBUFS).
-    pub fn drain(&mut self) -> (Vec<Vec<u8>>, bool) {
+    /// datagrams), whether the kernel dropped some (ENOBUFS), and any
+    /// other receive error, which ends the read.
+    pub fn drain(&mut self) -> (Vec<Vec<u8>>, bool, Option<std::io::Error>) {
         let mut out = Vec::new();
         let mut lost = false;
         for _ in 0..DRAIN_MAX {
@@ -145,13 +146,10 @@ impl GenlSock {
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::warn!("DCO notifications: {e}");
-                    break;
-                }
+                Err(e) => return (out, lost, Some(e)),
             }
         }
-        (out, lost)
+        (out, lost, None)
     }
 }
 
@@ -263,25 +261,66 @@ impl DcoKernel {
         self.ntf.as_ref().map(|s| s.fd())
     }
 
-    /// Reads the queued notifications: the ones this code understands, and
-    /// whether some were lost (the caller then re-dumps the peers).
-    pub fn notifications(&mut self) -> (Vec<Reply>, bool) {
+    /// Reads the queued notifications (see [`Notifications`]).
+    pub fn notifications(&mut self) -> Notifications {
         let Some(s) = self.ntf.as_mut() else {
-            return (Vec::new(), false);
+            return Notifications::default();
         };
-        let (datagrams, lost) = s.drain();
-        let mut out = Vec::new();
-        for d in &datagrams {
-            for m in attr::messages(d) {
-                match m.map_err(crate::dco::DcoError::from).and_then(|m| self.genl.parse(&m)) {
-                    Ok(r @ (Reply::PeerDeleted(_) | Reply::KeySwapNeeded(_))) => out.push(r),
-                    Ok(_) => {}
-                    Err(e) => log::warn!("DCO notification: {e}"),
+        let (datagrams, lost, err) = s.drain();
+        let mut n = sort_notifications(&self.genl, &datagrams);
+        n.lost |= lost;
+        if let Some(e) = err {
+            // The socket serves every device: each client hears of it, and
+            // what it may have swallowed is re-read.
+            n.errors.push((None, format!("DCO notification socket: {e}")));
+            n.lost = true;
+        }
+        n
+    }
+}
+
+/// What one read of the notification socket brought.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Notifications {
+    /// The notifications this code acts on.
+    pub replies: Vec<Reply>,
+    /// Some were dropped (ENOBUFS) or unreadable down to their device: the
+    /// caller re-reads the peers and reports the ones that vanished.
+    pub lost: bool,
+    /// Errors for the clients' pipes: Some(ifindex) for one device's
+    /// malformed notification, None (every device) for a socket error.
+    pub errors: Vec<(Option<u32>, String)>,
+}
+
+/// Sorts received datagrams into notifications, errors and losses.
+pub fn sort_notifications(genl: &Genl, datagrams: &[Vec<u8>]) -> Notifications {
+    let mut n = Notifications::default();
+    for d in datagrams {
+        for m in attr::messages(d) {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    // No header to read a device from; the rest of the datagram is lost.
+                    log::warn!("DCO notification: {e}");
+                    n.lost = true;
+                    break;
+                }
+            };
+            match genl.parse(&m) {
+                Ok(r @ (Reply::PeerDeleted(_) | Reply::KeySwapNeeded(_))) => n.replies.push(r),
+                Ok(_) => {}
+                Err(e) => {
+                    log::warn!("DCO notification: {e}");
+                    match genl.ifindex_of(&m) {
+                        Some(i) => n.errors.push((Some(i), format!("malformed DCO notification from the kernel: {e}"))),
+                        // An error record is fatal to a client: not for a guess.
+                        None => n.lost = true,
+                    }
                 }
             }
         }
-        (out, lost)
     }
+    n
 }
 
 /// IFLA_INFO_DATA for RTM_NEWLINK: IFLA_OVPN_MODE as a u8 (attribute 1 in
@@ -488,6 +527,53 @@ mod tests {
             0x0c, 0, 0x02, 0x80, 0x05, 0, 0x01, 0, 0, 0, 0, 0, // IFLA_INFO_DATA | NLA_F_NESTED { IFLA_OVPN_MODE = 0 }
         ];
         assert_eq!(newlink_wire(Family::OvpnDcoV2, "ovpndco", Mode::P2p, 7), want);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn notifications_are_sorted_into_events_errors_and_losses() {
+        use crate::dco::{golden, DelReason, PeerDeleted};
+        let genl = Genl::new(Family::Ovpn, 0x23);
+        let good = golden::PEER_DEL_NTF_USERSPACE.to_vec();
+        // Same message, its peer ID attribute 3 bytes long: unreadable, but
+        // the device (top-level IFINDEX 2) still is.
+        let mut bad_id = good.clone();
+        bad_id[40] = 7;
+        // IFINDEX unreadable too: nobody to tell, so the peers are re-read.
+        let mut bad_ifindex = bad_id.clone();
+        bad_ifindex[20] = 7;
+        let deleted = Reply::PeerDeleted(PeerDeleted { ifindex: 2, peer_id: 1, reason: DelReason::Userspace });
+
+        let n = sort_notifications(&genl, &[good.clone(), golden::CTRL_GETFAMILY_OVPN_REPLY.to_vec()]);
+        assert_eq!(n, Notifications { replies: vec![deleted.clone()], lost: false, errors: vec![] });
+
+        // Two messages in one datagram: the good one still counts.
+        let n = sort_notifications(&genl, &[[bad_id.as_slice(), &good].concat()]);
+        assert_eq!(n.replies, vec![deleted]);
+        assert!(!n.lost);
+        assert_eq!(n.errors.len(), 1);
+        assert_eq!(n.errors[0].0, Some(2));
+        assert!(n.errors[0].1.starts_with("malformed DCO notification from the kernel: "), "{:?}", n.errors);
+
+        let n = sort_notifications(&genl, &[bad_ifindex]);
+        assert_eq!(n, Notifications { replies: vec![], lost: true, errors: vec![] });
+        // A datagram whose netlink header is cut short.
+        let n = sort_notifications(&genl, &[good[..10].to_vec()]);
+        assert_eq!(n, Notifications { replies: vec![], lost: true, errors: vec![] });
+        // Another family's id: not ours to judge.
+        let n = sort_notifications(&Genl::new(Family::Ovpn, 0x24), &[bad_id]);
+        assert_eq!(n, Notifications::default());
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn ifindex_of_reads_attribute_1_in_both_families() {
+        assert_eq!(crate::dco::ovpn::OVPN_A_IFINDEX, crate::dco::ovpn_dco_v2::OVPN_ATTR_IFINDEX);
+        let g = crate::dco::golden::PEER_DEL_NTF_MP_TEARDOWN;
+        let m = attr::messages(g).next().unwrap().unwrap();
+        assert_eq!(Genl::new(Family::Ovpn, 0x23).ifindex_of(&m), Some(4));
+        assert_eq!(Genl::new(Family::OvpnDcoV2, 0x23).ifindex_of(&m), Some(4));
+        assert_eq!(Genl::new(Family::Ovpn, 0x10).ifindex_of(&m), None);
     }
 
     fn read_all(fd: &OwnedFd) -> Vec<Vec<u8>> {

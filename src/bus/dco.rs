@@ -268,14 +268,17 @@ impl Daemon {
     /// Called when one of `dco_poll_fds` is ready: forwards notifications,
     /// resyncs after a loss, and flushes waiting pipe records.
     pub(crate) fn dco_service(&mut self) {
-        let (replies, lost) = match self.dco.as_mut() {
+        let n = match self.dco.as_mut() {
             Some(k) => k.notifications(),
             None => return,
         };
-        for r in replies {
+        for r in n.replies {
             self.dco_notification(r);
         }
-        if lost {
+        for (ifindex, text) in &n.errors {
+            self.dco_pipe_error(*ifindex, text);
+        }
+        if n.lost {
             self.dco_resync();
         }
         for d in self.devices.values_mut() {
@@ -326,10 +329,22 @@ impl Daemon {
         }
     }
 
-    /// After ENOBUFS: asks the kernel which peers still exist and reports
-    /// the ones that vanished unseen (reason unknown: sent as TEARDOWN).
+    /// Writes an error record to the pipe of device `ifindex` if it is one
+    /// of ours, or to every DCO device's pipe for None.
+    fn dco_pipe_error(&mut self, ifindex: Option<u32>, text: &str) {
+        for d in self.devices.values_mut() {
+            if let Some(x) = d.dco.as_mut().filter(|x| ifindex.is_none() || ifindex == Some(x.ifindex)) {
+                log::warn!("{}: {text}", d.path);
+                x.pipe.push(pipe::error(text));
+            }
+        }
+    }
+
+    /// After lost notifications: asks the kernel which peers still exist
+    /// and reports the ones that vanished unseen (reason unknown: sent as
+    /// TEARDOWN).
     fn dco_resync(&mut self) {
-        log::warn!("DCO: notifications were lost (ENOBUFS); re-reading the peers");
+        log::warn!("DCO: notifications were lost; re-reading the peers");
         let devs: Vec<(String, u32)> =
             self.devices.iter().filter_map(|(p, d)| d.dco.as_ref().map(|x| (p.clone(), x.ifindex))).collect();
         for (path, ifindex) in devs {

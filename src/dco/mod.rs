@@ -300,6 +300,19 @@ impl Genl {
     }
 }
 
+impl Genl {
+    /// Returns the device a message of this family names (its top-level
+    /// IFINDEX, attribute 1 in both families), even when the rest of the
+    /// message cannot be parsed; None for other messages.
+    pub fn ifindex_of(&self, msg: &NlMsgRef<'_>) -> Option<u32> {
+        if msg.ty != self.id {
+            return None;
+        }
+        let g = msg.genl().ok()?;
+        attr::find(g.attrs, ovpn::OVPN_A_IFINDEX).ok()??.u32().ok()
+    }
+}
+
 impl NlStatus {
     /// Returns a one-line description for logs, D-Bus errors and the pipe,
     /// e.g. "No such file or directory (os error 2): ovpn: cannot find peer with id 1".
