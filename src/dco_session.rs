@@ -433,10 +433,24 @@ pub struct DcoDev {
     pub pipe: Pipe,
 }
 
-/// The peers we hold a socket for that the kernel no longer lists: after
+/// The peers we hold a socket for that the kernel no longer has: after
 /// lost notifications, these are reported to the client as deleted.
-pub fn vanished(held: impl IntoIterator<Item = u32>, alive: &[PeerInfo]) -> Vec<u32> {
-    held.into_iter().filter(|id| !alive.iter().any(|p| p.id == *id)).collect()
+/// `lookup` asks the kernel for one peer (PEER_GET doit), not a dump: the
+/// ovpn-dco-v2 dump walks only the MP peer table, so it never lists a P2P
+/// device's peer. A peer whose lookup fails is kept.
+pub fn vanished(
+    held: impl IntoIterator<Item = u32>,
+    mut lookup: impl FnMut(u32) -> Result<Option<PeerInfo>>,
+) -> Vec<u32> {
+    held.into_iter()
+        .filter(|&id| match lookup(id) {
+            Ok(found) => found.is_none(),
+            Err(e) => {
+                log::warn!("DCO resync: peer {id}: {e}");
+                false
+            }
+        })
+        .collect()
 }
 
 /// Which way a transport socket goes, from SO_TYPE and its address family.
@@ -626,10 +640,19 @@ mod tests {
 
     #[test]
     fn resync_reports_only_peers_the_kernel_lost() {
-        let alive = [PeerInfo { id: 1, ..Default::default() }, PeerInfo { id: 7, ..Default::default() }];
-        assert_eq!(vanished([1, 2, 7, 9], &alive), vec![2, 9]);
-        assert!(vanished([1, 7], &alive).is_empty());
-        assert_eq!(vanished([3], &[]), vec![3]);
+        // Peers 1 and 7 exist; asking about 5 fails, so it is kept.
+        let mut asked = Vec::new();
+        let gone = vanished([1, 2, 5, 7, 9], |id| {
+            asked.push(id);
+            match id {
+                1 | 7 => Ok(Some(PeerInfo { id, ..Default::default() })),
+                5 => Err(Error::Failed("no answer".into())),
+                _ => Ok(None),
+            }
+        });
+        assert_eq!(gone, vec![2, 9]);
+        assert_eq!(asked, vec![1, 2, 5, 7, 9], "each held peer is asked about once");
+        assert!(vanished([], |_| Ok(None)).is_empty());
     }
 
     #[test]

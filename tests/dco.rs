@@ -224,6 +224,10 @@ fn lifecycle_end_to_end() {
     assert_eq!(get_peer(&mut k, ib, 1).unwrap().remote.map(|r| r.addr()), Some(addr_a));
     let held = daemon_sockets(&env);
     assert!(held.contains(&inode(&sa)) && held.contains(&inode(&sb)), "the daemon keeps both transport sockets");
+    // The v2 module's dump walks only its MP peer table, so a P2P device's
+    // peer is missing from it (see peer_dump_lists_mp_peers): the daemon's
+    // resync therefore asks for each peer with the doit.
+    assert_eq!(k.dump_peers(ia).expect("PEER_GET dump"), vec![]);
 
     // --- Establish on a DCO device: configures the netdev, returns no fd
     for (p, ip) in [(&pa, "10.8.0.1"), (&pb, "10.9.0.1")] {
@@ -421,6 +425,53 @@ fn bad_input() {
         let _: () = call(&c, p, "Destroy", ()).unwrap();
     }
     assert!(!env.ip("-d link show").contains("ovpn-dco"));
+}
+
+/// The PEER_GET dump against the real module: it lists an MP device's
+/// peers, parsed like the doit's reply, and never a P2P device's peer.
+/// The daemon only makes P2P devices, so the test makes the MP one itself
+/// with the crate's own RTNL and genl code.
+#[test]
+fn peer_dump_lists_mp_peers() {
+    if !guest() {
+        return;
+    }
+    use ovpn_netcfgd::dco::{Family, Mode, PeerNew, Transport};
+    let env = Env::new("dcodump");
+    let (mut k, (s, peer), s2) = in_ns(&env.ns, || {
+        let mut rtnl = ovpn_netcfgd::netlink::Rtnl::open().expect("rtnl");
+        rtnl.request(ovpn_netcfgd::dco_session::newlink_request(Family::OvpnDcoV2, "ovpnmp", Mode::Mp))
+            .expect("create an MP ovpn-dco device");
+        (DcoKernel::probe().expect("family"), udp_pair(), UdpSocket::bind("127.0.0.1:0").unwrap())
+    });
+    let ifindex = env.ifindex("ovpnmp");
+    assert_eq!(k.dump_peers(ifindex).expect("dump of an empty device"), vec![]);
+    let remote = peer.local_addr().unwrap();
+    for (id, sock, vpn) in [(3u32, &s, "10.8.0.3"), (4, &s2, "10.8.0.4")] {
+        let p = PeerNew::new(
+            Family::OvpnDcoV2,
+            Mode::Mp,
+            PeerId::new(id).unwrap(),
+            sock.as_raw_fd(),
+            Transport::Udp(Remote::new(remote)),
+            Some(vpn.parse().unwrap()),
+            None,
+        )
+        .unwrap();
+        k.request(ifindex, &Request::PeerNew(&p), "NEW_PEER").expect("NEW_PEER on the MP device");
+    }
+    let mut dump = k.dump_peers(ifindex).expect("PEER_GET dump");
+    dump.sort_by_key(|p| p.id);
+    println!("MP dump: {dump:?}");
+    assert_eq!(dump.iter().map(|p| p.id).collect::<Vec<_>>(), [3, 4]);
+    for p in &dump {
+        assert_eq!(Some(p), get_peer(&mut k, ifindex, p.id).as_ref(), "dump and doit agree on peer {}", p.id);
+        assert_eq!(p.remote.map(|r| r.addr()), Some(remote));
+    }
+    assert_eq!(dump[1].vpn4, Some("10.8.0.4".parse().unwrap()));
+    k.request(ifindex, &Request::PeerDel(PeerId::new(3).unwrap()), "DEL_PEER").expect("DEL_PEER");
+    assert_eq!(k.dump_peers(ifindex).unwrap().iter().map(|p| p.id).collect::<Vec<_>>(), [4]);
+    env.ip("link del ovpnmp");
 }
 
 /// The netdev goes with the client (bus name lost), with the daemon

@@ -350,15 +350,10 @@ impl Daemon {
         for (path, ifindex) in devs {
             let Some(k) = self.dco.as_mut() else { return };
             let family = k.family();
-            let alive = match k.dump_peers(ifindex) {
-                Ok(v) => v,
-                Err(e) => {
-                    log::warn!("{path}: DCO resync: {e}");
-                    continue;
-                }
-            };
             let Some(x) = self.devices.get_mut(&path).and_then(|d| d.dco.as_mut()) else { continue };
-            let gone = dco_session::vanished(x.peers.keys().copied(), &alive);
+            let gone = dco_session::vanished(x.peers.keys().copied(), |id| {
+                PeerId::new(id).map_err(|e| Error::Failed(e.to_string())).and_then(|p| k.get_peer(ifindex, p))
+            });
             for id in gone {
                 x.peers.remove(&id);
                 let ev = dco::PeerDeleted { ifindex, peer_id: id, reason: dco::DelReason::Teardown };
