@@ -135,8 +135,9 @@ impl GenlSock {
     }
 
     /// Reads what is queued without blocking: the messages (as owned
-    /// datagrams) and whether the kernel dropped some (ENOBUFS).
-    pub fn drain(&mut self) -> (Vec<Vec<u8>>, bool) {
+    /// datagrams), whether the kernel dropped some (ENOBUFS), and any
+    /// other receive error, which ends the read.
+    pub fn drain(&mut self) -> (Vec<Vec<u8>>, bool, Option<std::io::Error>) {
         let mut out = Vec::new();
         let mut lost = false;
         for _ in 0..DRAIN_MAX {
@@ -145,13 +146,10 @@ impl GenlSock {
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::warn!("DCO notifications: {e}");
-                    break;
-                }
+                Err(e) => return (out, lost, Some(e)),
             }
         }
-        (out, lost)
+        (out, lost, None)
     }
 }
 
@@ -263,25 +261,66 @@ impl DcoKernel {
         self.ntf.as_ref().map(|s| s.fd())
     }
 
-    /// Reads the queued notifications: the ones this code understands, and
-    /// whether some were lost (the caller then re-dumps the peers).
-    pub fn notifications(&mut self) -> (Vec<Reply>, bool) {
+    /// Reads the queued notifications (see [`Notifications`]).
+    pub fn notifications(&mut self) -> Notifications {
         let Some(s) = self.ntf.as_mut() else {
-            return (Vec::new(), false);
+            return Notifications::default();
         };
-        let (datagrams, lost) = s.drain();
-        let mut out = Vec::new();
-        for d in &datagrams {
-            for m in attr::messages(d) {
-                match m.map_err(crate::dco::DcoError::from).and_then(|m| self.genl.parse(&m)) {
-                    Ok(r @ (Reply::PeerDeleted(_) | Reply::KeySwapNeeded(_))) => out.push(r),
-                    Ok(_) => {}
-                    Err(e) => log::warn!("DCO notification: {e}"),
+        let (datagrams, lost, err) = s.drain();
+        let mut n = sort_notifications(&self.genl, &datagrams);
+        n.lost |= lost;
+        if let Some(e) = err {
+            // The socket serves every device: each client hears of it, and
+            // what it may have swallowed is re-read.
+            n.errors.push((None, format!("DCO notification socket: {e}")));
+            n.lost = true;
+        }
+        n
+    }
+}
+
+/// What one read of the notification socket brought.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Notifications {
+    /// The notifications this code acts on.
+    pub replies: Vec<Reply>,
+    /// Some were dropped (ENOBUFS) or unreadable down to their device: the
+    /// caller re-reads the peers and reports the ones that vanished.
+    pub lost: bool,
+    /// Errors for the clients' pipes: Some(ifindex) for one device's
+    /// malformed notification, None (every device) for a socket error.
+    pub errors: Vec<(Option<u32>, String)>,
+}
+
+/// Sorts received datagrams into notifications, errors and losses.
+pub fn sort_notifications(genl: &Genl, datagrams: &[Vec<u8>]) -> Notifications {
+    let mut n = Notifications::default();
+    for d in datagrams {
+        for m in attr::messages(d) {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    // No header to read a device from; the rest of the datagram is lost.
+                    log::warn!("DCO notification: {e}");
+                    n.lost = true;
+                    break;
+                }
+            };
+            match genl.parse(&m) {
+                Ok(r @ (Reply::PeerDeleted(_) | Reply::KeySwapNeeded(_))) => n.replies.push(r),
+                Ok(_) => {}
+                Err(e) => {
+                    log::warn!("DCO notification: {e}");
+                    match genl.ifindex_of(&m) {
+                        Some(i) => n.errors.push((Some(i), format!("malformed DCO notification from the kernel: {e}"))),
+                        // An error record is fatal to a client: not for a guess.
+                        None => n.lost = true,
+                    }
                 }
             }
         }
-        (out, lost)
     }
+    n
 }
 
 /// IFLA_INFO_DATA for RTM_NEWLINK: IFLA_OVPN_MODE as a u8 (attribute 1 in
@@ -293,6 +332,14 @@ pub fn link_info_data(mode: Mode) -> [u8; 8] {
     };
     let ty = crate::dco::ovpn::IFLA_OVPN_MODE.to_ne_bytes();
     [5, 0, ty[0], ty[1], m, 0, 0, 0]
+}
+
+/// RTM_NEWLINK for a DCO netdev: the family's link kind (`ovpn` or
+/// `ovpn-dco`) and `mode` in IFLA_INFO_DATA; seq and ack are set by `Rtnl`.
+pub fn newlink_request(family: Family, name: &str, mode: Mode) -> crate::netlink::Req {
+    let mut req = crate::netlink::link::create(name, family.link_kind(), Some(&link_info_data(mode)));
+    req.what = crate::netlink::What::Text(format!("create {} device {name}", family.link_kind()));
+    req
 }
 
 /// The client's end of the notification pipe and the records waiting for it.
@@ -386,10 +433,24 @@ pub struct DcoDev {
     pub pipe: Pipe,
 }
 
-/// The peers we hold a socket for that the kernel no longer lists: after
+/// The peers we hold a socket for that the kernel no longer has: after
 /// lost notifications, these are reported to the client as deleted.
-pub fn vanished(held: impl IntoIterator<Item = u32>, alive: &[PeerInfo]) -> Vec<u32> {
-    held.into_iter().filter(|id| !alive.iter().any(|p| p.id == *id)).collect()
+/// `lookup` asks the kernel for one peer (PEER_GET doit), not a dump: the
+/// ovpn-dco-v2 dump walks only the MP peer table, so it never lists a P2P
+/// device's peer. A peer whose lookup fails is kept.
+pub fn vanished(
+    held: impl IntoIterator<Item = u32>,
+    mut lookup: impl FnMut(u32) -> Result<Option<PeerInfo>>,
+) -> Vec<u32> {
+    held.into_iter()
+        .filter(|&id| match lookup(id) {
+            Ok(found) => found.is_none(),
+            Err(e) => {
+                log::warn!("DCO resync: peer {id}: {e}");
+                false
+            }
+        })
+        .collect()
 }
 
 /// Which way a transport socket goes, from SO_TYPE and its address family.
@@ -437,6 +498,96 @@ mod tests {
         assert_eq!(echoed[4], 2);
         echoed[4] = 0;
         assert_eq!(echoed, link_info_data(Mode::P2p));
+    }
+
+    /// The RTM_NEWLINK bytes EnableDCO sends for `family`, as `Rtnl`
+    /// puts them on the wire (ack asked, sequence number `seq`).
+    fn newlink_wire(family: Family, name: &str, mode: Mode, seq: u32) -> Vec<u8> {
+        let mut req = newlink_request(family, name, mode);
+        req.bytes[8..12].copy_from_slice(&seq.to_ne_bytes());
+        crate::netlink::set_ack(&mut req.bytes, true);
+        req.bytes
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn upstream_newlink_matches_the_recorded_request() {
+        // Golden § "RTM_NEWLINK ovpn0 (P2P)" and § "RTM_NEWLINK ovpn-mp0
+        // (MP)": every byte, with the probe's sequence numbers (2, 39) set
+        // in place of ours; nlmsg_pid is 0 in both.
+        assert_eq!(Family::Ovpn.link_kind(), "ovpn");
+        let g = crate::dco::golden::RTM_NEWLINK_P2P_REQ;
+        assert_eq!(newlink_wire(Family::Ovpn, "ovpn0", Mode::P2p, 2), g);
+        let g = crate::dco::golden::RTM_NEWLINK_MP_REQ;
+        assert_eq!(newlink_wire(Family::Ovpn, "ovpn-mp0", Mode::Mp, 39), g);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn v2_newlink_bytes() {
+        // Built by hand from the uapi constants (RTM_NEWLINK 16, IFLA_IFNAME
+        // 3, IFLA_LINKINFO 18, IFLA_INFO_KIND 1, IFLA_INFO_DATA 2,
+        // IFLA_OVPN_MODE 1, NLA_F_NESTED 0x8000). tests/dco.rs creates its
+        // ovpn-dco links through the same newlink_request, and the real
+        // ovpn-dco-v2 module accepts them in the qemu guest.
+        assert_eq!(Family::OvpnDcoV2.link_kind(), "ovpn-dco");
+        #[rustfmt::skip]
+        let want: &[u8] = &[
+            0x4c, 0, 0, 0, 0x10, 0, 0x05, 0x06, 7, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr: 76 bytes, REQUEST|ACK|CREATE|EXCL
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // ifinfomsg
+            0x0c, 0, 0x03, 0, b'o', b'v', b'p', b'n', b'd', b'c', b'o', 0, // IFLA_IFNAME "ovpndco"
+            0x20, 0, 0x12, 0x80, // IFLA_LINKINFO | NLA_F_NESTED, 32 bytes
+            0x0d, 0, 0x01, 0, b'o', b'v', b'p', b'n', b'-', b'd', b'c', b'o', 0, 0, 0, 0, // IFLA_INFO_KIND "ovpn-dco"
+            0x0c, 0, 0x02, 0x80, 0x05, 0, 0x01, 0, 0, 0, 0, 0, // IFLA_INFO_DATA | NLA_F_NESTED { IFLA_OVPN_MODE = 0 }
+        ];
+        assert_eq!(newlink_wire(Family::OvpnDcoV2, "ovpndco", Mode::P2p, 7), want);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn notifications_are_sorted_into_events_errors_and_losses() {
+        use crate::dco::{golden, DelReason, PeerDeleted};
+        let genl = Genl::new(Family::Ovpn, 0x23);
+        let good = golden::PEER_DEL_NTF_USERSPACE.to_vec();
+        // Same message, its peer ID attribute 3 bytes long: unreadable, but
+        // the device (top-level IFINDEX 2) still is.
+        let mut bad_id = good.clone();
+        bad_id[40] = 7;
+        // IFINDEX unreadable too: nobody to tell, so the peers are re-read.
+        let mut bad_ifindex = bad_id.clone();
+        bad_ifindex[20] = 7;
+        let deleted = Reply::PeerDeleted(PeerDeleted { ifindex: 2, peer_id: 1, reason: DelReason::Userspace });
+
+        let n = sort_notifications(&genl, &[good.clone(), golden::CTRL_GETFAMILY_OVPN_REPLY.to_vec()]);
+        assert_eq!(n, Notifications { replies: vec![deleted.clone()], lost: false, errors: vec![] });
+
+        // Two messages in one datagram: the good one still counts.
+        let n = sort_notifications(&genl, &[[bad_id.as_slice(), &good].concat()]);
+        assert_eq!(n.replies, vec![deleted]);
+        assert!(!n.lost);
+        assert_eq!(n.errors.len(), 1);
+        assert_eq!(n.errors[0].0, Some(2));
+        assert!(n.errors[0].1.starts_with("malformed DCO notification from the kernel: "), "{:?}", n.errors);
+
+        let n = sort_notifications(&genl, &[bad_ifindex]);
+        assert_eq!(n, Notifications { replies: vec![], lost: true, errors: vec![] });
+        // A datagram whose netlink header is cut short.
+        let n = sort_notifications(&genl, &[good[..10].to_vec()]);
+        assert_eq!(n, Notifications { replies: vec![], lost: true, errors: vec![] });
+        // Another family's id: not ours to judge.
+        let n = sort_notifications(&Genl::new(Family::Ovpn, 0x24), &[bad_id]);
+        assert_eq!(n, Notifications::default());
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn ifindex_of_reads_attribute_1_in_both_families() {
+        assert_eq!(crate::dco::ovpn::OVPN_A_IFINDEX, crate::dco::ovpn_dco_v2::OVPN_ATTR_IFINDEX);
+        let g = crate::dco::golden::PEER_DEL_NTF_MP_TEARDOWN;
+        let m = attr::messages(g).next().unwrap().unwrap();
+        assert_eq!(Genl::new(Family::Ovpn, 0x23).ifindex_of(&m), Some(4));
+        assert_eq!(Genl::new(Family::OvpnDcoV2, 0x23).ifindex_of(&m), Some(4));
+        assert_eq!(Genl::new(Family::Ovpn, 0x10).ifindex_of(&m), None);
     }
 
     fn read_all(fd: &OwnedFd) -> Vec<Vec<u8>> {
@@ -489,10 +640,19 @@ mod tests {
 
     #[test]
     fn resync_reports_only_peers_the_kernel_lost() {
-        let alive = [PeerInfo { id: 1, ..Default::default() }, PeerInfo { id: 7, ..Default::default() }];
-        assert_eq!(vanished([1, 2, 7, 9], &alive), vec![2, 9]);
-        assert!(vanished([1, 7], &alive).is_empty());
-        assert_eq!(vanished([3], &[]), vec![3]);
+        // Peers 1 and 7 exist; asking about 5 fails, so it is kept.
+        let mut asked = Vec::new();
+        let gone = vanished([1, 2, 5, 7, 9], |id| {
+            asked.push(id);
+            match id {
+                1 | 7 => Ok(Some(PeerInfo { id, ..Default::default() })),
+                5 => Err(Error::Failed("no answer".into())),
+                _ => Ok(None),
+            }
+        });
+        assert_eq!(gone, vec![2, 9]);
+        assert_eq!(asked, vec![1, 2, 5, 7, 9], "each held peer is asked about once");
+        assert!(vanished([], |_| Ok(None)).is_empty());
     }
 
     #[test]

@@ -203,6 +203,20 @@ pub fn capset(caps: &[u32]) -> io::Result<()> {
     }
 }
 
+/// Overwrites `buf` with zeroes, for key material. Every store is volatile,
+/// so the optimiser cannot drop them as dead even when `buf` is freed next.
+pub fn wipe(buf: &mut [u8]) {
+    for b in buf.iter_mut() {
+        // SAFETY: the pointer comes from a live `&mut u8`, so it is non-null,
+        // aligned, valid for a one-byte write and not aliased for the
+        // duration of the write; every bit pattern is a valid u8.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
+    // Volatile stores are ordered only among volatile accesses; the fence
+    // also keeps the free that usually follows from being moved above them.
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Gives freed heap memory back to the system (a 10k-route session leaves
 /// several MiB on glibc's free lists otherwise).
 pub fn trim_heap() {
@@ -211,5 +225,17 @@ pub fn trim_heap() {
     // one thread, so nothing allocates concurrently.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wipe_zeroes_every_byte() {
+        let mut b: Vec<u8> = (1..=200).collect();
+        super::wipe(&mut b[3..]);
+        assert_eq!(&b[..3], &[1, 2, 3]);
+        assert!(b[3..].iter().all(|&x| x == 0));
+        super::wipe(&mut []);
     }
 }

@@ -231,6 +231,10 @@ fn lifecycle_end_to_end() {
     assert_eq!(get_peer(&mut k, ib, 1).unwrap().remote.map(|r| r.addr()), Some(addr_a));
     let held = daemon_sockets(&env);
     assert!(held.contains(&inode(&sa)) && held.contains(&inode(&sb)), "the daemon keeps both transport sockets");
+    // The v2 module's dump walks only its MP peer table, so a P2P device's
+    // peer is missing from it (see peer_dump_lists_mp_peers): the daemon's
+    // resync therefore asks for each peer with the doit.
+    assert_eq!(k.dump_peers(ia).expect("PEER_GET dump"), vec![]);
 
     // --- Establish on a DCO device: configures the netdev, returns no fd
     for (p, ip) in [(&pa, "10.8.0.1"), (&pb, "10.9.0.1")] {
@@ -323,7 +327,8 @@ fn lifecycle_end_to_end() {
 }
 
 /// Every DCO method refuses bad input with a clear error, and the daemon
-/// stays up; kernel refusals also reach the pipe as 0xFF records.
+/// stays up; commands for peers the device does not hold are refused
+/// before the kernel sees them; refusals also reach the pipe as 0xFF records.
 #[test]
 fn bad_input() {
     if !guest() {
@@ -373,17 +378,29 @@ fn bad_input() {
     let file = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
     expect(send(&c, new_peer_msg(&p, 1, remote, "", "", Some(file))), "InvalidArgs", "not a socket");
     expect(send(&c, m("NewPeer").append3("1", sa.as_str(), 16u32)), "InvalidArgs", "signature");
-    // NewKey and friends before any peer exists: the kernel says ENOENT.
+    // NewKey and friends for a peer the device does not hold: the daemon
+    // refuses them before the kernel sees them; each refusal reaches the pipe.
+    let mut k = in_ns(&env.ns, || DcoKernel::probe().expect("family"));
+    let ifindex = env.ifindex("ovpnbad");
+    let pipe_error = |want: &str| {
+        let rec = read_pipe(&pipe, 5).expect("the refusal reaches the pipe");
+        println!("  pipe: {:?}", String::from_utf8_lossy(&rec));
+        assert_eq!(rec[0], 0xff);
+        assert!(String::from_utf8_lossy(&rec[1..]).contains(want), "{want}");
+    };
     let good = key_config(0, 1, 1, (&K_A, &T_A), (&K_B, &T_B));
-    expect(send(&c, m("NewKey").append2(0u32, good.as_str())), "Kernel", "No such file or directory");
-    let rec = read_pipe(&pipe, 5).expect("the kernel error reaches the pipe");
-    println!("  pipe: {:?}", String::from_utf8_lossy(&rec));
-    assert_eq!(rec[0], 0xff);
-    assert!(String::from_utf8_lossy(&rec[1..]).contains("No such file or directory"));
-    expect(send(&c, m("SwapKeys").append1(7u32)), "Kernel", "SWAP_KEYS");
-    expect(send(&c, m("SetPeer").append3(7u32, 10u32, 60u32)), "Kernel", "SET_PEER");
+    expect(send(&c, m("NewKey").append2(0u32, good.as_str())), "InvalidArgs", "'key_config': no peer 1 on ovpnbad");
+    pipe_error("no peer 1 on ovpnbad");
+    expect(send(&c, m("SwapKeys").append1(7u32)), "InvalidArgs", "'peer_id': no peer 7 on ovpnbad");
+    pipe_error("no peer 7");
+    expect(send(&c, m("SetPeer").append3(7u32, 10u32, 60u32)), "InvalidArgs", "'peer_id': no peer 7 on ovpnbad");
+    pipe_error("no peer 7");
+    // The kernel still has no peer.
+    assert!(get_peer(&mut k, ifindex, 1).is_none() && get_peer(&mut k, ifindex, 7).is_none());
     // A real peer, then bad keys for it.
     send(&c, new_peer_msg(&p, 1, remote, "", "", Some(sock_fd(&s)))).expect("NewPeer");
+    let held = get_peer(&mut k, ifindex, 1).expect("peer 1 in the kernel");
+    assert_eq!(held.remote.map(|r| r.addr()), Some(remote));
     expect(send(&c, m("NewKey").append2(0u32, "not base64!")), "InvalidArgs", "key_config");
     let short = key_config(0, 1, 1, (&K_A[..20], &T_A), (&K_B[..20], &T_B));
     expect(send(&c, m("NewKey").append2(0u32, short.as_str())), "InvalidArgs", "20-byte key invalid for AES-GCM");
@@ -393,13 +410,75 @@ fn bad_input() {
     expect(send(&c, m("NewKey").append2(0u32, tail4.as_str())), "InvalidArgs", "nonce tail");
     expect(send(&c, m("NewKey").append2(2u32, good.as_str())), "InvalidArgs", "key_slot");
     let other_peer = key_config(0, 9, 1, (&K_A, &T_A), (&K_B, &T_B));
-    expect(send(&c, m("NewKey").append2(0u32, other_peer.as_str())), "Kernel", "NEW_KEY");
+    expect(send(&c, m("NewKey").append2(0u32, other_peer.as_str())), "InvalidArgs", "no peer 9 on ovpnbad");
+    pipe_error("no peer 9");
+    assert!(get_peer(&mut k, ifindex, 9).is_none());
+    assert_eq!(get_peer(&mut k, ifindex, 1), Some(held), "peer 1 is unchanged in the kernel");
     expect(send(&c, m("SwapKeys").append1(1u32 << 24)), "InvalidArgs", "peer_id");
     expect(send(&c, m("Bogus")), "UnknownMethod", "");
     // The good key still goes in afterwards.
     let _: () = call(&c, &d, "NewKey", (0u32, good.as_str())).expect("NewKey");
-    let _: () = call(&c, &p, "Destroy", ()).unwrap();
+    // A refusal by the kernel itself: the transport socket already belongs
+    // to ovpnbad, so the module will not give it to a second device.
+    let p2 = create(&c, "bad2");
+    enable(&c, &p2, "ovpnbad2");
+    let pipe2 = get_pipe(&c, &p2);
+    expect(send(&c, new_peer_msg(&p2, 1, remote, "", "", Some(sock_fd(&s)))), "Kernel", "NEW_PEER 1");
+    let rec = read_pipe(&pipe2, 5).expect("the kernel error reaches the pipe");
+    println!("  pipe: {:?}", String::from_utf8_lossy(&rec));
+    assert_eq!(rec[0], 0xff);
+    assert!(String::from_utf8_lossy(&rec[1..]).contains("NEW_PEER 1"));
+    for p in [&p, &p2] {
+        let _: () = call(&c, p, "Destroy", ()).unwrap();
+    }
     assert!(!env.ip("-d link show").contains("ovpn-dco"));
+}
+
+/// The PEER_GET dump against the real module: it lists an MP device's
+/// peers, parsed like the doit's reply, and never a P2P device's peer.
+/// The daemon only makes P2P devices, so the test makes the MP one itself
+/// with the crate's own RTNL and genl code.
+#[test]
+fn peer_dump_lists_mp_peers() {
+    if !guest() {
+        return;
+    }
+    use ovpn_netcfgd::dco::{Family, Mode, PeerNew, Transport};
+    let env = Env::new("dcodump");
+    let (mut k, (s, peer), s2) = in_ns(&env.ns, || {
+        let mut rtnl = ovpn_netcfgd::netlink::Rtnl::open().expect("rtnl");
+        rtnl.request(ovpn_netcfgd::dco_session::newlink_request(Family::OvpnDcoV2, "ovpnmp", Mode::Mp))
+            .expect("create an MP ovpn-dco device");
+        (DcoKernel::probe().expect("family"), udp_pair(), UdpSocket::bind("127.0.0.1:0").unwrap())
+    });
+    let ifindex = env.ifindex("ovpnmp");
+    assert_eq!(k.dump_peers(ifindex).expect("dump of an empty device"), vec![]);
+    let remote = peer.local_addr().unwrap();
+    for (id, sock, vpn) in [(3u32, &s, "10.8.0.3"), (4, &s2, "10.8.0.4")] {
+        let p = PeerNew::new(
+            Family::OvpnDcoV2,
+            Mode::Mp,
+            PeerId::new(id).unwrap(),
+            sock.as_raw_fd(),
+            Transport::Udp(Remote::new(remote)),
+            Some(vpn.parse().unwrap()),
+            None,
+        )
+        .unwrap();
+        k.request(ifindex, &Request::PeerNew(&p), "NEW_PEER").expect("NEW_PEER on the MP device");
+    }
+    let mut dump = k.dump_peers(ifindex).expect("PEER_GET dump");
+    dump.sort_by_key(|p| p.id);
+    println!("MP dump: {dump:?}");
+    assert_eq!(dump.iter().map(|p| p.id).collect::<Vec<_>>(), [3, 4]);
+    for p in &dump {
+        assert_eq!(Some(p), get_peer(&mut k, ifindex, p.id).as_ref(), "dump and doit agree on peer {}", p.id);
+        assert_eq!(p.remote.map(|r| r.addr()), Some(remote));
+    }
+    assert_eq!(dump[1].vpn4, Some("10.8.0.4".parse().unwrap()));
+    k.request(ifindex, &Request::PeerDel(PeerId::new(3).unwrap()), "DEL_PEER").expect("DEL_PEER");
+    assert_eq!(k.dump_peers(ifindex).unwrap().iter().map(|p| p.id).collect::<Vec<_>>(), [4]);
+    env.ip("link del ovpnmp");
 }
 
 /// The netdev goes with the client (bus name lost), with the daemon

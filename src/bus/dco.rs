@@ -5,7 +5,8 @@
 //! Unlike the reference, every kernel command waits for its ack, so a
 //! refusal comes back as the D-Bus error of the call (errno + extack). It
 //! is also written to the client's pipe as an error record, where the
-//! reference reports it.
+//! reference reports it. Commands for a peer the device does not hold are
+//! refused before the kernel sees them, the same two ways.
 
 use std::os::fd::AsRawFd;
 
@@ -31,6 +32,14 @@ fn arg_err(e: DcoError) -> Error {
         _ => "key_config",
     };
     Error::arg(arg, e.to_string())
+}
+
+/// The refusal of a command for a peer that was never added, was replaced
+/// by a later NewPeer, or was reported gone by the kernel.
+fn unknown_peer(req: &Request<'_>, peer: PeerId, dev: &str) -> Error {
+    // NewKey names its peer inside the key configuration.
+    let arg = if matches!(req, Request::KeyNew(_)) { "key_config" } else { "peer_id" };
+    Error::arg(arg, format!("no peer {} on {dev}: add it with NewPeer first", peer.get()))
 }
 
 fn bad(arg: &'static str) -> impl Fn(dbus::arg::TypeMismatchError) -> Error {
@@ -76,9 +85,7 @@ impl Daemon {
             Error::NotSupported("data channel offload is not available: no ovpn or ovpn-dco-v2 kernel module".into())
         })?;
         let pipe = Pipe::new()?;
-        let data = dco_session::link_info_data(Mode::P2p);
-        let mut req = crate::netlink::link::create(name, family.link_kind(), Some(&data));
-        req.what = crate::netlink::What::Text(format!("create {} device {name}", family.link_kind()));
+        let req = dco_session::newlink_request(family, name, Mode::P2p);
         // Written ahead: a crash before the ifindex is known leaks nothing.
         let intent =
             self.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.link_kind().into() }])?;
@@ -112,13 +119,23 @@ impl Daemon {
         Ok(m.method_return().append1(dbus::Path::from(format!("{path}/dco"))))
     }
 
-    /// Sends one command for the device at `path`. A kernel error is the
-    /// call's error and is also written to the pipe (reference §7.5).
+    /// Sends one command for the device at `path`. A command for a peer
+    /// the device does not hold is refused here, before the kernel sees
+    /// it. Either refusal is the call's error and is also written to the
+    /// pipe, where the reference reports the kernel's (§7.5).
     fn dco_send(&mut self, path: &str, req: &Request<'_>, what: &str) -> Result<()> {
-        let ifindex = self.devices.get(path).and_then(|d| d.dco.as_ref()).map(|x| x.ifindex).unwrap_or(0);
+        let x = self.devices.get(path).and_then(|d| d.dco.as_ref());
+        let ifindex = x.map(|x| x.ifindex).unwrap_or(0);
+        let unknown = match (req.existing_peer(), x) {
+            (Some(p), Some(x)) if !x.peers.contains_key(&p.get()) => Some(unknown_peer(req, p, &x.name)),
+            _ => None,
+        };
         let what = format!("{what} on ifindex {ifindex}");
         let k = self.dco.as_mut().ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
-        let r = k.request(ifindex, req, &what);
+        let r = match unknown {
+            Some(e) => Err(e),
+            None => k.request(ifindex, req, &what),
+        };
         if let Err(e) = &r {
             log::warn!("{path}: DCO {e}");
             if let Some(x) = self.devices.get_mut(path).and_then(|d| d.dco.as_mut()) {
@@ -256,14 +273,17 @@ impl Daemon {
     /// Called when one of `dco_poll_fds` is ready: forwards notifications,
     /// resyncs after a loss, and flushes waiting pipe records.
     pub(crate) fn dco_service(&mut self) {
-        let (replies, lost) = match self.dco.as_mut() {
+        let n = match self.dco.as_mut() {
             Some(k) => k.notifications(),
             None => return,
         };
-        for r in replies {
+        for r in n.replies {
             self.dco_notification(r);
         }
-        if lost {
+        for (ifindex, text) in &n.errors {
+            self.dco_pipe_error(*ifindex, text);
+        }
+        if n.lost {
             self.dco_resync();
         }
         for d in self.devices.values_mut() {
@@ -314,24 +334,31 @@ impl Daemon {
         }
     }
 
-    /// After ENOBUFS: asks the kernel which peers still exist and reports
-    /// the ones that vanished unseen (reason unknown: sent as TEARDOWN).
+    /// Writes an error record to the pipe of device `ifindex` if it is one
+    /// of ours, or to every DCO device's pipe for None.
+    fn dco_pipe_error(&mut self, ifindex: Option<u32>, text: &str) {
+        for d in self.devices.values_mut() {
+            if let Some(x) = d.dco.as_mut().filter(|x| ifindex.is_none() || ifindex == Some(x.ifindex)) {
+                log::warn!("{}: {text}", d.path);
+                x.pipe.push(pipe::error(text));
+            }
+        }
+    }
+
+    /// After lost notifications: asks the kernel which peers still exist
+    /// and reports the ones that vanished unseen (reason unknown: sent as
+    /// TEARDOWN).
     fn dco_resync(&mut self) {
-        log::warn!("DCO: notifications were lost (ENOBUFS); re-reading the peers");
+        log::warn!("DCO: notifications were lost; re-reading the peers");
         let devs: Vec<(String, u32)> =
             self.devices.iter().filter_map(|(p, d)| d.dco.as_ref().map(|x| (p.clone(), x.ifindex))).collect();
         for (path, ifindex) in devs {
             let Some(k) = self.dco.as_mut() else { return };
             let family = k.family();
-            let alive = match k.dump_peers(ifindex) {
-                Ok(v) => v,
-                Err(e) => {
-                    log::warn!("{path}: DCO resync: {e}");
-                    continue;
-                }
-            };
             let Some(x) = self.devices.get_mut(&path).and_then(|d| d.dco.as_mut()) else { continue };
-            let gone = dco_session::vanished(x.peers.keys().copied(), &alive);
+            let gone = dco_session::vanished(x.peers.keys().copied(), |id| {
+                PeerId::new(id).map_err(|e| Error::Failed(e.to_string())).and_then(|p| k.get_peer(ifindex, p))
+            });
             for id in gone {
                 x.peers.remove(&id);
                 let ev = dco::PeerDeleted { ifindex, peer_id: id, reason: dco::DelReason::Teardown };

@@ -18,7 +18,7 @@
 
 use std::fmt;
 
-use super::secret::wipe;
+use super::secret::{wipe, Wiped};
 
 /// `NLMSG_HDRLEN`: size of `struct nlmsghdr`.
 pub const NLMSG_HDRLEN: usize = 16;
@@ -127,7 +127,8 @@ pub const fn align(len: usize) -> usize {
 /// `nlmsg_len` is kept current after every put, so [`NlMsg::as_bytes`] can be
 /// sent at any time. Sequence number and port id start at 0.
 pub struct NlMsg {
-    buf: Vec<u8>,
+    /// Wiped on drop: KEY_NEW messages carry cipher keys.
+    buf: Wiped<Vec<u8>>,
     cap: usize,
 }
 
@@ -138,7 +139,7 @@ impl NlMsg {
         if cap < needed || cap > u32::MAX as usize {
             return Err(AttrError::Full { cap, needed });
         }
-        let mut m = NlMsg { buf: Vec::with_capacity(cap), cap };
+        let mut m = NlMsg { buf: Wiped(Vec::with_capacity(cap)), cap };
         m.buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_len, set below
         m.buf.extend_from_slice(&nlmsg_type.to_ne_bytes());
         m.buf.extend_from_slice(&flags.to_ne_bytes());
@@ -270,12 +271,6 @@ impl NlMsg {
         // cap <= u32::MAX was checked in genl(), so this cannot truncate.
         let len = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
-    }
-}
-
-impl Drop for NlMsg {
-    fn drop(&mut self) {
-        wipe(&mut self.buf);
     }
 }
 

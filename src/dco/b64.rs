@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use super::secret::SecretBytes;
+use super::secret::{wipe, SecretBytes};
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -72,10 +72,22 @@ pub fn decode_into(s: &str, out: &mut [u8]) -> Result<usize, B64Error> {
     if out.len() < n {
         return Err(B64Error::OutputTooSmall { needed: n });
     }
+    // Every quantum passes through these two arrays; key configurations
+    // are decoded here, so they are wiped whatever the outcome.
+    let mut v = [0u8; 4];
+    let mut bytes = [0u8; 3];
+    let r = decode_quanta(s, out, &mut v, &mut bytes);
+    wipe(&mut v);
+    wipe(&mut bytes);
+    r
+}
+
+/// The loop of [`decode_into`], with its scratch arrays passed in.
+fn decode_quanta(s: &[u8], out: &mut [u8], v: &mut [u8; 4], bytes: &mut [u8; 3]) -> Result<usize, B64Error> {
     let mut w = 0;
     for (ci, chunk) in s.chunks_exact(4).enumerate() {
         let last = (ci + 1) * 4 == s.len();
-        let mut v = [0u8; 4];
+        *v = [0; 4];
         let mut sym = 4;
         for (i, &c) in chunk.iter().enumerate() {
             match value(c) {
@@ -90,7 +102,7 @@ pub fn decode_into(s: &str, out: &mut [u8]) -> Result<usize, B64Error> {
                 _ => return Err(B64Error::BadChar(ci * 4 + i)),
             }
         }
-        let bytes = [(v[0] << 2) | (v[1] >> 4), (v[1] << 4) | (v[2] >> 2), (v[2] << 6) | v[3]];
+        *bytes = [(v[0] << 2) | (v[1] >> 4), (v[1] << 4) | (v[2] >> 2), (v[2] << 6) | v[3]];
         let take = match sym {
             2 if v[1] & 0x0f != 0 => return Err(B64Error::NonCanonical),
             3 if v[2] & 0x03 != 0 => return Err(B64Error::NonCanonical),

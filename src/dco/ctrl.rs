@@ -235,8 +235,23 @@ mod tests {
         assert!(getfamily_request("").is_err());
         assert!(getfamily_request("sixteen-chars-xx").is_err());
         assert!(getfamily_request("a\0b").is_err());
-        let m = getfamily_request("ovpn-dco-v2").unwrap();
-        assert_eq!(m.len(), 20 + 4 + 12);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn getfamily_v2_bytes() {
+        // The recorded "ovpn" request's layout with the v2 name: 11 chars +
+        // NUL fill the attribute exactly, so there is no padding. The guest
+        // tests resolve the real module's family with this request.
+        let mut m = getfamily_request("ovpn-dco-v2").unwrap();
+        m.set_seq(1);
+        #[rustfmt::skip]
+        let want: &[u8] = &[
+            0x24, 0, 0, 0, 0x10, 0, 0x01, 0, 1, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr: 36 bytes, GENL_ID_CTRL, REQUEST
+            0x03, 0x01, 0, 0, // CTRL_CMD_GETFAMILY, version 1
+            0x10, 0, 0x02, 0, b'o', b'v', b'p', b'n', b'-', b'd', b'c', b'o', b'-', b'v', b'2', 0, // CTRL_ATTR_FAMILY_NAME
+        ];
+        assert_eq!(m.as_bytes(), want);
     }
 
     #[cfg(target_endian = "little")]

@@ -212,6 +212,22 @@ pub enum Request<'a> {
     KeyDel { peer: PeerId, slot: KeySlot },
 }
 
+impl Request<'_> {
+    /// Returns the peer the command acts on when that peer must already
+    /// exist (everything but PeerNew, which creates it, and the dump).
+    pub fn existing_peer(&self) -> Option<PeerId> {
+        match self {
+            Request::PeerNew(_) | Request::PeerDump => None,
+            Request::PeerSet { peer, .. }
+            | Request::PeerGet(peer)
+            | Request::PeerDel(peer)
+            | Request::KeySwap(peer)
+            | Request::KeyDel { peer, .. } => Some(*peer),
+            Request::KeyNew(k) => Some(k.peer()),
+        }
+    }
+}
+
 /// What a received message means to the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -281,6 +297,19 @@ impl Genl {
             },
             ty => Ok(Reply::Ignored { nlmsg_type: ty, cmd: None }),
         }
+    }
+}
+
+impl Genl {
+    /// Returns the device a message of this family names (its top-level
+    /// IFINDEX, attribute 1 in both families), even when the rest of the
+    /// message cannot be parsed; None for other messages.
+    pub fn ifindex_of(&self, msg: &NlMsgRef<'_>) -> Option<u32> {
+        if msg.ty != self.id {
+            return None;
+        }
+        let g = msg.genl().ok()?;
+        attr::find(g.attrs, ovpn::OVPN_A_IFINDEX).ok()??.u32().ok()
     }
 }
 

@@ -382,6 +382,23 @@ mod tests {
     }
 
     #[test]
+    fn commands_name_the_peer_that_must_exist() {
+        // The daemon refuses these for a peer it does not hold, so the
+        // recorded KEY_NEW for unknown peer 7 never reaches the kernel.
+        let k = key(7, KeySlot::Primary, 0, (0x11, 0xee), (0x22, 0xdd));
+        assert_eq!(Request::KeyNew(&k).existing_peer(), Some(pid(7)));
+        let keepalive = Keepalive { interval: 1, timeout: 30 };
+        assert_eq!(Request::PeerSet { peer: pid(4), keepalive }.existing_peer(), Some(pid(4)));
+        assert_eq!(Request::KeySwap(pid(3)).existing_peer(), Some(pid(3)));
+        assert_eq!(Request::PeerDel(pid(1)).existing_peer(), Some(pid(1)));
+        assert_eq!(Request::PeerGet(pid(2)).existing_peer(), Some(pid(2)));
+        assert_eq!(Request::KeyDel { peer: pid(5), slot: KeySlot::Secondary }.existing_peer(), Some(pid(5)));
+        let p = p2p_peer(1, 8);
+        assert_eq!(Request::PeerNew(&p).existing_peer(), None);
+        assert_eq!(Request::PeerDump.existing_peer(), None);
+    }
+
+    #[test]
     fn key_swap_key_del_match_golden() {
         assert_eq!(built(2, Request::KeySwap(pid(1)), 25), g::KEY_SWAP_REQ);
         let r = Request::KeyDel { peer: pid(1), slot: KeySlot::Secondary };

@@ -5,32 +5,47 @@
 //! and never grows, so no reallocation leaves a stray copy behind. Moves copy
 //! only the pointer, not the bytes.
 //!
-//! `std::ptr::write_volatile` would need an unchecked block, which this
-//! module may not use. The wipe is therefore a plain zeroing loop followed by
-//! `std::hint::black_box` on the buffer (the optimiser must assume the zeroes
-//! are read, so it cannot drop the stores as dead) and a compiler fence.
+//! The wipe itself is [`wipe`], volatile stores in `crate::sys` (this module
+//! may not use `unsafe`). [`Wiped`] is the one `Drop` that calls it; both
+//! `SecretBytes` and the netlink writer keep their bytes in one.
 
 use std::fmt;
-use std::sync::atomic::{compiler_fence, Ordering};
+use std::ops::{Deref, DerefMut};
 
-/// Overwrites `buf` with zeroes in a way the optimiser keeps.
-pub fn wipe(buf: &mut [u8]) {
-    for b in buf.iter_mut() {
-        *b = 0;
+pub use crate::sys::wipe;
+
+/// A buffer that is wiped when it is dropped.
+pub struct Wiped<B: AsMut<[u8]>>(pub B);
+
+impl<B: AsMut<[u8]>> Drop for Wiped<B> {
+    fn drop(&mut self) {
+        wipe(self.0.as_mut());
     }
-    std::hint::black_box(&mut *buf);
-    compiler_fence(Ordering::SeqCst);
+}
+
+impl<B: AsMut<[u8]>> Deref for Wiped<B> {
+    type Target = B;
+
+    fn deref(&self) -> &B {
+        &self.0
+    }
+}
+
+impl<B: AsMut<[u8]>> DerefMut for Wiped<B> {
+    fn deref_mut(&mut self) -> &mut B {
+        &mut self.0
+    }
 }
 
 /// Owned secret bytes, zeroed on drop. Deliberately not `Clone`.
 pub struct SecretBytes {
-    buf: Vec<u8>,
+    buf: Wiped<Vec<u8>>,
 }
 
 impl SecretBytes {
     /// Returns `len` zero bytes, allocated once.
     pub fn zeroed(len: usize) -> Self {
-        SecretBytes { buf: vec![0; len] }
+        SecretBytes { buf: Wiped(vec![0; len]) }
     }
 
     /// Returns a copy of `data`; the caller still owns (and should wipe) `data`.
@@ -69,15 +84,9 @@ impl SecretBytes {
     }
 }
 
-impl Drop for SecretBytes {
-    fn drop(&mut self) {
-        wipe(&mut self.buf);
-    }
-}
-
 impl PartialEq for SecretBytes {
     fn eq(&self, other: &Self) -> bool {
-        self.buf == other.buf
+        self.as_slice() == other.as_slice()
     }
 }
 
@@ -95,10 +104,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wipe_zeroes_every_byte() {
-        let mut b = [0xa5u8; 33];
-        wipe(&mut b);
-        assert_eq!(b, [0u8; 33]);
+    fn dropping_a_wiped_buffer_zeroes_it() {
+        // The buffer belongs to the test, so it can be read after the drop;
+        // SecretBytes and NlMsg are wiped by this same Drop.
+        let mut owned = [0xa5u8; 33];
+        let w = Wiped(&mut owned[..]);
+        assert_eq!(w[0], 0xa5, "not wiped before the drop");
+        drop(w);
+        assert_eq!(owned, [0u8; 33]);
     }
 
     #[test]
@@ -109,7 +122,7 @@ mod tests {
         s.truncate(2);
         assert_eq!(s.as_slice(), &[1, 2]);
         // The dropped tail sits in spare capacity, which safe code cannot
-        // read; `wipe_zeroes_every_byte` covers the routine truncate uses.
+        // read; `sys::tests::wipe_zeroes_every_byte` covers the routine.
     }
 
     #[test]

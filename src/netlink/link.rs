@@ -29,15 +29,22 @@ pub fn set(ifindex: u32, mtu: Option<u32>, txqlen: Option<u32>, up: bool) -> Req
     }
 }
 
+/// `NLA_F_NESTED` as an attribute-type bit.
+const NESTED: u16 = libc::NLA_F_NESTED as u16;
+
 /// Creates a link of `kind` named `name`, with optional raw IFLA_INFO_DATA
 /// attributes (already encoded).
+///
+/// Both nests carry NLA_F_NESTED, as in the request the upstream ovpn
+/// module accepted; rtnetlink masks the flag, so older kernels take it too.
 pub fn create(name: &str, kind: &str, info_data: Option<&[u8]>) -> Req {
     let mut attrs = RtBuffer::new();
     attrs.push(rta(Ifla::Ifname, &nul_terminated(name)));
-    let mut linkinfo = rta(Ifla::Linkinfo, &[]);
+    let mut linkinfo = rta(Ifla::UnrecognizedConst(libc::IFLA_LINKINFO | NESTED), &[]);
     linkinfo = linkinfo.nest(&rta(IflaInfo::Kind, &nul_terminated(kind))).expect("in-memory");
     if let Some(d) = info_data {
-        linkinfo = linkinfo.nest(&rta(IflaInfo::Data, d)).expect("in-memory");
+        linkinfo =
+            linkinfo.nest(&rta(IflaInfo::UnrecognizedConst(libc::IFLA_INFO_DATA | NESTED), d)).expect("in-memory");
     }
     attrs.push(linkinfo);
     let msg = IfinfomsgBuilder::default()

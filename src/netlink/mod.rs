@@ -189,12 +189,8 @@ impl Rtnl {
             let last = chunk.len() - 1;
             let mut seqs = Vec::with_capacity(chunk.len());
             for (i, r) in chunk.iter_mut().enumerate() {
-                let mut flags = u16::from_ne_bytes([r.bytes[6], r.bytes[7]]) & !(libc::NLM_F_ACK as u16);
-                if i == last {
-                    flags |= libc::NLM_F_ACK as u16;
-                }
-                r.bytes[6..8].copy_from_slice(&flags.to_ne_bytes());
                 seqs.push(self.stamp(&mut r.bytes));
+                set_ack(&mut r.bytes, i == last);
                 out.extend_from_slice(&r.bytes);
             }
             self.send_all(&out)?;
@@ -267,6 +263,16 @@ impl Rtnl {
             }
         }
     }
+}
+
+/// Sets or clears NLM_F_ACK on an encoded request (`transact` asks only
+/// the last request of a batch for an ack).
+pub fn set_ack(bytes: &mut [u8], ack: bool) {
+    let mut flags = u16::from_ne_bytes([bytes[6], bytes[7]]) & !(libc::NLM_F_ACK as u16);
+    if ack {
+        flags |= libc::NLM_F_ACK as u16;
+    }
+    bytes[6..8].copy_from_slice(&flags.to_ne_bytes());
 }
 
 /// Extracts (seq, result) from every NLMSG_ERROR message in a datagram.
