@@ -6,7 +6,7 @@
 //! only the pointer, not the bytes.
 //!
 //! The wipe itself is [`wipe`], volatile stores in `crate::sys` (this module
-//! may not use `unsafe`). [`Wiped`] is the one `Drop` that calls it; both
+//! holds no unchecked code). [`Wiped`] is the one `Drop` that calls it; both
 //! `SecretBytes` and the netlink writer keep their bytes in one.
 
 use std::fmt;
