@@ -15,6 +15,9 @@
 #   O3_BIND_RO  the same, read-only
 #   O3_ENV      space-separated names of variables passed through; the rest
 #               of the environment is cleared (PATH, HOME, LANG, TERM are set)
+#   O3_OVERLAY  1: CMD sees a throwaway copy of the root (an overlay whose
+#               changes live in memory and vanish with CMD), so it may
+#               install packages, add users or run `make install` freely
 # The mounts vanish with the command; the host's mount table and device
 # nodes are never changed. Exit status: CMD's.
 set -euo pipefail
@@ -30,8 +33,16 @@ shift
 [ $# = 0 ] && set -- bash -l
 
 # The root must be a mount point: `ip netns exec` and `ip -n` make "/" a
-# recursive slave mount, which fails (EINVAL) on a plain directory.
-mount --bind "$ROOT" "$ROOT"
+# recursive slave mount, which fails (EINVAL) on a plain directory. An
+# overlay mounted over the root is one; its upper layer is a tmpfs on the
+# root's /mnt, which the overlay then hides.
+if [ "${O3_OVERLAY:-}" = 1 ]; then
+    mount -t tmpfs -o mode=755 o3-overlay "$ROOT/mnt"
+    mkdir "$ROOT/mnt/upper" "$ROOT/mnt/work"
+    mount -t overlay o3-root -o "lowerdir=$ROOT,upperdir=$ROOT/mnt/upper,workdir=$ROOT/mnt/work" "$ROOT"
+else
+    mount --bind "$ROOT" "$ROOT"
+fi
 mount --rbind /proc "$ROOT/proc"
 mount --rbind /sys "$ROOT/sys"
 mount -t tmpfs -o mode=755,nosuid o3-dev "$ROOT/dev"

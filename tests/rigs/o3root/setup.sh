@@ -30,12 +30,12 @@ MIRROR=${O3_MIRROR:-http://deb.debian.org/debian}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 # busctl comes with systemd, setpriv/unshare/nsenter with util-linux, ping
-# with iputils-ping.
+# with iputils-ping; make for `make install` tests.
 PKGS="openvpn iproute2 dbus-daemon python3 python3-gi procps util-linux
-      iputils-ping systemd polkitd openssl ca-certificates kmod ${O3_EXTRA_PKGS:-}"
+      iputils-ping systemd polkitd openssl ca-certificates kmod make ${O3_EXTRA_PKGS:-}"
 # Bump when the way the root is built changes: a root with another stamp is
 # brought up to date.
-STAMP="v1 $SUITE $CLIENT_SUITE $(echo $PKGS)"
+STAMP="v2 $SUITE $CLIENT_SUITE $(echo $PKGS)"
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: must run as root" >&2; exit 1; }
 
