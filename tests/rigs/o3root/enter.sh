@@ -83,8 +83,10 @@ bind_list() { # bind_list LIST [ro]
         if [ "${2:-}" = ro ]; then mount -o remount,bind,ro "$ROOT$d"; fi
     done
 }
-bind_list "${O3_BIND:-}"
+# read-only first, so a writable directory inside a read-only one (a log
+# directory in the checkout) stays writable
 bind_list "${O3_BIND_RO:-}" ro
+bind_list "${O3_BIND:-}"
 
 envs=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}")
 for v in ${O3_ENV:-}; do if [ -n "${!v+x}" ]; then envs+=("$v=${!v}"); fi; done
