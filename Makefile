@@ -3,7 +3,8 @@
 #   make demo    the daemon on a private bus in a throwaway netns, driven
 #                through a real client session (needs root)
 #   make test    unit, integration (netns + private bus), fuzz smoke,
-#                install-tree and DCO VM tests (needs root)
+#                install-tree, real-client end-to-end and DCO VM tests
+#                (needs root)
 #   make bench   speed, memory and size figures
 #   make static  fully static binary (glibc +crt-static; musl if installed)
 
@@ -27,7 +28,7 @@ SIZE_RUSTFLAGS = -C force-unwind-tables=no $(RELR) \
 	-C link-arg=-Wl,$(CURDIR)/dist/link/no-eh-frame.ld
 export CFLAGS ?= -Os -fno-asynchronous-unwind-tables
 
-.PHONY: all build static test test-unit test-integration test-dco demo bench fuzz clean deps lint print-rustflags
+.PHONY: all build static test test-unit test-integration test-e2e test-dco demo bench fuzz clean deps lint print-rustflags
 
 all: build
 
@@ -56,7 +57,16 @@ static:
 test: deps
 	OVPN_NETCFGD_NO_SKIP=1 $(CARGO) test --locked --lib --bins --tests -- --test-threads=4
 	bash tests/install-tree.sh
+	$(MAKE) --no-print-directory test-e2e
 	$(MAKE) --no-print-directory test-dco
+
+# Debian's real OpenVPN 3 Linux client through the daemon to a real OpenVPN
+# server, in namespaces, plus make install/uninstall over Debian's package:
+# in a Debian root built once from Debian packages and cached
+# (tests/rigs/o3root; about 3 minutes the first time, then under a second).
+test-e2e:
+	$(CARGO) build --locked
+	bash tests/e2e/real-client.sh target/debug/ovpn-netcfgd
 
 # DCO tests boot a qemu guest with the ovpn-dco-v2 module (set up once, cached).
 test-dco:
