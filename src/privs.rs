@@ -3,7 +3,7 @@
 //! and prove it.
 
 use crate::config::{Config, DnsChoice, RedirectMethod};
-use crate::sys::{self, CAP_DAC_OVERRIDE, CAP_NET_ADMIN, CAP_NET_RAW};
+use crate::sys::{self, CAP_DAC_OVERRIDE, CAP_KILL, CAP_NET_ADMIN, CAP_NET_RAW};
 
 /// The capabilities this configuration needs at start-up, and which of
 /// them children (resolvconf) must inherit. `fit_to_dns` trims them once
@@ -21,7 +21,15 @@ pub fn needed(cfg: &Config) -> (Vec<u32>, Vec<u32>) {
             caps.push(CAP_DAC_OVERRIDE);
             ambient.push(CAP_DAC_OVERRIDE);
         }
+        // Its servers file is the service user's own; only the reload
+        // signal to dnsmasq, which runs as another user, needs a right.
+        DnsChoice::Dnsmasq => {}
         DnsChoice::None => {}
+    }
+    // SIGHUP to dnsmasq (another user's process), only where dnsmasq may be
+    // chosen; dropped again by `fit_to_dns` unless it is.
+    if matches!(cfg.dns, DnsChoice::Auto | DnsChoice::Dnsmasq) {
+        caps.push(CAP_KILL);
     }
     (caps, ambient)
 }
@@ -46,6 +54,7 @@ pub fn for_backend(cfg: &Config, backend: &str) -> (Vec<u32>, Vec<u32>) {
             caps.push(CAP_DAC_OVERRIDE);
             ambient.push(CAP_DAC_OVERRIDE);
         }
+        "dnsmasq" => caps.push(CAP_KILL),
         _ => {}
     }
     (caps, ambient)
@@ -125,6 +134,7 @@ fn cap_name(c: u32) -> &'static str {
         CAP_DAC_OVERRIDE => "CAP_DAC_OVERRIDE",
         CAP_NET_ADMIN => "CAP_NET_ADMIN",
         CAP_NET_RAW => "CAP_NET_RAW",
+        CAP_KILL => "CAP_KILL",
         _ => "?",
     }
 }
