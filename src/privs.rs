@@ -57,7 +57,9 @@ pub fn for_backend(cfg: &Config, backend: &str) -> (Vec<u32>, Vec<u32>) {
             ambient.push(CAP_DAC_OVERRIDE);
         }
         "dnsmasq" if in_bounding_set(CAP_KILL) => caps.push(CAP_KILL),
-        "dnsmasq" => log::warn!("CAP_KILL is not in the bounding set: only a dnsmasq running as this user can be told to reload"),
+        "dnsmasq" => {
+            log::warn!("CAP_KILL is not in the bounding set: only a dnsmasq running as this user can be told to reload")
+        }
         _ => {}
     }
     (caps, ambient)

@@ -604,6 +604,14 @@ mod tests {
         drop(d);
         recover(&state);
         assert_eq!(fs::read(&servers).unwrap(), orig);
+        // Another program rewrote it meanwhile: its version is kept.
+        let mut d = Dnsmasq::new(&servers, &state);
+        d.set(std::slice::from_ref(&s)).unwrap();
+        fs::write(&servers, b"server=/other/192.0.2.9\n").unwrap();
+        d.set(&[]).unwrap();
+        assert_eq!(fs::read(&servers).unwrap(), b"server=/other/192.0.2.9\n");
+        assert!(!state.join(META).exists());
+        fs::write(&servers, &orig).unwrap();
         // Missing before: missing after.
         fs::remove_file(&servers).unwrap();
         let mut d = Dnsmasq::new(&servers, &state);
