@@ -324,3 +324,46 @@ fn start_dnsmasq_free_daemon(env: &mut Env, r: &Router) {
     assert!(env.stop_daemon("TERM").success());
     assert_eq!(std::fs::read(&r.servers).unwrap(), ORIGINAL);
 }
+
+/// The OpenWrt init script (tests/openwrt-init.sh runs it with procd, uci
+/// and dnsmasq's init stubbed, in a private mount namespace): the dnsmasq
+/// backend on a servers file dnsmasq's account can read, dnsmasq restarted
+/// once when the file is new, a capability-only jail.
+#[test]
+fn openwrt_init_prepares_the_servers_file_and_runs_the_dnsmasq_backend() {
+    if !require_root() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("ovpn-netcfgd-openwrt-init-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openwrt-init.sh");
+    let o = Command::new("bash").arg(script).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |n: &str| std::fs::read_to_string(out.join(n)).unwrap();
+    let procd = read("procd");
+    let commands: Vec<&str> = procd.lines().filter_map(|l| l.strip_prefix("param command ")).collect();
+    assert_eq!(commands.len(), 2, "{procd}");
+    let args: Vec<&str> = commands[0].split(' ').skip(1).collect();
+    for want in [
+        "--idle-exit 0",
+        "--run-as openvpn",
+        "--dns-backend dnsmasq",
+        "--dnsmasq-servers /var/run/ovpn-netcfgd/dnsmasq.servers",
+    ] {
+        assert!(commands[0].contains(want), "{want}: {}", commands[0]);
+    }
+    // The daemon accepts exactly that command line.
+    let st = Command::new(bin()).args(&args).arg("--help").stdout(Stdio::null()).status().unwrap();
+    assert!(st.success(), "{args:?}");
+    // A jail without options (no mount, so no PID namespace), bounded.
+    assert_eq!(procd.lines().filter(|l| l.starts_with("jail")).collect::<Vec<_>>(), ["jail ovpn-netcfgd"; 2]);
+    assert!(procd.contains("param capabilities ") && procd.contains("param no_new_privs 1"), "{procd}");
+    let caps = read("caps.json");
+    let bounding = caps.split("\"effective\"").next().unwrap();
+    assert!(bounding.contains("\"CAP_KILL\"") && bounding.contains("\"CAP_NET_ADMIN\""), "{caps}");
+    // dnsmasq restarted once: only when the file had to be created.
+    assert_eq!(read("calls"), "dnsmasq running\ndnsmasq restart\n");
+    assert_eq!(read("stat"), "file openvpn 644 0\ndir openvpn 755\nstate openvpn 750\n");
+    let _ = std::fs::remove_dir_all(&out);
+}
