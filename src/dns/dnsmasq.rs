@@ -441,7 +441,7 @@ fn instances(servers: &Path) -> Vec<(u32, OwnedFd)> {
             continue;
         };
         let args: Vec<&str> = cmdline.split('\0').filter(|a| !a.is_empty()).collect();
-        if !reads_servers_file(&args, servers, |p| read_small(Path::new(p), true)) {
+        if !reads_servers_file(&args, servers, |p| read_small(Path::new(p), true), list_dir) {
             log::debug!("dnsmasq (pid {pid}) does not read {servers}");
             continue;
         }
@@ -470,30 +470,79 @@ fn read_small(path: &Path, follow: bool) -> Option<String> {
 }
 
 /// Whether a dnsmasq command line reads `servers`: `--servers-file` on the
-/// command line, or `servers-file=` in the main configuration file (`-C`,
-/// `--conf-file`; /etc/dnsmasq.conf without one), as OpenWrt writes it.
-fn reads_servers_file(args: &[&str], servers: &str, read_conf: impl Fn(&str) -> Option<String>) -> bool {
-    let mut conf = Some(DEFAULT_CONF.to_string());
+/// command line, or `servers-file=` in its configuration: the main file
+/// (`-C`, else /etc/dnsmasq.conf; OpenWrt writes the line there), and one
+/// level of `conf-file=` and `conf-dir=` below it or on the command line
+/// (Debian passes /etc/dnsmasq.d with `-7`). At most 64 files are read.
+fn reads_servers_file(
+    args: &[&str],
+    servers: &str,
+    read: impl Fn(&str) -> Option<String>,
+    list: impl Fn(&str) -> Vec<String>,
+) -> bool {
+    let mut main = Some(DEFAULT_CONF.to_string());
+    let mut dirs: Vec<String> = Vec::new();
     let mut i = 1;
     while i < args.len() {
         let a = args[i];
-        let next = args.get(i + 1).copied();
-        let (opt, val, used_next) = match a.split_once('=') {
-            Some((o, v)) if o.starts_with("--") => (o, Some(v), false),
-            _ if a.starts_with("-C") && a.len() > 2 => ("-C", Some(&a[2..]), false),
-            _ => (a, next, true),
+        let attached = ["-C", "-7"].into_iter().find(|o| a.starts_with(o) && a.len() > 2);
+        let (opt, val, used_next) = match (a.split_once('='), attached) {
+            (Some((o, v)), _) if o.starts_with("--") => (o, Some(v), false),
+            (_, Some(o)) => (o, Some(&a[2..]), false),
+            _ => (a, args.get(i + 1).copied(), true),
         };
+        let takes_value = matches!(opt, "--servers-file" | "-C" | "--conf-file" | "-7" | "--conf-dir");
         match opt {
             "--servers-file" if val == Some(servers) => return true,
-            "-C" | "--conf-file" => conf = val.filter(|v| *v != "-").map(String::from),
+            "-C" | "--conf-file" => main = val.filter(|v| *v != "-").map(String::from),
+            "-7" | "--conf-dir" => dirs.extend(val.map(String::from)),
             _ => {}
         }
-        i += if used_next && matches!(opt, "--servers-file" | "-C" | "--conf-file") { 2 } else { 1 };
+        i += if used_next && takes_value { 2 } else { 1 };
     }
-    let Some(text) = conf.and_then(|c| read_conf(&c)) else {
-        return false;
+    let names =
+        |text: &str| text.lines().filter_map(|l| l.trim().strip_prefix("servers-file=")).any(|v| v.trim() == servers);
+    let mut files: Vec<String> = Vec::new();
+    if let Some(text) = main.and_then(|m| read(&m)) {
+        if names(&text) {
+            return true;
+        }
+        for l in text.lines().map(str::trim) {
+            if let Some(f) = l.strip_prefix("conf-file=") {
+                files.push(f.trim().to_string());
+            } else if let Some(d) = l.strip_prefix("conf-dir=") {
+                dirs.push(d.trim().to_string());
+            }
+        }
+    }
+    for d in &dirs {
+        files.extend(conf_dir_files(d, &list));
+    }
+    files.iter().take(64).any(|f| read(f).is_some_and(|t| names(&t)))
+}
+
+/// The files `conf-dir=DIR[,*.ext|,.ext]...` makes dnsmasq read: not
+/// hidden, not editor backups, matching one `*.ext` if any is given, and
+/// none of the plain `.ext` exclusions.
+fn conf_dir_files(spec: &str, list: impl Fn(&str) -> Vec<String>) -> Vec<String> {
+    let mut parts = spec.split(',');
+    let dir = parts.next().unwrap_or("").trim_end_matches('/');
+    let (with, without): (Vec<&str>, Vec<&str>) = parts.filter(|p| !p.is_empty()).partition(|p| p.starts_with('*'));
+    let mut names: Vec<String> = list(dir)
+        .into_iter()
+        .filter(|n| !n.starts_with('.') && !n.ends_with('~') && !(n.starts_with('#') && n.ends_with('#')))
+        .filter(|n| with.is_empty() || with.iter().any(|w| n.ends_with(&w[1..])))
+        .filter(|n| !without.iter().any(|w| n.ends_with(w)))
+        .collect();
+    names.sort();
+    names.into_iter().map(|n| format!("{dir}/{n}")).collect()
+}
+
+fn list_dir(dir: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
     };
-    text.lines().filter_map(|l| l.trim().strip_prefix("servers-file=")).any(|v| v.trim() == servers)
+    entries.flatten().filter_map(|e| e.file_name().into_string().ok()).take(256).collect()
 }
 
 #[cfg(test)]
@@ -526,24 +575,52 @@ mod tests {
     }
 
     #[test]
-    fn command_line_and_conf_file_are_both_understood() {
-        let conf = |want: &'static str| {
-            move |p: &str| (p == want).then(|| "# x\nport=53\n  servers-file=/run/s  \n".to_string())
+    fn command_line_and_conf_files_are_understood() {
+        let files = |list: &'static [(&'static str, &'static str)]| {
+            move |p: &str| list.iter().find(|(n, _)| *n == p).map(|(_, t)| t.to_string())
         };
-        let no_conf = |_: &str| None;
-        assert!(reads_servers_file(&["dnsmasq", "-k", "--servers-file=/run/s"], "/run/s", no_conf));
-        assert!(reads_servers_file(&["dnsmasq", "--servers-file", "/run/s"], "/run/s", no_conf));
-        assert!(!reads_servers_file(&["dnsmasq", "--servers-file=/run/s2"], "/run/s", no_conf));
-        // OpenWrt: the option is in the generated configuration file.
-        let owrt = ["/usr/sbin/dnsmasq", "-C", "/var/etc/dnsmasq.conf.cfg01411c", "-k", "-x", "/var/run/x.pid"];
-        assert!(reads_servers_file(&owrt, "/run/s", conf("/var/etc/dnsmasq.conf.cfg01411c")));
-        assert!(reads_servers_file(&["dnsmasq", "-C/etc/d.conf"], "/run/s", conf("/etc/d.conf")));
-        assert!(reads_servers_file(&["dnsmasq", "--conf-file=/etc/d.conf"], "/run/s", conf("/etc/d.conf")));
-        // Without -C dnsmasq reads its default file.
-        assert!(reads_servers_file(&["dnsmasq"], "/run/s", conf(DEFAULT_CONF)));
-        assert!(!reads_servers_file(&["dnsmasq", "-C", "/other"], "/run/s", conf(DEFAULT_CONF)));
+        const LINE: &str = "# x\nport=53\n  servers-file=/run/s  \n";
+        let no_dirs = |_: &str| Vec::new();
+        let none = |_: &str| None;
+        let r = |args: &[&str], read: &dyn Fn(&str) -> Option<String>| {
+            reads_servers_file(args, "/run/s", read, |d: &str| {
+                if d == "/etc/dnsmasq.d" {
+                    vec!["a.conf".into(), "b.conf.dpkg-old".into(), ".hidden".into(), "vpn.conf".into()]
+                } else {
+                    Vec::new()
+                }
+            })
+        };
+        assert!(reads_servers_file(&["dnsmasq", "-k", "--servers-file=/run/s"], "/run/s", none, no_dirs));
+        assert!(reads_servers_file(&["dnsmasq", "--servers-file", "/run/s"], "/run/s", none, no_dirs));
+        assert!(!reads_servers_file(&["dnsmasq", "--servers-file=/run/s2"], "/run/s", none, no_dirs));
         // A prefix of our path is not our path.
-        assert!(!reads_servers_file(&["dnsmasq", "--servers-file=/run/s"], "/run/s.x", no_conf));
+        assert!(!reads_servers_file(&["dnsmasq", "--servers-file=/run/s"], "/run/s.x", none, no_dirs));
+        // OpenWrt: the line is in the generated main file.
+        let owrt = ["/usr/sbin/dnsmasq", "-C", "/var/etc/dnsmasq.conf.cfg01411c", "-k", "-x", "/var/run/x.pid"];
+        assert!(r(&owrt, &files(&[("/var/etc/dnsmasq.conf.cfg01411c", "servers-file=/run/s\n")])));
+        assert!(r(&["dnsmasq", "-C/etc/d.conf"], &files(&[("/etc/d.conf", "servers-file=/run/s")])));
+        assert!(r(&["dnsmasq", "--conf-file=/etc/d.conf"], &files(&[("/etc/d.conf", LINE)])));
+        // Without -C dnsmasq reads its default file; with -C only that one.
+        assert!(r(&["dnsmasq"], &files(&[(DEFAULT_CONF, LINE)])));
+        assert!(!r(&["dnsmasq", "-C", "/other"], &files(&[(DEFAULT_CONF, LINE)])));
+        // One level of includes: conf-file= and conf-dir= (with filters),
+        // from the main file or the command line (Debian's -7).
+        let inc = files(&[(DEFAULT_CONF, "conf-file=/etc/extra.conf\n"), ("/etc/extra.conf", LINE)]);
+        assert!(r(&["dnsmasq"], &inc));
+        let debian = ["dnsmasq", "-x", "/run/dnsmasq/dnsmasq.pid", "-7", "/etc/dnsmasq.d,.dpkg-dist,.dpkg-old"];
+        assert!(r(&debian, &files(&[("/etc/dnsmasq.d/vpn.conf", LINE)])));
+        assert!(!r(&debian, &files(&[("/etc/dnsmasq.d/b.conf.dpkg-old", LINE)])), "excluded by suffix");
+        assert!(!r(&debian, &files(&[("/etc/dnsmasq.d/.hidden", LINE)])), "hidden files are skipped");
+        let only_conf = files(&[(DEFAULT_CONF, "conf-dir=/etc/dnsmasq.d/,*.conf"), ("/etc/dnsmasq.d/vpn.conf", LINE)]);
+        assert!(r(&["dnsmasq"], &only_conf));
+        assert!(!r(
+            &["dnsmasq"],
+            &files(&[(DEFAULT_CONF, "conf-dir=/etc/dnsmasq.d,*.x"), ("/etc/dnsmasq.d/vpn.conf", LINE)])
+        ));
+        // Not deeper than one level.
+        let deep = files(&[(DEFAULT_CONF, "conf-file=/a"), ("/a", "conf-file=/b"), ("/b", LINE)]);
+        assert!(!r(&["dnsmasq"], &deep));
     }
 
     #[test]
