@@ -530,7 +530,7 @@ fn conf_dir_files(spec: &str, list: impl Fn(&str) -> Vec<String>) -> Vec<String>
     let (with, without): (Vec<&str>, Vec<&str>) = parts.filter(|p| !p.is_empty()).partition(|p| p.starts_with('*'));
     let mut names: Vec<String> = list(dir)
         .into_iter()
-        .filter(|n| !n.starts_with('.') && !n.ends_with('~') && !(n.starts_with('#') && n.ends_with('#')))
+        .filter(|n| !(n.starts_with('.') || n.ends_with('~') || (n.starts_with('#') && n.ends_with('#'))))
         .filter(|n| with.is_empty() || with.iter().any(|w| n.ends_with(&w[1..])))
         .filter(|n| !without.iter().any(|w| n.ends_with(w)))
         .collect();
