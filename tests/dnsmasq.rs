@@ -364,6 +364,12 @@ fn openwrt_init_prepares_the_servers_file_and_runs_the_dnsmasq_backend() {
     assert!(bounding.contains("\"CAP_KILL\"") && bounding.contains("\"CAP_NET_ADMIN\""), "{caps}");
     // dnsmasq restarted once: only when the file had to be created.
     assert_eq!(read("calls"), "dnsmasq running\ndnsmasq restart\n");
-    assert_eq!(read("stat"), "file openvpn 644 0\ndir openvpn 755\nstate openvpn 750\n");
+    assert_eq!(
+        read("stat"),
+        "file openvpn 644 0 regular empty file\ndir root 755\nstate openvpn 750\nconf root 640 regular file\n"
+    );
+    // The links planted there were replaced, their target left alone.
+    assert_eq!(read("victim"), "keep\n");
+    assert_eq!(read("victim.stat"), "victim root 644 5\n");
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -32,6 +32,8 @@ grep -v '^openvpn:' /etc/passwd >"$out/passwd"
 grep -v '^openvpn:' /etc/group >"$out/group"
 echo 'openvpn:x:4711:4711:openvpn:/:/usr/sbin/nologin' >>"$out/passwd"
 echo 'openvpn:x:4711:' >>"$out/group"
+mkdir -p "$out/etc-ovpn-netcfgd"
+printf '{ "log_level": 4 }\n' >"$out/etc-ovpn-netcfgd/netcfg.json"
 mount --bind "$out/passwd" /etc/passwd
 mount --bind "$out/group" /etc/group
 cat >/etc/init.d/dnsmasq <<EOF
@@ -60,12 +62,20 @@ procd_add_jail_mount_rw() { echo "jail_mount_rw $*" >>"$out/procd"; }
 # ujail and the capabilities file as on a router.
 # shellcheck disable=SC1090
 . "$init"
+CONF="$out/etc-ovpn-netcfgd/netcfg.json"
 CAPS="$out/caps.json"
 cp "$(dirname "$init")/ovpn-netcfgd.capabilities" "$CAPS"
 
+# Links planted where root writes: they are replaced, never written through.
+echo keep >"$out/victim"
+mkdir -p /var/run/ovpn-netcfgd
+ln -s "$out/victim" /var/run/ovpn-netcfgd/dnsmasq.servers
 start_service
 echo "--- second start" >>"$out/procd"
+ln -sf "$out/victim" /var/lib/ovpn-netcfgd/netcfg.json
 start_service
-stat -c 'file %U %a %s' /var/run/ovpn-netcfgd/dnsmasq.servers >"$out/stat"
+stat -c 'victim %U %a %s' "$out/victim" >"$out/victim.stat"
+stat -c 'file %U %a %s %F' /var/run/ovpn-netcfgd/dnsmasq.servers >"$out/stat"
 stat -c 'dir %U %a' /var/run/ovpn-netcfgd >>"$out/stat"
 stat -c 'state %U %a' /var/lib/ovpn-netcfgd >>"$out/stat"
+stat -c 'conf %U %a %F' /var/lib/ovpn-netcfgd/netcfg.json >>"$out/stat"
