@@ -131,7 +131,7 @@ impl Dnsmasq {
                 return Err(e);
             }
             clear_state(&self.dir);
-            self.reload_due = saved.ours.is_some();
+            self.reload_due |= saved.ours.is_some();
         }
         self.reload()
     }
