@@ -14,7 +14,10 @@ BIN     ?= target/release/ovpn-netcfgd
 STATIC_BIN = target/$(TARGET)/release/ovpn-netcfgd
 # Debian packages the tests and the demo use (all in the base image of this
 # kind of machine except where noted; installed only when missing).
-APT_PKGS = dbus-daemon iproute2 util-linux systemd python3-gi procps rsync file binutils
+# dnsmasq-base (dnsmasq without its system service) and bind9-dnsutils (dig):
+# tests/dnsmasq.rs.
+APT_PKGS = dbus-daemon iproute2 util-linux systemd python3-gi procps rsync file binutils \
+	dnsmasq-base bind9-dnsutils
 # Size (figures in docs/dependencies.md): no unwind tables at all, since
 # panic=abort never unwinds (dist/link/no-eh-frame.ld also drops std's);
 # packed relative relocations (DT_RELR) where the linker and the C library

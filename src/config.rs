@@ -37,6 +37,8 @@ pub enum DnsChoice {
     Resolved,
     Resolvconf,
     File(PathBuf),
+    /// dnsmasq, through `Config::dnsmasq_servers`.
+    Dnsmasq,
     None,
 }
 
@@ -49,6 +51,8 @@ pub struct Config {
     pub dns: DnsChoice,
     /// The command line or netcfg.json named a DNS backend.
     pub dns_chosen: bool,
+    /// The servers file (`--servers-file`) the dnsmasq backend manages.
+    pub dnsmasq_servers: PathBuf,
     pub redirect: RedirectMethod,
     pub somark: Option<u32>,
     pub state_dir: PathBuf,
@@ -69,6 +73,7 @@ impl Default for Config {
             idle_exit: std::time::Duration::from_secs(300),
             dns: DnsChoice::Auto,
             dns_chosen: false,
+            dnsmasq_servers: PathBuf::from(crate::dns::DNSMASQ_SERVERS),
             redirect: RedirectMethod::HostRoute,
             somark: None,
             state_dir: PathBuf::from("/var/lib/ovpn-netcfgd"),
@@ -112,7 +117,8 @@ Usage: ovpn-netcfgd [OPTIONS]
   --idle-exit MINUTES      exit when idle this long (default 5, 0 = never)
   --resolv-conf FILE       DNS via this resolv.conf file
   --systemd-resolved       DNS via systemd-resolved
-  --dns-backend B          auto|resolved|resolvconf|file|none (default auto)
+  --dns-backend B          auto|resolved|dnsmasq|resolvconf|file|none (default auto)
+  --dnsmasq-servers FILE   dnsmasq's servers file (default /var/run/ovpn-netcfgd/dnsmasq.servers)
   --redirect-method M      host-route|bind-device|fwmark|none (default host-route)
   --set-somark MARK        SO_MARK for protected sockets
   --state-dir DIR          state and netcfg.json (default /var/lib/ovpn-netcfgd)
@@ -155,6 +161,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
             "--resolv-conf" => dns_flags.push(DnsChoice::File(val(&mut it)?.into())),
             "--systemd-resolved" => dns_flags.push(DnsChoice::Resolved),
             "--dns-backend" => dns_flags.push(parse_dns_backend(&val(&mut it)?)?),
+            "--dnsmasq-servers" => c.dnsmasq_servers = val(&mut it)?.into(),
             "--redirect-method" => {
                 let v = val(&mut it)?;
                 c.redirect = RedirectMethod::parse(&v).ok_or(format!("--redirect-method: unknown method '{v}'"))?;
@@ -194,6 +201,10 @@ fn idle(opt: &str, v: &str) -> Result<std::time::Duration, String> {
 impl Config {
     /// Checks option combinations; errors are usage errors (exit 2).
     pub fn validate(&self) -> Result<(), String> {
+        // Compared byte for byte with dnsmasq's own configuration.
+        if !self.dnsmasq_servers.is_absolute() || self.dnsmasq_servers.to_str().map_or(true, |s| s.contains('\n')) {
+            return Err("--dnsmasq-servers needs an absolute UTF-8 path without newlines".into());
+        }
         if self.redirect == RedirectMethod::Fwmark {
             match self.somark {
                 None => return Err("--redirect-method fwmark needs --set-somark".into()),
@@ -230,6 +241,7 @@ fn parse_dns_backend(v: &str) -> Result<DnsChoice, String> {
         "auto" => DnsChoice::Auto,
         "resolved" | "systemd-resolved" => DnsChoice::Resolved,
         "resolvconf" => DnsChoice::Resolvconf,
+        "dnsmasq" => DnsChoice::Dnsmasq,
         "file" => DnsChoice::File("/etc/resolv.conf".into()),
         "none" => DnsChoice::None,
         _ => return Err(format!("--dns-backend: unknown backend '{v}'")),
@@ -261,6 +273,7 @@ pub fn apply_json(c: &mut Config, text: &str) -> Result<Vec<String>, String> {
                 c.dns = parse_dns_backend(&as_str()?)?;
                 c.dns_chosen = true;
             }
+            "dnsmasq_servers_file" => c.dnsmasq_servers = as_str()?.into(),
             _ => {}
         }
     }

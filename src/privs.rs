@@ -3,7 +3,7 @@
 //! and prove it.
 
 use crate::config::{Config, DnsChoice, RedirectMethod, ACCOUNTS};
-use crate::sys::{self, CAP_DAC_OVERRIDE, CAP_NET_ADMIN, CAP_NET_RAW};
+use crate::sys::{self, CAP_DAC_OVERRIDE, CAP_KILL, CAP_NET_ADMIN, CAP_NET_RAW};
 
 /// The capabilities this configuration needs at start-up, and which of
 /// them children (resolvconf) must inherit. `fit_to_dns` trims them once
@@ -21,7 +21,17 @@ pub fn needed(cfg: &Config) -> (Vec<u32>, Vec<u32>) {
             caps.push(CAP_DAC_OVERRIDE);
             ambient.push(CAP_DAC_OVERRIDE);
         }
+        // Its servers file is the service user's own; only the reload
+        // signal to dnsmasq, which runs as another user, needs a right.
+        DnsChoice::Dnsmasq => {}
         DnsChoice::None => {}
+    }
+    // SIGHUP to dnsmasq (another user's process), only where dnsmasq may be
+    // chosen; dropped again by `fit_to_dns` unless it is. Only if the
+    // launcher allows it (a unit's bounding set): `auto` must not fail to
+    // start for a backend it may not even choose.
+    if matches!(cfg.dns, DnsChoice::Auto | DnsChoice::Dnsmasq) && in_bounding_set(CAP_KILL) {
+        caps.push(CAP_KILL);
     }
     (caps, ambient)
 }
@@ -46,6 +56,10 @@ pub fn for_backend(cfg: &Config, backend: &str) -> (Vec<u32>, Vec<u32>) {
             caps.push(CAP_DAC_OVERRIDE);
             ambient.push(CAP_DAC_OVERRIDE);
         }
+        "dnsmasq" if in_bounding_set(CAP_KILL) => caps.push(CAP_KILL),
+        "dnsmasq" => {
+            log::warn!("CAP_KILL is not in the bounding set: only a dnsmasq running as this user can be told to reload")
+        }
         _ => {}
     }
     (caps, ambient)
@@ -69,6 +83,13 @@ pub fn fit_to_dns(cfg: &Config, backend: &str) -> Result<(), String> {
     }
     log::info!("DNS backend {backend}: capabilities now {:?}", caps.iter().map(|c| cap_name(*c)).collect::<Vec<_>>());
     Ok(())
+}
+
+/// Whether this process may still hold `cap` (/proc/self/status CapBnd).
+fn in_bounding_set(cap: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let bnd = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).map(str::trim);
+    bnd.and_then(|h| u64::from_str_radix(h, 16).ok()).is_some_and(|b| cap < 64 && b & (1 << cap) != 0)
 }
 
 fn last_cap() -> u32 {
@@ -143,6 +164,7 @@ fn cap_name(c: u32) -> &'static str {
         CAP_DAC_OVERRIDE => "CAP_DAC_OVERRIDE",
         CAP_NET_ADMIN => "CAP_NET_ADMIN",
         CAP_NET_RAW => "CAP_NET_RAW",
+        CAP_KILL => "CAP_KILL",
         _ => "?",
     }
 }
