@@ -43,7 +43,8 @@ echo "== a private system-like D-Bus"
 mkdir -p "$dir/services" "$dir/state"
 chown 65534:65534 "$dir/state"
 sed "s#@DIR@#$dir#" "$here/../data/bus.conf.in" >"$dir/bus.conf"
-dbus-daemon --config-file="$dir/bus.conf" --nofork --nopidfile &
+# (as root in a container it cannot raise its fd limit and says so; harmless)
+dbus-daemon --config-file="$dir/bus.conf" --nofork --nopidfile 2> >(grep -v 'Failed to set fd limit' >&2) &
 dbus_pid=$!
 for _ in $(seq 100); do [ -S "$dir/bus.sock" ] && break; sleep 0.05; done
 addr="unix:path=$dir/bus.sock"
@@ -51,12 +52,20 @@ addr="unix:path=$dir/bus.sock"
 echo "== ovpn-netcfgd ($(stat -c %s "$BIN") bytes) inside the namespace"
 # As the unprivileged user nobody, DNS through the (private) resolv.conf file.
 ip netns exec "$ns" "$BIN" --bus-address "$addr" --state-dir "$dir/state" --idle-exit 0 --log-level 4 \
-    --run-as nobody --resolv-conf /etc/resolv.conf \
-    2> >(sed 's/^/  daemon: /' >&2) &
+    --run-as nobody --resolv-conf /etc/resolv.conf 2>"$dir/daemon.log" &
 daemon_pid=$!
+# Its log is shown in step with the story: what it wrote since last time.
+shown=0
+daemon_log() {
+    local n
+    n=$(wc -l <"$dir/daemon.log")
+    [ "$n" -gt "$shown" ] && sed -n "$((shown + 1)),${n}p" "$dir/daemon.log" | sed 's/^/  daemon: /'
+    shown=$n
+}
 for _ in $(seq 100); do
     busctl --address="$addr" status net.openvpn.v3.netcfg >/dev/null 2>&1 && break; sleep 0.05
 done
+daemon_log
 
 echo "== the client session"
 coproc CLIENT { /usr/bin/python3 -u "$here/client.py" "$addr" --keep 2>&1; }
@@ -65,6 +74,7 @@ while IFS= read -r line <&"${CLIENT[0]}"; do
     case "$line" in
     READY*)
         dev=${line#READY }
+        daemon_log
         echo "== kernel state while connected (read back with ip)"
         ip -n "$ns" addr show dev "$dev" | sed 's/^/  /'
         echo "  -- IPv4 routes:"; ip -n "$ns" route | sed 's/^/    /'
@@ -78,9 +88,15 @@ while IFS= read -r line <&"${CLIENT[0]}"; do
     esac
 done
 wait "$client_pid"
+daemon_log
 echo "== kernel state after Destroy"
 ip -n "$ns" -o link show | sed 's/^/  /'
 echo "  -- IPv4 routes:"; ip -n "$ns" route | sed 's/^/    /'
 echo "  -- /etc/resolv.conf:"; sed 's/^/    /' /etc/resolv.conf
 left=$(ip -n "$ns" route show proto 79; ip -n "$ns" -6 route show proto 79)
 [ -z "$left" ] && echo "== nothing of ours is left" || { echo "!! routes left behind: $left"; exit 1; }
+echo "== the daemon stops (SIGTERM)"
+kill "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null
+daemon_pid=
+daemon_log
