@@ -64,11 +64,28 @@ now() { date +%s.%N; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", (b - a) * 1000 }'; }
 
 pids=()
+# Every process of this test lives in its network namespaces (the bus's
+# services too): at the end, those are ended, and nothing else.
+our_pids() {
+    local me p
+    me=$(readlink /proc/$$/ns/net)
+    for p in /proc/[0-9]*; do
+        p=${p#/proc/}
+        [ "$p" = $$ ] || [ "$p" = "$BASHPID" ] && continue
+        [ "$(readlink "/proc/$p/ns/net" 2>/dev/null)" = "$me" ] && echo "$p"
+    done
+    ip netns pids e2e-srv 2>/dev/null
+    ip netns pids e2e-gw 2>/dev/null
+}
 cleanup() {
     [ -n "${E2E_LOGS:-}" ] && cp "$work"/*.log "$E2E_LOGS/" 2>/dev/null
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
     [ -n "${bus_pid:-}" ] && kill "$bus_pid" 2>/dev/null
     [ -f "$work/server.pid" ] && kill "$(cat "$work/server.pid")" 2>/dev/null
+    sleep 0.5
+    local left
+    left=$(our_pids)
+    [ -n "$left" ] && kill -9 $left 2>/dev/null
     ip netns del e2e-srv 2>/dev/null
     ip netns del e2e-gw 2>/dev/null
 }
@@ -235,7 +252,7 @@ cycle() {
     local label=$1 dns=$2 how=$3 account=$4 prog=$5 leftovers=${6:-fail} t0 t1 out dev p uid want session
     echo "-- $label"
     t0=$(now)
-    if ! out=$(timeout 60 openvpn3 session-start --config e2e 2>&1) || ! grep -q "Connected" <<<"$out" ||
+    if ! out=$(timeout -k 5 60 openvpn3 session-start --config e2e 2>&1) || ! grep -q "Connected" <<<"$out" ||
         ! session=$(sed -n 's/^Session path: //p' <<<"$out" | grep .); then
         bad "$label: session connects" "$out"
         tail -20 "$work/bus.log"
@@ -282,7 +299,7 @@ cycle() {
             bad "$label: found the client process" "$(busctl list --no-legend | grep backends)"
         fi
     else
-        out=$(timeout 30 openvpn3 session-manage --session-path "$session" --disconnect 2>&1) ||
+        out=$(timeout -k 5 30 openvpn3 session-manage --session-path "$session" --disconnect 2>&1) ||
             bad "$label: disconnect" "$out"
     fi
     wait_for 15 sh -c "[ -z \"\$(ip -o link show type tun)\" ] && [ -z \"\$(ip route show 198.51.100.2)\" ]"

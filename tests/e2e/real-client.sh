@@ -5,7 +5,8 @@
 #
 #   real-client.sh [BIN]        (default target/release/ovpn-netcfgd)
 #
-# Environment: E2E_CYCLES (default 3), E2E_LOGS (where the logs are left,
+# Environment: E2E_CYCLES (default 3), E2E_TIMEOUT (seconds, default 600),
+# E2E_LOGS (where the logs are left,
 # default target/e2e-logs), and the rig's O3_ROOT, O3_CACHE.
 # Needs root. The binary must run against the root's glibc (2.41).
 set -euo pipefail
@@ -25,6 +26,8 @@ export E2E_CYCLES=${E2E_CYCLES:-3}
 export E2E_LOGS=${E2E_LOGS:-$top/target/e2e-logs}
 rm -rf "$E2E_LOGS"
 mkdir -p "$E2E_LOGS"
+# A bound on the whole run (it takes under a minute), so a hung client
+# cannot stall the test suite.
 O3_OVERLAY=1 O3_BIND=$E2E_LOGS O3_BIND_RO=$binds O3_ENV="$(compgen -v E2E_ | tr "\n" " ")" \
-    "$here/../rigs/o3root/enter.sh" "$here/inside.sh" "$top" "$bin"
+    timeout -k 10 "${E2E_TIMEOUT:-600}" "$here/../rigs/o3root/enter.sh" "$here/inside.sh" "$top" "$bin"
 echo "real-client e2e: root ready in $((t1 - t0)) s, test $(($(date +%s) - t1)) s"
