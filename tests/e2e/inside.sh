@@ -18,6 +18,8 @@
 #      through systemd-resolved (polkit, our rule), then the client is
 #      killed mid-session; `make uninstall` restores Debian's files byte for
 #      byte, and the reference serves a cycle again.
+#   3. the service account with real accounts: _openvpn, then openvpn, then
+#      ovpn-netcfgd as each is added; --run-as; none at all.
 #
 # Every check reads the kernel (ip), resolved (resolvectl) or the files, never
 # the daemon's own view. Prints "N passed, M failed" and a timing summary;
@@ -368,6 +370,29 @@ make_services
 busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig >/dev/null
 import_config
 cycle "the reference again after uninstall" skip disconnect _openvpn "$ref" report
+
+echo "== 3. which account the daemon takes, with real accounts"
+# It switches before it connects to the bus, so an unreachable bus ends
+# each run right after the log line that names the account.
+mkdir -m 700 "$work/acct"
+took() { # took ARGS...: the "running as" line, or the error
+    "$BIN" --bus-address unix:path=/nonexistent --state-dir "$work/acct" --dns-backend none "$@" 2>&1 |
+        grep -m1 -E 'running as|service accounts'
+}
+for a in ovpn-netcfgd openvpn; do getent passwd $a >/dev/null && userdel $a; done
+out=$(took); grep -q "running as _openvpn (uid $(id -u _openvpn), the first existing of ovpn-netcfgd, openvpn, _openvpn)" <<<"$out" &&
+    ok "only _openvpn exists: _openvpn" || bad "only _openvpn exists: _openvpn" "$out"
+useradd --system --no-create-home openvpn
+out=$(took); grep -q "running as openvpn (uid $(id -u openvpn), the first" <<<"$out" &&
+    ok "openvpn and _openvpn exist: openvpn" || bad "openvpn and _openvpn exist: openvpn" "$out"
+useradd --system --no-create-home ovpn-netcfgd
+out=$(took); grep -q "running as ovpn-netcfgd (uid $(id -u ovpn-netcfgd), the first" <<<"$out" &&
+    ok "all three exist: ovpn-netcfgd" || bad "all three exist: ovpn-netcfgd" "$out"
+out=$(took --run-as nobody); grep -q "running as nobody (uid $(id -u nobody), --run-as)" <<<"$out" &&
+    ok "--run-as nobody overrides" || bad "--run-as nobody overrides" "$out"
+userdel -f ovpn-netcfgd; userdel -f openvpn; userdel -f _openvpn 2>/dev/null
+out=$(took); grep -q "none of the service accounts ovpn-netcfgd, openvpn, _openvpn exists" <<<"$out" &&
+    ok "none exists: refuses to start, and says why" || bad "none exists: refuses" "$out"
 
 echo
 echo "connect times (ms): ${connect_times[*]}"
