@@ -21,8 +21,9 @@
 #   3. the service account with real accounts: _openvpn, then openvpn, then
 #      ovpn-netcfgd as each is added; --run-as; none at all.
 #
-# Every check reads the kernel (ip), resolved (resolvectl) or the files, never
-# the daemon's own view. Prints "N passed, M failed" and a timing summary;
+# What a session did is read from the kernel (ip, /proc), resolved
+# (resolvectl) or the files, never from the daemon's own view; the account
+# choice (3) is read from the daemon's start-up log line. Prints "N passed, M failed" and a timing summary;
 # exits non-zero on any failure.
 set -uo pipefail
 
