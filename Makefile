@@ -66,7 +66,7 @@ test: deps
 # Debian's real OpenVPN 3 Linux client through the daemon to a real OpenVPN
 # server, in namespaces, plus make install/uninstall over Debian's package:
 # in a Debian root built once from Debian packages and cached
-# (tests/rigs/o3root; about 3 minutes the first time, then under a second).
+# (tests/rigs/o3root; about 2 minutes the first time, then under a second).
 test-e2e:
 	$(CARGO) build --locked
 	bash tests/e2e/real-client.sh target/debug/ovpn-netcfgd
