@@ -673,7 +673,10 @@ fn dbus_activation_starts_the_daemon_which_answers_the_call() {
             .spawn()
             .unwrap(),
     );
-    wait_until("activation bus", Duration::from_secs(5), || act.join("bus.sock").exists());
+    // The socket file appears at bind(), before listen(): wait for a connect.
+    wait_until("activation bus", Duration::from_secs(5), || {
+        std::os::unix::net::UnixStream::connect(act.join("bus.sock")).is_ok()
+    });
     let mut ch =
         dbus::channel::Channel::open_private(&format!("unix:path={}", act.join("bus.sock").display())).unwrap();
     ch.register().unwrap();
