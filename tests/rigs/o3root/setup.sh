@@ -66,11 +66,13 @@ if ! command -v mmdebstrap >/dev/null; then
 fi
 
 suffix=""; [ "$CLIENT_SUITE" != "$SUITE" ] && suffix="/$CLIENT_SUITE"
-# systemd-resolved is only unpacked, in the version of the root's systemd
+# systemd-resolved is only unpacked (once per version; a root in use is
+# not disturbed), in the version of the root's systemd
 # (it links against its private library): installing it would make the
 # root's /etc/resolv.conf a symlink. Run inside the root, apt lists present.
 unpack_resolved='set -e
     v=$(dpkg-query -W -f "\${Version}" systemd)
+    [ "$(cat /opt/resolved-root/.version 2>/dev/null)" = "$v" ] && exit 0
     deb=systemd-resolved_$(echo $v | sed "s/:/%3a/")_$(dpkg --print-architecture).deb
     cd /var/cache/apt/archives
     [ -f $deb ] || apt-get download -qq -o APT::Sandbox::User=root systemd-resolved=$v
