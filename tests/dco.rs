@@ -19,7 +19,7 @@ use common::*;
 use dbus::blocking::Connection;
 use dbus::Message;
 use ovpn_netcfgd::dco::keyconfig::{self, DcoKeyConfig, KeyDirection};
-use ovpn_netcfgd::dco::{b64, PeerId, PeerInfo, Remote, Request, SecretBytes};
+use ovpn_netcfgd::dco::{b64, Family, PeerId, PeerInfo, Remote, Request, SecretBytes};
 use ovpn_netcfgd::dco_session::DcoKernel;
 
 /// True when this runs in the rig's guest with a DCO module; otherwise
@@ -171,6 +171,35 @@ fn peer_deleted_record(id: u32, reason: u8) -> Vec<u8> {
     r
 }
 
+/// The family the daemon uses, from its `dco_family` property.
+fn family(c: &Connection) -> Family {
+    match get_prop::<String>(c, MGR, "dco_family").as_str() {
+        "ovpn" => Family::Ovpn,
+        "ovpn-dco-v2" => Family::OvpnDcoV2,
+        other => panic!("unexpected dco_family {other:?}"),
+    }
+}
+
+/// A GetPeer record (command byte, then the client's `OvpnDcoPeer`)
+/// against the kernel's own answer read just after it: addresses, ports
+/// and keepalive equal, counters no larger than the kernel's later ones.
+fn check_peer_record(rec: &[u8], fam: Family, now: &PeerInfo, remote: SocketAddr, vpn4: [u8; 4], ka: (u32, u32)) {
+    assert_eq!((rec.len(), rec[0]), (217, fam.peer_get_cmd()), "{rec:?}");
+    let u32_at = |i: usize| u32::from_ne_bytes(rec[i..i + 4].try_into().unwrap());
+    let u64_at = |i: usize| u64::from_ne_bytes(rec[i..i + 8].try_into().unwrap());
+    assert_eq!(u32_at(1), now.id);
+    assert_eq!(rec[5..9], vpn4);
+    assert_eq!(rec[25..27], now.local_port.expect("local port").to_be_bytes());
+    let raw = Remote::new(remote).to_raw();
+    assert_eq!(rec[33..33 + raw.len()], raw[..]);
+    assert_eq!((u32_at(161), u32_at(165)), ka);
+    for (at, c) in [(169, &now.vpn), (193, &now.link)] {
+        let (rb, tb, rp, tp) = (u64_at(at), u64_at(at + 8), u32_at(at + 16), u32_at(at + 20));
+        assert!(rb <= c.rx_bytes && tb <= c.tx_bytes, "bytes {rb}/{tb} vs {c:?}");
+        assert!(u64::from(rp) <= c.rx_packets && u64::from(tp) <= c.tx_packets, "packets {rp}/{tp} vs {c:?}");
+    }
+}
+
 const K_A: [u8; 32] = [0x11; 32];
 const K_B: [u8; 32] = [0x22; 32];
 const K_C: [u8; 32] = [0x33; 32];
@@ -302,6 +331,15 @@ fn lifecycle_end_to_end() {
     println!("after SetPeer: keepalive {:?}/{:?}", pa_info.keepalive_interval, pa_info.keepalive_timeout);
     assert_eq!((pa_info.keepalive_interval, pa_info.keepalive_timeout), (Some(1), Some(3)));
 
+    // --- GetPeer: an empty reply; the answer is a record on the pipe, as
+    // the packaged netcfg writes it (the client reads its counters there).
+    let _: () = call(&c, &dco_path(&pa), "GetPeer", (1u32,)).expect("GetPeer A");
+    let rec = read_pipe(&pipe_a, 5).expect("GetPeer's record on the pipe");
+    let now = get_peer(&mut k, ia, 1).unwrap();
+    println!("GetPeer record: {} bytes, command {}", rec.len(), rec[0]);
+    check_peer_record(&rec, family(&c), &now, addr_b, [10, 8, 0, 2], (1, 3));
+    assert!(u32::from_ne_bytes(rec[189..193].try_into().unwrap()) >= 1, "A's tunnel has sent packets");
+
     // --- Peer deleted by userspace (this test) on B: reason 1 on B's pipe
     k.request(ib, &Request::PeerDel(PeerId::new(1).unwrap()), "DEL_PEER").expect("DEL_PEER on B");
     assert_eq!(read_pipe(&pipe_b, 10), Some(peer_deleted_record(1, 1)), "B's pipe: peer 1, USERSPACE");
@@ -395,6 +433,9 @@ fn bad_input() {
     pipe_error("no peer 7");
     expect(send(&c, m("SetPeer").append3(7u32, 10u32, 60u32)), "InvalidArgs", "'peer_id': no peer 7 on ovpnbad");
     pipe_error("no peer 7");
+    expect(send(&c, m("GetPeer").append1(7u32)), "InvalidArgs", "'peer_id': no peer 7 on ovpnbad");
+    pipe_error("no peer 7");
+    expect(send(&c, m("GetPeer").append1("7")), "InvalidArgs", "signature");
     // The kernel still has no peer.
     assert!(get_peer(&mut k, ifindex, 1).is_none() && get_peer(&mut k, ifindex, 7).is_none());
     // A real peer, then bad keys for it.
@@ -587,4 +628,63 @@ fn glib_client_attaches_the_fd_beside_the_body() {
     assert_eq!(line.trim(), "DONE");
     assert!(child.wait().unwrap().success());
     assert!(!env.ip("-o link show").contains("ovpnglib"));
+}
+
+/// ClearConfig, as the packaged netcfg (27.1) answers it, on a tun and on
+/// a DCO device: queued addresses and routes are forgotten; on an
+/// established device the applied ones go and the link goes down (it
+/// stays); a later Establish applies only what came after.
+#[test]
+fn clear_config_forgets_queued_and_applied_addresses_and_routes() {
+    if !guest() {
+        return;
+    }
+    let env = Env::new("dcoclear");
+    let c = env.conn();
+    let mut tun_fds = Vec::new();
+    for dco in [false, true] {
+        let p = create(&c, if dco { "ccdco" } else { "cctun" });
+        if dco {
+            enable(&c, &p, "ovpncc");
+        }
+        let add = |ip: &str| {
+            let _: () = call(&c, &p, "AddIPAddress", (ip, 24u32, "10.8.0.1", false)).unwrap();
+        };
+        let mut establish = || {
+            let r = send(&c, method(&p, "Establish")).expect("Establish");
+            if let Some(fd) = r.get1::<OwnedFd>() {
+                tun_fds.push(fd); // the tun device lives as long as its fd
+            }
+            get_prop::<String>(&c, &p, "device_name")
+        };
+        add("10.8.0.2");
+        let nets = vec![("10.7.0.0".to_string(), 24u32, -1i32, false, false)];
+        let _: () = call(&c, &p, "AddNetworks", (nets,)).unwrap();
+        set_prop(&c, &p, "layer", 3u32).unwrap();
+        set_prop(&c, &p, "mtu", 1400u16).unwrap();
+        let _: () = call(&c, &p, "ClearConfig", ()).expect("ClearConfig before Establish");
+        assert_eq!(get_prop::<u16>(&c, &p, "mtu"), 1400, "properties stay");
+        add("10.8.0.3");
+        let name = establish();
+        let show = env.ip(&format!("addr show dev {name}"));
+        println!("{}: after ClearConfig + Establish: {}", if dco { "DCO" } else { "tun" }, show.trim());
+        assert!(show.contains("inet 10.8.0.3/24") && !show.contains("inet 10.8.0.2/"), "{show}");
+        assert!(!env.our_routes().contains("10.7.0.0"), "the cleared network: {}", env.our_routes());
+        assert!(show.contains(",UP"), "{show}");
+
+        let _: () = call(&c, &p, "ClearConfig", ()).expect("ClearConfig after Establish");
+        let show = env.ip(&format!("addr show dev {name}"));
+        assert!(!show.contains("inet 10.8.0.") && !show.contains(",UP"), "the link stays, bare and down: {show}");
+        assert!(!get_prop::<bool>(&c, &p, "active"));
+        add("10.8.0.4");
+        let name = establish();
+        let show = env.ip(&format!("addr show dev {name}"));
+        assert!(
+            show.contains("inet 10.8.0.4/24") && !show.contains("inet 10.8.0.3/") && show.contains(",UP"),
+            "{show}"
+        );
+        let _: () = call(&c, &p, "Destroy", ()).unwrap();
+        assert!(!env.ip("-o addr show").contains("10.8.0."), "{}", env.ip("-o addr show"));
+    }
+    assert!(env.our_routes().is_empty());
 }
