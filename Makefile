@@ -3,7 +3,8 @@
 #   make demo    the daemon on a private bus in a throwaway netns, driven
 #                through a real client session (needs root)
 #   make test    unit, integration (netns + private bus), fuzz smoke,
-#                install-tree and DCO VM tests (needs root)
+#                install-tree, real-client end-to-end and DCO VM tests
+#                (needs root)
 #   make bench   speed, memory and size figures
 #   make static  fully static binary (glibc +crt-static; musl if installed)
 
@@ -13,7 +14,10 @@ BIN     ?= target/release/ovpn-netcfgd
 STATIC_BIN = target/$(TARGET)/release/ovpn-netcfgd
 # Debian packages the tests and the demo use (all in the base image of this
 # kind of machine except where noted; installed only when missing).
-APT_PKGS = dbus-daemon iproute2 util-linux systemd python3-gi procps rsync file binutils
+# dnsmasq-base (dnsmasq without its system service) and bind9-dnsutils (dig):
+# tests/dnsmasq.rs.
+APT_PKGS = dbus-daemon iproute2 util-linux systemd python3-gi procps rsync file binutils \
+	dnsmasq-base bind9-dnsutils
 # Size (figures in docs/dependencies.md): no unwind tables at all, since
 # panic=abort never unwinds (dist/link/no-eh-frame.ld also drops std's);
 # packed relative relocations (DT_RELR) where the linker and the C library
@@ -27,7 +31,7 @@ SIZE_RUSTFLAGS = -C force-unwind-tables=no $(RELR) \
 	-C link-arg=-Wl,$(CURDIR)/dist/link/no-eh-frame.ld
 export CFLAGS ?= -Os -fno-asynchronous-unwind-tables
 
-.PHONY: all build static test test-unit test-integration test-dco demo bench fuzz clean deps lint print-rustflags
+.PHONY: all build static test test-unit test-integration test-e2e test-dco demo bench fuzz clean deps lint print-rustflags
 
 all: build
 
@@ -56,7 +60,16 @@ static:
 test: deps
 	OVPN_NETCFGD_NO_SKIP=1 $(CARGO) test --locked --lib --bins --tests -- --test-threads=4
 	bash tests/install-tree.sh
+	$(MAKE) --no-print-directory test-e2e
 	$(MAKE) --no-print-directory test-dco
+
+# Debian's real OpenVPN 3 Linux client through the daemon to a real OpenVPN
+# server, in namespaces, plus make install/uninstall over Debian's package:
+# in a Debian root built once from Debian packages and cached
+# (tests/rigs/o3root; about 3 minutes the first time, then under a second).
+test-e2e:
+	$(CARGO) build --locked
+	bash tests/e2e/real-client.sh target/debug/ovpn-netcfgd
 
 # DCO tests boot a qemu guest with the ovpn-dco-v2 module (set up once, cached).
 test-dco:

@@ -95,6 +95,17 @@ define ovpn_subst
 	mv -f '$(2).tmp' '$(2)'
 endef
 
+# Installed over a distribution's OpenVPN 3 Linux package (Debian and
+# Ubuntu: openvpn3-client), whose activation file and bus policy for the
+# same name live at these paths: on the live system (empty DESTDIR, dpkg
+# present) "install" moves the package's two files aside with dpkg-divert,
+# so the bus starts ovpn-netcfgd.  They are kept as *.distrib, and package
+# upgrades write there too.  "uninstall" moves them back.  The package's
+# own netcfg program stays installed, unused.
+OVPN_DIVERTED = /usr/share/dbus-1/system-services/net.openvpn.v3.netcfg.service \
+		/usr/share/dbus-1/system.d/net.openvpn.v3.netcfg.conf
+OVPN_CAN_DIVERT = [ -z '$(DESTDIR)' ] && command -v dpkg-divert >/dev/null
+
 .PHONY: install uninstall install-license-texts
 
 install:
@@ -105,6 +116,12 @@ install:
 	$(INSTALL_PROG) '$(BIN)' '$(DESTDIR)$(SBINDIR)/$(PACKAGE)'
 	$(call ovpn_dir,$(DESTDIR)$(MANDIR)/man8)
 	$(INSTALL_DATA) '$(OVPN_DIST_DIR)/$(PACKAGE).8' '$(DESTDIR)$(MANDIR)/man8/$(PACKAGE).8'
+	@if $(OVPN_CAN_DIVERT); then for f in $(OVPN_DIVERTED); do \
+		dpkg-divert --listpackage "$$f" | grep -qx '$(PACKAGE)' && continue; \
+		dpkg-query -S "$$f" >/dev/null 2>&1 || continue; \
+		echo "install.mk: diverting $$(dpkg-query -S "$$f" | cut -d: -f1)'s $$f"; \
+		dpkg-divert --quiet --package '$(PACKAGE)' --divert "$$f.distrib" --rename --add "$$f" || exit 1; \
+	done; fi
 	$(call ovpn_dir,$(DESTDIR)$(DBUS_SYSTEM_POLICY_DIR))
 	$(INSTALL_DATA) '$(OVPN_DIST_DIR)/dbus/net.openvpn.v3.netcfg.conf' \
 		'$(DESTDIR)$(DBUS_SYSTEM_POLICY_DIR)/net.openvpn.v3.netcfg.conf'
@@ -177,4 +194,10 @@ endif
 	rm -f $(foreach f,$(notdir $(OVPN_PROJECT_LICENSES)),'$(DESTDIR)$(LICENSEDIR)/$(f)')
 	rm -rf '$(DESTDIR)$(LICENSEDIR)/third-party'
 	-rmdir '$(DESTDIR)$(LICENSEDIR)' '$(DESTDIR)$(DOCDIR)' 2>/dev/null
+	@if $(OVPN_CAN_DIVERT); then for f in $(OVPN_DIVERTED); do \
+		dpkg-divert --listpackage "$$f" | grep -qx '$(PACKAGE)' || continue; \
+		echo "install.mk: restoring $$f"; \
+		rm -f "$$f"; \
+		dpkg-divert --quiet --package '$(PACKAGE)' --rename --remove "$$f" || exit 1; \
+	done; fi
 	@echo "install.mk: the openvpn user and $(STATEDIR) are left in place."

@@ -37,6 +37,8 @@ pub enum DnsChoice {
     Resolved,
     Resolvconf,
     File(PathBuf),
+    /// dnsmasq, through `Config::dnsmasq_servers`.
+    Dnsmasq,
     None,
 }
 
@@ -47,6 +49,10 @@ pub struct Config {
     /// Zero = never.
     pub idle_exit: std::time::Duration,
     pub dns: DnsChoice,
+    /// The command line or netcfg.json named a DNS backend.
+    pub dns_chosen: bool,
+    /// The servers file (`--servers-file`) the dnsmasq backend manages.
+    pub dnsmasq_servers: PathBuf,
     pub redirect: RedirectMethod,
     pub somark: Option<u32>,
     pub state_dir: PathBuf,
@@ -54,7 +60,8 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     pub bus_address: Option<String>,
     pub foreground: bool,
-    pub run_as: String,
+    /// `--run-as`; without it the first existing of [`ACCOUNTS`].
+    pub run_as: Option<String>,
     pub run_as_root: bool,
 }
 
@@ -65,13 +72,15 @@ impl Default for Config {
             log_file: None,
             idle_exit: std::time::Duration::from_secs(300),
             dns: DnsChoice::Auto,
+            dns_chosen: false,
+            dnsmasq_servers: PathBuf::from(crate::dns::DNSMASQ_SERVERS),
             redirect: RedirectMethod::HostRoute,
             somark: None,
             state_dir: PathBuf::from("/var/lib/ovpn-netcfgd"),
             config_file: None,
             bus_address: None,
             foreground: false,
-            run_as: "openvpn".into(),
+            run_as: None,
             run_as_root: false,
         }
     }
@@ -84,7 +93,22 @@ pub enum Cli {
     Version,
 }
 
+/// The accounts the daemon switches to when `--run-as` is not given, the
+/// first that exists: its own dedicated account, then the account OpenVPN 3
+/// Linux runs as upstream (`openvpn`) and on Debian and Ubuntu (`_openvpn`).
+pub const ACCOUNTS: [&str; 3] = ["ovpn-netcfgd", "openvpn", "_openvpn"];
+
+/// The state directory Debian's and upstream's activation files give the
+/// reference service.
+pub const REFERENCE_STATE_DIR: &str = "/var/lib/openvpn3";
+
 pub const USAGE: &str = "\
+ovpn-netcfgd: the network configuration service of OpenVPN 3 Linux
+(D-Bus name net.openvpn.v3.netcfg), a drop-in replacement for
+openvpn3-service-netcfg. OpenVPN 3 clients ask it over the system bus to
+create tun devices and to set their addresses, routes and DNS. It is
+started as root by D-Bus activation and switches to a service account.
+
 Usage: ovpn-netcfgd [OPTIONS]
 
   --log-level N            log verbosity 0-6 (default 4)
@@ -93,13 +117,15 @@ Usage: ovpn-netcfgd [OPTIONS]
   --idle-exit MINUTES      exit when idle this long (default 5, 0 = never)
   --resolv-conf FILE       DNS via this resolv.conf file
   --systemd-resolved       DNS via systemd-resolved
-  --dns-backend B          auto|resolved|resolvconf|file|none (default auto)
+  --dns-backend B          auto|resolved|dnsmasq|resolvconf|file|none (default auto)
+  --dnsmasq-servers FILE   dnsmasq's servers file (default /var/run/ovpn-netcfgd/dnsmasq.servers)
   --redirect-method M      host-route|bind-device|fwmark|none (default host-route)
   --set-somark MARK        SO_MARK for protected sockets
   --state-dir DIR          state and netcfg.json (default /var/lib/ovpn-netcfgd)
   --bus-address ADDRESS    D-Bus address (default $DBUS_SYSTEM_BUS_ADDRESS or system bus)
   --foreground             stay in the foreground (always true; for scripts)
-  --run-as USER            user to switch to (default openvpn)
+  --run-as USER            account to switch to (default: the first that
+                           exists of ovpn-netcfgd, openvpn, _openvpn)
   --run-as-root            keep running as root
   --version                print the version and exit
   -h, --help               this text
@@ -135,6 +161,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
             "--resolv-conf" => dns_flags.push(DnsChoice::File(val(&mut it)?.into())),
             "--systemd-resolved" => dns_flags.push(DnsChoice::Resolved),
             "--dns-backend" => dns_flags.push(parse_dns_backend(&val(&mut it)?)?),
+            "--dnsmasq-servers" => c.dnsmasq_servers = val(&mut it)?.into(),
             "--redirect-method" => {
                 let v = val(&mut it)?;
                 c.redirect = RedirectMethod::parse(&v).ok_or(format!("--redirect-method: unknown method '{v}'"))?;
@@ -146,7 +173,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
             }
             "--bus-address" => c.bus_address = Some(val(&mut it)?),
             "--foreground" => c.foreground = true,
-            "--run-as" => c.run_as = val(&mut it)?,
+            "--run-as" => c.run_as = Some(val(&mut it)?),
             "--run-as-root" => c.run_as_root = true,
             // Reference debug-build option; we keep only what is needed anyway.
             "--disable-capabilities" => {}
@@ -158,6 +185,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
     }
     if let Some(d) = dns_flags.pop() {
         c.dns = d;
+        c.dns_chosen = true;
     }
     Ok(Cli::Run(c))
 }
@@ -173,6 +201,10 @@ fn idle(opt: &str, v: &str) -> Result<std::time::Duration, String> {
 impl Config {
     /// Checks option combinations; errors are usage errors (exit 2).
     pub fn validate(&self) -> Result<(), String> {
+        // Compared byte for byte with dnsmasq's own configuration.
+        if !self.dnsmasq_servers.is_absolute() || self.dnsmasq_servers.to_str().map_or(true, |s| s.contains('\n')) {
+            return Err("--dnsmasq-servers needs an absolute UTF-8 path without newlines".into());
+        }
         if self.redirect == RedirectMethod::Fwmark {
             match self.somark {
                 None => return Err("--redirect-method fwmark needs --set-somark".into()),
@@ -184,6 +216,24 @@ impl Config {
         }
         Ok(())
     }
+
+    /// Started with the reference service's state directory (as Debian's
+    /// and upstream's activation files start it), the daemon also takes the
+    /// reference's DNS default: no backend unless the command line or
+    /// netcfg.json names one (`openvpn3-admin netcfg-service --config-set`
+    /// writes it there). Swapping the reference for this daemon therefore
+    /// never changes DNS where the reference would not. Returns the note
+    /// to log when it applies.
+    pub fn reference_dns_default(&mut self) -> Option<String> {
+        if self.dns_chosen || self.state_dir != std::path::Path::new(REFERENCE_STATE_DIR) {
+            return None;
+        }
+        self.dns = DnsChoice::None;
+        Some(format!(
+            "state directory {REFERENCE_STATE_DIR} is the reference service's: no DNS backend unless \
+             --systemd-resolved, --resolv-conf, --dns-backend or netcfg.json names one, as the reference does"
+        ))
+    }
 }
 
 fn parse_dns_backend(v: &str) -> Result<DnsChoice, String> {
@@ -191,6 +241,7 @@ fn parse_dns_backend(v: &str) -> Result<DnsChoice, String> {
         "auto" => DnsChoice::Auto,
         "resolved" | "systemd-resolved" => DnsChoice::Resolved,
         "resolvconf" => DnsChoice::Resolvconf,
+        "dnsmasq" => DnsChoice::Dnsmasq,
         "file" => DnsChoice::File("/etc/resolv.conf".into()),
         "none" => DnsChoice::None,
         _ => return Err(format!("--dns-backend: unknown backend '{v}'")),
@@ -218,14 +269,21 @@ pub fn apply_json(c: &mut Config, text: &str) -> Result<Vec<String>, String> {
                 c.redirect = RedirectMethod::parse(&s).ok_or(format!("netcfg.json: bad redirect_method '{s}'"))?;
             }
             "set_somark" => c.somark = Some(num(k, &as_str()?, u32::MAX)?),
-            "dns_backend" => c.dns = parse_dns_backend(&as_str()?)?,
+            "dns_backend" => {
+                c.dns = parse_dns_backend(&as_str()?)?;
+                c.dns_chosen = true;
+            }
+            "dnsmasq_servers_file" => c.dnsmasq_servers = as_str()?.into(),
             _ => {}
         }
     }
     // DNS keys in the reference's order, so systemd_resolved wins over resolv_conf_file.
     if let Some((_, v)) = obj.iter().find(|(k, _)| k == "resolv_conf_file") {
         match v {
-            json::Value::Str(s) if !s.is_empty() => c.dns = DnsChoice::File(s.into()),
+            json::Value::Str(s) if !s.is_empty() => {
+                c.dns = DnsChoice::File(s.into());
+                c.dns_chosen = true;
+            }
             _ => warn.push("netcfg.json: ignoring empty resolv_conf_file".into()),
         }
     }
@@ -239,6 +297,7 @@ pub fn apply_json(c: &mut Config, text: &str) -> Result<Vec<String>, String> {
         };
         if on {
             c.dns = DnsChoice::Resolved;
+            c.dns_chosen = true;
         } else if c.dns == DnsChoice::Resolved {
             c.dns = DnsChoice::Auto;
         }
@@ -318,9 +377,22 @@ pub mod json {
             self.i += 1;
             c
         }
+        /// Blanks and comments: the reference's `openvpn3-admin
+        /// netcfg-service --config-set` writes a `//` line before each key
+        /// (JsonCpp's style), so `/* */` is accepted as well.
         fn ws(&mut self) {
-            while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
-                self.i += 1;
+            loop {
+                let rest = &self.b[self.i..];
+                if matches!(rest.first(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+                    self.i += 1;
+                } else if rest.starts_with(b"//") {
+                    self.i += rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
+                } else if rest.starts_with(b"/*") {
+                    // unterminated: skip to the end; the caller reports what is missing
+                    self.i += rest[2..].windows(2).position(|w| w == b"*/").map_or(rest.len(), |p| p + 4);
+                } else {
+                    break;
+                }
             }
         }
         fn expect(&mut self, c: u8) -> Result<(), String> {
@@ -426,6 +498,51 @@ mod tests {
         ] {
             assert!(parse_args(a.iter().map(|s| s.to_string())).is_err(), "{a:?}");
         }
+    }
+
+    #[test]
+    fn reference_state_dir_means_no_dns_unless_chosen() {
+        let mut c = run(&["--state-dir", REFERENCE_STATE_DIR]);
+        assert!(c.reference_dns_default().is_some());
+        assert_eq!(c.dns, DnsChoice::None);
+        // netcfg.json as openvpn3-admin writes it turns resolved on
+        let mut c = run(&["--state-dir", "/var/lib/openvpn3"]);
+        apply_json(&mut c, r#"{"systemd_resolved": true}"#).unwrap();
+        assert!(c.reference_dns_default().is_none());
+        assert_eq!(c.dns, DnsChoice::Resolved);
+        // "off" in the file is not a choice of backend
+        let mut c = run(&["--state-dir", "/var/lib/openvpn3"]);
+        apply_json(&mut c, r#"{"systemd_resolved": false}"#).unwrap();
+        assert!(c.reference_dns_default().is_some());
+        assert_eq!(c.dns, DnsChoice::None);
+        let mut c = run(&["--state-dir", "/var/lib/openvpn3", "--dns-backend", "auto"]);
+        assert!(c.reference_dns_default().is_none());
+        assert_eq!(c.dns, DnsChoice::Auto);
+        // our own state directory keeps auto
+        let mut c = run(&["--state-dir", "/var/lib/ovpn-netcfgd"]);
+        assert!(c.reference_dns_default().is_none());
+        assert_eq!(c.dns, DnsChoice::Auto);
+    }
+
+    /// Byte for byte what openvpn3-admin 27.1 writes.
+    #[test]
+    fn json_as_the_reference_admin_tool_writes_it() {
+        let text = "{\n\t//  Option --idle-exit :: Idle-Exit timer\n\t\"idle_exit\" : \"7\",\n\
+                    \t//  Option --log-level :: Log level\n\t\"log_level\" : \"5\",\n\
+                    \t//  Option --redirect-method :: Server route redirection mode\n\
+                    \t\"redirect_method\" : \"bind-device\",\n\
+                    \t//  Option --set-somark :: Netfilter SO_MARK\n\t\"set_somark\" : \"42\",\n\
+                    \t//  Option --systemd-resolved :: Systemd-resolved in use\n\t\"systemd_resolved\" : true\n}\n";
+        let mut c = Config::default();
+        assert!(apply_json(&mut c, text).unwrap().is_empty());
+        assert_eq!(c.idle_exit, std::time::Duration::from_secs(7 * 60));
+        assert_eq!(c.log_level, 5);
+        assert_eq!(c.redirect, RedirectMethod::BindDevice);
+        assert_eq!(c.somark, Some(42));
+        assert_eq!(c.dns, DnsChoice::Resolved);
+        assert_eq!(json::parse_flat_object("/* a */ { /* b */ } // c").unwrap(), vec![]);
+        assert!(json::parse_flat_object("{ /* open").is_err());
+        assert!(json::parse_flat_object("{} /").is_err());
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Daemon {
         let address = cfg.bus_address.clone().or_else(|| std::env::var("DBUS_STARTER_ADDRESS").ok());
         let bus = Bus::connect(address.as_deref())?;
         let log_level = cfg.log_level;
-        let dns = crate::dns::Dns::new(&cfg.state_dir);
+        let dns = crate::dns::Dns::new(&cfg.state_dir).with_dnsmasq_servers(&cfg.dnsmasq_servers);
         let mut d = Daemon {
             cfg,
             bus,

@@ -33,6 +33,7 @@ fn main() {
             Err(e) => warnings.push(format!("cannot read {}: {e}", path.display())),
         }
     }
+    let dns_note = cfg.reference_dns_default();
     if let Err(e) = cfg.validate() {
         eprintln!("ovpn-netcfgd: {e}");
         std::process::exit(2);
@@ -47,6 +48,9 @@ fn main() {
     }
     for w in warnings {
         log::warn!("{w}");
+    }
+    if let Some(n) = dns_note {
+        log::info!("{n}");
     }
     std::process::exit(daemon::run(cfg));
 }

@@ -2,8 +2,8 @@
 //! configuration needs, become the service user, forbid regaining anything,
 //! and prove it.
 
-use crate::config::{Config, DnsChoice, RedirectMethod};
-use crate::sys::{self, CAP_DAC_OVERRIDE, CAP_NET_ADMIN, CAP_NET_RAW};
+use crate::config::{Config, DnsChoice, RedirectMethod, ACCOUNTS};
+use crate::sys::{self, CAP_DAC_OVERRIDE, CAP_KILL, CAP_NET_ADMIN, CAP_NET_RAW};
 
 /// The capabilities this configuration needs at start-up, and which of
 /// them children (resolvconf) must inherit. `fit_to_dns` trims them once
@@ -21,7 +21,17 @@ pub fn needed(cfg: &Config) -> (Vec<u32>, Vec<u32>) {
             caps.push(CAP_DAC_OVERRIDE);
             ambient.push(CAP_DAC_OVERRIDE);
         }
+        // Its servers file is the service user's own; only the reload
+        // signal to dnsmasq, which runs as another user, needs a right.
+        DnsChoice::Dnsmasq => {}
         DnsChoice::None => {}
+    }
+    // SIGHUP to dnsmasq (another user's process), only where dnsmasq may be
+    // chosen; dropped again by `fit_to_dns` unless it is. Only if the
+    // launcher allows it (a unit's bounding set): `auto` must not fail to
+    // start for a backend it may not even choose.
+    if matches!(cfg.dns, DnsChoice::Auto | DnsChoice::Dnsmasq) && in_bounding_set(CAP_KILL) {
+        caps.push(CAP_KILL);
     }
     (caps, ambient)
 }
@@ -45,6 +55,10 @@ pub fn for_backend(cfg: &Config, backend: &str) -> (Vec<u32>, Vec<u32>) {
         "resolvconf" => {
             caps.push(CAP_DAC_OVERRIDE);
             ambient.push(CAP_DAC_OVERRIDE);
+        }
+        "dnsmasq" if in_bounding_set(CAP_KILL) => caps.push(CAP_KILL),
+        "dnsmasq" => {
+            log::warn!("CAP_KILL is not in the bounding set: only a dnsmasq running as this user can be told to reload")
         }
         _ => {}
     }
@@ -71,11 +85,38 @@ pub fn fit_to_dns(cfg: &Config, backend: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether this process may still hold `cap` (/proc/self/status CapBnd).
+fn in_bounding_set(cap: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let bnd = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).map(str::trim);
+    bnd.and_then(|h| u64::from_str_radix(h, 16).ok()).is_some_and(|b| cap < 64 && b & (1 << cap) != 0)
+}
+
 fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
 }
 
-/// Drops to `cfg.run_as` with only the needed capabilities. Errors are
+/// The account to switch to, and why it was chosen: `--run-as`, else the
+/// first of [`ACCOUNTS`] that exists.
+pub fn account(cfg: &Config) -> Result<(nix::unistd::User, String), String> {
+    let lookup = |name: &str| nix::unistd::User::from_name(name).map_err(|e| format!("looking up user '{name}': {e}"));
+    if let Some(name) = &cfg.run_as {
+        let user = lookup(name)?.ok_or_else(|| format!("user '{name}' does not exist (--run-as)"))?;
+        return Ok((user, "--run-as".into()));
+    }
+    for name in ACCOUNTS {
+        if let Some(user) = lookup(name)? {
+            return Ok((user, format!("the first existing of {}", ACCOUNTS.join(", "))));
+        }
+    }
+    Err(format!(
+        "none of the service accounts {} exists: create one (systemd-sysusers ovpn-netcfgd.conf) \
+         or name another with --run-as",
+        ACCOUNTS.join(", ")
+    ))
+}
+
+/// Drops to the service account ([`account`]) with only the needed capabilities. Errors are
 /// fatal configuration errors.
 pub fn drop_privileges(cfg: &Config) -> Result<(), String> {
     if cfg.run_as_root {
@@ -87,9 +128,7 @@ pub fn drop_privileges(cfg: &Config) -> Result<(), String> {
             "must be started as root (it drops to --run-as itself; use --run-as-root only for debugging)".into()
         );
     }
-    let user = nix::unistd::User::from_name(&cfg.run_as)
-        .map_err(|e| format!("looking up user '{}': {e}", cfg.run_as))?
-        .ok_or_else(|| format!("user '{}' does not exist (--run-as)", cfg.run_as))?;
+    let (user, why) = account(cfg)?;
     let (caps, ambient) = needed(cfg);
     // While still root: shrink the bounding set, so nothing can come back.
     for c in 0..=last_cap() {
@@ -112,8 +151,8 @@ pub fn drop_privileges(cfg: &Config) -> Result<(), String> {
         return Err("still able to become root after dropping privileges".into());
     }
     log::info!(
-        "running as {} (uid {}), capabilities {:?}; regaining root fails as it should",
-        cfg.run_as,
+        "running as {} (uid {}, {why}), capabilities {:?}; regaining root fails as it should",
+        user.name,
         user.uid,
         caps.iter().map(|c| cap_name(*c)).collect::<Vec<_>>()
     );
@@ -125,6 +164,7 @@ fn cap_name(c: u32) -> &'static str {
         CAP_DAC_OVERRIDE => "CAP_DAC_OVERRIDE",
         CAP_NET_ADMIN => "CAP_NET_ADMIN",
         CAP_NET_RAW => "CAP_NET_RAW",
+        CAP_KILL => "CAP_KILL",
         _ => "?",
     }
 }
@@ -134,7 +174,7 @@ pub fn chown_for_service(path: &str, cfg: &Config) {
     if cfg.run_as_root || path == "stdout:" {
         return;
     }
-    if let Ok(Some(u)) = nix::unistd::User::from_name(&cfg.run_as) {
+    if let Ok((u, _)) = account(cfg) {
         let _ = nix::unistd::chown(path, Some(u.uid), Some(u.gid));
     }
 }

@@ -112,6 +112,7 @@ pub fn borrow_fd<'a>(fd: RawFd) -> std::os::fd::BorrowedFd<'a> {
 
 /// Capability numbers we use (include/uapi/linux/capability.h).
 pub const CAP_DAC_OVERRIDE: u32 = 1;
+pub const CAP_KILL: u32 = 5;
 pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_NET_RAW: u32 = 13;
 
@@ -196,6 +197,41 @@ pub fn capset(caps: &[u32]) -> io::Result<()> {
     // structs; both are repr(C), laid out as the kernel's, and live on our
     // stack for the call.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A descriptor for process `pid` (pidfd_open(2), Linux 5.3): it keeps
+/// naming that process even if the pid is reused after it exits.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open takes a pid and a flags word, no pointers; on
+    // success it returns a new descriptor that nobody else owns.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: see above: a fresh descriptor, owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `sig` (0: only check that it still lives) to the process a pidfd
+/// names (pidfd_send_signal(2)); the same permission rules as kill(2).
+pub fn pidfd_send_signal(fd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: the descriptor is open (borrowed for the call); a null
+    // siginfo asks the kernel to fill in the usual kill(2) one; flags 0.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {

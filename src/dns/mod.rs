@@ -6,11 +6,13 @@
 //!
 //! Backends (one small trait, `Backend`):
 //! * `resolved`: systemd-resolved over D-Bus, per-link, asynchronous;
+//! * `dnsmasq`: a servers file that dnsmasq reads again on SIGHUP (routers);
 //! * `resolvconf`: the resolvconf(8) program (openresolv or compatible);
 //! * `file`: rewriting resolv.conf ourselves, with a crash-safe backup.
 //!
 //! The choice is made at run time and a missing backend is never fatal.
 
+mod dnsmasq;
 mod file;
 mod resolvconf;
 mod resolved;
@@ -26,6 +28,8 @@ use crate::config::DnsChoice;
 use crate::error::Result;
 use crate::events::{self, Event};
 use crate::settings::{DnsScope, DnsSec, DnsTransport};
+
+pub use dnsmasq::DEFAULT_SERVERS as DNSMASQ_SERVERS;
 
 /// One device's DNS wishes, as the daemon sees them now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,12 +96,26 @@ pub struct Dns {
     dir: PathBuf,
     /// The sessions the backend last applied, newest first.
     applied: Vec<Session>,
+    /// dnsmasq's servers file (the dnsmasq backend's only output).
+    dnsmasq_servers: PathBuf,
 }
 
 impl Dns {
     /// No backend until `start`. Changes nothing on the system.
     pub fn new(state_dir: &Path) -> Dns {
-        Dns { name: "none", backend: None, dir: state_dir.join("dns"), applied: Vec::new() }
+        Dns {
+            name: "none",
+            backend: None,
+            dir: state_dir.join("dns"),
+            applied: Vec::new(),
+            dnsmasq_servers: PathBuf::from(DNSMASQ_SERVERS),
+        }
+    }
+
+    /// The servers file the dnsmasq backend writes (and `auto` looks for).
+    pub fn with_dnsmasq_servers(mut self, path: &Path) -> Dns {
+        self.dnsmasq_servers = path.to_path_buf();
+        self
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -113,7 +131,8 @@ impl Dns {
     pub fn start(&mut self, choice: &DnsChoice, bus: &Bus) {
         file::recover(&self.dir);
         resolvconf::recover(&self.dir);
-        (self.name, self.backend) = choose(choice, bus, &self.dir);
+        dnsmasq::recover(&self.dir);
+        (self.name, self.backend) = choose(choice, bus, &self.dir, &self.dnsmasq_servers);
     }
 
     /// Applies the full set of active sessions (ones with an established
@@ -227,11 +246,14 @@ fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {
 }
 
 /// The run-time choice. `auto`: systemd-resolved if it answers on the bus
-/// and the system resolves through it, else resolvconf(8) if installed,
-/// else the resolv.conf file. A forced backend that is missing falls back
-/// to the same order (without itself), with a warning.
-fn choose(choice: &DnsChoice, bus: &Bus, dir: &Path) -> Choice {
+/// and the system resolves through it, else dnsmasq if a dnsmasq of the
+/// system reads our servers file, else resolvconf(8) if installed, else the
+/// resolv.conf file. A forced backend that is missing falls back to the
+/// same order (without itself), with a warning; a forced dnsmasq is never
+/// missing (it reads the file whenever it starts).
+fn choose(choice: &DnsChoice, bus: &Bus, dir: &Path, servers: &Path) -> Choice {
     match choice {
+        DnsChoice::Dnsmasq => return dnsmasq_backend(servers, dir, "forced"),
         DnsChoice::None => {
             log::info!("DNS backend: none (DNS settings are stored and shown, not applied)");
             return ("none", None);
@@ -251,6 +273,15 @@ fn choose(choice: &DnsChoice, bus: &Bus, dir: &Path) -> Choice {
     };
     if let Some(b) = try_resolved(bus, how(*choice == DnsChoice::Resolved)) {
         return b;
+    }
+    if *choice == DnsChoice::Auto {
+        match dnsmasq::serving(servers) {
+            0 => log::info!("no dnsmasq of this system reads {} (servers-file)", servers.display()),
+            n => {
+                log::info!("{n} dnsmasq instance(s) read {}", servers.display());
+                return dnsmasq_backend(servers, dir, "auto");
+            }
+        }
     }
     if *choice != DnsChoice::Resolvconf {
         if let Some(b) = try_resolvconf(how(false), dir) {
@@ -299,6 +330,11 @@ fn try_resolvconf(how: &str, dir: &Path) -> Option<Choice> {
             None
         }
     }
+}
+
+fn dnsmasq_backend(servers: &Path, dir: &Path, how: &str) -> Choice {
+    log::info!("DNS backend: dnsmasq ({how}), servers file {}", servers.display());
+    ("dnsmasq", Some(Box::new(dnsmasq::Dnsmasq::new(servers, dir))))
 }
 
 fn file_backend(p: &Path, dir: &Path, how: &str) -> Choice {

@@ -1,0 +1,701 @@
+//! The dnsmasq backend, for routers: on OpenWrt dnsmasq answers the LAN's
+//! queries (and the router's own, through the 127.0.0.1 stub in
+//! resolv.conf), so this is where a VPN's DNS has to go.
+//!
+//! dnsmasq reads a "servers file" (`servers-file=FILE`; OpenWrt's UCI
+//! option `dhcp.@dnsmasq[0].serversfile`) at start and again on SIGHUP. We
+//! write the VPN's servers there and send SIGHUP:
+//! * tunnel scope (split DNS): `server=/DOMAIN/ADDR` for each of the
+//!   session's domains and servers, so names in those domains, and only
+//!   they, go to the VPN's servers;
+//! * global scope: the same, plus `server=ADDR`, which makes the VPN's
+//!   servers upstreams for every name. dnsmasq keeps the upstreams it has
+//!   from elsewhere (resolv-file, its own `server=` lines) and sends each
+//!   query to the one that answered fastest: no line in a servers file can
+//!   take those away.
+//!
+//! The file is rewritten in place, never replaced: OpenWrt runs dnsmasq in
+//! a ujail that bind-mounts this one file, and a bind mount keeps showing
+//! the old inode after a rename. It is ours (the service user's), in a
+//! directory nobody else may write, opened without following symbolic
+//! links; what was in it before is kept below our lines and put back
+//! byte for byte afterwards, also by the next start after a crash (state in
+//! `<state dir>/dns`, as for the resolv.conf file).
+//!
+//! Which dnsmasq to signal: every process of this PID namespace named
+//! `dnsmasq`, running as root or as the `dnsmasq` account, whose command
+//! line (or the configuration file it names) reads our servers file. A
+//! pidfd is taken before those checks and the signal goes through it, so a
+//! reused pid cannot redirect it. dnsmasq runs as another user, so the
+//! service user keeps CAP_KILL with this backend (and only with it).
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
+
+use super::{file::write_private, Backend, Session};
+use crate::bus::Bus;
+use crate::error::{Error, Result};
+use crate::settings::{DnsScope, DnsTransport};
+
+pub const DEFAULT_SERVERS: &str = "/var/run/ovpn-netcfgd/dnsmasq.servers";
+/// A servers file of a few hundred lines is big; this is no servers file.
+const MAX_SIZE: u64 = 256 * 1024;
+/// dnsmasq's default configuration file when started without `-C`.
+const DEFAULT_CONF: &str = "/etc/dnsmasq.conf";
+/// State files: META marks a backup as valid; ORIG holds what the servers
+/// file held before us; OURS what we last wrote.
+const META: &str = "dnsmasq-meta";
+const ORIG: &str = "dnsmasq-orig";
+const OURS: &str = "dnsmasq-ours";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Orig {
+    File(Vec<u8>),
+    Missing,
+}
+
+#[derive(Debug)]
+struct Saved {
+    orig: Orig,
+    /// What we last wrote (None: backup taken, nothing written yet).
+    ours: Option<Vec<u8>>,
+}
+
+pub struct Dnsmasq {
+    path: PathBuf,
+    dir: PathBuf,
+    saved: Option<Saved>,
+    /// The file changed since dnsmasq was last told.
+    reload_due: bool,
+    warned: bool,
+}
+
+impl Dnsmasq {
+    pub fn new(path: &Path, dir: &Path) -> Dnsmasq {
+        Dnsmasq { path: path.to_path_buf(), dir: dir.to_path_buf(), saved: None, reload_due: false, warned: false }
+    }
+
+    fn set(&mut self, sessions: &[Session]) -> Result<()> {
+        if sessions.is_empty() {
+            return self.restore();
+        }
+        self.warn_once(sessions);
+        if self.saved.is_none() {
+            // A backup that start-up recovery could not restore: keep it.
+            if let Ok((p, s)) = load_state(&self.dir) {
+                if p == self.path {
+                    self.saved = Some(s);
+                }
+            }
+        }
+        let now = look(&self.path)?;
+        if !self.saved.as_ref().is_some_and(|s| holds(&now, s.ours.as_deref())) {
+            if self.saved.is_some() {
+                log::warn!(
+                    "{} was changed by another program; its version is the one restored later",
+                    self.path.display()
+                );
+            }
+            save_state(&self.dir, &self.path, &now)?;
+            self.saved = Some(Saved { orig: now, ours: None });
+        }
+        let Some(saved) = self.saved.as_mut() else {
+            return Ok(());
+        };
+        let orig = match &saved.orig {
+            Orig::File(b) => b.as_slice(),
+            Orig::Missing => &[],
+        };
+        let text = generate(sessions, orig);
+        if saved.ours.as_deref() != Some(text.as_slice()) {
+            // Recorded first: after a crash the file holds either the
+            // original (left alone) or this (restored).
+            write_private(&self.dir.join(OURS), &text)?;
+            write_servers(&self.path, &text)?;
+            saved.ours = Some(text);
+            self.reload_due = true;
+            log::info!("{}: written for {} VPN session(s)", self.path.display(), sessions.len());
+        }
+        self.reload()
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        if let Some(saved) = self.saved.take() {
+            if let Err(e) = put_back(&self.path, &saved) {
+                self.saved = Some(saved);
+                return Err(e);
+            }
+            clear_state(&self.dir);
+            self.reload_due |= saved.ours.is_some();
+        }
+        self.reload()
+    }
+
+    /// SIGHUP to every dnsmasq that reads the file, once per change.
+    fn reload(&mut self) -> Result<()> {
+        if self.reload_due {
+            reload(&self.path)?;
+            self.reload_due = false;
+        }
+        Ok(())
+    }
+
+    fn warn_once(&mut self, sessions: &[Session]) {
+        if self.warned {
+            return;
+        }
+        let p = self.path.display();
+        for s in sessions {
+            if s.scope == DnsScope::Tunnel && s.search.is_empty() {
+                log::warn!(
+                    "{p}: {} has split DNS (dns_scope tunnel) but no domains: dnsmasq gets none of its servers",
+                    s.ifname
+                );
+                self.warned = true;
+            }
+            if matches!(s.transport, DnsTransport::Dot | DnsTransport::Doh) {
+                log::warn!(
+                    "{p}: dnsmasq forwards plain DNS only; {}'s {} setting is not applied",
+                    s.ifname,
+                    s.transport.as_str()
+                );
+                self.warned = true;
+            }
+        }
+    }
+}
+
+impl Backend for Dnsmasq {
+    fn apply(&mut self, _bus: &Bus, sessions: &[Session]) -> Result<()> {
+        self.set(sessions)
+    }
+}
+
+/// Restores a servers file left by a run that did not exit cleanly.
+pub fn recover(dir: &Path) {
+    match fs::symlink_metadata(dir.join(META)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        _ => {}
+    }
+    match load_state(dir) {
+        Ok((path, saved)) => {
+            log::warn!("{}: a previous run did not exit cleanly; restoring the original", path.display());
+            match put_back(&path, &saved) {
+                Ok(()) => {
+                    clear_state(dir);
+                    if let Err(e) = reload(&path) {
+                        log::warn!("{e}; dnsmasq uses the restored file from its next reload on");
+                    }
+                }
+                Err(e) => log::error!("{}: {e}; the backup stays in {}", path.display(), dir.display()),
+            }
+        }
+        Err(e) => log::error!("unusable dnsmasq backup in {}: {e}; left there for inspection", dir.display()),
+    }
+}
+
+/// The lines for the sessions (newest first), then the file's own content.
+fn generate(sessions: &[Session], orig: &[u8]) -> Vec<u8> {
+    let names: Vec<&str> = sessions.iter().map(|s| s.ifname.as_str()).collect();
+    let mut out = format!(
+        "# Generated by ovpn-netcfgd: DNS of the VPN sessions on {} (newest first).\n\
+         # What follows them was here before; it alone is put back when they end.\n",
+        names.join(" ")
+    );
+    let mut lines: Vec<String> = Vec::new();
+    for s in sessions {
+        // Domains and addresses were validated on arrival: no '/', '#',
+        // white space or line breaks can reach this text.
+        let per_domain = s.search.iter().flat_map(|d| s.servers.iter().map(move |a| format!("server=/{d}/{a}")));
+        let global = s.servers.iter().filter(|_| s.scope == DnsScope::Global).map(|a| format!("server={a}"));
+        for l in per_domain.chain(global) {
+            if !lines.contains(&l) {
+                lines.push(l);
+            }
+        }
+    }
+    for l in lines {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    let mut out = out.into_bytes();
+    out.extend_from_slice(orig);
+    out
+}
+
+fn holds(now: &Orig, ours: Option<&[u8]>) -> bool {
+    matches!(now, Orig::File(b) if Some(b.as_slice()) == ours)
+}
+
+/// Puts the original back if the file still holds what we wrote.
+fn put_back(path: &Path, saved: &Saved) -> Result<()> {
+    let Some(ours) = &saved.ours else {
+        return Ok(()); // never written: the original is still there
+    };
+    if !holds(&look(path)?, Some(ours)) {
+        log::warn!("{}: changed by another program after us; keeping its version", path.display());
+        return Ok(());
+    }
+    match &saved.orig {
+        Orig::File(b) => write_servers(path, b)?,
+        Orig::Missing => {
+            let (dir, name) = open_dir(path)?;
+            nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| Error::io(format!("remove {}", path.display()), e.into()))?;
+        }
+    }
+    log::info!("{}: original restored", path.display());
+    Ok(())
+}
+
+/// The directory holding `path`, checked: a real directory (not a link),
+/// owned by root or by us, that nobody else may write to (else another
+/// user could swap the file under us). Returns it with the file's name.
+fn open_dir(path: &Path) -> Result<(OwnedFd, &std::ffi::OsStr)> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(Error::Failed(format!("{}: not a file path", path.display())));
+    };
+    let err = |e: nix::Error| Error::io(format!("open {}", parent.display()), e.into());
+    let dir = nix::fcntl::open(
+        parent,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err)?;
+    let st = fstat(&dir).map_err(err)?;
+    if !owned_by_us_or_root(st.st_uid) || st.st_mode & 0o022 != 0 {
+        return Err(Error::Failed(format!(
+            "{}: owner uid {} mode {:o}: must belong to root or to us and be writable by its owner only",
+            parent.display(),
+            st.st_uid,
+            st.st_mode & 0o7777
+        )));
+    }
+    Ok((dir, name))
+}
+
+fn owned_by_us_or_root(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+/// Opens the file itself, never through a symbolic link, and checks it is
+/// a regular file of ours or root's with no other names (hard links).
+fn open_file(path: &Path, flags: OFlag) -> Result<Option<File>> {
+    let (dir, name) = open_dir(path)?;
+    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    let fd = match openat(&dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(nix::Error::ENOENT) => return Ok(None),
+        Err(nix::Error::ELOOP) => {
+            return Err(Error::Failed(format!("{} is a symbolic link; refusing to use it", path.display())))
+        }
+        Err(e) => return Err(Error::io(format!("open {}", path.display()), e.into())),
+    };
+    check_file(path, &fd)?;
+    Ok(Some(File::from(fd)))
+}
+
+fn check_file(path: &Path, fd: &impl AsFd) -> Result<()> {
+    let st = fstat(fd).map_err(|e| Error::io(format!("stat {}", path.display()), e.into()))?;
+    let regular = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG;
+    if !regular || st.st_nlink != 1 || !owned_by_us_or_root(st.st_uid) {
+        return Err(Error::Failed(format!(
+            "{}: must be a regular file with one name, owned by root or by us",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn look(path: &Path) -> Result<Orig> {
+    let Some(f) = open_file(path, OFlag::O_RDONLY)? else {
+        return Ok(Orig::Missing);
+    };
+    let mut v = Vec::new();
+    f.take(MAX_SIZE + 1).read_to_end(&mut v).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    if v.len() as u64 > MAX_SIZE {
+        return Err(Error::Failed(format!("{} is larger than 256 KiB", path.display())));
+    }
+    Ok(Orig::File(v))
+}
+
+/// Rewrites the file in place (its inode stays: see the module notes), or
+/// creates it 0644 for dnsmasq's account to read.
+fn write_servers(path: &Path, bytes: &[u8]) -> Result<()> {
+    let err = |e: io::Error| Error::io(format!("write {}", path.display()), e);
+    let f = match open_file(path, OFlag::O_WRONLY)? {
+        Some(f) => f,
+        None => {
+            let (dir, name) = open_dir(path)?;
+            let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let fd = openat(&dir, name, flags, Mode::from_bits_truncate(0o644)).map_err(|e| err(e.into()))?;
+            fchmod(&fd, Mode::from_bits_truncate(0o644)).map_err(|e| err(e.into()))?;
+            File::from(fd)
+        }
+    };
+    f.set_len(0).map_err(err)?;
+    (&f).write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+fn save_state(dir: &Path, path: &Path, orig: &Orig) -> Result<()> {
+    let (kind, bytes): (&str, &[u8]) = match orig {
+        Orig::File(b) => ("file", b),
+        Orig::Missing => ("missing", b""),
+    };
+    // A stale OURS must never match the file of this new backup.
+    let _ = fs::remove_file(dir.join(OURS));
+    write_private(&dir.join(ORIG), bytes)?;
+    write_private(&dir.join(META), format!("path {}\nkind {kind}\n", path.display()).as_bytes())
+}
+
+fn load_state(dir: &Path) -> Result<(PathBuf, Saved)> {
+    let read = |n: &str| fs::read(dir.join(n)).map_err(|e| Error::io(format!("read {}", dir.join(n).display()), e));
+    let meta = String::from_utf8(read(META)?).map_err(|_| Error::Failed(format!("{META} is not UTF-8")))?;
+    let get = |k: &str| {
+        meta.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(' ')))
+            .ok_or_else(|| Error::Failed(format!("{META} has no '{k}'")))
+    };
+    let orig = match get("kind")? {
+        "file" => Orig::File(read(ORIG)?),
+        "missing" => Orig::Missing,
+        k => return Err(Error::Failed(format!("{META}: unknown kind '{k}'"))),
+    };
+    let path = PathBuf::from(get("path")?);
+    if !path.is_absolute() {
+        return Err(Error::Failed(format!("{META}: the path is not absolute")));
+    }
+    Ok((path, Saved { orig, ours: fs::read(dir.join(OURS)).ok() }))
+}
+
+fn clear_state(dir: &Path) {
+    for n in [META, ORIG, OURS] {
+        let _ = fs::remove_file(dir.join(n));
+    }
+}
+
+// ---- finding and signalling dnsmasq ------------------------------------
+
+/// How many dnsmasq instances of this system read `servers` now.
+pub fn serving(servers: &Path) -> usize {
+    instances(servers).len()
+}
+
+/// SIGHUP to every dnsmasq that reads `servers`. None running is fine (it
+/// reads the file when it starts); one we may not signal is an error.
+fn reload(servers: &Path) -> Result<()> {
+    let found = instances(servers);
+    if found.is_empty() {
+        log::warn!("no running dnsmasq reads {}; it is used from dnsmasq's next start", servers.display());
+    }
+    for (pid, fd) in found {
+        sys_signal(&fd, libc::SIGHUP).map_err(|e| Error::io(format!("SIGHUP to dnsmasq (pid {pid})"), e))?;
+        log::info!("dnsmasq (pid {pid}) told to read {} again", servers.display());
+    }
+    Ok(())
+}
+
+fn sys_signal(fd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
+    crate::sys::pidfd_send_signal(fd, sig)
+}
+
+/// Every process of our PID namespace that is a dnsmasq of the system
+/// reading `servers`, with a pidfd for it.
+fn instances(servers: &Path) -> Vec<(u32, OwnedFd)> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let Some(servers) = servers.to_str() else {
+        return Vec::new();
+    };
+    let account = nix::unistd::User::from_name("dnsmasq").ok().flatten().map(|u| u.uid.as_raw());
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let proc_file = |n: &str| read_small(&Path::new("/proc").join(pid.to_string()).join(n), false);
+        if proc_file("comm").map_or(true, |c| c.trim_end() != "dnsmasq") {
+            continue;
+        }
+        // Taken before the checks: if the pid was reused by then, the
+        // checks read the process the pidfd names, or the final liveness
+        // test fails.
+        let Ok(fd) = crate::sys::pidfd_open(pid) else {
+            continue;
+        };
+        let uids = proc_file("status").map(|s| status_uids(&s)).unwrap_or_default();
+        if uids.is_empty() || !uids.iter().all(|u| *u == 0 || Some(*u) == account) {
+            log::info!(
+                "pid {pid} is named dnsmasq but runs as uid {uids:?}, neither root nor dnsmasq's account: ignored"
+            );
+            continue;
+        }
+        let Some(cmdline) = proc_file("cmdline") else {
+            continue;
+        };
+        let args: Vec<&str> = cmdline.split('\0').filter(|a| !a.is_empty()).collect();
+        if !reads_servers_file(&args, servers, |p| read_small(Path::new(p), true), list_dir) {
+            log::debug!("dnsmasq (pid {pid}) does not read {servers}");
+            continue;
+        }
+        if sys_signal(&fd, 0).is_ok() {
+            out.push((pid, fd));
+        }
+    }
+    out
+}
+
+/// Real, effective and saved uid from /proc/PID/status.
+fn status_uids(status: &str) -> Vec<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap_or("");
+    line.split_whitespace().take(3).filter_map(|u| u.parse().ok()).collect()
+}
+
+/// A text file of at most 1 MiB (configuration may be a link; /proc files
+/// are not).
+fn read_small(path: &Path, follow: bool) -> Option<String> {
+    let flags = if follow { 0 } else { libc::O_NOFOLLOW };
+    let f =
+        std::os::unix::fs::OpenOptionsExt::custom_flags(fs::OpenOptions::new().read(true), flags).open(path).ok()?;
+    let mut v = Vec::new();
+    f.take(1 << 20).read_to_end(&mut v).ok()?;
+    Some(String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Whether a dnsmasq command line reads `servers`: `--servers-file` on the
+/// command line, or `servers-file=` in its configuration: the main file
+/// (`-C`, else /etc/dnsmasq.conf; OpenWrt writes the line there), and one
+/// level of `conf-file=` and `conf-dir=` below it or on the command line
+/// (Debian passes /etc/dnsmasq.d with `-7`). At most 64 files are read.
+fn reads_servers_file(
+    args: &[&str],
+    servers: &str,
+    read: impl Fn(&str) -> Option<String>,
+    list: impl Fn(&str) -> Vec<String>,
+) -> bool {
+    let mut main = Some(DEFAULT_CONF.to_string());
+    let mut dirs: Vec<String> = Vec::new();
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i];
+        let attached = ["-C", "-7"].into_iter().find(|o| a.starts_with(o) && a.len() > 2);
+        let (opt, val, used_next) = match (a.split_once('='), attached) {
+            (Some((o, v)), _) if o.starts_with("--") => (o, Some(v), false),
+            (_, Some(o)) => (o, Some(&a[2..]), false),
+            _ => (a, args.get(i + 1).copied(), true),
+        };
+        let takes_value = matches!(opt, "--servers-file" | "-C" | "--conf-file" | "-7" | "--conf-dir");
+        match opt {
+            "--servers-file" if val == Some(servers) => return true,
+            "-C" | "--conf-file" => main = val.filter(|v| *v != "-").map(String::from),
+            "-7" | "--conf-dir" => dirs.extend(val.map(String::from)),
+            _ => {}
+        }
+        i += if used_next && takes_value { 2 } else { 1 };
+    }
+    let names =
+        |text: &str| text.lines().filter_map(|l| l.trim().strip_prefix("servers-file=")).any(|v| v.trim() == servers);
+    let mut files: Vec<String> = Vec::new();
+    if let Some(text) = main.and_then(|m| read(&m)) {
+        if names(&text) {
+            return true;
+        }
+        for l in text.lines().map(str::trim) {
+            if let Some(f) = l.strip_prefix("conf-file=") {
+                files.push(f.trim().to_string());
+            } else if let Some(d) = l.strip_prefix("conf-dir=") {
+                dirs.push(d.trim().to_string());
+            }
+        }
+    }
+    for d in &dirs {
+        files.extend(conf_dir_files(d, &list));
+    }
+    files.iter().take(64).any(|f| read(f).is_some_and(|t| names(&t)))
+}
+
+/// The files `conf-dir=DIR[,*.ext|,.ext]...` makes dnsmasq read: not
+/// hidden, not editor backups, matching one `*.ext` if any is given, and
+/// none of the plain `.ext` exclusions.
+fn conf_dir_files(spec: &str, list: impl Fn(&str) -> Vec<String>) -> Vec<String> {
+    let mut parts = spec.split(',');
+    let dir = parts.next().unwrap_or("").trim_end_matches('/');
+    let (with, without): (Vec<&str>, Vec<&str>) = parts.filter(|p| !p.is_empty()).partition(|p| p.starts_with('*'));
+    let mut names: Vec<String> = list(dir)
+        .into_iter()
+        .filter(|n| !(n.starts_with('.') || n.ends_with('~') || (n.starts_with('#') && n.ends_with('#'))))
+        .filter(|n| with.is_empty() || with.iter().any(|w| n.ends_with(&w[1..])))
+        .filter(|n| !without.iter().any(|w| n.ends_with(w)))
+        .collect();
+    names.sort();
+    names.into_iter().map(|n| format!("{dir}/{n}")).collect()
+}
+
+fn list_dir(dir: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries.flatten().filter_map(|e| e.file_name().into_string().ok()).take(256).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::test_session;
+
+    #[test]
+    fn generate_split_and_global_lines_newest_first_then_the_original() {
+        let mut split = test_session("/a", 1, 1, &["10.8.0.1", "fd00::53"], &["corp.example", "lab.example"]);
+        split.scope = DnsScope::Tunnel;
+        let global = test_session("/b", 2, 2, &["10.9.0.1", "10.8.0.1"], &["b.example"]);
+        let text = String::from_utf8(generate(&[global, split], b"server=/lan/192.0.2.1\n")).unwrap();
+        let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            body,
+            [
+                "server=/b.example/10.9.0.1",
+                "server=/b.example/10.8.0.1",
+                "server=10.9.0.1",
+                "server=10.8.0.1",
+                "server=/corp.example/10.8.0.1",
+                "server=/corp.example/fd00::53",
+                "server=/lab.example/10.8.0.1",
+                "server=/lab.example/fd00::53",
+                "server=/lan/192.0.2.1",
+            ]
+        );
+        assert!(text.starts_with("# Generated by ovpn-netcfgd: DNS of the VPN sessions on tun2 tun1"));
+    }
+
+    #[test]
+    fn command_line_and_conf_files_are_understood() {
+        let files = |list: &'static [(&'static str, &'static str)]| {
+            move |p: &str| list.iter().find(|(n, _)| *n == p).map(|(_, t)| t.to_string())
+        };
+        const LINE: &str = "# x\nport=53\n  servers-file=/run/s  \n";
+        let no_dirs = |_: &str| Vec::new();
+        let none = |_: &str| None;
+        let r = |args: &[&str], read: &dyn Fn(&str) -> Option<String>| {
+            reads_servers_file(args, "/run/s", read, |d: &str| {
+                if d == "/etc/dnsmasq.d" {
+                    vec!["a.conf".into(), "b.conf.dpkg-old".into(), ".hidden".into(), "vpn.conf".into()]
+                } else {
+                    Vec::new()
+                }
+            })
+        };
+        assert!(reads_servers_file(&["dnsmasq", "-k", "--servers-file=/run/s"], "/run/s", none, no_dirs));
+        assert!(reads_servers_file(&["dnsmasq", "--servers-file", "/run/s"], "/run/s", none, no_dirs));
+        assert!(!reads_servers_file(&["dnsmasq", "--servers-file=/run/s2"], "/run/s", none, no_dirs));
+        // A prefix of our path is not our path.
+        assert!(!reads_servers_file(&["dnsmasq", "--servers-file=/run/s"], "/run/s.x", none, no_dirs));
+        // OpenWrt: the line is in the generated main file.
+        let owrt = ["/usr/sbin/dnsmasq", "-C", "/var/etc/dnsmasq.conf.cfg01411c", "-k", "-x", "/var/run/x.pid"];
+        assert!(r(&owrt, &files(&[("/var/etc/dnsmasq.conf.cfg01411c", "servers-file=/run/s\n")])));
+        assert!(r(&["dnsmasq", "-C/etc/d.conf"], &files(&[("/etc/d.conf", "servers-file=/run/s")])));
+        assert!(r(&["dnsmasq", "--conf-file=/etc/d.conf"], &files(&[("/etc/d.conf", LINE)])));
+        // Without -C dnsmasq reads its default file; with -C only that one.
+        assert!(r(&["dnsmasq"], &files(&[(DEFAULT_CONF, LINE)])));
+        assert!(!r(&["dnsmasq", "-C", "/other"], &files(&[(DEFAULT_CONF, LINE)])));
+        // One level of includes: conf-file= and conf-dir= (with filters),
+        // from the main file or the command line (Debian's -7).
+        let inc = files(&[(DEFAULT_CONF, "conf-file=/etc/extra.conf\n"), ("/etc/extra.conf", LINE)]);
+        assert!(r(&["dnsmasq"], &inc));
+        let debian = ["dnsmasq", "-x", "/run/dnsmasq/dnsmasq.pid", "-7", "/etc/dnsmasq.d,.dpkg-dist,.dpkg-old"];
+        assert!(r(&debian, &files(&[("/etc/dnsmasq.d/vpn.conf", LINE)])));
+        assert!(!r(&debian, &files(&[("/etc/dnsmasq.d/b.conf.dpkg-old", LINE)])), "excluded by suffix");
+        assert!(!r(&debian, &files(&[("/etc/dnsmasq.d/.hidden", LINE)])), "hidden files are skipped");
+        let only_conf = files(&[(DEFAULT_CONF, "conf-dir=/etc/dnsmasq.d/,*.conf"), ("/etc/dnsmasq.d/vpn.conf", LINE)]);
+        assert!(r(&["dnsmasq"], &only_conf));
+        assert!(!r(
+            &["dnsmasq"],
+            &files(&[(DEFAULT_CONF, "conf-dir=/etc/dnsmasq.d,*.x"), ("/etc/dnsmasq.d/vpn.conf", LINE)])
+        ));
+        // Not deeper than one level.
+        let deep = files(&[(DEFAULT_CONF, "conf-file=/a"), ("/a", "conf-file=/b"), ("/b", LINE)]);
+        assert!(!r(&["dnsmasq"], &deep));
+    }
+
+    #[test]
+    fn status_uids_reads_real_effective_saved() {
+        assert_eq!(status_uids("Name:\tdnsmasq\nUid:\t999\t999\t0\t999\nGid:\t1\n"), vec![999, 999, 0]);
+        assert!(status_uids("Name:\tx\n").is_empty());
+    }
+
+    #[test]
+    fn file_checks_refuse_links_shared_dirs_and_hard_links() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("ovpn-netcfgd-dnsmasq-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        let (target, servers) = (root.join("target"), root.join("servers"));
+        fs::write(&target, b"keep\n").unwrap();
+        std::os::unix::fs::symlink(&target, &servers).unwrap();
+        let e = write_servers(&servers, b"x").unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(fs::read(&target).unwrap(), b"keep\n");
+        fs::remove_file(&servers).unwrap();
+        fs::hard_link(&target, &servers).unwrap();
+        assert!(write_servers(&servers, b"x").unwrap_err().to_string().contains("one name"));
+        fs::remove_file(&servers).unwrap();
+        // Created 0644, rewritten in place (same inode).
+        write_servers(&servers, b"one\n").unwrap();
+        let ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&servers).unwrap());
+        write_servers(&servers, b"two\n").unwrap();
+        let m = fs::metadata(&servers).unwrap();
+        assert_eq!((std::os::unix::fs::MetadataExt::ino(&m), m.permissions().mode() & 0o777), (ino, 0o644));
+        assert_eq!(fs::read(&servers).unwrap(), b"two\n");
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(write_servers(&servers, b"x").unwrap_err().to_string().contains("writable by its owner only"));
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn set_restore_and_recover_on_a_temp_dir() {
+        let root = std::env::temp_dir().join(format!("ovpn-netcfgd-dnsmasq-unit2-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let servers = root.join("servers");
+        let state = root.join("state");
+        let orig = b"server=/lan/192.0.2.1\n".to_vec();
+        fs::write(&servers, &orig).unwrap();
+        let s = test_session("/a", 1, 1, &["10.8.0.1"], &["corp.example"]);
+        let mut d = Dnsmasq::new(&servers, &state);
+        d.set(std::slice::from_ref(&s)).unwrap();
+        let text = fs::read_to_string(&servers).unwrap();
+        assert!(text.contains("server=/corp.example/10.8.0.1\nserver=10.8.0.1\nserver=/lan/192.0.2.1\n"), "{text}");
+        d.set(&[]).unwrap();
+        assert_eq!(fs::read(&servers).unwrap(), orig);
+        assert!(!state.join(META).exists());
+        // Killed: the next start restores.
+        let mut d = Dnsmasq::new(&servers, &state);
+        d.set(std::slice::from_ref(&s)).unwrap();
+        drop(d);
+        recover(&state);
+        assert_eq!(fs::read(&servers).unwrap(), orig);
+        // Another program rewrote it meanwhile: its version is kept.
+        let mut d = Dnsmasq::new(&servers, &state);
+        d.set(std::slice::from_ref(&s)).unwrap();
+        fs::write(&servers, b"server=/other/192.0.2.9\n").unwrap();
+        d.set(&[]).unwrap();
+        assert_eq!(fs::read(&servers).unwrap(), b"server=/other/192.0.2.9\n");
+        assert!(!state.join(META).exists());
+        fs::write(&servers, &orig).unwrap();
+        // Missing before: missing after.
+        fs::remove_file(&servers).unwrap();
+        let mut d = Dnsmasq::new(&servers, &state);
+        d.set(std::slice::from_ref(&s)).unwrap();
+        assert!(servers.exists());
+        d.set(&[]).unwrap();
+        assert!(!servers.exists());
+        let _ = fs::remove_dir_all(&root);
+    }
+}
