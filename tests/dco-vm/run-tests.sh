@@ -9,8 +9,9 @@
 #      turns a skip into a failure, so the run cannot pass without exercising the module.
 #
 # Exit status: the tests' own; 124 when the guest hung or the tests ran past DCO_TEST_TIMEOUT.
+#   4. runs the real client end to end with DCO on (e2e.sh; one more boot).
 # Knobs: DCO_TEST_TIMEOUT (s per boot, default 600), DCO_TEST_FAMILIES (default
-# "ovpn-dco-v2 ovpn"), CARGO, and run-in-vm.sh's DCO_VM_* variables.
+# "ovpn-dco-v2 ovpn"), DCO_TEST_E2E=0 (no e2e), CARGO, and run-in-vm.sh's DCO_VM_* variables.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/../.."
 CARGO=${CARGO:-cargo}
@@ -50,5 +51,17 @@ for fam in ${DCO_TEST_FAMILIES:-ovpn-dco-v2 ovpn}; do
 	say "$fam: $summary ($(( $(date +%s) - t1 )) s)"
 	[ "$frc" = 0 ] || rc=$frc
 done
+# The real client (openvpn3 27.1, DCO on) end to end in the ovpn-dco-v2 guest (e2e.sh):
+# one more boot. DCO_TEST_E2E=0 leaves it out.
+if [ "${DCO_TEST_E2E:-1}" != 0 ]; then
+	t1=$(date +%s)
+	say "e2e: the real client with DCO on, in the ovpn-dco-v2 guest"
+	set +e
+	bash tests/dco-vm/e2e.sh "$(dirname "$bin")/../ovpn-netcfgd" 2>&1 | tee "$log"
+	frc=${PIPESTATUS[0]}
+	set -e
+	say "e2e: $(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || echo "no summary") ($(( $(date +%s) - t1 )) s)"
+	[ "$frc" = 0 ] || { say "e2e: FAILED: exit status $frc"; rc=$frc; }
+fi
 say "wall time $(( $(date +%s) - t0 )) s"
 exit "$rc"
