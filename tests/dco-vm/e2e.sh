@@ -7,7 +7,7 @@
 # The guest's userland is the Debian root of tests/rigs/o3root (openvpn3-client 27.1,
 # openvpn 2.7), shared over 9p and entered through a throwaway overlay (e2e.sh --guest, as
 # the guest's command); e2e-inside.sh runs there. Exit status: e2e-inside.sh's; 124 on a
-# timeout (DCO_E2E_TIMEOUT, default 600 s).
+# timeout (DCO_E2E_TIMEOUT, default 900 s).
 set -euo pipefail
 HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 TOP=$(cd "$HERE/../.." && pwd)
@@ -49,4 +49,4 @@ ROOT=$(readlink -f "${O3_ROOT:-/var/tmp/ovpn-netcfgd-o3root}")
 export E2E_OUT=${E2E_OUT:-$TOP/target/dco-e2e}
 rm -rf "$E2E_OUT"; mkdir -p "$E2E_OUT"
 DCO_VM_FAMILY=ovpn-dco-v2 DCO_VM_SHARE="$ROOT:$(dirname "$BIN")" DCO_VM_ENV="E2E_OUT" DCO_VM_MEM=1536 \
-	DCO_VM_TIMEOUT=${DCO_E2E_TIMEOUT:-600} "$HERE/run-in-vm.sh" "$HERE/e2e.sh" --guest "$ROOT" "$BIN"
+	DCO_VM_TIMEOUT=${DCO_E2E_TIMEOUT:-900} "$HERE/run-in-vm.sh" "$HERE/e2e.sh" --guest "$ROOT" "$BIN"
