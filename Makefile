@@ -71,7 +71,9 @@ test-e2e:
 	$(CARGO) build --locked
 	bash tests/e2e/real-client.sh target/debug/ovpn-netcfgd
 
-# DCO tests boot a qemu guest with the ovpn-dco-v2 module (set up once, cached).
+# DCO tests boot qemu guests (set up once, cached): tests/dco.rs on Debian's
+# 6.12 with ovpn-dco-v2 and on trixie-backports' 7.x with the upstream ovpn
+# module, then the real client with DCO on through the daemon (e2e.sh).
 test-dco:
 	@if [ -x tests/dco-vm/run-tests.sh ]; then bash tests/dco-vm/run-tests.sh; \
 	else echo "SKIP: DCO VM tests not present"; fi

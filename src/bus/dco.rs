@@ -1,6 +1,6 @@
 //! Data channel offload on the bus: DcoAvailable, EnableDCO, the
 //! `<device path>/dco` object (NewPeer, NewKey, SwapKeys, SetPeer,
-//! GetPipeFD), the kernel's notifications and the cleanup of peers.
+//! GetPeer, GetPipeFD), the kernel's notifications and the cleanup of peers.
 //!
 //! Unlike the reference, every kernel command waits for its ack, so a
 //! refusal comes back as the D-Bus error of the call (errno + extack). It
@@ -124,17 +124,27 @@ impl Daemon {
     /// it. Either refusal is the call's error and is also written to the
     /// pipe, where the reference reports the kernel's (§7.5).
     fn dco_send(&mut self, path: &str, req: &Request<'_>, what: &str) -> Result<()> {
+        self.dco_kernel_call(path, req, |k, ifindex| k.request(ifindex, req, &format!("{what} on ifindex {ifindex}")))
+    }
+
+    /// Runs `f` (one kernel command for `req`) unless `req` names a peer
+    /// the device does not hold; a refusal or failure also goes to the pipe.
+    fn dco_kernel_call<T>(
+        &mut self,
+        path: &str,
+        req: &Request<'_>,
+        f: impl FnOnce(&mut DcoKernel, u32) -> Result<T>,
+    ) -> Result<T> {
         let x = self.devices.get(path).and_then(|d| d.dco.as_ref());
         let ifindex = x.map(|x| x.ifindex).unwrap_or(0);
         let unknown = match (req.existing_peer(), x) {
             (Some(p), Some(x)) if !x.peers.contains_key(&p.get()) => Some(unknown_peer(req, p, &x.name)),
             _ => None,
         };
-        let what = format!("{what} on ifindex {ifindex}");
         let k = self.dco.as_mut().ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
         let r = match unknown {
             Some(e) => Err(e),
-            None => k.request(ifindex, req, &what),
+            None => f(k, ifindex),
         };
         if let Err(e) = &r {
             log::warn!("{path}: DCO {e}");
@@ -145,6 +155,16 @@ impl Daemon {
         r
     }
 
+    /// GET_PEER for a peer the device holds; a peer the kernel no longer
+    /// has is refused like an unknown one.
+    fn dco_get_peer(&mut self, path: &str, peer: PeerId) -> Result<dco::PeerInfo> {
+        self.dco_kernel_call(path, &Request::PeerGet(peer), |k, ifindex| {
+            k.get_peer(ifindex, peer)?.ok_or_else(|| {
+                Error::arg("peer_id", format!("the kernel has no peer {} on ifindex {ifindex}", peer.get()))
+            })
+        })
+    }
+
     pub(crate) fn dco_call(&mut self, m: &Message, path: &str, member: &str) -> Result<Message> {
         let sig: &[&str] = match member {
             // GLib clients attach the fd without an 'h' in the body.
@@ -152,6 +172,7 @@ impl Daemon {
             "NewKey" => &["us"],
             "SwapKeys" => &["u"],
             "SetPeer" => &["uuu"],
+            "GetPeer" => &["u"],
             "GetPipeFD" => &[""],
             _ => return Err(Error::NotFound(String::new())),
         };
@@ -220,6 +241,16 @@ impl Daemon {
                 let keepalive = Keepalive { interval, timeout };
                 self.dco_send(path, &Request::PeerSet { peer, keepalive }, &format!("SET_PEER {id}"))?;
                 log::info!("{path}: DCO peer {id} keepalive {interval} s / {timeout} s");
+            }
+            "GetPeer" => {
+                // The answer goes to the pipe (as the packaged netcfg
+                // does it); the client reads the counters from there.
+                let id: u32 = m.read1().map_err(bad("peer_id"))?;
+                let peer = PeerId::new(id).map_err(arg_err)?;
+                let info = self.dco_get_peer(path, peer)?;
+                let x = self.devices.get_mut(path).and_then(|d| d.dco.as_mut()).expect("checked above");
+                x.pipe.push(pipe::peer_info(family, &info).to_vec());
+                log::debug!("{path}: DCO peer {id} read for the client");
             }
             "GetPipeFD" => {
                 let x = self.devices.get_mut(path).and_then(|d| d.dco.as_mut()).expect("checked above");

@@ -30,7 +30,7 @@ impl Daemon {
             "AddNetworks" => &["a(suibb)"],
             "AddDNS" | "AddDNSSearch" => &["as"],
             "SetDNSSEC" | "SetDNSTransport" | "EnableDCO" => &["s"],
-            "Establish" | "Disable" | "Destroy" => &[""],
+            "Establish" | "Disable" | "ClearConfig" | "Destroy" => &[""],
             _ => return Err(Error::NotFound(String::new())),
         };
         expect_sig(m, sig)?;
@@ -124,15 +124,20 @@ impl Daemon {
                     None => m.method_return(),
                 });
             }
-            "Disable" => {
+            "Disable" | "ClearConfig" => {
+                // ClearConfig, as the packaged netcfg answers it: the
+                // addresses and routes go, queued and applied (the link
+                // stays, down); DNS settings and properties stay.
                 let events = d.teardown(&mut self.kernel, false);
                 // The client supplies its settings again before the next Establish.
                 d.settings.addrs.clear();
                 d.settings.networks.clear();
-                d.settings.dns_servers.clear();
-                d.settings.dns_search.clear();
+                if member == "Disable" {
+                    d.settings.dns_servers.clear();
+                    d.settings.dns_search.clear();
+                }
                 let name = d.name.clone();
-                log::info!("{path}: disabled");
+                log::info!("{path}: {}", if member == "Disable" { "disabled" } else { "configuration cleared" });
                 self.emit_notices(path, &name, events);
                 self.dns_sync();
                 return Ok(m.method_return());

@@ -41,6 +41,7 @@ const MANAGER: &str = r#"    <method name="CreateVirtualInterface"><arg type="s"
 const DEVICE: &str = r#"    <method name="AddIPAddress"><arg type="s" name="ip_address" direction="in"/><arg type="u" name="prefix_size" direction="in"/><arg type="s" name="gateway" direction="in"/><arg type="b" name="ipv6" direction="in"/></method>
     <method name="SetRemoteAddress"><arg type="s" name="ip_address" direction="in"/><arg type="b" name="ipv6" direction="in"/></method>
     <method name="AddNetworks"><arg type="a(suibb)" name="networks" direction="in"/></method>
+    <method name="ClearConfig"/>
     <method name="AddDNS"><arg type="as" name="server_list" direction="in"/></method>
     <method name="AddDNSSearch"><arg type="as" name="domains" direction="in"/></method>
     <method name="SetDNSSEC"><arg type="s" name="mode" direction="in"/></method>
@@ -72,6 +73,7 @@ const DCO: &str = r#"    <method name="NewPeer"><arg type="u" name="peer_id" dir
     <method name="NewKey"><arg type="u" name="key_slot" direction="in"/><arg type="s" name="key_config" direction="in"/></method>
     <method name="SwapKeys"><arg type="u" name="peer_id" direction="in"/></method>
     <method name="SetPeer"><arg type="u" name="peer_id" direction="in"/><arg type="u" name="keepalive_interval" direction="in"/><arg type="u" name="keepalive_timeout" direction="in"/></method>
+    <method name="GetPeer"><arg type="u" name="peer_id" direction="in"/></method>
 "#;
 
 pub enum Node<'a> {
@@ -141,5 +143,8 @@ mod tests {
         assert!(x.contains("<method name=\"Establish\"><arg type=\"h\""));
         assert!(x.contains("<node name=\"dco\"/>"));
         assert_eq!(x.matches("<property").count(), 16);
+        // Both methods the real client (27.1) calls besides the documented ones.
+        assert!(x.contains("<method name=\"ClearConfig\"/>"));
+        assert!(xml(Node::Dco).contains("<method name=\"GetPeer\"><arg type=\"u\" name=\"peer_id\""));
     }
 }

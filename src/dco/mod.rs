@@ -94,6 +94,15 @@ impl Family {
             Family::OvpnDcoV2 => ovpn_dco_v2::OVPN_CMD_DEL_PEER,
         }
     }
+
+    /// Returns the command number that opens a peer-info pipe record (the
+    /// answer to GetPeer): PEER_GET = 3 upstream, GET_PEER = 7 in v2.
+    pub fn peer_get_cmd(self) -> u8 {
+        match self {
+            Family::Ovpn => ovpn::OVPN_CMD_PEER_GET,
+            Family::OvpnDcoV2 => ovpn_dco_v2::OVPN_CMD_GET_PEER,
+        }
+    }
 }
 
 impl fmt::Display for Family {

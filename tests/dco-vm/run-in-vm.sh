@@ -1,6 +1,7 @@
 #!/bin/bash
 # tests/dco-vm/run-in-vm.sh - run one command inside a throw-away qemu guest that runs Debian's
-# 6.12 kernel with ovpn-dco-v2 (+ tun, udp_tunnel, AEAD crypto) loaded. Prepare with setup.sh.
+# 6.12 kernel with ovpn-dco-v2 (or, with DCO_VM_FAMILY=ovpn, trixie-backports' kernel with the
+# upstream ovpn module) plus tun, udp_tunnel and AEAD crypto loaded. Prepare with setup.sh.
 #
 # usage: run-in-vm.sh [-v] CMD [ARGS...]
 #        run-in-vm.sh [-v] 'shell command line'   (one argument with blanks: run by /bin/sh -c)
@@ -33,6 +34,8 @@
 #   DCO_VM_KEEP=1            keep the per-run directory (console.log, dmesg, qemu.log)
 #   DCO_VM_TIME=1            print the wall time to stderr
 #   DCO_VM_CACHE             where setup.sh put everything (/var/tmp/ovpn-netcfgd-dco-vm)
+#   DCO_VM_FAMILY=ovpn       boot the trixie-backports kernel with the upstream ovpn module
+#                            instead of 6.12 with ovpn-dco-v2 (passed into the guest)
 # -v: kernel log at loglevel 7 with boot timings, printed to stderr after the run.
 # Exit status: the command's; 124 timeout / boot hang; 125 the guest died or never reported;
 # 2 usage or setup missing.
@@ -51,14 +54,22 @@ if [ $# -lt 1 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
 	exit 2
 fi
 
-KVER=$(cat "$CACHE/kver" 2>/dev/null) || KVER=
-KDIR=$CACHE/$KVER
+# the guest kernel: Debian's 6.12 with ovpn-dco-v2 (setup.sh), or trixie-backports' with the
+# upstream ovpn module (setup-ovpn.sh, its cache under ovpn/)
+export DCO_VM_FAMILY=${DCO_VM_FAMILY:-ovpn-dco-v2}
+case "$DCO_VM_FAMILY" in
+	ovpn-dco-v2) KCACHE=$CACHE stamp_files=("$HERE/setup.sh" "$HERE/lib.sh" "$HERE"/patches/*.patch) ;;
+	ovpn) KCACHE=$CACHE/ovpn stamp_files=("$HERE/setup-ovpn.sh" "$HERE/lib.sh") ;;
+	*) warn "DCO_VM_FAMILY must be ovpn-dco-v2 or ovpn, got '$DCO_VM_FAMILY'"; exit 2 ;;
+esac
+KVER=$(cat "$KCACHE/kver" 2>/dev/null) || KVER=
+KDIR=$KCACHE/$KVER
 if [ -z "$KVER" ] || [ ! -f "$KDIR/ready" ] || [ ! -f "$KDIR/initramfs.cpio" ] || [ ! -e "$KDIR/vmlinuz" ]; then
-	warn "the rig is not set up (cache $CACHE): run $HERE/setup.sh first"
+	warn "the rig is not set up (cache $KCACHE): run $HERE/setup.sh first"
 	exit 2
 fi
 QEMU=$(command -v qemu-system-x86_64) || { warn "qemu-system-x86_64 missing: run $HERE/setup.sh"; exit 2; }
-stamp=$( { cat "$HERE/setup.sh" "$HERE"/patches/*.patch; echo "cache=$CACHE"
+stamp=$( { cat "${stamp_files[@]}"; echo "cache=$KCACHE"
 	   dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || true; } | sha256sum | cut -c1-16)
 [ "$(cat "$KDIR/ready")" = "$stamp" ] || warn "warning: setup.sh or patches changed since the last setup: run $HERE/setup.sh"
 
@@ -128,7 +139,7 @@ virtfs+=(-fsdev "local,id=ctl,path=$(esc "$CTL"),security_model=none"
 	-device "virtio-9p-pci,fsdev=ctl,mount_tag=dcovm.ctl")
 share usr /usr ro
 share etc /etc ro
-share kmod "$KDIR/root/lib/modules" ro
+share kmod "$(cat "$KDIR/moddir" 2>/dev/null || echo "$KDIR/root/lib/modules")" ro
 for s in "${rw_shares[@]}"; do share rw "$s"; done
 cp "$HERE/guest-init.sh" "$CTL/guest-init.sh"
 
@@ -145,7 +156,7 @@ cp "$HERE/guest-init.sh" "$CTL/guest-init.sh"
 } > "$CTL/cmd"
 pass="RUST_LOG RUST_BACKTRACE RUST_LIB_BACKTRACE RUST_TEST_THREADS RUST_MIN_STACK
       CARGO_MANIFEST_DIR CARGO_MANIFEST_PATH CARGO_PKG_NAME CARGO_PKG_VERSION CARGO_CRATE_NAME
-      CARGO_BIN_NAME CARGO_TARGET_TMPDIR ${DCO_VM_ENV:-}"
+      CARGO_BIN_NAME CARGO_TARGET_TMPDIR DCO_VM_FAMILY ${DCO_VM_ENV:-}"
 : > "$CTL/env"
 for v in ${pass//[,:]/ }; do
 	[[ "$v" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || { warn "warning: DCO_VM_ENV: bad name '$v'"; continue; }

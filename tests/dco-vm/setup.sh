@@ -33,6 +33,8 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 
 say() { printf '[dco-vm setup %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
+# shellcheck source=tests/dco-vm/lib.sh
+. "$HERE/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "must run as root (installs packages with apt-get)"
 mkdir -p "$CACHE/debs"
@@ -50,7 +52,7 @@ BOOT_MODULES="9pnet_virtio 9p overlay tun udp_tunnel ip6_udp_tunnel
 
 # What a complete build depends on: this script, the patches, busybox, the cache path.
 make_stamp() {
-	{ cat "$0" "$HERE"/patches/*.patch; echo "cache=$CACHE"
+	{ cat "$0" "$HERE/lib.sh" "$HERE"/patches/*.patch; echo "cache=$CACHE"
 	  dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || true; } | sha256sum | cut -c1-16
 }
 stamp=$(make_stamp)
@@ -69,7 +71,7 @@ if [ -z "$FORCE" ] && [ -n "$KVER" ] && [ "$(cat "$CACHE/$KVER/ready" 2>/dev/nul
 	&& [ -f "$CACHE/accel" ] && [ -z "$(missing_pkgs)" ]; then
 	[ "$(cat "$CACHE/kver")" = "$KVER" ] || echo "$KVER" > "$CACHE/kver"
 	say "up to date: kernel $KVER, accel $(cat "$CACHE/accel"), cache $CACHE"
-	exit 0
+	exec bash "$HERE/setup-ovpn.sh"   # the second guest kernel (upstream ovpn)
 fi
 
 APT_UPDATED=
@@ -209,93 +211,15 @@ cmp -s "$KO" "$MODDIR/updates/ovpn-dco-v2.ko" || { cp "$KO" "$MODDIR/updates/ovp
 [ -f "$MODDIR/modules.dep" ] || depmod -b "$ROOT" "$KVER"
 say "module: ovpn-dco-v2 $(modinfo -F version "$KO"), vermagic $(modinfo -F vermagic "$KO" | cut -d' ' -f1)"
 
-# ---- 6. initramfs --------------------------------------------------------------------------
+# ---- 6. initramfs and the uncompressed vmlinux for a PVH boot (lib.sh) ----------------------
 IMG=$KDIR/initramfs.cpio
 if [ ! -f "$IMG" ] || [ "$(cat "$KDIR/ready" 2>/dev/null)" != "$stamp" ]; then
 	say "building the initramfs"
-	T=$KDIR/initramfs.d
-	rm -rf "$T"
-	mkdir -p "$T"/{rig/bin,rig/modules,rig/ctl,rig/kmod,rig/etc-lower,rig/etc-rw,usr,etc,proc,sys,dev,tmp,run,root,home,mnt,opt,srv,var/lib,var/log,var/cache}
-	chmod 1777 "$T/tmp"
-	# merged-/usr symlinks (/bin, /lib, /lib64, ...) exactly as on the host; the host's
-	# /usr is mounted over 9p at boot
-	for l in /bin /sbin /lib /lib32 /lib64 /libx32; do
-		[ -L "$l" ] && ln -s "$(readlink "$l")" "$T$l"
-	done
-	ln -s ../tmp "$T/var/tmp"; ln -s ../run "$T/var/run"; ln -s ../run/lock "$T/var/lock"
-	cp "$busybox_bin" "$T/rig/busybox"
-	for a in $("$busybox_bin" --list); do ln -s ../busybox "$T/rig/bin/$a"; done
-	# modules in load order; decompressed and stripped of debug info, BTF and the signature:
-	# under TCG that makes loading ~3x faster (cost: one "module verification failed" taint)
-	: > "$T/rig/modules/order"
-	for m in $BOOT_MODULES; do
-		modprobe -d "$ROOT" -S "$KVER" --show-depends "$m" 2>/dev/null | grep -q . \
-			|| die "module $m not found for $KVER"
-		modprobe -d "$ROOT" -S "$KVER" --show-depends "$m" | awk '$1 == "insmod" { print $2 }' |
-		while read -r path; do
-			base=${path##*/}; base=${base%.xz}; base=${base%.zst}; base=${base%.gz}
-			grep -qxF "$base" "$T/rig/modules/order" && continue
-			case "$path" in
-				*.xz) xz -dc "$path" > "$T/rig/modules/$base" ;;
-				*.zst) zstd -qdc "$path" > "$T/rig/modules/$base" ;;
-				*.gz) gzip -dc "$path" > "$T/rig/modules/$base" ;;
-				*) cp "$path" "$T/rig/modules/$base" ;;
-			esac
-			strip --strip-debug -R .BTF -R .BTF.base "$T/rig/modules/$base"
-			echo "$base" >> "$T/rig/modules/order"
-		done
-	done
-	echo dco-vm > "$T/etc/hostname"
-	# stage 1 /init: load the modules, mount the per-run control share, hand over to the
-	# guest-init.sh that run-in-vm.sh put there (so editing guest-init.sh needs no setup run)
-	cat > "$T/init" <<'EOF'
-#!/rig/busybox sh
-export PATH=/rig/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-while read -r m; do
-	insmod "/rig/modules/$m" 2>/dev/null || echo "dco-vm init: insmod $m failed" > /dev/console
-done < /rig/modules/order
-if mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 dcovm.ctl /rig/ctl \
-	&& [ -f /rig/ctl/guest-init.sh ]; then
-	exec /rig/busybox sh /rig/ctl/guest-init.sh
-fi
-echo "dco-vm init: control share missing" > /dev/console
-poweroff -f
-EOF
-	chmod 0755 "$T/init"
-	(cd "$T" && find . -mindepth 1 -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner 0:0 --quiet) > "$IMG.tmp"
-	mv -f "$IMG.tmp" "$IMG"
-	rm -rf "$T"
+	# shellcheck disable=SC2086
+	mk_initramfs "$IMG" "$ROOT" "$KVER" "$busybox_bin" $BOOT_MODULES
 fi
 ln -sfn "root/boot/vmlinuz-$KVER" "$KDIR/vmlinuz"
-
-# ---- 6b. uncompressed vmlinux for a PVH boot ---------------------------------------------------
-# qemu starts an ELF vmlinux with a PVH note directly: no real-mode setup and no in-guest
-# decompression, which under TCG saves ~1.5-2 s per boot. The payload of the bzImage is found
-# through its boot header (setup_sects at 0x1f1, payload_offset/_length at 0x248/0x24c; the
-# last 4 bytes are the appended uncompressed size). run-in-vm.sh falls back to vmlinuz.
-if [ ! -s "$KDIR/vmlinux" ] || [ "$KDIR/vmlinux" -ot "$ROOT/boot/vmlinuz-$KVER" ]; then
-	bz=$ROOT/boot/vmlinuz-$KVER
-	rd() { od -An -tu"$2" -j "$1" -N"$2" "$bz" | tr -d ' '; }
-	setup_sects=$(rd $((0x1f1)) 1); [ "$setup_sects" = 0 ] && setup_sects=4
-	off=$(( (setup_sects + 1) * 512 + $(rd $((0x248)) 4) )) len=$(( $(rd $((0x24c)) 4) - 4 ))
-	case $(od -An -tx1 -j "$off" -N4 "$bz" | tr -d ' ') in
-		28b52ffd) unz="zstd -qdc" ;;
-		fd377a58) unz="xz -dc" ;;
-		1f8b*) unz="gzip -dc" ;;
-		*) unz= ;;
-	esac
-	rm -f "$KDIR/vmlinux"
-	if [ -n "$unz" ] && dd if="$bz" bs=1M iflag=skip_bytes,count_bytes skip="$off" count="$len" status=none | $unz > "$KDIR/vmlinux.tmp" 2>/dev/null \
-		&& readelf -n "$KDIR/vmlinux.tmp" 2>/dev/null | grep -q 'Xen.*0x00000012\|PHYS32_ENTRY'; then
-		mv -f "$KDIR/vmlinux.tmp" "$KDIR/vmlinux"
-	else
-		rm -f "$KDIR/vmlinux.tmp"
-		say "no PVH-bootable vmlinux could be extracted; booting the bzImage (slower)"
-	fi
-fi
+extract_vmlinux "$ROOT/boot/vmlinuz-$KVER" "$KDIR/vmlinux"
 echo "$KVER" > "$CACHE/kver"
 
 # ---- 7. can this machine boot it under KVM? (once) -----------------------------------------
@@ -314,3 +238,4 @@ if [ -n "$FORCE" ] || [ ! -f "$CACHE/accel" ]; then
 fi
 echo "$stamp" > "$KDIR/ready"
 say "ready: kernel $KVER, initramfs $(du -h "$IMG" | cut -f1), accel $(cat "$CACHE/accel"), cache $CACHE ($(du -sh "$CACHE" | cut -f1))"
+exec bash "$HERE/setup-ovpn.sh"   # the second guest kernel (upstream ovpn)
