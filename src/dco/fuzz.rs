@@ -320,8 +320,11 @@ pub fn smoke(target: Target, iterations: usize, seed: u64) -> usize {
     let corpus = seeds(target);
     let mut rng = Rng(seed | 1);
     let mut accepted = 0;
+    // The kernel captures among the seeds are little-endian: on a
+    // big-endian host they are only material to mutate.
+    let captured = matches!(target, Target::Netlink | Target::Ctrl);
     for s in &corpus {
-        assert!(run(target, s), "seed must be accepted: {target:?}");
+        assert!(run(target, s) || captured && cfg!(target_endian = "big"), "seed must be accepted: {target:?}");
     }
     for _ in 0..iterations {
         let mut input = corpus[rng.below(corpus.len())].clone();
