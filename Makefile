@@ -18,7 +18,7 @@ BIN     ?= target/release/ovpn-netcfgd
 # plain `cargo build --release` gives this same binary. tiny, static and the
 # cross builds rebuild std (dist/cross/cargo.sh, which installs Debian's
 # rustc-web and rust-web-src, and PyPI's ziglang for musl).
-TINY_BIN   = target/cross/$(TARGET)/release/ovpn-netcfgd
+TINY_BIN   = target/tiny/$(TARGET)/release/ovpn-netcfgd
 STATIC_BIN = target/cross/$(ARCH)-unknown-linux-musl/release/ovpn-netcfgd
 CROSS_ARCHS ?= aarch64 mipsel mips
 # Debian packages the tests and the demo use (all in the base image of this

@@ -31,15 +31,27 @@ case $triple in
             "CC_$t=$top/dist/cross/zig-cc" "AR_$t=$top/dist/cross/zig-ar"
         # rustup's target would bring its own crt objects; zig brings musl's.
         flags+=(-Clink-self-contained=no)
+        # Rust's specs declare static-pie for x86_64 alone: the other musl
+        # targets link non-PIE static (mips and mipsel not even static by
+        # default), so their code is built position-dependent to match.
+        [ "$arch" = x86_64 ] || flags+=(-Ctarget-feature=+crt-static -Crelocation-model=static)
         ;;
 esac
 [ "$arch" = "$(uname -m)" ] || export "CARGO_TARGET_${T}_RUNNER=qemu-$arch-static"
 case $mode in
     build)
-        export CARGO_TARGET_DIR=$top/target/cross
-        flags+=(-Zunstable-options -Cpanic=immediate-abort)
+        # glibc builds apart, so `make tiny` and `make static` can run at once.
+        case $triple in
+            *-gnu) export CARGO_TARGET_DIR=$top/target/tiny ;;
+            *) export CARGO_TARGET_DIR=$top/target/cross ;;
+        esac
+        # --as-needed ahead of the libraries: std names libgcc_s, whose
+        # unwinder nothing calls once panics abort at once.
+        flags+=(-Zunstable-options -Cpanic=immediate-abort -Zpre-link-arg=-Wl,--as-needed)
         std=std,panic_abort
-        set -- build --release "$@"
+        # std's features: no backtrace support (nothing could print one),
+        # and its size-optimised algorithms.
+        set -- build --release -Z build-std-features=optimize_for_size "$@"
         ;;
     test)
         export CARGO_TARGET_DIR=$top/target/cross-test
