@@ -3,7 +3,7 @@
 # packages only (dist/cross/toolchain.sh installs them): Debian's Rust 1.96
 # with std's sources, and for musl zig as C compiler, linker and libc.
 #
-#   dist/cross/cargo.sh TRIPLE build [cargo build arguments...]
+#   dist/cross/cargo.sh TRIPLE build [cargo rustc arguments...]
 #       the release daemon, std built with panic=immediate-abort (no panic
 #       messages and no backtrace code), in target/cross/TRIPLE/release/
 #   dist/cross/cargo.sh TRIPLE test [cargo test arguments...]
@@ -18,7 +18,7 @@ export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1
 arch=${triple%%-*}
 T=$(echo "$triple" | tr 'a-z-' 'A-Z_')
 t=${triple//-/_}
-flags=()
+flags=() late=()
 case $triple in
     *-musl)
         OVPN_ZIG=$(echo "$top"/target/toolchain/zig/lib/python3*/site-packages/ziglang/zig)
@@ -45,21 +45,26 @@ case $mode in
             *-gnu) export CARGO_TARGET_DIR=$top/target/tiny ;;
             *) export CARGO_TARGET_DIR=$top/target/cross ;;
         esac
-        # --as-needed ahead of the libraries: std names libgcc_s, whose
-        # unwinder nothing calls once panics abort at once.
-        flags+=(-Zunstable-options -Cpanic=immediate-abort -Zpre-link-arg=-Wl,--as-needed)
+        flags+=(-Zunstable-options -Cpanic=immediate-abort)
         std=std,panic_abort
         # std's features: no backtrace support (nothing could print one),
         # and its size-optimised algorithms.
-        set -- build --release -Z build-std-features=optimize_for_size "$@"
+        cmd=(rustc --release --bin ovpn-netcfgd -Z build-std-features=optimize_for_size)
+        # glibc: std names -lgcc_s for every gnu target, and its panic
+        # personality routine still refers to the unwinder, so GNU ld would
+        # record libgcc_s as needed although the routine is dropped later.
+        # libgcc_eh.a (the same unwinder, static) answers those references
+        # first, and then goes with the routine: the binary needs libc alone.
+        case $triple in *-gnu) late=(-lstatic=gcc_eh) ;; esac
         ;;
     test)
         export CARGO_TARGET_DIR=$top/target/cross-test
         std=std,panic_unwind,panic_abort,test
-        set -- test "$@"
+        cmd=(test)
         ;;
     *) echo "usage: $0 TRIPLE build|test [cargo arguments]" >&2; exit 2 ;;
 esac
 export RUSTFLAGS="${flags[*]}"
 cd "$top"
-exec nice -n 10 /usr/bin/cargo "$@" --locked -Z build-std="$std" --target "$triple"
+exec nice -n 10 /usr/bin/cargo "${cmd[@]}" --locked -Z build-std="$std" --target "$triple" "$@" \
+    ${late[@]+-- "${late[@]}"}
