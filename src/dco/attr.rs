@@ -631,7 +631,8 @@ pub fn parse_error(msg: &NlMsgRef<'_>) -> Result<NlStatus, AttrError> {
         if orig_len < NLMSG_HDRLEN {
             return Err(AttrError::BadLength { ty: NLMSG_ERROR, len: orig_len });
         }
-        // Checked: align() of a length near u32::MAX overflows a 32-bit usize.
+        // Checked (and saturating below): a length near u32::MAX overflows
+        // a 32-bit usize.
         let echoed = orig_len
             .checked_add(NLA_ALIGNTO - 1)
             .map(|l| l & !(NLA_ALIGNTO - 1))
@@ -639,7 +640,7 @@ pub fn parse_error(msg: &NlMsgRef<'_>) -> Result<NlStatus, AttrError> {
         tlv_at = 4usize.checked_add(echoed).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN })?;
     }
     let ext = if msg.flags & NLM_F_ACK_TLVS != 0 {
-        let tlvs = p.get(tlv_at..).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN + tlv_at })?;
+        let tlvs = p.get(tlv_at..).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN.saturating_add(tlv_at) })?;
         ExtAck::parse(tlvs)?
     } else {
         ExtAck::default()
