@@ -8,7 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kib() { echo "$(( ($(stat -c %s "$1") + 512) / 1024 )) KiB ($(stat -c %s "$1") bytes)"; }
-libs() { ldd "$1" 2>&1 | sed 's/ (0x.*//; s/^[[:space:]]*//' | tr '\n' ' '; }
+libs() {
+    local out
+    out=$(ldd "$1" 2>&1 || true)
+    case $out in
+        *"statically linked"* | *"not a dynamic"*) echo "no shared library" ;;
+        *) echo "$out" | awk '$1 !~ /vdso|^\/lib/ {printf "%s ", $1}' ;;
+    esac
+}
 
 echo "== sizes (targets: tiny <= 600 KiB needing only libc; musl static <= 700 KiB, idle VmRSS <= 800 KiB)"
 for b in "default (cargo build --release):$1" "tiny (std with immediate-abort):$2" "musl static:$3"; do
