@@ -6,32 +6,30 @@
 #                install-tree, real-client end-to-end and DCO VM tests
 #                (needs root)
 #   make bench   speed, memory and size figures
-#   make static  fully static binary (glibc +crt-static; musl if installed)
+#   make tiny    glibc binary, std rebuilt with panic=immediate-abort
+#   make static  musl static binary for this machine
+#   make cross   musl static binaries for aarch64, mipsel and mips
+#   make test-cross  unit tests and a daemon start under qemu-user for each
 
 CARGO   ?= cargo
 TARGET  ?= $(shell rustc -vV | sed -n 's/^host: //p')
+ARCH    := $(shell uname -m)
 BIN     ?= target/release/ovpn-netcfgd
-STATIC_BIN = target/$(TARGET)/release/ovpn-netcfgd
+# The size settings live in Cargo.toml's release profile and build.rs, so a
+# plain `cargo build --release` gives this same binary. tiny, static and the
+# cross builds rebuild std (dist/cross/cargo.sh, which installs Debian's
+# rustc-web and rust-web-src, and PyPI's ziglang for musl).
+TINY_BIN   = target/tiny/$(TARGET)/release/ovpn-netcfgd
+STATIC_BIN = target/cross/$(ARCH)-unknown-linux-musl/release/ovpn-netcfgd
+CROSS_ARCHS ?= aarch64 mipsel mips
 # Debian packages the tests and the demo use (all in the base image of this
 # kind of machine except where noted; installed only when missing).
 # dnsmasq-base (dnsmasq without its system service) and bind9-dnsutils (dig):
 # tests/dnsmasq.rs.
 APT_PKGS = dbus-daemon iproute2 util-linux systemd python3-gi procps rsync file binutils \
 	dnsmasq-base bind9-dnsutils
-# Size (figures in docs/dependencies.md): no unwind tables at all, since
-# panic=abort never unwinds (dist/link/no-eh-frame.ld also drops std's);
-# packed relative relocations (DT_RELR) where the linker and the C library
-# support them (binutils >= 2.38, glibc >= 2.36, musl >= 1.2.4); -Os for
-# the vendored libdbus.
-RELR := $(shell printf 'int main(void){return 0;}' | \
-	cc -x c - -Wl,-z,pack-relative-relocs -o /tmp/.ovpn-netcfgd-relr.$$$$ 2>/dev/null && \
-	/tmp/.ovpn-netcfgd-relr.$$$$ && echo -C link-arg=-Wl,-z,pack-relative-relocs; \
-	rm -f /tmp/.ovpn-netcfgd-relr.$$$$)
-SIZE_RUSTFLAGS = -C force-unwind-tables=no $(RELR) \
-	-C link-arg=-Wl,$(CURDIR)/dist/link/no-eh-frame.ld
-export CFLAGS ?= -Os -fno-asynchronous-unwind-tables
 
-.PHONY: all build static test test-unit test-integration test-e2e test-dco demo bench fuzz clean deps lint print-rustflags
+.PHONY: all build tiny static cross test-cross test-cross-unit test test-unit test-integration test-e2e test-dco demo bench fuzz clean deps lint
 
 all: build
 
@@ -43,16 +41,32 @@ deps:
 	fi
 
 build:
-	RUSTFLAGS="$(SIZE_RUSTFLAGS)" $(CARGO) build --release --locked
+	$(CARGO) build --release --locked
 
-# glibc static: needs only the target we already have. musl: only when the
-# target is installed already (nothing is ever downloaded).
+tiny:
+	bash dist/cross/cargo.sh $(TARGET) build
+	@ls -l $(TINY_BIN)
+
 static:
-	RUSTFLAGS="$(SIZE_RUSTFLAGS) -C target-feature=+crt-static" $(CARGO) build --release --locked --target $(TARGET)
-	@ls -l target/$(TARGET)/release/ovpn-netcfgd
-	@if rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl; then \
-	    $(CARGO) build --release --locked --target x86_64-unknown-linux-musl && ls -l target/x86_64-unknown-linux-musl/release/ovpn-netcfgd; \
-	else echo "musl target not installed: skipping the musl build"; fi
+	bash dist/cross/cargo.sh $(ARCH)-unknown-linux-musl build
+	@ls -l $(STATIC_BIN)
+
+cross:
+	@for a in $(CROSS_ARCHS); do \
+	    bash dist/cross/cargo.sh $$a-unknown-linux-musl build || exit 1; \
+	    ls -l target/cross/$$a-unknown-linux-musl/release/ovpn-netcfgd; done
+
+# Under qemu-user: the library's and the binary's unit tests (golden bytes
+# and the fuzz smoke runs among them), then the release daemon answering on
+# a private bus. CROSS_ARCHS=mips make test-cross-unit is what CI runs.
+test-cross: deps cross test-cross-unit
+	@for a in $(CROSS_ARCHS); do \
+	    bash tests/cross/daemon-answers.sh target/cross/$$a-unknown-linux-musl/release/ovpn-netcfgd qemu-$$a-static || exit 1; done
+
+test-cross-unit:
+	@for a in $(CROSS_ARCHS); do \
+	    echo "== unit tests for $$a-unknown-linux-musl under qemu-$$a-static"; \
+	    bash dist/cross/cargo.sh $$a-unknown-linux-musl test --lib --bins || exit 1; done
 
 # deps installs everything the tests need, so a test that would skip fails
 # here (OVPN_NETCFGD_NO_SKIP); tests/dco.rs only reports its host skips, as
@@ -83,15 +97,12 @@ demo: deps build
 
 # The bench harness builds in its own target dir so it cannot overwrite the
 # release artifact it measures.
-bench: deps build static
-	bash benches/sizes.sh $(BIN) $(STATIC_BIN) target/x86_64-unknown-linux-musl/release/ovpn-netcfgd
+bench: deps build tiny static
+	bash benches/sizes.sh $(BIN) $(TINY_BIN) $(STATIC_BIN)
 	NETCFGD_BIN=$(CURDIR)/$(BIN) CARGO_TARGET_DIR=$(CURDIR)/target/bench $(CARGO) bench --locked --bench netcfg
 	@echo "== the same daemon, statically linked"
 	NETCFGD_BIN=$(CURDIR)/$(STATIC_BIN) CARGO_TARGET_DIR=$(CURDIR)/target/bench BENCH_ONLY=1000 \
 	    $(CARGO) bench --locked --bench netcfg
-
-print-rustflags:
-	@echo '$(SIZE_RUSTFLAGS)'
 
 # Deep fuzzing with cargo-fuzz (stable toolchain, see fuzz/README.md); the
 # bounded smoke runs of the same targets are part of `make test`.

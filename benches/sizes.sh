@@ -1,35 +1,40 @@
 #!/usr/bin/env bash
-# Size figures for `make bench`: the binaries `make build` and `make static`
-# made, their shared libraries, crate counts, a cold build's time, and where
-# the code bytes go (symbol sizes of an unstripped build of the same profile).
+# Size figures for `make bench`: the binaries `make build`, `make tiny` and
+# `make static` made, their shared libraries and idle memory, crate counts, a
+# cold build's time, and where the code bytes go (symbol sizes of an
+# unstripped build of the same profile).
 #
-#   benches/sizes.sh DYNAMIC_BIN STATIC_BIN [MUSL_BIN]
+#   benches/sizes.sh DYNAMIC_BIN TINY_BIN MUSL_BIN
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dyn=$1 static=$2 musl=${3:-}
 kib() { echo "$(( ($(stat -c %s "$1") + 512) / 1024 )) KiB ($(stat -c %s "$1") bytes)"; }
+libs() {
+    local out
+    out=$(ldd "$1" 2>&1 || true)
+    case $out in
+        *"statically linked"* | *"not a dynamic"*) echo "no shared library" ;;
+        *) echo "$out" | awk '$1 !~ /vdso|^\/lib/ {printf "%s ", $1}' ;;
+    esac
+}
 
-echo "== sizes (targets: default <= 700 KiB needing only libc/libgcc_s; static glibc <= 1.8 MiB, musl <= 1.0 MiB)"
-echo "default build:  $(kib "$dyn"); shared libraries: $(ldd "$dyn" | grep -c '=>')"
-ldd "$dyn" | sed 's/ (0x.*//; s/^/    /'
-echo "static glibc:   $(kib "$static"); $(file -b "$static" | cut -d, -f1-2); ldd: $(ldd "$static" 2>&1 | tr -d '\t')"
-if [ -n "$musl" ] && [ -f "$musl" ]; then
-    echo "static musl:    $(kib "$musl"); $(file -b "$musl" | cut -d, -f1-2); ldd: $(ldd "$musl" 2>&1 | tr -d '\t')"
-else
-    echo "static musl:    not built (the x86_64-unknown-linux-musl target is not installed, and nothing is downloaded)"
-fi
+echo "== sizes (targets: tiny <= 600 KiB needing only libc; musl static <= 700 KiB, idle VmRSS <= 800 KiB)"
+for b in "default (cargo build --release):$1" "tiny (std with immediate-abort):$2" "musl static:$3"; do
+    name=${b%%:*} bin=${b#*:}
+    echo "$name: $(kib "$bin"); $(file -b "$bin" | cut -d, -f1-2)"
+    echo "    needs: $(libs "$bin")"
+    echo "    $(bash tests/cross/daemon-answers.sh --rss "$bin")"
+done
 
 linked=$(cargo tree --locked -e normal,no-proc-macro --prefix none --format '{p}' | sed 's/ (.*//' | sort -u | wc -l)
 compiled=$(cargo tree --locked -e normal,build --prefix none --format '{p}' | sed 's/ (.*//' | sort -u | wc -l)
 echo "crates: $linked linked into the binary (cargo tree -e normal,no-proc-macro; the crate itself included), $compiled compiled for it (-e normal,build)"
 
-# Cold build: an empty target dir, same flags as `make build`, unstripped so
-# the symbol table below comes from the very same build.
+# Cold build: an empty target dir, the same build as `make build`, unstripped
+# so the symbol table below comes from the very same build.
 cold=target/cold
 rm -rf "$cold"
-flags=$(make -s --no-print-directory print-rustflags)
 t0=$(date +%s%N)
-CARGO_TARGET_DIR=$cold CARGO_PROFILE_RELEASE_STRIP=false RUSTFLAGS="$flags" cargo build --release --locked -q
+CARGO_TARGET_DIR=$cold CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --locked -q
 t1=$(date +%s%N)
 ms=$(( (t1 - t0) / 1000000 ))
 echo "cold release build: $((ms / 1000)).$(( ms % 1000 / 100 )) s ($(nproc) cores)"

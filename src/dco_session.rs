@@ -487,6 +487,8 @@ mod tests {
         assert_eq!(crate::dco::ovpn::IFLA_OVPN_MODE, crate::dco::ovpn_dco_v2::IFLA_OVPN_MODE);
     }
 
+    // The golden echo was recorded on a little-endian host.
+    #[cfg(target_endian = "little")]
     #[test]
     fn link_info_data_matches_what_the_upstream_module_echoed() {
         // Golden § "RTM_NEWLINK ovpn-bad": the upstream module refused mode 2

@@ -36,9 +36,10 @@ pub struct Device {
 }
 
 fn next_serial() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(1);
-    N.fetch_add(1, Ordering::Relaxed)
+    // A thread-local counter: the daemon has one thread, and 32-bit MIPS
+    // and PowerPC have no AtomicU64.
+    thread_local!(static N: std::cell::Cell<u64> = const { std::cell::Cell::new(1) });
+    N.with(|n| n.replace(n.get() + 1))
 }
 
 impl Device {

@@ -92,6 +92,24 @@ mod tests {
     }
 
     #[test]
+    fn ack_echo_length_near_u32_max_is_not_followed() {
+        // NLMSG_ERROR with extack TLVs and an echoed request that claims
+        // u32::MAX bytes: no message, and no overflow on 32-bit hosts.
+        let mut m = 36u32.to_ne_bytes().to_vec();
+        m.extend_from_slice(&2u16.to_ne_bytes());
+        m.extend_from_slice(&(libc::NLM_F_ACK_TLVS as u16).to_ne_bytes());
+        m.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0]);
+        m.extend_from_slice(&(-17i32).to_ne_bytes());
+        m.extend_from_slice(&u32::MAX.to_ne_bytes());
+        m.extend_from_slice(&[0; 12]);
+        let acks = netlink::parse_acks(&m);
+        assert_eq!(acks.len(), 1);
+        let (seq, r) = &acks[0];
+        let e = r.as_ref().expect_err("an error ack");
+        assert_eq!((*seq, e.errno, e.msg.is_none()), (u32::from_ne_bytes([9, 0, 0, 0]), 17, true));
+    }
+
+    #[test]
     fn journal_and_config_text_decoders_survive_mutations() {
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let lines = [

@@ -631,10 +631,16 @@ pub fn parse_error(msg: &NlMsgRef<'_>) -> Result<NlStatus, AttrError> {
         if orig_len < NLMSG_HDRLEN {
             return Err(AttrError::BadLength { ty: NLMSG_ERROR, len: orig_len });
         }
-        tlv_at = 4usize.checked_add(align(orig_len)).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN })?;
+        // Checked (and saturating below): a length near u32::MAX overflows
+        // a 32-bit usize.
+        let echoed = orig_len
+            .checked_add(NLA_ALIGNTO - 1)
+            .map(|l| l & !(NLA_ALIGNTO - 1))
+            .ok_or(AttrError::Truncated { at: NLMSG_HDRLEN })?;
+        tlv_at = 4usize.checked_add(echoed).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN })?;
     }
     let ext = if msg.flags & NLM_F_ACK_TLVS != 0 {
-        let tlvs = p.get(tlv_at..).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN + tlv_at })?;
+        let tlvs = p.get(tlv_at..).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN.saturating_add(tlv_at) })?;
         ExtAck::parse(tlvs)?
     } else {
         ExtAck::default()
@@ -737,22 +743,31 @@ mod tests {
         assert_eq!(m.len(), 20);
     }
 
+    /// An attribute header (nla_len, nla_type) in host order, then `rest`.
+    fn nla(len: u16, ty: u16, rest: &[u8]) -> Vec<u8> {
+        [&len.to_ne_bytes()[..], &ty.to_ne_bytes(), rest].concat()
+    }
+
     #[test]
     fn reader_rejects_malformed_attributes() {
         // nla_len 3 (< header)
-        let mut it = attrs(&[3, 0, 1, 0]);
+        let b = nla(3, 1, &[]);
+        let mut it = attrs(&b);
         assert!(matches!(it.next(), Some(Err(AttrError::BadLength { .. }))));
         assert!(it.next().is_none());
         // nla_len past the end
-        let mut it = attrs(&[9, 0, 1, 0, 1, 2, 3, 4]);
+        let b = nla(9, 1, &[1, 2, 3, 4]);
+        let mut it = attrs(&b);
         assert_eq!(it.next(), Some(Err(AttrError::Truncated { at: 0 })));
         // 2 trailing bytes after a good attribute
-        let v: Vec<_> = attrs(&[5, 0, 1, 0, 7, 0, 0, 0, 1, 0]).collect();
+        let b = nla(5, 1, &[7, 0, 0, 0, 1, 0]);
+        let v: Vec<_> = attrs(&b).collect();
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].unwrap().u8(), Ok(7));
         assert_eq!(v[1], Err(AttrError::Truncated { at: 8 }));
         // last attribute without padding is fine
-        let v: Vec<_> = attrs(&[6, 0, 0x05, 0x40, 0x04, 0xaa]).collect();
+        let b = nla(6, 0x4005, &[0x04, 0xaa]);
+        let v: Vec<_> = attrs(&b).collect();
         assert_eq!(v.len(), 1);
         let a = v[0].unwrap();
         assert_eq!((a.kind(), a.raw_type(), a.be16()), (5, 0x4005, Ok(1194)));
@@ -762,11 +777,24 @@ mod tests {
     fn reader_integer_widths_are_checked() {
         let a = Attr { raw_type: 1, payload: &[1, 0, 0] };
         assert!(a.u32().is_err() && a.u16().is_err() && a.uint().is_err());
-        let a = Attr { raw_type: 1, payload: &[0, 0, 0, 0, 1, 0, 0, 0] };
+        let want = 1u64 << 32;
+        let a = Attr { raw_type: 1, payload: &want.to_ne_bytes() };
         assert!(a.u32().is_err());
-        let want = u64::from_ne_bytes([0, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(a.uint(), Ok(want));
         assert!(a.uint32().is_err());
+    }
+
+    #[test]
+    fn error_echo_length_near_u32_max_is_refused() {
+        // nlmsgerr: error, then the echoed request's header claiming
+        // u32::MAX bytes. Aligning it overflowed a 32-bit usize.
+        let mut payload = (-22i32).to_ne_bytes().to_vec();
+        payload.extend_from_slice(&u32::MAX.to_ne_bytes());
+        payload.extend_from_slice(&[0; 12]);
+        let msg = NlMsgRef { ty: NLMSG_ERROR, flags: NLM_F_ACK_TLVS, seq: 1, pid: 0, payload: &payload };
+        assert!(matches!(parse_error(&msg), Err(AttrError::Truncated { .. })));
+        // Without extack nothing after the echo is read: no panic is all.
+        let _ = parse_error(&NlMsgRef { flags: 0, ..msg });
     }
 
     #[test]

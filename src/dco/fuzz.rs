@@ -314,6 +314,13 @@ fn mutate(rng: &mut Rng, buf: &mut Vec<u8>, other: &[u8]) {
     }
 }
 
+/// Whether `target`'s seeds are valid input on this host: the kernel
+/// captures among them are little-endian, so on a big-endian host they
+/// are only material to mutate.
+fn seeds_valid_here(target: Target) -> bool {
+    cfg!(target_endian = "little") || !matches!(target, Target::Netlink | Target::Ctrl)
+}
+
 /// Runs `iterations` mutated inputs through `target`; returns how many
 /// were accepted. Deterministic for a given `seed`.
 pub fn smoke(target: Target, iterations: usize, seed: u64) -> usize {
@@ -321,7 +328,7 @@ pub fn smoke(target: Target, iterations: usize, seed: u64) -> usize {
     let mut rng = Rng(seed | 1);
     let mut accepted = 0;
     for s in &corpus {
-        assert!(run(target, s), "seed must be accepted: {target:?}");
+        assert!(run(target, s) || !seeds_valid_here(target), "seed must be accepted: {target:?}");
     }
     for _ in 0..iterations {
         let mut input = corpus[rng.below(corpus.len())].clone();
@@ -346,7 +353,7 @@ mod tests {
             let accepted = smoke(t, ITERATIONS, 0x9e37_79b9_7f4a_7c15 ^ i as u64);
             // Some mutants must still be valid, or the run explored nothing
             // past the first check; some must be refused, or it mutated nothing.
-            assert!(accepted > ITERATIONS / 100, "{t:?}: only {accepted} accepted");
+            assert!(accepted > ITERATIONS / 100 || !seeds_valid_here(t), "{t:?}: only {accepted} accepted");
             assert!(accepted < ITERATIONS, "{t:?}: everything accepted");
         }
     }

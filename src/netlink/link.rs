@@ -137,8 +137,14 @@ mod tests {
         // ifinfomsg (index 7), IFLA_IFNAME "x", IFLA_LINKINFO { IFLA_INFO_KIND "dummy" }.
         let mut p = vec![0u8; 16];
         p[4..8].copy_from_slice(&7u32.to_ne_bytes());
-        p.extend_from_slice(&[6, 0, 3, 0, b'x', 0, 0, 0]);
-        p.extend_from_slice(&[16, 0, 18, 0x80, 10, 0, 1, 0]);
+        // Attribute headers (length, type) are in host order.
+        for (len, ty) in [(6u16, 3u16), (16, 18 | 0x8000), (10, 1)] {
+            p.extend_from_slice(&len.to_ne_bytes());
+            p.extend_from_slice(&ty.to_ne_bytes());
+            if ty == 3 {
+                p.extend_from_slice(&[b'x', 0, 0, 0]);
+            }
+        }
         p.extend_from_slice(b"dummy\0\0\0");
         assert_eq!(parse_kind(&p), Some((7, "dummy".to_string())));
         // No IFLA_LINKINFO (loopback): empty kind; a short payload: None.

@@ -300,9 +300,10 @@ pub fn parse_acks(mut b: &[u8]) -> Vec<(u32, std::result::Result<(), NlError>)> 
                     let orig = if flags & libc::NLM_F_CAPPED as u16 != 0 {
                         16
                     } else {
-                        (u32::from_ne_bytes([m[20], m[21], m[22], m[23]]) as usize + 3) & !3
+                        // Saturating: a 32-bit usize holds no u32 length + 3.
+                        (u32::from_ne_bytes([m[20], m[21], m[22], m[23]]) as usize).saturating_add(3) & !3
                     };
-                    if let Some(tlvs) = m.get(20 + orig..) {
+                    if let Some(tlvs) = m.get(orig.saturating_add(20)..) {
                         msg = attrs(tlvs)
                             .find(|(t, _)| *t == NLMSGERR_ATTR_MSG)
                             .map(|(_, p)| {

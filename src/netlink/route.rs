@@ -117,7 +117,8 @@ pub fn lookup_request(dst: IpAddr, mark: Option<u32>, uid: u32) -> Vec<u8> {
     if let Some(m) = mark {
         attrs.push(rta(Rta::Mark, &m.to_ne_bytes()));
     }
-    attrs.push(rta(Rta::Uid, &uid.to_ne_bytes()));
+    // RTA_UID (linux/rtnetlink.h): neli names it for glibc targets only.
+    attrs.push(rta(Rta::from(25u16), &uid.to_ne_bytes()));
     get_request(family(&dst), if dst.is_ipv4() { 32 } else { 128 }, attrs, NlmF::ACK)
 }
 
