@@ -1,7 +1,7 @@
 //! Entry point: parse options and the config file, set up logging, run.
 
 use ovpn_netcfgd::config::{self, Cli};
-use ovpn_netcfgd::{daemon, logging};
+use ovpn_netcfgd::{daemon, logging, state};
 
 fn main() {
     let mut cfg = match config::parse_args(std::env::args().skip(1)) {
@@ -19,34 +19,47 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut warnings = Vec::new();
-    if let Some(path) = cfg.config_file.clone() {
-        match std::fs::read_to_string(&path) {
-            Ok(text) => match config::apply_json(&mut cfg, &text) {
-                Ok(w) => warnings = w,
-                Err(e) => {
-                    eprintln!("ovpn-netcfgd: {}: {e}", path.display());
-                    std::process::exit(2);
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => warnings.push(format!("cannot read {}: {e}", path.display())),
+    // As root, before anything is read from the state directory.
+    let run_as = if cfg.run_as_root {
+        None
+    } else {
+        if !nix::unistd::Uid::effective().is_root() {
+            fail("must be started as root (it drops to --run-as itself; use --run-as-root only for debugging)");
+        }
+        match nix::unistd::User::from_name(&cfg.run_as) {
+            Ok(Some(u)) => {
+                Some(state::RunAs { uid: u.uid.as_raw(), dedicated: cfg.run_as == state::DEDICATED_ACCOUNT })
+            }
+            Ok(None) => fail(&format!("user '{}' does not exist (--run-as)", cfg.run_as)),
+            Err(e) => fail(&format!("looking up user '{}': {e}", cfg.run_as)),
+        }
+    };
+    let st = state::prepare(&cfg.state_dir, run_as).unwrap_or_else(|e| fail(&e));
+    let mut warnings = st.warnings.clone();
+    if let Some(text) = st.config.as_ref().filter(|_| cfg.config_file.is_some()) {
+        match config::apply_json(&mut cfg, text) {
+            Ok(w) => warnings.extend(w),
+            Err(e) => fail(&format!("{}/netcfg.json: {e}", st.dir.path.display())),
         }
     }
     if let Err(e) = cfg.validate() {
-        eprintln!("ovpn-netcfgd: {e}");
-        std::process::exit(2);
+        fail(&e);
     }
     logging::init(cfg.log_level);
     if let Some(f) = &cfg.log_file {
-        if let Err(e) = logging::open_file(f) {
-            eprintln!("ovpn-netcfgd: --log-file {f}: {e}");
-            std::process::exit(2);
+        let uid = run_as.map_or(0, |r| r.uid);
+        if let Err(e) = logging::open_file(f, uid) {
+            fail(&format!("--log-file {f}: {e}; refusing to log there"));
         }
-        ovpn_netcfgd::privs::chown_for_service(f, &cfg);
     }
     for w in warnings {
         log::warn!("{w}");
     }
-    std::process::exit(daemon::run(cfg));
+    std::process::exit(daemon::run(cfg, st));
+}
+
+/// A fatal configuration error (exit 2), before logging is set up.
+fn fail(msg: &str) -> ! {
+    eprintln!("ovpn-netcfgd: {msg}");
+    std::process::exit(2);
 }

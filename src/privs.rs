@@ -63,7 +63,7 @@ pub fn fit_to_dns(cfg: &Config, backend: &str) -> Result<(), String> {
     if had == caps && had_ambient == ambient {
         return Ok(());
     }
-    sys::capset(&caps).map_err(|e| format!("capset: {e}"))?;
+    sys::capset(&caps, &ambient).map_err(|e| format!("capset: {e}"))?;
     if ambient.is_empty() && !had_ambient.is_empty() {
         sys::ambient_clear_all().map_err(|e| format!("clearing ambient capabilities: {e}"))?;
     }
@@ -101,7 +101,8 @@ pub fn drop_privileges(cfg: &Config) -> Result<(), String> {
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::setresgid(user.gid, user.gid, user.gid).map_err(|e| format!("setresgid: {e}"))?;
     nix::unistd::setresuid(user.uid, user.uid, user.uid).map_err(|e| format!("setresuid: {e}"))?;
-    sys::capset(&caps).map_err(|e| format!("capset: {e}"))?;
+    // Inheritable: only what a child (resolvconf) is to get, nothing more.
+    sys::capset(&caps, &ambient).map_err(|e| format!("capset: {e}"))?;
     sys::set_keepcaps(false).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
     for c in &ambient {
         sys::ambient_raise(*c).map_err(|e| format!("raising ambient capability {c}: {e}"))?;
@@ -126,15 +127,5 @@ fn cap_name(c: u32) -> &'static str {
         CAP_NET_ADMIN => "CAP_NET_ADMIN",
         CAP_NET_RAW => "CAP_NET_RAW",
         _ => "?",
-    }
-}
-
-/// Lets the service user reopen (SIGHUP) a log file created as root.
-pub fn chown_for_service(path: &str, cfg: &Config) {
-    if cfg.run_as_root || path == "stdout:" {
-        return;
-    }
-    if let Ok(Some(u)) = nix::unistd::User::from_name(&cfg.run_as) {
-        let _ = nix::unistd::chown(path, Some(u.uid), Some(u.gid));
     }
 }

@@ -15,8 +15,10 @@ mod file;
 mod resolvconf;
 mod resolved;
 
+pub(crate) use file::parse_state;
+
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use dbus::Message;
@@ -89,15 +91,15 @@ pub struct Dns {
     name: &'static str,
     backend: Option<Box<dyn Backend>>,
     /// `<state dir>/dns`: backups and records for crash recovery.
-    dir: PathBuf,
+    dir: crate::state::Dir,
     /// The sessions the backend last applied, newest first.
     applied: Vec<Session>,
 }
 
 impl Dns {
     /// No backend until `start`. Changes nothing on the system.
-    pub fn new(state_dir: &Path) -> Dns {
-        Dns { name: "none", backend: None, dir: state_dir.join("dns"), applied: Vec::new() }
+    pub fn new(dir: crate::state::Dir) -> Dns {
+        Dns { name: "none", backend: None, dir, applied: Vec::new() }
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -111,7 +113,11 @@ impl Dns {
     /// once no other instance owns the bus name, so a second instance never
     /// undoes the live one's work.
     pub fn start(&mut self, choice: &DnsChoice, bus: &Bus) {
-        file::recover(&self.dir);
+        let configured = match choice {
+            DnsChoice::File(p) => p.as_path(),
+            _ => Path::new(file::DEFAULT_PATH),
+        };
+        file::recover(&self.dir, configured);
         resolvconf::recover(&self.dir);
         (self.name, self.backend) = choose(choice, bus, &self.dir);
     }
@@ -230,7 +236,7 @@ fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {
 /// and the system resolves through it, else resolvconf(8) if installed,
 /// else the resolv.conf file. A forced backend that is missing falls back
 /// to the same order (without itself), with a warning.
-fn choose(choice: &DnsChoice, bus: &Bus, dir: &Path) -> Choice {
+fn choose(choice: &DnsChoice, bus: &Bus, dir: &crate::state::Dir) -> Choice {
     match choice {
         DnsChoice::None => {
             log::info!("DNS backend: none (DNS settings are stored and shown, not applied)");
@@ -286,7 +292,7 @@ fn try_resolved(bus: &Bus, how: &str) -> Option<Choice> {
 
 /// resolvconf(8). Unless forced, systemd's resolvconf emulation is skipped:
 /// it only works while resolved runs, and resolved was found unusable.
-fn try_resolvconf(how: &str, dir: &Path) -> Option<Choice> {
+fn try_resolvconf(how: &str, dir: &crate::state::Dir) -> Option<Choice> {
     let forced = how == "forced";
     match resolvconf::find(dir).filter(|r| forced || !r.is_resolvectl()) {
         Some(r) => {
@@ -301,7 +307,7 @@ fn try_resolvconf(how: &str, dir: &Path) -> Option<Choice> {
     }
 }
 
-fn file_backend(p: &Path, dir: &Path, how: &str) -> Choice {
+fn file_backend(p: &Path, dir: &crate::state::Dir, how: &str) -> Choice {
     match file::FileBackend::new(p, dir) {
         Ok(f) => {
             log::info!("DNS backend: resolv.conf file {} ({how})", p.display());
