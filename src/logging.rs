@@ -10,7 +10,7 @@ use std::sync::Mutex;
 /// Queued (category, message) for Log signals; bounded.
 static QUEUE: Mutex<VecDeque<(u32, String)>> = Mutex::new(VecDeque::new());
 /// The log file: its path, the uid it may belong to besides root, the file.
-static FILE: Mutex<Option<(String, u32, File)>> = Mutex::new(None);
+static FILE: Mutex<Option<(String, Option<u32>, File)>> = Mutex::new(None);
 const QUEUE_MAX: usize = 1000;
 
 /// OpenVPN 3 log categories (`LogCategory`): DEBUG 1 … ERROR 6.
@@ -87,8 +87,9 @@ pub fn set_level(level: u32) {
 
 /// Opens (or reopens, on SIGHUP) the log file in append mode, as
 /// `state::open_log` allows (never through a symlink, never a file that
-/// someone other than root or `uid` owns or may write). Nothing is chowned.
-pub fn open_file(path: &str, uid: u32) -> std::io::Result<()> {
+/// someone other than root or the dedicated account `uid` owns or may
+/// write). Nothing is chowned.
+pub fn open_file(path: &str, uid: Option<u32>) -> std::io::Result<()> {
     let f = if path == "stdout:" {
         OpenOptions::new().append(true).open("/dev/stdout")?
     } else {

@@ -47,7 +47,7 @@ fn main() {
     }
     logging::init(cfg.log_level);
     if let Some(f) = &cfg.log_file {
-        let uid = run_as.map_or(0, |r| r.uid);
+        let uid = run_as.filter(|r| r.dedicated).map(|r| r.uid);
         if let Err(e) = logging::open_file(f, uid) {
             fail(&format!("--log-file {f}: {e}; refusing to log there"));
         }

@@ -302,8 +302,9 @@ impl Dir {
 /// Opens the log file for appending, safely as root: no symlink anywhere
 /// on the path, the directories above are root's (see `open_parent`), and
 /// the file (created 0640 if missing) is a regular file with one link,
-/// owned by root or `uid`, and writable by nobody else.
-pub fn open_log(path: &Path, uid: u32) -> io::Result<File> {
+/// owned by root or `dedicated` (the daemon's own account, if it runs as
+/// that), and writable by nobody else.
+pub fn open_log(path: &Path, dedicated: Option<u32>) -> io::Result<File> {
     let (parent, name) = open_parent(path)?;
     let flags = OFlag::O_WRONLY
         | OFlag::O_APPEND
@@ -314,7 +315,7 @@ pub fn open_log(path: &Path, uid: u32) -> io::Result<File> {
         | OFlag::O_NONBLOCK;
     let fd = openat(&parent, name.as_bytes(), flags, Mode::from_bits_truncate(0o640)).map_err(errno_io)?;
     let st = fstat(&fd).map_err(errno_io)?;
-    if !is_reg(&st) || st.st_nlink != 1 || (st.st_uid != 0 && st.st_uid != uid) || writable_by_others(&st) {
+    if !is_reg(&st) || st.st_nlink != 1 || (st.st_uid != 0 && Some(st.st_uid) != dedicated) || writable_by_others(&st) {
         return Err(bad(format!(
             "not a regular file with one link, owned by root and writable by nobody else (uid {}, mode {:o}, {} links)",
             st.st_uid,

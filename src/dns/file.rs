@@ -118,11 +118,11 @@ impl FileBackend {
         // Recorded before the write: a crash in between leaves a file that
         // is either the original (not ours: left alone) or ours (restored).
         write_private(&self.dir, OURS, text.as_bytes())?;
-        let mode = match &saved.orig {
-            Orig::File { mode, .. } => *mode,
-            _ => 0o644,
+        let (mode, owner) = match &saved.orig {
+            Orig::File { mode, uid, gid, .. } => (*mode, Some((*uid, *gid))),
+            _ => (0o644, None),
         };
-        replace(&self.path, text.as_bytes(), mode)?;
+        replace(&self.path, text.as_bytes(), mode, owner)?;
         saved.ours = Some(text.into_bytes());
         log::info!("{}: written for {} VPN session(s)", self.path.display(), sessions.len());
         Ok(())
@@ -190,7 +190,7 @@ fn put_back(path: &Path, saved: &Saved) -> Result<()> {
     }
     let what = format!("restore {}", path.display());
     match &saved.orig {
-        Orig::File { bytes, mode, .. } => replace(path, bytes, *mode)?,
+        Orig::File { bytes, mode, uid, gid } => replace(path, bytes, *mode, Some((*uid, *gid)))?,
         Orig::Symlink(target) => relink(path, target).map_err(|e| Error::io(what, e))?,
         Orig::Missing => fs::remove_file(path).map_err(|e| Error::io(what, e))?,
     }
@@ -306,14 +306,17 @@ fn generate(sessions: &[Session], sys: &System) -> String {
     out
 }
 
-/// Writes `bytes` to `path`. An existing regular file (or a mount point)
-/// is rewritten in place, which keeps its owner and mode: nothing is ever
-/// chowned. Otherwise (nothing there, or a symlink we replace) a temporary
-/// file in the same directory, with `mode` less any write bit for group
-/// and others, is renamed over it.
-fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+/// Writes `bytes` to `path` without ever chowning: a temporary file in the
+/// same directory renamed over it (readers see the old or the new file)
+/// when the new file gets the right owner by itself, i.e. the original
+/// (`owner`) is ours or there is none; else, for an existing regular file
+/// or a mount point, in place, which keeps its owner and mode. A new file
+/// gets `mode` less the write bits for group and others.
+fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
     let err = |e| Error::io(format!("write {}", path.display()), e);
-    if is_mount_point(path) || fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+    let me = (nix::unistd::Uid::effective().as_raw(), nix::unistd::Gid::effective().as_raw());
+    let in_place = owner.is_some_and(|o| o != me) && fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
+    if is_mount_point(path) || in_place {
         return write_in_place(path, bytes).map_err(err);
     }
     let tmp = temp_name(path);

@@ -10,7 +10,7 @@
 #   dns-rig.sh daemon DIR NETNS CMD...
 #       exec CMD (the daemon) in NETNS with DIR/resolv.conf as
 #       /etc/resolv.conf, "hosts: files dns" in /etc/nsswitch.conf, an
-#       empty /run, and DIR/sbin first in PATH
+#       empty /run, and DIR/sbin as /usr/local/sbin
 #   dns-rig.sh resolved DIR NETNS BUS
 #       exec systemd-resolved in NETNS, on the D-Bus address BUS
 #   dns-rig.sh resolvectl NETNS BUS ARGS...
@@ -94,7 +94,9 @@ daemon-inside)
     fi
     # A resolvconf(8) of the host, if any, keeps its state under /run.
     mount -t tmpfs -o mode=755 tmpfs /run
-    [ -d "$dir/sbin" ] && export PATH="$dir/sbin:$PATH"
+    # The daemon looks for resolvconf(8) in a fixed PATH only: the test's
+    # program goes where that PATH looks first.
+    [ -d "$dir/sbin" ] && mount --bind "$dir/sbin" /usr/local/sbin
     exec "$@"
     ;;
 resolved)
