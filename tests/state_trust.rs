@@ -315,3 +315,57 @@ fn dns_backups_of_another_file_are_left_alone() {
     assert_eq!(std::fs::read_to_string(&rc).unwrap(), "nameserver 192.0.2.53\n");
     assert_canary(&canary, &env.log());
 }
+
+/// resolvconf(8) and its hooks get a fixed PATH, the bus address and
+/// nothing else from the daemon's environment, only CAP_DAC_OVERRIDE (none
+/// of CAP_NET_ADMIN, in no set), and their own process group, which the
+/// time-out kills whole: a hook's background process does not outlive it.
+#[test]
+fn the_resolvconf_child_gets_nothing_extra_and_dies_whole() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::for_dns("rcchild", b"nameserver 192.0.2.53\n");
+    let rec = env.dir.join("rec");
+    let sbin = env.dir.join("sbin");
+    std::fs::create_dir_all(&sbin).unwrap();
+    std::fs::create_dir_all(&rec).unwrap();
+    sh(&format!("chmod 777 {}", rec.display()));
+    let r = rec.display();
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\n-a)\n  {{ grep -E '^Cap(Inh|Prm|Eff|Amb)' /proc/self/status; env; \
+         echo \"pgid $(cut -d' ' -f5 /proc/$$/stat) pid $$\"; }} > {r}/add\n  cat >/dev/null\n  sleep 61 &\n  \
+         echo $! > {r}/bg\n  sleep 60\n  ;;\nesac\nexit 0\n"
+    );
+    std::fs::write(sbin.join("resolvconf"), script).unwrap();
+    sh(&format!("chmod 755 {}", sbin.join("resolvconf").display()));
+    env.start_dns_daemon(&["--run-as", "nobody", "--dns-backend", "resolvconf"]);
+    assert!(env.log().contains("DNS backend: resolvconf (forced)"), "{}", env.log());
+    let c = env.conn();
+    let p = create(&c, "rcchild");
+    configure_like_real_client(&c, &p);
+    let _: () = call(&c, &p, "AddDNS", (vec!["10.97.0.53".to_string()],)).unwrap();
+    let t0 = std::time::Instant::now();
+    let _fd = establish(&c, &p);
+    assert!(t0.elapsed() >= std::time::Duration::from_secs(5), "the call waited for the time-out");
+    let add = std::fs::read_to_string(rec.join("add")).unwrap();
+    let field = |k: &str| add.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).unwrap();
+    for set in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+        assert_eq!(field(set), "0000000000000002", "{set} only CAP_DAC_OVERRIDE\n{add}");
+    }
+    let vars: Vec<&str> = add.lines().filter(|l| !l.starts_with("Cap") && !l.starts_with("pgid ")).collect();
+    assert!(vars.contains(&"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), "{add}");
+    for v in &vars {
+        let key = v.split('=').next().unwrap();
+        assert!(["PATH", "DBUS_SYSTEM_BUS_ADDRESS", "PWD", "SHLVL", "_", "OLDPWD"].contains(&key), "leaked: {v}");
+    }
+    let ids: Vec<u32> = field("pgid").split(" pid ").map(|n| n.trim().parse().unwrap()).collect();
+    assert_eq!(ids[0], ids[1], "the script leads its own process group");
+    let bg: u32 = std::fs::read_to_string(rec.join("bg")).unwrap().trim().parse().unwrap();
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{bg}/stat"))
+            .map_or(true, |s| s.rsplit(')').next().unwrap().trim().starts_with('Z'))
+    };
+    wait_for("the hook's background process to die", || gone().then_some(()));
+    assert!(env.log().contains("no result within 5 s; killed"), "{}", env.log());
+}

@@ -92,6 +92,11 @@ daemon-inside)
         { grep -v '^hosts:' /etc/nsswitch.conf || true; echo 'hosts: files dns'; } >"$dir/nsswitch.conf"
         mount --bind "$dir/nsswitch.conf" /etc/nsswitch.conf
     fi
+    # /dev/net/tun as distributions ship it (0666), for a daemon run as
+    # nobody; some test machines have it 0600.
+    if [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+        rm -f "$dir/tun" && mknod -m 666 "$dir/tun" c 10 200 && mount --bind "$dir/tun" /dev/net/tun
+    fi
     # A resolvconf(8) of the host, if any, keeps its state under /run.
     mount -t tmpfs -o mode=755 tmpfs /run
     # The daemon looks for resolvconf(8) in a fixed PATH only: the test's
