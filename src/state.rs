@@ -188,11 +188,11 @@ pub fn prepare(path: &Path, run_as: Option<RunAs>) -> Result<State, String> {
             p = path.display()
         ));
     };
-    let dir = Dir { fd: Rc::new(dir_fd), path: dir_path, uids: [0, me] };
+    // netcfg.json and the journal files (made as root) belong to root, or
+    // to the dedicated account: never to the account the clients run as.
+    let dir = Dir { fd: Rc::new(dir_fd), path: dir_path, uids: [0, if dedicated { me } else { 0 }] };
     let config = if config_ok {
-        // Written by the administrator only: never by the daemon.
-        let cfg_dir = Dir { uids: [0, if dedicated { me } else { 0 }], ..dir.clone() };
-        match cfg_dir.read(CONFIG, CONFIG_MAX) {
+        match dir.read(CONFIG, CONFIG_MAX) {
             Ok(Some(b)) => Some(String::from_utf8(b).map_err(|_| format!("{}/{CONFIG}: not UTF-8", path.display()))?),
             Ok(None) => None,
             Err(e) => return Err(format!("{}/{CONFIG}: {e}", path.display())),
@@ -202,10 +202,18 @@ pub fn prepare(path: &Path, run_as: Option<RunAs>) -> Result<State, String> {
     };
     let (dns_fd, dst) =
         open_or_make_dir(&*dir.fd, OsStr::new("dns")).map_err(|e| format!("{}/dns: {e}", dir.path.display()))?;
-    if !is_dir(&dst) || writable_by_others(&dst) || !dir.uids.contains(&dst.st_uid) {
-        return Err(format!("{}/dns: not a directory of root's or ours, or writable by others", dir.path.display()));
+    // The DNS backups are written after privileges are dropped, so they
+    // belong to the account the daemon runs as. If that is the clients'
+    // account, only a directory they cannot enter keeps them out.
+    if !is_dir(&dst) || writable_by_others(&dst) || dst.st_uid != 0 || (!dedicated && dst.st_mode & 0o077 != 0) {
+        return Err(format!(
+            "{}/dns must be a directory owned by root with mode 0700 (it has uid {}, mode {:o})",
+            dir.path.display(),
+            dst.st_uid,
+            dst.st_mode & 0o7777
+        ));
     }
-    let dns = Dir { fd: Rc::new(dns_fd), path: dir.path.join("dns"), uids: dir.uids };
+    let dns = Dir { fd: Rc::new(dns_fd), path: dir.path.join("dns"), uids: [0, me] };
     let open_journal = |n: &str| dir.open_rw(n).map_err(|e| format!("{}/{n}: {e}", dir.path.display()));
     let journals = [open_journal(JOURNALS[0])?, open_journal(JOURNALS[1])?];
     Ok(State { dir, dns, journals, config, warnings })

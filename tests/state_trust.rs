@@ -236,6 +236,12 @@ fn symlinks_and_unsafe_log_files_are_refused_at_start_up() {
     let (code, out) = refused_start(&env, &[]);
     assert!(code == 2 && out.contains("not writable by group or others"), "{out}");
     sh(&format!("chmod 700 {0} && chgrp 0 {0}", state.display()));
+    // The DNS backups belong to the account the daemon runs as (here the
+    // clients' account): a directory that account may enter is refused.
+    sh(&format!("mkdir -p {0}/dns && chmod 755 {0}/dns", state.display()));
+    let (code, out) = refused_start(&env, &[]);
+    assert!(code == 2 && out.contains("dns must be a directory owned by root with mode 0700"), "{out}");
+    sh(&format!("chmod 700 {0}/dns", state.display()));
     // Log files: a symlink to the canary, a file in a directory the service
     // account owns, a file the service account owns.
     let logs = env.dir.join("logs");
@@ -295,6 +301,7 @@ fn dns_backups_of_another_file_are_left_alone() {
     std::fs::write(&rc, "nameserver 192.0.2.53\n").unwrap();
     let dns = env.dir.join("state/dns");
     std::fs::create_dir_all(&dns).unwrap();
+    sh(&format!("chmod 700 {}", dns.display()));
     std::fs::write(dns.join("file-meta"), format!("path {}\nkind file\nmode 644\nuid 0\ngid 0\n", canary.display()))
         .unwrap();
     std::fs::write(dns.join("file-orig"), "PWNED").unwrap();
