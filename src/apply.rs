@@ -137,13 +137,59 @@ pub fn undo(k: &mut Kernel, steps: Vec<Entry>) -> Vec<String> {
     failed
 }
 
-/// Undoes what a previous run left (from its journal file), newest first.
-pub fn recover(rtnl: &mut Rtnl, steps: &[Undo]) -> usize {
-    let refs: Vec<&Undo> = steps.iter().collect();
-    for f in run_undo(rtnl, &refs).into_iter().filter_map(|r| r.err()) {
+/// Undoes what a previous run left (from its journal file), newest first,
+/// but only what is provably ours, checked against the kernel now (the
+/// file might be forged): routes and rules with our protocol (the kernel
+/// matches it on delete too), and links, link settings and addresses only
+/// on links of our kinds that carry our marker (`link::MARKER`). Returns
+/// how many steps were run and how many were refused.
+pub fn recover(rtnl: &mut Rtnl, steps: &[Undo]) -> (usize, usize) {
+    let links: std::collections::HashMap<u32, netlink::link::LinkInfo> = match rtnl.dump(netlink::link::dump_request())
+    {
+        Ok(msgs) => msgs
+            .iter()
+            .filter(|(t, _)| *t == libc::RTM_NEWLINK)
+            .filter_map(|(_, p)| netlink::link::parse_info(p))
+            .map(|l| (l.index, l))
+            .collect(),
+        Err(e) => {
+            log::warn!("recovery: cannot list links ({e}); no link of the journal is touched");
+            Default::default()
+        }
+    };
+    let ours = |i: &u32| links.get(i).is_some_and(|l| l.is_ours());
+    let (mut run, mut refused) = (Vec::new(), 0);
+    for u in steps {
+        let ok = match u {
+            Undo::DelRoute(r) => r.protocol == netlink::RTPROT_OVPN_NETCFGD,
+            Undo::DelRule(r) => r.protocol == netlink::RTPROT_OVPN_NETCFGD,
+            Undo::DelAddr(a) => ours(&a.ifindex),
+            Undo::LinkDown { ifindex } => ours(ifindex),
+            Undo::DelLink { ifindex, name } => ours(ifindex) && links[ifindex].name == *name,
+            // A link that never got its marker (a crash right after it was
+            // made) is left alone: it cannot be told from someone else's.
+            Undo::DelNewLink { name, kind } => {
+                links.values().any(|l| l.name == *name && l.kind == *kind && l.is_ours())
+            }
+        };
+        if ok {
+            run.push(u);
+        } else {
+            refused += 1;
+            if refused <= 10 {
+                log::warn!("recovery: not ours, left alone: {}", u.to_line());
+            }
+        }
+    }
+    for f in run_undo(rtnl, &run).into_iter().filter_map(|r| r.err()) {
         log::warn!("recovery: {f}");
     }
-    steps.len()
+    (run.len(), refused)
+}
+
+/// Marks a link we just created as ours (see `recover`).
+pub fn mark_link(rtnl: &mut Rtnl, ifindex: u32) -> Result<()> {
+    rtnl.request(netlink::link::mark(ifindex)).map(|_| ())
 }
 
 /// The main routing tables of both families, as the kernel has them now.

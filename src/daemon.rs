@@ -56,8 +56,8 @@ pub struct Daemon {
 }
 
 /// Runs the service until a signal, idle exit or bus loss; returns the exit code.
-pub fn run(cfg: Config) -> i32 {
-    match Daemon::start(cfg) {
+pub fn run(cfg: Config, state: crate::state::State) -> i32 {
+    match Daemon::start(cfg, state) {
         Ok(mut d) => d.main_loop(),
         Err(e) => {
             log::error!("{e}");
@@ -67,7 +67,7 @@ pub fn run(cfg: Config) -> i32 {
 }
 
 impl Daemon {
-    fn start(cfg: Config) -> Result<Self> {
+    fn start(cfg: Config, state: crate::state::State) -> Result<Self> {
         let mut mask = SigSet::empty();
         for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
             mask.add(s);
@@ -97,7 +97,7 @@ impl Daemon {
         let address = cfg.bus_address.clone().or_else(|| std::env::var("DBUS_STARTER_ADDRESS").ok());
         let bus = Bus::connect(address.as_deref())?;
         let log_level = cfg.log_level;
-        let dns = crate::dns::Dns::new(&cfg.state_dir).with_dnsmasq_servers(&cfg.dnsmasq_servers);
+        let dns = crate::dns::Dns::new(state.dns).with_dnsmasq_servers(&cfg.dnsmasq_servers);
         let mut d = Daemon {
             cfg,
             bus,
@@ -130,7 +130,7 @@ impl Daemon {
         // Undo what a killed predecessor left behind (kernel, then DNS)
         // before anyone can reach us; the DNS backend is chosen after its
         // recovery.
-        d.recover_kernel();
+        d.recover_kernel(state.journals)?;
         d.dns.start(&d.cfg.dns, &d.bus);
         crate::privs::fit_to_dns(&d.cfg, d.dns.backend_name()).map_err(Error::Failed)?;
         d.bus.request_name(BUS_NAME)?;
@@ -144,12 +144,15 @@ impl Daemon {
         Ok(d)
     }
 
-    fn recover_kernel(&mut self) {
-        let (wal, leftover) = crate::journal::Wal::open(&self.cfg.state_dir);
+    fn recover_kernel(&mut self, files: [std::fs::File; 2]) -> Result<()> {
+        let (wal, leftover) = crate::journal::Wal::open(files);
         self.kernel.wal = wal;
         if !leftover.is_empty() {
-            let n = crate::apply::recover(&mut self.kernel.rtnl, &leftover);
+            let (n, refused) = crate::apply::recover(&mut self.kernel.rtnl, &leftover);
             log::warn!("undid {n} change(s) left by a previous run (from its journal)");
+            if refused > 0 {
+                log::warn!("{refused} journal entr(ies) named something not ours in the kernel: left alone");
+            }
         }
         match crate::apply::sweep(&mut self.kernel.rtnl) {
             Ok(0) => {}
@@ -157,7 +160,7 @@ impl Daemon {
             Err(e) => log::warn!("sweeping stale routes: {e}"),
         }
         // Only now: a crash during the above replays the old file again.
-        self.kernel.wal.start();
+        self.kernel.wal.start()
     }
 
     /// Every journal entry not yet undone, in all the places that hold them.

@@ -112,7 +112,10 @@ impl Device {
                 return Err(Error::Failed(format!("new device {kname} vanished")));
             };
             // On error the fd closes here, and the kernel removes the tun with it.
-            if let Err(e) = apply::record(k, &mut journal, Undo::DelLink { ifindex, name: kname.clone() }) {
+            let marked = apply::mark_link(&mut k.rtnl, ifindex);
+            if let Err(e) =
+                marked.and_then(|_| apply::record(k, &mut journal, Undo::DelLink { ifindex, name: kname.clone() }))
+            {
                 self.restore(old_links);
                 return Err(e);
             }

@@ -1,8 +1,42 @@
 //! Bounded mutation runs over the decoders of untrusted bytes outside the
 //! DCO module (those have cargo-fuzz targets in fuzz/): kernel replies
-//! (acks, route and rule dumps), the journal file and netcfg.json. They
-//! must never panic and must stay within their bounds. Deterministic, so a
-//! failure reproduces.
+//! (acks, route and rule dumps), the journal file, the DNS backup files and
+//! netcfg.json. They must never panic and must stay within their bounds.
+//! Deterministic, so a failure reproduces.
+//!
+//! The `fuzz_*` functions are the state-file decoders' cargo-fuzz entry
+//! points (fuzz/fuzz_targets), run here too on mutated seeds.
+
+/// A journal file: whatever loads must write back to lines that load the same.
+pub fn fuzz_journal(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (_, _, live) = crate::journal::parse_file(&text);
+    assert!(live.len() <= text.lines().count());
+    for u in live {
+        assert_eq!(crate::journal::Undo::parse(&u.to_line()), Some(u));
+    }
+}
+
+/// The resolv.conf backup: `file-meta`, then a NUL, then `file-orig`.
+pub fn fuzz_dns_state(data: &[u8]) {
+    let (meta, orig) = match data.iter().position(|b| *b == 0) {
+        Some(i) => (&data[..i], data[i + 1..].to_vec()),
+        None => (data, Vec::new()),
+    };
+    if let Ok((path, _)) = crate::dns::parse_state(meta, orig, None) {
+        assert!(path.is_absolute());
+    }
+}
+
+/// netcfg.json: accepted values stay within the options' bounds.
+pub fn fuzz_netcfg_json(data: &[u8]) {
+    if let Ok(s) = std::str::from_utf8(data) {
+        let mut c = crate::config::Config::default();
+        if crate::config::apply_json(&mut c, s).is_ok() {
+            assert!(c.log_level <= 6);
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -119,6 +153,7 @@ mod tests {
             "link 9 tun3",
             "rule 4 32700 7 7 79",
             "down 9",
+            "newlink ovpn dco0",
         ];
         let json = r#"{"log_level": 5, "systemd_resolved": false, "redirect_method": "host-route", "idle_exit": "3"}"#;
         for i in 0..30_000 {
@@ -129,12 +164,20 @@ mod tests {
                     assert_eq!(Undo::parse(&u.to_line()), Some(u));
                 }
             }
-            let j = mutate(&mut rng, json.as_bytes());
-            if let Ok(s) = std::str::from_utf8(&j) {
-                let mut c = crate::config::Config::default();
-                let _ = crate::config::apply_json(&mut c, s);
-                assert!(c.log_level <= 6);
-            }
+            super::fuzz_netcfg_json(&mutate(&mut rng, json.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn journal_files_and_dns_backups_survive_mutations() {
+        let mut rng = Rng(0x94d0_49bb_1331_11eb);
+        let journal = b"B 0d7c4f2e-1b7a-4bd1-9a53-2b8f0e6c1d22 00000000000000000003\nA 1 link 9 tun3\nA 2 addr 9 10.0.0.2 24\nD 1\nA 3 route 10.97.0.0/24 - 9 - 254 79 0\nD 3\n";
+        let meta = b"path /etc/resolv.conf\nkind file\nmode 644\nuid 0\ngid 0\n\0nameserver 192.0.2.53\n";
+        let link =
+            b"path /etc/resolv.conf\nkind symlink\nmode 0\nuid 0\ngid 0\n\0../run/systemd/resolve/stub-resolv.conf";
+        for i in 0..30_000 {
+            super::fuzz_journal(&mutate(&mut rng, journal));
+            super::fuzz_dns_state(&mutate(&mut rng, if i % 2 == 0 { meta } else { link }));
         }
     }
 }

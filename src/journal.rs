@@ -6,10 +6,9 @@
 //! (`Wal`), fsync'd before the kernel is touched, so a restarted daemon can
 //! undo what a killed one left behind.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::netlink::addr::Addr;
@@ -195,11 +194,21 @@ impl Journal {
     }
 }
 
-/// The write-ahead file: `B <boot id>` header, then `A <id> <undo>` before a
-/// change, `D <id>` once it is undone (or turned out not to be ours).
+/// The write-ahead file: `B <boot id> <generation>` header, then
+/// `A <id> <undo>` before a change, `D <id>` once it is undone (or turned
+/// out not to be ours).
+///
+/// Two files, opened as root at start-up and kept open, so the daemon never
+/// needs to create or rename anything in its state directory (which may be
+/// root's). A rewrite goes to the file not in use, with generation 0 in its
+/// header until it is complete and synced; then the real generation is
+/// written in place. Loading takes the complete file of the highest
+/// generation, so a crash mid-rewrite leaves the old file in force.
 pub struct Wal {
-    path: Option<PathBuf>,
-    file: Option<File>,
+    files: Option<[File; 2]>,
+    /// The file appended to (the one in force).
+    active: usize,
+    generation: u64,
     /// Bytes of whole lines in the file (a failed write is cut back to it).
     len: u64,
     next: u64,
@@ -213,100 +222,122 @@ pub struct Wal {
 /// than twice as many as live ones (a long session beside many short ones
 /// would otherwise grow it without bound).
 const COMPACT_AFTER: usize = 4096;
+/// Lines and bytes read from a journal file at most.
+const MAX_LINES: usize = 2_000_000;
+const MAX_BYTES: u64 = 256 << 20;
+/// Width of the generation field, so it can be written in place.
+const GEN_WIDTH: usize = 20;
 
 fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-impl Wal {
-    /// A journal that is not persisted (tests, or no usable state dir).
-    pub fn memory() -> Wal {
-        Wal { path: None, file: None, len: 0, next: 1, live: 0, dead: 0, compact_after: COMPACT_AFTER }
-    }
-
-    /// Reads `<dir>/journal`: returns the entries a previous run left live
-    /// (newest first) when it ran in this boot. The file stays as it is
-    /// until `start`, so a crash while they are undone loses none of them
-    /// (undoing twice is harmless).
-    pub fn open(dir: &Path) -> (Wal, Vec<Undo>) {
-        let path = dir.join("journal");
-        let mut leftover = Vec::new();
-        if let Ok(f) = File::open(&path) {
-            let mut live: Vec<(u64, Undo)> = Vec::new();
-            let mut same_boot = false;
-            for line in BufReader::new(f).lines().map_while(std::result::Result::ok).take(2_000_000) {
-                let (tag, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-                match tag {
-                    "B" => same_boot = rest == boot_id(),
-                    "A" => {
-                        if let Some((id, u)) = rest.split_once(' ') {
-                            if let (Ok(id), Some(u)) = (id.parse(), Undo::parse(u)) {
-                                live.push((id, u));
-                            }
+/// A journal file's content: its boot id, generation (0: incomplete) and
+/// the entries still live, oldest first. Linear in the number of lines.
+pub fn parse_file(text: &str) -> (String, u64, Vec<Undo>) {
+    let mut boot = String::new();
+    let mut generation = 0;
+    let mut live: Vec<Option<Undo>> = Vec::new();
+    let mut by_id: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    for (n, line) in text.lines().take(MAX_LINES).enumerate() {
+        let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match tag {
+            // Only the first line is a header: a `B` further down is garbage.
+            "B" if n == 0 => {
+                let mut f = rest.split(' ');
+                boot = f.next().unwrap_or_default().to_string();
+                // An old file has no generation: complete by construction.
+                generation = match f.next() {
+                    None => 1,
+                    Some(g) => g.parse().unwrap_or(0),
+                };
+            }
+            "A" => {
+                if let Some((id, u)) = rest.split_once(' ') {
+                    if let (Ok(id), Some(u)) = (id.parse::<u64>(), Undo::parse(u)) {
+                        if let Some(old) = by_id.insert(id, live.len()) {
+                            live[old] = None; // a repeated id: the later line wins
                         }
+                        live.push(Some(u));
                     }
-                    "D" => {
-                        if let Ok(id) = rest.parse::<u64>() {
-                            live.retain(|(i, _)| *i != id);
-                        }
-                    }
-                    _ => {}
                 }
             }
-            if same_boot {
-                leftover = live.into_iter().rev().map(|(_, u)| u).collect();
-            } else if !live.is_empty() {
-                log::info!("journal {} is from an earlier boot; nothing of it is left in the kernel", path.display());
+            "D" => {
+                if let Some(i) = rest.parse::<u64>().ok().and_then(|id| by_id.remove(&id)) {
+                    live[i] = None;
+                }
             }
+            _ => {}
         }
-        (
-            Wal { path: Some(path), file: None, len: 0, next: 1, live: 0, dead: 0, compact_after: COMPACT_AFTER },
-            leftover,
-        )
+    }
+    (boot, generation, live.into_iter().flatten().collect())
+}
+
+fn read_all(f: &mut File) -> String {
+    let mut v = Vec::new();
+    let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.take(MAX_BYTES).read_to_end(&mut v));
+    String::from_utf8_lossy(&v).into_owned()
+}
+
+impl Wal {
+    /// A journal that is not persisted (tests and benches).
+    pub fn memory() -> Wal {
+        Wal { files: None, active: 0, generation: 0, len: 0, next: 1, live: 0, dead: 0, compact_after: COMPACT_AFTER }
     }
 
-    /// Starts a fresh file (after the leftovers are undone). If the state
-    /// directory cannot be written, crash recovery is off, and logged.
-    pub fn start(&mut self) {
-        self.rewrite(&[]);
+    /// Reads the two journal files (opened by `state::prepare`): returns
+    /// the entries a previous run left live (newest first) when it ran in
+    /// this boot. The files stay as they are until `start`, so a crash while
+    /// they are undone loses none of them (undoing twice is harmless).
+    pub fn open(mut files: [File; 2]) -> (Wal, Vec<Undo>) {
+        let parsed = [parse_file(&read_all(&mut files[0])), parse_file(&read_all(&mut files[1]))];
+        let active = if parsed[1].1 > parsed[0].1 { 1 } else { 0 };
+        let generation = parsed[0].1.max(parsed[1].1);
+        let [a, b] = parsed;
+        let (boot, _, live) = if active == 0 { a } else { b };
+        let mut leftover = Vec::new();
+        if generation > 0 && boot == boot_id() {
+            leftover = live.into_iter().rev().collect();
+        } else if !live.is_empty() {
+            log::info!("the journal is from an earlier boot; nothing of it is left in the kernel");
+        }
+        let w = Wal { files: Some(files), active, generation, ..Wal::memory() };
+        (w, leftover)
     }
 
-    /// Replaces the file by one holding only `live` (atomically: a crash
-    /// leaves the old or the new file, both complete).
-    fn rewrite(&mut self, live: &[&Entry]) {
-        let Some(path) = self.path.clone() else { return };
-        let tmp = path.with_extension("new");
-        let mut text = format!("B {}\n", boot_id());
+    /// Starts a fresh file (after the leftovers are undone). An error here
+    /// means crash recovery would not work: start-up fails.
+    pub fn start(&mut self) -> Result<()> {
+        self.rewrite(&[]).map_err(|e| Error::Failed(format!("cannot write the undo journal: {e}")))
+    }
+
+    /// Replaces the file in force by one holding only `live` (see `Wal`).
+    fn rewrite(&mut self, live: &[&Entry]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some(files) = &mut self.files else { return Ok(()) };
+        let target = 1 - self.active;
+        let generation = self.generation + 1;
+        let mut text = format!("B {} {:0w$}\n", boot_id(), 0, w = GEN_WIDTH);
+        let gen_at = (text.len() - 1 - GEN_WIDTH) as u64;
         for e in live {
             append_line(&mut text, e);
         }
-        let done = OpenOptions::new().create(true).write(true).truncate(true).open(&tmp).and_then(|mut f| {
-            f.write_all(text.as_bytes())?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &path)?;
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
-            }
-            Ok(f)
-        });
-        match done {
-            Ok(f) => {
-                self.file = Some(f);
-                self.len = text.len() as u64;
-                self.live = live.len();
-                self.dead = 0;
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                if self.file.is_none() {
-                    log::warn!("cannot write the journal {}: {e}; crash recovery is off", path.display());
-                    self.path = None;
-                } else {
-                    // The old file is still complete and in use.
-                    log::warn!("cannot compact the journal {}: {e}", path.display());
-                }
-            }
-        }
+        let f = &mut files[target];
+        f.set_len(0)?;
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_data()?;
+        f.write_all_at(format!("{generation:0w$}", w = GEN_WIDTH).as_bytes(), gen_at)?;
+        f.sync_data()?;
+        // The new file is in force; the old one is cleared (were that lost,
+        // the higher generation still wins).
+        let _ = files[self.active].set_len(0);
+        self.active = target;
+        self.generation = generation;
+        self.len = text.len() as u64;
+        self.live = live.len();
+        self.dead = 0;
+        Ok(())
     }
 
     /// Records `undos` (one id each) and syncs before the caller touches the
@@ -315,7 +346,8 @@ impl Wal {
     pub fn record(&mut self, undos: Vec<Undo>) -> Result<Vec<Entry>> {
         let first = self.next;
         let entries: Vec<Entry> = undos.into_iter().zip(first..).map(|(undo, id)| Entry { id, undo }).collect();
-        if let Some(f) = &mut self.file {
+        if let Some(files) = &mut self.files {
+            let f = &mut files[self.active];
             let mut buf = String::with_capacity(entries.len() * 64);
             for e in &entries {
                 append_line(&mut buf, e);
@@ -344,9 +376,12 @@ impl Wal {
         }
         if self.live == 0 {
             if self.dead > 0 {
-                self.start();
+                if let Err(e) = self.rewrite(&[]) {
+                    log::warn!("cannot start a fresh journal: {e}");
+                }
             }
-        } else if let Some(f) = &mut self.file {
+        } else if let Some(files) = &mut self.files {
+            let f = &mut files[self.active];
             if f.write_all(buf.as_bytes()).is_ok() {
                 self.len += buf.len() as u64;
             } else {
@@ -357,7 +392,7 @@ impl Wal {
 
     /// Whether the file is mostly finished entries (see `compact`).
     pub fn wants_compaction(&self) -> bool {
-        self.file.is_some() && self.dead >= self.compact_after && self.dead > 2 * self.live
+        self.files.is_some() && self.dead >= self.compact_after && self.dead > 2 * self.live
     }
 
     /// Rewrites the file with only `live`, which must be every entry not yet
@@ -370,8 +405,14 @@ impl Wal {
             return;
         }
         let before = self.len;
-        self.rewrite(live);
-        log::debug!("journal compacted: {before} -> {} bytes, {} live entries", self.len, live.len());
+        match self.rewrite(live) {
+            Ok(()) => log::debug!("journal compacted: {before} -> {} bytes, {} live entries", self.len, live.len()),
+            Err(e) => {
+                // The old file is still complete and in force.
+                log::warn!("cannot compact the journal: {e}");
+                self.dead = 0;
+            }
+        }
     }
 }
 
@@ -438,25 +479,42 @@ mod tests {
         }
     }
 
+    use std::path::{Path, PathBuf};
+
+    fn files(dir: &Path) -> [File; 2] {
+        let o = |n: &str| {
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(n)).unwrap()
+        };
+        [o("journal"), o("journal.alt")]
+    }
+
+    fn open(dir: &Path) -> (Wal, Vec<Undo>) {
+        Wal::open(files(dir))
+    }
+
+    /// Bytes in both files together.
+    fn file_bytes(dir: &Path) -> u64 {
+        ["journal", "journal.alt"].iter().map(|n| std::fs::metadata(dir.join(n)).unwrap().len()).sum()
+    }
+
     #[test]
     fn wal_returns_live_entries_newest_first() {
-        let dir = std::env::temp_dir().join(format!("wal-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (mut w, left) = Wal::open(&dir);
+        let dir = temp_dir("order");
+        let (mut w, left) = open(&dir);
         assert!(left.is_empty());
-        w.start();
+        w.start().unwrap();
         let es = w
             .record(vec![Undo::LinkDown { ifindex: 1 }, Undo::LinkDown { ifindex: 2 }, Undo::LinkDown { ifindex: 3 }])
             .unwrap();
         w.done([es[1].id]);
         drop(w); // a crash: nothing more is written
-        let (_w, left) = Wal::open(&dir);
+        let (_w, left) = open(&dir);
         assert_eq!(left, vec![Undo::LinkDown { ifindex: 3 }, Undo::LinkDown { ifindex: 1 }]);
         // A crash while they are undone: the next run finds them all again.
-        let (mut w, again) = Wal::open(&dir);
+        let (mut w, again) = open(&dir);
         assert_eq!(again, left);
-        w.start();
-        let (_w, left) = Wal::open(&dir);
+        w.start().unwrap();
+        let (_w, left) = open(&dir);
         assert!(left.is_empty(), "a fresh file after recovery");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -469,20 +527,66 @@ mod tests {
     }
 
     #[test]
+    fn an_incomplete_rewrite_leaves_the_old_file_in_force() {
+        let dir = temp_dir("gen");
+        let (mut w, _) = open(&dir);
+        w.start().unwrap();
+        w.record(vec![Undo::LinkDown { ifindex: 4 }]).unwrap();
+        let in_force = if w.active == 0 { "journal" } else { "journal.alt" };
+        let other = if w.active == 0 { "journal.alt" } else { "journal" };
+        drop(w);
+        // A rewrite that died before its generation was written.
+        let boot = boot_id();
+        std::fs::write(dir.join(other), format!("B {boot} {:020}\nA 9 down 9\n", 0)).unwrap();
+        let (_w, left) = open(&dir);
+        assert_eq!(
+            left,
+            vec![Undo::LinkDown { ifindex: 4 }],
+            "{}",
+            std::fs::read_to_string(dir.join(in_force)).unwrap()
+        );
+        // A complete one of a higher generation wins.
+        std::fs::write(dir.join(other), format!("B {boot} {:020}\nA 9 down 9\n", 99)).unwrap();
+        let (w, left) = open(&dir);
+        assert_eq!(left, vec![Undo::LinkDown { ifindex: 9 }]);
+        assert_eq!(w.generation, 99);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn loading_is_linear_and_keeps_only_live_entries() {
+        let mut text = format!("B {} 1\n", boot_id());
+        let n = 200_000u64;
+        for id in 1..=n {
+            text.push_str(&format!("A {id} down {id}\n"));
+        }
+        for id in 1..n {
+            text.push_str(&format!("D {id}\n"));
+        }
+        let t0 = std::time::Instant::now();
+        let (_, generation, live) = parse_file(&text);
+        let took = t0.elapsed();
+        assert_eq!((generation, live), (1, vec![Undo::LinkDown { ifindex: n as u32 }]));
+        // Quadratic, this takes minutes; linear, well under a second even unoptimised.
+        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    }
+
+    #[test]
     fn a_failed_write_refuses_the_change_and_leaves_no_partial_line() {
         let dir = temp_dir("full");
-        let (mut w, _) = Wal::open(&dir);
-        w.start();
+        let (mut w, _) = open(&dir);
+        w.start().unwrap();
         let kept = w.record(vec![Undo::LinkDown { ifindex: 1 }]).unwrap();
-        let good = w.file.take();
-        w.file = Some(OpenOptions::new().write(true).open("/dev/full").unwrap());
+        let good = w.files.take();
+        let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        w.files = Some([full(), full()]);
         assert!(w.record(vec![Undo::LinkDown { ifindex: 2 }]).is_err());
         assert_eq!(w.live, 1, "nothing counted for the refused change");
-        w.file = good;
+        w.files = good;
         let next = w.record(vec![Undo::LinkDown { ifindex: 3 }]).unwrap();
         assert_eq!(next[0].id, kept[0].id + 1, "ids stay dense");
         drop(w);
-        let (_w, left) = Wal::open(&dir);
+        let (_w, left) = open(&dir);
         assert_eq!(left, vec![Undo::LinkDown { ifindex: 3 }, Undo::LinkDown { ifindex: 1 }]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -490,9 +594,9 @@ mod tests {
     #[test]
     fn compaction_keeps_exactly_the_live_entries_and_bounds_the_file() {
         let dir = temp_dir("compact");
-        let (mut w, _) = Wal::open(&dir);
+        let (mut w, _) = open(&dir);
         w.compact_after = 200;
-        w.start();
+        w.start().unwrap();
         let long = w.record(vec![Undo::LinkDown { ifindex: 7 }]).unwrap();
         let mut size_at_compaction = 0;
         for round in 0..3 {
@@ -500,25 +604,25 @@ mod tests {
                 let es = w.record(vec![Undo::LinkDown { ifindex: 8 }, Undo::LinkDown { ifindex: 9 }]).unwrap();
                 w.done(es.iter().map(|e| e.id));
             }
-            let size = std::fs::metadata(dir.join("journal")).unwrap().len();
+            let size = file_bytes(&dir);
             assert!(round == 0 || size <= size_at_compaction * 11 / 10, "the file does not grow from round to round");
             size_at_compaction = size;
             // A caller that forgets an entry gets no compaction.
             w.compact(&[]);
-            assert_eq!(std::fs::metadata(dir.join("journal")).unwrap().len(), size);
+            assert_eq!(file_bytes(&dir), size);
             while !w.wants_compaction() {
                 let es = w.record(vec![Undo::LinkDown { ifindex: 8 }]).unwrap();
                 w.done(es.iter().map(|e| e.id));
             }
             w.compact(&long.iter().collect::<Vec<_>>());
-            assert!(std::fs::metadata(dir.join("journal")).unwrap().len() < 100);
+            assert!(file_bytes(&dir) < 100);
         }
         // Still appendable, and a crash now leaves the long entry and the new one.
         let late = w.record(vec![Undo::LinkDown { ifindex: 10 }]).unwrap();
         w.done([late[0].id]);
         let late = w.record(vec![Undo::LinkDown { ifindex: 11 }]).unwrap();
         drop(w);
-        let (_w, left) = Wal::open(&dir);
+        let (_w, left) = open(&dir);
         assert_eq!(left, vec![late[0].undo.clone(), long[0].undo.clone()]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -9,7 +9,8 @@ use std::sync::Mutex;
 
 /// Queued (category, message) for Log signals; bounded.
 static QUEUE: Mutex<VecDeque<(u32, String)>> = Mutex::new(VecDeque::new());
-static FILE: Mutex<Option<(String, File)>> = Mutex::new(None);
+/// The log file: its path, the uid it may belong to besides root, the file.
+static FILE: Mutex<Option<(String, Option<u32>, File)>> = Mutex::new(None);
 const QUEUE_MAX: usize = 1000;
 
 /// OpenVPN 3 log categories (`LogCategory`): DEBUG 1 … ERROR 6.
@@ -52,7 +53,7 @@ impl log::Log for Logger {
         }
         let msg = r.args().to_string();
         if let Ok(mut f) = FILE.lock() {
-            if let Some((_, file)) = f.as_mut() {
+            if let Some((_, _, file)) = f.as_mut() {
                 let _ = writeln!(file, "{} {msg}", r.level());
             }
         }
@@ -84,25 +85,29 @@ pub fn set_level(level: u32) {
     log::set_max_level(filter(level));
 }
 
-/// Opens (or reopens, on SIGHUP) the log file in append mode.
-pub fn open_file(path: &str) -> std::io::Result<()> {
+/// Opens (or reopens, on SIGHUP) the log file in append mode, as
+/// `state::open_log` allows (never through a symlink, never a file that
+/// someone other than root or the dedicated account `uid` owns or may
+/// write). Nothing is chowned.
+pub fn open_file(path: &str, uid: Option<u32>) -> std::io::Result<()> {
     let f = if path == "stdout:" {
-        // SAFETY-free alternative to fd 1 ownership: append to /dev/stdout.
         OpenOptions::new().append(true).open("/dev/stdout")?
     } else {
-        OpenOptions::new().create(true).append(true).open(path)?
+        crate::state::open_log(std::path::Path::new(path), uid)?
     };
     if let Ok(mut g) = FILE.lock() {
-        *g = Some((path.to_string(), f));
+        *g = Some((path.to_string(), uid, f));
     }
     Ok(())
 }
 
+/// SIGHUP: reopens the log file. Once privileges are dropped a root-owned
+/// file cannot be reopened; the open one is kept (rotate with copytruncate).
 pub fn reopen_file() {
-    let path = FILE.lock().ok().and_then(|g| g.as_ref().map(|(p, _)| p.clone()));
-    if let Some(p) = path {
-        if let Err(e) = open_file(&p) {
-            log::error!("reopening log file {p}: {e}");
+    let cur = FILE.lock().ok().and_then(|g| g.as_ref().map(|(p, u, _)| (p.clone(), *u)));
+    if let Some((p, uid)) = cur {
+        if let Err(e) = open_file(&p, uid) {
+            log::error!("reopening log file {p}: {e}; still writing to the file opened before");
         }
     }
 }

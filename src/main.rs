@@ -1,7 +1,7 @@
 //! Entry point: parse options and the config file, set up logging, run.
 
 use ovpn_netcfgd::config::{self, Cli};
-use ovpn_netcfgd::{daemon, logging};
+use ovpn_netcfgd::{daemon, logging, privs, state};
 
 fn main() {
     let mut cfg = match config::parse_args(std::env::args().skip(1)) {
@@ -19,32 +19,34 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut warnings = Vec::new();
-    if let Some(path) = cfg.config_file.clone() {
-        match std::fs::read_to_string(&path) {
-            Ok(text) => match config::apply_json(&mut cfg, &text) {
-                Ok(w) => warnings = w,
-                Err(e) => {
-                    eprintln!("ovpn-netcfgd: {}: {e}", path.display());
-                    std::process::exit(2);
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => warnings.push(format!("cannot read {}: {e}", path.display())),
+    // As root, before anything is read from the state directory.
+    let run_as = if cfg.run_as_root {
+        None
+    } else {
+        if !nix::unistd::Uid::effective().is_root() {
+            fail("must be started as root (it drops to --run-as itself; use --run-as-root only for debugging)");
+        }
+        let (user, _) = privs::account(&cfg).unwrap_or_else(|e| fail(&e));
+        Some(state::RunAs { uid: user.uid.as_raw(), dedicated: user.name == state::DEDICATED_ACCOUNT })
+    };
+    let st = state::prepare(&cfg.state_dir, run_as).unwrap_or_else(|e| fail(&e));
+    let mut warnings = st.warnings.clone();
+    if let Some(text) = st.config.as_ref().filter(|_| cfg.config_file.is_some()) {
+        match config::apply_json(&mut cfg, text) {
+            Ok(w) => warnings.extend(w),
+            Err(e) => fail(&format!("{}/netcfg.json: {e}", st.dir.path.display())),
         }
     }
     let dns_note = cfg.reference_dns_default();
     if let Err(e) = cfg.validate() {
-        eprintln!("ovpn-netcfgd: {e}");
-        std::process::exit(2);
+        fail(&e);
     }
     logging::init(cfg.log_level);
     if let Some(f) = &cfg.log_file {
-        if let Err(e) = logging::open_file(f) {
-            eprintln!("ovpn-netcfgd: --log-file {f}: {e}");
-            std::process::exit(2);
+        let uid = run_as.filter(|r| r.dedicated).map(|r| r.uid);
+        if let Err(e) = logging::open_file(f, uid) {
+            fail(&format!("--log-file {f}: {e}; refusing to log there"));
         }
-        ovpn_netcfgd::privs::chown_for_service(f, &cfg);
     }
     for w in warnings {
         log::warn!("{w}");
@@ -52,5 +54,11 @@ fn main() {
     if let Some(n) = dns_note {
         log::info!("{n}");
     }
-    std::process::exit(daemon::run(cfg));
+    std::process::exit(daemon::run(cfg, st));
+}
+
+/// A fatal configuration error (exit 2), before logging is set up.
+fn fail(msg: &str) -> ! {
+    eprintln!("ovpn-netcfgd: {msg}");
+    std::process::exit(2);
 }

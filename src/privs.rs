@@ -16,14 +16,13 @@ pub fn needed(cfg: &Config) -> (Vec<u32>, Vec<u32>) {
     // is chosen and a crashed run's files are restored, any choice but
     // `none` may need that.
     match cfg.dns {
-        DnsChoice::File(_) => caps.push(CAP_DAC_OVERRIDE),
+        // dnsmasq's servers file is the service user's own, but its backup
+        // goes to the state directory, which is root's.
+        DnsChoice::File(_) | DnsChoice::Dnsmasq => caps.push(CAP_DAC_OVERRIDE),
         DnsChoice::Resolvconf | DnsChoice::Auto | DnsChoice::Resolved => {
             caps.push(CAP_DAC_OVERRIDE);
             ambient.push(CAP_DAC_OVERRIDE);
         }
-        // Its servers file is the service user's own; only the reload
-        // signal to dnsmasq, which runs as another user, needs a right.
-        DnsChoice::Dnsmasq => {}
         DnsChoice::None => {}
     }
     // SIGHUP to dnsmasq (another user's process), only where dnsmasq may be
@@ -46,7 +45,8 @@ fn base_caps(cfg: &Config) -> Vec<u32> {
 
 /// What the chosen DNS backend (by its `Dns::backend_name`) needs beyond
 /// the base: the file backend writes resolv.conf itself, resolvconf's
-/// script needs the capability too; systemd-resolved and none need neither.
+/// script needs the capability too, dnsmasq's backend writes its backup to
+/// root's state directory; systemd-resolved and none need neither.
 pub fn for_backend(cfg: &Config, backend: &str) -> (Vec<u32>, Vec<u32>) {
     let mut caps = base_caps(cfg);
     let mut ambient = Vec::new();
@@ -56,9 +56,13 @@ pub fn for_backend(cfg: &Config, backend: &str) -> (Vec<u32>, Vec<u32>) {
             caps.push(CAP_DAC_OVERRIDE);
             ambient.push(CAP_DAC_OVERRIDE);
         }
-        "dnsmasq" if in_bounding_set(CAP_KILL) => caps.push(CAP_KILL),
         "dnsmasq" => {
-            log::warn!("CAP_KILL is not in the bounding set: only a dnsmasq running as this user can be told to reload")
+            caps.push(CAP_DAC_OVERRIDE);
+            if in_bounding_set(CAP_KILL) {
+                caps.push(CAP_KILL);
+            } else {
+                log::warn!("CAP_KILL is not in the bounding set: only a dnsmasq running as this user can be told to reload")
+            }
         }
         _ => {}
     }
@@ -77,7 +81,7 @@ pub fn fit_to_dns(cfg: &Config, backend: &str) -> Result<(), String> {
     if had == caps && had_ambient == ambient {
         return Ok(());
     }
-    sys::capset(&caps).map_err(|e| format!("capset: {e}"))?;
+    sys::capset(&caps, &ambient).map_err(|e| format!("capset: {e}"))?;
     if ambient.is_empty() && !had_ambient.is_empty() {
         sys::ambient_clear_all().map_err(|e| format!("clearing ambient capabilities: {e}"))?;
     }
@@ -140,7 +144,8 @@ pub fn drop_privileges(cfg: &Config) -> Result<(), String> {
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::setresgid(user.gid, user.gid, user.gid).map_err(|e| format!("setresgid: {e}"))?;
     nix::unistd::setresuid(user.uid, user.uid, user.uid).map_err(|e| format!("setresuid: {e}"))?;
-    sys::capset(&caps).map_err(|e| format!("capset: {e}"))?;
+    // Inheritable: only what a child (resolvconf) is to get, nothing more.
+    sys::capset(&caps, &ambient).map_err(|e| format!("capset: {e}"))?;
     sys::set_keepcaps(false).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
     for c in &ambient {
         sys::ambient_raise(*c).map_err(|e| format!("raising ambient capability {c}: {e}"))?;
@@ -166,15 +171,5 @@ fn cap_name(c: u32) -> &'static str {
         CAP_NET_RAW => "CAP_NET_RAW",
         CAP_KILL => "CAP_KILL",
         _ => "?",
-    }
-}
-
-/// Lets the service user reopen (SIGHUP) a log file created as root.
-pub fn chown_for_service(path: &str, cfg: &Config) {
-    if cfg.run_as_root || path == "stdout:" {
-        return;
-    }
-    if let Ok((u, _)) = account(cfg) {
-        let _ = nix::unistd::chown(path, Some(u.uid), Some(u.gid));
     }
 }

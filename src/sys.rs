@@ -179,15 +179,22 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Sets this thread's effective, permitted and inheritable sets to `caps`
-/// (capability numbers below 64).
-pub fn capset(caps: &[u32]) -> io::Result<()> {
+/// Sets this thread's effective and permitted sets to `caps`, and its
+/// inheritable set to `inheritable` (what children may get; capability
+/// numbers below 64).
+pub fn capset(caps: &[u32], inheritable: &[u32]) -> io::Result<()> {
     let mut data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    let bit = |c: u32| ((c / 32) as usize, 1u32 << (c % 32));
     for &c in caps {
-        let (word, bit) = ((c / 32) as usize, 1u32 << (c % 32));
+        let (word, bit) = bit(c);
         if word < 2 {
             data[word].effective |= bit;
             data[word].permitted |= bit;
+        }
+    }
+    for &c in inheritable {
+        let (word, bit) = bit(c);
+        if word < 2 {
             data[word].inheritable |= bit;
         }
     }

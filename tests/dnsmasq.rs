@@ -223,10 +223,10 @@ fn dnsmasq_split_then_global_dns_for_the_lan_then_restored_exactly() {
     assert!(log.contains("DNS backend: dnsmasq (auto)"), "{log}");
     let pid = env.daemon.as_ref().unwrap().id();
     assert_eq!(status_field(pid, "Uid:").split('\t').next(), Some("65534"));
-    // CAP_NET_ADMIN and CAP_KILL (dnsmasq is another user); nothing to write
-    // files that are not the service user's.
-    assert_eq!(status_field(pid, "CapEff:"), "0000000000001020", "{log}");
-    assert_eq!(status_field(pid, "CapPrm:"), "0000000000001020");
+    // CAP_NET_ADMIN, CAP_KILL (dnsmasq is another user) and
+    // CAP_DAC_OVERRIDE (the backup goes to root's state directory).
+    assert_eq!(status_field(pid, "CapEff:"), "0000000000001022", "{log}");
+    assert_eq!(status_field(pid, "CapPrm:"), "0000000000001022");
     assert_eq!(status_field(pid, "CapAmb:"), "0000000000000000");
     assert!(log.contains("runs as uid [4242, 4242, 4242], neither root nor dnsmasq's account: ignored"), "{log}");
 
@@ -366,7 +366,7 @@ fn openwrt_init_prepares_the_servers_file_and_runs_the_dnsmasq_backend() {
     assert_eq!(read("calls"), "dnsmasq running\ndnsmasq restart\n");
     assert_eq!(
         read("stat"),
-        "file openvpn 644 0 regular empty file\ndir root 755\nstate openvpn 750\nconf root 640 regular file\n"
+        "file openvpn 644 0 regular empty file\ndir root 755\nstate root 700\nconf root 600 regular file\n"
     );
     // The links planted there were replaced, their target left alone.
     assert_eq!(read("victim"), "keep\n");

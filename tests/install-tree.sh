@@ -135,8 +135,8 @@ check "unit: BusName=net.openvpn.v3.netcfg" grep -qx 'BusName=net.openvpn.v3.net
 check "unit: ExecStart=$sbin/ovpn-netcfgd ... --state-dir" \
 	grep -qE "^ExecStart=$sbin/ovpn-netcfgd .*--state-dir /var/lib/ovpn-netcfgd" "$unit"
 check "unit: state directory writable" grep -qx 'ReadWritePaths=/var/lib/ovpn-netcfgd' "$unit"
-check "tmpfiles: state directory 0750 openvpn" \
-	grep -qE '^d /var/lib/ovpn-netcfgd 0750 openvpn openvpn' "$dest/usr/lib/tmpfiles.d/ovpn-netcfgd.conf"
+check "tmpfiles: state directory 0700 root" \
+	grep -qE '^d /var/lib/ovpn-netcfgd 0700 root root' "$dest/usr/lib/tmpfiles.d/ovpn-netcfgd.conf"
 check "rt_protos.d: 79 ovpn-netcfgd" \
 	grep -qE '^79[[:space:]]+ovpn-netcfgd$' "$dest/etc/iproute2/rt_protos.d/ovpn-netcfgd.conf"
 
@@ -205,16 +205,16 @@ if have systemd-sysusers && have systemd-tmpfiles; then
 	mkdir -p "$sroot/etc"
 	: >"$sroot/etc/passwd"; : >"$sroot/etc/group"
 	if out=$(systemd-sysusers --root="$sroot" "$dest/usr/lib/sysusers.d/ovpn-netcfgd.conf" 2>&1) &&
-		grep -q '^openvpn:' "$sroot/etc/passwd"; then
-		ok "sysusers.d creates the openvpn user"
+		grep -q '^ovpn-netcfgd:' "$sroot/etc/passwd" && grep -q '^openvpn:' "$sroot/etc/passwd"; then
+		ok "sysusers.d creates the ovpn-netcfgd and openvpn users"
 	else
-		bad "sysusers.d creates the openvpn user" "$out"
+		bad "sysusers.d creates the ovpn-netcfgd and openvpn users" "$out"
 	fi
 	if out=$(systemd-tmpfiles --root="$sroot" --create "$dest/usr/lib/tmpfiles.d/ovpn-netcfgd.conf" 2>&1) &&
-		[ "$(stat -c %a "$sroot/var/lib/ovpn-netcfgd" 2>/dev/null)" = 750 ]; then
-		ok "tmpfiles.d creates the state directory 0750"
+		[ "$(stat -c %a:%u "$sroot/var/lib/ovpn-netcfgd" 2>/dev/null)" = 700:0 ]; then
+		ok "tmpfiles.d creates the state directory 0700 root"
 	else
-		bad "tmpfiles.d creates the state directory 0750" "$out"
+		bad "tmpfiles.d creates the state directory 0700 root" "$out"
 	fi
 else
 	skp "sysusers.d / tmpfiles.d (systemd tools not installed)"
@@ -269,10 +269,11 @@ stop_bus() {
 
 if have dbus-daemon; then
 	if start_bus "$dest/usr/share/dbus-1/system.d" "$dest/usr/share/dbus-1/system-services"; then
-		# An unknown user name ("openvpn", "_openvpn" on a build machine) and an fd
+		# An unknown user name ("ovpn-netcfgd", "openvpn", "_openvpn" on a build machine) and an fd
 		# limit a container will not raise are only warnings; anything
 		# else on stderr is a problem with the file.
-		noise=$(grep -v -e 'Unknown username "openvpn"' -e 'Unknown username "_openvpn"' -e 'Failed to set fd limit' "$busdir/stderr")
+		noise=$(grep -v -e 'Unknown username "openvpn"' -e 'Unknown username "_openvpn"' \
+			-e 'Unknown username "ovpn-netcfgd"' -e 'Failed to set fd limit' "$busdir/stderr")
 		if [ -z "$noise" ]; then
 			ok "private dbus-daemon accepts the installed policy"
 		else

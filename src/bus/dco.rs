@@ -103,6 +103,10 @@ impl Daemon {
             crate::apply::undo(&mut self.kernel, intent);
             return Err(Error::Failed(format!("new device {name} vanished")));
         };
+        if let Err(e) = crate::apply::mark_link(&mut self.kernel.rtnl, ifindex) {
+            crate::apply::undo(&mut self.kernel, intent);
+            return Err(e);
+        }
         let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
         // Destroy, client death, shutdown and a restarted daemon delete it.
         if let Err(e) =

@@ -38,6 +38,7 @@ use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
 
 use super::{file::write_private, Backend, Session};
+use crate::state::Dir;
 use crate::bus::Bus;
 use crate::error::{Error, Result};
 use crate::settings::{DnsScope, DnsTransport};
@@ -68,7 +69,7 @@ struct Saved {
 
 pub struct Dnsmasq {
     path: PathBuf,
-    dir: PathBuf,
+    dir: Dir,
     saved: Option<Saved>,
     /// The file changed since dnsmasq was last told.
     reload_due: bool,
@@ -76,8 +77,8 @@ pub struct Dnsmasq {
 }
 
 impl Dnsmasq {
-    pub fn new(path: &Path, dir: &Path) -> Dnsmasq {
-        Dnsmasq { path: path.to_path_buf(), dir: dir.to_path_buf(), saved: None, reload_due: false, warned: false }
+    pub fn new(path: &Path, dir: &Dir) -> Dnsmasq {
+        Dnsmasq { path: path.to_path_buf(), dir: dir.clone(), saved: None, reload_due: false, warned: false }
     }
 
     fn set(&mut self, sessions: &[Session]) -> Result<()> {
@@ -115,7 +116,7 @@ impl Dnsmasq {
         if saved.ours.as_deref() != Some(text.as_slice()) {
             // Recorded first: after a crash the file holds either the
             // original (left alone) or this (restored).
-            write_private(&self.dir.join(OURS), &text)?;
+            write_private(&self.dir, OURS, &text)?;
             write_servers(&self.path, &text)?;
             saved.ours = Some(text);
             self.reload_due = true;
@@ -176,13 +177,20 @@ impl Backend for Dnsmasq {
     }
 }
 
-/// Restores a servers file left by a run that did not exit cleanly.
-pub fn recover(dir: &Path) {
-    match fs::symlink_metadata(dir.join(META)) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        _ => {}
+/// Restores a servers file left by a run that did not exit cleanly, if
+/// the backup is of `configured` (this run's servers file): the state
+/// files can never make the daemon write anywhere else.
+pub fn recover(dir: &Dir, configured: &Path) {
+    if !dir.exists(META) {
+        return;
     }
     match load_state(dir) {
+        Ok((path, _)) if path != configured => log::error!(
+            "a dnsmasq servers backup in {} is of {}, not of {}: not restored, left there for inspection",
+            dir.path.display(),
+            path.display(),
+            configured.display()
+        ),
         Ok((path, saved)) => {
             log::warn!("{}: a previous run did not exit cleanly; restoring the original", path.display());
             match put_back(&path, &saved) {
@@ -192,10 +200,10 @@ pub fn recover(dir: &Path) {
                         log::warn!("{e}; dnsmasq uses the restored file from its next reload on");
                     }
                 }
-                Err(e) => log::error!("{}: {e}; the backup stays in {}", path.display(), dir.display()),
+                Err(e) => log::error!("{}: {e}; the backup stays in {}", path.display(), dir.path.display()),
             }
         }
-        Err(e) => log::error!("unusable dnsmasq backup in {}: {e}; left there for inspection", dir.display()),
+        Err(e) => log::error!("unusable dnsmasq backup in {}: {e}; left there for inspection", dir.path.display()),
     }
 }
 
@@ -343,27 +351,30 @@ fn write_servers(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all().map_err(err)
 }
 
-fn save_state(dir: &Path, path: &Path, orig: &Orig) -> Result<()> {
+fn save_state(dir: &Dir, path: &Path, orig: &Orig) -> Result<()> {
     let (kind, bytes): (&str, &[u8]) = match orig {
         Orig::File(b) => ("file", b),
         Orig::Missing => ("missing", b""),
     };
     // A stale OURS must never match the file of this new backup.
-    let _ = fs::remove_file(dir.join(OURS));
-    write_private(&dir.join(ORIG), bytes)?;
-    write_private(&dir.join(META), format!("path {}\nkind {kind}\n", path.display()).as_bytes())
+    let _ = dir.remove(OURS);
+    write_private(dir, ORIG, bytes)?;
+    write_private(dir, META, format!("path {}\nkind {kind}\n", path.display()).as_bytes())
 }
 
-fn load_state(dir: &Path) -> Result<(PathBuf, Saved)> {
-    let read = |n: &str| fs::read(dir.join(n)).map_err(|e| Error::io(format!("read {}", dir.join(n).display()), e));
-    let meta = String::from_utf8(read(META)?).map_err(|_| Error::Failed(format!("{META} is not UTF-8")))?;
+/// Reads the backup. Its files are trusted only as `state::Dir` allows.
+fn load_state(dir: &Dir) -> Result<(PathBuf, Saved)> {
+    let read =
+        |n: &str| dir.read(n, MAX_SIZE).map_err(|e| Error::io(format!("read {}/{n}", dir.path.display()), e));
+    let need = |n: &str| read(n)?.ok_or_else(|| Error::Failed(format!("{}/{n} is missing", dir.path.display())));
+    let meta = String::from_utf8(need(META)?).map_err(|_| Error::Failed(format!("{META} is not UTF-8")))?;
     let get = |k: &str| {
         meta.lines()
             .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(' ')))
             .ok_or_else(|| Error::Failed(format!("{META} has no '{k}'")))
     };
     let orig = match get("kind")? {
-        "file" => Orig::File(read(ORIG)?),
+        "file" => Orig::File(need(ORIG)?),
         "missing" => Orig::Missing,
         k => return Err(Error::Failed(format!("{META}: unknown kind '{k}'"))),
     };
@@ -371,12 +382,12 @@ fn load_state(dir: &Path) -> Result<(PathBuf, Saved)> {
     if !path.is_absolute() {
         return Err(Error::Failed(format!("{META}: the path is not absolute")));
     }
-    Ok((path, Saved { orig, ours: fs::read(dir.join(OURS)).ok() }))
+    Ok((path, Saved { orig, ours: read(OURS)? }))
 }
 
-fn clear_state(dir: &Path) {
+fn clear_state(dir: &Dir) {
     for n in [META, ORIG, OURS] {
-        let _ = fs::remove_file(dir.join(n));
+        let _ = dir.remove(n);
     }
 }
 
@@ -665,10 +676,11 @@ mod tests {
         fs::create_dir_all(&root).unwrap();
         let servers = root.join("servers");
         let state = root.join("state");
+        let dir = Dir::for_tests(&state);
         let orig = b"server=/lan/192.0.2.1\n".to_vec();
         fs::write(&servers, &orig).unwrap();
         let s = test_session("/a", 1, 1, &["10.8.0.1"], &["corp.example"]);
-        let mut d = Dnsmasq::new(&servers, &state);
+        let mut d = Dnsmasq::new(&servers, &dir);
         d.set(std::slice::from_ref(&s)).unwrap();
         let text = fs::read_to_string(&servers).unwrap();
         assert!(text.contains("server=/corp.example/10.8.0.1\nserver=10.8.0.1\nserver=/lan/192.0.2.1\n"), "{text}");
@@ -676,13 +688,18 @@ mod tests {
         assert_eq!(fs::read(&servers).unwrap(), orig);
         assert!(!state.join(META).exists());
         // Killed: the next start restores.
-        let mut d = Dnsmasq::new(&servers, &state);
+        let mut d = Dnsmasq::new(&servers, &dir);
         d.set(std::slice::from_ref(&s)).unwrap();
         drop(d);
-        recover(&state);
+        // A backup of another file is left alone, then this one restored.
+        let ours = fs::read(&servers).unwrap();
+        recover(&dir, &root.join("elsewhere"));
+        assert_eq!(fs::read(&servers).unwrap(), ours);
+        assert!(state.join(META).exists());
+        recover(&dir, &servers);
         assert_eq!(fs::read(&servers).unwrap(), orig);
         // Another program rewrote it meanwhile: its version is kept.
-        let mut d = Dnsmasq::new(&servers, &state);
+        let mut d = Dnsmasq::new(&servers, &dir);
         d.set(std::slice::from_ref(&s)).unwrap();
         fs::write(&servers, b"server=/other/192.0.2.9\n").unwrap();
         d.set(&[]).unwrap();
@@ -691,7 +708,7 @@ mod tests {
         fs::write(&servers, &orig).unwrap();
         // Missing before: missing after.
         fs::remove_file(&servers).unwrap();
-        let mut d = Dnsmasq::new(&servers, &state);
+        let mut d = Dnsmasq::new(&servers, &dir);
         d.set(std::slice::from_ref(&s)).unwrap();
         assert!(servers.exists());
         d.set(&[]).unwrap();

@@ -27,13 +27,14 @@ use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{Backend, Session};
 use crate::bus::Bus;
 use crate::error::{Error, Result};
 use crate::settings::DnsScope;
+use crate::state::Dir;
 
 pub const DEFAULT_PATH: &str = "/etc/resolv.conf";
 /// resolv.conf is a few hundred bytes; anything this big is not one.
@@ -53,7 +54,7 @@ enum Orig {
 }
 
 #[derive(Debug)]
-struct Saved {
+pub(crate) struct Saved {
     orig: Orig,
     /// What we last wrote (None: backup taken, nothing written yet).
     ours: Option<Vec<u8>>,
@@ -61,19 +62,19 @@ struct Saved {
 
 pub struct FileBackend {
     path: PathBuf,
-    dir: PathBuf,
+    dir: Dir,
     saved: Option<Saved>,
     scope_warned: bool,
 }
 
 impl FileBackend {
-    pub fn new(path: &Path, dir: &Path) -> Result<Self> {
+    pub fn new(path: &Path, dir: &Dir) -> Result<Self> {
         // The state file keeps the path on one line.
         if path.as_os_str().is_empty() || path.to_str().map_or(true, |s| s.contains('\n')) {
             return Err(Error::Failed("the path must be UTF-8 and have no newline".into()));
         }
         let path = std::path::absolute(path).map_err(|e| Error::io("resolving the path", e))?;
-        Ok(FileBackend { path, dir: dir.to_path_buf(), saved: None, scope_warned: false })
+        Ok(FileBackend { path, dir: dir.clone(), saved: None, scope_warned: false })
     }
 
     fn set(&mut self, sessions: &[Session]) -> Result<()> {
@@ -87,7 +88,7 @@ impl FileBackend {
             );
             self.scope_warned = true;
         }
-        if self.saved.is_none() {
+        if self.saved.is_none() && self.dir.exists(META) {
             // A backup that start-up recovery could not restore: keep using
             // it, never overwrite it with our own old content.
             if let Ok((p, s)) = load_state(&self.dir) {
@@ -116,12 +117,12 @@ impl FileBackend {
         }
         // Recorded before the write: a crash in between leaves a file that
         // is either the original (not ours: left alone) or ours (restored).
-        write_private(&self.dir.join(OURS), text.as_bytes())?;
-        let (mode, uid, gid) = match &saved.orig {
-            Orig::File { mode, uid, gid, .. } => (*mode, *uid, *gid),
-            _ => (0o644, 0, 0),
+        write_private(&self.dir, OURS, text.as_bytes())?;
+        let (mode, owner) = match &saved.orig {
+            Orig::File { mode, uid, gid, .. } => (*mode, Some((*uid, *gid))),
+            _ => (0o644, None),
         };
-        replace(&self.path, text.as_bytes(), mode, uid, gid)?;
+        replace(&self.path, text.as_bytes(), mode, owner)?;
         saved.ours = Some(text.into_bytes());
         log::info!("{}: written for {} VPN session(s)", self.path.display(), sessions.len());
         Ok(())
@@ -146,21 +147,30 @@ impl Backend for FileBackend {
     }
 }
 
-/// Restores a backup left by a run that did not exit cleanly.
-pub fn recover(dir: &Path) {
-    match fs::symlink_metadata(dir.join(META)) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        _ => {}
+/// Restores a backup left by a run that did not exit cleanly, if it is of
+/// `configured` (the resolv.conf this run was configured for): a backup
+/// naming another file is left alone, so the state files can never make
+/// the daemon write anywhere else.
+pub fn recover(dir: &Dir, configured: &Path) {
+    if !dir.exists(META) {
+        return;
     }
+    let configured = std::path::absolute(configured).unwrap_or_else(|_| configured.to_path_buf());
     match load_state(dir) {
+        Ok((path, _)) if path != configured => log::error!(
+            "a resolv.conf backup in {} is of {}, not of {}: not restored, left there for inspection",
+            dir.path.display(),
+            path.display(),
+            configured.display()
+        ),
         Ok((path, saved)) => {
             log::warn!("{}: a previous run did not exit cleanly; restoring the original", path.display());
             match put_back(&path, &saved) {
                 Ok(()) => clear_state(dir),
-                Err(e) => log::error!("{}: {e}; the backup stays in {}", path.display(), dir.display()),
+                Err(e) => log::error!("{}: {e}; the backup stays in {}", path.display(), dir.path.display()),
             }
         }
-        Err(e) => log::error!("unusable resolv.conf backup in {}: {e}; left there for inspection", dir.display()),
+        Err(e) => log::error!("unusable resolv.conf backup in {}: {e}; left there for inspection", dir.path.display()),
     }
 }
 
@@ -180,7 +190,7 @@ fn put_back(path: &Path, saved: &Saved) -> Result<()> {
     }
     let what = format!("restore {}", path.display());
     match &saved.orig {
-        Orig::File { bytes, mode, uid, gid } => replace(path, bytes, *mode, *uid, *gid)?,
+        Orig::File { bytes, mode, uid, gid } => replace(path, bytes, *mode, Some((*uid, *gid)))?,
         Orig::Symlink(target) => relink(path, target).map_err(|e| Error::io(what, e))?,
         Orig::Missing => fs::remove_file(path).map_err(|e| Error::io(what, e))?,
     }
@@ -296,45 +306,33 @@ fn generate(sessions: &[Session], sys: &System) -> String {
     out
 }
 
-/// Writes `bytes` to `path` with the given mode and owner: a temporary file
-/// in the same directory renamed over it (readers see the old or the new
-/// file, never a partial one). In place instead if the path is a mount
-/// point, or if it is a regular file and we may not give a new file its
-/// owner (no CAP_CHOWN after dropping root): that keeps owner and mode.
-fn replace(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> Result<()> {
+/// Writes `bytes` to `path` without ever chowning: a temporary file in the
+/// same directory renamed over it (readers see the old or the new file)
+/// when the new file gets the right owner by itself, i.e. the original
+/// (`owner`) is ours or there is none; else, for an existing regular file
+/// or a mount point, in place, which keeps its owner and mode. A new file
+/// gets `mode` less the write bits for group and others.
+fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
     let err = |e| Error::io(format!("write {}", path.display()), e);
-    if is_mount_point(path) {
+    let me = (nix::unistd::Uid::effective().as_raw(), nix::unistd::Gid::effective().as_raw());
+    let in_place = owner.is_some_and(|o| o != me) && fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
+    if is_mount_point(path) || in_place {
         return write_in_place(path, bytes).map_err(err);
     }
     let tmp = temp_name(path);
     let _ = fs::remove_file(&tmp);
-    let r = (|| -> io::Result<bool> {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let r = (|| -> io::Result<()> {
+        let mut f =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
         f.write_all(bytes)?;
-        // Mode first: once the file is root's, we may not chmod it.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        match std::os::unix::fs::fchown(&f, Some(uid), Some(gid)) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                if fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
-                    return Ok(false);
-                }
-                log::debug!("{}: cannot give the new file its owner; it stays ours", path.display());
-            }
-            Err(e) => return Err(e),
-        }
+        f.set_permissions(fs::Permissions::from_mode(mode & 0o644))?;
         f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        Ok(true)
+        fs::rename(&tmp, path)
     })();
-    if !matches!(r, Ok(true)) {
+    if r.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    match r {
-        Ok(true) => Ok(()),
-        Ok(false) => write_in_place(path, bytes).map_err(err),
-        Err(e) => Err(err(e)),
-    }
+    r.map_err(err)
 }
 
 fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -397,42 +395,37 @@ fn unescape(s: &str) -> Vec<u8> {
     out
 }
 
-/// Writes a state file (root only, atomically).
-pub(super) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let err = |e| Error::io(format!("write {}", path.display()), e);
-    if let Some(d) = path.parent() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(d).map_err(err)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let r = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r.map_err(err)
+/// Writes a state file atomically (see `state::Dir::write`).
+pub(super) fn write_private(dir: &Dir, name: &str, bytes: &[u8]) -> Result<()> {
+    dir.write(name, bytes).map_err(|e| Error::io(format!("write {}/{name}", dir.path.display()), e))
 }
 
-fn save_state(dir: &Path, path: &Path, orig: &Orig) -> Result<()> {
+fn save_state(dir: &Dir, path: &Path, orig: &Orig) -> Result<()> {
     let (kind, bytes, mode, uid, gid): (&str, &[u8], u32, u32, u32) = match orig {
         Orig::File { bytes, mode, uid, gid } => ("file", bytes, *mode, *uid, *gid),
         Orig::Symlink(t) => ("symlink", t.as_os_str().as_bytes(), 0, 0, 0),
         Orig::Missing => ("missing", b"", 0, 0, 0),
     };
     // A stale OURS must never match the file of this new backup.
-    let _ = fs::remove_file(dir.join(OURS));
-    write_private(&dir.join(ORIG), bytes)?;
+    let _ = dir.remove(OURS);
+    write_private(dir, ORIG, bytes)?;
     let meta = format!("path {}\nkind {kind}\nmode {mode:o}\nuid {uid}\ngid {gid}\n", path.display());
-    write_private(&dir.join(META), meta.as_bytes())
+    write_private(dir, META, meta.as_bytes())
 }
 
-fn load_state(dir: &Path) -> Result<(PathBuf, Saved)> {
-    let read = |n: &str| fs::read(dir.join(n)).map_err(|e| Error::io(format!("read {}", dir.join(n).display()), e));
-    let meta = String::from_utf8(read(META)?).map_err(|_| Error::Failed("file-meta is not UTF-8".into()))?;
+/// Reads the backup. Its files are trusted only as `state::Dir` allows.
+fn load_state(dir: &Dir) -> Result<(PathBuf, Saved)> {
+    let read =
+        |n: &str, max: u64| dir.read(n, max).map_err(|e| Error::io(format!("read {}/{n}", dir.path.display()), e));
+    let need = |n: &str, max: u64| {
+        read(n, max)?.ok_or_else(|| Error::Failed(format!("{}/{n} is missing", dir.path.display())))
+    };
+    parse_state(&need(META, 4096)?, need(ORIG, MAX_SIZE)?, read(OURS, MAX_SIZE)?)
+}
+
+/// The backup from its three files' bytes (`file-ours` may be missing).
+pub(crate) fn parse_state(meta: &[u8], orig: Vec<u8>, ours: Option<Vec<u8>>) -> Result<(PathBuf, Saved)> {
+    let meta = std::str::from_utf8(meta).map_err(|_| Error::Failed("file-meta is not UTF-8".into()))?;
     let get = |k: &str| {
         meta.lines()
             .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(' ')))
@@ -441,21 +434,24 @@ fn load_state(dir: &Path) -> Result<(PathBuf, Saved)> {
     let num = |k: &str, radix: u32| {
         get(k).and_then(|v| u32::from_str_radix(v, radix).map_err(|_| Error::Failed(format!("file-meta: bad '{k}'"))))
     };
-    let bytes = read(ORIG)?;
     let orig = match get("kind")? {
-        "file" => Orig::File { bytes, mode: num("mode", 8)? & 0o7777, uid: num("uid", 10)?, gid: num("gid", 10)? },
-        "symlink" => Orig::Symlink(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))),
+        "file" => {
+            Orig::File { bytes: orig, mode: num("mode", 8)? & 0o7777, uid: num("uid", 10)?, gid: num("gid", 10)? }
+        }
+        "symlink" => Orig::Symlink(PathBuf::from(std::ffi::OsStr::from_bytes(&orig))),
         "missing" => Orig::Missing,
         k => return Err(Error::Failed(format!("file-meta: unknown kind '{k}'"))),
     };
     let path = PathBuf::from(get("path")?);
-    let ours = fs::read(dir.join(OURS)).ok();
+    if !path.is_absolute() {
+        return Err(Error::Failed("file-meta: the path is not absolute".into()));
+    }
     Ok((path, Saved { orig, ours }))
 }
 
-fn clear_state(dir: &Path) {
+fn clear_state(dir: &Dir) {
     for n in [META, ORIG, OURS] {
-        let _ = fs::remove_file(dir.join(n));
+        let _ = dir.remove(n);
     }
 }
 
@@ -511,7 +507,7 @@ mod tests {
         let orig = b"nameserver 192.0.2.53\n# keep me\n".to_vec();
         fs::write(&conf, &orig).unwrap();
         fs::set_permissions(&conf, fs::Permissions::from_mode(0o640)).unwrap();
-        let state = root.join("state");
+        let state = Dir::for_tests(&root.join("state"));
         let mut f = FileBackend::new(&conf, &state).unwrap();
         f.set(&[session("tun0", 1, &["10.1.0.1"], &[])]).unwrap();
         let text = fs::read_to_string(&conf).unwrap();
@@ -519,13 +515,15 @@ mod tests {
         assert_eq!(fs::metadata(&conf).unwrap().mode() & 0o777, 0o640);
         f.set(&[]).unwrap();
         assert_eq!(fs::read(&conf).unwrap(), orig);
-        assert!(!state.join(META).exists());
+        assert!(!state.exists(META));
 
         // A "killed" run: state left behind, then recovery.
         let mut f = FileBackend::new(&conf, &state).unwrap();
         f.set(&[session("tun0", 1, &["10.1.0.1"], &[])]).unwrap();
         drop(f);
-        recover(&state);
+        recover(&state, &root.join("other.conf"));
+        assert_ne!(fs::read(&conf).unwrap(), orig, "a backup of another file is not restored");
+        recover(&state, &conf);
         assert_eq!(fs::read(&conf).unwrap(), orig);
 
         // Someone else rewrote the file meanwhile: their version is kept.

@@ -17,6 +17,8 @@ mod file;
 mod resolvconf;
 mod resolved;
 
+pub(crate) use file::parse_state;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -93,7 +95,7 @@ pub struct Dns {
     name: &'static str,
     backend: Option<Box<dyn Backend>>,
     /// `<state dir>/dns`: backups and records for crash recovery.
-    dir: PathBuf,
+    dir: crate::state::Dir,
     /// The sessions the backend last applied, newest first.
     applied: Vec<Session>,
     /// dnsmasq's servers file (the dnsmasq backend's only output).
@@ -102,14 +104,8 @@ pub struct Dns {
 
 impl Dns {
     /// No backend until `start`. Changes nothing on the system.
-    pub fn new(state_dir: &Path) -> Dns {
-        Dns {
-            name: "none",
-            backend: None,
-            dir: state_dir.join("dns"),
-            applied: Vec::new(),
-            dnsmasq_servers: PathBuf::from(DNSMASQ_SERVERS),
-        }
+    pub fn new(dir: crate::state::Dir) -> Dns {
+        Dns { name: "none", backend: None, dir, applied: Vec::new(), dnsmasq_servers: PathBuf::from(DNSMASQ_SERVERS) }
     }
 
     /// The servers file the dnsmasq backend writes (and `auto` looks for).
@@ -129,9 +125,13 @@ impl Dns {
     /// once no other instance owns the bus name, so a second instance never
     /// undoes the live one's work.
     pub fn start(&mut self, choice: &DnsChoice, bus: &Bus) {
-        file::recover(&self.dir);
+        let configured = match choice {
+            DnsChoice::File(p) => p.as_path(),
+            _ => Path::new(file::DEFAULT_PATH),
+        };
+        file::recover(&self.dir, configured);
         resolvconf::recover(&self.dir);
-        dnsmasq::recover(&self.dir);
+        dnsmasq::recover(&self.dir, &self.dnsmasq_servers);
         (self.name, self.backend) = choose(choice, bus, &self.dir, &self.dnsmasq_servers);
     }
 
@@ -251,7 +251,7 @@ fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {
 /// resolv.conf file. A forced backend that is missing falls back to the
 /// same order (without itself), with a warning; a forced dnsmasq is never
 /// missing (it reads the file whenever it starts).
-fn choose(choice: &DnsChoice, bus: &Bus, dir: &Path, servers: &Path) -> Choice {
+fn choose(choice: &DnsChoice, bus: &Bus, dir: &crate::state::Dir, servers: &Path) -> Choice {
     match choice {
         DnsChoice::Dnsmasq => return dnsmasq_backend(servers, dir, "forced"),
         DnsChoice::None => {
@@ -317,7 +317,7 @@ fn try_resolved(bus: &Bus, how: &str) -> Option<Choice> {
 
 /// resolvconf(8). Unless forced, systemd's resolvconf emulation is skipped:
 /// it only works while resolved runs, and resolved was found unusable.
-fn try_resolvconf(how: &str, dir: &Path) -> Option<Choice> {
+fn try_resolvconf(how: &str, dir: &crate::state::Dir) -> Option<Choice> {
     let forced = how == "forced";
     match resolvconf::find(dir).filter(|r| forced || !r.is_resolvectl()) {
         Some(r) => {
@@ -332,12 +332,12 @@ fn try_resolvconf(how: &str, dir: &Path) -> Option<Choice> {
     }
 }
 
-fn dnsmasq_backend(servers: &Path, dir: &Path, how: &str) -> Choice {
+fn dnsmasq_backend(servers: &Path, dir: &crate::state::Dir, how: &str) -> Choice {
     log::info!("DNS backend: dnsmasq ({how}), servers file {}", servers.display());
     ("dnsmasq", Some(Box::new(dnsmasq::Dnsmasq::new(servers, dir))))
 }
 
-fn file_backend(p: &Path, dir: &Path, how: &str) -> Choice {
+fn file_backend(p: &Path, dir: &crate::state::Dir, how: &str) -> Choice {
     match file::FileBackend::new(p, dir) {
         Ok(f) => {
             log::info!("DNS backend: resolv.conf file {} ({how})", p.display());

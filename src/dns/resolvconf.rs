@@ -13,6 +13,14 @@
 //!
 //! The program runs synchronously with a time limit: it is a short shell
 //! script, and its result decides what we announce.
+//!
+//! What the child gets: a fixed PATH (the program is also looked up only
+//! there), the bus address and nothing else from our environment, its own
+//! process group (killed whole at the time-out, so a hook that forks cannot
+//! outlive it), no_new_privs (inherited), and of our capabilities only
+//! CAP_DAC_OVERRIDE, which it needs to write resolv.conf and its state
+//! under /run as a user other than root. Our inheritable set holds nothing
+//! else, so no hook can pick up CAP_NET_ADMIN through file capabilities.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
@@ -32,10 +40,12 @@ use super::{Backend, Session};
 use crate::bus::Bus;
 use crate::error::{Error, Result};
 use crate::settings::DnsScope;
+use crate::state::Dir;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-/// Used when the daemon was started without PATH.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Where the program is looked for, and the child's PATH: never the
+/// daemon's own environment.
+const FIXED_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const LIST: &str = "resolvconf-ifaces";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,16 +59,15 @@ enum Flavor {
 pub struct Resolvconf {
     prog: PathBuf,
     flavor: Flavor,
-    dir: PathBuf,
+    dir: Dir,
     /// Registered records: interface name -> the fragment given.
     applied: BTreeMap<String, String>,
     scope_warned: bool,
 }
 
-/// The resolvconf program in PATH, if any.
-pub fn find(dir: &Path) -> Option<Resolvconf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
-    let prog = std::env::split_paths(&path)
+/// The resolvconf program in the fixed PATH, if any.
+pub fn find(dir: &Dir) -> Option<Resolvconf> {
+    let prog = std::env::split_paths(FIXED_PATH)
         .filter(|d| d.is_absolute())
         .map(|d| d.join("resolvconf"))
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))?;
@@ -69,13 +78,18 @@ pub fn find(dir: &Path) -> Option<Resolvconf> {
     } else {
         Flavor::Other
     };
-    Some(Resolvconf { prog, flavor, dir: dir.to_path_buf(), applied: BTreeMap::new(), scope_warned: false })
+    Some(Resolvconf { prog, flavor, dir: dir.clone(), applied: BTreeMap::new(), scope_warned: false })
 }
 
 /// Deletes the records of a run that did not exit cleanly.
-pub fn recover(dir: &Path) {
-    let Ok(list) = fs::read_to_string(dir.join(LIST)) else {
-        return;
+pub fn recover(dir: &Dir) {
+    let list = match dir.read(LIST, 64 * 1024) {
+        Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        Ok(None) => return,
+        Err(e) => {
+            log::error!("resolvconf records of a previous run: {}/{LIST}: {e}", dir.path.display());
+            return;
+        }
     };
     let names: Vec<&str> = list.lines().filter(|l| crate::settings::ifname("ifname", l).is_ok()).collect();
     if !names.is_empty() {
@@ -91,7 +105,7 @@ pub fn recover(dir: &Path) {
             None => log::warn!("resolvconf records {names:?} of a previous run: no resolvconf program to delete them"),
         }
     }
-    let _ = fs::remove_file(dir.join(LIST));
+    let _ = dir.remove(LIST);
 }
 
 impl Resolvconf {
@@ -118,7 +132,7 @@ impl Resolvconf {
 
     fn save_list(&self, names: &BTreeSet<&String>) -> Result<()> {
         let text: String = names.iter().map(|n| format!("{n}\n")).collect();
-        super::file::write_private(&self.dir.join(LIST), text.as_bytes())
+        super::file::write_private(&self.dir, LIST, text.as_bytes())
     }
 
     fn set(&mut self, sessions: &[Session]) -> Result<()> {
@@ -160,7 +174,7 @@ impl Resolvconf {
         }
         self.save_list(&self.applied.keys().chain(unsure).collect())?;
         if self.applied.is_empty() {
-            let _ = fs::remove_file(self.dir.join(LIST));
+            let _ = self.dir.remove(LIST);
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -195,11 +209,11 @@ fn fragment(s: &Session) -> String {
 /// posix_spawn (nix's safe wrapper) instead of std::process: the same
 /// vfork+exec, without std's general machinery (27 KiB). The child gets
 /// an empty signal mask (the daemon blocks its signals for the signalfd),
-/// SIGPIPE at its default, and only PATH and the bus address from our
-/// environment, so variables like openresolv's IF_METRIC or IF_EXCLUSIVE
+/// SIGPIPE at its default, its own process group, the fixed PATH and the
+/// bus address, so variables like openresolv's IF_METRIC or IF_EXCLUSIVE
 /// in the daemon's environment cannot change what the script does.
 fn run(prog: &Path, args: &[&str], input: &str) -> Result<String> {
-    use nix::sys::signal::{kill, SigSet, Signal};
+    use nix::sys::signal::{killpg, SigSet, Signal};
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
     let what = format!("{} {}", prog.display(), args.join(" "));
@@ -209,7 +223,7 @@ fn run(prog: &Path, args: &[&str], input: &str) -> Result<String> {
     for a in args {
         argv.push(cstr(a.as_bytes())?);
     }
-    let mut envp = vec![cstr(format!("PATH={}", std::env::var("PATH").as_deref().unwrap_or(DEFAULT_PATH)).as_bytes())?];
+    let mut envp = vec![cstr(format!("PATH={FIXED_PATH}").as_bytes())?];
     if let Ok(a) = std::env::var("DBUS_SYSTEM_BUS_ADDRESS") {
         envp.push(cstr(format!("DBUS_SYSTEM_BUS_ADDRESS={a}").as_bytes())?);
     }
@@ -226,7 +240,13 @@ fn run(prog: &Path, args: &[&str], input: &str) -> Result<String> {
     let mut dfl = SigSet::empty();
     dfl.add(Signal::SIGPIPE);
     attr.set_sigdefault(&dfl).map_err(io)?;
-    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF).map_err(io)?;
+    attr.set_pgroup(nix::unistd::Pid::from_raw(0)).map_err(io)?;
+    attr.set_flags(
+        PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF
+            | PosixSpawnFlags::POSIX_SPAWN_SETPGROUP,
+    )
+    .map_err(io)?;
     let pid = posix_spawn(prog, &actions, &attr, &argv, &envp).map_err(io)?;
     drop((in_r, out_w, err_w));
     // The fragment is far below a pipe's buffer: this write cannot block.
@@ -236,7 +256,8 @@ fn run(prog: &Path, args: &[&str], input: &str) -> Result<String> {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) if t0.elapsed() < TIMEOUT => std::thread::sleep(Duration::from_millis(5)),
             Ok(WaitStatus::StillAlive) => {
-                let _ = kill(pid, Signal::SIGKILL);
+                // The whole group: hooks the script started die with it.
+                let _ = killpg(pid, Signal::SIGKILL);
                 let _ = waitpid(pid, None);
                 return Err(Error::Failed(format!("{what}: no result within {} s; killed", TIMEOUT.as_secs())));
             }

@@ -94,6 +94,74 @@ fn by_name(name: &str) -> neli::rtnl::Ifinfomsg {
     IfinfomsgBuilder::default().ifi_family(RtAddrFamily::Unspecified).rtattrs(attrs).build().expect("all fields set")
 }
 
+/// IFLA_IFALIAS (include/uapi/linux/if_link.h).
+const IFLA_IFALIAS: u16 = 20;
+
+/// The alias set on every link the daemon creates. Only a process with
+/// CAP_NET_ADMIN can set one, so crash recovery takes it as proof that a
+/// link is ours, not merely a name or index a journal line claims.
+pub const MARKER: &str = "ovpn-netcfgd";
+
+/// The link kinds the daemon creates: tun/tap, and the two DCO families'.
+pub const OUR_KINDS: [&str; 3] = ["tun", "ovpn", "ovpn-dco"];
+
+/// Sets `MARKER` as the alias of a link we just created.
+pub fn mark(ifindex: u32) -> Req {
+    let mut attrs = RtBuffer::new();
+    attrs.push(rta(Ifla::UnrecognizedConst(IFLA_IFALIAS), MARKER.as_bytes()));
+    let msg = IfinfomsgBuilder::default()
+        .ifi_family(RtAddrFamily::Unspecified)
+        .ifi_index(ifindex as i32)
+        .rtattrs(attrs)
+        .build()
+        .expect("all fields set");
+    Req {
+        bytes: encode(Rtm::Newlink, NlmF::REQUEST, msg),
+        ok_errnos: &[],
+        what: What::Text(format!("mark link #{ifindex} as ours (alias {MARKER})")),
+    }
+}
+
+/// RTM_GETLINK dump of every link.
+pub fn dump_request() -> Vec<u8> {
+    let msg = IfinfomsgBuilder::default().ifi_family(RtAddrFamily::Unspecified).build().expect("all fields set");
+    encode(Rtm::Getlink, NlmF::REQUEST | NlmF::DUMP, msg)
+}
+
+/// What crash recovery needs to know about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub index: u32,
+    pub name: String,
+    pub kind: String,
+    pub alias: String,
+}
+
+impl LinkInfo {
+    /// Created by us: one of our kinds, carrying our marker.
+    pub fn is_ours(&self) -> bool {
+        OUR_KINDS.contains(&self.kind.as_str()) && self.alias == MARKER
+    }
+}
+
+fn c_string(v: &[u8]) -> String {
+    String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
+}
+
+/// Index, name, kind and alias from an RTM_NEWLINK payload; None if malformed.
+pub fn parse_info(payload: &[u8]) -> Option<LinkInfo> {
+    let (index, kind) = parse_kind(payload)?;
+    let mut info = LinkInfo { index, name: String::new(), kind, alias: String::new() };
+    for (ty, v) in super::attrs(payload.get(16..)?) {
+        match ty {
+            libc::IFLA_IFNAME => info.name = c_string(v),
+            IFLA_IFALIAS => info.alias = c_string(v),
+            _ => {}
+        }
+    }
+    Some(info)
+}
+
 /// Index and kind (IFLA_LINKINFO / IFLA_INFO_KIND; "" for links without
 /// one, like loopback) from an RTM_NEWLINK payload. None if malformed.
 pub fn parse_kind(payload: &[u8]) -> Option<(u32, String)> {
@@ -104,7 +172,7 @@ pub fn parse_kind(payload: &[u8]) -> Option<(u32, String)> {
         if ty == libc::IFLA_LINKINFO {
             for (ity, iv) in super::attrs(v) {
                 if ity == libc::IFLA_INFO_KIND {
-                    kind = String::from_utf8_lossy(iv.split(|b| *b == 0).next().unwrap_or_default()).into_owned();
+                    kind = c_string(iv);
                 }
             }
         }
@@ -152,5 +220,17 @@ mod tests {
         assert_eq!(parse_kind(&p[..6]), None);
         // A truncated attribute is not read past.
         assert_eq!(parse_kind(&p[..30]), Some((7, String::new())));
+        // IFLA_IFNAME "tun0", IFLA_LINKINFO { KIND "tun" }, IFLA_IFALIAS: ours.
+        let mut p = vec![0u8; 16];
+        p[4..8].copy_from_slice(&7u32.to_ne_bytes());
+        p.extend_from_slice(&[9, 0, 3, 0, b't', b'u', b'n', b'0', 0, 0, 0, 0]);
+        p.extend_from_slice(&[12, 0, 18, 0x80, 8, 0, 1, 0, b't', b'u', b'n', 0]);
+        p.extend_from_slice(&[17, 0, 20, 0]);
+        p.extend_from_slice(b"ovpn-netcfgd\0\0\0\0");
+        let i = parse_info(&p).unwrap();
+        assert_eq!((i.index, i.name.as_str(), i.kind.as_str(), i.alias.as_str()), (7, "tun0", "tun", MARKER));
+        assert!(i.is_ours());
+        assert!(!LinkInfo { kind: "veth".into(), ..i.clone() }.is_ours());
+        assert!(!LinkInfo { alias: "x".into(), ..i }.is_ours());
     }
 }

@@ -130,7 +130,8 @@ impl Env {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("services")).unwrap();
         std::fs::create_dir_all(dir.join("state")).unwrap();
-        sh(&format!("chmod 755 {} && chown 65534:65534 {}/state", dir.display(), dir.display()));
+        // The state directory is root's, mode 0700, as the daemon wants it.
+        sh(&format!("chmod 755 {} && chmod 700 {}/state", dir.display(), dir.display()));
         // Until `Env` exists its Drop cannot clean up: remove the namespaces
         // here if the set-up fails half-way.
         // No link-local address on the uplink and no duplicate address

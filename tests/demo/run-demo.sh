@@ -41,7 +41,7 @@ sed 's/^/  /' /etc/resolv.conf
 
 echo "== a private system-like D-Bus"
 mkdir -p "$dir/services" "$dir/state"
-chown 65534:65534 "$dir/state"
+chmod 700 "$dir/state" # root's: the daemon keeps its journal open from before it drops to nobody
 sed "s#@DIR@#$dir#" "$here/../data/bus.conf.in" >"$dir/bus.conf"
 # (as root in a container it cannot raise its fd limit and says so; harmless)
 dbus-daemon --config-file="$dir/bus.conf" --nofork --nopidfile 2> >(grep -v 'Failed to set fd limit' >&2) &

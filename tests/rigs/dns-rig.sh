@@ -10,7 +10,7 @@
 #   dns-rig.sh daemon DIR NETNS CMD...
 #       exec CMD (the daemon) in NETNS with DIR/resolv.conf as
 #       /etc/resolv.conf, "hosts: files dns" in /etc/nsswitch.conf, an
-#       empty /run, and DIR/sbin first in PATH
+#       empty /run, and DIR/sbin as /usr/local/sbin
 #   dns-rig.sh resolved DIR NETNS BUS
 #       exec systemd-resolved in NETNS, on the D-Bus address BUS
 #   dns-rig.sh resolvectl NETNS BUS ARGS...
@@ -92,9 +92,16 @@ daemon-inside)
         { grep -v '^hosts:' /etc/nsswitch.conf || true; echo 'hosts: files dns'; } >"$dir/nsswitch.conf"
         mount --bind "$dir/nsswitch.conf" /etc/nsswitch.conf
     fi
+    # /dev/net/tun as distributions ship it (0666), for a daemon run as
+    # nobody; some test machines have it 0600.
+    if [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+        rm -f "$dir/tun" && mknod -m 666 "$dir/tun" c 10 200 && mount --bind "$dir/tun" /dev/net/tun
+    fi
     # A resolvconf(8) of the host, if any, keeps its state under /run.
     mount -t tmpfs -o mode=755 tmpfs /run
-    [ -d "$dir/sbin" ] && export PATH="$dir/sbin:$PATH"
+    # The daemon looks for resolvconf(8) in a fixed PATH only: the test's
+    # program goes where that PATH looks first.
+    [ -d "$dir/sbin" ] && mount --bind "$dir/sbin" /usr/local/sbin
     exec "$@"
     ;;
 resolved)
