@@ -19,4 +19,5 @@ pub mod plan;
 pub mod privs;
 pub mod protect;
 pub mod settings;
+pub mod shared;
 pub mod sys;
