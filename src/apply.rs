@@ -274,3 +274,33 @@ pub fn sweep(rtnl: &mut Rtnl) -> Result<usize> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::route::{Route, RT_TABLE_MAIN};
+
+    fn route(dst: &str, oif: u32, metric: Option<u32>) -> Route {
+        Route {
+            dst: dst.parse().unwrap(),
+            gateway: None,
+            oif,
+            metric,
+            table: RT_TABLE_MAIN,
+            protocol: netlink::RTPROT_OVPN_NETCFGD,
+            onlink: false,
+        }
+    }
+
+    #[test]
+    fn a_lost_answer_counts_as_ours_only_if_the_key_was_free() {
+        let before = [KernelRoute { route: route("10.97.0.0/24", 2, Some(0)), rtype: libc::RTN_UNICAST, scope: 0 }];
+        // Same table, prefix and metric as a route that was there: the kernel said EEXIST.
+        assert!(!presumed_made(&Change::SharedRoute(route("10.97.0.0/24", 9, None)), &before));
+        assert!(presumed_made(&Change::SharedRoute(route("10.97.0.0/24", 9, Some(5))), &before));
+        assert!(presumed_made(&Change::Route(route("10.96.0.0/24", 9, None)), &before));
+        // IPv6 "no metric" is 1024.
+        let v6 = [KernelRoute { route: route("2001:db8::/48", 2, Some(1024)), rtype: libc::RTN_UNICAST, scope: 0 }];
+        assert!(!presumed_made(&Change::Route(route("2001:db8::/48", 9, None)), &v6));
+    }
+}

@@ -192,7 +192,7 @@ fn a_network_routed_elsewhere_fails_establish_and_leaves_nothing() {
     {
         let p = device(&c, "fx");
         let _: () = call(&c, &p, "AddNetworks", (vec![(net.to_string(), len as u32, metric, v6, false)],)).unwrap();
-        let e = send(&c, method(&p, "Establish")).err().expect("Establish must fail");
+        let e = send(&c, method(&p, "Establish")).expect_err("Establish must fail");
         assert_eq!(e.0, CONFLICT, "{e:?}");
         assert!(e.1.contains(&format!("{net}/{len}")) && e.1.contains("dev uplink0"), "{e:?}");
         assert_eq!(env.kernel_snapshot(), before, "{net}: nothing left behind");
