@@ -21,6 +21,7 @@ fn env(tag: &str) -> Env {
 /// A network for AddNetworks: (address, prefix, exclude).
 type Net<'a> = (&'a str, u32, bool);
 
+#[derive(Debug)]
 struct Sess {
     path: String,
     tun: String,
@@ -88,13 +89,18 @@ fn overlapping_sessions_the_second_is_refused_in_either_order() {
         let routes = env.our_routes();
         let links = env.extra_links();
         let (p, e) = try_session(&c2, "second", second, false);
-        let e = e.err().expect("the second session's Establish must fail");
+        let e = e.expect_err("the second session's Establish must fail");
         assert_eq!(e.0, CONFLICT, "{e:?}");
         assert!(e.1.contains("10.97.0.0/24") && e.1.contains(&a.tun), "names the route and where it goes: {e:?}");
         // Nothing of the second session is left; the first still forwards.
         assert_eq!(env.our_routes(), routes);
         assert_eq!(env.extra_links(), links);
         assert_eq!(route_dev(&env, "10.97.0.5"), a.tun);
+        // The first session's address subnet is routed to its device too.
+        let (_, e) = try_session(&c2, "third", &[("10.98.0.0", 24, false)], false);
+        let e = e.expect_err("a network on the first session's link");
+        assert!(e.0 == CONFLICT && e.1.contains(&a.tun), "{e:?}");
+        assert_eq!(env.our_routes(), routes);
         // Once the first has gone, the second gets its routes.
         destroy(&c1, &a.path);
         destroy(&c2, &p);
@@ -121,7 +127,7 @@ fn a_second_session_redirecting_the_default_gateway_is_refused() {
     let routes = env.our_routes();
     let links = env.extra_links();
     let (p, e) = try_session(&c2, "rb", &[("10.96.0.0", 24, false)], true);
-    let e = e.err().expect("two sessions cannot both take the default gateway");
+    let e = e.expect_err("two sessions cannot both take the default gateway");
     assert_eq!(e.0, CONFLICT);
     assert!(e.1.contains("0.0.0.0/1") && e.1.contains(&a.tun) && e.1.contains("another VPN session"), "{e:?}");
     assert_eq!(env.our_routes(), routes, "the second left nothing");
