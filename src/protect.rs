@@ -208,11 +208,13 @@ impl Daemon {
         Ok(true)
     }
 
+    /// The rules `fwmark M lookup M` (`table` is M), made by the first
+    /// protection that needs them (`holder`) and kept until the last goes.
     fn ensure_fwmark_rules(&mut self, table: u32, holder: &Holder) -> Result<()> {
         if !self.fw_rules.is_empty() {
             return Ok(());
         }
-        let mark = table;
+        let mark = table; // fwmark_table: the table is the mark
         let rules: Vec<Change> = [false, true]
             .into_iter()
             .map(|ipv6| {
