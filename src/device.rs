@@ -132,6 +132,8 @@ impl Device {
         let p = match result {
             Ok(p) => p,
             Err(e) => {
+                // A route conflict is the host admin's business too, not only the client's.
+                log::warn!("{}: Establish failed, nothing kept: {e}", self.path);
                 apply::undo(k, journal.take_all());
                 self.restore(old_links);
                 return Err(e);
