@@ -209,7 +209,7 @@ fn main() {
     let mut held = Vec::new();
     for (i, cl) in clients.iter().enumerate() {
         let p = create(cl, &format!("many{i}"));
-        configure_like_real_client(cl, &p);
+        configure_with_network(cl, &p, &format!("10.97.{i}.0"));
         held.push(establish(cl, &p));
     }
     let up = t.elapsed();

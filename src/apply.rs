@@ -1,16 +1,19 @@
 //! The thin layer that sends a plan to the kernel and records each
 //! successful change's inverse in the journal (and its write-ahead file).
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::journal::{Entry, Journal, Undo, Wal};
 use crate::netlink::route::KernelRoute;
 use crate::netlink::{self, Req, Rtnl};
-use crate::plan::Change;
+use crate::plan::{self, Change, Misroute};
+use crate::shared::{Holder, Shared};
 
-/// The kernel side of the daemon: the RTNL socket and the journal file.
+/// The kernel side of the daemon: the RTNL socket, the journal file, and
+/// the routes several sessions share.
 pub struct Kernel {
     pub rtnl: Rtnl,
     pub wal: Wal,
+    pub shared: Shared,
 }
 
 fn request(c: &Change) -> (Req, Undo) {
@@ -19,7 +22,7 @@ fn request(c: &Change) -> (Req, Undo) {
             (netlink::link::set(*ifindex, Some(*mtu), *txqlen, true), Undo::LinkDown { ifindex: *ifindex })
         }
         Change::Addr(a) => (netlink::addr::add(a), Undo::DelAddr(a.clone())),
-        Change::Route(r) => (netlink::route::add(r), Undo::DelRoute(r.clone())),
+        Change::Route(r) | Change::SharedRoute(r) => (netlink::route::add(r), Undo::DelRoute(r.clone())),
         Change::Rule(r) => (netlink::rule::add(r), Undo::DelRule(r.clone())),
     }
 }
@@ -33,48 +36,129 @@ pub fn record(k: &mut Kernel, journal: &mut Journal, u: Undo) -> Result<()> {
     Ok(())
 }
 
-/// Applies every change (batched). The inverses are written ahead to the
-/// journal file; each change the kernel made is then kept in `journal`. A
-/// change that was already there (EEXIST) is not ours and is not kept. On
-/// the first hard error the changes made by this call are undone and the
-/// error returned.
-pub fn apply(k: &mut Kernel, changes: &[Change], journal: &mut Journal) -> Result<()> {
-    let (mut reqs, undos): (Vec<Req>, Vec<Undo>) = changes.iter().map(request).unzip();
+/// Applies every change (batched), so that afterwards each route forwards
+/// as asked, or not at all. The inverses are written ahead to the journal
+/// file; each change the kernel made is then kept: a device's own in
+/// `journal`, a shared route in `k.shared` under `holder`. A change that
+/// was already there (EEXIST) is someone else's and is not kept; a shared
+/// route we already hold is not sent again, only held by `holder` too.
+///
+/// `before` is the routing table as it was: a route the plan wants that it
+/// shows going elsewhere fails the call before anything is sent. After
+/// sending, the table is read back and checked again. On any failure the
+/// changes made by this call are undone and the error returned.
+pub fn apply(
+    k: &mut Kernel,
+    changes: &[Change],
+    journal: &mut Journal,
+    holder: &Holder,
+    before: &[KernelRoute],
+) -> Result<()> {
+    plan::check(changes, before, false).map_err(|m| misroute_error(&m))?;
+    let (again, send): (Vec<&Change>, Vec<&Change>) =
+        changes.iter().partition(|c| matches!(c, Change::SharedRoute(r) if k.shared.contains(r)));
+    let (mut reqs, undos): (Vec<Req>, Vec<Undo>) = send.iter().map(|c| request(c)).unzip();
     let entries = k.wal.record(undos)?;
-    let results = match k.rtnl.transact(&mut reqs) {
-        Ok(r) => r,
-        Err(e) => {
-            // Unknown which were made: undo all (missing ones are tolerated).
-            undo(k, entries.into_iter().rev().collect());
-            return Err(e);
-        }
-    };
-    let mut done = Journal::default();
+    let (results, mut failure) = k.rtnl.transact_partial(&mut reqs);
+    let mut made: Vec<(&Change, Entry)> = Vec::new();
     let mut not_ours = Vec::new();
-    let mut failure = None;
-    for ((res, entry), req) in results.into_iter().zip(entries).zip(&reqs) {
-        match res {
-            Ok(true) => done.push(entry),
-            Ok(false) => not_ours.push(entry.id),
-            Err(e) => {
-                not_ours.push(entry.id);
+    for (((res, entry), req), c) in results.into_iter().zip(entries).zip(&reqs).zip(&send) {
+        let ours = match res {
+            Some(Ok(changed)) => changed,
+            Some(Err(e)) => {
                 if failure.is_none() {
                     failure = Some(e.into_error(req.what.to_string()));
                 }
+                false
             }
+            // The transport failed while this was in flight.
+            None => presumed_made(c, before),
+        };
+        if ours {
+            made.push((c, entry));
+        } else {
+            not_ours.push(entry.id);
         }
     }
     k.wal.done(not_ours);
+    if failure.is_none() && changes.iter().any(|c| c.route().is_some()) {
+        failure = match host_routes(&mut k.rtnl) {
+            Ok(now) => plan::check(changes, &now, true).err().map(|m| misroute_error(&m)),
+            Err(e) => Some(e),
+        };
+    }
     if let Some(e) = failure {
-        for f in undo(k, done.take_all()) {
+        let steps = made.into_iter().rev().map(|(_, e)| e).collect();
+        for f in undo(k, steps) {
             log::warn!("rollback: {f}");
         }
         return Err(e);
     }
-    for e in done.take_all().into_iter().rev() {
-        journal.push(e);
+    for (c, e) in made {
+        match c {
+            Change::SharedRoute(r) => k.shared.insert(r.clone(), e, holder),
+            _ => journal.push(e),
+        }
+    }
+    for c in again {
+        if let Change::SharedRoute(r) = c {
+            k.shared.hold(r, holder);
+        }
     }
     Ok(())
+}
+
+/// Whether a change whose answer was lost made something of ours: a route
+/// did unless `before` had one under the same key (the kernel would have
+/// said EEXIST); a rule may have existed (left alone); link settings and
+/// addresses are on a link we created.
+fn presumed_made(c: &Change, before: &[KernelRoute]) -> bool {
+    match c {
+        Change::Route(r) | Change::SharedRoute(r) => !before.iter().any(|k| k.route.key() == r.key()),
+        Change::Rule(_) => false,
+        Change::Link { .. } | Change::Addr(_) => true,
+    }
+}
+
+/// The error for a route that would not forward as asked: names the route
+/// and where the kernel sends that prefix instead.
+fn misroute_error(m: &Misroute) -> Error {
+    let dev = |i: u32| netlink::link::name_of(i).unwrap_or_else(|| format!("#{i}"));
+    let w = &m.wanted;
+    let mut asked = format!("{}", w.dst);
+    if let Some(g) = w.gateway {
+        asked.push_str(&format!(" via {g}"));
+    }
+    asked.push_str(&format!(" dev {}", dev(w.oif)));
+    let Some(k) = &m.found else {
+        return Error::Conflict(format!("route {asked} is not in the kernel after it was added; nothing was changed"));
+    };
+    let r = &k.route;
+    let mut now = String::new();
+    if k.rtype != libc::RTN_UNICAST {
+        now.push_str(&format!("type {} ", k.rtype));
+    }
+    if let Some(g) = r.gateway {
+        now.push_str(&format!("via {g} "));
+    }
+    if r.oif != 0 {
+        now.push_str(&format!("dev {} ", dev(r.oif)));
+    }
+    now.push_str(&format!("metric {} proto {}", r.kernel_metric(), r.protocol));
+    if r.protocol == netlink::RTPROT_OVPN_NETCFGD {
+        now.push_str(" (another VPN session's route)");
+    }
+    Error::Conflict(format!(
+        "route {asked}: the kernel already routes {} {now}; not installed, nothing was changed",
+        r.dst
+    ))
+}
+
+/// Lets go of the shared routes `holder` holds; the ones nobody holds any
+/// more are removed. Returns what failed.
+pub fn release(k: &mut Kernel, holder: &Holder) -> Vec<String> {
+    let last = k.shared.release(holder);
+    undo(k, last)
 }
 
 /// Sends undo steps in order; per step: Ok (done, or nothing to undo) or
@@ -235,4 +319,34 @@ pub fn sweep(rtnl: &mut Rtnl) -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::route::{Route, RT_TABLE_MAIN};
+
+    fn route(dst: &str, oif: u32, metric: Option<u32>) -> Route {
+        Route {
+            dst: dst.parse().unwrap(),
+            gateway: None,
+            oif,
+            metric,
+            table: RT_TABLE_MAIN,
+            protocol: netlink::RTPROT_OVPN_NETCFGD,
+            onlink: false,
+        }
+    }
+
+    #[test]
+    fn a_lost_answer_counts_as_ours_only_if_the_key_was_free() {
+        let before = [KernelRoute { route: route("10.97.0.0/24", 2, Some(0)), rtype: libc::RTN_UNICAST, scope: 0 }];
+        // Same table, prefix and metric as a route that was there: the kernel said EEXIST.
+        assert!(!presumed_made(&Change::SharedRoute(route("10.97.0.0/24", 9, None)), &before));
+        assert!(presumed_made(&Change::SharedRoute(route("10.97.0.0/24", 9, Some(5))), &before));
+        assert!(presumed_made(&Change::Route(route("10.96.0.0/24", 9, None)), &before));
+        // IPv6 "no metric" is 1024.
+        let v6 = [KernelRoute { route: route("2001:db8::/48", 2, Some(1024)), rtype: libc::RTN_UNICAST, scope: 0 }];
+        assert!(!presumed_made(&Change::Route(route("2001:db8::/48", 9, None)), &v6));
+    }
 }

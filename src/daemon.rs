@@ -101,7 +101,11 @@ impl Daemon {
         let mut d = Daemon {
             cfg,
             bus,
-            kernel: crate::apply::Kernel { rtnl, wal: crate::journal::Wal::memory() },
+            kernel: crate::apply::Kernel {
+                rtnl,
+                wal: crate::journal::Wal::memory(),
+                shared: crate::shared::Shared::default(),
+            },
             devices: BTreeMap::new(),
             subs: BTreeMap::new(),
             log_level,
@@ -166,8 +170,8 @@ impl Daemon {
     /// Every journal entry not yet undone, in all the places that hold them.
     fn live_entries(&self) -> Vec<&crate::journal::Entry> {
         let devices = self.devices.values().map(|d| &d.journal);
-        let protections = self.protections.iter().map(|p| &p.journal);
-        devices.chain(protections).chain([&self.fw_rules, &self.orphans]).flat_map(|j| j.entries()).collect()
+        let journals = devices.chain([&self.fw_rules, &self.orphans]).flat_map(|j| j.entries());
+        journals.chain(self.kernel.shared.entries()).collect()
     }
 
     fn main_loop(&mut self) -> i32 {

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::journal::{Journal, Undo};
 use crate::plan::{self, Host, Notice};
 use crate::settings::Settings;
+use crate::shared::Holder;
 
 pub struct Device {
     pub path: String,
@@ -122,17 +123,21 @@ impl Device {
             (old_links, Some(fd), ifindex, kname)
         };
 
-        let needs_host = self.settings.networks.iter().any(|n| n.exclude);
-        let routes = if needs_host { apply::host_routes(&mut k.rtnl) } else { Ok(Vec::new()) };
+        // The table as it is: exclude routes follow it, and a network it
+        // already routes elsewhere fails Establish before anything is sent.
+        let routes = apply::host_routes(&mut k.rtnl);
         let mut ignore = ignore.to_vec();
         ignore.push(ifindex);
+        let holder = self.holder();
         let result = routes.and_then(|routes| {
             let p = plan::plan(&self.settings, ifindex, &Host { routes: &routes, ignore: &ignore, redirect });
-            apply::apply(k, &p.changes, &mut journal).map(|_| p)
+            apply::apply(k, &p.changes, &mut journal, &holder, &routes).map(|_| p)
         });
         let p = match result {
             Ok(p) => p,
             Err(e) => {
+                // A route conflict is the host admin's business too, not only the client's.
+                log::warn!("{}: Establish failed, nothing kept: {e}", self.path);
                 apply::undo(k, journal.take_all());
                 self.restore(old_links);
                 return Err(e);
@@ -160,11 +165,18 @@ impl Device {
         }
     }
 
+    /// What holds this device's shared routes (its exclude routes).
+    fn holder(&self) -> Holder {
+        Holder::Config(self.path.clone())
+    }
+
     /// Undoes the configuration (and with `links`, the devices too).
     /// Returns the removal notice if a configuration was active.
     pub fn teardown(&mut self, k: &mut Kernel, links: bool) -> Vec<Notice> {
         let steps = if links { self.journal.take_all() } else { self.journal.take_config() };
-        for f in apply::undo(k, steps) {
+        let mut failed = apply::undo(k, steps);
+        failed.extend(apply::release(k, &self.holder()));
+        for f in failed {
             log::warn!("{}: cleanup: {f}", self.path);
         }
         let was_active = std::mem::replace(&mut self.active, false);

@@ -24,6 +24,8 @@ pub enum Error {
     Io { op: String, errno: i32 },
     /// The object is in a state where this call makes no sense.
     State(String),
+    /// The host already routes something the call needs elsewhere.
+    Conflict(String),
     /// Anything else, with a human-readable reason.
     Failed(String),
 }
@@ -54,6 +56,7 @@ impl Error {
             Error::Kernel { .. } => "net.openvpn.v3.netcfg.error.Kernel",
             Error::Io { .. } => "net.openvpn.v3.netcfg.error.System",
             Error::State(_) => "net.openvpn.v3.netcfg.error.State",
+            Error::Conflict(_) => "net.openvpn.v3.netcfg.error.RouteConflict",
             Error::Failed(_) => "net.openvpn.v3.netcfg.error.Failed",
         }
     }
@@ -68,6 +71,7 @@ impl fmt::Display for Error {
             | Error::ReadOnly(s)
             | Error::NotSupported(s)
             | Error::State(s)
+            | Error::Conflict(s)
             | Error::Failed(s) => f.write_str(s),
             Error::Kernel { op, errno, msg } => {
                 write!(f, "{op}: {}", std::io::Error::from_raw_os_error(*errno))?;

@@ -19,5 +19,6 @@ pub mod plan;
 pub mod privs;
 pub mod protect;
 pub mod settings;
+pub mod shared;
 pub mod state;
 pub mod sys;

@@ -14,10 +14,28 @@ use crate::settings::Settings;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Change {
-    Link { ifindex: u32, mtu: u32, txqlen: Option<u32> },
+    Link {
+        ifindex: u32,
+        mtu: u32,
+        txqlen: Option<u32>,
+    },
     Addr(Addr),
+    /// A route through the device being configured: its own, never shared.
     Route(Route),
+    /// A route outside our devices (an exclude route, a protection): every
+    /// session that needs the same one shares it until the last lets go.
+    SharedRoute(Route),
     Rule(crate::netlink::rule::Rule),
+}
+
+impl Change {
+    /// The route this change adds, if any.
+    pub fn route(&self) -> Option<&Route> {
+        match self {
+            Change::Route(r) | Change::SharedRoute(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -156,8 +174,7 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
             onlink: true,
         }
     };
-    let mut push_route = |p: &mut Plan, r: Route| {
-        let c = Change::Route(r);
+    let mut push_route = |p: &mut Plan, c: Change| {
         if seen.insert(c.clone()) {
             p.changes.push(c);
         }
@@ -165,7 +182,7 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     for n in s.networks.iter().filter(|n| !n.exclude) {
         let r = tunnel_route(n.net, n.metric);
         p.announce.routes.push((n.net, r.gateway));
-        push_route(&mut p, r);
+        push_route(&mut p, Change::Route(r));
     }
     if host.redirect {
         let mut splits: Vec<&str> = Vec::new();
@@ -177,7 +194,7 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
         }
         for d in splits {
             let dst: IpNetwork = d.parse().expect("constant");
-            push_route(&mut p, tunnel_route(dst, None));
+            push_route(&mut p, Change::Route(tunnel_route(dst, None)));
         }
     }
     for n in s.networks.iter().filter(|n| n.exclude) {
@@ -193,12 +210,78 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
                     onlink: false,
                 };
                 p.announce.excluded.push((n.net, gw));
-                push_route(&mut p, r);
+                push_route(&mut p, Change::SharedRoute(r));
             }
             None => p.notes.push(format!("no host route for excluded network {}; not installed", n.net)),
         }
     }
     p
+}
+
+/// A route that does not forward as asked: what was asked for, and the
+/// route the kernel prefers for that prefix instead (None: there is none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misroute {
+    pub wanted: Route,
+    pub found: Option<KernelRoute>,
+}
+
+/// Whether `k` forwards like `wanted`: a unicast route through the same
+/// device; for a shared route (through the host's devices), also via the
+/// same gateway. (Through a tunnel the gateway does not pick the path: the
+/// kernel's own prefix route on that device forwards the same way.)
+fn same_way(k: &KernelRoute, wanted: &Route, shared: bool) -> bool {
+    k.rtype == libc::RTN_UNICAST && k.route.oif == wanted.oif && (!shared || k.route.gateway == wanted.gateway)
+}
+
+/// Checks that every route in `changes` forwards as asked in the routing
+/// tables `table`: among the kernel's routes for the same table and prefix,
+/// the preferred ones (lowest metric, if not above the one asked for) all
+/// forward the same way. Before anything is sent (`applied` false) a prefix
+/// with no such route is fine (ours will be it); afterwards it means ours
+/// is missing. Longer prefixes inside a network are the kernel's ordinary
+/// longest-match rule and do not count. Linear in both inputs.
+pub fn check(changes: &[Change], table: &[KernelRoute], applied: bool) -> Result<(), Misroute> {
+    use std::collections::HashMap;
+    type Key = (u32, IpNetwork);
+    let wanted: Vec<(&Route, bool)> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Route(r) => Some((r, false)),
+            Change::SharedRoute(r) => Some((r, true)),
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let mut by_prefix: HashMap<Key, Vec<&KernelRoute>, std::hash::BuildHasherDefault<Fnv>> =
+        HashMap::with_capacity_and_hasher(wanted.len(), Default::default());
+    for (r, _) in &wanted {
+        let (t, dst, _) = r.key();
+        by_prefix.entry((t, dst)).or_default();
+    }
+    for k in table {
+        let (t, dst, _) = k.route.key();
+        if let Some(v) = by_prefix.get_mut(&(t, dst)) {
+            v.push(k);
+        }
+    }
+    for (r, shared) in wanted {
+        let (t, dst, metric) = r.key();
+        let candidates = &by_prefix[&(t, dst)];
+        let best = candidates.iter().map(|k| k.route.kernel_metric()).filter(|m| *m <= metric).min();
+        let Some(best) = best else {
+            if applied {
+                return Err(Misroute { wanted: r.clone(), found: None });
+            }
+            continue;
+        };
+        if let Some(k) = candidates.iter().find(|k| k.route.kernel_metric() == best && !same_way(k, r, shared)) {
+            return Err(Misroute { wanted: r.clone(), found: Some((*k).clone()) });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -238,11 +321,7 @@ mod tests {
     fn real_client_session_plan() {
         let t = host_table();
         let p = plan(&client_settings(), 9, &Host { routes: &t, ignore: &[9], redirect: true });
-        let routes: Vec<String> = p
-            .changes
-            .iter()
-            .filter_map(|c| if let Change::Route(r) = c { Some(r.to_string()) } else { None })
-            .collect();
+        let routes: Vec<String> = p.changes.iter().filter_map(|c| c.route().map(|r| r.to_string())).collect();
         assert_eq!(
             routes,
             [
@@ -253,6 +332,8 @@ mod tests {
                 "2001:db8:5::/48 via 2001:db8::1 dev #2",
             ]
         );
+        let shared = p.changes.iter().filter(|c| matches!(c, Change::SharedRoute(_))).count();
+        assert_eq!(shared, 2, "exclude routes are the shareable ones");
         assert_eq!(p.changes[0], Change::Link { ifindex: 9, mtu: 1500, txqlen: None });
         assert_eq!(p.changes.iter().filter(|c| matches!(c, Change::Addr(_))).count(), 2);
         let kinds: Vec<u32> = p.announce.added().iter().map(|e| e.kind).collect();
@@ -284,5 +365,72 @@ mod tests {
         let p = plan(&s, 9, &Host { routes: &[], ignore: &[9], redirect: false });
         assert_eq!(p.notes.len(), 1);
         assert!(!p.announce.added().iter().any(|e| e.kind == events::ROUTE_EXCLUDED));
+    }
+
+    fn kr(dst: &str, gw: Option<&str>, oif: u32, metric: Option<u32>, rtype: u8) -> KernelRoute {
+        KernelRoute {
+            route: Route {
+                dst: dst.parse().unwrap(),
+                gateway: gw.map(|g| g.parse().unwrap()),
+                oif,
+                metric,
+                table: RT_TABLE_MAIN,
+                protocol: 3,
+                onlink: false,
+            },
+            rtype,
+            scope: 0,
+        }
+    }
+
+    fn want(dst: &str, gw: Option<&str>, oif: u32, metric: Option<u32>) -> Route {
+        kr(dst, gw, oif, metric, libc::RTN_UNICAST).route
+    }
+
+    #[test]
+    fn check_finds_a_prefix_routed_elsewhere_before_and_after() {
+        const U: u8 = libc::RTN_UNICAST;
+        let tunnel = Change::Route(want("10.97.0.0/24", Some("10.98.0.1"), 9, None));
+        // Someone else's route to the same prefix and metric: refused before anything is sent.
+        let other = kr("10.97.0.0/24", Some("192.0.2.1"), 2, None, U);
+        let m = check(std::slice::from_ref(&tunnel), std::slice::from_ref(&other), false).unwrap_err();
+        assert_eq!(m.found, Some(other.clone()));
+        // A lower metric elsewhere wins over ours: refused; a higher one loses: fine.
+        let low = kr("10.97.0.0/24", Some("192.0.2.1"), 2, Some(5), U);
+        let tunnel7 = Change::Route(want("10.97.0.0/24", Some("10.98.0.1"), 9, Some(7)));
+        assert!(check(std::slice::from_ref(&tunnel7), std::slice::from_ref(&low), false).is_err());
+        let high = kr("10.97.0.0/24", Some("192.0.2.1"), 2, Some(9), U);
+        assert!(check(std::slice::from_ref(&tunnel7), std::slice::from_ref(&high), false).is_ok());
+        // A blackhole is not a way through the tunnel.
+        let bh = kr("10.97.0.0/24", None, 0, None, libc::RTN_BLACKHOLE);
+        assert!(check(std::slice::from_ref(&tunnel), &[bh], false).is_err());
+        // Longer prefixes inside the network are the longest-match rule: fine.
+        let inner = kr("10.97.0.0/25", Some("192.0.2.1"), 2, None, U);
+        assert!(check(std::slice::from_ref(&tunnel), std::slice::from_ref(&inner), true).is_err(), "ours missing");
+        let ours = kr("10.97.0.0/24", Some("10.98.0.1"), 9, None, U);
+        assert!(check(std::slice::from_ref(&tunnel), &[inner, ours.clone()], true).is_ok());
+        // The kernel's own prefix route on the tunnel forwards the same way.
+        let prefix = kr("10.97.0.0/24", None, 9, None, U);
+        assert!(check(std::slice::from_ref(&tunnel), &[prefix], true).is_ok());
+        // After: ours and another at the same metric (appended by someone): refused.
+        assert!(check(std::slice::from_ref(&tunnel), &[ours, other], true).is_err());
+    }
+
+    #[test]
+    fn check_shared_routes_compare_the_gateway_and_ipv6_metrics() {
+        const U: u8 = libc::RTN_UNICAST;
+        let ex = Change::SharedRoute(want("198.51.100.0/24", Some("192.0.2.1"), 2, None));
+        // An identical route already there (anyone's): forwards as asked.
+        assert!(check(std::slice::from_ref(&ex), &[kr("198.51.100.0/24", Some("192.0.2.1"), 2, None, U)], true).is_ok());
+        // Same device, another gateway: not the same way.
+        assert!(
+            check(std::slice::from_ref(&ex), &[kr("198.51.100.0/24", Some("192.0.2.9"), 2, None, U)], false).is_err()
+        );
+        // IPv6: no metric means 1024, which a route read back with 1024 matches.
+        let v6 = Change::Route(want("2001:db8:5::/48", None, 9, None));
+        let other = kr("2001:db8:5::/48", Some("2001:db8::1"), 2, Some(1024), U);
+        assert!(check(std::slice::from_ref(&v6), &[other], false).is_err());
+        let other = kr("2001:db8:5::/48", Some("2001:db8::1"), 2, Some(2048), U);
+        assert!(check(std::slice::from_ref(&v6), &[other], false).is_ok());
     }
 }

@@ -14,7 +14,7 @@
 //! goes away with it.
 
 use std::net::IpAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use ipnetwork::IpNetwork;
 use nix::sys::socket::{setsockopt, sockopt};
@@ -29,25 +29,62 @@ use crate::netlink::route::{best_route, Route, RT_TABLE_MAIN};
 use crate::netlink::rule::Rule;
 use crate::netlink::RTPROT_OVPN_NETCFGD;
 use crate::plan::Change;
+use crate::shared::Holder;
 
 /// Priority of the fwmark rules: after the usual admin rules, before main (32766).
 pub const FWMARK_RULE_PRIORITY: u32 = 32700;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How many protections one UID may hold at a time (each can be a kernel route).
+pub const MAX_PROTECTIONS_PER_UID: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Owner {
     Device(String),
     Client { bus: String, pid: u32 },
 }
 
+/// A protection in force: its route is held in the shared routes under
+/// `holder()`.
 pub struct Protection {
     pub owner: Owner,
     pub remote: IpAddr,
-    pub journal: Journal,
+    /// The caller's UID (protections are bounded per UID).
+    pub uid: u32,
+}
+
+impl Protection {
+    fn holder(&self) -> Holder {
+        Holder::Protection(self.owner.clone(), self.remote)
+    }
 }
 
 /// The table the fwmark method uses for mark `m` (as wg-quick: the mark).
 pub fn fwmark_table(m: u32) -> Option<u32> {
     (!matches!(m, 0 | 253..=255)).then_some(m)
+}
+
+/// A connected socket must be connected to `remote`: a protection is for
+/// the VPN's own transport, not for whatever a caller wants to route
+/// around a tunnel. An unconnected socket (UDP before its first send) or
+/// an fd that is not a socket has no peer to compare.
+fn check_peer(fd: &OwnedFd, remote: IpAddr) -> Result<()> {
+    use nix::sys::socket::{getpeername, SockaddrLike, SockaddrStorage};
+    let sa = match getpeername::<SockaddrStorage>(fd.as_raw_fd()) {
+        Ok(sa) => sa,
+        Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ENOTSOCK) => return Ok(()),
+        Err(e) => return Err(Error::errno("getpeername on the socket", e)),
+    };
+    let peer = if let Some(a) = sa.as_sockaddr_in() {
+        IpAddr::V4(a.ip())
+    } else if let Some(a) = sa.as_sockaddr_in6() {
+        IpAddr::V6(a.ip()).to_canonical()
+    } else {
+        return Err(Error::arg("fd", format!("the socket is connected, but not over IP (family {:?})", sa.family())));
+    };
+    if peer != remote.to_canonical() {
+        return Err(Error::arg("remote", format!("the socket is connected to {peer}, not to {remote}")));
+    }
+    Ok(())
 }
 
 impl Daemon {
@@ -68,6 +105,9 @@ impl Daemon {
             c.pid,
             method.as_str()
         );
+        if let Some(fd) = fd {
+            check_peer(fd, remote)?;
+        }
         let need_fd = |what: &str| {
             fd.ok_or_else(|| Error::arg("fd", format!("{what} needs the socket's fd, and none was passed")))
         };
@@ -82,24 +122,40 @@ impl Daemon {
         } else {
             Owner::Device(device.to_string())
         };
-        let ours = self.our_links();
-        let path = match apply::route_to(&mut self.kernel.rtnl, remote, self.cfg.somark, c.uid) {
+        // Only the caller's own tunnels are looked past: what another
+        // session routes into its tunnel stays there.
+        let own: Vec<u32> = self
+            .devices
+            .values()
+            .filter(|d| d.owner_bus == sender || d.path == device)
+            .filter_map(|d| d.link.as_ref().map(|l| l.0))
+            .collect();
+        let tunnels = self.our_links();
+        let before = apply::host_routes(&mut self.kernel.rtnl)?;
+        let (path, kernels) = match apply::route_to(&mut self.kernel.rtnl, remote, self.cfg.somark, c.uid) {
             Some(k) if k.rtype == libc::RTN_LOCAL => {
                 log::info!("{remote} is an address of this host: nothing to protect");
                 return Ok(true);
             }
-            Some(k) if k.rtype == libc::RTN_UNICAST && k.route.oif != 0 && !ours.contains(&k.route.oif) => {
-                Some((k.route.gateway, k.route.oif))
+            Some(k) if k.rtype == libc::RTN_UNICAST && k.route.oif != 0 && !own.contains(&k.route.oif) => {
+                (Some((k.route.gateway, k.route.oif)), true)
             }
-            // The kernel would use one of our tunnels (the client protects
-            // after its routes are in) or has no route: the host's main
-            // table without our devices says how it went before.
-            _ => best_route(&apply::host_routes(&mut self.kernel.rtnl)?, remote, &ours),
+            // The kernel would use one of the caller's tunnels (the client
+            // protects after its routes are in) or has no route: the main
+            // table without them says how it went before.
+            _ => (best_route(&before, remote, &own), false),
         };
         let Some((gw, oif)) = path else {
             log::warn!("no route to {remote} outside the tunnel; the socket is left as it is");
             return Ok(method != RedirectMethod::BindDevice);
         };
+        if tunnels.contains(&oif) {
+            // Another session's tunnel: never routed around. The socket
+            // goes through it, as the host routes it; if only the caller's
+            // own tunnel stood in front of it, the call reports "not protected".
+            log::info!("{remote} is routed through another VPN session's device #{oif}; not routing around it");
+            return Ok(kernels);
+        }
         if method == RedirectMethod::BindDevice {
             let name =
                 crate::netlink::link::name_of(oif).ok_or_else(|| Error::Failed(format!("device #{oif} vanished")))?;
@@ -111,10 +167,16 @@ impl Daemon {
         if self.protections.iter().any(|p| p.owner == owner && p.remote == remote) {
             return Ok(true);
         }
+        if self.protections.iter().filter(|p| p.uid == c.uid).count() >= MAX_PROTECTIONS_PER_UID {
+            return Err(Error::Failed(format!(
+                "uid {} already holds {MAX_PROTECTIONS_PER_UID} socket protections, the limit per user \
+                 (they go with their device, or with Cleanup)",
+                c.uid
+            )));
+        }
         let table = match method {
             RedirectMethod::Fwmark => {
                 let mark = self.cfg.somark.ok_or_else(|| Error::State("fwmark needs --set-somark".into()))?;
-                self.ensure_fwmark_rules(mark)?;
                 fwmark_table(mark).ok_or_else(|| Error::State(format!("mark {mark} cannot name a routing table")))?
             }
             _ => RT_TABLE_MAIN,
@@ -129,19 +191,30 @@ impl Daemon {
             protocol: RTPROT_OVPN_NETCFGD,
             onlink: false,
         };
-        let mut journal = Journal::default();
-        apply::apply(&mut self.kernel, &[Change::Route(r.clone())], &mut journal)?;
+        let p = Protection { owner, remote, uid: c.uid };
+        let holder = p.holder();
+        if method == RedirectMethod::Fwmark {
+            self.ensure_fwmark_rules(table, &holder)?;
+        }
+        let mut unused = Journal::default();
+        let res = apply::apply(&mut self.kernel, &[Change::SharedRoute(r.clone())], &mut unused, &holder, &before);
+        debug_assert!(unused.is_empty(), "a shared route is held in the shared routes");
+        if let Err(e) = res {
+            self.drop_protections(|_| false); // the fwmark rules, if nothing else needs them
+            return Err(e);
+        }
         log::info!("protected {remote}: route {r}");
-        self.protections.push(Protection { owner, remote, journal });
+        self.protections.push(p);
         Ok(true)
     }
 
-    fn ensure_fwmark_rules(&mut self, mark: u32) -> Result<()> {
+    /// The rules `fwmark M lookup M` (`table` is M), made by the first
+    /// protection that needs them (`holder`) and kept until the last goes.
+    fn ensure_fwmark_rules(&mut self, table: u32, holder: &Holder) -> Result<()> {
         if !self.fw_rules.is_empty() {
             return Ok(());
         }
-        let table =
-            fwmark_table(mark).ok_or_else(|| Error::State(format!("mark {mark} cannot name a routing table")))?;
+        let mark = table; // fwmark_table: the table is the mark
         let rules: Vec<Change> = [false, true]
             .into_iter()
             .map(|ipv6| {
@@ -155,7 +228,7 @@ impl Daemon {
             })
             .collect();
         let mut j = Journal::default();
-        apply::apply(&mut self.kernel, &rules, &mut j)?;
+        apply::apply(&mut self.kernel, &rules, &mut j, holder, &[])?;
         self.fw_rules = j;
         Ok(())
     }
@@ -166,17 +239,9 @@ impl Daemon {
         let (gone, keep): (Vec<Protection>, Vec<Protection>) =
             std::mem::take(&mut self.protections).into_iter().partition(|p| pred(&p.owner));
         self.protections = keep;
-        for mut p in gone {
-            // Another owner protecting the same server found our route there
-            // (EEXIST, so it recorded nothing): the route is now its to undo.
-            if !p.journal.is_empty() {
-                if let Some(heir) = self.protections.iter_mut().find(|q| q.remote == p.remote && q.journal.is_empty()) {
-                    log::info!("protection of {} handed on to {:?}", p.remote, heir.owner);
-                    heir.journal = std::mem::take(&mut p.journal);
-                    continue;
-                }
-            }
-            for f in apply::undo(&mut self.kernel, p.journal.take_all()) {
+        for p in gone {
+            // A route another protection (or an exclude route) also needs stays.
+            for f in apply::release(&mut self.kernel, &p.holder()) {
                 log::warn!("removing the protection of {}: {f}", p.remote);
             }
             log::info!("protection of {} removed", p.remote);

@@ -30,8 +30,11 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 /// A session as the real client makes it, with DNS settings, established.
 fn session(c: &Connection, name: &str, servers: &[&str], search: &[&str], scope: &str) -> Sess {
+    // Sessions up at the same time route different networks.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 256;
     let p = create(c, name);
-    configure_like_real_client(c, &p);
+    configure_with_network(c, &p, &format!("10.97.{n}.0"));
     set_prop(c, &p, "dns_scope", scope.to_string()).unwrap();
     if !servers.is_empty() {
         let _: () = call(c, &p, "AddDNS", (strings(servers),)).unwrap();

@@ -306,10 +306,11 @@ fn sigterm_with_two_devices_leaves_nothing() {
     let before = env.kernel_snapshot();
     let c = env.conn();
     let mut fds = Vec::new();
-    for n in ["a", "b"] {
+    // One redirects the default gateway; both share an exclude route.
+    for (n, net) in [("a", "10.97.0.0"), ("b", "10.96.0.0")] {
         let p = create(&c, n);
-        configure_like_real_client(&c, &p);
-        set_prop(&c, &p, "reroute_ipv4", true).unwrap();
+        configure_with_network(&c, &p, net);
+        set_prop(&c, &p, "reroute_ipv4", n == "a").unwrap();
         let nets = vec![("198.51.100.0".to_string(), 24u32, -1i32, false, true)];
         let _: () = call(&c, &p, "AddNetworks", (nets,)).unwrap();
         fds.push(establish(&c, &p));

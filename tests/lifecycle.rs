@@ -430,10 +430,10 @@ fn sigterm_with_three_devices_and_protections_leaves_nothing() {
     let before = env.kernel_snapshot();
     let c = env.conn();
     let mut fds = Vec::new();
-    for n in ["a", "b", "c"] {
+    for (n, net) in [("a", "10.97.0.0"), ("b", "10.96.0.0"), ("c", "10.95.0.0")] {
         let p = create(&c, n);
         assert!(protect(&c, "203.0.113.5", false, &p, None).unwrap());
-        configure_like_real_client(&c, &p);
+        configure_with_network(&c, &p, net);
         let nets = vec![("198.51.100.0".to_string(), 24u32, -1i32, false, true)];
         let _: () = call(&c, &p, "AddNetworks", (nets,)).unwrap();
         fds.push(establish(&c, &p));

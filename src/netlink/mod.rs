@@ -175,46 +175,76 @@ impl Rtnl {
     /// result per request, in order: `Ok(true)` changed the kernel,
     /// `Ok(false)` was a tolerated errno (already there / already gone).
     /// Transport failures fail the whole call.
+    pub fn transact(&mut self, reqs: &mut [Req]) -> Result<Vec<std::result::Result<bool, NlError>>> {
+        match self.transact_partial(reqs) {
+            (_, Some(e)) => Err(e),
+            (r, None) => Ok(r.into_iter().map(|x| x.unwrap_or(Ok(true))).collect()),
+        }
+    }
+
+    /// As `transact`, but a transport failure keeps what is known: one
+    /// result per request, `None` where the kernel may or may not have
+    /// acted (the batch in flight when the failure came), `Ok(false)` for
+    /// requests never sent (the kernel handles a datagram inside sendmsg:
+    /// a failed send was not handled at all).
     ///
     /// Only the last message of a batch asks for an ack: the kernel handles
     /// a batch in order and reports every failure anyway, so once the last
     /// one is answered, every request without an error report succeeded.
     /// This saves one receive per request (10k routes: 10k recvmsg calls).
-    pub fn transact(&mut self, reqs: &mut [Req]) -> Result<Vec<std::result::Result<bool, NlError>>> {
+    pub fn transact_partial(
+        &mut self,
+        reqs: &mut [Req],
+    ) -> (Vec<Option<std::result::Result<bool, NlError>>>, Option<Error>) {
         let mut results = Vec::with_capacity(reqs.len());
-        let mut out = Vec::new();
         for chunk in reqs.chunks_mut(BATCH) {
-            out.clear();
-            let first = self.seq.wrapping_add(1).max(1);
-            let last = chunk.len() - 1;
-            let mut seqs = Vec::with_capacity(chunk.len());
-            for (i, r) in chunk.iter_mut().enumerate() {
-                seqs.push(self.stamp(&mut r.bytes));
-                set_ack(&mut r.bytes, i == last);
-                out.extend_from_slice(&r.bytes);
+            if let Err(e) = self.batch(chunk, &mut results) {
+                results.resize(reqs.len(), Some(Ok(false)));
+                return (results, Some(e));
             }
-            self.send_all(&out)?;
-            let mut got: Vec<Option<std::result::Result<bool, NlError>>> = vec![None; chunk.len()];
-            while got[last].is_none() {
-                let n = self.recv_some()?;
-                for (seq, res) in parse_acks(&self.buf[..n]) {
-                    let idx = seq.wrapping_sub(first) as usize;
-                    if idx >= got.len() || seqs[idx] != seq || got[idx].is_some() {
-                        continue;
-                    }
-                    got[idx] = Some(match res {
-                        Err(e) if chunk[idx].ok_errnos.contains(&e.errno) => {
-                            log::debug!("{}: {} (fine)", chunk[idx].what, std::io::Error::from_raw_os_error(e.errno));
-                            Ok(false)
-                        }
-                        Ok(()) => Ok(true),
-                        Err(e) => Err(e),
-                    });
-                }
-            }
-            results.extend(got.into_iter().map(|r| r.unwrap_or(Ok(true))));
         }
-        Ok(results)
+        (results, None)
+    }
+
+    /// One sendmsg of up to BATCH requests; appends their results to `out`
+    /// (nothing if the send failed; the unknown ones as None if a receive did).
+    fn batch(&mut self, chunk: &mut [Req], out: &mut Vec<Option<std::result::Result<bool, NlError>>>) -> Result<()> {
+        let first = self.seq.wrapping_add(1).max(1);
+        let last = chunk.len() - 1;
+        let mut seqs = Vec::with_capacity(chunk.len());
+        let mut bytes = Vec::new();
+        for (i, r) in chunk.iter_mut().enumerate() {
+            seqs.push(self.stamp(&mut r.bytes));
+            set_ack(&mut r.bytes, i == last);
+            bytes.extend_from_slice(&r.bytes);
+        }
+        self.send_all(&bytes)?;
+        let mut got: Vec<Option<std::result::Result<bool, NlError>>> = vec![None; chunk.len()];
+        while got[last].is_none() {
+            let n = match self.recv_some() {
+                Ok(n) => n,
+                Err(e) => {
+                    out.extend(got);
+                    return Err(e);
+                }
+            };
+            for (seq, res) in parse_acks(&self.buf[..n]) {
+                let idx = seq.wrapping_sub(first) as usize;
+                if idx >= got.len() || seqs[idx] != seq || got[idx].is_some() {
+                    continue;
+                }
+                got[idx] = Some(match res {
+                    Err(e) if chunk[idx].ok_errnos.contains(&e.errno) => {
+                        log::debug!("{}: {} (fine)", chunk[idx].what, std::io::Error::from_raw_os_error(e.errno));
+                        Ok(false)
+                    }
+                    Ok(()) => Ok(true),
+                    Err(e) => Err(e),
+                });
+            }
+        }
+        out.extend(got.into_iter().map(|r| Some(r.unwrap_or(Ok(true)))));
+        Ok(())
     }
 
     /// One request that must succeed; true if it changed the kernel.

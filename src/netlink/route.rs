@@ -27,6 +27,23 @@ pub struct Route {
     pub onlink: bool,
 }
 
+impl Route {
+    /// The metric the kernel files this route under: IPv6 turns "none"
+    /// and 0 into 1024 (IP6_RT_PRIO_USER), IPv4 "none" is 0.
+    pub fn kernel_metric(&self) -> u32 {
+        match (self.dst.is_ipv6(), self.metric) {
+            (true, None | Some(0)) => 1024,
+            (_, m) => m.unwrap_or(0),
+        }
+    }
+
+    /// The kernel's key for this route within its table: (table, prefix, metric).
+    pub fn key(&self) -> (u32, IpNetwork, u32) {
+        let dst = IpNetwork::new(self.dst.network(), self.dst.prefix()).unwrap_or(self.dst);
+        (self.table, dst, self.kernel_metric())
+    }
+}
+
 impl std::fmt::Display for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.dst)?;

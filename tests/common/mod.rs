@@ -356,13 +356,19 @@ pub fn create(c: &Connection, name: &str) -> String {
 
 /// The session of the real client (reference §4.11), up to but not including Establish.
 pub fn configure_like_real_client(c: &Connection, p: &str) {
+    configure_with_network(c, p, "10.97.0.0");
+}
+
+/// As `configure_like_real_client`, routing the /24 at `net` instead
+/// (sessions that run at the same time each need their own network).
+pub fn configure_with_network(c: &Connection, p: &str, net: &str) {
     set_prop(c, p, "dns_scope", "global".to_string()).unwrap();
     let _: () = call(c, p, "AddIPAddress", ("10.98.0.2", 24u32, "10.98.0.1", false)).unwrap();
     let _: () = call(c, p, "AddIPAddress", ("fd00:98::1000", 64u32, "fd00:98::1", true)).unwrap();
     let _: () = call(c, p, "SetRemoteAddress", ("10.99.0.1", false)).unwrap();
     set_prop(c, p, "layer", 3u32).unwrap();
     set_prop(c, p, "mtu", 1500u16).unwrap();
-    let nets = vec![("10.97.0.0".to_string(), 24u32, -1i32, false, false)];
+    let nets = vec![(net.to_string(), 24u32, -1i32, false, false)];
     let _: () = call(c, p, "AddNetworks", (nets,)).unwrap();
 }
 
