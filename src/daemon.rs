@@ -22,8 +22,6 @@ use crate::events::Event;
 use crate::netlink::Rtnl;
 
 pub const VERSION: &str = concat!("ovpn-netcfgd-", env!("CARGO_PKG_VERSION"));
-const MAX_DEVICES: usize = 256;
-const MAX_SUBSCRIBERS: usize = 256;
 
 pub struct Subscription {
     pub mask: u32,
@@ -48,6 +46,9 @@ pub struct Daemon {
     pub orphans: crate::journal::Journal,
     /// DCO (issue 6): the resolved generic-netlink family and its sockets.
     pub dco: Option<crate::dco_session::DcoKernel>,
+    /// Owner and ACL of devices being removed, so their last events still
+    /// reach exactly the UIDs that saw them.
+    departed: BTreeMap<String, (u32, Vec<u32>)>,
     log_owner: Option<String>,
     quit: bool,
     sigfd: SignalFd,
@@ -110,6 +111,7 @@ impl Daemon {
             fw_rules: crate::journal::Journal::default(),
             orphans: crate::journal::Journal::default(),
             dco,
+            departed: BTreeMap::new(),
             log_owner: None,
             quit: false,
             sigfd,
@@ -384,7 +386,9 @@ impl Daemon {
                 ))
             }
             (Some("org.freedesktop.DBus.Introspectable") | None, "Introspect") => {
-                Ok(m.method_return().append1(self.introspect(&obj)))
+                // The manager lists only the devices the caller may see.
+                let uid = self.caller(m).map(|(_, c)| c.uid).ok();
+                Ok(m.method_return().append1(self.introspect(&obj, uid)))
             }
             (Some("org.freedesktop.DBus.Properties"), _) => return self.properties(m, &obj, &member),
             (Some(IFACE) | None, _) => match &obj {
@@ -429,15 +433,16 @@ impl Daemon {
         Obj::None
     }
 
-    fn introspect(&self, obj: &Obj) -> String {
+    fn introspect(&self, obj: &Obj, uid: Option<u32>) -> String {
         use crate::bus::introspect::{xml, Node};
         match obj {
             Obj::Intermediate(c) => xml(Node::Intermediate { child: c }),
             Obj::Manager => {
                 let kids: Vec<String> = self
                     .devices
-                    .keys()
-                    .filter_map(|p| p.strip_prefix(MANAGER_PATH).map(|s| s.trim_start_matches('/').to_string()))
+                    .values()
+                    .filter(|d| uid.is_some_and(|u| d.may(u)))
+                    .filter_map(|d| d.path.strip_prefix(MANAGER_PATH).map(|s| s.trim_start_matches('/').to_string()))
                     .collect();
                 xml(Node::Manager { children: &kids })
             }
@@ -471,9 +476,11 @@ impl Daemon {
             crate::sys::trim_heap();
         }
         self.drop_protections(|o| *o == crate::protect::Owner::Device(path.to_string()));
+        self.departed.insert(d.path.clone(), (d.owner_uid, d.acl.clone()));
         self.emit_notices(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);
         self.dns_sync();
+        self.departed.remove(&d.path);
     }
 
     /// Forgets orphaned tun links that their clients have closed.
@@ -520,30 +527,53 @@ impl Daemon {
         }
     }
 
+    /// Whether `uid` may see the device at `path` (its events and
+    /// properties): its owner, the UIDs in its ACL and root. A device
+    /// that no longer exists is root's alone.
+    pub(crate) fn may_see(&self, path: &str, uid: u32) -> bool {
+        match (self.devices.get(path), self.departed.get(path)) {
+            (Some(d), _) => d.may(uid),
+            (None, Some((owner, acl))) => uid == 0 || uid == *owner || acl.contains(&uid),
+            (None, None) => uid == 0,
+        }
+    }
+
+    /// The subscribers that may see the device at `path` and want one of
+    /// the event `kinds`, by unique bus name.
+    fn audience(&self, path: &str, kinds: u32) -> Vec<&str> {
+        self.subs
+            .iter()
+            .filter(|(_, s)| s.mask & kinds != 0 && self.may_see(path, s.uid))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
     /// Announces configurations coming or going; the events are only made
-    /// when some subscriber's mask wants their kinds.
+    /// when some subscriber who may see the device wants their kinds.
     pub(crate) fn emit_notices(&self, path: &str, device: &str, notices: Vec<crate::plan::Notice>) {
         for n in notices {
-            if self.subs.values().any(|s| s.mask & n.kinds() != 0) {
+            if !self.audience(path, n.kinds()).is_empty() {
                 self.emit_events(path, device, n.events());
             }
         }
     }
 
-    /// Sends NetworkChange signals to the subscribers whose mask matches.
+    /// Sends NetworkChange signals, each one unicast to the subscribers
+    /// whose mask matches and who may see the device.
     pub(crate) fn emit_events(&self, path: &str, device: &str, events: Vec<Event>) {
         for e in events {
+            let to = self.audience(path, e.kind);
+            if to.is_empty() {
+                continue;
+            }
             let details: std::collections::HashMap<&str, &str> =
                 e.details.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            for (name, s) in &self.subs {
-                if s.mask & e.kind == 0 {
-                    continue;
-                }
+            for name in to {
                 let Ok(mut sig) = Message::new_signal(path, IFACE, "NetworkChange") else {
                     continue;
                 };
                 sig = sig.append3(e.kind, device, &details);
-                sig.set_destination(Some(name.as_str().into()));
+                sig.set_destination(Some(name.into()));
                 self.bus.send(sig);
             }
         }
@@ -569,11 +599,28 @@ impl Daemon {
         self.devices.values().filter_map(|d| d.link.as_ref().map(|l| l.0)).collect()
     }
 
-    pub(crate) fn broadcast_props_changed(&self, path: &str, name: &str, value: Box<dyn RefArg>) {
+    /// PropertiesChanged: broadcast for the manager; for a device, unicast
+    /// to its owner's connection, the setter and the subscribers who may
+    /// see it (a broadcast would show its settings to every listener).
+    pub(crate) fn props_changed(&self, path: &str, setter: &str, name: &str, value: Box<dyn RefArg>) {
         let mut changed = PropMap::new();
         changed.insert(name.to_string(), Variant(value));
-        if let Ok(sig) = Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged") {
-            self.bus.send(sig.append3(IFACE, changed, Vec::<String>::new()));
+        let Ok(sig) = Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged") else {
+            return;
+        };
+        let sig = sig.append3(IFACE, changed, Vec::<String>::new());
+        let Some(d) = self.devices.get(path) else {
+            self.bus.send(sig);
+            return;
+        };
+        let mut to: Vec<&str> = self.audience(path, u32::MAX);
+        to.extend([d.owner_bus.as_str(), setter]);
+        to.sort_unstable();
+        to.dedup();
+        for name in to.into_iter().filter(|n| !n.is_empty()) {
+            let mut m = sig.duplicate().expect("a signal we built is valid");
+            m.set_destination(Some(name.into()));
+            self.bus.send(m);
         }
     }
 
@@ -583,15 +630,40 @@ impl Daemon {
         Ok((sender, c))
     }
 
-    pub(crate) fn check_limits(&self) -> Result<()> {
-        if self.devices.len() >= MAX_DEVICES {
-            return Err(Error::Failed(format!("too many devices (limit {MAX_DEVICES})")));
+    /// Whether `uid` may create one more device: its own share first,
+    /// then the daemon-wide safety cap.
+    pub(crate) fn check_device_limits(&self, uid: u32) -> Result<()> {
+        use crate::limits::{DEVICES_PER_UID, DEVICES_TOTAL};
+        let mine = self.devices.values().filter(|d| d.owner_uid == uid).count();
+        if mine >= DEVICES_PER_UID {
+            return Err(Error::Failed(format!(
+                "uid {uid} already owns {mine} devices (limit {DEVICES_PER_UID} per user)"
+            )));
+        }
+        if self.devices.len() >= DEVICES_TOTAL {
+            return Err(Error::Failed(format!("too many devices (limit {DEVICES_TOTAL} in all)")));
         }
         Ok(())
     }
 
-    pub(crate) fn subs_full(&self) -> bool {
-        self.subs.len() >= MAX_SUBSCRIBERS
+    /// Networks held by the devices `uid` owns.
+    pub(crate) fn networks_of(&self, uid: u32) -> usize {
+        self.devices.values().filter(|d| d.owner_uid == uid).map(|d| d.settings.networks.len()).sum()
+    }
+
+    /// Whether `uid` may add one more subscription.
+    pub(crate) fn check_sub_limits(&self, uid: u32) -> Result<()> {
+        use crate::limits::{SUBSCRIPTIONS_PER_UID, SUBSCRIPTIONS_TOTAL};
+        let mine = self.subs.values().filter(|s| s.uid == uid).count();
+        if mine >= SUBSCRIPTIONS_PER_UID {
+            return Err(Error::Failed(format!(
+                "uid {uid} already has {mine} subscriptions (limit {SUBSCRIPTIONS_PER_UID} per user)"
+            )));
+        }
+        if self.subs.len() >= SUBSCRIPTIONS_TOTAL {
+            return Err(Error::Failed(format!("too many subscribers (limit {SUBSCRIPTIONS_TOTAL} in all)")));
+        }
+        Ok(())
     }
 }
 

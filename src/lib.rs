@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 mod fuzz_smoke;
 pub mod journal;
+pub mod limits;
 pub mod logging;
 pub mod netlink;
 pub mod plan;
