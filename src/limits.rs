@@ -26,20 +26,20 @@ pub const SUBSCRIPTIONS_PER_UID: usize = 8;
 pub const DEVICES_TOTAL: usize = 1024;
 pub const SUBSCRIPTIONS_TOTAL: usize = 256;
 
-/// Counts the items of a D-Bus array up to `max + 1` without decoding
-/// them, so an oversized list is refused before any parsing.
-pub fn count_at_most(it: &dbus::arg::Iter, max: usize) -> Result<usize, ()> {
-    let mut it = it.clone();
-    let Some(mut a) = it.recurse(dbus::arg::ArgType::Array) else { return Ok(0) };
+/// Whether the D-Bus array `it` points at has at most `max` items. It
+/// counts without decoding them and stops at `max + 1`, so an oversized
+/// list is refused before any parsing.
+pub fn fits(mut it: dbus::arg::Iter, max: usize) -> bool {
+    let Some(mut a) = it.recurse(dbus::arg::ArgType::Array) else { return true };
     let mut n = 0;
     while a.arg_type() != dbus::arg::ArgType::Invalid {
         n += 1;
         if n > max {
-            return Err(());
+            return false;
         }
         if !a.next() {
             break;
         }
     }
-    Ok(n)
+    true
 }

@@ -5,7 +5,7 @@ use dbus::Message;
 use crate::bus::manager::expect_sig;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use crate::limits::{count_at_most, ADDRS_PER_DEVICE, DNS_SEARCH_PER_DEVICE, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_UID};
+use crate::limits::{fits, ADDRS_PER_DEVICE, DNS_SEARCH_PER_DEVICE, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_UID};
 use crate::settings;
 
 fn bad(arg: &'static str) -> impl Fn(dbus::arg::TypeMismatchError) -> Error {
@@ -59,7 +59,7 @@ impl Daemon {
             "AddNetworks" => {
                 // Counted before anything is decoded: the UID's share left.
                 let room = NETWORKS_PER_UID.saturating_sub(networks_held);
-                if count_at_most(&m.iter_init(), room).is_err() {
+                if !fits(m.iter_init(), room) {
                     return Err(Error::arg(
                         "networks",
                         format!("at most {NETWORKS_PER_UID} networks per user, on all devices ({networks_held} held)"),
@@ -148,7 +148,7 @@ impl Daemon {
 /// Reads an `as` argument of at most `max` items; a longer one is refused
 /// after counting, before any item is decoded.
 fn read_list<'a>(m: &'a Message, arg: &'static str, max: usize, what: &str) -> Result<Vec<&'a str>> {
-    if count_at_most(&m.iter_init(), max).is_err() {
+    if !fits(m.iter_init(), max) {
         return Err(Error::arg(arg, format!("more than {max} items (at most {max} {what} per device)")));
     }
     m.read1().map_err(|e| Error::arg(arg, e.to_string()))
