@@ -18,7 +18,7 @@ pub const NETWORKS_PER_UID: usize = 4096;
 pub const DNS_SERVERS_PER_DEVICE: usize = 32;
 pub const DNS_SEARCH_PER_DEVICE: usize = 64;
 /// Device objects one UID may own.
-pub const DEVICES_PER_UID: usize = 32;
+pub const DEVICES_PER_UID: usize = 64;
 /// NetworkChange subscriptions one UID may hold (each one multiplies the
 /// signals an Establish sends).
 pub const SUBSCRIPTIONS_PER_UID: usize = 8;

@@ -360,6 +360,27 @@ pub fn establish(c: &Connection, p: &str) -> OwnedFd {
     r.read1::<OwnedFd>().expect("Establish returns an fd")
 }
 
+/// Sends `big` on `first`, then times a trivial call of `second` (how long
+/// `big` keeps another client waiting). Returns that wait and the reply
+/// to `big` (which may hold a tun fd).
+pub fn wait_beside(first: &Connection, second: &Connection, big: Message) -> (Duration, Message) {
+    let serial = first.channel().send(big).unwrap();
+    first.channel().flush();
+    let t = Instant::now();
+    let _: String = get_prop(second, MGR, "version");
+    let waited = t.elapsed();
+    let t0 = Instant::now();
+    loop {
+        let _ = first.channel().read_write(Some(Duration::from_millis(20)));
+        while let Some(m) = first.channel().pop_message() {
+            if m.get_reply_serial() == Some(serial) {
+                return (waited, m);
+            }
+        }
+        assert!(t0.elapsed() < T, "no reply to the first call");
+    }
+}
+
 /// Collects NetworkChange signals that arrive within `d`.
 pub fn signals(c: &Connection, d: Duration) -> Vec<(u32, String, std::collections::HashMap<String, String>)> {
     let mut out = Vec::new();
