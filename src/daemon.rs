@@ -22,6 +22,10 @@ use crate::events::Event;
 use crate::netlink::Rtnl;
 
 pub const VERSION: &str = concat!("ovpn-netcfgd-", env!("CARGO_PKG_VERSION"));
+/// NetworkChange signals go out at most SIGNAL_BATCH per SIGNAL_TICK
+/// (6,400 a second): a few ms of the bus daemon's time per batch.
+const SIGNAL_BATCH: usize = 32;
+const SIGNAL_TICK: std::time::Duration = std::time::Duration::from_millis(5);
 
 pub struct Subscription {
     pub mask: u32,
@@ -49,6 +53,10 @@ pub struct Daemon {
     /// Owner and ACL of devices being removed, so their last events still
     /// reach exactly the UIDs that saw them.
     departed: BTreeMap<String, (u32, Vec<u32>)>,
+    /// NetworkChange signals not yet handed to libdbus (see `pace_signals`).
+    signals: std::cell::RefCell<std::collections::VecDeque<Message>>,
+    /// When the last batch of them went out.
+    signals_sent: std::time::Instant,
     log_owner: Option<String>,
     quit: bool,
     sigfd: SignalFd,
@@ -112,6 +120,8 @@ impl Daemon {
             orphans: crate::journal::Journal::default(),
             dco,
             departed: BTreeMap::new(),
+            signals: Default::default(),
+            signals_sent: std::time::Instant::now(),
             log_owner: None,
             quit: false,
             sigfd,
@@ -187,6 +197,7 @@ impl Daemon {
                     self.handle(m);
                 }
                 self.flush_log_signals();
+                self.pace_signals();
                 if !any {
                     break;
                 }
@@ -213,10 +224,18 @@ impl Daemon {
             // DCO (issue 6): the peers notification socket, pipes with records waiting.
             let dco_fds = self.dco_poll_fds();
             fds.extend(dco_fds.iter().map(|(fd, ev)| PollFd::new(crate::sys::borrow_fd(*fd), *ev)));
-            let timeout = match self.dns.deadline() {
+            // Queued signals: wake for their next tick.
+            let signal_tick = (!self.signals.get_mut().is_empty()).then(|| self.signals_sent + SIGNAL_TICK);
+            let deadline = match (self.dns.deadline(), signal_tick) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = match deadline {
                 None => PollTimeout::NONE,
                 Some(t) => {
-                    let ms = t.saturating_duration_since(std::time::Instant::now()).as_millis().min(60_000) as u16;
+                    // Rounded up: waking a little early would spin until the deadline.
+                    let us = t.saturating_duration_since(std::time::Instant::now()).as_micros();
+                    let ms = us.div_ceil(1000).min(60_000) as u16;
                     PollTimeout::from(ms)
                 }
             };
@@ -312,6 +331,9 @@ impl Daemon {
         self.drop_protections(|_| true);
         let ok = self.dns.shutdown(&self.bus);
         self.flush_log_signals();
+        for sig in self.signals.get_mut().drain(..) {
+            self.bus.send(sig);
+        }
         self.bus.flush();
         ok
     }
@@ -574,9 +596,40 @@ impl Daemon {
                 };
                 sig = sig.append3(e.kind, device, &details);
                 sig.set_destination(Some(name.into()));
-                self.bus.send(sig);
+                self.queue_signal(sig);
             }
         }
+    }
+
+    /// Queues a NetworkChange signal. An Establish of many routes makes
+    /// thousands; handed to libdbus at once, they would sit in the one
+    /// outgoing queue ahead of every other client's reply.
+    fn queue_signal(&self, sig: Message) {
+        let mut q = self.signals_queue();
+        if q.len() >= crate::limits::SIGNALS_QUEUED {
+            log::warn!("NetworkChange: {} signals wait to be sent; dropping one", q.len());
+            return;
+        }
+        q.push_back(sig);
+    }
+
+    /// Hands queued signals to libdbus a batch per tick, and only when its
+    /// outgoing queue is empty: the bus daemon forwards our messages in
+    /// order, so a reply to another client never waits behind more than
+    /// one batch. Signal delivery is the background work, not the replies.
+    fn pace_signals(&mut self) {
+        if self.bus.wants_write() || self.signals_sent.elapsed() < SIGNAL_TICK {
+            return;
+        }
+        let q = self.signals.get_mut();
+        for sig in q.drain(..q.len().min(SIGNAL_BATCH)) {
+            self.bus.send(sig);
+        }
+        self.signals_sent = std::time::Instant::now();
+    }
+
+    fn signals_queue(&self) -> std::cell::RefMut<'_, std::collections::VecDeque<Message>> {
+        self.signals.borrow_mut()
     }
 
     /// Sends queued log records as Log signals: to the log service when it

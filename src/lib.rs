@@ -12,6 +12,7 @@ pub mod dns;
 pub mod error;
 pub mod events;
 mod fuzz_smoke;
+pub mod fuzz_wire;
 pub mod journal;
 pub mod limits;
 pub mod logging;

@@ -13,7 +13,7 @@ pub const ADDRS_PER_DEVICE: usize = 64;
 /// Networks (include and exclude routes) one UID may hold, on all its
 /// devices together: Establish, Disable, Destroy and Cleanup install or
 /// remove at most this many routes in one go.
-pub const NETWORKS_PER_UID: usize = 4096;
+pub const NETWORKS_PER_UID: usize = 2048;
 /// DNS servers and search domains one device may hold.
 pub const DNS_SERVERS_PER_DEVICE: usize = 32;
 pub const DNS_SEARCH_PER_DEVICE: usize = 64;
@@ -21,7 +21,10 @@ pub const DNS_SEARCH_PER_DEVICE: usize = 64;
 pub const DEVICES_PER_UID: usize = 64;
 /// NetworkChange subscriptions one UID may hold (each one multiplies the
 /// signals an Establish sends).
-pub const SUBSCRIPTIONS_PER_UID: usize = 8;
+pub const SUBSCRIPTIONS_PER_UID: usize = 4;
+/// NetworkChange signals waiting to be sent (they go out a batch at a
+/// time, between other clients' replies); beyond this they are dropped.
+pub const SIGNALS_QUEUED: usize = 65536;
 /// Daemon-wide safety caps: room for many UIDs at their full share.
 pub const DEVICES_TOTAL: usize = 1024;
 pub const SUBSCRIPTIONS_TOTAL: usize = 256;

@@ -46,8 +46,7 @@ impl Daemon {
                 if d.settings.addrs.len() >= ADDRS_PER_DEVICE {
                     return Err(Error::arg("ip_address", format!("at most {ADDRS_PER_DEVICE} addresses per device")));
                 }
-                let (a, p, g, v6): (&str, u32, &str, bool) = m.read4().map_err(bad("ip_address"))?;
-                let va = settings::vpn_addr(a, p, g, v6)?;
+                let va = decode_addr(m)?;
                 if !d.settings.addrs.contains(&va) {
                     d.settings.addrs.push(va);
                 }
@@ -57,31 +56,16 @@ impl Daemon {
                 d.settings.remote = Some(settings::parse_ip("ip_address", a, v6)?);
             }
             "AddNetworks" => {
-                // Counted before anything is decoded: the UID's share left.
-                let room = NETWORKS_PER_UID.saturating_sub(networks_held);
-                if !fits(m.iter_init(), room) {
-                    return Err(Error::arg(
-                        "networks",
-                        format!("at most {NETWORKS_PER_UID} networks per user, on all devices ({networks_held} held)"),
-                    ));
-                }
-                let nets: Vec<(&str, u32, i32, bool, bool)> = m.read1().map_err(bad("networks"))?;
-                // Validate all before storing any: a bad element stores nothing.
-                let parsed = nets
-                    .iter()
-                    .map(|(a, p, metric, v6, ex)| settings::network(a, *p, *metric, *v6, *ex))
-                    .collect::<Result<Vec<_>>>()?;
+                let parsed = decode_networks(m, networks_held)?;
                 d.settings.networks.extend(parsed);
             }
             "AddDNS" => {
-                let list = read_list(m, "server_list", DNS_SERVERS_PER_DEVICE, "servers")?;
-                let parsed = list.into_iter().map(settings::dns_server).collect::<Result<Vec<_>>>()?;
+                let parsed = decode_dns_servers(m)?;
                 d.settings.dns_servers =
                     merged(&d.settings.dns_servers, parsed, DNS_SERVERS_PER_DEVICE, "server_list", "servers")?;
             }
             "AddDNSSearch" => {
-                let list = read_list(m, "domains", DNS_SEARCH_PER_DEVICE, "domains")?;
-                let parsed = list.into_iter().map(settings::dns_domain).collect::<Result<Vec<_>>>()?;
+                let parsed = decode_dns_search(m)?;
                 d.settings.dns_search =
                     merged(&d.settings.dns_search, parsed, DNS_SEARCH_PER_DEVICE, "domains", "domains")?;
             }
@@ -145,6 +129,37 @@ impl Daemon {
     }
 }
 
+// The argument decoders of the device methods. They see only the message,
+// so the fuzz targets run them on messages made from arbitrary bytes.
+
+pub fn decode_addr(m: &Message) -> Result<settings::VpnAddr> {
+    let (a, p, g, v6): (&str, u32, &str, bool) = m.read4().map_err(bad("ip_address"))?;
+    settings::vpn_addr(a, p, g, v6)
+}
+
+/// AddNetworks' list, counted against the UID's share left (it holds
+/// `held`) before anything is decoded; a bad element refuses them all.
+pub fn decode_networks(m: &Message, held: usize) -> Result<Vec<settings::Network>> {
+    if !fits(m.iter_init(), NETWORKS_PER_UID.saturating_sub(held)) {
+        return Err(Error::arg(
+            "networks",
+            format!("at most {NETWORKS_PER_UID} networks per user, on all devices ({held} held)"),
+        ));
+    }
+    let nets: Vec<(&str, u32, i32, bool, bool)> = m.read1().map_err(bad("networks"))?;
+    nets.iter().map(|(a, p, metric, v6, ex)| settings::network(a, *p, *metric, *v6, *ex)).collect()
+}
+
+pub fn decode_dns_servers(m: &Message) -> Result<Vec<std::net::IpAddr>> {
+    let list = read_list(m, "server_list", DNS_SERVERS_PER_DEVICE, "servers")?;
+    list.into_iter().map(settings::dns_server).collect()
+}
+
+pub fn decode_dns_search(m: &Message) -> Result<Vec<String>> {
+    let list = read_list(m, "domains", DNS_SEARCH_PER_DEVICE, "domains")?;
+    list.into_iter().map(settings::dns_domain).collect()
+}
+
 /// Reads an `as` argument of at most `max` items; a longer one is refused
 /// after counting, before any item is decoded.
 fn read_list<'a>(m: &'a Message, arg: &'static str, max: usize, what: &str) -> Result<Vec<&'a str>> {
@@ -155,7 +170,7 @@ fn read_list<'a>(m: &'a Message, arg: &'static str, max: usize, what: &str) -> R
 }
 
 /// `held` followed by the items of `new` it lacks, in order; at most `max`.
-fn merged<T: Clone + Ord>(held: &[T], new: Vec<T>, max: usize, arg: &'static str, what: &str) -> Result<Vec<T>> {
+pub fn merged<T: Clone + Ord>(held: &[T], new: Vec<T>, max: usize, arg: &'static str, what: &str) -> Result<Vec<T>> {
     let mut seen: std::collections::BTreeSet<T> = held.iter().cloned().collect();
     let mut all = held.to_vec();
     for x in new {
