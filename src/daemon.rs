@@ -54,7 +54,7 @@ pub struct Daemon {
     /// reach exactly the UIDs that saw them.
     departed: BTreeMap<String, (u32, Vec<u32>)>,
     /// NetworkChange signals not yet handed to libdbus (see `pace_signals`).
-    signals: std::cell::RefCell<std::collections::VecDeque<Message>>,
+    signals: std::cell::RefCell<std::collections::VecDeque<QueuedSignal>>,
     /// When the last batch of them went out.
     signals_sent: std::time::Instant,
     log_owner: Option<String>,
@@ -331,8 +331,10 @@ impl Daemon {
         self.drop_protections(|_| true);
         let ok = self.dns.shutdown(&self.bus);
         self.flush_log_signals();
-        for sig in self.signals.get_mut().drain(..) {
-            self.bus.send(sig);
+        for q in self.signals.get_mut().drain(..) {
+            if let Some(sig) = q.message() {
+                self.bus.send(sig);
+            }
         }
         self.bus.flush();
         ok
@@ -588,15 +590,9 @@ impl Daemon {
             if to.is_empty() {
                 continue;
             }
-            let details: std::collections::HashMap<&str, &str> =
-                e.details.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let e = std::rc::Rc::new((path.to_string(), device.to_string(), e));
             for name in to {
-                let Ok(mut sig) = Message::new_signal(path, IFACE, "NetworkChange") else {
-                    continue;
-                };
-                sig = sig.append3(e.kind, device, &details);
-                sig.set_destination(Some(name.into()));
-                self.queue_signal(sig);
+                self.queue_signal(QueuedSignal { event: e.clone(), to: name.to_string() });
             }
         }
     }
@@ -604,7 +600,7 @@ impl Daemon {
     /// Queues a NetworkChange signal. An Establish of many routes makes
     /// thousands; handed to libdbus at once, they would sit in the one
     /// outgoing queue ahead of every other client's reply.
-    fn queue_signal(&self, sig: Message) {
+    fn queue_signal(&self, sig: QueuedSignal) {
         let mut q = self.signals_queue();
         if q.len() >= crate::limits::SIGNALS_QUEUED {
             log::warn!("NetworkChange: {} signals wait to be sent; dropping one", q.len());
@@ -622,13 +618,15 @@ impl Daemon {
             return;
         }
         let q = self.signals.get_mut();
-        for sig in q.drain(..q.len().min(SIGNAL_BATCH)) {
+        // Built here, not when queued: marshalling thousands of messages
+        // is itself the work that would keep other clients waiting.
+        for sig in q.drain(..q.len().min(SIGNAL_BATCH)).filter_map(|q| q.message()) {
             self.bus.send(sig);
         }
         self.signals_sent = std::time::Instant::now();
     }
 
-    fn signals_queue(&self) -> std::cell::RefMut<'_, std::collections::VecDeque<Message>> {
+    fn signals_queue(&self) -> std::cell::RefMut<'_, std::collections::VecDeque<QueuedSignal>> {
         self.signals.borrow_mut()
     }
 
@@ -717,6 +715,23 @@ impl Daemon {
             return Err(Error::Failed(format!("too many subscribers (limit {SUBSCRIPTIONS_TOTAL} in all)")));
         }
         Ok(())
+    }
+}
+
+/// A NetworkChange for one subscriber: (device path, device name, event),
+/// shared by all its recipients, and the recipient's unique name.
+struct QueuedSignal {
+    event: std::rc::Rc<(String, String, Event)>,
+    to: String,
+}
+
+impl QueuedSignal {
+    fn message(&self) -> Option<Message> {
+        let (path, device, e) = &*self.event;
+        let details: std::collections::HashMap<&str, &str> = e.details.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut sig = Message::new_signal(path.as_str(), IFACE, "NetworkChange").ok()?.append3(e.kind, device, details);
+        sig.set_destination(Some(self.to.as_str().into()));
+        Some(sig)
     }
 }
 
