@@ -630,17 +630,19 @@ impl Daemon {
         self.signals.borrow_mut()
     }
 
-    /// Sends queued log records as Log signals: to the log service when it
-    /// runs (as the reference does), else as a broadcast.
+    /// Sends queued log records as Log signals to the log service, as the
+    /// reference does. Without one they are not sent: they name devices,
+    /// addresses and servers of every user, and a broadcast would show
+    /// them to anyone listening (they are in the daemon's own log anyway).
     fn flush_log_signals(&mut self) {
-        for (cat, msg) in crate::logging::drain() {
+        let records = crate::logging::drain();
+        let Some(o) = &self.log_owner else { return };
+        for (cat, msg) in records {
             let Ok(mut sig) = Message::new_signal(MANAGER_PATH, IFACE, "Log") else {
                 continue;
             };
             sig = sig.append3(8u32, cat, msg);
-            if let Some(o) = &self.log_owner {
-                sig.set_destination(Some(o.as_str().into()));
-            }
+            sig.set_destination(Some(o.as_str().into()));
             self.bus.send(sig);
         }
     }
