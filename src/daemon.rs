@@ -48,6 +48,9 @@ pub struct Daemon {
     pub fw_rules: crate::journal::Journal,
     /// Tun links of destroyed devices, left for their clients to close.
     pub orphans: crate::journal::Journal,
+    /// The UID each orphaned link (by ifindex) counts against: its tun
+    /// device lives on while its client holds the fd.
+    orphan_owners: BTreeMap<u32, u32>,
     /// DCO (issue 6): the resolved generic-netlink family and its sockets.
     pub dco: Option<crate::dco_session::DcoKernel>,
     /// Owner and ACL of devices being removed, so their last events still
@@ -118,6 +121,7 @@ impl Daemon {
             protections: Vec::new(),
             fw_rules: crate::journal::Journal::default(),
             orphans: crate::journal::Journal::default(),
+            orphan_owners: BTreeMap::new(),
             dco,
             departed: BTreeMap::new(),
             signals: Default::default(),
@@ -492,6 +496,9 @@ impl Daemon {
         let events = d.teardown(&mut self.kernel, !keep_link);
         if keep_link {
             for e in d.journal.take_all().into_iter().rev() {
+                if let crate::journal::Undo::DelLink { ifindex, .. } = &e.undo {
+                    self.orphan_owners.insert(*ifindex, d.owner_uid);
+                }
                 self.orphans.push(e);
             }
         }
@@ -519,6 +526,14 @@ impl Daemon {
         // Entries for links that are gone need no undo; this only clears them
         // from the journal file.
         crate::apply::undo(&mut self.kernel, closed);
+        let alive_links: Vec<u32> = alive
+            .iter()
+            .filter_map(|e| match &e.undo {
+                crate::journal::Undo::DelLink { ifindex, .. } => Some(*ifindex),
+                _ => None,
+            })
+            .collect();
+        self.orphan_owners.retain(|i, _| alive_links.contains(i));
         for e in alive.into_iter().rev() {
             self.orphans.push(e);
         }
@@ -585,13 +600,12 @@ impl Daemon {
     /// Sends NetworkChange signals, each one unicast to the subscribers
     /// whose mask matches and who may see the device.
     pub(crate) fn emit_events(&self, path: &str, device: &str, events: Vec<Event>) {
+        // Who may see the device is asked once, not once per event.
+        let viewers: Vec<(&str, u32)> =
+            self.subs.iter().filter(|(_, s)| self.may_see(path, s.uid)).map(|(n, s)| (n.as_str(), s.mask)).collect();
         for e in events {
-            let to = self.audience(path, e.kind);
-            if to.is_empty() {
-                continue;
-            }
             let e = std::rc::Rc::new((path.to_string(), device.to_string(), e));
-            for name in to {
+            for (name, _) in viewers.iter().filter(|(_, mask)| mask & e.2.kind != 0) {
                 self.queue_signal(QueuedSignal { event: e.clone(), to: name.to_string() });
             }
         }
@@ -684,10 +698,19 @@ impl Daemon {
     }
 
     /// Whether `uid` may create one more device: its own share first,
-    /// then the daemon-wide safety cap.
-    pub(crate) fn check_device_limits(&self, uid: u32) -> Result<()> {
+    /// then the daemon-wide safety cap. Tun links left to their clients
+    /// after Destroy count until they are closed: otherwise a client could
+    /// keep creating, establishing and destroying, and hold any number.
+    pub(crate) fn check_device_limits(&mut self, uid: u32) -> Result<()> {
         use crate::limits::{DEVICES_PER_UID, DEVICES_TOTAL};
-        let mine = self.devices.values().filter(|d| d.owner_uid == uid).count();
+        let held = |me: &Self| {
+            me.devices.values().filter(|d| d.owner_uid == uid).count()
+                + me.orphan_owners.values().filter(|u| **u == uid).count()
+        };
+        if held(self) >= DEVICES_PER_UID {
+            self.prune_orphans();
+        }
+        let mine = held(self);
         if mine >= DEVICES_PER_UID {
             return Err(Error::Failed(format!(
                 "uid {uid} already owns {mine} devices (limit {DEVICES_PER_UID} per user)"

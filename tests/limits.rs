@@ -228,3 +228,27 @@ fn another_uid_neither_hears_nor_reads_a_device_that_owner_and_root_can() {
     assert_eq!(heard(&mut stranger), "signals []");
     assert_eq!(env.our_routes(), "");
 }
+
+#[test]
+fn tun_devices_kept_after_destroy_count_against_their_uid() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::unprivileged("orphans", &SERVICE_USER);
+    let c = env.conn();
+    let mut held = Vec::new();
+    for i in 0..DEVICES_PER_UID {
+        let p = create(&c, &format!("o{i}"));
+        set_prop(&c, &p, "layer", 3u32).unwrap();
+        held.push(establish(&c, &p));
+        // As the real client: Destroy, and the tun fd stays open a while.
+        let _: () = call(&c, &p, "Destroy", ()).unwrap();
+    }
+    assert_eq!(env.extra_links().len(), DEVICES_PER_UID, "the kernel still has every tun device");
+    let e = call::<_, (dbus::Path<'static>,)>(&c, MGR, "CreateVirtualInterface", ("one-more",)).unwrap_err();
+    assert!(e.1.contains("per user"), "{e:?}");
+    // Closing the fds removes the devices, and the room comes back.
+    held.clear();
+    wait_for("the tun devices to go", || env.extra_links().is_empty().then_some(()));
+    create(&c, "one-more");
+}
