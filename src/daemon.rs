@@ -617,10 +617,13 @@ impl Daemon {
     fn queue_signal(&self, sig: QueuedSignal) {
         let mut q = self.signals_queue();
         if q.len() >= crate::limits::SIGNALS_QUEUED {
-            log::warn!("NetworkChange: {} signals wait to be sent; dropping one", q.len());
+            log::debug!("NetworkChange: queue full, a signal to {} dropped", sig.to);
             return;
         }
         q.push_back(sig);
+        if q.len() == crate::limits::SIGNALS_QUEUED {
+            log::warn!("NetworkChange: {} signals wait to be sent; more are dropped until they drain", q.len());
+        }
     }
 
     /// Hands queued signals to libdbus a batch per tick, and only when its
