@@ -216,6 +216,16 @@ fn another_uid_neither_hears_nor_reads_a_device_that_owner_and_root_can() {
     assert!(r.contains(leaf), "{r}");
     assert_eq!(get_prop::<u32>(&root, &p, "owner"), 1);
 
+    // A property change is not broadcast: the stranger, listening for
+    // every PropertiesChanged, hears nothing of it; the owner does.
+    set_prop(&root, &p, "mtu", 1400u16).unwrap();
+    let t0 = Instant::now();
+    while !owner.say("changed").contains(r#"["mtu"]"#) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "owner heard {}", owner.say("changed"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(stranger.say("changed"), "changed []");
+
     // Destroy: the removal events go the same way.
     assert_eq!(owner.netcfg(&p, "Destroy", "-", ""), "ok []");
     let kinds: Vec<u32> = signals(&root, Duration::from_millis(300)).iter().map(|s| s.0).collect();

@@ -9,6 +9,8 @@ Reads one command per line on stdin, answers one line on stdout:
   set PATH PROPERTY - SIGNATURE JSON-VALUE     -> the same, for Properties.Set
   signals                                     -> "signals JSON" ([kind, device, path]
                                                   of each NetworkChange received so far)
+  changed                                     -> "changed JSON" ([path, [property...]]
+                                                  of each PropertiesChanged so far)
 File descriptors in replies are kept open until the end.
 Any other line, or end of input, ends it."""
 
@@ -32,6 +34,13 @@ def main():
 
     conn.signal_subscribe(None, DEST, "NetworkChange", None, None,
                           Gio.DBusSignalFlags.NONE, on_signal)
+    changed = []
+
+    def on_changed(_c, _sender, path, _iface, _member, params):
+        changed.append([path, sorted(params.unpack()[1].keys())])
+
+    conn.signal_subscribe(None, "org.freedesktop.DBus.Properties", "PropertiesChanged", None, None,
+                          Gio.DBusSignalFlags.NONE, on_changed)
     ctx = GLib.MainContext.default()
     held = []  # fds received (a tun device lives as long as its fd)
     for line in sys.stdin:
@@ -40,6 +49,8 @@ def main():
         words = line.rstrip("\n").split(" ", 5)
         if words[0] == "signals":
             out = "signals " + json.dumps(got)
+        elif words[0] == "changed":
+            out = "changed " + json.dumps(changed)
         elif words[0] in ("call", "set") and len(words) == 6:
             _, path, iface, method, sig, args = words
             if words[0] == "set":  # set PATH NAME - SIG JSON-VALUE: Properties.Set
