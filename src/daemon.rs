@@ -615,7 +615,7 @@ impl Daemon {
     /// thousands; handed to libdbus at once, they would sit in the one
     /// outgoing queue ahead of every other client's reply.
     fn queue_signal(&self, sig: QueuedSignal) {
-        let mut q = self.signals_queue();
+        let mut q = self.signals.borrow_mut();
         if q.len() >= crate::limits::SIGNALS_QUEUED {
             log::debug!("NetworkChange: queue full, a signal to {} dropped", sig.to);
             return;
@@ -641,10 +641,6 @@ impl Daemon {
             self.bus.send(sig);
         }
         self.signals_sent = std::time::Instant::now();
-    }
-
-    fn signals_queue(&self) -> std::cell::RefMut<'_, std::collections::VecDeque<QueuedSignal>> {
-        self.signals.borrow_mut()
     }
 
     /// Sends queued log records as Log signals to the log service, as the
@@ -688,7 +684,7 @@ impl Daemon {
         to.sort_unstable();
         to.dedup();
         for name in to.into_iter().filter(|n| !n.is_empty()) {
-            let mut m = sig.duplicate().expect("a signal we built is valid");
+            let Ok(mut m) = sig.duplicate() else { continue };
             m.set_destination(Some(name.into()));
             self.bus.send(m);
         }
