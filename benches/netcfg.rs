@@ -277,6 +277,7 @@ fn main() {
 /// The longest a trivial call of one client waits while another client's
 /// largest call (accepted or refused) is in the daemon's queue.
 fn worst_wait(env: &Env) {
+    const ROUNDS: usize = 5;
     let first = env.conn();
     let second = env.conn();
     // The UID's every subscription: each one multiplies Establish's signals.
@@ -288,7 +289,7 @@ fn worst_wait(env: &Env) {
     let ip = |i: usize| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
     let dom = |i: usize| format!("d{i}.example");
     let mut worst: Vec<(f64, String)> = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..ROUNDS {
         let p = create(&first, "worst");
         set_prop(&first, &p, "layer", 3u32).unwrap();
         let _: () = call(&first, &p, "AddIPAddress", ("10.98.0.2", 24u32, "10.98.0.1", false)).unwrap();
@@ -341,15 +342,18 @@ fn worst_wait(env: &Env) {
         }
         drop(held);
     }
-    worst.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap());
-    let mut seen = std::collections::BTreeMap::new();
-    for (t, what) in &worst {
-        seen.entry(what.clone()).or_insert(*t);
+    let mut by_call: std::collections::BTreeMap<String, Vec<f64>> = std::collections::BTreeMap::new();
+    for (t, what) in worst {
+        by_call.entry(what).or_default().push(t);
     }
-    let mut rows: Vec<_> = seen.into_iter().collect();
-    rows.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
-    for (what, t) in &rows {
-        println!("  another client's wait beside {what}: {t:.1} ms (max of 3)");
+    let mut rows: Vec<(String, f64, f64)> =
+        by_call.into_iter().map(|(what, v)| (what, median(v.clone()), v.iter().cloned().fold(0.0, f64::max))).collect();
+    rows.sort_by(|a, b| b.2.partial_cmp(&a.2).unwrap());
+    for (what, med, max) in &rows {
+        println!("  another client's wait beside {what}: median {med:.1} ms, max {max:.1} ms ({ROUNDS} rounds)");
     }
-    println!("worst-case wait of another client: {:.1} ms, beside {} (target <= 50 ms)", rows[0].1, rows[0].0);
+    println!(
+        "worst-case wait of another client: {:.1} ms (median of its rounds {:.1} ms), beside {} (target <= 50 ms)",
+        rows[0].2, rows[0].1, rows[0].0
+    );
 }
