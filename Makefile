@@ -108,7 +108,7 @@ bench: deps build tiny static
 # bounded smoke runs of the same targets are part of `make test`.
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && for t in keyconfig b64_sockaddr netlink ctrl journal dns_state netcfg_json; do \
+	cd fuzz && for t in keyconfig b64_sockaddr netlink ctrl rtnl dbus_args journal dns_state netcfg_json; do \
 	    RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$${FUZZ_SECONDS:-60} || exit 1; done
 
 lint:

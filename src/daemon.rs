@@ -22,8 +22,10 @@ use crate::events::Event;
 use crate::netlink::Rtnl;
 
 pub const VERSION: &str = concat!("ovpn-netcfgd-", env!("CARGO_PKG_VERSION"));
-const MAX_DEVICES: usize = 256;
-const MAX_SUBSCRIBERS: usize = 256;
+/// NetworkChange signals go out at most SIGNAL_BATCH per SIGNAL_TICK
+/// (6,400 a second): a few ms of the bus daemon's time per batch.
+const SIGNAL_BATCH: usize = 32;
+const SIGNAL_TICK: std::time::Duration = std::time::Duration::from_millis(5);
 
 pub struct Subscription {
     pub mask: u32,
@@ -46,8 +48,18 @@ pub struct Daemon {
     pub fw_rules: crate::journal::Journal,
     /// Tun links of destroyed devices, left for their clients to close.
     pub orphans: crate::journal::Journal,
+    /// The UID each orphaned link (by ifindex) counts against: its tun
+    /// device lives on while its client holds the fd.
+    orphan_owners: BTreeMap<u32, u32>,
     /// DCO (issue 6): the resolved generic-netlink family and its sockets.
     pub dco: Option<crate::dco_session::DcoKernel>,
+    /// Owner and ACL of devices being removed, so their last events still
+    /// reach exactly the UIDs that saw them.
+    departed: BTreeMap<String, (u32, Vec<u32>)>,
+    /// NetworkChange signals not yet handed to libdbus (see `pace_signals`).
+    signals: std::cell::RefCell<std::collections::VecDeque<QueuedSignal>>,
+    /// When the last batch of them went out.
+    signals_sent: std::time::Instant,
     log_owner: Option<String>,
     quit: bool,
     sigfd: SignalFd,
@@ -113,7 +125,11 @@ impl Daemon {
             protections: Vec::new(),
             fw_rules: crate::journal::Journal::default(),
             orphans: crate::journal::Journal::default(),
+            orphan_owners: BTreeMap::new(),
             dco,
+            departed: BTreeMap::new(),
+            signals: Default::default(),
+            signals_sent: std::time::Instant::now(),
             log_owner: None,
             quit: false,
             sigfd,
@@ -192,6 +208,7 @@ impl Daemon {
                     self.handle(m);
                 }
                 self.flush_log_signals();
+                self.pace_signals();
                 if !any {
                     break;
                 }
@@ -218,10 +235,18 @@ impl Daemon {
             // DCO (issue 6): the peers notification socket, pipes with records waiting.
             let dco_fds = self.dco_poll_fds();
             fds.extend(dco_fds.iter().map(|(fd, ev)| PollFd::new(crate::sys::borrow_fd(*fd), *ev)));
-            let timeout = match self.dns.deadline() {
+            // Queued signals: wake for their next tick.
+            let signal_tick = (!self.signals.get_mut().is_empty()).then(|| self.signals_sent + SIGNAL_TICK);
+            let deadline = match (self.dns.deadline(), signal_tick) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = match deadline {
                 None => PollTimeout::NONE,
                 Some(t) => {
-                    let ms = t.saturating_duration_since(std::time::Instant::now()).as_millis().min(60_000) as u16;
+                    // Rounded up: waking a little early would spin until the deadline.
+                    let us = t.saturating_duration_since(std::time::Instant::now()).as_micros();
+                    let ms = us.div_ceil(1000).min(60_000) as u16;
                     PollTimeout::from(ms)
                 }
             };
@@ -317,6 +342,11 @@ impl Daemon {
         self.drop_protections(|_| true);
         let ok = self.dns.shutdown(&self.bus);
         self.flush_log_signals();
+        for q in self.signals.get_mut().drain(..) {
+            if let Some(sig) = q.message() {
+                self.bus.send(sig);
+            }
+        }
         self.bus.flush();
         ok
     }
@@ -391,7 +421,9 @@ impl Daemon {
                 ))
             }
             (Some("org.freedesktop.DBus.Introspectable") | None, "Introspect") => {
-                Ok(m.method_return().append1(self.introspect(&obj)))
+                // The manager lists only the devices the caller may see.
+                let uid = self.caller(m).map(|(_, c)| c.uid).ok();
+                Ok(m.method_return().append1(self.introspect(&obj, uid)))
             }
             (Some("org.freedesktop.DBus.Properties"), _) => return self.properties(m, &obj, &member),
             (Some(IFACE) | None, _) => match &obj {
@@ -436,15 +468,16 @@ impl Daemon {
         Obj::None
     }
 
-    fn introspect(&self, obj: &Obj) -> String {
+    fn introspect(&self, obj: &Obj, uid: Option<u32>) -> String {
         use crate::bus::introspect::{xml, Node};
         match obj {
             Obj::Intermediate(c) => xml(Node::Intermediate { child: c }),
             Obj::Manager => {
                 let kids: Vec<String> = self
                     .devices
-                    .keys()
-                    .filter_map(|p| p.strip_prefix(MANAGER_PATH).map(|s| s.trim_start_matches('/').to_string()))
+                    .values()
+                    .filter(|d| uid.is_some_and(|u| d.may(u)))
+                    .filter_map(|d| d.path.strip_prefix(MANAGER_PATH).map(|s| s.trim_start_matches('/').to_string()))
                     .collect();
                 xml(Node::Manager { children: &kids })
             }
@@ -470,6 +503,9 @@ impl Daemon {
         let events = d.teardown(&mut self.kernel, !keep_link);
         if keep_link {
             for e in d.journal.take_all().into_iter().rev() {
+                if let crate::journal::Undo::DelLink { ifindex, .. } = &e.undo {
+                    self.orphan_owners.insert(*ifindex, d.owner_uid);
+                }
                 self.orphans.push(e);
             }
         }
@@ -478,9 +514,11 @@ impl Daemon {
             crate::sys::trim_heap();
         }
         self.drop_protections(|o| *o == crate::protect::Owner::Device(path.to_string()));
+        self.departed.insert(d.path.clone(), (d.owner_uid, d.acl.clone()));
         self.emit_notices(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);
         self.dns_sync();
+        self.departed.remove(&d.path);
     }
 
     /// Forgets orphaned tun links that their clients have closed.
@@ -495,6 +533,14 @@ impl Daemon {
         // Entries for links that are gone need no undo; this only clears them
         // from the journal file.
         crate::apply::undo(&mut self.kernel, closed);
+        let alive_links: Vec<u32> = alive
+            .iter()
+            .filter_map(|e| match &e.undo {
+                crate::journal::Undo::DelLink { ifindex, .. } => Some(*ifindex),
+                _ => None,
+            })
+            .collect();
+        self.orphan_owners.retain(|i, _| alive_links.contains(i));
         for e in alive.into_iter().rev() {
             self.orphans.push(e);
         }
@@ -527,46 +573,96 @@ impl Daemon {
         }
     }
 
+    /// Whether `uid` may see the device at `path` (its events and
+    /// properties): its owner, the UIDs in its ACL and root. A device
+    /// that no longer exists is root's alone.
+    pub(crate) fn may_see(&self, path: &str, uid: u32) -> bool {
+        match (self.devices.get(path), self.departed.get(path)) {
+            (Some(d), _) => d.may(uid),
+            (None, Some((owner, acl))) => uid == 0 || uid == *owner || acl.contains(&uid),
+            (None, None) => uid == 0,
+        }
+    }
+
+    /// The subscribers that may see the device at `path` and want one of
+    /// the event `kinds`, by unique bus name.
+    fn audience(&self, path: &str, kinds: u32) -> Vec<&str> {
+        self.subs
+            .iter()
+            .filter(|(_, s)| s.mask & kinds != 0 && self.may_see(path, s.uid))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
     /// Announces configurations coming or going; the events are only made
-    /// when some subscriber's mask wants their kinds.
+    /// when some subscriber who may see the device wants their kinds.
     pub(crate) fn emit_notices(&self, path: &str, device: &str, notices: Vec<crate::plan::Notice>) {
         for n in notices {
-            if self.subs.values().any(|s| s.mask & n.kinds() != 0) {
+            if !self.audience(path, n.kinds()).is_empty() {
                 self.emit_events(path, device, n.events());
             }
         }
     }
 
-    /// Sends NetworkChange signals to the subscribers whose mask matches.
+    /// Sends NetworkChange signals, each one unicast to the subscribers
+    /// whose mask matches and who may see the device.
     pub(crate) fn emit_events(&self, path: &str, device: &str, events: Vec<Event>) {
+        // Who may see the device is asked once, not once per event.
+        let viewers: Vec<(&str, u32)> =
+            self.subs.iter().filter(|(_, s)| self.may_see(path, s.uid)).map(|(n, s)| (n.as_str(), s.mask)).collect();
         for e in events {
-            let details: std::collections::HashMap<&str, &str> =
-                e.details.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            for (name, s) in &self.subs {
-                if s.mask & e.kind == 0 {
-                    continue;
-                }
-                let Ok(mut sig) = Message::new_signal(path, IFACE, "NetworkChange") else {
-                    continue;
-                };
-                sig = sig.append3(e.kind, device, &details);
-                sig.set_destination(Some(name.as_str().into()));
-                self.bus.send(sig);
+            let e = std::rc::Rc::new((path.to_string(), device.to_string(), e));
+            for (name, _) in viewers.iter().filter(|(_, mask)| mask & e.2.kind != 0) {
+                self.queue_signal(QueuedSignal { event: e.clone(), to: name.to_string() });
             }
         }
     }
 
-    /// Sends queued log records as Log signals: to the log service when it
-    /// runs (as the reference does), else as a broadcast.
+    /// Queues a NetworkChange signal. An Establish of many routes makes
+    /// thousands; handed to libdbus at once, they would sit in the one
+    /// outgoing queue ahead of every other client's reply.
+    fn queue_signal(&self, sig: QueuedSignal) {
+        let mut q = self.signals.borrow_mut();
+        if q.len() >= crate::limits::SIGNALS_QUEUED {
+            log::debug!("NetworkChange: queue full, a signal to {} dropped", sig.to);
+            return;
+        }
+        q.push_back(sig);
+        if q.len() == crate::limits::SIGNALS_QUEUED {
+            log::warn!("NetworkChange: {} signals wait to be sent; more are dropped until they drain", q.len());
+        }
+    }
+
+    /// Hands queued signals to libdbus a batch per tick, and only when its
+    /// outgoing queue is empty: the bus daemon forwards our messages in
+    /// order, so a reply to another client never waits behind more than
+    /// one batch. Signal delivery is the background work, not the replies.
+    fn pace_signals(&mut self) {
+        if self.bus.wants_write() || self.signals_sent.elapsed() < SIGNAL_TICK {
+            return;
+        }
+        let q = self.signals.get_mut();
+        // Built here, not when queued: marshalling thousands of messages
+        // is itself the work that would keep other clients waiting.
+        for sig in q.drain(..q.len().min(SIGNAL_BATCH)).filter_map(|q| q.message()) {
+            self.bus.send(sig);
+        }
+        self.signals_sent = std::time::Instant::now();
+    }
+
+    /// Sends queued log records as Log signals to the log service, as the
+    /// reference does. Without one they are not sent: they name devices,
+    /// addresses and servers of every user, and a broadcast would show
+    /// them to anyone listening (they are in the daemon's own log anyway).
     fn flush_log_signals(&mut self) {
-        for (cat, msg) in crate::logging::drain() {
+        let records = crate::logging::drain();
+        let Some(o) = &self.log_owner else { return };
+        for (cat, msg) in records {
             let Ok(mut sig) = Message::new_signal(MANAGER_PATH, IFACE, "Log") else {
                 continue;
             };
             sig = sig.append3(8u32, cat, msg);
-            if let Some(o) = &self.log_owner {
-                sig.set_destination(Some(o.as_str().into()));
-            }
+            sig.set_destination(Some(o.as_str().into()));
             self.bus.send(sig);
         }
     }
@@ -576,11 +672,28 @@ impl Daemon {
         self.devices.values().filter_map(|d| d.link.as_ref().map(|l| l.0)).collect()
     }
 
-    pub(crate) fn broadcast_props_changed(&self, path: &str, name: &str, value: Box<dyn RefArg>) {
+    /// PropertiesChanged: broadcast for the manager; for a device, unicast
+    /// to its owner's connection, the setter and the subscribers who may
+    /// see it (a broadcast would show its settings to every listener).
+    pub(crate) fn props_changed(&self, path: &str, setter: &str, name: &str, value: Box<dyn RefArg>) {
         let mut changed = PropMap::new();
         changed.insert(name.to_string(), Variant(value));
-        if let Ok(sig) = Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged") {
-            self.bus.send(sig.append3(IFACE, changed, Vec::<String>::new()));
+        let Ok(sig) = Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged") else {
+            return;
+        };
+        let sig = sig.append3(IFACE, changed, Vec::<String>::new());
+        let Some(d) = self.devices.get(path) else {
+            self.bus.send(sig);
+            return;
+        };
+        let mut to: Vec<&str> = self.audience(path, u32::MAX);
+        to.extend([d.owner_bus.as_str(), setter]);
+        to.sort_unstable();
+        to.dedup();
+        for name in to.into_iter().filter(|n| !n.is_empty()) {
+            let Ok(mut m) = sig.duplicate() else { continue };
+            m.set_destination(Some(name.into()));
+            self.bus.send(m);
         }
     }
 
@@ -590,15 +703,66 @@ impl Daemon {
         Ok((sender, c))
     }
 
-    pub(crate) fn check_limits(&self) -> Result<()> {
-        if self.devices.len() >= MAX_DEVICES {
-            return Err(Error::Failed(format!("too many devices (limit {MAX_DEVICES})")));
+    /// Whether `uid` may create one more device: its own share first,
+    /// then the daemon-wide safety cap. Tun links left to their clients
+    /// after Destroy count until they are closed: otherwise a client could
+    /// keep creating, establishing and destroying, and hold any number.
+    pub(crate) fn check_device_limits(&mut self, uid: u32) -> Result<()> {
+        use crate::limits::{DEVICES_PER_UID, DEVICES_TOTAL};
+        let held = |me: &Self| {
+            me.devices.values().filter(|d| d.owner_uid == uid).count()
+                + me.orphan_owners.values().filter(|u| **u == uid).count()
+        };
+        if held(self) >= DEVICES_PER_UID {
+            self.prune_orphans();
+        }
+        let mine = held(self);
+        if mine >= DEVICES_PER_UID {
+            return Err(Error::Failed(format!(
+                "uid {uid} already owns {mine} devices (limit {DEVICES_PER_UID} per user)"
+            )));
+        }
+        if self.devices.len() >= DEVICES_TOTAL {
+            return Err(Error::Failed(format!("too many devices (limit {DEVICES_TOTAL} in all)")));
         }
         Ok(())
     }
 
-    pub(crate) fn subs_full(&self) -> bool {
-        self.subs.len() >= MAX_SUBSCRIBERS
+    /// Networks held by the devices `uid` owns.
+    pub(crate) fn networks_of(&self, uid: u32) -> usize {
+        self.devices.values().filter(|d| d.owner_uid == uid).map(|d| d.settings.networks.len()).sum()
+    }
+
+    /// Whether `uid` may add one more subscription.
+    pub(crate) fn check_sub_limits(&self, uid: u32) -> Result<()> {
+        use crate::limits::{SUBSCRIPTIONS_PER_UID, SUBSCRIPTIONS_TOTAL};
+        let mine = self.subs.values().filter(|s| s.uid == uid).count();
+        if mine >= SUBSCRIPTIONS_PER_UID {
+            return Err(Error::Failed(format!(
+                "uid {uid} already has {mine} subscriptions (limit {SUBSCRIPTIONS_PER_UID} per user)"
+            )));
+        }
+        if self.subs.len() >= SUBSCRIPTIONS_TOTAL {
+            return Err(Error::Failed(format!("too many subscribers (limit {SUBSCRIPTIONS_TOTAL} in all)")));
+        }
+        Ok(())
+    }
+}
+
+/// A NetworkChange for one subscriber: (device path, device name, event),
+/// shared by all its recipients, and the recipient's unique name.
+struct QueuedSignal {
+    event: std::rc::Rc<(String, String, Event)>,
+    to: String,
+}
+
+impl QueuedSignal {
+    fn message(&self) -> Option<Message> {
+        let (path, device, e) = &*self.event;
+        let details: std::collections::HashMap<&str, &str> = e.details.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut sig = Message::new_signal(path.as_str(), IFACE, "NetworkChange").ok()?.append3(e.kind, device, details);
+        sig.set_destination(Some(self.to.as_str().into()));
+        Some(sig)
     }
 }
 

@@ -1,42 +1,9 @@
 //! Bounded mutation runs over the decoders of untrusted bytes outside the
 //! DCO module (those have cargo-fuzz targets in fuzz/): kernel replies
-//! (acks, route and rule dumps), the journal file, the DNS backup files and
-//! netcfg.json. They must never panic and must stay within their bounds.
+//! (acks, route and rule dumps), D-Bus method arguments, the journal file,
+//! the DNS backup files and netcfg.json, through the entry points of
+//! `fuzz_wire`. They must never panic and must stay within their bounds.
 //! Deterministic, so a failure reproduces.
-//!
-//! The `fuzz_*` functions are the state-file decoders' cargo-fuzz entry
-//! points (fuzz/fuzz_targets), run here too on mutated seeds.
-
-/// A journal file: whatever loads must write back to lines that load the same.
-pub fn fuzz_journal(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
-    let (_, _, live) = crate::journal::parse_file(&text);
-    assert!(live.len() <= text.lines().count());
-    for u in live {
-        assert_eq!(crate::journal::Undo::parse(&u.to_line()), Some(u));
-    }
-}
-
-/// The resolv.conf backup: `file-meta`, then a NUL, then `file-orig`.
-pub fn fuzz_dns_state(data: &[u8]) {
-    let (meta, orig) = match data.iter().position(|b| *b == 0) {
-        Some(i) => (&data[..i], data[i + 1..].to_vec()),
-        None => (data, Vec::new()),
-    };
-    if let Ok((path, _)) = crate::dns::parse_state(meta, orig, None) {
-        assert!(path.is_absolute());
-    }
-}
-
-/// netcfg.json: accepted values stay within the options' bounds.
-pub fn fuzz_netcfg_json(data: &[u8]) {
-    if let Ok(s) = std::str::from_utf8(data) {
-        let mut c = crate::config::Config::default();
-        if crate::config::apply_json(&mut c, s).is_ok() {
-            assert!(c.log_level <= 6);
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -164,7 +131,7 @@ mod tests {
                     assert_eq!(Undo::parse(&u.to_line()), Some(u));
                 }
             }
-            super::fuzz_netcfg_json(&mutate(&mut rng, json.as_bytes()));
+            crate::fuzz_wire::fuzz_netcfg_json(&mutate(&mut rng, json.as_bytes()));
         }
     }
 
@@ -176,8 +143,72 @@ mod tests {
         let link =
             b"path /etc/resolv.conf\nkind symlink\nmode 0\nuid 0\ngid 0\n\0../run/systemd/resolve/stub-resolv.conf";
         for i in 0..30_000 {
-            super::fuzz_journal(&mutate(&mut rng, journal));
-            super::fuzz_dns_state(&mutate(&mut rng, if i % 2 == 0 { meta } else { link }));
+            crate::fuzz_wire::fuzz_journal(&mutate(&mut rng, journal));
+            crate::fuzz_wire::fuzz_dns_state(&mutate(&mut rng, if i % 2 == 0 { meta } else { link }));
+        }
+    }
+
+    /// RTNL replies through `fuzz_wire::fuzz_rtnl` (the `rtnl` cargo-fuzz
+    /// target): acks with extack, routes, rules, links.
+    #[test]
+    fn rtnl_replies_survive_mutations() {
+        let mut rng = Rng(0x6a09_e667_f3bc_c909);
+        let mut seeds = seeds();
+        // An RTM_NEWLINK with IFLA_LINKINFO { IFLA_INFO_KIND "ovpn-dco" }.
+        let mut link = vec![0u8; 32];
+        link[4..8].copy_from_slice(&7u32.to_ne_bytes());
+        let kind = b"ovpn-dco\0";
+        let inner = [&((4 + kind.len()) as u16).to_ne_bytes()[..], &1u16.to_ne_bytes(), kind, &[0u8; 3]].concat();
+        let outer =
+            [&((4 + inner.len()) as u16).to_ne_bytes()[..], &libc::IFLA_LINKINFO.to_ne_bytes(), &inner].concat();
+        link.extend_from_slice(&outer);
+        let len = link.len() as u32;
+        link[0..4].copy_from_slice(&len.to_ne_bytes());
+        seeds.push(link);
+        for i in 0..30_000 {
+            let m = mutate(&mut rng, &seeds[i % seeds.len()]);
+            crate::fuzz_wire::fuzz_rtnl(&m);
+        }
+    }
+
+    /// D-Bus arguments through `fuzz_wire::fuzz_dbus_args` (the `dbus_args`
+    /// cargo-fuzz target): built from pieces, and whole wire messages.
+    #[test]
+    fn dbus_arguments_survive_mutations() {
+        let mut rng = Rng(0xbb67_ae85_84ca_a73b);
+        let wire = |m: dbus::Message| {
+            let mut m = m;
+            m.set_serial(1);
+            let mut v = vec![0u8];
+            m.marshal(|b| {
+                v.extend_from_slice(b);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            v
+        };
+        let call = |member: &str| {
+            dbus::Message::new_method_call(
+                "net.openvpn.v3.netcfg",
+                "/net/openvpn/v3/netcfg/1_x",
+                "net.openvpn.v3.netcfg",
+                member,
+            )
+            .unwrap()
+        };
+        let seeds: Vec<Vec<u8>> = vec![
+            b"\x01fd00::53\xff10.8.0.1\xff10.8.0.1".to_vec(),
+            b"\x02Example.COM.\xffa-b.c".to_vec(),
+            b"\x0210.97.0.0\xff\x18\xff2001:db8::\xff0".to_vec(),
+            b"\x0310.98.0.2\xff10.98.0.1\xff\x18".to_vec(),
+            b"\x04mtu\xff1400".to_vec(),
+            wire(call("AddDNS").append1(vec!["10.0.0.1", "fd00::1"])),
+            wire(call("AddNetworks").append1(vec![("10.97.0.0", 24u32, -1i32, false, false)])),
+            wire(call("AddIPAddress").append2("10.98.0.2", 24u32).append2("10.98.0.1", false)),
+        ];
+        for i in 0..30_000 {
+            let m = mutate(&mut rng, &seeds[i % seeds.len()]);
+            crate::fuzz_wire::fuzz_dbus_args(&m);
         }
     }
 }

@@ -28,14 +28,12 @@ use crate::journal::Journal;
 use crate::netlink::route::{best_route, Route, RT_TABLE_MAIN};
 use crate::netlink::rule::Rule;
 use crate::netlink::RTPROT_OVPN_NETCFGD;
+use crate::limits::PROTECTIONS_PER_UID;
 use crate::plan::Change;
 use crate::shared::Holder;
 
 /// Priority of the fwmark rules: after the usual admin rules, before main (32766).
 pub const FWMARK_RULE_PRIORITY: u32 = 32700;
-
-/// How many protections one UID may hold at a time (each can be a kernel route).
-pub const MAX_PROTECTIONS_PER_UID: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Owner {
@@ -167,9 +165,9 @@ impl Daemon {
         if self.protections.iter().any(|p| p.owner == owner && p.remote == remote) {
             return Ok(true);
         }
-        if self.protections.iter().filter(|p| p.uid == c.uid).count() >= MAX_PROTECTIONS_PER_UID {
+        if self.protections.iter().filter(|p| p.uid == c.uid).count() >= PROTECTIONS_PER_UID {
             return Err(Error::Failed(format!(
-                "uid {} already holds {MAX_PROTECTIONS_PER_UID} socket protections, the limit per user \
+                "uid {} already holds {PROTECTIONS_PER_UID} socket protections, the limit per user \
                  (they go with their device, or with Cleanup)",
                 c.uid
             )));

@@ -8,10 +8,6 @@ use ipnetwork::IpNetwork;
 
 use crate::error::{Error, Result};
 
-pub const MAX_ADDRS: usize = 64;
-pub const MAX_NETWORKS: usize = 100_000;
-pub const MAX_DNS_SERVERS: usize = 32;
-pub const MAX_DNS_SEARCH: usize = 64;
 pub const MAX_NAME: usize = 64;
 pub const MAX_STRING: usize = 255;
 

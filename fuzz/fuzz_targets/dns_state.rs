@@ -1,5 +1,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    ovpn_netcfgd::fuzz_smoke::fuzz_dns_state(data);
+    ovpn_netcfgd::fuzz_wire::fuzz_dns_state(data);
 });

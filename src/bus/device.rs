@@ -5,7 +5,8 @@ use dbus::Message;
 use crate::bus::manager::expect_sig;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use crate::settings::{self, MAX_ADDRS, MAX_DNS_SEARCH, MAX_DNS_SERVERS, MAX_NETWORKS};
+use crate::limits::{fits, ADDRS_PER_DEVICE, DNS_SEARCH_PER_DEVICE, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_UID};
+use crate::settings;
 
 fn bad(arg: &'static str) -> impl Fn(dbus::arg::TypeMismatchError) -> Error {
     move |e| Error::arg(arg, e.to_string())
@@ -13,13 +14,14 @@ fn bad(arg: &'static str) -> impl Fn(dbus::arg::TypeMismatchError) -> Error {
 
 impl Daemon {
     /// Fails unless the caller may drive the device at `path`.
-    fn check_access(&mut self, m: &Message, path: &str) -> Result<()> {
+    /// Returns the device owner's UID, whose share the call counts against.
+    fn check_access(&mut self, m: &Message, path: &str) -> Result<u32> {
         let (_, c) = self.caller(m)?;
         let d = self.devices.get(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
         if !d.may(c.uid) {
             return Err(Error::AccessDenied(format!("uid {} may not use {path} (owner uid {})", c.uid, d.owner_uid)));
         }
-        Ok(())
+        Ok(d.owner_uid)
     }
 
     pub(crate) fn device_call(&mut self, m: &Message, path: &str, member: &str) -> Result<Message> {
@@ -36,15 +38,15 @@ impl Daemon {
         expect_sig(m, sig)?;
         let redirect = self.cfg.redirect != crate::config::RedirectMethod::None;
         let mut others = self.our_links();
-        self.check_access(m, path)?;
+        let uid = self.check_access(m, path)?;
+        let networks_held = if member == "AddNetworks" { self.networks_of(uid) } else { 0 };
         let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
         match member {
             "AddIPAddress" => {
-                let (a, p, g, v6): (&str, u32, &str, bool) = m.read4().map_err(bad("ip_address"))?;
-                let va = settings::vpn_addr(a, p, g, v6)?;
-                if d.settings.addrs.len() >= MAX_ADDRS {
-                    return Err(Error::arg("ip_address", format!("at most {MAX_ADDRS} addresses per device")));
+                if d.settings.addrs.len() >= ADDRS_PER_DEVICE {
+                    return Err(Error::arg("ip_address", format!("at most {ADDRS_PER_DEVICE} addresses per device")));
                 }
+                let va = decode_addr(m)?;
                 if !d.settings.addrs.contains(&va) {
                     d.settings.addrs.push(va);
                 }
@@ -54,44 +56,18 @@ impl Daemon {
                 d.settings.remote = Some(settings::parse_ip("ip_address", a, v6)?);
             }
             "AddNetworks" => {
-                let nets: Vec<(String, u32, i32, bool, bool)> = m.read1().map_err(bad("networks"))?;
-                if d.settings.networks.len() + nets.len() > MAX_NETWORKS {
-                    return Err(Error::arg("networks", format!("at most {MAX_NETWORKS} networks per device")));
-                }
-                // Validate all before storing any: a bad element stores nothing.
-                let parsed = nets
-                    .iter()
-                    .map(|(a, p, metric, v6, ex)| settings::network(a, *p, *metric, *v6, *ex))
-                    .collect::<Result<Vec<_>>>()?;
+                let parsed = decode_networks(m, networks_held)?;
                 d.settings.networks.extend(parsed);
             }
             "AddDNS" => {
-                let list: Vec<String> = m.read1().map_err(bad("server_list"))?;
-                let parsed = list.iter().map(|s| settings::dns_server(s)).collect::<Result<Vec<_>>>()?;
-                let mut all = d.settings.dns_servers.clone();
-                for a in parsed {
-                    if !all.contains(&a) {
-                        all.push(a);
-                    }
-                }
-                if all.len() > MAX_DNS_SERVERS {
-                    return Err(Error::arg("server_list", format!("at most {MAX_DNS_SERVERS} servers")));
-                }
-                d.settings.dns_servers = all;
+                let parsed = decode_dns_servers(m)?;
+                d.settings.dns_servers =
+                    merged(&d.settings.dns_servers, parsed, DNS_SERVERS_PER_DEVICE, "server_list", "servers")?;
             }
             "AddDNSSearch" => {
-                let list: Vec<String> = m.read1().map_err(bad("domains"))?;
-                let parsed = list.iter().map(|s| settings::dns_domain(s)).collect::<Result<Vec<_>>>()?;
-                let mut all = d.settings.dns_search.clone();
-                for s in parsed {
-                    if !all.contains(&s) {
-                        all.push(s);
-                    }
-                }
-                if all.len() > MAX_DNS_SEARCH {
-                    return Err(Error::arg("domains", format!("at most {MAX_DNS_SEARCH} domains")));
-                }
-                d.settings.dns_search = all;
+                let parsed = decode_dns_search(m)?;
+                d.settings.dns_search =
+                    merged(&d.settings.dns_search, parsed, DNS_SEARCH_PER_DEVICE, "domains", "domains")?;
             }
             "SetDNSSEC" => {
                 let s: &str = m.read1().map_err(bad("mode"))?;
@@ -156,4 +132,59 @@ impl Daemon {
         }
         Ok(m.method_return())
     }
+}
+
+// The argument decoders of the device methods. They see only the message,
+// so the fuzz targets run them on messages made from arbitrary bytes.
+
+pub fn decode_addr(m: &Message) -> Result<settings::VpnAddr> {
+    let (a, p, g, v6): (&str, u32, &str, bool) = m.read4().map_err(bad("ip_address"))?;
+    settings::vpn_addr(a, p, g, v6)
+}
+
+/// AddNetworks' list, counted against the UID's share left (it holds
+/// `held`) before anything is decoded; a bad element refuses them all.
+pub fn decode_networks(m: &Message, held: usize) -> Result<Vec<settings::Network>> {
+    if !fits(m.iter_init(), NETWORKS_PER_UID.saturating_sub(held)) {
+        return Err(Error::arg(
+            "networks",
+            format!("at most {NETWORKS_PER_UID} networks per user, on all devices ({held} held)"),
+        ));
+    }
+    let nets: Vec<(&str, u32, i32, bool, bool)> = m.read1().map_err(bad("networks"))?;
+    nets.iter().map(|(a, p, metric, v6, ex)| settings::network(a, *p, *metric, *v6, *ex)).collect()
+}
+
+pub fn decode_dns_servers(m: &Message) -> Result<Vec<std::net::IpAddr>> {
+    let list = read_list(m, "server_list", DNS_SERVERS_PER_DEVICE, "servers")?;
+    list.into_iter().map(settings::dns_server).collect()
+}
+
+pub fn decode_dns_search(m: &Message) -> Result<Vec<String>> {
+    let list = read_list(m, "domains", DNS_SEARCH_PER_DEVICE, "domains")?;
+    list.into_iter().map(settings::dns_domain).collect()
+}
+
+/// Reads an `as` argument of at most `max` items; a longer one is refused
+/// after counting, before any item is decoded.
+fn read_list<'a>(m: &'a Message, arg: &'static str, max: usize, what: &str) -> Result<Vec<&'a str>> {
+    if !fits(m.iter_init(), max) {
+        return Err(Error::arg(arg, format!("more than {max} items (at most {max} {what} per device)")));
+    }
+    m.read1().map_err(|e| Error::arg(arg, e.to_string()))
+}
+
+/// `held` followed by the items of `new` it lacks, in order; at most `max`.
+pub fn merged<T: Clone + Ord>(held: &[T], new: Vec<T>, max: usize, arg: &'static str, what: &str) -> Result<Vec<T>> {
+    let mut seen: std::collections::BTreeSet<T> = held.iter().cloned().collect();
+    let mut all = held.to_vec();
+    for x in new {
+        if seen.insert(x.clone()) {
+            all.push(x);
+        }
+    }
+    if all.len() > max {
+        return Err(Error::arg(arg, format!("at most {max} {what} per device")));
+    }
+    Ok(all)
 }

@@ -42,11 +42,11 @@ impl Daemon {
                 let name: &str = m.read1().map_err(|e| Error::arg("device_name", e.to_string()))?;
                 let elem = settings::path_element(name)?;
                 let (sender, c) = self.caller(m)?;
+                self.check_device_limits(c.uid)?;
                 let path = format!("{MANAGER_PATH}/{}_{elem}", c.pid);
                 if self.devices.contains_key(&path) {
                     return Err(Error::State(format!("a device at {path} already exists")));
                 }
-                self.check_limits()?;
                 let d = Device::new(path.clone(), name.to_string(), c.uid, c.pid, sender, self.log_level);
                 self.devices.insert(path.clone(), d);
                 log::info!("virtual device '{name}' registered on {path} (owner uid {}, pid {})", c.uid, c.pid);
@@ -112,8 +112,8 @@ impl Daemon {
                     return Err(Error::arg("filter", format!("{mask} is not a mask in 1-65535 (events are 1-2047)")));
                 }
                 let (sender, c) = self.caller(m)?;
-                if !self.subs.contains_key(&sender) && self.subs_full() {
-                    return Err(Error::Failed("too many subscribers".into()));
+                if !self.subs.contains_key(&sender) {
+                    self.check_sub_limits(c.uid)?;
                 }
                 log::debug!("new subscription: {sender} (uid {}) filter {mask}", c.uid);
                 self.subs.insert(sender, Subscription { mask, uid: c.uid });

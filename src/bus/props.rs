@@ -43,6 +43,17 @@ impl Daemon {
             Obj::Device(_) => DEVICE_PROPS,
             _ => &[],
         };
+        // A device's settings are its owner's, its ACL's and root's to read.
+        if let (Obj::Device(p), "Get" | "GetAll") = (obj, member) {
+            match self.caller(m) {
+                Ok((_, c)) if self.may_see(p, c.uid) => {}
+                Ok((_, c)) => {
+                    let e = Error::AccessDenied(format!("uid {} may not read the properties of {p}", c.uid));
+                    return bus::error_reply(m, &e);
+                }
+                Err(e) => return bus::error_reply(m, &e),
+            }
+        }
         let reply = match member {
             "Get" => {
                 let Ok((iface, name)) = m.read2::<&str, &str>() else {
@@ -95,8 +106,8 @@ impl Daemon {
                         if name == "dns_scope" {
                             self.dns_sync();
                         }
-                        if let (Some(v), Some(p)) = (self.prop_get(obj, name), m.path()) {
-                            self.broadcast_props_changed(&p, name, v);
+                        if let (Some(v), Some(p), Some(who)) = (self.prop_get(obj, name), m.path(), m.sender()) {
+                            self.props_changed(&p, &who, name, v);
                         }
                         m.method_return()
                     }

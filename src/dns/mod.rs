@@ -166,11 +166,13 @@ impl Dns {
     pub fn global(&self, servers: bool) -> Vec<String> {
         let failed = self.backend.as_ref().map(|b| b.failed()).unwrap_or_default();
         let mut out: Vec<String> = Vec::new();
+        // A set, not `out.contains`: linear in all sessions' entries together.
+        let mut seen = std::collections::HashSet::new();
         for s in self.applied.iter().filter(|s| !failed.contains(&s.ifindex)) {
             let items: Vec<String> =
                 if servers { s.servers.iter().map(|a| a.to_string()).collect() } else { s.search.clone() };
             for i in items {
-                if !out.contains(&i) {
+                if seen.insert(i.clone()) {
                     out.push(i);
                 }
             }

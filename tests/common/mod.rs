@@ -377,6 +377,34 @@ pub fn establish(c: &Connection, p: &str) -> OwnedFd {
     r.read1::<OwnedFd>().expect("Establish returns an fd")
 }
 
+/// Sends `big` on `first`, and while it has no reply, times trivial calls
+/// of `second` one after another: how long `big` keeps another client
+/// waiting. Returns the longest of those waits and the reply to `big`
+/// (which may hold a tun fd).
+pub fn wait_beside(first: &Connection, second: &Connection, big: Message) -> (Duration, Message) {
+    // Generous time-outs: `make bench` also measures daemons that take
+    // seconds over such a call.
+    let long = Duration::from_secs(120);
+    let serial = first.channel().send(big).unwrap();
+    first.channel().flush();
+    let p = second.with_proxy(DEST, MGR, long);
+    let mut longest = Duration::ZERO;
+    let t0 = Instant::now();
+    loop {
+        let _ = first.channel().read_write(Some(Duration::ZERO));
+        while let Some(m) = first.channel().pop_message() {
+            if m.get_reply_serial() == Some(serial) {
+                return (longest, m);
+            }
+        }
+        assert!(t0.elapsed() < long, "no reply to the first call");
+        let t = Instant::now();
+        let _: (Variant<String>,) =
+            p.method_call("org.freedesktop.DBus.Properties", "Get", (IFACE, "version")).unwrap();
+        longest = longest.max(t.elapsed());
+    }
+}
+
 /// Collects NetworkChange signals that arrive within `d`.
 pub fn signals(c: &Connection, d: Duration) -> Vec<(u32, String, std::collections::HashMap<String, String>)> {
     let mut out = Vec::new();

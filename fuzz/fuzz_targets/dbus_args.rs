@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    ovpn_netcfgd::fuzz_wire::fuzz_dbus_args(data);
+});

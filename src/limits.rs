@@ -1,0 +1,51 @@
+//! Every bound on what a caller may make the daemon hold or do, in one
+//! table. Limits are per UID, so one user cannot use up what others need;
+//! the daemon-wide caps are only a safety net, sized for many UIDs.
+//!
+//! A call's limits are checked before its work (a too-large list is
+//! refused after counting, not after parsing), and everything a call does
+//! is linear in its input. The sizes keep the largest accepted call, its
+//! kernel work included, within what `make bench` reports as the worst
+//! wait of another client (target: 50 ms).
+
+/// Addresses one device may hold.
+pub const ADDRS_PER_DEVICE: usize = 64;
+/// Networks (include and exclude routes) one UID may hold, on all its
+/// devices together: Establish, Disable, Destroy and Cleanup install or
+/// remove at most this many routes in one go.
+pub const NETWORKS_PER_UID: usize = 1024;
+/// DNS servers and search domains one device may hold.
+pub const DNS_SERVERS_PER_DEVICE: usize = 32;
+pub const DNS_SEARCH_PER_DEVICE: usize = 64;
+/// Socket protections one UID may hold at a time (each can be a kernel
+/// host route).
+pub const PROTECTIONS_PER_UID: usize = 64;
+/// Device objects one UID may own.
+pub const DEVICES_PER_UID: usize = 64;
+/// NetworkChange subscriptions one UID may hold (each one multiplies the
+/// signals an Establish sends).
+pub const SUBSCRIPTIONS_PER_UID: usize = 4;
+/// NetworkChange signals waiting to be sent (they go out a batch at a
+/// time, between other clients' replies); beyond this they are dropped.
+pub const SIGNALS_QUEUED: usize = 65536;
+/// Daemon-wide safety caps: room for many UIDs at their full share.
+pub const DEVICES_TOTAL: usize = 1024;
+pub const SUBSCRIPTIONS_TOTAL: usize = 256;
+
+/// Whether the D-Bus array `it` points at has at most `max` items. It
+/// counts without decoding them and stops at `max + 1`, so an oversized
+/// list is refused before any parsing.
+pub fn fits(mut it: dbus::arg::Iter, max: usize) -> bool {
+    let Some(mut a) = it.recurse(dbus::arg::ArgType::Array) else { return true };
+    let mut n = 0;
+    while a.arg_type() != dbus::arg::ArgType::Invalid {
+        n += 1;
+        if n > max {
+            return false;
+        }
+        if !a.next() {
+            break;
+        }
+    }
+    true
+}
