@@ -61,7 +61,9 @@ pub fn for_backend(cfg: &Config, backend: &str) -> (Vec<u32>, Vec<u32>) {
             if in_bounding_set(CAP_KILL) {
                 caps.push(CAP_KILL);
             } else {
-                log::warn!("CAP_KILL is not in the bounding set: only a dnsmasq running as this user can be told to reload")
+                log::warn!(
+                    "CAP_KILL is not in the bounding set: only a dnsmasq running as this user can be told to reload"
+                )
             }
         }
         _ => {}

@@ -25,10 +25,10 @@ use crate::config::RedirectMethod;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
+use crate::limits::PROTECTIONS_PER_UID;
 use crate::netlink::route::{best_route, Route, RT_TABLE_MAIN};
 use crate::netlink::rule::Rule;
 use crate::netlink::RTPROT_OVPN_NETCFGD;
-use crate::limits::PROTECTIONS_PER_UID;
 use crate::plan::Change;
 use crate::shared::Holder;
 

@@ -38,10 +38,10 @@ use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
 
 use super::{file::write_private, Backend, Session};
-use crate::state::Dir;
 use crate::bus::Bus;
 use crate::error::{Error, Result};
 use crate::settings::{DnsScope, DnsTransport};
+use crate::state::Dir;
 
 pub const DEFAULT_SERVERS: &str = "/var/run/ovpn-netcfgd/dnsmasq.servers";
 /// A servers file of a few hundred lines is big; this is no servers file.
@@ -364,8 +364,7 @@ fn save_state(dir: &Dir, path: &Path, orig: &Orig) -> Result<()> {
 
 /// Reads the backup. Its files are trusted only as `state::Dir` allows.
 fn load_state(dir: &Dir) -> Result<(PathBuf, Saved)> {
-    let read =
-        |n: &str| dir.read(n, MAX_SIZE).map_err(|e| Error::io(format!("read {}/{n}", dir.path.display()), e));
+    let read = |n: &str| dir.read(n, MAX_SIZE).map_err(|e| Error::io(format!("read {}/{n}", dir.path.display()), e));
     let need = |n: &str| read(n)?.ok_or_else(|| Error::Failed(format!("{}/{n} is missing", dir.path.display())));
     let meta = String::from_utf8(need(META)?).map_err(|_| Error::Failed(format!("{META} is not UTF-8")))?;
     let get = |k: &str| {
