@@ -104,6 +104,9 @@ ip netns add e2e-srv
 ip link add up0 type veth peer name gw-c netns e2e-gw
 ip -n e2e-gw link add gw-s type veth peer name srv0 netns e2e-srv
 ip addr add 192.0.2.2/24 dev up0
+# No duplicate address detection: a link-local address still tentative
+# when the baseline is taken would differ from it later.
+sysctl -qw net.ipv6.conf.up0.accept_dad=0
 ip link set up0 up
 ip route add default via 192.0.2.1
 ip -n e2e-gw link set lo up
