@@ -164,7 +164,7 @@ pub fn fuzz_dns_state(data: &[u8]) {
         Some(i) => (&data[..i], data[i + 1..].to_vec()),
         None => (data, Vec::new()),
     };
-    if let Ok((path, _)) = crate::dns::parse_state(meta, orig, None) {
+    if let Ok(path) = crate::dns::parse_resolv_conf_backup(meta, orig) {
         assert!(path.is_absolute());
     }
 }

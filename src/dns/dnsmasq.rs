@@ -32,12 +32,13 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
 
-use super::{file::write_private, Backend, Session};
+use super::backup::{self, Backup, Meta, Target};
+use super::{Backend, Session};
 use crate::bus::Bus;
 use crate::error::{Error, Result};
 use crate::settings::{DnsScope, DnsTransport};
@@ -48,29 +49,17 @@ pub const DEFAULT_SERVERS: &str = "/var/run/ovpn-netcfgd/dnsmasq.servers";
 const MAX_SIZE: u64 = 256 * 1024;
 /// dnsmasq's default configuration file when started without `-C`.
 const DEFAULT_CONF: &str = "/etc/dnsmasq.conf";
-/// State files: META marks a backup as valid; ORIG holds what the servers
-/// file held before us; OURS what we last wrote.
-const META: &str = "dnsmasq-meta";
-const ORIG: &str = "dnsmasq-orig";
-const OURS: &str = "dnsmasq-ours";
-
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Orig {
+pub enum Orig {
     File(Vec<u8>),
     Missing,
 }
 
-#[derive(Debug)]
-struct Saved {
-    orig: Orig,
-    /// What we last wrote (None: backup taken, nothing written yet).
-    ours: Option<Vec<u8>>,
-}
+/// The servers file as a `backup::Target`.
+pub struct ServersFile;
 
 pub struct Dnsmasq {
-    path: PathBuf,
-    dir: Dir,
-    saved: Option<Saved>,
+    backup: Backup<ServersFile>,
     /// The file changed since dnsmasq was last told.
     reload_due: bool,
     warned: bool,
@@ -78,61 +67,22 @@ pub struct Dnsmasq {
 
 impl Dnsmasq {
     pub fn new(path: &Path, dir: &Dir) -> Dnsmasq {
-        Dnsmasq { path: path.to_path_buf(), dir: dir.clone(), saved: None, reload_due: false, warned: false }
+        Dnsmasq { backup: Backup::new(path.to_path_buf(), dir), reload_due: false, warned: false }
     }
 
     fn set(&mut self, sessions: &[Session]) -> Result<()> {
         if sessions.is_empty() {
-            return self.restore();
+            self.reload_due |= self.backup.restore()?;
+            return self.reload();
         }
         self.warn_once(sessions);
-        if self.saved.is_none() {
-            // A backup that start-up recovery could not restore: keep it.
-            if let Ok((p, s)) = load_state(&self.dir) {
-                if p == self.path {
-                    self.saved = Some(s);
-                }
-            }
-        }
-        let now = look(&self.path)?;
-        if !self.saved.as_ref().is_some_and(|s| holds(&now, s.ours.as_deref())) {
-            if self.saved.is_some() {
-                log::warn!(
-                    "{} was changed by another program; its version is the one restored later",
-                    self.path.display()
-                );
-            }
-            save_state(&self.dir, &self.path, &now)?;
-            self.saved = Some(Saved { orig: now, ours: None });
-        }
-        let Some(saved) = self.saved.as_mut() else {
-            return Ok(());
+        let text = match self.backup.original()? {
+            Orig::File(b) => generate(sessions, b),
+            Orig::Missing => generate(sessions, &[]),
         };
-        let orig = match &saved.orig {
-            Orig::File(b) => b.as_slice(),
-            Orig::Missing => &[],
-        };
-        let text = generate(sessions, orig);
-        if saved.ours.as_deref() != Some(text.as_slice()) {
-            // Recorded first: after a crash the file holds either the
-            // original (left alone) or this (restored).
-            write_private(&self.dir, OURS, &text)?;
-            write_servers(&self.path, &text)?;
-            saved.ours = Some(text);
+        if self.backup.write(text, |path, _, text| write_servers(path, text))? {
             self.reload_due = true;
-            log::info!("{}: written for {} VPN session(s)", self.path.display(), sessions.len());
-        }
-        self.reload()
-    }
-
-    fn restore(&mut self) -> Result<()> {
-        if let Some(saved) = self.saved.take() {
-            if let Err(e) = put_back(&self.path, &saved) {
-                self.saved = Some(saved);
-                return Err(e);
-            }
-            clear_state(&self.dir);
-            self.reload_due |= saved.ours.is_some();
+            log::info!("{}: written for {} VPN session(s)", self.backup.path().display(), sessions.len());
         }
         self.reload()
     }
@@ -140,7 +90,7 @@ impl Dnsmasq {
     /// SIGHUP to every dnsmasq that reads the file, once per change.
     fn reload(&mut self) -> Result<()> {
         if self.reload_due {
-            reload(&self.path)?;
+            reload(self.backup.path())?;
             self.reload_due = false;
         }
         Ok(())
@@ -150,7 +100,7 @@ impl Dnsmasq {
         if self.warned {
             return;
         }
-        let p = self.path.display();
+        let p = self.backup.path().display();
         for s in sessions {
             if s.scope == DnsScope::Tunnel && s.search.is_empty() {
                 log::warn!(
@@ -177,33 +127,54 @@ impl Backend for Dnsmasq {
     }
 }
 
-/// Restores a servers file left by a run that did not exit cleanly, if
-/// the backup is of `configured` (this run's servers file): the state
-/// files can never make the daemon write anywhere else.
+/// Restores a servers file left by a run that did not exit cleanly (see
+/// `backup::recover`), and tells dnsmasq.
 pub fn recover(dir: &Dir, configured: &Path) {
-    if !dir.exists(META) {
-        return;
+    if backup::recover::<ServersFile>(dir, configured) {
+        if let Err(e) = reload(configured) {
+            log::warn!("{e}; dnsmasq uses the restored file from its next reload on");
+        }
     }
-    match load_state(dir) {
-        Ok((path, _)) if path != configured => log::error!(
-            "a dnsmasq servers backup in {} is of {}, not of {}: not restored, left there for inspection",
-            dir.path.display(),
-            path.display(),
-            configured.display()
-        ),
-        Ok((path, saved)) => {
-            log::warn!("{}: a previous run did not exit cleanly; restoring the original", path.display());
-            match put_back(&path, &saved) {
-                Ok(()) => {
-                    clear_state(dir);
-                    if let Err(e) = reload(&path) {
-                        log::warn!("{e}; dnsmasq uses the restored file from its next reload on");
-                    }
-                }
-                Err(e) => log::error!("{}: {e}; the backup stays in {}", path.display(), dir.path.display()),
+}
+
+impl Target for ServersFile {
+    type Orig = Orig;
+    const NAME: &'static str = "dnsmasq";
+    const WHAT: &'static str = "dnsmasq servers";
+    const MAX_SIZE: u64 = MAX_SIZE;
+
+    fn look(path: &Path) -> Result<Orig> {
+        look(path)
+    }
+
+    fn holds(now: &Orig, ours: &[u8]) -> bool {
+        matches!(now, Orig::File(b) if b == ours)
+    }
+
+    fn put_orig(path: &Path, orig: &Orig) -> Result<()> {
+        match orig {
+            Orig::File(b) => write_servers(path, b),
+            Orig::Missing => {
+                let (dir, name) = open_dir(path)?;
+                nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+                    .map_err(|e| Error::io(format!("remove {}", path.display()), e.into()))
             }
         }
-        Err(e) => log::error!("unusable dnsmasq backup in {}: {e}; left there for inspection", dir.path.display()),
+    }
+
+    fn encode(orig: &Orig) -> (String, &[u8]) {
+        match orig {
+            Orig::File(b) => ("file\n".into(), b),
+            Orig::Missing => ("missing\n".into(), b""),
+        }
+    }
+
+    fn decode(meta: &Meta, bytes: Vec<u8>) -> Result<Orig> {
+        match meta.get("kind")? {
+            "file" => Ok(Orig::File(bytes)),
+            "missing" => Ok(Orig::Missing),
+            k => Err(meta.unknown_kind(k)),
+        }
     }
 }
 
@@ -234,31 +205,6 @@ fn generate(sessions: &[Session], orig: &[u8]) -> Vec<u8> {
     let mut out = out.into_bytes();
     out.extend_from_slice(orig);
     out
-}
-
-fn holds(now: &Orig, ours: Option<&[u8]>) -> bool {
-    matches!(now, Orig::File(b) if Some(b.as_slice()) == ours)
-}
-
-/// Puts the original back if the file still holds what we wrote.
-fn put_back(path: &Path, saved: &Saved) -> Result<()> {
-    let Some(ours) = &saved.ours else {
-        return Ok(()); // never written: the original is still there
-    };
-    if !holds(&look(path)?, Some(ours)) {
-        log::warn!("{}: changed by another program after us; keeping its version", path.display());
-        return Ok(());
-    }
-    match &saved.orig {
-        Orig::File(b) => write_servers(path, b)?,
-        Orig::Missing => {
-            let (dir, name) = open_dir(path)?;
-            nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
-                .map_err(|e| Error::io(format!("remove {}", path.display()), e.into()))?;
-        }
-    }
-    log::info!("{}: original restored", path.display());
-    Ok(())
 }
 
 /// The directory holding `path`, checked: a real directory (not a link),
@@ -349,45 +295,6 @@ fn write_servers(path: &Path, bytes: &[u8]) -> Result<()> {
     f.set_len(0).map_err(err)?;
     (&f).write_all(bytes).map_err(err)?;
     f.sync_all().map_err(err)
-}
-
-fn save_state(dir: &Dir, path: &Path, orig: &Orig) -> Result<()> {
-    let (kind, bytes): (&str, &[u8]) = match orig {
-        Orig::File(b) => ("file", b),
-        Orig::Missing => ("missing", b""),
-    };
-    // A stale OURS must never match the file of this new backup.
-    let _ = dir.remove(OURS);
-    write_private(dir, ORIG, bytes)?;
-    write_private(dir, META, format!("path {}\nkind {kind}\n", path.display()).as_bytes())
-}
-
-/// Reads the backup. Its files are trusted only as `state::Dir` allows.
-fn load_state(dir: &Dir) -> Result<(PathBuf, Saved)> {
-    let read = |n: &str| dir.read(n, MAX_SIZE).map_err(|e| Error::io(format!("read {}/{n}", dir.path.display()), e));
-    let need = |n: &str| read(n)?.ok_or_else(|| Error::Failed(format!("{}/{n} is missing", dir.path.display())));
-    let meta = String::from_utf8(need(META)?).map_err(|_| Error::Failed(format!("{META} is not UTF-8")))?;
-    let get = |k: &str| {
-        meta.lines()
-            .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(' ')))
-            .ok_or_else(|| Error::Failed(format!("{META} has no '{k}'")))
-    };
-    let orig = match get("kind")? {
-        "file" => Orig::File(need(ORIG)?),
-        "missing" => Orig::Missing,
-        k => return Err(Error::Failed(format!("{META}: unknown kind '{k}'"))),
-    };
-    let path = PathBuf::from(get("path")?);
-    if !path.is_absolute() {
-        return Err(Error::Failed(format!("{META}: the path is not absolute")));
-    }
-    Ok((path, Saved { orig, ours: read(OURS)? }))
-}
-
-fn clear_state(dir: &Dir) {
-    for n in [META, ORIG, OURS] {
-        let _ = dir.remove(n);
-    }
 }
 
 // ---- finding and signalling dnsmasq ------------------------------------
@@ -685,7 +592,7 @@ mod tests {
         assert!(text.contains("server=/corp.example/10.8.0.1\nserver=10.8.0.1\nserver=/lan/192.0.2.1\n"), "{text}");
         d.set(&[]).unwrap();
         assert_eq!(fs::read(&servers).unwrap(), orig);
-        assert!(!state.join(META).exists());
+        assert!(!state.join("dnsmasq-meta").exists());
         // Killed: the next start restores.
         let mut d = Dnsmasq::new(&servers, &dir);
         d.set(std::slice::from_ref(&s)).unwrap();
@@ -694,7 +601,7 @@ mod tests {
         let ours = fs::read(&servers).unwrap();
         recover(&dir, &root.join("elsewhere"));
         assert_eq!(fs::read(&servers).unwrap(), ours);
-        assert!(state.join(META).exists());
+        assert!(state.join("dnsmasq-meta").exists());
         recover(&dir, &servers);
         assert_eq!(fs::read(&servers).unwrap(), orig);
         // Another program rewrote it meanwhile: its version is kept.
@@ -703,7 +610,7 @@ mod tests {
         fs::write(&servers, b"server=/other/192.0.2.9\n").unwrap();
         d.set(&[]).unwrap();
         assert_eq!(fs::read(&servers).unwrap(), b"server=/other/192.0.2.9\n");
-        assert!(!state.join(META).exists());
+        assert!(!state.join("dnsmasq-meta").exists());
         fs::write(&servers, &orig).unwrap();
         // Missing before: missing after.
         fs::remove_file(&servers).unwrap();

@@ -7,12 +7,8 @@
 //! list: glibc lets the last search/domain line win, so keeping it would
 //! cancel ours.
 //!
-//! Crash safety: before the first write, what was there (bytes, mode and
-//! owner; or the symlink; or nothing) is saved in the state dir, and each
-//! content we write is saved there too. Restoring puts the original back
-//! only while the file still holds what we wrote: if another program
-//! rewrote it since, its version is newer than our backup and is kept. At
-//! start-up a backup left by a killed run is restored the same way.
+//! Crash safety: the original (bytes, mode and owner; or the symlink; or
+//! nothing) is kept as `dns::backup` describes.
 //!
 //! Symlinked resolv.conf (a stub of resolved, NetworkManager, resolvconf):
 //! while sessions are up it is replaced by a regular file, and the symlink
@@ -30,6 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::backup::{self, Backup, Meta, Target};
 use super::{Backend, Session};
 use crate::bus::Bus;
 use crate::error::{Error, Result};
@@ -39,31 +36,19 @@ use crate::state::Dir;
 pub const DEFAULT_PATH: &str = "/etc/resolv.conf";
 /// resolv.conf is a few hundred bytes; anything this big is not one.
 const MAX_SIZE: u64 = 64 * 1024;
-/// State files: META marks a backup as valid; ORIG holds the original
-/// bytes (or the symlink target); OURS what we last wrote.
-const META: &str = "file-meta";
-const ORIG: &str = "file-orig";
-const OURS: &str = "file-ours";
-
 /// What the path held before we wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Orig {
+pub enum Orig {
     File { bytes: Vec<u8>, mode: u32, uid: u32, gid: u32 },
     Symlink(PathBuf),
     Missing,
 }
 
-#[derive(Debug)]
-pub(crate) struct Saved {
-    orig: Orig,
-    /// What we last wrote (None: backup taken, nothing written yet).
-    ours: Option<Vec<u8>>,
-}
+/// resolv.conf as a `backup::Target`.
+pub struct ResolvConf;
 
 pub struct FileBackend {
-    path: PathBuf,
-    dir: Dir,
-    saved: Option<Saved>,
+    backup: Backup<ResolvConf>,
     scope_warned: bool,
 }
 
@@ -74,69 +59,31 @@ impl FileBackend {
             return Err(Error::Failed("the path must be UTF-8 and have no newline".into()));
         }
         let path = std::path::absolute(path).map_err(|e| Error::io("resolving the path", e))?;
-        Ok(FileBackend { path, dir: dir.clone(), saved: None, scope_warned: false })
+        Ok(FileBackend { backup: Backup::new(path, dir), scope_warned: false })
     }
 
     fn set(&mut self, sessions: &[Session]) -> Result<()> {
+        let path = self.backup.path().to_path_buf();
         if sessions.is_empty() {
-            return self.restore();
+            return self.backup.restore().map(|_| ());
         }
         if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
             log::warn!(
                 "{}: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are used for all names",
-                self.path.display()
+                path.display()
             );
             self.scope_warned = true;
         }
-        if self.saved.is_none() && self.dir.exists(META) {
-            // A backup that start-up recovery could not restore: keep using
-            // it, never overwrite it with our own old content.
-            if let Ok((p, s)) = load_state(&self.dir) {
-                if p == self.path {
-                    self.saved = Some(s);
-                }
-            }
+        let text = generate(sessions, &system_part(&path, self.backup.original()?));
+        if self.backup.write(text.into_bytes(), |path, orig, text| {
+            let (mode, owner) = match orig {
+                Orig::File { mode, uid, gid, .. } => (*mode, Some((*uid, *gid))),
+                _ => (0o644, None),
+            };
+            replace(path, text, mode, owner)
+        })? {
+            log::info!("{}: written for {} VPN session(s)", path.display(), sessions.len());
         }
-        let now = look(&self.path)?;
-        if !self.saved.as_ref().is_some_and(|s| holds(&now, s.ours.as_deref())) {
-            if self.saved.is_some() {
-                log::warn!(
-                    "{} was changed by another program; its version is the one restored later",
-                    self.path.display()
-                );
-            }
-            save_state(&self.dir, &self.path, &now)?;
-            self.saved = Some(Saved { orig: now, ours: None });
-        }
-        let Some(saved) = self.saved.as_mut() else {
-            return Ok(());
-        };
-        let text = generate(sessions, &system_part(&self.path, &saved.orig));
-        if saved.ours.as_deref() == Some(text.as_bytes()) {
-            return Ok(());
-        }
-        // Recorded before the write: a crash in between leaves a file that
-        // is either the original (not ours: left alone) or ours (restored).
-        write_private(&self.dir, OURS, text.as_bytes())?;
-        let (mode, owner) = match &saved.orig {
-            Orig::File { mode, uid, gid, .. } => (*mode, Some((*uid, *gid))),
-            _ => (0o644, None),
-        };
-        replace(&self.path, text.as_bytes(), mode, owner)?;
-        saved.ours = Some(text.into_bytes());
-        log::info!("{}: written for {} VPN session(s)", self.path.display(), sessions.len());
-        Ok(())
-    }
-
-    fn restore(&mut self) -> Result<()> {
-        let Some(saved) = self.saved.take() else {
-            return Ok(());
-        };
-        if let Err(e) = put_back(&self.path, &saved) {
-            self.saved = Some(saved);
-            return Err(e);
-        }
-        clear_state(&self.dir);
         Ok(())
     }
 }
@@ -147,55 +94,56 @@ impl Backend for FileBackend {
     }
 }
 
-/// Restores a backup left by a run that did not exit cleanly, if it is of
-/// `configured` (the resolv.conf this run was configured for): a backup
-/// naming another file is left alone, so the state files can never make
-/// the daemon write anywhere else.
+/// Restores a resolv.conf backup left by a run that did not exit cleanly
+/// (see `backup::recover`).
 pub fn recover(dir: &Dir, configured: &Path) {
-    if !dir.exists(META) {
-        return;
+    backup::recover::<ResolvConf>(dir, configured);
+}
+
+impl Target for ResolvConf {
+    type Orig = Orig;
+    const NAME: &'static str = "file";
+    const WHAT: &'static str = "resolv.conf";
+    const MAX_SIZE: u64 = MAX_SIZE;
+
+    fn look(path: &Path) -> Result<Orig> {
+        look(path)
     }
-    let configured = std::path::absolute(configured).unwrap_or_else(|_| configured.to_path_buf());
-    match load_state(dir) {
-        Ok((path, _)) if path != configured => log::error!(
-            "a resolv.conf backup in {} is of {}, not of {}: not restored, left there for inspection",
-            dir.path.display(),
-            path.display(),
-            configured.display()
-        ),
-        Ok((path, saved)) => {
-            log::warn!("{}: a previous run did not exit cleanly; restoring the original", path.display());
-            match put_back(&path, &saved) {
-                Ok(()) => clear_state(dir),
-                Err(e) => log::error!("{}: {e}; the backup stays in {}", path.display(), dir.path.display()),
-            }
+
+    fn holds(now: &Orig, ours: &[u8]) -> bool {
+        matches!(now, Orig::File { bytes, .. } if bytes == ours)
+    }
+
+    fn put_orig(path: &Path, orig: &Orig) -> Result<()> {
+        let what = format!("restore {}", path.display());
+        match orig {
+            Orig::File { bytes, mode, uid, gid } => replace(path, bytes, *mode, Some((*uid, *gid))),
+            Orig::Symlink(target) => relink(path, target).map_err(|e| Error::io(what, e)),
+            Orig::Missing => fs::remove_file(path).map_err(|e| Error::io(what, e)),
         }
-        Err(e) => log::error!("unusable resolv.conf backup in {}: {e}; left there for inspection", dir.path.display()),
     }
-}
 
-/// True if the path is a regular file with exactly `ours` in it.
-fn holds(now: &Orig, ours: Option<&[u8]>) -> bool {
-    matches!(now, Orig::File { bytes, .. } if Some(bytes.as_slice()) == ours)
-}
+    fn encode(orig: &Orig) -> (String, &[u8]) {
+        match orig {
+            Orig::File { bytes, mode, uid, gid } => (format!("file\nmode {mode:o}\nuid {uid}\ngid {gid}\n"), bytes),
+            Orig::Symlink(t) => ("symlink\n".into(), t.as_os_str().as_bytes()),
+            Orig::Missing => ("missing\n".into(), b""),
+        }
+    }
 
-/// Puts the original back if the file still holds what we wrote.
-fn put_back(path: &Path, saved: &Saved) -> Result<()> {
-    let Some(ours) = &saved.ours else {
-        return Ok(()); // never written: the original is still there
-    };
-    if !holds(&look(path)?, Some(ours)) {
-        log::warn!("{}: changed by another program after us; keeping its version", path.display());
-        return Ok(());
+    fn decode(meta: &Meta, bytes: Vec<u8>) -> Result<Orig> {
+        Ok(match meta.get("kind")? {
+            "file" => Orig::File {
+                bytes,
+                mode: meta.num("mode", 8)? & 0o7777,
+                uid: meta.num("uid", 10)?,
+                gid: meta.num("gid", 10)?,
+            },
+            "symlink" => Orig::Symlink(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))),
+            "missing" => Orig::Missing,
+            k => return Err(meta.unknown_kind(k)),
+        })
     }
-    let what = format!("restore {}", path.display());
-    match &saved.orig {
-        Orig::File { bytes, mode, uid, gid } => replace(path, bytes, *mode, Some((*uid, *gid)))?,
-        Orig::Symlink(target) => relink(path, target).map_err(|e| Error::io(what, e))?,
-        Orig::Missing => fs::remove_file(path).map_err(|e| Error::io(what, e))?,
-    }
-    log::info!("{}: original restored", path.display());
-    Ok(())
 }
 
 fn look(path: &Path) -> Result<Orig> {
@@ -395,66 +343,6 @@ fn unescape(s: &str) -> Vec<u8> {
     out
 }
 
-/// Writes a state file atomically (see `state::Dir::write`).
-pub(super) fn write_private(dir: &Dir, name: &str, bytes: &[u8]) -> Result<()> {
-    dir.write(name, bytes).map_err(|e| Error::io(format!("write {}/{name}", dir.path.display()), e))
-}
-
-fn save_state(dir: &Dir, path: &Path, orig: &Orig) -> Result<()> {
-    let (kind, bytes, mode, uid, gid): (&str, &[u8], u32, u32, u32) = match orig {
-        Orig::File { bytes, mode, uid, gid } => ("file", bytes, *mode, *uid, *gid),
-        Orig::Symlink(t) => ("symlink", t.as_os_str().as_bytes(), 0, 0, 0),
-        Orig::Missing => ("missing", b"", 0, 0, 0),
-    };
-    // A stale OURS must never match the file of this new backup.
-    let _ = dir.remove(OURS);
-    write_private(dir, ORIG, bytes)?;
-    let meta = format!("path {}\nkind {kind}\nmode {mode:o}\nuid {uid}\ngid {gid}\n", path.display());
-    write_private(dir, META, meta.as_bytes())
-}
-
-/// Reads the backup. Its files are trusted only as `state::Dir` allows.
-fn load_state(dir: &Dir) -> Result<(PathBuf, Saved)> {
-    let read =
-        |n: &str, max: u64| dir.read(n, max).map_err(|e| Error::io(format!("read {}/{n}", dir.path.display()), e));
-    let need = |n: &str, max: u64| {
-        read(n, max)?.ok_or_else(|| Error::Failed(format!("{}/{n} is missing", dir.path.display())))
-    };
-    parse_state(&need(META, 4096)?, need(ORIG, MAX_SIZE)?, read(OURS, MAX_SIZE)?)
-}
-
-/// The backup from its three files' bytes (`file-ours` may be missing).
-pub(crate) fn parse_state(meta: &[u8], orig: Vec<u8>, ours: Option<Vec<u8>>) -> Result<(PathBuf, Saved)> {
-    let meta = std::str::from_utf8(meta).map_err(|_| Error::Failed("file-meta is not UTF-8".into()))?;
-    let get = |k: &str| {
-        meta.lines()
-            .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(' ')))
-            .ok_or_else(|| Error::Failed(format!("file-meta has no '{k}'")))
-    };
-    let num = |k: &str, radix: u32| {
-        get(k).and_then(|v| u32::from_str_radix(v, radix).map_err(|_| Error::Failed(format!("file-meta: bad '{k}'"))))
-    };
-    let orig = match get("kind")? {
-        "file" => {
-            Orig::File { bytes: orig, mode: num("mode", 8)? & 0o7777, uid: num("uid", 10)?, gid: num("gid", 10)? }
-        }
-        "symlink" => Orig::Symlink(PathBuf::from(std::ffi::OsStr::from_bytes(&orig))),
-        "missing" => Orig::Missing,
-        k => return Err(Error::Failed(format!("file-meta: unknown kind '{k}'"))),
-    };
-    let path = PathBuf::from(get("path")?);
-    if !path.is_absolute() {
-        return Err(Error::Failed("file-meta: the path is not absolute".into()));
-    }
-    Ok((path, Saved { orig, ours }))
-}
-
-fn clear_state(dir: &Dir) {
-    for n in [META, ORIG, OURS] {
-        let _ = dir.remove(n);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,7 +403,7 @@ mod tests {
         assert_eq!(fs::metadata(&conf).unwrap().mode() & 0o777, 0o640);
         f.set(&[]).unwrap();
         assert_eq!(fs::read(&conf).unwrap(), orig);
-        assert!(!state.exists(META));
+        assert!(!state.exists("file-meta"));
 
         // A "killed" run: state left behind, then recovery.
         let mut f = FileBackend::new(&conf, &state).unwrap();

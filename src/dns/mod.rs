@@ -12,12 +12,11 @@
 //!
 //! The choice is made at run time and a missing backend is never fatal.
 
+mod backup;
 mod dnsmasq;
 mod file;
 mod resolvconf;
 mod resolved;
-
-pub(crate) use file::parse_state;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +31,11 @@ use crate::events::{self, Event};
 use crate::settings::{DnsScope, DnsSec, DnsTransport};
 
 pub use dnsmasq::DEFAULT_SERVERS as DNSMASQ_SERVERS;
+
+/// The resolv.conf backup from its files' bytes (a fuzz entry point).
+pub(crate) fn parse_resolv_conf_backup(meta: &[u8], orig: Vec<u8>) -> Result<std::path::PathBuf> {
+    backup::parse::<file::ResolvConf>(meta, orig, None).map(|(p, _)| p)
+}
 
 /// One device's DNS wishes, as the daemon sees them now.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -132,7 +132,7 @@ impl Resolvconf {
 
     fn save_list(&self, names: &BTreeSet<&String>) -> Result<()> {
         let text: String = names.iter().map(|n| format!("{n}\n")).collect();
-        super::file::write_private(&self.dir, LIST, text.as_bytes())
+        super::backup::write_state(&self.dir, LIST, text.as_bytes())
     }
 
     fn set(&mut self, sessions: &[Session]) -> Result<()> {
