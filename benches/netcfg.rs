@@ -70,6 +70,8 @@ fn main() {
     let ldd = std::process::Command::new("ldd").arg(bin()).output().unwrap();
     println!("ldd:\n{}", String::from_utf8_lossy(&ldd.stdout).trim_end());
 
+    journal_load();
+
     // exec -> first reply, 20 starts. The bench joins the test namespace
     // itself so the daemon is exec'd directly (no `ip netns exec` in the way).
     let mut env = Env::new("bench");
@@ -357,4 +359,24 @@ fn worst_wait(env: &Env) {
         "worst-case wait of another client: {:.1} ms (median of its rounds {:.1} ms), beside {} (target <= 50 ms)",
         rows[0].2, rows[0].1, rows[0].0
     );
+}
+
+/// Loading a journal of N live-then-deleted entries: linear, so twice the
+/// lines take about twice the time (the loader was once quadratic).
+fn journal_load() {
+    let mut figures = Vec::new();
+    for n in [100_000u64, 200_000] {
+        let mut text = String::from("B 00000000-0000-0000-0000-000000000000 1\n");
+        for id in 1..=n {
+            text.push_str(&format!("A {id} down {id}\n"));
+        }
+        for id in 1..n {
+            text.push_str(&format!("D {id}\n"));
+        }
+        let t0 = Instant::now();
+        let (_, _, live) = ovpn_netcfgd::journal::parse_file(&text);
+        figures.push(format!("{} lines {:.1} ms", 2 * n - 1, t0.elapsed().as_secs_f64() * 1e3));
+        assert_eq!(live.len(), 1);
+    }
+    println!("journal load: {}", figures.join(", "));
 }

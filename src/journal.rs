@@ -554,7 +554,7 @@ mod tests {
     }
 
     #[test]
-    fn loading_is_linear_and_keeps_only_live_entries() {
+    fn a_long_journal_loads_to_its_live_entries() {
         let mut text = format!("B {} 1\n", boot_id());
         let n = 200_000u64;
         for id in 1..=n {
@@ -563,12 +563,9 @@ mod tests {
         for id in 1..n {
             text.push_str(&format!("D {id}\n"));
         }
-        let t0 = std::time::Instant::now();
+        // How long it takes is a `make bench` figure (journal load).
         let (_, generation, live) = parse_file(&text);
-        let took = t0.elapsed();
         assert_eq!((generation, live), (1, vec![Undo::LinkDown { ifindex: n as u32 }]));
-        // Quadratic, this takes minutes; linear, well under a second even unoptimised.
-        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     }
 
     #[test]

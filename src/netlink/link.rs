@@ -221,11 +221,15 @@ mod tests {
         // A truncated attribute is not read past.
         assert_eq!(parse_kind(&p[..30]), Some((7, String::new())));
         // IFLA_IFNAME "tun0", IFLA_LINKINFO { KIND "tun" }, IFLA_IFALIAS: ours.
+        let hdr = |len: u16, ty: u16| [len.to_ne_bytes(), ty.to_ne_bytes()].concat();
         let mut p = vec![0u8; 16];
         p[4..8].copy_from_slice(&7u32.to_ne_bytes());
-        p.extend_from_slice(&[9, 0, 3, 0, b't', b'u', b'n', b'0', 0, 0, 0, 0]);
-        p.extend_from_slice(&[12, 0, 18, 0x80, 8, 0, 1, 0, b't', b'u', b'n', 0]);
-        p.extend_from_slice(&[17, 0, 20, 0]);
+        p.extend_from_slice(&hdr(9, 3));
+        p.extend_from_slice(&[b't', b'u', b'n', b'0', 0, 0, 0, 0]);
+        p.extend_from_slice(&hdr(12, 18 | 0x8000));
+        p.extend_from_slice(&hdr(8, 1));
+        p.extend_from_slice(&[b't', b'u', b'n', 0]);
+        p.extend_from_slice(&hdr(17, 20));
         p.extend_from_slice(b"ovpn-netcfgd\0\0\0\0");
         let i = parse_info(&p).unwrap();
         assert_eq!((i.index, i.name.as_str(), i.kind.as_str(), i.alias.as_str()), (7, "tun0", "tun", MARKER));
