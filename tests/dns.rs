@@ -240,6 +240,11 @@ fn resolved_restarted_gets_every_link_again_and_a_failed_link_is_resent() {
     let (ia, ib) = (env.ifindex(&a.tun), env.ifindex(&b.tun));
     wait_link(&c, ia, |l| l.servers == ["10.1.0.1"]);
     wait_link(&c, ib, |l| l.servers == ["10.2.0.1"]);
+    // Every call of both answered (the servers may come before the rest).
+    wait_for("both links configured", || {
+        let log = env.log();
+        [&a.tun, &b.tun].iter().all(|t| log.contains(&format!("link DNS configuration done for {t}"))).then_some(())
+    });
     // resolved goes away; a change made meanwhile fails for good once the
     // retries are used up, and is not shown as applied.
     drop(r);
