@@ -37,6 +37,11 @@ fetch() {
     openresolv) pkg=openresolv ;;
     *) echo "unknown package $what" >&2; exit 2 ;;
     esac
+    # An unprivileged daemon reaches resolved only through polkit.
+    if [ "$what" = resolved ] && [ ! -x /usr/lib/polkit-1/polkitd ]; then
+        echo "polkitd is not installed (make deps installs it)" >&2
+        exit 77
+    fi
     [ -e "$cache/$what/.ok" ] && return 0
     if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
         echo "apt-get/dpkg-deb not available" >&2
