@@ -614,6 +614,7 @@ fn privileges_are_dropped_to_the_service_user() {
         assert_eq!(status_field(pid, "CapAmb:"), amb, "{args:?}");
         assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
         assert!(env.log().contains("regaining root fails"), "{}", env.log());
+        assert!(!env.log().contains("[ERROR]"), "a clean start logs no error: {}", env.log());
         // And it still does its job unprivileged, DNS file included.
         let c = env.conn();
         let p = create(&c, "unpriv");
