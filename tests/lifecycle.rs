@@ -603,7 +603,7 @@ fn privileges_are_dropped_to_the_service_user() {
             "0000000000000000",
         ),
     ] {
-        let env = Env::unprivileged("privs", &args);
+        let env = Env::with_args("privs", &args);
         let pid = env.daemon.as_ref().unwrap().id();
         assert!(status_field(pid, "Uid:").starts_with("65534\t65534\t65534\t65534"), "{}", status_field(pid, "Uid:"));
         assert!(status_field(pid, "Gid:").starts_with("65534\t65534\t65534\t65534"));
@@ -629,6 +629,23 @@ fn privileges_are_dropped_to_the_service_user() {
         assert_eq!(std::fs::read_to_string(&rc).unwrap(), "nameserver 192.0.2.53\n", "{args:?}");
     }
     std::fs::remove_file(&rc).unwrap();
+}
+
+/// Without --run-as the daemon picks its own account, the first of its
+/// accounts that exists (the harness makes sure ovpn-netcfgd does).
+#[test]
+fn the_daemon_chooses_its_own_account_by_itself() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("ownacct");
+    let pid = env.daemon.as_ref().unwrap().id();
+    let user = nix::unistd::User::from_name(SERVICE_USER).unwrap().unwrap();
+    let ids = |id: u32| format!("{id}\t{id}\t{id}\t{id}");
+    assert_eq!(status_field(pid, "Uid:"), ids(user.uid.as_raw()), "{}", env.log());
+    assert_eq!(status_field(pid, "Gid:"), ids(user.gid.as_raw()));
+    assert_eq!(status_field(pid, "CapEff:"), "0000000000001000", "only CAP_NET_ADMIN with DNS backend none");
+    assert!(env.log().contains(&format!("running as {SERVICE_USER} (uid {}, the first existing of", user.uid)));
 }
 
 #[test]
