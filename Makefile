@@ -25,9 +25,10 @@ CROSS_ARCHS ?= aarch64 mipsel mips
 # Debian packages the tests and the demo use (all in the base image of this
 # kind of machine except where noted; installed only when missing).
 # dnsmasq-base (dnsmasq without its system service) and bind9-dnsutils (dig):
-# tests/dnsmasq.rs.
+# tests/dnsmasq.rs. polkitd: tests/dns.rs, where polkit's grant (dist/polkit)
+# lets the unprivileged daemon change systemd-resolved's links.
 APT_PKGS = dbus-daemon iproute2 util-linux systemd python3-gi procps rsync file binutils \
-	dnsmasq-base bind9-dnsutils
+	dnsmasq-base bind9-dnsutils polkitd
 
 .PHONY: all build tiny static cross test-cross test-cross-unit test test-unit test-integration test-e2e test-dco demo bench fuzz clean deps lint
 

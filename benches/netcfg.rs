@@ -78,12 +78,21 @@ fn main() {
     env.signal_daemon("TERM");
     let ns = std::fs::File::open(format!("/run/netns/{}", env.ns)).unwrap();
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    // The daemon drops to its account, as installed: in a mount namespace
+    // of the bench's own, /dev/net/tun is the harness's 0666 node (some
+    // test machines have it 0600, which only root can open).
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    sh(&format!("mount --make-rprivate / && mount --bind {} /dev/net/tun", env.dir.join("tun").display()));
     let c = env.conn();
+    // A resolv.conf of the bench's own: the host's is never the daemon's.
+    let resolv = env.dir.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 192.0.2.53\n").unwrap();
     let spawn = || {
         std::process::Command::new(bin())
-            // Root: /dev/net/tun is 0600 on some test machines (see tests/common).
-            .args(["--bus-address", &env.addr, "--run-as-root", "--idle-exit", "0", "--log-level", "3", "--state-dir"])
+            .args(["--bus-address", &env.addr, "--idle-exit", "0", "--log-level", "3", "--state-dir"])
             .arg(env.dir.join("state"))
+            .arg("--resolv-conf")
+            .arg(&resolv)
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap()

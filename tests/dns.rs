@@ -80,7 +80,9 @@ fn read(p: &std::path::Path) -> String {
     String::from_utf8(std::fs::read(p).unwrap()).unwrap()
 }
 
-/// Waits until resolved reports exactly `want` for the link's DNS settings.
+/// Waits until resolved reports what `want` accepts for the link's DNS
+/// settings. The daemon's calls to resolved each wait for polkit, so they
+/// may complete in any order: `want` must describe the whole state.
 fn wait_link(c: &Connection, ifindex: u32, want: impl Fn(&LinkDns) -> bool) -> LinkDns {
     let mut last = None;
     let t0 = std::time::Instant::now();
@@ -107,7 +109,7 @@ fn resolved_env(tag: &str) -> Option<(Env, Helper)> {
     }
     let mut env = Env::for_dns(tag, STUB);
     let r = env.start_resolved();
-    env.start_dns_daemon(&["--run-as-root"]);
+    env.start_dns_daemon(&[]);
     assert!(env.log().contains("DNS backend: systemd-resolved (auto)"), "{}", env.log());
     Some((env, r))
 }
@@ -120,8 +122,7 @@ fn resolved_global_scope_sends_every_name_to_the_vpn() {
     let s = session(&c, "glob", &["10.8.0.1", "fd00:8::53"], &["corp.example"], "global");
     let idx = env.ifindex(&s.tun);
     let want = domains(&[("corp.example", false), (".", true)]);
-    let l = wait_link(&c, idx, |l| l.domains == want && l.default_route);
-    assert_eq!(l.servers, vec!["10.8.0.1", "fd00:8::53"]);
+    wait_link(&c, idx, |l| l.domains == want && l.default_route && l.servers == ["10.8.0.1", "fd00:8::53"]);
     let st = env.resolvectl(&format!("status {}", s.tun));
     assert!(st.contains("+DefaultRoute"), "{st}");
     assert!(st.contains("DNS Servers: 10.8.0.1 fd00:8::53"), "{st}");
@@ -145,15 +146,12 @@ fn resolved_tunnel_scope_is_split_dns() {
     let s = session(&c, "split", &["10.8.0.1"], &["corp.example", "lab.example"], "tunnel");
     let idx = env.ifindex(&s.tun);
     let want = domains(&[("corp.example", false), ("lab.example", false)]);
-    let l = wait_link(&c, idx, |l| l.domains == want);
-    assert!(!l.default_route, "{l:?}");
-    assert_eq!(l.servers, vec!["10.8.0.1"]);
+    wait_link(&c, idx, |l| l.domains == want && !l.default_route && l.servers == ["10.8.0.1"]);
     let st = env.resolvectl(&format!("status {}", s.tun));
     assert!(st.contains("-DefaultRoute") && !st.contains("~."), "{st}");
     // Switching the live session to global scope adds ~. and the default route.
     set_prop(&c, &s.path, "dns_scope", "global".to_string()).unwrap();
-    let l = wait_link(&c, idx, |l| l.default_route);
-    assert_eq!(l.domains.last(), Some(&(".".to_string(), true)));
+    wait_link(&c, idx, |l| l.default_route && l.domains.last() == Some(&(".".to_string(), true)));
 }
 
 #[test]
@@ -227,9 +225,8 @@ fn resolved_stopped_does_not_block_the_daemon_and_gets_the_dns_when_back() {
     wait_for("attempt 2", || env.log().contains(&format!("sent for link {idx} (attempt 2)")).then_some(()));
     assert!(ping(&c) && proc_state(pid) == 'T');
     sh(&format!("kill -CONT {pid}"));
-    let l = wait_link(&c, idx, |l| l.servers == ["10.8.0.1"]);
-    assert_eq!(l.domains, domains(&[("corp.example", false), (".", true)]));
-    assert!(l.default_route, "{l:?}");
+    let want = domains(&[("corp.example", false), (".", true)]);
+    wait_link(&c, idx, |l| l.servers == ["10.8.0.1"] && l.domains == want && l.default_route);
     wait_for("the done log", || env.log().contains(&format!("done for {}", s.tun)).then_some(()));
     assert!(!env.log().contains("giving up"), "{}", env.log());
 }
@@ -243,6 +240,11 @@ fn resolved_restarted_gets_every_link_again_and_a_failed_link_is_resent() {
     let (ia, ib) = (env.ifindex(&a.tun), env.ifindex(&b.tun));
     wait_link(&c, ia, |l| l.servers == ["10.1.0.1"]);
     wait_link(&c, ib, |l| l.servers == ["10.2.0.1"]);
+    // Every call of both answered (the servers may come before the rest).
+    wait_for("both links configured", || {
+        let log = env.log();
+        [&a.tun, &b.tun].iter().all(|t| log.contains(&format!("link DNS configuration done for {t}"))).then_some(())
+    });
     // resolved goes away; a change made meanwhile fails for good once the
     // retries are used up, and is not shown as applied.
     drop(r);
@@ -256,10 +258,10 @@ fn resolved_restarted_gets_every_link_again_and_a_failed_link_is_resent() {
     // A new resolved (fresh /run in the rig: it knows none of our
     // settings) gets both links: the one that failed and the one that did not.
     let _r = env.start_resolved();
-    let l = wait_link(&c, ia, |l| l.servers == ["10.1.0.1", "10.1.0.2"]);
-    assert_eq!(l.domains, domains(&[("one.example", false), (".", true)]));
-    let l = wait_link(&c, ib, |l| l.servers == ["10.2.0.1"]);
-    assert_eq!((l.domains, l.default_route), (domains(&[("two.example", false)]), false));
+    let want = domains(&[("one.example", false), (".", true)]);
+    wait_link(&c, ia, |l| l.servers == ["10.1.0.1", "10.1.0.2"] && l.domains == want);
+    let want = domains(&[("two.example", false)]);
+    wait_link(&c, ib, |l| l.servers == ["10.2.0.1"] && l.domains == want && !l.default_route);
     assert!(env.log().contains("systemd-resolved appeared on the bus"), "{}", env.log());
     wait_for("both applied", || {
         let g = get_prop::<Vec<String>>(&c, MGR, "global_dns_servers");
@@ -319,10 +321,12 @@ fn resolved_concurrent_sessions_are_all_applied() {
         (&b, "10.2.0.1", "two.example", false),
         (&d, "10.3.0.1", "three.example", true),
     ] {
-        let l = wait_link(&c, env.ifindex(&s.tun), |l| l.servers.first().map(String::as_str) == Some(server));
-        assert_eq!(l.domains[0], (dom.to_string(), false), "{}: {l:?}", s.tun);
-        assert_eq!(l.default_route, global, "{}: {l:?}", s.tun);
-        assert_eq!(l.domains.iter().any(|d| d.0 == "."), global, "{}: {l:?}", s.tun);
+        wait_link(&c, env.ifindex(&s.tun), |l| {
+            l.servers.first().map(String::as_str) == Some(server)
+                && l.domains.first() == Some(&(dom.to_string(), false))
+                && l.default_route == global
+                && l.domains.iter().any(|d| d.0 == ".") == global
+        });
     }
     assert_eq!(get_prop::<Vec<String>>(&c, MGR, "global_dns_servers"), vec!["10.3.0.1", "10.1.0.1", "10.2.0.1"]);
     assert_eq!(
@@ -345,7 +349,7 @@ fn resolved_absent_at_start_falls_back_and_is_used_once_there() {
     }
     let mut env = Env::for_dns("rs-absent", b"nameserver 192.0.2.53\n");
     // Forced, but not there: not fatal, the next backend takes over.
-    env.start_dns_daemon(&["--run-as-root", "--systemd-resolved"]);
+    env.start_dns_daemon(&["--systemd-resolved"]);
     let log = env.log();
     assert!(log.contains("systemd-resolved is not available"), "{log}");
     assert!(log.contains("(fallback)"), "{log}");
@@ -361,13 +365,13 @@ fn resolved_absent_at_start_falls_back_and_is_used_once_there() {
 
     // resolved now runs, but resolv.conf ignores it: auto does not use it.
     let _r = env.start_resolved();
-    env.start_dns_daemon(&["--run-as-root"]);
+    env.start_dns_daemon(&[]);
     assert!(env.log().contains("does not use it; not using it"), "{}", env.log());
     assert!(env.stop_daemon("TERM").success());
 
     // resolv.conf is resolved's stub: the next start picks resolved.
     std::fs::write(env.resolv_conf(), STUB).unwrap();
-    env.start_dns_daemon(&["--run-as-root"]);
+    env.start_dns_daemon(&[]);
     assert!(env.log().contains("DNS backend: systemd-resolved (auto)"), "{}", env.log());
     let s = session(&c, "late", &["10.8.0.7"], &[], "global");
     wait_link(&c, env.ifindex(&s.tun), |l| l.servers == vec!["10.8.0.7"]);
@@ -385,7 +389,7 @@ fn file_backend_one_two_three_sessions_then_the_original() {
         return;
     }
     let mut env = Env::for_dns("file-123", SYSTEM_CONF);
-    env.start_dns_daemon(&["--run-as-root", "--dns-backend", "file"]);
+    env.start_dns_daemon(&["--dns-backend", "file"]);
     let conf = env.resolv_conf();
     let ino = std::fs::metadata(&conf).unwrap().ino();
     let c = env.conn();
@@ -475,7 +479,7 @@ fn file_backend_keeps_owner_and_mode_without_chown() {
     std::fs::write(&conf, SYSTEM_CONF).unwrap();
     sh(&format!("chmod 640 {0} && chown 0:65534 {0}", conf.display()));
     let ino = std::fs::metadata(&conf).unwrap().ino();
-    env.start_dns_daemon(&["--run-as-root", "--resolv-conf", conf.to_str().unwrap()]);
+    env.start_dns_daemon(&["--resolv-conf", conf.to_str().unwrap()]);
     assert!(env.log().contains(&format!("DNS backend: resolv.conf file {} (forced)", conf.display())));
     let c = env.conn();
     let s = session(&c, "at", &["10.8.0.1"], &["corp.example"], "tunnel");
@@ -505,7 +509,7 @@ fn file_backend_puts_a_symlinked_resolv_conf_back() {
     std::fs::write(&stub, b"nameserver 192.0.2.53\nsearch lan.example\n").unwrap();
     let conf = env.dir.join("etc/resolv.conf");
     std::os::unix::fs::symlink("../run/stub.conf", &conf).unwrap();
-    env.start_dns_daemon(&["--run-as-root", "--resolv-conf", conf.to_str().unwrap()]);
+    env.start_dns_daemon(&["--resolv-conf", conf.to_str().unwrap()]);
     let c = env.conn();
     let s = session(&c, "sym", &["10.8.0.1"], &["corp.example"], "global");
     assert!(!std::fs::symlink_metadata(&conf).unwrap().file_type().is_symlink(), "our own regular file");
@@ -528,14 +532,14 @@ fn file_backend_restores_after_sigkill_and_restart() {
         return;
     }
     let mut env = Env::for_dns("file-kill", SYSTEM_CONF);
-    env.start_dns_daemon(&["--run-as-root", "--dns-backend", "file"]);
+    env.start_dns_daemon(&["--dns-backend", "file"]);
     let c = env.conn();
     let _s = session(&c, "kill", &["10.8.0.1"], &["corp.example"], "global");
     assert!(read(&env.resolv_conf()).contains("nameserver 10.8.0.1"));
     let st = env.stop_daemon("KILL");
     assert!(!st.success());
     assert!(read(&env.resolv_conf()).contains("nameserver 10.8.0.1"), "a killed daemon restores nothing");
-    env.start_dns_daemon(&["--run-as-root", "--dns-backend", "file"]);
+    env.start_dns_daemon(&["--dns-backend", "file"]);
     assert_eq!(std::fs::read(env.resolv_conf()).unwrap(), SYSTEM_CONF, "restored byte for byte at start-up");
     let log = env.log();
     let restored = log.rfind("did not exit cleanly").unwrap_or_else(|| panic!("{log}"));
@@ -557,7 +561,7 @@ fn resolvconf_openresolv_records_follow_the_sessions() {
     // The uplink's DNS, as a DHCP client would have registered it.
     sh(&format!("printf 'nameserver 192.0.2.53\\nsearch lan.example\\n' | {} -a uplink0", rc.display()));
     assert_eq!(body(&read(&env.resolv_conf())), ["search lan.example", "nameserver 192.0.2.53"]);
-    env.start_dns_daemon(&["--run-as-root"]);
+    env.start_dns_daemon(&[]);
     assert!(
         env.log().contains("DNS backend: resolvconf (auto)") && env.log().contains("(openresolv)"),
         "{}",
@@ -587,7 +591,7 @@ fn resolvconf_openresolv_records_follow_the_sessions() {
     // Killed with a record registered: the next start deletes it.
     assert!(!env.stop_daemon("KILL").success());
     assert!(read(&env.resolv_conf()).contains("10.2.0.1"));
-    env.start_dns_daemon(&["--run-as-root"]);
+    env.start_dns_daemon(&[]);
     assert!(env.log().contains("left by a previous run"), "{}", env.log());
     assert_eq!(list(&ifaces), vec!["uplink0"]);
     assert_eq!(body(&read(&env.resolv_conf())), ["search lan.example", "nameserver 192.0.2.53"]);
@@ -602,7 +606,7 @@ fn dns_bad_inputs_are_rejected_and_change_nothing() {
         return;
     }
     let mut env = Env::for_dns("dns-bad", SYSTEM_CONF);
-    env.start_dns_daemon(&["--run-as-root", "--dns-backend", "file"]);
+    env.start_dns_daemon(&["--dns-backend", "file"]);
     let c = env.conn();
     let s = session(&c, "bad", &["10.8.0.1"], &["corp.example"], "global");
     let w = subscribe(&env);

@@ -95,7 +95,7 @@ fn protection_follows_the_kernel_route_outside_the_tunnel() {
     if !require_root() {
         return;
     }
-    let env = Env::with_args("protafter", &["--run-as-root", "--set-somark", "119"]);
+    let env = Env::with_args("protafter", &["--set-somark", "119"]);
     add_servers(&env);
     // The admin's policy: sockets marked 119 reach 203.0.113.0/24 via another router.
     env.ip("rule add fwmark 119 lookup 100 priority 100");
@@ -155,7 +155,7 @@ fn protect_socket_closes_every_fd_it_receives() {
     if !require_root() {
         return;
     }
-    let mut env = Env::with_args("protfds", &["--run-as-root", "--set-somark", "7"]);
+    let mut env = Env::with_args("protfds", &["--set-somark", "7"]);
     add_servers(&env);
     let c = env.conn();
     let pid = env.daemon.as_ref().unwrap().id();
@@ -196,7 +196,7 @@ fn bind_device_and_somark() {
     if !require_root() {
         return;
     }
-    let env = Env::with_args("binddev", &["--run-as-root", "--redirect-method", "bind-device", "--set-somark", "4242"]);
+    let env = Env::with_args("binddev", &["--redirect-method", "bind-device", "--set-somark", "4242"]);
     add_servers(&env);
     let c = env.conn();
     // Behind the gateway and on-link, both families.
@@ -236,7 +236,7 @@ fn redirect_method_none_touches_nothing_but_still_marks() {
     if !require_root() {
         return;
     }
-    let env = Env::with_args("rmnone", &["--run-as-root", "--redirect-method", "none", "--set-somark", "77"]);
+    let env = Env::with_args("rmnone", &["--redirect-method", "none", "--set-somark", "77"]);
     add_servers(&env);
     let c = env.conn();
     let p = create(&c, "none");
@@ -258,7 +258,7 @@ fn fwmark_ipv6_and_on_link_servers() {
     if !require_root() {
         return;
     }
-    let env = Env::with_args("fwmark6", &["--run-as-root", "--redirect-method", "fwmark", "--set-somark", "4660"]);
+    let env = Env::with_args("fwmark6", &["--redirect-method", "fwmark", "--set-somark", "4660"]);
     add_servers(&env);
     let c = env.conn();
     let p = create(&c, "fw6");
@@ -281,7 +281,7 @@ fn fwmark_rules_steer_marked_traffic_past_the_tunnel() {
     if !require_root() {
         return;
     }
-    let env = Env::with_args("fwmark", &["--run-as-root", "--redirect-method", "fwmark", "--set-somark", "51820"]);
+    let env = Env::with_args("fwmark", &["--redirect-method", "fwmark", "--set-somark", "51820"]);
     add_servers(&env);
     let c = env.conn();
     let p = create(&c, "fw");
@@ -476,7 +476,7 @@ fn fwmark_rules_and_table_are_undone_after_a_daemon_crash() {
     if !require_root() {
         return;
     }
-    let mut env = Env::with_args("crashfw", &["--run-as-root", "--redirect-method", "fwmark", "--set-somark", "4660"]);
+    let mut env = Env::with_args("crashfw", &["--redirect-method", "fwmark", "--set-somark", "4660"]);
     add_servers(&env);
     let before = env.kernel_snapshot();
     let c = env.conn();
@@ -538,7 +538,7 @@ fn idle_exit() {
     if !require_root() {
         return;
     }
-    let mut env = Env::with_args("idle", &["--run-as-root", "--idle-exit", "1s"]);
+    let mut env = Env::with_args("idle", &["--idle-exit", "1s"]);
     let t0 = Instant::now();
     let d = env.daemon.as_mut().unwrap();
     loop {
@@ -557,7 +557,7 @@ fn a_device_or_a_subscriber_keeps_the_daemon_from_idling() {
     if !require_root() {
         return;
     }
-    let mut env = Env::with_args("noidle", &["--run-as-root", "--idle-exit", "1s"]);
+    let mut env = Env::with_args("noidle", &["--idle-exit", "1s"]);
     let c = env.conn();
     let p = create(&c, "busy");
     std::thread::sleep(Duration::from_millis(1800));
@@ -603,7 +603,7 @@ fn privileges_are_dropped_to_the_service_user() {
             "0000000000000000",
         ),
     ] {
-        let env = Env::unprivileged("privs", &args);
+        let env = Env::with_args("privs", &args);
         let pid = env.daemon.as_ref().unwrap().id();
         assert!(status_field(pid, "Uid:").starts_with("65534\t65534\t65534\t65534"), "{}", status_field(pid, "Uid:"));
         assert!(status_field(pid, "Gid:").starts_with("65534\t65534\t65534\t65534"));
@@ -614,6 +614,7 @@ fn privileges_are_dropped_to_the_service_user() {
         assert_eq!(status_field(pid, "CapAmb:"), amb, "{args:?}");
         assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
         assert!(env.log().contains("regaining root fails"), "{}", env.log());
+        assert!(!env.log().contains("[ERROR]"), "a clean start logs no error: {}", env.log());
         // And it still does its job unprivileged, DNS file included.
         let c = env.conn();
         let p = create(&c, "unpriv");
@@ -628,6 +629,23 @@ fn privileges_are_dropped_to_the_service_user() {
         assert_eq!(std::fs::read_to_string(&rc).unwrap(), "nameserver 192.0.2.53\n", "{args:?}");
     }
     std::fs::remove_file(&rc).unwrap();
+}
+
+/// Without --run-as the daemon picks its own account, the first of its
+/// accounts that exists (the harness makes sure ovpn-netcfgd does).
+#[test]
+fn the_daemon_chooses_its_own_account_by_itself() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("ownacct");
+    let pid = env.daemon.as_ref().unwrap().id();
+    let user = nix::unistd::User::from_name(SERVICE_USER).unwrap().unwrap();
+    let ids = |id: u32| format!("{id}\t{id}\t{id}\t{id}");
+    assert_eq!(status_field(pid, "Uid:"), ids(user.uid.as_raw()), "{}", env.log());
+    assert_eq!(status_field(pid, "Gid:"), ids(user.gid.as_raw()));
+    assert_eq!(status_field(pid, "CapEff:"), "0000000000001000", "only CAP_NET_ADMIN with DNS backend none");
+    assert!(env.log().contains(&format!("running as {SERVICE_USER} (uid {}, the first existing of", user.uid)));
 }
 
 #[test]
@@ -651,7 +669,7 @@ fn dbus_activation_starts_the_daemon_which_answers_the_call() {
     std::fs::write(
         act.join("services/net.openvpn.v3.netcfg.service"),
         format!(
-            "[D-BUS Service]\nName=net.openvpn.v3.netcfg\nExec=/bin/sh -c 'exec ip netns exec {} {} --run-as-root --dns-backend none --idle-exit 0 --state-dir {} 2>>{}'\nUser=root\n",
+            "[D-BUS Service]\nName=net.openvpn.v3.netcfg\nExec=/bin/sh -c 'exec ip netns exec {} {} --run-as {SERVICE_USER} --dns-backend none --idle-exit 0 --state-dir {} 2>>{}'\nUser=root\n",
             env.ns,
             bin().display(),
             env.dir.join("state").display(),

@@ -11,8 +11,6 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-/// The daemon drops to this account (as it would to openvpn when installed).
-const SERVICE_USER: [&str; 2] = ["--run-as", "nobody"];
 
 use ovpn_netcfgd::limits::{DEVICES_PER_UID, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_UID};
 
@@ -81,7 +79,7 @@ fn a_60000_entry_add_dns_is_refused_before_the_work_and_keeps_nobody_waiting() {
     if !require_root() {
         return;
     }
-    let env = Env::unprivileged("dns60k", &SERVICE_USER);
+    let env = Env::new("dns60k");
     let first = env.conn();
     let second = env.conn();
     let p = create(&first, "big");
@@ -115,7 +113,7 @@ fn networks_are_bounded_per_uid_across_its_devices() {
     if !require_root() || !need_gi() {
         return;
     }
-    let env = Env::unprivileged("nets-uid", &SERVICE_USER);
+    let env = Env::new("nets-uid");
     let c = env.conn();
     let nets = |n: usize, base: usize| -> Vec<(String, u32, i32, bool, bool)> {
         (base..base + n).map(|i| (format!("10.{}.{}.0", 64 + i / 256, i % 256), 24u32, -1i32, false, false)).collect()
@@ -144,7 +142,7 @@ fn one_uid_at_its_device_limit_while_another_still_creates() {
     if !require_root() {
         return;
     }
-    let env = Env::unprivileged("dev-uid", &SERVICE_USER);
+    let env = Env::new("dev-uid");
     let c = env.conn();
     for i in 0..DEVICES_PER_UID {
         create(&c, &format!("d{i}"));
@@ -168,7 +166,7 @@ fn another_uid_neither_hears_nor_reads_a_device_that_owner_and_root_can() {
     if !require_root() || !need_gi() {
         return;
     }
-    let env = Env::unprivileged("visible", &SERVICE_USER);
+    let env = Env::new("visible");
     let root = env.conn();
     let mut owner = Agent::new(&env, 1);
     let mut stranger = Agent::new(&env, 2);
@@ -246,7 +244,7 @@ fn tun_devices_kept_after_destroy_count_against_their_uid() {
     if !require_root() {
         return;
     }
-    let env = Env::unprivileged("orphans", &SERVICE_USER);
+    let env = Env::new("orphans");
     let c = env.conn();
     let mut held = Vec::new();
     for i in 0..DEVICES_PER_UID {

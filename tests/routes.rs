@@ -15,7 +15,7 @@ use common::*;
 const CONFLICT: &str = "net.openvpn.v3.netcfg.error.RouteConflict";
 
 fn env(tag: &str) -> Env {
-    Env::unprivileged(tag, &["--run-as", "nobody"])
+    Env::new(tag)
 }
 
 /// A network for AddNetworks: (address, prefix, exclude).

@@ -37,12 +37,13 @@ fn as_service(cmd: &str) {
     sh(&format!("setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups sh -c '{cmd}'"));
 }
 
-/// The daemon as nobody (see `Env::unprivileged`), stopped again so the
-/// test can plant state before it starts for real.
+/// The daemon as nobody (standing in for the account the clients share,
+/// not the daemon's dedicated one), stopped again so the test can plant
+/// state before it starts for real.
 fn stopped(tag: &str, args: &[&str]) -> Env {
     let mut all = vec!["--run-as", "nobody"];
     all.extend_from_slice(args);
-    let mut env = Env::unprivileged(tag, &all);
+    let mut env = Env::with_args(tag, &all);
     env.stop_daemon("TERM");
     env
 }

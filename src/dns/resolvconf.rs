@@ -83,6 +83,12 @@ pub fn find(dir: &Dir) -> Option<Resolvconf> {
 
 /// Deletes the records of a run that did not exit cleanly.
 pub fn recover(dir: &Dir) {
+    // As the other backends: nothing to do without the file, and nothing
+    // this run could do where the DNS state is closed to it (backend none
+    // keeps no right to it; `privs::needed`).
+    if !dir.exists(LIST) {
+        return;
+    }
     let list = match dir.read(LIST, 64 * 1024) {
         Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
         Ok(None) => return,

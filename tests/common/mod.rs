@@ -75,6 +75,27 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ovpn-netcfgd")))
 }
 
+/// The account the daemon drops to by its own choice (the first of its
+/// accounts, the dedicated one), as installed. [`ensure_service_account`]
+/// creates it from the project's sysusers.d file when it is missing.
+pub const SERVICE_USER: &str = "ovpn-netcfgd";
+
+/// Creates [`SERVICE_USER`] (once per test binary) the way a package does.
+pub fn ensure_service_account() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if nix::unistd::User::from_name(SERVICE_USER).unwrap().is_some() {
+            return;
+        }
+        let conf =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dist/sysusers.d/ovpn-netcfgd.conf")).unwrap();
+        let line = conf.lines().find(|l| l.starts_with(&format!("u {SERVICE_USER} "))).unwrap();
+        // systemd-sysusers locks the account files itself: parallel runs are safe.
+        sh(&format!("echo '{line}' | systemd-sysusers -"));
+        assert!(nix::unistd::User::from_name(SERVICE_USER).unwrap().is_some(), "{SERVICE_USER} was not created");
+    });
+}
+
 pub struct Env {
     pub dir: PathBuf,
     pub ns: String,
@@ -84,6 +105,8 @@ pub struct Env {
     pub extra_args: Vec<String>,
     /// A command the daemon's `ip netns exec` runs under (e.g. a mount namespace).
     pub prefix: Vec<String>,
+    /// polkitd, started with the first systemd-resolved.
+    polkit: Option<Helper>,
 }
 
 pub fn sh(cmd: &str) -> String {
@@ -96,34 +119,31 @@ impl Env {
     /// A namespace with `lo` and a fake uplink 192.0.2.2/24 + 2001:db8::2/64
     /// with default routes via .1 / ::1. The uplink is a veth whose other end
     /// is in a second namespace of ours holding those gateway addresses and
-    /// nothing else, so no packet can leave the machine.
+    /// nothing else, so no packet can leave the machine. The daemon starts
+    /// as root and drops to the service user, as in production.
     pub fn new(tag: &str) -> Env {
-        Self::with_args(tag, &["--run-as-root"])
+        Self::with_args(tag, &[])
     }
 
-    /// As `with_args`, but the daemon's view of /dev/net/tun is a 0666 node
-    /// (in its own mount namespace), as distributions ship it; some test
-    /// machines have it 0600, which only root can open.
+    /// The same as `with_args`: every daemon of the harness runs as the
+    /// service user unless a test asks for `--run-as-root`.
     pub fn unprivileged(tag: &str, args: &[&str]) -> Env {
-        let mut e = Self::with_args(tag, &["--run-as-root"]);
-        e.signal_daemon("TERM");
-        let node = e.dir.join("tun");
-        sh(&format!("mknod -m 666 {} c 10 200", node.display()));
-        e.prefix = vec![
-            "unshare".into(),
-            "-m".into(),
-            "--propagation".into(),
-            "private".into(),
-            "sh".into(),
-            "-c".into(),
-            format!("mount --bind {} /dev/net/tun && exec \"$0\" \"$@\"", node.display()),
-        ];
+        Self::with_args(tag, args)
+    }
+
+    /// As `new`, with `args` after the harness's own. Without `--run-as`
+    /// or `--run-as-root` among them the daemon drops to the account it
+    /// chooses itself, [`SERVICE_USER`].
+    pub fn with_args(tag: &str, args: &[&str]) -> Env {
+        let mut e = Self::without_daemon(tag);
         e.extra_args = args.iter().map(|s| s.to_string()).collect();
         e.start_daemon();
         e
     }
 
-    pub fn with_args(tag: &str, args: &[&str]) -> Env {
+    /// The namespaces, the bus and the directories; no daemon yet.
+    fn without_daemon(tag: &str) -> Env {
+        ensure_service_account();
         let n = N.fetch_add(1, Ordering::SeqCst);
         let ns = format!("onc-{}-{}-{n}", std::process::id(), &tag[..tag.len().min(12)]);
         let dir = std::env::temp_dir().join(&ns);
@@ -169,16 +189,21 @@ impl Env {
             std::thread::sleep(Duration::from_millis(5));
         }
         let addr = format!("unix:path={}", sock.display());
-        let mut e = Env {
-            dir,
-            ns,
-            addr,
-            dbus,
-            daemon: None,
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
-            prefix: Vec::new(),
-        };
-        e.start_daemon();
+        let mut e = Env { dir, ns, addr, dbus, daemon: None, extra_args: Vec::new(), prefix: Vec::new(), polkit: None };
+        // The daemon's view of /dev/net/tun is a 0666 node (in its own mount
+        // namespace), as distributions ship it; some test machines have it
+        // 0600, which only root can open.
+        let node = e.dir.join("tun");
+        sh(&format!("mknod -m 666 {} c 10 200", node.display()));
+        e.prefix = vec![
+            "unshare".into(),
+            "-m".into(),
+            "--propagation".into(),
+            "private".into(),
+            "sh".into(),
+            "-c".into(),
+            format!("mount --bind {} /dev/net/tun && exec \"$0\" \"$@\"", node.display()),
+        ];
         e
     }
 
@@ -219,6 +244,22 @@ impl Env {
             assert!(t0.elapsed() < start_limit(), "daemon did not take its name: {}", self.log());
             std::thread::sleep(Duration::from_millis(5));
         }
+        self.check_dropped(&self.extra_args);
+    }
+
+    /// Unless `args` keep root, the daemon has no root id left (the kernel's
+    /// word, /proc), whatever account it chose.
+    fn check_dropped(&self, args: &[impl AsRef<str>]) {
+        if args.iter().any(|a| a.as_ref() == "--run-as-root") {
+            return;
+        }
+        let pid = self.daemon.as_ref().unwrap().id();
+        let uids = status_field(pid, "Uid:");
+        assert!(
+            !uids.is_empty() && uids.split('\t').all(|u| u != "0"),
+            "the daemon still has a root id (Uid: {uids}): {}",
+            self.log()
+        );
     }
 
     pub fn log(&self) -> String {
@@ -514,12 +555,10 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 impl Env {
-    /// An Env for DNS tests: the daemon of `Env::with_args` is stopped again,
-    /// and `resolv_conf` is written to the file that stands in for
+    /// An Env for DNS tests, without a daemon yet: `resolv_conf` is written to the file that stands in for
     /// /etc/resolv.conf. Start the daemon with `start_dns_daemon`.
     pub fn for_dns(tag: &str, resolv_conf: &[u8]) -> Env {
-        let mut e = Env::with_args(tag, &["--run-as-root", "--dns-backend", "none"]);
-        e.stop_daemon("TERM");
+        let e = Env::without_daemon(tag);
         std::fs::write(e.dir.join("resolv.conf"), resolv_conf).unwrap();
         sh(&format!("chmod 644 {}", e.dir.join("resolv.conf").display()));
         e
@@ -554,6 +593,7 @@ impl Env {
             .expect("dns-rig.sh daemon");
         self.daemon = Some(child);
         self.wait_name(DEST);
+        self.check_dropped(args);
         // Start-up recovery runs after the name is taken, before the first
         // call is answered: one round trip and it is done.
         assert!(ping(&self.conn()), "{}", self.log());
@@ -576,21 +616,30 @@ impl Env {
         }
     }
 
-    /// Runs a real systemd-resolved in the namespace, on this bus.
+    /// Runs a real systemd-resolved in the namespace, on this bus, and
+    /// polkitd with the project's rules, which let the daemon's account
+    /// change resolved's links (resolved allows only root without polkit).
     pub fn start_resolved(&mut self) -> Helper {
-        let log = std::fs::File::create(self.dir.join("resolved.log")).unwrap();
+        if self.polkit.is_none() {
+            let h = self.rig_helper(&["polkit", &self.dir.display().to_string(), &self.addr], "polkit");
+            self.polkit = Some(h);
+            self.wait_name("org.freedesktop.PolicyKit1");
+        }
+        let h = self.rig_helper(&["resolved", &self.dir.display().to_string(), &self.ns, &self.addr], "resolved");
+        self.wait_name("org.freedesktop.resolve1");
+        h
+    }
+
+    /// Runs `dns-rig.sh ARGS`, its output to `dir/NAME.log`.
+    fn rig_helper(&self, args: &[&str], name: &str) -> Helper {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
         let child = Command::new(dns_rig())
-            .arg("resolved")
-            .arg(&self.dir)
-            .arg(&self.ns)
-            .arg(&self.addr)
+            .args(args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("dns-rig.sh resolved");
-        let h = Helper(child);
-        self.wait_name("org.freedesktop.resolve1");
-        h
+            .unwrap_or_else(|e| panic!("dns-rig.sh {name}: {e}"));
+        Helper(child)
     }
 
     /// `resolvectl ARGS` in the namespace, against this bus.

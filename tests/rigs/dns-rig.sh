@@ -13,6 +13,10 @@
 #       empty /run, and DIR/sbin as /usr/local/sbin
 #   dns-rig.sh resolved DIR NETNS BUS
 #       exec systemd-resolved in NETNS, on the D-Bus address BUS
+#   dns-rig.sh polkit DIR BUS
+#       exec polkitd on the D-Bus address BUS with resolved's actions and
+#       the project's own rules (dist/polkit) only: what lets a daemon that
+#       is not root change resolved's links
 #   dns-rig.sh resolvectl NETNS BUS ARGS...
 #   dns-rig.sh openresolv DIR
 #       put an openresolv resolvconf(8) into DIR/sbin that manages
@@ -33,6 +37,11 @@ fetch() {
     openresolv) pkg=openresolv ;;
     *) echo "unknown package $what" >&2; exit 2 ;;
     esac
+    # An unprivileged daemon reaches resolved only through polkit.
+    if [ "$what" = resolved ] && [ ! -x /usr/lib/polkit-1/polkitd ]; then
+        echo "polkitd is not installed (make deps installs it)" >&2
+        exit 77
+    fi
     [ -e "$cache/$what/.ok" ] && return 0
     if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
         echo "apt-get/dpkg-deb not available" >&2
@@ -125,6 +134,22 @@ resolved-inside)
     mount --bind "$dir/group" /etc/group
     export DBUS_SYSTEM_BUS_ADDRESS=$bus SYSTEMD_LOG_LEVEL=debug
     exec "$cache/resolved/lib/systemd/systemd-resolved"
+    ;;
+polkit)
+    dir=$1 bus=$2
+    exec unshare -m "$self" polkit-inside "$dir" "$bus"
+    ;;
+polkit-inside)
+    dir=$1 bus=$2
+    mount --make-rprivate /
+    mkdir -p "$dir/polkit/rules" "$dir/polkit/actions" "$dir/polkit/none"
+    cp "$(dirname "$self")/../../dist/polkit/ovpn-netcfgd.rules" "$dir/polkit/rules/"
+    cp "$cache"/resolved/usr/share/polkit-1/actions/*.policy "$dir/polkit/actions/"
+    mount --bind "$dir/polkit/rules" /usr/share/polkit-1/rules.d
+    [ -d /etc/polkit-1/rules.d ] && mount --bind "$dir/polkit/none" /etc/polkit-1/rules.d
+    mount --bind "$dir/polkit/actions" /usr/share/polkit-1/actions
+    export DBUS_SYSTEM_BUS_ADDRESS=$bus
+    exec /usr/lib/polkit-1/polkitd --no-debug
     ;;
 resolvectl)
     ns=$1 bus=$2
