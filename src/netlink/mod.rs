@@ -295,6 +295,91 @@ impl Rtnl {
     }
 }
 
+/// A socket on the RTNL multicast groups for links and IPv4/IPv6 routes:
+/// what other programs (and the kernel itself) change in the network.
+/// Non-blocking; the daemon's poll loop reads it.
+pub struct Monitor {
+    sock: NlSocket,
+    buf: Vec<u8>,
+}
+
+/// What one RTNL notification says, as far as the daemon follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelNotice {
+    /// RTM_NEWLINK (`gone` false: new, changed or renamed) or RTM_DELLINK.
+    Link { ifindex: u32, name: String, gone: bool },
+    /// RTM_NEWROUTE or RTM_DELROUTE.
+    Route { gone: bool, route: route::KernelRoute },
+}
+
+impl Monitor {
+    pub fn open() -> Result<Self> {
+        let groups = Groups::new_groups(&[libc::RTNLGRP_LINK, libc::RTNLGRP_IPV4_ROUTE, libc::RTNLGRP_IPV6_ROUTE]);
+        let sock =
+            NlSocket::connect(NlFamily::Route, None, groups).map_err(|e| Error::io("netlink monitor socket", e))?;
+        sock.nonblock().map_err(|e| Error::io("netlink nonblock", e))?;
+        // Room for a burst (a link going down takes its routes with it);
+        // an overrun is noticed (ENOBUFS) and answered by a full re-check.
+        if crate::sys::setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20).is_err() {
+            let _ = sock.set_recv_buffer_size(1 << 20);
+        }
+        Ok(Monitor { sock, buf: vec![0; RECV_BUF] })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// Reads every queued notification without waiting. The flag is true
+    /// if the kernel dropped some (the socket's buffer overran).
+    pub fn drain(&mut self) -> (Vec<KernelNotice>, bool) {
+        let (mut out, mut overrun) = (Vec::new(), false);
+        loop {
+            match self.sock.recv(&mut self.buf[..], neli::consts::socket::Msg::DONTWAIT) {
+                Ok((0, _)) => break,
+                Ok((n, _)) => out.extend(notices(&self.buf[..n.min(self.buf.len())])),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => overrun = true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        log::warn!("netlink monitor: {e}");
+                    }
+                    break;
+                }
+            }
+        }
+        (out, overrun)
+    }
+}
+
+/// Decodes a datagram of RTNL notifications. Messages of other types and
+/// malformed ones are skipped; never panics.
+pub fn notices(mut b: &[u8]) -> Vec<KernelNotice> {
+    let mut out = Vec::new();
+    while b.len() >= 16 {
+        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if len < 16 || len > b.len() {
+            break;
+        }
+        let ty = u16::from_ne_bytes([b[4], b[5]]);
+        let payload = &b[16..len];
+        let n = match ty {
+            libc::RTM_NEWLINK | libc::RTM_DELLINK => link::parse_info(payload).map(|l| KernelNotice::Link {
+                ifindex: l.index,
+                name: l.name,
+                gone: ty == libc::RTM_DELLINK,
+            }),
+            libc::RTM_NEWROUTE | libc::RTM_DELROUTE => {
+                route::parse(payload).map(|route| KernelNotice::Route { gone: ty == libc::RTM_DELROUTE, route })
+            }
+            _ => None,
+        };
+        out.extend(n);
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+    out
+}
+
 /// Sets or clears NLM_F_ACK on an encoded request (`transact` asks only
 /// the last request of a batch for an ack).
 pub fn set_ack(bytes: &mut [u8], ack: bool) {
