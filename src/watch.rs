@@ -147,7 +147,11 @@ impl Daemon {
         for n in &notices {
             match n {
                 KernelNotice::Link { ifindex, .. } => {
-                    check_links |= self.devices.values().any(|d| link_of(d).is_some_and(|(i, _)| i == *ifindex));
+                    let ours = self.devices.values().any(|d| link_of(d).is_some_and(|(i, _)| i == *ifindex));
+                    check_links |= ours;
+                    // IPv4 drops the routes of a link going down without
+                    // a word: the link's own notice is all there is.
+                    reroute |= !ours;
                 }
                 // Our own routes coming and going are not news.
                 KernelNotice::Route { route, .. } => reroute |= route.route.protocol != RTPROT_OVPN_NETCFGD,

@@ -457,6 +457,31 @@ pub fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
+/// An RTM_DELLINK for "tun0" (#7) and an RTM_DELROUTE, as one datagram
+/// (unit test and fuzz seed).
+#[cfg(test)]
+pub fn notice_datagram() -> Vec<u8> {
+    let mut link = vec![0u8; 32];
+    link[4..6].copy_from_slice(&libc::RTM_DELLINK.to_ne_bytes());
+    link[20..24].copy_from_slice(&7u32.to_ne_bytes());
+    link.extend_from_slice(&9u16.to_ne_bytes());
+    link.extend_from_slice(&libc::IFLA_IFNAME.to_ne_bytes());
+    link.extend_from_slice(b"tun0\0\0\0\0");
+    let len = link.len() as u32;
+    link[0..4].copy_from_slice(&len.to_ne_bytes());
+    let r = route::Route {
+        dst: "203.0.113.7/32".parse().expect("constant"),
+        gateway: Some("192.0.2.1".parse().expect("constant")),
+        oif: 2,
+        metric: None,
+        table: route::RT_TABLE_MAIN,
+        protocol: RTPROT_OVPN_NETCFGD,
+        onlink: false,
+    };
+    link.extend_from_slice(&route::del(&r).bytes);
+    link
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,6 +510,22 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].0, 7);
         assert_eq!(r[0].1, Err(NlError { errno: 17, msg: Some("route exists".into()) }));
+    }
+
+    #[test]
+    fn notices_decode_a_datagram_of_link_and_route_messages() {
+        let d = notice_datagram();
+        let n = notices(&d);
+        assert_eq!(n.len(), 2, "{n:?}");
+        assert_eq!(n[0], KernelNotice::Link { ifindex: 7, name: "tun0".into(), gone: true });
+        match &n[1] {
+            KernelNotice::Route { gone: true, route } => assert_eq!(route.route.to_string(), "203.0.113.7/32 via 192.0.2.1 dev #2"),
+            other => panic!("{other:?}"),
+        }
+        // Cut anywhere: whole messages before the cut only.
+        for cut in 0..d.len() {
+            assert!(notices(&d[..cut]).len() <= 2);
+        }
     }
 
     #[test]
