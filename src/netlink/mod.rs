@@ -519,7 +519,9 @@ mod tests {
         assert_eq!(n.len(), 2, "{n:?}");
         assert_eq!(n[0], KernelNotice::Link { ifindex: 7, name: "tun0".into(), gone: true });
         match &n[1] {
-            KernelNotice::Route { gone: true, route } => assert_eq!(route.route.to_string(), "203.0.113.7/32 via 192.0.2.1 dev #2"),
+            KernelNotice::Route { gone: true, route } => {
+                assert_eq!(route.route.to_string(), "203.0.113.7/32 via 192.0.2.1 dev #2")
+            }
             other => panic!("{other:?}"),
         }
         // Cut anywhere: whole messages before the cut only.

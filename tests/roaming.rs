@@ -1,0 +1,222 @@
+//! The daemon listens to the kernel. When the host's path to a protected
+//! VPN server or an excluded network changes (a new default gateway, the
+//! uplink replaced by another, the uplink down and up), the host routes
+//! follow to the new path, never into the tunnel; when someone deletes the
+//! daemon's tun, the device object goes and nothing else is touched.
+//! Everything runs in the test's own namespaces, the daemon as the
+//! unprivileged service user; results are read back with `ip`.
+
+mod common;
+
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The protected VPN server and an excluded network (TEST-NET-3).
+const SERVER: &str = "203.0.113.7";
+const EXCLUDED: (&str, u32) = ("203.0.113.128", 25);
+const IN_EXCLUDED: &str = "203.0.113.200";
+const ROUTE_EXCLUDED: u32 = 64;
+const DEVICE_REMOVED: u32 = 2;
+
+fn env(tag: &str) -> Env {
+    Env::unprivileged(tag, &["--run-as", "nobody"])
+}
+
+struct Sess {
+    path: String,
+    tun: String,
+    _fd: OwnedFd,
+}
+
+/// A session redirecting all IPv4 traffic into its tunnel, excluding
+/// EXCLUDED, whose server SERVER is protected by a host route.
+fn session(env: &Env, c: &dbus::blocking::Connection, net: &str) -> Sess {
+    let p = create(c, "roam");
+    configure_with_network(c, &p, net);
+    let _: () = call(c, &p, "AddNetworks", (vec![(EXCLUDED.0.to_string(), EXCLUDED.1, -1i32, false, true)],)).unwrap();
+    set_prop(c, &p, "reroute_ipv4", true).unwrap();
+    let fd = establish(c, &p);
+    let tun: String = get_prop(c, &p, "device_name");
+    let m = method(MGR, "ProtectSocket").append3(SERVER, false, dbus::Path::from(p.as_str()));
+    assert!(send(c, m).unwrap().read1::<bool>().unwrap(), "{}", env.log());
+    assert_leaves(env, "via 192.0.2.1 dev uplink0", &tun);
+    Sess { path: p, tun, _fd: fd }
+}
+
+/// `ip route get` for `dst`, as one line.
+fn route_get(env: &Env, dst: &str) -> String {
+    env.ip(&format!("-4 route get {dst}")).lines().next().unwrap_or("").to_string()
+}
+
+/// Traffic to the server and into the excluded network leaves `via`, by
+/// our routes (protocol 79), and not through the tunnel `tun`.
+fn assert_leaves(env: &Env, via: &str, tun: &str) {
+    for dst in [SERVER, IN_EXCLUDED] {
+        let r = route_get(env, dst);
+        assert!(r.contains(via) && !r.contains(tun), "{dst}: {r}\n{}", env.our_routes());
+    }
+    assert!(env.has_our_route(SERVER, via), "{}", env.our_routes());
+    assert!(env.has_our_route(&format!("{}/{}", EXCLUDED.0, EXCLUDED.1), via), "{}", env.our_routes());
+}
+
+/// Runs the change `cmd` in the namespace, then waits until both of our
+/// routes read `via`; returns how long that took after the change.
+fn change_and_wait(env: &Env, cmd: &str, via: &str) -> Duration {
+    let excluded = format!("{}/{}", EXCLUDED.0, EXCLUDED.1);
+    // What came before has settled: the figure is this change's alone.
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    env.ip(cmd);
+    // One `ip` per look, no sleep: the figure's resolution is one `ip` run.
+    let has = |routes: &str, dst: &str| routes.lines().any(|l| l.starts_with(&format!("{dst} {via}")));
+    loop {
+        let routes = env.ip("-4 route show table all proto 79");
+        if has(&routes, SERVER) && has(&routes, &excluded) {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "our routes did not move {via}: {routes}\n{}", env.log());
+    }
+}
+
+/// The daemon's own figure for the last move (its log line).
+fn daemon_figure(env: &Env) -> String {
+    env.log()
+        .lines()
+        .rev()
+        .find(|l| l.contains("moved to the host's new path"))
+        .and_then(|l| l.split(", ").nth(1))
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// The ROUTE_EXCLUDED events for the server and the excluded network
+/// name `gateway`.
+fn assert_moved_events(watcher: &dbus::blocking::Connection, tun: &str, gateway: &str) {
+    let ev = signals(watcher, Duration::from_millis(300));
+    for subnet in [SERVER, EXCLUDED.0] {
+        assert!(
+            ev.iter().any(|(k, dev, d)| *k == ROUTE_EXCLUDED
+                && dev == tun
+                && d.get("subnet").map(String::as_str) == Some(subnet)
+                && d.get("gateway").map(String::as_str) == Some(gateway)),
+            "no ROUTE_EXCLUDED for {subnet} via {gateway}: {ev:?}"
+        );
+    }
+}
+
+fn report(what: &str, took: Duration, env: &Env) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "ROAMING {what}: routes moved {} ms after the change (daemon: {})",
+        took.as_micros() as f64 / 1000.0,
+        daemon_figure(env)
+    );
+}
+
+fn subscribed(env: &Env) -> dbus::blocking::Connection {
+    let w = env.conn();
+    let _: () = call(&w, MGR, "NotificationSubscribe", (65535u32,)).unwrap();
+    w
+}
+
+#[test]
+fn roaming_follows_a_new_default_gateway() {
+    if !require_root() {
+        return;
+    }
+    let env = env("gw");
+    sh(&format!("ip -n {}-gw addr add 192.0.2.254/24 dev gw0", env.ns));
+    let c = env.conn();
+    let s = session(&env, &c, "10.97.0.0");
+    let watcher = subscribed(&env);
+    let took =
+        change_and_wait(&env, "route replace default via 192.0.2.254 dev uplink0", "via 192.0.2.254 dev uplink0");
+    report("new default gateway", took, &env);
+    assert_leaves(&env, "via 192.0.2.254 dev uplink0", &s.tun);
+    assert!(!env.our_routes().contains("192.0.2.1 "), "the old path is gone: {}", env.our_routes());
+    assert_moved_events(&watcher, &s.tun, "192.0.2.254");
+}
+
+#[test]
+fn roaming_follows_an_uplink_replaced_by_another() {
+    if !require_root() {
+        return;
+    }
+    let env = env("uplink");
+    let (ns, gw) = (env.ns.clone(), format!("{}-gw", env.ns));
+    let c = env.conn();
+    let s = session(&env, &c, "10.97.0.0");
+    let watcher = subscribed(&env);
+    // A second uplink (198.51.100.0/24, gateway .1 in the gateway namespace);
+    // the first goes away, and the new default route comes (as from DHCP).
+    sh(&format!(
+        "ip -n {ns} link add name uplink1 type veth peer name gw1 && ip -n {ns} link set gw1 netns {gw} && \
+         ip -n {gw} addr add 198.51.100.1/24 dev gw1 && ip -n {gw} link set gw1 up && \
+         ip -n {ns} addr add 198.51.100.2/24 dev uplink1 && ip -n {ns} link set uplink1 up && \
+         ip -n {ns} link del uplink0"
+    ));
+    let took = change_and_wait(&env, "route add default via 198.51.100.1 dev uplink1", "via 198.51.100.1 dev uplink1");
+    report("uplink replaced", took, &env);
+    assert_leaves(&env, "via 198.51.100.1 dev uplink1", &s.tun);
+    assert!(!env.our_routes().contains("uplink0"), "{}", env.our_routes());
+    assert_moved_events(&watcher, &s.tun, "198.51.100.1");
+}
+
+#[test]
+fn roaming_follows_the_uplink_down_and_up() {
+    if !require_root() {
+        return;
+    }
+    let env = env("downup");
+    let c = env.conn();
+    let s = session(&env, &c, "10.97.0.0");
+    let watcher = subscribed(&env);
+    env.ip("link set uplink0 down");
+    // The kernel took our routes with the link; with no path outside the
+    // tunnel, none is made up.
+    wait_for("the kernel to drop the uplink's routes", || (!env.our_routes().contains("uplink0")).then_some(()));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(env.our_routes().lines().filter(|l| !l.contains(&s.tun)).count(), 0, "{}", env.our_routes());
+    env.ip("link set uplink0 up");
+    let took = change_and_wait(&env, "route add default via 192.0.2.1 dev uplink0", "via 192.0.2.1 dev uplink0");
+    report("uplink down and up", took, &env);
+    assert_leaves(&env, "via 192.0.2.1 dev uplink0", &s.tun);
+    assert_moved_events(&watcher, &s.tun, "192.0.2.1");
+}
+
+#[test]
+fn a_tun_deleted_by_someone_else_is_forgotten_and_nothing_else_touched() {
+    if !require_root() {
+        return;
+    }
+    let env = env("tundel");
+    let (c, other) = (env.conn(), env.conn());
+    // Another session, which must not notice anything.
+    let b = create(&other, "keep");
+    configure_with_network(&other, &b, "10.96.0.0");
+    let _b_fd = establish(&other, &b);
+    let b_tun: String = get_prop(&other, &b, "device_name");
+    let before = env.kernel_snapshot();
+    let s = session(&env, &c, "10.97.0.0");
+    let watcher = subscribed(&env);
+    env.ip(&format!("link del {}", s.tun));
+    let ev = wait_for("DEVICE_REMOVED", || {
+        let ev = signals(&watcher, Duration::from_millis(50));
+        ev.iter().any(|(k, dev, _)| *k == DEVICE_REMOVED && *dev == s.tun).then_some(ev)
+    });
+    assert!(ev.iter().all(|(_, dev, _)| *dev == s.tun), "events for the removed device only: {ev:?}");
+    // Its host routes went with the device object; the other session and
+    // the host are as they were.
+    assert_eq!(env.kernel_snapshot(), before, "{}", env.log());
+    assert!(route_get(&env, "10.96.0.1").contains(&b_tun));
+    let e = call::<_, ()>(&c, &s.path, "Disable", ()).unwrap_err();
+    assert_eq!(e.0, "net.openvpn.v3.netcfg.error.DeviceRemoved", "{e:?}");
+    assert!(e.1.contains(&s.tun) && e.1.contains("removed"), "{e:?}");
+    // Someone without access to the device learns nothing about it.
+    let (ok, out) = busctl_as(65534, &env.addr, &format!("call {DEST} {} {IFACE} Disable", s.path));
+    assert!(!ok && out.contains("Object does not exist"), "{out}");
+    let _: () = call(&other, &b, "Disable", ()).unwrap();
+}
