@@ -313,22 +313,11 @@ fn link_of(d: &crate::device::Device) -> Option<(u32, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::route::RT_TABLE_MAIN;
 
     fn kr(dst: &str, gw: Option<&str>, oif: u32, protocol: u8) -> KernelRoute {
-        KernelRoute {
-            route: Route {
-                dst: dst.parse().unwrap(),
-                gateway: gw.map(|g| g.parse().unwrap()),
-                oif,
-                metric: None,
-                table: RT_TABLE_MAIN,
-                protocol,
-                onlink: false,
-            },
-            rtype: libc::RTN_UNICAST,
-            scope: 0,
-        }
+        let mut k = crate::netlink::route::tests::kr(dst, gw, oif, None);
+        k.route.protocol = protocol;
+        k
     }
 
     const P: u8 = RTPROT_OVPN_NETCFGD;

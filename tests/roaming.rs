@@ -122,22 +122,35 @@ fn subscribed(env: &Env) -> dbus::blocking::Connection {
     w
 }
 
+/// A session whose server is protected; then `before` changes the
+/// network (given the tun's name), and `change` adds the new path's route
+/// (as a DHCP client would): the routes must follow to gateway `gw` on
+/// `dev`, with events, never into the tunnel. Returns the routes' text.
+fn roams(tag: &str, what: &str, before: impl FnOnce(&Env, &str), change: &str, gw: &str, dev: &str) -> String {
+    let env = env(tag);
+    let c = env.conn();
+    let s = session(&env, &c, "10.97.0.0");
+    let watcher = subscribed(&env);
+    before(&env, &s.tun);
+    let via = format!("via {gw} dev {dev}");
+    let took = change_and_wait(&env, change, &via);
+    report(what, took, &env);
+    assert_leaves(&env, &via, &s.tun);
+    assert_moved_events(&watcher, &s.tun, gw);
+    env.our_routes()
+}
+
 #[test]
 fn roaming_follows_a_new_default_gateway() {
     if !require_root() {
         return;
     }
-    let env = env("gw");
-    sh(&format!("ip -n {}-gw addr add 192.0.2.254/24 dev gw0", env.ns));
-    let c = env.conn();
-    let s = session(&env, &c, "10.97.0.0");
-    let watcher = subscribed(&env);
-    let took =
-        change_and_wait(&env, "route replace default via 192.0.2.254 dev uplink0", "via 192.0.2.254 dev uplink0");
-    report("new default gateway", took, &env);
-    assert_leaves(&env, "via 192.0.2.254 dev uplink0", &s.tun);
-    assert!(!env.our_routes().contains("192.0.2.1 "), "the old path is gone: {}", env.our_routes());
-    assert_moved_events(&watcher, &s.tun, "192.0.2.254");
+    let second_gateway = |env: &Env, _: &str| {
+        sh(&format!("ip -n {}-gw addr add 192.0.2.254/24 dev gw0", env.ns));
+    };
+    let change = "route replace default via 192.0.2.254 dev uplink0";
+    let routes = roams("gw", "new default gateway", second_gateway, change, "192.0.2.254", "uplink0");
+    assert!(!routes.contains("192.0.2.1 "), "the old path is gone: {routes}");
 }
 
 #[test]
@@ -145,24 +158,20 @@ fn roaming_follows_an_uplink_replaced_by_another() {
     if !require_root() {
         return;
     }
-    let env = env("uplink");
-    let (ns, gw) = (env.ns.clone(), format!("{}-gw", env.ns));
-    let c = env.conn();
-    let s = session(&env, &c, "10.97.0.0");
-    let watcher = subscribed(&env);
-    // A second uplink (198.51.100.0/24, gateway .1 in the gateway namespace);
-    // the first goes away, and the new default route comes (as from DHCP).
-    sh(&format!(
-        "ip -n {ns} link add name uplink1 type veth peer name gw1 && ip -n {ns} link set gw1 netns {gw} && \
-         ip -n {gw} addr add 198.51.100.1/24 dev gw1 && ip -n {gw} link set gw1 up && \
-         ip -n {ns} addr add 198.51.100.2/24 dev uplink1 && ip -n {ns} link set uplink1 up && \
-         ip -n {ns} link del uplink0"
-    ));
-    let took = change_and_wait(&env, "route add default via 198.51.100.1 dev uplink1", "via 198.51.100.1 dev uplink1");
-    report("uplink replaced", took, &env);
-    assert_leaves(&env, "via 198.51.100.1 dev uplink1", &s.tun);
-    assert!(!env.our_routes().contains("uplink0"), "{}", env.our_routes());
-    assert_moved_events(&watcher, &s.tun, "198.51.100.1");
+    // A second uplink (198.51.100.0/24, gateway .1 in the gateway
+    // namespace), and the first goes away.
+    let replace = |env: &Env, _: &str| {
+        let (ns, gw) = (&env.ns, format!("{}-gw", env.ns));
+        sh(&format!(
+            "ip -n {ns} link add name uplink1 type veth peer name gw1 && ip -n {ns} link set gw1 netns {gw} && \
+             ip -n {gw} addr add 198.51.100.1/24 dev gw1 && ip -n {gw} link set gw1 up && \
+             ip -n {ns} addr add 198.51.100.2/24 dev uplink1 && ip -n {ns} link set uplink1 up && \
+             ip -n {ns} link del uplink0"
+        ));
+    };
+    let change = "route add default via 198.51.100.1 dev uplink1";
+    let routes = roams("uplink", "uplink replaced", replace, change, "198.51.100.1", "uplink1");
+    assert!(!routes.contains("uplink0"), "{routes}");
 }
 
 #[test]
@@ -170,21 +179,23 @@ fn roaming_follows_the_uplink_down_and_up() {
     if !require_root() {
         return;
     }
-    let env = env("downup");
-    let c = env.conn();
-    let s = session(&env, &c, "10.97.0.0");
-    let watcher = subscribed(&env);
-    env.ip("link set uplink0 down");
-    // The kernel took our routes with the link; with no path outside the
-    // tunnel, none is made up.
-    wait_for("the kernel to drop the uplink's routes", || (!env.our_routes().contains("uplink0")).then_some(()));
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(env.our_routes().lines().filter(|l| !l.contains(&s.tun)).count(), 0, "{}", env.our_routes());
-    env.ip("link set uplink0 up");
-    let took = change_and_wait(&env, "route add default via 192.0.2.1 dev uplink0", "via 192.0.2.1 dev uplink0");
-    report("uplink down and up", took, &env);
-    assert_leaves(&env, "via 192.0.2.1 dev uplink0", &s.tun);
-    assert_moved_events(&watcher, &s.tun, "192.0.2.1");
+    let down_and_up = |env: &Env, tun: &str| {
+        env.ip("link set uplink0 down");
+        // The kernel took our routes with the link; with no path outside
+        // the tunnel, none is made up.
+        wait_for("the kernel to drop the uplink's routes", || (!env.our_routes().contains("uplink0")).then_some(()));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(env.our_routes().lines().filter(|l| !l.contains(tun)).count(), 0, "{}", env.our_routes());
+        env.ip("link set uplink0 up");
+    };
+    roams(
+        "downup",
+        "uplink down and up",
+        down_and_up,
+        "route add default via 192.0.2.1 dev uplink0",
+        "192.0.2.1",
+        "uplink0",
+    );
 }
 
 #[test]

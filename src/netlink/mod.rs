@@ -354,15 +354,10 @@ impl Monitor {
 
 /// Decodes a datagram of RTNL notifications. Messages of other types and
 /// malformed ones are skipped; never panics.
-pub fn notices(mut b: &[u8]) -> Vec<KernelNotice> {
+pub fn notices(b: &[u8]) -> Vec<KernelNotice> {
     let mut out = Vec::new();
-    while b.len() >= 16 {
-        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        if len < 16 || len > b.len() {
-            break;
-        }
-        let ty = u16::from_ne_bytes([b[4], b[5]]);
-        let payload = &b[16..len];
+    for (ty, _, _, m) in messages(b) {
+        let payload = &m[16..];
         let n = match ty {
             libc::RTM_NEWLINK | libc::RTM_DELLINK => link::parse_info(payload).map(|l| KernelNotice::Link {
                 ifindex: l.index,
@@ -375,9 +370,23 @@ pub fn notices(mut b: &[u8]) -> Vec<KernelNotice> {
             _ => None,
         };
         out.extend(n);
-        b = &b[((len + 3) & !3).min(b.len())..];
     }
     out
+}
+
+/// The netlink messages in a datagram: (type, flags, seq, whole message).
+/// Stops at the first header that does not fit.
+fn messages(mut b: &[u8]) -> impl Iterator<Item = (u16, u16, u32, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = u32::from_ne_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        if len < 16 || len > b.len() {
+            return None;
+        }
+        let m = &b[..len];
+        b = &b[((len + 3) & !3).min(b.len())..];
+        let ty = u16::from_ne_bytes([m[4], m[5]]);
+        Some((ty, u16::from_ne_bytes([m[6], m[7]]), u32::from_ne_bytes([m[8], m[9], m[10], m[11]]), m))
+    })
 }
 
 /// Sets or clears NLM_F_ACK on an encoded request (`transact` asks only
@@ -392,18 +401,10 @@ pub fn set_ack(bytes: &mut [u8], ack: bool) {
 
 /// Extracts (seq, result) from every NLMSG_ERROR message in a datagram.
 /// Never panics on malformed input; bad messages are skipped.
-pub fn parse_acks(mut b: &[u8]) -> Vec<(u32, std::result::Result<(), NlError>)> {
+pub fn parse_acks(b: &[u8]) -> Vec<(u32, std::result::Result<(), NlError>)> {
     let mut out = Vec::new();
-    while b.len() >= 16 {
-        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        if len < 16 || len > b.len() {
-            break;
-        }
-        let ty = u16::from_ne_bytes([b[4], b[5]]);
-        let flags = u16::from_ne_bytes([b[6], b[7]]);
-        let seq = u32::from_ne_bytes([b[8], b[9], b[10], b[11]]);
-        if ty == u16::from(Nlmsg::Error) && len >= 20 {
-            let m = &b[..len];
+    for (ty, flags, seq, m) in messages(b) {
+        if ty == u16::from(Nlmsg::Error) && m.len() >= 20 {
             let err = i32::from_ne_bytes([m[16], m[17], m[18], m[19]]);
             if err == 0 {
                 out.push((seq, Ok(())));
@@ -430,11 +431,6 @@ pub fn parse_acks(mut b: &[u8]) -> Vec<(u32, std::result::Result<(), NlError>)> 
                 out.push((seq, Err(NlError { errno: err.checked_neg().unwrap_or(libc::EIO), msg })));
             }
         }
-        let step = (len + 3) & !3;
-        if step > b.len() {
-            break;
-        }
-        b = &b[step..];
     }
     out
 }
