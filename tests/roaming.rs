@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
@@ -107,7 +108,6 @@ fn assert_moved_events(watcher: &dbus::blocking::Connection, tun: &str, gateway:
 }
 
 fn report(what: &str, took: Duration, env: &Env) {
-    use std::io::Write;
     let _ = writeln!(
         std::io::stderr().lock(),
         "ROAMING {what}: routes moved {} ms after the change (daemon: {})",
@@ -198,14 +198,14 @@ fn roaming_follows_the_uplink_down_and_up() {
     );
 }
 
-#[test]
-fn a_tun_deleted_by_someone_else_is_forgotten_and_nothing_else_touched() {
-    if !require_root() {
-        return;
-    }
-    let env = env("tundel");
+/// Someone else does `act` to the tun of a session (deletes or renames it;
+/// `act` returns the link's name afterwards, if it still exists): the
+/// device object goes, with DEVICE_REMOVED; its next call fails saying
+/// `why`; another session and the rest of the namespace are as they were
+/// before the session, and nothing of the daemon's is left on the link.
+fn loses_its_link(tag: &str, act: impl FnOnce(&Env, &str) -> Option<String>, why: &str) {
+    let env = env(tag);
     let (c, other) = (env.conn(), env.conn());
-    // Another session, which must not notice anything.
     let b = create(&other, "keep");
     configure_with_network(&other, &b, "10.96.0.0");
     let _b_fd = establish(&other, &b);
@@ -213,21 +213,62 @@ fn a_tun_deleted_by_someone_else_is_forgotten_and_nothing_else_touched() {
     let before = env.kernel_snapshot();
     let s = session(&env, &c, "10.97.0.0");
     let watcher = subscribed(&env);
-    env.ip(&format!("link del {}", s.tun));
+    let t0 = Instant::now();
+    let left = act(&env, &s.tun);
     let ev = wait_for("DEVICE_REMOVED", || {
-        let ev = signals(&watcher, Duration::from_millis(50));
+        let ev = signals(&watcher, Duration::from_millis(5));
         ev.iter().any(|(k, dev, _)| *k == DEVICE_REMOVED && *dev == s.tun).then_some(ev)
     });
-    assert!(ev.iter().all(|(_, dev, _)| *dev == s.tun), "events for the removed device only: {ev:?}");
-    // Its host routes went with the device object; the other session and
-    // the host are as they were.
-    assert_eq!(env.kernel_snapshot(), before, "{}", env.log());
+    let took = t0.elapsed();
+    assert!(ev.iter().all(|(_, dev, _)| *dev == s.tun), "events for that device only: {ev:?}");
+    let _ = writeln!(std::io::stderr().lock(), "LINK {tag}: DEVICE_REMOVED {} ms after the change", took.as_millis());
+    // The host routes it held went with the device object.
+    let now = env.kernel_snapshot();
+    let others = |snap: &str| -> Vec<String> {
+        snap.lines().filter(|l| !left.as_ref().is_some_and(|n| l.contains(n.as_str()))).map(String::from).collect()
+    };
+    assert_eq!(others(&now), others(&before), "{}", env.log());
+    if let Some(n) = &left {
+        let on_it = format!("{}{}", env.ip(&format!("-o addr show dev {n}")), env.ip(&format!("route show dev {n}")));
+        assert!(!on_it.contains("10.9") && !env.our_routes().contains(n.as_str()), "{on_it}");
+    }
     assert!(route_get(&env, "10.96.0.1").contains(&b_tun));
     let e = call::<_, ()>(&c, &s.path, "Disable", ()).unwrap_err();
     assert_eq!(e.0, "net.openvpn.v3.netcfg.error.DeviceRemoved", "{e:?}");
-    assert!(e.1.contains(&s.tun) && e.1.contains("removed"), "{e:?}");
+    assert!(e.1.contains(&s.tun) && e.1.contains(why), "{e:?}");
     // Someone without access to the device learns nothing about it.
     let (ok, out) = busctl_as(65534, &env.addr, &format!("call {DEST} {} {IFACE} Disable", s.path));
     assert!(!ok && out.contains("Object does not exist"), "{out}");
     let _: () = call(&other, &b, "Disable", ()).unwrap();
+}
+
+#[test]
+fn a_tun_deleted_by_someone_else_is_forgotten_and_nothing_else_touched() {
+    if !require_root() {
+        return;
+    }
+    loses_its_link(
+        "tundel",
+        |env, tun| {
+            env.ip(&format!("link del {tun}"));
+            None
+        },
+        "was removed",
+    );
+}
+
+#[test]
+fn a_tun_renamed_by_someone_else_is_left_to_them_bare() {
+    if !require_root() {
+        return;
+    }
+    loses_its_link(
+        "tunren",
+        |env, tun| {
+            env.ip(&format!("link set {tun} down"));
+            env.ip(&format!("link set {tun} name renamed0"));
+            Some("renamed0".to_string())
+        },
+        "renamed to renamed0",
+    );
 }
