@@ -66,6 +66,12 @@ fn assert_leaves(env: &Env, via: &str, tun: &str) {
 /// routes read `via`; returns how long that took after the change.
 fn change_and_wait(env: &Env, cmd: &str, via: &str) -> Duration {
     let excluded = format!("{}/{}", EXCLUDED.0, EXCLUDED.1);
+    change_and_wait_for(env, cmd, &[SERVER, &excluded], via)
+}
+
+/// As `change_and_wait`, for our routes to `dsts` (the family of the first).
+fn change_and_wait_for(env: &Env, cmd: &str, dsts: &[&str], via: &str) -> Duration {
+    let family = if dsts[0].contains(':') { "-6" } else { "-4" };
     // What came before has settled: the figure is this change's alone.
     std::thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
@@ -73,8 +79,8 @@ fn change_and_wait(env: &Env, cmd: &str, via: &str) -> Duration {
     // One `ip` per look, no sleep: the figure's resolution is one `ip` run.
     let has = |routes: &str, dst: &str| routes.lines().any(|l| l.starts_with(&format!("{dst} {via}")));
     loop {
-        let routes = env.ip("-4 route show table all proto 79");
-        if has(&routes, SERVER) && has(&routes, &excluded) {
+        let routes = env.ip(&format!("{family} route show table all proto 79"));
+        if dsts.iter().all(|d| has(&routes, d)) {
             return t0.elapsed();
         }
         assert!(t0.elapsed() < Duration::from_secs(10), "our routes did not move {via}: {routes}\n{}", env.log());
@@ -95,8 +101,12 @@ fn daemon_figure(env: &Env) -> String {
 /// The ROUTE_EXCLUDED events for the server and the excluded network
 /// name `gateway`.
 fn assert_moved_events(watcher: &dbus::blocking::Connection, tun: &str, gateway: &str) {
+    assert_moved_events_for(watcher, tun, gateway, &[SERVER, EXCLUDED.0]);
+}
+
+fn assert_moved_events_for(watcher: &dbus::blocking::Connection, tun: &str, gateway: &str, subnets: &[&str]) {
     let ev = signals(watcher, Duration::from_millis(300));
-    for subnet in [SERVER, EXCLUDED.0] {
+    for &subnet in subnets {
         assert!(
             ev.iter().any(|(k, dev, d)| *k == ROUTE_EXCLUDED
                 && dev == tun
@@ -196,6 +206,33 @@ fn roaming_follows_the_uplink_down_and_up() {
         "192.0.2.1",
         "uplink0",
     );
+}
+
+#[test]
+fn roaming_follows_a_new_ipv6_default_gateway() {
+    if !require_root() {
+        return;
+    }
+    const SERVER6: &str = "2001:db8:ffff::7";
+    let env = env("gw6");
+    sh(&format!("ip -n {}-gw -6 addr add 2001:db8::fe/64 dev gw0 nodad", env.ns));
+    let c = env.conn();
+    let p = create(&c, "roam6");
+    configure_with_network(&c, &p, "10.97.0.0");
+    set_prop(&c, &p, "reroute_ipv6", true).unwrap();
+    let _fd = establish(&c, &p);
+    let tun: String = get_prop(&c, &p, "device_name");
+    let m = method(MGR, "ProtectSocket").append3(SERVER6, true, dbus::Path::from(p.as_str()));
+    assert!(send(&c, m).unwrap().read1::<bool>().unwrap(), "{}", env.log());
+    assert!(env.has_our_route(SERVER6, "via 2001:db8::1 dev uplink0"), "{}", env.our_routes());
+    let watcher = subscribed(&env);
+    let via = "via 2001:db8::fe dev uplink0";
+    let took = change_and_wait_for(&env, "-6 route replace default via 2001:db8::fe dev uplink0", &[SERVER6], via);
+    report("new IPv6 default gateway", took, &env);
+    let r = env.ip(&format!("-6 route get {SERVER6}"));
+    assert!(r.contains(via) && !r.contains(&tun), "{r}");
+    assert!(!env.our_routes().contains("2001:db8::1 "), "the old path is gone: {}", env.our_routes());
+    assert_moved_events_for(&watcher, &tun, "2001:db8::fe", &[SERVER6]);
 }
 
 /// Someone else does `act` to the tun of a session (deletes or renames it;
