@@ -267,10 +267,7 @@ impl Daemon {
             if dco_ready {
                 self.dco_service();
             }
-            if watch_ready {
-                self.watch_read();
-            }
-            self.follow_routes();
+            self.watch_service(watch_ready);
             if sig_ready {
                 self.on_signals();
             }
@@ -422,12 +419,8 @@ impl Daemon {
                 Ok(m.method_return().append1(id.trim()))
             }
             _ if matches!(obj, Obj::None) => {
-                // A device whose link someone else removed: its users learn why.
-                if self.watch.knows(&path) {
-                    let uid = self.caller(m).ok().map(|(_, c)| c.uid);
-                    if let Some(e) = self.watch.gone_error(&path, uid) {
-                        return bus::error_reply(m, &e);
-                    }
+                if let Some(e) = self.gone_error(m, &path) {
+                    return bus::error_reply(m, &e);
                 }
                 return Some(bus::std_error(
                     m,

@@ -134,9 +134,28 @@ impl Watch {
 }
 
 impl Daemon {
+    /// The loop's turn: reads the notifications if the socket is
+    /// `readable`, and runs a re-check that is due.
+    pub(crate) fn watch_service(&mut self, readable: bool) {
+        if readable {
+            self.watch_read();
+        }
+        self.follow_routes();
+    }
+
+    /// The error for a call on a device object removed with its link, if
+    /// the caller may see it (its users learn why; others, nothing).
+    pub(crate) fn gone_error(&mut self, m: &dbus::Message, path: &str) -> Option<Error> {
+        if !self.watch.knows(path) {
+            return None;
+        }
+        let uid = self.caller(m).ok().map(|(_, c)| c.uid);
+        self.watch.gone_error(path, uid)
+    }
+
     /// Reads the notifications: links of ours that vanished are dealt with
     /// now; route changes schedule a re-check.
-    pub(crate) fn watch_read(&mut self) {
+    fn watch_read(&mut self) {
         let (notices, overrun) = self.watch.mon.drain();
         let now = Instant::now();
         if overrun {
@@ -237,7 +256,7 @@ impl Daemon {
 
     /// Runs a due re-check: moves the protections and exclude routes whose
     /// path changed, and announces what moved.
-    pub(crate) fn follow_routes(&mut self) {
+    fn follow_routes(&mut self) {
         let Some(since) = self.watch.take_due(Instant::now()) else { return };
         let table = match apply::host_routes(&mut self.kernel.rtnl) {
             Ok(t) => t,
