@@ -127,6 +127,11 @@ impl Watch {
         (uid == 0 || uid == g.owner_uid || g.acl.contains(&uid)).then(|| Error::DeviceGone(g.why.clone()))
     }
 
+    /// Forgets a removed device whose path a new device object took.
+    pub fn forget_path(&mut self, path: &str) {
+        self.gone.retain(|g| g.path != path);
+    }
+
     /// Forgets the removed devices of a client that left the bus.
     pub fn forget_owner(&mut self, bus: &str) {
         self.gone.retain(|g| g.owner_bus != bus);
@@ -378,6 +383,17 @@ mod tests {
         let new = vec![kr("0.0.0.0/0", Some("198.51.100.1"), 5, 4), kr("198.51.100.0/24", None, 5, 2)];
         let m = moves(&[(kr("203.0.113.7/32", Some("192.0.2.1"), 2, P).route, None)], &new, &[9]);
         assert_eq!((m[0].new.gateway, m[0].new.oif), (Some("198.51.100.1".parse().unwrap()), 5));
+    }
+
+    #[test]
+    fn a_route_in_the_fwmark_table_moves_within_it_after_the_main_table() {
+        let mut ours = kr("203.0.113.7/32", Some("192.0.2.1"), 2, P);
+        ours.route.table = 7;
+        let table = vec![ours.clone(), kr("0.0.0.0/0", Some("192.0.2.254"), 2, 3)];
+        // The marked lookup finds our route in table 7: the main table decides.
+        let m = moves(&[(ours.route.clone(), Some(ours.clone()))], &table, &[9]);
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].new.table, m[0].new.gateway), (7, Some("192.0.2.254".parse().unwrap())));
     }
 
     #[test]

@@ -235,6 +235,16 @@ fn roaming_follows_a_new_ipv6_default_gateway() {
     assert_moved_events_for(&watcher, &tun, "2001:db8::fe", &[SERVER6]);
 }
 
+/// The live entries of the daemon's journal file (the one of the highest
+/// generation of the two), as text.
+fn live_journal(env: &Env) -> Vec<String> {
+    let read = |f: &str| std::fs::read_to_string(env.dir.join("state").join(f)).unwrap_or_default();
+    let (a, b) = (read("journal"), read("journal.alt"));
+    let (pa, pb) = (ovpn_netcfgd::journal::parse_file(&a), ovpn_netcfgd::journal::parse_file(&b));
+    let (_, _, live) = if pa.1 >= pb.1 { pa } else { pb };
+    live.iter().map(|u| u.to_line()).collect()
+}
+
 /// Someone else does `act` to the tun of a session (deletes or renames it;
 /// `act` returns the link's name afterwards, if it still exists): the
 /// device object goes, with DEVICE_REMOVED; its next call fails saying
@@ -270,6 +280,10 @@ fn loses_its_link(tag: &str, act: impl FnOnce(&Env, &str) -> Option<String>, why
         assert!(!on_it.contains("10.9") && !env.our_routes().contains(n.as_str()), "{on_it}");
     }
     assert!(route_get(&env, "10.96.0.1").contains(&b_tun));
+    // Its journal entries are closed; the other session's stay.
+    let live = live_journal(&env);
+    assert!(live.iter().any(|l| l.ends_with(&format!(" {b_tun}"))), "{live:?}");
+    assert!(!live.iter().any(|l| l.ends_with(&format!(" {}", s.tun)) || l.contains("203.0.113")), "{live:?}");
     let e = call::<_, ()>(&c, &s.path, "Disable", ()).unwrap_err();
     assert_eq!(e.0, "net.openvpn.v3.netcfg.error.DeviceRemoved", "{e:?}");
     assert!(e.1.contains(&s.tun) && e.1.contains(why), "{e:?}");
