@@ -419,8 +419,8 @@ impl Daemon {
                 Ok(m.method_return().append1(id.trim()))
             }
             _ if matches!(obj, Obj::None) => {
-                if let Some(e) = self.gone_error(m, &path) {
-                    return bus::error_reply(m, &e);
+                if let Some(r) = self.gone_reply(m, &path) {
+                    return Some(r);
                 }
                 return Some(bus::std_error(
                     m,

@@ -148,14 +148,21 @@ impl Daemon {
         self.follow_routes();
     }
 
-    /// The error for a call on a device object removed with its link, if
-    /// the caller may see it (its users learn why; others, nothing).
-    pub(crate) fn gone_error(&mut self, m: &dbus::Message, path: &str) -> Option<Error> {
+    /// The answer to a call on a device object removed with its link, if
+    /// the caller may see it (its users learn why; others, nothing): the
+    /// DeviceRemoved error, except for Destroy, whose work is done (a client
+    /// that closes its tun fd before Destroy made the kernel delete the link).
+    pub(crate) fn gone_reply(&mut self, m: &dbus::Message, path: &str) -> Option<dbus::Message> {
         if !self.watch.knows(path) {
             return None;
         }
         let uid = self.caller(m).ok().map(|(_, c)| c.uid);
-        self.watch.gone_error(path, uid)
+        let e = self.watch.gone_error(path, uid)?;
+        if m.member().as_deref() == Some("Destroy") {
+            self.watch.forget_path(path);
+            return Some(m.method_return());
+        }
+        crate::bus::error_reply(m, &e)
     }
 
     /// Reads the notifications: links of ours that vanished are dealt with

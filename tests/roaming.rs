@@ -290,6 +290,10 @@ fn loses_its_link(tag: &str, act: impl FnOnce(&Env, &str) -> Option<String>, why
     // Someone without access to the device learns nothing about it.
     let (ok, out) = busctl_as(65534, &env.addr, &format!("call {DEST} {} {IFACE} Disable", s.path));
     assert!(!ok && out.contains("Object does not exist"), "{out}");
+    // Destroy's work is done: it succeeds, once.
+    let _: () = call(&c, &s.path, "Destroy", ()).unwrap();
+    let e = call::<_, ()>(&c, &s.path, "Destroy", ()).unwrap_err();
+    assert_eq!(e.0, "org.freedesktop.DBus.Error.UnknownObject", "{e:?}");
     let _: () = call(&other, &b, "Disable", ()).unwrap();
 }
 
