@@ -239,18 +239,22 @@ pub fn reroute(k: &mut Kernel, moves: Vec<crate::watch::Move>) -> Vec<crate::wat
     let mut reqs: Vec<Req> =
         moves.iter().flat_map(|m| [netlink::route::del(&m.old), netlink::route::add(&m.new)]).collect();
     let (results, failure) = k.rtnl.transact_partial(&mut reqs);
-    if let Some(e) = failure {
+    if let Some(e) = &failure {
         log::warn!("moving routes: {e}");
     }
     let mut done = Vec::new();
     let mut moved = Vec::new();
     for ((m, entry), res) in moves.into_iter().zip(entries).zip(results.chunks(2)) {
+        let deleted = matches!(res.first(), Some(Some(Ok(_))));
         match res.get(1).cloned().flatten() {
             Some(Ok(true)) => {
                 done.extend(k.shared.replace(&m.old, m.new.clone(), entry).map(|e| e.id));
                 moved.push(m);
             }
-            Some(Ok(false)) => {
+            // EEXIST after our old route went: another's took the key.
+            // (Had the delete failed, or not been sent, the route in the
+            // way is our own.)
+            Some(Ok(false)) if deleted && failure.is_none() => {
                 log::warn!("route {} is someone else's now: ours is not put back", m.new);
                 done.push(entry.id);
                 done.extend(k.shared.forget(&m.old).map(|e| e.id));
