@@ -235,6 +235,28 @@ fn roaming_follows_a_new_ipv6_default_gateway() {
     assert_moved_events_for(&watcher, &tun, "2001:db8::fe", &[SERVER6]);
 }
 
+#[test]
+fn a_route_an_admin_puts_in_place_of_ours_is_theirs() {
+    if !require_root() {
+        return;
+    }
+    let env = env("admin");
+    sh(&format!("ip -n {}-gw addr add 192.0.2.254/24 dev gw0", env.ns));
+    let c = env.conn();
+    let s = session(&env, &c, "10.97.0.0");
+    // The administrator replaces our host route with a static one of theirs.
+    env.ip(&format!("route replace {SERVER}/32 via 192.0.2.254 dev uplink0 proto static"));
+    let admins = format!("{SERVER} via 192.0.2.254 dev uplink0 proto static");
+    // The daemon follows it (the kernel's answer) but cannot add its own
+    // route under that key: it leaves theirs and forgets its own.
+    wait_for("the daemon to give the route up", || env.log().contains("is someone else's now").then_some(()));
+    assert!(!env.our_routes().contains(SERVER), "{}", env.our_routes());
+    assert!(env.ip(&format!("route show {SERVER}")).starts_with(&admins), "{}", env.ip("route"));
+    let _: () = call(&c, &s.path, "Destroy", ()).unwrap();
+    assert!(env.ip(&format!("route show {SERVER}")).starts_with(&admins), "theirs stays: {}", env.ip("route"));
+    assert!(!live_journal(&env).iter().any(|l| l.contains(SERVER)), "{:?}", live_journal(&env));
+}
+
 /// The live entries of the daemon's journal file (the one of the highest
 /// generation of the two), as text.
 fn live_journal(env: &Env) -> Vec<String> {
