@@ -29,6 +29,7 @@ pub fn fuzz_rtnl(data: &[u8]) {
         match n {
             netlink::KernelNotice::Link { name, .. } => assert!(name.len() <= data.len() * 3 && !name.contains('\0')),
             netlink::KernelNotice::Route { route, .. } => assert!(route.route.dst.prefix() <= 128),
+            netlink::KernelNotice::Rule { .. } => {}
         }
     }
     let Some(payload) = data.get(16..) else { return };

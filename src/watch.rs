@@ -1,5 +1,5 @@
-//! Listening to the kernel: the RTNL multicast socket (links and routes)
-//! in the poll loop.
+//! Listening to the kernel: the RTNL multicast socket (links, routes and
+//! policy rules) in the poll loop.
 //!
 //! - A link of ours that someone else deleted or renamed: the device object
 //!   goes, nothing else is touched, and the next call on it says why.
@@ -190,6 +190,8 @@ impl Daemon {
                 }
                 // Our own routes coming and going are not news.
                 KernelNotice::Route { route, .. } => reroute |= route.route.protocol != RTPROT_OVPN_NETCFGD,
+                // A rule can change the kernel's answer for a protected server.
+                KernelNotice::Rule { ours } => reroute |= !ours,
             }
         }
         if check_links {

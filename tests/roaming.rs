@@ -236,6 +236,35 @@ fn roaming_follows_a_new_ipv6_default_gateway() {
 }
 
 #[test]
+fn a_policy_rule_for_the_server_is_followed() {
+    if !require_root() {
+        return;
+    }
+    let env = env("rule");
+    sh(&format!("ip -n {}-gw addr add 192.0.2.254/24 dev gw0", env.ns));
+    let c = env.conn();
+    let s = session(&env, &c, "10.97.0.0");
+    // The host sends the server by its own table from now on: the rule is
+    // the change (the table's route alone changes nothing).
+    env.ip("route add default via 192.0.2.254 dev uplink0 table 100");
+    let took = change_and_wait_for(
+        &env,
+        &format!("rule add to {SERVER} lookup 100 pref 100"),
+        &[SERVER],
+        "via 192.0.2.254 dev uplink0",
+    );
+    report("policy rule", took, &env);
+    let r = route_get(&env, SERVER);
+    assert!(r.contains("via 192.0.2.254 dev uplink0") && !r.contains(&s.tun), "{r}");
+    // The excluded network has no rule: it stays on the main table's path.
+    assert!(
+        env.has_our_route(&format!("{}/{}", EXCLUDED.0, EXCLUDED.1), "via 192.0.2.1 dev uplink0"),
+        "{}",
+        env.our_routes()
+    );
+}
+
+#[test]
 fn a_route_an_admin_puts_in_place_of_ours_is_theirs() {
     if !require_root() {
         return;

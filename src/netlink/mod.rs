@@ -295,7 +295,7 @@ impl Rtnl {
     }
 }
 
-/// A socket on the RTNL multicast groups for links and IPv4/IPv6 routes:
+/// A socket on the RTNL multicast groups for links and IPv4/IPv6 routes and rules:
 /// what other programs (and the kernel itself) change in the network.
 /// Non-blocking; the daemon's poll loop reads it.
 pub struct Monitor {
@@ -310,11 +310,20 @@ pub enum KernelNotice {
     Link { ifindex: u32, name: String, gone: bool },
     /// RTM_NEWROUTE or RTM_DELROUTE.
     Route { gone: bool, route: route::KernelRoute },
+    /// RTM_NEWRULE or RTM_DELRULE: a policy rule changed; `ours` if it
+    /// carries our protocol.
+    Rule { ours: bool },
 }
 
 impl Monitor {
     pub fn open() -> Result<Self> {
-        let groups = Groups::new_groups(&[libc::RTNLGRP_LINK, libc::RTNLGRP_IPV4_ROUTE, libc::RTNLGRP_IPV6_ROUTE]);
+        let groups = Groups::new_groups(&[
+            libc::RTNLGRP_LINK,
+            libc::RTNLGRP_IPV4_ROUTE,
+            libc::RTNLGRP_IPV6_ROUTE,
+            libc::RTNLGRP_IPV4_RULE,
+            libc::RTNLGRP_IPV6_RULE,
+        ]);
         let sock =
             NlSocket::connect(NlFamily::Route, None, groups).map_err(|e| Error::io("netlink monitor socket", e))?;
         sock.nonblock().map_err(|e| Error::io("netlink nonblock", e))?;
@@ -366,6 +375,9 @@ pub fn notices(b: &[u8]) -> Vec<KernelNotice> {
             }),
             libc::RTM_NEWROUTE | libc::RTM_DELROUTE => {
                 route::parse(payload).map(|route| KernelNotice::Route { gone: ty == libc::RTM_DELROUTE, route })
+            }
+            libc::RTM_NEWRULE | libc::RTM_DELRULE if payload.len() >= 12 => {
+                Some(KernelNotice::Rule { ours: rule::parse_ours(payload, RTPROT_OVPN_NETCFGD).is_some() })
             }
             _ => None,
         };
@@ -475,6 +487,8 @@ pub fn notice_datagram() -> Vec<u8> {
         onlink: false,
     };
     link.extend_from_slice(&route::del(&r).bytes);
+    let rule = rule::Rule { ipv6: false, priority: 100, fwmark: 0, table: 100, protocol: 4 };
+    link.extend_from_slice(&rule::add(&rule).bytes);
     link
 }
 
@@ -512,7 +526,8 @@ mod tests {
     fn notices_decode_a_datagram_of_link_and_route_messages() {
         let d = notice_datagram();
         let n = notices(&d);
-        assert_eq!(n.len(), 2, "{n:?}");
+        assert_eq!(n.len(), 3, "{n:?}");
+        assert_eq!(n[2], KernelNotice::Rule { ours: false });
         assert_eq!(n[0], KernelNotice::Link { ifindex: 7, name: "tun0".into(), gone: true });
         match &n[1] {
             KernelNotice::Route { gone: true, route } => {
@@ -522,7 +537,7 @@ mod tests {
         }
         // Cut anywhere: whole messages before the cut only.
         for cut in 0..d.len() {
-            assert!(notices(&d[..cut]).len() <= 2);
+            assert!(notices(&d[..cut]).len() <= 3);
         }
     }
 
