@@ -77,18 +77,40 @@ struct Gone {
     acl: Vec<u32>,
 }
 
-pub struct Watch {
-    mon: Monitor,
+/// A burst of notifications settling: when its re-check is due.
+#[derive(Debug, Default)]
+struct Settle {
     /// When the routes are to be re-checked (None: nothing pending).
     due: Option<Instant>,
     /// When the first notification of the pending burst came.
     since: Option<Instant>,
+}
+
+impl Settle {
+    fn notice(&mut self, now: Instant) {
+        let since = *self.since.get_or_insert(now);
+        self.due = Some((now + SETTLE).min(since + SETTLE_MAX));
+    }
+
+    /// Takes a due re-check: the time of the burst's first notification.
+    fn take(&mut self, now: Instant) -> Option<Instant> {
+        if self.due? > now {
+            return None;
+        }
+        self.due = None;
+        self.since.take()
+    }
+}
+
+pub struct Watch {
+    mon: Monitor,
+    settle: Settle,
     gone: VecDeque<Gone>,
 }
 
 impl Watch {
     pub fn open() -> crate::error::Result<Self> {
-        Ok(Watch { mon: Monitor::open()?, due: None, since: None, gone: VecDeque::new() })
+        Ok(Watch { mon: Monitor::open()?, settle: Settle::default(), gone: VecDeque::new() })
     }
 
     pub fn fd(&self) -> std::os::fd::RawFd {
@@ -97,21 +119,7 @@ impl Watch {
 
     /// When the poll loop must wake for the re-check.
     pub fn deadline(&self) -> Option<Instant> {
-        self.due
-    }
-
-    fn schedule(&mut self, now: Instant) {
-        let since = *self.since.get_or_insert(now);
-        self.due = Some((now + SETTLE).min(since + SETTLE_MAX));
-    }
-
-    /// Takes a due re-check: the time of the burst's first notification.
-    fn take_due(&mut self, now: Instant) -> Option<Instant> {
-        if self.due? > now {
-            return None;
-        }
-        self.due = None;
-        self.since.take()
+        self.settle.due
     }
 
     /// Whether `path` is a device object removed with its link.
@@ -198,7 +206,7 @@ impl Daemon {
             self.check_links(&deleted);
         }
         if reroute && self.kernel.shared.held().next().is_some() {
-            self.watch.schedule(now);
+            self.watch.settle.notice(now);
         }
     }
 
@@ -271,7 +279,7 @@ impl Daemon {
     /// Runs a due re-check: moves the protections and exclude routes whose
     /// path changed, and announces what moved.
     fn follow_routes(&mut self) {
-        let Some(since) = self.watch.take_due(Instant::now()) else { return };
+        let Some(since) = self.watch.settle.take(Instant::now()) else { return };
         let table = match apply::host_routes(&mut self.kernel.rtnl) {
             Ok(t) => t,
             Err(e) => {
@@ -354,6 +362,25 @@ mod tests {
     }
 
     const P: u8 = RTPROT_OVPN_NETCFGD;
+
+    #[test]
+    fn a_burst_settles_10_ms_after_its_last_notice_and_50_after_its_first() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut s = Settle::default();
+        assert_eq!((s.due, s.take(ms(1000))), (None, None));
+        s.notice(t0);
+        assert_eq!(s.due, Some(ms(10)));
+        s.notice(ms(8));
+        assert_eq!(s.due, Some(ms(18)));
+        s.notice(ms(45));
+        assert_eq!(s.due, Some(ms(50)), "a burst that never settles waits no longer");
+        assert_eq!(s.take(ms(49)), None);
+        assert_eq!(s.take(ms(50)), Some(t0));
+        assert_eq!((s.due, s.take(ms(100))), (None, None), "taken once");
+        s.notice(ms(200));
+        assert_eq!(s.due, Some(ms(210)), "the next burst starts afresh");
+    }
 
     #[test]
     fn a_new_default_gateway_moves_the_host_route_never_into_a_tunnel() {
