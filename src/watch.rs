@@ -9,7 +9,6 @@
 //!   with it), so the re-check runs once a burst has settled.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::apply;
@@ -340,8 +339,8 @@ impl Daemon {
                 }
             }
             let name = d.name.clone();
-            let gw: Option<IpAddr> = m.new.gateway;
-            self.emit_events(path, &name, vec![events::route(events::ROUTE_EXCLUDED, &m.new.dst, gw.as_ref())]);
+            let e = events::route(events::ROUTE_EXCLUDED, &m.new.dst, m.new.gateway.as_ref());
+            self.emit_events(path, &name, vec![e]);
         }
     }
 }
