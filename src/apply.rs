@@ -221,6 +221,62 @@ pub fn undo(k: &mut Kernel, steps: Vec<Entry>) -> Vec<String> {
     failed
 }
 
+/// Moves shared routes to the paths `moves` name: per move, the new
+/// route's undo is written ahead, then the old route is deleted and the
+/// new one added in one batch. The holders keep the moved route. Returns
+/// the moves that took effect; the others are logged. A new route whose
+/// place someone else's route took meanwhile (EEXIST) is theirs: ours is
+/// then gone, and forgotten.
+pub fn reroute(k: &mut Kernel, moves: Vec<crate::watch::Move>) -> Vec<crate::watch::Move> {
+    let undos = moves.iter().map(|m| Undo::DelRoute(m.new.clone())).collect();
+    let entries = match k.wal.record(undos) {
+        Ok(e) => e,
+        Err(e) => {
+            log::warn!("routes not moved: {e}");
+            return Vec::new();
+        }
+    };
+    let mut reqs: Vec<Req> =
+        moves.iter().flat_map(|m| [netlink::route::del(&m.old), netlink::route::add(&m.new)]).collect();
+    let (results, failure) = k.rtnl.transact_partial(&mut reqs);
+    if let Some(e) = &failure {
+        log::warn!("moving routes: {e}");
+    }
+    let mut done = Vec::new();
+    let mut moved = Vec::new();
+    for ((m, entry), res) in moves.into_iter().zip(entries).zip(results.chunks(2)) {
+        let deleted = matches!(res.first(), Some(Some(Ok(_))));
+        match res.get(1).cloned().flatten() {
+            Some(Ok(true)) => {
+                done.extend(k.shared.replace(&m.old, m.new.clone(), entry).map(|e| e.id));
+                moved.push(m);
+            }
+            // EEXIST after our old route went: another's took the key.
+            // (Had the delete failed, or not been sent, the route in the
+            // way is our own.)
+            Some(Ok(false)) if deleted && failure.is_none() => {
+                log::warn!("route {} is someone else's now: ours is not put back", m.new);
+                done.push(entry.id);
+                done.extend(k.shared.forget(&m.old).map(|e| e.id));
+            }
+            other => {
+                if let Some(Err(e)) = other {
+                    log::warn!("{}", e.into_error(format!("moving route {} to {}", m.old, m.new)));
+                }
+                done.push(entry.id);
+            }
+        }
+    }
+    k.wal.done(done);
+    moved
+}
+
+/// Drops journal entries whose change the kernel already undid itself
+/// (routes and addresses of a link someone else deleted): nothing is sent.
+pub fn forget(k: &mut Kernel, steps: Vec<Entry>) {
+    k.wal.done(steps.into_iter().map(|e| e.id));
+}
+
 /// Undoes what a previous run left (from its journal file), newest first,
 /// but only what is provably ours, checked against the kernel now (the
 /// file might be forged): routes and rules with our protocol (the kernel

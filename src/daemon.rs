@@ -55,7 +55,9 @@ pub struct Daemon {
     pub dco: Option<crate::dco_session::DcoKernel>,
     /// Owner and ACL of devices being removed, so their last events still
     /// reach exactly the UIDs that saw them.
-    departed: BTreeMap<String, (u32, Vec<u32>)>,
+    pub(crate) departed: BTreeMap<String, (u32, Vec<u32>)>,
+    /// The kernel's link and route notifications (src/watch.rs).
+    pub(crate) watch: crate::watch::Watch,
     /// NetworkChange signals not yet handed to libdbus (see `pace_signals`).
     signals: std::cell::RefCell<std::collections::VecDeque<QueuedSignal>>,
     /// When the last batch of them went out.
@@ -95,6 +97,7 @@ impl Daemon {
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
             .map_err(|e| Error::errno("timerfd", e))?;
         let rtnl = Rtnl::open()?;
+        let watch = crate::watch::Watch::open()?;
         // DCO (issue 6): resolve the family while we still hold every capability.
         let dco = crate::dco_session::DcoKernel::probe();
         match &dco {
@@ -128,6 +131,7 @@ impl Daemon {
             orphan_owners: BTreeMap::new(),
             dco,
             departed: BTreeMap::new(),
+            watch,
             signals: Default::default(),
             signals_sent: std::time::Instant::now(),
             log_owner: None,
@@ -231,16 +235,14 @@ impl Daemon {
                 PollFd::new(bus_fd, bus_ev),
                 PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
+                PollFd::new(crate::sys::borrow_fd(self.watch.fd()), PollFlags::POLLIN),
             ];
             // DCO (issue 6): the peers notification socket, pipes with records waiting.
             let dco_fds = self.dco_poll_fds();
             fds.extend(dco_fds.iter().map(|(fd, ev)| PollFd::new(crate::sys::borrow_fd(*fd), *ev)));
             // Queued signals: wake for their next tick.
             let signal_tick = (!self.signals.get_mut().is_empty()).then(|| self.signals_sent + SIGNAL_TICK);
-            let deadline = match (self.dns.deadline(), signal_tick) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [self.dns.deadline(), signal_tick, self.watch.deadline()].into_iter().flatten().min();
             let timeout = match deadline {
                 None => PollTimeout::NONE,
                 Some(t) => {
@@ -260,10 +262,12 @@ impl Daemon {
             }
             let sig_ready = fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
             let timer_ready = fds[2].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
-            let dco_ready = fds[3..].iter().any(|f| f.revents().is_some_and(|r| !r.is_empty()));
+            let watch_ready = fds[3].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+            let dco_ready = fds[4..].iter().any(|f| f.revents().is_some_and(|r| !r.is_empty()));
             if dco_ready {
                 self.dco_service();
             }
+            self.watch_service(watch_ready);
             if sig_ready {
                 self.on_signals();
             }
@@ -394,6 +398,7 @@ impl Daemon {
             self.remove_device(&p, &format!("its creator {name} left the bus"), false);
         }
         self.drop_protections(|o| matches!(o, crate::protect::Owner::Client { bus, .. } if *bus == name));
+        self.watch.forget_owner(&name);
         if self.subs.remove(&name).is_some() {
             log::info!("subscriber {name} left the bus; subscription removed");
         }
@@ -414,11 +419,14 @@ impl Daemon {
                 Ok(m.method_return().append1(id.trim()))
             }
             _ if matches!(obj, Obj::None) => {
+                if let Some(r) = self.gone_reply(m, &path) {
+                    return Some(r);
+                }
                 return Some(bus::std_error(
                     m,
                     "org.freedesktop.DBus.Error.UnknownObject",
                     &format!("Object does not exist at path '{path}'"),
-                ))
+                ));
             }
             (Some("org.freedesktop.DBus.Introspectable") | None, "Introspect") => {
                 // The manager lists only the devices the caller may see.

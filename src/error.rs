@@ -26,6 +26,9 @@ pub enum Error {
     State(String),
     /// The host already routes something the call needs elsewhere.
     Conflict(String),
+    /// The device object went away because someone else removed or
+    /// renamed its link; says which and why.
+    DeviceGone(String),
     /// Anything else, with a human-readable reason.
     Failed(String),
 }
@@ -57,6 +60,7 @@ impl Error {
             Error::Io { .. } => "net.openvpn.v3.netcfg.error.System",
             Error::State(_) => "net.openvpn.v3.netcfg.error.State",
             Error::Conflict(_) => "net.openvpn.v3.netcfg.error.RouteConflict",
+            Error::DeviceGone(_) => "net.openvpn.v3.netcfg.error.DeviceRemoved",
             Error::Failed(_) => "net.openvpn.v3.netcfg.error.Failed",
         }
     }
@@ -72,6 +76,7 @@ impl fmt::Display for Error {
             | Error::NotSupported(s)
             | Error::State(s)
             | Error::Conflict(s)
+            | Error::DeviceGone(s)
             | Error::Failed(s) => f.write_str(s),
             Error::Kernel { op, errno, msg } => {
                 write!(f, "{op}: {}", std::io::Error::from_raw_os_error(*errno))?;

@@ -165,6 +165,7 @@ mod tests {
         let len = link.len() as u32;
         link[0..4].copy_from_slice(&len.to_ne_bytes());
         seeds.push(link);
+        seeds.push(netlink::notice_datagram());
         for i in 0..30_000 {
             let m = mutate(&mut rng, &seeds[i % seeds.len()]);
             crate::fuzz_wire::fuzz_rtnl(&m);

@@ -12,7 +12,7 @@ use crate::limits::{DNS_SEARCH_PER_DEVICE, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_
 use crate::netlink;
 
 /// A `recv` buffer of RTNL replies: acks with extack, route, rule and link
-/// messages.
+/// messages; also read as the watch socket's notifications.
 pub fn fuzz_rtnl(data: &[u8]) {
     for (_, r) in netlink::parse_acks(data) {
         if let Err(e) = r {
@@ -23,6 +23,14 @@ pub fn fuzz_rtnl(data: &[u8]) {
     }
     for (_, p) in netlink::attrs(data) {
         assert!(p.len() <= data.len());
+    }
+    // The same bytes as a datagram of multicast notifications (the watch socket).
+    for n in netlink::notices(data) {
+        match n {
+            netlink::KernelNotice::Link { name, .. } => assert!(name.len() <= data.len() * 3 && !name.contains('\0')),
+            netlink::KernelNotice::Route { route, .. } => assert!(route.route.dst.prefix() <= 128),
+            netlink::KernelNotice::Rule { .. } => {}
+        }
     }
     let Some(payload) = data.get(16..) else { return };
     if let Some(k) = netlink::route::parse(payload) {

@@ -24,3 +24,4 @@ pub mod settings;
 pub mod shared;
 pub mod state;
 pub mod sys;
+pub mod watch;

@@ -51,7 +51,7 @@ pub struct Protection {
 }
 
 impl Protection {
-    fn holder(&self) -> Holder {
+    pub(crate) fn holder(&self) -> Holder {
         Holder::Protection(self.owner.clone(), self.remote)
     }
 }

@@ -74,6 +74,36 @@ impl Shared {
         self.routes.get(r).map_or(0, |h| h.holders.len())
     }
 
+    /// Every route held, with its holders.
+    pub fn held(&self) -> impl Iterator<Item = (&Route, &[Holder])> {
+        self.routes.iter().map(|(r, h)| (r, h.holders.as_slice()))
+    }
+
+    /// Puts `new` in the place of `old` (a route that moved to another
+    /// path), for the same holders; returns `old`'s undo entry.
+    pub fn replace(&mut self, old: &Route, new: Route, entry: Entry) -> Option<Entry> {
+        let held = self.routes.remove(old)?;
+        for h in &held.holders {
+            for r in self.by_holder.get_mut(h).into_iter().flatten().filter(|r| *r == old) {
+                *r = new.clone();
+            }
+        }
+        self.routes.insert(new, Held { entry, holders: held.holders });
+        Some(held.entry)
+    }
+
+    /// Forgets a route that is no longer ours (gone, and its place taken by
+    /// someone else's); returns its undo entry.
+    pub fn forget(&mut self, r: &Route) -> Option<Entry> {
+        let held = self.routes.remove(r)?;
+        for h in &held.holders {
+            if let Some(v) = self.by_holder.get_mut(h) {
+                v.retain(|x| x != r);
+            }
+        }
+        Some(held.entry)
+    }
+
     /// Every live undo entry (for rewriting the journal file).
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.routes.values().map(|h| &h.entry)
@@ -113,5 +143,23 @@ mod tests {
         assert_eq!(s.release(&b).len(), 1);
         assert!(s.release(&b).is_empty());
         assert_eq!(s.entries().count(), 0);
+    }
+
+    #[test]
+    fn a_moved_route_keeps_its_holders() {
+        let mut s = Shared::default();
+        let (a, b) = (Holder::Config("/a".into()), Holder::Config("/b".into()));
+        let x = route("198.51.100.0/24");
+        let y = Route { gateway: Some("192.0.2.254".parse().unwrap()), ..x.clone() };
+        s.insert(x.clone(), Entry { id: 1, undo: Undo::DelRoute(x.clone()) }, &a);
+        s.hold(&x, &b);
+        let old = s.replace(&x, y.clone(), Entry { id: 2, undo: Undo::DelRoute(y.clone()) });
+        assert_eq!(old.map(|e| e.id), Some(1));
+        assert!(!s.contains(&x) && s.holders(&y) == 2);
+        assert!(s.release(&a).is_empty(), "b still holds the moved route");
+        assert_eq!(s.release(&b).iter().map(|e| e.id).collect::<Vec<_>>(), [2]);
+        s.insert(x.clone(), Entry { id: 3, undo: Undo::DelRoute(x.clone()) }, &a);
+        assert_eq!(s.forget(&x).map(|e| e.id), Some(3));
+        assert!(s.release(&a).is_empty() && s.entries().count() == 0);
     }
 }

@@ -49,6 +49,7 @@ impl Daemon {
                 }
                 let d = Device::new(path.clone(), name.to_string(), c.uid, c.pid, sender, self.log_level);
                 self.devices.insert(path.clone(), d);
+                self.watch.forget_path(&path); // a new object at the path of one removed with its link
                 log::info!("virtual device '{name}' registered on {path} (owner uid {}, pid {})", c.uid, c.pid);
                 Ok(m.method_return().append1(dbus::Path::from(path)))
             }

@@ -295,6 +295,112 @@ impl Rtnl {
     }
 }
 
+/// A socket on the RTNL multicast groups for links and IPv4/IPv6 routes and rules:
+/// what other programs (and the kernel itself) change in the network.
+/// Non-blocking; the daemon's poll loop reads it.
+pub struct Monitor {
+    sock: NlSocket,
+    buf: Vec<u8>,
+}
+
+/// What one RTNL notification says, as far as the daemon follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelNotice {
+    /// RTM_NEWLINK (`gone` false: new, changed or renamed) or RTM_DELLINK.
+    Link { ifindex: u32, name: String, gone: bool },
+    /// RTM_NEWROUTE or RTM_DELROUTE.
+    Route { gone: bool, route: route::KernelRoute },
+    /// RTM_NEWRULE or RTM_DELRULE: a policy rule changed; `ours` if it
+    /// carries our protocol.
+    Rule { ours: bool },
+}
+
+impl Monitor {
+    pub fn open() -> Result<Self> {
+        let groups = Groups::new_groups(&[
+            libc::RTNLGRP_LINK,
+            libc::RTNLGRP_IPV4_ROUTE,
+            libc::RTNLGRP_IPV6_ROUTE,
+            libc::RTNLGRP_IPV4_RULE,
+            libc::RTNLGRP_IPV6_RULE,
+        ]);
+        let sock =
+            NlSocket::connect(NlFamily::Route, None, groups).map_err(|e| Error::io("netlink monitor socket", e))?;
+        sock.nonblock().map_err(|e| Error::io("netlink nonblock", e))?;
+        // Room for a burst (a link going down takes its routes with it);
+        // an overrun is noticed (ENOBUFS) and answered by a full re-check.
+        if crate::sys::setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20).is_err() {
+            let _ = sock.set_recv_buffer_size(1 << 20);
+        }
+        Ok(Monitor { sock, buf: vec![0; RECV_BUF] })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// Reads every queued notification without waiting. The flag is true
+    /// if the kernel dropped some (the socket's buffer overran).
+    pub fn drain(&mut self) -> (Vec<KernelNotice>, bool) {
+        let (mut out, mut overrun) = (Vec::new(), false);
+        loop {
+            match self.sock.recv(&mut self.buf[..], neli::consts::socket::Msg::DONTWAIT) {
+                Ok((0, _)) => break,
+                Ok((n, _)) => out.extend(notices(&self.buf[..n.min(self.buf.len())])),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => overrun = true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        log::warn!("netlink monitor: {e}");
+                    }
+                    break;
+                }
+            }
+        }
+        (out, overrun)
+    }
+}
+
+/// Decodes a datagram of RTNL notifications. Messages of other types and
+/// malformed ones are skipped; never panics.
+pub fn notices(b: &[u8]) -> Vec<KernelNotice> {
+    let mut out = Vec::new();
+    for (ty, _, _, m) in messages(b) {
+        let payload = &m[16..];
+        let n = match ty {
+            libc::RTM_NEWLINK | libc::RTM_DELLINK => link::parse_info(payload).map(|l| KernelNotice::Link {
+                ifindex: l.index,
+                name: l.name,
+                gone: ty == libc::RTM_DELLINK,
+            }),
+            libc::RTM_NEWROUTE | libc::RTM_DELROUTE => {
+                route::parse(payload).map(|route| KernelNotice::Route { gone: ty == libc::RTM_DELROUTE, route })
+            }
+            libc::RTM_NEWRULE | libc::RTM_DELRULE if payload.len() >= 12 => {
+                Some(KernelNotice::Rule { ours: rule::parse_ours(payload, RTPROT_OVPN_NETCFGD).is_some() })
+            }
+            _ => None,
+        };
+        out.extend(n);
+    }
+    out
+}
+
+/// The netlink messages in a datagram: (type, flags, seq, whole message).
+/// Stops at the first header that does not fit.
+fn messages(mut b: &[u8]) -> impl Iterator<Item = (u16, u16, u32, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = u32::from_ne_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        if len < 16 || len > b.len() {
+            return None;
+        }
+        let m = &b[..len];
+        b = &b[((len + 3) & !3).min(b.len())..];
+        let ty = u16::from_ne_bytes([m[4], m[5]]);
+        Some((ty, u16::from_ne_bytes([m[6], m[7]]), u32::from_ne_bytes([m[8], m[9], m[10], m[11]]), m))
+    })
+}
+
 /// Sets or clears NLM_F_ACK on an encoded request (`transact` asks only
 /// the last request of a batch for an ack).
 pub fn set_ack(bytes: &mut [u8], ack: bool) {
@@ -307,18 +413,10 @@ pub fn set_ack(bytes: &mut [u8], ack: bool) {
 
 /// Extracts (seq, result) from every NLMSG_ERROR message in a datagram.
 /// Never panics on malformed input; bad messages are skipped.
-pub fn parse_acks(mut b: &[u8]) -> Vec<(u32, std::result::Result<(), NlError>)> {
+pub fn parse_acks(b: &[u8]) -> Vec<(u32, std::result::Result<(), NlError>)> {
     let mut out = Vec::new();
-    while b.len() >= 16 {
-        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        if len < 16 || len > b.len() {
-            break;
-        }
-        let ty = u16::from_ne_bytes([b[4], b[5]]);
-        let flags = u16::from_ne_bytes([b[6], b[7]]);
-        let seq = u32::from_ne_bytes([b[8], b[9], b[10], b[11]]);
-        if ty == u16::from(Nlmsg::Error) && len >= 20 {
-            let m = &b[..len];
+    for (ty, flags, seq, m) in messages(b) {
+        if ty == u16::from(Nlmsg::Error) && m.len() >= 20 {
             let err = i32::from_ne_bytes([m[16], m[17], m[18], m[19]]);
             if err == 0 {
                 out.push((seq, Ok(())));
@@ -345,11 +443,6 @@ pub fn parse_acks(mut b: &[u8]) -> Vec<(u32, std::result::Result<(), NlError>)> 
                 out.push((seq, Err(NlError { errno: err.checked_neg().unwrap_or(libc::EIO), msg })));
             }
         }
-        let step = (len + 3) & !3;
-        if step > b.len() {
-            break;
-        }
-        b = &b[step..];
     }
     out
 }
@@ -370,6 +463,33 @@ pub fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
         b = &b[step..];
         Some((ty, payload))
     })
+}
+
+/// An RTM_DELLINK for "tun0" (#7) and an RTM_DELROUTE, as one datagram
+/// (unit test and fuzz seed).
+#[cfg(test)]
+pub fn notice_datagram() -> Vec<u8> {
+    let mut link = vec![0u8; 32];
+    link[4..6].copy_from_slice(&libc::RTM_DELLINK.to_ne_bytes());
+    link[20..24].copy_from_slice(&7u32.to_ne_bytes());
+    link.extend_from_slice(&9u16.to_ne_bytes());
+    link.extend_from_slice(&libc::IFLA_IFNAME.to_ne_bytes());
+    link.extend_from_slice(b"tun0\0\0\0\0");
+    let len = link.len() as u32;
+    link[0..4].copy_from_slice(&len.to_ne_bytes());
+    let r = route::Route {
+        dst: "203.0.113.7/32".parse().expect("constant"),
+        gateway: Some("192.0.2.1".parse().expect("constant")),
+        oif: 2,
+        metric: None,
+        table: route::RT_TABLE_MAIN,
+        protocol: RTPROT_OVPN_NETCFGD,
+        onlink: false,
+    };
+    link.extend_from_slice(&route::del(&r).bytes);
+    let rule = rule::Rule { ipv6: false, priority: 100, fwmark: 0, table: 100, protocol: 4 };
+    link.extend_from_slice(&rule::add(&rule).bytes);
+    link
 }
 
 #[cfg(test)]
@@ -400,6 +520,25 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].0, 7);
         assert_eq!(r[0].1, Err(NlError { errno: 17, msg: Some("route exists".into()) }));
+    }
+
+    #[test]
+    fn notices_decode_a_datagram_of_link_and_route_messages() {
+        let d = notice_datagram();
+        let n = notices(&d);
+        assert_eq!(n.len(), 3, "{n:?}");
+        assert_eq!(n[2], KernelNotice::Rule { ours: false });
+        assert_eq!(n[0], KernelNotice::Link { ifindex: 7, name: "tun0".into(), gone: true });
+        match &n[1] {
+            KernelNotice::Route { gone: true, route } => {
+                assert_eq!(route.route.to_string(), "203.0.113.7/32 via 192.0.2.1 dev #2")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Cut anywhere: whole messages before the cut only.
+        for cut in 0..d.len() {
+            assert!(notices(&d[..cut]).len() <= 3);
+        }
     }
 
     #[test]

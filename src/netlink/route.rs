@@ -231,10 +231,11 @@ pub fn best_route(table: &[KernelRoute], dst: IpAddr, ignore: &[u32]) -> Option<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn kr(dst: &str, gw: Option<&str>, oif: u32, metric: Option<u32>) -> KernelRoute {
+    /// A main-table unicast route as a dump shows it (for tests).
+    pub(crate) fn kr(dst: &str, gw: Option<&str>, oif: u32, metric: Option<u32>) -> KernelRoute {
         KernelRoute {
             route: Route {
                 dst: dst.parse().unwrap(),
