@@ -90,7 +90,9 @@ fn a_60000_entry_add_dns_is_refused_before_the_work_and_keeps_nobody_waiting() {
     }
     waits.sort();
     eprintln!("longest wait of a second client during a 60,000-entry AddDNS: {waits:?}");
-    assert!(waits[2] <= Duration::from_millis(50), "median wait {:?} (all: {waits:?})", waits[2]);
+    // Checked after the work, this was 3.5-10 s; the bound only catches that
+    // (the 50 ms target is `make bench`'s figure, not a test's: load varies).
+    assert!(waits[2] <= Duration::from_secs(1), "median wait {:?} (all: {waits:?})", waits[2]);
     // Refused as a whole: the answer names the limit, nothing was stored.
     let e = call::<_, ()>(&first, &p, "AddDNS", (list,)).unwrap_err();
     assert!(e.0.ends_with("InvalidArgs") && e.1.contains(&format!("at most {DNS_SERVERS_PER_DEVICE}")), "{e:?}");
