@@ -244,7 +244,9 @@ fn main() {
     println!("50 clients gone -> their devices, addresses and routes removed in {:.1} ms", ms(t.elapsed()));
 
     // A SIGKILLed client: time until its routes (incl. an exclude route via
-    // the uplink, which the kernel would not remove by itself) are gone.
+    // the uplink, which the kernel would not remove by itself) are gone. The
+    // client keeps its tun fd (`keep`): dropped, the kernel deletes the tun
+    // and the daemon forgets the device at once.
     let mut kills = Vec::new();
     for i in 0..10 {
         let script = format!(
@@ -255,7 +257,7 @@ fn main() {
              c.call_sync('net.openvpn.v3.netcfg',p,'org.freedesktop.DBus.Properties','Set',GLib.Variant('(ssv)',('net.openvpn.v3.netcfg','layer',GLib.Variant('u',3))),None,0,5000,None)\n\
              call(p,'AddIPAddress',GLib.Variant('(susb)',('10.98.0.2',24,'10.98.0.1',False)))\n\
              call(p,'AddNetworks',GLib.Variant('(a(suibb))',([('198.51.100.0',24,-1,False,True)],)))\n\
-             call(p,'Establish',None)\nprint('READY',flush=True)\nsys.stdin.readline()\n",
+             keep=call(p,'Establish',None)\nprint('READY',flush=True)\nsys.stdin.readline()\n",
             a = env.addr
         );
         let mut child = std::process::Command::new("/usr/bin/python3")
