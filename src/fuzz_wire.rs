@@ -17,7 +17,10 @@ pub fn fuzz_rtnl(data: &[u8]) {
     for (_, r) in netlink::parse_acks(data) {
         if let Err(e) = r {
             let msg = e.msg.unwrap_or_default();
-            assert!(msg.len() <= data.len() * 3 && !msg.contains('\0'), "extack text {msg:?}");
+            assert!(
+                msg.len() <= crate::dco::attr::EXTACK_MSG_MAX && !msg.chars().any(char::is_control),
+                "extack text {msg:?}"
+            );
             assert!(e.errno != 0);
         }
     }

@@ -432,11 +432,10 @@ pub fn parse_acks(b: &[u8]) -> Vec<(u32, std::result::Result<(), NlError>)> {
                         (u32::from_ne_bytes([m[20], m[21], m[22], m[23]]) as usize).saturating_add(3) & !3
                     };
                     if let Some(tlvs) = m.get(orig.saturating_add(20)..) {
+                        // The same printable, bounded text as the DCO decoder's.
                         msg = attrs(tlvs)
                             .find(|(t, _)| *t == NLMSGERR_ATTR_MSG)
-                            .map(|(_, p)| {
-                                String::from_utf8_lossy(p.split(|&c| c == 0).next().unwrap_or(&[])).into_owned()
-                            })
+                            .map(|(_, p)| crate::dco::attr::sanitize_text(p, crate::dco::attr::EXTACK_MSG_MAX))
                             .filter(|s| !s.is_empty());
                     }
                 }
@@ -499,8 +498,19 @@ mod tests {
     #[test]
     fn ack_parser_reads_errno_and_extack() {
         // NLMSG_ERROR, seq 7, error -17, capped original header, extack "route exists".
+        let r = parse_acks(&capped_error_with_extack(b"route exists\0"));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].0, 7);
+        assert_eq!(r[0].1, Err(NlError { errno: 17, msg: Some("route exists".into()) }));
+        // Control characters are replaced and the text is bounded, as in the DCO decoder.
+        let long = [b"a\nb\x1b".as_slice(), &[b'x'; 400]].concat();
+        let r = parse_acks(&capped_error_with_extack(&long));
+        let msg = r[0].1.clone().unwrap_err().msg.unwrap();
+        assert!(msg.starts_with("a?b?x") && msg.len() == crate::dco::attr::EXTACK_MSG_MAX, "{msg:?}");
+    }
+
+    fn capped_error_with_extack(text: &[u8]) -> Vec<u8> {
         let mut m = Vec::new();
-        let text = b"route exists\0";
         let attr_len = 4 + text.len();
         let total = 16 + 4 + 16 + ((attr_len + 3) & !3);
         m.extend_from_slice(&(total as u32).to_ne_bytes());
@@ -516,10 +526,7 @@ mod tests {
         while m.len() % 4 != 0 {
             m.push(0);
         }
-        let r = parse_acks(&m);
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].0, 7);
-        assert_eq!(r[0].1, Err(NlError { errno: 17, msg: Some("route exists".into()) }));
+        m
     }
 
     #[test]
