@@ -397,7 +397,7 @@ impl Daemon {
         for p in gone {
             self.remove_device(&p, &format!("its creator {name} left the bus"), false);
         }
-        self.drop_protections(|o| matches!(o, crate::protect::Owner::Client { bus, .. } if *bus == name));
+        self.drop_protections(|o| matches!(o, crate::shared::Owner::Client { bus, .. } if *bus == name));
         self.watch.forget_owner(&name);
         if self.subs.remove(&name).is_some() {
             log::info!("subscriber {name} left the bus; subscription removed");
@@ -521,7 +521,7 @@ impl Daemon {
         if self.devices.is_empty() {
             crate::sys::trim_heap();
         }
-        self.drop_protections(|o| *o == crate::protect::Owner::Device(path.to_string()));
+        self.drop_protections(|o| *o == crate::shared::Owner::Device(path.to_string()));
         self.departed.insert(d.path.clone(), (d.owner_uid, d.acl.clone()));
         self.emit_notices(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);

@@ -21,7 +21,7 @@ use nix::sys::socket::{setsockopt, sockopt};
 
 use crate::apply;
 use crate::bus::Creds;
-use crate::config::RedirectMethod;
+use crate::config::{fwmark_table, RedirectMethod};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
@@ -30,16 +30,10 @@ use crate::netlink::route::{best_route, Route, RT_TABLE_MAIN};
 use crate::netlink::rule::Rule;
 use crate::netlink::RTPROT_OVPN_NETCFGD;
 use crate::plan::Change;
-use crate::shared::Holder;
+use crate::shared::{Holder, Owner};
 
 /// Priority of the fwmark rules: after the usual admin rules, before main (32766).
 pub const FWMARK_RULE_PRIORITY: u32 = 32700;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Owner {
-    Device(String),
-    Client { bus: String, pid: u32 },
-}
 
 /// A protection in force: its route is held in the shared routes under
 /// `holder()`.
@@ -54,11 +48,6 @@ impl Protection {
     pub(crate) fn holder(&self) -> Holder {
         Holder::Protection(self.owner.clone(), self.remote)
     }
-}
-
-/// The table the fwmark method uses for mark `m` (as wg-quick: the mark).
-pub fn fwmark_table(m: u32) -> Option<u32> {
-    (!matches!(m, 0 | 253..=255)).then_some(m)
 }
 
 /// A connected socket must be connected to `remote`: a protection is for
