@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::journal::{Entry, Journal, Undo, Wal};
 use crate::netlink::route::KernelRoute;
 use crate::netlink::{self, Req, Rtnl};
-use crate::plan::{self, Change, Misroute};
+use crate::plan::{self, Change, Misroute, Move};
 use crate::shared::{Holder, Shared};
 
 /// The kernel side of the daemon: the RTNL socket, the journal file, and
@@ -227,7 +227,7 @@ pub fn undo(k: &mut Kernel, steps: Vec<Entry>) -> Vec<String> {
 /// the moves that took effect; the others are logged. A new route whose
 /// place someone else's route took meanwhile (EEXIST) is theirs: ours is
 /// then gone, and forgotten.
-pub fn reroute(k: &mut Kernel, moves: Vec<crate::watch::Move>) -> Vec<crate::watch::Move> {
+pub fn reroute(k: &mut Kernel, moves: Vec<Move>) -> Vec<Move> {
     let undos = moves.iter().map(|m| Undo::DelRoute(m.new.clone())).collect();
     let entries = match k.wal.record(undos) {
         Ok(e) => e,

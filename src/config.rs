@@ -31,6 +31,14 @@ impl RedirectMethod {
     }
 }
 
+/// The table the fwmark method uses for mark `m` (as wg-quick: the mark).
+pub fn fwmark_table(m: u32) -> Option<u32> {
+    (!matches!(m, 0 | 253..=255)).then_some(m)
+}
+
+/// The default of `--dnsmasq-servers`: the servers file the dnsmasq backend manages.
+pub const DNSMASQ_SERVERS: &str = "/var/run/ovpn-netcfgd/dnsmasq.servers";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnsChoice {
     Auto,
@@ -73,7 +81,7 @@ impl Default for Config {
             idle_exit: std::time::Duration::from_secs(300),
             dns: DnsChoice::Auto,
             dns_chosen: false,
-            dnsmasq_servers: PathBuf::from(crate::dns::DNSMASQ_SERVERS),
+            dnsmasq_servers: PathBuf::from(DNSMASQ_SERVERS),
             redirect: RedirectMethod::HostRoute,
             somark: None,
             state_dir: PathBuf::from("/var/lib/ovpn-netcfgd"),
@@ -208,7 +216,7 @@ impl Config {
         if self.redirect == RedirectMethod::Fwmark {
             match self.somark {
                 None => return Err("--redirect-method fwmark needs --set-somark".into()),
-                Some(m) if crate::protect::fwmark_table(m).is_none() => {
+                Some(m) if fwmark_table(m).is_none() => {
                     return Err(format!("--set-somark {m} cannot be used as a routing table (0, 253-255 are reserved)"))
                 }
                 _ => {}

@@ -80,20 +80,46 @@ pub fn run(cfg: Config, state: crate::state::State) -> i32 {
     }
 }
 
+/// SIGTERM, SIGINT and SIGHUP come through the returned signalfd; SIGPIPE
+/// is blocked.
+fn signal_fd() -> Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
+    // SIGPIPE would kill us when a peer goes away mid-write; blocked, it
+    // turns into EPIPE. (std::process::Command resets the mask in children.)
+    let mut pipe = SigSet::empty();
+    pipe.add(Signal::SIGPIPE);
+    pipe.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(|e| Error::errno("signalfd", e))
+}
+
+/// Which of the loop's fds poll(2) found ready (the bus is always drained).
+struct Ready {
+    signal: bool,
+    timer: bool,
+    watch: bool,
+    dco: bool,
+}
+
+/// poll(2)'s timeout for `deadline`, rounded up: waking a little early
+/// would spin until the deadline.
+fn poll_timeout(deadline: Option<std::time::Instant>) -> PollTimeout {
+    match deadline {
+        None => PollTimeout::NONE,
+        Some(t) => {
+            let us = t.saturating_duration_since(std::time::Instant::now()).as_micros();
+            let ms = us.div_ceil(1000).min(60_000) as u16;
+            PollTimeout::from(ms)
+        }
+    }
+}
+
 impl Daemon {
     fn start(cfg: Config, state: crate::state::State) -> Result<Self> {
-        let mut mask = SigSet::empty();
-        for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-            mask.add(s);
-        }
-        mask.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
-        // SIGPIPE would kill us when a peer goes away mid-write; blocked, it
-        // turns into EPIPE. (std::process::Command resets the mask in children.)
-        let mut pipe = SigSet::empty();
-        pipe.add(Signal::SIGPIPE);
-        pipe.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
-        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(|e| Error::errno("signalfd", e))?;
+        let sigfd = signal_fd()?;
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
             .map_err(|e| Error::errno("timerfd", e))?;
         let rtnl = Rtnl::open()?;
@@ -140,32 +166,39 @@ impl Daemon {
             timer,
             timer_armed: false,
         };
+        d.come_up(state.journals)?;
+        Ok(d)
+    }
+
+    /// The last steps of start-up, in this order: the name watch, the
+    /// recovery of what a predecessor left, DNS, and only then the name.
+    fn come_up(&mut self, journals: [std::fs::File; 2]) -> Result<()> {
         // Our objects answer from the first message on (they are dispatched
         // by path, not registered), so asking for the name last means no
         // caller can reach us before we can answer.
-        d.bus.add_match(
+        self.bus.add_match(
             "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged'",
         )?;
-        d.log_owner = d.bus.name_owner(LOG_SERVICE);
+        self.log_owner = self.bus.name_owner(LOG_SERVICE);
         // Another instance would own the name: leave its state alone.
-        if d.bus.name_owner(BUS_NAME).is_some() {
+        if self.bus.name_owner(BUS_NAME).is_some() {
             return Err(Error::Failed(format!("{BUS_NAME} is already running")));
         }
         // Undo what a killed predecessor left behind (kernel, then DNS)
         // before anyone can reach us; the DNS backend is chosen after its
         // recovery.
-        d.recover_kernel(state.journals)?;
-        d.dns.start(&d.cfg.dns, &d.bus);
-        crate::privs::fit_to_dns(&d.cfg, d.dns.backend_name()).map_err(Error::Failed)?;
-        d.bus.request_name(BUS_NAME)?;
+        self.recover_kernel(journals)?;
+        self.dns.start(&self.cfg.dns, &self.bus);
+        crate::privs::fit_to_dns(&self.cfg, self.dns.backend_name()).map_err(Error::Failed)?;
+        self.bus.request_name(BUS_NAME)?;
         log::info!(
             "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, DNS backend {}, log level {})",
-            d.bus.unique_name(),
-            d.cfg.redirect.as_str(),
-            d.dns.backend_name(),
-            d.log_level
+            self.bus.unique_name(),
+            self.cfg.redirect.as_str(),
+            self.dns.backend_name(),
+            self.log_level
         );
-        Ok(d)
+        Ok(())
     }
 
     fn recover_kernel(&mut self, files: [std::fs::File; 2]) -> Result<()> {
@@ -197,25 +230,9 @@ impl Daemon {
     fn main_loop(&mut self) -> i32 {
         let mut code = 0;
         loop {
-            // Drain libdbus completely before sleeping: a blocking call made
-            // by a handler may have queued messages that poll() cannot see.
-            loop {
-                if !self.bus.pump() {
-                    log::error!("lost the D-Bus connection");
-                    self.quit = true;
-                    code = 3;
-                    break;
-                }
-                let mut any = false;
-                while let Some(m) = self.bus.pop() {
-                    any = true;
-                    self.handle(m);
-                }
-                self.flush_log_signals();
-                self.pace_signals();
-                if !any {
-                    break;
-                }
+            if !self.drain_bus() {
+                self.quit = true;
+                code = 3;
             }
             if self.quit {
                 break;
@@ -226,61 +243,15 @@ impl Daemon {
                 self.kernel.wal = wal;
             }
             self.update_idle_timer();
-            let bus_fd = crate::sys::borrow_fd(self.bus.fd());
-            let mut bus_ev = PollFlags::POLLIN;
-            if self.bus.wants_write() {
-                bus_ev |= PollFlags::POLLOUT;
-            }
-            let mut fds = vec![
-                PollFd::new(bus_fd, bus_ev),
-                PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
-                PollFd::new(crate::sys::borrow_fd(self.watch.fd()), PollFlags::POLLIN),
-            ];
-            // DCO (issue 6): the peers notification socket, pipes with records waiting.
-            let dco_fds = self.dco_poll_fds();
-            fds.extend(dco_fds.iter().map(|(fd, ev)| PollFd::new(crate::sys::borrow_fd(*fd), *ev)));
-            // Queued signals: wake for their next tick.
-            let signal_tick = (!self.signals.get_mut().is_empty()).then(|| self.signals_sent + SIGNAL_TICK);
-            let deadline = [self.dns.deadline(), signal_tick, self.watch.deadline()].into_iter().flatten().min();
-            let timeout = match deadline {
-                None => PollTimeout::NONE,
-                Some(t) => {
-                    // Rounded up: waking a little early would spin until the deadline.
-                    let us = t.saturating_duration_since(std::time::Instant::now()).as_micros();
-                    let ms = us.div_ceil(1000).min(60_000) as u16;
-                    PollTimeout::from(ms)
-                }
-            };
-            match poll(&mut fds, timeout) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            let ready = match self.wait() {
+                Ok(r) => r,
                 Err(e) => {
                     log::error!("poll: {e}");
                     code = 3;
                     break;
                 }
-            }
-            let sig_ready = fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
-            let timer_ready = fds[2].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
-            let watch_ready = fds[3].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
-            let dco_ready = fds[4..].iter().any(|f| f.revents().is_some_and(|r| !r.is_empty()));
-            if dco_ready {
-                self.dco_service();
-            }
-            self.watch_service(watch_ready);
-            if sig_ready {
-                self.on_signals();
-            }
-            if timer_ready {
-                let _ = self.timer.wait();
-                if self.is_idle() {
-                    log::info!("idle for {} s, exiting", self.cfg.idle_exit.as_secs());
-                    self.quit = true;
-                }
-            }
-            if self.dns.deadline().is_some_and(|t| t <= std::time::Instant::now()) {
-                self.dns.on_timeout(&self.bus);
-            }
+            };
+            self.serve(ready);
             if self.quit {
                 break;
             }
@@ -289,6 +260,81 @@ impl Daemon {
             code = 4;
         }
         code
+    }
+
+    /// Drains libdbus completely before sleeping: a blocking call made by
+    /// a handler may have queued messages that poll() cannot see. False
+    /// when the connection is lost.
+    fn drain_bus(&mut self) -> bool {
+        loop {
+            if !self.bus.pump() {
+                log::error!("lost the D-Bus connection");
+                return false;
+            }
+            let mut any = false;
+            while let Some(m) = self.bus.pop() {
+                any = true;
+                self.handle(m);
+            }
+            self.flush_log_signals();
+            self.pace_signals();
+            if !any {
+                return true;
+            }
+        }
+    }
+
+    /// One poll(2) over every fd of the loop, until the nearest deadline.
+    fn wait(&mut self) -> nix::Result<Ready> {
+        let bus_fd = crate::sys::borrow_fd(self.bus.fd());
+        let mut bus_ev = PollFlags::POLLIN;
+        if self.bus.wants_write() {
+            bus_ev |= PollFlags::POLLOUT;
+        }
+        let mut fds = vec![
+            PollFd::new(bus_fd, bus_ev),
+            PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
+            PollFd::new(crate::sys::borrow_fd(self.watch.fd()), PollFlags::POLLIN),
+        ];
+        // DCO (issue 6): the peers notification socket, pipes with records waiting.
+        let dco_fds = self.dco_poll_fds();
+        fds.extend(dco_fds.iter().map(|(fd, ev)| PollFd::new(crate::sys::borrow_fd(*fd), *ev)));
+        // Queued signals: wake for their next tick.
+        let signal_tick = (!self.signals.get_mut().is_empty()).then(|| self.signals_sent + SIGNAL_TICK);
+        let deadline = [self.dns.deadline(), signal_tick, self.watch.deadline()].into_iter().flatten().min();
+        match poll(&mut fds, poll_timeout(deadline)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+        let readable = |f: &PollFd| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+        Ok(Ready {
+            signal: readable(&fds[1]),
+            timer: readable(&fds[2]),
+            watch: readable(&fds[3]),
+            dco: fds[4..].iter().any(|f| f.revents().is_some_and(|r| !r.is_empty())),
+        })
+    }
+
+    /// Serves what `wait` found ready, then the DNS backend's deadline.
+    fn serve(&mut self, ready: Ready) {
+        if ready.dco {
+            self.dco_service();
+        }
+        self.watch_service(ready.watch);
+        if ready.signal {
+            self.on_signals();
+        }
+        if ready.timer {
+            let _ = self.timer.wait();
+            if self.is_idle() {
+                log::info!("idle for {} s, exiting", self.cfg.idle_exit.as_secs());
+                self.quit = true;
+            }
+        }
+        if self.dns.deadline().is_some_and(|t| t <= std::time::Instant::now()) {
+            self.dns.on_timeout(&self.bus);
+        }
     }
 
     fn on_signals(&mut self) {
@@ -397,7 +443,7 @@ impl Daemon {
         for p in gone {
             self.remove_device(&p, &format!("its creator {name} left the bus"), false);
         }
-        self.drop_protections(|o| matches!(o, crate::protect::Owner::Client { bus, .. } if *bus == name));
+        self.drop_protections(|o| matches!(o, crate::shared::Owner::Client { bus, .. } if *bus == name));
         self.watch.forget_owner(&name);
         if self.subs.remove(&name).is_some() {
             log::info!("subscriber {name} left the bus; subscription removed");
@@ -521,7 +567,7 @@ impl Daemon {
         if self.devices.is_empty() {
             crate::sys::trim_heap();
         }
-        self.drop_protections(|o| *o == crate::protect::Owner::Device(path.to_string()));
+        self.drop_protections(|o| *o == crate::shared::Owner::Device(path.to_string()));
         self.departed.insert(d.path.clone(), (d.owner_uid, d.acl.clone()));
         self.emit_notices(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);

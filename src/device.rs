@@ -10,6 +10,27 @@ use crate::plan::{self, Host, Notice};
 use crate::settings::Settings;
 use crate::shared::Holder;
 
+/// The link an Establish configures.
+struct NewLink {
+    /// The previous tun's journal entries, newest first: undone once the
+    /// new configuration is in.
+    old_links: Vec<crate::journal::Entry>,
+    /// The tun fd for the client (none for DCO).
+    fd: Option<OwnedFd>,
+    ifindex: u32,
+    name: String,
+}
+
+/// The `layer` property: tap (2) or tun (3).
+fn is_tap(layer: u32) -> Result<bool> {
+    match layer {
+        3 => Ok(false),
+        2 => Ok(true),
+        0 => Err(Error::State("layer is not set: set the 'layer' property to 3 (tun) or 2 (tap) first".into())),
+        l => Err(Error::State(format!("layer {l} is not supported (3 = tun, 2 = tap)"))),
+    }
+}
+
 pub struct Device {
     pub path: String,
     pub owner_uid: u32,
@@ -79,16 +100,7 @@ impl Device {
         ignore: &[u32],
         redirect: bool,
     ) -> Result<(Option<OwnedFd>, Vec<Notice>, Vec<String>)> {
-        let tap = match self.settings.layer {
-            3 => false,
-            2 => true,
-            0 => {
-                return Err(Error::State(
-                    "layer is not set: set the 'layer' property to 3 (tun) or 2 (tap) first".into(),
-                ))
-            }
-            l => return Err(Error::State(format!("layer {l} is not supported (3 = tun, 2 = tap)"))),
-        };
+        let tap = is_tap(self.settings.layer)?;
         // A second Establish: the old configuration goes first (its routes
         // would collide with the new ones), the old link once the new one works.
         let mut events = Vec::new();
@@ -96,44 +108,8 @@ impl Device {
             events.extend(self.teardown(k, false));
         }
         let mut journal = Journal::default();
-        // DCO: the netdev stays (its DelLink remains in self.journal).
-        let (old_links, fd, ifindex, kname) = if let Some(x) = &self.dco {
-            (Vec::new(), None, x.ifindex, x.name.clone())
-        } else {
-            let old_links = self.journal.take_all();
-            let (fd, kname) = match crate::sys::tun_open(tap, "") {
-                Ok(x) => x,
-                Err(e) => {
-                    self.restore(old_links);
-                    return Err(Error::io("open /dev/net/tun", e));
-                }
-            };
-            let Some(ifindex) = crate::netlink::link::index_of(&kname) else {
-                self.restore(old_links);
-                return Err(Error::Failed(format!("new device {kname} vanished")));
-            };
-            // On error the fd closes here, and the kernel removes the tun with it.
-            let marked = apply::mark_link(&mut k.rtnl, ifindex);
-            if let Err(e) =
-                marked.and_then(|_| apply::record(k, &mut journal, Undo::DelLink { ifindex, name: kname.clone() }))
-            {
-                self.restore(old_links);
-                return Err(e);
-            }
-            (old_links, Some(fd), ifindex, kname)
-        };
-
-        // The table as it is: exclude routes follow it, and a network it
-        // already routes elsewhere fails Establish before anything is sent.
-        let routes = apply::host_routes(&mut k.rtnl);
-        let mut ignore = ignore.to_vec();
-        ignore.push(ifindex);
-        let holder = self.holder();
-        let result = routes.and_then(|routes| {
-            let p = plan::plan(&self.settings, ifindex, &Host { routes: &routes, ignore: &ignore, redirect });
-            apply::apply(k, &p.changes, &mut journal, &holder, &routes).map(|_| p)
-        });
-        let p = match result {
+        let NewLink { old_links, fd, ifindex, name: kname } = self.new_link(k, tap, &mut journal)?;
+        let p = match self.configure(k, &mut journal, ifindex, ignore, redirect) {
             Ok(p) => p,
             Err(e) => {
                 // A route conflict is the host admin's business too, not only the client's.
@@ -156,6 +132,56 @@ impl Device {
         self.announced = Some(p.announce.clone());
         events.push(Notice::Added(p.announce));
         Ok((fd, events, p.notes))
+    }
+
+    /// The link to configure: a new tun/tap, whose undo goes to `journal`,
+    /// or the DCO netdev, which stays (its DelLink remains in
+    /// `self.journal`). On error the old links are back in `self.journal`.
+    fn new_link(&mut self, k: &mut Kernel, tap: bool, journal: &mut Journal) -> Result<NewLink> {
+        if let Some(x) = &self.dco {
+            return Ok(NewLink { old_links: Vec::new(), fd: None, ifindex: x.ifindex, name: x.name.clone() });
+        }
+        let old_links = self.journal.take_all();
+        let (fd, kname) = match crate::sys::tun_open(tap, "") {
+            Ok(x) => x,
+            Err(e) => {
+                self.restore(old_links);
+                return Err(Error::io("open /dev/net/tun", e));
+            }
+        };
+        let Some(ifindex) = crate::netlink::link::index_of(&kname) else {
+            self.restore(old_links);
+            return Err(Error::Failed(format!("new device {kname} vanished")));
+        };
+        // On error the fd closes here, and the kernel removes the tun with it.
+        let marked = apply::mark_link(&mut k.rtnl, ifindex);
+        if let Err(e) = marked.and_then(|_| apply::record(k, journal, Undo::DelLink { ifindex, name: kname.clone() })) {
+            self.restore(old_links);
+            return Err(e);
+        }
+        Ok(NewLink { old_links, fd: Some(fd), ifindex, name: kname })
+    }
+
+    /// Plans the settings on link `ifindex` and applies the plan, the undo
+    /// of each change going to `journal`.
+    fn configure(
+        &self,
+        k: &mut Kernel,
+        journal: &mut Journal,
+        ifindex: u32,
+        ignore: &[u32],
+        redirect: bool,
+    ) -> Result<plan::Plan> {
+        // The table as it is: exclude routes follow it, and a network it
+        // already routes elsewhere fails Establish before anything is sent.
+        let routes = apply::host_routes(&mut k.rtnl);
+        let mut ignore = ignore.to_vec();
+        ignore.push(ifindex);
+        let holder = self.holder();
+        routes.and_then(|routes| {
+            let p = plan::plan(&self.settings, ifindex, &Host { routes: &routes, ignore: &ignore, redirect });
+            apply::apply(k, &p.changes, journal, &holder, &routes).map(|_| p)
+        })
     }
 
     /// Puts back journal entries taken out for an attempt that failed.

@@ -28,6 +28,13 @@ pub enum Change {
     Rule(crate::netlink::rule::Rule),
 }
 
+/// A shared route to move (roaming): as it is held now, and as it must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub old: Route,
+    pub new: Route,
+}
+
 impl Change {
     /// The route this change adds, if any.
     pub fn route(&self) -> Option<&Route> {

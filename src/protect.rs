@@ -14,6 +14,7 @@
 //! goes away with it.
 
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use ipnetwork::IpNetwork;
@@ -21,25 +22,19 @@ use nix::sys::socket::{setsockopt, sockopt};
 
 use crate::apply;
 use crate::bus::Creds;
-use crate::config::RedirectMethod;
+use crate::config::{fwmark_table, RedirectMethod};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::limits::PROTECTIONS_PER_UID;
-use crate::netlink::route::{best_route, Route, RT_TABLE_MAIN};
+use crate::netlink::route::{best_route, KernelRoute, Route, RT_TABLE_MAIN};
 use crate::netlink::rule::Rule;
 use crate::netlink::RTPROT_OVPN_NETCFGD;
 use crate::plan::Change;
-use crate::shared::Holder;
+use crate::shared::{Holder, Owner};
 
 /// Priority of the fwmark rules: after the usual admin rules, before main (32766).
 pub const FWMARK_RULE_PRIORITY: u32 = 32700;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Owner {
-    Device(String),
-    Client { bus: String, pid: u32 },
-}
 
 /// A protection in force: its route is held in the shared routes under
 /// `holder()`.
@@ -54,11 +49,6 @@ impl Protection {
     pub(crate) fn holder(&self) -> Holder {
         Holder::Protection(self.owner.clone(), self.remote)
     }
-}
-
-/// The table the fwmark method uses for mark `m` (as wg-quick: the mark).
-pub fn fwmark_table(m: u32) -> Option<u32> {
-    (!matches!(m, 0 | 253..=255)).then_some(m)
 }
 
 /// A connected socket must be connected to `remote`: a protection is for
@@ -85,6 +75,28 @@ fn check_peer(fd: &OwnedFd, remote: IpAddr) -> Result<()> {
     Ok(())
 }
 
+/// The socket's fd, for a step (`what`) that acts on the socket itself.
+fn need_fd<'a>(fd: Option<&'a OwnedFd>, what: &str) -> Result<&'a OwnedFd> {
+    fd.ok_or_else(|| Error::arg("fd", format!("{what} needs the socket's fd, and none was passed")))
+}
+
+/// bind-device: SO_BINDTODEVICE to the uplink `oif`.
+fn bind_to_device(fd: Option<&OwnedFd>, oif: u32, remote: IpAddr) -> Result<bool> {
+    let name = crate::netlink::link::name_of(oif).ok_or_else(|| Error::Failed(format!("device #{oif} vanished")))?;
+    setsockopt(need_fd(fd, "bind-device")?, sockopt::BindToDevice, &std::ffi::OsString::from(&name))
+        .map_err(|e| Error::errno(format!("SO_BINDTODEVICE {name}"), e))?;
+    log::info!("socket to {remote} bound to {name}");
+    Ok(true)
+}
+
+/// The host's path to a server outside the caller's tunnels.
+struct Uplink {
+    gateway: Option<IpAddr>,
+    oif: u32,
+    /// The host's routes, read before anything is changed.
+    before: Vec<KernelRoute>,
+}
+
 impl Daemon {
     /// Protects `fd` (the client's transport socket to `remote`).
     /// The fd is only borrowed: the caller closes it after the reply.
@@ -106,11 +118,9 @@ impl Daemon {
         if let Some(fd) = fd {
             check_peer(fd, remote)?;
         }
-        let need_fd = |what: &str| {
-            fd.ok_or_else(|| Error::arg("fd", format!("{what} needs the socket's fd, and none was passed")))
-        };
         if let Some(mark) = self.cfg.somark {
-            setsockopt(need_fd("SO_MARK")?, sockopt::Mark, &mark).map_err(|e| Error::errno("setting SO_MARK", e))?;
+            setsockopt(need_fd(fd, "SO_MARK")?, sockopt::Mark, &mark)
+                .map_err(|e| Error::errno("setting SO_MARK", e))?;
         }
         if method == RedirectMethod::None {
             return Ok(true);
@@ -120,6 +130,20 @@ impl Daemon {
         } else {
             Owner::Device(device.to_string())
         };
+        let up = match self.uplink(remote, device, sender, c.uid)? {
+            ControlFlow::Continue(up) => up,
+            ControlFlow::Break(answer) => return Ok(answer),
+        };
+        if method == RedirectMethod::BindDevice {
+            return bind_to_device(fd, up.oif, remote);
+        }
+        self.hold_host_route(Protection { owner, remote, uid: c.uid }, up)
+    }
+
+    /// The path to `remote` outside the caller's tunnels, or (Break) the
+    /// call's answer when there is none to take.
+    fn uplink(&mut self, remote: IpAddr, device: &str, sender: &str, uid: u32) -> Result<ControlFlow<bool, Uplink>> {
+        let method = self.cfg.redirect;
         // Only the caller's own tunnels are looked past: what another
         // session routes into its tunnel stays there.
         let own: Vec<u32> = self
@@ -130,10 +154,10 @@ impl Daemon {
             .collect();
         let tunnels = self.our_links();
         let before = apply::host_routes(&mut self.kernel.rtnl)?;
-        let (path, kernels) = match apply::route_to(&mut self.kernel.rtnl, remote, self.cfg.somark, c.uid) {
+        let (path, kernels) = match apply::route_to(&mut self.kernel.rtnl, remote, self.cfg.somark, uid) {
             Some(k) if k.rtype == libc::RTN_LOCAL => {
                 log::info!("{remote} is an address of this host: nothing to protect");
-                return Ok(true);
+                return Ok(ControlFlow::Break(true));
             }
             Some(k) if k.rtype == libc::RTN_UNICAST && k.route.oif != 0 && !own.contains(&k.route.oif) => {
                 (Some((k.route.gateway, k.route.oif)), true)
@@ -143,33 +167,33 @@ impl Daemon {
             // table without them says how it went before.
             _ => (best_route(&before, remote, &own), false),
         };
-        let Some((gw, oif)) = path else {
+        let Some((gateway, oif)) = path else {
             log::warn!("no route to {remote} outside the tunnel; the socket is left as it is");
-            return Ok(method != RedirectMethod::BindDevice);
+            return Ok(ControlFlow::Break(method != RedirectMethod::BindDevice));
         };
         if tunnels.contains(&oif) {
             // Another session's tunnel: never routed around. The socket
             // goes through it, as the host routes it; if only the caller's
             // own tunnel stood in front of it, the call reports "not protected".
             log::info!("{remote} is routed through another VPN session's device #{oif}; not routing around it");
-            return Ok(kernels);
+            return Ok(ControlFlow::Break(kernels));
         }
-        if method == RedirectMethod::BindDevice {
-            let name =
-                crate::netlink::link::name_of(oif).ok_or_else(|| Error::Failed(format!("device #{oif} vanished")))?;
-            setsockopt(need_fd("bind-device")?, sockopt::BindToDevice, &std::ffi::OsString::from(&name))
-                .map_err(|e| Error::errno(format!("SO_BINDTODEVICE {name}"), e))?;
-            log::info!("socket to {remote} bound to {name}");
+        Ok(ControlFlow::Continue(Uplink { gateway, oif, before }))
+    }
+
+    /// host-route and fwmark: the host route to `p.remote` over `up`, held
+    /// for `p` in the shared routes (with the fwmark rules if needed).
+    fn hold_host_route(&mut self, p: Protection, up: Uplink) -> Result<bool> {
+        let method = self.cfg.redirect;
+        let remote = p.remote;
+        if self.protections.iter().any(|q| q.owner == p.owner && q.remote == remote) {
             return Ok(true);
         }
-        if self.protections.iter().any(|p| p.owner == owner && p.remote == remote) {
-            return Ok(true);
-        }
-        if self.protections.iter().filter(|p| p.uid == c.uid).count() >= PROTECTIONS_PER_UID {
+        if self.protections.iter().filter(|q| q.uid == p.uid).count() >= PROTECTIONS_PER_UID {
             return Err(Error::Failed(format!(
                 "uid {} already holds {PROTECTIONS_PER_UID} socket protections, the limit per user \
                  (they go with their device, or with Cleanup)",
-                c.uid
+                p.uid
             )));
         }
         let table = match method {
@@ -182,20 +206,19 @@ impl Daemon {
         let host = if remote.is_ipv4() { 32 } else { 128 };
         let r = Route {
             dst: IpNetwork::new(remote, host).expect("full-length prefix"),
-            gateway: gw,
-            oif,
+            gateway: up.gateway,
+            oif: up.oif,
             metric: None,
             table,
             protocol: RTPROT_OVPN_NETCFGD,
             onlink: false,
         };
-        let p = Protection { owner, remote, uid: c.uid };
         let holder = p.holder();
         if method == RedirectMethod::Fwmark {
             self.ensure_fwmark_rules(table, &holder)?;
         }
         let mut unused = Journal::default();
-        let res = apply::apply(&mut self.kernel, &[Change::SharedRoute(r.clone())], &mut unused, &holder, &before);
+        let res = apply::apply(&mut self.kernel, &[Change::SharedRoute(r.clone())], &mut unused, &holder, &up.before);
         debug_assert!(unused.is_empty(), "a shared route is held in the shared routes");
         if let Err(e) = res {
             self.drop_protections(|_| false); // the fwmark rules, if nothing else needs them

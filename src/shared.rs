@@ -9,7 +9,14 @@ use std::net::IpAddr;
 
 use crate::journal::Entry;
 use crate::netlink::route::Route;
-use crate::protect::Owner;
+
+/// Who a ProtectSocket protection belongs to: a device, or (for `/`) the
+/// calling client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    Device(String),
+    Client { bus: String, pid: u32 },
+}
 
 /// Who needs a shared route.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

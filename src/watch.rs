@@ -17,8 +17,8 @@ use crate::error::Error;
 use crate::events::{self, Event};
 use crate::netlink::route::{best_route, KernelRoute, Route};
 use crate::netlink::{KernelNotice, Monitor, RTPROT_OVPN_NETCFGD};
-use crate::protect::Owner;
-use crate::shared::Holder;
+use crate::plan::Move;
+use crate::shared::{Holder, Owner};
 
 /// Quiet time after the last notification before the routes are re-checked.
 const SETTLE: Duration = Duration::from_millis(10);
@@ -26,13 +26,6 @@ const SETTLE: Duration = Duration::from_millis(10);
 const SETTLE_MAX: Duration = Duration::from_millis(50);
 /// Devices whose link vanished that are remembered for their clients.
 const GONE_KEPT: usize = 64;
-
-/// A shared route to move: as it is held now, and as it must be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Move {
-    pub old: Route,
-    pub new: Route,
-}
 
 /// Which held routes must move, from the kernel's routes now (`table`, all
 /// tables). Per route: the kernel's own answer for its destination

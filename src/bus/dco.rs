@@ -14,7 +14,7 @@ use dbus::Message;
 
 use crate::bus::manager::expect_sig;
 use crate::daemon::Daemon;
-use crate::dco::{self, pipe, DbusNewPeer, DcoError, Keepalive, Mode, PeerId, PeerNew, Reply, Request};
+use crate::dco::{self, pipe, DbusNewPeer, DcoError, Family, Keepalive, Mode, PeerId, PeerNew, Reply, Request};
 use crate::dco_session::{self, DcoDev, DcoKernel, Pipe, SockKind};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -32,6 +32,20 @@ fn arg_err(e: DcoError) -> Error {
         _ => "key_config",
     };
     Error::arg(arg, e.to_string())
+}
+
+/// The accepted in-signatures of a method of the `/dco` object.
+fn dco_signature(member: &str) -> Result<&'static [&'static str]> {
+    Ok(match member {
+        // GLib clients attach the fd without an 'h' in the body.
+        "NewPeer" => &["ususs", "usussh"],
+        "NewKey" => &["us"],
+        "SwapKeys" => &["u"],
+        "SetPeer" => &["uuu"],
+        "GetPeer" => &["u"],
+        "GetPipeFD" => &[""],
+        _ => return Err(Error::NotFound(String::new())),
+    })
 }
 
 /// The refusal of a command for a peer that was never added, was replaced
@@ -170,60 +184,10 @@ impl Daemon {
     }
 
     pub(crate) fn dco_call(&mut self, m: &Message, path: &str, member: &str) -> Result<Message> {
-        let sig: &[&str] = match member {
-            // GLib clients attach the fd without an 'h' in the body.
-            "NewPeer" => &["ususs", "usussh"],
-            "NewKey" => &["us"],
-            "SwapKeys" => &["u"],
-            "SetPeer" => &["uuu"],
-            "GetPeer" => &["u"],
-            "GetPipeFD" => &[""],
-            _ => return Err(Error::NotFound(String::new())),
-        };
-        expect_sig(m, sig)?;
-        // The same owner/ACL rule as the device itself.
-        let (_, c) = self.caller(m)?;
-        let d = self.devices.get(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
-        if !d.may(c.uid) {
-            return Err(Error::AccessDenied(format!("uid {} may not use {path}/dco", c.uid)));
-        }
-        let x = d.dco.as_ref().ok_or_else(|| Error::NotFound(format!("no DCO object at {path}/dco")))?;
-        let mode = x.mode;
-        let family =
-            self.dco.as_ref().map(|k| k.family()).ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
+        expect_sig(m, dco_signature(member)?)?;
+        let (family, mode) = self.dco_access(m, path)?;
         match member {
-            "NewPeer" => {
-                let mut it = m.iter_init();
-                let peer_id: u32 = it.read().map_err(bad("peer_id"))?;
-                let sa: &str = it.read().map_err(bad("sa"))?;
-                let salen: u32 = it.read().map_err(bad("salen"))?;
-                let vpn4: &str = it.read().map_err(bad("vpn4"))?;
-                let vpn6: &str = it.read().map_err(bad("vpn6"))?;
-                let mut fds = crate::sys::message_fds(m).into_iter();
-                let fd = fds
-                    .next()
-                    .ok_or_else(|| Error::arg("(fd)", "NewPeer needs the transport socket attached as a unix fd"))?;
-                drop(fds); // extra fds are closed
-                let tcp = match dco_session::sock_kind(&fd) {
-                    Ok(k) => k == SockKind::Tcp,
-                    Err(why) => return Err(Error::arg("(fd)", why)),
-                };
-                let args = DbusNewPeer { peer_id, sa, salen, vpn4, vpn6, fd: fd.as_raw_fd(), tcp };
-                let p = PeerNew::from_dbus(family, mode, &args).map_err(arg_err)?;
-                self.dco_send(path, &Request::PeerNew(&p), &format!("NEW_PEER {peer_id}"))?;
-                let x = self.devices.get_mut(path).and_then(|d| d.dco.as_mut()).expect("checked above");
-                if x.mode == Mode::P2p {
-                    // The kernel replaced any earlier peer of a P2P device.
-                    x.peers.clear();
-                }
-                x.peers.insert(peer_id, fd);
-                log::info!(
-                    "{path}: DCO peer {peer_id} added on {} ({}, remote {})",
-                    x.name,
-                    if tcp { "TCP" } else { "UDP" },
-                    p_remote(&p)
-                );
-            }
+            "NewPeer" => self.dco_new_peer(m, path, family, mode)?,
             "NewKey" => {
                 let (slot, cfg): (u32, &str) = m.read2().map_err(bad("key_config"))?;
                 let k = dco::keyconfig::from_dbus(slot, cfg).map_err(arg_err)?;
@@ -264,6 +228,55 @@ impl Daemon {
             _ => unreachable!("filtered by the signature table"),
         }
         Ok(m.method_return())
+    }
+
+    /// The same owner/ACL rule as the device itself; then the device's DCO
+    /// object and the kernel's family must exist.
+    fn dco_access(&mut self, m: &Message, path: &str) -> Result<(Family, Mode)> {
+        let (_, c) = self.caller(m)?;
+        let d = self.devices.get(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+        if !d.may(c.uid) {
+            return Err(Error::AccessDenied(format!("uid {} may not use {path}/dco", c.uid)));
+        }
+        let x = d.dco.as_ref().ok_or_else(|| Error::NotFound(format!("no DCO object at {path}/dco")))?;
+        let family =
+            self.dco.as_ref().map(|k| k.family()).ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
+        Ok((family, x.mode))
+    }
+
+    /// NewPeer: the peer goes to the kernel, then the device keeps its
+    /// transport socket.
+    fn dco_new_peer(&mut self, m: &Message, path: &str, family: Family, mode: Mode) -> Result<()> {
+        let mut it = m.iter_init();
+        let peer_id: u32 = it.read().map_err(bad("peer_id"))?;
+        let sa: &str = it.read().map_err(bad("sa"))?;
+        let salen: u32 = it.read().map_err(bad("salen"))?;
+        let vpn4: &str = it.read().map_err(bad("vpn4"))?;
+        let vpn6: &str = it.read().map_err(bad("vpn6"))?;
+        let mut fds = crate::sys::message_fds(m).into_iter();
+        let fd =
+            fds.next().ok_or_else(|| Error::arg("(fd)", "NewPeer needs the transport socket attached as a unix fd"))?;
+        drop(fds); // extra fds are closed
+        let tcp = match dco_session::sock_kind(&fd) {
+            Ok(k) => k == SockKind::Tcp,
+            Err(why) => return Err(Error::arg("(fd)", why)),
+        };
+        let args = DbusNewPeer { peer_id, sa, salen, vpn4, vpn6, fd: fd.as_raw_fd(), tcp };
+        let p = PeerNew::from_dbus(family, mode, &args).map_err(arg_err)?;
+        self.dco_send(path, &Request::PeerNew(&p), &format!("NEW_PEER {peer_id}"))?;
+        let x = self.devices.get_mut(path).and_then(|d| d.dco.as_mut()).expect("checked above");
+        if x.mode == Mode::P2p {
+            // The kernel replaced any earlier peer of a P2P device.
+            x.peers.clear();
+        }
+        x.peers.insert(peer_id, fd);
+        log::info!(
+            "{path}: DCO peer {peer_id} added on {} ({}, remote {})",
+            x.name,
+            if tcp { "TCP" } else { "UDP" },
+            p_remote(&p)
+        );
+        Ok(())
     }
 
     /// Removes the kernel peers of a device that is going away (their keys

@@ -26,20 +26,31 @@ impl Daemon {
 
     pub(crate) fn device_call(&mut self, m: &Message, path: &str, member: &str) -> Result<Message> {
         // Signature first, so a mistyped call never reaches the ACL lookup.
-        let sig: &[&str] = match member {
-            "AddIPAddress" => &["susb"],
-            "SetRemoteAddress" => &["sb"],
-            "AddNetworks" => &["a(suibb)"],
-            "AddDNS" | "AddDNSSearch" => &["as"],
-            "SetDNSSEC" | "SetDNSTransport" | "EnableDCO" => &["s"],
-            "Establish" | "Disable" | "ClearConfig" | "Destroy" => &[""],
-            _ => return Err(Error::NotFound(String::new())),
-        };
-        expect_sig(m, sig)?;
+        expect_sig(m, signature_of(member)?)?;
         let redirect = self.cfg.redirect != crate::config::RedirectMethod::None;
-        let mut others = self.our_links();
+        let others = self.our_links();
         let uid = self.check_access(m, path)?;
         let networks_held = if member == "AddNetworks" { self.networks_of(uid) } else { 0 };
+        match member {
+            "EnableDCO" => {
+                let name: &str = m.read1().map_err(bad("dev_name"))?;
+                settings::ifname("dev_name", name)?;
+                self.enable_dco(m, path, name)
+            }
+            "Establish" => self.establish_device(m, path, others, redirect),
+            "Disable" | "ClearConfig" => self.disable_device(m, path, member),
+            "Destroy" => {
+                let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
+                self.remove_device(path, &format!("Destroy by {sender}"), true);
+                Ok(m.method_return())
+            }
+            _ => self.set_setting(m, path, member, networks_held),
+        }
+    }
+
+    /// The methods that only record a setting for the next Establish
+    /// (DNS ones also take effect at once on an established device).
+    fn set_setting(&mut self, m: &Message, path: &str, member: &str, networks_held: usize) -> Result<Message> {
         let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
         match member {
             "AddIPAddress" => {
@@ -77,52 +88,6 @@ impl Daemon {
                 let s: &str = m.read1().map_err(bad("mode"))?;
                 d.settings.dns_transport = settings::dns_transport(s)?;
             }
-            "EnableDCO" => {
-                let name: &str = m.read1().map_err(bad("dev_name"))?;
-                settings::ifname("dev_name", name)?;
-                let path = path.to_string();
-                let name = name.to_string();
-                return self.enable_dco(m, &path, &name);
-            }
-            "Establish" => {
-                others.retain(|i| Some(*i) != d.link.as_ref().map(|l| l.0));
-                let (fd, events, notes) = d.establish(&mut self.kernel, &others, redirect)?;
-                for n in notes {
-                    log::warn!("{path}: {n}");
-                }
-                let name = d.name.clone();
-                log::info!("{path}: established {name}");
-                self.emit_notices(path, &name, events);
-                self.dns_sync();
-                // A DCO device has no tun fd: the reply is empty (reference §7.2).
-                return Ok(match fd {
-                    Some(fd) => m.method_return().append1(fd),
-                    None => m.method_return(),
-                });
-            }
-            "Disable" | "ClearConfig" => {
-                // ClearConfig, as the packaged netcfg answers it: the
-                // addresses and routes go, queued and applied (the link
-                // stays, down); DNS settings and properties stay.
-                let events = d.teardown(&mut self.kernel, false);
-                // The client supplies its settings again before the next Establish.
-                d.settings.addrs.clear();
-                d.settings.networks.clear();
-                if member == "Disable" {
-                    d.settings.dns_servers.clear();
-                    d.settings.dns_search.clear();
-                }
-                let name = d.name.clone();
-                log::info!("{path}: {}", if member == "Disable" { "disabled" } else { "configuration cleared" });
-                self.emit_notices(path, &name, events);
-                self.dns_sync();
-                return Ok(m.method_return());
-            }
-            "Destroy" => {
-                let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
-                self.remove_device(path, &format!("Destroy by {sender}"), true);
-                return Ok(m.method_return());
-            }
             _ => unreachable!("filtered by the signature table"),
         }
         d.modified = true;
@@ -132,6 +97,60 @@ impl Daemon {
         }
         Ok(m.method_return())
     }
+
+    /// Establish: configures the device; `others` are our links (the
+    /// device's own is taken out here).
+    fn establish_device(&mut self, m: &Message, path: &str, mut others: Vec<u32>, redirect: bool) -> Result<Message> {
+        let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+        others.retain(|i| Some(*i) != d.link.as_ref().map(|l| l.0));
+        let (fd, events, notes) = d.establish(&mut self.kernel, &others, redirect)?;
+        for n in notes {
+            log::warn!("{path}: {n}");
+        }
+        let name = d.name.clone();
+        log::info!("{path}: established {name}");
+        self.emit_notices(path, &name, events);
+        self.dns_sync();
+        // A DCO device has no tun fd: the reply is empty (reference §7.2).
+        Ok(match fd {
+            Some(fd) => m.method_return().append1(fd),
+            None => m.method_return(),
+        })
+    }
+
+    /// Disable and ClearConfig.
+    fn disable_device(&mut self, m: &Message, path: &str, member: &str) -> Result<Message> {
+        let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+        // ClearConfig, as the packaged netcfg answers it: the
+        // addresses and routes go, queued and applied (the link
+        // stays, down); DNS settings and properties stay.
+        let events = d.teardown(&mut self.kernel, false);
+        // The client supplies its settings again before the next Establish.
+        d.settings.addrs.clear();
+        d.settings.networks.clear();
+        if member == "Disable" {
+            d.settings.dns_servers.clear();
+            d.settings.dns_search.clear();
+        }
+        let name = d.name.clone();
+        log::info!("{path}: {}", if member == "Disable" { "disabled" } else { "configuration cleared" });
+        self.emit_notices(path, &name, events);
+        self.dns_sync();
+        Ok(m.method_return())
+    }
+}
+
+/// The accepted in-signatures of a device method.
+fn signature_of(member: &str) -> Result<&'static [&'static str]> {
+    Ok(match member {
+        "AddIPAddress" => &["susb"],
+        "SetRemoteAddress" => &["sb"],
+        "AddNetworks" => &["a(suibb)"],
+        "AddDNS" | "AddDNSSearch" => &["as"],
+        "SetDNSSEC" | "SetDNSTransport" | "EnableDCO" => &["s"],
+        "Establish" | "Disable" | "ClearConfig" | "Destroy" => &[""],
+        _ => return Err(Error::NotFound(String::new())),
+    })
 }
 
 // The argument decoders of the device methods. They see only the message,

@@ -5,6 +5,7 @@ use dbus::Message;
 
 use crate::bus::{self, Value, IFACE};
 use crate::daemon::{Daemon, Obj, VERSION};
+use crate::device::Device;
 use crate::error::Error;
 use crate::settings;
 
@@ -38,11 +39,6 @@ enum PropErr {
 
 impl Daemon {
     pub(crate) fn properties(&mut self, m: &Message, obj: &Obj, member: &str) -> Option<Message> {
-        let names: &[&str] = match obj {
-            Obj::Manager => MANAGER_PROPS,
-            Obj::Device(_) => DEVICE_PROPS,
-            _ => &[],
-        };
         // A device's settings are its owner's, its ACL's and root's to read.
         if let (Obj::Device(p), "Get" | "GetAll") = (obj, member) {
             match self.caller(m) {
@@ -54,82 +50,87 @@ impl Daemon {
                 Err(e) => return bus::error_reply(m, &e),
             }
         }
-        let reply = match member {
-            "Get" => {
-                let Ok((iface, name)) = m.read2::<&str, &str>() else {
-                    return Some(invalid(m, "Get takes (ss)"));
-                };
-                if iface != IFACE && !iface.is_empty() {
-                    return Some(bus::std_error(
-                        m,
-                        "org.freedesktop.DBus.Error.UnknownInterface",
-                        &format!("No such interface '{iface}'"),
-                    ));
-                }
-                match self.prop_get(obj, name) {
-                    Some(v) => m.method_return().append1(Variant(v)),
-                    None => return Some(unknown(m, name)),
-                }
-            }
-            "GetAll" => {
-                let Ok(iface) = m.read1::<&str>() else {
-                    return Some(invalid(m, "GetAll takes (s)"));
-                };
-                let mut map = PropMap::new();
-                if iface == IFACE || iface.is_empty() {
-                    for n in names {
-                        if let Some(v) = self.prop_get(obj, n) {
-                            map.insert(n.to_string(), Variant(v));
-                        }
-                    }
-                }
-                m.method_return().append1(map)
-            }
-            "Set" => {
-                let mut it = m.iter_init();
-                let (Some(iface), Some(name), Some(value)) = (
-                    it.get::<&str>(),
-                    it.next().then(|| it.get::<&str>()).flatten(),
-                    it.next().then(|| Value::read(&mut it)).flatten(),
-                ) else {
-                    return Some(invalid(m, "Set takes (ssv)"));
-                };
-                if iface != IFACE && !iface.is_empty() {
-                    return Some(bus::std_error(
-                        m,
-                        "org.freedesktop.DBus.Error.UnknownInterface",
-                        &format!("No such interface '{iface}'"),
-                    ));
-                }
-                match self.prop_set(m, obj, name, &value) {
-                    Ok(()) => {
-                        if name == "dns_scope" {
-                            self.dns_sync();
-                        }
-                        if let (Some(v), Some(p), Some(who)) = (self.prop_get(obj, name), m.path(), m.sender()) {
-                            self.props_changed(&p, &who, name, v);
-                        }
-                        m.method_return()
-                    }
-                    Err(PropErr::Unknown) => unknown(m, name),
-                    Err(PropErr::ReadOnly) => bus::std_error(
-                        m,
-                        "org.freedesktop.DBus.Error.PropertyReadOnly",
-                        &format!("Property '{name}' is read-only"),
-                    ),
-                    Err(PropErr::Type(want)) => invalid(
-                        m,
-                        &format!(
-                            "Error setting property '{name}': expected type '{want}' but got '{}'",
-                            value.signature()
-                        ),
-                    ),
-                    Err(PropErr::Other(e)) => return bus::error_reply(m, &e),
-                }
-            }
-            _ => bus::std_error(m, "org.freedesktop.DBus.Error.UnknownMethod", &format!("No such method '{member}'")),
+        match member {
+            "Get" => Some(self.get_call(m, obj)),
+            "GetAll" => Some(self.get_all_call(m, obj)),
+            "Set" => self.set_call(m, obj),
+            _ => Some(bus::std_error(
+                m,
+                "org.freedesktop.DBus.Error.UnknownMethod",
+                &format!("No such method '{member}'"),
+            )),
+        }
+    }
+
+    fn get_call(&self, m: &Message, obj: &Obj) -> Message {
+        let Ok((iface, name)) = m.read2::<&str, &str>() else {
+            return invalid(m, "Get takes (ss)");
         };
-        Some(reply)
+        if iface != IFACE && !iface.is_empty() {
+            return unknown_interface(m, iface);
+        }
+        match self.prop_get(obj, name) {
+            Some(v) => m.method_return().append1(Variant(v)),
+            None => unknown(m, name),
+        }
+    }
+
+    fn get_all_call(&self, m: &Message, obj: &Obj) -> Message {
+        let names: &[&str] = match obj {
+            Obj::Manager => MANAGER_PROPS,
+            Obj::Device(_) => DEVICE_PROPS,
+            _ => &[],
+        };
+        let Ok(iface) = m.read1::<&str>() else {
+            return invalid(m, "GetAll takes (s)");
+        };
+        let mut map = PropMap::new();
+        if iface == IFACE || iface.is_empty() {
+            for n in names {
+                if let Some(v) = self.prop_get(obj, n) {
+                    map.insert(n.to_string(), Variant(v));
+                }
+            }
+        }
+        m.method_return().append1(map)
+    }
+
+    /// Set, then PropertiesChanged for what changed; `None` when the error
+    /// reply could not be built.
+    fn set_call(&mut self, m: &Message, obj: &Obj) -> Option<Message> {
+        let mut it = m.iter_init();
+        let (Some(iface), Some(name), Some(value)) = (
+            it.get::<&str>(),
+            it.next().then(|| it.get::<&str>()).flatten(),
+            it.next().then(|| Value::read(&mut it)).flatten(),
+        ) else {
+            return Some(invalid(m, "Set takes (ssv)"));
+        };
+        if iface != IFACE && !iface.is_empty() {
+            return Some(unknown_interface(m, iface));
+        }
+        Some(match self.prop_set(m, obj, name, &value) {
+            Ok(()) => {
+                if name == "dns_scope" {
+                    self.dns_sync();
+                }
+                if let (Some(v), Some(p), Some(who)) = (self.prop_get(obj, name), m.path(), m.sender()) {
+                    self.props_changed(&p, &who, name, v);
+                }
+                m.method_return()
+            }
+            Err(PropErr::Unknown) => unknown(m, name),
+            Err(PropErr::ReadOnly) => bus::std_error(
+                m,
+                "org.freedesktop.DBus.Error.PropertyReadOnly",
+                &format!("Property '{name}' is read-only"),
+            ),
+            Err(PropErr::Type(want)) => invalid(
+                m,
+                &format!("Error setting property '{name}': expected type '{want}' but got '{}'", value.signature()),
+            ),
+            Err(PropErr::Other(e)) => return bus::error_reply(m, &e),
+        })
     }
 
     fn prop_get(&self, obj: &Obj, name: &str) -> Option<Box<dyn RefArg>> {
@@ -174,13 +175,6 @@ impl Daemon {
     }
 
     fn prop_set(&mut self, m: &Message, obj: &Obj, name: &str, v: &Value) -> Result<(), PropErr> {
-        let level = |v: &Value| -> Result<u32, PropErr> {
-            let n = v.unsigned("u").ok_or(PropErr::Type("u"))?;
-            if n > 6 {
-                return Err(PropErr::Other(Error::arg("log_level", format!("{n} is not a level 0-6"))));
-            }
-            Ok(n as u32)
-        };
         match obj {
             Obj::Manager => match name {
                 "log_level" => {
@@ -190,7 +184,7 @@ impl Daemon {
                             "only root may change the service log level".into(),
                         )));
                     }
-                    self.log_level = level(v)?;
+                    self.log_level = log_level(v)?;
                     crate::logging::set_level(self.log_level);
                     Ok(())
                 }
@@ -206,49 +200,7 @@ impl Daemon {
                 if !d.may(c.uid) {
                     return Err(PropErr::Other(Error::AccessDenied(format!("uid {} may not change {p}", c.uid))));
                 }
-                let s = &mut d.settings;
-                let arg = |e: Error| PropErr::Other(e);
-                match name {
-                    "log_level" => d.log_level = level(v)?,
-                    "layer" => {
-                        let n = v.unsigned("u").ok_or(PropErr::Type("u"))?;
-                        if n != 2 && n != 3 {
-                            return Err(arg(Error::arg("layer", format!("{n} is not 3 (tun) or 2 (tap)"))));
-                        }
-                        s.layer = n as u32;
-                    }
-                    "mtu" => {
-                        let n = v.unsigned("qu").ok_or(PropErr::Type("q"))?;
-                        if !(68..=65535).contains(&n) {
-                            return Err(arg(Error::arg("mtu", format!("{n} is outside 68-65535"))));
-                        }
-                        s.mtu = n as u16;
-                    }
-                    "txqueuelen" => {
-                        let n = v.unsigned("qu").ok_or(PropErr::Type("q"))?;
-                        if n > 65535 {
-                            return Err(arg(Error::arg("txqueuelen", format!("{n} is larger than 65535"))));
-                        }
-                        s.txqueuelen = n as u16;
-                    }
-                    "reroute_ipv4" | "reroute_ipv6" => {
-                        let Value::Bool(b) = *v else {
-                            return Err(PropErr::Type("b"));
-                        };
-                        if name == "reroute_ipv4" {
-                            s.reroute_ipv4 = b;
-                        } else {
-                            s.reroute_ipv6 = b;
-                        }
-                    }
-                    "dns_scope" => {
-                        let Value::Str(t) = v else {
-                            return Err(PropErr::Type("s"));
-                        };
-                        s.dns_scope = settings::dns_scope(t).map_err(arg)?;
-                    }
-                    _ => return Err(PropErr::ReadOnly),
-                }
+                set_device_prop(d, name, v)?;
                 d.modified = true;
                 Ok(())
             }
@@ -269,4 +221,64 @@ fn unknown(m: &Message, name: &str) -> Message {
 
 fn invalid(m: &Message, text: &str) -> Message {
     bus::std_error(m, "org.freedesktop.DBus.Error.InvalidArgs", text)
+}
+
+fn unknown_interface(m: &Message, iface: &str) -> Message {
+    bus::std_error(m, "org.freedesktop.DBus.Error.UnknownInterface", &format!("No such interface '{iface}'"))
+}
+
+fn log_level(v: &Value) -> Result<u32, PropErr> {
+    let n = v.unsigned("u").ok_or(PropErr::Type("u"))?;
+    if n > 6 {
+        return Err(PropErr::Other(Error::arg("log_level", format!("{n} is not a level 0-6"))));
+    }
+    Ok(n as u32)
+}
+
+/// A writable device property, checked and stored (for the next Establish).
+fn set_device_prop(d: &mut Device, name: &str, v: &Value) -> Result<(), PropErr> {
+    let s = &mut d.settings;
+    let arg = |e: Error| PropErr::Other(e);
+    match name {
+        "log_level" => d.log_level = log_level(v)?,
+        "layer" => {
+            let n = v.unsigned("u").ok_or(PropErr::Type("u"))?;
+            if n != 2 && n != 3 {
+                return Err(arg(Error::arg("layer", format!("{n} is not 3 (tun) or 2 (tap)"))));
+            }
+            s.layer = n as u32;
+        }
+        "mtu" => {
+            let n = v.unsigned("qu").ok_or(PropErr::Type("q"))?;
+            if !(68..=65535).contains(&n) {
+                return Err(arg(Error::arg("mtu", format!("{n} is outside 68-65535"))));
+            }
+            s.mtu = n as u16;
+        }
+        "txqueuelen" => {
+            let n = v.unsigned("qu").ok_or(PropErr::Type("q"))?;
+            if n > 65535 {
+                return Err(arg(Error::arg("txqueuelen", format!("{n} is larger than 65535"))));
+            }
+            s.txqueuelen = n as u16;
+        }
+        "reroute_ipv4" | "reroute_ipv6" => {
+            let Value::Bool(b) = *v else {
+                return Err(PropErr::Type("b"));
+            };
+            if name == "reroute_ipv4" {
+                s.reroute_ipv4 = b;
+            } else {
+                s.reroute_ipv6 = b;
+            }
+        }
+        "dns_scope" => {
+            let Value::Str(t) = v else {
+                return Err(PropErr::Type("s"));
+            };
+            s.dns_scope = settings::dns_scope(t).map_err(arg)?;
+        }
+        _ => return Err(PropErr::ReadOnly),
+    }
+    Ok(())
 }

@@ -44,7 +44,6 @@ use crate::error::{Error, Result};
 use crate::settings::{DnsScope, DnsTransport};
 use crate::state::Dir;
 
-pub const DEFAULT_SERVERS: &str = "/var/run/ovpn-netcfgd/dnsmasq.servers";
 /// A servers file of a few hundred lines is big; this is no servers file.
 const MAX_SIZE: u64 = 256 * 1024;
 /// dnsmasq's default configuration file when started without `-C`.

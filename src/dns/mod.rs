@@ -25,12 +25,10 @@ use std::time::Instant;
 use dbus::Message;
 
 use crate::bus::Bus;
-use crate::config::DnsChoice;
+use crate::config::{DnsChoice, DNSMASQ_SERVERS};
 use crate::error::Result;
 use crate::events::{self, Event};
 use crate::settings::{DnsScope, DnsSec, DnsTransport};
-
-pub use dnsmasq::DEFAULT_SERVERS as DNSMASQ_SERVERS;
 
 /// The resolv.conf backup from its files' bytes (a fuzz entry point).
 pub(crate) fn parse_resolv_conf_backup(meta: &[u8], orig: Vec<u8>) -> Result<std::path::PathBuf> {
