@@ -3,6 +3,8 @@
 //! and dumps. Message builders live in `link`, `addr`, `route`, `rule`.
 
 pub mod addr;
+#[cfg(test)]
+mod golden;
 pub mod link;
 pub mod route;
 pub mod rule;
