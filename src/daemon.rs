@@ -63,6 +63,9 @@ pub struct Daemon {
     /// When the last batch of them went out.
     signals_sent: std::time::Instant,
     log_owner: Option<String>,
+    /// Calls whose senders' credentials are being asked for, in arrival
+    /// order per sender (see `creds_gate`).
+    awaiting_creds: BTreeMap<String, std::collections::VecDeque<Message>>,
     quit: bool,
     sigfd: SignalFd,
     timer: TimerFd,
@@ -161,6 +164,7 @@ impl Daemon {
             signals: Default::default(),
             signals_sent: std::time::Instant::now(),
             log_owner: None,
+            awaiting_creds: BTreeMap::new(),
             quit: false,
             sigfd,
             timer,
@@ -405,16 +409,78 @@ impl Daemon {
         match m.msg_type() {
             MessageType::MethodCall => {
                 self.touch();
-                let reply = self.dispatch(&m);
-                if let Some(r) = reply {
-                    if !m.get_no_reply() {
-                        self.bus.send(r);
-                    }
+                if let Some(m) = self.creds_gate(m) {
+                    self.serve_call(&m);
                 }
             }
             MessageType::Signal => self.on_bus_signal(&m),
-            MessageType::MethodReturn | MessageType::Error => {
-                self.dns.on_reply(&self.bus, &m);
+            MessageType::MethodReturn | MessageType::Error => match self.bus.creds_answer(&m) {
+                Some((sender, r)) => self.creds_known(&sender, r),
+                None => {
+                    self.dns.on_reply(&self.bus, &m);
+                }
+            },
+        }
+    }
+
+    fn serve_call(&mut self, m: &Message) {
+        if let Some(r) = self.dispatch(m) {
+            if !m.get_no_reply() {
+                self.bus.send(r);
+            }
+        }
+    }
+
+    /// Passes a call on once its sender's credentials are known. Until
+    /// then they are asked for without blocking the loop, and the call
+    /// (with any that follow from the same sender, in order) waits.
+    fn creds_gate(&mut self, m: Message) -> Option<Message> {
+        use crate::limits::{CALLS_AWAITING_CREDS, SENDERS_AWAITING_CREDS};
+        let Some(sender) = m.sender().map(|s| s.to_string()) else {
+            return Some(m);
+        };
+        if let Some(q) = self.awaiting_creds.get_mut(&sender) {
+            if q.len() < CALLS_AWAITING_CREDS {
+                q.push_back(m);
+            } else {
+                self.refuse(&m, "too many calls waiting for this caller's credentials");
+            }
+            return None;
+        }
+        if self.bus.cached_creds(&sender).is_some() {
+            return Some(m);
+        }
+        if self.awaiting_creds.len() >= SENDERS_AWAITING_CREDS {
+            self.refuse(&m, "too many callers' credentials being looked up");
+            return None;
+        }
+        match self.bus.ask_creds(&sender) {
+            Ok(()) => {
+                self.awaiting_creds.insert(sender, std::collections::VecDeque::from([m]));
+            }
+            Err(e) => self.refuse(&m, &e.to_string()),
+        }
+        None
+    }
+
+    /// The bus daemon answered about `sender`: its waiting calls are served
+    /// in order, or refused if it has no credentials (it left the bus).
+    fn creds_known(&mut self, sender: &str, r: Result<crate::bus::Creds>) {
+        let Some(calls) = self.awaiting_creds.remove(sender) else {
+            return;
+        };
+        for m in calls {
+            match &r {
+                Ok(_) => self.serve_call(&m),
+                Err(e) => self.refuse(&m, &e.to_string()),
+            }
+        }
+    }
+
+    fn refuse(&mut self, m: &Message, why: &str) {
+        if let Some(r) = bus::error_reply(m, &Error::Failed(why.to_string())) {
+            if !m.get_no_reply() {
+                self.bus.send(r);
             }
         }
     }

@@ -28,6 +28,11 @@ pub const SUBSCRIPTIONS_PER_UID: usize = 4;
 /// NetworkChange signals waiting to be sent (they go out a batch at a
 /// time, between other clients' replies); beyond this they are dropped.
 pub const SIGNALS_QUEUED: usize = 65536;
+/// Calls held while their sender's credentials are being looked up: per
+/// sender, and senders at once (the bus daemon answers in microseconds, so
+/// only a flood reaches these; beyond them a call is refused, not queued).
+pub const CALLS_AWAITING_CREDS: usize = 256;
+pub const SENDERS_AWAITING_CREDS: usize = 256;
 /// Daemon-wide safety caps: room for many UIDs at their full share.
 pub const DEVICES_TOTAL: usize = 1024;
 pub const SUBSCRIPTIONS_TOTAL: usize = 256;

@@ -324,3 +324,47 @@ fn sigterm_with_two_devices_leaves_nothing() {
     drop(fds);
     assert_eq!(env.kernel_snapshot(), before);
 }
+
+/// A new caller's credentials are looked up without blocking the daemon,
+/// and its calls wait for them in order: a burst of calls sent without
+/// waiting for replies, from a connection the daemon has never seen, is
+/// answered in the order sent, and the calls took effect in that order.
+#[test]
+fn a_new_callers_pipelined_calls_are_served_in_order() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("pipeline");
+    let mut ch = dbus::channel::Channel::open_private(&env.addr).expect("connect");
+    ch.register().expect("hello");
+    let first = method(MGR, "CreateVirtualInterface").append1("pipe");
+    let serial = ch.send(first).unwrap();
+    let replies = |ch: &dbus::channel::Channel| loop {
+        let m = ch.blocking_pop_message(Duration::from_secs(5)).unwrap().expect("a reply");
+        if m.get_reply_serial().is_some() {
+            break m; // not the bus's NameAcquired signal
+        }
+    };
+    let reply = replies(&ch);
+    assert_eq!(reply.get_reply_serial(), Some(serial));
+    let p: dbus::Path = reply.read1().unwrap();
+    // 30 calls at once from a second new connection of the same user: each
+    // AddDNS appends, so the order they took effect in is readable after.
+    let mut ch2 = dbus::channel::Channel::open_private(&env.addr).expect("connect");
+    ch2.register().expect("hello");
+    let mut serials = Vec::new();
+    for i in 0..30 {
+        serials.push(ch2.send(method(&p, "AddDNS").append1(vec![format!("10.9.0.{}", i + 1)])).unwrap());
+    }
+    let mut answered = Vec::new();
+    while answered.len() < serials.len() {
+        let m = replies(&ch2);
+        assert_eq!(m.msg_type(), dbus::message::MessageType::MethodReturn, "{m:?}");
+        answered.push(m.get_reply_serial().unwrap());
+    }
+    assert_eq!(answered, serials);
+    let c = env.conn();
+    let want: Vec<String> = (0..30).map(|i| format!("10.9.0.{}", i + 1)).collect();
+    let got: Vec<String> = get_prop(&c, &p, "dns_name_servers");
+    assert_eq!(got, want);
+}

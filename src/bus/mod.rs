@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use dbus::arg::ArgType;
 use dbus::channel::Channel;
+use dbus::message::MessageType;
 use dbus::strings::ErrorName;
 use dbus::Message;
 
@@ -37,6 +38,8 @@ pub struct Creds {
 pub struct Bus {
     ch: Channel,
     creds: HashMap<String, Creds>,
+    /// GetConnectionCredentials calls in flight: serial → the name asked about.
+    creds_asked: HashMap<u32, String>,
 }
 
 impl Bus {
@@ -54,7 +57,7 @@ impl Bus {
                 .map_err(|e| Error::Failed(format!("D-Bus system bus: {e}")))?,
         };
         ch.set_watch_enabled(true);
-        Ok(Bus { ch, creds: HashMap::new() })
+        Ok(Bus { ch, creds: HashMap::new(), creds_asked: HashMap::new() })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -130,39 +133,55 @@ impl Bus {
     }
 
     /// UID and PID of a connection, cached until the name leaves the bus
-    /// (so Cleanup still works when the caller is already gone).
+    /// (so Cleanup still works when the caller is already gone). Callers'
+    /// credentials are asked for without blocking (`ask_creds`) before
+    /// their calls are served, so this blocks only for other names.
     pub fn creds(&mut self, sender: &str) -> Result<Creds> {
         if let Some(c) = self.creds.get(sender) {
             return Ok(*c);
         }
         let r = self.call_bus("GetConnectionCredentials", |m| m.append1(sender))?;
-        let (mut uid, mut pid) = (None, None);
-        // a{sv}: walk it instead of building a map of boxed values.
-        let mut it = r.iter_init();
-        if let Some(mut entries) = it.recurse(ArgType::Array) {
-            while let Some(mut e) = entries.recurse(ArgType::DictEntry) {
-                let key = e.get::<&str>().unwrap_or_default();
-                e.next();
-                let v = Value::read(&mut e).and_then(|v| v.unsigned("u")).map(|v| v as u32);
-                match key {
-                    "UnixUserID" => uid = v,
-                    "ProcessID" => pid = v,
-                    _ => {}
-                }
-                if !entries.next() {
-                    break;
-                }
-            }
+        let c = parse_creds(&r)?;
+        self.remember(sender, c);
+        Ok(c)
+    }
+
+    /// Asks the bus daemon for `sender`'s credentials without waiting: the
+    /// answer comes back through the loop to `creds_answer`.
+    pub fn ask_creds(&mut self, sender: &str) -> Result<()> {
+        let m = Message::new_method_call(DBUS, "/org/freedesktop/DBus", DBUS, "GetConnectionCredentials")
+            .map_err(Error::Failed)?
+            .append1(sender);
+        let serial =
+            self.ch.send(m).map_err(|()| Error::Failed("GetConnectionCredentials: could not queue the call".into()))?;
+        self.creds_asked.insert(serial, sender.to_string());
+        Ok(())
+    }
+
+    /// If `m` is the bus daemon's answer to `ask_creds`: the name asked
+    /// about, and its credentials (now cached) or why there are none.
+    pub fn creds_answer(&mut self, m: &Message) -> Option<(String, Result<Creds>)> {
+        if m.sender().as_deref() != Some(DBUS) {
+            return None;
         }
-        let c = Creds {
-            uid: uid.ok_or_else(|| Error::Failed("caller has no UnixUserID".into()))?,
-            pid: pid.ok_or_else(|| Error::Failed("caller has no ProcessID".into()))?,
+        let sender = self.creds_asked.remove(&m.get_reply_serial()?)?;
+        let r = match m.msg_type() {
+            MessageType::Error => {
+                Err(Error::Failed(format!("GetConnectionCredentials: {}", m.read1::<&str>().unwrap_or("failed"))))
+            }
+            _ => parse_creds(m),
         };
+        if let Ok(c) = r {
+            self.remember(&sender, c);
+        }
+        Some((sender, r))
+    }
+
+    fn remember(&mut self, sender: &str, c: Creds) {
         if self.creds.len() > 4096 {
             self.creds.clear(); // bounded; entries are cheap to look up again
         }
         self.creds.insert(sender.to_string(), c);
-        Ok(c)
     }
 
     pub fn cached_creds(&self, sender: &str) -> Option<Creds> {
@@ -172,6 +191,32 @@ impl Bus {
     pub fn forget(&mut self, name: &str) {
         self.creds.remove(name);
     }
+}
+
+/// UnixUserID and ProcessID from a GetConnectionCredentials reply (a{sv},
+/// walked instead of built into a map of boxed values).
+fn parse_creds(r: &Message) -> Result<Creds> {
+    let (mut uid, mut pid) = (None, None);
+    let mut it = r.iter_init();
+    if let Some(mut entries) = it.recurse(ArgType::Array) {
+        while let Some(mut e) = entries.recurse(ArgType::DictEntry) {
+            let key = e.get::<&str>().unwrap_or_default();
+            e.next();
+            let v = Value::read(&mut e).and_then(|v| v.unsigned("u")).map(|v| v as u32);
+            match key {
+                "UnixUserID" => uid = v,
+                "ProcessID" => pid = v,
+                _ => {}
+            }
+            if !entries.next() {
+                break;
+            }
+        }
+    }
+    Ok(Creds {
+        uid: uid.ok_or_else(|| Error::Failed("caller has no UnixUserID".into()))?,
+        pid: pid.ok_or_else(|| Error::Failed("caller has no ProcessID".into()))?,
+    })
 }
 
 /// An error reply for `m` (nothing if the caller asked for no reply).
