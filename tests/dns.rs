@@ -604,7 +604,8 @@ fn resolvconf_openresolv_records_follow_the_sessions() {
 /// A resolvconf(8) hook that takes 3 s stalls no other client: while it
 /// runs, a second client's calls are answered at once; the record lands
 /// when the hook is done, and a change made meanwhile follows it, one
-/// child at a time.
+/// child at a time. At SIGTERM the daemon waits for a running hook, then
+/// deletes the record.
 #[test]
 fn a_slow_resolvconf_hook_stalls_no_other_client() {
     if !require_root() {
@@ -616,12 +617,13 @@ fn a_slow_resolvconf_hook_stalls_no_other_client() {
     std::fs::create_dir_all(&rec).unwrap();
     sh(&format!("chmod 777 {}", rec.display()));
     let r = rec.display();
-    // The first add sleeps; every add writes its input to rec/<ifname>.
+    // An add sleeps if rec/slow is there; every add writes its input to rec/<ifname>.
     let script = format!(
         "#!/bin/sh\ncase \"$1\" in\n-a)\n  echo \"start $2\" >> {r}/calls\n  \
-         [ -e {r}/slept ] || {{ : > {r}/slept; sleep 3; }}\n  cat > {r}/$2\n  echo \"end $2\" >> {r}/calls\n  ;;\n\
+         [ -e {r}/slow ] && {{ rm {r}/slow; sleep 3; }}\n  cat > {r}/$2\n  echo \"end $2\" >> {r}/calls\n  ;;\n\
          -d) echo \"del $2\" >> {r}/calls ;;\nesac\nexit 0\n"
     );
+    std::fs::write(rec.join("slow"), "").unwrap();
     std::fs::write(sbin.join("resolvconf"), script).unwrap();
     sh(&format!("chmod 755 {}", sbin.join("resolvconf").display()));
     env.start_dns_daemon(&["--dns-backend", "resolvconf"]);
@@ -659,8 +661,14 @@ fn a_slow_resolvconf_hook_stalls_no_other_client() {
     assert_eq!(got, [ev(128, tun, "10.96.0.53"), ev(128, tun, "10.96.0.54")]);
     let servers: Vec<String> = get_prop(&other, MGR, "global_dns_servers");
     assert_eq!(servers, ["10.96.0.53", "10.96.0.54"]);
-    destroy(&c, &s);
-    wait_for("the record deleted", || calls().ends_with(&format!("del {tun}\n")).then_some(()));
+    // Shutdown while a hook runs: it is waited for (not killed), then the record goes.
+    std::fs::write(rec.join("slow"), "").unwrap();
+    let _: () = call(&c, &s.path, "AddDNS", (strings(&["10.96.0.55"]),)).unwrap();
+    wait_for("the third add", || (calls().lines().count() == 5).then_some(()));
+    assert!(env.stop_daemon("TERM").success(), "{}", env.log());
+    assert!(read(&file).contains("nameserver 10.96.0.55"), "the add finished");
+    assert!(calls().ends_with(&format!("start {tun}\nend {tun}\ndel {tun}\n")), "{}", calls());
+    assert!(!env.log().contains("killed"), "{}", env.log());
 }
 
 // ---- bad input -------------------------------------------------------------
