@@ -347,9 +347,8 @@ impl Daemon {
         for (path, dev, e) in changes {
             self.emit_events(&path, &dev, vec![e]);
         }
-        if !self.dns.busy() {
-            self.departed.clear();
-        }
+        let dns = &self.dns;
+        self.departed.retain(|p, _| dns.lists(p));
     }
 
     fn on_signals(&mut self) {
@@ -590,7 +589,7 @@ impl Daemon {
         log::info!("device {path} ({}) removed: {why}", d.name);
         self.dns_sync();
         // Its DNS events may come when a DNS apply finishes (`dns_finished`).
-        if !self.dns.busy() {
+        if !self.dns.lists(&d.path) {
             self.departed.remove(&d.path);
         }
     }

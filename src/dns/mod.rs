@@ -264,8 +264,10 @@ impl Dns {
         self.backend.as_ref().and_then(|b| b.fd())
     }
 
-    pub fn busy(&self) -> bool {
-        self.pending.is_some()
+    /// Whether the applied state still has a session of the device at
+    /// `path`: then its removal is yet to be announced.
+    pub fn lists(&self, path: &str) -> bool {
+        self.applied.iter().any(|s| s.path == path)
     }
 
     pub fn on_name_owner(&mut self, bus: &Bus, name: &str, new_owner: &str) {
