@@ -171,6 +171,7 @@ impl Resolvconf {
     /// then additions, one child at a time. The result if nothing had to
     /// wait for a child.
     fn set(&mut self, sessions: &[Session]) -> Option<Result<()>> {
+        debug_assert!(self.job.is_none(), "apply while busy");
         if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
             log::warn!("resolvconf: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are merged");
             self.scope_warned = true;
