@@ -105,6 +105,7 @@ struct Ready {
     timer: bool,
     watch: bool,
     dco: bool,
+    dns: bool,
 }
 
 /// poll(2)'s timeout for `deadline`, rounded up: waking a little early
@@ -304,6 +305,8 @@ impl Daemon {
         // DCO (issue 6): the peers notification socket, pipes with records waiting.
         let dco_fds = self.dco_poll_fds();
         fds.extend(dco_fds.iter().map(|(fd, ev)| PollFd::new(crate::sys::borrow_fd(*fd), *ev)));
+        // A DNS apply in flight (resolvconf's child): last in the set.
+        let dns = self.dns.fd().map(|fd| fds.push(PollFd::new(fd, PollFlags::POLLIN))).is_some();
         // Queued signals: wake for their next tick.
         let signal_tick = (!self.signals.get_mut().is_empty()).then(|| self.signals_sent + SIGNAL_TICK);
         let deadline = [self.dns.deadline(), signal_tick, self.watch.deadline()].into_iter().flatten().min();
@@ -312,15 +315,17 @@ impl Daemon {
             Err(e) => return Err(e),
         }
         let readable = |f: &PollFd| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+        let dns = dns && fds.pop().is_some_and(|f| f.revents().is_some_and(|r| !r.is_empty()));
         Ok(Ready {
             signal: readable(&fds[1]),
             timer: readable(&fds[2]),
             watch: readable(&fds[3]),
             dco: fds[4..].iter().any(|f| f.revents().is_some_and(|r| !r.is_empty())),
+            dns,
         })
     }
 
-    /// Serves what `wait` found ready, then the DNS backend's deadline.
+    /// Serves what `wait` found ready, then the DNS backend's fd and deadline.
     fn serve(&mut self, ready: Ready) {
         if ready.dco {
             self.dco_service();
@@ -336,9 +341,18 @@ impl Daemon {
                 self.quit = true;
             }
         }
-        if self.dns.deadline().is_some_and(|t| t <= std::time::Instant::now()) {
-            self.dns.on_timeout(&self.bus);
+        let changes = self.dns.service(&self.bus, ready.dns);
+        self.dns_finished(changes);
+    }
+
+    /// Announces what a DNS apply that ran in the background changed. The
+    /// ACLs of devices removed meanwhile were kept for these events.
+    fn dns_finished(&mut self, changes: Vec<crate::dns::Change>) {
+        for (path, dev, e) in changes {
+            self.emit_events(&path, &dev, vec![e]);
         }
+        let dns = &self.dns;
+        self.departed.retain(|p, _| dns.lists(p));
     }
 
     fn on_signals(&mut self) {
@@ -394,6 +408,8 @@ impl Daemon {
             log::warn!("removing a device left to its client: {f}");
         }
         self.drop_protections(|_| true);
+        let changes = self.dns.settle(&self.bus);
+        self.dns_finished(changes);
         let ok = self.dns.shutdown(&self.bus);
         self.flush_log_signals();
         for q in self.signals.get_mut().drain(..) {
@@ -638,7 +654,10 @@ impl Daemon {
         self.emit_notices(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);
         self.dns_sync();
-        self.departed.remove(&d.path);
+        // Its DNS events may come when a DNS apply finishes (`dns_finished`).
+        if !self.dns.lists(&d.path) {
+            self.departed.remove(&d.path);
+        }
     }
 
     /// Forgets orphaned tun links that their clients have closed.

@@ -579,15 +579,18 @@ fn resolvconf_openresolv_records_follow_the_sessions() {
     };
     let mut want = vec![a.tun.clone(), b.tun.clone(), "uplink0".to_string()];
     want.sort();
-    assert_eq!(list(&ifaces), want);
-    let text = read(&env.resolv_conf());
+    // resolvconf runs while the daemon serves: its records come after the replies.
+    wait_for("both records", || (list(&ifaces) == want).then_some(()));
+    let text = wait_for("both records in resolv.conf", || {
+        Some(read(&env.resolv_conf())).filter(|t| t.contains("10.1.0.1") && t.contains("10.2.0.1"))
+    });
     let pos = |s: &str| text.find(s).unwrap_or_else(|| panic!("{s} missing in:\n{text}"));
     assert!(pos("nameserver 10.1.0.1") < pos("nameserver 192.0.2.53"), "{text}");
     assert!(pos("nameserver 10.2.0.1") < pos("nameserver 192.0.2.53"), "{text}");
     assert!(text.contains("one.example") && text.contains("two.example") && text.contains("lan.example"), "{text}");
     destroy(&c, &a);
-    assert!(!read(&env.resolv_conf()).contains("10.1.0.1"));
-    assert_eq!(list(&ifaces).len(), 2);
+    let deleted = || list(&ifaces).len() == 2 && !read(&env.resolv_conf()).contains("10.1.0.1");
+    wait_for("the record deleted", || deleted().then_some(()));
     // Killed with a record registered: the next start deletes it.
     assert!(!env.stop_daemon("KILL").success());
     assert!(read(&env.resolv_conf()).contains("10.2.0.1"));
@@ -596,6 +599,76 @@ fn resolvconf_openresolv_records_follow_the_sessions() {
     assert_eq!(list(&ifaces), vec!["uplink0"]);
     assert_eq!(body(&read(&env.resolv_conf())), ["search lan.example", "nameserver 192.0.2.53"]);
     drop(b);
+}
+
+/// A resolvconf(8) hook that takes 3 s stalls no other client: while it
+/// runs, a second client's calls are answered at once; the record lands
+/// when the hook is done, and a change made meanwhile follows it, one
+/// child at a time. At SIGTERM the daemon waits for a running hook, then
+/// deletes the record.
+#[test]
+fn a_slow_resolvconf_hook_stalls_no_other_client() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::for_dns("rcslow", SYSTEM_CONF);
+    let (rec, sbin) = (env.dir.join("rec"), env.dir.join("sbin"));
+    std::fs::create_dir_all(&sbin).unwrap();
+    std::fs::create_dir_all(&rec).unwrap();
+    sh(&format!("chmod 777 {}", rec.display()));
+    let r = rec.display();
+    // An add sleeps if rec/slow is there; every add writes its input to rec/<ifname>.
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\n-a)\n  echo \"start $2\" >> {r}/calls\n  \
+         [ -e {r}/slow ] && {{ rm {r}/slow; sleep 3; }}\n  cat > {r}/$2\n  echo \"end $2\" >> {r}/calls\n  ;;\n\
+         -d) echo \"del $2\" >> {r}/calls ;;\nesac\nexit 0\n"
+    );
+    std::fs::write(rec.join("slow"), "").unwrap();
+    std::fs::write(sbin.join("resolvconf"), script).unwrap();
+    sh(&format!("chmod 755 {}", sbin.join("resolvconf").display()));
+    env.start_dns_daemon(&["--dns-backend", "resolvconf"]);
+    assert!(env.log().contains("DNS backend: resolvconf (forced)"), "{}", env.log());
+    let c = env.conn();
+    let w = subscribe(&env);
+    let t0 = std::time::Instant::now();
+    let s = session(&c, "rcslow", &["10.96.0.53"], &[], "global");
+    let session_took = t0.elapsed();
+    let calls = || std::fs::read_to_string(rec.join("calls")).unwrap_or_default();
+    wait_for("the hook to start", || calls().contains("start").then_some(()));
+    let other = env.conn();
+    let t1 = std::time::Instant::now();
+    assert!(ping(&other));
+    let ping_took = t1.elapsed();
+    let t2 = std::time::Instant::now();
+    let servers: Vec<String> = get_prop(&other, MGR, "global_dns_servers");
+    let get_took = t2.elapsed();
+    println!(
+        "while the hook sleeps: Ping {ping_took:?}, Properties.Get {get_took:?}; session set up in {session_took:?}"
+    );
+    assert!(calls().lines().count() == 1 && !rec.join(&s.tun).exists(), "the hook still runs: {}", calls());
+    assert!(servers.is_empty(), "not announced before the hook is done: {servers:?}");
+    assert!(ping_took < Duration::from_secs(1) && get_took < Duration::from_secs(1), "the daemon stalled");
+    // A change while the hook runs waits for it, then follows.
+    let _: () = call(&c, &s.path, "AddDNS", (strings(&["10.96.0.54"]),)).unwrap();
+    let file = rec.join(&s.tun);
+    let text = wait_for("the record with both servers", || {
+        std::fs::read_to_string(&file).ok().filter(|t| t.contains("10.96.0.54") && calls().lines().count() == 4)
+    });
+    assert_eq!(body(&text), ["nameserver 10.96.0.53", "nameserver 10.96.0.54"]);
+    let tun = &s.tun;
+    assert_eq!(calls(), format!("start {tun}\nend {tun}\nstart {tun}\nend {tun}\n"), "one child at a time, in order");
+    let got = dns_events(&w, Duration::from_millis(300));
+    assert_eq!(got, [ev(128, tun, "10.96.0.53"), ev(128, tun, "10.96.0.54")]);
+    let servers: Vec<String> = get_prop(&other, MGR, "global_dns_servers");
+    assert_eq!(servers, ["10.96.0.53", "10.96.0.54"]);
+    // Shutdown while a hook runs: it is waited for (not killed), then the record goes.
+    std::fs::write(rec.join("slow"), "").unwrap();
+    let _: () = call(&c, &s.path, "AddDNS", (strings(&["10.96.0.55"]),)).unwrap();
+    wait_for("the third add", || (calls().lines().count() == 5).then_some(()));
+    assert!(env.stop_daemon("TERM").success(), "{}", env.log());
+    assert!(read(&file).contains("nameserver 10.96.0.55"), "the add finished");
+    assert!(calls().ends_with(&format!("start {tun}\nend {tun}\ndel {tun}\n")), "{}", calls());
+    assert!(!env.log().contains("killed"), "{}", env.log());
 }
 
 // ---- bad input -------------------------------------------------------------

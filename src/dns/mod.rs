@@ -19,6 +19,7 @@ mod resolvconf;
 mod resolved;
 
 use std::net::IpAddr;
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -91,6 +92,24 @@ pub trait Backend {
     fn shutdown(&mut self, _bus: &Bus) -> bool {
         true
     }
+    /// `apply` returned Ok with work left (resolvconf's child): its result
+    /// comes from `progress` or `settle`, and no `apply` is made meanwhile.
+    fn busy(&self) -> bool {
+        false
+    }
+    /// What the loop polls for a busy apply: readable when it can progress.
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+    /// Moves a busy apply on (its fd readable or its deadline passed);
+    /// Some(result) once it has finished.
+    fn progress(&mut self) -> Option<Result<()>> {
+        None
+    }
+    /// Waits (bounded by the backend's time limits) for a busy apply.
+    fn settle(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 pub struct Dns {
@@ -100,6 +119,10 @@ pub struct Dns {
     dir: crate::state::Dir,
     /// The sessions the backend last applied, newest first.
     applied: Vec<Session>,
+    /// What a busy backend is applying, and the latest state wanted since:
+    /// each apply is the complete state, so only the latest needs to wait.
+    pending: Option<Vec<Session>>,
+    queued: Option<Vec<Session>>,
     /// dnsmasq's servers file (the dnsmasq backend's only output).
     dnsmasq_servers: PathBuf,
 }
@@ -107,7 +130,15 @@ pub struct Dns {
 impl Dns {
     /// No backend until `start`. Changes nothing on the system.
     pub fn new(dir: crate::state::Dir) -> Dns {
-        Dns { name: "none", backend: None, dir, applied: Vec::new(), dnsmasq_servers: PathBuf::from(DNSMASQ_SERVERS) }
+        Dns {
+            name: "none",
+            backend: None,
+            dir,
+            applied: Vec::new(),
+            pending: None,
+            queued: None,
+            dnsmasq_servers: PathBuf::from(DNSMASQ_SERVERS),
+        }
     }
 
     /// The servers file the dnsmasq backend writes (and `auto` looks for).
@@ -139,15 +170,25 @@ impl Dns {
 
     /// Applies the full set of active sessions (ones with an established
     /// link); returns the NetworkChange events for what really changed.
+    /// While the backend is busy, the state waits for it (`service`).
     pub fn update(&mut self, bus: &Bus, sessions: &[Session]) -> Vec<Change> {
-        let Some(b) = self.backend.as_mut() else {
+        if self.backend.is_none() {
             if sessions.iter().any(Session::has_dns) {
                 log::debug!("DNS settings are not applied: no DNS backend");
             }
             return Vec::new();
-        };
+        }
         let mut want: Vec<Session> = sessions.iter().filter(|s| s.has_dns()).cloned().collect();
         want.sort_by_key(|s| std::cmp::Reverse(s.order));
+        if self.pending.is_some() {
+            self.queued = Some(want);
+            return Vec::new();
+        }
+        self.apply(bus, want)
+    }
+
+    fn apply(&mut self, bus: &Bus, want: Vec<Session>) -> Vec<Change> {
+        let Some(b) = self.backend.as_mut() else { return Vec::new() };
         // Unchanged, but a link that failed is sent again (resolved).
         if want == self.applied && b.failed().is_empty() {
             return Vec::new();
@@ -157,8 +198,32 @@ impl Dns {
             log::error!("DNS ({}): {e}", self.name);
             return Vec::new();
         }
+        if b.busy() {
+            self.pending = Some(want);
+            return Vec::new();
+        }
         let changes = diff(&self.applied, &want);
         self.applied = want;
+        changes
+    }
+
+    /// A busy apply finished: its events, then the queued state is started.
+    fn finished(&mut self, bus: &Bus, r: Result<()>) -> Vec<Change> {
+        let done = self.pending.take().unwrap_or_default();
+        let mut changes = match r {
+            Ok(()) => {
+                let c = diff(&self.applied, &done);
+                self.applied = done;
+                c
+            }
+            Err(e) => {
+                log::error!("DNS ({}): {e}", self.name);
+                Vec::new()
+            }
+        };
+        if let Some(next) = self.queued.take() {
+            changes.extend(self.apply(bus, next));
+        }
         changes
     }
 
@@ -188,9 +253,21 @@ impl Dns {
         self.backend.as_mut().is_some_and(|b| b.on_reply(bus, m))
     }
 
-    /// When the backend next needs `on_timeout` (retries, call timeouts).
+    /// When the backend next needs `on_timeout` (retries, call timeouts)
+    /// or a busy apply's time is up.
     pub fn deadline(&self) -> Option<Instant> {
         self.backend.as_ref().and_then(|b| b.deadline())
+    }
+
+    /// The fd of a busy apply, for the poll loop.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.backend.as_ref().and_then(|b| b.fd())
+    }
+
+    /// Whether the applied state still has a session of the device at
+    /// `path`: then its removal is yet to be announced.
+    pub fn lists(&self, path: &str) -> bool {
+        self.applied.iter().any(|s| s.path == path)
     }
 
     pub fn on_name_owner(&mut self, bus: &Bus, name: &str, new_owner: &str) {
@@ -199,20 +276,44 @@ impl Dns {
         }
     }
 
-    pub fn on_timeout(&mut self, bus: &Bus) {
-        if let Some(b) = self.backend.as_mut() {
+    /// After poll: `readable` if `fd` was. Serves a deadline that passed
+    /// and a busy apply; the events of an apply that finished.
+    pub fn service(&mut self, bus: &Bus, readable: bool) -> Vec<Change> {
+        let due = self.deadline().is_some_and(|t| t <= Instant::now());
+        let Some(b) = self.backend.as_mut() else { return Vec::new() };
+        if due {
             b.on_timeout(bus);
         }
+        if !(readable || due) || self.pending.is_none() {
+            return Vec::new();
+        }
+        match b.progress() {
+            Some(r) => self.finished(bus, r),
+            None => Vec::new(),
+        }
+    }
+
+    /// Waits for a busy apply and the state queued behind it (shutdown);
+    /// their events.
+    pub fn settle(&mut self, bus: &Bus) -> Vec<Change> {
+        let mut changes = Vec::new();
+        while self.pending.is_some() {
+            let Some(b) = self.backend.as_mut() else { break };
+            let r = b.settle();
+            changes.extend(self.finished(bus, r));
+        }
+        changes
     }
 
     /// Restores everything at shutdown; false if a restore failed (exit 4).
     pub fn shutdown(&mut self, bus: &Bus) -> bool {
+        self.settle(bus);
         let Some(b) = self.backend.as_mut() else {
             return true;
         };
         let mut ok = true;
         if !self.applied.is_empty() {
-            match b.apply(bus, &[]) {
+            match b.apply(bus, &[]).and_then(|()| if b.busy() { b.settle() } else { Ok(()) }) {
                 Ok(()) => self.applied.clear(),
                 Err(e) => {
                     log::error!("DNS ({}): restoring at shutdown: {e}", self.name);

@@ -11,8 +11,9 @@
 //! Every record is listed in the state dir before it is added, so records of
 //! a killed run are deleted at the next start.
 //!
-//! The program runs synchronously with a time limit: it is a short shell
-//! script, and its result decides what we announce.
+//! The program runs while the daemon goes on serving: one child at a time,
+//! its pidfd in the daemon's poll loop, killed after a time limit. Its
+//! result decides what we announce, so the events come when it is done.
 //!
 //! What the child gets: a fixed PATH (the program is also looked up only
 //! there), the bus address and nothing else from our environment, its own
@@ -22,19 +23,22 @@
 //! under /run as a user other than root. Our inheritable set holds nothing
 //! else, so no hook can pick up CAP_NET_ADMIN through file capabilities.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::CString;
 use std::fs;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
-use nix::unistd::pipe2;
+use nix::sys::signal::{killpg, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{pipe2, Pid};
 
 use super::{Backend, Session};
 use crate::bus::Bus;
@@ -63,6 +67,8 @@ pub struct Resolvconf {
     /// Registered records: interface name -> the fragment given.
     applied: BTreeMap<String, String>,
     scope_warned: bool,
+    /// The apply in flight, if any.
+    job: Option<Job>,
 }
 
 /// The resolvconf program in the fixed PATH, if any.
@@ -78,7 +84,7 @@ pub fn find(dir: &Dir) -> Option<Resolvconf> {
     } else {
         Flavor::Other
     };
-    Some(Resolvconf { prog, flavor, dir: dir.clone(), applied: BTreeMap::new(), scope_warned: false })
+    Some(Resolvconf { prog, flavor, dir: dir.clone(), applied: BTreeMap::new(), scope_warned: false, job: None })
 }
 
 /// Deletes the records of a run that did not exit cleanly.
@@ -114,6 +120,26 @@ pub fn recover(dir: &Dir) {
     let _ = dir.remove(LIST);
 }
 
+/// One step of bringing the records to the wanted state.
+enum Step {
+    Del(String),
+    /// Lists the registered records and these names in the state dir.
+    List(Vec<String>),
+    /// Registers a record: interface name, fragment.
+    Add(String, String),
+}
+
+/// An apply in flight: the steps left, the one whose child runs, and what
+/// went wrong so far.
+#[derive(Default)]
+struct Job {
+    steps: VecDeque<Step>,
+    running: Option<(Step, Child)>,
+    /// Records whose add failed: maybe registered, so listed.
+    unsure: BTreeSet<String>,
+    first_err: Option<Error>,
+}
+
 impl Resolvconf {
     pub fn describe(&self) -> String {
         let f = match self.flavor {
@@ -141,54 +167,126 @@ impl Resolvconf {
         super::backup::write_state(&self.dir, LIST, text.as_bytes())
     }
 
-    fn set(&mut self, sessions: &[Session]) -> Result<()> {
+    /// Starts bringing the records to `sessions`: deletions, then the list,
+    /// then additions, one child at a time. The result if nothing had to
+    /// wait for a child.
+    fn set(&mut self, sessions: &[Session]) -> Option<Result<()>> {
+        debug_assert!(self.job.is_none(), "apply while busy");
         if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
             log::warn!("resolvconf: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are merged");
             self.scope_warned = true;
         }
         let want: BTreeMap<String, String> = sessions.iter().map(|s| (s.ifname.clone(), fragment(s))).collect();
-        let mut first_err = None;
-        let gone: Vec<String> = self.applied.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
-        for n in gone {
-            match run(&self.prog, &self.del_args(&n), "") {
-                Ok(_) => {
-                    self.applied.remove(&n);
-                    log::info!("resolvconf: record {n} deleted");
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
+        let gone = self.applied.keys().filter(|k| !want.contains_key(*k));
+        let mut steps: VecDeque<Step> = gone.map(|n| Step::Del(n.clone())).collect();
         // Listed before it is added: a crash right after leaves no orphan.
-        self.save_list(&self.applied.keys().chain(want.keys()).collect())?;
-        let mut unsure = BTreeSet::new();
-        for (n, frag) in &want {
-            if self.applied.get(n) == Some(frag) {
-                continue;
+        steps.push_back(Step::List(want.keys().cloned().collect()));
+        let changed = want.into_iter().filter(|(n, frag)| self.applied.get(n) != Some(frag));
+        steps.extend(changed.map(|(n, frag)| Step::Add(n, frag)));
+        self.job = Some(Job { steps, ..Job::default() });
+        self.advance()
+    }
+
+    /// Runs the job's steps until one waits for its child; the job's result
+    /// once the last step is done.
+    fn advance(&mut self) -> Option<Result<()>> {
+        let mut job = self.job.take()?;
+        loop {
+            if let Some((step, mut child)) = job.running.take() {
+                match child.poll() {
+                    Some(r) => self.record(&mut job, step, r),
+                    None => {
+                        job.running = Some((step, child));
+                        self.job = Some(job);
+                        return None;
+                    }
+                }
             }
-            match run(&self.prog, &["-a", n], frag) {
-                Ok(_) => {
-                    self.applied.insert(n.clone(), frag.clone());
-                    log::info!("resolvconf: record {n} registered");
-                }
-                Err(e) => {
-                    unsure.insert(n);
-                    first_err.get_or_insert(e);
-                }
+            let Some(step) = job.steps.pop_front() else { break };
+            let spawned = match &step {
+                Step::List(names) => match self.save_list(&self.applied.keys().chain(names).collect()) {
+                    Ok(()) => continue,
+                    Err(e) => return Some(Err(e)),
+                },
+                Step::Del(n) => Child::spawn(&self.prog, &self.del_args(n), ""),
+                Step::Add(n, frag) => Child::spawn(&self.prog, &["-a", n], frag),
+            };
+            match spawned {
+                Ok(child) => job.running = Some((step, child)),
+                Err(e) => self.record(&mut job, step, Err(e)),
             }
         }
-        self.save_list(&self.applied.keys().chain(unsure).collect())?;
+        if let Err(e) = self.save_list(&self.applied.keys().chain(&job.unsure).collect()) {
+            return Some(Err(e));
+        }
         if self.applied.is_empty() {
             let _ = self.dir.remove(LIST);
         }
-        first_err.map_or(Ok(()), Err)
+        Some(job.first_err.map_or(Ok(()), Err))
+    }
+
+    /// Notes the outcome of one step's child.
+    fn record(&mut self, job: &mut Job, step: Step, r: Result<String>) {
+        match (step, r) {
+            (Step::Del(n), Ok(_)) => {
+                self.applied.remove(&n);
+                log::info!("resolvconf: record {n} deleted");
+            }
+            (Step::Add(n, frag), Ok(_)) => {
+                log::info!("resolvconf: record {n} registered");
+                self.applied.insert(n, frag);
+            }
+            (Step::Add(n, _), Err(e)) => {
+                job.unsure.insert(n);
+                job.first_err.get_or_insert(e);
+            }
+            (_, Err(e)) => {
+                job.first_err.get_or_insert(e);
+            }
+            (Step::List(_), Ok(_)) => {}
+        }
+    }
+
+    fn child(&self) -> Option<&Child> {
+        self.job.as_ref()?.running.as_ref().map(|(_, c)| c)
     }
 }
 
+/// resolvconf's children run while the loop serves other clients: `apply`
+/// starts the first and returns; the loop polls the child's pidfd and calls
+/// `progress` when it exits or its time is up. The daemon makes no other
+/// `apply` meanwhile (it keeps the latest wanted state until this one is
+/// done), so records change one child at a time, in the order asked.
 impl Backend for Resolvconf {
     fn apply(&mut self, _bus: &Bus, sessions: &[Session]) -> Result<()> {
-        self.set(sessions)
+        self.set(sessions).unwrap_or(Ok(()))
+    }
+
+    fn busy(&self) -> bool {
+        self.job.is_some()
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.child().map(|c| c.pidfd.as_fd())
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.child().map(|c| c.deadline)
+    }
+
+    fn progress(&mut self) -> Option<Result<()>> {
+        self.advance()
+    }
+
+    fn settle(&mut self) -> Result<()> {
+        loop {
+            if let Some(c) = self.child() {
+                c.block();
+            }
+            if let Some(r) = self.advance() {
+                return r;
+            }
+        }
     }
 
     fn shutdown(&mut self, _bus: &Bus) -> bool {
@@ -209,86 +307,129 @@ fn fragment(s: &Session) -> String {
     out
 }
 
-/// Runs the program with `input` on stdin; returns what it printed (up to
-/// 4 KiB). Killed after TIMEOUT so a hung script cannot stall the daemon.
-///
-/// posix_spawn (nix's safe wrapper) instead of std::process: the same
-/// vfork+exec, without std's general machinery (27 KiB). The child gets
-/// an empty signal mask (the daemon blocks its signals for the signalfd),
-/// SIGPIPE at its default, its own process group, the fixed PATH and the
-/// bus address, so variables like openresolv's IF_METRIC or IF_EXCLUSIVE
-/// in the daemon's environment cannot change what the script does.
+/// Runs the program with `input` on stdin and waits for it (start-up
+/// only, before any client can call); what it printed (up to 4 KiB).
 fn run(prog: &Path, args: &[&str], input: &str) -> Result<String> {
-    use nix::sys::signal::{killpg, SigSet, Signal};
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-
-    let what = format!("{} {}", prog.display(), args.join(" "));
-    let io = |e: nix::Error| Error::io(what.clone(), e.into());
-    let cstr = |t: &[u8]| CString::new(t).map_err(|_| Error::Failed(format!("{what}: NUL in an argument")));
-    let mut argv = vec![cstr(prog.as_os_str().as_bytes())?];
-    for a in args {
-        argv.push(cstr(a.as_bytes())?);
-    }
-    let mut envp = vec![cstr(format!("PATH={FIXED_PATH}").as_bytes())?];
-    if let Ok(a) = std::env::var("DBUS_SYSTEM_BUS_ADDRESS") {
-        envp.push(cstr(format!("DBUS_SYSTEM_BUS_ADDRESS={a}").as_bytes())?);
-    }
-    // All three pipes are close-on-exec; the child sees only the dup2 copies.
-    let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
-    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
-    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
-    let mut actions = PosixSpawnFileActions::init().map_err(io)?;
-    for (fd, to) in [(&in_r, 0), (&out_w, 1), (&err_w, 2)] {
-        actions.add_dup2(fd.as_raw_fd(), to).map_err(io)?;
-    }
-    let mut attr = PosixSpawnAttr::init().map_err(io)?;
-    attr.set_sigmask(&SigSet::empty()).map_err(io)?;
-    let mut dfl = SigSet::empty();
-    dfl.add(Signal::SIGPIPE);
-    attr.set_sigdefault(&dfl).map_err(io)?;
-    attr.set_pgroup(nix::unistd::Pid::from_raw(0)).map_err(io)?;
-    attr.set_flags(
-        PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
-            | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF
-            | PosixSpawnFlags::POSIX_SPAWN_SETPGROUP,
-    )
-    .map_err(io)?;
-    let pid = posix_spawn(prog, &actions, &attr, &argv, &envp).map_err(io)?;
-    drop((in_r, out_w, err_w));
-    // The fragment is far below a pipe's buffer: this write cannot block.
-    let _ = std::fs::File::from(in_w).write_all(input.as_bytes()); // dropped here: EOF
-    let t0 = Instant::now();
-    let status = loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) if t0.elapsed() < TIMEOUT => std::thread::sleep(Duration::from_millis(5)),
-            Ok(WaitStatus::StillAlive) => {
-                // The whole group: hooks the script started die with it.
-                let _ = killpg(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                return Err(Error::Failed(format!("{what}: no result within {} s; killed", TIMEOUT.as_secs())));
-            }
-            Ok(WaitStatus::Exited(_, code)) => break Ok(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => break Err(sig),
-            Ok(_) => continue, // stopped or continued: keep waiting
-            Err(e) => return Err(io(e)),
+    let mut child = Child::spawn(prog, args, input)?;
+    loop {
+        child.block();
+        if let Some(r) = child.poll() {
+            return r;
         }
-    };
-    // Only what is already there: a child the script left running may keep
-    // the pipes open, and waiting for their end would block the daemon.
-    let out = read_available(out_r);
-    match status {
-        Ok(0) => Ok(out),
-        Ok(code) => Err(Error::Failed(format!("{what}: exit status {code}: {}", read_available(err_r).trim()))),
-        Err(sig) => Err(Error::Failed(format!("{what}: killed by {sig}: {}", read_available(err_r).trim()))),
     }
 }
 
-fn read_available(fd: OwnedFd) -> String {
-    if fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_err() {
+/// A running resolvconf, its group killed whole after TIMEOUT so a hung
+/// script cannot hold its record (or the daemon's shutdown) forever.
+struct Child {
+    pid: Pid,
+    /// Readable once the child has exited.
+    pidfd: OwnedFd,
+    out: OwnedFd,
+    err: OwnedFd,
+    what: String,
+    deadline: Instant,
+}
+
+impl Child {
+    /// Starts the program with `input` on stdin.
+    ///
+    /// posix_spawn (nix's safe wrapper) instead of std::process: the same
+    /// vfork+exec, without std's general machinery (27 KiB). The child gets
+    /// an empty signal mask (the daemon blocks its signals for the signalfd),
+    /// SIGPIPE at its default, its own process group, the fixed PATH and the
+    /// bus address, so variables like openresolv's IF_METRIC or IF_EXCLUSIVE
+    /// in the daemon's environment cannot change what the script does.
+    fn spawn(prog: &Path, args: &[&str], input: &str) -> Result<Child> {
+        let what = format!("{} {}", prog.display(), args.join(" "));
+        let io = |e: nix::Error| Error::io(what.clone(), e.into());
+        let cstr = |t: &[u8]| CString::new(t).map_err(|_| Error::Failed(format!("{what}: NUL in an argument")));
+        let mut argv = vec![cstr(prog.as_os_str().as_bytes())?];
+        for a in args {
+            argv.push(cstr(a.as_bytes())?);
+        }
+        let mut envp = vec![cstr(format!("PATH={FIXED_PATH}").as_bytes())?];
+        if let Ok(a) = std::env::var("DBUS_SYSTEM_BUS_ADDRESS") {
+            envp.push(cstr(format!("DBUS_SYSTEM_BUS_ADDRESS={a}").as_bytes())?);
+        }
+        // All three pipes are close-on-exec; the child sees only the dup2 copies.
+        let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
+        let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
+        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
+        let mut actions = PosixSpawnFileActions::init().map_err(io)?;
+        for (fd, to) in [(&in_r, 0), (&out_w, 1), (&err_w, 2)] {
+            actions.add_dup2(fd.as_raw_fd(), to).map_err(io)?;
+        }
+        let mut attr = PosixSpawnAttr::init().map_err(io)?;
+        attr.set_sigmask(&SigSet::empty()).map_err(io)?;
+        let mut dfl = SigSet::empty();
+        dfl.add(Signal::SIGPIPE);
+        attr.set_sigdefault(&dfl).map_err(io)?;
+        attr.set_pgroup(Pid::from_raw(0)).map_err(io)?;
+        attr.set_flags(
+            PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+                | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF
+                | PosixSpawnFlags::POSIX_SPAWN_SETPGROUP,
+        )
+        .map_err(io)?;
+        let pid = posix_spawn(prog, &actions, &attr, &argv, &envp).map_err(io)?;
+        drop((in_r, out_w, err_w));
+        // Our child, not yet waited for: the pid cannot name another process.
+        let pidfd = match crate::sys::pidfd_open(pid.as_raw() as u32) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = killpg(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(Error::io(format!("{what}: pidfd_open"), e));
+            }
+        };
+        // The fragment is far below a pipe's buffer: this write cannot block.
+        let _ = std::fs::File::from(in_w).write_all(input.as_bytes()); // dropped here: EOF
+        Ok(Child { pid, pidfd, out: out_r, err: err_r, what, deadline: Instant::now() + TIMEOUT })
+    }
+
+    /// Sleeps until the child exits or its deadline (start-up and shutdown).
+    fn block(&self) {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis() + 1).unwrap_or(u16::MAX);
+        let _ = poll(&mut [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)], PollTimeout::from(ms));
+    }
+
+    /// Its result once it has exited, or once its time is up (then the
+    /// whole group is killed); None while it runs.
+    fn poll(&mut self) -> Option<Result<String>> {
+        let status = match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < self.deadline => return None,
+            Ok(WaitStatus::StillAlive) => {
+                // The whole group: hooks the script started die with it.
+                let _ = killpg(self.pid, Signal::SIGKILL);
+                let _ = waitpid(self.pid, None);
+                let e = format!("{}: no result within {} s; killed", self.what, TIMEOUT.as_secs());
+                return Some(Err(Error::Failed(e)));
+            }
+            Ok(WaitStatus::Exited(_, code)) => Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Err(sig),
+            Ok(_) => return None, // stopped or continued: keep waiting
+            Err(e) => return Some(Err(Error::io(self.what.clone(), e.into()))),
+        };
+        // Only what is already there: a child the script left running may keep
+        // the pipes open, and waiting for their end would block the daemon.
+        let out = read_available(&self.out);
+        let what = &self.what;
+        Some(match status {
+            Ok(0) => Ok(out),
+            Ok(code) => Err(Error::Failed(format!("{what}: exit status {code}: {}", read_available(&self.err).trim()))),
+            Err(sig) => Err(Error::Failed(format!("{what}: killed by {sig}: {}", read_available(&self.err).trim()))),
+        })
+    }
+}
+
+fn read_available(fd: &OwnedFd) -> String {
+    if fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_err() {
         return String::new();
     }
     let mut buf = vec![0u8; 4096];
-    let n = std::fs::File::from(fd).read(&mut buf).unwrap_or(0);
+    let n = nix::unistd::read(fd, &mut buf).unwrap_or(0);
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
