@@ -14,8 +14,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-use crate::bus::{self, Bus, BUS_NAME, IFACE, LOG_SERVICE, MANAGER_PATH};
 use crate::config::Config;
+use crate::conn::{self, Bus, BUS_NAME, IFACE, LOG_SERVICE, MANAGER_PATH};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::events::Event;
@@ -481,7 +481,7 @@ impl Daemon {
 
     /// The bus daemon answered about `sender`: its waiting calls are served
     /// in order, or refused if it has no credentials (it left the bus).
-    fn creds_known(&mut self, sender: &str, r: Result<crate::bus::Creds>) {
+    fn creds_known(&mut self, sender: &str, r: Result<conn::Creds>) {
         let Some(calls) = self.awaiting_creds.remove(sender) else {
             return;
         };
@@ -494,7 +494,7 @@ impl Daemon {
     }
 
     fn refuse(&mut self, m: &Message, why: &str) {
-        if let Some(r) = bus::error_reply(m, &Error::Failed(why.to_string())) {
+        if let Some(r) = conn::error_reply(m, &Error::Failed(why.to_string())) {
             if !m.get_no_reply() {
                 self.bus.send(r);
             }
@@ -550,7 +550,7 @@ impl Daemon {
                 if let Some(r) = self.gone_reply(m, &path) {
                     return Some(r);
                 }
-                return Some(bus::std_error(
+                return Some(conn::std_error(
                     m,
                     "org.freedesktop.DBus.Error.UnknownObject",
                     &format!("Object does not exist at path '{path}'"),
@@ -572,14 +572,14 @@ impl Daemon {
         };
         match r {
             Ok(reply) => Some(reply),
-            Err(Error::NotFound(s)) if s.is_empty() => Some(bus::std_error(
+            Err(Error::NotFound(s)) if s.is_empty() => Some(conn::std_error(
                 m,
                 "org.freedesktop.DBus.Error.UnknownMethod",
                 &format!("No such method '{member}' on interface '{}' at '{path}'", iface.unwrap_or_default()),
             )),
             Err(e) => {
                 log::debug!("{path} {member}: {e}");
-                bus::error_reply(m, &e)
+                conn::error_reply(m, &e)
             }
         }
     }
@@ -836,7 +836,7 @@ impl Daemon {
         }
     }
 
-    pub(crate) fn caller(&mut self, m: &Message) -> Result<(String, crate::bus::Creds)> {
+    pub(crate) fn caller(&mut self, m: &Message) -> Result<(String, conn::Creds)> {
         let sender = m.sender().map(|s| s.to_string()).ok_or_else(|| Error::Failed("message has no sender".into()))?;
         let c = self.bus.creds(&sender)?;
         Ok((sender, c))

@@ -152,7 +152,7 @@ fn check_decoders(m: &Message) {
     }
     let mut it = m.iter_init();
     loop {
-        let _ = crate::bus::Value::read(&mut it.clone());
+        let _ = crate::conn::Value::read(&mut it.clone());
         if !it.next() {
             break;
         }

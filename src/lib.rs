@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod bus;
 pub mod config;
+pub mod conn;
 pub mod daemon;
 pub mod dco;
 pub mod dco_session;

@@ -21,8 +21,8 @@ use ipnetwork::IpNetwork;
 use nix::sys::socket::{setsockopt, sockopt};
 
 use crate::apply;
-use crate::bus::Creds;
 use crate::config::{fwmark_table, RedirectMethod};
+use crate::conn::Creds;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::journal::Journal;

@@ -162,7 +162,7 @@ impl Daemon {
             self.watch.forget_path(path);
             return Some(m.method_return());
         }
-        crate::bus::error_reply(m, &e)
+        crate::conn::error_reply(m, &e)
     }
 
     /// Reads the notifications: links of ours that vanished are dealt with

@@ -2,7 +2,7 @@
 
 use dbus::Message;
 
-use crate::bus::MANAGER_PATH;
+use crate::conn::MANAGER_PATH;
 use crate::daemon::{Daemon, Subscription};
 use crate::device::Device;
 use crate::error::{Error, Result};

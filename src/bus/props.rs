@@ -3,7 +3,7 @@
 use dbus::arg::{PropMap, RefArg, Variant};
 use dbus::Message;
 
-use crate::bus::{self, Value, IFACE};
+use crate::conn::{self, Value, IFACE};
 use crate::daemon::{Daemon, Obj, VERSION};
 use crate::device::Device;
 use crate::error::Error;
@@ -45,16 +45,16 @@ impl Daemon {
                 Ok((_, c)) if self.may_see(p, c.uid) => {}
                 Ok((_, c)) => {
                     let e = Error::AccessDenied(format!("uid {} may not read the properties of {p}", c.uid));
-                    return bus::error_reply(m, &e);
+                    return conn::error_reply(m, &e);
                 }
-                Err(e) => return bus::error_reply(m, &e),
+                Err(e) => return conn::error_reply(m, &e),
             }
         }
         match member {
             "Get" => Some(self.get_call(m, obj)),
             "GetAll" => Some(self.get_all_call(m, obj)),
             "Set" => self.set_call(m, obj),
-            _ => Some(bus::std_error(
+            _ => Some(conn::std_error(
                 m,
                 "org.freedesktop.DBus.Error.UnknownMethod",
                 &format!("No such method '{member}'"),
@@ -120,7 +120,7 @@ impl Daemon {
                 m.method_return()
             }
             Err(PropErr::Unknown) => unknown(m, name),
-            Err(PropErr::ReadOnly) => bus::std_error(
+            Err(PropErr::ReadOnly) => conn::std_error(
                 m,
                 "org.freedesktop.DBus.Error.PropertyReadOnly",
                 &format!("Property '{name}' is read-only"),
@@ -129,7 +129,7 @@ impl Daemon {
                 m,
                 &format!("Error setting property '{name}': expected type '{want}' but got '{}'", value.signature()),
             ),
-            Err(PropErr::Other(e)) => return bus::error_reply(m, &e),
+            Err(PropErr::Other(e)) => return conn::error_reply(m, &e),
         })
     }
 
@@ -216,15 +216,15 @@ impl Daemon {
 }
 
 fn unknown(m: &Message, name: &str) -> Message {
-    bus::std_error(m, "org.freedesktop.DBus.Error.UnknownProperty", &format!("No such property '{name}'"))
+    conn::std_error(m, "org.freedesktop.DBus.Error.UnknownProperty", &format!("No such property '{name}'"))
 }
 
 fn invalid(m: &Message, text: &str) -> Message {
-    bus::std_error(m, "org.freedesktop.DBus.Error.InvalidArgs", text)
+    conn::std_error(m, "org.freedesktop.DBus.Error.InvalidArgs", text)
 }
 
 fn unknown_interface(m: &Message, iface: &str) -> Message {
-    bus::std_error(m, "org.freedesktop.DBus.Error.UnknownInterface", &format!("No such interface '{iface}'"))
+    conn::std_error(m, "org.freedesktop.DBus.Error.UnknownInterface", &format!("No such interface '{iface}'"))
 }
 
 fn log_level(v: &Value) -> Result<u32, PropErr> {

@@ -39,7 +39,7 @@ use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
 
 use super::backup::{self, Backup, Meta, Target};
 use super::{Backend, Session};
-use crate::bus::Bus;
+use crate::conn::Bus;
 use crate::error::{Error, Result};
 use crate::settings::{DnsScope, DnsTransport};
 use crate::state::Dir;

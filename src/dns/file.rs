@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use super::backup::{self, Backup, Meta, Target};
 use super::{Backend, Session};
-use crate::bus::Bus;
+use crate::conn::Bus;
 use crate::error::{Error, Result};
 use crate::settings::DnsScope;
 use crate::state::Dir;

@@ -25,8 +25,8 @@ use std::time::Instant;
 
 use dbus::Message;
 
-use crate::bus::Bus;
 use crate::config::{DnsChoice, DNSMASQ_SERVERS};
+use crate::conn::Bus;
 use crate::error::Result;
 use crate::events::{self, Event};
 use crate::settings::{DnsScope, DnsSec, DnsTransport};

@@ -41,7 +41,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 
 use super::{Backend, Session};
-use crate::bus::Bus;
+use crate::conn::Bus;
 use crate::error::{Error, Result};
 use crate::settings::DnsScope;
 use crate::state::Dir;

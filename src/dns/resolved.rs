@@ -30,7 +30,7 @@ use dbus::message::MessageType;
 use dbus::Message;
 
 use super::{Backend, Session};
-use crate::bus::Bus;
+use crate::conn::Bus;
 use crate::error::{Error, Result};
 use crate::settings::{DnsScope, DnsSec, DnsTransport};
 

@@ -1,0 +1,275 @@
+//! The D-Bus connection: one libdbus connection driven from the poll loop
+//! (watch fd + non-blocking read/write), calls to the bus daemon, caller
+//! credentials, error replies and the typed reading of property values.
+//! The object handlers (`bus/`) and the DNS backends use it; it uses
+//! neither.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use dbus::arg::ArgType;
+use dbus::channel::Channel;
+use dbus::message::MessageType;
+use dbus::strings::ErrorName;
+use dbus::Message;
+
+use crate::error::{Error, Result};
+
+pub const BUS_NAME: &str = "net.openvpn.v3.netcfg";
+pub const IFACE: &str = "net.openvpn.v3.netcfg";
+pub const MANAGER_PATH: &str = "/net/openvpn/v3/netcfg";
+pub const LOG_SERVICE: &str = "net.openvpn.v3.log";
+const DBUS: &str = "org.freedesktop.DBus";
+/// Calls to the bus daemon itself; it answers in microseconds.
+const BUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Creds {
+    pub uid: u32,
+    pub pid: u32,
+}
+
+pub struct Bus {
+    ch: Channel,
+    creds: HashMap<String, Creds>,
+    /// GetConnectionCredentials calls in flight: serial → the name asked about.
+    creds_asked: HashMap<u32, String>,
+}
+
+impl Bus {
+    /// Connects and says Hello. `address` None = the system bus (honours
+    /// DBUS_SYSTEM_BUS_ADDRESS).
+    pub fn connect(address: Option<&str>) -> Result<Self> {
+        let mut ch = match address {
+            Some(a) => {
+                let mut c =
+                    Channel::open_private(a).map_err(|e| Error::Failed(format!("D-Bus connect to {a}: {e}")))?;
+                c.register().map_err(|e| Error::Failed(format!("D-Bus Hello: {e}")))?;
+                c
+            }
+            None => Channel::get_private(dbus::channel::BusType::System)
+                .map_err(|e| Error::Failed(format!("D-Bus system bus: {e}")))?,
+        };
+        ch.set_watch_enabled(true);
+        Ok(Bus { ch, creds: HashMap::new(), creds_asked: HashMap::new() })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.ch.watch().fd
+    }
+
+    pub fn wants_write(&self) -> bool {
+        self.ch.has_messages_to_send()
+    }
+
+    /// Non-blocking read and write; false once the connection is gone.
+    pub fn pump(&self) -> bool {
+        self.ch.read_write(Some(Duration::ZERO)).is_ok() && self.ch.is_connected()
+    }
+
+    pub fn pop(&self) -> Option<Message> {
+        self.ch.pop_message()
+    }
+
+    pub fn send(&self, m: Message) {
+        if self.ch.send(m).is_err() {
+            log::warn!("D-Bus: could not queue a message (out of memory or disconnected)");
+        }
+    }
+
+    /// Queues a method call without waiting for its reply, which comes
+    /// back through the main loop (to `Dns::on_reply`); returns its serial.
+    pub fn send_call(&self, m: Message) -> Option<u32> {
+        self.ch.send(m).ok()
+    }
+
+    /// A blocking method call, for start-up probes only (before the loop
+    /// runs, so nobody waits on us meanwhile).
+    pub fn call_blocking(&self, m: Message, timeout: Duration) -> Result<Message> {
+        self.ch
+            .send_with_reply_and_block(m, timeout)
+            .map_err(|e| Error::Failed(format!("{}: {}", e.name().unwrap_or("error"), e.message().unwrap_or("failed"))))
+    }
+
+    pub fn flush(&self) {
+        self.ch.flush();
+    }
+
+    pub fn unique_name(&self) -> String {
+        self.ch.unique_name().unwrap_or_default().to_string()
+    }
+
+    fn call_bus(&self, member: &str, build: impl FnOnce(Message) -> Message) -> Result<Message> {
+        let m = Message::new_method_call(DBUS, "/org/freedesktop/DBus", DBUS, member).map_err(Error::Failed)?;
+        self.ch
+            .send_with_reply_and_block(build(m), BUS_TIMEOUT)
+            .map_err(|e| Error::Failed(format!("{member}: {}", e.message().unwrap_or("failed"))))
+    }
+
+    /// Requests our well-known name; fails if someone else has it.
+    pub fn request_name(&self, name: &str) -> Result<()> {
+        const DO_NOT_QUEUE: u32 = 4;
+        let r = self.call_bus("RequestName", |m| m.append2(name, DO_NOT_QUEUE))?;
+        match r.read1::<u32>() {
+            Ok(1) | Ok(4) => Ok(()),
+            Ok(_) => Err(Error::Failed(format!("the bus name {name} is already owned by another process"))),
+            Err(e) => Err(Error::Failed(format!("RequestName: {e}"))),
+        }
+    }
+
+    pub fn add_match(&self, rule: &str) -> Result<()> {
+        self.call_bus("AddMatch", |m| m.append1(rule)).map(|_| ())
+    }
+
+    /// The current owner of a well-known name, if any.
+    pub fn name_owner(&self, name: &str) -> Option<String> {
+        self.call_bus("GetNameOwner", |m| m.append1(name)).ok()?.read1::<String>().ok()
+    }
+
+    /// UID and PID of a connection, cached until the name leaves the bus
+    /// (so Cleanup still works when the caller is already gone). Callers'
+    /// credentials are asked for without blocking (`ask_creds`) before
+    /// their calls are served, so this blocks only for other names.
+    pub fn creds(&mut self, sender: &str) -> Result<Creds> {
+        if let Some(c) = self.creds.get(sender) {
+            return Ok(*c);
+        }
+        let r = self.call_bus("GetConnectionCredentials", |m| m.append1(sender))?;
+        let c = parse_creds(&r)?;
+        self.remember(sender, c);
+        Ok(c)
+    }
+
+    /// Asks the bus daemon for `sender`'s credentials without waiting: the
+    /// answer comes back through the loop to `creds_answer`.
+    pub fn ask_creds(&mut self, sender: &str) -> Result<()> {
+        let m = Message::new_method_call(DBUS, "/org/freedesktop/DBus", DBUS, "GetConnectionCredentials")
+            .map_err(Error::Failed)?
+            .append1(sender);
+        let serial =
+            self.ch.send(m).map_err(|()| Error::Failed("GetConnectionCredentials: could not queue the call".into()))?;
+        self.creds_asked.insert(serial, sender.to_string());
+        Ok(())
+    }
+
+    /// If `m` is the bus daemon's answer to `ask_creds`: the name asked
+    /// about, and its credentials (now cached) or why there are none.
+    pub fn creds_answer(&mut self, m: &Message) -> Option<(String, Result<Creds>)> {
+        if m.sender().as_deref() != Some(DBUS) {
+            return None;
+        }
+        let sender = self.creds_asked.remove(&m.get_reply_serial()?)?;
+        let r = match m.msg_type() {
+            MessageType::Error => {
+                Err(Error::Failed(format!("GetConnectionCredentials: {}", m.read1::<&str>().unwrap_or("failed"))))
+            }
+            _ => parse_creds(m),
+        };
+        if let Ok(c) = r {
+            self.remember(&sender, c);
+        }
+        Some((sender, r))
+    }
+
+    fn remember(&mut self, sender: &str, c: Creds) {
+        if self.creds.len() > 4096 {
+            self.creds.clear(); // bounded; entries are cheap to look up again
+        }
+        self.creds.insert(sender.to_string(), c);
+    }
+
+    pub fn cached_creds(&self, sender: &str) -> Option<Creds> {
+        self.creds.get(sender).copied()
+    }
+
+    pub fn forget(&mut self, name: &str) {
+        self.creds.remove(name);
+    }
+}
+
+/// UnixUserID and ProcessID from a GetConnectionCredentials reply (a{sv},
+/// walked instead of built into a map of boxed values).
+fn parse_creds(r: &Message) -> Result<Creds> {
+    let (mut uid, mut pid) = (None, None);
+    let mut it = r.iter_init();
+    if let Some(mut entries) = it.recurse(ArgType::Array) {
+        while let Some(mut e) = entries.recurse(ArgType::DictEntry) {
+            let key = e.get::<&str>().unwrap_or_default();
+            e.next();
+            let v = Value::read(&mut e).and_then(|v| v.unsigned("u")).map(|v| v as u32);
+            match key {
+                "UnixUserID" => uid = v,
+                "ProcessID" => pid = v,
+                _ => {}
+            }
+            if !entries.next() {
+                break;
+            }
+        }
+    }
+    Ok(Creds {
+        uid: uid.ok_or_else(|| Error::Failed("caller has no UnixUserID".into()))?,
+        pid: pid.ok_or_else(|| Error::Failed("caller has no ProcessID".into()))?,
+    })
+}
+
+/// An error reply for `m` (nothing if the caller asked for no reply).
+pub fn error_reply(m: &Message, e: &Error) -> Option<Message> {
+    let text = CString::new(e.to_string().replace('\0', "")).unwrap_or_default();
+    Some(m.error(&ErrorName::from(e.dbus_name()), &text))
+}
+
+/// A standard org.freedesktop.DBus.Error.* reply.
+pub fn std_error(m: &Message, name: &'static str, text: &str) -> Message {
+    let text = CString::new(text.replace('\0', "")).unwrap_or_default();
+    m.error(&ErrorName::from(name), &text)
+}
+
+/// A property value as it arrived in a `v`, read by signature. Typed
+/// reading (instead of dbus-rs's `Box<dyn RefArg>`) keeps the generic
+/// any-type decoder, float formatting included, out of the binary.
+#[derive(Debug, PartialEq)]
+pub enum Value {
+    /// y, q, u or t (the signature character), widened.
+    Unsigned(char, u64),
+    Bool(bool),
+    Str(String),
+    /// Any other type: its signature, for the error message.
+    Other(String),
+}
+
+impl Value {
+    /// Reads the variant `it` points at.
+    pub fn read(it: &mut dbus::arg::Iter) -> Option<Value> {
+        let mut v = it.recurse(ArgType::Variant)?;
+        let sig = v.signature().to_string();
+        Some(match &*sig {
+            "y" => Value::Unsigned('y', v.get::<u8>()?.into()),
+            "q" => Value::Unsigned('q', v.get::<u16>()?.into()),
+            "u" => Value::Unsigned('u', v.get::<u32>()?.into()),
+            "t" => Value::Unsigned('t', v.get::<u64>()?),
+            "b" => Value::Bool(v.get::<bool>()?),
+            "s" => Value::Str(v.get::<&str>()?.to_string()),
+            _ => Value::Other(sig),
+        })
+    }
+
+    /// The integer, if its signature is one of `sigs` (e.g. "qu").
+    pub fn unsigned(&self, sigs: &str) -> Option<u64> {
+        match self {
+            Value::Unsigned(c, v) if sigs.contains(*c) => Some(*v),
+            _ => None,
+        }
+    }
+
+    pub fn signature(&self) -> String {
+        match self {
+            Value::Unsigned(c, _) => c.to_string(),
+            Value::Bool(_) => "b".into(),
+            Value::Str(_) => "s".into(),
+            Value::Other(s) => s.clone(),
+        }
+    }
+}
