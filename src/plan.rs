@@ -375,19 +375,7 @@ mod tests {
     }
 
     fn kr(dst: &str, gw: Option<&str>, oif: u32, metric: Option<u32>, rtype: u8) -> KernelRoute {
-        KernelRoute {
-            route: Route {
-                dst: dst.parse().unwrap(),
-                gateway: gw.map(|g| g.parse().unwrap()),
-                oif,
-                metric,
-                table: RT_TABLE_MAIN,
-                protocol: 3,
-                onlink: false,
-            },
-            rtype,
-            scope: 0,
-        }
+        KernelRoute { rtype, ..crate::netlink::route::tests::kr(dst, gw, oif, metric) }
     }
 
     fn want(dst: &str, gw: Option<&str>, oif: u32, metric: Option<u32>) -> Route {

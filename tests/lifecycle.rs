@@ -29,20 +29,6 @@ fn add_servers(env: &Env) {
     sh(&format!("ip -n {gw} route add 192.0.2.0/24 dev gw0 2>/dev/null || true"));
 }
 
-fn protect(
-    c: &dbus::blocking::Connection,
-    remote: &str,
-    v6: bool,
-    dev: &str,
-    fd: Option<OwnedFd>,
-) -> Result<bool, (String, String)> {
-    let mut m = method(MGR, "ProtectSocket").append3(remote, v6, dbus::Path::from(dev));
-    if let Some(fd) = fd {
-        m = m.append1(fd);
-    }
-    send(c, m).map(|r| r.read1::<bool>().unwrap())
-}
-
 fn udp_in(ns: &str, v6: bool) -> UdpSocket {
     in_ns(ns, move || UdpSocket::bind(if v6 { "[::]:0" } else { "0.0.0.0:0" }).unwrap())
 }

@@ -224,20 +224,6 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
     .unwrap()
 }
 
-fn protect(
-    c: &dbus::blocking::Connection,
-    remote: &str,
-    v6: bool,
-    dev: &str,
-    fd: Option<OwnedFd>,
-) -> Result<bool, (String, String)> {
-    let mut m = method(MGR, "ProtectSocket").append3(remote, v6, dbus::Path::from(dev));
-    if let Some(fd) = fd {
-        m = m.append1(fd);
-    }
-    send(c, m).map(|r| r.read1::<bool>().unwrap())
-}
-
 #[test]
 fn protecting_an_address_in_another_sessions_network_does_not_bypass_it() {
     if !require_root() {

@@ -706,3 +706,18 @@ pub fn status_field(pid: u32, key: &str) -> String {
         .map(|l| l[key.len()..].trim().to_string())
         .unwrap_or_default()
 }
+
+/// ProtectSocket(remote, ipv6, device path), with the socket's fd if given.
+pub fn protect(
+    c: &Connection,
+    remote: &str,
+    v6: bool,
+    dev: &str,
+    fd: Option<std::os::fd::OwnedFd>,
+) -> Result<bool, (String, String)> {
+    let mut m = method(MGR, "ProtectSocket").append3(remote, v6, dbus::Path::from(dev));
+    if let Some(fd) = fd {
+        m = m.append1(fd);
+    }
+    send(c, m).map(|r| r.read1::<bool>().unwrap())
+}

@@ -58,19 +58,8 @@ ip -n e2e-srv addr add 192.0.2.1/24 dev srv0
 ip -n e2e-srv link set srv0 up
 
 echo "== test PKI and the OpenVPN 2.7 server (userspace, tun)"
-(
-	cd "$work"
-	ec() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null; }
-	ec ca
-	openssl req -x509 -new -key ca.key -subj /CN=dco-e2e-ca -days 2 -out ca.crt 2>/dev/null
-	for n in server client; do
-		ec $n
-		openssl req -new -key $n.key -subj /CN=dco-e2e-$n -out $n.csr 2>/dev/null
-		if [ $n = server ]; then eku=serverAuth; else eku=clientAuth; fi
-		printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=%s\n' $eku > $n.ext
-		openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile $n.ext -out $n.crt 2>/dev/null
-	done
-) || { echo "PKI generation failed"; exit 1; }
+. "$SRC/tests/e2e/pki.sh"
+make_pki "$work" dco-e2e || { echo "PKI generation failed"; exit 1; }
 cat > "$work/server.conf" <<CONF
 dev tun
 disable-dco
