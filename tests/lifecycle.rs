@@ -11,17 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Runs `f` on a thread that has joined namespace `ns` (sockets made there stay there).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-    std::thread::spawn(move || {
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
 /// A server address behind the fake gateway: on the gateway namespace's lo.
 fn add_servers(env: &Env) {
     let gw = format!("{}-gw", env.ns);

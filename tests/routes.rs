@@ -213,17 +213,6 @@ fn a_network_routed_elsewhere_fails_establish_and_leaves_nothing() {
     assert_eq!(route_dev(&env, "10.97.0.1"), "uplink0");
 }
 
-/// Runs `f` on a thread that has joined namespace `ns` (sockets made there stay there).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-    std::thread::spawn(move || {
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
 #[test]
 fn protecting_an_address_in_another_sessions_network_does_not_bypass_it() {
     if !require_root() {

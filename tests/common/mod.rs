@@ -721,3 +721,14 @@ pub fn protect(
     }
     send(c, m).map(|r| r.read1::<bool>().unwrap())
 }
+
+/// Runs `f` on a thread that has joined namespace `ns` (sockets made there stay there).
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
