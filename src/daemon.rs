@@ -19,7 +19,7 @@ use crate::conn::{self, Bus, BUS_NAME, IFACE, LOG_SERVICE, MANAGER_PATH};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::events::Event;
-use crate::netlink::Rtnl;
+use crate::netlink::Socket;
 
 pub const VERSION: &str = concat!("ovpn-netcfgd-", env!("CARGO_PKG_VERSION"));
 /// NetworkChange signals go out at most SIGNAL_BATCH per SIGNAL_TICK
@@ -126,7 +126,7 @@ impl Daemon {
         let sigfd = signal_fd()?;
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
             .map_err(|e| Error::errno("timerfd", e))?;
-        let rtnl = Rtnl::open()?;
+        let rtnl = Socket::open()?;
         let watch = crate::watch::Watch::open()?;
         // DCO (issue 6): resolve the family while we still hold every capability.
         let dco = crate::dco_session::DcoKernel::probe();

@@ -15,14 +15,13 @@
 //! 4. feeds every received message to [`Genl::parse`] and forwards
 //!    notifications to the client with [`pipe`].
 //!
-//! Module map: [`attr`] netlink writer/reader, [`ctrl`] family lookup,
+//! Module map: [`ctrl`] family lookup,
 //! [`ovpn`] and [`ovpn_dco_v2`] the two encodings, [`model`] the shared
 //! values, [`keyconfig`] the protobuf, [`b64`], [`sockaddr`], [`pipe`],
 //! [`secret`] wiped key storage, [`fuzz`] fuzz entry points.
 
 #![forbid(unsafe_code)]
 
-pub mod attr;
 pub mod b64;
 pub mod ctrl;
 pub mod fuzz;
@@ -38,7 +37,8 @@ pub mod sockaddr;
 
 use std::fmt;
 
-pub use attr::{messages, AttrError, ExtAck, NlMsg, NlMsgRef, NlStatus};
+use crate::netlink::attr;
+pub use crate::netlink::attr::{messages, AttrError, ExtAck, NlMsg, NlMsgRef, NlStatus};
 pub use b64::B64Error;
 pub use ctrl::{CtrlError, FamilyInfo};
 pub use keyconfig::{DcoKeyConfig, KeyConfigError};
@@ -319,19 +319,5 @@ impl Genl {
         }
         let g = msg.genl().ok()?;
         attr::find(g.attrs, ovpn::OVPN_A_IFINDEX).ok()??.u32().ok()
-    }
-}
-
-impl NlStatus {
-    /// Returns a one-line description for logs, D-Bus errors and the pipe,
-    /// e.g. "No such file or directory (os error 2): ovpn: cannot find peer with id 1".
-    pub fn describe(&self) -> String {
-        let base = std::io::Error::from_raw_os_error(self.errno()).to_string();
-        let ext = self.ext.to_string();
-        if ext.is_empty() {
-            base
-        } else {
-            format!("{base}: {ext}")
-        }
     }
 }

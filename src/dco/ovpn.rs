@@ -10,10 +10,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use super::attr::{self, AttrError, NlMsg, NlMsgRef, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use super::model::{DelReason, KeyDir, KeySwapNeeded, PeerDeleted, PeerInfo, Transport};
 use super::sockaddr::Remote;
 use super::{DcoError, Reply, Request, REQUEST_CAP};
+use crate::netlink::attr::{self, AttrError, NlMsg, NlMsgRef, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
 /// `OVPN_FAMILY_NAME`.
 pub const OVPN_FAMILY_NAME: &str = "ovpn";

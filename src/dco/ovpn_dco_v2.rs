@@ -13,10 +13,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::attr::{self, AttrError, NlMsg, NlMsgRef, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use super::model::{DelReason, KeyDir, PeerDeleted, PeerInfo, Transport};
 use super::sockaddr::Remote;
 use super::{DcoError, Reply, Request, REQUEST_CAP};
+use crate::netlink::attr::{self, AttrError, NlMsg, NlMsgRef, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
 /// `OVPN_NL_NAME`.
 pub const OVPN_NL_NAME: &str = "ovpn-dco-v2";

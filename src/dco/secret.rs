@@ -10,32 +10,8 @@
 //! `SecretBytes` and the netlink writer keep their bytes in one.
 
 use std::fmt;
-use std::ops::{Deref, DerefMut};
 
-pub use crate::sys::wipe;
-
-/// A buffer that is wiped when it is dropped.
-pub struct Wiped<B: AsMut<[u8]>>(pub B);
-
-impl<B: AsMut<[u8]>> Drop for Wiped<B> {
-    fn drop(&mut self) {
-        wipe(self.0.as_mut());
-    }
-}
-
-impl<B: AsMut<[u8]>> Deref for Wiped<B> {
-    type Target = B;
-
-    fn deref(&self) -> &B {
-        &self.0
-    }
-}
-
-impl<B: AsMut<[u8]>> DerefMut for Wiped<B> {
-    fn deref_mut(&mut self) -> &mut B {
-        &mut self.0
-    }
-}
+pub use crate::sys::{wipe, Wiped};
 
 /// Owned secret bytes, zeroed on drop. Deliberately not `Clone`.
 pub struct SecretBytes {
