@@ -13,6 +13,8 @@ pub mod dns;
 pub mod error;
 pub mod events;
 mod fuzz_smoke;
+/// Fuzz entry points: only in test and fuzzing builds.
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz_wire;
 pub mod journal;
 pub mod limits;

@@ -25,8 +25,9 @@
 pub mod attr;
 pub mod b64;
 pub mod ctrl;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
-#[doc(hidden)]
+#[cfg(any(test, feature = "fuzz"))]
 pub mod golden;
 pub mod keyconfig;
 pub mod model;
