@@ -13,6 +13,8 @@ pub mod dns;
 pub mod error;
 pub mod events;
 mod fuzz_smoke;
+/// Fuzz entry points: only in test and fuzzing builds.
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz_wire;
 pub mod journal;
 pub mod limits;
@@ -20,9 +22,8 @@ pub mod logging;
 pub mod netlink;
 pub mod plan;
 pub mod privs;
-pub mod protect;
+pub mod sessions;
 pub mod settings;
 pub mod shared;
 pub mod state;
 pub mod sys;
-pub mod watch;

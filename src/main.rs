@@ -1,7 +1,7 @@
 //! Entry point: parse options and the config file, set up logging, run.
 
 use ovpn_netcfgd::config::{self, Cli};
-use ovpn_netcfgd::{daemon, logging, privs, state};
+use ovpn_netcfgd::{daemon, logging, privs, sessions, state};
 
 fn main() {
     let mut cfg = match config::parse_args(std::env::args().skip(1)) {
@@ -11,7 +11,7 @@ fn main() {
             return;
         }
         Ok(Cli::Version) => {
-            println!("{}", daemon::VERSION);
+            println!("{}", sessions::VERSION);
             return;
         }
         Err(e) => {

@@ -13,12 +13,11 @@ use std::os::fd::AsRawFd;
 use dbus::Message;
 
 use crate::bus::manager::expect_sig;
-use crate::daemon::Daemon;
-use crate::dco::{self, pipe, DbusNewPeer, DcoError, Family, Keepalive, Mode, PeerId, PeerNew, Reply, Request};
+use crate::dco::{self, pipe, DbusNewPeer, DcoError, Family, Keepalive, Mode, PeerId, PeerNew, Request};
 use crate::dco_session::{self, DcoDev, DcoKernel, Pipe, SockKind};
-use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::journal::Undo;
+use crate::sessions::Sessions;
 
 /// A decoder or kernel-rule error, named after the argument it concerns.
 fn arg_err(e: DcoError) -> Error {
@@ -60,361 +59,194 @@ fn bad(arg: &'static str) -> impl Fn(dbus::arg::TypeMismatchError) -> Error {
     move |e| Error::arg(arg, e.to_string())
 }
 
-impl Daemon {
-    /// The resolved family, probing again if none was found so far (the
-    /// module may have been loaded since).
-    fn dco_kernel(&mut self) -> Option<&mut DcoKernel> {
-        if self.dco.is_none() {
-            self.dco = DcoKernel::probe();
-            if let Some(k) = &self.dco {
-                log::info!("DCO: using generic netlink family {} (id {})", k.family(), k.genl.id());
-            }
-        }
-        self.dco.as_mut()
+/// EnableDCO: creates the netdev (P2P) and the `/dco` object.
+pub(crate) fn enable_dco(s: &mut Sessions, m: &Message, path: &str, name: &str) -> Result<Message> {
+    let d = s.devices.get(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    if let Some(x) = &d.dco {
+        return Err(Error::State(format!("DCO is already enabled on {path} (device {})", x.name)));
     }
+    if d.active || !d.journal.is_empty() {
+        return Err(Error::State("EnableDCO must come before Establish".into()));
+    }
+    let family = s.dco_kernel().map(|k| k.family()).ok_or_else(|| {
+        Error::NotSupported("data channel offload is not available: no ovpn or ovpn-dco-v2 kernel module".into())
+    })?;
+    let pipe = Pipe::new()?;
+    let req = dco_session::newlink_request(family, name, Mode::P2p);
+    // Written ahead: a crash before the ifindex is known leaks nothing.
+    let intent = s.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.link_kind().into() }])?;
+    if let Err(e) = s.kernel.rtnl.request(req) {
+        if matches!(e, Error::Kernel { errno: libc::EEXIST, .. }) {
+            // Someone else's link of that name: never ours to delete.
+            s.kernel.wal.done(intent.iter().map(|e| e.id));
+        } else {
+            // Whether the kernel made it is unknown: delete it if it is there.
+            crate::apply::undo(&mut s.kernel, intent);
+        }
+        return Err(e);
+    }
+    let Some(ifindex) = crate::netlink::link::index_of(name) else {
+        crate::apply::undo(&mut s.kernel, intent);
+        return Err(Error::Failed(format!("new device {name} vanished")));
+    };
+    if let Err(e) = crate::apply::mark_link(&mut s.kernel.rtnl, ifindex) {
+        crate::apply::undo(&mut s.kernel, intent);
+        return Err(e);
+    }
+    let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    // Destroy, client death, shutdown and a restarted daemon delete it.
+    if let Err(e) =
+        crate::apply::record(&mut s.kernel, &mut d.journal, Undo::DelLink { ifindex, name: name.to_string() })
+    {
+        crate::apply::undo(&mut s.kernel, intent);
+        return Err(e);
+    }
+    s.kernel.wal.done(intent.iter().map(|e| e.id));
+    d.dco = Some(DcoDev { ifindex, name: name.to_string(), mode: Mode::P2p, peers: Default::default(), pipe });
+    d.name = name.to_string();
+    d.modified = true;
+    log::info!("{path}: DCO enabled, {} device {name} (ifindex {ifindex}, {family})", family.link_kind());
+    Ok(m.method_return().append1(dbus::Path::from(format!("{path}/dco"))))
+}
 
-    pub(crate) fn dco_available(&mut self) -> bool {
-        self.dco_kernel().is_some()
-    }
+/// Sends one command for the device at `path`. A command for a peer
+/// the device does not hold is refused here, before the kernel sees
+/// it. Either refusal is the call's error and is also written to the
+/// pipe, where the reference reports the kernel's (§7.5).
+fn dco_send(s: &mut Sessions, path: &str, req: &Request<'_>, what: &str) -> Result<()> {
+    dco_kernel_call(s, path, req, |k, ifindex| k.request(ifindex, req, &format!("{what} on ifindex {ifindex}")))
+}
 
-    /// The `dco_family` property: the family in use, "" when none.
-    pub(crate) fn dco_family(&self) -> String {
-        self.dco.as_ref().map(|k| k.family().genl_name().to_string()).unwrap_or_default()
+/// Runs `f` (one kernel command for `req`) unless `req` names a peer
+/// the device does not hold; a refusal or failure also goes to the pipe.
+fn dco_kernel_call<T>(
+    s: &mut Sessions,
+    path: &str,
+    req: &Request<'_>,
+    f: impl FnOnce(&mut DcoKernel, u32) -> Result<T>,
+) -> Result<T> {
+    let x = s.devices.get(path).and_then(|d| d.dco.as_ref());
+    let ifindex = x.map(|x| x.ifindex).unwrap_or(0);
+    let unknown = match (req.existing_peer(), x) {
+        (Some(p), Some(x)) if !x.peers.contains_key(&p.get()) => Some(unknown_peer(req, p, &x.name)),
+        _ => None,
+    };
+    let k = s.dco.as_mut().ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
+    let r = match unknown {
+        Some(e) => Err(e),
+        None => f(k, ifindex),
+    };
+    if let Err(e) = &r {
+        log::warn!("{path}: DCO {e}");
+        if let Some(x) = s.devices.get_mut(path).and_then(|d| d.dco.as_mut()) {
+            x.pipe.push(pipe::error(&e.to_string()));
+        }
     }
+    r
+}
 
-    pub(crate) fn has_dco(&self, d: &Device) -> bool {
-        d.dco.is_some()
-    }
+/// GET_PEER for a peer the device holds; a peer the kernel no longer
+/// has is refused like an unknown one.
+fn dco_get_peer(s: &mut Sessions, path: &str, peer: PeerId) -> Result<dco::PeerInfo> {
+    dco_kernel_call(s, path, &Request::PeerGet(peer), |k, ifindex| {
+        k.get_peer(ifindex, peer)?
+            .ok_or_else(|| Error::arg("peer_id", format!("the kernel has no peer {} on ifindex {ifindex}", peer.get())))
+    })
+}
 
-    /// EnableDCO: creates the netdev (P2P) and the `/dco` object.
-    pub(crate) fn enable_dco(&mut self, m: &Message, path: &str, name: &str) -> Result<Message> {
-        let d = self.devices.get(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
-        if let Some(x) = &d.dco {
-            return Err(Error::State(format!("DCO is already enabled on {path} (device {})", x.name)));
+pub(crate) fn dco_call(s: &mut Sessions, m: &Message, path: &str, member: &str) -> Result<Message> {
+    expect_sig(m, dco_signature(member)?)?;
+    let (family, mode) = dco_access(s, m, path)?;
+    match member {
+        "NewPeer" => dco_new_peer(s, m, path, family, mode)?,
+        "NewKey" => {
+            let (slot, cfg): (u32, &str) = m.read2().map_err(bad("key_config"))?;
+            let k = dco::keyconfig::from_dbus(slot, cfg).map_err(arg_err)?;
+            let what = format!("NEW_KEY peer {} slot {slot} key id {} ({})", k.peer().get(), k.key_id().get(), k.alg());
+            // `k` and the encoded request are wiped when they are dropped.
+            dco_send(s, path, &Request::KeyNew(&k), &what)?;
+            log::info!("{path}: DCO {what} installed");
         }
-        if d.active || !d.journal.is_empty() {
-            return Err(Error::State("EnableDCO must come before Establish".into()));
+        "SwapKeys" => {
+            let id: u32 = m.read1().map_err(bad("peer_id"))?;
+            let peer = PeerId::new(id).map_err(arg_err)?;
+            dco_send(s, path, &Request::KeySwap(peer), &format!("SWAP_KEYS peer {id}"))?;
+            log::info!("{path}: DCO keys of peer {id} swapped");
         }
-        let family = self.dco_kernel().map(|k| k.family()).ok_or_else(|| {
-            Error::NotSupported("data channel offload is not available: no ovpn or ovpn-dco-v2 kernel module".into())
-        })?;
-        let pipe = Pipe::new()?;
-        let req = dco_session::newlink_request(family, name, Mode::P2p);
-        // Written ahead: a crash before the ifindex is known leaks nothing.
-        let intent =
-            self.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.link_kind().into() }])?;
-        if let Err(e) = self.kernel.rtnl.request(req) {
-            if matches!(e, Error::Kernel { errno: libc::EEXIST, .. }) {
-                // Someone else's link of that name: never ours to delete.
-                self.kernel.wal.done(intent.iter().map(|e| e.id));
-            } else {
-                // Whether the kernel made it is unknown: delete it if it is there.
-                crate::apply::undo(&mut self.kernel, intent);
-            }
-            return Err(e);
+        "SetPeer" => {
+            let (id, interval, timeout): (u32, u32, u32) = m.read3().map_err(bad("peer_id"))?;
+            let peer = PeerId::new(id).map_err(arg_err)?;
+            let keepalive = Keepalive { interval, timeout };
+            dco_send(s, path, &Request::PeerSet { peer, keepalive }, &format!("SET_PEER {id}"))?;
+            log::info!("{path}: DCO peer {id} keepalive {interval} s / {timeout} s");
         }
-        let Some(ifindex) = crate::netlink::link::index_of(name) else {
-            crate::apply::undo(&mut self.kernel, intent);
-            return Err(Error::Failed(format!("new device {name} vanished")));
-        };
-        if let Err(e) = crate::apply::mark_link(&mut self.kernel.rtnl, ifindex) {
-            crate::apply::undo(&mut self.kernel, intent);
-            return Err(e);
+        "GetPeer" => {
+            // The answer goes to the pipe (as the packaged netcfg
+            // does it); the client reads the counters from there.
+            let id: u32 = m.read1().map_err(bad("peer_id"))?;
+            let peer = PeerId::new(id).map_err(arg_err)?;
+            let info = dco_get_peer(s, path, peer)?;
+            let x = s.devices.get_mut(path).and_then(|d| d.dco.as_mut()).expect("checked above");
+            x.pipe.push(pipe::peer_info(family, &info).to_vec());
+            log::debug!("{path}: DCO peer {id} read for the client");
         }
-        let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
-        // Destroy, client death, shutdown and a restarted daemon delete it.
-        if let Err(e) =
-            crate::apply::record(&mut self.kernel, &mut d.journal, Undo::DelLink { ifindex, name: name.to_string() })
-        {
-            crate::apply::undo(&mut self.kernel, intent);
-            return Err(e);
+        "GetPipeFD" => {
+            let x = s.devices.get_mut(path).and_then(|d| d.dco.as_mut()).expect("checked above");
+            let fd = x.pipe.take_client()?;
+            return Ok(m.method_return().append1(fd));
         }
-        self.kernel.wal.done(intent.iter().map(|e| e.id));
-        d.dco = Some(DcoDev { ifindex, name: name.to_string(), mode: Mode::P2p, peers: Default::default(), pipe });
-        d.name = name.to_string();
-        d.modified = true;
-        log::info!("{path}: DCO enabled, {} device {name} (ifindex {ifindex}, {family})", family.link_kind());
-        Ok(m.method_return().append1(dbus::Path::from(format!("{path}/dco"))))
+        _ => unreachable!("filtered by the signature table"),
     }
+    Ok(m.method_return())
+}
 
-    /// Sends one command for the device at `path`. A command for a peer
-    /// the device does not hold is refused here, before the kernel sees
-    /// it. Either refusal is the call's error and is also written to the
-    /// pipe, where the reference reports the kernel's (§7.5).
-    fn dco_send(&mut self, path: &str, req: &Request<'_>, what: &str) -> Result<()> {
-        self.dco_kernel_call(path, req, |k, ifindex| k.request(ifindex, req, &format!("{what} on ifindex {ifindex}")))
+/// The same owner/ACL rule as the device itself; then the device's DCO
+/// object and the kernel's family must exist.
+fn dco_access(s: &mut Sessions, m: &Message, path: &str) -> Result<(Family, Mode)> {
+    let (_, c) = s.caller(m)?;
+    let d = s.devices.get(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    if !d.may(c.uid) {
+        return Err(Error::AccessDenied(format!("uid {} may not use {path}/dco", c.uid)));
     }
+    let x = d.dco.as_ref().ok_or_else(|| Error::NotFound(format!("no DCO object at {path}/dco")))?;
+    let family =
+        s.dco.as_ref().map(|k| k.family()).ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
+    Ok((family, x.mode))
+}
 
-    /// Runs `f` (one kernel command for `req`) unless `req` names a peer
-    /// the device does not hold; a refusal or failure also goes to the pipe.
-    fn dco_kernel_call<T>(
-        &mut self,
-        path: &str,
-        req: &Request<'_>,
-        f: impl FnOnce(&mut DcoKernel, u32) -> Result<T>,
-    ) -> Result<T> {
-        let x = self.devices.get(path).and_then(|d| d.dco.as_ref());
-        let ifindex = x.map(|x| x.ifindex).unwrap_or(0);
-        let unknown = match (req.existing_peer(), x) {
-            (Some(p), Some(x)) if !x.peers.contains_key(&p.get()) => Some(unknown_peer(req, p, &x.name)),
-            _ => None,
-        };
-        let k = self.dco.as_mut().ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
-        let r = match unknown {
-            Some(e) => Err(e),
-            None => f(k, ifindex),
-        };
-        if let Err(e) = &r {
-            log::warn!("{path}: DCO {e}");
-            if let Some(x) = self.devices.get_mut(path).and_then(|d| d.dco.as_mut()) {
-                x.pipe.push(pipe::error(&e.to_string()));
-            }
-        }
-        r
+/// NewPeer: the peer goes to the kernel, then the device keeps its
+/// transport socket.
+fn dco_new_peer(s: &mut Sessions, m: &Message, path: &str, family: Family, mode: Mode) -> Result<()> {
+    let mut it = m.iter_init();
+    let peer_id: u32 = it.read().map_err(bad("peer_id"))?;
+    let sa: &str = it.read().map_err(bad("sa"))?;
+    let salen: u32 = it.read().map_err(bad("salen"))?;
+    let vpn4: &str = it.read().map_err(bad("vpn4"))?;
+    let vpn6: &str = it.read().map_err(bad("vpn6"))?;
+    let mut fds = crate::sys::message_fds(m).into_iter();
+    let fd =
+        fds.next().ok_or_else(|| Error::arg("(fd)", "NewPeer needs the transport socket attached as a unix fd"))?;
+    drop(fds); // extra fds are closed
+    let tcp = match dco_session::sock_kind(&fd) {
+        Ok(k) => k == SockKind::Tcp,
+        Err(why) => return Err(Error::arg("(fd)", why)),
+    };
+    let args = DbusNewPeer { peer_id, sa, salen, vpn4, vpn6, fd: fd.as_raw_fd(), tcp };
+    let p = PeerNew::from_dbus(family, mode, &args).map_err(arg_err)?;
+    dco_send(s, path, &Request::PeerNew(&p), &format!("NEW_PEER {peer_id}"))?;
+    let x = s.devices.get_mut(path).and_then(|d| d.dco.as_mut()).expect("checked above");
+    if x.mode == Mode::P2p {
+        // The kernel replaced any earlier peer of a P2P device.
+        x.peers.clear();
     }
-
-    /// GET_PEER for a peer the device holds; a peer the kernel no longer
-    /// has is refused like an unknown one.
-    fn dco_get_peer(&mut self, path: &str, peer: PeerId) -> Result<dco::PeerInfo> {
-        self.dco_kernel_call(path, &Request::PeerGet(peer), |k, ifindex| {
-            k.get_peer(ifindex, peer)?.ok_or_else(|| {
-                Error::arg("peer_id", format!("the kernel has no peer {} on ifindex {ifindex}", peer.get()))
-            })
-        })
-    }
-
-    pub(crate) fn dco_call(&mut self, m: &Message, path: &str, member: &str) -> Result<Message> {
-        expect_sig(m, dco_signature(member)?)?;
-        let (family, mode) = self.dco_access(m, path)?;
-        match member {
-            "NewPeer" => self.dco_new_peer(m, path, family, mode)?,
-            "NewKey" => {
-                let (slot, cfg): (u32, &str) = m.read2().map_err(bad("key_config"))?;
-                let k = dco::keyconfig::from_dbus(slot, cfg).map_err(arg_err)?;
-                let what =
-                    format!("NEW_KEY peer {} slot {slot} key id {} ({})", k.peer().get(), k.key_id().get(), k.alg());
-                // `k` and the encoded request are wiped when they are dropped.
-                self.dco_send(path, &Request::KeyNew(&k), &what)?;
-                log::info!("{path}: DCO {what} installed");
-            }
-            "SwapKeys" => {
-                let id: u32 = m.read1().map_err(bad("peer_id"))?;
-                let peer = PeerId::new(id).map_err(arg_err)?;
-                self.dco_send(path, &Request::KeySwap(peer), &format!("SWAP_KEYS peer {id}"))?;
-                log::info!("{path}: DCO keys of peer {id} swapped");
-            }
-            "SetPeer" => {
-                let (id, interval, timeout): (u32, u32, u32) = m.read3().map_err(bad("peer_id"))?;
-                let peer = PeerId::new(id).map_err(arg_err)?;
-                let keepalive = Keepalive { interval, timeout };
-                self.dco_send(path, &Request::PeerSet { peer, keepalive }, &format!("SET_PEER {id}"))?;
-                log::info!("{path}: DCO peer {id} keepalive {interval} s / {timeout} s");
-            }
-            "GetPeer" => {
-                // The answer goes to the pipe (as the packaged netcfg
-                // does it); the client reads the counters from there.
-                let id: u32 = m.read1().map_err(bad("peer_id"))?;
-                let peer = PeerId::new(id).map_err(arg_err)?;
-                let info = self.dco_get_peer(path, peer)?;
-                let x = self.devices.get_mut(path).and_then(|d| d.dco.as_mut()).expect("checked above");
-                x.pipe.push(pipe::peer_info(family, &info).to_vec());
-                log::debug!("{path}: DCO peer {id} read for the client");
-            }
-            "GetPipeFD" => {
-                let x = self.devices.get_mut(path).and_then(|d| d.dco.as_mut()).expect("checked above");
-                let fd = x.pipe.take_client()?;
-                return Ok(m.method_return().append1(fd));
-            }
-            _ => unreachable!("filtered by the signature table"),
-        }
-        Ok(m.method_return())
-    }
-
-    /// The same owner/ACL rule as the device itself; then the device's DCO
-    /// object and the kernel's family must exist.
-    fn dco_access(&mut self, m: &Message, path: &str) -> Result<(Family, Mode)> {
-        let (_, c) = self.caller(m)?;
-        let d = self.devices.get(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
-        if !d.may(c.uid) {
-            return Err(Error::AccessDenied(format!("uid {} may not use {path}/dco", c.uid)));
-        }
-        let x = d.dco.as_ref().ok_or_else(|| Error::NotFound(format!("no DCO object at {path}/dco")))?;
-        let family =
-            self.dco.as_ref().map(|k| k.family()).ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
-        Ok((family, x.mode))
-    }
-
-    /// NewPeer: the peer goes to the kernel, then the device keeps its
-    /// transport socket.
-    fn dco_new_peer(&mut self, m: &Message, path: &str, family: Family, mode: Mode) -> Result<()> {
-        let mut it = m.iter_init();
-        let peer_id: u32 = it.read().map_err(bad("peer_id"))?;
-        let sa: &str = it.read().map_err(bad("sa"))?;
-        let salen: u32 = it.read().map_err(bad("salen"))?;
-        let vpn4: &str = it.read().map_err(bad("vpn4"))?;
-        let vpn6: &str = it.read().map_err(bad("vpn6"))?;
-        let mut fds = crate::sys::message_fds(m).into_iter();
-        let fd =
-            fds.next().ok_or_else(|| Error::arg("(fd)", "NewPeer needs the transport socket attached as a unix fd"))?;
-        drop(fds); // extra fds are closed
-        let tcp = match dco_session::sock_kind(&fd) {
-            Ok(k) => k == SockKind::Tcp,
-            Err(why) => return Err(Error::arg("(fd)", why)),
-        };
-        let args = DbusNewPeer { peer_id, sa, salen, vpn4, vpn6, fd: fd.as_raw_fd(), tcp };
-        let p = PeerNew::from_dbus(family, mode, &args).map_err(arg_err)?;
-        self.dco_send(path, &Request::PeerNew(&p), &format!("NEW_PEER {peer_id}"))?;
-        let x = self.devices.get_mut(path).and_then(|d| d.dco.as_mut()).expect("checked above");
-        if x.mode == Mode::P2p {
-            // The kernel replaced any earlier peer of a P2P device.
-            x.peers.clear();
-        }
-        x.peers.insert(peer_id, fd);
-        log::info!(
-            "{path}: DCO peer {peer_id} added on {} ({}, remote {})",
-            x.name,
-            if tcp { "TCP" } else { "UDP" },
-            p_remote(&p)
-        );
-        Ok(())
-    }
-
-    /// Removes the kernel peers of a device that is going away (their keys
-    /// go with them) and closes its transport sockets and pipe. The netdev
-    /// itself is deleted by the device's journal (DelLink).
-    pub(crate) fn dco_release(&mut self, d: &mut Device) {
-        let Some(x) = d.dco.take() else {
-            return;
-        };
-        if let Some(k) = self.dco.as_mut() {
-            for id in x.peers.keys() {
-                let Ok(peer) = PeerId::new(*id) else { continue };
-                match k.request(x.ifindex, &Request::PeerDel(peer), &format!("DEL_PEER {id}")) {
-                    Ok(()) => log::info!("{}: DCO peer {id} removed from {}", d.path, x.name),
-                    // Already gone (expired, or the netdev was deleted by someone else).
-                    Err(Error::Kernel { errno: libc::ENOENT | libc::ENODEV | libc::EINVAL, .. }) => {}
-                    Err(e) => log::warn!("{}: {e}", d.path),
-                }
-            }
-        }
-        drop(x); // closes the transport sockets and both pipe ends
-    }
-
-    /// Extra fds for the poll loop: the notification socket (POLLIN) and
-    /// the pipes that have records waiting for room (POLLOUT).
-    pub(crate) fn dco_poll_fds(&self) -> Vec<(std::os::fd::RawFd, nix::poll::PollFlags)> {
-        use nix::poll::PollFlags;
-        let mut out = Vec::new();
-        // Always read it, so notifications about other programs' ovpn
-        // devices never pile up (and get mistaken for ours later).
-        if let Some(fd) = self.dco.as_ref().and_then(|k| k.notify_fd()) {
-            out.push((fd, PollFlags::POLLIN));
-        }
-        for d in self.devices.values() {
-            if let Some(fd) = d.dco.as_ref().and_then(|x| x.pipe.pending_fd()) {
-                out.push((fd, PollFlags::POLLOUT));
-            }
-        }
-        out
-    }
-
-    /// Called when one of `dco_poll_fds` is ready: forwards notifications,
-    /// resyncs after a loss, and flushes waiting pipe records.
-    pub(crate) fn dco_service(&mut self) {
-        let n = match self.dco.as_mut() {
-            Some(k) => k.notifications(),
-            None => return,
-        };
-        for r in n.replies {
-            self.dco_notification(r);
-        }
-        for (ifindex, text) in &n.errors {
-            self.dco_pipe_error(*ifindex, text);
-        }
-        if n.lost {
-            self.dco_resync();
-        }
-        for d in self.devices.values_mut() {
-            if let Some(x) = d.dco.as_mut() {
-                x.pipe.flush();
-            }
-        }
-    }
-
-    fn dco_notification(&mut self, r: Reply) {
-        let Some(family) = self.dco.as_ref().map(|k| k.family()) else { return };
-        let (ifindex, record, text) = match r {
-            Reply::PeerDeleted(ev) => (
-                ev.ifindex,
-                pipe::peer_deleted(family, &ev).to_vec(),
-                format!("peer {} deleted (reason {:?})", ev.peer_id, ev.reason),
-            ),
-            Reply::KeySwapNeeded(ev) => (
-                ev.ifindex,
-                pipe::key_swap_needed(&ev).to_vec(),
-                format!("peer {} key {} needs a swap", ev.peer_id, ev.key_id),
-            ),
-            _ => return,
-        };
-        // Only this daemon's devices; other ovpn devices are not ours to report.
-        let Some(d) = self.devices.values_mut().find(|d| d.dco.as_ref().is_some_and(|x| x.ifindex == ifindex)) else {
-            return;
-        };
-        let x = d.dco.as_mut().expect("matched above");
-        log::info!("{}: DCO {} on {}", d.path, text, x.name);
-        x.pipe.push(record);
-        if let Reply::PeerDeleted(ev) = r {
-            // A P2P NEW_PEER may have replaced the peer under the same id:
-            // close its socket only if the kernel has no such peer any more.
-            if x.peers.contains_key(&ev.peer_id) {
-                let gone = match (PeerId::new(ev.peer_id), self.dco.as_mut()) {
-                    (Ok(p), Some(k)) => matches!(k.get_peer(ifindex, p), Ok(None)),
-                    _ => false,
-                };
-                if gone {
-                    if let Some(x) =
-                        self.devices.values_mut().find_map(|d| d.dco.as_mut().filter(|x| x.ifindex == ifindex))
-                    {
-                        x.peers.remove(&ev.peer_id);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Writes an error record to the pipe of device `ifindex` if it is one
-    /// of ours, or to every DCO device's pipe for None.
-    fn dco_pipe_error(&mut self, ifindex: Option<u32>, text: &str) {
-        for d in self.devices.values_mut() {
-            if let Some(x) = d.dco.as_mut().filter(|x| ifindex.is_none() || ifindex == Some(x.ifindex)) {
-                log::warn!("{}: {text}", d.path);
-                x.pipe.push(pipe::error(text));
-            }
-        }
-    }
-
-    /// After lost notifications: asks the kernel which peers still exist
-    /// and reports the ones that vanished unseen (reason unknown: sent as
-    /// TEARDOWN).
-    fn dco_resync(&mut self) {
-        log::warn!("DCO: notifications were lost; re-reading the peers");
-        let devs: Vec<(String, u32)> =
-            self.devices.iter().filter_map(|(p, d)| d.dco.as_ref().map(|x| (p.clone(), x.ifindex))).collect();
-        for (path, ifindex) in devs {
-            let Some(k) = self.dco.as_mut() else { return };
-            let family = k.family();
-            let Some(x) = self.devices.get_mut(&path).and_then(|d| d.dco.as_mut()) else { continue };
-            let gone = dco_session::vanished(x.peers.keys().copied(), |id| {
-                PeerId::new(id).map_err(|e| Error::Failed(e.to_string())).and_then(|p| k.get_peer(ifindex, p))
-            });
-            for id in gone {
-                x.peers.remove(&id);
-                let ev = dco::PeerDeleted { ifindex, peer_id: id, reason: dco::DelReason::Teardown };
-                log::info!("{path}: DCO peer {id} is gone (found by resync)");
-                x.pipe.push(pipe::peer_deleted(family, &ev).to_vec());
-            }
-        }
-    }
+    x.peers.insert(peer_id, fd);
+    log::info!(
+        "{path}: DCO peer {peer_id} added on {} ({}, remote {})",
+        x.name,
+        if tcp { "TCP" } else { "UDP" },
+        p_remote(&p)
+    );
+    Ok(())
 }
 
 fn p_remote(p: &PeerNew) -> String {

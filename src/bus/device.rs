@@ -3,141 +3,145 @@
 use dbus::Message;
 
 use crate::bus::manager::expect_sig;
-use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::limits::{fits, ADDRS_PER_DEVICE, DNS_SEARCH_PER_DEVICE, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_UID};
+use crate::sessions::Sessions;
 use crate::settings;
 
 fn bad(arg: &'static str) -> impl Fn(dbus::arg::TypeMismatchError) -> Error {
     move |e| Error::arg(arg, e.to_string())
 }
 
-impl Daemon {
-    /// Fails unless the caller may drive the device at `path`.
-    /// Returns the device owner's UID, whose share the call counts against.
-    fn check_access(&mut self, m: &Message, path: &str) -> Result<u32> {
-        let (_, c) = self.caller(m)?;
-        let d = self.devices.get(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
-        if !d.may(c.uid) {
-            return Err(Error::AccessDenied(format!("uid {} may not use {path} (owner uid {})", c.uid, d.owner_uid)));
-        }
-        Ok(d.owner_uid)
+/// Fails unless the caller may drive the device at `path`.
+/// Returns the device owner's UID, whose share the call counts against.
+fn check_access(s: &mut Sessions, m: &Message, path: &str) -> Result<u32> {
+    let (_, c) = s.caller(m)?;
+    let d = s.devices.get(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    if !d.may(c.uid) {
+        return Err(Error::AccessDenied(format!("uid {} may not use {path} (owner uid {})", c.uid, d.owner_uid)));
     }
+    Ok(d.owner_uid)
+}
 
-    pub(crate) fn device_call(&mut self, m: &Message, path: &str, member: &str) -> Result<Message> {
-        // Signature first, so a mistyped call never reaches the ACL lookup.
-        expect_sig(m, signature_of(member)?)?;
-        let redirect = self.cfg.redirect != crate::config::RedirectMethod::None;
-        let others = self.our_links();
-        let uid = self.check_access(m, path)?;
-        let networks_held = if member == "AddNetworks" { self.networks_of(uid) } else { 0 };
-        match member {
-            "EnableDCO" => {
-                let name: &str = m.read1().map_err(bad("dev_name"))?;
-                settings::ifname("dev_name", name)?;
-                self.enable_dco(m, path, name)
-            }
-            "Establish" => self.establish_device(m, path, others, redirect),
-            "Disable" | "ClearConfig" => self.disable_device(m, path, member),
-            "Destroy" => {
-                let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
-                self.remove_device(path, &format!("Destroy by {sender}"), true);
-                Ok(m.method_return())
-            }
-            _ => self.set_setting(m, path, member, networks_held),
+pub(crate) fn device_call(s: &mut Sessions, m: &Message, path: &str, member: &str) -> Result<Message> {
+    // Signature first, so a mistyped call never reaches the ACL lookup.
+    expect_sig(m, signature_of(member)?)?;
+    let redirect = s.cfg.redirect != crate::config::RedirectMethod::None;
+    let others = s.our_links();
+    let uid = check_access(s, m, path)?;
+    let networks_held = if member == "AddNetworks" { s.networks_of(uid) } else { 0 };
+    match member {
+        "EnableDCO" => {
+            let name: &str = m.read1().map_err(bad("dev_name"))?;
+            settings::ifname("dev_name", name)?;
+            super::dco::enable_dco(s, m, path, name)
         }
+        "Establish" => establish_device(s, m, path, others, redirect),
+        "Disable" | "ClearConfig" => disable_device(s, m, path, member),
+        "Destroy" => {
+            let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
+            s.remove_device(path, &format!("Destroy by {sender}"), true);
+            Ok(m.method_return())
+        }
+        _ => set_setting(s, m, path, member, networks_held),
     }
+}
 
-    /// The methods that only record a setting for the next Establish
-    /// (DNS ones also take effect at once on an established device).
-    fn set_setting(&mut self, m: &Message, path: &str, member: &str, networks_held: usize) -> Result<Message> {
-        let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
-        match member {
-            "AddIPAddress" => {
-                if d.settings.addrs.len() >= ADDRS_PER_DEVICE {
-                    return Err(Error::arg("ip_address", format!("at most {ADDRS_PER_DEVICE} addresses per device")));
-                }
-                let va = decode_addr(m)?;
-                if !d.settings.addrs.contains(&va) {
-                    d.settings.addrs.push(va);
-                }
+/// The methods that only record a setting for the next Establish
+/// (DNS ones also take effect at once on an established device).
+fn set_setting(s: &mut Sessions, m: &Message, path: &str, member: &str, networks_held: usize) -> Result<Message> {
+    let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    match member {
+        "AddIPAddress" => {
+            if d.settings.addrs.len() >= ADDRS_PER_DEVICE {
+                return Err(Error::arg("ip_address", format!("at most {ADDRS_PER_DEVICE} addresses per device")));
             }
-            "SetRemoteAddress" => {
-                let (a, v6): (&str, bool) = m.read2().map_err(bad("ip_address"))?;
-                d.settings.remote = Some(settings::parse_ip("ip_address", a, v6)?);
+            let va = decode_addr(m)?;
+            if !d.settings.addrs.contains(&va) {
+                d.settings.addrs.push(va);
             }
-            "AddNetworks" => {
-                let parsed = decode_networks(m, networks_held)?;
-                d.settings.networks.extend(parsed);
-            }
-            "AddDNS" => {
-                let parsed = decode_dns_servers(m)?;
-                d.settings.dns_servers =
-                    merged(&d.settings.dns_servers, parsed, DNS_SERVERS_PER_DEVICE, "server_list", "servers")?;
-            }
-            "AddDNSSearch" => {
-                let parsed = decode_dns_search(m)?;
-                d.settings.dns_search =
-                    merged(&d.settings.dns_search, parsed, DNS_SEARCH_PER_DEVICE, "domains", "domains")?;
-            }
-            "SetDNSSEC" => {
-                let s: &str = m.read1().map_err(bad("mode"))?;
-                d.settings.dnssec = settings::dnssec(s)?;
-            }
-            "SetDNSTransport" => {
-                let s: &str = m.read1().map_err(bad("mode"))?;
-                d.settings.dns_transport = settings::dns_transport(s)?;
-            }
-            _ => unreachable!("filtered by the signature table"),
         }
-        d.modified = true;
-        // DNS changes on an established device take effect at once.
-        if d.active && (member.starts_with("AddDNS") || member.starts_with("SetDNS")) {
-            self.dns_sync();
+        "SetRemoteAddress" => {
+            let (a, v6): (&str, bool) = m.read2().map_err(bad("ip_address"))?;
+            d.settings.remote = Some(settings::parse_ip("ip_address", a, v6)?);
         }
-        Ok(m.method_return())
+        "AddNetworks" => {
+            let parsed = decode_networks(m, networks_held)?;
+            d.settings.networks.extend(parsed);
+        }
+        "AddDNS" => {
+            let parsed = decode_dns_servers(m)?;
+            d.settings.dns_servers =
+                merged(&d.settings.dns_servers, parsed, DNS_SERVERS_PER_DEVICE, "server_list", "servers")?;
+        }
+        "AddDNSSearch" => {
+            let parsed = decode_dns_search(m)?;
+            d.settings.dns_search =
+                merged(&d.settings.dns_search, parsed, DNS_SEARCH_PER_DEVICE, "domains", "domains")?;
+        }
+        "SetDNSSEC" => {
+            let s: &str = m.read1().map_err(bad("mode"))?;
+            d.settings.dnssec = settings::dnssec(s)?;
+        }
+        "SetDNSTransport" => {
+            let s: &str = m.read1().map_err(bad("mode"))?;
+            d.settings.dns_transport = settings::dns_transport(s)?;
+        }
+        _ => unreachable!("filtered by the signature table"),
     }
+    d.modified = true;
+    // DNS changes on an established device take effect at once.
+    if d.active && (member.starts_with("AddDNS") || member.starts_with("SetDNS")) {
+        s.dns_sync();
+    }
+    Ok(m.method_return())
+}
 
-    /// Establish: configures the device; `others` are our links (the
-    /// device's own is taken out here).
-    fn establish_device(&mut self, m: &Message, path: &str, mut others: Vec<u32>, redirect: bool) -> Result<Message> {
-        let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
-        others.retain(|i| Some(*i) != d.link.as_ref().map(|l| l.0));
-        let (fd, events, notes) = d.establish(&mut self.kernel, &others, redirect)?;
-        for n in notes {
-            log::warn!("{path}: {n}");
-        }
-        let name = d.name.clone();
-        log::info!("{path}: established {name}");
-        self.emit_notices(path, &name, events);
-        self.dns_sync();
-        // A DCO device has no tun fd: the reply is empty (reference §7.2).
-        Ok(match fd {
-            Some(fd) => m.method_return().append1(fd),
-            None => m.method_return(),
-        })
+/// Establish: configures the device; `others` are our links (the
+/// device's own is taken out here).
+fn establish_device(
+    s: &mut Sessions,
+    m: &Message,
+    path: &str,
+    mut others: Vec<u32>,
+    redirect: bool,
+) -> Result<Message> {
+    let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    others.retain(|i| Some(*i) != d.link.as_ref().map(|l| l.0));
+    let (fd, events, notes) = d.establish(&mut s.kernel, &others, redirect)?;
+    for n in notes {
+        log::warn!("{path}: {n}");
     }
+    let name = d.name.clone();
+    log::info!("{path}: established {name}");
+    s.emit_notices(path, &name, events);
+    s.dns_sync();
+    // A DCO device has no tun fd: the reply is empty (reference §7.2).
+    Ok(match fd {
+        Some(fd) => m.method_return().append1(fd),
+        None => m.method_return(),
+    })
+}
 
-    /// Disable and ClearConfig.
-    fn disable_device(&mut self, m: &Message, path: &str, member: &str) -> Result<Message> {
-        let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
-        // ClearConfig, as the packaged netcfg answers it: the
-        // addresses and routes go, queued and applied (the link
-        // stays, down); DNS settings and properties stay.
-        let events = d.teardown(&mut self.kernel, false);
-        // The client supplies its settings again before the next Establish.
-        d.settings.addrs.clear();
-        d.settings.networks.clear();
-        if member == "Disable" {
-            d.settings.dns_servers.clear();
-            d.settings.dns_search.clear();
-        }
-        let name = d.name.clone();
-        log::info!("{path}: {}", if member == "Disable" { "disabled" } else { "configuration cleared" });
-        self.emit_notices(path, &name, events);
-        self.dns_sync();
-        Ok(m.method_return())
+/// Disable and ClearConfig.
+fn disable_device(s: &mut Sessions, m: &Message, path: &str, member: &str) -> Result<Message> {
+    let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    // ClearConfig, as the packaged netcfg answers it: the
+    // addresses and routes go, queued and applied (the link
+    // stays, down); DNS settings and properties stay.
+    let events = d.teardown(&mut s.kernel, false);
+    // The client supplies its settings again before the next Establish.
+    d.settings.addrs.clear();
+    d.settings.networks.clear();
+    if member == "Disable" {
+        d.settings.dns_servers.clear();
+        d.settings.dns_search.clear();
     }
+    let name = d.name.clone();
+    log::info!("{path}: {}", if member == "Disable" { "disabled" } else { "configuration cleared" });
+    s.emit_notices(path, &name, events);
+    s.dns_sync();
+    Ok(m.method_return())
 }
 
 /// The accepted in-signatures of a device method.

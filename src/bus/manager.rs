@@ -3,9 +3,9 @@
 use dbus::Message;
 
 use crate::conn::MANAGER_PATH;
-use crate::daemon::{Daemon, Subscription};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::sessions::{Sessions, Subscription};
 use crate::settings;
 
 /// Checks the call's in-signature against the accepted ones.
@@ -34,128 +34,125 @@ pub fn signature(m: &Message) -> String {
     s
 }
 
-impl Daemon {
-    pub(crate) fn manager_call(&mut self, m: &Message, member: &str) -> Result<Message> {
-        match member {
-            "CreateVirtualInterface" => self.create_virtual_interface(m),
-            "FetchInterfaceList" => {
-                expect_sig(m, &[""])?;
-                let (_, c) = self.caller(m)?;
-                let paths: Vec<dbus::Path> =
-                    self.devices.values().filter(|d| d.may(c.uid)).map(|d| dbus::Path::from(d.path.clone())).collect();
-                Ok(m.method_return().append1(paths))
+pub(crate) fn manager_call(s: &mut Sessions, m: &Message, member: &str) -> Result<Message> {
+    match member {
+        "CreateVirtualInterface" => create_virtual_interface(s, m),
+        "FetchInterfaceList" => {
+            expect_sig(m, &[""])?;
+            let (_, c) = s.caller(m)?;
+            let paths: Vec<dbus::Path> =
+                s.devices.values().filter(|d| d.may(c.uid)).map(|d| dbus::Path::from(d.path.clone())).collect();
+            Ok(m.method_return().append1(paths))
+        }
+        "ProtectSocket" => protect_socket_call(s, m),
+        "DcoAvailable" => {
+            expect_sig(m, &[""])?;
+            Ok(m.method_return().append1(s.dco_available()))
+        }
+        "Cleanup" => cleanup_call(s, m),
+        "NotificationSubscribe" => notification_subscribe(s, m),
+        "NotificationUnsubscribe" => notification_unsubscribe(s, m),
+        "NotificationSubscriberList" => {
+            expect_sig(m, &[""])?;
+            let (_, c) = s.caller(m)?;
+            if c.uid != 0 {
+                return Err(Error::AccessDenied("NotificationSubscriberList is restricted to root".into()));
             }
-            "ProtectSocket" => self.protect_socket_call(m),
-            "DcoAvailable" => {
-                expect_sig(m, &[""])?;
-                Ok(m.method_return().append1(self.dco_available()))
-            }
-            "Cleanup" => self.cleanup_call(m),
-            "NotificationSubscribe" => self.notification_subscribe(m),
-            "NotificationUnsubscribe" => self.notification_unsubscribe(m),
-            "NotificationSubscriberList" => {
-                expect_sig(m, &[""])?;
-                let (_, c) = self.caller(m)?;
-                if c.uid != 0 {
-                    return Err(Error::AccessDenied("NotificationSubscriberList is restricted to root".into()));
-                }
-                let list: Vec<(String, u32)> = self.subs.iter().map(|(k, s)| (k.clone(), s.mask)).collect();
-                Ok(m.method_return().append1(list))
-            }
-            _ => Err(Error::NotFound(String::new())),
+            let list: Vec<(String, u32)> = s.subs.iter().map(|(k, s)| (k.clone(), s.mask)).collect();
+            Ok(m.method_return().append1(list))
         }
+        _ => Err(Error::NotFound(String::new())),
     }
+}
 
-    fn create_virtual_interface(&mut self, m: &Message) -> Result<Message> {
-        expect_sig(m, &["s"])?;
-        let name: &str = m.read1().map_err(|e| Error::arg("device_name", e.to_string()))?;
-        let elem = settings::path_element(name)?;
-        let (sender, c) = self.caller(m)?;
-        self.check_device_limits(c.uid)?;
-        let path = format!("{MANAGER_PATH}/{}_{elem}", c.pid);
-        if self.devices.contains_key(&path) {
-            return Err(Error::State(format!("a device at {path} already exists")));
-        }
-        let d = Device::new(path.clone(), name.to_string(), c.uid, c.pid, sender, self.log_level);
-        self.devices.insert(path.clone(), d);
-        self.watch.forget_path(&path); // a new object at the path of one removed with its link
-        log::info!("virtual device '{name}' registered on {path} (owner uid {}, pid {})", c.uid, c.pid);
-        Ok(m.method_return().append1(dbus::Path::from(path)))
+fn create_virtual_interface(s: &mut Sessions, m: &Message) -> Result<Message> {
+    expect_sig(m, &["s"])?;
+    let name: &str = m.read1().map_err(|e| Error::arg("device_name", e.to_string()))?;
+    let elem = settings::path_element(name)?;
+    let (sender, c) = s.caller(m)?;
+    s.check_device_limits(c.uid)?;
+    let path = format!("{MANAGER_PATH}/{}_{elem}", c.pid);
+    if s.devices.contains_key(&path) {
+        return Err(Error::State(format!("a device at {path} already exists")));
     }
+    let d = Device::new(path.clone(), name.to_string(), c.uid, c.pid, sender, s.log_level);
+    s.devices.insert(path.clone(), d);
+    s.watch.forget_path(&path); // a new object at the path of one removed with its link
+    log::info!("virtual device '{name}' registered on {path} (owner uid {}, pid {})", c.uid, c.pid);
+    Ok(m.method_return().append1(dbus::Path::from(path)))
+}
 
-    /// ProtectSocket's arguments and access check; the work is `protect_socket`'s.
-    fn protect_socket_call(&mut self, m: &Message) -> Result<Message> {
-        expect_sig(m, &["sbo", "sboh"])?;
-        let (remote, ipv6, dev): (&str, bool, dbus::Path) =
-            m.read3().map_err(|e| Error::arg("remote", e.to_string()))?;
-        // Exactly the first attached fd is used; every fd is closed on return.
-        let fds = crate::sys::message_fds(m);
-        let remote = settings::parse_ip("remote", remote, ipv6)?;
-        if remote.is_unspecified() || remote.is_multicast() || remote == std::net::Ipv4Addr::BROADCAST {
-            return Err(Error::arg("remote", format!("{remote} cannot be a VPN server's address")));
-        }
-        let (sender, c) = self.caller(m)?;
-        if &*dev != "/" && !self.devices.get(&*dev).is_some_and(|d| d.may(c.uid)) {
-            return Err(Error::arg("device_path", format!("{} is not a device of yours", &*dev)));
-        }
-        let ok = self.protect_socket(remote, fds.first(), &dev, c, &sender)?;
-        Ok(m.method_return().append1(ok))
+/// ProtectSocket's arguments and access check; the work is `protect_socket`'s.
+fn protect_socket_call(s: &mut Sessions, m: &Message) -> Result<Message> {
+    expect_sig(m, &["sbo", "sboh"])?;
+    let (remote, ipv6, dev): (&str, bool, dbus::Path) = m.read3().map_err(|e| Error::arg("remote", e.to_string()))?;
+    // Exactly the first attached fd is used; every fd is closed on return.
+    let fds = crate::sys::message_fds(m);
+    let remote = settings::parse_ip("remote", remote, ipv6)?;
+    if remote.is_unspecified() || remote.is_multicast() || remote == std::net::Ipv4Addr::BROADCAST {
+        return Err(Error::arg("remote", format!("{remote} cannot be a VPN server's address")));
     }
+    let (sender, c) = s.caller(m)?;
+    if &*dev != "/" && !s.devices.get(&*dev).is_some_and(|d| d.may(c.uid)) {
+        return Err(Error::arg("device_path", format!("{} is not a device of yours", &*dev)));
+    }
+    let ok = s.protect_socket(remote, fds.first(), &dev, c, &sender)?;
+    Ok(m.method_return().append1(ok))
+}
 
-    /// Cleanup: the caller's devices and protections go.
-    fn cleanup_call(&mut self, m: &Message) -> Result<Message> {
-        expect_sig(m, &[""])?;
-        let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
-        // The client fires Cleanup and may leave before we read it:
-        // fall back to what we remembered about its connection.
-        let pid = self.bus.creds(&sender).ok().map(|c| c.pid);
-        let gone: Vec<String> = self
-            .devices
-            .values()
-            .filter(|d| Some(d.owner_pid) == pid || d.owner_bus == sender)
-            .map(|d| d.path.clone())
-            .collect();
-        log::info!(
-            "cleaning up resources for pid {} ({} device(s))",
-            pid.map(|p| p.to_string()).unwrap_or("?".into()),
-            gone.len()
-        );
-        for p in gone {
-            self.remove_device(&p, "Cleanup", true);
-        }
-        if let Some(pid) = pid {
-            self.cleanup_pid(pid);
-        }
-        Ok(m.method_return())
+/// Cleanup: the caller's devices and protections go.
+fn cleanup_call(s: &mut Sessions, m: &Message) -> Result<Message> {
+    expect_sig(m, &[""])?;
+    let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
+    // The client fires Cleanup and may leave before we read it:
+    // fall back to what we remembered about its connection.
+    let pid = s.bus.creds(&sender).ok().map(|c| c.pid);
+    let gone: Vec<String> = s
+        .devices
+        .values()
+        .filter(|d| Some(d.owner_pid) == pid || d.owner_bus == sender)
+        .map(|d| d.path.clone())
+        .collect();
+    log::info!(
+        "cleaning up resources for pid {} ({} device(s))",
+        pid.map(|p| p.to_string()).unwrap_or("?".into()),
+        gone.len()
+    );
+    for p in gone {
+        s.remove_device(&p, "Cleanup", true);
     }
+    if let Some(pid) = pid {
+        s.cleanup_pid(pid);
+    }
+    Ok(m.method_return())
+}
 
-    fn notification_subscribe(&mut self, m: &Message) -> Result<Message> {
-        expect_sig(m, &["u"])?;
-        let mask: u32 = m.read1().map_err(|e| Error::arg("filter", e.to_string()))?;
-        if mask == 0 || mask > 65535 {
-            return Err(Error::arg("filter", format!("{mask} is not a mask in 1-65535 (events are 1-2047)")));
-        }
-        let (sender, c) = self.caller(m)?;
-        if !self.subs.contains_key(&sender) {
-            self.check_sub_limits(c.uid)?;
-        }
-        log::debug!("new subscription: {sender} (uid {}) filter {mask}", c.uid);
-        self.subs.insert(sender, Subscription { mask, uid: c.uid });
-        Ok(m.method_return())
+fn notification_subscribe(s: &mut Sessions, m: &Message) -> Result<Message> {
+    expect_sig(m, &["u"])?;
+    let mask: u32 = m.read1().map_err(|e| Error::arg("filter", e.to_string()))?;
+    if mask == 0 || mask > 65535 {
+        return Err(Error::arg("filter", format!("{mask} is not a mask in 1-65535 (events are 1-2047)")));
     }
+    let (sender, c) = s.caller(m)?;
+    if !s.subs.contains_key(&sender) {
+        s.check_sub_limits(c.uid)?;
+    }
+    log::debug!("new subscription: {sender} (uid {}) filter {mask}", c.uid);
+    s.subs.insert(sender, Subscription { mask, uid: c.uid });
+    Ok(m.method_return())
+}
 
-    fn notification_unsubscribe(&mut self, m: &Message) -> Result<Message> {
-        expect_sig(m, &["s"])?;
-        let target: &str = m.read1().map_err(|e| Error::arg("subscriber", e.to_string()))?;
-        let (sender, c) = self.caller(m)?;
-        let target = if target.is_empty() { sender.as_str() } else { target };
-        if target != sender && c.uid != 0 {
-            return Err(Error::AccessDenied("only root may remove another subscriber's subscription".into()));
-        }
-        settings::check_text("subscriber", target, 255)?;
-        if self.subs.remove(target).is_none() {
-            return Err(Error::NotFound(format!("no subscription for '{target}'")));
-        }
-        Ok(m.method_return())
+fn notification_unsubscribe(s: &mut Sessions, m: &Message) -> Result<Message> {
+    expect_sig(m, &["s"])?;
+    let target: &str = m.read1().map_err(|e| Error::arg("subscriber", e.to_string()))?;
+    let (sender, c) = s.caller(m)?;
+    let target = if target.is_empty() { sender.as_str() } else { target };
+    if target != sender && c.uid != 0 {
+        return Err(Error::AccessDenied("only root may remove another subscriber's subscription".into()));
     }
+    settings::check_text("subscriber", target, 255)?;
+    if s.subs.remove(target).is_none() {
+        return Err(Error::NotFound(format!("no subscription for '{target}'")));
+    }
+    Ok(m.method_return())
 }

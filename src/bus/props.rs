@@ -3,10 +3,11 @@
 use dbus::arg::{PropMap, RefArg, Variant};
 use dbus::Message;
 
+use crate::bus::Obj;
 use crate::conn::{self, Value, IFACE};
-use crate::daemon::{Daemon, Obj, VERSION};
 use crate::device::Device;
 use crate::error::Error;
+use crate::sessions::{Sessions, VERSION};
 use crate::settings;
 
 const MANAGER_PROPS: &[&str] =
@@ -37,182 +38,176 @@ enum PropErr {
     Other(Error),
 }
 
-impl Daemon {
-    pub(crate) fn properties(&mut self, m: &Message, obj: &Obj, member: &str) -> Option<Message> {
-        // A device's settings are its owner's, its ACL's and root's to read.
-        if let (Obj::Device(p), "Get" | "GetAll") = (obj, member) {
-            match self.caller(m) {
-                Ok((_, c)) if self.may_see(p, c.uid) => {}
-                Ok((_, c)) => {
-                    let e = Error::AccessDenied(format!("uid {} may not read the properties of {p}", c.uid));
-                    return conn::error_reply(m, &e);
-                }
-                Err(e) => return conn::error_reply(m, &e),
+pub(crate) fn properties(s: &mut Sessions, m: &Message, obj: &Obj, member: &str) -> Option<Message> {
+    // A device's settings are its owner's, its ACL's and root's to read.
+    if let (Obj::Device(p), "Get" | "GetAll") = (obj, member) {
+        match s.caller(m) {
+            Ok((_, c)) if s.may_see(p, c.uid) => {}
+            Ok((_, c)) => {
+                let e = Error::AccessDenied(format!("uid {} may not read the properties of {p}", c.uid));
+                return conn::error_reply(m, &e);
+            }
+            Err(e) => return conn::error_reply(m, &e),
+        }
+    }
+    match member {
+        "Get" => Some(get_call(s, m, obj)),
+        "GetAll" => Some(get_all_call(s, m, obj)),
+        "Set" => set_call(s, m, obj),
+        _ => {
+            Some(conn::std_error(m, "org.freedesktop.DBus.Error.UnknownMethod", &format!("No such method '{member}'")))
+        }
+    }
+}
+
+fn get_call(s: &Sessions, m: &Message, obj: &Obj) -> Message {
+    let Ok((iface, name)) = m.read2::<&str, &str>() else {
+        return invalid(m, "Get takes (ss)");
+    };
+    if iface != IFACE && !iface.is_empty() {
+        return unknown_interface(m, iface);
+    }
+    match prop_get(s, obj, name) {
+        Some(v) => m.method_return().append1(Variant(v)),
+        None => unknown(m, name),
+    }
+}
+
+fn get_all_call(s: &Sessions, m: &Message, obj: &Obj) -> Message {
+    let names: &[&str] = match obj {
+        Obj::Manager => MANAGER_PROPS,
+        Obj::Device(_) => DEVICE_PROPS,
+        _ => &[],
+    };
+    let Ok(iface) = m.read1::<&str>() else {
+        return invalid(m, "GetAll takes (s)");
+    };
+    let mut map = PropMap::new();
+    if iface == IFACE || iface.is_empty() {
+        for n in names {
+            if let Some(v) = prop_get(s, obj, n) {
+                map.insert(n.to_string(), Variant(v));
             }
         }
-        match member {
-            "Get" => Some(self.get_call(m, obj)),
-            "GetAll" => Some(self.get_all_call(m, obj)),
-            "Set" => self.set_call(m, obj),
-            _ => Some(conn::std_error(
-                m,
-                "org.freedesktop.DBus.Error.UnknownMethod",
-                &format!("No such method '{member}'"),
-            )),
-        }
     }
+    m.method_return().append1(map)
+}
 
-    fn get_call(&self, m: &Message, obj: &Obj) -> Message {
-        let Ok((iface, name)) = m.read2::<&str, &str>() else {
-            return invalid(m, "Get takes (ss)");
-        };
-        if iface != IFACE && !iface.is_empty() {
-            return unknown_interface(m, iface);
-        }
-        match self.prop_get(obj, name) {
-            Some(v) => m.method_return().append1(Variant(v)),
-            None => unknown(m, name),
-        }
+/// Set, then PropertiesChanged for what changed; `None` when the error
+/// reply could not be built.
+fn set_call(s: &mut Sessions, m: &Message, obj: &Obj) -> Option<Message> {
+    let mut it = m.iter_init();
+    let (Some(iface), Some(name), Some(value)) = (
+        it.get::<&str>(),
+        it.next().then(|| it.get::<&str>()).flatten(),
+        it.next().then(|| Value::read(&mut it)).flatten(),
+    ) else {
+        return Some(invalid(m, "Set takes (ssv)"));
+    };
+    if iface != IFACE && !iface.is_empty() {
+        return Some(unknown_interface(m, iface));
     }
-
-    fn get_all_call(&self, m: &Message, obj: &Obj) -> Message {
-        let names: &[&str] = match obj {
-            Obj::Manager => MANAGER_PROPS,
-            Obj::Device(_) => DEVICE_PROPS,
-            _ => &[],
-        };
-        let Ok(iface) = m.read1::<&str>() else {
-            return invalid(m, "GetAll takes (s)");
-        };
-        let mut map = PropMap::new();
-        if iface == IFACE || iface.is_empty() {
-            for n in names {
-                if let Some(v) = self.prop_get(obj, n) {
-                    map.insert(n.to_string(), Variant(v));
-                }
+    Some(match prop_set(s, m, obj, name, &value) {
+        Ok(()) => {
+            if name == "dns_scope" {
+                s.dns_sync();
             }
-        }
-        m.method_return().append1(map)
-    }
-
-    /// Set, then PropertiesChanged for what changed; `None` when the error
-    /// reply could not be built.
-    fn set_call(&mut self, m: &Message, obj: &Obj) -> Option<Message> {
-        let mut it = m.iter_init();
-        let (Some(iface), Some(name), Some(value)) = (
-            it.get::<&str>(),
-            it.next().then(|| it.get::<&str>()).flatten(),
-            it.next().then(|| Value::read(&mut it)).flatten(),
-        ) else {
-            return Some(invalid(m, "Set takes (ssv)"));
-        };
-        if iface != IFACE && !iface.is_empty() {
-            return Some(unknown_interface(m, iface));
-        }
-        Some(match self.prop_set(m, obj, name, &value) {
-            Ok(()) => {
-                if name == "dns_scope" {
-                    self.dns_sync();
-                }
-                if let (Some(v), Some(p), Some(who)) = (self.prop_get(obj, name), m.path(), m.sender()) {
-                    self.props_changed(&p, &who, name, v);
-                }
-                m.method_return()
+            if let (Some(v), Some(p), Some(who)) = (prop_get(s, obj, name), m.path(), m.sender()) {
+                s.props_changed(&p, &who, name, v);
             }
-            Err(PropErr::Unknown) => unknown(m, name),
-            Err(PropErr::ReadOnly) => conn::std_error(
-                m,
-                "org.freedesktop.DBus.Error.PropertyReadOnly",
-                &format!("Property '{name}' is read-only"),
-            ),
-            Err(PropErr::Type(want)) => invalid(
-                m,
-                &format!("Error setting property '{name}': expected type '{want}' but got '{}'", value.signature()),
-            ),
-            Err(PropErr::Other(e)) => return conn::error_reply(m, &e),
-        })
-    }
+            m.method_return()
+        }
+        Err(PropErr::Unknown) => unknown(m, name),
+        Err(PropErr::ReadOnly) => conn::std_error(
+            m,
+            "org.freedesktop.DBus.Error.PropertyReadOnly",
+            &format!("Property '{name}' is read-only"),
+        ),
+        Err(PropErr::Type(want)) => invalid(
+            m,
+            &format!("Error setting property '{name}': expected type '{want}' but got '{}'", value.signature()),
+        ),
+        Err(PropErr::Other(e)) => return conn::error_reply(m, &e),
+    })
+}
 
-    fn prop_get(&self, obj: &Obj, name: &str) -> Option<Box<dyn RefArg>> {
-        match obj {
-            Obj::Manager => Some(match name {
-                "global_dns_servers" => Box::new(self.global_dns(true)),
-                "global_dns_search" => Box::new(self.global_dns(false)),
-                "log_level" => Box::new(self.log_level),
-                "config_file" => {
-                    Box::new(self.cfg.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default())
-                }
-                "version" => Box::new(VERSION.to_string()),
-                // DCO (issue 6): "ovpn", "ovpn-dco-v2", or "" when neither resolves.
-                "dco_family" => Box::new(self.dco_family()),
+fn prop_get(s: &Sessions, obj: &Obj, name: &str) -> Option<Box<dyn RefArg>> {
+    match obj {
+        Obj::Manager => Some(match name {
+            "global_dns_servers" => Box::new(global_dns(s, true)),
+            "global_dns_search" => Box::new(global_dns(s, false)),
+            "log_level" => Box::new(s.log_level),
+            "config_file" => Box::new(s.cfg.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+            "version" => Box::new(VERSION.to_string()),
+            // DCO (issue 6): "ovpn", "ovpn-dco-v2", or "" when neither resolves.
+            "dco_family" => Box::new(s.dco_family()),
+            _ => return None,
+        }),
+        Obj::Device(p) => {
+            let d = s.devices.get(p)?;
+            let s = &d.settings;
+            Some(match name {
+                "log_level" => Box::new(d.log_level),
+                "owner" => Box::new(d.owner_uid),
+                "acl" => Box::new(d.acl.clone()),
+                "active" => Box::new(d.active),
+                "modified" => Box::new(d.modified),
+                "dns_name_servers" => Box::new(s.dns_servers.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
+                "dns_search_domains" => Box::new(s.dns_search.clone()),
+                "dnssec_mode" => Box::new(s.dnssec.as_str().to_string()),
+                "dns_transport" => Box::new(s.dns_transport.as_str().to_string()),
+                "dns_scope" => Box::new(s.dns_scope.as_str().to_string()),
+                "device_name" => Box::new(d.name.clone()),
+                "layer" => Box::new(s.layer),
+                "mtu" => Box::new(s.mtu),
+                "reroute_ipv4" => Box::new(s.reroute_ipv4),
+                "reroute_ipv6" => Box::new(s.reroute_ipv6),
+                "txqueuelen" => Box::new(s.txqueuelen),
                 _ => return None,
-            }),
-            Obj::Device(p) => {
-                let d = self.devices.get(p)?;
-                let s = &d.settings;
-                Some(match name {
-                    "log_level" => Box::new(d.log_level),
-                    "owner" => Box::new(d.owner_uid),
-                    "acl" => Box::new(d.acl.clone()),
-                    "active" => Box::new(d.active),
-                    "modified" => Box::new(d.modified),
-                    "dns_name_servers" => Box::new(s.dns_servers.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
-                    "dns_search_domains" => Box::new(s.dns_search.clone()),
-                    "dnssec_mode" => Box::new(s.dnssec.as_str().to_string()),
-                    "dns_transport" => Box::new(s.dns_transport.as_str().to_string()),
-                    "dns_scope" => Box::new(s.dns_scope.as_str().to_string()),
-                    "device_name" => Box::new(d.name.clone()),
-                    "layer" => Box::new(s.layer),
-                    "mtu" => Box::new(s.mtu),
-                    "reroute_ipv4" => Box::new(s.reroute_ipv4),
-                    "reroute_ipv6" => Box::new(s.reroute_ipv6),
-                    "txqueuelen" => Box::new(s.txqueuelen),
-                    _ => return None,
-                })
-            }
-            _ => None,
+            })
         }
+        _ => None,
     }
+}
 
-    fn prop_set(&mut self, m: &Message, obj: &Obj, name: &str, v: &Value) -> Result<(), PropErr> {
-        match obj {
-            Obj::Manager => match name {
-                "log_level" => {
-                    let (_, c) = self.caller(m).map_err(PropErr::Other)?;
-                    if c.uid != 0 {
-                        return Err(PropErr::Other(Error::AccessDenied(
-                            "only root may change the service log level".into(),
-                        )));
-                    }
-                    self.log_level = log_level(v)?;
-                    crate::logging::set_level(self.log_level);
-                    Ok(())
+fn prop_set(s: &mut Sessions, m: &Message, obj: &Obj, name: &str, v: &Value) -> Result<(), PropErr> {
+    match obj {
+        Obj::Manager => match name {
+            "log_level" => {
+                let (_, c) = s.caller(m).map_err(PropErr::Other)?;
+                if c.uid != 0 {
+                    return Err(PropErr::Other(Error::AccessDenied(
+                        "only root may change the service log level".into(),
+                    )));
                 }
-                n if MANAGER_PROPS.contains(&n) => Err(PropErr::ReadOnly),
-                _ => Err(PropErr::Unknown),
-            },
-            Obj::Device(p) => {
-                let (_, c) = self.caller(m).map_err(PropErr::Other)?;
-                let d = self.devices.get_mut(p).ok_or(PropErr::Unknown)?;
-                if !DEVICE_PROPS.contains(&name) {
-                    return Err(PropErr::Unknown);
-                }
-                if !d.may(c.uid) {
-                    return Err(PropErr::Other(Error::AccessDenied(format!("uid {} may not change {p}", c.uid))));
-                }
-                set_device_prop(d, name, v)?;
-                d.modified = true;
+                s.log_level = log_level(v)?;
+                crate::logging::set_level(s.log_level);
                 Ok(())
             }
+            n if MANAGER_PROPS.contains(&n) => Err(PropErr::ReadOnly),
             _ => Err(PropErr::Unknown),
+        },
+        Obj::Device(p) => {
+            let (_, c) = s.caller(m).map_err(PropErr::Other)?;
+            let d = s.devices.get_mut(p).ok_or(PropErr::Unknown)?;
+            if !DEVICE_PROPS.contains(&name) {
+                return Err(PropErr::Unknown);
+            }
+            if !d.may(c.uid) {
+                return Err(PropErr::Other(Error::AccessDenied(format!("uid {} may not change {p}", c.uid))));
+            }
+            set_device_prop(d, name, v)?;
+            d.modified = true;
+            Ok(())
         }
+        _ => Err(PropErr::Unknown),
     }
+}
 
-    /// The DNS servers (or search domains) the DNS backend applied, newest
-    /// session first (the order in effect).
-    pub(crate) fn global_dns(&self, servers: bool) -> Vec<String> {
-        self.dns.global(servers)
-    }
+/// The DNS servers (or search domains) the DNS backend applied, newest
+/// session first (the order in effect).
+fn global_dns(s: &Sessions, servers: bool) -> Vec<String> {
+    s.dns.global(servers)
 }
 
 fn unknown(m: &Message, name: &str) -> Message {

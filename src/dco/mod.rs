@@ -24,8 +24,9 @@
 
 pub mod b64;
 pub mod ctrl;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
-#[doc(hidden)]
+#[cfg(any(test, feature = "fuzz"))]
 pub mod golden;
 pub mod keyconfig;
 pub mod model;

@@ -32,6 +32,7 @@ use crate::events::{self, Event};
 use crate::settings::{DnsScope, DnsSec, DnsTransport};
 
 /// The resolv.conf backup from its files' bytes (a fuzz entry point).
+#[cfg(any(test, feature = "fuzz"))]
 pub(crate) fn parse_resolv_conf_backup(meta: &[u8], orig: Vec<u8>) -> Result<std::path::PathBuf> {
     backup::parse::<file::ResolvConf>(meta, orig, None).map(|(p, _)| p)
 }

@@ -20,10 +20,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use ipnetwork::IpNetwork;
 use nix::sys::socket::{setsockopt, sockopt};
 
+use super::Sessions;
 use crate::apply;
 use crate::config::{fwmark_table, RedirectMethod};
 use crate::conn::Creds;
-use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::limits::PROTECTIONS_PER_UID;
@@ -97,7 +97,7 @@ struct Uplink {
     before: Vec<KernelRoute>,
 }
 
-impl Daemon {
+impl Sessions {
     /// Protects `fd` (the client's transport socket to `remote`).
     /// The fd is only borrowed: the caller closes it after the reply.
     pub(crate) fn protect_socket(

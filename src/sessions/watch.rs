@@ -11,8 +11,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::Sessions;
 use crate::apply;
-use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::events::{self, Event};
 use crate::netlink::route::{best_route, KernelRoute, Route};
@@ -138,7 +138,7 @@ impl Watch {
     }
 }
 
-impl Daemon {
+impl Sessions {
     /// The loop's turn: reads the notifications if the socket is
     /// `readable`, and runs a re-check that is due.
     pub(crate) fn watch_service(&mut self, readable: bool) {
