@@ -8,12 +8,23 @@ use crate::netlink::{self, Req, Socket};
 use crate::plan::{self, Change, Misroute, Move};
 use crate::shared::{Holder, Shared};
 
-/// The kernel side of the daemon: the RTNL socket, the journal file, and
+/// The kernel side of the daemon: the RTNL sockets, the journal file, and
 /// the routes several sessions share.
 pub struct Kernel {
+    /// For requests answered at once.
     pub rtnl: Socket,
+    /// For the batches of a pending operation, which the loop polls
+    /// (`sessions::ops`): its own sequence numbers, so that requests on
+    /// `rtnl` between two batches never read its answers.
+    pub ops: Socket,
     pub wal: Wal,
     pub shared: Shared,
+}
+
+impl Kernel {
+    pub fn open() -> Result<Self> {
+        Ok(Kernel { rtnl: Socket::open()?, ops: Socket::open()?, wal: Wal::memory(), shared: Shared::default() })
+    }
 }
 
 fn request(c: &Change) -> (Req, Undo) {
@@ -49,63 +60,95 @@ pub fn record(k: &mut Kernel, journal: &mut Journal, u: Undo) -> Result<()> {
 /// changes made by this call are undone and the error returned.
 pub fn apply(
     k: &mut Kernel,
-    changes: &[Change],
+    changes: Vec<Change>,
     journal: &mut Journal,
     holder: &Holder,
-    before: &[KernelRoute],
+    before: Vec<KernelRoute>,
 ) -> Result<()> {
-    plan::check(changes, before, false).map_err(|m| misroute_error(&m))?;
-    let (again, send): (Vec<&Change>, Vec<&Change>) =
-        changes.iter().partition(|c| matches!(c, Change::SharedRoute(r) if k.shared.contains(r)));
-    let (mut reqs, undos): (Vec<Req>, Vec<Undo>) = send.iter().map(|c| request(c)).unzip();
+    let mut a = start(k, changes, holder.clone(), before)?;
+    a.batches.run(&mut k.rtnl);
+    a.finish(k, journal)
+}
+
+/// An apply on its way (see `apply`): checked and written ahead by
+/// `start`, its requests sent a batch per `advance`, its outcome kept or
+/// rolled back by `finish`.
+pub struct Applying {
+    changes: Vec<Change>,
+    /// Indexes into `changes`: the ones sent, in order, and the shared
+    /// routes already held (only held by `holder` too).
+    send: Vec<usize>,
+    again: Vec<usize>,
+    entries: Vec<Entry>,
+    pub batches: netlink::Batches,
+    before: Vec<KernelRoute>,
+    holder: Holder,
+}
+
+/// Checks `changes` against `before` and writes their undo ahead.
+pub fn start(k: &mut Kernel, changes: Vec<Change>, holder: Holder, before: Vec<KernelRoute>) -> Result<Applying> {
+    plan::check(&changes, &before, false).map_err(|m| misroute_error(&m))?;
+    let (again, send): (Vec<usize>, Vec<usize>) =
+        (0..changes.len()).partition(|&i| matches!(&changes[i], Change::SharedRoute(r) if k.shared.contains(r)));
+    let (reqs, undos): (Vec<Req>, Vec<Undo>) = send.iter().map(|&i| request(&changes[i])).unzip();
     let entries = k.wal.record(undos)?;
-    let (results, mut failure) = k.rtnl.transact_partial(&mut reqs);
-    let mut made: Vec<(&Change, Entry)> = Vec::new();
-    let mut not_ours = Vec::new();
-    for (((res, entry), req), c) in results.into_iter().zip(entries).zip(&reqs).zip(&send) {
-        let ours = match res {
-            Some(Ok(changed)) => changed,
-            Some(Err(e)) => {
-                if failure.is_none() {
-                    failure = Some(e.into_error(req.what.to_string()));
+    Ok(Applying { changes, send, again, entries, batches: netlink::Batches::new(reqs), before, holder })
+}
+
+impl Applying {
+    /// Reads back the table and keeps what the kernel made (a device's
+    /// own changes in `journal`), or undoes all of it on any failure.
+    pub fn finish(self, k: &mut Kernel, journal: &mut Journal) -> Result<()> {
+        let Applying { changes, send, again, entries, batches, before, holder } = self;
+        let (reqs, results, mut failure) = batches.finish();
+        let mut made: Vec<(&Change, Entry)> = Vec::new();
+        let mut not_ours = Vec::new();
+        for (((res, entry), req), &i) in results.into_iter().zip(entries).zip(&reqs).zip(&send) {
+            let c = &changes[i];
+            let ours = match res {
+                Some(Ok(changed)) => changed,
+                Some(Err(e)) => {
+                    if failure.is_none() {
+                        failure = Some(e.into_error(req.what.to_string()));
+                    }
+                    false
                 }
-                false
+                // The transport failed while this was in flight.
+                None => presumed_made(c, &before),
+            };
+            if ours {
+                made.push((c, entry));
+            } else {
+                not_ours.push(entry.id);
             }
-            // The transport failed while this was in flight.
-            None => presumed_made(c, before),
-        };
-        if ours {
-            made.push((c, entry));
-        } else {
-            not_ours.push(entry.id);
         }
-    }
-    k.wal.done(not_ours);
-    if failure.is_none() && changes.iter().any(|c| c.route().is_some()) {
-        failure = match host_routes(&mut k.rtnl) {
-            Ok(now) => plan::check(changes, &now, true).err().map(|m| misroute_error(&m)),
-            Err(e) => Some(e),
-        };
-    }
-    if let Some(e) = failure {
-        let steps = made.into_iter().rev().map(|(_, e)| e).collect();
-        for f in undo(k, steps) {
-            log::warn!("rollback: {f}");
+        k.wal.done(not_ours);
+        if failure.is_none() && changes.iter().any(|c| c.route().is_some()) {
+            failure = match host_routes(&mut k.rtnl) {
+                Ok(now) => plan::check(&changes, &now, true).err().map(|m| misroute_error(&m)),
+                Err(e) => Some(e),
+            };
         }
-        return Err(e);
-    }
-    for (c, e) in made {
-        match c {
-            Change::SharedRoute(r) => k.shared.insert(r.clone(), e, holder),
-            _ => journal.push(e),
+        if let Some(e) = failure {
+            let steps = made.into_iter().rev().map(|(_, e)| e).collect();
+            for f in undo(k, steps) {
+                log::warn!("rollback: {f}");
+            }
+            return Err(e);
         }
-    }
-    for c in again {
-        if let Change::SharedRoute(r) = c {
-            k.shared.hold(r, holder);
+        for (c, e) in made {
+            match c {
+                Change::SharedRoute(r) => k.shared.insert(r.clone(), e, &holder),
+                _ => journal.push(e),
+            }
         }
+        for &i in &again {
+            if let Change::SharedRoute(r) = &changes[i] {
+                k.shared.hold(r, &holder);
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Whether a change whose answer was lost made something of ours: a route
@@ -161,40 +204,36 @@ pub fn release(k: &mut Kernel, holder: &Holder) -> Vec<String> {
     undo(k, last)
 }
 
-/// Sends undo steps in order; per step: Ok (done, or nothing to undo) or
-/// the failure text. A link is only deleted if its ifindex still carries
-/// the name we gave it.
-fn run_undo(rtnl: &mut Socket, steps: &[&Undo]) -> Vec<std::result::Result<(), String>> {
-    let mut out: Vec<Option<std::result::Result<(), String>>> = vec![None; steps.len()];
-    let mut idx = Vec::new();
+/// The requests for undo steps, in order, and per step the index of its
+/// request (None: nothing to undo). A link is only deleted if its ifindex
+/// still carries the name we gave it.
+fn undo_requests<'a>(rtnl: &mut Socket, steps: impl Iterator<Item = &'a Undo>) -> (Vec<Option<usize>>, Vec<Req>) {
     let mut reqs = Vec::new();
-    for (i, u) in steps.iter().enumerate() {
-        match u {
+    let sent = steps
+        .map(|u| match u {
             Undo::DelLink { ifindex, name } if netlink::link::name_of(*ifindex).as_deref() != Some(name.as_str()) => {
-                out[i] = Some(Ok(()));
+                None
             }
-            Undo::DelNewLink { name, kind } if link_kind(rtnl, name).as_deref() != Some(kind.as_str()) => {
-                out[i] = Some(Ok(()));
-            }
+            Undo::DelNewLink { name, kind } if link_kind(rtnl, name).as_deref() != Some(kind.as_str()) => None,
             _ => {
-                idx.push(i);
                 reqs.push(u.request());
+                Some(reqs.len() - 1)
             }
-        }
-    }
-    match rtnl.transact(&mut reqs) {
-        Ok(results) => {
-            for ((r, req), i) in results.into_iter().zip(&reqs).zip(idx) {
-                out[i] = Some(r.map(|_| ()).map_err(|e| e.into_error(req.what.to_string()).to_string()));
-            }
-        }
-        Err(e) => {
-            for i in idx {
-                out[i] = Some(Err(e.to_string()));
-            }
-        }
-    }
-    out.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+        })
+        .collect();
+    (sent, reqs)
+}
+
+/// Per undo step: Ok (done, or nothing to undo) or the failure text. If
+/// the transport failed, every step sent fails (it is retried later).
+fn undo_outcomes(sent: &[Option<usize>], batches: netlink::Batches) -> Vec<std::result::Result<(), String>> {
+    let (reqs, results, failure) = batches.finish();
+    let outcome = |j: usize| match (&failure, &results[j]) {
+        (Some(e), _) => Err(e.to_string()),
+        (None, Some(Err(e))) => Err(e.clone().into_error(reqs[j].what.to_string()).to_string()),
+        (None, _) => Ok(()),
+    };
+    sent.iter().map(|s| s.map_or(Ok(()), outcome)).collect()
 }
 
 /// The kind of the link called `name`; None if there is no such link.
@@ -207,18 +246,37 @@ fn link_kind(rtnl: &mut Socket, name: &str) -> Option<String> {
 /// Steps that worked (or found nothing to undo) leave the journal file;
 /// failed ones stay there for a later run to retry.
 pub fn undo(k: &mut Kernel, steps: Vec<Entry>) -> Vec<String> {
-    let refs: Vec<&Undo> = steps.iter().map(|e| &e.undo).collect();
-    let results = run_undo(&mut k.rtnl, &refs);
-    let mut finished = Vec::new();
-    let mut failed = Vec::new();
-    for (r, e) in results.into_iter().zip(&steps) {
-        match r {
-            Ok(()) => finished.push(e.id),
-            Err(f) => failed.push(f),
+    let mut u = undo_start(&mut k.rtnl, steps);
+    u.batches.run(&mut k.rtnl);
+    u.finish(k)
+}
+
+/// Undo steps on their way (see `undo`): sent a batch per `advance`.
+pub struct Undoing {
+    steps: Vec<Entry>,
+    sent: Vec<Option<usize>>,
+    pub batches: netlink::Batches,
+}
+
+pub fn undo_start(rtnl: &mut Socket, steps: Vec<Entry>) -> Undoing {
+    let (sent, reqs) = undo_requests(rtnl, steps.iter().map(|e| &e.undo));
+    Undoing { steps, sent, batches: netlink::Batches::new(reqs) }
+}
+
+impl Undoing {
+    /// Takes the finished steps out of the journal file; returns what failed.
+    pub fn finish(self, k: &mut Kernel) -> Vec<String> {
+        let mut finished = Vec::new();
+        let mut failed = Vec::new();
+        for (r, e) in undo_outcomes(&self.sent, self.batches).into_iter().zip(&self.steps) {
+            match r {
+                Ok(()) => finished.push(e.id),
+                Err(f) => failed.push(f),
+            }
         }
+        k.wal.done(finished);
+        failed
     }
-    k.wal.done(finished);
-    failed
 }
 
 /// Moves shared routes to the paths `moves` name: per move, the new
@@ -321,7 +379,10 @@ pub fn recover(rtnl: &mut Socket, steps: &[Undo]) -> (usize, usize) {
             }
         }
     }
-    for f in run_undo(rtnl, &run).into_iter().filter_map(|r| r.err()) {
+    let (sent, reqs) = undo_requests(rtnl, run.iter().copied());
+    let mut batches = netlink::Batches::new(reqs);
+    batches.run(rtnl);
+    for f in undo_outcomes(&sent, batches).into_iter().filter_map(|r| r.err()) {
         log::warn!("recovery: {f}");
     }
     (run.len(), refused)

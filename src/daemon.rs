@@ -85,7 +85,7 @@ impl Daemon {
         let sigfd = signal_fd()?;
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
             .map_err(|e| Error::errno("timerfd", e))?;
-        let rtnl = crate::netlink::Socket::open()?;
+        let kernel = crate::apply::Kernel::open()?;
         let watch = crate::sessions::watch::Watch::open()?;
         // The DCO family is resolved while we still hold every capability.
         let dco = crate::dco_session::DcoKernel::probe();
@@ -101,7 +101,7 @@ impl Daemon {
         let address = cfg.bus_address.clone().or_else(|| std::env::var("DBUS_STARTER_ADDRESS").ok());
         let bus = Bus::connect(address.as_deref())?;
         let dns = crate::dns::Dns::new(state.dns).with_dnsmasq_servers(&cfg.dnsmasq_servers);
-        let mut s = Sessions::new(cfg, bus, rtnl, watch, dco, dns);
+        let mut s = Sessions::new(cfg, bus, kernel, watch, dco, dns);
         s.come_up(state.journals)?;
         Ok(Daemon { s, awaiting_creds: BTreeMap::new(), quit: false, sigfd, timer, timer_armed: false })
     }
@@ -131,6 +131,7 @@ impl Daemon {
                 break;
             }
         }
+        self.s.finish_op();
         if !self.s.shutdown() && code == 0 {
             code = 4;
         }
@@ -170,7 +171,9 @@ impl Daemon {
             PollFd::new(bus_fd, bus_ev),
             PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
-            PollFd::new(crate::sys::borrow_fd(self.s.watch.fd()), PollFlags::POLLIN),
+            // A pending operation's answers; the kernel's notifications
+            // wait until it is complete.
+            PollFd::new(crate::sys::borrow_fd(self.s.op_fd().unwrap_or(self.s.watch.fd())), PollFlags::POLLIN),
         ];
         // DCO: the peers notification socket, pipes with records waiting.
         let dco_fds = self.s.dco_poll_fds();
@@ -178,8 +181,8 @@ impl Daemon {
         // A DNS apply in flight (resolvconf's child): last in the set.
         let dns = self.s.dns.fd().map(|fd| fds.push(PollFd::new(fd, PollFlags::POLLIN))).is_some();
         // Queued signals: wake for their next tick.
-        let deadline =
-            [self.s.dns.deadline(), self.s.signal_deadline(), self.s.watch.deadline()].into_iter().flatten().min();
+        let watch = (!self.s.op_running()).then(|| self.s.watch.deadline()).flatten();
+        let deadline = [self.s.dns.deadline(), self.s.signal_deadline(), watch].into_iter().flatten().min();
         match poll(&mut fds, poll_timeout(deadline)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e),
@@ -189,7 +192,7 @@ impl Daemon {
         Ok(Ready {
             signal: readable(&fds[1]),
             timer: readable(&fds[2]),
-            watch: readable(&fds[3]),
+            watch: readable(&fds[3]) && !self.s.op_running(),
             dco: fds[4..].iter().any(|f| f.revents().is_some_and(|r| !r.is_empty())),
             dns,
         })
@@ -200,7 +203,12 @@ impl Daemon {
         if ready.dco {
             self.s.dco_service();
         }
-        self.s.watch_service(ready.watch);
+        self.advance_op();
+        // The network changing under a pending operation is looked at once
+        // it is complete (its fd is not polled meanwhile).
+        if !self.s.op_running() {
+            self.s.watch_service(ready.watch);
+        }
         if ready.signal {
             self.on_signals();
         }
@@ -257,9 +265,10 @@ impl Daemon {
             MessageType::MethodCall => {
                 self.touch();
                 if let Some(m) = self.creds_gate(m) {
-                    self.serve_call(&m);
+                    self.serve_call(m);
                 }
             }
+            MessageType::Signal if self.s.must_wait(&m) => self.s.hold(m),
             MessageType::Signal => self.on_bus_signal(&m),
             MessageType::MethodReturn | MessageType::Error => match self.s.bus.creds_answer(&m) {
                 Some((sender, r)) => self.creds_known(&sender, r),
@@ -270,10 +279,33 @@ impl Daemon {
         }
     }
 
-    fn serve_call(&mut self, m: &Message) {
+    /// Answers a call now, or holds it while a pending operation runs
+    /// (see `sessions::ops`).
+    fn serve_call(&mut self, m: Message) {
+        if self.s.must_wait(&m) {
+            self.s.hold(m);
+            return;
+        }
+        self.answer(&m);
+    }
+
+    fn answer(&mut self, m: &Message) {
         if let Some(r) = crate::bus::dispatch(&mut self.s, m) {
             if !m.get_no_reply() {
                 self.s.bus.send(r);
+            }
+        }
+    }
+
+    /// Moves the pending operation on; once it is complete, the calls and
+    /// signals held for it are handled in their order (until one of them
+    /// starts the next operation).
+    fn advance_op(&mut self) {
+        self.s.advance_op();
+        while let Some(m) = self.s.unhold() {
+            match m.msg_type() {
+                MessageType::Signal => self.on_bus_signal(&m),
+                _ => self.answer(&m),
             }
         }
     }
@@ -318,7 +350,7 @@ impl Daemon {
         };
         for m in calls {
             match &r {
-                Ok(_) => self.serve_call(&m),
+                Ok(_) => self.serve_call(m),
                 Err(e) => self.refuse(&m, &e.to_string()),
             }
         }

@@ -3,9 +3,9 @@
 
 use std::os::fd::OwnedFd;
 
-use crate::apply::{self, Kernel};
+use crate::apply::{self, Applying, Kernel, Undoing};
 use crate::error::{Error, Result};
-use crate::journal::{Journal, Undo};
+use crate::journal::{Entry, Journal, Undo};
 use crate::plan::{self, Host, Notice};
 use crate::settings::Settings;
 use crate::shared::Holder;
@@ -14,7 +14,7 @@ use crate::shared::Holder;
 struct NewLink {
     /// The previous tun's journal entries, newest first: undone once the
     /// new configuration is in.
-    old_links: Vec<crate::journal::Entry>,
+    old_links: Vec<Entry>,
     /// The tun fd for the client (none for DCO).
     fd: Option<OwnedFd>,
     ifindex: u32,
@@ -90,35 +90,47 @@ impl Device {
         uid == 0 || uid == self.owner_uid || self.acl.contains(&uid)
     }
 
-    /// Creates the tun/tap device and configures it from the settings.
-    /// Returns the tun fd for the client and the events to announce. On
-    /// error nothing of this attempt is left in the kernel. A DCO device
-    /// configures the netdev EnableDCO made, and returns no fd.
-    pub fn establish(
+    /// Before a second Establish: the old configuration goes first (its
+    /// routes would collide with the new ones), the old link once the new
+    /// one works. `teardown_finish` completes it.
+    pub fn establish_teardown(&mut self, k: &mut Kernel) -> Option<Undoing> {
+        (self.active || !self.journal.is_empty()).then(|| self.teardown_start(k, false))
+    }
+
+    /// Creates the tun/tap device (a DCO device configures the netdev
+    /// EnableDCO made) and plans its configuration; the returned changes
+    /// go to the kernel a batch at a time, then `establish_commit`. On
+    /// error nothing of this attempt is left in the kernel.
+    pub fn establish_start(&mut self, k: &mut Kernel, ignore: &[u32], redirect: bool) -> Result<Establishing> {
+        let tap = is_tap(self.settings.layer)?;
+        let mut journal = Journal::default();
+        let NewLink { old_links, fd, ifindex, name } = self.new_link(k, tap, &mut journal)?;
+        // The table as it is: exclude routes follow it, and a network it
+        // already routes elsewhere fails Establish before anything is sent.
+        let mut ignore = ignore.to_vec();
+        ignore.push(ifindex);
+        let started = apply::host_routes(&mut k.rtnl).and_then(|routes| {
+            let mut p = plan::plan(&self.settings, ifindex, &Host { routes: &routes, ignore: &ignore, redirect });
+            let changes = std::mem::take(&mut p.changes);
+            apply::start(k, changes, self.holder(), routes).map(|a| (p, a))
+        });
+        match started {
+            Ok((plan, applying)) => Ok(Establishing { applying, journal, old_links, fd, ifindex, name, plan }),
+            Err(e) => Err(self.establish_failed(k, journal, old_links, e)),
+        }
+    }
+
+    /// Keeps the configuration the kernel made (or undoes this attempt);
+    /// returns the tun fd for the client and the events to announce.
+    pub fn establish_commit(
         &mut self,
         k: &mut Kernel,
-        ignore: &[u32],
-        redirect: bool,
+        e: Establishing,
     ) -> Result<(Option<OwnedFd>, Vec<Notice>, Vec<String>)> {
-        let tap = is_tap(self.settings.layer)?;
-        // A second Establish: the old configuration goes first (its routes
-        // would collide with the new ones), the old link once the new one works.
-        let mut events = Vec::new();
-        if self.active || !self.journal.is_empty() {
-            events.extend(self.teardown(k, false));
+        let Establishing { applying, mut journal, old_links, fd, ifindex, name, plan } = e;
+        if let Err(e) = applying.finish(k, &mut journal) {
+            return Err(self.establish_failed(k, journal, old_links, e));
         }
-        let mut journal = Journal::default();
-        let NewLink { old_links, fd, ifindex, name: kname } = self.new_link(k, tap, &mut journal)?;
-        let p = match self.configure(k, &mut journal, ifindex, ignore, redirect) {
-            Ok(p) => p,
-            Err(e) => {
-                // A route conflict is the host admin's business too, not only the client's.
-                log::warn!("{}: Establish failed, nothing kept: {e}", self.path);
-                apply::undo(k, journal.take_all());
-                self.restore(old_links);
-                return Err(e);
-            }
-        };
         for f in apply::undo(k, old_links) {
             log::warn!("{}: removing the previous device: {f}", self.path);
         }
@@ -126,12 +138,20 @@ impl Device {
         for e in journal.take_all().into_iter().rev() {
             self.journal.push(e);
         }
-        self.link = Some((ifindex, kname.clone()));
-        self.name = kname;
+        self.link = Some((ifindex, name.clone()));
+        self.name = name;
         self.active = true;
-        self.announced = Some(p.announce.clone());
-        events.push(Notice::Added(p.announce));
-        Ok((fd, events, p.notes))
+        self.announced = Some(plan.announce.clone());
+        Ok((fd, vec![Notice::Added(plan.announce)], plan.notes))
+    }
+
+    /// Undoes a failed attempt and puts the old links back.
+    fn establish_failed(&mut self, k: &mut Kernel, mut journal: Journal, old_links: Vec<Entry>, e: Error) -> Error {
+        // A route conflict is the host admin's business too, not only the client's.
+        log::warn!("{}: Establish failed, nothing kept: {e}", self.path);
+        apply::undo(k, journal.take_all());
+        self.restore(old_links);
+        e
     }
 
     /// The link to configure: a new tun/tap, whose undo goes to `journal`,
@@ -162,28 +182,6 @@ impl Device {
         Ok(NewLink { old_links, fd: Some(fd), ifindex, name: kname })
     }
 
-    /// Plans the settings on link `ifindex` and applies the plan, the undo
-    /// of each change going to `journal`.
-    fn configure(
-        &self,
-        k: &mut Kernel,
-        journal: &mut Journal,
-        ifindex: u32,
-        ignore: &[u32],
-        redirect: bool,
-    ) -> Result<plan::Plan> {
-        // The table as it is: exclude routes follow it, and a network it
-        // already routes elsewhere fails Establish before anything is sent.
-        let routes = apply::host_routes(&mut k.rtnl);
-        let mut ignore = ignore.to_vec();
-        ignore.push(ifindex);
-        let holder = self.holder();
-        routes.and_then(|routes| {
-            let p = plan::plan(&self.settings, ifindex, &Host { routes: &routes, ignore: &ignore, redirect });
-            apply::apply(k, &p.changes, journal, &holder, &routes).map(|_| p)
-        })
-    }
-
     /// Puts back journal entries taken out for an attempt that failed.
     fn restore(&mut self, newest_first: Vec<crate::journal::Entry>) {
         for u in newest_first.into_iter().rev() {
@@ -199,9 +197,23 @@ impl Device {
     /// Undoes the configuration (and with `links`, the devices too).
     /// Returns the removal notice if a configuration was active.
     pub fn teardown(&mut self, k: &mut Kernel, links: bool) -> Vec<Notice> {
-        let steps = if links { self.journal.take_all() } else { self.journal.take_config() };
-        let mut failed = apply::undo(k, steps);
-        failed.extend(apply::release(k, &self.holder()));
+        let mut u = self.teardown_start(k, links);
+        u.batches.run(&mut k.rtnl);
+        let failed = u.finish(k);
+        self.teardown_finish(failed, links)
+    }
+
+    /// The undo of the configuration (with `links`, of the devices too)
+    /// and of the shared routes only this device held.
+    pub fn teardown_start(&mut self, k: &mut Kernel, links: bool) -> Undoing {
+        let mut steps = if links { self.journal.take_all() } else { self.journal.take_config() };
+        steps.extend(k.shared.release(&self.holder()));
+        apply::undo_start(&mut k.rtnl, steps)
+    }
+
+    /// After the teardown's undo: logs what `failed`; returns the removal
+    /// notice if a configuration was active.
+    pub fn teardown_finish(&mut self, failed: Vec<String>, links: bool) -> Vec<Notice> {
         for f in failed {
             log::warn!("{}: cleanup: {f}", self.path);
         }
@@ -214,4 +226,16 @@ impl Device {
             _ => Vec::new(),
         }
     }
+}
+
+/// An Establish on its way: the link made, the plan's changes going to the
+/// kernel (`applying`, a batch per loop turn), then `establish_commit`.
+pub struct Establishing {
+    pub applying: Applying,
+    journal: Journal,
+    old_links: Vec<Entry>,
+    fd: Option<OwnedFd>,
+    ifindex: u32,
+    name: String,
+    plan: plan::Plan,
 }

@@ -23,27 +23,33 @@ fn check_access(s: &mut Sessions, m: &Message, path: &str) -> Result<u32> {
     Ok(d.owner_uid)
 }
 
-pub(crate) fn device_call(s: &mut Sessions, m: &Message, path: &str, member: &str) -> Result<Message> {
+/// A device's method; `None` when the answer comes later (a pending
+/// operation, `sessions::ops`).
+pub(crate) fn device_call(s: &mut Sessions, m: &Message, path: &str, member: &str) -> Result<Option<Message>> {
     // Signature first, so a mistyped call never reaches the ACL lookup.
     expect_sig(m, signature_of(member)?)?;
     let redirect = s.cfg.redirect != crate::config::RedirectMethod::None;
-    let others = s.our_links();
+    let mut others = s.our_links();
     let uid = check_access(s, m, path)?;
     let networks_held = if member == "AddNetworks" { s.networks_of(uid) } else { 0 };
     match member {
         "EnableDCO" => {
             let name: &str = m.read1().map_err(bad("dev_name"))?;
             settings::ifname("dev_name", name)?;
-            super::dco::enable_dco(s, m, path, name)
+            super::dco::enable_dco(s, m, path, name).map(Some)
         }
-        "Establish" => establish_device(s, m, path, others, redirect),
-        "Disable" | "ClearConfig" => disable_device(s, m, path, member),
+        "Establish" => {
+            // Our links other than the device's own.
+            let own = s.devices.get(path).and_then(|d| d.link.as_ref().map(|l| l.0));
+            others.retain(|i| Some(*i) != own);
+            s.begin_establish(m, path, others, redirect).map(|_| None)
+        }
+        "Disable" | "ClearConfig" => s.begin_clear(m, path, member == "Disable").map(|_| None),
         "Destroy" => {
             let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
-            s.remove_device(path, &format!("Destroy by {sender}"), true);
-            Ok(m.method_return())
+            s.begin_destroy(m, path, format!("Destroy by {sender}")).map(|_| None)
         }
-        _ => set_setting(s, m, path, member, networks_held),
+        _ => set_setting(s, m, path, member, networks_held).map(Some),
     }
 }
 
@@ -94,53 +100,6 @@ fn set_setting(s: &mut Sessions, m: &Message, path: &str, member: &str, networks
     if d.active && (member.starts_with("AddDNS") || member.starts_with("SetDNS")) {
         s.dns_sync();
     }
-    Ok(m.method_return())
-}
-
-/// Establish: configures the device; `others` are our links (the
-/// device's own is taken out here).
-fn establish_device(
-    s: &mut Sessions,
-    m: &Message,
-    path: &str,
-    mut others: Vec<u32>,
-    redirect: bool,
-) -> Result<Message> {
-    let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
-    others.retain(|i| Some(*i) != d.link.as_ref().map(|l| l.0));
-    let (fd, events, notes) = d.establish(&mut s.kernel, &others, redirect)?;
-    for n in notes {
-        log::warn!("{path}: {n}");
-    }
-    let name = d.name.clone();
-    log::info!("{path}: established {name}");
-    s.emit_notices(path, &name, events);
-    s.dns_sync();
-    // A DCO device has no tun fd: the reply is empty (reference §7.2).
-    Ok(match fd {
-        Some(fd) => m.method_return().append1(fd),
-        None => m.method_return(),
-    })
-}
-
-/// Disable and ClearConfig.
-fn disable_device(s: &mut Sessions, m: &Message, path: &str, member: &str) -> Result<Message> {
-    let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
-    // ClearConfig, as the packaged netcfg answers it: the
-    // addresses and routes go, queued and applied (the link
-    // stays, down); DNS settings and properties stay.
-    let events = d.teardown(&mut s.kernel, false);
-    // The client supplies its settings again before the next Establish.
-    d.settings.addrs.clear();
-    d.settings.networks.clear();
-    if member == "Disable" {
-        d.settings.dns_servers.clear();
-        d.settings.dns_search.clear();
-    }
-    let name = d.name.clone();
-    log::info!("{path}: {}", if member == "Disable" { "disabled" } else { "configuration cleared" });
-    s.emit_notices(path, &name, events);
-    s.dns_sync();
     Ok(m.method_return())
 }
 

@@ -15,18 +15,20 @@ use crate::conn::{self, IFACE, MANAGER_PATH};
 use crate::error::Error;
 use crate::sessions::Sessions;
 
+/// Answers a call; `None` when there is no answer now (a pending
+/// operation answers later) or none could be built.
 pub fn dispatch(s: &mut Sessions, m: &Message) -> Option<Message> {
     let path = m.path().map(|p| p.to_string()).unwrap_or_default();
     let iface = m.interface().map(|i| i.to_string());
     let member = m.member().map(|s| s.to_string()).unwrap_or_default();
     let obj = classify(s, &path);
     let r = match (iface.as_deref(), member.as_str()) {
-        (Some("org.freedesktop.DBus.Peer") | None, "Ping") => Ok(m.method_return()),
+        (Some("org.freedesktop.DBus.Peer") | None, "Ping") => Ok(Some(m.method_return())),
         (Some("org.freedesktop.DBus.Peer") | None, "GetMachineId") => {
             let id = std::fs::read_to_string("/etc/machine-id")
                 .or_else(|_| std::fs::read_to_string("/var/lib/dbus/machine-id"))
                 .unwrap_or_default();
-            Ok(m.method_return().append1(id.trim()))
+            Ok(Some(m.method_return().append1(id.trim())))
         }
         _ if matches!(obj, Obj::None) => {
             if let Some(r) = s.gone_reply(m, &path) {
@@ -41,19 +43,19 @@ pub fn dispatch(s: &mut Sessions, m: &Message) -> Option<Message> {
         (Some("org.freedesktop.DBus.Introspectable") | None, "Introspect") => {
             // The manager lists only the devices the caller may see.
             let uid = s.caller(m).map(|(_, c)| c.uid).ok();
-            Ok(m.method_return().append1(introspect(s, &obj, uid)))
+            Ok(Some(m.method_return().append1(introspect(s, &obj, uid))))
         }
         (Some("org.freedesktop.DBus.Properties"), _) => return props::properties(s, m, &obj, &member),
         (Some(IFACE) | None, _) => match &obj {
-            Obj::Manager => manager::manager_call(s, m, &member),
+            Obj::Manager => manager::manager_call(s, m, &member).map(Some),
             Obj::Device(p) => device::device_call(s, m, p, &member),
-            Obj::Dco(p) => dco::dco_call(s, m, p, &member),
+            Obj::Dco(p) => dco::dco_call(s, m, p, &member).map(Some),
             _ => Err(Error::NotFound(String::new())),
         },
         _ => Err(Error::NotFound(String::new())),
     };
     match r {
-        Ok(reply) => Some(reply),
+        Ok(reply) => reply,
         Err(Error::NotFound(s)) if s.is_empty() => Some(conn::std_error(
             m,
             "org.freedesktop.DBus.Error.UnknownMethod",

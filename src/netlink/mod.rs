@@ -119,6 +119,21 @@ impl Pending {
         self.got.last().map_or(true, Option::is_some)
     }
 
+    /// One outcome per request of this batch, once it is complete or its
+    /// transport `failed`.
+    fn outcomes(self, reqs: &[Req], failed: bool) -> Vec<Outcome> {
+        let answer = |(g, r): (Option<std::result::Result<(), NlError>>, &Req)| match g {
+            None if failed => None,
+            None | Some(Ok(())) => Some(Ok(true)),
+            Some(Err(e)) if r.ok_errnos.contains(&e.errno) => {
+                log::debug!("{}: {} (fine)", r.what, std::io::Error::from_raw_os_error(e.errno));
+                Some(Ok(false))
+            }
+            Some(Err(e)) => Some(Err(e)),
+        };
+        self.got.into_iter().zip(reqs).map(answer).collect()
+    }
+
     /// Takes the answers in one received datagram: errors and acks by
     /// sequence number, data messages answering the batch to `each`;
     /// anything else (a late answer to an earlier request) is skipped.
@@ -141,6 +156,91 @@ impl Pending {
             self.got[i].get_or_insert(NlError::check(&st));
         }
         Ok(())
+    }
+}
+
+/// What became of one request: `Ok(true)` changed the kernel, `Ok(false)`
+/// was a tolerated errno (already there / already gone) or never sent,
+/// `None` if the kernel may or may not have acted (its batch was in flight
+/// when the transport failed).
+pub type Outcome = Option<std::result::Result<bool, NlError>>;
+
+/// Requests that go to the kernel a batch at a time: each `advance` reads
+/// the answers of the batch in flight, if they are there, and sends the
+/// next. The loop advances a large change between other calls this way; a
+/// small one runs to the end at once (`run`).
+pub struct Batches {
+    reqs: Vec<Req>,
+    sent: usize,
+    inflight: Option<Pending>,
+    out: Vec<Outcome>,
+    failure: Option<Error>,
+}
+
+impl Batches {
+    pub fn new(reqs: Vec<Req>) -> Self {
+        Batches { out: Vec::with_capacity(reqs.len()), reqs, sent: 0, inflight: None, failure: None }
+    }
+
+    /// True once every request is answered, or the transport failed.
+    pub fn advance(&mut self, sock: &mut Socket) -> bool {
+        if self.failure.is_some() {
+            return true;
+        }
+        if let Some(p) = &mut self.inflight {
+            let r = sock.on_readable(p, |_| {});
+            if let Ok(false) = r {
+                return false;
+            }
+            let p = self.inflight.take().expect("checked above");
+            let start = self.out.len();
+            self.out.extend(p.outcomes(&self.reqs[start..self.sent], r.is_err()));
+            if let Err(e) = r {
+                return self.fail(e);
+            }
+        }
+        if self.sent == self.reqs.len() {
+            return true;
+        }
+        let end = self.reqs.len().min(self.sent + BATCH);
+        match sock.send(&mut self.reqs[self.sent..end].iter_mut().map(|r| &mut r.bytes[..]).collect::<Vec<_>>()) {
+            Ok(p) => {
+                self.inflight = Some(p);
+                self.sent = end;
+                false
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Requests not sent count as not made: the kernel handles a datagram
+    /// inside sendmsg, so a failed send was not handled at all.
+    fn fail(&mut self, e: Error) -> bool {
+        self.out.resize(self.reqs.len(), Some(Ok(false)));
+        self.failure = Some(e);
+        true
+    }
+
+    /// Runs to the end, waiting (bounded) for each answer.
+    pub fn run(&mut self, sock: &mut Socket) {
+        while !self.advance(sock) {
+            if let Err(e) = sock.wait_readable() {
+                let p = self.inflight.take().expect("a batch is in flight");
+                let start = self.out.len();
+                self.out.extend(p.outcomes(&self.reqs[start..self.sent], true));
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Whether a batch waits for its answers (the loop then polls the socket).
+    pub fn waiting(&self) -> bool {
+        self.inflight.is_some()
+    }
+
+    /// The requests, one outcome per request, and the transport failure.
+    pub fn finish(self) -> (Vec<Req>, Vec<Outcome>, Option<Error>) {
+        (self.reqs, self.out, self.failure)
     }
 }
 
@@ -250,16 +350,21 @@ impl Socket {
     /// Waits until `p` is complete. The kernel answers requests
     /// synchronously, so the 5 s guard only bounds surprises.
     pub fn wait(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         while !self.on_readable(p, &mut each)? {
-            let mut fds = [PollFd::new(crate::sys::borrow_fd(self.fd()), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::from(5000u16)) {
-                Ok(0) => return Err(Error::Failed("netlink: no answer from the kernel within 5 s".into())),
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(Error::errno("poll netlink", e)),
-            }
+            self.wait_readable()?;
         }
         Ok(())
+    }
+
+    /// Waits (at most 5 s) until the socket is readable.
+    pub fn wait_readable(&self) -> Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(crate::sys::borrow_fd(self.fd()), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(5000u16)) {
+            Ok(0) => Err(Error::Failed("netlink: no answer from the kernel within 5 s".into())),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(Error::errno("poll netlink", e)),
+        }
     }
 
     /// Sends one request (a do-request or a dump) and waits for its outcome;
@@ -278,7 +383,7 @@ impl Socket {
     /// result per request, in order: `Ok(true)` changed the kernel,
     /// `Ok(false)` was a tolerated errno (already there / already gone).
     /// Transport failures fail the whole call.
-    pub fn transact(&mut self, reqs: &mut [Req]) -> Result<Vec<std::result::Result<bool, NlError>>> {
+    pub fn transact(&mut self, reqs: &mut Vec<Req>) -> Result<Vec<std::result::Result<bool, NlError>>> {
         match self.transact_partial(reqs) {
             (_, Some(e)) => Err(e),
             (r, None) => Ok(r.into_iter().map(|x| x.unwrap_or(Ok(true))).collect()),
@@ -289,44 +394,20 @@ impl Socket {
     /// result per request, `None` where the kernel may or may not have
     /// acted (the batch in flight when the failure came), `Ok(false)` for
     /// requests never sent.
-    pub fn transact_partial(
-        &mut self,
-        reqs: &mut [Req],
-    ) -> (Vec<Option<std::result::Result<bool, NlError>>>, Option<Error>) {
-        let mut out = Vec::with_capacity(reqs.len());
-        for chunk in reqs.chunks_mut(BATCH) {
-            let sent = self.send(&mut chunk.iter_mut().map(|r| &mut r.bytes[..]).collect::<Vec<_>>());
-            let (got, failure) = match sent {
-                Ok(mut p) => {
-                    let failure = self.wait(&mut p, |_| {}).err();
-                    (p.got, failure)
-                }
-                Err(e) => (Vec::new(), Some(e)),
-            };
-            for (g, r) in got.into_iter().zip(chunk.iter()) {
-                out.push(match g {
-                    None if failure.is_some() => None,
-                    None | Some(Ok(())) => Some(Ok(true)),
-                    Some(Err(e)) if r.ok_errnos.contains(&e.errno) => {
-                        log::debug!("{}: {} (fine)", r.what, std::io::Error::from_raw_os_error(e.errno));
-                        Some(Ok(false))
-                    }
-                    Some(Err(e)) => Some(Err(e)),
-                });
-            }
-            if failure.is_some() {
-                out.resize(reqs.len(), Some(Ok(false)));
-                return (out, failure);
-            }
-        }
-        (out, None)
+    pub fn transact_partial(&mut self, reqs: &mut Vec<Req>) -> (Vec<Outcome>, Option<Error>) {
+        let mut b = Batches::new(std::mem::take(reqs));
+        b.run(self);
+        let (back, out, failure) = b.finish();
+        *reqs = back;
+        (out, failure)
     }
 
     /// One request that must succeed; true if it changed the kernel.
-    pub fn request(&mut self, mut req: Req) -> Result<bool> {
-        match self.transact(std::slice::from_mut(&mut req))?.pop() {
+    pub fn request(&mut self, req: Req) -> Result<bool> {
+        let mut reqs = vec![req];
+        match self.transact(&mut reqs)?.pop() {
             Some(Ok(changed)) => Ok(changed),
-            Some(Err(e)) => Err(e.into_error(req.what.to_string())),
+            Some(Err(e)) => Err(e.into_error(reqs[0].what.to_string())),
             None => Err(Error::Failed("netlink: no result".into())),
         }
     }

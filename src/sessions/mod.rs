@@ -5,6 +5,7 @@
 //! of it that ProtectSocket, the kernel's notifications and DCO need.
 
 pub mod dco;
+pub mod ops;
 pub mod protect;
 pub mod watch;
 
@@ -61,6 +62,9 @@ pub struct Sessions {
     /// When the last batch of them went out.
     signals_sent: std::time::Instant,
     log_owner: Option<String>,
+    /// The pending operation (`ops`), and the calls waiting for it.
+    pub(crate) op: Option<ops::Op>,
+    pub(crate) held: std::collections::VecDeque<Message>,
 }
 
 impl Sessions {
@@ -69,7 +73,7 @@ impl Sessions {
     pub fn new(
         cfg: Config,
         bus: Bus,
-        rtnl: crate::netlink::Socket,
+        kernel: crate::apply::Kernel,
         watch: watch::Watch,
         dco: Option<crate::dco_session::DcoKernel>,
         dns: crate::dns::Dns,
@@ -78,11 +82,7 @@ impl Sessions {
             log_level: cfg.log_level,
             cfg,
             bus,
-            kernel: crate::apply::Kernel {
-                rtnl,
-                wal: crate::journal::Wal::memory(),
-                shared: crate::shared::Shared::default(),
-            },
+            kernel,
             devices: BTreeMap::new(),
             subs: BTreeMap::new(),
             dns,
@@ -96,6 +96,8 @@ impl Sessions {
             signals: Default::default(),
             signals_sent: std::time::Instant::now(),
             log_owner: None,
+            op: None,
+            held: Default::default(),
         }
     }
 
@@ -188,13 +190,29 @@ impl Sessions {
     /// the device; deleting it ourselves costs an RCU grace period, ~20 ms).
     /// It is kept in `orphans` and deleted at shutdown if still there.
     pub(crate) fn remove_device(&mut self, path: &str, why: &str, client_closes: bool) {
-        let Some(mut d) = self.devices.remove(path) else {
-            return;
-        };
+        if let Some(mut r) = self.removal_start(path, client_closes) {
+            r.undo.batches.run(&mut self.kernel.rtnl);
+            self.removal_finish(r, why);
+        }
+    }
+
+    /// Takes the device out (its DCO peers first; the journal deletes the
+    /// netdev) and prepares its teardown.
+    pub(crate) fn removal_start(&mut self, path: &str, client_closes: bool) -> Option<Removal> {
+        let mut d = self.devices.remove(path)?;
         // A DCO netdev has no client fd keeping it: it is always deleted.
         let keep_link = client_closes && d.dco.is_none();
-        self.dco_release(&mut d); // DCO (issue 6): peers first; the journal deletes the netdev
-        let events = d.teardown(&mut self.kernel, !keep_link);
+        self.dco_release(&mut d);
+        let undo = d.teardown_start(&mut self.kernel, !keep_link);
+        Some(Removal { d, undo, keep_link })
+    }
+
+    /// After the teardown's undo: what the device held outside its link,
+    /// its events, DNS.
+    pub(crate) fn removal_finish(&mut self, r: Removal, why: &str) {
+        let Removal { mut d, undo, keep_link } = r;
+        let failed = undo.finish(&mut self.kernel);
+        let events = d.teardown_finish(failed, !keep_link);
         if keep_link {
             for e in d.journal.take_all().into_iter().rev() {
                 if let crate::journal::Undo::DelLink { ifindex, .. } = &e.undo {
@@ -207,7 +225,8 @@ impl Sessions {
         if self.devices.is_empty() {
             crate::sys::trim_heap();
         }
-        self.drop_protections(|o| *o == crate::shared::Owner::Device(path.to_string()));
+        let path = d.path.clone();
+        self.drop_protections(|o| *o == crate::shared::Owner::Device(path.clone()));
         self.departed.insert(d.path.clone(), (d.owner_uid, d.acl.clone()));
         self.emit_notices(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);
@@ -499,7 +518,7 @@ impl Sessions {
     }
 
     pub(crate) fn is_idle(&self) -> bool {
-        self.devices.is_empty() && self.subs.is_empty()
+        self.devices.is_empty() && self.subs.is_empty() && self.op.is_none()
     }
 }
 
@@ -518,4 +537,11 @@ impl QueuedSignal {
         sig.set_destination(Some(self.to.as_str().into()));
         Some(sig)
     }
+}
+
+/// A device being removed: out of the map, its teardown's undo on its way.
+pub(crate) struct Removal {
+    d: Device,
+    pub undo: crate::apply::Undoing,
+    keep_link: bool,
 }

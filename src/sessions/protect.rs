@@ -218,7 +218,7 @@ impl Sessions {
             self.ensure_fwmark_rules(table, &holder)?;
         }
         let mut unused = Journal::default();
-        let res = apply::apply(&mut self.kernel, &[Change::SharedRoute(r.clone())], &mut unused, &holder, &up.before);
+        let res = apply::apply(&mut self.kernel, vec![Change::SharedRoute(r.clone())], &mut unused, &holder, up.before);
         debug_assert!(unused.is_empty(), "a shared route is held in the shared routes");
         if let Err(e) = res {
             self.drop_protections(|_| false); // the fwmark rules, if nothing else needs them
@@ -249,7 +249,7 @@ impl Sessions {
             })
             .collect();
         let mut j = Journal::default();
-        apply::apply(&mut self.kernel, &rules, &mut j, holder, &[])?;
+        apply::apply(&mut self.kernel, rules, &mut j, holder, Vec::new())?;
         self.fw_rules = j;
         Ok(())
     }
