@@ -66,41 +66,86 @@ pub fn apply(
     before: Vec<KernelRoute>,
 ) -> Result<()> {
     let mut a = start(k, changes, holder.clone(), before)?;
-    a.batches.run(&mut k.rtnl);
+    while !a.step(k, false) {
+        a.batches.wait(&mut k.rtnl);
+    }
     a.finish(k, journal)
 }
 
-/// An apply on its way (see `apply`): checked and written ahead by
-/// `start`, its requests sent a batch per `advance`, its outcome kept or
-/// rolled back by `finish`.
+/// An apply on its way (see `apply`): checked by `start`, its requests
+/// encoded, written ahead and sent a batch per `advance`, its outcome kept
+/// or rolled back by `finish`.
 pub struct Applying {
     changes: Vec<Change>,
-    /// Indexes into `changes`: the ones sent, in order, and the shared
-    /// routes already held (only held by `holder` too).
+    /// Indexes into `changes`: the ones to send, in order (`next` of them
+    /// are on their way), and the shared routes already held (only held by
+    /// `holder` too).
     send: Vec<usize>,
+    next: usize,
     again: Vec<usize>,
     entries: Vec<Entry>,
-    pub batches: netlink::Batches,
+    batches: netlink::Batches,
+    /// The journal file refused an entry: nothing more is sent.
+    refused: Option<Error>,
     before: Vec<KernelRoute>,
     holder: Holder,
 }
 
-/// Checks `changes` against `before` and writes their undo ahead.
-pub fn start(k: &mut Kernel, changes: Vec<Change>, holder: Holder, before: Vec<KernelRoute>) -> Result<Applying> {
+/// Checks `changes` against the table as it was (`before`).
+pub fn start(k: &Kernel, changes: Vec<Change>, holder: Holder, before: Vec<KernelRoute>) -> Result<Applying> {
     plan::check(&changes, &before, false).map_err(|m| misroute_error(&m))?;
     let (again, send): (Vec<usize>, Vec<usize>) =
         (0..changes.len()).partition(|&i| matches!(&changes[i], Change::SharedRoute(r) if k.shared.contains(r)));
-    let (reqs, undos): (Vec<Req>, Vec<Undo>) = send.iter().map(|&i| request(&changes[i])).unzip();
-    let entries = k.wal.record(undos)?;
-    Ok(Applying { changes, send, again, entries, batches: netlink::Batches::new(reqs), before, holder })
+    Ok(Applying {
+        changes,
+        send,
+        next: 0,
+        again,
+        entries: Vec::new(),
+        batches: Default::default(),
+        refused: None,
+        before,
+        holder,
+    })
 }
 
 impl Applying {
+    /// Moves on by one batch on the loop's socket; true when done.
+    pub fn advance(&mut self, k: &mut Kernel) -> bool {
+        self.step(k, true)
+    }
+
+    /// Reads the answers of the batch in flight, then writes the next
+    /// batch's undo ahead and sends it (on `k.ops` if `paced`); true when
+    /// all is answered.
+    fn step(&mut self, k: &mut Kernel, paced: bool) -> bool {
+        loop {
+            if !self.batches.advance(if paced { &mut k.ops } else { &mut k.rtnl }) {
+                return false;
+            }
+            if self.batches.failed() || self.refused.is_some() || self.next == self.send.len() {
+                return true;
+            }
+            let end = self.send.len().min(self.next + netlink::BATCH);
+            let (reqs, undos): (Vec<Req>, Vec<Undo>) =
+                self.send[self.next..end].iter().map(|&i| request(&self.changes[i])).unzip();
+            match k.wal.record(undos) {
+                Ok(entries) => {
+                    self.entries.extend(entries);
+                    self.batches.push(reqs);
+                    self.next = end;
+                }
+                Err(e) => self.refused = Some(e),
+            }
+        }
+    }
+
     /// Reads back the table and keeps what the kernel made (a device's
     /// own changes in `journal`), or undoes all of it on any failure.
     pub fn finish(self, k: &mut Kernel, journal: &mut Journal) -> Result<()> {
-        let Applying { changes, send, again, entries, batches, before, holder } = self;
-        let (reqs, results, mut failure) = batches.finish();
+        let Applying { changes, send, again, entries, batches, refused, before, holder, .. } = self;
+        let (reqs, results, failure) = batches.finish();
+        let mut failure = failure.or(refused);
         let mut made: Vec<(&Change, Entry)> = Vec::new();
         let mut not_ours = Vec::new();
         for (((res, entry), req), &i) in results.into_iter().zip(entries).zip(&reqs).zip(&send) {
@@ -246,29 +291,65 @@ fn link_kind(rtnl: &mut Socket, name: &str) -> Option<String> {
 /// Steps that worked (or found nothing to undo) leave the journal file;
 /// failed ones stay there for a later run to retry.
 pub fn undo(k: &mut Kernel, steps: Vec<Entry>) -> Vec<String> {
-    let mut u = undo_start(&mut k.rtnl, steps);
-    u.batches.run(&mut k.rtnl);
+    let mut u = undo_start(steps);
+    u.run(k);
     u.finish(k)
 }
 
-/// Undo steps on their way (see `undo`): sent a batch per `advance`.
+/// Undo steps on their way (see `undo`): their requests made and sent a
+/// batch per `advance`.
 pub struct Undoing {
     steps: Vec<Entry>,
+    /// Per step made into a request so far: its index in `batches`.
     sent: Vec<Option<usize>>,
-    pub batches: netlink::Batches,
+    pushed: usize,
+    batches: netlink::Batches,
 }
 
-pub fn undo_start(rtnl: &mut Socket, steps: Vec<Entry>) -> Undoing {
-    let (sent, reqs) = undo_requests(rtnl, steps.iter().map(|e| &e.undo));
-    Undoing { steps, sent, batches: netlink::Batches::new(reqs) }
+pub fn undo_start(steps: Vec<Entry>) -> Undoing {
+    Undoing { steps, sent: Vec::new(), pushed: 0, batches: Default::default() }
 }
 
 impl Undoing {
-    /// Takes the finished steps out of the journal file; returns what failed.
+    /// Moves on by one batch on the loop's socket; true when done.
+    pub fn advance(&mut self, k: &mut Kernel) -> bool {
+        self.step(k, true)
+    }
+
+    /// Runs to the end on the socket for requests answered at once.
+    pub fn run(&mut self, k: &mut Kernel) {
+        while !self.step(k, false) {
+            self.batches.wait(&mut k.rtnl);
+        }
+    }
+
+    fn step(&mut self, k: &mut Kernel, paced: bool) -> bool {
+        loop {
+            if !self.batches.advance(if paced { &mut k.ops } else { &mut k.rtnl }) {
+                return false;
+            }
+            if self.batches.failed() || self.sent.len() == self.steps.len() {
+                return true;
+            }
+            let end = self.steps.len().min(self.sent.len() + netlink::BATCH);
+            let (sent, reqs) = undo_requests(&mut k.rtnl, self.steps[self.sent.len()..end].iter().map(|e| &e.undo));
+            let base = self.pushed;
+            self.sent.extend(sent.into_iter().map(|s| s.map(|j| j + base)));
+            self.pushed += reqs.len();
+            self.batches.push(reqs);
+        }
+    }
+
+    /// Takes the finished steps out of the journal file; returns what
+    /// failed (steps never sent after a failure included).
     pub fn finish(self, k: &mut Kernel) -> Vec<String> {
+        let Undoing { steps, sent, batches, .. } = self;
+        let mut results = undo_outcomes(&sent, batches);
+        let last = results.iter().rev().find_map(|r| r.clone().err()).unwrap_or_default();
+        results.resize(steps.len(), Err(last));
         let mut finished = Vec::new();
         let mut failed = Vec::new();
-        for (r, e) in undo_outcomes(&self.sent, self.batches).into_iter().zip(&self.steps) {
+        for (r, e) in results.into_iter().zip(&steps) {
             match r {
                 Ok(()) => finished.push(e.id),
                 Err(f) => failed.push(f),

@@ -198,7 +198,7 @@ impl Device {
     /// Returns the removal notice if a configuration was active.
     pub fn teardown(&mut self, k: &mut Kernel, links: bool) -> Vec<Notice> {
         let mut u = self.teardown_start(k, links);
-        u.batches.run(&mut k.rtnl);
+        u.run(k);
         let failed = u.finish(k);
         self.teardown_finish(failed, links)
     }
@@ -208,7 +208,7 @@ impl Device {
     pub fn teardown_start(&mut self, k: &mut Kernel, links: bool) -> Undoing {
         let mut steps = if links { self.journal.take_all() } else { self.journal.take_config() };
         steps.extend(k.shared.release(&self.holder()));
-        apply::undo_start(&mut k.rtnl, steps)
+        apply::undo_start(steps)
     }
 
     /// After the teardown's undo: logs what `failed`; returns the removal

@@ -13,7 +13,7 @@ pub const ADDRS_PER_DEVICE: usize = 64;
 /// Networks (include and exclude routes) one UID may hold, on all its
 /// devices together: Establish, Disable, Destroy and Cleanup install or
 /// remove at most this many routes in one go.
-pub const NETWORKS_PER_UID: usize = 1024;
+pub const NETWORKS_PER_UID: usize = 10_240;
 /// DNS servers and search domains one device may hold.
 pub const DNS_SERVERS_PER_DEVICE: usize = 32;
 pub const DNS_SEARCH_PER_DEVICE: usize = 64;

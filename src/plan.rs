@@ -70,20 +70,14 @@ pub struct Announce {
 impl Announce {
     /// DEVICE_ADDED, IPADDR_ADDED per address, ROUTE_ADDED / ROUTE_EXCLUDED per network.
     pub fn added(&self) -> Vec<Event> {
-        let mut v = vec![Event::new(events::DEVICE_ADDED)];
-        v.extend(self.addrs.iter().map(|(a, p)| events::addr(events::IPADDR_ADDED, a, *p)));
-        v.extend(self.routes.iter().map(|(n, g)| events::route(events::ROUTE_ADDED, n, g.as_ref())));
-        v.extend(self.excluded.iter().map(|(n, g)| events::route(events::ROUTE_EXCLUDED, n, g.as_ref())));
-        v
+        let n = Notice::Added(self.clone());
+        (0..n.len()).map(|i| n.event(i)).collect()
     }
 
     /// In reverse: ROUTE_REMOVED per included network, IPADDR_REMOVED, then DEVICE_REMOVED.
     pub fn removed(&self) -> Vec<Event> {
-        let mut v: Vec<Event> =
-            self.routes.iter().rev().map(|(n, _)| events::route(events::ROUTE_REMOVED, n, None)).collect();
-        v.extend(self.addrs.iter().rev().map(|(a, p)| events::addr(events::IPADDR_REMOVED, a, *p)));
-        v.push(Event::new(events::DEVICE_REMOVED));
-        v
+        let n = Notice::Removed(self.clone());
+        (0..n.len()).map(|i| n.event(i)).collect()
     }
 
     /// Every event kind `added`/`removed` can produce.
@@ -108,10 +102,43 @@ impl Notice {
         }
     }
 
-    pub fn events(&self) -> Vec<Event> {
+    /// How many events the notice makes (never none: the device event).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        let (Notice::Added(a) | Notice::Removed(a)) = self;
+        1 + a.addrs.len() + a.routes.len() + if matches!(self, Notice::Added(_)) { a.excluded.len() } else { 0 }
+    }
+
+    /// Its event `i` (< `len`), made only when it is about to be sent:
+    /// 10k routes would otherwise mean 50k formatted strings at once.
+    pub fn event(&self, i: usize) -> Event {
         match self {
-            Notice::Added(a) => a.added(),
-            Notice::Removed(a) => a.removed(),
+            Notice::Added(a) => {
+                let (na, nr) = (a.addrs.len(), a.routes.len());
+                match i {
+                    0 => Event::new(events::DEVICE_ADDED),
+                    i if i <= na => events::addr(events::IPADDR_ADDED, &a.addrs[i - 1].0, a.addrs[i - 1].1),
+                    i if i <= na + nr => {
+                        let (n, g) = &a.routes[i - 1 - na];
+                        events::route(events::ROUTE_ADDED, n, g.as_ref())
+                    }
+                    i => {
+                        let (n, g) = &a.excluded[i - 1 - na - nr];
+                        events::route(events::ROUTE_EXCLUDED, n, g.as_ref())
+                    }
+                }
+            }
+            Notice::Removed(a) => {
+                let (na, nr) = (a.addrs.len(), a.routes.len());
+                match i {
+                    i if i < nr => events::route(events::ROUTE_REMOVED, &a.routes[nr - 1 - i].0, None),
+                    i if i < nr + na => {
+                        let (addr, p) = &a.addrs[na - 1 - (i - nr)];
+                        events::addr(events::IPADDR_REMOVED, addr, *p)
+                    }
+                    _ => Event::new(events::DEVICE_REMOVED),
+                }
+            }
         }
     }
 }

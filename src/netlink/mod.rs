@@ -27,7 +27,7 @@ pub const RTPROT_OVPN_NETCFGD: u8 = 79;
 /// How many requests go out in one sendmsg. Each error report costs about
 /// 1 KiB of receive-buffer truesize; even a batch that fails entirely stays
 /// inside the 1 MiB buffer we ask for.
-const BATCH: usize = 256;
+pub const BATCH: usize = 256;
 const RECV_BUF: usize = 64 * 1024;
 /// Datagrams read per wake-up of a notification socket; poll says if more wait.
 const DRAIN_MAX: usize = 256;
@@ -35,7 +35,7 @@ const DRAIN_MAX: usize = 256;
 const DUMP_MAX: usize = 1_000_000;
 /// Room for any RTNL request: names are under 16 bytes, every other
 /// attribute has a fixed size.
-const RTNL_CAP: usize = 4096;
+const RTNL_CAP: usize = 512;
 
 /// One encoded request plus the errnos that count as success for it
 /// (EEXIST on add, ENOENT/ESRCH on delete).
@@ -167,8 +167,9 @@ pub type Outcome = Option<std::result::Result<bool, NlError>>;
 
 /// Requests that go to the kernel a batch at a time: each `advance` reads
 /// the answers of the batch in flight, if they are there, and sends the
-/// next. The loop advances a large change between other calls this way; a
-/// small one runs to the end at once (`run`).
+/// next of those pushed so far. The loop advances a large change between
+/// other calls this way; a small one runs to the end at once (`run`).
+#[derive(Default)]
 pub struct Batches {
     reqs: Vec<Req>,
     sent: usize,
@@ -179,10 +180,15 @@ pub struct Batches {
 
 impl Batches {
     pub fn new(reqs: Vec<Req>) -> Self {
-        Batches { out: Vec::with_capacity(reqs.len()), reqs, sent: 0, inflight: None, failure: None }
+        Batches { reqs, ..Default::default() }
     }
 
-    /// True once every request is answered, or the transport failed.
+    /// More requests, sent after the ones before them.
+    pub fn push(&mut self, more: Vec<Req>) {
+        self.reqs.extend(more);
+    }
+
+    /// True once every request pushed is answered, or the transport failed.
     pub fn advance(&mut self, sock: &mut Socket) -> bool {
         if self.failure.is_some() {
             return true;
@@ -192,50 +198,66 @@ impl Batches {
             if let Ok(false) = r {
                 return false;
             }
-            let p = self.inflight.take().expect("checked above");
-            let start = self.out.len();
-            self.out.extend(p.outcomes(&self.reqs[start..self.sent], r.is_err()));
-            if let Err(e) = r {
-                return self.fail(e);
+            self.collect(r.err());
+            if self.failure.is_some() {
+                return true;
             }
         }
         if self.sent == self.reqs.len() {
             return true;
         }
         let end = self.reqs.len().min(self.sent + BATCH);
-        match sock.send(&mut self.reqs[self.sent..end].iter_mut().map(|r| &mut r.bytes[..]).collect::<Vec<_>>()) {
+        let batch = &mut self.reqs[self.sent..end];
+        match sock.send(&mut batch.iter_mut().map(|r| &mut r.bytes[..]).collect::<Vec<_>>()) {
             Ok(p) => {
+                // Sent: only what the answers are matched against is kept.
+                for r in batch {
+                    r.bytes = Vec::new();
+                }
                 self.inflight = Some(p);
                 self.sent = end;
                 false
             }
-            Err(e) => self.fail(e),
+            Err(e) => {
+                self.fail(e);
+                true
+            }
+        }
+    }
+
+    /// Takes the answers of the batch in flight; `failure` ends the whole.
+    fn collect(&mut self, failure: Option<Error>) {
+        let Some(p) = self.inflight.take() else { return };
+        let start = self.out.len();
+        self.out.extend(p.outcomes(&self.reqs[start..self.sent], failure.is_some()));
+        if let Some(e) = failure {
+            self.fail(e);
         }
     }
 
     /// Requests not sent count as not made: the kernel handles a datagram
     /// inside sendmsg, so a failed send was not handled at all.
-    fn fail(&mut self, e: Error) -> bool {
+    fn fail(&mut self, e: Error) {
         self.out.resize(self.reqs.len(), Some(Ok(false)));
         self.failure = Some(e);
-        true
+    }
+
+    /// Waits (bounded) for the answers of the batch in flight.
+    pub fn wait(&mut self, sock: &mut Socket) {
+        if let Err(e) = sock.wait_readable() {
+            self.collect(Some(e));
+        }
     }
 
     /// Runs to the end, waiting (bounded) for each answer.
     pub fn run(&mut self, sock: &mut Socket) {
         while !self.advance(sock) {
-            if let Err(e) = sock.wait_readable() {
-                let p = self.inflight.take().expect("a batch is in flight");
-                let start = self.out.len();
-                self.out.extend(p.outcomes(&self.reqs[start..self.sent], true));
-                self.fail(e);
-            }
+            self.wait(sock);
         }
     }
 
-    /// Whether a batch waits for its answers (the loop then polls the socket).
-    pub fn waiting(&self) -> bool {
-        self.inflight.is_some()
+    pub fn failed(&self) -> bool {
+        self.failure.is_some()
     }
 
     /// The requests, one outcome per request, and the transport failure.

@@ -6,6 +6,7 @@
 
 pub mod dco;
 pub mod ops;
+pub mod outbox;
 pub mod protect;
 pub mod watch;
 
@@ -19,12 +20,9 @@ use crate::conn::{self, Bus, BUS_NAME, IFACE, LOG_SERVICE, MANAGER_PATH};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::events::Event;
+use outbox::Source;
 
 pub const VERSION: &str = concat!("ovpn-netcfgd-", env!("CARGO_PKG_VERSION"));
-/// NetworkChange signals go out at most SIGNAL_BATCH per SIGNAL_TICK
-/// (6,400 a second): a few ms of the bus daemon's time per batch.
-const SIGNAL_BATCH: usize = 32;
-const SIGNAL_TICK: std::time::Duration = std::time::Duration::from_millis(5);
 
 pub struct Subscription {
     pub mask: u32,
@@ -58,9 +56,7 @@ pub struct Sessions {
     /// The kernel's link and route notifications (`watch`).
     pub(crate) watch: watch::Watch,
     /// NetworkChange signals not yet handed to libdbus (see `pace_signals`).
-    signals: std::cell::RefCell<std::collections::VecDeque<QueuedSignal>>,
-    /// When the last batch of them went out.
-    signals_sent: std::time::Instant,
+    signals: std::cell::RefCell<outbox::Outbox>,
     log_owner: Option<String>,
     /// The pending operation (`ops`), and the calls waiting for it.
     pub(crate) op: Option<ops::Op>,
@@ -94,7 +90,6 @@ impl Sessions {
             departed: BTreeMap::new(),
             watch,
             signals: Default::default(),
-            signals_sent: std::time::Instant::now(),
             log_owner: None,
             op: None,
             held: Default::default(),
@@ -170,7 +165,7 @@ impl Sessions {
 
     /// When the next batch of queued signals is due, if any wait.
     pub(crate) fn signal_deadline(&self) -> Option<std::time::Instant> {
-        (!self.signals.borrow().is_empty()).then(|| self.signals_sent + SIGNAL_TICK)
+        self.signals.borrow().deadline()
     }
 
     /// Announces what a DNS apply that ran in the background changed. The
@@ -191,7 +186,7 @@ impl Sessions {
     /// It is kept in `orphans` and deleted at shutdown if still there.
     pub(crate) fn remove_device(&mut self, path: &str, why: &str, client_closes: bool) {
         if let Some(mut r) = self.removal_start(path, client_closes) {
-            r.undo.batches.run(&mut self.kernel.rtnl);
+            r.undo.run(&mut self.kernel);
             self.removal_finish(r, why);
         }
     }
@@ -310,43 +305,33 @@ impl Sessions {
             .collect()
     }
 
-    /// Announces configurations coming or going; the events are only made
-    /// when some subscriber who may see the device wants their kinds.
+    /// Announces configurations coming or going, to the subscribers who
+    /// may see the device and want their kinds.
     pub(crate) fn emit_notices(&self, path: &str, device: &str, notices: Vec<crate::plan::Notice>) {
         for n in notices {
-            if !self.audience(path, n.kinds()).is_empty() {
-                self.emit_events(path, device, n.events());
-            }
+            self.emit(path, device, Source::Notice(n));
         }
     }
 
     /// Sends NetworkChange signals, each one unicast to the subscribers
     /// whose mask matches and who may see the device.
     pub(crate) fn emit_events(&self, path: &str, device: &str, events: Vec<Event>) {
-        // Who may see the device is asked once, not once per event.
-        let viewers: Vec<(&str, u32)> =
-            self.subs.iter().filter(|(_, s)| self.may_see(path, s.uid)).map(|(n, s)| (n.as_str(), s.mask)).collect();
-        for e in events {
-            let e = std::rc::Rc::new((path.to_string(), device.to_string(), e));
-            for (name, _) in viewers.iter().filter(|(_, mask)| mask & e.2.kind != 0) {
-                self.queue_signal(QueuedSignal { event: e.clone(), to: name.to_string() });
-            }
-        }
+        self.emit(path, device, Source::Events(events));
     }
 
-    /// Queues a NetworkChange signal. An Establish of many routes makes
-    /// thousands; handed to libdbus at once, they would sit in the one
-    /// outgoing queue ahead of every other client's reply.
-    fn queue_signal(&self, sig: QueuedSignal) {
-        let mut q = self.signals.borrow_mut();
-        if q.len() >= crate::limits::SIGNALS_QUEUED {
-            log::debug!("NetworkChange: queue full, a signal to {} dropped", sig.to);
-            return;
-        }
-        q.push_back(sig);
-        if q.len() == crate::limits::SIGNALS_QUEUED {
-            log::warn!("NetworkChange: {} signals wait to be sent; more are dropped until they drain", q.len());
-        }
+    fn emit(&self, path: &str, device: &str, source: Source) {
+        let kinds = match &source {
+            Source::Notice(n) => n.kinds(),
+            Source::Events(v) => v.iter().fold(0, |k, e| k | e.kind),
+        };
+        // Who may see the device is asked once, not once per event.
+        let to: Vec<(String, u32)> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.mask & kinds != 0 && self.may_see(path, s.uid))
+            .map(|(n, s)| (n.clone(), s.mask))
+            .collect();
+        self.signals.borrow_mut().push(path, device, source, to);
     }
 
     /// Hands queued signals to libdbus a batch per tick, and only when its
@@ -354,16 +339,12 @@ impl Sessions {
     /// order, so a reply to another client never waits behind more than
     /// one batch. Signal delivery is the background work, not the replies.
     pub(crate) fn pace_signals(&mut self) {
-        if self.bus.wants_write() || self.signals_sent.elapsed() < SIGNAL_TICK {
+        if self.bus.wants_write() {
             return;
         }
-        let q = self.signals.get_mut();
-        // Built here, not when queued: marshalling thousands of messages
-        // is itself the work that would keep other clients waiting.
-        for sig in q.drain(..q.len().min(SIGNAL_BATCH)).filter_map(|q| q.message()) {
+        for sig in self.signals.get_mut().due() {
             self.bus.send(sig);
         }
-        self.signals_sent = std::time::Instant::now();
     }
 
     /// Sends queued log records as Log signals to the log service, as the
@@ -508,10 +489,8 @@ impl Sessions {
         self.dns_finished(changes);
         let ok = self.dns.shutdown(&self.bus);
         self.flush_log_signals();
-        for q in self.signals.get_mut().drain(..) {
-            if let Some(sig) = q.message() {
-                self.bus.send(sig);
-            }
+        for sig in self.signals.get_mut().drain() {
+            self.bus.send(sig);
         }
         self.bus.flush();
         ok
@@ -519,23 +498,6 @@ impl Sessions {
 
     pub(crate) fn is_idle(&self) -> bool {
         self.devices.is_empty() && self.subs.is_empty() && self.op.is_none()
-    }
-}
-
-/// A NetworkChange for one subscriber: (device path, device name, event),
-/// shared by all its recipients, and the recipient's unique name.
-struct QueuedSignal {
-    event: std::rc::Rc<(String, String, Event)>,
-    to: String,
-}
-
-impl QueuedSignal {
-    fn message(&self) -> Option<Message> {
-        let (path, device, e) = &*self.event;
-        let details: std::collections::HashMap<&str, &str> = e.details.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut sig = Message::new_signal(path.as_str(), IFACE, "NetworkChange").ok()?.append3(e.kind, device, details);
-        sig.set_destination(Some(self.to.as_str().into()));
-        Some(sig)
     }
 }
 

@@ -146,7 +146,7 @@ impl Sessions {
         let k = &mut self.kernel;
         match stage {
             Stage::Replacing { mut undo, ignore, redirect } => {
-                if !undo.batches.advance(&mut k.ops) {
+                if !undo.advance(k) {
                     return Next::Wait(Stage::Replacing { undo, ignore, redirect });
                 }
                 let failed = undo.finish(k);
@@ -161,7 +161,7 @@ impl Sessions {
                 }
             }
             Stage::Applying { mut est, mut events } => {
-                if !est.applying.batches.advance(&mut k.ops) {
+                if !est.applying.advance(k) {
                     return Next::Wait(Stage::Applying { est, events });
                 }
                 let Some(d) = self.devices.get_mut(path) else { return Next::Done(Err(gone(path))) };
@@ -178,7 +178,7 @@ impl Sessions {
                 Next::Done(r)
             }
             Stage::Clearing { mut undo, disable } => {
-                if !undo.batches.advance(&mut k.ops) {
+                if !undo.advance(k) {
                     return Next::Wait(Stage::Clearing { undo, disable });
                 }
                 let failed = undo.finish(k);
@@ -196,7 +196,7 @@ impl Sessions {
                 Next::Done(Ok(None))
             }
             Stage::Removing { mut r, why } => {
-                if !r.undo.batches.advance(&mut k.ops) {
+                if !r.undo.advance(k) {
                     return Next::Wait(Stage::Removing { r, why });
                 }
                 self.removal_finish(*r, &why);
