@@ -295,11 +295,21 @@ impl Genl {
             Request::PeerDump => NLM_F_REQUEST | NLM_F_DUMP,
             _ => NLM_F_REQUEST | NLM_F_ACK,
         };
-        let (cmd, version) = match self.family {
-            Family::Ovpn => (ovpn::cmd(req), ovpn::OVPN_FAMILY_VERSION),
-            Family::OvpnDcoV2 => (ovpn_dco_v2::cmd(req), ovpn_dco_v2::OVPN_FAMILY_VERSION),
+        let (cmds, version) = match self.family {
+            Family::Ovpn => (ovpn::CMDS, ovpn::OVPN_FAMILY_VERSION),
+            Family::OvpnDcoV2 => (ovpn_dco_v2::CMDS, ovpn_dco_v2::OVPN_FAMILY_VERSION),
         };
-        let mut m = NlMsg::genl(self.id, flags, cmd, version, REQUEST_CAP)?;
+        // A family's CMDS: PEER_NEW, PEER_SET, PEER_GET, PEER_DEL, KEY_NEW, KEY_SWAP, KEY_DEL.
+        let i = match req {
+            Request::PeerNew(_) => 0,
+            Request::PeerSet { .. } => 1,
+            Request::PeerGet(_) | Request::PeerDump => 2,
+            Request::PeerDel(_) => 3,
+            Request::KeyNew(_) => 4,
+            Request::KeySwap(_) => 5,
+            Request::KeyDel { .. } => 6,
+        };
+        let mut m = NlMsg::genl(self.id, flags, cmds[i], version, REQUEST_CAP)?;
         m.put_u32(ovpn::OVPN_A_IFINDEX, ifindex)?;
         match self.family {
             Family::Ovpn => ovpn::put(&mut m, req)?,

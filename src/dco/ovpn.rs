@@ -123,18 +123,17 @@ pub const OVPN_A_KEYDIR_NONCE_TAIL: u16 = 2;
 /// `IFLA_OVPN_MODE` inside IFLA_INFO_DATA (u8, 0 P2P / 1 MP; 2 -> -ERANGE).
 pub const IFLA_OVPN_MODE: u16 = 1;
 
-/// The command that carries `req`.
-pub(super) fn cmd(req: &Request<'_>) -> u8 {
-    match req {
-        Request::PeerNew(_) => OVPN_CMD_PEER_NEW,
-        Request::PeerSet { .. } => OVPN_CMD_PEER_SET,
-        Request::PeerGet(_) | Request::PeerDump => OVPN_CMD_PEER_GET,
-        Request::PeerDel(_) => OVPN_CMD_PEER_DEL,
-        Request::KeyNew(_) => OVPN_CMD_KEY_NEW,
-        Request::KeySwap(_) => OVPN_CMD_KEY_SWAP,
-        Request::KeyDel { .. } => OVPN_CMD_KEY_DEL,
-    }
-}
+/// The commands of `Genl::build`'s table: PEER_NEW, PEER_SET, PEER_GET,
+/// PEER_DEL, KEY_NEW, KEY_SWAP, KEY_DEL.
+pub(super) const CMDS: [u8; 7] = [
+    OVPN_CMD_PEER_NEW,
+    OVPN_CMD_PEER_SET,
+    OVPN_CMD_PEER_GET,
+    OVPN_CMD_PEER_DEL,
+    OVPN_CMD_KEY_NEW,
+    OVPN_CMD_KEY_SWAP,
+    OVPN_CMD_KEY_DEL,
+];
 
 /// Writes `req`'s attributes after IFINDEX; the caller checked ifindex and family.
 pub(super) fn put(m: &mut NlMsg, req: &Request<'_>) -> Result<(), AttrError> {

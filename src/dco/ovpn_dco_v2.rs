@@ -147,18 +147,17 @@ pub const OVPN_GET_PEER_RESP_ATTR_LINK_TX_PACKETS: u16 = 16;
 /// `IFLA_OVPN_MODE` inside IFLA_INFO_DATA (u8, 0 P2P / 1 MP).
 pub const IFLA_OVPN_MODE: u16 = 1;
 
-/// The command that carries `req`.
-pub(super) fn cmd(req: &Request<'_>) -> u8 {
-    match req {
-        Request::PeerNew(_) => OVPN_CMD_NEW_PEER,
-        Request::PeerSet { .. } => OVPN_CMD_SET_PEER,
-        Request::PeerGet(_) | Request::PeerDump => OVPN_CMD_GET_PEER,
-        Request::PeerDel(_) => OVPN_CMD_DEL_PEER,
-        Request::KeyNew(_) => OVPN_CMD_NEW_KEY,
-        Request::KeySwap(_) => OVPN_CMD_SWAP_KEYS,
-        Request::KeyDel { .. } => OVPN_CMD_DEL_KEY,
-    }
-}
+/// The commands of `Genl::build`'s table: PEER_NEW, PEER_SET, PEER_GET,
+/// PEER_DEL, KEY_NEW, KEY_SWAP, KEY_DEL.
+pub(super) const CMDS: [u8; 7] = [
+    OVPN_CMD_NEW_PEER,
+    OVPN_CMD_SET_PEER,
+    OVPN_CMD_GET_PEER,
+    OVPN_CMD_DEL_PEER,
+    OVPN_CMD_NEW_KEY,
+    OVPN_CMD_SWAP_KEYS,
+    OVPN_CMD_DEL_KEY,
+];
 
 /// Writes `req`'s attributes after IFINDEX; the caller checked ifindex and family.
 pub(super) fn put(m: &mut NlMsg, req: &Request<'_>) -> Result<(), AttrError> {

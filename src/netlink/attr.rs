@@ -397,47 +397,57 @@ impl<'a> Attr<'a> {
     }
 }
 
-/// Iterator over a run of attributes; yields an error once, then stops.
+/// Iterator over a run of length-prefixed items (attributes, or the
+/// messages of a receive buffer); yields an error once, then stops.
 #[derive(Clone, Debug)]
-pub struct AttrIter<'a> {
+pub struct Walk<'a, T> {
     buf: &'a [u8],
     pos: usize,
     done: bool,
+    item: ItemAt<'a, T>,
 }
 
-/// Iterates the attributes in `buf` (a payload after the fixed headers).
-pub fn attrs(buf: &[u8]) -> AttrIter<'_> {
-    AttrIter { buf, pos: 0, done: false }
-}
+/// Reads the item at an offset: where it ends, and the item.
+type ItemAt<'a, T> = fn(&'a [u8], usize) -> Result<(usize, T), AttrError>;
 
-impl<'a> Iterator for AttrIter<'a> {
-    type Item = Result<Attr<'a>, AttrError>;
+impl<T> Iterator for Walk<'_, T> {
+    type Item = Result<T, AttrError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done || self.pos >= self.buf.len() {
             return None;
         }
-        let at = self.pos;
-        let parsed = match (read_u16(self.buf, at), read_u16(self.buf, at + 2)) {
-            (Some(len), Some(ty)) => {
-                let len = usize::from(len);
-                if len < NLA_HDRLEN {
-                    Err(AttrError::BadLength { ty, len })
-                } else if let Some(payload) = self.buf.get(at + NLA_HDRLEN..at + len) {
-                    // The last attribute may lack its padding.
-                    self.pos = (at + align(len)).min(self.buf.len());
-                    Ok(Attr { raw_type: ty, payload })
-                } else {
-                    Err(AttrError::Truncated { at })
-                }
+        match (self.item)(self.buf, self.pos) {
+            Ok((end, t)) => {
+                // The last item may lack its padding.
+                self.pos = align(end).min(self.buf.len());
+                Some(Ok(t))
             }
-            _ => Err(AttrError::Truncated { at }),
-        };
-        if parsed.is_err() {
-            self.done = true;
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
         }
-        Some(parsed)
     }
+}
+
+pub type AttrIter<'a> = Walk<'a, Attr<'a>>;
+
+/// Iterates the attributes in `buf` (a payload after the fixed headers).
+pub fn attrs(buf: &[u8]) -> AttrIter<'_> {
+    Walk { buf, pos: 0, done: false, item: attr_at }
+}
+
+fn attr_at(b: &[u8], at: usize) -> Result<(usize, Attr<'_>), AttrError> {
+    let (Some(len), Some(ty)) = (read_u16(b, at), read_u16(b, at + 2)) else {
+        return Err(AttrError::Truncated { at });
+    };
+    let len = usize::from(len);
+    if len < NLA_HDRLEN {
+        return Err(AttrError::BadLength { ty, len });
+    }
+    let payload = b.get(at + NLA_HDRLEN..at + len).ok_or(AttrError::Truncated { at })?;
+    Ok((at + len, Attr { raw_type: ty, payload }))
 }
 
 /// Returns the first attribute of kind `kind` in `buf`, or None.
@@ -487,57 +497,26 @@ impl<'a> NlMsgRef<'a> {
     }
 }
 
-/// Iterator over the messages in one `recv` buffer.
-#[derive(Clone, Debug)]
-pub struct NlMsgIter<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    done: bool,
-}
-
 /// Iterates the netlink messages in `buf`.
-pub fn messages(buf: &[u8]) -> NlMsgIter<'_> {
-    NlMsgIter { buf, pos: 0, done: false }
+pub fn messages(buf: &[u8]) -> Walk<'_, NlMsgRef<'_>> {
+    Walk { buf, pos: 0, done: false, item: message_at }
 }
 
-impl<'a> Iterator for NlMsgIter<'a> {
-    type Item = Result<NlMsgRef<'a>, AttrError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done || self.pos >= self.buf.len() {
-            return None;
-        }
-        let at = self.pos;
-        let b = self.buf;
-        let parsed = (|| {
-            let len = read_u32(b, at).ok_or(AttrError::Truncated { at })? as usize;
-            if len < NLMSG_HDRLEN {
-                return Err(AttrError::BadLength { ty: 0, len });
-            }
-            let end = at.checked_add(len).ok_or(AttrError::Truncated { at })?;
-            let payload = b.get(at + NLMSG_HDRLEN..end).ok_or(AttrError::Truncated { at })?;
-            Ok((
-                end,
-                NlMsgRef {
-                    ty: read_u16(b, at + 4).ok_or(AttrError::Truncated { at })?,
-                    flags: read_u16(b, at + 6).ok_or(AttrError::Truncated { at })?,
-                    seq: read_u32(b, at + 8).ok_or(AttrError::Truncated { at })?,
-                    pid: read_u32(b, at + 12).ok_or(AttrError::Truncated { at })?,
-                    payload,
-                },
-            ))
-        })();
-        match parsed {
-            Ok((end, m)) => {
-                self.pos = align(end).min(b.len());
-                Some(Ok(m))
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+fn message_at(b: &[u8], at: usize) -> Result<(usize, NlMsgRef<'_>), AttrError> {
+    let len = read_u32(b, at).ok_or(AttrError::Truncated { at })? as usize;
+    if len < NLMSG_HDRLEN {
+        return Err(AttrError::BadLength { ty: 0, len });
     }
+    let end = at.checked_add(len).ok_or(AttrError::Truncated { at })?;
+    let payload = b.get(at + NLMSG_HDRLEN..end).ok_or(AttrError::Truncated { at })?;
+    let m = NlMsgRef {
+        ty: read_u16(b, at + 4).ok_or(AttrError::Truncated { at })?,
+        flags: read_u16(b, at + 6).ok_or(AttrError::Truncated { at })?,
+        seq: read_u32(b, at + 8).ok_or(AttrError::Truncated { at })?,
+        pid: read_u32(b, at + 12).ok_or(AttrError::Truncated { at })?,
+        payload,
+    };
+    Ok((end, m))
 }
 
 /// Extended-ACK details the kernel attached to an error (NETLINK_EXT_ACK).
