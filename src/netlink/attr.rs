@@ -20,7 +20,7 @@
 
 use std::fmt;
 
-use crate::sys::{wipe, Wiped};
+use crate::sys::wipe;
 
 /// `NLMSG_HDRLEN`: size of `struct nlmsghdr`.
 pub const NLMSG_HDRLEN: usize = 16;
@@ -114,6 +114,30 @@ impl std::error::Error for AttrError {}
 /// Rounds `len` up to the 4-byte netlink alignment.
 pub const fn align(len: usize) -> usize {
     (len + NLA_ALIGNTO - 1) & !(NLA_ALIGNTO - 1)
+}
+
+/// A buffer that is wiped when it is dropped: a message's (KEY_NEW carries
+/// cipher keys) and `dco::SecretBytes`'.
+pub struct Wiped<B: AsMut<[u8]>>(pub B);
+
+impl<B: AsMut<[u8]>> Drop for Wiped<B> {
+    fn drop(&mut self) {
+        wipe(self.0.as_mut());
+    }
+}
+
+impl<B: AsMut<[u8]>> std::ops::Deref for Wiped<B> {
+    type Target = B;
+
+    fn deref(&self) -> &B {
+        &self.0
+    }
+}
+
+impl<B: AsMut<[u8]>> std::ops::DerefMut for Wiped<B> {
+    fn deref_mut(&mut self) -> &mut B {
+        &mut self.0
+    }
 }
 
 /// A netlink request under construction; always a complete, valid message.
