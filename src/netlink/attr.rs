@@ -346,16 +346,6 @@ impl<'a> Attr<'a> {
         self.raw_type & NLA_TYPE_MASK
     }
 
-    /// Returns `nla_type` as received, flags included.
-    pub fn raw_type(&self) -> u16 {
-        self.raw_type
-    }
-
-    /// Returns true if `NLA_F_NESTED` is set.
-    pub fn is_nested(&self) -> bool {
-        self.raw_type & NLA_F_NESTED != 0
-    }
-
     /// Returns the payload without header or padding.
     pub fn payload(&self) -> &'a [u8] {
         self.payload
@@ -799,7 +789,7 @@ mod tests {
         let v: Vec<_> = attrs(&b).collect();
         assert_eq!(v.len(), 1);
         let a = v[0].unwrap();
-        assert_eq!((a.kind(), a.raw_type(), a.be16()), (5, 0x4005, Ok(1194)));
+        assert_eq!((a.kind(), a.raw_type, a.be16()), (5, 0x4005, Ok(1194)));
     }
 
     #[test]
