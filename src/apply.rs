@@ -4,14 +4,14 @@
 use crate::error::{Error, Result};
 use crate::journal::{Entry, Journal, Undo, Wal};
 use crate::netlink::route::KernelRoute;
-use crate::netlink::{self, Req, Rtnl};
+use crate::netlink::{self, Req, Socket};
 use crate::plan::{self, Change, Misroute, Move};
 use crate::shared::{Holder, Shared};
 
 /// The kernel side of the daemon: the RTNL socket, the journal file, and
 /// the routes several sessions share.
 pub struct Kernel {
-    pub rtnl: Rtnl,
+    pub rtnl: Socket,
     pub wal: Wal,
     pub shared: Shared,
 }
@@ -164,7 +164,7 @@ pub fn release(k: &mut Kernel, holder: &Holder) -> Vec<String> {
 /// Sends undo steps in order; per step: Ok (done, or nothing to undo) or
 /// the failure text. A link is only deleted if its ifindex still carries
 /// the name we gave it.
-fn run_undo(rtnl: &mut Rtnl, steps: &[&Undo]) -> Vec<std::result::Result<(), String>> {
+fn run_undo(rtnl: &mut Socket, steps: &[&Undo]) -> Vec<std::result::Result<(), String>> {
     let mut out: Vec<Option<std::result::Result<(), String>>> = vec![None; steps.len()];
     let mut idx = Vec::new();
     let mut reqs = Vec::new();
@@ -198,7 +198,7 @@ fn run_undo(rtnl: &mut Rtnl, steps: &[&Undo]) -> Vec<std::result::Result<(), Str
 }
 
 /// The kind of the link called `name`; None if there is no such link.
-fn link_kind(rtnl: &mut Rtnl, name: &str) -> Option<String> {
+fn link_kind(rtnl: &mut Socket, name: &str) -> Option<String> {
     let msgs = rtnl.dump(netlink::link::get_by_name(name)).ok()?;
     msgs.iter().filter(|(t, _)| *t == libc::RTM_NEWLINK).find_map(|(_, p)| netlink::link::parse_kind(p)).map(|(_, k)| k)
 }
@@ -283,7 +283,7 @@ pub fn forget(k: &mut Kernel, steps: Vec<Entry>) {
 /// matches it on delete too), and links, link settings and addresses only
 /// on links of our kinds that carry our marker (`link::MARKER`). Returns
 /// how many steps were run and how many were refused.
-pub fn recover(rtnl: &mut Rtnl, steps: &[Undo]) -> (usize, usize) {
+pub fn recover(rtnl: &mut Socket, steps: &[Undo]) -> (usize, usize) {
     let links: std::collections::HashMap<u32, netlink::link::LinkInfo> = match rtnl.dump(netlink::link::dump_request())
     {
         Ok(msgs) => msgs
@@ -328,19 +328,19 @@ pub fn recover(rtnl: &mut Rtnl, steps: &[Undo]) -> (usize, usize) {
 }
 
 /// Marks a link we just created as ours (see `recover`).
-pub fn mark_link(rtnl: &mut Rtnl, ifindex: u32) -> Result<()> {
+pub fn mark_link(rtnl: &mut Socket, ifindex: u32) -> Result<()> {
     rtnl.request(netlink::link::mark(ifindex)).map(|_| ())
 }
 
 /// The main routing tables of both families, as the kernel has them now.
-pub fn host_routes(rtnl: &mut Rtnl) -> Result<Vec<KernelRoute>> {
-    let msgs = rtnl.dump(netlink::route::dump_request(None))?;
+pub fn host_routes(rtnl: &mut Socket) -> Result<Vec<KernelRoute>> {
+    let msgs = rtnl.dump(netlink::route::dump_request())?;
     Ok(msgs.iter().filter(|(t, _)| *t == libc::RTM_NEWROUTE).filter_map(|(_, p)| netlink::route::parse(p)).collect())
 }
 
 /// The kernel's own answer to "which route does a packet to `dst` from this
 /// socket take" (None if it has no route).
-pub fn route_to(rtnl: &mut Rtnl, dst: std::net::IpAddr, mark: Option<u32>, uid: u32) -> Option<KernelRoute> {
+pub fn route_to(rtnl: &mut Socket, dst: std::net::IpAddr, mark: Option<u32>, uid: u32) -> Option<KernelRoute> {
     let msgs = match rtnl.dump(netlink::route::lookup_request(dst, mark, uid)) {
         Ok(m) => m,
         Err(e) => {
@@ -353,7 +353,7 @@ pub fn route_to(rtnl: &mut Rtnl, dst: std::net::IpAddr, mark: Option<u32>, uid: 
 
 /// Removes routes and rules carrying our protocol that no journal accounts
 /// for (a crashed run whose journal was lost). Returns how many.
-pub fn sweep(rtnl: &mut Rtnl) -> Result<usize> {
+pub fn sweep(rtnl: &mut Socket) -> Result<usize> {
     let mut reqs: Vec<Req> = host_routes(rtnl)?
         .into_iter()
         .filter(|k| k.route.protocol == netlink::RTPROT_OVPN_NETCFGD)

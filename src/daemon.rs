@@ -85,7 +85,7 @@ impl Daemon {
         let sigfd = signal_fd()?;
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
             .map_err(|e| Error::errno("timerfd", e))?;
-        let rtnl = crate::netlink::Rtnl::open()?;
+        let rtnl = crate::netlink::Socket::open()?;
         let watch = crate::sessions::watch::Watch::open()?;
         // The DCO family is resolved while we still hold every capability.
         let dco = crate::dco_session::DcoKernel::probe();

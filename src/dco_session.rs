@@ -1,182 +1,45 @@
 //! DCO at run time: the generic-netlink sockets and the per-device state.
 //!
-//! * [`GenlSock`]: one non-blocking NETLINK_GENERIC socket. Commands go out
-//!   on one and wait (bounded) for their ack, so a kernel refusal becomes a
-//!   D-Bus error; a second one is joined to the family's `peers` multicast
-//!   group and sits in the daemon's poll loop.
 //! * [`DcoKernel`]: the resolved family (`ovpn` first, else `ovpn-dco-v2`)
-//!   with both sockets.
+//!   with two `netlink::Socket`s: commands go out on one and wait
+//!   (bounded) for their ack, so a kernel refusal becomes a D-Bus error;
+//!   the other is joined to the family's `peers` multicast group and sits
+//!   in the daemon's poll loop.
 //! * [`DcoDev`]: what one device's `/dco` object holds: the netdev, the
 //!   transport sockets the kernel uses by number, and the client pipe.
 //!
 //! Messages are built and parsed by [`crate::dco`]; the D-Bus methods are in
-//! `crate::bus::dco`. Not `Rtnl`: it copies requests into batch buffers that
-//! are not wiped, and KEY_NEW carries cipher keys.
+//! `crate::bus::dco`. A command goes out from its own wiped buffer (KEY_NEW
+//! carries cipher keys), never copied into a batch.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use neli::consts::socket::{Msg, NlFamily};
-use neli::socket::NlSocket;
-use neli::utils::Groups;
+use neli::consts::socket::NlFamily;
 
-use crate::dco::{
-    attr, ctrl, Family, FamilyInfo, Genl, Mode, NlMsg, NlMsgRef, NlStatus, PeerId, PeerInfo, Reply, Request,
-};
+use crate::dco::{ctrl, Family, FamilyInfo, Genl, Mode, NlMsg, PeerId, PeerInfo, Reply, Request};
 use crate::error::{Error, Result};
+use crate::netlink::{attr, Socket};
 
-const RECV_BUF: usize = 64 * 1024;
-/// The kernel answers genl requests synchronously; this only bounds surprises.
-const WAIT_MS: u16 = 5000;
-/// Datagrams read per wake-up of the notification socket; poll says if more wait.
-const DRAIN_MAX: usize = 256;
 /// Records kept for a client that does not read its pipe. P2P devices have
 /// one peer, so a handful is the most a live session produces.
 pub const PIPE_QUEUE_MAX: usize = 256;
-
-/// One non-blocking generic-netlink socket with extended acks.
-pub struct GenlSock {
-    sock: NlSocket,
-    seq: u32,
-    buf: Vec<u8>,
-}
-
-impl GenlSock {
-    /// Opens a socket for requests (no multicast groups).
-    pub fn open() -> Result<Self> {
-        let sock =
-            NlSocket::connect(NlFamily::Generic, None, Groups::empty()).map_err(|e| Error::io("genl socket", e))?;
-        sock.nonblock().map_err(|e| Error::io("genl nonblock", e))?;
-        sock.enable_ext_ack(true).map_err(|e| Error::io("NETLINK_EXT_ACK", e))?;
-        // Error acks then echo only the request's header, never its
-        // attributes: KEY_NEW's keys are not copied back into our buffer.
-        crate::sys::setsockopt_int(sock.as_raw_fd(), libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)
-            .map_err(|e| Error::io("NETLINK_CAP_ACK", e))?;
-        Ok(GenlSock { sock, seq: 0, buf: vec![0; RECV_BUF] })
-    }
-
-    /// Opens a socket that receives multicast group `group`.
-    pub fn open_group(group: u32) -> Result<Self> {
-        let s = Self::open()?;
-        s.sock.add_mcast_membership(Groups::new_groups(&[group])).map_err(|e| Error::io("join genl group", e))?;
-        // A bigger buffer makes ENOBUFS (and the resync it costs) rarer.
-        let fd = s.sock.as_raw_fd();
-        if crate::sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20).is_err() {
-            let _ = s.sock.set_recv_buffer_size(1 << 20);
-        }
-        Ok(s)
-    }
-
-    pub fn fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
-    }
-
-    fn wait_readable(&self) -> Result<()> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut p = [PollFd::new(crate::sys::borrow_fd(self.sock.as_raw_fd()), PollFlags::POLLIN)];
-        match poll(&mut p, PollTimeout::from(WAIT_MS)) {
-            Ok(0) => Err(Error::Failed(format!("generic netlink: no answer from the kernel within {WAIT_MS} ms"))),
-            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
-            Err(e) => Err(Error::errno("poll genl", e)),
-        }
-    }
-
-    fn recv_wait(&mut self) -> Result<usize> {
-        loop {
-            match self.sock.recv(&mut self.buf[..], Msg::empty()) {
-                Ok((n, _)) => return Ok(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait_readable()?,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("genl recv", e)),
-            }
-        }
-    }
-
-    /// Sends `msg` and waits for its outcome. Data messages answering it go
-    /// to `each`; the ack (or error) ends a do-request, NLMSG_DONE a dump.
-    /// A kernel refusal is `Error::Kernel` with errno and extack text.
-    pub fn call(&mut self, msg: &mut NlMsg, what: &str, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
-        let dump = msg.flags() & attr::NLM_F_DUMP == attr::NLM_F_DUMP;
-        if !dump {
-            msg.set_flags(msg.flags() | attr::NLM_F_ACK);
-        }
-        self.seq = self.seq.wrapping_add(1).max(1);
-        msg.set_seq(self.seq);
-        loop {
-            match self.sock.send(msg.as_bytes(), Msg::empty()) {
-                Ok(_) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(format!("{what}: genl send"), e)),
-            }
-        }
-        loop {
-            let n = self.recv_wait()?;
-            let mut outcome = None;
-            for m in attr::messages(&self.buf[..n]) {
-                let m = m.map_err(|e| Error::Failed(format!("{what}: malformed netlink reply: {e}")))?;
-                if m.seq != self.seq {
-                    continue; // a late answer to an earlier request
-                }
-                let st = match m.ty {
-                    attr::NLMSG_ERROR => attr::parse_error(&m),
-                    attr::NLMSG_DONE => attr::parse_done(&m),
-                    _ => {
-                        each(&m);
-                        continue;
-                    }
-                };
-                outcome = Some(st.map_err(|e| Error::Failed(format!("{what}: malformed netlink status: {e}")))?);
-                break;
-            }
-            if let Some(st) = outcome {
-                return status(st, what);
-            }
-        }
-    }
-
-    /// Reads what is queued without blocking: the messages (as owned
-    /// datagrams), whether the kernel dropped some (ENOBUFS), and any
-    /// other receive error, which ends the read.
-    pub fn drain(&mut self) -> (Vec<Vec<u8>>, bool, Option<std::io::Error>) {
-        let mut out = Vec::new();
-        let mut lost = false;
-        for _ in 0..DRAIN_MAX {
-            match self.sock.recv(&mut self.buf[..], Msg::empty()) {
-                Ok((n, _)) => out.push(self.buf[..n].to_vec()),
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return (out, lost, Some(e)),
-            }
-        }
-        (out, lost, None)
-    }
-}
-
-/// Turns a netlink status into Ok or a kernel error with its extack text.
-pub fn status(st: NlStatus, what: &str) -> Result<()> {
-    if st.error == 0 {
-        return Ok(());
-    }
-    let ext = st.ext.to_string();
-    Err(Error::Kernel { op: what.to_string(), errno: st.errno(), msg: (!ext.is_empty()).then_some(ext) })
-}
 
 /// The family in use and its sockets.
 pub struct DcoKernel {
     pub genl: Genl,
     pub info: FamilyInfo,
-    cmd: GenlSock,
+    cmd: Socket,
     /// The `peers` group member; None if the family has no such group or
     /// joining failed (then peer deletions are not forwarded).
-    ntf: Option<GenlSock>,
+    ntf: Option<Socket>,
 }
 
 /// Resolves one family with CTRL_CMD_GETFAMILY.
-fn lookup(sock: &mut GenlSock, name: &str) -> Result<FamilyInfo> {
+fn lookup(sock: &mut Socket, name: &str) -> Result<FamilyInfo> {
     let mut req = ctrl::getfamily_request(name).map_err(|e| Error::Failed(e.to_string()))?;
     let mut found = None;
-    sock.call(&mut req, &format!("resolve genl family {name}"), |m| {
+    sock.call(req.bytes_mut(), &format!("resolve genl family {name}"), |m| {
         if let Ok(info) = ctrl::parse_family(m) {
             found = Some(info);
         }
@@ -188,7 +51,7 @@ impl DcoKernel {
     /// Returns the first family that resolves: upstream `ovpn`, else
     /// `ovpn-dco-v2`; None (logged at debug level) when neither does.
     pub fn probe() -> Option<Self> {
-        let mut sock = match GenlSock::open() {
+        let mut sock = match Socket::open_family(NlFamily::Generic, &[]) {
             Ok(s) => s,
             Err(e) => {
                 log::warn!("DCO: {e}");
@@ -203,7 +66,7 @@ impl DcoKernel {
                             log::warn!("DCO: family {family} has no '{}' group", family.mcast_group());
                             None
                         }
-                        Some(g) => GenlSock::open_group(g)
+                        Some(g) => Socket::open_family(NlFamily::Generic, &[g])
                             .map_err(|e| log::warn!("DCO: cannot receive {family} notifications: {e}"))
                             .ok(),
                     };
@@ -222,17 +85,20 @@ impl DcoKernel {
     /// Sends one do-command for device `ifindex` and waits for its ack.
     /// The encoded message (keys included) is wiped when it is dropped.
     pub fn request(&mut self, ifindex: u32, req: &Request<'_>, what: &str) -> Result<()> {
-        let mut msg = self.genl.build(ifindex, req).map_err(|e| Error::Failed(format!("{what}: {e}")))?;
-        self.cmd.call(&mut msg, what, |_| {})
+        let mut msg = self.build(ifindex, req, what)?;
+        self.cmd.call(msg.bytes_mut(), what, |_| {})
+    }
+
+    fn build(&self, ifindex: u32, req: &Request<'_>, what: &str) -> Result<NlMsg> {
+        self.genl.build(ifindex, req).map_err(|e| Error::Failed(format!("{what}: {e}")))
     }
 
     /// Asks for one peer; None if the kernel has no such peer.
     pub fn get_peer(&mut self, ifindex: u32, peer: PeerId) -> Result<Option<PeerInfo>> {
-        let mut msg =
-            self.genl.build(ifindex, &Request::PeerGet(peer)).map_err(|e| Error::Failed(format!("GET_PEER: {e}")))?;
+        let mut msg = self.build(ifindex, &Request::PeerGet(peer), "GET_PEER")?;
         let genl = self.genl;
         let mut found = None;
-        match self.cmd.call(&mut msg, "GET_PEER", |m| {
+        match self.cmd.call(msg.bytes_mut(), "GET_PEER", |m| {
             if let Ok(Reply::Peer(p)) = genl.parse(m) {
                 found = Some(p);
             }
@@ -245,10 +111,10 @@ impl DcoKernel {
 
     /// Lists every peer of device `ifindex` (PEER_GET dump).
     pub fn dump_peers(&mut self, ifindex: u32) -> Result<Vec<PeerInfo>> {
-        let mut msg = self.genl.build(ifindex, &Request::PeerDump).map_err(|e| Error::Failed(format!("dump: {e}")))?;
+        let mut msg = self.build(ifindex, &Request::PeerDump, "GET_PEER dump")?;
         let genl = self.genl;
         let mut out = Vec::new();
-        self.cmd.call(&mut msg, "GET_PEER dump", |m| {
+        self.cmd.call(msg.bytes_mut(), "GET_PEER dump", |m| {
             if let Ok(Reply::Peer(p)) = genl.parse(m) {
                 out.push(p);
             }
@@ -335,7 +201,7 @@ pub fn link_info_data(mode: Mode) -> [u8; 8] {
 }
 
 /// RTM_NEWLINK for a DCO netdev: the family's link kind (`ovpn` or
-/// `ovpn-dco`) and `mode` in IFLA_INFO_DATA; seq and ack are set by `Rtnl`.
+/// `ovpn-dco`) and `mode` in IFLA_INFO_DATA; seq and ack are set by the transport.
 pub fn newlink_request(family: Family, name: &str, mode: Mode) -> crate::netlink::Req {
     let mut req = crate::netlink::link::create(name, family.link_kind(), Some(&link_info_data(mode)));
     req.what = crate::netlink::What::Text(format!("create {} device {name}", family.link_kind()));
@@ -502,7 +368,7 @@ mod tests {
         assert_eq!(echoed, link_info_data(Mode::P2p));
     }
 
-    /// The RTM_NEWLINK bytes EnableDCO sends for `family`, as `Rtnl`
+    /// The RTM_NEWLINK bytes EnableDCO sends for `family`, as the transport
     /// puts them on the wire (ack asked, sequence number `seq`).
     fn newlink_wire(family: Family, name: &str, mode: Mode, seq: u32) -> Vec<u8> {
         let mut req = newlink_request(family, name, mode);
@@ -668,17 +534,5 @@ mod tests {
         assert!(sock_kind(&OwnedFd::from(a)).is_err());
         let file = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
         assert!(sock_kind(&file).unwrap_err().contains("not a socket"));
-    }
-
-    #[test]
-    fn kernel_status_becomes_an_error_with_the_extack_text() {
-        assert_eq!(status(NlStatus { error: 0, request_seq: 1, ext: Default::default() }, "x"), Ok(()));
-        let ext = attr::ExtAck { msg: Some("integer out of range".into()), ..Default::default() };
-        let e = status(NlStatus { error: -libc::ERANGE, request_seq: 1, ext }, "create link").unwrap_err();
-        assert_eq!(
-            e,
-            Error::Kernel { op: "create link".into(), errno: libc::ERANGE, msg: Some("integer out of range".into()) }
-        );
-        assert!(e.to_string().contains("integer out of range"), "{e}");
     }
 }

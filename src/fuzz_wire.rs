@@ -14,14 +14,10 @@ use crate::netlink;
 /// A `recv` buffer of RTNL replies: acks with extack, route, rule and link
 /// messages; also read as the watch socket's notifications.
 pub fn fuzz_rtnl(data: &[u8]) {
-    for (_, r) in netlink::parse_acks(data) {
-        if let Err(e) = r {
-            let msg = e.msg.unwrap_or_default();
-            assert!(
-                msg.len() <= crate::dco::attr::EXTACK_MSG_MAX && !msg.chars().any(char::is_control),
-                "extack text {msg:?}"
-            );
-            assert!(e.errno != 0);
+    for m in netlink::attr::messages(data).map_while(Result::ok) {
+        if let Ok(st) = netlink::attr::parse_error(&m) {
+            let msg = st.ext.msg.unwrap_or_default();
+            assert!(msg.len() <= netlink::attr::EXTACK_MSG_MAX && !msg.chars().any(char::is_control), "{msg:?}");
         }
     }
     for (_, p) in netlink::attrs(data) {

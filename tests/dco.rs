@@ -519,7 +519,7 @@ fn peer_dump_lists_mp_peers() {
     let env = Env::new("dcodump");
     let fam = guest_family();
     let (mut k, (s, peer), s2) = in_ns(&env.ns, || {
-        let mut rtnl = ovpn_netcfgd::netlink::Rtnl::open().expect("rtnl");
+        let mut rtnl = ovpn_netcfgd::netlink::Socket::open().expect("rtnl");
         rtnl.request(ovpn_netcfgd::dco_session::newlink_request(fam, "ovpnmp", Mode::Mp))
             .expect("create an MP DCO device");
         (DcoKernel::probe().expect("family"), udp_pair(), UdpSocket::bind("127.0.0.1:0").unwrap())
@@ -744,7 +744,7 @@ fn lost_notifications_resync_reports_exactly_the_lost_peers() {
     let env = Env::new("dcoflood");
     let c = env.conn();
     let (mut k, pairs, flood_sock) = in_ns(&env.ns, || {
-        let mut rtnl = ovpn_netcfgd::netlink::Rtnl::open().expect("rtnl");
+        let mut rtnl = ovpn_netcfgd::netlink::Socket::open().expect("rtnl");
         rtnl.request(ovpn_netcfgd::dco_session::newlink_request(fam, "ovpnflood", Mode::Mp)).expect("MP device");
         let pairs: Vec<_> = (0..3).map(|_| udp_pair()).collect();
         (DcoKernel::probe().expect("family"), pairs, UdpSocket::bind("127.0.0.1:0").unwrap())

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::attr::{self, AttrError, NlMsg, NlMsgRef, NlStatus, NLM_F_REQUEST};
+use crate::netlink::attr::{self, AttrError, NlMsg, NlMsgRef, NlStatus, NLM_F_REQUEST};
 
 /// `GENL_ID_CTRL`: the controller's fixed family id.
 pub const GENL_ID_CTRL: u16 = 0x10;

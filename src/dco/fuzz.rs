@@ -7,9 +7,9 @@
 
 use std::net::SocketAddr;
 
-use super::attr::{self, Attr};
 use super::{b64, ctrl, golden, keyconfig, pipe, sockaddr};
 use super::{Family, Genl, KeyConfig, Reply, Request};
+use crate::netlink::attr::{self, Attr};
 
 /// The four fuzz targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,9 +14,9 @@
 //! * error: 0xFF (-1), then the text without a NUL. The client treats it as
 //!   fatal for the session.
 
-use super::attr::sanitize_text;
 use super::model::{Counters, KeySwapNeeded, PeerDeleted, PeerInfo};
 use super::Family;
+use crate::netlink::attr::sanitize_text;
 
 /// Command byte of an error record (-1 as int8).
 pub const PIPE_ERROR: u8 = 0xFF;

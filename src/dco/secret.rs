@@ -6,36 +6,14 @@
 //! only the pointer, not the bytes.
 //!
 //! The wipe itself is [`wipe`], volatile stores in `crate::sys` (this module
-//! holds no unchecked code). [`Wiped`] is the one `Drop` that calls it; both
-//! `SecretBytes` and the netlink writer keep their bytes in one.
+//! holds no unchecked code). [`Wiped`] (in the netlink codec) is the one
+//! `Drop` that calls it; both `SecretBytes` and the netlink writer keep
+//! their bytes in one.
 
 use std::fmt;
-use std::ops::{Deref, DerefMut};
 
+pub use crate::netlink::attr::Wiped;
 pub use crate::sys::wipe;
-
-/// A buffer that is wiped when it is dropped.
-pub struct Wiped<B: AsMut<[u8]>>(pub B);
-
-impl<B: AsMut<[u8]>> Drop for Wiped<B> {
-    fn drop(&mut self) {
-        wipe(self.0.as_mut());
-    }
-}
-
-impl<B: AsMut<[u8]>> Deref for Wiped<B> {
-    type Target = B;
-
-    fn deref(&self) -> &B {
-        &self.0
-    }
-}
-
-impl<B: AsMut<[u8]>> DerefMut for Wiped<B> {
-    fn deref_mut(&mut self) -> &mut B {
-        &mut self.0
-    }
-}
 
 /// Owned secret bytes, zeroed on drop. Deliberately not `Clone`.
 pub struct SecretBytes {

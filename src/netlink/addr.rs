@@ -2,13 +2,11 @@
 
 use std::net::IpAddr;
 
-use neli::consts::nl::NlmF;
-use neli::consts::rtnl::{Ifa, IfaF, RtScope, Rtm};
-use neli::rtnl::IfaddrmsgBuilder;
-use neli::types::RtBuffer;
+use libc::{IFA_ADDRESS, IFA_BROADCAST, IFA_LOCAL, RTM_DELADDR, RTM_NEWADDR};
 
+use super::attr::{NLM_F_CREATE, NLM_F_REPLACE};
 use super::route::{family, ip_bytes};
-use super::{encode, rta, Req, What, OK_ADD, OK_DEL};
+use super::{encode, Req, What, OK_ADD, OK_DEL};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Addr {
@@ -17,40 +15,35 @@ pub struct Addr {
     pub prefix: u8,
 }
 
-fn encode_addr(ty: Rtm, flags: NlmF, a: &Addr) -> Vec<u8> {
-    let mut attrs = RtBuffer::new();
-    let b = ip_bytes(&a.addr);
-    attrs.push(rta(Ifa::Local, &b));
-    attrs.push(rta(Ifa::Address, &b));
-    if let IpAddr::V4(v4) = a.addr {
-        if a.prefix < 31 && ty == Rtm::Newaddr {
-            let mask = u32::MAX.checked_shr(a.prefix as u32).unwrap_or(0);
-            let bcast = u32::from(v4) | mask;
-            attrs.push(rta(Ifa::Broadcast, &bcast.to_be_bytes()));
+fn encode_addr(ty: u16, flags: u16, a: &Addr) -> Vec<u8> {
+    // struct ifaddrmsg: family, prefix length, flags, scope (universe), index.
+    let nodad = if a.addr.is_ipv6() { libc::IFA_F_NODAD as u8 } else { 0 };
+    let mut hdr = [family(&a.addr), a.prefix, nodad, 0, 0, 0, 0, 0];
+    hdr[4..].copy_from_slice(&a.ifindex.to_ne_bytes());
+    encode(ty, flags, &hdr, |m| {
+        let b = ip_bytes(&a.addr);
+        m.put_bytes(IFA_LOCAL, &b)?;
+        m.put_bytes(IFA_ADDRESS, &b)?;
+        match a.addr {
+            IpAddr::V4(v4) if a.prefix < 31 && ty == RTM_NEWADDR => {
+                let mask = u32::MAX.checked_shr(a.prefix as u32).unwrap_or(0);
+                m.put_bytes(IFA_BROADCAST, &(u32::from(v4) | mask).to_be_bytes())
+            }
+            _ => Ok(()),
         }
-    }
-    let msg = IfaddrmsgBuilder::default()
-        .ifa_family(family(&a.addr))
-        .ifa_prefixlen(a.prefix)
-        .ifa_flags(if a.addr.is_ipv6() { IfaF::NODAD } else { IfaF::empty() })
-        .ifa_scope(RtScope::Universe)
-        .ifa_index(a.ifindex)
-        .rtattrs(attrs)
-        .build()
-        .expect("all fields set");
-    encode(ty, flags, msg)
+    })
 }
 
 pub fn add(a: &Addr) -> Req {
     Req {
-        bytes: encode_addr(Rtm::Newaddr, NlmF::REQUEST | NlmF::CREATE | NlmF::REPLACE, a),
+        bytes: encode_addr(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, a),
         ok_errnos: OK_ADD,
         what: What::AddAddr(a.clone()),
     }
 }
 
 pub fn del(a: &Addr) -> Req {
-    Req { bytes: encode_addr(Rtm::Deladdr, NlmF::REQUEST, a), ok_errnos: OK_DEL, what: What::DelAddr(a.clone()) }
+    Req { bytes: encode_addr(RTM_DELADDR, 0, a), ok_errnos: OK_DEL, what: What::DelAddr(a.clone()) }
 }
 
 #[cfg(test)]

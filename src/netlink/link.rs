@@ -1,36 +1,43 @@
 //! Links (RTM_NEWLINK / RTM_DELLINK / RTM_GETLINK).
 
-use neli::consts::nl::NlmF;
-use neli::consts::rtnl::{Ifla, IflaInfo, RtAddrFamily, Rtm};
-use neli::rtnl::IfinfomsgBuilder;
-use neli::types::RtBuffer;
+use libc::{IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MTU, IFLA_TXQLEN};
+use libc::{RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK};
 
-use super::{encode, rta, Req, What, OK_DEL};
+use super::attr::{NlMsg, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use super::{encode, Req, What, OK_DEL};
+
+/// `struct ifinfomsg` (family unspecified): index, flags, change mask.
+fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[4..8].copy_from_slice(&index.to_ne_bytes());
+    h[8..12].copy_from_slice(&flags.to_ne_bytes());
+    h[12..16].copy_from_slice(&change.to_ne_bytes());
+    h
+}
+
+/// A request on link `index` (0: named by IFLA_IFNAME), attributes by `put`.
+fn req(
+    ty: u16,
+    flags: u16,
+    index: u32,
+    put: impl FnOnce(&mut NlMsg) -> Result<(), super::attr::AttrError>,
+    ok_errnos: &'static [i32],
+    what: String,
+) -> Req {
+    Req { bytes: encode(ty, flags, &ifinfomsg(index, 0, 0), put), ok_errnos, what: What::Text(what) }
+}
 
 /// Sets MTU / txqueuelen and the UP flag of an existing link.
 pub fn set(ifindex: u32, mtu: Option<u32>, txqlen: Option<u32>, up: bool) -> Req {
-    let mut attrs = RtBuffer::new();
-    if let Some(m) = mtu {
-        attrs.push(rta(Ifla::Mtu, &m.to_ne_bytes()));
-    }
-    if let Some(q) = txqlen {
-        attrs.push(rta(Ifla::Txqlen, &q.to_ne_bytes()));
-    }
-    let b = IfinfomsgBuilder::default().ifi_family(RtAddrFamily::Unspecified).ifi_index(ifindex as i32);
-    let b = if up { b.up() } else { b.down() };
-    let msg = b.rtattrs(attrs).build().expect("all fields set");
-    Req {
-        bytes: encode(Rtm::Newlink, NlmF::REQUEST, msg),
-        ok_errnos: &[],
-        what: What::Text(format!(
-            "set link #{ifindex} mtu {mtu:?} txqlen {txqlen:?} {}",
-            if up { "up" } else { "down" }
-        )),
-    }
+    let up_flag = libc::IFF_UP as u32;
+    let hdr = ifinfomsg(ifindex, if up { up_flag } else { 0 }, up_flag);
+    let bytes = encode(RTM_NEWLINK, 0, &hdr, |m| {
+        mtu.map_or(Ok(()), |v| m.put_u32(IFLA_MTU, v))?;
+        txqlen.map_or(Ok(()), |v| m.put_u32(IFLA_TXQLEN, v))
+    });
+    let what = format!("set link #{ifindex} mtu {mtu:?} txqlen {txqlen:?} {}", if up { "up" } else { "down" });
+    Req { bytes, ok_errnos: &[], what: What::Text(what) }
 }
-
-/// `NLA_F_NESTED` as an attribute-type bit.
-const NESTED: u16 = libc::NLA_F_NESTED as u16;
 
 /// Creates a link of `kind` named `name`, with optional raw IFLA_INFO_DATA
 /// attributes (already encoded).
@@ -38,60 +45,29 @@ const NESTED: u16 = libc::NLA_F_NESTED as u16;
 /// Both nests carry NLA_F_NESTED, as in the request the upstream ovpn
 /// module accepted; rtnetlink masks the flag, so older kernels take it too.
 pub fn create(name: &str, kind: &str, info_data: Option<&[u8]>) -> Req {
-    let mut attrs = RtBuffer::new();
-    attrs.push(rta(Ifla::Ifname, &nul_terminated(name)));
-    let mut linkinfo = rta(Ifla::UnrecognizedConst(libc::IFLA_LINKINFO | NESTED), &[]);
-    linkinfo = linkinfo.nest(&rta(IflaInfo::Kind, &nul_terminated(kind))).expect("in-memory");
-    if let Some(d) = info_data {
-        linkinfo =
-            linkinfo.nest(&rta(IflaInfo::UnrecognizedConst(libc::IFLA_INFO_DATA | NESTED), d)).expect("in-memory");
-    }
-    attrs.push(linkinfo);
-    let msg = IfinfomsgBuilder::default()
-        .ifi_family(RtAddrFamily::Unspecified)
-        .rtattrs(attrs)
-        .build()
-        .expect("all fields set");
-    Req {
-        bytes: encode(Rtm::Newlink, NlmF::REQUEST | NlmF::CREATE | NlmF::EXCL, msg),
-        ok_errnos: &[],
-        what: What::Text(format!("create {kind} link {name}")),
-    }
+    let put = |m: &mut NlMsg| {
+        m.put_bytes(IFLA_IFNAME, &nul_terminated(name))?;
+        m.nest(IFLA_LINKINFO, true, |m| {
+            m.put_bytes(IFLA_INFO_KIND, &nul_terminated(kind))?;
+            info_data.map_or(Ok(()), |d| m.put_bytes(IFLA_INFO_DATA | NLA_F_NESTED, d))
+        })
+    };
+    req(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, 0, put, &[], format!("create {kind} link {name}"))
 }
 
 pub fn del(ifindex: u32) -> Req {
-    let msg = IfinfomsgBuilder::default()
-        .ifi_family(RtAddrFamily::Unspecified)
-        .ifi_index(ifindex as i32)
-        .build()
-        .expect("all fields set");
-    Req {
-        bytes: encode(Rtm::Dellink, NlmF::REQUEST, msg),
-        ok_errnos: OK_DEL,
-        what: What::Text(format!("delete link #{ifindex}")),
-    }
+    req(RTM_DELLINK, 0, ifindex, |_| Ok(()), OK_DEL, format!("delete link #{ifindex}"))
 }
 
 /// Deletes the link called `name` (RTM_DELLINK by IFLA_IFNAME).
 pub fn del_by_name(name: &str) -> Req {
-    Req {
-        bytes: encode(Rtm::Dellink, NlmF::REQUEST, by_name(name)),
-        ok_errnos: OK_DEL,
-        what: What::Text(format!("delete link {name}")),
-    }
+    req(RTM_DELLINK, 0, 0, |m| m.put_bytes(IFLA_IFNAME, &nul_terminated(name)), OK_DEL, format!("delete link {name}"))
 }
 
-/// RTM_GETLINK for one link by name, acknowledged (so `Rtnl::dump`
+/// RTM_GETLINK for one link by name, acknowledged (so `Socket::dump`
 /// returns at the ack).
 pub fn get_by_name(name: &str) -> Vec<u8> {
-    encode(Rtm::Getlink, NlmF::REQUEST | NlmF::ACK, by_name(name))
-}
-
-/// An ifinfomsg that names its link by IFLA_IFNAME (index 0).
-fn by_name(name: &str) -> neli::rtnl::Ifinfomsg {
-    let mut attrs = RtBuffer::new();
-    attrs.push(rta(Ifla::Ifname, &nul_terminated(name)));
-    IfinfomsgBuilder::default().ifi_family(RtAddrFamily::Unspecified).rtattrs(attrs).build().expect("all fields set")
+    encode(RTM_GETLINK, NLM_F_ACK, &ifinfomsg(0, 0, 0), |m| m.put_bytes(IFLA_IFNAME, &nul_terminated(name)))
 }
 
 /// IFLA_IFALIAS (include/uapi/linux/if_link.h).
@@ -107,25 +83,13 @@ pub const OUR_KINDS: [&str; 3] = ["tun", "ovpn", "ovpn-dco"];
 
 /// Sets `MARKER` as the alias of a link we just created.
 pub fn mark(ifindex: u32) -> Req {
-    let mut attrs = RtBuffer::new();
-    attrs.push(rta(Ifla::UnrecognizedConst(IFLA_IFALIAS), MARKER.as_bytes()));
-    let msg = IfinfomsgBuilder::default()
-        .ifi_family(RtAddrFamily::Unspecified)
-        .ifi_index(ifindex as i32)
-        .rtattrs(attrs)
-        .build()
-        .expect("all fields set");
-    Req {
-        bytes: encode(Rtm::Newlink, NlmF::REQUEST, msg),
-        ok_errnos: &[],
-        what: What::Text(format!("mark link #{ifindex} as ours (alias {MARKER})")),
-    }
+    let what = format!("mark link #{ifindex} as ours (alias {MARKER})");
+    req(RTM_NEWLINK, 0, ifindex, |m| m.put_bytes(IFLA_IFALIAS, MARKER.as_bytes()), &[], what)
 }
 
 /// RTM_GETLINK dump of every link.
 pub fn dump_request() -> Vec<u8> {
-    let msg = IfinfomsgBuilder::default().ifi_family(RtAddrFamily::Unspecified).build().expect("all fields set");
-    encode(Rtm::Getlink, NlmF::REQUEST | NlmF::DUMP, msg)
+    encode(RTM_GETLINK, NLM_F_DUMP, &ifinfomsg(0, 0, 0), |_| Ok(()))
 }
 
 /// What crash recovery needs to know about a link.

@@ -1,26 +1,24 @@
-//! RTNL transport: one non-blocking NETLINK_ROUTE socket (neli's `NlSocket`,
-//! never its router or blocking handle), batched requests with bulk acks,
-//! and dumps. Message builders live in `link`, `addr`, `route`, `rule`.
+//! The netlink layer: one codec ([`attr`]) and one transport ([`Socket`])
+//! for RTNL and generic netlink, on neli's `NlSocket` (non-blocking; never
+//! its router or blocking handle). RTNL message builders and parsers live
+//! in `link`, `addr`, `route`, `rule`; the DCO families' in `crate::dco`.
 
 pub mod addr;
+pub mod attr;
 #[cfg(test)]
 mod golden;
 pub mod link;
 pub mod route;
 pub mod rule;
 
-use std::io::Cursor;
 use std::os::fd::{AsRawFd, RawFd};
 
-use neli::consts::nl::{NlmF, Nlmsg};
-use neli::consts::socket::NlFamily;
-use neli::nl::NlPayload;
+use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
-use neli::types::Buffer;
 use neli::utils::Groups;
-use neli::{Size, ToBytes};
 
 use crate::error::{Error, Result};
+use attr::{AttrError, NlMsg, NlMsgRef, NlStatus, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP};
 
 /// The `rtm_protocol` value on every route and rule we install, so they can be
 /// recognised later (`ip route show proto 79`). Unassigned in iproute2's rt_protos.
@@ -31,8 +29,13 @@ pub const RTPROT_OVPN_NETCFGD: u8 = 79;
 /// inside the 1 MiB buffer we ask for.
 const BATCH: usize = 256;
 const RECV_BUF: usize = 64 * 1024;
-/// include/uapi/linux/netlink.h, enum nlmsgerr_attrs
-const NLMSGERR_ATTR_MSG: u16 = 1;
+/// Datagrams read per wake-up of a notification socket; poll says if more wait.
+const DRAIN_MAX: usize = 256;
+/// Messages kept from one dump.
+const DUMP_MAX: usize = 1_000_000;
+/// Room for any RTNL request: names are under 16 bytes, every other
+/// attribute has a fixed size.
+const RTNL_CAP: usize = 4096;
 
 /// One encoded request plus the errnos that count as success for it
 /// (EEXIST on add, ENOENT/ESRCH on delete).
@@ -67,26 +70,17 @@ impl std::fmt::Display for What {
 pub const OK_ADD: &[i32] = &[libc::EEXIST];
 pub const OK_DEL: &[i32] = &[libc::ENOENT, libc::ESRCH, libc::EADDRNOTAVAIL, libc::ENODEV];
 
-/// Encodes one netlink message (seq 0; `Rtnl` stamps the real one).
-pub fn encode<T: neli::consts::nl::NlType, P: Size + ToBytes>(ty: T, flags: NlmF, payload: P) -> Vec<u8> {
-    let msg = neli::nl::NlmsghdrBuilder::default()
-        .nl_type(ty)
-        .nl_flags(flags)
-        .nl_payload(NlPayload::Payload(payload))
-        .build()
-        .expect("all fields set");
-    let mut c = Cursor::new(Vec::with_capacity(msg.padded_size()));
-    msg.to_bytes(&mut c).expect("writing to a Vec cannot fail");
-    c.into_inner()
-}
-
-/// An attribute with a raw payload.
-pub fn rta<T: neli::consts::rtnl::RtaType>(ty: T, payload: &[u8]) -> neli::rtnl::Rtattr<T, Buffer> {
-    neli::rtnl::RtattrBuilder::default()
-        .rta_type(ty)
-        .rta_payload(Buffer::from(payload))
-        .build()
-        .expect("all fields set")
+/// Encodes one RTNL request (seq 0: the transport stamps it): `hdr` is the
+/// fixed header (`ifinfomsg`, `rtmsg`, ...), `put` writes the attributes.
+pub fn encode(
+    ty: u16,
+    flags: u16,
+    hdr: &[u8],
+    put: impl FnOnce(&mut NlMsg) -> std::result::Result<(), AttrError>,
+) -> Vec<u8> {
+    let mut m = NlMsg::new(ty, flags | attr::NLM_F_REQUEST, hdr, RTNL_CAP).expect("RTNL headers fit");
+    put(&mut m).expect("RTNL requests fit RTNL_CAP");
+    m.into_bytes()
 }
 
 /// A kernel error for one request: errno and the extack text, if any.
@@ -97,79 +91,186 @@ pub struct NlError {
 }
 
 impl NlError {
+    /// The outcome an ack, error or NLMSG_DONE reports.
+    pub fn check(st: &NlStatus) -> std::result::Result<(), NlError> {
+        if st.error == 0 {
+            return Ok(());
+        }
+        let ext = st.ext.to_string();
+        Err(NlError { errno: st.errno(), msg: (!ext.is_empty()).then_some(ext) })
+    }
+
     pub fn into_error(self, op: impl Into<String>) -> Error {
         Error::Kernel { op: op.into(), errno: self.errno, msg: self.msg }
     }
 }
 
-pub struct Rtnl {
+/// A batch on its way: the answer to each message, matched by sequence
+/// number. The batch is complete once its last message is answered.
+#[derive(Debug)]
+pub struct Pending {
+    first: u32,
+    /// None until answered: an error report, or the last one's ack.
+    got: Vec<Option<std::result::Result<(), NlError>>>,
+}
+
+impl Pending {
+    pub fn complete(&self) -> bool {
+        self.got.last().map_or(true, Option::is_some)
+    }
+
+    /// Takes the answers in one received datagram: errors and acks by
+    /// sequence number, data messages answering the batch to `each`;
+    /// anything else (a late answer to an earlier request) is skipped.
+    pub fn take(&mut self, datagram: &[u8], mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
+        let bad = |e: AttrError| Error::Failed(format!("netlink: malformed reply: {e}"));
+        for m in attr::messages(datagram) {
+            let m = m.map_err(bad)?;
+            let i = m.seq.wrapping_sub(self.first) as usize;
+            if i >= self.got.len() {
+                continue;
+            }
+            let st = match m.ty {
+                NLMSG_ERROR => attr::parse_error(&m).map_err(bad)?,
+                NLMSG_DONE => attr::parse_done(&m).map_err(bad)?,
+                _ => {
+                    each(&m);
+                    continue;
+                }
+            };
+            self.got[i].get_or_insert(NlError::check(&st));
+        }
+        Ok(())
+    }
+}
+
+/// One non-blocking netlink socket of any family and multicast groups,
+/// with extended acks: requests go out in batches, answers are matched by
+/// sequence number, notifications are drained.
+pub struct Socket {
     sock: NlSocket,
     seq: u32,
     buf: Vec<u8>,
 }
 
-impl Rtnl {
-    /// Opens the route socket (non-blocking, CLOEXEC, extended acks on).
+impl Socket {
+    /// Opens the route socket for requests.
     pub fn open() -> Result<Self> {
-        Self::open_family(NlFamily::Route)
+        Self::open_family(NlFamily::Route, &[])
     }
 
-    pub fn open_family(family: NlFamily) -> Result<Self> {
-        let sock = NlSocket::connect(family, None, Groups::empty()).map_err(|e| Error::io("netlink socket", e))?;
+    /// The route socket on the multicast groups for links and IPv4/IPv6
+    /// routes and rules: what other programs (and the kernel itself)
+    /// change in the network.
+    pub fn monitor() -> Result<Self> {
+        use libc::{RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV4_RULE, RTNLGRP_IPV6_ROUTE, RTNLGRP_IPV6_RULE, RTNLGRP_LINK};
+        Self::open_family(
+            NlFamily::Route,
+            &[RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE, RTNLGRP_IPV4_RULE, RTNLGRP_IPV6_RULE],
+        )
+    }
+
+    /// Opens a socket of `family` joined to `groups` (non-blocking, CLOEXEC, extended acks on).
+    pub fn open_family(family: NlFamily, groups: &[u32]) -> Result<Self> {
+        let sock =
+            NlSocket::connect(family, None, Groups::new_groups(groups)).map_err(|e| Error::io("netlink socket", e))?;
         sock.nonblock().map_err(|e| Error::io("netlink nonblock", e))?;
         sock.enable_ext_ack(true).map_err(|e| Error::io("NETLINK_EXT_ACK", e))?;
         let fd = sock.as_raw_fd();
-        // Acks need not echo our request back; keeps bulk acks small.
-        let _ = crate::sys::setsockopt_int(fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1);
-        // FORCE needs CAP_NET_ADMIN, which we have; fall back to the capped one.
+        // Error acks then echo only the request's header, never its
+        // attributes: bulk acks stay small, and KEY_NEW's keys are not
+        // copied back into our buffer.
+        crate::sys::setsockopt_int(fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)
+            .map_err(|e| Error::io("NETLINK_CAP_ACK", e))?;
+        // Room for a batch's error reports or a burst of notifications (an
+        // overrun is noticed, ENOBUFS). FORCE needs CAP_NET_ADMIN, which we
+        // have; fall back to the capped one.
         if crate::sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20).is_err() {
             let _ = sock.set_recv_buffer_size(1 << 20);
         }
-        Ok(Rtnl { sock, seq: 1, buf: vec![0; RECV_BUF] })
+        Ok(Socket { sock, seq: 0, buf: vec![0; RECV_BUF] })
     }
 
     pub fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
     }
 
-    fn stamp(&mut self, bytes: &mut [u8]) -> u32 {
-        self.seq = self.seq.wrapping_add(1).max(1);
-        bytes[8..12].copy_from_slice(&self.seq.to_ne_bytes());
-        self.seq
-    }
-
-    /// Waits (bounded) until the socket is readable: the kernel answers
-    /// RTNL requests synchronously, so this only guards against surprises.
-    fn wait_readable(&self) -> Result<()> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut p = [PollFd::new(crate::sys::borrow_fd(self.sock.as_raw_fd()), PollFlags::POLLIN)];
-        match poll(&mut p, PollTimeout::from(5000u16)) {
-            Ok(0) => Err(Error::Failed("netlink: no answer from the kernel within 5 s".into())),
-            Ok(_) => Ok(()),
-            Err(nix::errno::Errno::EINTR) => Ok(()),
-            Err(e) => Err(Error::errno("poll netlink", e)),
+    /// Stamps sequence numbers on `msgs` and sends them in one sendmsg.
+    /// Only the last asks for an ack (a dump ends with NLMSG_DONE instead):
+    /// the kernel handles a batch in order and reports every failure
+    /// anyway, so once the last is answered, every message without an error
+    /// report succeeded. This saves one receive per request (10k routes:
+    /// 10k recvmsg calls). A failed send was not handled at all: the kernel
+    /// handles a datagram inside sendmsg.
+    pub fn send(&mut self, msgs: &mut [&mut [u8]]) -> Result<Pending> {
+        if self.seq.checked_add(msgs.len() as u32 + 1).is_none() {
+            self.seq = 0; // seqs of a batch are consecutive and never 0
+        }
+        let first = self.seq + 1;
+        let last = msgs.len().saturating_sub(1);
+        for (i, m) in msgs.iter_mut().enumerate() {
+            self.seq += 1;
+            m[8..12].copy_from_slice(&self.seq.to_ne_bytes());
+            let dump = u16::from_ne_bytes([m[6], m[7]]) & NLM_F_DUMP == NLM_F_DUMP;
+            set_ack(m, i == last && !dump);
+        }
+        // One message goes out from where it is: no copy of a key is left
+        // in a buffer that is not wiped.
+        let batch;
+        let bytes: &[u8] = match msgs {
+            [one] => one,
+            _ => {
+                batch = msgs.concat();
+                &batch
+            }
+        };
+        loop {
+            match self.sock.send(bytes, Msg::empty()) {
+                Ok(_) => return Ok(Pending { first, got: vec![None; msgs.len()] }),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("netlink send", e)),
+            }
         }
     }
 
-    /// Reads one datagram into `self.buf`; returns its length.
-    fn recv_some(&mut self) -> Result<usize> {
-        loop {
-            match self.sock.recv(&mut self.buf[..], neli::consts::socket::Msg::empty()) {
-                Ok((n, _)) => return Ok(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait_readable()?,
+    /// Reads the answers queued for `p` without waiting (data messages to
+    /// `each`); true once `p` is complete.
+    pub fn on_readable(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<bool> {
+        while !p.complete() {
+            match self.sock.recv(&mut self.buf[..], Msg::DONTWAIT) {
+                Ok((n, _)) => p.take(&self.buf[..n.min(self.buf.len())], &mut each)?,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("netlink recv", e)),
             }
         }
+        Ok(true)
     }
 
-    fn send_all(&self, bytes: &[u8]) -> Result<()> {
-        loop {
-            match self.sock.send(bytes, neli::consts::socket::Msg::empty()) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("netlink send", e)),
+    /// Waits until `p` is complete. The kernel answers requests
+    /// synchronously, so the 5 s guard only bounds surprises.
+    pub fn wait(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        while !self.on_readable(p, &mut each)? {
+            let mut fds = [PollFd::new(crate::sys::borrow_fd(self.fd()), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(5000u16)) {
+                Ok(0) => return Err(Error::Failed("netlink: no answer from the kernel within 5 s".into())),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::errno("poll netlink", e)),
             }
+        }
+        Ok(())
+    }
+
+    /// Sends one request (a do-request or a dump) and waits for its outcome;
+    /// data messages answering it go to `each`. A kernel refusal is
+    /// `Error::Kernel` with errno and extack text.
+    pub fn call(&mut self, msg: &mut [u8], what: &str, each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
+        let mut p = self.send(&mut [msg])?;
+        self.wait(&mut p, each)?;
+        match p.got.pop().flatten() {
+            Some(Err(e)) => Err(e.into_error(what)),
+            _ => Ok(()),
         }
     }
 
@@ -187,122 +288,90 @@ impl Rtnl {
     /// As `transact`, but a transport failure keeps what is known: one
     /// result per request, `None` where the kernel may or may not have
     /// acted (the batch in flight when the failure came), `Ok(false)` for
-    /// requests never sent (the kernel handles a datagram inside sendmsg:
-    /// a failed send was not handled at all).
-    ///
-    /// Only the last message of a batch asks for an ack: the kernel handles
-    /// a batch in order and reports every failure anyway, so once the last
-    /// one is answered, every request without an error report succeeded.
-    /// This saves one receive per request (10k routes: 10k recvmsg calls).
+    /// requests never sent.
     pub fn transact_partial(
         &mut self,
         reqs: &mut [Req],
     ) -> (Vec<Option<std::result::Result<bool, NlError>>>, Option<Error>) {
-        let mut results = Vec::with_capacity(reqs.len());
+        let mut out = Vec::with_capacity(reqs.len());
         for chunk in reqs.chunks_mut(BATCH) {
-            if let Err(e) = self.batch(chunk, &mut results) {
-                results.resize(reqs.len(), Some(Ok(false)));
-                return (results, Some(e));
-            }
-        }
-        (results, None)
-    }
-
-    /// One sendmsg of up to BATCH requests; appends their results to `out`
-    /// (nothing if the send failed; the unknown ones as None if a receive did).
-    fn batch(&mut self, chunk: &mut [Req], out: &mut Vec<Option<std::result::Result<bool, NlError>>>) -> Result<()> {
-        let first = self.seq.wrapping_add(1).max(1);
-        let last = chunk.len() - 1;
-        let mut seqs = Vec::with_capacity(chunk.len());
-        let mut bytes = Vec::new();
-        for (i, r) in chunk.iter_mut().enumerate() {
-            seqs.push(self.stamp(&mut r.bytes));
-            set_ack(&mut r.bytes, i == last);
-            bytes.extend_from_slice(&r.bytes);
-        }
-        self.send_all(&bytes)?;
-        let mut got: Vec<Option<std::result::Result<bool, NlError>>> = vec![None; chunk.len()];
-        while got[last].is_none() {
-            let n = match self.recv_some() {
-                Ok(n) => n,
-                Err(e) => {
-                    out.extend(got);
-                    return Err(e);
+            let sent = self.send(&mut chunk.iter_mut().map(|r| &mut r.bytes[..]).collect::<Vec<_>>());
+            let (got, failure) = match sent {
+                Ok(mut p) => {
+                    let failure = self.wait(&mut p, |_| {}).err();
+                    (p.got, failure)
                 }
+                Err(e) => (Vec::new(), Some(e)),
             };
-            for (seq, res) in parse_acks(&self.buf[..n]) {
-                let idx = seq.wrapping_sub(first) as usize;
-                if idx >= got.len() || seqs[idx] != seq || got[idx].is_some() {
-                    continue;
-                }
-                got[idx] = Some(match res {
-                    Err(e) if chunk[idx].ok_errnos.contains(&e.errno) => {
-                        log::debug!("{}: {} (fine)", chunk[idx].what, std::io::Error::from_raw_os_error(e.errno));
-                        Ok(false)
+            for (g, r) in got.into_iter().zip(chunk.iter()) {
+                out.push(match g {
+                    None if failure.is_some() => None,
+                    None | Some(Ok(())) => Some(Ok(true)),
+                    Some(Err(e)) if r.ok_errnos.contains(&e.errno) => {
+                        log::debug!("{}: {} (fine)", r.what, std::io::Error::from_raw_os_error(e.errno));
+                        Some(Ok(false))
                     }
-                    Ok(()) => Ok(true),
-                    Err(e) => Err(e),
+                    Some(Err(e)) => Some(Err(e)),
                 });
             }
+            if failure.is_some() {
+                out.resize(reqs.len(), Some(Ok(false)));
+                return (out, failure);
+            }
         }
-        out.extend(got.into_iter().map(|r| Some(r.unwrap_or(Ok(true)))));
-        Ok(())
+        (out, None)
     }
 
     /// One request that must succeed; true if it changed the kernel.
     pub fn request(&mut self, mut req: Req) -> Result<bool> {
-        let what = req.what.to_string();
         match self.transact(std::slice::from_mut(&mut req))?.pop() {
             Some(Ok(changed)) => Ok(changed),
-            Some(Err(e)) => Err(e.into_error(what)),
+            Some(Err(e)) => Err(e.into_error(req.what.to_string())),
             None => Err(Error::Failed("netlink: no result".into())),
         }
     }
 
-    /// Runs a dump request; returns every reply message's payload bytes
-    /// (after the nlmsghdr) with its type.
+    /// Runs a dump (or an acknowledged get); returns every reply message's
+    /// payload bytes (after the nlmsghdr) with its type.
     pub fn dump(&mut self, mut bytes: Vec<u8>) -> Result<Vec<(u16, Vec<u8>)>> {
-        let seq = self.stamp(&mut bytes);
-        self.send_all(&bytes)?;
         let mut out = Vec::new();
-        loop {
-            let n = self.recv_some()?;
-            let mut off = 0;
-            while off + 16 <= n {
-                let b = &self.buf[off..n];
-                let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
-                if len < 16 || len > b.len() {
-                    return Err(Error::Failed("netlink: malformed dump reply".into()));
-                }
-                let ty = u16::from_ne_bytes([b[4], b[5]]);
-                let mseq = u32::from_ne_bytes([b[8], b[9], b[10], b[11]]);
-                if mseq == seq {
-                    if ty == libc::NLMSG_DONE as u16 {
-                        return Ok(out);
-                    }
-                    if ty == libc::NLMSG_ERROR as u16 {
-                        if let Some((_, Err(e))) = parse_acks(&b[..len]).pop() {
-                            return Err(e.into_error("netlink dump"));
-                        }
-                        return Ok(out);
-                    }
-                    if out.len() >= 1_000_000 {
-                        return Err(Error::Failed("netlink: dump too large".into()));
-                    }
-                    out.push((ty, b[16..len].to_vec()));
-                }
-                off += (len + 3) & !3;
+        let mut full = false;
+        self.call(&mut bytes, "netlink dump", |m| match out.len() < DUMP_MAX {
+            true => out.push((m.ty, m.payload.to_vec())),
+            false => full = true,
+        })?;
+        if full {
+            return Err(Error::Failed("netlink: dump too large".into()));
+        }
+        Ok(out)
+    }
+
+    /// Reads what is queued without waiting: the datagrams, whether the
+    /// kernel dropped some (ENOBUFS), and any other receive error, which
+    /// ends the read.
+    pub fn drain(&mut self) -> (Vec<Vec<u8>>, bool, Option<std::io::Error>) {
+        let (mut out, mut lost) = (Vec::new(), false);
+        for _ in 0..DRAIN_MAX {
+            match self.sock.recv(&mut self.buf[..], Msg::DONTWAIT) {
+                Ok((n, _)) => out.push(self.buf[..n.min(self.buf.len())].to_vec()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return (out, lost, Some(e)),
             }
         }
+        (out, lost, None)
     }
-}
 
-/// A socket on the RTNL multicast groups for links and IPv4/IPv6 routes and rules:
-/// what other programs (and the kernel itself) change in the network.
-/// Non-blocking; the daemon's poll loop reads it.
-pub struct Monitor {
-    sock: NlSocket,
-    buf: Vec<u8>,
+    /// The RTNL notifications queued on a `monitor` socket; the flag is
+    /// true if the kernel dropped some (the socket's buffer overran).
+    pub fn notices(&mut self) -> (Vec<KernelNotice>, bool) {
+        let (datagrams, lost, err) = self.drain();
+        if let Some(e) = err {
+            log::warn!("netlink monitor: {e}");
+        }
+        (datagrams.iter().flat_map(|d| notices(d)).collect(), lost)
+    }
 }
 
 /// What one RTNL notification says, as far as the daemon follows it.
@@ -317,58 +386,12 @@ pub enum KernelNotice {
     Rule { ours: bool },
 }
 
-impl Monitor {
-    pub fn open() -> Result<Self> {
-        let groups = Groups::new_groups(&[
-            libc::RTNLGRP_LINK,
-            libc::RTNLGRP_IPV4_ROUTE,
-            libc::RTNLGRP_IPV6_ROUTE,
-            libc::RTNLGRP_IPV4_RULE,
-            libc::RTNLGRP_IPV6_RULE,
-        ]);
-        let sock =
-            NlSocket::connect(NlFamily::Route, None, groups).map_err(|e| Error::io("netlink monitor socket", e))?;
-        sock.nonblock().map_err(|e| Error::io("netlink nonblock", e))?;
-        // Room for a burst (a link going down takes its routes with it);
-        // an overrun is noticed (ENOBUFS) and answered by a full re-check.
-        if crate::sys::setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20).is_err() {
-            let _ = sock.set_recv_buffer_size(1 << 20);
-        }
-        Ok(Monitor { sock, buf: vec![0; RECV_BUF] })
-    }
-
-    pub fn fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
-    }
-
-    /// Reads every queued notification without waiting. The flag is true
-    /// if the kernel dropped some (the socket's buffer overran).
-    pub fn drain(&mut self) -> (Vec<KernelNotice>, bool) {
-        let (mut out, mut overrun) = (Vec::new(), false);
-        loop {
-            match self.sock.recv(&mut self.buf[..], neli::consts::socket::Msg::DONTWAIT) {
-                Ok((0, _)) => break,
-                Ok((n, _)) => out.extend(notices(&self.buf[..n.min(self.buf.len())])),
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => overrun = true,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    if e.kind() != std::io::ErrorKind::WouldBlock {
-                        log::warn!("netlink monitor: {e}");
-                    }
-                    break;
-                }
-            }
-        }
-        (out, overrun)
-    }
-}
-
 /// Decodes a datagram of RTNL notifications. Messages of other types and
 /// malformed ones are skipped; never panics.
 pub fn notices(b: &[u8]) -> Vec<KernelNotice> {
     let mut out = Vec::new();
-    for (ty, _, _, m) in messages(b) {
-        let payload = &m[16..];
+    for m in attr::messages(b).map_while(std::result::Result::ok) {
+        let (ty, payload) = (m.ty, m.payload);
         let n = match ty {
             libc::RTM_NEWLINK | libc::RTM_DELLINK => link::parse_info(payload).map(|l| KernelNotice::Link {
                 ifindex: l.index,
@@ -388,82 +411,19 @@ pub fn notices(b: &[u8]) -> Vec<KernelNotice> {
     out
 }
 
-/// The netlink messages in a datagram: (type, flags, seq, whole message).
-/// Stops at the first header that does not fit.
-fn messages(mut b: &[u8]) -> impl Iterator<Item = (u16, u16, u32, &[u8])> {
-    std::iter::from_fn(move || {
-        let len = u32::from_ne_bytes(b.get(..4)?.try_into().ok()?) as usize;
-        if len < 16 || len > b.len() {
-            return None;
-        }
-        let m = &b[..len];
-        b = &b[((len + 3) & !3).min(b.len())..];
-        let ty = u16::from_ne_bytes([m[4], m[5]]);
-        Some((ty, u16::from_ne_bytes([m[6], m[7]]), u32::from_ne_bytes([m[8], m[9], m[10], m[11]]), m))
-    })
-}
-
-/// Sets or clears NLM_F_ACK on an encoded request (`transact` asks only
-/// the last request of a batch for an ack).
+/// Sets or clears NLM_F_ACK on an encoded request.
 pub fn set_ack(bytes: &mut [u8], ack: bool) {
-    let mut flags = u16::from_ne_bytes([bytes[6], bytes[7]]) & !(libc::NLM_F_ACK as u16);
+    let mut flags = u16::from_ne_bytes([bytes[6], bytes[7]]) & !NLM_F_ACK;
     if ack {
-        flags |= libc::NLM_F_ACK as u16;
+        flags |= NLM_F_ACK;
     }
     bytes[6..8].copy_from_slice(&flags.to_ne_bytes());
 }
 
-/// Extracts (seq, result) from every NLMSG_ERROR message in a datagram.
-/// Never panics on malformed input; bad messages are skipped.
-pub fn parse_acks(b: &[u8]) -> Vec<(u32, std::result::Result<(), NlError>)> {
-    let mut out = Vec::new();
-    for (ty, flags, seq, m) in messages(b) {
-        if ty == u16::from(Nlmsg::Error) && m.len() >= 20 {
-            let err = i32::from_ne_bytes([m[16], m[17], m[18], m[19]]);
-            if err == 0 {
-                out.push((seq, Ok(())));
-            } else {
-                // struct nlmsgerr = error + the request's header (whole request
-                // unless NLM_F_CAPPED); extack TLVs follow when NLM_F_ACK_TLVS.
-                let mut msg = None;
-                if flags & libc::NLM_F_ACK_TLVS as u16 != 0 && m.len() >= 36 {
-                    let orig = if flags & libc::NLM_F_CAPPED as u16 != 0 {
-                        16
-                    } else {
-                        // Saturating: a 32-bit usize holds no u32 length + 3.
-                        (u32::from_ne_bytes([m[20], m[21], m[22], m[23]]) as usize).saturating_add(3) & !3
-                    };
-                    if let Some(tlvs) = m.get(orig.saturating_add(20)..) {
-                        // The same printable, bounded text as the DCO decoder's.
-                        msg = attrs(tlvs)
-                            .find(|(t, _)| *t == NLMSGERR_ATTR_MSG)
-                            .map(|(_, p)| crate::dco::attr::sanitize_text(p, crate::dco::attr::EXTACK_MSG_MAX))
-                            .filter(|s| !s.is_empty());
-                    }
-                }
-                out.push((seq, Err(NlError { errno: err.checked_neg().unwrap_or(libc::EIO), msg })));
-            }
-        }
-    }
-    out
-}
-
-/// Iterates rtattrs in `b` (type without flag bits, payload). Bounds-checked.
-pub fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if b.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            return None;
-        }
-        let payload = &b[4..len];
-        let step = ((len + 3) & !3).min(b.len());
-        b = &b[step..];
-        Some((ty, payload))
-    })
+/// The attributes in `b` as (type without flag bits, payload), up to the
+/// first malformed one.
+pub fn attrs(b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    attr::attrs(b).map_while(std::result::Result::ok).map(|a| (a.kind(), a.payload()))
 }
 
 /// An RTM_DELLINK for "tun0" (#7) and an RTM_DELROUTE, as one datagram
@@ -498,29 +458,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ack_parser_reads_errno_and_extack() {
-        // NLMSG_ERROR, seq 7, error -17, capped original header, extack "route exists".
-        let r = parse_acks(&capped_error_with_extack(b"route exists\0"));
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].0, 7);
-        assert_eq!(r[0].1, Err(NlError { errno: 17, msg: Some("route exists".into()) }));
+    fn answers_are_matched_by_seq_with_extack() {
+        // A batch of seqs 7..=9: an error with extack for 7, the ack of 9.
+        let mut p = Pending { first: 7, got: vec![None; 3] };
+        let d = [capped_error_with_extack(7, -17, b"route exists\0"), capped_error_with_extack(9, 0, b"")].concat();
+        p.take(&d, |_| panic!("no data")).unwrap();
+        assert!(p.complete());
+        assert_eq!(p.got[0], Some(Err(NlError { errno: 17, msg: Some("route exists".into()) })));
+        assert_eq!((&p.got[1], &p.got[2]), (&None, &Some(Ok(()))));
         // Control characters are replaced and the text is bounded, as in the DCO decoder.
         let long = [b"a\nb\x1b".as_slice(), &[b'x'; 400]].concat();
-        let r = parse_acks(&capped_error_with_extack(&long));
-        let msg = r[0].1.clone().unwrap_err().msg.unwrap();
-        assert!(msg.starts_with("a?b?x") && msg.len() == crate::dco::attr::EXTACK_MSG_MAX, "{msg:?}");
+        let mut p = Pending { first: 7, got: vec![None] };
+        p.take(&capped_error_with_extack(7, -17, &long), |_| {}).unwrap();
+        let msg = p.got[0].clone().unwrap().unwrap_err().msg.unwrap();
+        assert!(msg.starts_with("a?b?x") && msg.len() == attr::EXTACK_MSG_MAX, "{msg:?}");
+        // A late answer to another request is skipped; a malformed one fails.
+        let mut p = Pending { first: 20, got: vec![None] };
+        p.take(&capped_error_with_extack(7, -17, b""), |_| {}).unwrap();
+        assert!(!p.complete());
+        assert!(p.take(&capped_error_with_extack(20, -17, b"")[..30], |_| {}).is_err());
     }
 
-    fn capped_error_with_extack(text: &[u8]) -> Vec<u8> {
+    #[test]
+    fn kernel_status_becomes_an_error_with_the_extack_text() {
+        assert_eq!(NlError::check(&NlStatus { error: 0, request_seq: 1, ext: Default::default() }), Ok(()));
+        let ext = attr::ExtAck { msg: Some("integer out of range".into()), ..Default::default() };
+        let st = NlStatus { error: -libc::ERANGE, request_seq: 1, ext };
+        let e = NlError::check(&st).unwrap_err().into_error("create link");
+        assert_eq!(
+            e,
+            Error::Kernel { op: "create link".into(), errno: libc::ERANGE, msg: Some("integer out of range".into()) }
+        );
+        assert!(e.to_string().contains("integer out of range"), "{e}");
+    }
+
+    fn capped_error_with_extack(seq: u32, errno: i32, text: &[u8]) -> Vec<u8> {
         let mut m = Vec::new();
         let attr_len = 4 + text.len();
         let total = 16 + 4 + 16 + ((attr_len + 3) & !3);
         m.extend_from_slice(&(total as u32).to_ne_bytes());
         m.extend_from_slice(&2u16.to_ne_bytes());
         m.extend_from_slice(&((libc::NLM_F_CAPPED | libc::NLM_F_ACK_TLVS) as u16).to_ne_bytes());
-        m.extend_from_slice(&7u32.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
         m.extend_from_slice(&0u32.to_ne_bytes());
-        m.extend_from_slice(&(-17i32).to_ne_bytes());
+        m.extend_from_slice(&errno.to_ne_bytes());
         m.extend_from_slice(&[0u8; 16]);
         m.extend_from_slice(&(attr_len as u16).to_ne_bytes());
         m.extend_from_slice(&1u16.to_ne_bytes());
@@ -547,15 +528,6 @@ mod tests {
         // Cut anywhere: whole messages before the cut only.
         for cut in 0..d.len() {
             assert!(notices(&d[..cut]).len() <= 3);
-        }
-    }
-
-    #[test]
-    fn ack_parser_survives_garbage() {
-        for n in 0..64 {
-            let junk: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
-            let _ = parse_acks(&junk);
-            let _ = attrs(&junk).count();
         }
     }
 }

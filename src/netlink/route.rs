@@ -5,15 +5,17 @@
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use neli::consts::nl::NlmF;
-use neli::consts::rtnl::{RtAddrFamily, RtScope, RtTable, Rta, Rtm, RtmF, Rtn, Rtprot};
-use neli::rtnl::RtmsgBuilder;
-use neli::types::RtBuffer;
+use libc::{
+    RTA_DST, RTA_GATEWAY, RTA_MARK, RTA_OIF, RTA_PRIORITY, RTA_TABLE, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE,
+};
 
-use super::{encode, rta, Req, What, OK_ADD, OK_DEL};
+use super::attr::{NlMsg, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use super::{encode, Req, What, OK_ADD, OK_DEL};
 
 pub const RT_TABLE_MAIN: u32 = 254;
 const RTNH_F_ONLINK: u32 = 4; // include/uapi/linux/rtnetlink.h
+/// RTA_UID (include/uapi/linux/rtnetlink.h); libc names it for glibc targets only.
+const RTA_UID: u16 = 25;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Route {
@@ -68,91 +70,68 @@ pub fn ip_bytes(a: &IpAddr) -> Vec<u8> {
     }
 }
 
-pub fn family(a: &IpAddr) -> RtAddrFamily {
-    if a.is_ipv4() {
-        RtAddrFamily::Inet
-    } else {
-        RtAddrFamily::Inet6
-    }
+pub fn family(a: &IpAddr) -> u8 {
+    (if a.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 }) as u8
 }
 
-fn encode_route(ty: Rtm, flags: NlmF, r: &Route) -> Vec<u8> {
-    let mut attrs = RtBuffer::new();
-    if r.dst.prefix() > 0 {
-        attrs.push(rta(Rta::Dst, &ip_bytes(&r.dst.network())));
-    }
-    if let Some(g) = &r.gateway {
-        attrs.push(rta(Rta::Gateway, &ip_bytes(g)));
-    }
-    if r.oif != 0 {
-        attrs.push(rta(Rta::Oif, &r.oif.to_ne_bytes()));
-    }
-    if let Some(m) = r.metric {
-        attrs.push(rta(Rta::Priority, &m.to_ne_bytes()));
-    }
-    attrs.push(rta(Rta::Table, &r.table.to_ne_bytes()));
-    let scope = if r.gateway.is_some() || ty == Rtm::Delroute { RtScope::Universe } else { RtScope::Link };
-    let msg = RtmsgBuilder::default()
-        .rtm_family(family(&r.dst.ip()))
-        .rtm_dst_len(r.dst.prefix())
-        .rtm_src_len(0)
-        .rtm_tos(0)
-        .rtm_table(if r.table < 256 { RtTable::from(r.table as u8) } else { RtTable::Unspec })
-        .rtm_protocol(Rtprot::from(r.protocol))
-        .rtm_scope(if ty == Rtm::Delroute { RtScope::Nowhere } else { scope })
-        .rtm_type(Rtn::Unicast)
-        .rtm_flags(if r.onlink && r.gateway.is_some() { RtmF::from_bits_retain(RTNH_F_ONLINK) } else { RtmF::empty() })
-        .rtattrs(attrs)
-        .build()
-        .expect("all fields set");
-    encode(ty, flags, msg)
+/// `struct rtmsg`; the table byte names tables below 256 (RT_TABLE_UNSPEC
+/// otherwise: RTA_TABLE says which).
+fn rtmsg(family: u8, dst_len: u8, table: u32, protocol: u8, scope: u8, rtype: u8, flags: u32) -> [u8; 12] {
+    let table = if table < 256 { table as u8 } else { 0 };
+    let f = flags.to_ne_bytes();
+    [family, dst_len, 0, 0, table, protocol, scope, rtype, f[0], f[1], f[2], f[3]]
+}
+
+fn encode_route(ty: u16, flags: u16, r: &Route) -> Vec<u8> {
+    let scope = match (ty, r.gateway) {
+        (RTM_DELROUTE, _) => libc::RT_SCOPE_NOWHERE,
+        (_, Some(_)) => libc::RT_SCOPE_UNIVERSE,
+        (_, None) => libc::RT_SCOPE_LINK,
+    };
+    let onlink = if r.onlink && r.gateway.is_some() { RTNH_F_ONLINK } else { 0 };
+    let hdr = rtmsg(family(&r.dst.ip()), r.dst.prefix(), r.table, r.protocol, scope, libc::RTN_UNICAST, onlink);
+    encode(ty, flags, &hdr, |m| {
+        if r.dst.prefix() > 0 {
+            m.put_bytes(RTA_DST, &ip_bytes(&r.dst.network()))?;
+        }
+        if let Some(g) = &r.gateway {
+            m.put_bytes(RTA_GATEWAY, &ip_bytes(g))?;
+        }
+        if r.oif != 0 {
+            m.put_u32(RTA_OIF, r.oif)?;
+        }
+        r.metric.map_or(Ok(()), |v| m.put_u32(RTA_PRIORITY, v))?;
+        m.put_u32(RTA_TABLE, r.table)
+    })
 }
 
 pub fn add(r: &Route) -> Req {
     Req {
-        bytes: encode_route(Rtm::Newroute, NlmF::REQUEST | NlmF::CREATE | NlmF::EXCL, r),
+        bytes: encode_route(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, r),
         ok_errnos: OK_ADD,
         what: What::AddRoute(r.clone()),
     }
 }
 
 pub fn del(r: &Route) -> Req {
-    Req { bytes: encode_route(Rtm::Delroute, NlmF::REQUEST, r), ok_errnos: OK_DEL, what: What::DelRoute(r.clone()) }
+    Req { bytes: encode_route(RTM_DELROUTE, 0, r), ok_errnos: OK_DEL, what: What::DelRoute(r.clone()) }
 }
 
-/// A dump of all routes of one family (or both with `None`).
-pub fn dump_request(fam: Option<RtAddrFamily>) -> Vec<u8> {
-    get_request(fam.unwrap_or(RtAddrFamily::Unspecified), 0, RtBuffer::new(), NlmF::DUMP)
+/// A dump of all routes, both families.
+pub fn dump_request() -> Vec<u8> {
+    encode(RTM_GETROUTE, NLM_F_DUMP, &rtmsg(0, 0, 0, 0, 0, 0, 0), |_| Ok(()))
 }
 
 /// Asks the kernel which route a packet to `dst` takes (RTM_GETROUTE, as
 /// `ip route get`): policy rules, every table and multipath included. The
 /// socket's mark and owner take part in rule selection, so both are given.
 pub fn lookup_request(dst: IpAddr, mark: Option<u32>, uid: u32) -> Vec<u8> {
-    let mut attrs = RtBuffer::new();
-    attrs.push(rta(Rta::Dst, &ip_bytes(&dst)));
-    if let Some(m) = mark {
-        attrs.push(rta(Rta::Mark, &m.to_ne_bytes()));
-    }
-    // RTA_UID (linux/rtnetlink.h): neli names it for glibc targets only.
-    attrs.push(rta(Rta::from(25u16), &uid.to_ne_bytes()));
-    get_request(family(&dst), if dst.is_ipv4() { 32 } else { 128 }, attrs, NlmF::ACK)
-}
-
-fn get_request(fam: RtAddrFamily, dst_len: u8, attrs: RtBuffer<Rta, neli::types::Buffer>, flags: NlmF) -> Vec<u8> {
-    let msg = RtmsgBuilder::default()
-        .rtm_family(fam)
-        .rtm_dst_len(dst_len)
-        .rtm_src_len(0)
-        .rtm_tos(0)
-        .rtm_table(RtTable::Unspec)
-        .rtm_protocol(Rtprot::Unspec)
-        .rtm_scope(RtScope::Universe)
-        .rtm_type(Rtn::Unspec)
-        .rtattrs(attrs)
-        .build()
-        .expect("all fields set");
-    encode(Rtm::Getroute, NlmF::REQUEST | flags, msg)
+    let hdr = rtmsg(family(&dst), if dst.is_ipv4() { 32 } else { 128 }, 0, 0, 0, 0, 0);
+    encode(RTM_GETROUTE, NLM_F_ACK, &hdr, |m: &mut NlMsg| {
+        m.put_bytes(RTA_DST, &ip_bytes(&dst))?;
+        mark.map_or(Ok(()), |v| m.put_u32(RTA_MARK, v))?;
+        m.put_u32(RTA_UID, uid)
+    })
 }
 
 /// A route as read back from the kernel (unicast routes only).

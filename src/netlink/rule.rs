@@ -2,12 +2,18 @@
 //! redirect method: marked packets (the VPN's own socket) look up a table
 //! of their own that holds the route the host used before the tunnel.
 
-use neli::consts::nl::NlmF;
-use neli::consts::rtnl::{FrAct, Frattr, RtAddrFamily, RtTable, Rtm};
-use neli::rtnl::FibmsgBuilder;
-use neli::types::RtBuffer;
+use libc::{RTM_DELRULE, RTM_GETRULE, RTM_NEWRULE};
 
-use super::{encode, rta, Req, What, OK_ADD, OK_DEL};
+use super::attr::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use super::{encode, Req, What, OK_ADD, OK_DEL};
+
+/// include/uapi/linux/fib_rules.h
+const FRA_PRIORITY: u16 = 6;
+const FRA_FWMARK: u16 = 10;
+const FRA_TABLE: u16 = 15;
+const FRA_FWMASK: u16 = 16;
+const FRA_PROTOCOL: u16 = 21;
+const FR_ACT_TO_TBL: u8 = 1;
 
 /// `fwmark <mark> lookup <table>` for one family, tagged with our protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -50,29 +56,26 @@ impl Rule {
     }
 }
 
-fn encode_rule(ty: Rtm, flags: NlmF, r: &Rule) -> Vec<u8> {
-    let mut attrs = RtBuffer::new();
-    attrs.push(rta(Frattr::Priority, &r.priority.to_ne_bytes()));
-    attrs.push(rta(Frattr::Fwmark, &r.fwmark.to_ne_bytes()));
-    attrs.push(rta(Frattr::Fwmask, &u32::MAX.to_ne_bytes()));
-    attrs.push(rta(Frattr::Table, &r.table.to_ne_bytes()));
-    attrs.push(rta(Frattr::Protocol, &[r.protocol]));
-    let msg = FibmsgBuilder::default()
-        .fib_family(if r.ipv6 { RtAddrFamily::Inet6 } else { RtAddrFamily::Inet })
-        .fib_dst_len(0)
-        .fib_src_len(0)
-        .fib_tos(0)
-        .fib_table(if r.table < 256 { RtTable::from(r.table as u8) } else { RtTable::Unspec })
-        .fib_action(FrAct::FrActToTbl)
-        .rtattrs(attrs)
-        .build()
-        .expect("all fields set");
-    encode(ty, flags, msg)
+/// `struct fib_rule_hdr`: family, dst_len, src_len, tos, table (below 256;
+/// else FRA_TABLE says which), two reserved bytes, action, flags.
+fn fib_rule_hdr(ipv6: bool, table: u32, action: u8) -> [u8; 12] {
+    let family = (if ipv6 { libc::AF_INET6 } else { libc::AF_INET }) as u8;
+    [family, 0, 0, 0, if table < 256 { table as u8 } else { 0 }, 0, 0, action, 0, 0, 0, 0]
+}
+
+fn encode_rule(ty: u16, flags: u16, r: &Rule) -> Vec<u8> {
+    encode(ty, flags, &fib_rule_hdr(r.ipv6, r.table, FR_ACT_TO_TBL), |m| {
+        m.put_u32(FRA_PRIORITY, r.priority)?;
+        m.put_u32(FRA_FWMARK, r.fwmark)?;
+        m.put_u32(FRA_FWMASK, u32::MAX)?;
+        m.put_u32(FRA_TABLE, r.table)?;
+        m.put_u8(FRA_PROTOCOL, r.protocol)
+    })
 }
 
 pub fn add(r: &Rule) -> Req {
     Req {
-        bytes: encode_rule(Rtm::Newrule, NlmF::REQUEST | NlmF::CREATE | NlmF::EXCL, r),
+        bytes: encode_rule(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, r),
         ok_errnos: OK_ADD,
         what: What::Text(format!(
             "add rule fwmark {:#x} lookup {} (IPv{})",
@@ -85,7 +88,7 @@ pub fn add(r: &Rule) -> Req {
 
 pub fn del(r: &Rule) -> Req {
     Req {
-        bytes: encode_rule(Rtm::Delrule, NlmF::REQUEST, r),
+        bytes: encode_rule(RTM_DELRULE, 0, r),
         ok_errnos: OK_DEL,
         what: What::Text(format!("delete rule fwmark {:#x} lookup {}", r.fwmark, r.table)),
     }
@@ -93,16 +96,7 @@ pub fn del(r: &Rule) -> Req {
 
 /// A dump of all rules of one family.
 pub fn dump_request(ipv6: bool) -> Vec<u8> {
-    let msg = FibmsgBuilder::default()
-        .fib_family(if ipv6 { RtAddrFamily::Inet6 } else { RtAddrFamily::Inet })
-        .fib_dst_len(0)
-        .fib_src_len(0)
-        .fib_tos(0)
-        .fib_table(RtTable::Unspec)
-        .fib_action(FrAct::Unspec)
-        .build()
-        .expect("all fields set");
-    encode(Rtm::Getrule, NlmF::REQUEST | NlmF::DUMP, msg)
+    encode(RTM_GETRULE, NLM_F_DUMP, &fib_rule_hdr(ipv6, 0, 0), |_| Ok(()))
 }
 
 /// Parses an RTM_NEWRULE payload into a `Rule` if it is one of ours
@@ -116,10 +110,10 @@ pub fn parse_ours(payload: &[u8], proto: u8) -> Option<Rule> {
     for (t, p) in super::attrs(&payload[12..]) {
         let u = |p: &[u8]| p.try_into().ok().map(u32::from_ne_bytes);
         match t {
-            t if t == u16::from(Frattr::Priority) => r.priority = u(p)?,
-            t if t == u16::from(Frattr::Fwmark) => r.fwmark = u(p)?,
-            t if t == u16::from(Frattr::Table) => r.table = u(p)?,
-            t if t == u16::from(Frattr::Protocol) => r.protocol = *p.first()?,
+            FRA_PRIORITY => r.priority = u(p)?,
+            FRA_FWMARK => r.fwmark = u(p)?,
+            FRA_TABLE => r.table = u(p)?,
+            FRA_PROTOCOL => r.protocol = *p.first()?,
             _ => {}
         }
     }

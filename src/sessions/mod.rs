@@ -69,7 +69,7 @@ impl Sessions {
     pub fn new(
         cfg: Config,
         bus: Bus,
-        rtnl: crate::netlink::Rtnl,
+        rtnl: crate::netlink::Socket,
         watch: watch::Watch,
         dco: Option<crate::dco_session::DcoKernel>,
         dns: crate::dns::Dns,

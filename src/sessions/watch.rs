@@ -16,7 +16,7 @@ use crate::apply;
 use crate::error::Error;
 use crate::events::{self, Event};
 use crate::netlink::route::{best_route, KernelRoute, Route};
-use crate::netlink::{KernelNotice, Monitor, RTPROT_OVPN_NETCFGD};
+use crate::netlink::{KernelNotice, Socket, RTPROT_OVPN_NETCFGD};
 use crate::plan::Move;
 use crate::shared::{Holder, Owner};
 
@@ -95,14 +95,14 @@ impl Settle {
 }
 
 pub struct Watch {
-    mon: Monitor,
+    mon: Socket,
     settle: Settle,
     gone: VecDeque<Gone>,
 }
 
 impl Watch {
     pub fn open() -> crate::error::Result<Self> {
-        Ok(Watch { mon: Monitor::open()?, settle: Settle::default(), gone: VecDeque::new() })
+        Ok(Watch { mon: Socket::monitor()?, settle: Settle::default(), gone: VecDeque::new() })
     }
 
     pub fn fd(&self) -> std::os::fd::RawFd {
@@ -168,7 +168,7 @@ impl Sessions {
     /// Reads the notifications: links of ours that vanished are dealt with
     /// now; route changes schedule a re-check.
     fn watch_read(&mut self) {
-        let (notices, overrun) = self.watch.mon.drain();
+        let (notices, overrun) = self.watch.mon.notices();
         let now = Instant::now();
         if overrun {
             log::warn!("kernel notifications were lost; re-checking every link and route");

@@ -1,15 +1,17 @@
-//! A small netlink message writer and reader shared by the controller and
-//! both DCO families.
+//! The netlink message writer and reader, for RTNL and generic netlink alike.
 //!
-//! Writer: [`NlMsg`] builds `nlmsghdr` + `genlmsghdr` + 4-byte aligned
-//! attributes into a buffer whose capacity is fixed up front; a put that would
-//! exceed it fails with [`AttrError::Full`] and leaves the message unchanged.
-//! The buffer is wiped on drop because KEY_NEW messages carry cipher keys.
+//! Writer: [`NlMsg`] builds `nlmsghdr` + the family's fixed header (`rtmsg`,
+//! `ifinfomsg`, `genlmsghdr`, ...) + 4-byte aligned attributes and nests into
+//! a buffer whose capacity is fixed up front; a put that would exceed it
+//! fails with [`AttrError::Full`] and leaves the message unchanged. The buffer
+//! is wiped on drop because KEY_NEW messages carry cipher keys.
 //!
 //! Reader: [`messages`] walks the `nlmsghdr`s of a receive buffer and
-//! [`attrs`] the attributes of a payload. Both check every length against the
-//! bytes actually present and stop at the first malformed item; nothing here
-//! indexes without a check, so no input can make them panic.
+//! [`attrs`] the attributes of a payload; [`parse_error`] and [`parse_done`]
+//! read acks, errors and their extack (text sanitised). Every length is
+//! checked against the bytes actually present and they stop at the first
+//! malformed item; nothing here indexes without a check, so no input can
+//! make them panic.
 //!
 //! Integers in netlink headers and attributes are in host byte order unless
 //! the attribute is defined as big-endian (ports, IPv4 addresses).
@@ -18,7 +20,7 @@
 
 use std::fmt;
 
-use super::secret::{wipe, Wiped};
+use crate::sys::wipe;
 
 /// `NLMSG_HDRLEN`: size of `struct nlmsghdr`.
 pub const NLMSG_HDRLEN: usize = 16;
@@ -36,14 +38,10 @@ pub const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
 /// `NLA_TYPE_MASK`: strips the two flag bits from `nla_type`.
 pub const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
 
-/// `NLMSG_NOOP`.
-pub const NLMSG_NOOP: u16 = 1;
 /// `NLMSG_ERROR`: payload is `struct nlmsgerr` (error 0 = ACK).
 pub const NLMSG_ERROR: u16 = 2;
 /// `NLMSG_DONE`: end of a dump; payload is an `int` status.
 pub const NLMSG_DONE: u16 = 3;
-/// `NLMSG_OVERRUN`.
-pub const NLMSG_OVERRUN: u16 = 4;
 
 /// `NLM_F_REQUEST`.
 pub const NLM_F_REQUEST: u16 = 0x01;
@@ -51,12 +49,12 @@ pub const NLM_F_REQUEST: u16 = 0x01;
 pub const NLM_F_MULTI: u16 = 0x02;
 /// `NLM_F_ACK`: ask for an acknowledgement.
 pub const NLM_F_ACK: u16 = 0x04;
-/// `NLM_F_ROOT`.
-pub const NLM_F_ROOT: u16 = 0x100;
-/// `NLM_F_MATCH`.
-pub const NLM_F_MATCH: u16 = 0x200;
 /// `NLM_F_DUMP` = `NLM_F_ROOT | NLM_F_MATCH`.
-pub const NLM_F_DUMP: u16 = NLM_F_ROOT | NLM_F_MATCH;
+pub const NLM_F_DUMP: u16 = 0x300;
+/// `NLM_F_REPLACE`, `NLM_F_EXCL`, `NLM_F_CREATE`: for new objects.
+pub const NLM_F_REPLACE: u16 = 0x100;
+pub const NLM_F_EXCL: u16 = 0x200;
+pub const NLM_F_CREATE: u16 = 0x400;
 /// `NLM_F_CAPPED` (on NLMSG_ERROR): the request payload was not echoed.
 pub const NLM_F_CAPPED: u16 = 0x100;
 /// `NLM_F_ACK_TLVS` (on NLMSG_ERROR/DONE): extended-ack TLVs follow.
@@ -66,10 +64,6 @@ pub const NLM_F_ACK_TLVS: u16 = 0x200;
 pub const NLMSGERR_ATTR_MSG: u16 = 1;
 /// Byte offset of the offending attribute in the request.
 pub const NLMSGERR_ATTR_OFFS: u16 = 2;
-/// Opaque cookie.
-pub const NLMSGERR_ATTR_COOKIE: u16 = 3;
-/// The violated policy (nested).
-pub const NLMSGERR_ATTR_POLICY: u16 = 4;
 /// Type of a missing mandatory attribute.
 pub const NLMSGERR_ATTR_MISS_TYPE: u16 = 5;
 /// Offset of the nest that lacks it.
@@ -122,6 +116,30 @@ pub const fn align(len: usize) -> usize {
     (len + NLA_ALIGNTO - 1) & !(NLA_ALIGNTO - 1)
 }
 
+/// A buffer that is wiped when it is dropped: a message's (KEY_NEW carries
+/// cipher keys) and `dco::SecretBytes`'.
+pub struct Wiped<B: AsMut<[u8]>>(pub B);
+
+impl<B: AsMut<[u8]>> Drop for Wiped<B> {
+    fn drop(&mut self) {
+        wipe(self.0.as_mut());
+    }
+}
+
+impl<B: AsMut<[u8]>> std::ops::Deref for Wiped<B> {
+    type Target = B;
+
+    fn deref(&self) -> &B {
+        &self.0
+    }
+}
+
+impl<B: AsMut<[u8]>> std::ops::DerefMut for Wiped<B> {
+    fn deref_mut(&mut self) -> &mut B {
+        &mut self.0
+    }
+}
+
 /// A netlink request under construction; always a complete, valid message.
 ///
 /// `nlmsg_len` is kept current after every put, so [`NlMsg::as_bytes`] can be
@@ -133,9 +151,10 @@ pub struct NlMsg {
 }
 
 impl NlMsg {
-    /// Starts a generic-netlink message; fails if `cap` cannot hold both headers.
-    pub fn genl(nlmsg_type: u16, flags: u16, cmd: u8, version: u8, cap: usize) -> Result<Self, AttrError> {
-        let needed = NLMSG_HDRLEN + GENL_HDRLEN;
+    /// Starts a message of type `nlmsg_type` whose fixed family header is
+    /// `hdr`; fails if `cap` cannot hold both headers.
+    pub fn new(nlmsg_type: u16, flags: u16, hdr: &[u8], cap: usize) -> Result<Self, AttrError> {
+        let needed = NLMSG_HDRLEN + align(hdr.len());
         if cap < needed || cap > u32::MAX as usize {
             return Err(AttrError::Full { cap, needed });
         }
@@ -143,11 +162,27 @@ impl NlMsg {
         m.buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_len, set below
         m.buf.extend_from_slice(&nlmsg_type.to_ne_bytes());
         m.buf.extend_from_slice(&flags.to_ne_bytes());
-        m.buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_seq
-        m.buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid
-        m.buf.extend_from_slice(&[cmd, version, 0, 0]);
+        m.buf.extend_from_slice(&[0; 8]); // nlmsg_seq, nlmsg_pid
+        m.buf.extend_from_slice(hdr);
+        m.buf.resize(needed, 0);
         m.sync_len();
         Ok(m)
+    }
+
+    /// Starts a generic-netlink message (`genlmsghdr`: cmd, version).
+    pub fn genl(nlmsg_type: u16, flags: u16, cmd: u8, version: u8, cap: usize) -> Result<Self, AttrError> {
+        Self::new(nlmsg_type, flags, &[cmd, version, 0, 0], cap)
+    }
+
+    /// Returns the message's bytes, for a request that carries no secret.
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf.0)
+    }
+
+    /// The whole message for the transport, which stamps its header's
+    /// sequence number and ack flag in place.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
     }
 
     /// Returns the whole message, headers included.
@@ -268,7 +303,7 @@ impl NlMsg {
     }
 
     fn sync_len(&mut self) {
-        // cap <= u32::MAX was checked in genl(), so this cannot truncate.
+        // cap <= u32::MAX was checked in new(), so this cannot truncate.
         let len = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
     }
@@ -309,16 +344,6 @@ impl<'a> Attr<'a> {
     /// Returns the attribute type without the flag bits.
     pub fn kind(&self) -> u16 {
         self.raw_type & NLA_TYPE_MASK
-    }
-
-    /// Returns `nla_type` as received, flags included.
-    pub fn raw_type(&self) -> u16 {
-        self.raw_type
-    }
-
-    /// Returns true if `NLA_F_NESTED` is set.
-    pub fn is_nested(&self) -> bool {
-        self.raw_type & NLA_F_NESTED != 0
     }
 
     /// Returns the payload without header or padding.
@@ -386,47 +411,57 @@ impl<'a> Attr<'a> {
     }
 }
 
-/// Iterator over a run of attributes; yields an error once, then stops.
+/// Iterator over a run of length-prefixed items (attributes, or the
+/// messages of a receive buffer); yields an error once, then stops.
 #[derive(Clone, Debug)]
-pub struct AttrIter<'a> {
+pub struct Walk<'a, T> {
     buf: &'a [u8],
     pos: usize,
     done: bool,
+    item: ItemAt<'a, T>,
 }
 
-/// Iterates the attributes in `buf` (a payload after the fixed headers).
-pub fn attrs(buf: &[u8]) -> AttrIter<'_> {
-    AttrIter { buf, pos: 0, done: false }
-}
+/// Reads the item at an offset: where it ends, and the item.
+type ItemAt<'a, T> = fn(&'a [u8], usize) -> Result<(usize, T), AttrError>;
 
-impl<'a> Iterator for AttrIter<'a> {
-    type Item = Result<Attr<'a>, AttrError>;
+impl<T> Iterator for Walk<'_, T> {
+    type Item = Result<T, AttrError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done || self.pos >= self.buf.len() {
             return None;
         }
-        let at = self.pos;
-        let parsed = match (read_u16(self.buf, at), read_u16(self.buf, at + 2)) {
-            (Some(len), Some(ty)) => {
-                let len = usize::from(len);
-                if len < NLA_HDRLEN {
-                    Err(AttrError::BadLength { ty, len })
-                } else if let Some(payload) = self.buf.get(at + NLA_HDRLEN..at + len) {
-                    // The last attribute may lack its padding.
-                    self.pos = (at + align(len)).min(self.buf.len());
-                    Ok(Attr { raw_type: ty, payload })
-                } else {
-                    Err(AttrError::Truncated { at })
-                }
+        match (self.item)(self.buf, self.pos) {
+            Ok((end, t)) => {
+                // The last item may lack its padding.
+                self.pos = align(end).min(self.buf.len());
+                Some(Ok(t))
             }
-            _ => Err(AttrError::Truncated { at }),
-        };
-        if parsed.is_err() {
-            self.done = true;
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
         }
-        Some(parsed)
     }
+}
+
+pub type AttrIter<'a> = Walk<'a, Attr<'a>>;
+
+/// Iterates the attributes in `buf` (a payload after the fixed headers).
+pub fn attrs(buf: &[u8]) -> AttrIter<'_> {
+    Walk { buf, pos: 0, done: false, item: attr_at }
+}
+
+fn attr_at(b: &[u8], at: usize) -> Result<(usize, Attr<'_>), AttrError> {
+    let (Some(len), Some(ty)) = (read_u16(b, at), read_u16(b, at + 2)) else {
+        return Err(AttrError::Truncated { at });
+    };
+    let len = usize::from(len);
+    if len < NLA_HDRLEN {
+        return Err(AttrError::BadLength { ty, len });
+    }
+    let payload = b.get(at + NLA_HDRLEN..at + len).ok_or(AttrError::Truncated { at })?;
+    Ok((at + len, Attr { raw_type: ty, payload }))
 }
 
 /// Returns the first attribute of kind `kind` in `buf`, or None.
@@ -476,57 +511,26 @@ impl<'a> NlMsgRef<'a> {
     }
 }
 
-/// Iterator over the messages in one `recv` buffer.
-#[derive(Clone, Debug)]
-pub struct NlMsgIter<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    done: bool,
-}
-
 /// Iterates the netlink messages in `buf`.
-pub fn messages(buf: &[u8]) -> NlMsgIter<'_> {
-    NlMsgIter { buf, pos: 0, done: false }
+pub fn messages(buf: &[u8]) -> Walk<'_, NlMsgRef<'_>> {
+    Walk { buf, pos: 0, done: false, item: message_at }
 }
 
-impl<'a> Iterator for NlMsgIter<'a> {
-    type Item = Result<NlMsgRef<'a>, AttrError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done || self.pos >= self.buf.len() {
-            return None;
-        }
-        let at = self.pos;
-        let b = self.buf;
-        let parsed = (|| {
-            let len = read_u32(b, at).ok_or(AttrError::Truncated { at })? as usize;
-            if len < NLMSG_HDRLEN {
-                return Err(AttrError::BadLength { ty: 0, len });
-            }
-            let end = at.checked_add(len).ok_or(AttrError::Truncated { at })?;
-            let payload = b.get(at + NLMSG_HDRLEN..end).ok_or(AttrError::Truncated { at })?;
-            Ok((
-                end,
-                NlMsgRef {
-                    ty: read_u16(b, at + 4).ok_or(AttrError::Truncated { at })?,
-                    flags: read_u16(b, at + 6).ok_or(AttrError::Truncated { at })?,
-                    seq: read_u32(b, at + 8).ok_or(AttrError::Truncated { at })?,
-                    pid: read_u32(b, at + 12).ok_or(AttrError::Truncated { at })?,
-                    payload,
-                },
-            ))
-        })();
-        match parsed {
-            Ok((end, m)) => {
-                self.pos = align(end).min(b.len());
-                Some(Ok(m))
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+fn message_at(b: &[u8], at: usize) -> Result<(usize, NlMsgRef<'_>), AttrError> {
+    let len = read_u32(b, at).ok_or(AttrError::Truncated { at })? as usize;
+    if len < NLMSG_HDRLEN {
+        return Err(AttrError::BadLength { ty: 0, len });
     }
+    let end = at.checked_add(len).ok_or(AttrError::Truncated { at })?;
+    let payload = b.get(at + NLMSG_HDRLEN..end).ok_or(AttrError::Truncated { at })?;
+    let m = NlMsgRef {
+        ty: read_u16(b, at + 4).ok_or(AttrError::Truncated { at })?,
+        flags: read_u16(b, at + 6).ok_or(AttrError::Truncated { at })?,
+        seq: read_u32(b, at + 8).ok_or(AttrError::Truncated { at })?,
+        pid: read_u32(b, at + 12).ok_or(AttrError::Truncated { at })?,
+        payload,
+    };
+    Ok((end, m))
 }
 
 /// Extended-ACK details the kernel attached to an error (NETLINK_EXT_ACK).
@@ -613,6 +617,18 @@ impl NlStatus {
     pub fn errno(&self) -> i32 {
         self.error.checked_neg().unwrap_or(i32::MAX)
     }
+
+    /// Returns a one-line description for logs, D-Bus errors and the pipe,
+    /// e.g. "No such file or directory (os error 2): ovpn: cannot find peer with id 1".
+    pub fn describe(&self) -> String {
+        let base = std::io::Error::from_raw_os_error(self.errno()).to_string();
+        let ext = self.ext.to_string();
+        if ext.is_empty() {
+            base
+        } else {
+            format!("{base}: {ext}")
+        }
+    }
 }
 
 /// Parses an NLMSG_ERROR message (error or ACK, with or without extack).
@@ -682,6 +698,9 @@ mod tests {
         assert_eq!(NLM_F_MULTI, libc::NLM_F_MULTI as u16);
         assert_eq!(NLM_F_ACK, libc::NLM_F_ACK as u16);
         assert_eq!(NLM_F_DUMP, libc::NLM_F_DUMP as u16);
+        assert_eq!(NLM_F_REPLACE, libc::NLM_F_REPLACE as u16);
+        assert_eq!(NLM_F_EXCL, libc::NLM_F_EXCL as u16);
+        assert_eq!(NLM_F_CREATE, libc::NLM_F_CREATE as u16);
         assert_eq!(NLM_F_CAPPED, libc::NLM_F_CAPPED as u16);
         assert_eq!(NLM_F_ACK_TLVS, libc::NLM_F_ACK_TLVS as u16);
         assert_eq!(NLMSG_HDRLEN, std::mem::size_of::<libc::nlmsghdr>());
@@ -770,7 +789,7 @@ mod tests {
         let v: Vec<_> = attrs(&b).collect();
         assert_eq!(v.len(), 1);
         let a = v[0].unwrap();
-        assert_eq!((a.kind(), a.raw_type(), a.be16()), (5, 0x4005, Ok(1194)));
+        assert_eq!((a.kind(), a.raw_type, a.be16()), (5, 0x4005, Ok(1194)));
     }
 
     #[test]
