@@ -246,30 +246,6 @@ pub fn pidfd_send_signal(fd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// A buffer that is wiped when it is dropped (key material, and netlink
-/// messages that carry it).
-pub struct Wiped<B: AsMut<[u8]>>(pub B);
-
-impl<B: AsMut<[u8]>> Drop for Wiped<B> {
-    fn drop(&mut self) {
-        wipe(self.0.as_mut());
-    }
-}
-
-impl<B: AsMut<[u8]>> std::ops::Deref for Wiped<B> {
-    type Target = B;
-
-    fn deref(&self) -> &B {
-        &self.0
-    }
-}
-
-impl<B: AsMut<[u8]>> std::ops::DerefMut for Wiped<B> {
-    fn deref_mut(&mut self) -> &mut B {
-        &mut self.0
-    }
-}
-
 /// Overwrites `buf` with zeroes, for key material. Every store is volatile,
 /// so the optimiser cannot drop them as dead even when `buf` is freed next.
 pub fn wipe(buf: &mut [u8]) {

@@ -38,7 +38,7 @@ pub mod sockaddr;
 
 use std::fmt;
 
-use crate::netlink::attr;
+use crate::netlink::attr::{self, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 pub use crate::netlink::attr::{messages, AttrError, ExtAck, NlMsg, NlMsgRef, NlStatus};
 pub use b64::B64Error;
 pub use ctrl::{CtrlError, FamilyInfo};
@@ -278,8 +278,10 @@ impl Genl {
         self.id
     }
 
-    /// Returns the request as a message (seq 0: set it before sending).
-    /// Do-commands ask for an ACK; PeerGet does not (its reply is the data).
+    /// Returns the request as a message (seq 0: set it before sending):
+    /// the family's command, top-level IFINDEX (attribute 1 in both
+    /// families), then the family's attributes. Do-commands ask for an
+    /// ACK; PeerGet does not (its reply is the data).
     pub fn build(&self, ifindex: u32, req: &Request<'_>) -> Result<NlMsg, DcoError> {
         if ifindex == 0 {
             return Err(DcoError::IfIndexZero);
@@ -289,10 +291,32 @@ impl Genl {
                 return Err(DcoError::FamilyMismatch { checked: p.family(), target: self.family });
             }
         }
+        let flags = match req {
+            Request::PeerGet(_) => NLM_F_REQUEST,
+            Request::PeerDump => NLM_F_REQUEST | NLM_F_DUMP,
+            _ => NLM_F_REQUEST | NLM_F_ACK,
+        };
+        let (cmds, version) = match self.family {
+            Family::Ovpn => (ovpn::CMDS, ovpn::OVPN_FAMILY_VERSION),
+            Family::OvpnDcoV2 => (ovpn_dco_v2::CMDS, ovpn_dco_v2::OVPN_FAMILY_VERSION),
+        };
+        // A family's CMDS: PEER_NEW, PEER_SET, PEER_GET, PEER_DEL, KEY_NEW, KEY_SWAP, KEY_DEL.
+        let i = match req {
+            Request::PeerNew(_) => 0,
+            Request::PeerSet { .. } => 1,
+            Request::PeerGet(_) | Request::PeerDump => 2,
+            Request::PeerDel(_) => 3,
+            Request::KeyNew(_) => 4,
+            Request::KeySwap(_) => 5,
+            Request::KeyDel { .. } => 6,
+        };
+        let mut m = NlMsg::genl(self.id, flags, cmds[i], version, REQUEST_CAP)?;
+        m.put_u32(ovpn::OVPN_A_IFINDEX, ifindex)?;
         match self.family {
-            Family::Ovpn => ovpn::build(self.id, ifindex, req),
-            Family::OvpnDcoV2 => ovpn_dco_v2::build(self.id, ifindex, req),
+            Family::Ovpn => ovpn::put(&mut m, req)?,
+            Family::OvpnDcoV2 => ovpn_dco_v2::put(&mut m, req)?,
         }
+        Ok(m)
     }
 
     /// Returns the meaning of one received message; malformed kernel
@@ -308,6 +332,41 @@ impl Genl {
             ty => Ok(Reply::Ignored { nlmsg_type: ty, cmd: None }),
         }
     }
+}
+
+/// The attribute `ty` in `attrs`, or `MissingAttr(name)`.
+fn required<'a>(attrs: &'a [u8], ty: u16, name: &'static str) -> Result<attr::Attr<'a>, DcoError> {
+    attr::find(attrs, ty)?.ok_or(DcoError::MissingAttr(name))
+}
+
+/// The top-level IFINDEX (attribute 1 in both families).
+fn ifindex(attrs: &[u8]) -> Result<u32, DcoError> {
+    Ok(required(attrs, ovpn::OVPN_A_IFINDEX, "IFINDEX")?.u32()?)
+}
+
+/// The integers (of any width the kernel puts) of attributes `kinds` in
+/// `nest`; `MissingAttr` names the first one absent.
+fn uints<const N: usize>(nest: attr::Attr<'_>, kinds: [(u16, &'static str); N]) -> Result<[u32; N], DcoError> {
+    let mut got = [None; N];
+    for a in nest.nested() {
+        let a = a?;
+        if let Some(i) = kinds.iter().position(|(k, _)| *k == a.kind()) {
+            got[i] = Some(a.uint32()?);
+        }
+    }
+    let mut out = [0; N];
+    for (o, (g, (_, name))) in out.iter_mut().zip(got.into_iter().zip(kinds)) {
+        *o = g.ok_or(DcoError::MissingAttr(name))?;
+    }
+    Ok(out)
+}
+
+/// A key direction nest: CIPHER_KEY (1) and NONCE_TAIL (2) in both families.
+fn keydir(m: &mut NlMsg, ty: u16, d: &KeyDir) -> Result<(), AttrError> {
+    m.nest(ty, true, |m| {
+        m.put_bytes(ovpn::OVPN_A_KEYDIR_CIPHER_KEY, d.key())?;
+        m.put_bytes(ovpn::OVPN_A_KEYDIR_NONCE_TAIL, d.nonce_tail())
+    })
 }
 
 impl Genl {

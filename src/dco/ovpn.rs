@@ -10,10 +10,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use super::model::{DelReason, KeyDir, KeySwapNeeded, PeerDeleted, PeerInfo, Transport};
+use super::model::{DelReason, KeySwapNeeded, PeerDeleted, PeerInfo, Transport};
 use super::sockaddr::Remote;
-use super::{DcoError, Reply, Request, REQUEST_CAP};
-use crate::netlink::attr::{self, AttrError, NlMsg, NlMsgRef, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use super::{ifindex, keydir, required, uints, DcoError, Reply, Request};
+use crate::netlink::attr::{self, AttrError, NlMsg, NlMsgRef};
 
 /// `OVPN_FAMILY_NAME`.
 pub const OVPN_FAMILY_NAME: &str = "ovpn";
@@ -123,28 +123,20 @@ pub const OVPN_A_KEYDIR_NONCE_TAIL: u16 = 2;
 /// `IFLA_OVPN_MODE` inside IFLA_INFO_DATA (u8, 0 P2P / 1 MP; 2 -> -ERANGE).
 pub const IFLA_OVPN_MODE: u16 = 1;
 
-fn keydir(m: &mut NlMsg, ty: u16, d: &KeyDir) -> Result<(), AttrError> {
-    m.nest(ty, true, |m| {
-        m.put_bytes(OVPN_A_KEYDIR_CIPHER_KEY, d.key())?;
-        m.put_bytes(OVPN_A_KEYDIR_NONCE_TAIL, d.nonce_tail())
-    })
-}
+/// The commands of `Genl::build`'s table: PEER_NEW, PEER_SET, PEER_GET,
+/// PEER_DEL, KEY_NEW, KEY_SWAP, KEY_DEL.
+pub(super) const CMDS: [u8; 7] = [
+    OVPN_CMD_PEER_NEW,
+    OVPN_CMD_PEER_SET,
+    OVPN_CMD_PEER_GET,
+    OVPN_CMD_PEER_DEL,
+    OVPN_CMD_KEY_NEW,
+    OVPN_CMD_KEY_SWAP,
+    OVPN_CMD_KEY_DEL,
+];
 
-/// Encodes `req` for family id `id`; the caller checked ifindex and family.
-pub(super) fn build(id: u16, ifindex: u32, req: &Request<'_>) -> Result<NlMsg, DcoError> {
-    let ack = NLM_F_REQUEST | NLM_F_ACK;
-    let (cmd, flags) = match req {
-        Request::PeerNew(_) => (OVPN_CMD_PEER_NEW, ack),
-        Request::PeerSet { .. } => (OVPN_CMD_PEER_SET, ack),
-        Request::PeerGet(_) => (OVPN_CMD_PEER_GET, NLM_F_REQUEST),
-        Request::PeerDump => (OVPN_CMD_PEER_GET, NLM_F_REQUEST | NLM_F_DUMP),
-        Request::PeerDel(_) => (OVPN_CMD_PEER_DEL, ack),
-        Request::KeyNew(_) => (OVPN_CMD_KEY_NEW, ack),
-        Request::KeySwap(_) => (OVPN_CMD_KEY_SWAP, ack),
-        Request::KeyDel { .. } => (OVPN_CMD_KEY_DEL, ack),
-    };
-    let mut m = NlMsg::genl(id, flags, cmd, OVPN_FAMILY_VERSION, REQUEST_CAP)?;
-    m.put_u32(OVPN_A_IFINDEX, ifindex)?;
+/// Writes `req`'s attributes after IFINDEX; the caller checked ifindex and family.
+pub(super) fn put(m: &mut NlMsg, req: &Request<'_>) -> Result<(), AttrError> {
     match *req {
         Request::PeerNew(p) => m.nest(OVPN_A_PEER, true, |m| {
             // Attribute order as in the recorded, accepted PEER_NEW.
@@ -169,16 +161,16 @@ pub(super) fn build(id: u16, ifindex: u32, req: &Request<'_>) -> Result<NlMsg, D
                 m.put_bytes(OVPN_A_PEER_VPN_IPV6, &a.octets())?;
             }
             Ok(())
-        })?,
+        }),
         Request::PeerSet { peer, keepalive } => m.nest(OVPN_A_PEER, true, |m| {
             m.put_u32(OVPN_A_PEER_ID, peer.get())?;
             m.put_u32(OVPN_A_PEER_KEEPALIVE_INTERVAL, keepalive.interval)?;
             m.put_u32(OVPN_A_PEER_KEEPALIVE_TIMEOUT, keepalive.timeout)
-        })?,
+        }),
         Request::PeerGet(peer) | Request::PeerDel(peer) => {
-            m.nest(OVPN_A_PEER, true, |m| m.put_u32(OVPN_A_PEER_ID, peer.get()))?
+            m.nest(OVPN_A_PEER, true, |m| m.put_u32(OVPN_A_PEER_ID, peer.get()))
         }
-        Request::PeerDump => {}
+        Request::PeerDump => Ok(()),
         Request::KeyNew(k) => m.nest(OVPN_A_KEYCONF, true, |m| {
             m.put_u32(OVPN_A_KEYCONF_PEER_ID, k.peer().get())?;
             m.put_u32(OVPN_A_KEYCONF_SLOT, u32::from(k.slot().number()))?;
@@ -186,22 +178,13 @@ pub(super) fn build(id: u16, ifindex: u32, req: &Request<'_>) -> Result<NlMsg, D
             m.put_u32(OVPN_A_KEYCONF_CIPHER_ALG, u32::from(k.alg().number()))?;
             keydir(m, OVPN_A_KEYCONF_ENCRYPT_DIR, k.encrypt())?;
             keydir(m, OVPN_A_KEYCONF_DECRYPT_DIR, k.decrypt())
-        })?,
-        Request::KeySwap(peer) => m.nest(OVPN_A_KEYCONF, true, |m| m.put_u32(OVPN_A_KEYCONF_PEER_ID, peer.get()))?,
+        }),
+        Request::KeySwap(peer) => m.nest(OVPN_A_KEYCONF, true, |m| m.put_u32(OVPN_A_KEYCONF_PEER_ID, peer.get())),
         Request::KeyDel { peer, slot } => m.nest(OVPN_A_KEYCONF, true, |m| {
             m.put_u32(OVPN_A_KEYCONF_PEER_ID, peer.get())?;
             m.put_u32(OVPN_A_KEYCONF_SLOT, u32::from(slot.number()))
-        })?,
+        }),
     }
-    Ok(m)
-}
-
-fn ifindex(attrs: &[u8]) -> Result<u32, DcoError> {
-    attr::find(attrs, OVPN_A_IFINDEX)?.ok_or(DcoError::MissingAttr("OVPN_A_IFINDEX"))?.u32().map_err(DcoError::from)
-}
-
-fn nest<'a>(attrs: &'a [u8], ty: u16, name: &'static str) -> Result<attr::Attr<'a>, DcoError> {
-    attr::find(attrs, ty)?.ok_or(DcoError::MissingAttr(name))
 }
 
 fn peer_info(peer: attr::Attr<'_>) -> Result<PeerInfo, DcoError> {
@@ -247,42 +230,26 @@ fn peer_info(peer: attr::Attr<'_>) -> Result<PeerInfo, DcoError> {
 pub(super) fn parse(msg: &NlMsgRef<'_>) -> Result<Reply, DcoError> {
     let g = msg.genl()?;
     match g.cmd {
-        OVPN_CMD_PEER_GET => Ok(Reply::Peer(peer_info(nest(g.attrs, OVPN_A_PEER, "OVPN_A_PEER")?)?)),
+        OVPN_CMD_PEER_GET => Ok(Reply::Peer(peer_info(required(g.attrs, OVPN_A_PEER, "OVPN_A_PEER")?)?)),
         OVPN_CMD_PEER_DEL_NTF => {
-            let ifindex = ifindex(g.attrs)?;
-            let (mut id, mut reason) = (None, None);
-            for a in nest(g.attrs, OVPN_A_PEER, "OVPN_A_PEER")?.nested() {
-                let a = a?;
-                match a.kind() {
-                    OVPN_A_PEER_ID => id = Some(a.uint32()?),
-                    // u32 in the spec; early module versions put a u8.
-                    OVPN_A_PEER_DEL_REASON => reason = Some(a.uint32()?),
-                    _ => {}
-                }
-            }
+            // DEL_REASON is a u32 in the spec; early module versions put a u8.
+            let [peer_id, reason] = uints(
+                required(g.attrs, OVPN_A_PEER, "OVPN_A_PEER")?,
+                [(OVPN_A_PEER_ID, "OVPN_A_PEER_ID"), (OVPN_A_PEER_DEL_REASON, "OVPN_A_PEER_DEL_REASON")],
+            )?;
             Ok(Reply::PeerDeleted(PeerDeleted {
-                ifindex,
-                peer_id: id.ok_or(DcoError::MissingAttr("OVPN_A_PEER_ID"))?,
-                reason: DelReason::from_u32(reason.ok_or(DcoError::MissingAttr("OVPN_A_PEER_DEL_REASON"))?),
+                ifindex: ifindex(g.attrs)?,
+                peer_id,
+                reason: DelReason::from_u32(reason),
             }))
         }
         OVPN_CMD_KEY_SWAP_NTF => {
-            let ifindex = ifindex(g.attrs)?;
-            let (mut id, mut key) = (None, None);
-            for a in nest(g.attrs, OVPN_A_KEYCONF, "OVPN_A_KEYCONF")?.nested() {
-                let a = a?;
-                match a.kind() {
-                    OVPN_A_KEYCONF_PEER_ID => id = Some(a.uint32()?),
-                    // Sent with nla_put_u16 by the kernel, u32 in the spec.
-                    OVPN_A_KEYCONF_KEY_ID => key = Some(a.uint32()?),
-                    _ => {}
-                }
-            }
-            Ok(Reply::KeySwapNeeded(KeySwapNeeded {
-                ifindex,
-                peer_id: id.ok_or(DcoError::MissingAttr("OVPN_A_KEYCONF_PEER_ID"))?,
-                key_id: key.ok_or(DcoError::MissingAttr("OVPN_A_KEYCONF_KEY_ID"))?,
-            }))
+            // KEY_ID: sent with nla_put_u16 by the kernel, u32 in the spec.
+            let [peer_id, key_id] = uints(
+                required(g.attrs, OVPN_A_KEYCONF, "OVPN_A_KEYCONF")?,
+                [(OVPN_A_KEYCONF_PEER_ID, "OVPN_A_KEYCONF_PEER_ID"), (OVPN_A_KEYCONF_KEY_ID, "OVPN_A_KEYCONF_KEY_ID")],
+            )?;
+            Ok(Reply::KeySwapNeeded(KeySwapNeeded { ifindex: ifindex(g.attrs)?, peer_id, key_id }))
         }
         cmd => Ok(Reply::Ignored { nlmsg_type: msg.ty, cmd: Some(cmd) }),
     }
@@ -298,6 +265,7 @@ mod tests {
     use crate::dco::golden as g;
     use crate::dco::model::*;
     use crate::dco::{Family, Genl, NlStatus};
+    use crate::netlink::attr::{NLM_F_ACK, NLM_F_REQUEST};
 
     const ID: u16 = 0x23;
     fn genl() -> Genl {

@@ -13,10 +13,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::model::{DelReason, KeyDir, PeerDeleted, PeerInfo, Transport};
+use super::model::{DelReason, PeerDeleted, PeerInfo, Transport};
 use super::sockaddr::Remote;
-use super::{DcoError, Reply, Request, REQUEST_CAP};
-use crate::netlink::attr::{self, AttrError, NlMsg, NlMsgRef, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use super::{ifindex, keydir, required, uints, DcoError, Reply, Request};
+use crate::netlink::attr::{self, AttrError, NlMsg, NlMsgRef};
 
 /// `OVPN_NL_NAME`.
 pub const OVPN_NL_NAME: &str = "ovpn-dco-v2";
@@ -147,28 +147,20 @@ pub const OVPN_GET_PEER_RESP_ATTR_LINK_TX_PACKETS: u16 = 16;
 /// `IFLA_OVPN_MODE` inside IFLA_INFO_DATA (u8, 0 P2P / 1 MP).
 pub const IFLA_OVPN_MODE: u16 = 1;
 
-fn keydir(m: &mut NlMsg, ty: u16, d: &KeyDir) -> Result<(), AttrError> {
-    m.nest(ty, true, |m| {
-        m.put_bytes(OVPN_KEY_DIR_ATTR_CIPHER_KEY, d.key())?;
-        m.put_bytes(OVPN_KEY_DIR_ATTR_NONCE_TAIL, d.nonce_tail())
-    })
-}
+/// The commands of `Genl::build`'s table: PEER_NEW, PEER_SET, PEER_GET,
+/// PEER_DEL, KEY_NEW, KEY_SWAP, KEY_DEL.
+pub(super) const CMDS: [u8; 7] = [
+    OVPN_CMD_NEW_PEER,
+    OVPN_CMD_SET_PEER,
+    OVPN_CMD_GET_PEER,
+    OVPN_CMD_DEL_PEER,
+    OVPN_CMD_NEW_KEY,
+    OVPN_CMD_SWAP_KEYS,
+    OVPN_CMD_DEL_KEY,
+];
 
-/// Encodes `req` for family id `id`; the caller checked ifindex and family.
-pub(super) fn build(id: u16, ifindex: u32, req: &Request<'_>) -> Result<NlMsg, DcoError> {
-    let ack = NLM_F_REQUEST | NLM_F_ACK;
-    let (cmd, flags) = match req {
-        Request::PeerNew(_) => (OVPN_CMD_NEW_PEER, ack),
-        Request::PeerSet { .. } => (OVPN_CMD_SET_PEER, ack),
-        Request::PeerGet(_) => (OVPN_CMD_GET_PEER, NLM_F_REQUEST),
-        Request::PeerDump => (OVPN_CMD_GET_PEER, NLM_F_REQUEST | NLM_F_DUMP),
-        Request::PeerDel(_) => (OVPN_CMD_DEL_PEER, ack),
-        Request::KeyNew(_) => (OVPN_CMD_NEW_KEY, ack),
-        Request::KeySwap(_) => (OVPN_CMD_SWAP_KEYS, ack),
-        Request::KeyDel { .. } => (OVPN_CMD_DEL_KEY, ack),
-    };
-    let mut m = NlMsg::genl(id, flags, cmd, OVPN_FAMILY_VERSION, REQUEST_CAP)?;
-    m.put_u32(OVPN_ATTR_IFINDEX, ifindex)?;
+/// Writes `req`'s attributes after IFINDEX; the caller checked ifindex and family.
+pub(super) fn put(m: &mut NlMsg, req: &Request<'_>) -> Result<(), AttrError> {
     match *req {
         Request::PeerNew(p) => m.nest(OVPN_ATTR_NEW_PEER, true, |m| {
             // Attribute order as in the probe's accepted NEW_PEER.
@@ -184,18 +176,18 @@ pub(super) fn build(id: u16, ifindex: u32, req: &Request<'_>) -> Result<NlMsg, D
                 m.put_bytes(OVPN_NEW_PEER_ATTR_IPV6, &a.octets())?;
             }
             Ok(())
-        })?,
+        }),
         Request::PeerSet { peer, keepalive } => m.nest(OVPN_ATTR_SET_PEER, true, |m| {
             m.put_u32(OVPN_SET_PEER_ATTR_PEER_ID, peer.get())?;
             m.put_u32(OVPN_SET_PEER_ATTR_KEEPALIVE_INTERVAL, keepalive.interval)?;
             m.put_u32(OVPN_SET_PEER_ATTR_KEEPALIVE_TIMEOUT, keepalive.timeout)
-        })?,
+        }),
         Request::PeerGet(peer) => {
-            m.nest(OVPN_ATTR_GET_PEER, true, |m| m.put_u32(OVPN_GET_PEER_ATTR_PEER_ID, peer.get()))?
+            m.nest(OVPN_ATTR_GET_PEER, true, |m| m.put_u32(OVPN_GET_PEER_ATTR_PEER_ID, peer.get()))
         }
-        Request::PeerDump => {}
+        Request::PeerDump => Ok(()),
         Request::PeerDel(peer) => {
-            m.nest(OVPN_ATTR_DEL_PEER, true, |m| m.put_u32(OVPN_DEL_PEER_ATTR_PEER_ID, peer.get()))?
+            m.nest(OVPN_ATTR_DEL_PEER, true, |m| m.put_u32(OVPN_DEL_PEER_ATTR_PEER_ID, peer.get()))
         }
         Request::KeyNew(k) => m.nest(OVPN_ATTR_NEW_KEY, true, |m| {
             m.put_u32(OVPN_NEW_KEY_ATTR_PEER_ID, k.peer().get())?;
@@ -204,20 +196,15 @@ pub(super) fn build(id: u16, ifindex: u32, req: &Request<'_>) -> Result<NlMsg, D
             m.put_u16(OVPN_NEW_KEY_ATTR_CIPHER_ALG, k.alg().number())?;
             keydir(m, OVPN_NEW_KEY_ATTR_ENCRYPT_KEY, k.encrypt())?;
             keydir(m, OVPN_NEW_KEY_ATTR_DECRYPT_KEY, k.decrypt())
-        })?,
+        }),
         Request::KeySwap(peer) => {
-            m.nest(OVPN_ATTR_SWAP_KEYS, true, |m| m.put_u32(OVPN_SWAP_KEYS_ATTR_PEER_ID, peer.get()))?
+            m.nest(OVPN_ATTR_SWAP_KEYS, true, |m| m.put_u32(OVPN_SWAP_KEYS_ATTR_PEER_ID, peer.get()))
         }
         Request::KeyDel { peer, slot } => m.nest(OVPN_ATTR_DEL_KEY, true, |m| {
             m.put_u32(OVPN_DEL_KEY_ATTR_PEER_ID, peer.get())?;
             m.put_u8(OVPN_DEL_KEY_ATTR_KEY_SLOT, slot.number())
-        })?,
+        }),
     }
-    Ok(m)
-}
-
-fn container<'a>(attrs: &'a [u8], ty: u16, name: &'static str) -> Result<attr::Attr<'a>, DcoError> {
-    attr::find(attrs, ty)?.ok_or(DcoError::MissingAttr(name))
 }
 
 fn ip(a: &attr::Attr<'_>) -> Result<IpAddr, AttrError> {
@@ -260,24 +247,20 @@ fn peer_info(nest: attr::Attr<'_>) -> Result<PeerInfo, DcoError> {
 pub(super) fn parse(msg: &NlMsgRef<'_>) -> Result<Reply, DcoError> {
     let g = msg.genl()?;
     match g.cmd {
-        OVPN_CMD_GET_PEER => Ok(Reply::Peer(peer_info(container(g.attrs, OVPN_ATTR_GET_PEER, "OVPN_ATTR_GET_PEER")?)?)),
+        OVPN_CMD_GET_PEER => Ok(Reply::Peer(peer_info(required(g.attrs, OVPN_ATTR_GET_PEER, "OVPN_ATTR_GET_PEER")?)?)),
         // The only DEL_PEER messages userspace receives are the multicast ones.
         OVPN_CMD_DEL_PEER => {
-            let ifindex =
-                attr::find(g.attrs, OVPN_ATTR_IFINDEX)?.ok_or(DcoError::MissingAttr("OVPN_ATTR_IFINDEX"))?.u32()?;
-            let (mut id, mut reason) = (None, None);
-            for a in container(g.attrs, OVPN_ATTR_DEL_PEER, "OVPN_ATTR_DEL_PEER")?.nested() {
-                let a = a?;
-                match a.kind() {
-                    OVPN_DEL_PEER_ATTR_PEER_ID => id = Some(a.u32()?),
-                    OVPN_DEL_PEER_ATTR_REASON => reason = Some(a.uint32()?),
-                    _ => {}
-                }
-            }
+            let [peer_id, reason] = uints(
+                required(g.attrs, OVPN_ATTR_DEL_PEER, "OVPN_ATTR_DEL_PEER")?,
+                [
+                    (OVPN_DEL_PEER_ATTR_PEER_ID, "OVPN_DEL_PEER_ATTR_PEER_ID"),
+                    (OVPN_DEL_PEER_ATTR_REASON, "OVPN_DEL_PEER_ATTR_REASON"),
+                ],
+            )?;
             Ok(Reply::PeerDeleted(PeerDeleted {
-                ifindex,
-                peer_id: id.ok_or(DcoError::MissingAttr("OVPN_DEL_PEER_ATTR_PEER_ID"))?,
-                reason: DelReason::from_u32(reason.ok_or(DcoError::MissingAttr("OVPN_DEL_PEER_ATTR_REASON"))?),
+                ifindex: ifindex(g.attrs)?,
+                peer_id,
+                reason: DelReason::from_u32(reason),
             }))
         }
         cmd => Ok(Reply::Ignored { nlmsg_type: msg.ty, cmd: Some(cmd) }),

@@ -6,12 +6,14 @@
 //! only the pointer, not the bytes.
 //!
 //! The wipe itself is [`wipe`], volatile stores in `crate::sys` (this module
-//! holds no unchecked code). [`Wiped`] is the one `Drop` that calls it; both
-//! `SecretBytes` and the netlink writer keep their bytes in one.
+//! holds no unchecked code). [`Wiped`] (in the netlink codec) is the one
+//! `Drop` that calls it; both `SecretBytes` and the netlink writer keep
+//! their bytes in one.
 
 use std::fmt;
 
-pub use crate::sys::{wipe, Wiped};
+pub use crate::netlink::attr::Wiped;
+pub use crate::sys::wipe;
 
 /// Owned secret bytes, zeroed on drop. Deliberately not `Clone`.
 pub struct SecretBytes {

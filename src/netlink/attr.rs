@@ -20,7 +20,7 @@
 
 use std::fmt;
 
-use crate::sys::{wipe, Wiped};
+use crate::sys::wipe;
 
 /// `NLMSG_HDRLEN`: size of `struct nlmsghdr`.
 pub const NLMSG_HDRLEN: usize = 16;
@@ -114,6 +114,30 @@ impl std::error::Error for AttrError {}
 /// Rounds `len` up to the 4-byte netlink alignment.
 pub const fn align(len: usize) -> usize {
     (len + NLA_ALIGNTO - 1) & !(NLA_ALIGNTO - 1)
+}
+
+/// A buffer that is wiped when it is dropped: a message's (KEY_NEW carries
+/// cipher keys) and `dco::SecretBytes`'.
+pub struct Wiped<B: AsMut<[u8]>>(pub B);
+
+impl<B: AsMut<[u8]>> Drop for Wiped<B> {
+    fn drop(&mut self) {
+        wipe(self.0.as_mut());
+    }
+}
+
+impl<B: AsMut<[u8]>> std::ops::Deref for Wiped<B> {
+    type Target = B;
+
+    fn deref(&self) -> &B {
+        &self.0
+    }
+}
+
+impl<B: AsMut<[u8]>> std::ops::DerefMut for Wiped<B> {
+    fn deref_mut(&mut self) -> &mut B {
+        &mut self.0
+    }
 }
 
 /// A netlink request under construction; always a complete, valid message.
@@ -322,16 +346,6 @@ impl<'a> Attr<'a> {
         self.raw_type & NLA_TYPE_MASK
     }
 
-    /// Returns `nla_type` as received, flags included.
-    pub fn raw_type(&self) -> u16 {
-        self.raw_type
-    }
-
-    /// Returns true if `NLA_F_NESTED` is set.
-    pub fn is_nested(&self) -> bool {
-        self.raw_type & NLA_F_NESTED != 0
-    }
-
     /// Returns the payload without header or padding.
     pub fn payload(&self) -> &'a [u8] {
         self.payload
@@ -397,47 +411,57 @@ impl<'a> Attr<'a> {
     }
 }
 
-/// Iterator over a run of attributes; yields an error once, then stops.
+/// Iterator over a run of length-prefixed items (attributes, or the
+/// messages of a receive buffer); yields an error once, then stops.
 #[derive(Clone, Debug)]
-pub struct AttrIter<'a> {
+pub struct Walk<'a, T> {
     buf: &'a [u8],
     pos: usize,
     done: bool,
+    item: ItemAt<'a, T>,
 }
 
-/// Iterates the attributes in `buf` (a payload after the fixed headers).
-pub fn attrs(buf: &[u8]) -> AttrIter<'_> {
-    AttrIter { buf, pos: 0, done: false }
-}
+/// Reads the item at an offset: where it ends, and the item.
+type ItemAt<'a, T> = fn(&'a [u8], usize) -> Result<(usize, T), AttrError>;
 
-impl<'a> Iterator for AttrIter<'a> {
-    type Item = Result<Attr<'a>, AttrError>;
+impl<T> Iterator for Walk<'_, T> {
+    type Item = Result<T, AttrError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done || self.pos >= self.buf.len() {
             return None;
         }
-        let at = self.pos;
-        let parsed = match (read_u16(self.buf, at), read_u16(self.buf, at + 2)) {
-            (Some(len), Some(ty)) => {
-                let len = usize::from(len);
-                if len < NLA_HDRLEN {
-                    Err(AttrError::BadLength { ty, len })
-                } else if let Some(payload) = self.buf.get(at + NLA_HDRLEN..at + len) {
-                    // The last attribute may lack its padding.
-                    self.pos = (at + align(len)).min(self.buf.len());
-                    Ok(Attr { raw_type: ty, payload })
-                } else {
-                    Err(AttrError::Truncated { at })
-                }
+        match (self.item)(self.buf, self.pos) {
+            Ok((end, t)) => {
+                // The last item may lack its padding.
+                self.pos = align(end).min(self.buf.len());
+                Some(Ok(t))
             }
-            _ => Err(AttrError::Truncated { at }),
-        };
-        if parsed.is_err() {
-            self.done = true;
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
         }
-        Some(parsed)
     }
+}
+
+pub type AttrIter<'a> = Walk<'a, Attr<'a>>;
+
+/// Iterates the attributes in `buf` (a payload after the fixed headers).
+pub fn attrs(buf: &[u8]) -> AttrIter<'_> {
+    Walk { buf, pos: 0, done: false, item: attr_at }
+}
+
+fn attr_at(b: &[u8], at: usize) -> Result<(usize, Attr<'_>), AttrError> {
+    let (Some(len), Some(ty)) = (read_u16(b, at), read_u16(b, at + 2)) else {
+        return Err(AttrError::Truncated { at });
+    };
+    let len = usize::from(len);
+    if len < NLA_HDRLEN {
+        return Err(AttrError::BadLength { ty, len });
+    }
+    let payload = b.get(at + NLA_HDRLEN..at + len).ok_or(AttrError::Truncated { at })?;
+    Ok((at + len, Attr { raw_type: ty, payload }))
 }
 
 /// Returns the first attribute of kind `kind` in `buf`, or None.
@@ -487,57 +511,26 @@ impl<'a> NlMsgRef<'a> {
     }
 }
 
-/// Iterator over the messages in one `recv` buffer.
-#[derive(Clone, Debug)]
-pub struct NlMsgIter<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    done: bool,
-}
-
 /// Iterates the netlink messages in `buf`.
-pub fn messages(buf: &[u8]) -> NlMsgIter<'_> {
-    NlMsgIter { buf, pos: 0, done: false }
+pub fn messages(buf: &[u8]) -> Walk<'_, NlMsgRef<'_>> {
+    Walk { buf, pos: 0, done: false, item: message_at }
 }
 
-impl<'a> Iterator for NlMsgIter<'a> {
-    type Item = Result<NlMsgRef<'a>, AttrError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done || self.pos >= self.buf.len() {
-            return None;
-        }
-        let at = self.pos;
-        let b = self.buf;
-        let parsed = (|| {
-            let len = read_u32(b, at).ok_or(AttrError::Truncated { at })? as usize;
-            if len < NLMSG_HDRLEN {
-                return Err(AttrError::BadLength { ty: 0, len });
-            }
-            let end = at.checked_add(len).ok_or(AttrError::Truncated { at })?;
-            let payload = b.get(at + NLMSG_HDRLEN..end).ok_or(AttrError::Truncated { at })?;
-            Ok((
-                end,
-                NlMsgRef {
-                    ty: read_u16(b, at + 4).ok_or(AttrError::Truncated { at })?,
-                    flags: read_u16(b, at + 6).ok_or(AttrError::Truncated { at })?,
-                    seq: read_u32(b, at + 8).ok_or(AttrError::Truncated { at })?,
-                    pid: read_u32(b, at + 12).ok_or(AttrError::Truncated { at })?,
-                    payload,
-                },
-            ))
-        })();
-        match parsed {
-            Ok((end, m)) => {
-                self.pos = align(end).min(b.len());
-                Some(Ok(m))
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+fn message_at(b: &[u8], at: usize) -> Result<(usize, NlMsgRef<'_>), AttrError> {
+    let len = read_u32(b, at).ok_or(AttrError::Truncated { at })? as usize;
+    if len < NLMSG_HDRLEN {
+        return Err(AttrError::BadLength { ty: 0, len });
     }
+    let end = at.checked_add(len).ok_or(AttrError::Truncated { at })?;
+    let payload = b.get(at + NLMSG_HDRLEN..end).ok_or(AttrError::Truncated { at })?;
+    let m = NlMsgRef {
+        ty: read_u16(b, at + 4).ok_or(AttrError::Truncated { at })?,
+        flags: read_u16(b, at + 6).ok_or(AttrError::Truncated { at })?,
+        seq: read_u32(b, at + 8).ok_or(AttrError::Truncated { at })?,
+        pid: read_u32(b, at + 12).ok_or(AttrError::Truncated { at })?,
+        payload,
+    };
+    Ok((end, m))
 }
 
 /// Extended-ACK details the kernel attached to an error (NETLINK_EXT_ACK).
@@ -796,7 +789,7 @@ mod tests {
         let v: Vec<_> = attrs(&b).collect();
         assert_eq!(v.len(), 1);
         let a = v[0].unwrap();
-        assert_eq!((a.kind(), a.raw_type(), a.be16()), (5, 0x4005, Ok(1194)));
+        assert_eq!((a.kind(), a.raw_type, a.be16()), (5, 0x4005, Ok(1194)));
     }
 
     #[test]
