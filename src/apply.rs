@@ -67,7 +67,7 @@ pub fn apply(
 ) -> Result<()> {
     let mut a = start(k, changes, holder.clone(), before)?;
     while !a.step(k, false) {
-        a.batches.wait(&mut k.rtnl);
+        a.wait(&mut k.rtnl);
     }
     a.finish(k, journal)
 }
@@ -87,6 +87,9 @@ pub struct Applying {
     batches: netlink::Batches,
     /// The journal file refused an entry: nothing more is sent.
     refused: Option<Error>,
+    /// The route table read back once every change is answered.
+    readback: Option<(netlink::Pending, Vec<KernelRoute>)>,
+    after: Option<Result<Vec<KernelRoute>>>,
     before: Vec<KernelRoute>,
     holder: Holder,
 }
@@ -104,6 +107,8 @@ pub fn start(k: &Kernel, changes: Vec<Change>, holder: Holder, before: Vec<Kerne
         entries: Vec::new(),
         batches: Default::default(),
         refused: None,
+        readback: None,
+        after: None,
         before,
         holder,
     })
@@ -115,16 +120,59 @@ impl Applying {
         self.step(k, true)
     }
 
+    /// Waits (bounded) for the answers in flight on `sock`.
+    fn wait(&mut self, sock: &mut Socket) {
+        if let Err(e) = sock.wait_readable() {
+            match self.readback.take() {
+                Some(_) => self.after = Some(Err(e)),
+                None => self.batches.abort(e),
+            }
+        }
+    }
+
     /// Reads the answers of the batch in flight, then writes the next
     /// batch's undo ahead and sends it (on `k.ops` if `paced`); true when
     /// all is answered.
     fn step(&mut self, k: &mut Kernel, paced: bool) -> bool {
         loop {
-            if !self.batches.advance(if paced { &mut k.ops } else { &mut k.rtnl }) {
+            let sock = if paced { &mut k.ops } else { &mut k.rtnl };
+            if let Some((p, routes)) = &mut self.readback {
+                let read = sock.on_readable(p, |m| {
+                    if m.ty == libc::RTM_NEWROUTE {
+                        routes.extend(netlink::route::parse(m.payload));
+                    }
+                });
+                match read {
+                    Ok(false) => return false,
+                    Ok(true) => {
+                        let (p, routes) = self.readback.take().expect("checked above");
+                        let refused = p.refusal().map(|e| e.into_error("reading the routes back"));
+                        self.after = Some(refused.map_or(Ok(routes), Err));
+                    }
+                    Err(e) => self.after = Some(Err(e)),
+                }
+                return true;
+            }
+            if !self.batches.advance(sock) {
                 return false;
             }
-            if self.batches.failed() || self.refused.is_some() || self.next == self.send.len() {
+            if self.batches.failed() || self.refused.is_some() {
                 return true;
+            }
+            if self.next == self.send.len() {
+                // Then the table is read back, to check that every route
+                // forwards as asked.
+                if self.after.is_some() || !self.changes.iter().any(|c| c.route().is_some()) {
+                    return true;
+                }
+                match sock.send(&mut [&mut netlink::route::dump_request()]) {
+                    Ok(p) => self.readback = Some((p, Vec::new())),
+                    Err(e) => {
+                        self.after = Some(Err(e));
+                        return true;
+                    }
+                }
+                continue;
             }
             let end = self.send.len().min(self.next + netlink::BATCH);
             let (reqs, undos): (Vec<Req>, Vec<Undo>) =
@@ -143,7 +191,7 @@ impl Applying {
     /// Reads back the table and keeps what the kernel made (a device's
     /// own changes in `journal`), or undoes all of it on any failure.
     pub fn finish(self, k: &mut Kernel, journal: &mut Journal) -> Result<()> {
-        let Applying { changes, send, again, entries, batches, refused, before, holder, .. } = self;
+        let Applying { changes, send, again, entries, batches, refused, after, before, holder, .. } = self;
         let (reqs, results, failure) = batches.finish();
         let mut failure = failure.or(refused);
         let mut made: Vec<(&Change, Entry)> = Vec::new();
@@ -169,7 +217,7 @@ impl Applying {
         }
         k.wal.done(not_ours);
         if failure.is_none() && changes.iter().any(|c| c.route().is_some()) {
-            failure = match host_routes(&mut k.rtnl) {
+            failure = match after.unwrap_or_else(|| host_routes(&mut k.rtnl)) {
                 Ok(now) => plan::check(&changes, &now, true).err().map(|m| misroute_error(&m)),
                 Err(e) => Some(e),
             };

@@ -29,6 +29,8 @@ pub const RTPROT_OVPN_NETCFGD: u8 = 79;
 /// inside the 1 MiB buffer we ask for.
 pub const BATCH: usize = 256;
 const RECV_BUF: usize = 64 * 1024;
+/// Datagrams of answers read per call of `on_readable` (one loop turn).
+const READS_PER_TURN: usize = 8;
 /// Datagrams read per wake-up of a notification socket; poll says if more wait.
 const DRAIN_MAX: usize = 256;
 /// Messages kept from one dump.
@@ -117,6 +119,14 @@ pub struct Pending {
 impl Pending {
     pub fn complete(&self) -> bool {
         self.got.last().map_or(true, Option::is_some)
+    }
+
+    /// The kernel's refusal of the last request (of a dump: the dump).
+    pub fn refusal(&self) -> Option<NlError> {
+        match self.got.last() {
+            Some(Some(Err(e))) => Some(e.clone()),
+            _ => None,
+        }
     }
 
     /// One outcome per request of this batch, once it is complete or its
@@ -227,9 +237,10 @@ impl Batches {
 
     /// Takes the answers of the batch in flight; `failure` ends the whole.
     fn collect(&mut self, failure: Option<Error>) {
-        let Some(p) = self.inflight.take() else { return };
-        let start = self.out.len();
-        self.out.extend(p.outcomes(&self.reqs[start..self.sent], failure.is_some()));
+        if let Some(p) = self.inflight.take() {
+            let start = self.out.len();
+            self.out.extend(p.outcomes(&self.reqs[start..self.sent], failure.is_some()));
+        }
         if let Some(e) = failure {
             self.fail(e);
         }
@@ -245,8 +256,13 @@ impl Batches {
     /// Waits (bounded) for the answers of the batch in flight.
     pub fn wait(&mut self, sock: &mut Socket) {
         if let Err(e) = sock.wait_readable() {
-            self.collect(Some(e));
+            self.abort(e);
         }
+    }
+
+    /// Ends the whole with the transport failure `e`.
+    pub fn abort(&mut self, e: Error) {
+        self.collect(Some(e));
     }
 
     /// Runs to the end, waiting (bounded) for each answer.
@@ -358,7 +374,12 @@ impl Socket {
     /// Reads the answers queued for `p` without waiting (data messages to
     /// `each`); true once `p` is complete.
     pub fn on_readable(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<bool> {
-        while !p.complete() {
+        // A dump's next part is made while its previous one is read: a
+        // large one is read over several loop turns.
+        for _ in 0..READS_PER_TURN {
+            if p.complete() {
+                break;
+            }
             match self.sock.recv(&mut self.buf[..], Msg::DONTWAIT) {
                 Ok((n, _)) => p.take(&self.buf[..n.min(self.buf.len())], &mut each)?,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
@@ -366,7 +387,7 @@ impl Socket {
                 Err(e) => return Err(Error::io("netlink recv", e)),
             }
         }
-        Ok(true)
+        Ok(p.complete())
     }
 
     /// Waits until `p` is complete. The kernel answers requests
