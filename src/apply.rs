@@ -67,7 +67,7 @@ pub fn apply(
 ) -> Result<()> {
     let mut a = start(k, changes, holder.clone(), before)?;
     while !a.step(k, false) {
-        a.wait(&mut k.rtnl);
+        a.wait_on(&mut k.rtnl);
     }
     a.finish(k, journal)
 }
@@ -120,8 +120,13 @@ impl Applying {
         self.step(k, true)
     }
 
-    /// Waits (bounded) for the answers in flight on `sock`.
-    fn wait(&mut self, sock: &mut Socket) {
+    /// Waits (bounded) for the answers in flight on the loop's socket; a
+    /// time-out fails the apply.
+    pub fn wait(&mut self, k: &mut Kernel) {
+        self.wait_on(&mut k.ops);
+    }
+
+    fn wait_on(&mut self, sock: &mut Socket) {
         if let Err(e) = sock.wait_readable() {
             match self.readback.take() {
                 Some(_) => self.after = Some(Err(e)),
@@ -362,6 +367,11 @@ impl Undoing {
     /// Moves on by one batch on the loop's socket; true when done.
     pub fn advance(&mut self, k: &mut Kernel) -> bool {
         self.step(k, true)
+    }
+
+    /// Waits (bounded) for the answers in flight on the loop's socket.
+    pub fn wait(&mut self, k: &mut Kernel) {
+        self.batches.wait(&mut k.ops);
     }
 
     /// Runs to the end on the socket for requests answered at once.

@@ -283,7 +283,11 @@ impl Daemon {
     /// (see `sessions::ops`).
     fn serve_call(&mut self, m: Message) {
         if self.s.must_wait(&m) {
-            self.s.hold(m);
+            if self.s.held.len() >= crate::limits::CALLS_HELD {
+                self.refuse(&m, "too many calls waiting for a change in progress; try again");
+            } else {
+                self.s.hold(m);
+            }
             return;
         }
         self.answer(&m);

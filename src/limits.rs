@@ -32,6 +32,10 @@ pub const SIGNALS_QUEUED: usize = 65536;
 /// sender, and senders at once (the bus daemon answers in microseconds, so
 /// only a flood reaches these; beyond them a call is refused, not queued).
 pub const CALLS_AWAITING_CREDS: usize = 256;
+/// Calls held while a pending operation runs (calls on its device and
+/// calls that change the kernel); beyond this they are refused until it
+/// completes. A client leaving the bus is always held.
+pub const CALLS_HELD: usize = 1024;
 pub const SENDERS_AWAITING_CREDS: usize = 256;
 /// Daemon-wide safety caps: room for many UIDs at their full share.
 pub const DEVICES_TOTAL: usize = 1024;

@@ -345,3 +345,49 @@ fn protections_are_bounded_per_uid() {
     let _: () = call(&c, MGR, "Cleanup", ()).unwrap();
     assert_eq!(ours(), 1, "{}", env.our_routes());
 }
+
+/// An Establish of thousands of routes goes to the kernel a batch per loop
+/// turn: a call that changes nothing is answered while it runs (before it,
+/// though sent after it), and a call on the same device waits for it and
+/// finds every route in the kernel.
+#[test]
+fn a_large_establish_answers_others_meanwhile_and_its_own_device_after() {
+    if !require_root() {
+        return;
+    }
+    let env = env("pending");
+    let c = env.conn();
+    let p = device(&c, "big");
+    const N: usize = 8000;
+    let nets: Vec<(String, u32, i32, bool, bool)> =
+        (0..N).map(|i| (format!("10.{}.{}.0", 100 + i / 256, i % 256), 24, -1, false, false)).collect();
+    let _: () = call(&c, &p, "AddNetworks", (nets,)).unwrap();
+    let get = dbus::Message::new_method_call(DEST, MGR, "org.freedesktop.DBus.Properties", "Get").unwrap();
+    let calls = [
+        method(&p, "Establish"),
+        get.append2(IFACE, "version"),
+        method(&p, "AddDNS").append1(vec!["10.8.0.1".to_string()]),
+    ];
+    let serials: Vec<u32> = calls.into_iter().map(|m| c.channel().send(m).unwrap()).collect();
+    c.channel().flush();
+    let mut replies = Vec::new();
+    let t0 = std::time::Instant::now();
+    while replies.len() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no reply");
+        let _ = c.channel().read_write(Some(Duration::from_millis(5)));
+        while let Some(m) = c.channel().pop_message() {
+            if let Some(i) = m.get_reply_serial().and_then(|s| serials.iter().position(|x| *x == s)) {
+                // An error would end in the check below.
+                if i == 2 {
+                    let routes = env.ip("-4 route show proto 79");
+                    let n = routes.lines().filter(|l| l.starts_with("10.1") && l.contains("/24 via ")).count();
+                    assert_eq!(n, N, "AddDNS was answered before every route was in");
+                }
+                replies.push((i, m));
+            }
+        }
+    }
+    let order: Vec<usize> = replies.iter().map(|(i, _)| *i).collect();
+    assert_eq!(order, [1, 0, 2], "Get while Establish runs; AddDNS on its device after it");
+    assert!(replies.iter().all(|(_, m)| m.msg_type() == dbus::message::MessageType::MethodReturn));
+}

@@ -134,11 +134,15 @@ impl Sessions {
 
     /// Runs the operation to the end (at shutdown).
     pub(crate) fn finish_op(&mut self) {
-        while self.op.is_some() {
-            self.advance_op();
-            if self.op.is_some() {
-                let _ = self.kernel.ops.wait_readable();
+        self.advance_op();
+        while let Some(op) = &mut self.op {
+            let k = &mut self.kernel;
+            match &mut op.stage {
+                Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } => undo.wait(k),
+                Stage::Removing { r, .. } => r.undo.wait(k),
+                Stage::Applying { est, .. } => est.applying.wait(k),
             }
+            self.advance_op();
         }
     }
 
