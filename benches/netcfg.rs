@@ -152,8 +152,13 @@ fn main() {
             total
         );
     }
-    println!("targets: N=1000 cycle <= 16 ms; N={NETWORKS_PER_UID} (the most one user may hold) Establish <= 50 ms");
+    println!(
+        "targets: N=1000 cycle <= 16 ms; N={NETWORKS_PER_UID} is the most one user may hold (its kernel work goes a batch per loop turn)"
+    );
     worst_wait(&env);
+    if only.is_none() {
+        resolved_stopped_wait();
+    }
 
     if only.is_some() {
         let _ = daemon.kill();
@@ -367,9 +372,39 @@ fn worst_wait(env: &Env) {
         println!("  another client's wait beside {what}: median {med:.1} ms, max {max:.1} ms ({ROUNDS} rounds)");
     }
     println!(
-        "worst-case wait of another client: {:.1} ms (median of its rounds {:.1} ms), beside {} (target <= 50 ms)",
+        "worst-case wait of another client: {:.1} ms (median of its rounds {:.1} ms), beside {} (target <= 10 ms)",
         rows[0].2, rows[0].1, rows[0].0
     );
+}
+
+/// Another client's wait while systemd-resolved is stopped (SIGSTOP): the
+/// daemon's calls to it for an Establish with DNS get no answer.
+fn resolved_stopped_wait() {
+    if !dns_rig_fetch("resolved") {
+        println!("wait while systemd-resolved is stopped: not measured (no systemd-resolved rig)");
+        return;
+    }
+    let mut env = Env::for_dns("bench-rs", b"nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n");
+    let resolved = env.start_resolved();
+    env.start_dns_daemon(&[]);
+    let (first, second) = (env.conn(), env.conn());
+    sh(&format!("kill -STOP {}", resolved.0.id()));
+    let p = create(&first, "rs");
+    configure_like_real_client(&first, &p);
+    let _: () = call(&first, &p, "AddDNS", (vec!["10.8.0.1".to_string()],)).unwrap();
+    let _fd = establish(&first, &p);
+    let mut waits = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let _: String = get_prop(&second, MGR, "version");
+        waits.push(ms(t.elapsed()));
+    }
+    let max = waits.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "wait of another client while systemd-resolved is stopped: median {:.2} ms, max {max:.2} ms (200 calls; target <= 10 ms)",
+        median(waits)
+    );
+    sh(&format!("kill -CONT {}", resolved.0.id()));
 }
 
 /// Loading a journal of N live-then-deleted entries: linear, so twice the
