@@ -182,7 +182,9 @@ impl Daemon {
         let dns = self.s.dns.fd().map(|fd| fds.push(PollFd::new(fd, PollFlags::POLLIN))).is_some();
         // Queued signals: wake for their next tick.
         let watch = (!self.s.op_running()).then(|| self.s.watch.deadline()).flatten();
-        let deadline = [self.s.dns.deadline(), self.s.signal_deadline(), watch].into_iter().flatten().min();
+        // A pending operation that needs no answer goes on at once.
+        let now = self.s.op_ready().then(std::time::Instant::now);
+        let deadline = [self.s.dns.deadline(), self.s.signal_deadline(), watch, now].into_iter().flatten().min();
         match poll(&mut fds, poll_timeout(deadline)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e),

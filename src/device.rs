@@ -98,24 +98,30 @@ impl Device {
     }
 
     /// Creates the tun/tap device (a DCO device configures the netdev
-    /// EnableDCO made) and plans its configuration; the returned changes
-    /// go to the kernel a batch at a time, then `establish_commit`. On
-    /// error nothing of this attempt is left in the kernel.
-    pub fn establish_start(&mut self, k: &mut Kernel, ignore: &[u32], redirect: bool) -> Result<Establishing> {
+    /// EnableDCO made) and reads the route table as it is: exclude routes
+    /// follow it, and a network it already routes elsewhere fails
+    /// Establish before anything is sent. Then `establish_plan`.
+    pub fn establish_start(&mut self, k: &mut Kernel) -> Result<Linked> {
         let tap = is_tap(self.settings.layer)?;
         let mut journal = Journal::default();
         let NewLink { old_links, fd, ifindex, name } = self.new_link(k, tap, &mut journal)?;
-        // The table as it is: exclude routes follow it, and a network it
-        // already routes elsewhere fails Establish before anything is sent.
+        match apply::host_routes(&mut k.rtnl) {
+            Ok(routes) => Ok(Linked { journal, old_links, fd, ifindex, name, routes }),
+            Err(e) => Err(self.establish_failed(k, journal, old_links, e)),
+        }
+    }
+
+    /// Plans the configuration of the new link; its changes then go to the
+    /// kernel a batch at a time, and `establish_commit` keeps them. On
+    /// error nothing of this attempt is left in the kernel.
+    pub fn establish_plan(&mut self, k: &mut Kernel, l: Linked, ignore: &[u32], redirect: bool) -> Result<Establishing> {
+        let Linked { journal, old_links, fd, ifindex, name, routes } = l;
         let mut ignore = ignore.to_vec();
         ignore.push(ifindex);
-        let started = apply::host_routes(&mut k.rtnl).and_then(|routes| {
-            let mut p = plan::plan(&self.settings, ifindex, &Host { routes: &routes, ignore: &ignore, redirect });
-            let changes = std::mem::take(&mut p.changes);
-            apply::start(k, changes, self.holder(), routes).map(|a| (p, a))
-        });
-        match started {
-            Ok((plan, applying)) => Ok(Establishing { applying, journal, old_links, fd, ifindex, name, plan }),
+        let mut plan = plan::plan(&self.settings, ifindex, &Host { routes: &routes, ignore: &ignore, redirect });
+        let changes = std::mem::take(&mut plan.changes);
+        match apply::start(k, changes, self.holder(), routes) {
+            Ok(applying) => Ok(Establishing { applying, journal, old_links, fd, ifindex, name, plan }),
             Err(e) => Err(self.establish_failed(k, journal, old_links, e)),
         }
     }
@@ -226,6 +232,16 @@ impl Device {
             _ => Vec::new(),
         }
     }
+}
+
+/// An Establish with its link made and the route table read.
+pub struct Linked {
+    journal: Journal,
+    old_links: Vec<Entry>,
+    fd: Option<OwnedFd>,
+    ifindex: u32,
+    name: String,
+    routes: Vec<crate::netlink::route::KernelRoute>,
 }
 
 /// An Establish on its way: the link made, the plan's changes going to the

@@ -14,7 +14,7 @@ use std::os::fd::OwnedFd;
 use dbus::Message;
 
 use crate::conn;
-use crate::device::Establishing;
+use crate::device::{Establishing, Linked};
 use crate::error::{Error, Result};
 use crate::plan::Notice;
 
@@ -29,18 +29,34 @@ pub(crate) struct Op {
     call: Message,
     path: String,
     stage: Stage,
+    /// It can go on at once (it waits for no answer from the kernel).
+    ready: bool,
 }
 
 enum Stage {
     /// A second Establish: the previous configuration going first.
-    Replacing { undo: crate::apply::Undoing, ignore: Vec<u32>, redirect: bool },
-    /// Establish: the new configuration going in; `events` are the
-    /// previous configuration's removal.
-    Applying { est: Box<Establishing>, events: Vec<Notice> },
+    Replacing { undo: crate::apply::Undoing, est: Est },
+    /// Establish: the link to make.
+    Linking(Est),
+    /// Establish: the plan to make.
+    Planning { linked: Box<Linked>, est: Est },
+    /// Establish: the new configuration going in.
+    Applying { applying: Box<Establishing>, est: Est },
+    /// Establish: the outcome to keep (or undo).
+    Committing { applying: Box<Establishing>, est: Est },
     /// Disable and ClearConfig: the configuration going, the device stays.
     Clearing { undo: crate::apply::Undoing, disable: bool },
     /// Destroy.
     Removing { r: Box<Removal>, why: String },
+}
+
+/// What an Establish carries from stage to stage: our other links, whether
+/// the default route is redirected, and the removal of the previous
+/// configuration to announce.
+struct Est {
+    ignore: Vec<u32>,
+    redirect: bool,
+    events: Vec<Notice>,
 }
 
 impl Sessions {
@@ -81,12 +97,10 @@ impl Sessions {
     /// before anything goes to the kernel in batches.
     pub(crate) fn begin_establish(&mut self, m: &Message, path: &str, ignore: Vec<u32>, redirect: bool) -> Result<()> {
         let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+        let est = Est { ignore, redirect, events: Vec::new() };
         let stage = match d.establish_teardown(&mut self.kernel) {
-            Some(undo) => Stage::Replacing { undo, ignore, redirect },
-            None => Stage::Applying {
-                est: Box::new(d.establish_start(&mut self.kernel, &ignore, redirect)?),
-                events: Vec::new(),
-            },
+            Some(undo) => Stage::Replacing { undo, est },
+            None => Stage::Linking(est),
         };
         self.begin(m, path, stage)
     }
@@ -108,7 +122,7 @@ impl Sessions {
         let mut call = m.duplicate().map_err(|e| Error::Failed(format!("copying the call: {e}")))?;
         // A copy has no serial; the reply must name the call's.
         call.set_serial(m.get_serial().unwrap_or_default());
-        self.op = Some(Op { call, path: path.to_string(), stage });
+        self.op = Some(Op { call, path: path.to_string(), stage, ready: true });
         self.advance_op();
         Ok(())
     }
@@ -116,31 +130,40 @@ impl Sessions {
     /// Moves the running operation on: reads its batch's answers if they
     /// are there and sends the next; replies when it is complete.
     pub(crate) fn advance_op(&mut self) {
-        while let Some(mut op) = self.op.take() {
-            match self.step(&op.path.clone(), op.stage) {
-                Next::Wait(stage) => {
-                    op.stage = stage;
-                    self.op = Some(op);
-                    return;
-                }
-                Next::Stage(stage) => {
-                    op.stage = stage;
-                    self.op = Some(op);
-                }
-                Next::Done(r) => self.answer(&op.call, r),
+        let Some(mut op) = self.op.take() else { return };
+        match self.step(&op.path.clone(), op.stage) {
+            Next::Wait(stage) => {
+                op.stage = stage;
+                op.ready = false;
+                self.op = Some(op);
             }
+            // The next stage runs on the next turn: other calls first.
+            Next::Stage(stage) => {
+                op.stage = stage;
+                op.ready = true;
+                self.op = Some(op);
+            }
+            Next::Done(r) => self.answer(&op.call, r),
         }
+    }
+
+    /// Whether the operation can go on without an answer from the kernel
+    /// (the loop then does not sleep).
+    pub(crate) fn op_ready(&self) -> bool {
+        self.op.as_ref().is_some_and(|op| op.ready)
     }
 
     /// Runs the operation to the end (at shutdown).
     pub(crate) fn finish_op(&mut self) {
-        self.advance_op();
         while let Some(op) = &mut self.op {
             let k = &mut self.kernel;
-            match &mut op.stage {
-                Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } => undo.wait(k),
-                Stage::Removing { r, .. } => r.undo.wait(k),
-                Stage::Applying { est, .. } => est.applying.wait(k),
+            if !op.ready {
+                match &mut op.stage {
+                    Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } => undo.wait(k),
+                    Stage::Removing { r, .. } => r.undo.wait(k),
+                    Stage::Applying { applying, .. } => applying.applying.wait(k),
+                    _ => {}
+                }
             }
             self.advance_op();
         }
@@ -149,36 +172,44 @@ impl Sessions {
     fn step(&mut self, path: &str, stage: Stage) -> Next {
         let k = &mut self.kernel;
         match stage {
-            Stage::Replacing { mut undo, ignore, redirect } => {
+            Stage::Replacing { mut undo, mut est } => {
                 if !undo.advance(k) {
-                    return Next::Wait(Stage::Replacing { undo, ignore, redirect });
+                    return Next::Wait(Stage::Replacing { undo, est });
                 }
                 let failed = undo.finish(k);
                 let Some(d) = self.devices.get_mut(path) else { return Next::Done(Err(gone(path))) };
-                let events = d.teardown_finish(failed, false);
-                match d.establish_start(k, &ignore, redirect) {
-                    Ok(est) => Next::Stage(Stage::Applying { est: Box::new(est), events }),
-                    Err(e) => {
-                        self.announce(path, events);
-                        Next::Done(Err(e))
-                    }
+                est.events = d.teardown_finish(failed, false);
+                Next::Stage(Stage::Linking(est))
+            }
+            Stage::Linking(est) => {
+                let Some(d) = self.devices.get_mut(path) else { return Next::Done(Err(gone(path))) };
+                match d.establish_start(k) {
+                    Ok(linked) => Next::Stage(Stage::Planning { linked: Box::new(linked), est }),
+                    Err(e) => self.failed(path, est, e),
                 }
             }
-            Stage::Applying { mut est, mut events } => {
-                if !est.applying.advance(k) {
-                    return Next::Wait(Stage::Applying { est, events });
-                }
+            Stage::Planning { linked, est } => {
                 let Some(d) = self.devices.get_mut(path) else { return Next::Done(Err(gone(path))) };
-                let r = d.establish_commit(k, *est);
-                let r = r.map(|(fd, added, notes)| {
+                match d.establish_plan(k, *linked, &est.ignore, est.redirect) {
+                    Ok(applying) => Next::Stage(Stage::Applying { applying: Box::new(applying), est }),
+                    Err(e) => self.failed(path, est, e),
+                }
+            }
+            Stage::Applying { mut applying, est } => match applying.applying.advance(k) {
+                false => Next::Wait(Stage::Applying { applying, est }),
+                true => Next::Stage(Stage::Committing { applying, est }),
+            },
+            Stage::Committing { applying, mut est } => {
+                let Some(d) = self.devices.get_mut(path) else { return Next::Done(Err(gone(path))) };
+                let r = d.establish_commit(k, *applying).map(|(fd, added, notes)| {
                     for n in notes {
                         log::warn!("{path}: {n}");
                     }
                     log::info!("{path}: established {}", d.name);
-                    events.extend(added);
+                    est.events.extend(added);
                     fd
                 });
-                self.announce(path, events);
+                self.announce(path, est.events);
                 Next::Done(r)
             }
             Stage::Clearing { mut undo, disable } => {
@@ -207,6 +238,13 @@ impl Sessions {
                 Next::Done(Ok(None))
             }
         }
+    }
+
+    /// An Establish that failed: the previous configuration's removal is
+    /// still announced.
+    fn failed(&mut self, path: &str, est: Est, e: Error) -> Next {
+        self.announce(path, est.events);
+        Next::Done(Err(e))
     }
 
     /// A configuration's events, then DNS.
