@@ -114,7 +114,13 @@ impl Device {
     /// Plans the configuration of the new link; its changes then go to the
     /// kernel a batch at a time, and `establish_commit` keeps them. On
     /// error nothing of this attempt is left in the kernel.
-    pub fn establish_plan(&mut self, k: &mut Kernel, l: Linked, ignore: &[u32], redirect: bool) -> Result<Establishing> {
+    pub fn establish_plan(
+        &mut self,
+        k: &mut Kernel,
+        l: Linked,
+        ignore: &[u32],
+        redirect: bool,
+    ) -> Result<Establishing> {
         let Linked { journal, old_links, fd, ifindex, name, routes } = l;
         let mut ignore = ignore.to_vec();
         ignore.push(ifindex);
