@@ -67,7 +67,7 @@ pub fn apply(
 ) -> Result<()> {
     let mut a = start(k, changes, holder.clone(), before)?;
     while !a.step(k, false) {
-        a.wait_on(&mut k.rtnl);
+        a.expect_answer_on(&mut k.rtnl);
     }
     a.finish(k, journal)
 }
@@ -120,14 +120,14 @@ impl Applying {
         self.step(k, true)
     }
 
-    /// Waits (bounded) for the answers in flight on the loop's socket; a
-    /// time-out fails the apply.
-    pub fn wait(&mut self, k: &mut Kernel) {
-        self.wait_on(&mut k.ops);
+    /// Fails the apply unless the answers in flight on the loop's socket
+    /// are there.
+    pub fn expect_answer(&mut self, k: &mut Kernel) {
+        self.expect_answer_on(&mut k.ops);
     }
 
-    fn wait_on(&mut self, sock: &mut Socket) {
-        if let Err(e) = sock.wait_readable() {
+    fn expect_answer_on(&mut self, sock: &mut Socket) {
+        if let Err(e) = sock.expect_answer() {
             match self.readback.take() {
                 Some(_) => self.after = Some(Err(e)),
                 None => self.batches.abort(e),
@@ -369,15 +369,16 @@ impl Undoing {
         self.step(k, true)
     }
 
-    /// Waits (bounded) for the answers in flight on the loop's socket.
-    pub fn wait(&mut self, k: &mut Kernel) {
-        self.batches.wait(&mut k.ops);
+    /// Fails the rest unless the answers in flight on the loop's socket
+    /// are there.
+    pub fn expect_answer(&mut self, k: &mut Kernel) {
+        self.batches.expect_answer(&mut k.ops);
     }
 
     /// Runs to the end on the socket for requests answered at once.
     pub fn run(&mut self, k: &mut Kernel) {
         while !self.step(k, false) {
-            self.batches.wait(&mut k.rtnl);
+            self.batches.expect_answer(&mut k.rtnl);
         }
     }
 

@@ -253,9 +253,9 @@ impl Batches {
         self.failure = Some(e);
     }
 
-    /// Waits (bounded) for the answers of the batch in flight.
-    pub fn wait(&mut self, sock: &mut Socket) {
-        if let Err(e) = sock.wait_readable() {
+    /// Fails the whole unless the answers of the batch in flight are there.
+    pub fn expect_answer(&mut self, sock: &mut Socket) {
+        if let Err(e) = sock.expect_answer() {
             self.abort(e);
         }
     }
@@ -265,10 +265,10 @@ impl Batches {
         self.collect(Some(e));
     }
 
-    /// Runs to the end, waiting (bounded) for each answer.
+    /// Runs to the end at once.
     pub fn run(&mut self, sock: &mut Socket) {
         while !self.advance(sock) {
-            self.wait(sock);
+            self.expect_answer(sock);
         }
     }
 
@@ -390,21 +390,24 @@ impl Socket {
         Ok(p.complete())
     }
 
-    /// Waits until `p` is complete. The kernel answers requests
-    /// synchronously, so the 5 s guard only bounds surprises.
-    pub fn wait(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
+    /// Reads until `p` is complete: its answers are queued already (see
+    /// `expect_answer`), so this never sleeps.
+    pub fn complete(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
         while !self.on_readable(p, &mut each)? {
-            self.wait_readable()?;
+            self.expect_answer()?;
         }
         Ok(())
     }
 
-    /// Waits (at most 5 s) until the socket is readable.
-    pub fn wait_readable(&self) -> Result<()> {
+    /// Fails unless an answer is queued, without waiting: the kernel
+    /// handles a netlink request inside sendmsg, and makes a dump's next
+    /// part while the previous one is read, so an answer that is not there
+    /// now will not come.
+    pub fn expect_answer(&self) -> Result<()> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let mut fds = [PollFd::new(crate::sys::borrow_fd(self.fd()), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(5000u16)) {
-            Ok(0) => Err(Error::Failed("netlink: no answer from the kernel within 5 s".into())),
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) => Err(Error::Failed("netlink: the kernel did not answer".into())),
             Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
             Err(e) => Err(Error::errno("poll netlink", e)),
         }
@@ -415,7 +418,7 @@ impl Socket {
     /// `Error::Kernel` with errno and extack text.
     pub fn call(&mut self, msg: &mut [u8], what: &str, each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
         let mut p = self.send(&mut [msg])?;
-        self.wait(&mut p, each)?;
+        self.complete(&mut p, each)?;
         match p.got.pop().flatten() {
             Some(Err(e)) => Err(e.into_error(what)),
             _ => Ok(()),

@@ -159,9 +159,9 @@ impl Sessions {
             let k = &mut self.kernel;
             if !op.ready {
                 match &mut op.stage {
-                    Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } => undo.wait(k),
-                    Stage::Removing { r, .. } => r.undo.wait(k),
-                    Stage::Applying { applying, .. } => applying.applying.wait(k),
+                    Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } => undo.expect_answer(k),
+                    Stage::Removing { r, .. } => r.undo.expect_answer(k),
+                    Stage::Applying { applying, .. } => applying.applying.expect_answer(k),
                     _ => {}
                 }
             }
