@@ -96,35 +96,37 @@ impl Sessions {
     /// Establish on `path` as a pending operation; the error if it fails
     /// before anything goes to the kernel in batches.
     pub(crate) fn begin_establish(&mut self, m: &Message, path: &str, ignore: Vec<u32>, redirect: bool) -> Result<()> {
-        let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+        let call = copy(m)?;
+        let d = self.devices.get_mut(path).ok_or_else(|| gone(path))?;
         let est = Est { ignore, redirect, events: Vec::new() };
         let stage = match d.establish_teardown(&mut self.kernel) {
             Some(undo) => Stage::Replacing { undo, est },
             None => Stage::Linking(est),
         };
-        self.begin(m, path, stage)
+        self.begin(call, path, stage);
+        Ok(())
     }
 
     /// Disable or ClearConfig on `path` as a pending operation.
     pub(crate) fn begin_clear(&mut self, m: &Message, path: &str, disable: bool) -> Result<()> {
-        let d = self.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+        let call = copy(m)?;
+        let d = self.devices.get_mut(path).ok_or_else(|| gone(path))?;
         let undo = d.teardown_start(&mut self.kernel, false);
-        self.begin(m, path, Stage::Clearing { undo, disable })
+        self.begin(call, path, Stage::Clearing { undo, disable });
+        Ok(())
     }
 
     /// Destroy of `path` as a pending operation.
     pub(crate) fn begin_destroy(&mut self, m: &Message, path: &str, why: String) -> Result<()> {
-        let r = self.removal_start(path, true).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
-        self.begin(m, path, Stage::Removing { r: Box::new(r), why })
+        let call = copy(m)?;
+        let r = self.removal_start(path, true).ok_or_else(|| gone(path))?;
+        self.begin(call, path, Stage::Removing { r: Box::new(r), why });
+        Ok(())
     }
 
-    fn begin(&mut self, m: &Message, path: &str, stage: Stage) -> Result<()> {
-        let mut call = m.duplicate().map_err(|e| Error::Failed(format!("copying the call: {e}")))?;
-        // A copy has no serial; the reply must name the call's.
-        call.set_serial(m.get_serial().unwrap_or_default());
+    fn begin(&mut self, call: Message, path: &str, stage: Stage) {
         self.op = Some(Op { call, path: path.to_string(), stage, ready: true });
         self.advance_op();
-        Ok(())
     }
 
     /// Moves the running operation on: reads its batch's answers if they
@@ -277,6 +279,15 @@ enum Next {
     Wait(Stage),
     Stage(Stage),
     Done(Result<Option<OwnedFd>>),
+}
+
+/// A copy of the call to answer later (made before anything is taken
+/// out of a journal, so that a failure here loses nothing).
+fn copy(m: &Message) -> Result<Message> {
+    let mut call = m.duplicate().map_err(|e| Error::Failed(format!("copying the call: {e}")))?;
+    // A copy has no serial; the reply must name the call's.
+    call.set_serial(m.get_serial().unwrap_or_default());
+    Ok(call)
 }
 
 fn gone(path: &str) -> Error {
