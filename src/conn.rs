@@ -4,7 +4,7 @@
 //! The object handlers (`bus/`) and the DNS backends use it; it uses
 //! neither.
 
-use std::collections::HashMap;
+use crate::vecmap::VecMap;
 use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -33,9 +33,9 @@ pub struct Creds {
 
 pub struct Bus {
     ch: Channel,
-    creds: HashMap<String, Creds>,
+    creds: VecMap<String, Creds>,
     /// GetConnectionCredentials calls in flight: serial → the name asked about.
-    creds_asked: HashMap<u32, String>,
+    creds_asked: VecMap<u32, String>,
 }
 
 impl Bus {
@@ -53,7 +53,7 @@ impl Bus {
                 .map_err(|e| Error::Failed(format!("D-Bus system bus: {e}")))?,
         };
         ch.set_watch_enabled(true);
-        Ok(Bus { ch, creds: HashMap::new(), creds_asked: HashMap::new() })
+        Ok(Bus { ch, creds: VecMap::new(), creds_asked: VecMap::new() })
     }
 
     pub fn fd(&self) -> RawFd {

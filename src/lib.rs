@@ -25,4 +25,5 @@ pub mod settings;
 pub mod shared;
 pub mod state;
 pub mod sys;
+pub mod vecmap;
 pub mod watch;
