@@ -10,7 +10,6 @@
 //! between the two by its type alone.
 
 use std::borrow::Borrow;
-use std::cmp::Ordering;
 
 /// A map ordered by key, stored as sorted `(key, value)` pairs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,19 +172,15 @@ impl<K: Ord> VecMap<K, ()> {
 }
 
 impl<K: Ord, V> FromIterator<(K, V)> for VecMap<K, V> {
-    /// As `BTreeMap`: of equal keys, the last value wins.
+    /// As `BTreeMap`: of equal keys, the last value wins. One insertion
+    /// after the other (quadratic, but the tables are small), which needs
+    /// no sort code of its own for each map type.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut items: Vec<(K, V)> = iter.into_iter().collect();
-        // Stable: equal keys stay in insertion order, and the last is kept.
-        items.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(K, V)> = Vec::with_capacity(items.len());
-        for it in items {
-            match out.last_mut() {
-                Some(last) if last.0.cmp(&it.0) == Ordering::Equal => last.1 = it.1,
-                _ => out.push(it),
-            }
+        let mut m = VecMap::new();
+        for (k, v) in iter {
+            m.insert(k, v);
         }
-        VecMap { items: out }
+        m
     }
 }
 
