@@ -284,21 +284,21 @@ pub fn forget(k: &mut Kernel, steps: Vec<Entry>) {
 /// on links of our kinds that carry our marker (`link::MARKER`). Returns
 /// how many steps were run and how many were refused.
 pub fn recover(rtnl: &mut Rtnl, steps: &[Undo]) -> (usize, usize) {
-    // Sorted by index: a lookup table without a hash map's code.
-    let mut links: Vec<netlink::link::LinkInfo> = match rtnl.dump(netlink::link::dump_request()) {
+    // A sorted vector (the kernel dumps links mostly in index order, so
+    // each insertion lands at the end): no hash map or sort code for it.
+    let links: crate::vecmap::VecMap<u32, netlink::link::LinkInfo> = match rtnl.dump(netlink::link::dump_request()) {
         Ok(msgs) => msgs
             .iter()
             .filter(|(t, _)| *t == libc::RTM_NEWLINK)
             .filter_map(|(_, p)| netlink::link::parse_info(p))
+            .map(|l| (l.index, l))
             .collect(),
         Err(e) => {
             log::warn!("recovery: cannot list links ({e}); no link of the journal is touched");
             Default::default()
         }
     };
-    links.sort_unstable_by_key(|l| l.index);
-    let link = |i: &u32| links.binary_search_by_key(i, |l| l.index).ok().map(|n| &links[n]);
-    let ours = |i: &u32| link(i).is_some_and(|l| l.is_ours());
+    let ours = |i: &u32| links.get(i).is_some_and(|l| l.is_ours());
     let (mut run, mut refused) = (Vec::new(), 0);
     for u in steps {
         let ok = match u {
@@ -306,10 +306,12 @@ pub fn recover(rtnl: &mut Rtnl, steps: &[Undo]) -> (usize, usize) {
             Undo::DelRule(r) => r.protocol == netlink::RTPROT_OVPN_NETCFGD,
             Undo::DelAddr(a) => ours(&a.ifindex),
             Undo::LinkDown { ifindex } => ours(ifindex),
-            Undo::DelLink { ifindex, name } => link(ifindex).is_some_and(|l| l.is_ours() && l.name == *name),
+            Undo::DelLink { ifindex, name } => links.get(ifindex).is_some_and(|l| l.is_ours() && l.name == *name),
             // A link that never got its marker (a crash right after it was
             // made) is left alone: it cannot be told from someone else's.
-            Undo::DelNewLink { name, kind } => links.iter().any(|l| l.name == *name && l.kind == *kind && l.is_ours()),
+            Undo::DelNewLink { name, kind } => {
+                links.values().any(|l| l.name == *name && l.kind == *kind && l.is_ours())
+            }
         };
         if ok {
             run.push(u);
