@@ -482,8 +482,9 @@ pub fn forget(k: &mut Kernel, steps: Vec<Entry>) {
 /// on links of our kinds that carry our marker (`link::MARKER`). Returns
 /// how many steps were run and how many were refused.
 pub fn recover(rtnl: &mut Socket, steps: &[Undo]) -> (usize, usize) {
-    let links: std::collections::HashMap<u32, netlink::link::LinkInfo> = match rtnl.dump(netlink::link::dump_request())
-    {
+    // A sorted vector (the kernel dumps links mostly in index order, so
+    // each insertion lands at the end): no hash map or sort code for it.
+    let links: crate::vecmap::VecMap<u32, netlink::link::LinkInfo> = match rtnl.dump(netlink::link::dump_request()) {
         Ok(msgs) => msgs
             .iter()
             .filter(|(t, _)| *t == libc::RTM_NEWLINK)
@@ -503,7 +504,7 @@ pub fn recover(rtnl: &mut Socket, steps: &[Undo]) -> (usize, usize) {
             Undo::DelRule(r) => r.protocol == netlink::RTPROT_OVPN_NETCFGD,
             Undo::DelAddr(a) => ours(&a.ifindex),
             Undo::LinkDown { ifindex } => ours(ifindex),
-            Undo::DelLink { ifindex, name } => ours(ifindex) && links[ifindex].name == *name,
+            Undo::DelLink { ifindex, name } => links.get(ifindex).is_some_and(|l| l.is_ours() && l.name == *name),
             // A link that never got its marker (a crash right after it was
             // made) is left alone: it cannot be told from someone else's.
             Undo::DelNewLink { name, kind } => {

@@ -4,7 +4,7 @@
 //! The object handlers (`bus/`) and the DNS backends use it; it uses
 //! neither.
 
-use std::collections::HashMap;
+use crate::vecmap::VecMap;
 use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -33,27 +33,32 @@ pub struct Creds {
 
 pub struct Bus {
     ch: Channel,
-    creds: HashMap<String, Creds>,
+    creds: VecMap<String, Creds>,
     /// GetConnectionCredentials calls in flight: serial → the name asked about.
-    creds_asked: HashMap<u32, String>,
+    creds_asked: VecMap<u32, String>,
 }
+
+/// libdbus's default system bus address (as vendored by libdbus-sys),
+/// used when DBUS_SYSTEM_BUS_ADDRESS is not set.
+const SYSTEM_BUS: &str = "unix:path=/run/dbus/system_bus_socket";
 
 impl Bus {
     /// Connects and says Hello. `address` None = the system bus (honours
     /// DBUS_SYSTEM_BUS_ADDRESS).
     pub fn connect(address: Option<&str>) -> Result<Self> {
-        let mut ch = match address {
-            Some(a) => {
-                let mut c =
-                    Channel::open_private(a).map_err(|e| Error::Failed(format!("D-Bus connect to {a}: {e}")))?;
-                c.register().map_err(|e| Error::Failed(format!("D-Bus Hello: {e}")))?;
-                c
+        let system;
+        let a = match address {
+            Some(a) => a,
+            None => {
+                let env = std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok().filter(|_| !crate::sys::secure_exec());
+                system = env.unwrap_or_else(|| SYSTEM_BUS.to_string());
+                &system
             }
-            None => Channel::get_private(dbus::channel::BusType::System)
-                .map_err(|e| Error::Failed(format!("D-Bus system bus: {e}")))?,
         };
+        let mut ch = Channel::open_private(a).map_err(|e| Error::Failed(format!("D-Bus connect to {a}: {e}")))?;
+        ch.register().map_err(|e| Error::Failed(format!("D-Bus Hello: {e}")))?;
         ch.set_watch_enabled(true);
-        Ok(Bus { ch, creds: HashMap::new(), creds_asked: HashMap::new() })
+        Ok(Bus { ch, creds: VecMap::new(), creds_asked: VecMap::new() })
     }
 
     pub fn fd(&self) -> RawFd {

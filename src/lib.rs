@@ -27,3 +27,4 @@ pub mod settings;
 pub mod shared;
 pub mod state;
 pub mod sys;
+pub mod vecmap;

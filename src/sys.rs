@@ -110,6 +110,15 @@ pub fn borrow_fd<'a>(fd: RawFd) -> std::os::fd::BorrowedFd<'a> {
     unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
 
+/// Whether the kernel started us in secure mode (setuid, setgid or file
+/// capabilities: AT_SECURE), where the environment is the caller's to
+/// forge. libdbus ignores its environment variables then; so do we.
+pub fn secure_exec() -> bool {
+    // SAFETY: getauxval reads the auxiliary vector the kernel gave the
+    // process; it takes an integer and returns one (0 if the entry is absent).
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
 /// Capability numbers we use (include/uapi/linux/capability.h).
 pub const CAP_DAC_OVERRIDE: u32 = 1;
 pub const CAP_KILL: u32 = 5;

@@ -368,3 +368,33 @@ fn a_new_callers_pipelined_calls_are_served_in_order() {
     let got: Vec<String> = get_prop(&c, &p, "dns_name_servers");
     assert_eq!(got, want);
 }
+
+/// Without `--bus-address` the daemon connects to the system bus that
+/// DBUS_SYSTEM_BUS_ADDRESS names (libdbus's own lookup for the system bus,
+/// which the daemon does itself), and answers there.
+#[test]
+fn system_bus_from_the_environment_without_bus_address() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("sysbus");
+    let log = std::fs::File::create(env.dir.join("daemon.log")).unwrap();
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", &env.ns])
+        .arg(bin())
+        .args(["--idle-exit", "0", "--dns-backend", "none", "--state-dir"])
+        .arg(env.dir.join("state"))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &env.addr)
+        .stderr(log)
+        .spawn()
+        .expect("daemon");
+    env.daemon = Some(child);
+    let t0 = std::time::Instant::now();
+    while !ping(&env.conn()) {
+        if let Some(st) = env.daemon.as_mut().unwrap().try_wait().unwrap() {
+            panic!("daemon exited ({st}): {}", env.log());
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no answer on the bus: {}", env.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -56,6 +56,11 @@ case $mode in
         # libgcc_eh.a (the same unwinder, static) answers those references
         # first, and then goes with the routine: the binary needs libc alone.
         case $triple in *-gnu) late=(-lstatic=gcc_eh) ;; esac
+        # libdbus's C for size first: the cc crate asks clang (zig) for -Oz
+        # but GCC for -Os only, though GCC 12 has -Oz (1.7 KB less code).
+        case $triple in
+            *-gnu) ! echo 'int x;' | "${CC:-cc}" -Oz -x c -c -o /dev/null - 2>/dev/null || export "CFLAGS_$t=-Oz" ;;
+        esac
         ;;
     test)
         export CARGO_TARGET_DIR=$top/target/cross-test

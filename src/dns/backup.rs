@@ -42,7 +42,7 @@ pub struct Meta<'a> {
     text: &'a str,
 }
 
-impl Meta<'_> {
+impl<'a> Meta<'a> {
     pub fn get(&self, key: &str) -> Result<&str> {
         self.text
             .lines()
@@ -53,6 +53,20 @@ impl Meta<'_> {
     pub fn num(&self, key: &str, radix: u32) -> Result<u32> {
         u32::from_str_radix(self.get(key)?, radix)
             .map_err(|_| Error::Failed(format!("{}-meta: bad '{key}'", self.name)))
+    }
+
+    fn parse(name: &'static str, meta: &'a [u8]) -> Result<Meta<'a>> {
+        let text = std::str::from_utf8(meta).map_err(|_| Error::Failed(format!("{name}-meta is not UTF-8")))?;
+        Ok(Meta { name, text })
+    }
+
+    /// The file the backup is of: an absolute path.
+    fn path(&self) -> Result<PathBuf> {
+        let path = PathBuf::from(self.get("path")?);
+        if !path.is_absolute() {
+            return Err(Error::Failed(format!("{}-meta: the path is not absolute", self.name)));
+        }
+        Ok(path)
     }
 
     pub fn unknown_kind(&self, kind: &str) -> Error {
@@ -203,27 +217,31 @@ fn save<T: Target>(dir: &Dir, path: &Path, orig: &T::Orig) -> Result<()> {
 
 /// Reads the backup. Its files are trusted only as `state::Dir` allows.
 fn load<T: Target>(dir: &Dir) -> Result<(PathBuf, Saved<T::Orig>)> {
+    let (meta, orig, ours) = read_files(dir, T::NAME, T::MAX_SIZE)?;
+    parse::<T>(&meta, orig, ours)
+}
+
+/// A backup's files: meta, orig and (if written) ours.
+type Files = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
+/// The three files of the backup `name` (not generic: one copy of this
+/// code for every kind of backup).
+fn read_files(dir: &Dir, name: &str, max: u64) -> Result<Files> {
     let read = |part: &str, max: u64| {
-        let n = state_name::<T>(part);
+        let n = format!("{name}-{part}");
         dir.read(&n, max).map_err(|e| Error::io(format!("read {}/{n}", dir.path.display()), e))
     };
     let need = |part: &str, max: u64| {
-        read(part, max)?
-            .ok_or_else(|| Error::Failed(format!("{}/{} is missing", dir.path.display(), state_name::<T>(part))))
+        read(part, max)?.ok_or_else(|| Error::Failed(format!("{}/{name}-{part} is missing", dir.path.display())))
     };
-    parse::<T>(&need("meta", 4096)?, need("orig", T::MAX_SIZE)?, read("ours", T::MAX_SIZE)?)
+    Ok((need("meta", 4096)?, need("orig", max)?, read("ours", max)?))
 }
 
 /// The backup from its three files' bytes (`ours` may be missing).
 pub fn parse<T: Target>(meta: &[u8], orig: Vec<u8>, ours: Option<Vec<u8>>) -> Result<(PathBuf, Saved<T::Orig>)> {
-    let text = std::str::from_utf8(meta).map_err(|_| Error::Failed(format!("{}-meta is not UTF-8", T::NAME)))?;
-    let meta = Meta { name: T::NAME, text };
+    let meta = Meta::parse(T::NAME, meta)?;
     let orig = T::decode(&meta, orig)?;
-    let path = PathBuf::from(meta.get("path")?);
-    if !path.is_absolute() {
-        return Err(Error::Failed(format!("{}-meta: the path is not absolute", T::NAME)));
-    }
-    Ok((path, Saved { orig, ours }))
+    Ok((meta.path()?, Saved { orig, ours }))
 }
 
 fn clear<T: Target>(dir: &Dir) {

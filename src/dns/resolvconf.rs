@@ -23,7 +23,8 @@
 //! under /run as a user other than root. Our inheritable set holds nothing
 //! else, so no hook can pick up CAP_NET_ADMIN through file capabilities.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use crate::vecmap::{VecMap, VecSet};
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
@@ -65,7 +66,7 @@ pub struct Resolvconf {
     flavor: Flavor,
     dir: Dir,
     /// Registered records: interface name -> the fragment given.
-    applied: BTreeMap<String, String>,
+    applied: VecMap<String, String>,
     scope_warned: bool,
     /// The apply in flight, if any.
     job: Option<Job>,
@@ -84,7 +85,7 @@ pub fn find(dir: &Dir) -> Option<Resolvconf> {
     } else {
         Flavor::Other
     };
-    Some(Resolvconf { prog, flavor, dir: dir.clone(), applied: BTreeMap::new(), scope_warned: false, job: None })
+    Some(Resolvconf { prog, flavor, dir: dir.clone(), applied: VecMap::new(), scope_warned: false, job: None })
 }
 
 /// Deletes the records of a run that did not exit cleanly.
@@ -136,7 +137,7 @@ struct Job {
     steps: VecDeque<Step>,
     running: Option<(Step, Child)>,
     /// Records whose add failed: maybe registered, so listed.
-    unsure: BTreeSet<String>,
+    unsure: VecSet<String>,
     first_err: Option<Error>,
 }
 
@@ -162,8 +163,8 @@ impl Resolvconf {
         }
     }
 
-    fn save_list(&self, names: &BTreeSet<&String>) -> Result<()> {
-        let text: String = names.iter().map(|n| format!("{n}\n")).collect();
+    fn save_list(&self, names: &VecSet<&String>) -> Result<()> {
+        let text: String = names.keys().map(|n| format!("{n}\n")).collect();
         super::backup::write_state(&self.dir, LIST, text.as_bytes())
     }
 
@@ -176,7 +177,7 @@ impl Resolvconf {
             log::warn!("resolvconf: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are merged");
             self.scope_warned = true;
         }
-        let want: BTreeMap<String, String> = sessions.iter().map(|s| (s.ifname.clone(), fragment(s))).collect();
+        let want: VecMap<String, String> = sessions.iter().map(|s| (s.ifname.clone(), fragment(s))).collect();
         let gone = self.applied.keys().filter(|k| !want.contains_key(*k));
         let mut steps: VecDeque<Step> = gone.map(|n| Step::Del(n.clone())).collect();
         // Listed before it is added: a crash right after leaves no orphan.
@@ -216,7 +217,7 @@ impl Resolvconf {
                 Err(e) => self.record(&mut job, step, Err(e)),
             }
         }
-        if let Err(e) = self.save_list(&self.applied.keys().chain(&job.unsure).collect()) {
+        if let Err(e) = self.save_list(&self.applied.keys().chain(job.unsure.keys()).collect()) {
             return Some(Err(e));
         }
         if self.applied.is_empty() {
@@ -237,7 +238,7 @@ impl Resolvconf {
                 self.applied.insert(n, frag);
             }
             (Step::Add(n, _), Err(e)) => {
-                job.unsure.insert(n);
+                job.unsure.add(n);
                 job.first_err.get_or_insert(e);
             }
             (_, Err(e)) => {

@@ -21,7 +21,7 @@
 //! resolved (re)appears on the bus, which also re-applies every other link:
 //! a restarted resolved may have lost them.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::vecmap::VecMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -168,16 +168,16 @@ impl Link {
 }
 
 pub struct Resolved {
-    links: BTreeMap<u32, Link>,
+    links: VecMap<u32, Link>,
     /// Serial of a call in flight -> (ifindex, generation, method).
-    pending: HashMap<u32, (u32, u64, &'static str)>,
+    pending: VecMap<u32, (u32, u64, &'static str)>,
     /// A revert gave up (reported at shutdown).
     revert_failed: bool,
 }
 
 impl Resolved {
     pub fn new() -> Self {
-        Resolved { links: BTreeMap::new(), pending: HashMap::new(), revert_failed: false }
+        Resolved { links: VecMap::new(), pending: VecMap::new(), revert_failed: false }
     }
 
     fn send(&mut self, bus: &Bus, ifindex: u32) {
@@ -298,7 +298,7 @@ fn calls(ifindex: i32, want: Option<&LinkConf>) -> Result<Vec<(&'static str, Mes
 
 impl Backend for Resolved {
     fn apply(&mut self, bus: &Bus, sessions: &[Session]) -> Result<()> {
-        let want: BTreeMap<u32, (&Session, LinkConf)> =
+        let want: VecMap<u32, (&Session, LinkConf)> =
             sessions.iter().map(|s| (s.ifindex, (s, LinkConf::of(s)))).collect();
         let gone: Vec<u32> =
             self.links.iter().filter(|(i, l)| !want.contains_key(*i) && l.want.is_some()).map(|(i, _)| *i).collect();
@@ -310,7 +310,7 @@ impl Backend for Resolved {
             self.send(bus, i);
         }
         for (i, (s, conf)) in want {
-            let l = self.links.entry(i).or_default();
+            let l = self.links.get_or_insert_with(i, Link::default);
             let changed = l.want.as_ref() != Some(&conf);
             if changed {
                 caveats(s);
