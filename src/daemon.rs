@@ -4,7 +4,7 @@
 //! next message is read; what a handler may not wait for (a caller's
 //! credentials, a resolvconf child) comes back through this loop.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::AsFd;
 
 use dbus::message::MessageType;
@@ -19,12 +19,13 @@ use crate::config::Config;
 use crate::conn::{self, Bus};
 use crate::error::{Error, Result};
 use crate::sessions::Sessions;
+use crate::vecmap::VecMap;
 
 pub struct Daemon {
     s: Sessions,
     /// Calls whose senders' credentials are being asked for, in arrival
     /// order per sender (see `creds_gate`).
-    awaiting_creds: BTreeMap<String, VecDeque<Message>>,
+    awaiting_creds: VecMap<String, VecDeque<Message>>,
     quit: bool,
     sigfd: SignalFd,
     timer: TimerFd,
@@ -103,7 +104,7 @@ impl Daemon {
         let dns = crate::dns::Dns::new(state.dns).with_dnsmasq_servers(&cfg.dnsmasq_servers);
         let mut s = Sessions::new(cfg, bus, kernel, watch, dco, dns);
         s.come_up(state.journals)?;
-        Ok(Daemon { s, awaiting_creds: BTreeMap::new(), quit: false, sigfd, timer, timer_armed: false })
+        Ok(Daemon { s, awaiting_creds: VecMap::new(), quit: false, sigfd, timer, timer_armed: false })
     }
 
     fn main_loop(&mut self) -> i32 {

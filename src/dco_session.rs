@@ -12,7 +12,9 @@
 //! `crate::bus::dco`. A command goes out from its own wiped buffer (KEY_NEW
 //! carries cipher keys), never copied into a batch.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::vecmap::VecMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use neli::consts::socket::NlFamily;
@@ -295,7 +297,7 @@ pub struct DcoDev {
     /// Transport sockets handed to the kernel by number, by peer id. The
     /// kernel looked the number up in our fd table, so each stays open until
     /// its peer is replaced or removed, or the device goes.
-    pub peers: BTreeMap<u32, OwnedFd>,
+    pub peers: VecMap<u32, OwnedFd>,
     pub pipe: Pipe,
 }
 

@@ -158,10 +158,10 @@ fn read_list<'a>(m: &'a Message, arg: &'static str, max: usize, what: &str) -> R
 
 /// `held` followed by the items of `new` it lacks, in order; at most `max`.
 pub fn merged<T: Clone + Ord>(held: &[T], new: Vec<T>, max: usize, arg: &'static str, what: &str) -> Result<Vec<T>> {
-    let mut seen: std::collections::BTreeSet<T> = held.iter().cloned().collect();
+    let mut seen: crate::vecmap::VecSet<T> = held.iter().cloned().collect();
     let mut all = held.to_vec();
     for x in new {
-        if seen.insert(x.clone()) {
+        if seen.add(x.clone()) {
             all.push(x);
         }
     }

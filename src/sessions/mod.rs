@@ -10,7 +10,7 @@ pub mod outbox;
 pub mod protect;
 pub mod watch;
 
-use std::collections::BTreeMap;
+use crate::vecmap::VecMap;
 
 use dbus::arg::{PropMap, RefArg, Variant};
 use dbus::Message;
@@ -34,9 +34,9 @@ pub struct Sessions {
     pub bus: Bus,
     pub kernel: crate::apply::Kernel,
     /// Device objects by object path.
-    pub devices: BTreeMap<String, Device>,
+    pub devices: VecMap<String, Device>,
     /// NetworkChange subscribers by unique bus name.
-    pub subs: BTreeMap<String, Subscription>,
+    pub subs: VecMap<String, Subscription>,
     pub log_level: u32,
     pub dns: crate::dns::Dns,
     /// What ProtectSocket installed, by owner.
@@ -47,12 +47,12 @@ pub struct Sessions {
     pub orphans: crate::journal::Journal,
     /// The UID each orphaned link (by ifindex) counts against: its tun
     /// device lives on while its client holds the fd.
-    orphan_owners: BTreeMap<u32, u32>,
+    orphan_owners: VecMap<u32, u32>,
     /// The resolved DCO generic-netlink family and its sockets.
     pub dco: Option<crate::dco_session::DcoKernel>,
     /// Owner and ACL of devices being removed, so their last events still
     /// reach exactly the UIDs that saw them.
-    pub(crate) departed: BTreeMap<String, (u32, Vec<u32>)>,
+    pub(crate) departed: VecMap<String, (u32, Vec<u32>)>,
     /// The kernel's link and route notifications (`watch`).
     pub(crate) watch: watch::Watch,
     /// NetworkChange signals not yet handed to libdbus (see `pace_signals`).
@@ -79,15 +79,15 @@ impl Sessions {
             cfg,
             bus,
             kernel,
-            devices: BTreeMap::new(),
-            subs: BTreeMap::new(),
+            devices: VecMap::new(),
+            subs: VecMap::new(),
             dns,
             protections: Vec::new(),
             fw_rules: crate::journal::Journal::default(),
             orphans: crate::journal::Journal::default(),
-            orphan_owners: BTreeMap::new(),
+            orphan_owners: VecMap::new(),
             dco,
-            departed: BTreeMap::new(),
+            departed: VecMap::new(),
             watch,
             signals: Default::default(),
             log_owner: None,
