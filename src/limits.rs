@@ -13,6 +13,9 @@ pub const ADDRS_PER_DEVICE: usize = 64;
 /// Networks (include and exclude routes) one UID may hold, on all its
 /// devices together.
 pub const NETWORKS_PER_UID: usize = 10_240;
+/// AddNetworks decodes at most this many networks per loop turn: a longer
+/// list is a pending operation.
+pub const NETWORKS_PER_TURN: usize = 1024;
 /// DNS servers and search domains one device may hold.
 pub const DNS_SERVERS_PER_DEVICE: usize = 32;
 pub const DNS_SEARCH_PER_DEVICE: usize = 64;

@@ -178,6 +178,24 @@ pub fn network(addr: &str, prefix: u32, metric: i32, ipv6: bool, exclude: bool) 
     Ok(Network { net, metric, exclude })
 }
 
+/// Up to `n` networks of AddNetworks' list, from its element `from` on
+/// (the signature is checked).
+pub fn networks_from(m: &dbus::Message, from: usize, n: usize) -> Result<Vec<Network>> {
+    let mut it = m.iter_init();
+    let mut a = it.recurse(dbus::arg::ArgType::Array).ok_or_else(|| Error::arg("networks", "not an array"))?;
+    for _ in 0..from {
+        a.next();
+    }
+    let mut out = Vec::new();
+    while out.len() < n && a.arg_type() != dbus::arg::ArgType::Invalid {
+        let (addr, p, metric, v6, ex): (&str, u32, i32, bool, bool) =
+            a.get().ok_or_else(|| Error::arg("networks", "an element is not (suibb)"))?;
+        out.push(network(addr, p, metric, v6, ex)?);
+        a.next();
+    }
+    Ok(out)
+}
+
 pub fn dns_server(s: &str) -> Result<IpAddr> {
     check_text("server_list", s, 64)?;
     // Refused, not trimmed: the reference trims nothing either (it stores

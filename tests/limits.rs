@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-use ovpn_netcfgd::limits::{DEVICES_PER_UID, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_UID};
+use ovpn_netcfgd::limits::{DEVICES_PER_UID, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_TURN, NETWORKS_PER_UID};
 
 /// A client of another UID with one long-lived bus connection.
 struct Agent {
@@ -137,6 +137,37 @@ fn networks_are_bounded_per_uid_across_its_devices() {
         .collect();
     let r = other.netcfg(&path, "AddNetworks", "a(suibb)", &format!("[[{}]]", list.join(",")));
     assert_eq!(r, "ok []", "{}", env.log());
+}
+
+/// A list longer than a turn's worth is decoded over several turns of the
+/// loop; a bad element anywhere still refuses the whole list, and nothing
+/// of it is kept (what Establish installs is read back from the kernel).
+#[test]
+fn a_long_network_list_with_one_bad_element_keeps_nothing() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("nets-long");
+    let c = env.conn();
+    let n = NETWORKS_PER_TURN * 3;
+    // Other networks each time: a part of the bad list kept would show.
+    let nets = |base: usize, bad: Option<usize>| -> Vec<(String, u32, i32, bool, bool)> {
+        (0..n)
+            .map(|i| {
+                let host = if Some(i) == bad { 1 } else { 0 }; // host bits set: refused
+                (format!("10.{}.{}.{host}", base + i / 256, i % 256), 24u32, -1i32, false, false)
+            })
+            .collect()
+    };
+    let p = create(&c, "long");
+    set_prop(&c, &p, "layer", 3u32).unwrap();
+    let _: () = call(&c, &p, "AddIPAddress", ("10.98.0.2", 24u32, "10.98.0.1", false)).unwrap();
+    let e = call::<_, ()>(&c, &p, "AddNetworks", (nets(64, Some(n - 5)),)).unwrap_err();
+    assert!(e.0.ends_with("InvalidArgs") && e.1.contains("host bits"), "{e:?}");
+    let _: () = call(&c, &p, "AddNetworks", (nets(128, None),)).unwrap();
+    let _fd = establish(&c, &p);
+    let routes = env.ip("-4 route show proto 79");
+    assert_eq!(routes.lines().filter(|l| l.starts_with("10.") && l.contains("/24 via")).count(), n);
 }
 
 #[test]

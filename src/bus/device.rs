@@ -4,7 +4,9 @@ use dbus::Message;
 
 use crate::bus::manager::expect_sig;
 use crate::error::{Error, Result};
-use crate::limits::{fits, ADDRS_PER_DEVICE, DNS_SEARCH_PER_DEVICE, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_UID};
+use crate::limits::{
+    fits, ADDRS_PER_DEVICE, DNS_SEARCH_PER_DEVICE, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_TURN, NETWORKS_PER_UID,
+};
 use crate::sessions::Sessions;
 use crate::settings;
 
@@ -45,6 +47,11 @@ pub(crate) fn device_call(s: &mut Sessions, m: &Message, path: &str, member: &st
             s.begin_establish(m, path, others, redirect).map(|_| None)
         }
         "Disable" | "ClearConfig" => s.begin_clear(m, path, member == "Disable").map(|_| None),
+        // A long list is decoded over several loop turns.
+        "AddNetworks" if !fits(m.iter_init(), NETWORKS_PER_TURN) => {
+            check_networks(m, networks_held)?;
+            s.begin_add_networks(m, path).map(|_| None)
+        }
         "Destroy" => {
             let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
             s.begin_destroy(m, path, format!("Destroy by {sender}")).map(|_| None)
@@ -127,14 +134,19 @@ pub fn decode_addr(m: &Message) -> Result<settings::VpnAddr> {
 /// AddNetworks' list, counted against the UID's share left (it holds
 /// `held`) before anything is decoded; a bad element refuses them all.
 pub fn decode_networks(m: &Message, held: usize) -> Result<Vec<settings::Network>> {
-    if !fits(m.iter_init(), NETWORKS_PER_UID.saturating_sub(held)) {
-        return Err(Error::arg(
+    check_networks(m, held)?;
+    settings::networks_from(m, 0, usize::MAX)
+}
+
+/// Fails unless AddNetworks' list fits the UID's share left (it holds `held`).
+pub fn check_networks(m: &Message, held: usize) -> Result<()> {
+    match fits(m.iter_init(), NETWORKS_PER_UID.saturating_sub(held)) {
+        true => Ok(()),
+        false => Err(Error::arg(
             "networks",
             format!("at most {NETWORKS_PER_UID} networks per user, on all devices ({held} held)"),
-        ));
+        )),
     }
-    let nets: Vec<(&str, u32, i32, bool, bool)> = m.read1().map_err(bad("networks"))?;
-    nets.iter().map(|(a, p, metric, v6, ex)| settings::network(a, *p, *metric, *v6, *ex)).collect()
 }
 
 pub fn decode_dns_servers(m: &Message) -> Result<Vec<std::net::IpAddr>> {

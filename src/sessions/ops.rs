@@ -16,13 +16,15 @@ use dbus::Message;
 use crate::conn;
 use crate::device::{Establishing, Linked};
 use crate::error::{Error, Result};
+use crate::limits::NETWORKS_PER_TURN;
 use crate::plan::Notice;
 
 use super::{Removal, Sessions};
 
 /// Calls that change the kernel: they wait for a running operation.
+/// (AddNetworks too: a long list is itself a pending operation.)
 const KERNEL_CALLS: &[&str] =
-    &["Establish", "Disable", "ClearConfig", "Destroy", "EnableDCO", "ProtectSocket", "Cleanup"];
+    &["Establish", "Disable", "ClearConfig", "Destroy", "EnableDCO", "ProtectSocket", "Cleanup", "AddNetworks"];
 
 pub(crate) struct Op {
     /// A copy of the call, to answer it.
@@ -48,6 +50,8 @@ enum Stage {
     Clearing { undo: crate::apply::Undoing, disable: bool },
     /// Destroy.
     Removing { r: Box<Removal>, why: String },
+    /// AddNetworks of a long list: `nets` decoded so far.
+    Adding { nets: Vec<crate::settings::Network> },
 }
 
 /// What an Establish carries from stage to stage: our other links, whether
@@ -116,6 +120,14 @@ impl Sessions {
         Ok(())
     }
 
+    /// AddNetworks of a long list on `path` as a pending operation (its
+    /// share is checked).
+    pub(crate) fn begin_add_networks(&mut self, m: &Message, path: &str) -> Result<()> {
+        let call = copy(m)?;
+        self.begin(call, path, Stage::Adding { nets: Vec::new() });
+        Ok(())
+    }
+
     /// Destroy of `path` as a pending operation.
     pub(crate) fn begin_destroy(&mut self, m: &Message, path: &str, why: String) -> Result<()> {
         let call = copy(m)?;
@@ -133,7 +145,7 @@ impl Sessions {
     /// are there and sends the next; replies when it is complete.
     pub(crate) fn advance_op(&mut self) {
         let Some(mut op) = self.op.take() else { return };
-        match self.step(&op.path.clone(), op.stage) {
+        match self.step(&op.path.clone(), &op.call, op.stage) {
             Next::Wait(stage) => {
                 op.stage = stage;
                 op.ready = false;
@@ -171,7 +183,7 @@ impl Sessions {
         }
     }
 
-    fn step(&mut self, path: &str, stage: Stage) -> Next {
+    fn step(&mut self, path: &str, call: &Message, stage: Stage) -> Next {
         let k = &mut self.kernel;
         match stage {
             Stage::Replacing { mut undo, mut est } => {
@@ -230,6 +242,21 @@ impl Sessions {
                 }
                 log::info!("{path}: {}", if disable { "disabled" } else { "configuration cleared" });
                 self.announce(path, events);
+                Next::Done(Ok(None))
+            }
+            Stage::Adding { mut nets } => {
+                let more = match crate::settings::networks_from(call, nets.len(), NETWORKS_PER_TURN) {
+                    Ok(more) => more,
+                    Err(e) => return Next::Done(Err(e)),
+                };
+                let done = more.len() < NETWORKS_PER_TURN;
+                nets.extend(more);
+                if !done {
+                    return Next::Stage(Stage::Adding { nets });
+                }
+                let Some(d) = self.devices.get_mut(path) else { return Next::Done(Err(gone(path))) };
+                d.settings.networks.extend(nets);
+                d.modified = true;
                 Next::Done(Ok(None))
             }
             Stage::Removing { mut r, why } => {
