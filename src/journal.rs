@@ -3,8 +3,11 @@
 //! what was done, in reverse order, and nothing else.
 //!
 //! The same records go to a write-ahead file in the state directory
-//! (`Wal`), fsync'd before the kernel is touched, so a restarted daemon can
-//! undo what a killed one left behind.
+//! (`Wal`), written before the kernel is touched, so a restarted daemon can
+//! undo what a killed one left behind. They are not fsync'd: what they
+//! undo (routes, addresses, links) does not outlive the boot, only the
+//! same boot's file is replayed, and a daemon that dies leaves its writes
+//! in the page cache, where the next one reads them.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -340,9 +343,9 @@ impl Wal {
         Ok(())
     }
 
-    /// Records `undos` (one id each) and syncs before the caller touches the
-    /// kernel. If that fails the caller must not make the change: a crash
-    /// would leave it behind with nothing to undo it.
+    /// Records `undos` (one id each) before the caller touches the kernel.
+    /// If that fails the caller must not make the change: a crash would
+    /// leave it behind with nothing to undo it.
     pub fn record(&mut self, undos: Vec<Undo>) -> Result<Vec<Entry>> {
         let first = self.next;
         let entries: Vec<Entry> = undos.into_iter().zip(first..).map(|(undo, id)| Entry { id, undo }).collect();
@@ -352,7 +355,7 @@ impl Wal {
             for e in &entries {
                 append_line(&mut buf, e);
             }
-            if let Err(e) = f.write_all(buf.as_bytes()).and_then(|_| f.sync_data()) {
+            if let Err(e) = f.write_all(buf.as_bytes()) {
                 // Cut a partial line off, so the next record starts clean.
                 let _ = f.set_len(self.len).and_then(|_| f.seek(SeekFrom::Start(self.len)));
                 return Err(Error::Failed(format!("cannot write the undo journal, so nothing was changed: {e}")));
