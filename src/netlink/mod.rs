@@ -24,10 +24,12 @@ use attr::{AttrError, NlMsg, NlMsgRef, NlStatus, NLMSG_DONE, NLMSG_ERROR, NLM_F_
 /// recognised later (`ip route show proto 79`). Unassigned in iproute2's rt_protos.
 pub const RTPROT_OVPN_NETCFGD: u8 = 79;
 
-/// How many requests go out in one sendmsg. Each error report costs about
-/// 1 KiB of receive-buffer truesize; even a batch that fails entirely stays
-/// inside the 1 MiB buffer we ask for.
-pub const BATCH: usize = 256;
+/// How many requests go out in one sendmsg, and so in one turn of the loop
+/// for a pending operation (128 route adds: about a millisecond of the
+/// kernel's time). Each error report costs about 1 KiB of receive-buffer
+/// truesize; even a batch that fails entirely stays inside the 1 MiB buffer
+/// we ask for.
+pub const BATCH: usize = 128;
 const RECV_BUF: usize = 64 * 1024;
 /// Datagrams of answers read per call of `on_readable` (one loop turn).
 const READS_PER_TURN: usize = 8;
