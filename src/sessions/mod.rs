@@ -413,16 +413,7 @@ impl Sessions {
         if held(self) >= DEVICES_PER_UID {
             self.prune_orphans();
         }
-        let mine = held(self);
-        if mine >= DEVICES_PER_UID {
-            return Err(Error::Failed(format!(
-                "uid {uid} already owns {mine} devices (limit {DEVICES_PER_UID} per user)"
-            )));
-        }
-        if self.devices.len() >= DEVICES_TOTAL {
-            return Err(Error::Failed(format!("too many devices (limit {DEVICES_TOTAL} in all)")));
-        }
-        Ok(())
+        crate::limits::check_share("devices", uid, held(self), DEVICES_PER_UID, self.devices.len(), DEVICES_TOTAL)
     }
 
     /// Networks held by the devices `uid` owns.
@@ -434,15 +425,14 @@ impl Sessions {
     pub(crate) fn check_sub_limits(&self, uid: u32) -> Result<()> {
         use crate::limits::{SUBSCRIPTIONS_PER_UID, SUBSCRIPTIONS_TOTAL};
         let mine = self.subs.values().filter(|s| s.uid == uid).count();
-        if mine >= SUBSCRIPTIONS_PER_UID {
-            return Err(Error::Failed(format!(
-                "uid {uid} already has {mine} subscriptions (limit {SUBSCRIPTIONS_PER_UID} per user)"
-            )));
-        }
-        if self.subs.len() >= SUBSCRIPTIONS_TOTAL {
-            return Err(Error::Failed(format!("too many subscribers (limit {SUBSCRIPTIONS_TOTAL} in all)")));
-        }
-        Ok(())
+        crate::limits::check_share(
+            "subscriptions",
+            uid,
+            mine,
+            SUBSCRIPTIONS_PER_UID,
+            self.subs.len(),
+            SUBSCRIPTIONS_TOTAL,
+        )
     }
 
     /// NameOwnerChanged from the bus daemon: the log service, a DNS
