@@ -99,6 +99,7 @@ demo: deps build
 # The bench harness builds in its own target dir so it cannot overwrite the
 # release artifact it measures.
 bench: deps build tiny static
+	@.ci/count-lines | tail -1
 	bash benches/sizes.sh $(BIN) $(TINY_BIN) $(STATIC_BIN)
 	NETCFGD_BIN=$(CURDIR)/$(BIN) CARGO_TARGET_DIR=$(CURDIR)/target/bench $(CARGO) bench --locked --bench netcfg
 	@echo "== the same daemon, statically linked"
