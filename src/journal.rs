@@ -182,19 +182,6 @@ impl Journal {
         cfg.reverse();
         cfg
     }
-
-    /// Drops entries about a link that no longer exists: the kernel removed
-    /// its routes and addresses with it (routes elsewhere stay recorded).
-    pub fn forget_link(&mut self, ifindex: u32) -> Vec<Entry> {
-        let (gone, keep): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries).into_iter().partition(|e| {
-            matches!(&e.undo,
-                Undo::DelRoute(r) if r.oif == ifindex)
-                || matches!(&e.undo, Undo::DelAddr(a) if a.ifindex == ifindex)
-                || matches!(&e.undo, Undo::LinkDown { ifindex: i } | Undo::DelLink { ifindex: i, .. } if *i == ifindex)
-        });
-        self.entries = keep;
-        gone
-    }
 }
 
 /// The write-ahead file: `B <boot id> <generation>` header, then
