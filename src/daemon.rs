@@ -286,10 +286,9 @@ impl Daemon {
     /// (see `sessions::ops`).
     fn serve_call(&mut self, m: Message) {
         if self.s.must_wait(&m) {
-            if self.s.held.len() >= crate::limits::CALLS_HELD {
-                self.refuse(&m, "too many calls waiting for a change in progress; try again");
-            } else {
-                self.s.hold(m);
+            match self.s.may_hold(&m) {
+                Ok(()) => self.s.hold(m),
+                Err(e) => self.refuse(&m, &format!("{e}; try again once the change in progress is done")),
             }
             return;
         }

@@ -35,8 +35,9 @@ pub const SIGNALS_QUEUED: usize = 65536;
 /// only a flood reaches these; beyond them a call is refused, not queued).
 pub const CALLS_AWAITING_CREDS: usize = 256;
 /// Calls held while a pending operation runs (calls on its device and
-/// calls that change the kernel); beyond this they are refused until it
-/// completes. A client leaving the bus is always held.
+/// calls that change the kernel), per UID and in all; beyond these they
+/// are refused until it completes. A client leaving the bus is always held.
+pub const CALLS_HELD_PER_UID: usize = 128;
 pub const CALLS_HELD: usize = 1024;
 pub const SENDERS_AWAITING_CREDS: usize = 256;
 /// Daemon-wide safety caps: room for many UIDs at their full share.

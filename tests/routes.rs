@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use ovpn_netcfgd::limits::CALLS_HELD_PER_UID;
 
 const CONFLICT: &str = "net.openvpn.v3.netcfg.error.RouteConflict";
 
@@ -390,4 +391,68 @@ fn a_large_establish_answers_others_meanwhile_and_its_own_device_after() {
     let order: Vec<usize> = replies.iter().map(|(i, _)| *i).collect();
     assert_eq!(order, [1, 0, 2], "Get while Establish runs; AddDNS on its device after it");
     assert!(replies.iter().all(|(_, m)| m.msg_type() == dbus::message::MessageType::MethodReturn));
+}
+
+/// Calls held while an operation runs are bounded per UID: a client that
+/// floods them (from several connections: the bus daemon bounds each one's
+/// pending calls itself) gets the excess refused, to try again, not queued
+/// without end.
+#[test]
+fn calls_held_during_an_establish_are_bounded_per_uid() {
+    if !require_root() {
+        return;
+    }
+    let env = env("held");
+    let c = env.conn();
+    let p = device(&c, "held");
+    let nets: Vec<(String, u32, i32, bool, bool)> =
+        (0..8000).map(|i| (format!("10.{}.{}.0", 100 + i / 256, i % 256), 24, -1, false, false)).collect();
+    let _: () = call(&c, &p, "AddNetworks", (nets,)).unwrap();
+    let floods: Vec<_> = (0..3).map(|_| env.conn()).collect();
+    let est = c.channel().send(method(&p, "Establish")).unwrap();
+    c.channel().flush();
+    let dns = || method(&p, "AddDNS").append1(vec!["10.8.0.1".to_string()]);
+    for f in &floods {
+        for _ in 0..100 {
+            f.channel().send(dns()).unwrap();
+        }
+        f.channel().flush();
+    }
+    let (mut ok, mut refused) = (0, Vec::new());
+    let t0 = std::time::Instant::now();
+    while ok + refused.len() < 300 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no reply");
+        for f in &floods {
+            let _ = f.channel().read_write(Some(Duration::from_millis(1)));
+            while let Some(m) = f.channel().pop_message() {
+                match m.msg_type() {
+                    dbus::message::MessageType::MethodReturn => ok += 1,
+                    dbus::message::MessageType::Error => refused.push(m.read1::<String>().unwrap_or_default()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let tun = reply_of(&c, est);
+    assert_eq!(tun.msg_type(), dbus::message::MessageType::MethodReturn);
+    // The calls come in while the Establish runs: a share is held, the rest refused.
+    assert!(!refused.is_empty() && ok > 0 && ok <= CALLS_HELD_PER_UID, "{ok} answered, {} refused", refused.len());
+    assert!(
+        refused.iter().all(|e| e.contains("held calls") && e.contains("per user") && e.contains("try again")),
+        "{refused:?}"
+    );
+}
+
+/// Reads `c` until the reply to `serial` comes.
+fn reply_of(c: &dbus::blocking::Connection, serial: u32) -> dbus::Message {
+    let t0 = std::time::Instant::now();
+    loop {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no reply");
+        let _ = c.channel().read_write(Some(Duration::from_millis(5)));
+        while let Some(m) = c.channel().pop_message() {
+            if m.get_reply_serial() == Some(serial) {
+                return m;
+            }
+        }
+    }
 }

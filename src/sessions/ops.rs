@@ -11,6 +11,7 @@
 
 use std::os::fd::OwnedFd;
 
+use dbus::message::MessageType;
 use dbus::Message;
 
 use crate::conn;
@@ -21,9 +22,9 @@ use crate::plan::Notice;
 
 use super::{Removal, Sessions};
 
-/// Calls that change the kernel: they wait for a running operation.
-/// (AddNetworks too: a long list is itself a pending operation.)
-const KERNEL_CALLS: &[&str] =
+/// Calls that wait for a running operation wherever they go: the ones that
+/// change the kernel, and AddNetworks (a long list is itself one).
+const WAITING_CALLS: &[&str] =
     &["Establish", "Disable", "ClearConfig", "Destroy", "EnableDCO", "ProtectSocket", "Cleanup", "AddNetworks"];
 
 pub(crate) struct Op {
@@ -71,9 +72,27 @@ impl Sessions {
         let on = |p: &str| path == p || path.strip_suffix("/dco") == Some(p);
         let member = m.member();
         on(&op.path)
-            || member.as_deref().is_some_and(|mb| KERNEL_CALLS.contains(&mb))
-            || m.msg_type() == dbus::message::MessageType::Signal
+            || member.as_deref().is_some_and(|mb| WAITING_CALLS.contains(&mb))
+            || m.msg_type() == MessageType::Signal
             || self.held.iter().any(|h| h.path().is_some_and(|p| on(&p)))
+    }
+
+    /// Whether one more call of its caller's UID may be held: each UID has
+    /// its share, so one user's flood cannot get every other user's calls
+    /// refused while an operation runs.
+    pub(crate) fn may_hold(&self, m: &Message) -> Result<()> {
+        use crate::limits::{CALLS_HELD, CALLS_HELD_PER_UID};
+        let uid_of = |m: &Message| m.sender().and_then(|s| self.bus.cached_creds(&s)).map(|c| c.uid);
+        let uid = uid_of(m);
+        let mine = self.held.iter().filter(|h| h.msg_type() == MessageType::MethodCall && uid_of(h) == uid).count();
+        crate::limits::check_share(
+            "held calls",
+            uid.unwrap_or(u32::MAX),
+            mine,
+            CALLS_HELD_PER_UID,
+            self.held.len(),
+            CALLS_HELD,
+        )
     }
 
     pub(crate) fn hold(&mut self, m: Message) {
