@@ -25,6 +25,16 @@ impl Kernel {
     pub fn open() -> Result<Self> {
         Ok(Kernel { rtnl: Socket::open()?, ops: Socket::open()?, wal: Wal::memory(), shared: Shared::default() })
     }
+
+    /// The socket for a pending operation's batches (`paced`) or for
+    /// requests answered at once.
+    fn sock(&mut self, paced: bool) -> &mut Socket {
+        if paced {
+            &mut self.ops
+        } else {
+            &mut self.rtnl
+        }
+    }
 }
 
 fn request(c: &Change) -> (Req, Undo) {
@@ -140,7 +150,7 @@ impl Applying {
     /// all is answered.
     fn step(&mut self, k: &mut Kernel, paced: bool) -> bool {
         loop {
-            let sock = if paced { &mut k.ops } else { &mut k.rtnl };
+            let sock = k.sock(paced);
             if let Some((p, routes)) = &mut self.readback {
                 let read = sock.on_readable(p, |m| {
                     if m.ty == libc::RTM_NEWROUTE {
@@ -384,7 +394,7 @@ impl Undoing {
 
     fn step(&mut self, k: &mut Kernel, paced: bool) -> bool {
         loop {
-            if !self.batches.advance(if paced { &mut k.ops } else { &mut k.rtnl }) {
+            if !self.batches.advance(k.sock(paced)) {
                 return false;
             }
             if self.batches.failed() || self.sent.len() == self.steps.len() {

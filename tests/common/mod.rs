@@ -310,6 +310,11 @@ impl Env {
         format!("{}{}", self.ip("-4 route show table all proto 79"), self.ip("-6 route show table all proto 79"))
     }
 
+    /// How many of our IPv4 /24 routes via a gateway the kernel has.
+    pub fn our_gateway_24s(&self) -> usize {
+        self.ip("-4 route show proto 79").lines().filter(|l| l.starts_with("10.") && l.contains("/24 via ")).count()
+    }
+
     pub fn daemon_alive(&mut self) -> bool {
         let alive = self.daemon.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none());
         alive && ping(&self.conn())
