@@ -347,6 +347,15 @@ fn protections_are_bounded_per_uid() {
     assert_eq!(ours(), 1, "{}", env.our_routes());
 }
 
+/// A device routing `n` /24 networks via its gateway, not yet established.
+fn big_device(c: &dbus::blocking::Connection, name: &str, n: usize) -> String {
+    let p = device(c, name);
+    let nets: Vec<(String, u32, i32, bool, bool)> =
+        (0..n).map(|i| (format!("10.{}.{}.0", 100 + i / 256, i % 256), 24, -1, false, false)).collect();
+    let _: () = call(c, &p, "AddNetworks", (nets,)).unwrap();
+    p
+}
+
 /// An Establish of thousands of routes goes to the kernel a batch per loop
 /// turn: a call that changes nothing is answered while it runs (before it,
 /// though sent after it), and a call on the same device waits for it and
@@ -358,11 +367,8 @@ fn a_large_establish_answers_others_meanwhile_and_its_own_device_after() {
     }
     let env = env("pending");
     let c = env.conn();
-    let p = device(&c, "big");
     const N: usize = 8000;
-    let nets: Vec<(String, u32, i32, bool, bool)> =
-        (0..N).map(|i| (format!("10.{}.{}.0", 100 + i / 256, i % 256), 24, -1, false, false)).collect();
-    let _: () = call(&c, &p, "AddNetworks", (nets,)).unwrap();
+    let p = big_device(&c, "big", N);
     let get = dbus::Message::new_method_call(DEST, MGR, "org.freedesktop.DBus.Properties", "Get").unwrap();
     let calls = [
         method(&p, "Establish"),
@@ -402,10 +408,7 @@ fn calls_held_during_an_establish_are_bounded_per_uid() {
     }
     let env = env("held");
     let c = env.conn();
-    let p = device(&c, "held");
-    let nets: Vec<(String, u32, i32, bool, bool)> =
-        (0..8000).map(|i| (format!("10.{}.{}.0", 100 + i / 256, i % 256), 24, -1, false, false)).collect();
-    let _: () = call(&c, &p, "AddNetworks", (nets,)).unwrap();
+    let p = big_device(&c, "held", 8000);
     let floods: Vec<_> = (0..3).map(|_| env.conn()).collect();
     let est = c.channel().send(method(&p, "Establish")).unwrap();
     c.channel().flush();
