@@ -186,7 +186,7 @@ impl Device {
             return Err(Error::Failed(format!("new device {kname} vanished")));
         };
         // On error the fd closes here, and the kernel removes the tun with it.
-        let marked = apply::mark_link(&mut k.rtnl, ifindex);
+        let marked = k.rtnl.request(crate::netlink::link::mark(ifindex));
         if let Err(e) = marked.and_then(|_| apply::record(k, journal, Undo::DelLink { ifindex, name: kname.clone() })) {
             self.restore(old_links);
             return Err(e);

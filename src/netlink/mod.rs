@@ -112,23 +112,15 @@ impl NlError {
 /// A batch on its way: the answer to each message, matched by sequence
 /// number. The batch is complete once its last message is answered.
 #[derive(Debug)]
-pub struct Pending {
+struct Pending {
     first: u32,
     /// None until answered: an error report, or the last one's ack.
     got: Vec<Option<std::result::Result<(), NlError>>>,
 }
 
 impl Pending {
-    pub fn complete(&self) -> bool {
+    fn complete(&self) -> bool {
         self.got.last().map_or(true, Option::is_some)
-    }
-
-    /// The kernel's refusal of the last request (of a dump: the dump).
-    pub fn refusal(&self) -> Option<NlError> {
-        match self.got.last() {
-            Some(Some(Err(e))) => Some(e.clone()),
-            _ => None,
-        }
     }
 
     /// One outcome per request of this batch, once it is complete or its
@@ -149,7 +141,7 @@ impl Pending {
     /// Takes the answers in one received datagram: errors and acks by
     /// sequence number, data messages answering the batch to `each`;
     /// anything else (a late answer to an earlier request) is skipped.
-    pub fn take(&mut self, datagram: &[u8], mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
+    fn take(&mut self, datagram: &[u8], mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
         let bad = |e: AttrError| Error::Failed(format!("netlink: malformed reply: {e}"));
         for m in attr::messages(datagram) {
             let m = m.map_err(bad)?;
@@ -177,10 +169,28 @@ impl Pending {
 /// when the transport failed).
 pub type Outcome = Option<std::result::Result<bool, NlError>>;
 
+/// What became of a run of requests: the requests, one outcome per
+/// request, and the transport failure that ended the run early, if any.
+pub struct Done {
+    pub reqs: Vec<Req>,
+    pub out: Vec<Outcome>,
+    pub failure: Option<Error>,
+}
+
+impl Done {
+    /// The kernel's refusal of request `i`, named after the request.
+    pub fn error(&self, i: usize) -> Option<Error> {
+        match self.out.get(i)? {
+            Some(Err(e)) => Some(e.clone().into_error(self.reqs[i].what.to_string())),
+            _ => None,
+        }
+    }
+}
+
 /// Requests that go to the kernel a batch at a time: each `advance` reads
 /// the answers of the batch in flight, if they are there, and sends the
 /// next of those pushed so far. The loop advances a large change between
-/// other calls this way; a small one runs to the end at once (`run`).
+/// other calls this way; a small one runs to the end at once (`transact`).
 #[derive(Default)]
 pub struct Batches {
     reqs: Vec<Req>,
@@ -191,22 +201,19 @@ pub struct Batches {
 }
 
 impl Batches {
-    pub fn new(reqs: Vec<Req>) -> Self {
-        Batches { reqs, ..Default::default() }
-    }
-
     /// More requests, sent after the ones before them.
     pub fn push(&mut self, more: Vec<Req>) {
         self.reqs.extend(more);
     }
 
     /// True once every request pushed is answered, or the transport failed.
-    pub fn advance(&mut self, sock: &mut Socket) -> bool {
+    /// Data messages answering a request (a dump's) go to `each`.
+    pub fn advance(&mut self, sock: &mut Socket, each: impl FnMut(&NlMsgRef<'_>)) -> bool {
         if self.failure.is_some() {
             return true;
         }
         if let Some(p) = &mut self.inflight {
-            let r = sock.on_readable(p, |_| {});
+            let r = sock.on_readable(p, each);
             if let Ok(false) = r {
                 return false;
             }
@@ -258,19 +265,7 @@ impl Batches {
     /// Fails the whole unless the answers of the batch in flight are there.
     pub fn expect_answer(&mut self, sock: &mut Socket) {
         if let Err(e) = sock.expect_answer() {
-            self.abort(e);
-        }
-    }
-
-    /// Ends the whole with the transport failure `e`.
-    pub fn abort(&mut self, e: Error) {
-        self.collect(Some(e));
-    }
-
-    /// Runs to the end at once.
-    pub fn run(&mut self, sock: &mut Socket) {
-        while !self.advance(sock) {
-            self.expect_answer(sock);
+            self.collect(Some(e));
         }
     }
 
@@ -278,9 +273,8 @@ impl Batches {
         self.failure.is_some()
     }
 
-    /// The requests, one outcome per request, and the transport failure.
-    pub fn finish(self) -> (Vec<Req>, Vec<Outcome>, Option<Error>) {
-        (self.reqs, self.out, self.failure)
+    pub fn finish(self) -> Done {
+        Done { reqs: self.reqs, out: self.out, failure: self.failure }
     }
 }
 
@@ -342,7 +336,7 @@ impl Socket {
     /// report succeeded. This saves one receive per request (10k routes:
     /// 10k recvmsg calls). A failed send was not handled at all: the kernel
     /// handles a datagram inside sendmsg.
-    pub fn send(&mut self, msgs: &mut [&mut [u8]]) -> Result<Pending> {
+    fn send(&mut self, msgs: &mut [&mut [u8]]) -> Result<Pending> {
         if self.seq.checked_add(msgs.len() as u32 + 1).is_none() {
             self.seq = 0; // seqs of a batch are consecutive and never 0
         }
@@ -375,7 +369,7 @@ impl Socket {
 
     /// Reads the answers queued for `p` without waiting (data messages to
     /// `each`); true once `p` is complete.
-    pub fn on_readable(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<bool> {
+    fn on_readable(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<bool> {
         // A dump's next part is made while its previous one is read: a
         // large one is read over several loop turns.
         for _ in 0..READS_PER_TURN {
@@ -392,20 +386,11 @@ impl Socket {
         Ok(p.complete())
     }
 
-    /// Reads until `p` is complete: its answers are queued already (see
-    /// `expect_answer`), so this never sleeps.
-    pub fn complete(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
-        while !self.on_readable(p, &mut each)? {
-            self.expect_answer()?;
-        }
-        Ok(())
-    }
-
     /// Fails unless an answer is queued, without waiting: the kernel
     /// handles a netlink request inside sendmsg, and makes a dump's next
     /// part while the previous one is read, so an answer that is not there
     /// now will not come.
-    pub fn expect_answer(&self) -> Result<()> {
+    fn expect_answer(&self) -> Result<()> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let mut fds = [PollFd::new(crate::sys::borrow_fd(self.fd()), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::ZERO) {
@@ -417,10 +402,13 @@ impl Socket {
 
     /// Sends one request (a do-request or a dump) and waits for its outcome;
     /// data messages answering it go to `each`. A kernel refusal is
-    /// `Error::Kernel` with errno and extack text.
-    pub fn call(&mut self, msg: &mut [u8], what: &str, each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
+    /// `Error::Kernel` with errno and extack text. Its answers are queued
+    /// by the time sendmsg returns (see `expect_answer`), so this never sleeps.
+    pub fn call(&mut self, msg: &mut [u8], what: &str, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
         let mut p = self.send(&mut [msg])?;
-        self.complete(&mut p, each)?;
+        while !self.on_readable(&mut p, &mut each)? {
+            self.expect_answer()?;
+        }
         match p.got.pop().flatten() {
             Some(Err(e)) => Err(e.into_error(what)),
             _ => Ok(()),
@@ -428,45 +416,34 @@ impl Socket {
     }
 
     /// Sends every request (batched, several per sendmsg) and collects one
-    /// result per request, in order: `Ok(true)` changed the kernel,
-    /// `Ok(false)` was a tolerated errno (already there / already gone).
-    /// Transport failures fail the whole call.
-    pub fn transact(&mut self, reqs: &mut Vec<Req>) -> Result<Vec<std::result::Result<bool, NlError>>> {
-        match self.transact_partial(reqs) {
-            (_, Some(e)) => Err(e),
-            (r, None) => Ok(r.into_iter().map(|x| x.unwrap_or(Ok(true))).collect()),
+    /// outcome per request, in order. A transport failure keeps what is
+    /// known: `None` where the kernel may or may not have acted (the batch
+    /// in flight when the failure came), `Ok(false)` for requests never sent.
+    pub fn transact(&mut self, reqs: Vec<Req>) -> Done {
+        let mut b = Batches { reqs, ..Default::default() };
+        while !b.advance(self, |_| {}) {
+            b.expect_answer(self);
         }
-    }
-
-    /// As `transact`, but a transport failure keeps what is known: one
-    /// result per request, `None` where the kernel may or may not have
-    /// acted (the batch in flight when the failure came), `Ok(false)` for
-    /// requests never sent.
-    pub fn transact_partial(&mut self, reqs: &mut Vec<Req>) -> (Vec<Outcome>, Option<Error>) {
-        let mut b = Batches::new(std::mem::take(reqs));
-        b.run(self);
-        let (back, out, failure) = b.finish();
-        *reqs = back;
-        (out, failure)
+        b.finish()
     }
 
     /// One request that must succeed; true if it changed the kernel.
     pub fn request(&mut self, req: Req) -> Result<bool> {
-        let mut reqs = vec![req];
-        match self.transact(&mut reqs)?.pop() {
-            Some(Ok(changed)) => Ok(changed),
-            Some(Err(e)) => Err(e.into_error(reqs[0].what.to_string())),
-            None => Err(Error::Failed("netlink: no result".into())),
+        let mut d = self.transact(vec![req]);
+        match d.failure.take().or_else(|| d.error(0)) {
+            Some(e) => Err(e),
+            None => Ok(d.out[0] == Some(Ok(true))),
         }
     }
 
-    /// Runs a dump (or an acknowledged get); returns every reply message's
-    /// payload bytes (after the nlmsghdr) with its type.
-    pub fn dump(&mut self, mut bytes: Vec<u8>) -> Result<Vec<(u16, Vec<u8>)>> {
+    /// Runs a dump (or an acknowledged get); returns the payload bytes
+    /// (after the nlmsghdr) of every reply message of type `ty`.
+    pub fn dump(&mut self, mut bytes: Vec<u8>, ty: u16) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::new();
         let mut full = false;
         self.call(&mut bytes, "netlink dump", |m| match out.len() < DUMP_MAX {
-            true => out.push((m.ty, m.payload.to_vec())),
+            _ if m.ty != ty => {}
+            true => out.push(m.payload.to_vec()),
             false => full = true,
         })?;
         if full {
