@@ -69,6 +69,7 @@ pub struct Announce {
 
 impl Announce {
     /// DEVICE_ADDED, IPADDR_ADDED per address, ROUTE_ADDED / ROUTE_EXCLUDED per network.
+    #[cfg(test)]
     pub fn added(&self) -> Vec<Event> {
         let n = Notice::Added(self.clone());
         (0..n.len()).map(|i| n.event(i)).collect()
@@ -79,11 +80,6 @@ impl Announce {
         let n = Notice::Removed(self.clone());
         (0..n.len()).map(|i| n.event(i)).collect()
     }
-
-    /// Every event kind `added`/`removed` can produce.
-    pub const KINDS_ADDED: u32 =
-        events::DEVICE_ADDED | events::IPADDR_ADDED | events::ROUTE_ADDED | events::ROUTE_EXCLUDED;
-    pub const KINDS_REMOVED: u32 = events::DEVICE_REMOVED | events::IPADDR_REMOVED | events::ROUTE_REMOVED;
 }
 
 /// A configuration coming or going, to be announced.
@@ -97,8 +93,10 @@ impl Notice {
     /// The event kinds this notice can produce (to skip it when nobody listens).
     pub fn kinds(&self) -> u32 {
         match self {
-            Notice::Added(_) => Announce::KINDS_ADDED,
-            Notice::Removed(_) => Announce::KINDS_REMOVED,
+            Notice::Added(_) => {
+                events::DEVICE_ADDED | events::IPADDR_ADDED | events::ROUTE_ADDED | events::ROUTE_EXCLUDED
+            }
+            Notice::Removed(_) => events::DEVICE_REMOVED | events::IPADDR_REMOVED | events::ROUTE_REMOVED,
         }
     }
 
@@ -184,67 +182,41 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     // Duplicate requests collapse (a set keeps this linear for 10k networks).
     let mut seen: std::collections::HashSet<Change, std::hash::BuildHasherDefault<Fnv>> =
         std::collections::HashSet::with_capacity_and_hasher(s.networks.len() + 8, Default::default());
-    p.changes.push(Change::Link {
-        ifindex,
-        mtu: s.mtu as u32,
-        txqlen: if s.txqueuelen > 0 { Some(s.txqueuelen as u32) } else { None },
-    });
-    for a in &s.addrs {
-        let c = Change::Addr(Addr { ifindex, addr: a.addr, prefix: a.prefix });
+    let txqlen = (s.txqueuelen > 0).then_some(s.txqueuelen as u32);
+    p.changes.push(Change::Link { ifindex, mtu: s.mtu as u32, txqlen });
+    let mut push = |p: &mut Plan, c: Change| {
         if seen.insert(c.clone()) {
             p.changes.push(c);
-        }
-        p.announce.addrs.push((a.addr, a.prefix));
-    }
-    let tunnel_route = |dst: IpNetwork, metric: Option<u32>| {
-        let gw = gateway_for(s, dst.is_ipv6());
-        Route {
-            dst,
-            gateway: gw,
-            oif: ifindex,
-            metric,
-            table: RT_TABLE_MAIN,
-            protocol: RTPROT_OVPN_NETCFGD,
-            onlink: true,
         }
     };
-    let mut push_route = |p: &mut Plan, c: Change| {
-        if seen.insert(c.clone()) {
-            p.changes.push(c);
-        }
+    for a in &s.addrs {
+        push(&mut p, Change::Addr(Addr { ifindex, addr: a.addr, prefix: a.prefix }));
+        p.announce.addrs.push((a.addr, a.prefix));
+    }
+    let tunnel_route = |dst: IpNetwork, metric: Option<u32>| Route {
+        dst,
+        gateway: gateway_for(s, dst.is_ipv6()),
+        oif: ifindex,
+        metric,
+        table: RT_TABLE_MAIN,
+        protocol: RTPROT_OVPN_NETCFGD,
+        onlink: true,
     };
     for n in s.networks.iter().filter(|n| !n.exclude) {
         let r = tunnel_route(n.net, n.metric);
         p.announce.routes.push((n.net, r.gateway));
-        push_route(&mut p, Change::Route(r));
+        push(&mut p, Change::Route(r));
     }
-    if host.redirect {
-        let mut splits: Vec<&str> = Vec::new();
-        if s.reroute_ipv4 {
-            splits.extend(["0.0.0.0/1", "128.0.0.0/1"]);
-        }
-        if s.reroute_ipv6 {
-            splits.extend(["::/1", "8000::/1"]);
-        }
-        for d in splits {
-            let dst: IpNetwork = d.parse().expect("constant");
-            push_route(&mut p, Change::Route(tunnel_route(dst, None)));
-        }
+    let splits = [(s.reroute_ipv4, ["0.0.0.0/1", "128.0.0.0/1"]), (s.reroute_ipv6, ["::/1", "8000::/1"])];
+    for d in splits.into_iter().filter(|(on, _)| *on && host.redirect).flat_map(|(_, d)| d) {
+        push(&mut p, Change::Route(tunnel_route(d.parse().expect("constant"), None)));
     }
     for n in s.networks.iter().filter(|n| n.exclude) {
         match best_route(host.routes, n.net.network(), host.ignore) {
-            Some((gw, oif)) => {
-                let r = Route {
-                    dst: n.net,
-                    gateway: gw,
-                    oif,
-                    metric: n.metric,
-                    table: RT_TABLE_MAIN,
-                    protocol: RTPROT_OVPN_NETCFGD,
-                    onlink: false,
-                };
-                p.announce.excluded.push((n.net, gw));
-                push_route(&mut p, Change::SharedRoute(r));
+            Some((gateway, oif)) => {
+                let r = Route { gateway, oif, onlink: false, ..tunnel_route(n.net, n.metric) };
+                p.announce.excluded.push((n.net, gateway));
+                push(&mut p, Change::SharedRoute(r));
             }
             None => p.notes.push(format!("no host route for excluded network {}; not installed", n.net)),
         }
@@ -278,14 +250,8 @@ fn same_way(k: &KernelRoute, wanted: &Route, shared: bool) -> bool {
 pub fn check(changes: &[Change], table: &[KernelRoute], applied: bool) -> Result<(), Misroute> {
     use std::collections::HashMap;
     type Key = (u32, IpNetwork);
-    let wanted: Vec<(&Route, bool)> = changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::Route(r) => Some((r, false)),
-            Change::SharedRoute(r) => Some((r, true)),
-            _ => None,
-        })
-        .collect();
+    let wanted: Vec<(&Route, bool)> =
+        changes.iter().filter_map(|c| Some((c.route()?, matches!(c, Change::SharedRoute(_))))).collect();
     if wanted.is_empty() {
         return Ok(());
     }

@@ -7,12 +7,8 @@ use super::attr::{NlMsg, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_
 use super::{encode, Req, What, OK_DEL};
 
 /// `struct ifinfomsg` (family unspecified): index, flags, change mask.
-fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; 16] {
-    let mut h = [0u8; 16];
-    h[4..8].copy_from_slice(&index.to_ne_bytes());
-    h[8..12].copy_from_slice(&flags.to_ne_bytes());
-    h[12..16].copy_from_slice(&change.to_ne_bytes());
-    h
+fn ifinfomsg(index: u32, flags: u32, change: u32) -> Vec<u8> {
+    [[0; 4], index.to_ne_bytes(), flags.to_ne_bytes(), change.to_ne_bytes()].concat()
 }
 
 /// A request on link `index` (0: named by IFLA_IFNAME), attributes by `put`.
@@ -93,7 +89,7 @@ pub fn dump_request() -> Vec<u8> {
 }
 
 /// What crash recovery needs to know about a link.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkInfo {
     pub index: u32,
     pub name: String,
@@ -112,42 +108,34 @@ fn c_string(v: &[u8]) -> String {
     String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
 }
 
-/// Index, name, kind and alias from an RTM_NEWLINK payload; None if malformed.
+/// Index, name, kind (IFLA_LINKINFO / IFLA_INFO_KIND; "" for links
+/// without one, like loopback) and alias from an RTM_NEWLINK payload; None
+/// if malformed.
 pub fn parse_info(payload: &[u8]) -> Option<LinkInfo> {
-    let (index, kind) = parse_kind(payload)?;
-    let mut info = LinkInfo { index, name: String::new(), kind, alias: String::new() };
+    // struct ifinfomsg: family, pad, type (u16), index (i32), flags, change.
+    let mut info = LinkInfo { index: u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?), ..Default::default() };
     for (ty, v) in super::attrs(payload.get(16..)?) {
         match ty {
             libc::IFLA_IFNAME => info.name = c_string(v),
             IFLA_IFALIAS => info.alias = c_string(v),
+            IFLA_LINKINFO => {
+                for (_, kind) in super::attrs(v).filter(|(t, _)| *t == IFLA_INFO_KIND) {
+                    info.kind = c_string(kind);
+                }
+            }
             _ => {}
         }
     }
     Some(info)
 }
 
-/// Index and kind (IFLA_LINKINFO / IFLA_INFO_KIND; "" for links without
-/// one, like loopback) from an RTM_NEWLINK payload. None if malformed.
+/// Index and kind from an RTM_NEWLINK payload (see `parse_info`).
 pub fn parse_kind(payload: &[u8]) -> Option<(u32, String)> {
-    // struct ifinfomsg: family, pad, type (u16), index (i32), flags, change.
-    let index = u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
-    let mut kind = String::new();
-    for (ty, v) in super::attrs(payload.get(16..)?) {
-        if ty == libc::IFLA_LINKINFO {
-            for (ity, iv) in super::attrs(v) {
-                if ity == libc::IFLA_INFO_KIND {
-                    kind = c_string(iv);
-                }
-            }
-        }
-    }
-    Some((index, kind))
+    parse_info(payload).map(|l| (l.index, l.kind))
 }
 
 fn nul_terminated(name: &str) -> Vec<u8> {
-    let mut n = name.as_bytes().to_vec();
-    n.push(0);
-    n
+    [name.as_bytes(), &[0]].concat()
 }
 
 /// The kernel's name for `ifindex`, if the link exists.
