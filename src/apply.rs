@@ -373,16 +373,9 @@ impl Undoing {
         let mut results = undo_outcomes(&sent, batches.finish());
         let last = results.iter().rev().find_map(|r| r.clone().err()).unwrap_or_default();
         results.resize(steps.len(), Err(last));
-        let mut finished = Vec::new();
-        let mut failed = Vec::new();
-        for (r, e) in results.into_iter().zip(&steps) {
-            match r {
-                Ok(()) => finished.push(e.id),
-                Err(f) => failed.push(f),
-            }
-        }
-        k.wal.done(finished);
-        failed
+        let (finished, failed): (Vec<_>, Vec<_>) = steps.iter().zip(results).partition(|(_, r)| r.is_ok());
+        k.wal.done(finished.into_iter().map(|(e, _)| e.id));
+        failed.into_iter().filter_map(|(_, r)| r.err()).collect()
     }
 }
 
@@ -401,9 +394,8 @@ pub fn reroute(k: &mut Kernel, moves: Vec<Move>) -> Vec<Move> {
             return Vec::new();
         }
     };
-    let sent = k
-        .rtnl
-        .transact(moves.iter().flat_map(|m| [netlink::route::del(&m.old), netlink::route::add(&m.new)]).collect());
+    let reqs = moves.iter().flat_map(|m| [netlink::route::del(&m.old), netlink::route::add(&m.new)]).collect();
+    let sent = k.rtnl.transact(reqs);
     if let Some(e) = &sent.failure {
         log::warn!("moving routes: {e}");
     }

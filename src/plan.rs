@@ -12,7 +12,7 @@ use crate::netlink::route::{best_route, KernelRoute, Route, RT_TABLE_MAIN};
 use crate::netlink::RTPROT_OVPN_NETCFGD;
 use crate::settings::Settings;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Change {
     Link {
         ifindex: u32,
@@ -141,25 +141,6 @@ impl Notice {
     }
 }
 
-/// A cheap hasher for the plan's duplicate check (no need for SipHash's
-/// flooding resistance: the set lives for one call, and a hostile client
-/// only slows its own Establish). FNV-1a.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for b in bytes {
-            h = (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
 /// Inputs that do not come from the client.
 pub struct Host<'a> {
     /// The main routing table as the kernel has it now.
@@ -179,9 +160,8 @@ fn gateway_for(s: &Settings, v6: bool) -> Option<IpAddr> {
 /// Builds the plan for configuring `ifindex` from `s`.
 pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     let mut p = Plan::default();
-    // Duplicate requests collapse (a set keeps this linear for 10k networks).
-    let mut seen: std::collections::HashSet<Change, std::hash::BuildHasherDefault<Fnv>> =
-        std::collections::HashSet::with_capacity_and_hasher(s.networks.len() + 8, Default::default());
+    // Duplicate requests collapse (a set keeps this n log n for 10k networks).
+    let mut seen = std::collections::BTreeSet::new();
     let txqlen = (s.txqueuelen > 0).then_some(s.txqueuelen as u32);
     p.changes.push(Change::Link { ifindex, mtu: s.mtu as u32, txqlen });
     let mut push = |p: &mut Plan, c: Change| {
@@ -246,17 +226,15 @@ fn same_way(k: &KernelRoute, wanted: &Route, shared: bool) -> bool {
 /// forward the same way. Before anything is sent (`applied` false) a prefix
 /// with no such route is fine (ours will be it); afterwards it means ours
 /// is missing. Longer prefixes inside a network are the kernel's ordinary
-/// longest-match rule and do not count. Linear in both inputs.
+/// longest-match rule and do not count. One sorted-map lookup per route of either input.
 pub fn check(changes: &[Change], table: &[KernelRoute], applied: bool) -> Result<(), Misroute> {
-    use std::collections::HashMap;
     type Key = (u32, IpNetwork);
     let wanted: Vec<(&Route, bool)> =
         changes.iter().filter_map(|c| Some((c.route()?, matches!(c, Change::SharedRoute(_))))).collect();
     if wanted.is_empty() {
         return Ok(());
     }
-    let mut by_prefix: HashMap<Key, Vec<&KernelRoute>, std::hash::BuildHasherDefault<Fnv>> =
-        HashMap::with_capacity_and_hasher(wanted.len(), Default::default());
+    let mut by_prefix: std::collections::BTreeMap<Key, Vec<&KernelRoute>> = Default::default();
     for (r, _) in &wanted {
         let (t, dst, _) = r.key();
         by_prefix.entry((t, dst)).or_default();

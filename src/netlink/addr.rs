@@ -8,7 +8,7 @@ use super::attr::{NLM_F_CREATE, NLM_F_REPLACE};
 use super::route::{family, ip_bytes};
 use super::{encode, Req, What, OK_ADD, OK_DEL};
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Addr {
     pub ifindex: u32,
     pub addr: IpAddr,

@@ -94,15 +94,11 @@ pub enum AttrError {
 impl fmt::Display for AttrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AttrError::Full { cap, needed } => {
-                write!(f, "netlink message too large ({needed} bytes, limit {cap})")
-            }
+            AttrError::Full { cap, needed } => write!(f, "netlink message too large ({needed} bytes, limit {cap})"),
             AttrError::TooLong { len } => write!(f, "netlink attribute too long ({len} bytes)"),
             AttrError::InteriorNul => write!(f, "string contains a NUL byte"),
             AttrError::Truncated { at } => write!(f, "netlink message truncated at byte {at}"),
-            AttrError::BadLength { ty, len } => {
-                write!(f, "netlink attribute {ty} has unexpected length {len}")
-            }
+            AttrError::BadLength { ty, len } => write!(f, "netlink attribute {ty} has unexpected length {len}"),
             AttrError::BadString { ty } => write!(f, "netlink attribute {ty} is not valid text"),
             AttrError::UnexpectedType { ty } => write!(f, "unexpected netlink message type {ty}"),
         }
@@ -351,33 +347,29 @@ impl<'a> Attr<'a> {
         self.payload
     }
 
-    fn exact<const N: usize>(&self) -> Result<[u8; N], AttrError> {
+    /// Returns a payload of exactly `N` bytes.
+    pub fn array<const N: usize>(&self) -> Result<[u8; N], AttrError> {
         <[u8; N]>::try_from(self.payload).map_err(|_| AttrError::BadLength { ty: self.kind(), len: self.payload.len() })
     }
 
     /// Returns a u8 payload; the length must be exactly 1.
     pub fn u8(&self) -> Result<u8, AttrError> {
-        Ok(self.exact::<1>()?[0])
+        Ok(self.array::<1>()?[0])
     }
 
     /// Returns a host-order u16 payload; the length must be exactly 2.
     pub fn u16(&self) -> Result<u16, AttrError> {
-        Ok(u16::from_ne_bytes(self.exact()?))
+        Ok(u16::from_ne_bytes(self.array()?))
     }
 
     /// Returns a host-order u32 payload; the length must be exactly 4.
     pub fn u32(&self) -> Result<u32, AttrError> {
-        Ok(u32::from_ne_bytes(self.exact()?))
+        Ok(u32::from_ne_bytes(self.array()?))
     }
 
     /// Returns a big-endian u16 payload (ports); the length must be exactly 2.
     pub fn be16(&self) -> Result<u16, AttrError> {
-        Ok(u16::from_be_bytes(self.exact()?))
-    }
-
-    /// Returns a payload of exactly `N` bytes.
-    pub fn array<const N: usize>(&self) -> Result<[u8; N], AttrError> {
-        self.exact()
+        Ok(u16::from_be_bytes(self.array()?))
     }
 
     /// Returns a host-order unsigned integer of 1, 2, 4 or 8 bytes.
@@ -386,10 +378,10 @@ impl<'a> Attr<'a> {
     /// module versions put a field as u8 or u16 that the spec calls u32.
     pub fn uint(&self) -> Result<u64, AttrError> {
         match self.payload.len() {
-            1 => Ok(u64::from(self.payload[0])),
-            2 => Ok(u64::from(u16::from_ne_bytes(self.exact()?))),
-            4 => Ok(u64::from(u32::from_ne_bytes(self.exact()?))),
-            8 => Ok(u64::from_ne_bytes(self.exact()?)),
+            1 => self.u8().map(u64::from),
+            2 => self.u16().map(u64::from),
+            4 => self.u32().map(u64::from),
+            8 => Ok(u64::from_ne_bytes(self.array()?)),
             len => Err(AttrError::BadLength { ty: self.kind(), len }),
         }
     }
@@ -548,9 +540,13 @@ pub struct ExtAck {
 }
 
 impl ExtAck {
-    fn parse(tlvs: &[u8]) -> Result<Self, AttrError> {
+    /// The TLVs `tlvs`, if the message's `flags` say they are there.
+    fn parse(flags: u16, tlvs: Result<&[u8], AttrError>) -> Result<Self, AttrError> {
         let mut ext = ExtAck::default();
-        for a in attrs(tlvs) {
+        if flags & NLM_F_ACK_TLVS == 0 {
+            return Ok(ext);
+        }
+        for a in attrs(tlvs?) {
             let a = a?;
             match a.kind() {
                 NLMSGERR_ATTR_MSG => ext.msg = Some(sanitize_text(a.payload(), EXTACK_MSG_MAX)),
@@ -647,21 +643,14 @@ pub fn parse_error(msg: &NlMsgRef<'_>) -> Result<NlStatus, AttrError> {
         if orig_len < NLMSG_HDRLEN {
             return Err(AttrError::BadLength { ty: NLMSG_ERROR, len: orig_len });
         }
+        // The error, then the echo, aligned (4 + align(len) is align(4 + len)).
         // Checked (and saturating below): a length near u32::MAX overflows
         // a 32-bit usize.
-        let echoed = orig_len
-            .checked_add(NLA_ALIGNTO - 1)
-            .map(|l| l & !(NLA_ALIGNTO - 1))
-            .ok_or(AttrError::Truncated { at: NLMSG_HDRLEN })?;
-        tlv_at = 4usize.checked_add(echoed).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN })?;
+        let end = orig_len.checked_add(4 + NLA_ALIGNTO - 1).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN })?;
+        tlv_at = end & !(NLA_ALIGNTO - 1);
     }
-    let ext = if msg.flags & NLM_F_ACK_TLVS != 0 {
-        let tlvs = p.get(tlv_at..).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN.saturating_add(tlv_at) })?;
-        ExtAck::parse(tlvs)?
-    } else {
-        ExtAck::default()
-    };
-    Ok(NlStatus { error, request_seq, ext })
+    let tlvs = p.get(tlv_at..).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN.saturating_add(tlv_at) });
+    Ok(NlStatus { error, request_seq, ext: ExtAck::parse(msg.flags, tlvs)? })
 }
 
 /// Parses the NLMSG_DONE that ends a dump: an int status, then extack TLVs.
@@ -675,11 +664,7 @@ pub fn parse_done(msg: &NlMsgRef<'_>) -> Result<NlStatus, AttrError> {
     } else {
         read_u32(msg.payload, 0).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN })? as i32
     };
-    let ext = if msg.flags & NLM_F_ACK_TLVS != 0 {
-        ExtAck::parse(msg.payload.get(4..).unwrap_or(&[]))?
-    } else {
-        ExtAck::default()
-    };
+    let ext = ExtAck::parse(msg.flags, Ok(msg.payload.get(4..).unwrap_or(&[])))?;
     Ok(NlStatus { error, request_seq: msg.seq, ext })
 }
 

@@ -495,10 +495,9 @@ pub enum KernelNotice {
 /// Decodes a datagram of RTNL notifications. Messages of other types and
 /// malformed ones are skipped; never panics.
 pub fn notices(b: &[u8]) -> Vec<KernelNotice> {
-    let mut out = Vec::new();
-    for m in attr::messages(b).map_while(std::result::Result::ok) {
+    let notice = |m: NlMsgRef<'_>| {
         let (ty, payload) = (m.ty, m.payload);
-        let n = match ty {
+        match ty {
             libc::RTM_NEWLINK | libc::RTM_DELLINK => link::parse_info(payload).map(|l| KernelNotice::Link {
                 ifindex: l.index,
                 name: l.name,
@@ -511,18 +510,14 @@ pub fn notices(b: &[u8]) -> Vec<KernelNotice> {
                 Some(KernelNotice::Rule { ours: rule::parse_ours(payload, RTPROT_OVPN_NETCFGD).is_some() })
             }
             _ => None,
-        };
-        out.extend(n);
-    }
-    out
+        }
+    };
+    attr::messages(b).map_while(std::result::Result::ok).filter_map(notice).collect()
 }
 
 /// Sets or clears NLM_F_ACK on an encoded request.
 pub fn set_ack(bytes: &mut [u8], ack: bool) {
-    let mut flags = u16::from_ne_bytes([bytes[6], bytes[7]]) & !NLM_F_ACK;
-    if ack {
-        flags |= NLM_F_ACK;
-    }
+    let flags = (u16::from_ne_bytes([bytes[6], bytes[7]]) & !NLM_F_ACK) | if ack { NLM_F_ACK } else { 0 };
     bytes[6..8].copy_from_slice(&flags.to_ne_bytes());
 }
 

@@ -17,7 +17,7 @@ const RTNH_F_ONLINK: u32 = 4; // include/uapi/linux/rtnetlink.h
 /// RTA_UID (include/uapi/linux/rtnetlink.h); libc names it for glibc targets only.
 const RTA_UID: u16 = 25;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Route {
     pub dst: IpNetwork,
     pub gateway: Option<IpAddr>,

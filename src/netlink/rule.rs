@@ -16,7 +16,7 @@ const FRA_PROTOCOL: u16 = 21;
 const FR_ACT_TO_TBL: u8 = 1;
 
 /// `fwmark <mark> lookup <table>` for one family, tagged with our protocol.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {
     pub ipv6: bool,
     pub priority: u32,
