@@ -11,7 +11,6 @@ pub const DNS_SERVER_ADDED: u32 = 128;
 pub const DNS_SERVER_REMOVED: u32 = 256;
 pub const DNS_SEARCH_ADDED: u32 = 512;
 pub const DNS_SEARCH_REMOVED: u32 = 1024;
-pub const ALL: u32 = 2047;
 
 /// One NetworkChange signal before the device name and path are known.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,6 +25,7 @@ use crate::sys::wipe;
 /// `NLMSG_HDRLEN`: size of `struct nlmsghdr`.
 pub const NLMSG_HDRLEN: usize = 16;
 /// `GENL_HDRLEN`: size of `struct genlmsghdr` (cmd, version, reserved u16).
+#[cfg(test)]
 pub const GENL_HDRLEN: usize = 4;
 /// `NLA_HDRLEN`: size of `struct nlattr`.
 pub const NLA_HDRLEN: usize = 4;
@@ -46,6 +47,7 @@ pub const NLMSG_DONE: u16 = 3;
 /// `NLM_F_REQUEST`.
 pub const NLM_F_REQUEST: u16 = 0x01;
 /// `NLM_F_MULTI`: part of a multi-part reply.
+#[cfg(test)]
 pub const NLM_F_MULTI: u16 = 0x02;
 /// `NLM_F_ACK`: ask for an acknowledgement.
 pub const NLM_F_ACK: u16 = 0x04;
@@ -155,11 +157,10 @@ impl NlMsg {
             return Err(AttrError::Full { cap, needed });
         }
         let mut m = NlMsg { buf: Wiped(Vec::with_capacity(cap)), cap };
-        m.buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_len, set below
-        m.buf.extend_from_slice(&nlmsg_type.to_ne_bytes());
-        m.buf.extend_from_slice(&flags.to_ne_bytes());
-        m.buf.extend_from_slice(&[0; 8]); // nlmsg_seq, nlmsg_pid
-        m.buf.extend_from_slice(hdr);
+        // nlmsg_len (set below), type, flags, seq and pid (0), the family header.
+        for part in [&[0; 4][..], &nlmsg_type.to_ne_bytes(), &flags.to_ne_bytes(), &[0; 8], hdr] {
+            m.buf.extend_from_slice(part);
+        }
         m.buf.resize(needed, 0);
         m.sync_len();
         Ok(m)
@@ -562,22 +563,10 @@ impl ExtAck {
 
 impl fmt::Display for ExtAck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut sep = "";
-        if let Some(m) = &self.msg {
-            write!(f, "{m}")?;
-            sep = "; ";
-        }
-        if let Some(t) = self.miss_type {
-            write!(f, "{sep}missing attribute {t}")?;
-            if let Some(n) = self.miss_nest {
-                write!(f, " in nest at offset {n}")?;
-            }
-            sep = "; ";
-        }
-        if let Some(o) = self.offset {
-            write!(f, "{sep}bad attribute at offset {o}")?;
-        }
-        Ok(())
+        let nest = self.miss_nest.map(|n| format!(" in nest at offset {n}")).unwrap_or_default();
+        let missing = self.miss_type.map(|t| format!("missing attribute {t}{nest}"));
+        let offset = self.offset.map(|o| format!("bad attribute at offset {o}"));
+        f.write_str(&[self.msg.clone(), missing, offset].into_iter().flatten().collect::<Vec<_>>().join("; "))
     }
 }
 

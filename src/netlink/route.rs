@@ -48,18 +48,10 @@ impl Route {
 
 impl std::fmt::Display for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.dst)?;
-        if let Some(g) = self.gateway {
-            write!(f, " via {g}")?;
-        }
-        write!(f, " dev #{}", self.oif)?;
-        if let Some(m) = self.metric {
-            write!(f, " metric {m}")?;
-        }
-        if self.table != RT_TABLE_MAIN {
-            write!(f, " table {}", self.table)?;
-        }
-        Ok(())
+        let via = self.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+        let metric = self.metric.map(|m| format!(" metric {m}")).unwrap_or_default();
+        let table = (self.table != RT_TABLE_MAIN).then(|| format!(" table {}", self.table)).unwrap_or_default();
+        write!(f, "{}{via} dev #{}{metric}{table}", self.dst, self.oif)
     }
 }
 

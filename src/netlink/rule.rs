@@ -33,20 +33,11 @@ impl Rule {
 
     /// Parses the fields of a `to_line` line (already split on spaces).
     pub fn parse(f: &[&str]) -> Option<Rule> {
-        match f {
-            ["rule", fam, prio, mark, table, proto] => Some(Rule {
-                ipv6: match *fam {
-                    "4" => false,
-                    "6" => true,
-                    _ => return None,
-                },
-                priority: prio.parse().ok()?,
-                fwmark: mark.parse().ok()?,
-                table: table.parse().ok()?,
-                protocol: proto.parse().ok()?,
-            }),
-            _ => None,
-        }
+        let ["rule", fam @ ("4" | "6"), prio, mark, table, proto] = f else {
+            return None;
+        };
+        let (priority, fwmark, table) = (prio.parse().ok()?, mark.parse().ok()?, table.parse().ok()?);
+        Some(Rule { ipv6: *fam == "6", priority, fwmark, table, protocol: proto.parse().ok()? })
     }
 }
 
