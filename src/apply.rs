@@ -254,8 +254,8 @@ fn misroute_error(m: &Misroute) -> Error {
         return Error::Conflict(format!("route {asked} is not in the kernel after it was added; nothing was changed"));
     };
     let r = &k.route;
-    let rtype = (k.rtype != libc::RTN_UNICAST).then(|| format!("type {} ", k.rtype)).unwrap_or_default();
-    let oif = (r.oif != 0).then(|| format!("dev {} ", dev(r.oif))).unwrap_or_default();
+    let rtype = if k.rtype != libc::RTN_UNICAST { format!("type {} ", k.rtype) } else { String::new() };
+    let oif = if r.oif != 0 { format!("dev {} ", dev(r.oif)) } else { String::new() };
     let theirs = if r.protocol == netlink::RTPROT_OVPN_NETCFGD { " (another VPN session's route)" } else { "" };
     let now = format!("{rtype}{}{oif}metric {} proto {}{theirs}", via(r.gateway), r.kernel_metric(), r.protocol);
     Error::Conflict(format!(
@@ -387,12 +387,8 @@ impl Undoing {
 /// then gone, and forgotten.
 pub fn reroute(k: &mut Kernel, moves: Vec<Move>) -> Vec<Move> {
     let undos = moves.iter().map(|m| Undo::DelRoute(m.new.clone())).collect();
-    let entries = match k.wal.record(undos) {
-        Ok(e) => e,
-        Err(e) => {
-            log::warn!("routes not moved: {e}");
-            return Vec::new();
-        }
+    let Ok(entries) = k.wal.record(undos).map_err(|e| log::warn!("routes not moved: {e}")) else {
+        return Vec::new();
     };
     let reqs = moves.iter().flat_map(|m| [netlink::route::del(&m.old), netlink::route::add(&m.new)]).collect();
     let sent = k.rtnl.transact(reqs);
@@ -443,14 +439,10 @@ pub fn forget(k: &mut Kernel, steps: Vec<Entry>) {
 pub fn recover(rtnl: &mut Socket, steps: &[Undo]) -> (usize, usize) {
     // A sorted vector (the kernel dumps links mostly in index order, so
     // each insertion lands at the end): no hash map or sort code for it.
+    let msgs = rtnl.dump(netlink::link::dump_request(), libc::RTM_NEWLINK);
+    let msgs = msgs.map_err(|e| log::warn!("recovery: cannot list links ({e}); no link of the journal is touched"));
     let links: crate::vecmap::VecMap<u32, netlink::link::LinkInfo> =
-        match rtnl.dump(netlink::link::dump_request(), libc::RTM_NEWLINK) {
-            Ok(msgs) => msgs.iter().filter_map(|p| netlink::link::parse_info(p)).map(|l| (l.index, l)).collect(),
-            Err(e) => {
-                log::warn!("recovery: cannot list links ({e}); no link of the journal is touched");
-                Default::default()
-            }
-        };
+        msgs.unwrap_or_default().iter().filter_map(|p| netlink::link::parse_info(p)).map(|l| (l.index, l)).collect();
     let ours = |i: &u32| links.get(i).is_some_and(|l| l.is_ours());
     let (mut run, mut refused) = (Vec::new(), 0);
     for u in steps {

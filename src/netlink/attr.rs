@@ -410,7 +410,6 @@ impl<'a> Attr<'a> {
 pub struct Walk<'a, T> {
     buf: &'a [u8],
     pos: usize,
-    done: bool,
     item: ItemAt<'a, T>,
 }
 
@@ -421,20 +420,13 @@ impl<T> Iterator for Walk<'_, T> {
     type Item = Result<T, AttrError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done || self.pos >= self.buf.len() {
+        if self.pos >= self.buf.len() {
             return None;
         }
-        match (self.item)(self.buf, self.pos) {
-            Ok((end, t)) => {
-                // The last item may lack its padding.
-                self.pos = align(end).min(self.buf.len());
-                Some(Ok(t))
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        let item = (self.item)(self.buf, self.pos);
+        // The last item may lack its padding; after an error, nothing more.
+        self.pos = item.as_ref().map_or(self.buf.len(), |(end, _)| align(*end).min(self.buf.len()));
+        Some(item.map(|(_, t)| t))
     }
 }
 
@@ -442,7 +434,7 @@ pub type AttrIter<'a> = Walk<'a, Attr<'a>>;
 
 /// Iterates the attributes in `buf` (a payload after the fixed headers).
 pub fn attrs(buf: &[u8]) -> AttrIter<'_> {
-    Walk { buf, pos: 0, done: false, item: attr_at }
+    Walk { buf, pos: 0, item: attr_at }
 }
 
 fn attr_at(b: &[u8], at: usize) -> Result<(usize, Attr<'_>), AttrError> {
@@ -459,13 +451,8 @@ fn attr_at(b: &[u8], at: usize) -> Result<(usize, Attr<'_>), AttrError> {
 
 /// Returns the first attribute of kind `kind` in `buf`, or None.
 pub fn find(buf: &[u8], kind: u16) -> Result<Option<Attr<'_>>, AttrError> {
-    for a in attrs(buf) {
-        let a = a?;
-        if a.kind() == kind {
-            return Ok(Some(a));
-        }
-    }
-    Ok(None)
+    // The first match or the first malformed attribute, whichever comes first.
+    attrs(buf).find(|a| a.as_ref().map_or(true, |a| a.kind() == kind)).transpose()
 }
 
 /// One message of a receive buffer.
@@ -506,7 +493,7 @@ impl<'a> NlMsgRef<'a> {
 
 /// Iterates the netlink messages in `buf`.
 pub fn messages(buf: &[u8]) -> Walk<'_, NlMsgRef<'_>> {
-    Walk { buf, pos: 0, done: false, item: message_at }
+    Walk { buf, pos: 0, item: message_at }
 }
 
 fn message_at(b: &[u8], at: usize) -> Result<(usize, NlMsgRef<'_>), AttrError> {

@@ -350,16 +350,12 @@ impl Socket {
         }
         // One message goes out from where it is: no copy of a key is left
         // in a buffer that is not wiped.
-        let batch;
-        let bytes: &[u8] = match msgs {
-            [one] => one,
-            _ => {
-                batch = msgs.concat();
-                &batch
-            }
+        let bytes: std::borrow::Cow<[u8]> = match msgs {
+            [one] => (&**one).into(),
+            _ => msgs.concat().into(),
         };
         loop {
-            match self.sock.send(bytes, Msg::empty()) {
+            match self.sock.send(&bytes[..], Msg::empty()) {
                 Ok(_) => return Ok(Pending { first, got: vec![None; msgs.len()] }),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("netlink send", e)),

@@ -50,7 +50,7 @@ impl std::fmt::Display for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let via = self.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
         let metric = self.metric.map(|m| format!(" metric {m}")).unwrap_or_default();
-        let table = (self.table != RT_TABLE_MAIN).then(|| format!(" table {}", self.table)).unwrap_or_default();
+        let table = if self.table != RT_TABLE_MAIN { format!(" table {}", self.table) } else { String::new() };
         write!(f, "{}{via} dev #{}{metric}{table}", self.dst, self.oif)
     }
 }
