@@ -184,15 +184,6 @@ impl Device {
         Holder::Config(self.path.clone())
     }
 
-    /// Undoes the configuration (and with `links`, the devices too).
-    /// Returns the removal notice if a configuration was active.
-    pub fn teardown(&mut self, k: &mut Kernel, links: bool) -> Vec<Notice> {
-        let mut u = self.teardown_start(k, links);
-        u.run(k);
-        let failed = u.finish(k);
-        self.teardown_finish(failed, links)
-    }
-
     /// The undo of the configuration (with `links`, of the devices too)
     /// and of the shared routes only this device held.
     pub fn teardown_start(&mut self, k: &mut Kernel, links: bool) -> Undoing {

@@ -110,33 +110,23 @@ impl Notice {
     /// Its event `i` (< `len`), made only when it is about to be sent:
     /// 10k routes would otherwise mean 50k formatted strings at once.
     pub fn event(&self, i: usize) -> Event {
+        let addr = |kind, (ip, prefix): &(IpAddr, u8)| events::addr(kind, ip, *prefix);
+        let route = |kind, (net, gw): &(IpNetwork, Option<IpAddr>)| events::route(kind, net, gw.as_ref());
+        let (Notice::Added(a) | Notice::Removed(a)) = self;
+        let (na, nr) = (a.addrs.len(), a.routes.len());
         match self {
-            Notice::Added(a) => {
-                let (na, nr) = (a.addrs.len(), a.routes.len());
-                match i {
-                    0 => Event::new(events::DEVICE_ADDED),
-                    i if i <= na => events::addr(events::IPADDR_ADDED, &a.addrs[i - 1].0, a.addrs[i - 1].1),
-                    i if i <= na + nr => {
-                        let (n, g) = &a.routes[i - 1 - na];
-                        events::route(events::ROUTE_ADDED, n, g.as_ref())
-                    }
-                    i => {
-                        let (n, g) = &a.excluded[i - 1 - na - nr];
-                        events::route(events::ROUTE_EXCLUDED, n, g.as_ref())
-                    }
-                }
-            }
-            Notice::Removed(a) => {
-                let (na, nr) = (a.addrs.len(), a.routes.len());
-                match i {
-                    i if i < nr => events::route(events::ROUTE_REMOVED, &a.routes[nr - 1 - i].0, None),
-                    i if i < nr + na => {
-                        let (addr, p) = &a.addrs[na - 1 - (i - nr)];
-                        events::addr(events::IPADDR_REMOVED, addr, *p)
-                    }
-                    _ => Event::new(events::DEVICE_REMOVED),
-                }
-            }
+            Notice::Added(_) => match i {
+                0 => Event::new(events::DEVICE_ADDED),
+                i if i <= na => addr(events::IPADDR_ADDED, &a.addrs[i - 1]),
+                i if i <= na + nr => route(events::ROUTE_ADDED, &a.routes[i - 1 - na]),
+                i => route(events::ROUTE_EXCLUDED, &a.excluded[i - 1 - na - nr]),
+            },
+            // ROUTE_REMOVED names no gateway (`events::route`).
+            Notice::Removed(_) => match i {
+                i if i < nr => route(events::ROUTE_REMOVED, &a.routes[nr - 1 - i]),
+                i if i < nr + na => addr(events::IPADDR_REMOVED, &a.addrs[nr + na - 1 - i]),
+                _ => Event::new(events::DEVICE_REMOVED),
+            },
         }
     }
 }

@@ -270,7 +270,9 @@ impl NlMsg {
             Ok(())
         });
         if res.is_err() {
-            self.rollback(start);
+            wipe(&mut self.buf[start..]);
+            self.buf.truncate(start);
+            self.sync_len();
         }
         res
     }
@@ -293,12 +295,6 @@ impl NlMsg {
         Ok(())
     }
 
-    fn rollback(&mut self, len: usize) {
-        wipe(&mut self.buf[len..]);
-        self.buf.truncate(len);
-        self.sync_len();
-    }
-
     fn sync_len(&mut self) {
         // cap <= u32::MAX was checked in new(), so this cannot truncate.
         let len = self.buf.len() as u32;
@@ -309,25 +305,17 @@ impl NlMsg {
 impl fmt::Debug for NlMsg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The payload may hold cipher keys: print the header only.
-        write!(
-            f,
-            "NlMsg {{ len: {}, type: {}, flags: {:#x}, seq: {} }}",
-            self.len(),
-            self.nlmsg_type(),
-            self.flags(),
-            self.seq()
-        )
+        let (len, ty, flags, seq) = (self.len(), self.nlmsg_type(), self.flags(), self.seq());
+        write!(f, "NlMsg {{ len: {len}, type: {ty}, flags: {flags:#x}, seq: {seq} }}")
     }
 }
 
 fn read_u16(b: &[u8], at: usize) -> Option<u16> {
-    let s = b.get(at..at.checked_add(2)?)?;
-    Some(u16::from_ne_bytes([s[0], s[1]]))
+    b.get(at..at.checked_add(2)?)?.try_into().ok().map(u16::from_ne_bytes)
 }
 
 fn read_u32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(at..at.checked_add(4)?)?.try_into().ok().map(u32::from_ne_bytes)
 }
 
 /// One attribute of a received message.
