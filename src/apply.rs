@@ -182,8 +182,7 @@ impl Applying {
         let Applying { changes, send, again, entries, batches, refused, after, before, holder } = self;
         let mut done = batches.finish();
         let mut failure = done.failure.take().or(refused);
-        let mut made: Vec<(&Change, Entry)> = Vec::new();
-        let mut not_ours = Vec::new();
+        let (mut made, mut not_ours): (Vec<(&Change, Entry)>, Vec<u64>) = (Vec::new(), Vec::new());
         for (j, ((res, entry), &i)) in done.out.iter().zip(entries).zip(&send).enumerate() {
             let c = &changes[i];
             let ours = match res {

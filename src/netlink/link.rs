@@ -3,7 +3,7 @@
 use libc::{IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MTU, IFLA_TXQLEN};
 use libc::{RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK};
 
-use super::attr::{NlMsg, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use super::attr::{AttrError, NlMsg, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use super::{encode, Req, What, OK_DEL};
 
 /// `struct ifinfomsg` (family unspecified): index, flags, change mask.
@@ -11,16 +11,11 @@ fn ifinfomsg(index: u32, flags: u32, change: u32) -> Vec<u8> {
     [[0; 4], index.to_ne_bytes(), flags.to_ne_bytes(), change.to_ne_bytes()].concat()
 }
 
-/// A request on link `index` (0: named by IFLA_IFNAME), attributes by `put`.
-fn req(
-    ty: u16,
-    flags: u16,
-    index: u32,
-    put: impl FnOnce(&mut NlMsg) -> Result<(), super::attr::AttrError>,
-    ok_errnos: &'static [i32],
-    what: String,
-) -> Req {
-    Req { bytes: encode(ty, flags, &ifinfomsg(index, 0, 0), put), ok_errnos, what: What::Text(what) }
+/// A request on link `index` (0: named by IFLA_IFNAME), attributes by
+/// `put`; a delete counts a link already gone as done.
+fn req(ty: u16, index: u32, put: impl FnOnce(&mut NlMsg) -> Result<(), AttrError>, what: String) -> Req {
+    let ok_errnos = if ty == RTM_DELLINK { OK_DEL } else { &[] };
+    Req { bytes: encode(ty, 0, &ifinfomsg(index, 0, 0), put), ok_errnos, what: What::Text(what) }
 }
 
 /// Sets MTU / txqueuelen and the UP flag of an existing link.
@@ -48,16 +43,17 @@ pub fn create(name: &str, kind: &str, info_data: Option<&[u8]>) -> Req {
             info_data.map_or(Ok(()), |d| m.put_bytes(IFLA_INFO_DATA | NLA_F_NESTED, d))
         })
     };
-    req(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, 0, put, &[], format!("create {kind} link {name}"))
+    let bytes = encode(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifinfomsg(0, 0, 0), put);
+    Req { bytes, ok_errnos: &[], what: What::Text(format!("create {kind} link {name}")) }
 }
 
 pub fn del(ifindex: u32) -> Req {
-    req(RTM_DELLINK, 0, ifindex, |_| Ok(()), OK_DEL, format!("delete link #{ifindex}"))
+    req(RTM_DELLINK, ifindex, |_| Ok(()), format!("delete link #{ifindex}"))
 }
 
 /// Deletes the link called `name` (RTM_DELLINK by IFLA_IFNAME).
 pub fn del_by_name(name: &str) -> Req {
-    req(RTM_DELLINK, 0, 0, |m| m.put_bytes(IFLA_IFNAME, &nul_terminated(name)), OK_DEL, format!("delete link {name}"))
+    req(RTM_DELLINK, 0, |m| m.put_bytes(IFLA_IFNAME, &nul_terminated(name)), format!("delete link {name}"))
 }
 
 /// RTM_GETLINK for one link by name, acknowledged (so `Socket::dump`
@@ -80,7 +76,7 @@ pub const OUR_KINDS: [&str; 3] = ["tun", "ovpn", "ovpn-dco"];
 /// Sets `MARKER` as the alias of a link we just created.
 pub fn mark(ifindex: u32) -> Req {
     let what = format!("mark link #{ifindex} as ours (alias {MARKER})");
-    req(RTM_NEWLINK, 0, ifindex, |m| m.put_bytes(IFLA_IFALIAS, MARKER.as_bytes()), &[], what)
+    req(RTM_NEWLINK, ifindex, |m| m.put_bytes(IFLA_IFALIAS, MARKER.as_bytes()), what)
 }
 
 /// RTM_GETLINK dump of every link.

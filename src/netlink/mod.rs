@@ -12,6 +12,7 @@ pub mod route;
 pub mod rule;
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::result::Result as StdResult;
 
 use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
@@ -76,12 +77,7 @@ pub const OK_DEL: &[i32] = &[libc::ENOENT, libc::ESRCH, libc::EADDRNOTAVAIL, lib
 
 /// Encodes one RTNL request (seq 0: the transport stamps it): `hdr` is the
 /// fixed header (`ifinfomsg`, `rtmsg`, ...), `put` writes the attributes.
-pub fn encode(
-    ty: u16,
-    flags: u16,
-    hdr: &[u8],
-    put: impl FnOnce(&mut NlMsg) -> std::result::Result<(), AttrError>,
-) -> Vec<u8> {
+pub fn encode(ty: u16, flags: u16, hdr: &[u8], put: impl FnOnce(&mut NlMsg) -> StdResult<(), AttrError>) -> Vec<u8> {
     let mut m = NlMsg::new(ty, flags | attr::NLM_F_REQUEST, hdr, RTNL_CAP).expect("RTNL headers fit");
     put(&mut m).expect("RTNL requests fit RTNL_CAP");
     m.into_bytes()
@@ -96,7 +92,7 @@ pub struct NlError {
 
 impl NlError {
     /// The outcome an ack, error or NLMSG_DONE reports.
-    pub fn check(st: &NlStatus) -> std::result::Result<(), NlError> {
+    pub fn check(st: &NlStatus) -> StdResult<(), NlError> {
         if st.error == 0 {
             return Ok(());
         }
@@ -115,7 +111,7 @@ impl NlError {
 struct Pending {
     first: u32,
     /// None until answered: an error report, or the last one's ack.
-    got: Vec<Option<std::result::Result<(), NlError>>>,
+    got: Vec<Option<StdResult<(), NlError>>>,
 }
 
 impl Pending {
@@ -126,7 +122,7 @@ impl Pending {
     /// One outcome per request of this batch, once it is complete or its
     /// transport `failed`.
     fn outcomes(self, reqs: &[Req], failed: bool) -> Vec<Outcome> {
-        let answer = |(g, r): (Option<std::result::Result<(), NlError>>, &Req)| match g {
+        let answer = |(g, r): (Option<StdResult<(), NlError>>, &Req)| match g {
             None if failed => None,
             None | Some(Ok(())) => Some(Ok(true)),
             Some(Err(e)) if r.ok_errnos.contains(&e.errno) => {
@@ -167,7 +163,7 @@ impl Pending {
 /// was a tolerated errno (already there / already gone) or never sent,
 /// `None` if the kernel may or may not have acted (its batch was in flight
 /// when the transport failed).
-pub type Outcome = Option<std::result::Result<bool, NlError>>;
+pub type Outcome = Option<StdResult<bool, NlError>>;
 
 /// What became of a run of requests: the requests, one outcome per
 /// request, and the transport failure that ended the run early, if any.
@@ -508,7 +504,7 @@ pub fn notices(b: &[u8]) -> Vec<KernelNotice> {
             _ => None,
         }
     };
-    attr::messages(b).map_while(std::result::Result::ok).filter_map(notice).collect()
+    attr::messages(b).map_while(StdResult::ok).filter_map(notice).collect()
 }
 
 /// Sets or clears NLM_F_ACK on an encoded request.
@@ -520,7 +516,7 @@ pub fn set_ack(bytes: &mut [u8], ack: bool) {
 /// The attributes in `b` as (type without flag bits, payload), up to the
 /// first malformed one.
 pub fn attrs(b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    attr::attrs(b).map_while(std::result::Result::ok).map(|a| (a.kind(), a.payload()))
+    attr::attrs(b).map_while(StdResult::ok).map(|a| (a.kind(), a.payload()))
 }
 
 /// An RTM_DELLINK for "tun0" (#7) and an RTM_DELROUTE, as one datagram
