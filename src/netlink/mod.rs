@@ -461,6 +461,22 @@ impl Socket {
         (out, lost, None)
     }
 
+    /// Reads what is queued on a request socket outside a request (a late
+    /// answer to a request that failed, the rest of a dump cut short) and
+    /// logs it at debug level, so that it does not stay queued.
+    pub fn discard_unasked(&mut self) {
+        let (datagrams, _, err) = self.drain();
+        for m in datagrams.iter().flat_map(|d| attr::messages(d)) {
+            match m {
+                Ok(m) => log::debug!("netlink: dropped an unasked message (type {}, seq {})", m.ty, m.seq),
+                Err(e) => log::debug!("netlink: dropped an unasked message: {e}"),
+            }
+        }
+        if let Some(e) = err {
+            log::debug!("netlink: reading unasked messages: {e}");
+        }
+    }
+
     /// The RTNL notifications queued on a `monitor` socket; the flag is
     /// true if the kernel dropped some (the socket's buffer overran).
     pub fn notices(&mut self) -> (Vec<KernelNotice>, bool) {
@@ -603,6 +619,15 @@ mod tests {
             m.push(0);
         }
         m
+    }
+
+    #[test]
+    fn unasked_answers_are_drained() {
+        let mut s = Socket::open().unwrap();
+        s.send(&mut [&mut link::get_by_name("lo")]).unwrap();
+        assert!(s.expect_answer().is_ok());
+        s.discard_unasked();
+        assert!(s.expect_answer().is_err(), "nothing is left queued");
     }
 
     #[test]
