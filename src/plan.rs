@@ -150,7 +150,7 @@ fn gateway_for(s: &Settings, v6: bool) -> Option<IpAddr> {
 /// Builds the plan for configuring `ifindex` from `s`.
 pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     let mut p = Plan::default();
-    // Duplicate requests collapse (a set keeps this n log n for 10k networks).
+    // Duplicate requests collapse (a sorted set keeps this n log n for 10k networks).
     let mut seen = std::collections::BTreeSet::new();
     let txqlen = (s.txqueuelen > 0).then_some(s.txqueuelen as u32);
     p.changes.push(Change::Link { ifindex, mtu: s.mtu as u32, txqlen });

@@ -82,13 +82,14 @@ fn encode_route(ty: u16, flags: u16, r: &Route) -> Vec<u8> {
     };
     let onlink = if r.onlink && r.gateway.is_some() { RTNH_F_ONLINK } else { 0 };
     let hdr = rtmsg(family(&r.dst.ip()), r.dst.prefix(), r.table, r.protocol, scope, libc::RTN_UNICAST, onlink);
-    let dst = (r.dst.prefix() > 0).then(|| r.dst.network());
+    // Destination, gateway, device, metric, table, in that order.
+    let addrs = [(RTA_DST, (r.dst.prefix() > 0).then(|| r.dst.network())), (RTA_GATEWAY, r.gateway)];
+    let ints = [(RTA_OIF, (r.oif != 0).then_some(r.oif)), (RTA_PRIORITY, r.metric), (RTA_TABLE, Some(r.table))];
     encode(ty, flags, &hdr, |m| {
-        for (ty, a) in [(RTA_DST, dst), (RTA_GATEWAY, r.gateway)] {
+        for (ty, a) in addrs {
             a.map_or(Ok(()), |a| m.put_bytes(ty, &ip_bytes(&a)))?;
         }
-        for (ty, v) in [(RTA_OIF, (r.oif != 0).then_some(r.oif)), (RTA_PRIORITY, r.metric), (RTA_TABLE, Some(r.table))]
-        {
+        for (ty, v) in ints {
             v.map_or(Ok(()), |v| m.put_u32(ty, v))?;
         }
         Ok(())

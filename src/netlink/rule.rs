@@ -49,10 +49,9 @@ fn fib_rule_hdr(ipv6: bool, table: u32, action: u8) -> [u8; 12] {
 }
 
 fn encode_rule(ty: u16, flags: u16, r: &Rule) -> Vec<u8> {
+    let ints = [(FRA_PRIORITY, r.priority), (FRA_FWMARK, r.fwmark), (FRA_FWMASK, u32::MAX), (FRA_TABLE, r.table)];
     encode(ty, flags, &fib_rule_hdr(r.ipv6, r.table, FR_ACT_TO_TBL), |m| {
-        for (ty, v) in
-            [(FRA_PRIORITY, r.priority), (FRA_FWMARK, r.fwmark), (FRA_FWMASK, u32::MAX), (FRA_TABLE, r.table)]
-        {
+        for (ty, v) in ints {
             m.put_u32(ty, v)?;
         }
         m.put_u8(FRA_PROTOCOL, r.protocol)
