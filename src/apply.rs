@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::journal::{Entry, Journal, Undo, Wal};
 use crate::netlink::route::KernelRoute;
-use crate::netlink::{self, Done, Req, Socket, What};
+use crate::netlink::{self, Done, Req, Socket, What, RTPROT_OVPN_NETCFGD};
 use crate::plan::{self, Change, Misroute, Move};
 use crate::shared::{Holder, Shared};
 
@@ -221,10 +221,9 @@ impl Applying {
                 _ => journal.push(e),
             }
         }
-        for &i in &again {
-            if let Change::SharedRoute(r) = &changes[i] {
-                k.shared.hold(r, &holder);
-            }
+        // (`again` holds shared routes only.)
+        for r in again.iter().filter_map(|&i| changes[i].route()) {
+            k.shared.hold(r, &holder);
         }
         Ok(())
     }
@@ -255,7 +254,7 @@ fn misroute_error(m: &Misroute) -> Error {
     let r = &k.route;
     let rtype = if k.rtype != libc::RTN_UNICAST { format!("type {} ", k.rtype) } else { String::new() };
     let oif = if r.oif != 0 { format!("dev {} ", dev(r.oif)) } else { String::new() };
-    let theirs = if r.protocol == netlink::RTPROT_OVPN_NETCFGD { " (another VPN session's route)" } else { "" };
+    let theirs = if r.protocol == RTPROT_OVPN_NETCFGD { " (another VPN session's route)" } else { "" };
     let now = format!("{rtype}{}{oif}metric {} proto {}{theirs}", via(r.gateway), r.kernel_metric(), r.protocol);
     Error::Conflict(format!(
         "route {asked}: the kernel already routes {} {now}; not installed, nothing was changed",
@@ -446,8 +445,8 @@ pub fn recover(rtnl: &mut Socket, steps: &[Undo]) -> (usize, usize) {
     let (mut run, mut refused) = (Vec::new(), 0);
     for u in steps {
         let ok = match u {
-            Undo::DelRoute(r) => r.protocol == netlink::RTPROT_OVPN_NETCFGD,
-            Undo::DelRule(r) => r.protocol == netlink::RTPROT_OVPN_NETCFGD,
+            Undo::DelRoute(r) => r.protocol == RTPROT_OVPN_NETCFGD,
+            Undo::DelRule(r) => r.protocol == RTPROT_OVPN_NETCFGD,
             Undo::DelAddr(a) => ours(&a.ifindex),
             Undo::LinkDown { ifindex } => ours(ifindex),
             Undo::DelLink { ifindex, name } => links.get(ifindex).is_some_and(|l| l.is_ours() && l.name == *name),
@@ -489,14 +488,11 @@ pub fn route_to(rtnl: &mut Socket, dst: std::net::IpAddr, mark: Option<u32>, uid
 /// Removes routes and rules carrying our protocol that no journal accounts
 /// for (a crashed run whose journal was lost). Returns how many.
 pub fn sweep(rtnl: &mut Socket) -> Result<usize> {
-    let mut reqs: Vec<Req> = host_routes(rtnl)?
-        .into_iter()
-        .filter(|k| k.route.protocol == netlink::RTPROT_OVPN_NETCFGD)
-        .map(|k| netlink::route::del(&k.route))
-        .collect();
+    let ours = |k: &KernelRoute| (k.route.protocol == RTPROT_OVPN_NETCFGD).then(|| netlink::route::del(&k.route));
+    let mut reqs: Vec<Req> = host_routes(rtnl)?.iter().filter_map(ours).collect();
     for v6 in [false, true] {
         for p in rtnl.dump(netlink::rule::dump_request(v6), libc::RTM_NEWRULE)? {
-            reqs.extend(netlink::rule::parse_ours(&p, netlink::RTPROT_OVPN_NETCFGD).map(|r| netlink::rule::del(&r)));
+            reqs.extend(netlink::rule::parse_ours(&p, RTPROT_OVPN_NETCFGD).map(|r| netlink::rule::del(&r)));
         }
     }
     let n = reqs.len();
@@ -522,7 +518,7 @@ mod tests {
             oif,
             metric,
             table: RT_TABLE_MAIN,
-            protocol: netlink::RTPROT_OVPN_NETCFGD,
+            protocol: RTPROT_OVPN_NETCFGD,
             onlink: false,
         }
     }
