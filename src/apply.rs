@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::journal::{Entry, Journal, Undo, Wal};
 use crate::netlink::route::KernelRoute;
-use crate::netlink::{self, Req, Socket};
+use crate::netlink::{self, Done, Req, Socket, What, RTPROT_OVPN_NETCFGD};
 use crate::plan::{self, Change, Misroute, Move};
 use crate::shared::{Holder, Shared};
 
@@ -77,7 +77,7 @@ pub fn apply(
 ) -> Result<()> {
     let mut a = start(k, changes, holder.clone(), before)?;
     while !a.step(k, false) {
-        a.expect_answer_on(&mut k.rtnl);
+        a.batches.expect_answer(&mut k.rtnl);
     }
     a.finish(k, journal)
 }
@@ -87,19 +87,19 @@ pub fn apply(
 /// or rolled back by `finish`.
 pub struct Applying {
     changes: Vec<Change>,
-    /// Indexes into `changes`: the ones to send, in order (`next` of them
-    /// are on their way), and the shared routes already held (only held by
-    /// `holder` too).
+    /// Indexes into `changes`: the ones to send, in order (as many as
+    /// `entries` are on their way), and the shared routes already held
+    /// (only held by `holder` too).
     send: Vec<usize>,
-    next: usize,
     again: Vec<usize>,
     entries: Vec<Entry>,
+    /// The changes' requests, then the dump that reads the table back.
     batches: netlink::Batches,
     /// The journal file refused an entry: nothing more is sent.
     refused: Option<Error>,
-    /// The route table read back once every change is answered.
-    readback: Option<(netlink::Pending, Vec<KernelRoute>)>,
-    after: Option<Result<Vec<KernelRoute>>>,
+    /// The route table read back once every change is answered (Some
+    /// from when its dump is pushed).
+    after: Option<Vec<KernelRoute>>,
     before: Vec<KernelRoute>,
     holder: Holder,
 }
@@ -112,12 +112,10 @@ pub fn start(k: &Kernel, changes: Vec<Change>, holder: Holder, before: Vec<Kerne
     Ok(Applying {
         changes,
         send,
-        next: 0,
         again,
         entries: Vec::new(),
         batches: Default::default(),
         refused: None,
-        readback: None,
         after: None,
         before,
         holder,
@@ -133,92 +131,64 @@ impl Applying {
     /// Fails the apply unless the answers in flight on the loop's socket
     /// are there.
     pub fn expect_answer(&mut self, k: &mut Kernel) {
-        self.expect_answer_on(&mut k.ops);
-    }
-
-    fn expect_answer_on(&mut self, sock: &mut Socket) {
-        if let Err(e) = sock.expect_answer() {
-            match self.readback.take() {
-                Some(_) => self.after = Some(Err(e)),
-                None => self.batches.abort(e),
-            }
-        }
+        self.batches.expect_answer(&mut k.ops);
     }
 
     /// Reads the answers of the batch in flight, then writes the next
-    /// batch's undo ahead and sends it (on `k.ops` if `paced`); true when
-    /// all is answered.
+    /// batch's undo ahead and sends it (on `k.ops` if `paced`); once every
+    /// change is answered, reads the table back. True when all is answered.
     fn step(&mut self, k: &mut Kernel, paced: bool) -> bool {
         loop {
-            let sock = k.sock(paced);
-            if let Some((p, routes)) = &mut self.readback {
-                let read = sock.on_readable(p, |m| {
-                    if m.ty == libc::RTM_NEWROUTE {
-                        routes.extend(netlink::route::parse(m.payload));
-                    }
-                });
-                match read {
-                    Ok(false) => return false,
-                    Ok(true) => {
-                        let (p, routes) = self.readback.take().expect("checked above");
-                        let refused = p.refusal().map(|e| e.into_error("reading the routes back"));
-                        self.after = Some(refused.map_or(Ok(routes), Err));
-                    }
-                    Err(e) => self.after = Some(Err(e)),
+            let after = &mut self.after;
+            let read_back = |m: &netlink::attr::NlMsgRef<'_>| {
+                if let (Some(routes), libc::RTM_NEWROUTE) = (after.as_mut(), m.ty) {
+                    routes.extend(netlink::route::parse(m.payload));
                 }
-                return true;
-            }
-            if !self.batches.advance(sock) {
+            };
+            if !self.batches.advance(k.sock(paced), read_back) {
                 return false;
             }
-            if self.batches.failed() || self.refused.is_some() {
+            if self.batches.failed() || self.refused.is_some() || self.after.is_some() {
                 return true;
             }
-            if self.next == self.send.len() {
+            let next = self.entries.len();
+            if next == self.send.len() {
                 // Then the table is read back, to check that every route
                 // forwards as asked.
-                if self.after.is_some() || !self.changes.iter().any(|c| c.route().is_some()) {
+                if !self.changes.iter().any(|c| c.route().is_some()) {
                     return true;
                 }
-                match sock.send(&mut [&mut netlink::route::dump_request()]) {
-                    Ok(p) => self.readback = Some((p, Vec::new())),
-                    Err(e) => {
-                        self.after = Some(Err(e));
-                        return true;
-                    }
-                }
+                self.after = Some(Vec::new());
+                let what = What::Text("reading the routes back".into());
+                self.batches.push(vec![Req { bytes: netlink::route::dump_request(), ok_errnos: &[], what }]);
                 continue;
             }
-            let end = self.send.len().min(self.next + netlink::BATCH);
+            let end = self.send.len().min(next + netlink::BATCH);
             let (reqs, undos): (Vec<Req>, Vec<Undo>) =
-                self.send[self.next..end].iter().map(|&i| request(&self.changes[i])).unzip();
+                self.send[next..end].iter().map(|&i| request(&self.changes[i])).unzip();
             match k.wal.record(undos) {
                 Ok(entries) => {
                     self.entries.extend(entries);
                     self.batches.push(reqs);
-                    self.next = end;
                 }
                 Err(e) => self.refused = Some(e),
             }
         }
     }
 
-    /// Reads back the table and keeps what the kernel made (a device's
-    /// own changes in `journal`), or undoes all of it on any failure.
+    /// Checks the table read back and keeps what the kernel made (a
+    /// device's own changes in `journal`), or undoes all of it on any failure.
     pub fn finish(self, k: &mut Kernel, journal: &mut Journal) -> Result<()> {
-        let Applying { changes, send, again, entries, batches, refused, after, before, holder, .. } = self;
-        let (reqs, results, failure) = batches.finish();
-        let mut failure = failure.or(refused);
-        let mut made: Vec<(&Change, Entry)> = Vec::new();
-        let mut not_ours = Vec::new();
-        for (((res, entry), req), &i) in results.into_iter().zip(entries).zip(&reqs).zip(&send) {
+        let Applying { changes, send, again, entries, batches, refused, after, before, holder } = self;
+        let mut done = batches.finish();
+        let mut failure = done.failure.take().or(refused);
+        let (mut made, mut not_ours): (Vec<(&Change, Entry)>, Vec<u64>) = (Vec::new(), Vec::new());
+        for (j, ((res, entry), &i)) in done.out.iter().zip(entries).zip(&send).enumerate() {
             let c = &changes[i];
             let ours = match res {
-                Some(Ok(changed)) => changed,
-                Some(Err(e)) => {
-                    if failure.is_none() {
-                        failure = Some(e.into_error(req.what.to_string()));
-                    }
+                Some(Ok(changed)) => *changed,
+                Some(Err(_)) => {
+                    failure = failure.or_else(|| done.error(j));
                     false
                 }
                 // The transport failed while this was in flight.
@@ -232,10 +202,11 @@ impl Applying {
         }
         k.wal.done(not_ours);
         if failure.is_none() && changes.iter().any(|c| c.route().is_some()) {
-            failure = match after.unwrap_or_else(|| host_routes(&mut k.rtnl)) {
-                Ok(now) => plan::check(&changes, &now, true).err().map(|m| misroute_error(&m)),
-                Err(e) => Some(e),
+            let now = match done.error(send.len()) {
+                Some(e) => Err(e),
+                None => after.map_or_else(|| host_routes(&mut k.rtnl), Ok),
             };
+            failure = now.and_then(|now| plan::check(&changes, &now, true).map_err(|m| misroute_error(&m))).err();
         }
         if let Some(e) = failure {
             let steps = made.into_iter().rev().map(|(_, e)| e).collect();
@@ -250,10 +221,9 @@ impl Applying {
                 _ => journal.push(e),
             }
         }
-        for &i in &again {
-            if let Change::SharedRoute(r) = &changes[i] {
-                k.shared.hold(r, &holder);
-            }
+        // (`again` holds shared routes only.)
+        for r in again.iter().filter_map(|&i| changes[i].route()) {
+            k.shared.hold(r, &holder);
         }
         Ok(())
     }
@@ -275,30 +245,17 @@ fn presumed_made(c: &Change, before: &[KernelRoute]) -> bool {
 /// and where the kernel sends that prefix instead.
 fn misroute_error(m: &Misroute) -> Error {
     let dev = |i: u32| netlink::link::name_of(i).unwrap_or_else(|| format!("#{i}"));
+    let via = |g: Option<std::net::IpAddr>| g.map(|g| format!("via {g} ")).unwrap_or_default();
     let w = &m.wanted;
-    let mut asked = format!("{}", w.dst);
-    if let Some(g) = w.gateway {
-        asked.push_str(&format!(" via {g}"));
-    }
-    asked.push_str(&format!(" dev {}", dev(w.oif)));
+    let asked = format!("{} {}dev {}", w.dst, via(w.gateway), dev(w.oif));
     let Some(k) = &m.found else {
         return Error::Conflict(format!("route {asked} is not in the kernel after it was added; nothing was changed"));
     };
     let r = &k.route;
-    let mut now = String::new();
-    if k.rtype != libc::RTN_UNICAST {
-        now.push_str(&format!("type {} ", k.rtype));
-    }
-    if let Some(g) = r.gateway {
-        now.push_str(&format!("via {g} "));
-    }
-    if r.oif != 0 {
-        now.push_str(&format!("dev {} ", dev(r.oif)));
-    }
-    now.push_str(&format!("metric {} proto {}", r.kernel_metric(), r.protocol));
-    if r.protocol == netlink::RTPROT_OVPN_NETCFGD {
-        now.push_str(" (another VPN session's route)");
-    }
+    let rtype = if k.rtype != libc::RTN_UNICAST { format!("type {} ", k.rtype) } else { String::new() };
+    let oif = if r.oif != 0 { format!("dev {} ", dev(r.oif)) } else { String::new() };
+    let theirs = if r.protocol == RTPROT_OVPN_NETCFGD { " (another VPN session's route)" } else { "" };
+    let now = format!("{rtype}{}{oif}metric {} proto {}{theirs}", via(r.gateway), r.kernel_metric(), r.protocol);
     Error::Conflict(format!(
         "route {asked}: the kernel already routes {} {now}; not installed, nothing was changed",
         r.dst
@@ -334,20 +291,18 @@ fn undo_requests<'a>(rtnl: &mut Socket, steps: impl Iterator<Item = &'a Undo>) -
 
 /// Per undo step: Ok (done, or nothing to undo) or the failure text. If
 /// the transport failed, every step sent fails (it is retried later).
-fn undo_outcomes(sent: &[Option<usize>], batches: netlink::Batches) -> Vec<std::result::Result<(), String>> {
-    let (reqs, results, failure) = batches.finish();
-    let outcome = |j: usize| match (&failure, &results[j]) {
-        (Some(e), _) => Err(e.to_string()),
-        (None, Some(Err(e))) => Err(e.clone().into_error(reqs[j].what.to_string()).to_string()),
-        (None, _) => Ok(()),
+fn undo_outcomes(sent: &[Option<usize>], done: Done) -> Vec<std::result::Result<(), String>> {
+    let outcome = |j: usize| match &done.failure {
+        Some(e) => Err(e.to_string()),
+        None => done.error(j).map_or(Ok(()), |e| Err(e.to_string())),
     };
     sent.iter().map(|s| s.map_or(Ok(()), outcome)).collect()
 }
 
 /// The kind of the link called `name`; None if there is no such link.
 fn link_kind(rtnl: &mut Socket, name: &str) -> Option<String> {
-    let msgs = rtnl.dump(netlink::link::get_by_name(name)).ok()?;
-    msgs.iter().filter(|(t, _)| *t == libc::RTM_NEWLINK).find_map(|(_, p)| netlink::link::parse_kind(p)).map(|(_, k)| k)
+    let msgs = rtnl.dump(netlink::link::get_by_name(name), libc::RTM_NEWLINK).ok()?;
+    msgs.iter().find_map(|p| netlink::link::parse_kind(p)).map(|(_, k)| k)
 }
 
 /// Runs undo steps in the given order, best effort; returns what failed.
@@ -394,7 +349,7 @@ impl Undoing {
 
     fn step(&mut self, k: &mut Kernel, paced: bool) -> bool {
         loop {
-            if !self.batches.advance(k.sock(paced)) {
+            if !self.batches.advance(k.sock(paced), |_| {}) {
                 return false;
             }
             if self.batches.failed() || self.sent.len() == self.steps.len() {
@@ -413,19 +368,12 @@ impl Undoing {
     /// failed (steps never sent after a failure included).
     pub fn finish(self, k: &mut Kernel) -> Vec<String> {
         let Undoing { steps, sent, batches, .. } = self;
-        let mut results = undo_outcomes(&sent, batches);
+        let mut results = undo_outcomes(&sent, batches.finish());
         let last = results.iter().rev().find_map(|r| r.clone().err()).unwrap_or_default();
         results.resize(steps.len(), Err(last));
-        let mut finished = Vec::new();
-        let mut failed = Vec::new();
-        for (r, e) in results.into_iter().zip(&steps) {
-            match r {
-                Ok(()) => finished.push(e.id),
-                Err(f) => failed.push(f),
-            }
-        }
-        k.wal.done(finished);
-        failed
+        let (finished, failed): (Vec<_>, Vec<_>) = steps.iter().zip(results).partition(|(_, r)| r.is_ok());
+        k.wal.done(finished.into_iter().map(|(e, _)| e.id));
+        failed.into_iter().filter_map(|(_, r)| r.err()).collect()
     }
 }
 
@@ -437,22 +385,17 @@ impl Undoing {
 /// then gone, and forgotten.
 pub fn reroute(k: &mut Kernel, moves: Vec<Move>) -> Vec<Move> {
     let undos = moves.iter().map(|m| Undo::DelRoute(m.new.clone())).collect();
-    let entries = match k.wal.record(undos) {
-        Ok(e) => e,
-        Err(e) => {
-            log::warn!("routes not moved: {e}");
-            return Vec::new();
-        }
+    let Ok(entries) = k.wal.record(undos).map_err(|e| log::warn!("routes not moved: {e}")) else {
+        return Vec::new();
     };
-    let mut reqs: Vec<Req> =
-        moves.iter().flat_map(|m| [netlink::route::del(&m.old), netlink::route::add(&m.new)]).collect();
-    let (results, failure) = k.rtnl.transact_partial(&mut reqs);
-    if let Some(e) = &failure {
+    let reqs = moves.iter().flat_map(|m| [netlink::route::del(&m.old), netlink::route::add(&m.new)]).collect();
+    let sent = k.rtnl.transact(reqs);
+    if let Some(e) = &sent.failure {
         log::warn!("moving routes: {e}");
     }
     let mut done = Vec::new();
     let mut moved = Vec::new();
-    for ((m, entry), res) in moves.into_iter().zip(entries).zip(results.chunks(2)) {
+    for ((m, entry), res) in moves.into_iter().zip(entries).zip(sent.out.chunks(2)) {
         let deleted = matches!(res.first(), Some(Some(Ok(_))));
         match res.get(1).cloned().flatten() {
             Some(Ok(true)) => {
@@ -462,7 +405,7 @@ pub fn reroute(k: &mut Kernel, moves: Vec<Move>) -> Vec<Move> {
             // EEXIST after our old route went: another's took the key.
             // (Had the delete failed, or not been sent, the route in the
             // way is our own.)
-            Some(Ok(false)) if deleted && failure.is_none() => {
+            Some(Ok(false)) if deleted && sent.failure.is_none() => {
                 log::warn!("route {} is someone else's now: ours is not put back", m.new);
                 done.push(entry.id);
                 done.extend(k.shared.forget(&m.old).map(|e| e.id));
@@ -494,24 +437,16 @@ pub fn forget(k: &mut Kernel, steps: Vec<Entry>) {
 pub fn recover(rtnl: &mut Socket, steps: &[Undo]) -> (usize, usize) {
     // A sorted vector (the kernel dumps links mostly in index order, so
     // each insertion lands at the end): no hash map or sort code for it.
-    let links: crate::vecmap::VecMap<u32, netlink::link::LinkInfo> = match rtnl.dump(netlink::link::dump_request()) {
-        Ok(msgs) => msgs
-            .iter()
-            .filter(|(t, _)| *t == libc::RTM_NEWLINK)
-            .filter_map(|(_, p)| netlink::link::parse_info(p))
-            .map(|l| (l.index, l))
-            .collect(),
-        Err(e) => {
-            log::warn!("recovery: cannot list links ({e}); no link of the journal is touched");
-            Default::default()
-        }
-    };
+    let msgs = rtnl.dump(netlink::link::dump_request(), libc::RTM_NEWLINK);
+    let msgs = msgs.map_err(|e| log::warn!("recovery: cannot list links ({e}); no link of the journal is touched"));
+    let links: crate::vecmap::VecMap<u32, netlink::link::LinkInfo> =
+        msgs.unwrap_or_default().iter().filter_map(|p| netlink::link::parse_info(p)).map(|l| (l.index, l)).collect();
     let ours = |i: &u32| links.get(i).is_some_and(|l| l.is_ours());
     let (mut run, mut refused) = (Vec::new(), 0);
     for u in steps {
         let ok = match u {
-            Undo::DelRoute(r) => r.protocol == netlink::RTPROT_OVPN_NETCFGD,
-            Undo::DelRule(r) => r.protocol == netlink::RTPROT_OVPN_NETCFGD,
+            Undo::DelRoute(r) => r.protocol == RTPROT_OVPN_NETCFGD,
+            Undo::DelRule(r) => r.protocol == RTPROT_OVPN_NETCFGD,
             Undo::DelAddr(a) => ours(&a.ifindex),
             Undo::LinkDown { ifindex } => ours(ifindex),
             Undo::DelLink { ifindex, name } => links.get(ifindex).is_some_and(|l| l.is_ours() && l.name == *name),
@@ -531,60 +466,42 @@ pub fn recover(rtnl: &mut Socket, steps: &[Undo]) -> (usize, usize) {
         }
     }
     let (sent, reqs) = undo_requests(rtnl, run.iter().copied());
-    let mut batches = netlink::Batches::new(reqs);
-    batches.run(rtnl);
-    for f in undo_outcomes(&sent, batches).into_iter().filter_map(|r| r.err()) {
+    for f in undo_outcomes(&sent, rtnl.transact(reqs)).into_iter().filter_map(|r| r.err()) {
         log::warn!("recovery: {f}");
     }
     (run.len(), refused)
 }
 
-/// Marks a link we just created as ours (see `recover`).
-pub fn mark_link(rtnl: &mut Socket, ifindex: u32) -> Result<()> {
-    rtnl.request(netlink::link::mark(ifindex)).map(|_| ())
-}
-
 /// The main routing tables of both families, as the kernel has them now.
 pub fn host_routes(rtnl: &mut Socket) -> Result<Vec<KernelRoute>> {
-    let msgs = rtnl.dump(netlink::route::dump_request())?;
-    Ok(msgs.iter().filter(|(t, _)| *t == libc::RTM_NEWROUTE).filter_map(|(_, p)| netlink::route::parse(p)).collect())
+    let msgs = rtnl.dump(netlink::route::dump_request(), libc::RTM_NEWROUTE)?;
+    Ok(msgs.iter().filter_map(|p| netlink::route::parse(p)).collect())
 }
 
 /// The kernel's own answer to "which route does a packet to `dst` from this
 /// socket take" (None if it has no route).
 pub fn route_to(rtnl: &mut Socket, dst: std::net::IpAddr, mark: Option<u32>, uid: u32) -> Option<KernelRoute> {
-    let msgs = match rtnl.dump(netlink::route::lookup_request(dst, mark, uid)) {
-        Ok(m) => m,
-        Err(e) => {
-            log::debug!("route lookup for {dst}: {e}");
-            return None;
-        }
-    };
-    msgs.iter().filter(|(t, _)| *t == libc::RTM_NEWROUTE).find_map(|(_, p)| netlink::route::parse(p))
+    let msgs = rtnl.dump(netlink::route::lookup_request(dst, mark, uid), libc::RTM_NEWROUTE);
+    msgs.map_err(|e| log::debug!("route lookup for {dst}: {e}")).ok()?.iter().find_map(|p| netlink::route::parse(p))
 }
 
 /// Removes routes and rules carrying our protocol that no journal accounts
 /// for (a crashed run whose journal was lost). Returns how many.
 pub fn sweep(rtnl: &mut Socket) -> Result<usize> {
-    let mut reqs: Vec<Req> = host_routes(rtnl)?
-        .into_iter()
-        .filter(|k| k.route.protocol == netlink::RTPROT_OVPN_NETCFGD)
-        .map(|k| netlink::route::del(&k.route))
-        .collect();
+    let ours = |k: &KernelRoute| (k.route.protocol == RTPROT_OVPN_NETCFGD).then(|| netlink::route::del(&k.route));
+    let mut reqs: Vec<Req> = host_routes(rtnl)?.iter().filter_map(ours).collect();
     for v6 in [false, true] {
-        for (t, p) in rtnl.dump(netlink::rule::dump_request(v6))? {
-            if t == libc::RTM_NEWRULE {
-                if let Some(r) = netlink::rule::parse_ours(&p, netlink::RTPROT_OVPN_NETCFGD) {
-                    reqs.push(netlink::rule::del(&r));
-                }
-            }
+        for p in rtnl.dump(netlink::rule::dump_request(v6), libc::RTM_NEWRULE)? {
+            reqs.extend(netlink::rule::parse_ours(&p, RTPROT_OVPN_NETCFGD).map(|r| netlink::rule::del(&r)));
         }
     }
     let n = reqs.len();
-    for (r, req) in rtnl.transact(&mut reqs)?.into_iter().zip(&reqs) {
-        if let Err(e) = r {
-            log::warn!("sweep: {}", e.into_error(req.what.to_string()));
-        }
+    let mut done = rtnl.transact(reqs);
+    if let Some(e) = done.failure.take() {
+        return Err(e);
+    }
+    for e in (0..n).filter_map(|i| done.error(i)) {
+        log::warn!("sweep: {e}");
     }
     Ok(n)
 }
@@ -601,7 +518,7 @@ mod tests {
             oif,
             metric,
             table: RT_TABLE_MAIN,
-            protocol: netlink::RTPROT_OVPN_NETCFGD,
+            protocol: RTPROT_OVPN_NETCFGD,
             onlink: false,
         }
     }

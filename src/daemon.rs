@@ -64,6 +64,7 @@ struct Ready {
     signal: bool,
     timer: bool,
     watch: bool,
+    rtnl: bool,
     dco: bool,
     dns: bool,
 }
@@ -175,6 +176,8 @@ impl Daemon {
             // A pending operation's answers; the kernel's notifications
             // wait until it is complete.
             PollFd::new(crate::sys::borrow_fd(self.s.op_fd().unwrap_or(self.s.watch.fd())), PollFlags::POLLIN),
+            // The request socket: anything queued between requests is unasked.
+            PollFd::new(crate::sys::borrow_fd(self.s.kernel.rtnl.fd()), PollFlags::POLLIN),
         ];
         // DCO: the peers notification socket, pipes with records waiting.
         let dco_fds = self.s.dco_poll_fds();
@@ -196,13 +199,17 @@ impl Daemon {
             signal: readable(&fds[1]),
             timer: readable(&fds[2]),
             watch: readable(&fds[3]) && !self.s.op_running(),
-            dco: fds[4..].iter().any(|f| f.revents().is_some_and(|r| !r.is_empty())),
+            rtnl: readable(&fds[4]),
+            dco: fds[5..].iter().any(|f| f.revents().is_some_and(|r| !r.is_empty())),
             dns,
         })
     }
 
     /// Serves what `wait` found ready, then the DNS backend's fd and deadline.
     fn serve(&mut self, ready: Ready) {
+        if ready.rtnl {
+            self.s.kernel.rtnl.discard_unasked();
+        }
         if ready.dco {
             self.s.dco_service();
         }

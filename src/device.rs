@@ -6,12 +6,16 @@ use std::os::fd::OwnedFd;
 use crate::apply::{self, Applying, Kernel, Undoing};
 use crate::error::{Error, Result};
 use crate::journal::{Entry, Journal, Undo};
+use crate::netlink;
 use crate::plan::{self, Host, Notice};
 use crate::settings::Settings;
 use crate::shared::Holder;
 
 /// The link an Establish configures.
+#[derive(Default)]
 struct NewLink {
+    /// The undo of what this attempt made (a new tun's removal).
+    journal: Journal,
     /// The previous tun's journal entries, newest first: undone once the
     /// new configuration is in.
     old_links: Vec<Entry>,
@@ -31,6 +35,7 @@ fn is_tap(layer: u32) -> Result<bool> {
     }
 }
 
+#[derive(Default)]
 pub struct Device {
     pub path: String,
     pub owner_uid: u32,
@@ -66,23 +71,8 @@ fn next_serial() -> u64 {
 
 impl Device {
     pub fn new(path: String, name: String, uid: u32, pid: u32, bus: String, log_level: u32) -> Self {
-        Device {
-            path,
-            owner_uid: uid,
-            owner_pid: pid,
-            owner_bus: bus,
-            acl: Vec::new(),
-            log_level,
-            name,
-            settings: Settings::default(),
-            active: false,
-            modified: false,
-            link: None,
-            journal: Journal::default(),
-            announced: None,
-            created: next_serial(),
-            dco: None,
-        }
+        let created = next_serial();
+        Device { path, owner_uid: uid, owner_pid: pid, owner_bus: bus, log_level, name, created, ..Default::default() }
     }
 
     /// Owner, ACL members and root may drive the device.
@@ -103,11 +93,10 @@ impl Device {
     /// Establish before anything is sent. Then `establish_plan`.
     pub fn establish_start(&mut self, k: &mut Kernel) -> Result<Linked> {
         let tap = is_tap(self.settings.layer)?;
-        let mut journal = Journal::default();
-        let NewLink { old_links, fd, ifindex, name } = self.new_link(k, tap, &mut journal)?;
+        let link = self.new_link(k, tap)?;
         match apply::host_routes(&mut k.rtnl) {
-            Ok(routes) => Ok(Linked { journal, old_links, fd, ifindex, name, routes }),
-            Err(e) => Err(self.establish_failed(k, journal, old_links, e)),
+            Ok(routes) => Ok(Linked { link, routes }),
+            Err(e) => Err(self.establish_failed(k, link, e)),
         }
     }
 
@@ -121,14 +110,14 @@ impl Device {
         ignore: &[u32],
         redirect: bool,
     ) -> Result<Establishing> {
-        let Linked { journal, old_links, fd, ifindex, name, routes } = l;
+        let Linked { link, routes } = l;
         let mut ignore = ignore.to_vec();
-        ignore.push(ifindex);
-        let mut plan = plan::plan(&self.settings, ifindex, &Host { routes: &routes, ignore: &ignore, redirect });
+        ignore.push(link.ifindex);
+        let mut plan = plan::plan(&self.settings, link.ifindex, &Host { routes: &routes, ignore: &ignore, redirect });
         let changes = std::mem::take(&mut plan.changes);
         match apply::start(k, changes, self.holder(), routes) {
-            Ok(applying) => Ok(Establishing { applying, journal, old_links, fd, ifindex, name, plan }),
-            Err(e) => Err(self.establish_failed(k, journal, old_links, e)),
+            Ok(applying) => Ok(Establishing { applying, link, plan }),
+            Err(e) => Err(self.establish_failed(k, link, e)),
         }
     }
 
@@ -139,59 +128,48 @@ impl Device {
         k: &mut Kernel,
         e: Establishing,
     ) -> Result<(Option<OwnedFd>, Vec<Notice>, Vec<String>)> {
-        let Establishing { applying, mut journal, old_links, fd, ifindex, name, plan } = e;
-        if let Err(e) = applying.finish(k, &mut journal) {
-            return Err(self.establish_failed(k, journal, old_links, e));
+        let Establishing { applying, mut link, plan } = e;
+        if let Err(e) = applying.finish(k, &mut link.journal) {
+            return Err(self.establish_failed(k, link, e));
         }
-        for f in apply::undo(k, old_links) {
+        for f in apply::undo(k, link.old_links) {
             log::warn!("{}: removing the previous device: {f}", self.path);
         }
         // Oldest first, after what the journal already holds (a DCO netdev).
-        for e in journal.take_all().into_iter().rev() {
+        for e in link.journal.take_all().into_iter().rev() {
             self.journal.push(e);
         }
-        self.link = Some((ifindex, name.clone()));
-        self.name = name;
+        self.link = Some((link.ifindex, link.name.clone()));
+        self.name = link.name;
         self.active = true;
         self.announced = Some(plan.announce.clone());
-        Ok((fd, vec![Notice::Added(plan.announce)], plan.notes))
+        Ok((link.fd, vec![Notice::Added(plan.announce)], plan.notes))
     }
 
     /// Undoes a failed attempt and puts the old links back.
-    fn establish_failed(&mut self, k: &mut Kernel, mut journal: Journal, old_links: Vec<Entry>, e: Error) -> Error {
+    fn establish_failed(&mut self, k: &mut Kernel, mut link: NewLink, e: Error) -> Error {
         // A route conflict is the host admin's business too, not only the client's.
         log::warn!("{}: Establish failed, nothing kept: {e}", self.path);
-        apply::undo(k, journal.take_all());
-        self.restore(old_links);
+        apply::undo(k, link.journal.take_all());
+        self.restore(link.old_links);
         e
     }
 
-    /// The link to configure: a new tun/tap, whose undo goes to `journal`,
-    /// or the DCO netdev, which stays (its DelLink remains in
-    /// `self.journal`). On error the old links are back in `self.journal`.
-    fn new_link(&mut self, k: &mut Kernel, tap: bool, journal: &mut Journal) -> Result<NewLink> {
+    /// The link to configure: a new tun/tap, or the DCO netdev, which
+    /// stays (its DelLink remains in `self.journal`). On error the old
+    /// links are back in `self.journal`.
+    fn new_link(&mut self, k: &mut Kernel, tap: bool) -> Result<NewLink> {
         if let Some(x) = &self.dco {
-            return Ok(NewLink { old_links: Vec::new(), fd: None, ifindex: x.ifindex, name: x.name.clone() });
+            return Ok(NewLink { ifindex: x.ifindex, name: x.name.clone(), ..Default::default() });
         }
         let old_links = self.journal.take_all();
-        let (fd, kname) = match crate::sys::tun_open(tap, "") {
-            Ok(x) => x,
+        match open_tun(k, tap) {
+            Ok(link) => Ok(NewLink { old_links, ..link }),
             Err(e) => {
                 self.restore(old_links);
-                return Err(Error::io("open /dev/net/tun", e));
+                Err(e)
             }
-        };
-        let Some(ifindex) = crate::netlink::link::index_of(&kname) else {
-            self.restore(old_links);
-            return Err(Error::Failed(format!("new device {kname} vanished")));
-        };
-        // On error the fd closes here, and the kernel removes the tun with it.
-        let marked = apply::mark_link(&mut k.rtnl, ifindex);
-        if let Err(e) = marked.and_then(|_| apply::record(k, journal, Undo::DelLink { ifindex, name: kname.clone() })) {
-            self.restore(old_links);
-            return Err(e);
         }
-        Ok(NewLink { old_links, fd: Some(fd), ifindex, name: kname })
     }
 
     /// Puts back journal entries taken out for an attempt that failed.
@@ -204,15 +182,6 @@ impl Device {
     /// What holds this device's shared routes (its exclude routes).
     fn holder(&self) -> Holder {
         Holder::Config(self.path.clone())
-    }
-
-    /// Undoes the configuration (and with `links`, the devices too).
-    /// Returns the removal notice if a configuration was active.
-    pub fn teardown(&mut self, k: &mut Kernel, links: bool) -> Vec<Notice> {
-        let mut u = self.teardown_start(k, links);
-        u.run(k);
-        let failed = u.finish(k);
-        self.teardown_finish(failed, links)
     }
 
     /// The undo of the configuration (with `links`, of the devices too)
@@ -240,24 +209,27 @@ impl Device {
     }
 }
 
+/// Opens a new tun/tap, marks it ours and journals its removal.
+fn open_tun(k: &mut Kernel, tap: bool) -> Result<NewLink> {
+    let (fd, name) = crate::sys::tun_open(tap, "").map_err(|e| Error::io("open /dev/net/tun", e))?;
+    let ifindex = netlink::link::index_of(&name).ok_or_else(|| Error::Failed(format!("new device {name} vanished")))?;
+    // On error the fd closes here, and the kernel removes the tun with it.
+    k.rtnl.request(netlink::link::mark(ifindex))?;
+    let mut journal = Journal::default();
+    apply::record(k, &mut journal, Undo::DelLink { ifindex, name: name.clone() })?;
+    Ok(NewLink { journal, fd: Some(fd), ifindex, name, ..Default::default() })
+}
+
 /// An Establish with its link made and the route table read.
 pub struct Linked {
-    journal: Journal,
-    old_links: Vec<Entry>,
-    fd: Option<OwnedFd>,
-    ifindex: u32,
-    name: String,
-    routes: Vec<crate::netlink::route::KernelRoute>,
+    link: NewLink,
+    routes: Vec<netlink::route::KernelRoute>,
 }
 
 /// An Establish on its way: the link made, the plan's changes going to the
 /// kernel (`applying`, a batch per loop turn), then `establish_commit`.
 pub struct Establishing {
     pub applying: Applying,
-    journal: Journal,
-    old_links: Vec<Entry>,
-    fd: Option<OwnedFd>,
-    ifindex: u32,
-    name: String,
+    link: NewLink,
     plan: plan::Plan,
 }

@@ -11,7 +11,6 @@ pub const DNS_SERVER_ADDED: u32 = 128;
 pub const DNS_SERVER_REMOVED: u32 = 256;
 pub const DNS_SEARCH_ADDED: u32 = 512;
 pub const DNS_SEARCH_REMOVED: u32 = 1024;
-pub const ALL: u32 = 2047;
 
 /// One NetworkChange signal before the device name and path are known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,18 +29,10 @@ impl Event {
     }
 }
 
-fn ipver(a: &std::net::IpAddr) -> &'static str {
-    if a.is_ipv4() {
-        "4"
-    } else {
-        "6"
-    }
-}
-
 /// IPADDR_* details: ip_version, ip_address, prefix (deprecated) and prefix_size.
 pub fn addr(kind: u32, a: &std::net::IpAddr, prefix: u8) -> Event {
     Event::new(kind)
-        .with("ip_version", ipver(a))
+        .with("ip_version", if a.is_ipv4() { "4" } else { "6" })
         .with("ip_address", a)
         .with("prefix", prefix)
         .with("prefix_size", prefix)
@@ -50,7 +41,7 @@ pub fn addr(kind: u32, a: &std::net::IpAddr, prefix: u8) -> Event {
 /// ROUTE_* details; `gateway` is left out for ROUTE_REMOVED, as in the API.
 pub fn route(kind: u32, net: &ipnetwork::IpNetwork, gateway: Option<&std::net::IpAddr>) -> Event {
     let mut e = Event::new(kind)
-        .with("ip_version", ipver(&net.ip()))
+        .with("ip_version", if net.is_ipv4() { "4" } else { "6" })
         .with("subnet", net.network())
         .with("prefix", net.prefix())
         .with("prefix_size", net.prefix());

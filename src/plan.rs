@@ -12,7 +12,7 @@ use crate::netlink::route::{best_route, KernelRoute, Route, RT_TABLE_MAIN};
 use crate::netlink::RTPROT_OVPN_NETCFGD;
 use crate::settings::Settings;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Change {
     Link {
         ifindex: u32,
@@ -69,6 +69,7 @@ pub struct Announce {
 
 impl Announce {
     /// DEVICE_ADDED, IPADDR_ADDED per address, ROUTE_ADDED / ROUTE_EXCLUDED per network.
+    #[cfg(test)]
     pub fn added(&self) -> Vec<Event> {
         let n = Notice::Added(self.clone());
         (0..n.len()).map(|i| n.event(i)).collect()
@@ -79,11 +80,6 @@ impl Announce {
         let n = Notice::Removed(self.clone());
         (0..n.len()).map(|i| n.event(i)).collect()
     }
-
-    /// Every event kind `added`/`removed` can produce.
-    pub const KINDS_ADDED: u32 =
-        events::DEVICE_ADDED | events::IPADDR_ADDED | events::ROUTE_ADDED | events::ROUTE_EXCLUDED;
-    pub const KINDS_REMOVED: u32 = events::DEVICE_REMOVED | events::IPADDR_REMOVED | events::ROUTE_REMOVED;
 }
 
 /// A configuration coming or going, to be announced.
@@ -97,8 +93,10 @@ impl Notice {
     /// The event kinds this notice can produce (to skip it when nobody listens).
     pub fn kinds(&self) -> u32 {
         match self {
-            Notice::Added(_) => Announce::KINDS_ADDED,
-            Notice::Removed(_) => Announce::KINDS_REMOVED,
+            Notice::Added(_) => {
+                events::DEVICE_ADDED | events::IPADDR_ADDED | events::ROUTE_ADDED | events::ROUTE_EXCLUDED
+            }
+            Notice::Removed(_) => events::DEVICE_REMOVED | events::IPADDR_REMOVED | events::ROUTE_REMOVED,
         }
     }
 
@@ -112,53 +110,24 @@ impl Notice {
     /// Its event `i` (< `len`), made only when it is about to be sent:
     /// 10k routes would otherwise mean 50k formatted strings at once.
     pub fn event(&self, i: usize) -> Event {
+        let addr = |kind, (ip, prefix): &(IpAddr, u8)| events::addr(kind, ip, *prefix);
+        let route = |kind, (net, gw): &(IpNetwork, Option<IpAddr>)| events::route(kind, net, gw.as_ref());
+        let (Notice::Added(a) | Notice::Removed(a)) = self;
+        let (na, nr) = (a.addrs.len(), a.routes.len());
         match self {
-            Notice::Added(a) => {
-                let (na, nr) = (a.addrs.len(), a.routes.len());
-                match i {
-                    0 => Event::new(events::DEVICE_ADDED),
-                    i if i <= na => events::addr(events::IPADDR_ADDED, &a.addrs[i - 1].0, a.addrs[i - 1].1),
-                    i if i <= na + nr => {
-                        let (n, g) = &a.routes[i - 1 - na];
-                        events::route(events::ROUTE_ADDED, n, g.as_ref())
-                    }
-                    i => {
-                        let (n, g) = &a.excluded[i - 1 - na - nr];
-                        events::route(events::ROUTE_EXCLUDED, n, g.as_ref())
-                    }
-                }
-            }
-            Notice::Removed(a) => {
-                let (na, nr) = (a.addrs.len(), a.routes.len());
-                match i {
-                    i if i < nr => events::route(events::ROUTE_REMOVED, &a.routes[nr - 1 - i].0, None),
-                    i if i < nr + na => {
-                        let (addr, p) = &a.addrs[na - 1 - (i - nr)];
-                        events::addr(events::IPADDR_REMOVED, addr, *p)
-                    }
-                    _ => Event::new(events::DEVICE_REMOVED),
-                }
-            }
+            Notice::Added(_) => match i {
+                0 => Event::new(events::DEVICE_ADDED),
+                i if i <= na => addr(events::IPADDR_ADDED, &a.addrs[i - 1]),
+                i if i <= na + nr => route(events::ROUTE_ADDED, &a.routes[i - 1 - na]),
+                i => route(events::ROUTE_EXCLUDED, &a.excluded[i - 1 - na - nr]),
+            },
+            // ROUTE_REMOVED names no gateway (`events::route`).
+            Notice::Removed(_) => match i {
+                i if i < nr => route(events::ROUTE_REMOVED, &a.routes[nr - 1 - i]),
+                i if i < nr + na => addr(events::IPADDR_REMOVED, &a.addrs[nr + na - 1 - i]),
+                _ => Event::new(events::DEVICE_REMOVED),
+            },
         }
-    }
-}
-
-/// A cheap hasher for the plan's duplicate check (no need for SipHash's
-/// flooding resistance: the set lives for one call, and a hostile client
-/// only slows its own Establish). FNV-1a.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for b in bytes {
-            h = (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
     }
 }
 
@@ -181,70 +150,43 @@ fn gateway_for(s: &Settings, v6: bool) -> Option<IpAddr> {
 /// Builds the plan for configuring `ifindex` from `s`.
 pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     let mut p = Plan::default();
-    // Duplicate requests collapse (a set keeps this linear for 10k networks).
-    let mut seen: std::collections::HashSet<Change, std::hash::BuildHasherDefault<Fnv>> =
-        std::collections::HashSet::with_capacity_and_hasher(s.networks.len() + 8, Default::default());
-    p.changes.push(Change::Link {
-        ifindex,
-        mtu: s.mtu as u32,
-        txqlen: if s.txqueuelen > 0 { Some(s.txqueuelen as u32) } else { None },
-    });
-    for a in &s.addrs {
-        let c = Change::Addr(Addr { ifindex, addr: a.addr, prefix: a.prefix });
+    // Duplicate requests collapse (a sorted set keeps this n log n for 10k networks).
+    let mut seen = std::collections::BTreeSet::new();
+    let txqlen = (s.txqueuelen > 0).then_some(s.txqueuelen as u32);
+    p.changes.push(Change::Link { ifindex, mtu: s.mtu as u32, txqlen });
+    let mut push = |p: &mut Plan, c: Change| {
         if seen.insert(c.clone()) {
             p.changes.push(c);
-        }
-        p.announce.addrs.push((a.addr, a.prefix));
-    }
-    let tunnel_route = |dst: IpNetwork, metric: Option<u32>| {
-        let gw = gateway_for(s, dst.is_ipv6());
-        Route {
-            dst,
-            gateway: gw,
-            oif: ifindex,
-            metric,
-            table: RT_TABLE_MAIN,
-            protocol: RTPROT_OVPN_NETCFGD,
-            onlink: true,
         }
     };
-    let mut push_route = |p: &mut Plan, c: Change| {
-        if seen.insert(c.clone()) {
-            p.changes.push(c);
-        }
+    for a in &s.addrs {
+        push(&mut p, Change::Addr(Addr { ifindex, addr: a.addr, prefix: a.prefix }));
+        p.announce.addrs.push((a.addr, a.prefix));
+    }
+    let tunnel_route = |dst: IpNetwork, metric: Option<u32>| Route {
+        dst,
+        gateway: gateway_for(s, dst.is_ipv6()),
+        oif: ifindex,
+        metric,
+        table: RT_TABLE_MAIN,
+        protocol: RTPROT_OVPN_NETCFGD,
+        onlink: true,
     };
     for n in s.networks.iter().filter(|n| !n.exclude) {
         let r = tunnel_route(n.net, n.metric);
         p.announce.routes.push((n.net, r.gateway));
-        push_route(&mut p, Change::Route(r));
+        push(&mut p, Change::Route(r));
     }
-    if host.redirect {
-        let mut splits: Vec<&str> = Vec::new();
-        if s.reroute_ipv4 {
-            splits.extend(["0.0.0.0/1", "128.0.0.0/1"]);
-        }
-        if s.reroute_ipv6 {
-            splits.extend(["::/1", "8000::/1"]);
-        }
-        for d in splits {
-            let dst: IpNetwork = d.parse().expect("constant");
-            push_route(&mut p, Change::Route(tunnel_route(dst, None)));
-        }
+    let splits = [(s.reroute_ipv4, ["0.0.0.0/1", "128.0.0.0/1"]), (s.reroute_ipv6, ["::/1", "8000::/1"])];
+    for d in splits.into_iter().filter(|(on, _)| *on && host.redirect).flat_map(|(_, d)| d) {
+        push(&mut p, Change::Route(tunnel_route(d.parse().expect("constant"), None)));
     }
     for n in s.networks.iter().filter(|n| n.exclude) {
         match best_route(host.routes, n.net.network(), host.ignore) {
-            Some((gw, oif)) => {
-                let r = Route {
-                    dst: n.net,
-                    gateway: gw,
-                    oif,
-                    metric: n.metric,
-                    table: RT_TABLE_MAIN,
-                    protocol: RTPROT_OVPN_NETCFGD,
-                    onlink: false,
-                };
-                p.announce.excluded.push((n.net, gw));
-                push_route(&mut p, Change::SharedRoute(r));
+            Some((gateway, oif)) => {
+                let r = Route { gateway, oif, onlink: false, ..tunnel_route(n.net, n.metric) };
+                p.announce.excluded.push((n.net, gateway));
+                push(&mut p, Change::SharedRoute(r));
             }
             None => p.notes.push(format!("no host route for excluded network {}; not installed", n.net)),
         }
@@ -274,23 +216,15 @@ fn same_way(k: &KernelRoute, wanted: &Route, shared: bool) -> bool {
 /// forward the same way. Before anything is sent (`applied` false) a prefix
 /// with no such route is fine (ours will be it); afterwards it means ours
 /// is missing. Longer prefixes inside a network are the kernel's ordinary
-/// longest-match rule and do not count. Linear in both inputs.
+/// longest-match rule and do not count. One sorted-map lookup per route of either input.
 pub fn check(changes: &[Change], table: &[KernelRoute], applied: bool) -> Result<(), Misroute> {
-    use std::collections::HashMap;
     type Key = (u32, IpNetwork);
-    let wanted: Vec<(&Route, bool)> = changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::Route(r) => Some((r, false)),
-            Change::SharedRoute(r) => Some((r, true)),
-            _ => None,
-        })
-        .collect();
+    let wanted: Vec<(&Route, bool)> =
+        changes.iter().filter_map(|c| Some((c.route()?, matches!(c, Change::SharedRoute(_))))).collect();
     if wanted.is_empty() {
         return Ok(());
     }
-    let mut by_prefix: HashMap<Key, Vec<&KernelRoute>, std::hash::BuildHasherDefault<Fnv>> =
-        HashMap::with_capacity_and_hasher(wanted.len(), Default::default());
+    let mut by_prefix: std::collections::BTreeMap<Key, Vec<&KernelRoute>> = Default::default();
     for (r, _) in &wanted {
         let (t, dst, _) = r.key();
         by_prefix.entry((t, dst)).or_default();

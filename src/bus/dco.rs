@@ -89,7 +89,7 @@ pub(crate) fn enable_dco(s: &mut Sessions, m: &Message, path: &str, name: &str) 
         crate::apply::undo(&mut s.kernel, intent);
         return Err(Error::Failed(format!("new device {name} vanished")));
     };
-    if let Err(e) = crate::apply::mark_link(&mut s.kernel.rtnl, ifindex) {
+    if let Err(e) = s.kernel.rtnl.request(crate::netlink::link::mark(ifindex)) {
         crate::apply::undo(&mut s.kernel, intent);
         return Err(e);
     }

@@ -8,7 +8,7 @@ use super::attr::{NLM_F_CREATE, NLM_F_REPLACE};
 use super::route::{family, ip_bytes};
 use super::{encode, Req, What, OK_ADD, OK_DEL};
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Addr {
     pub ifindex: u32,
     pub addr: IpAddr,
@@ -35,11 +35,8 @@ fn encode_addr(ty: u16, flags: u16, a: &Addr) -> Vec<u8> {
 }
 
 pub fn add(a: &Addr) -> Req {
-    Req {
-        bytes: encode_addr(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, a),
-        ok_errnos: OK_ADD,
-        what: What::AddAddr(a.clone()),
-    }
+    let bytes = encode_addr(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, a);
+    Req { bytes, ok_errnos: OK_ADD, what: What::AddAddr(a.clone()) }
 }
 
 pub fn del(a: &Addr) -> Req {

@@ -25,6 +25,7 @@ use crate::sys::wipe;
 /// `NLMSG_HDRLEN`: size of `struct nlmsghdr`.
 pub const NLMSG_HDRLEN: usize = 16;
 /// `GENL_HDRLEN`: size of `struct genlmsghdr` (cmd, version, reserved u16).
+#[cfg(test)]
 pub const GENL_HDRLEN: usize = 4;
 /// `NLA_HDRLEN`: size of `struct nlattr`.
 pub const NLA_HDRLEN: usize = 4;
@@ -46,6 +47,7 @@ pub const NLMSG_DONE: u16 = 3;
 /// `NLM_F_REQUEST`.
 pub const NLM_F_REQUEST: u16 = 0x01;
 /// `NLM_F_MULTI`: part of a multi-part reply.
+#[cfg(test)]
 pub const NLM_F_MULTI: u16 = 0x02;
 /// `NLM_F_ACK`: ask for an acknowledgement.
 pub const NLM_F_ACK: u16 = 0x04;
@@ -94,15 +96,11 @@ pub enum AttrError {
 impl fmt::Display for AttrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AttrError::Full { cap, needed } => {
-                write!(f, "netlink message too large ({needed} bytes, limit {cap})")
-            }
+            AttrError::Full { cap, needed } => write!(f, "netlink message too large ({needed} bytes, limit {cap})"),
             AttrError::TooLong { len } => write!(f, "netlink attribute too long ({len} bytes)"),
             AttrError::InteriorNul => write!(f, "string contains a NUL byte"),
             AttrError::Truncated { at } => write!(f, "netlink message truncated at byte {at}"),
-            AttrError::BadLength { ty, len } => {
-                write!(f, "netlink attribute {ty} has unexpected length {len}")
-            }
+            AttrError::BadLength { ty, len } => write!(f, "netlink attribute {ty} has unexpected length {len}"),
             AttrError::BadString { ty } => write!(f, "netlink attribute {ty} is not valid text"),
             AttrError::UnexpectedType { ty } => write!(f, "unexpected netlink message type {ty}"),
         }
@@ -159,11 +157,10 @@ impl NlMsg {
             return Err(AttrError::Full { cap, needed });
         }
         let mut m = NlMsg { buf: Wiped(Vec::with_capacity(cap)), cap };
-        m.buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_len, set below
-        m.buf.extend_from_slice(&nlmsg_type.to_ne_bytes());
-        m.buf.extend_from_slice(&flags.to_ne_bytes());
-        m.buf.extend_from_slice(&[0; 8]); // nlmsg_seq, nlmsg_pid
-        m.buf.extend_from_slice(hdr);
+        // nlmsg_len (set below), type, flags, seq and pid (0), the family header.
+        for part in [&[0; 4][..], &nlmsg_type.to_ne_bytes(), &flags.to_ne_bytes(), &[0; 8], hdr] {
+            m.buf.extend_from_slice(part);
+        }
         m.buf.resize(needed, 0);
         m.sync_len();
         Ok(m)
@@ -273,7 +270,9 @@ impl NlMsg {
             Ok(())
         });
         if res.is_err() {
-            self.rollback(start);
+            wipe(&mut self.buf[start..]);
+            self.buf.truncate(start);
+            self.sync_len();
         }
         res
     }
@@ -296,12 +295,6 @@ impl NlMsg {
         Ok(())
     }
 
-    fn rollback(&mut self, len: usize) {
-        wipe(&mut self.buf[len..]);
-        self.buf.truncate(len);
-        self.sync_len();
-    }
-
     fn sync_len(&mut self) {
         // cap <= u32::MAX was checked in new(), so this cannot truncate.
         let len = self.buf.len() as u32;
@@ -312,25 +305,17 @@ impl NlMsg {
 impl fmt::Debug for NlMsg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The payload may hold cipher keys: print the header only.
-        write!(
-            f,
-            "NlMsg {{ len: {}, type: {}, flags: {:#x}, seq: {} }}",
-            self.len(),
-            self.nlmsg_type(),
-            self.flags(),
-            self.seq()
-        )
+        let (len, ty, flags, seq) = (self.len(), self.nlmsg_type(), self.flags(), self.seq());
+        write!(f, "NlMsg {{ len: {len}, type: {ty}, flags: {flags:#x}, seq: {seq} }}")
     }
 }
 
 fn read_u16(b: &[u8], at: usize) -> Option<u16> {
-    let s = b.get(at..at.checked_add(2)?)?;
-    Some(u16::from_ne_bytes([s[0], s[1]]))
+    b.get(at..at.checked_add(2)?)?.try_into().ok().map(u16::from_ne_bytes)
 }
 
 fn read_u32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(at..at.checked_add(4)?)?.try_into().ok().map(u32::from_ne_bytes)
 }
 
 /// One attribute of a received message.
@@ -351,33 +336,29 @@ impl<'a> Attr<'a> {
         self.payload
     }
 
-    fn exact<const N: usize>(&self) -> Result<[u8; N], AttrError> {
+    /// Returns a payload of exactly `N` bytes.
+    pub fn array<const N: usize>(&self) -> Result<[u8; N], AttrError> {
         <[u8; N]>::try_from(self.payload).map_err(|_| AttrError::BadLength { ty: self.kind(), len: self.payload.len() })
     }
 
     /// Returns a u8 payload; the length must be exactly 1.
     pub fn u8(&self) -> Result<u8, AttrError> {
-        Ok(self.exact::<1>()?[0])
+        Ok(self.array::<1>()?[0])
     }
 
     /// Returns a host-order u16 payload; the length must be exactly 2.
     pub fn u16(&self) -> Result<u16, AttrError> {
-        Ok(u16::from_ne_bytes(self.exact()?))
+        Ok(u16::from_ne_bytes(self.array()?))
     }
 
     /// Returns a host-order u32 payload; the length must be exactly 4.
     pub fn u32(&self) -> Result<u32, AttrError> {
-        Ok(u32::from_ne_bytes(self.exact()?))
+        Ok(u32::from_ne_bytes(self.array()?))
     }
 
     /// Returns a big-endian u16 payload (ports); the length must be exactly 2.
     pub fn be16(&self) -> Result<u16, AttrError> {
-        Ok(u16::from_be_bytes(self.exact()?))
-    }
-
-    /// Returns a payload of exactly `N` bytes.
-    pub fn array<const N: usize>(&self) -> Result<[u8; N], AttrError> {
-        self.exact()
+        Ok(u16::from_be_bytes(self.array()?))
     }
 
     /// Returns a host-order unsigned integer of 1, 2, 4 or 8 bytes.
@@ -386,10 +367,10 @@ impl<'a> Attr<'a> {
     /// module versions put a field as u8 or u16 that the spec calls u32.
     pub fn uint(&self) -> Result<u64, AttrError> {
         match self.payload.len() {
-            1 => Ok(u64::from(self.payload[0])),
-            2 => Ok(u64::from(u16::from_ne_bytes(self.exact()?))),
-            4 => Ok(u64::from(u32::from_ne_bytes(self.exact()?))),
-            8 => Ok(u64::from_ne_bytes(self.exact()?)),
+            1 => self.u8().map(u64::from),
+            2 => self.u16().map(u64::from),
+            4 => self.u32().map(u64::from),
+            8 => Ok(u64::from_ne_bytes(self.array()?)),
             len => Err(AttrError::BadLength { ty: self.kind(), len }),
         }
     }
@@ -417,7 +398,6 @@ impl<'a> Attr<'a> {
 pub struct Walk<'a, T> {
     buf: &'a [u8],
     pos: usize,
-    done: bool,
     item: ItemAt<'a, T>,
 }
 
@@ -428,20 +408,13 @@ impl<T> Iterator for Walk<'_, T> {
     type Item = Result<T, AttrError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done || self.pos >= self.buf.len() {
+        if self.pos >= self.buf.len() {
             return None;
         }
-        match (self.item)(self.buf, self.pos) {
-            Ok((end, t)) => {
-                // The last item may lack its padding.
-                self.pos = align(end).min(self.buf.len());
-                Some(Ok(t))
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        let item = (self.item)(self.buf, self.pos);
+        // The last item may lack its padding; after an error, nothing more.
+        self.pos = item.as_ref().map_or(self.buf.len(), |(end, _)| align(*end).min(self.buf.len()));
+        Some(item.map(|(_, t)| t))
     }
 }
 
@@ -449,7 +422,7 @@ pub type AttrIter<'a> = Walk<'a, Attr<'a>>;
 
 /// Iterates the attributes in `buf` (a payload after the fixed headers).
 pub fn attrs(buf: &[u8]) -> AttrIter<'_> {
-    Walk { buf, pos: 0, done: false, item: attr_at }
+    Walk { buf, pos: 0, item: attr_at }
 }
 
 fn attr_at(b: &[u8], at: usize) -> Result<(usize, Attr<'_>), AttrError> {
@@ -466,13 +439,8 @@ fn attr_at(b: &[u8], at: usize) -> Result<(usize, Attr<'_>), AttrError> {
 
 /// Returns the first attribute of kind `kind` in `buf`, or None.
 pub fn find(buf: &[u8], kind: u16) -> Result<Option<Attr<'_>>, AttrError> {
-    for a in attrs(buf) {
-        let a = a?;
-        if a.kind() == kind {
-            return Ok(Some(a));
-        }
-    }
-    Ok(None)
+    // The first match or the first malformed attribute, whichever comes first.
+    attrs(buf).find(|a| a.as_ref().map_or(true, |a| a.kind() == kind)).transpose()
 }
 
 /// One message of a receive buffer.
@@ -513,7 +481,7 @@ impl<'a> NlMsgRef<'a> {
 
 /// Iterates the netlink messages in `buf`.
 pub fn messages(buf: &[u8]) -> Walk<'_, NlMsgRef<'_>> {
-    Walk { buf, pos: 0, done: false, item: message_at }
+    Walk { buf, pos: 0, item: message_at }
 }
 
 fn message_at(b: &[u8], at: usize) -> Result<(usize, NlMsgRef<'_>), AttrError> {
@@ -548,9 +516,13 @@ pub struct ExtAck {
 }
 
 impl ExtAck {
-    fn parse(tlvs: &[u8]) -> Result<Self, AttrError> {
+    /// The TLVs `tlvs`, if the message's `flags` say they are there.
+    fn parse(flags: u16, tlvs: Result<&[u8], AttrError>) -> Result<Self, AttrError> {
         let mut ext = ExtAck::default();
-        for a in attrs(tlvs) {
+        if flags & NLM_F_ACK_TLVS == 0 {
+            return Ok(ext);
+        }
+        for a in attrs(tlvs?) {
             let a = a?;
             match a.kind() {
                 NLMSGERR_ATTR_MSG => ext.msg = Some(sanitize_text(a.payload(), EXTACK_MSG_MAX)),
@@ -566,22 +538,10 @@ impl ExtAck {
 
 impl fmt::Display for ExtAck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut sep = "";
-        if let Some(m) = &self.msg {
-            write!(f, "{m}")?;
-            sep = "; ";
-        }
-        if let Some(t) = self.miss_type {
-            write!(f, "{sep}missing attribute {t}")?;
-            if let Some(n) = self.miss_nest {
-                write!(f, " in nest at offset {n}")?;
-            }
-            sep = "; ";
-        }
-        if let Some(o) = self.offset {
-            write!(f, "{sep}bad attribute at offset {o}")?;
-        }
-        Ok(())
+        let nest = self.miss_nest.map(|n| format!(" in nest at offset {n}")).unwrap_or_default();
+        let missing = self.miss_type.map(|t| format!("missing attribute {t}{nest}"));
+        let offset = self.offset.map(|o| format!("bad attribute at offset {o}"));
+        f.write_str(&[self.msg.clone(), missing, offset].into_iter().flatten().collect::<Vec<_>>().join("; "))
     }
 }
 
@@ -647,21 +607,14 @@ pub fn parse_error(msg: &NlMsgRef<'_>) -> Result<NlStatus, AttrError> {
         if orig_len < NLMSG_HDRLEN {
             return Err(AttrError::BadLength { ty: NLMSG_ERROR, len: orig_len });
         }
+        // The error, then the echo, aligned (4 + align(len) is align(4 + len)).
         // Checked (and saturating below): a length near u32::MAX overflows
         // a 32-bit usize.
-        let echoed = orig_len
-            .checked_add(NLA_ALIGNTO - 1)
-            .map(|l| l & !(NLA_ALIGNTO - 1))
-            .ok_or(AttrError::Truncated { at: NLMSG_HDRLEN })?;
-        tlv_at = 4usize.checked_add(echoed).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN })?;
+        let end = orig_len.checked_add(4 + NLA_ALIGNTO - 1).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN })?;
+        tlv_at = end & !(NLA_ALIGNTO - 1);
     }
-    let ext = if msg.flags & NLM_F_ACK_TLVS != 0 {
-        let tlvs = p.get(tlv_at..).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN.saturating_add(tlv_at) })?;
-        ExtAck::parse(tlvs)?
-    } else {
-        ExtAck::default()
-    };
-    Ok(NlStatus { error, request_seq, ext })
+    let tlvs = p.get(tlv_at..).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN.saturating_add(tlv_at) });
+    Ok(NlStatus { error, request_seq, ext: ExtAck::parse(msg.flags, tlvs)? })
 }
 
 /// Parses the NLMSG_DONE that ends a dump: an int status, then extack TLVs.
@@ -675,11 +628,7 @@ pub fn parse_done(msg: &NlMsgRef<'_>) -> Result<NlStatus, AttrError> {
     } else {
         read_u32(msg.payload, 0).ok_or(AttrError::Truncated { at: NLMSG_HDRLEN })? as i32
     };
-    let ext = if msg.flags & NLM_F_ACK_TLVS != 0 {
-        ExtAck::parse(msg.payload.get(4..).unwrap_or(&[]))?
-    } else {
-        ExtAck::default()
-    };
+    let ext = ExtAck::parse(msg.flags, Ok(msg.payload.get(4..).unwrap_or(&[])))?;
     Ok(NlStatus { error, request_seq: msg.seq, ext })
 }
 

@@ -3,28 +3,19 @@
 use libc::{IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MTU, IFLA_TXQLEN};
 use libc::{RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK};
 
-use super::attr::{NlMsg, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use super::attr::{AttrError, NlMsg, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use super::{encode, Req, What, OK_DEL};
 
 /// `struct ifinfomsg` (family unspecified): index, flags, change mask.
-fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; 16] {
-    let mut h = [0u8; 16];
-    h[4..8].copy_from_slice(&index.to_ne_bytes());
-    h[8..12].copy_from_slice(&flags.to_ne_bytes());
-    h[12..16].copy_from_slice(&change.to_ne_bytes());
-    h
+fn ifinfomsg(index: u32, flags: u32, change: u32) -> Vec<u8> {
+    [[0; 4], index.to_ne_bytes(), flags.to_ne_bytes(), change.to_ne_bytes()].concat()
 }
 
-/// A request on link `index` (0: named by IFLA_IFNAME), attributes by `put`.
-fn req(
-    ty: u16,
-    flags: u16,
-    index: u32,
-    put: impl FnOnce(&mut NlMsg) -> Result<(), super::attr::AttrError>,
-    ok_errnos: &'static [i32],
-    what: String,
-) -> Req {
-    Req { bytes: encode(ty, flags, &ifinfomsg(index, 0, 0), put), ok_errnos, what: What::Text(what) }
+/// A request on link `index` (0: named by IFLA_IFNAME), attributes by
+/// `put`; a delete counts a link already gone as done.
+fn req(ty: u16, index: u32, put: impl FnOnce(&mut NlMsg) -> Result<(), AttrError>, what: String) -> Req {
+    let ok_errnos = if ty == RTM_DELLINK { OK_DEL } else { &[] };
+    Req { bytes: encode(ty, 0, &ifinfomsg(index, 0, 0), put), ok_errnos, what: What::Text(what) }
 }
 
 /// Sets MTU / txqueuelen and the UP flag of an existing link.
@@ -52,16 +43,17 @@ pub fn create(name: &str, kind: &str, info_data: Option<&[u8]>) -> Req {
             info_data.map_or(Ok(()), |d| m.put_bytes(IFLA_INFO_DATA | NLA_F_NESTED, d))
         })
     };
-    req(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, 0, put, &[], format!("create {kind} link {name}"))
+    let bytes = encode(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifinfomsg(0, 0, 0), put);
+    Req { bytes, ok_errnos: &[], what: What::Text(format!("create {kind} link {name}")) }
 }
 
 pub fn del(ifindex: u32) -> Req {
-    req(RTM_DELLINK, 0, ifindex, |_| Ok(()), OK_DEL, format!("delete link #{ifindex}"))
+    req(RTM_DELLINK, ifindex, |_| Ok(()), format!("delete link #{ifindex}"))
 }
 
 /// Deletes the link called `name` (RTM_DELLINK by IFLA_IFNAME).
 pub fn del_by_name(name: &str) -> Req {
-    req(RTM_DELLINK, 0, 0, |m| m.put_bytes(IFLA_IFNAME, &nul_terminated(name)), OK_DEL, format!("delete link {name}"))
+    req(RTM_DELLINK, 0, |m| m.put_bytes(IFLA_IFNAME, &nul_terminated(name)), format!("delete link {name}"))
 }
 
 /// RTM_GETLINK for one link by name, acknowledged (so `Socket::dump`
@@ -84,7 +76,7 @@ pub const OUR_KINDS: [&str; 3] = ["tun", "ovpn", "ovpn-dco"];
 /// Sets `MARKER` as the alias of a link we just created.
 pub fn mark(ifindex: u32) -> Req {
     let what = format!("mark link #{ifindex} as ours (alias {MARKER})");
-    req(RTM_NEWLINK, 0, ifindex, |m| m.put_bytes(IFLA_IFALIAS, MARKER.as_bytes()), &[], what)
+    req(RTM_NEWLINK, ifindex, |m| m.put_bytes(IFLA_IFALIAS, MARKER.as_bytes()), what)
 }
 
 /// RTM_GETLINK dump of every link.
@@ -93,7 +85,7 @@ pub fn dump_request() -> Vec<u8> {
 }
 
 /// What crash recovery needs to know about a link.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkInfo {
     pub index: u32,
     pub name: String,
@@ -112,42 +104,34 @@ fn c_string(v: &[u8]) -> String {
     String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
 }
 
-/// Index, name, kind and alias from an RTM_NEWLINK payload; None if malformed.
+/// Index, name, kind (IFLA_LINKINFO / IFLA_INFO_KIND; "" for links
+/// without one, like loopback) and alias from an RTM_NEWLINK payload; None
+/// if malformed.
 pub fn parse_info(payload: &[u8]) -> Option<LinkInfo> {
-    let (index, kind) = parse_kind(payload)?;
-    let mut info = LinkInfo { index, name: String::new(), kind, alias: String::new() };
+    // struct ifinfomsg: family, pad, type (u16), index (i32), flags, change.
+    let mut info = LinkInfo { index: u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?), ..Default::default() };
     for (ty, v) in super::attrs(payload.get(16..)?) {
         match ty {
             libc::IFLA_IFNAME => info.name = c_string(v),
             IFLA_IFALIAS => info.alias = c_string(v),
+            IFLA_LINKINFO => {
+                for (_, kind) in super::attrs(v).filter(|(t, _)| *t == IFLA_INFO_KIND) {
+                    info.kind = c_string(kind);
+                }
+            }
             _ => {}
         }
     }
     Some(info)
 }
 
-/// Index and kind (IFLA_LINKINFO / IFLA_INFO_KIND; "" for links without
-/// one, like loopback) from an RTM_NEWLINK payload. None if malformed.
+/// Index and kind from an RTM_NEWLINK payload (see `parse_info`).
 pub fn parse_kind(payload: &[u8]) -> Option<(u32, String)> {
-    // struct ifinfomsg: family, pad, type (u16), index (i32), flags, change.
-    let index = u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
-    let mut kind = String::new();
-    for (ty, v) in super::attrs(payload.get(16..)?) {
-        if ty == libc::IFLA_LINKINFO {
-            for (ity, iv) in super::attrs(v) {
-                if ity == libc::IFLA_INFO_KIND {
-                    kind = c_string(iv);
-                }
-            }
-        }
-    }
-    Some((index, kind))
+    parse_info(payload).map(|l| (l.index, l.kind))
 }
 
 fn nul_terminated(name: &str) -> Vec<u8> {
-    let mut n = name.as_bytes().to_vec();
-    n.push(0);
-    n
+    [name.as_bytes(), &[0]].concat()
 }
 
 /// The kernel's name for `ifindex`, if the link exists.

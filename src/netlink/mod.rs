@@ -12,6 +12,7 @@ pub mod route;
 pub mod rule;
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::result::Result as StdResult;
 
 use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
@@ -76,12 +77,7 @@ pub const OK_DEL: &[i32] = &[libc::ENOENT, libc::ESRCH, libc::EADDRNOTAVAIL, lib
 
 /// Encodes one RTNL request (seq 0: the transport stamps it): `hdr` is the
 /// fixed header (`ifinfomsg`, `rtmsg`, ...), `put` writes the attributes.
-pub fn encode(
-    ty: u16,
-    flags: u16,
-    hdr: &[u8],
-    put: impl FnOnce(&mut NlMsg) -> std::result::Result<(), AttrError>,
-) -> Vec<u8> {
+pub fn encode(ty: u16, flags: u16, hdr: &[u8], put: impl FnOnce(&mut NlMsg) -> StdResult<(), AttrError>) -> Vec<u8> {
     let mut m = NlMsg::new(ty, flags | attr::NLM_F_REQUEST, hdr, RTNL_CAP).expect("RTNL headers fit");
     put(&mut m).expect("RTNL requests fit RTNL_CAP");
     m.into_bytes()
@@ -96,7 +92,7 @@ pub struct NlError {
 
 impl NlError {
     /// The outcome an ack, error or NLMSG_DONE reports.
-    pub fn check(st: &NlStatus) -> std::result::Result<(), NlError> {
+    pub fn check(st: &NlStatus) -> StdResult<(), NlError> {
         if st.error == 0 {
             return Ok(());
         }
@@ -112,29 +108,21 @@ impl NlError {
 /// A batch on its way: the answer to each message, matched by sequence
 /// number. The batch is complete once its last message is answered.
 #[derive(Debug)]
-pub struct Pending {
+struct Pending {
     first: u32,
     /// None until answered: an error report, or the last one's ack.
-    got: Vec<Option<std::result::Result<(), NlError>>>,
+    got: Vec<Option<StdResult<(), NlError>>>,
 }
 
 impl Pending {
-    pub fn complete(&self) -> bool {
+    fn complete(&self) -> bool {
         self.got.last().map_or(true, Option::is_some)
-    }
-
-    /// The kernel's refusal of the last request (of a dump: the dump).
-    pub fn refusal(&self) -> Option<NlError> {
-        match self.got.last() {
-            Some(Some(Err(e))) => Some(e.clone()),
-            _ => None,
-        }
     }
 
     /// One outcome per request of this batch, once it is complete or its
     /// transport `failed`.
     fn outcomes(self, reqs: &[Req], failed: bool) -> Vec<Outcome> {
-        let answer = |(g, r): (Option<std::result::Result<(), NlError>>, &Req)| match g {
+        let answer = |(g, r): (Option<StdResult<(), NlError>>, &Req)| match g {
             None if failed => None,
             None | Some(Ok(())) => Some(Ok(true)),
             Some(Err(e)) if r.ok_errnos.contains(&e.errno) => {
@@ -149,7 +137,7 @@ impl Pending {
     /// Takes the answers in one received datagram: errors and acks by
     /// sequence number, data messages answering the batch to `each`;
     /// anything else (a late answer to an earlier request) is skipped.
-    pub fn take(&mut self, datagram: &[u8], mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
+    fn take(&mut self, datagram: &[u8], mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
         let bad = |e: AttrError| Error::Failed(format!("netlink: malformed reply: {e}"));
         for m in attr::messages(datagram) {
             let m = m.map_err(bad)?;
@@ -175,12 +163,30 @@ impl Pending {
 /// was a tolerated errno (already there / already gone) or never sent,
 /// `None` if the kernel may or may not have acted (its batch was in flight
 /// when the transport failed).
-pub type Outcome = Option<std::result::Result<bool, NlError>>;
+pub type Outcome = Option<StdResult<bool, NlError>>;
+
+/// What became of a run of requests: the requests, one outcome per
+/// request, and the transport failure that ended the run early, if any.
+pub struct Done {
+    pub reqs: Vec<Req>,
+    pub out: Vec<Outcome>,
+    pub failure: Option<Error>,
+}
+
+impl Done {
+    /// The kernel's refusal of request `i`, named after the request.
+    pub fn error(&self, i: usize) -> Option<Error> {
+        match self.out.get(i)? {
+            Some(Err(e)) => Some(e.clone().into_error(self.reqs[i].what.to_string())),
+            _ => None,
+        }
+    }
+}
 
 /// Requests that go to the kernel a batch at a time: each `advance` reads
 /// the answers of the batch in flight, if they are there, and sends the
 /// next of those pushed so far. The loop advances a large change between
-/// other calls this way; a small one runs to the end at once (`run`).
+/// other calls this way; a small one runs to the end at once (`transact`).
 #[derive(Default)]
 pub struct Batches {
     reqs: Vec<Req>,
@@ -191,22 +197,19 @@ pub struct Batches {
 }
 
 impl Batches {
-    pub fn new(reqs: Vec<Req>) -> Self {
-        Batches { reqs, ..Default::default() }
-    }
-
     /// More requests, sent after the ones before them.
     pub fn push(&mut self, more: Vec<Req>) {
         self.reqs.extend(more);
     }
 
     /// True once every request pushed is answered, or the transport failed.
-    pub fn advance(&mut self, sock: &mut Socket) -> bool {
+    /// Data messages answering a request (a dump's) go to `each`.
+    pub fn advance(&mut self, sock: &mut Socket, each: impl FnMut(&NlMsgRef<'_>)) -> bool {
         if self.failure.is_some() {
             return true;
         }
         if let Some(p) = &mut self.inflight {
-            let r = sock.on_readable(p, |_| {});
+            let r = sock.on_readable(p, each);
             if let Ok(false) = r {
                 return false;
             }
@@ -258,19 +261,7 @@ impl Batches {
     /// Fails the whole unless the answers of the batch in flight are there.
     pub fn expect_answer(&mut self, sock: &mut Socket) {
         if let Err(e) = sock.expect_answer() {
-            self.abort(e);
-        }
-    }
-
-    /// Ends the whole with the transport failure `e`.
-    pub fn abort(&mut self, e: Error) {
-        self.collect(Some(e));
-    }
-
-    /// Runs to the end at once.
-    pub fn run(&mut self, sock: &mut Socket) {
-        while !self.advance(sock) {
-            self.expect_answer(sock);
+            self.collect(Some(e));
         }
     }
 
@@ -278,9 +269,8 @@ impl Batches {
         self.failure.is_some()
     }
 
-    /// The requests, one outcome per request, and the transport failure.
-    pub fn finish(self) -> (Vec<Req>, Vec<Outcome>, Option<Error>) {
-        (self.reqs, self.out, self.failure)
+    pub fn finish(self) -> Done {
+        Done { reqs: self.reqs, out: self.out, failure: self.failure }
     }
 }
 
@@ -342,7 +332,7 @@ impl Socket {
     /// report succeeded. This saves one receive per request (10k routes:
     /// 10k recvmsg calls). A failed send was not handled at all: the kernel
     /// handles a datagram inside sendmsg.
-    pub fn send(&mut self, msgs: &mut [&mut [u8]]) -> Result<Pending> {
+    fn send(&mut self, msgs: &mut [&mut [u8]]) -> Result<Pending> {
         if self.seq.checked_add(msgs.len() as u32 + 1).is_none() {
             self.seq = 0; // seqs of a batch are consecutive and never 0
         }
@@ -356,16 +346,12 @@ impl Socket {
         }
         // One message goes out from where it is: no copy of a key is left
         // in a buffer that is not wiped.
-        let batch;
-        let bytes: &[u8] = match msgs {
-            [one] => one,
-            _ => {
-                batch = msgs.concat();
-                &batch
-            }
+        let bytes: std::borrow::Cow<[u8]> = match msgs {
+            [one] => (&**one).into(),
+            _ => msgs.concat().into(),
         };
         loop {
-            match self.sock.send(bytes, Msg::empty()) {
+            match self.sock.send(&bytes[..], Msg::empty()) {
                 Ok(_) => return Ok(Pending { first, got: vec![None; msgs.len()] }),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("netlink send", e)),
@@ -375,7 +361,7 @@ impl Socket {
 
     /// Reads the answers queued for `p` without waiting (data messages to
     /// `each`); true once `p` is complete.
-    pub fn on_readable(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<bool> {
+    fn on_readable(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<bool> {
         // A dump's next part is made while its previous one is read: a
         // large one is read over several loop turns.
         for _ in 0..READS_PER_TURN {
@@ -392,20 +378,11 @@ impl Socket {
         Ok(p.complete())
     }
 
-    /// Reads until `p` is complete: its answers are queued already (see
-    /// `expect_answer`), so this never sleeps.
-    pub fn complete(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
-        while !self.on_readable(p, &mut each)? {
-            self.expect_answer()?;
-        }
-        Ok(())
-    }
-
     /// Fails unless an answer is queued, without waiting: the kernel
     /// handles a netlink request inside sendmsg, and makes a dump's next
     /// part while the previous one is read, so an answer that is not there
     /// now will not come.
-    pub fn expect_answer(&self) -> Result<()> {
+    fn expect_answer(&self) -> Result<()> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let mut fds = [PollFd::new(crate::sys::borrow_fd(self.fd()), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::ZERO) {
@@ -417,10 +394,13 @@ impl Socket {
 
     /// Sends one request (a do-request or a dump) and waits for its outcome;
     /// data messages answering it go to `each`. A kernel refusal is
-    /// `Error::Kernel` with errno and extack text.
-    pub fn call(&mut self, msg: &mut [u8], what: &str, each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
+    /// `Error::Kernel` with errno and extack text. Its answers are queued
+    /// by the time sendmsg returns (see `expect_answer`), so this never sleeps.
+    pub fn call(&mut self, msg: &mut [u8], what: &str, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
         let mut p = self.send(&mut [msg])?;
-        self.complete(&mut p, each)?;
+        while !self.on_readable(&mut p, &mut each)? {
+            self.expect_answer()?;
+        }
         match p.got.pop().flatten() {
             Some(Err(e)) => Err(e.into_error(what)),
             _ => Ok(()),
@@ -428,45 +408,34 @@ impl Socket {
     }
 
     /// Sends every request (batched, several per sendmsg) and collects one
-    /// result per request, in order: `Ok(true)` changed the kernel,
-    /// `Ok(false)` was a tolerated errno (already there / already gone).
-    /// Transport failures fail the whole call.
-    pub fn transact(&mut self, reqs: &mut Vec<Req>) -> Result<Vec<std::result::Result<bool, NlError>>> {
-        match self.transact_partial(reqs) {
-            (_, Some(e)) => Err(e),
-            (r, None) => Ok(r.into_iter().map(|x| x.unwrap_or(Ok(true))).collect()),
+    /// outcome per request, in order. A transport failure keeps what is
+    /// known: `None` where the kernel may or may not have acted (the batch
+    /// in flight when the failure came), `Ok(false)` for requests never sent.
+    pub fn transact(&mut self, reqs: Vec<Req>) -> Done {
+        let mut b = Batches { reqs, ..Default::default() };
+        while !b.advance(self, |_| {}) {
+            b.expect_answer(self);
         }
-    }
-
-    /// As `transact`, but a transport failure keeps what is known: one
-    /// result per request, `None` where the kernel may or may not have
-    /// acted (the batch in flight when the failure came), `Ok(false)` for
-    /// requests never sent.
-    pub fn transact_partial(&mut self, reqs: &mut Vec<Req>) -> (Vec<Outcome>, Option<Error>) {
-        let mut b = Batches::new(std::mem::take(reqs));
-        b.run(self);
-        let (back, out, failure) = b.finish();
-        *reqs = back;
-        (out, failure)
+        b.finish()
     }
 
     /// One request that must succeed; true if it changed the kernel.
     pub fn request(&mut self, req: Req) -> Result<bool> {
-        let mut reqs = vec![req];
-        match self.transact(&mut reqs)?.pop() {
-            Some(Ok(changed)) => Ok(changed),
-            Some(Err(e)) => Err(e.into_error(reqs[0].what.to_string())),
-            None => Err(Error::Failed("netlink: no result".into())),
+        let mut d = self.transact(vec![req]);
+        match d.failure.take().or_else(|| d.error(0)) {
+            Some(e) => Err(e),
+            None => Ok(d.out[0] == Some(Ok(true))),
         }
     }
 
-    /// Runs a dump (or an acknowledged get); returns every reply message's
-    /// payload bytes (after the nlmsghdr) with its type.
-    pub fn dump(&mut self, mut bytes: Vec<u8>) -> Result<Vec<(u16, Vec<u8>)>> {
+    /// Runs a dump (or an acknowledged get); returns the payload bytes
+    /// (after the nlmsghdr) of every reply message of type `ty`.
+    pub fn dump(&mut self, mut bytes: Vec<u8>, ty: u16) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::new();
         let mut full = false;
         self.call(&mut bytes, "netlink dump", |m| match out.len() < DUMP_MAX {
-            true => out.push((m.ty, m.payload.to_vec())),
+            _ if m.ty != ty => {}
+            true => out.push(m.payload.to_vec()),
             false => full = true,
         })?;
         if full {
@@ -490,6 +459,22 @@ impl Socket {
             }
         }
         (out, lost, None)
+    }
+
+    /// Reads what is queued on a request socket outside a request (a late
+    /// answer to a request that failed, the rest of a dump cut short) and
+    /// logs it at debug level, so that it does not stay queued.
+    pub fn discard_unasked(&mut self) {
+        let (datagrams, _, err) = self.drain();
+        for m in datagrams.iter().flat_map(|d| attr::messages(d)) {
+            match m {
+                Ok(m) => log::debug!("netlink: dropped an unasked message (type {}, seq {})", m.ty, m.seq),
+                Err(e) => log::debug!("netlink: dropped an unasked message: {e}"),
+            }
+        }
+        if let Some(e) = err {
+            log::debug!("netlink: reading unasked messages: {e}");
+        }
     }
 
     /// The RTNL notifications queued on a `monitor` socket; the flag is
@@ -518,10 +503,9 @@ pub enum KernelNotice {
 /// Decodes a datagram of RTNL notifications. Messages of other types and
 /// malformed ones are skipped; never panics.
 pub fn notices(b: &[u8]) -> Vec<KernelNotice> {
-    let mut out = Vec::new();
-    for m in attr::messages(b).map_while(std::result::Result::ok) {
+    let notice = |m: NlMsgRef<'_>| {
         let (ty, payload) = (m.ty, m.payload);
-        let n = match ty {
+        match ty {
             libc::RTM_NEWLINK | libc::RTM_DELLINK => link::parse_info(payload).map(|l| KernelNotice::Link {
                 ifindex: l.index,
                 name: l.name,
@@ -534,25 +518,21 @@ pub fn notices(b: &[u8]) -> Vec<KernelNotice> {
                 Some(KernelNotice::Rule { ours: rule::parse_ours(payload, RTPROT_OVPN_NETCFGD).is_some() })
             }
             _ => None,
-        };
-        out.extend(n);
-    }
-    out
+        }
+    };
+    attr::messages(b).map_while(StdResult::ok).filter_map(notice).collect()
 }
 
 /// Sets or clears NLM_F_ACK on an encoded request.
 pub fn set_ack(bytes: &mut [u8], ack: bool) {
-    let mut flags = u16::from_ne_bytes([bytes[6], bytes[7]]) & !NLM_F_ACK;
-    if ack {
-        flags |= NLM_F_ACK;
-    }
+    let flags = (u16::from_ne_bytes([bytes[6], bytes[7]]) & !NLM_F_ACK) | if ack { NLM_F_ACK } else { 0 };
     bytes[6..8].copy_from_slice(&flags.to_ne_bytes());
 }
 
 /// The attributes in `b` as (type without flag bits, payload), up to the
 /// first malformed one.
 pub fn attrs(b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    attr::attrs(b).map_while(std::result::Result::ok).map(|a| (a.kind(), a.payload()))
+    attr::attrs(b).map_while(StdResult::ok).map(|a| (a.kind(), a.payload()))
 }
 
 /// An RTM_DELLINK for "tun0" (#7) and an RTM_DELROUTE, as one datagram
@@ -639,6 +619,15 @@ mod tests {
             m.push(0);
         }
         m
+    }
+
+    #[test]
+    fn unasked_answers_are_drained() {
+        let mut s = Socket::open().unwrap();
+        s.send(&mut [&mut link::get_by_name("lo")]).unwrap();
+        assert!(s.expect_answer().is_ok());
+        s.discard_unasked();
+        assert!(s.expect_answer().is_err(), "nothing is left queued");
     }
 
     #[test]

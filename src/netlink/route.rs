@@ -17,7 +17,7 @@ const RTNH_F_ONLINK: u32 = 4; // include/uapi/linux/rtnetlink.h
 /// RTA_UID (include/uapi/linux/rtnetlink.h); libc names it for glibc targets only.
 const RTA_UID: u16 = 25;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Route {
     pub dst: IpNetwork,
     pub gateway: Option<IpAddr>,
@@ -48,18 +48,10 @@ impl Route {
 
 impl std::fmt::Display for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.dst)?;
-        if let Some(g) = self.gateway {
-            write!(f, " via {g}")?;
-        }
-        write!(f, " dev #{}", self.oif)?;
-        if let Some(m) = self.metric {
-            write!(f, " metric {m}")?;
-        }
-        if self.table != RT_TABLE_MAIN {
-            write!(f, " table {}", self.table)?;
-        }
-        Ok(())
+        let via = self.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+        let metric = self.metric.map(|m| format!(" metric {m}")).unwrap_or_default();
+        let table = if self.table != RT_TABLE_MAIN { format!(" table {}", self.table) } else { String::new() };
+        write!(f, "{}{via} dev #{}{metric}{table}", self.dst, self.oif)
     }
 }
 
@@ -90,27 +82,23 @@ fn encode_route(ty: u16, flags: u16, r: &Route) -> Vec<u8> {
     };
     let onlink = if r.onlink && r.gateway.is_some() { RTNH_F_ONLINK } else { 0 };
     let hdr = rtmsg(family(&r.dst.ip()), r.dst.prefix(), r.table, r.protocol, scope, libc::RTN_UNICAST, onlink);
+    // Destination, gateway, device, metric, table, in that order.
+    let addrs = [(RTA_DST, (r.dst.prefix() > 0).then(|| r.dst.network())), (RTA_GATEWAY, r.gateway)];
+    let ints = [(RTA_OIF, (r.oif != 0).then_some(r.oif)), (RTA_PRIORITY, r.metric), (RTA_TABLE, Some(r.table))];
     encode(ty, flags, &hdr, |m| {
-        if r.dst.prefix() > 0 {
-            m.put_bytes(RTA_DST, &ip_bytes(&r.dst.network()))?;
+        for (ty, a) in addrs {
+            a.map_or(Ok(()), |a| m.put_bytes(ty, &ip_bytes(&a)))?;
         }
-        if let Some(g) = &r.gateway {
-            m.put_bytes(RTA_GATEWAY, &ip_bytes(g))?;
+        for (ty, v) in ints {
+            v.map_or(Ok(()), |v| m.put_u32(ty, v))?;
         }
-        if r.oif != 0 {
-            m.put_u32(RTA_OIF, r.oif)?;
-        }
-        r.metric.map_or(Ok(()), |v| m.put_u32(RTA_PRIORITY, v))?;
-        m.put_u32(RTA_TABLE, r.table)
+        Ok(())
     })
 }
 
 pub fn add(r: &Route) -> Req {
-    Req {
-        bytes: encode_route(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, r),
-        ok_errnos: OK_ADD,
-        what: What::AddRoute(r.clone()),
-    }
+    let bytes = encode_route(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, r);
+    Req { bytes, ok_errnos: OK_ADD, what: What::AddRoute(r.clone()) }
 }
 
 pub fn del(r: &Route) -> Req {
@@ -144,56 +132,31 @@ pub struct KernelRoute {
 
 /// Parses one RTM_NEWROUTE payload (struct rtmsg + attributes).
 pub fn parse(payload: &[u8]) -> Option<KernelRoute> {
-    if payload.len() < 12 {
+    let &[fam, dst_len, _, _, table, protocol, scope, rtype, f0, f1, f2, f3, ref attrs @ ..] = payload else {
         return None;
-    }
-    let fam = payload[0] as i32;
-    let dst_len = payload[1];
-    let mut table = payload[4] as u32;
-    let protocol = payload[5];
-    let scope = payload[6];
-    let rtype = payload[7];
-    let flags = u32::from_ne_bytes([payload[8], payload[9], payload[10], payload[11]]);
-    let mk = |b: &[u8]| -> Option<IpAddr> {
-        match (fam, b.len()) {
-            (libc::AF_INET, 4) => Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
-            (libc::AF_INET6, 16) => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
-            _ => None,
-        }
     };
-    let mut dst = None;
-    let mut gateway = None;
-    let mut oif = 0;
-    let mut metric = None;
-    for (t, p) in super::attrs(&payload[12..]) {
+    let ip = |b: &[u8]| match i32::from(fam) {
+        libc::AF_INET => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+        libc::AF_INET6 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
+        _ => None,
+    };
+    let (mut dst, mut gateway, mut oif, mut metric, mut table) = (None, None, 0, None, u32::from(table));
+    for (t, p) in super::attrs(attrs) {
+        let int = p.try_into().ok().map(u32::from_ne_bytes);
         match t {
-            libc::RTA_DST => dst = mk(p),
-            libc::RTA_GATEWAY => gateway = mk(p),
-            libc::RTA_OIF if p.len() == 4 => oif = u32::from_ne_bytes([p[0], p[1], p[2], p[3]]),
-            libc::RTA_PRIORITY if p.len() == 4 => metric = Some(u32::from_ne_bytes([p[0], p[1], p[2], p[3]])),
-            libc::RTA_TABLE if p.len() == 4 => table = u32::from_ne_bytes([p[0], p[1], p[2], p[3]]),
+            RTA_DST => dst = ip(p),
+            RTA_GATEWAY => gateway = ip(p),
+            RTA_OIF => oif = int.unwrap_or(oif),
+            RTA_PRIORITY => metric = int.or(metric),
+            RTA_TABLE => table = int.unwrap_or(table),
             _ => {}
         }
     }
-    let dst = match (dst, fam) {
-        (Some(d), _) => d,
-        (None, libc::AF_INET) => IpAddr::from([0u8; 4]),
-        (None, libc::AF_INET6) => IpAddr::from([0u8; 16]),
-        _ => return None,
-    };
-    Some(KernelRoute {
-        route: Route {
-            dst: IpNetwork::new(dst, dst_len).ok()?,
-            gateway,
-            oif,
-            metric,
-            table,
-            protocol,
-            onlink: flags & RTNH_F_ONLINK != 0,
-        },
-        rtype,
-        scope,
-    })
+    // Without RTA_DST: the default route of the family.
+    let dst = dst.or_else(|| ip(&[0; 4])).or_else(|| ip(&[0; 16]))?;
+    let onlink = u32::from_ne_bytes([f0, f1, f2, f3]) & RTNH_F_ONLINK != 0;
+    let route = Route { dst: IpNetwork::new(dst, dst_len).ok()?, gateway, oif, metric, table, protocol, onlink };
+    Some(KernelRoute { route, rtype, scope })
 }
 
 /// How the host reaches `dst` without our devices: the longest-prefix

@@ -16,7 +16,7 @@ const FRA_PROTOCOL: u16 = 21;
 const FR_ACT_TO_TBL: u8 = 1;
 
 /// `fwmark <mark> lookup <table>` for one family, tagged with our protocol.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {
     pub ipv6: bool,
     pub priority: u32,
@@ -27,32 +27,17 @@ pub struct Rule {
 
 impl Rule {
     pub fn to_line(&self) -> String {
-        format!(
-            "rule {} {} {} {} {}",
-            if self.ipv6 { 6 } else { 4 },
-            self.priority,
-            self.fwmark,
-            self.table,
-            self.protocol
-        )
+        let v = if self.ipv6 { 6 } else { 4 };
+        format!("rule {v} {} {} {} {}", self.priority, self.fwmark, self.table, self.protocol)
     }
 
     /// Parses the fields of a `to_line` line (already split on spaces).
     pub fn parse(f: &[&str]) -> Option<Rule> {
-        match f {
-            ["rule", fam, prio, mark, table, proto] => Some(Rule {
-                ipv6: match *fam {
-                    "4" => false,
-                    "6" => true,
-                    _ => return None,
-                },
-                priority: prio.parse().ok()?,
-                fwmark: mark.parse().ok()?,
-                table: table.parse().ok()?,
-                protocol: proto.parse().ok()?,
-            }),
-            _ => None,
-        }
+        let ["rule", fam @ ("4" | "6"), prio, mark, table, proto] = f else {
+            return None;
+        };
+        let (priority, fwmark, table) = (prio.parse().ok()?, mark.parse().ok()?, table.parse().ok()?);
+        Some(Rule { ipv6: *fam == "6", priority, fwmark, table, protocol: proto.parse().ok()? })
     }
 }
 
@@ -64,34 +49,23 @@ fn fib_rule_hdr(ipv6: bool, table: u32, action: u8) -> [u8; 12] {
 }
 
 fn encode_rule(ty: u16, flags: u16, r: &Rule) -> Vec<u8> {
+    let ints = [(FRA_PRIORITY, r.priority), (FRA_FWMARK, r.fwmark), (FRA_FWMASK, u32::MAX), (FRA_TABLE, r.table)];
     encode(ty, flags, &fib_rule_hdr(r.ipv6, r.table, FR_ACT_TO_TBL), |m| {
-        m.put_u32(FRA_PRIORITY, r.priority)?;
-        m.put_u32(FRA_FWMARK, r.fwmark)?;
-        m.put_u32(FRA_FWMASK, u32::MAX)?;
-        m.put_u32(FRA_TABLE, r.table)?;
+        for (ty, v) in ints {
+            m.put_u32(ty, v)?;
+        }
         m.put_u8(FRA_PROTOCOL, r.protocol)
     })
 }
 
 pub fn add(r: &Rule) -> Req {
-    Req {
-        bytes: encode_rule(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, r),
-        ok_errnos: OK_ADD,
-        what: What::Text(format!(
-            "add rule fwmark {:#x} lookup {} (IPv{})",
-            r.fwmark,
-            r.table,
-            if r.ipv6 { 6 } else { 4 }
-        )),
-    }
+    let what = format!("add rule fwmark {:#x} lookup {} (IPv{})", r.fwmark, r.table, if r.ipv6 { 6 } else { 4 });
+    Req { bytes: encode_rule(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, r), ok_errnos: OK_ADD, what: What::Text(what) }
 }
 
 pub fn del(r: &Rule) -> Req {
-    Req {
-        bytes: encode_rule(RTM_DELRULE, 0, r),
-        ok_errnos: OK_DEL,
-        what: What::Text(format!("delete rule fwmark {:#x} lookup {}", r.fwmark, r.table)),
-    }
+    let what = format!("delete rule fwmark {:#x} lookup {}", r.fwmark, r.table);
+    Req { bytes: encode_rule(RTM_DELRULE, 0, r), ok_errnos: OK_DEL, what: What::Text(what) }
 }
 
 /// A dump of all rules of one family.
