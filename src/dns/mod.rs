@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use dbus::Message;
 
-use crate::config::{DnsChoice, DNSMASQ_SERVERS};
+use crate::config::DnsChoice;
 use crate::conn::Bus;
 use crate::error::Result;
 use crate::events::{self, Event};
@@ -34,7 +34,7 @@ use crate::settings::{DnsScope, DnsSec, DnsTransport};
 /// The resolv.conf backup from its files' bytes (a fuzz entry point).
 #[cfg(any(test, feature = "fuzz"))]
 pub(crate) fn parse_resolv_conf_backup(meta: &[u8], orig: Vec<u8>) -> Result<std::path::PathBuf> {
-    backup::parse::<file::ResolvConf>(meta, orig, None).map(|(p, _)| p)
+    backup::parse("file", meta, orig, None).map(|(p, _)| p)
 }
 
 /// One device's DNS wishes, as the daemon sees them now.
@@ -130,22 +130,11 @@ pub struct Dns {
 
 impl Dns {
     /// No backend until `start`. Changes nothing on the system.
-    pub fn new(dir: crate::state::Dir) -> Dns {
-        Dns {
-            name: "none",
-            backend: None,
-            dir,
-            applied: Vec::new(),
-            pending: None,
-            queued: None,
-            dnsmasq_servers: PathBuf::from(DNSMASQ_SERVERS),
-        }
-    }
-
-    /// The servers file the dnsmasq backend writes (and `auto` looks for).
-    pub fn with_dnsmasq_servers(mut self, path: &Path) -> Dns {
-        self.dnsmasq_servers = path.to_path_buf();
-        self
+    /// `dnsmasq_servers`: the servers file the dnsmasq backend writes (and
+    /// `auto` looks for).
+    pub fn new(dir: crate::state::Dir, dnsmasq_servers: &Path) -> Dns {
+        let dnsmasq_servers = dnsmasq_servers.to_path_buf();
+        Dns { name: "none", backend: None, dir, applied: Vec::new(), pending: None, queued: None, dnsmasq_servers }
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -163,7 +152,7 @@ impl Dns {
             DnsChoice::File(p) => p.as_path(),
             _ => Path::new(file::DEFAULT_PATH),
         };
-        file::recover(&self.dir, configured);
+        backup::recover(&file::KIND, &self.dir, configured);
         resolvconf::recover(&self.dir);
         dnsmasq::recover(&self.dir, &self.dnsmasq_servers);
         (self.name, self.backend) = choose(choice, bus, &self.dir, &self.dnsmasq_servers);
