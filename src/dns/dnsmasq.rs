@@ -239,11 +239,6 @@ fn remove(path: &Path, orig: &Orig) -> Result<()> {
 
 // ---- finding and signalling dnsmasq ------------------------------------
 
-/// How many dnsmasq instances of this system read `servers` now.
-pub fn serving(servers: &Path) -> usize {
-    instances(servers).len()
-}
-
 /// SIGHUP to every dnsmasq that reads `servers`. None running is fine (it
 /// reads the file when it starts); one we may not signal is an error.
 fn reload(servers: &Path) -> Result<()> {
@@ -252,32 +247,23 @@ fn reload(servers: &Path) -> Result<()> {
         log::warn!("no running dnsmasq reads {}; it is used from dnsmasq's next start", servers.display());
     }
     for (pid, fd) in found {
-        sys_signal(&fd, libc::SIGHUP).map_err(|e| Error::io(format!("SIGHUP to dnsmasq (pid {pid})"), e))?;
+        let sent = crate::sys::pidfd_send_signal(&fd, libc::SIGHUP);
+        sent.map_err(|e| Error::io(format!("SIGHUP to dnsmasq (pid {pid})"), e))?;
         log::info!("dnsmasq (pid {pid}) told to read {} again", servers.display());
     }
     Ok(())
 }
 
-fn sys_signal(fd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
-    crate::sys::pidfd_send_signal(fd, sig)
-}
-
 /// Every process of our PID namespace that is a dnsmasq of the system
 /// reading `servers`, with a pidfd for it.
-fn instances(servers: &Path) -> Vec<(u32, OwnedFd)> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let Some(servers) = servers.to_str() else {
+pub fn instances(servers: &Path) -> Vec<(u32, OwnedFd)> {
+    let (Ok(entries), Some(servers)) = (fs::read_dir("/proc"), servers.to_str()) else {
         return Vec::new();
     };
     let account = nix::unistd::User::from_name("dnsmasq").ok().flatten().map(|u| u.uid.as_raw());
     let mut out = Vec::new();
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let proc_file = |n: &str| read_small(&Path::new("/proc").join(pid.to_string()).join(n), false);
+    for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
+        let proc_file = |n: &str| read_small(Path::new(&format!("/proc/{pid}/{n}")), false);
         if proc_file("comm").map_or(true, |c| c.trim_end() != "dnsmasq") {
             continue;
         }
@@ -300,9 +286,7 @@ fn instances(servers: &Path) -> Vec<(u32, OwnedFd)> {
         let args: Vec<&str> = cmdline.split('\0').filter(|a| !a.is_empty()).collect();
         if !reads_servers_file(&args, servers, |p| read_small(Path::new(p), true), list_dir) {
             log::debug!("dnsmasq (pid {pid}) does not read {servers}");
-            continue;
-        }
-        if sys_signal(&fd, 0).is_ok() {
+        } else if crate::sys::pidfd_send_signal(&fd, 0).is_ok() {
             out.push((pid, fd));
         }
     }
@@ -339,43 +323,43 @@ fn reads_servers_file(
 ) -> bool {
     let mut main = Some(DEFAULT_CONF.to_string());
     let mut dirs: Vec<String> = Vec::new();
-    let mut i = 1;
-    while i < args.len() {
-        let a = args[i];
-        let attached = ["-C", "-7"].into_iter().find(|o| a.starts_with(o) && a.len() > 2);
-        let (opt, val, used_next) = match (a.split_once('='), attached) {
-            (Some((o, v)), _) if o.starts_with("--") => (o, Some(v), false),
-            (_, Some(o)) => (o, Some(&a[2..]), false),
-            _ => (a, args.get(i + 1).copied(), true),
+    let mut args = args.iter().skip(1);
+    while let Some(&a) = args.next() {
+        // `--opt=VAL`, `-CVAL` (`-7VAL`), or the option, then its value.
+        let (opt, val) = match a.split_once('=') {
+            Some((o, v)) if o.starts_with("--") => (o, Some(v)),
+            _ if (a.starts_with("-C") || a.starts_with("-7")) && a.len() > 2 => (&a[..2], Some(&a[2..])),
+            _ if ["--servers-file", "-C", "--conf-file", "-7", "--conf-dir"].contains(&a) => (a, args.next().copied()),
+            _ => (a, None),
         };
-        let takes_value = matches!(opt, "--servers-file" | "-C" | "--conf-file" | "-7" | "--conf-dir");
         match opt {
             "--servers-file" if val == Some(servers) => return true,
             "-C" | "--conf-file" => main = val.filter(|v| *v != "-").map(String::from),
             "-7" | "--conf-dir" => dirs.extend(val.map(String::from)),
             _ => {}
         }
-        i += if used_next && takes_value { 2 } else { 1 };
     }
-    let names =
-        |text: &str| text.lines().filter_map(|l| l.trim().strip_prefix("servers-file=")).any(|v| v.trim() == servers);
+    let settings = |text: String| -> Vec<(String, String)> {
+        let pairs = text.lines().filter_map(|l| l.trim().split_once('='));
+        pairs.map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
+    };
+    let names = |s: &[(String, String)]| s.iter().any(|(k, v)| k == "servers-file" && v == servers);
+    let main = main.and_then(|m| read(&m)).map(settings).unwrap_or_default();
+    if names(&main) {
+        return true;
+    }
     let mut files: Vec<String> = Vec::new();
-    if let Some(text) = main.and_then(|m| read(&m)) {
-        if names(&text) {
-            return true;
-        }
-        for l in text.lines().map(str::trim) {
-            if let Some(f) = l.strip_prefix("conf-file=") {
-                files.push(f.trim().to_string());
-            } else if let Some(d) = l.strip_prefix("conf-dir=") {
-                dirs.push(d.trim().to_string());
-            }
+    for (k, v) in main {
+        match k.as_str() {
+            "conf-file" => files.push(v),
+            "conf-dir" => dirs.push(v),
+            _ => {}
         }
     }
     for d in &dirs {
         files.extend(conf_dir_files(d, &list));
     }
-    files.iter().take(64).any(|f| read(f).is_some_and(|t| names(&t)))
+    files.iter().take(64).any(|f| read(f).is_some_and(|t| names(&settings(t))))
 }
 
 /// The files `conf-dir=DIR[,*.ext|,.ext]...` makes dnsmasq read: not

@@ -183,29 +183,22 @@ impl Dns {
         if want == self.applied && b.failed().is_empty() {
             return Vec::new();
         }
-        if let Err(e) = b.apply(bus, &want) {
-            // Nothing is announced; the next update retries the whole state.
-            log::error!("DNS ({}): {e}", self.name);
+        let r = b.apply(bus, &want);
+        let busy = r.is_ok() && b.busy();
+        self.pending = Some(want);
+        if busy {
             return Vec::new();
         }
-        if b.busy() {
-            self.pending = Some(want);
-            return Vec::new();
-        }
-        let changes = diff(&self.applied, &want);
-        self.applied = want;
-        changes
+        self.finished(bus, r)
     }
 
-    /// A busy apply finished: its events, then the queued state is started.
+    /// An apply finished: its events, then the queued state is started.
+    /// On an error nothing is announced; the next update retries the whole
+    /// state.
     fn finished(&mut self, bus: &Bus, r: Result<()>) -> Vec<Change> {
         let done = self.pending.take().unwrap_or_default();
         let mut changes = match r {
-            Ok(()) => {
-                let c = diff(&self.applied, &done);
-                self.applied = done;
-                c
-            }
+            Ok(()) => diff(&std::mem::replace(&mut self.applied, done), &self.applied),
             Err(e) => {
                 log::error!("DNS ({}): {e}", self.name);
                 Vec::new()
@@ -222,19 +215,17 @@ impl Dns {
     /// link whose settings failed for good is left out until they take.
     pub fn global(&self, servers: bool) -> Vec<String> {
         let failed = self.backend.as_ref().map(|b| b.failed()).unwrap_or_default();
-        let mut out: Vec<String> = Vec::new();
         // A set, not `out.contains`: linear in all sessions' entries together.
         let mut seen = std::collections::HashSet::new();
-        for s in self.applied.iter().filter(|s| !failed.contains(&s.ifindex)) {
-            let items: Vec<String> =
-                if servers { s.servers.iter().map(|a| a.to_string()).collect() } else { s.search.clone() };
-            for i in items {
-                if seen.insert(i.clone()) {
-                    out.push(i);
-                }
+        let applied = self.applied.iter().filter(|s| !failed.contains(&s.ifindex));
+        let items = applied.flat_map(|s| {
+            if servers {
+                s.servers.iter().map(|a| a.to_string()).collect()
+            } else {
+                s.search.clone()
             }
-        }
-        out
+        });
+        items.filter(|i| seen.insert(i.clone())).collect()
     }
 
     /// Offers a method return or error to the backend (async resolved
@@ -298,20 +289,13 @@ impl Dns {
     /// Restores everything at shutdown; false if a restore failed (exit 4).
     pub fn shutdown(&mut self, bus: &Bus) -> bool {
         self.settle(bus);
-        let Some(b) = self.backend.as_mut() else {
-            return true;
-        };
-        let mut ok = true;
+        self.apply(bus, Vec::new());
+        self.settle(bus);
+        let Some(b) = self.backend.as_mut() else { return true };
         if !self.applied.is_empty() {
-            match b.apply(bus, &[]).and_then(|()| if b.busy() { b.settle() } else { Ok(()) }) {
-                Ok(()) => self.applied.clear(),
-                Err(e) => {
-                    log::error!("DNS ({}): restoring at shutdown: {e}", self.name);
-                    ok = false;
-                }
-            }
+            log::error!("DNS ({}): not everything was restored at shutdown", self.name);
         }
-        b.shutdown(bus) && ok
+        b.shutdown(bus) && self.applied.is_empty()
     }
 }
 
@@ -347,6 +331,16 @@ fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {
 /// same order (without itself), with a warning; a forced dnsmasq is never
 /// missing (it reads the file whenever it starts).
 fn choose(choice: &DnsChoice, bus: &Bus, dir: &crate::state::Dir, servers: &Path) -> Choice {
+    let auto = *choice == DnsChoice::Auto;
+    let how = |forced: bool| {
+        if forced {
+            "forced"
+        } else if auto {
+            "auto"
+        } else {
+            "fallback"
+        }
+    };
     match choice {
         DnsChoice::Dnsmasq => return dnsmasq_backend(servers, dir, "forced"),
         DnsChoice::None => {
@@ -354,46 +348,42 @@ fn choose(choice: &DnsChoice, bus: &Bus, dir: &crate::state::Dir, servers: &Path
             return ("none", None);
         }
         DnsChoice::File(p) => return file_backend(p, dir, "forced"),
-        DnsChoice::Resolvconf => {
-            if let Some(b) = try_resolvconf("forced", dir) {
-                return b;
-            }
-        }
-        DnsChoice::Resolved | DnsChoice::Auto => {}
+        _ => {}
     }
-    let how = |forced: bool| match choice {
-        _ if forced => "forced",
-        DnsChoice::Auto => "auto",
-        _ => "fallback",
-    };
-    if let Some(b) = try_resolved(bus, how(*choice == DnsChoice::Resolved)) {
-        return b;
-    }
-    if *choice == DnsChoice::Auto {
-        match dnsmasq::serving(servers) {
+    let resolvconf = *choice == DnsChoice::Resolvconf;
+    let serving = || {
+        let n = dnsmasq::instances(servers).len();
+        match n {
             0 => log::info!("no dnsmasq of this system reads {} (servers-file)", servers.display()),
-            n => {
-                log::info!("{n} dnsmasq instance(s) read {}", servers.display());
-                return dnsmasq_backend(servers, dir, "auto");
-            }
+            n => log::info!("{n} dnsmasq instance(s) read {}", servers.display()),
         }
-    }
-    if *choice != DnsChoice::Resolvconf {
-        if let Some(b) = try_resolvconf(how(false), dir) {
-            return b;
-        }
-    }
-    file_backend(Path::new(file::DEFAULT_PATH), dir, how(false))
+        n > 0
+    };
+    resolvconf
+        .then(|| try_resolvconf("forced", dir))
+        .flatten()
+        .or_else(|| try_resolved(bus, how(*choice == DnsChoice::Resolved)))
+        .or_else(|| (auto && serving()).then(|| dnsmasq_backend(servers, dir, "auto")))
+        .or_else(|| (!resolvconf).then(|| try_resolvconf(how(false), dir)).flatten())
+        .unwrap_or_else(|| file_backend(Path::new(file::DEFAULT_PATH), dir, how(false)))
 }
 
 type Choice = (&'static str, Option<Box<dyn Backend>>);
+
+/// The level of a missing backend's message: a warning if it was forced.
+fn missing(how: &str) -> log::Level {
+    if how == "forced" {
+        log::Level::Warn
+    } else {
+        log::Level::Info
+    }
+}
 
 /// systemd-resolved, if it answers. `auto` also wants the system to resolve
 /// through it: configuring it is useless when resolv.conf ignores it.
 fn try_resolved(bus: &Bus, how: &str) -> Option<Choice> {
     if let Err(e) = resolved::probe(bus) {
-        let level = if how == "forced" { log::Level::Warn } else { log::Level::Info };
-        log::log!(level, "systemd-resolved is not available: {e}");
+        log::log!(missing(how), "systemd-resolved is not available: {e}");
         return None;
     }
     if !resolved::in_use() {
@@ -407,24 +397,18 @@ fn try_resolved(bus: &Bus, how: &str) -> Option<Choice> {
         );
     }
     log::info!("DNS backend: systemd-resolved ({how})");
-    Some(("systemd-resolved", Some(Box::new(resolved::Resolved::new()))))
+    Some(("systemd-resolved", Some(Box::new(resolved::Resolved::default()))))
 }
 
 /// resolvconf(8). Unless forced, systemd's resolvconf emulation is skipped:
 /// it only works while resolved runs, and resolved was found unusable.
 fn try_resolvconf(how: &str, dir: &crate::state::Dir) -> Option<Choice> {
-    let forced = how == "forced";
-    match resolvconf::find(dir).filter(|r| forced || !r.is_resolvectl()) {
-        Some(r) => {
-            log::info!("DNS backend: resolvconf ({how}): {}", r.describe());
-            Some(("resolvconf", Some(Box::new(r))))
-        }
-        None => {
-            let level = if forced { log::Level::Warn } else { log::Level::Info };
-            log::log!(level, "no usable resolvconf program in PATH");
-            None
-        }
-    }
+    let Some(r) = resolvconf::find(dir).filter(|r| how == "forced" || !r.is_resolvectl()) else {
+        log::log!(missing(how), "no usable resolvconf program in PATH");
+        return None;
+    };
+    log::info!("DNS backend: resolvconf ({how}): {}", r.describe());
+    Some(("resolvconf", Some(Box::new(r))))
 }
 
 fn dnsmasq_backend(servers: &Path, dir: &crate::state::Dir, how: &str) -> Choice {

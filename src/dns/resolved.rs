@@ -167,6 +167,7 @@ impl Link {
     }
 }
 
+#[derive(Default)]
 pub struct Resolved {
     links: VecMap<u32, Link>,
     /// Serial of a call in flight -> (ifindex, generation, method).
@@ -176,10 +177,6 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    pub fn new() -> Self {
-        Resolved { links: VecMap::new(), pending: VecMap::new(), revert_failed: false }
-    }
-
     fn send(&mut self, bus: &Bus, ifindex: u32) {
         let Some(l) = self.links.get_mut(&ifindex) else {
             return;
