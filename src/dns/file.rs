@@ -17,12 +17,11 @@
 //! update, so it stays current.
 //!
 //! A resolv.conf that is a mount point (containers bind-mount it) cannot be
-//! replaced by rename(2); it is rewritten in place instead.
+//! replaced by rename(2) (EBUSY); it is rewritten in place instead.
 
 use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -193,18 +192,22 @@ fn write(path: &Path, orig: &Orig, bytes: &[u8]) -> Result<()> {
         }
         _ => (0o644, false),
     };
-    if is_mount_point(path) || in_place {
-        let f = OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(err)?;
-        return overwrite(&f, bytes).map_err(err);
+    if !in_place {
+        let r = via_temp(path, |tmp| {
+            let mut f =
+                OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(tmp)?;
+            f.write_all(bytes)?;
+            f.set_permissions(fs::Permissions::from_mode(mode & 0o644))?;
+            f.sync_all()
+        });
+        // rename(2) over a mount point fails with EBUSY: that one is
+        // rewritten in place.
+        if r.as_ref().map_err(|e| e.raw_os_error()) != Err(Some(libc::EBUSY)) {
+            return r.map_err(err);
+        }
     }
-    via_temp(path, |tmp| {
-        let mut f =
-            OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(fs::Permissions::from_mode(mode & 0o644))?;
-        f.sync_all()
-    })
-    .map_err(err)
+    let f = OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(err)?;
+    overwrite(&f, bytes).map_err(err)
 }
 
 /// Puts back a symlink (atomically as well) or nothing.
@@ -227,45 +230,6 @@ fn via_temp(path: &Path, make: impl FnOnce(&Path) -> io::Result<()>) -> io::Resu
         let _ = fs::remove_file(&tmp);
     }
     r
-}
-
-/// Is `path` itself a mount point (a bind-mounted file)?
-fn is_mount_point(path: &Path) -> bool {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return false;
-    };
-    let Ok(full) = dir.canonicalize().map(|d| d.join(name)) else {
-        return false;
-    };
-    let Ok(info) = fs::read("/proc/self/mountinfo") else {
-        return false;
-    };
-    // Field 5 is the mount point, with space, tab, newline and backslash
-    // written as \ooo octal escapes.
-    String::from_utf8_lossy(&info)
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| unescape(m) == full.as_os_str().as_bytes())
-}
-
-fn unescape(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = b.get(i + 1..i + 4).filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], oct) {
-            (b'\\', Some(o)) => {
-                out.push((o[0] - b'0') * 64 + (o[1] - b'0') * 8 + (o[2] - b'0'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -304,12 +268,6 @@ mod tests {
                 "options rotate"
             ]
         );
-    }
-
-    #[test]
-    fn unescape_mountinfo() {
-        assert_eq!(unescape(r"/a\040b\134c"), b"/a b\\c");
-        assert_eq!(unescape(r"/x\09"), b"/x\\09");
     }
 
     #[test]

@@ -177,22 +177,19 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    fn send(&mut self, bus: &Bus, ifindex: u32) {
+    /// Sends the link's calls: a `first` attempt, or a retry.
+    fn send(&mut self, bus: &Bus, ifindex: u32, first: bool) {
         let Some(l) = self.links.get_mut(&ifindex) else {
             return;
         };
+        if first {
+            l.attempt = 0;
+        }
         l.gen += 1;
         l.retry = None;
         l.failed = false;
         self.pending.retain(|_, p| p.0 != ifindex);
-        let calls = match calls(ifindex as i32, l.want.as_ref()) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("systemd-resolved: {}: {e}", l.name);
-                l.failed = true;
-                return;
-            }
-        };
+        let calls = calls(ifindex as i32, l.want.as_ref());
         l.waiting = calls.len();
         l.due = Some(Instant::now() + CALL_TIMEOUT);
         let gen = l.gen;
@@ -257,6 +254,11 @@ impl Resolved {
     fn busy(&self) -> bool {
         self.links.values().any(|l| l.waiting > 0 || l.retry.is_some())
     }
+
+    /// The ifindexes of the links `pick` picks.
+    fn links_where(&self, pick: impl Fn(u32, &Link) -> bool) -> Vec<u32> {
+        self.links.iter().filter(|(i, l)| pick(**i, l)).map(|(i, _)| *i).collect()
+    }
 }
 
 fn describe(l: &Link) -> &'static str {
@@ -268,13 +270,13 @@ fn describe(l: &Link) -> &'static str {
 }
 
 /// The Manager calls that give a link `want` (None: RevertLink).
-fn calls(ifindex: i32, want: Option<&LinkConf>) -> Result<Vec<(&'static str, Message)>> {
-    fn call(method: &'static str, build: impl FnOnce(Message) -> Message) -> Result<(&'static str, Message)> {
-        let m = Message::new_method_call(DEST, PATH, MANAGER, method).map_err(Error::Failed)?;
-        Ok((method, build(m)))
+fn calls(ifindex: i32, want: Option<&LinkConf>) -> Vec<(&'static str, Message)> {
+    fn call(method: &'static str, build: impl FnOnce(Message) -> Message) -> (&'static str, Message) {
+        // Only constant, valid names: this cannot fail.
+        (method, build(Message::new_method_call(DEST, PATH, MANAGER, method).expect("valid names")))
     }
     let Some(c) = want else {
-        return Ok(vec![call("RevertLink", |m| m.append1(ifindex))?]);
+        return vec![call("RevertLink", |m| m.append1(ifindex))];
     };
     let servers: Vec<(i32, Vec<u8>)> = c
         .servers
@@ -284,27 +286,24 @@ fn calls(ifindex: i32, want: Option<&LinkConf>) -> Result<Vec<(&'static str, Mes
             IpAddr::V6(v) => (libc::AF_INET6, v.octets().to_vec()),
         })
         .collect();
-    Ok(vec![
-        call("SetLinkDNS", |m| m.append2(ifindex, servers))?,
-        call("SetLinkDomains", |m| m.append2(ifindex, c.domains.clone()))?,
-        call("SetLinkDefaultRoute", |m| m.append2(ifindex, c.default_route))?,
-        call("SetLinkDNSSEC", |m| m.append2(ifindex, c.dnssec))?,
-        call("SetLinkDNSOverTLS", |m| m.append2(ifindex, c.dot))?,
-    ])
+    vec![
+        call("SetLinkDNS", |m| m.append2(ifindex, servers)),
+        call("SetLinkDomains", |m| m.append2(ifindex, c.domains.clone())),
+        call("SetLinkDefaultRoute", |m| m.append2(ifindex, c.default_route)),
+        call("SetLinkDNSSEC", |m| m.append2(ifindex, c.dnssec)),
+        call("SetLinkDNSOverTLS", |m| m.append2(ifindex, c.dot)),
+    ]
 }
 
 impl Backend for Resolved {
     fn apply(&mut self, bus: &Bus, sessions: &[Session]) -> Result<()> {
         let want: VecMap<u32, (&Session, LinkConf)> =
             sessions.iter().map(|s| (s.ifindex, (s, LinkConf::of(s)))).collect();
-        let gone: Vec<u32> =
-            self.links.iter().filter(|(i, l)| !want.contains_key(*i) && l.want.is_some()).map(|(i, _)| *i).collect();
-        for i in gone {
+        for i in self.links_where(|i, l| !want.contains_key(&i) && l.want.is_some()) {
             if let Some(l) = self.links.get_mut(&i) {
                 l.want = None;
-                l.attempt = 0;
             }
-            self.send(bus, i);
+            self.send(bus, i, true);
         }
         for (i, (s, conf)) in want {
             let l = self.links.get_or_insert_with(i, Link::default);
@@ -319,14 +318,13 @@ impl Backend for Resolved {
             }
             l.name = s.ifname.clone();
             l.want = Some(conf);
-            l.attempt = 0;
-            self.send(bus, i);
+            self.send(bus, i, true);
         }
         Ok(())
     }
 
     fn failed(&self) -> Vec<u32> {
-        self.links.iter().filter(|(_, l)| l.failed && l.want.is_some()).map(|(i, _)| *i).collect()
+        self.links_where(|_, l| l.failed && l.want.is_some())
     }
 
     /// resolved (re)appeared: it may have lost every link's settings (a
@@ -339,18 +337,17 @@ impl Backend for Resolved {
             log::warn!("systemd-resolved left the bus; link settings are sent again when it is back");
             return;
         }
-        self.links.retain(|_, l| l.want.is_some());
-        let links: Vec<u32> = self.links.keys().copied().collect();
+        self.links.retain(|_, l| {
+            l.resends = 0;
+            l.want.is_some()
+        });
+        let links = self.links_where(|_, _| true);
         self.pending.retain(|_, p| links.contains(&p.0));
         if !links.is_empty() {
             log::info!("systemd-resolved appeared on the bus as {new_owner}; sending {} link(s) again", links.len());
         }
         for i in links {
-            if let Some(l) = self.links.get_mut(&i) {
-                l.attempt = 0;
-                l.resends = 0;
-            }
-            self.send(bus, i);
+            self.send(bus, i, true);
         }
     }
 
@@ -393,15 +390,11 @@ impl Backend for Resolved {
 
     fn on_timeout(&mut self, bus: &Bus) {
         let now = Instant::now();
-        let late: Vec<u32> =
-            self.links.iter().filter(|(_, l)| l.due.is_some_and(|t| t <= now)).map(|(i, _)| *i).collect();
-        for i in late {
+        for i in self.links_where(|_, l| l.due.is_some_and(|t| t <= now)) {
             self.again(i, &format!("no reply within {} s", CALL_TIMEOUT.as_secs()));
         }
-        let due: Vec<u32> =
-            self.links.iter().filter(|(_, l)| l.retry.is_some_and(|t| t <= now)).map(|(i, _)| *i).collect();
-        for i in due {
-            self.send(bus, i);
+        for i in self.links_where(|_, l| l.retry.is_some_and(|t| t <= now)) {
+            self.send(bus, i, false);
         }
     }
 
@@ -476,7 +469,7 @@ mod tests {
     #[test]
     fn calls_encode_addresses_as_family_and_bytes() {
         let c = LinkConf::of(&session(DnsScope::Global, DnsSec::Yes, DnsTransport::Plain));
-        let v = calls(7, Some(&c)).unwrap();
+        let v = calls(7, Some(&c));
         let names: Vec<&str> = v.iter().map(|(n, _)| *n).collect();
         assert_eq!(
             names,
@@ -487,7 +480,7 @@ mod tests {
         assert_eq!(a[0], (2, vec![10, 8, 0, 1]));
         assert_eq!(a[1].0, 10);
         assert_eq!(a[1].1.len(), 16);
-        let r = calls(7, None).unwrap();
+        let r = calls(7, None);
         assert_eq!(r[0].0, "RevertLink");
     }
 }
