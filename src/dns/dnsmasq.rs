@@ -39,7 +39,7 @@ use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fchmod, fstat, Mode};
 
 use super::backup::{self, overwrite, read_max, Backup, Kind, Orig};
-use super::{Backend, Session};
+use super::{unique, Backend, Session};
 use crate::conn::Bus;
 use crate::error::{Error, Result};
 use crate::settings::{DnsScope, DnsTransport};
@@ -136,19 +136,13 @@ fn generate(sessions: &[Session], orig: &[u8]) -> Vec<u8> {
          # What follows them was here before; it alone is put back when they end.\n",
         names.join(" ")
     );
-    let mut lines: Vec<String> = Vec::new();
-    for s in sessions {
-        // Domains and addresses were validated on arrival: no '/', '#',
-        // white space or line breaks can reach this text.
+    // Domains and addresses were validated on arrival: no '/', '#', white
+    // space or line breaks can reach this text.
+    let lines = sessions.iter().flat_map(|s| {
         let per_domain = s.search.iter().flat_map(|d| s.servers.iter().map(move |a| format!("server=/{d}/{a}\n")));
-        let global = s.servers.iter().filter(|_| s.scope == DnsScope::Global).map(|a| format!("server={a}\n"));
-        for l in per_domain.chain(global) {
-            if !lines.contains(&l) {
-                out.push_str(&l);
-                lines.push(l);
-            }
-        }
-    }
+        per_domain.chain(s.servers.iter().filter(|_| s.scope == DnsScope::Global).map(|a| format!("server={a}\n")))
+    });
+    out.extend(unique(lines));
     [out.as_bytes(), orig].concat()
 }
 

@@ -26,7 +26,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use super::backup::{overwrite, read_max, Backup, Kind, Orig};
-use super::{Backend, Session};
+use super::{unique, Backend, Session};
 use crate::conn::Bus;
 use crate::error::{Error, Result};
 use crate::settings::DnsScope;
@@ -123,25 +123,17 @@ fn system_part(path: &Path, orig: &Orig) -> System {
 
 fn parse(bytes: &[u8]) -> System {
     let mut s = System::default();
-    for line in String::from_utf8_lossy(bytes).lines() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
-            continue;
-        }
+    let text = String::from_utf8_lossy(bytes);
+    for t in text.lines().map(str::trim).filter(|t| !t.is_empty() && !t.starts_with(['#', ';'])) {
         let mut w = t.split_whitespace();
         match w.next() {
-            Some("nameserver") => {
-                if let Some(a) = w.next() {
-                    if !s.servers.iter().any(|x| x == a) {
-                        s.servers.push(a.to_string());
-                    }
-                }
-            }
+            Some("nameserver") => s.servers.extend(w.next().map(String::from)),
             // As in glibc, the last search or domain line is the one used.
             Some("search" | "domain") => s.search = w.map(String::from).collect(),
             _ => s.other.push(t.to_string()),
         }
     }
+    s.servers = unique(s.servers);
     s
 }
 
@@ -152,23 +144,14 @@ fn generate(sessions: &[Session], sys: &System) -> String {
          # then this system's own settings. The original is put back when they end.\n",
         names.join(" ")
     );
-    let mut search: Vec<&str> = Vec::new();
-    for d in sessions.iter().flat_map(|s| s.search.iter()).chain(sys.search.iter()) {
-        if !search.contains(&d.as_str()) {
-            search.push(d);
-        }
-    }
+    let search = unique(sessions.iter().flat_map(|s| &s.search).chain(&sys.search).map(String::as_str));
     if !search.is_empty() {
         let _ = writeln!(out, "search {}", search.join(" "));
     }
     // glibc uses the first three name servers, so the VPN's come first.
-    let mut servers: Vec<String> = Vec::new();
     let vpn = sessions.iter().flat_map(|s| s.servers.iter().map(|a| a.to_string()));
-    for a in vpn.chain(sys.servers.iter().cloned()) {
-        if !servers.contains(&a) {
-            let _ = writeln!(out, "nameserver {a}");
-            servers.push(a);
-        }
+    for a in unique(vpn.chain(sys.servers.iter().cloned())) {
+        let _ = writeln!(out, "nameserver {a}");
     }
     for l in &sys.other {
         let _ = writeln!(out, "{l}");

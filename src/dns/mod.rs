@@ -299,6 +299,17 @@ impl Dns {
     }
 }
 
+/// `items` without repeats, in their order.
+fn unique<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
 /// Events for what differs between two applied states, per session and
 /// link: removals first, then additions.
 fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {
