@@ -59,7 +59,6 @@ impl Kind {
     }
 }
 
-#[derive(Debug)]
 pub struct Saved {
     orig: Orig,
     /// What we last wrote (None: backup taken, nothing written yet).

@@ -103,9 +103,8 @@ impl LinkConf {
         }
         let dnssec = match s.dnssec {
             DnsSec::Unset => "",
-            DnsSec::Yes => "yes",
-            DnsSec::No => "no",
             DnsSec::Optional => "allow-downgrade",
+            yes_or_no => yes_or_no.as_str(),
         };
         let dot = match s.transport {
             DnsTransport::Unset | DnsTransport::Doh => "",
@@ -225,12 +224,8 @@ impl Resolved {
             l.name
         );
         l.failed = true;
-        if l.want.is_none() {
-            self.revert_failed = true;
-            self.links.remove(&ifindex);
-        } else {
-            l.resend_later(Instant::now());
-        }
+        self.revert_failed |= l.want.is_none();
+        self.done(ifindex);
     }
 
     fn done(&mut self, ifindex: u32) {
