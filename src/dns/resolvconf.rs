@@ -153,28 +153,6 @@ impl Resolvconf {
         super::backup::write_state(&self.dir, LIST, text.as_bytes())
     }
 
-    /// Starts bringing the records to `sessions`: the list first, then
-    /// deletions, then additions, one child at a time. The result if
-    /// nothing had to wait for a child.
-    fn set(&mut self, sessions: &[Session]) -> Option<Result<()>> {
-        debug_assert!(self.job.is_none(), "apply while busy");
-        if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
-            log::warn!("resolvconf: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are merged");
-            self.scope_warned = true;
-        }
-        let want: VecMap<String, String> = sessions.iter().map(|s| (s.ifname.clone(), fragment(s))).collect();
-        // Listed before it is added: a crash right after leaves no orphan.
-        if let Err(e) = self.save_list(self.applied.keys().chain(want.keys())) {
-            return Some(Err(e));
-        }
-        let gone = self.applied.keys().filter(|k| !want.contains_key(*k));
-        let mut steps: VecDeque<Step> = gone.map(|n| (n.clone(), None)).collect();
-        let changed = want.into_iter().filter(|(n, frag)| self.applied.get(n) != Some(frag));
-        steps.extend(changed.map(|(n, frag)| (n, Some(frag))));
-        self.job = Some(Job { steps, running: None, first_err: None });
-        self.advance()
-    }
-
     /// Runs the job's steps until one waits for its child; the job's result
     /// once the last step is done.
     fn advance(&mut self) -> Option<Result<()>> {
@@ -242,8 +220,24 @@ impl Resolvconf {
 /// `apply` meanwhile (it keeps the latest wanted state until this one is
 /// done), so records change one child at a time, in the order asked.
 impl Backend for Resolvconf {
+    /// Starts bringing the records to `sessions`: the list first, then
+    /// deletions, then additions, one child at a time. Ok while a
+    /// child runs: its result comes from `progress` or `settle`.
     fn apply(&mut self, _bus: &Bus, sessions: &[Session]) -> Result<()> {
-        self.set(sessions).unwrap_or(Ok(()))
+        debug_assert!(self.job.is_none(), "apply while busy");
+        if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
+            log::warn!("resolvconf: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are merged");
+            self.scope_warned = true;
+        }
+        let want: VecMap<String, String> = sessions.iter().map(|s| (s.ifname.clone(), fragment(s))).collect();
+        // Listed before it is added: a crash right after leaves no orphan.
+        self.save_list(self.applied.keys().chain(want.keys()))?;
+        let gone = self.applied.keys().filter(|k| !want.contains_key(*k));
+        let mut steps: VecDeque<Step> = gone.map(|n| (n.clone(), None)).collect();
+        let changed = want.into_iter().filter(|(n, frag)| self.applied.get(n) != Some(frag));
+        steps.extend(changed.map(|(n, frag)| (n, Some(frag))));
+        self.job = Some(Job { steps, running: None, first_err: None });
+        self.advance().unwrap_or(Ok(()))
     }
 
     fn busy(&self) -> bool {
