@@ -107,11 +107,7 @@ impl Backup {
         if self.saved.is_none() && self.dir.exists(&self.kind.state("meta")) {
             // A backup that start-up recovery could not restore: keep using
             // it, never overwrite it with our own old content.
-            if let Ok((p, s)) = load(self.kind, &self.dir) {
-                if p == self.path {
-                    self.saved = Some(s);
-                }
-            }
+            self.saved = load(self.kind, &self.dir).ok().filter(|(p, _)| *p == self.path).map(|(_, s)| s);
         }
         let now = (self.kind.look)(&self.path)?;
         let current = self.saved.as_ref().is_some_and(|s| s.ours.as_deref().is_some_and(|o| now.holds(o)));

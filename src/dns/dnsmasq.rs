@@ -32,7 +32,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use nix::fcntl::{openat, OFlag};
@@ -297,8 +297,7 @@ fn status_uids(status: &str) -> Vec<u32> {
 /// are not).
 fn read_small(path: &Path, follow: bool) -> Option<String> {
     let flags = if follow { 0 } else { libc::O_NOFOLLOW };
-    let f =
-        std::os::unix::fs::OpenOptionsExt::custom_flags(fs::OpenOptions::new().read(true), flags).open(path).ok()?;
+    let f = fs::OpenOptions::new().read(true).custom_flags(flags).open(path).ok()?;
     let mut v = Vec::new();
     f.take(1 << 20).read_to_end(&mut v).ok()?;
     Some(String::from_utf8_lossy(&v).into_owned())
@@ -337,14 +336,10 @@ fn reads_servers_file(
         let pairs = text.lines().filter_map(|l| l.trim().split_once('='));
         pairs.map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
     };
-    let names = |s: &[(String, String)]| s.iter().any(|(k, v)| k == "servers-file" && v == servers);
-    let main = main.and_then(|m| read(&m)).map(settings).unwrap_or_default();
-    if names(&main) {
-        return true;
-    }
     let mut files: Vec<String> = Vec::new();
-    for (k, v) in main {
+    for (k, v) in main.and_then(|m| read(&m)).map(settings).unwrap_or_default() {
         match k.as_str() {
+            "servers-file" if v == servers => return true,
             "conf-file" => files.push(v),
             "conf-dir" => dirs.push(v),
             _ => {}
@@ -353,7 +348,8 @@ fn reads_servers_file(
     for d in &dirs {
         files.extend(conf_dir_files(d, &list));
     }
-    files.iter().take(64).any(|f| read(f).is_some_and(|t| names(&settings(t))))
+    let names = |t: String| settings(t).iter().any(|(k, v)| k == "servers-file" && v == servers);
+    files.iter().take(64).any(|f| read(f).is_some_and(names))
 }
 
 /// The files `conf-dir=DIR[,*.ext|,.ext]...` makes dnsmasq read: not

@@ -292,18 +292,16 @@ fn calls(ifindex: i32, want: Option<&LinkConf>) -> Vec<(&'static str, Message)> 
 
 impl Backend for Resolved {
     fn apply(&mut self, bus: &Bus, sessions: &[Session]) -> Result<()> {
-        let want: VecMap<u32, (&Session, LinkConf)> =
-            sessions.iter().map(|s| (s.ifindex, (s, LinkConf::of(s)))).collect();
-        for i in self.links_where(|i, l| !want.contains_key(&i) && l.want.is_some()) {
+        for i in self.links_where(|i, l| l.want.is_some() && !sessions.iter().any(|s| s.ifindex == i)) {
             if let Some(l) = self.links.get_mut(&i) {
                 l.want = None;
             }
             self.send(bus, i, true);
         }
-        for (i, (s, conf)) in want {
-            let l = self.links.get_or_insert_with(i, Link::default);
-            let changed = l.want.as_ref() != Some(&conf);
-            if changed {
+        for s in sessions {
+            let conf = LinkConf::of(s);
+            let l = self.links.get_or_insert_with(s.ifindex, Link::default);
+            if l.want.as_ref() != Some(&conf) {
                 caveats(s);
                 l.resends = 0;
             } else if l.failed {
@@ -313,7 +311,7 @@ impl Backend for Resolved {
             }
             l.name = s.ifname.clone();
             l.want = Some(conf);
-            self.send(bus, i, true);
+            self.send(bus, s.ifindex, true);
         }
         Ok(())
     }
