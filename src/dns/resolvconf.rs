@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags as F};
 use nix::sys::signal::{killpg, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
@@ -338,27 +338,17 @@ impl Child {
         }
         let mut attr = PosixSpawnAttr::init().map_err(io)?;
         attr.set_sigmask(&SigSet::empty()).map_err(io)?;
-        let mut dfl = SigSet::empty();
-        dfl.add(Signal::SIGPIPE);
-        attr.set_sigdefault(&dfl).map_err(io)?;
+        attr.set_sigdefault(&SigSet::from(Signal::SIGPIPE)).map_err(io)?;
         attr.set_pgroup(Pid::from_raw(0)).map_err(io)?;
-        attr.set_flags(
-            PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
-                | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF
-                | PosixSpawnFlags::POSIX_SPAWN_SETPGROUP,
-        )
-        .map_err(io)?;
+        attr.set_flags(F::POSIX_SPAWN_SETSIGMASK | F::POSIX_SPAWN_SETSIGDEF | F::POSIX_SPAWN_SETPGROUP).map_err(io)?;
         let pid = posix_spawn(prog, &actions, &attr, &argv, &envp).map_err(io)?;
         drop((in_r, out_w, err_w));
         // Our child, not yet waited for: the pid cannot name another process.
-        let pidfd = match crate::sys::pidfd_open(pid.as_raw() as u32) {
-            Ok(fd) => fd,
-            Err(e) => {
-                let _ = killpg(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                return Err(Error::io(format!("{what}: pidfd_open"), e));
-            }
-        };
+        let pidfd = crate::sys::pidfd_open(pid.as_raw() as u32).map_err(|e| {
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            Error::io(format!("{what}: pidfd_open"), e)
+        })?;
         // The fragment is far below a pipe's buffer: this write cannot block.
         let _ = std::fs::File::from(in_w).write_all(input.as_bytes()); // dropped here: EOF
         Ok(Child { pid, pidfd, out: out_r, err: err_r, what, deadline: Instant::now() + TIMEOUT })
@@ -383,20 +373,16 @@ impl Child {
                 let e = format!("{}: no result within {} s; killed", self.what, TIMEOUT.as_secs());
                 return Some(Err(Error::Failed(e)));
             }
-            Ok(WaitStatus::Exited(_, code)) => Ok(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => Err(sig),
+            // Only what is already there: a child the script left running
+            // may keep the pipes open, and waiting for their end would
+            // block the daemon.
+            Ok(WaitStatus::Exited(_, 0)) => return Some(Ok(read_available(&self.out))),
+            Ok(WaitStatus::Exited(_, code)) => format!("exit status {code}"),
+            Ok(WaitStatus::Signaled(_, sig, _)) => format!("killed by {sig}"),
             Ok(_) => return None, // stopped or continued: keep waiting
             Err(e) => return Some(Err(Error::io(self.what.clone(), e.into()))),
         };
-        // Only what is already there: a child the script left running may keep
-        // the pipes open, and waiting for their end would block the daemon.
-        let out = read_available(&self.out);
-        let what = &self.what;
-        Some(match status {
-            Ok(0) => Ok(out),
-            Ok(code) => Err(Error::Failed(format!("{what}: exit status {code}: {}", read_available(&self.err).trim()))),
-            Err(sig) => Err(Error::Failed(format!("{what}: killed by {sig}: {}", read_available(&self.err).trim()))),
-        })
+        Some(Err(Error::Failed(format!("{}: {status}: {}", self.what, read_available(&self.err).trim()))))
     }
 }
 
