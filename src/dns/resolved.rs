@@ -193,12 +193,10 @@ impl Resolved {
         l.due = Some(Instant::now() + CALL_TIMEOUT);
         let gen = l.gen;
         for (method, m) in calls {
-            match bus.send_call(m) {
-                Some(serial) => {
-                    self.pending.insert(serial, (ifindex, gen, method));
-                }
-                None => return self.again(ifindex, "the call could not be queued"),
-            }
+            let Some(serial) = bus.send_call(m) else {
+                return self.again(ifindex, "the call could not be queued");
+            };
+            self.pending.insert(serial, (ifindex, gen, method));
         }
         log::debug!("systemd-resolved: {} sent for link {ifindex} (attempt {})", describe(l), l.attempt + 1);
     }
