@@ -13,7 +13,7 @@
 //!
 //! Both backends record the original in one format (`kind` file, with its
 //! mode and owner; symlink; missing). A dnsmasq backup written before its
-//! mode and owner were recorded is reported unusable and left in place.
+//! mode and owner were recorded is read as well.
 
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -225,7 +225,12 @@ pub fn parse(name: &str, meta: &[u8], bytes: Vec<u8>, ours: Option<Vec<u8>>) -> 
         let value = text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' '));
         value.ok_or_else(|| bad(format!(" has no '{key}'")))
     };
-    let num = |key: &str, radix| u32::from_str_radix(get(key)?, radix).map_err(|_| bad(format!(": bad '{key}'")));
+    let num = |key: &str, radix| match get(key) {
+        // dnsmasq backups of older versions record no mode and owner (the
+        // servers file is rewritten in place, keeping them).
+        Err(_) if name == "dnsmasq" => Ok(0),
+        v => u32::from_str_radix(v?, radix).map_err(|_| bad(format!(": bad '{key}'"))),
+    };
     let orig = match get("kind")? {
         "file" => Orig::File { bytes, mode: num("mode", 8)? & 0o7777, uid: num("uid", 10)?, gid: num("gid", 10)? },
         "symlink" => Orig::Symlink(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))),
@@ -261,4 +266,23 @@ pub fn overwrite(mut f: &std::fs::File, bytes: &[u8]) -> io::Result<()> {
     f.set_len(0)?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_needs_mode_and_owner_except_in_an_old_dnsmasq_backup() {
+        let old = b"path /run/s\nkind file\n";
+        assert!(parse("file", old, b"x".to_vec(), None).is_err());
+        let (p, s) = parse("dnsmasq", old, b"x".to_vec(), None).unwrap();
+        assert_eq!(
+            (p, s.orig),
+            (PathBuf::from("/run/s"), Orig::File { bytes: b"x".to_vec(), mode: 0, uid: 0, gid: 0 })
+        );
+        let new = b"path /etc/resolv.conf\nkind file\nmode 644\nuid 0\ngid 0\n";
+        assert!(parse("file", new, Vec::new(), None).is_ok());
+        assert!(parse("file", b"path /x\nkind file\nmode 9\nuid 0\ngid 0\n", Vec::new(), None).is_err());
+    }
 }
