@@ -93,12 +93,10 @@ pub trait Backend {
     fn shutdown(&mut self, _bus: &Bus) -> bool {
         true
     }
-    /// `apply` returned Ok with work left (resolvconf's child): its result
-    /// comes from `progress` or `settle`, and no `apply` is made meanwhile.
-    fn busy(&self) -> bool {
-        false
-    }
-    /// What the loop polls for a busy apply: readable when it can progress.
+    /// The fd of a busy apply, which the loop polls: readable when it can
+    /// progress. Busy: `apply` returned Ok with work left (resolvconf's
+    /// child); its result comes from `progress` or `settle`, and no `apply`
+    /// is made meanwhile.
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
@@ -184,7 +182,7 @@ impl Dns {
             return Vec::new();
         }
         let r = b.apply(bus, &want);
-        let busy = r.is_ok() && b.busy();
+        let busy = r.is_ok() && b.fd().is_some();
         self.pending = Some(want);
         if busy {
             return Vec::new();

@@ -240,10 +240,7 @@ impl Backend for Resolvconf {
         self.advance().unwrap_or(Ok(()))
     }
 
-    fn busy(&self) -> bool {
-        self.job.is_some()
-    }
-
+    /// A job is kept only while its child runs (`advance`).
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.child().map(|c| c.pidfd.as_fd())
     }
