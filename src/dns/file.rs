@@ -109,13 +109,10 @@ fn system_part(path: &Path, orig: &Orig) -> System {
         Orig::File { bytes, .. } => parse(bytes),
         Orig::Symlink(t) => {
             let target = path.parent().unwrap_or(Path::new("/")).join(t);
-            match read_bounded(&target, true) {
-                Ok(b) => parse(&b),
-                Err(e) => {
-                    log::debug!("{}: cannot read the link target {}: {e}", path.display(), target.display());
-                    System::default()
-                }
-            }
+            let bytes = read_bounded(&target, true).inspect_err(|e| {
+                log::debug!("{}: cannot read the link target {}: {e}", path.display(), target.display())
+            });
+            parse(&bytes.unwrap_or_default())
         }
         Orig::Missing => System::default(),
     }

@@ -271,14 +271,11 @@ fn calls(ifindex: i32, want: Option<&LinkConf>) -> Vec<(&'static str, Message)> 
     let Some(c) = want else {
         return vec![call("RevertLink", |m| m.append1(ifindex))];
     };
-    let servers: Vec<(i32, Vec<u8>)> = c
-        .servers
-        .iter()
-        .map(|a| match a {
-            IpAddr::V4(v) => (libc::AF_INET, v.octets().to_vec()),
-            IpAddr::V6(v) => (libc::AF_INET6, v.octets().to_vec()),
-        })
-        .collect();
+    let family_and_bytes = |a: &IpAddr| match a {
+        IpAddr::V4(v) => (libc::AF_INET, v.octets().to_vec()),
+        IpAddr::V6(v) => (libc::AF_INET6, v.octets().to_vec()),
+    };
+    let servers: Vec<(i32, Vec<u8>)> = c.servers.iter().map(family_and_bytes).collect();
     vec![
         call("SetLinkDNS", |m| m.append2(ifindex, servers)),
         call("SetLinkDomains", |m| m.append2(ifindex, c.domains.clone())),
