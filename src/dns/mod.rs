@@ -311,24 +311,18 @@ fn unique<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
 /// Events for what differs between two applied states, per session and
 /// link: removals first, then additions.
 fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {
+    use events::{DNS_SEARCH_ADDED, DNS_SEARCH_REMOVED, DNS_SERVER_ADDED, DNS_SERVER_REMOVED};
     let mut out = Vec::new();
-    let mut announce = |s: &Session, other: Option<&Session>, server_kind: u32, search_kind: u32| {
-        for a in &s.servers {
-            if !other.is_some_and(|o| o.servers.contains(a)) {
-                out.push((s.path.clone(), s.ifname.clone(), Event::new(server_kind).with("dns_server", a)));
-            }
+    let passes = [(old, new, DNS_SERVER_REMOVED, DNS_SEARCH_REMOVED), (new, old, DNS_SERVER_ADDED, DNS_SEARCH_ADDED)];
+    for (from, to, server_kind, search_kind) in passes {
+        for s in from {
+            let other = to.iter().find(|o| o.same(s));
+            let change = |e: Event| (s.path.clone(), s.ifname.clone(), e);
+            let servers = s.servers.iter().filter(|a| !other.is_some_and(|o| o.servers.contains(a)));
+            out.extend(servers.map(|a| change(Event::new(server_kind).with("dns_server", a))));
+            let search = s.search.iter().filter(|d| !other.is_some_and(|o| o.search.contains(d)));
+            out.extend(search.map(|d| change(Event::new(search_kind).with("search_domain", d))));
         }
-        for d in &s.search {
-            if !other.is_some_and(|o| o.search.contains(d)) {
-                out.push((s.path.clone(), s.ifname.clone(), Event::new(search_kind).with("search_domain", d)));
-            }
-        }
-    };
-    for o in old {
-        announce(o, new.iter().find(|n| n.same(o)), events::DNS_SERVER_REMOVED, events::DNS_SEARCH_REMOVED);
-    }
-    for n in new {
-        announce(n, old.iter().find(|o| o.same(n)), events::DNS_SERVER_ADDED, events::DNS_SEARCH_ADDED);
     }
     out
 }
