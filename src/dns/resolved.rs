@@ -343,12 +343,10 @@ impl Backend for Resolved {
         let Some((ifindex, gen, method)) = m.get_reply_serial().and_then(|s| self.pending.remove(&s)) else {
             return false;
         };
-        let Some(l) = self.links.get_mut(&ifindex) else {
+        // Gone, or superseded by a newer configuration: nothing to do.
+        let Some(l) = self.links.get_mut(&ifindex).filter(|l| l.gen == gen) else {
             return true;
         };
-        if l.gen != gen {
-            return true; // superseded by a newer configuration
-        }
         let reverting = l.want.is_none();
         if m.msg_type() == MessageType::Error {
             let e = m.duplicate().ok().and_then(|mut d| d.as_result().err());
@@ -391,15 +389,12 @@ impl Backend for Resolved {
     fn shutdown(&mut self, bus: &Bus) -> bool {
         let end = Instant::now() + SHUTDOWN_WAIT;
         while self.busy() && Instant::now() < end && bus.pump() {
+            // Anything but our replies that arrives now is dropped: we are
+            // exiting. on_timeout acts only on what is due.
             while let Some(m) = bus.pop() {
-                // Anything else that arrives now is dropped: we are exiting.
-                if matches!(m.msg_type(), MessageType::MethodReturn | MessageType::Error) {
-                    self.on_reply(bus, &m);
-                }
+                self.on_reply(bus, &m);
             }
-            if self.deadline().is_some_and(|t| t <= Instant::now()) {
-                self.on_timeout(bus);
-            }
+            self.on_timeout(bus);
             std::thread::sleep(Duration::from_millis(5));
         }
         if self.busy() {
