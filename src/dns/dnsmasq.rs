@@ -101,11 +101,8 @@ impl Dnsmasq {
                 self.warned = true;
             }
             if matches!(s.transport, DnsTransport::Dot | DnsTransport::Doh) {
-                log::warn!(
-                    "{p}: dnsmasq forwards plain DNS only; {}'s {} setting is not applied",
-                    s.ifname,
-                    s.transport.as_str()
-                );
+                let (name, transport) = (&s.ifname, s.transport.as_str());
+                log::warn!("{p}: dnsmasq forwards plain DNS only; {name}'s {transport} setting is not applied");
                 self.warned = true;
             }
         }
