@@ -10,106 +10,107 @@
 //! by a killed run is restored the same way, and only if it is of the file
 //! this run is configured for, so the state files can never make the
 //! daemon write anywhere else.
+//!
+//! Both backends record the original in one format (`kind` file, with its
+//! mode and owner; symlink; missing). A dnsmasq backup written before its
+//! mode and owner were recorded is read as well.
 
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::state::Dir;
 
-/// What a backend's file is, as far as the backup is concerned.
-pub trait Target {
-    /// What the path held before the first write.
-    type Orig: std::fmt::Debug;
+/// What the path held before the first write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Orig {
+    File { bytes: Vec<u8>, mode: u32, uid: u32, gid: u32 },
+    Symlink(PathBuf),
+    Missing,
+}
+
+impl Orig {
+    /// True if it is a regular file with exactly `ours` in it.
+    fn holds(&self, ours: &[u8]) -> bool {
+        matches!(self, Orig::File { bytes, .. } if bytes == ours)
+    }
+}
+
+/// How a backend's file is looked at and written; the backup does the rest.
+pub struct Kind {
     /// Prefix of the state files.
-    const NAME: &'static str;
+    pub name: &'static str,
     /// What the file is, for the log.
-    const WHAT: &'static str;
+    pub what: &'static str,
     /// Largest original (and content) accepted back from the state files.
-    const MAX_SIZE: u64;
-    fn look(path: &Path) -> Result<Self::Orig>;
-    /// True if `now` is a regular file with exactly `ours` in it.
-    fn holds(now: &Self::Orig, ours: &[u8]) -> bool;
-    /// Puts the original back (the file holds what we wrote).
-    fn put_orig(path: &Path, orig: &Self::Orig) -> Result<()>;
-    /// The original as its `kind` line and further meta lines, and bytes.
-    fn encode(orig: &Self::Orig) -> (String, &[u8]);
-    fn decode(meta: &Meta, bytes: Vec<u8>) -> Result<Self::Orig>;
+    pub max_size: u64,
+    pub look: fn(&Path) -> Result<Orig>,
+    /// Writes `bytes` where the path held `orig`: our content, or the
+    /// original's own bytes when it is put back.
+    pub write: fn(&Path, &Orig, &[u8]) -> Result<()>,
+    /// Puts back an original that was not a regular file.
+    pub put_other: fn(&Path, &Orig) -> Result<()>,
 }
 
-/// The parsed `<name>-meta` file.
-pub struct Meta<'a> {
-    name: &'static str,
-    text: &'a str,
-}
-
-impl<'a> Meta<'a> {
-    pub fn get(&self, key: &str) -> Result<&str> {
-        self.text
-            .lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')))
-            .ok_or_else(|| Error::Failed(format!("{}-meta has no '{key}'", self.name)))
-    }
-
-    pub fn num(&self, key: &str, radix: u32) -> Result<u32> {
-        u32::from_str_radix(self.get(key)?, radix)
-            .map_err(|_| Error::Failed(format!("{}-meta: bad '{key}'", self.name)))
-    }
-
-    fn parse(name: &'static str, meta: &'a [u8]) -> Result<Meta<'a>> {
-        let text = std::str::from_utf8(meta).map_err(|_| Error::Failed(format!("{name}-meta is not UTF-8")))?;
-        Ok(Meta { name, text })
-    }
-
-    /// The file the backup is of: an absolute path.
-    fn path(&self) -> Result<PathBuf> {
-        let path = PathBuf::from(self.get("path")?);
-        if !path.is_absolute() {
-            return Err(Error::Failed(format!("{}-meta: the path is not absolute", self.name)));
-        }
-        Ok(path)
-    }
-
-    pub fn unknown_kind(&self, kind: &str) -> Error {
-        Error::Failed(format!("{}-meta: unknown kind '{kind}'", self.name))
+impl Kind {
+    fn state(&self, part: &str) -> String {
+        format!("{}-{part}", self.name)
     }
 }
 
-#[derive(Debug)]
-pub struct Saved<O> {
-    pub orig: O,
+pub struct Saved {
+    orig: Orig,
     /// What we last wrote (None: backup taken, nothing written yet).
-    pub ours: Option<Vec<u8>>,
+    ours: Option<Vec<u8>>,
 }
 
-pub struct Backup<T: Target> {
+pub struct Backup {
+    kind: &'static Kind,
     path: PathBuf,
     dir: Dir,
-    saved: Option<Saved<T::Orig>>,
+    saved: Option<Saved>,
 }
 
-impl<T: Target> Backup<T> {
-    pub fn new(path: PathBuf, dir: &Dir) -> Backup<T> {
-        Backup { path, dir: dir.clone(), saved: None }
+impl Backup {
+    pub fn new(kind: &'static Kind, path: PathBuf, dir: &Dir) -> Backup {
+        Backup { kind, path, dir: dir.clone(), saved: None }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Makes the file hold `make(original)` for `n` sessions, or puts the
+    /// original back when `n` is 0; true if the file changed.
+    pub fn update(&mut self, n: usize, make: impl FnOnce(&Orig) -> Vec<u8>) -> Result<bool> {
+        if n == 0 {
+            return self.restore();
+        }
+        let text = make(self.original()?);
+        let saved = self.saved.as_mut().expect("original() took the backup");
+        if saved.ours.as_deref() == Some(text.as_slice()) {
+            return Ok(false);
+        }
+        // Recorded before the write: after a crash the file holds either
+        // the original (left alone) or this (restored).
+        write_state(&self.dir, &self.kind.state("ours"), &text)?;
+        (self.kind.write)(&self.path, &saved.orig, &text)?;
+        saved.ours = Some(text);
+        log::info!("{}: written for {n} VPN session(s)", self.path.display());
+        Ok(true)
+    }
+
     /// Before a write: the original, saved first if the file does not hold
     /// what we last wrote (a first write, or another program's change).
-    pub fn original(&mut self) -> Result<&T::Orig> {
-        if self.saved.is_none() && self.dir.exists(&state_name::<T>("meta")) {
+    fn original(&mut self) -> Result<&Orig> {
+        if self.saved.is_none() && self.dir.exists(&self.kind.state("meta")) {
             // A backup that start-up recovery could not restore: keep using
             // it, never overwrite it with our own old content.
-            if let Ok((p, s)) = load::<T>(&self.dir) {
-                if p == self.path {
-                    self.saved = Some(s);
-                }
-            }
+            self.saved = load(self.kind, &self.dir).ok().filter(|(p, _)| *p == self.path).map(|(_, s)| s);
         }
-        let now = T::look(&self.path)?;
-        let current = self.saved.as_ref().is_some_and(|s| s.ours.as_deref().is_some_and(|o| T::holds(&now, o)));
+        let now = (self.kind.look)(&self.path)?;
+        let current = self.saved.as_ref().is_some_and(|s| s.ours.as_deref().is_some_and(|o| now.holds(o)));
         if !current {
             if self.saved.is_some() {
                 log::warn!(
@@ -117,89 +118,72 @@ impl<T: Target> Backup<T> {
                     self.path.display()
                 );
             }
-            save::<T>(&self.dir, &self.path, &now)?;
+            save(self.kind, &self.dir, &self.path, &now)?;
             self.saved = Some(Saved { orig: now, ours: None });
         }
         Ok(&self.saved.as_ref().expect("saved just above").orig)
     }
 
-    /// Writes `text` with `put` unless it is what we last wrote; recorded
-    /// before the write, so after a crash the file holds either the
-    /// original (left alone) or this (restored). Call `original` first.
-    pub fn write(&mut self, text: Vec<u8>, put: impl FnOnce(&Path, &T::Orig, &[u8]) -> Result<()>) -> Result<bool> {
-        let Some(saved) = self.saved.as_mut() else {
-            return Err(Error::Failed(format!("{}: no backup taken", self.path.display())));
-        };
-        if saved.ours.as_deref() == Some(text.as_slice()) {
-            return Ok(false);
-        }
-        write_state(&self.dir, &state_name::<T>("ours"), &text)?;
-        put(&self.path, &saved.orig, &text)?;
-        saved.ours = Some(text);
-        Ok(true)
-    }
-
     /// Puts the original back and forgets the backup; true if we had
     /// written the file.
-    pub fn restore(&mut self) -> Result<bool> {
+    fn restore(&mut self) -> Result<bool> {
         let Some(saved) = self.saved.take() else {
             return Ok(false);
         };
-        if let Err(e) = put_back::<T>(&self.path, &saved) {
+        if let Err(e) = put_back(self.kind, &self.path, &saved) {
             self.saved = Some(saved);
             return Err(e);
         }
-        clear::<T>(&self.dir);
+        clear(self.kind, &self.dir);
         Ok(saved.ours.is_some())
     }
 }
 
 /// Restores a backup left by a run that did not exit cleanly, if it is of
 /// `configured`. Returns true if a file was put back.
-pub fn recover<T: Target>(dir: &Dir, configured: &Path) -> bool {
-    if !dir.exists(&state_name::<T>("meta")) {
+pub fn recover(kind: &Kind, dir: &Dir, configured: &Path) -> bool {
+    if !dir.exists(&kind.state("meta")) {
         return false;
     }
     let configured = std::path::absolute(configured).unwrap_or_else(|_| configured.to_path_buf());
     let here = dir.path.display();
-    match load::<T>(dir) {
+    match load(kind, dir) {
         Ok((path, _)) if path != configured => log::error!(
             "a {} backup in {here} is of {}, not of {}: not restored, left there for inspection",
-            T::WHAT,
+            kind.what,
             path.display(),
             configured.display()
         ),
         Ok((path, saved)) => {
             log::warn!("{}: a previous run did not exit cleanly; restoring the original", path.display());
-            match put_back::<T>(&path, &saved) {
+            match put_back(kind, &path, &saved) {
                 Ok(()) => {
-                    clear::<T>(dir);
+                    clear(kind, dir);
                     return true;
                 }
                 Err(e) => log::error!("{}: {e}; the backup stays in {here}", path.display()),
             }
         }
-        Err(e) => log::error!("unusable {} backup in {here}: {e}; left there for inspection", T::WHAT),
+        Err(e) => log::error!("unusable {} backup in {here}: {e}; left there for inspection", kind.what),
     }
     false
 }
 
 /// Puts the original back if the file still holds what we wrote.
-fn put_back<T: Target>(path: &Path, saved: &Saved<T::Orig>) -> Result<()> {
+fn put_back(kind: &Kind, path: &Path, saved: &Saved) -> Result<()> {
     let Some(ours) = &saved.ours else {
         return Ok(()); // never written: the original is still there
     };
-    if !T::holds(&T::look(path)?, ours) {
+    if !(kind.look)(path)?.holds(ours) {
         log::warn!("{}: changed by another program after us; keeping its version", path.display());
         return Ok(());
     }
-    T::put_orig(path, &saved.orig)?;
+    match &saved.orig {
+        Orig::File { bytes, .. } => (kind.write)(path, &saved.orig, bytes)?,
+        other => (kind.put_other)(path, other)?,
+    }
     log::info!("{}: original restored", path.display());
     Ok(())
-}
-
-fn state_name<T: Target>(part: &str) -> String {
-    format!("{}-{part}", T::NAME)
 }
 
 /// Writes a state file atomically (see `state::Dir::write`).
@@ -207,45 +191,98 @@ pub fn write_state(dir: &Dir, name: &str, bytes: &[u8]) -> Result<()> {
     dir.write(name, bytes).map_err(|e| Error::io(format!("write {}/{name}", dir.path.display()), e))
 }
 
-fn save<T: Target>(dir: &Dir, path: &Path, orig: &T::Orig) -> Result<()> {
-    let (kind, bytes) = T::encode(orig);
+fn save(kind: &Kind, dir: &Dir, path: &Path, orig: &Orig) -> Result<()> {
+    let (head, bytes) = match orig {
+        Orig::File { bytes, mode, uid, gid } => (format!("file\nmode {mode:o}\nuid {uid}\ngid {gid}\n"), &bytes[..]),
+        Orig::Symlink(t) => ("symlink\n".into(), t.as_os_str().as_bytes()),
+        Orig::Missing => ("missing\n".into(), &b""[..]),
+    };
     // A stale OURS must never match the file of this new backup.
-    let _ = dir.remove(&state_name::<T>("ours"));
-    write_state(dir, &state_name::<T>("orig"), bytes)?;
-    write_state(dir, &state_name::<T>("meta"), format!("path {}\nkind {kind}", path.display()).as_bytes())
+    let _ = dir.remove(&kind.state("ours"));
+    write_state(dir, &kind.state("orig"), bytes)?;
+    write_state(dir, &kind.state("meta"), format!("path {}\nkind {head}", path.display()).as_bytes())
 }
 
-/// Reads the backup. Its files are trusted only as `state::Dir` allows.
-fn load<T: Target>(dir: &Dir) -> Result<(PathBuf, Saved<T::Orig>)> {
-    let (meta, orig, ours) = read_files(dir, T::NAME, T::MAX_SIZE)?;
-    parse::<T>(&meta, orig, ours)
-}
-
-/// A backup's files: meta, orig and (if written) ours.
-type Files = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
-
-/// The three files of the backup `name` (not generic: one copy of this
-/// code for every kind of backup).
-fn read_files(dir: &Dir, name: &str, max: u64) -> Result<Files> {
+/// Reads the backup (meta, orig and, if written, ours). Its files are
+/// trusted only as `state::Dir` allows.
+fn load(kind: &Kind, dir: &Dir) -> Result<(PathBuf, Saved)> {
     let read = |part: &str, max: u64| {
-        let n = format!("{name}-{part}");
+        let n = kind.state(part);
         dir.read(&n, max).map_err(|e| Error::io(format!("read {}/{n}", dir.path.display()), e))
     };
     let need = |part: &str, max: u64| {
-        read(part, max)?.ok_or_else(|| Error::Failed(format!("{}/{name}-{part} is missing", dir.path.display())))
+        read(part, max)?.ok_or_else(|| Error::Failed(format!("{}/{}-{part} is missing", dir.path.display(), kind.name)))
     };
-    Ok((need("meta", 4096)?, need("orig", max)?, read("ours", max)?))
+    let (meta, orig) = (need("meta", 4096)?, need("orig", kind.max_size)?);
+    parse(kind.name, &meta, orig, read("ours", kind.max_size)?)
 }
 
-/// The backup from its three files' bytes (`ours` may be missing).
-pub fn parse<T: Target>(meta: &[u8], orig: Vec<u8>, ours: Option<Vec<u8>>) -> Result<(PathBuf, Saved<T::Orig>)> {
-    let meta = Meta::parse(T::NAME, meta)?;
-    let orig = T::decode(&meta, orig)?;
-    Ok((meta.path()?, Saved { orig, ours }))
+/// The backup `name` from its three files' bytes (`ours` may be missing).
+pub fn parse(name: &str, meta: &[u8], bytes: Vec<u8>, ours: Option<Vec<u8>>) -> Result<(PathBuf, Saved)> {
+    let bad = |what: String| Error::Failed(format!("{name}-meta{what}"));
+    let text = std::str::from_utf8(meta).map_err(|_| bad(" is not UTF-8".into()))?;
+    let get = |key: &str| {
+        let value = text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' '));
+        value.ok_or_else(|| bad(format!(" has no '{key}'")))
+    };
+    let num = |key: &str, radix| match get(key) {
+        // dnsmasq backups of older versions record no mode and owner (the
+        // servers file is rewritten in place, keeping them).
+        Err(_) if name == "dnsmasq" => Ok(0),
+        v => u32::from_str_radix(v?, radix).map_err(|_| bad(format!(": bad '{key}'"))),
+    };
+    let orig = match get("kind")? {
+        "file" => Orig::File { bytes, mode: num("mode", 8)? & 0o7777, uid: num("uid", 10)?, gid: num("gid", 10)? },
+        "symlink" => Orig::Symlink(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))),
+        "missing" => Orig::Missing,
+        k => return Err(bad(format!(": unknown kind '{k}'"))),
+    };
+    // The file the backup is of: an absolute path.
+    let path = PathBuf::from(get("path")?);
+    if !path.is_absolute() {
+        return Err(bad(": the path is not absolute".into()));
+    }
+    Ok((path, Saved { orig, ours }))
 }
 
-fn clear<T: Target>(dir: &Dir) {
+fn clear(kind: &Kind, dir: &Dir) {
     for part in ["meta", "orig", "ours"] {
-        let _ = dir.remove(&state_name::<T>(part));
+        let _ = dir.remove(&kind.state(part));
+    }
+}
+
+/// At most `max` bytes read from `f`; more is an error.
+pub fn read_max(f: impl Read, max: u64) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    f.take(max + 1).read_to_end(&mut v)?;
+    if v.len() as u64 > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {} KiB", max / 1024)));
+    }
+    Ok(v)
+}
+
+/// Replaces the whole content of an open file in place.
+pub fn overwrite(mut f: &std::fs::File, bytes: &[u8]) -> io::Result<()> {
+    f.set_len(0)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_needs_mode_and_owner_except_in_an_old_dnsmasq_backup() {
+        let old = b"path /run/s\nkind file\n";
+        assert!(parse("file", old, b"x".to_vec(), None).is_err());
+        let (p, s) = parse("dnsmasq", old, b"x".to_vec(), None).unwrap();
+        assert_eq!(
+            (p, s.orig),
+            (PathBuf::from("/run/s"), Orig::File { bytes: b"x".to_vec(), mode: 0, uid: 0, gid: 0 })
+        );
+        let new = b"path /etc/resolv.conf\nkind file\nmode 644\nuid 0\ngid 0\n";
+        assert!(parse("file", new, Vec::new(), None).is_ok());
+        assert!(parse("file", b"path /x\nkind file\nmode 9\nuid 0\ngid 0\n", Vec::new(), None).is_err());
     }
 }

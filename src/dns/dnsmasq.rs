@@ -30,15 +30,16 @@
 //! service user keeps CAP_KILL with this backend (and only with it).
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
+use nix::sys::stat::{fchmod, fstat, Mode};
 
-use super::backup::{self, Backup, Meta, Target};
-use super::{Backend, Session};
+use super::backup::{self, overwrite, read_max, Backup, Kind, Orig};
+use super::{unique, Backend, Session};
 use crate::conn::Bus;
 use crate::error::{Error, Result};
 use crate::settings::{DnsScope, DnsTransport};
@@ -48,17 +49,19 @@ use crate::state::Dir;
 const MAX_SIZE: u64 = 256 * 1024;
 /// dnsmasq's default configuration file when started without `-C`.
 const DEFAULT_CONF: &str = "/etc/dnsmasq.conf";
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Orig {
-    File(Vec<u8>),
-    Missing,
-}
 
-/// The servers file as a `backup::Target`.
-pub struct ServersFile;
+/// The servers file for `dns::backup`.
+static KIND: Kind = Kind {
+    name: "dnsmasq",
+    what: "dnsmasq servers",
+    max_size: MAX_SIZE,
+    look,
+    write: |path, _, bytes| write_servers(path, bytes),
+    put_other: remove,
+};
 
 pub struct Dnsmasq {
-    backup: Backup<ServersFile>,
+    backup: Backup,
     /// The file changed since dnsmasq was last told.
     reload_due: bool,
     warned: bool,
@@ -66,28 +69,17 @@ pub struct Dnsmasq {
 
 impl Dnsmasq {
     pub fn new(path: &Path, dir: &Dir) -> Dnsmasq {
-        Dnsmasq { backup: Backup::new(path.to_path_buf(), dir), reload_due: false, warned: false }
+        Dnsmasq { backup: Backup::new(&KIND, path.to_path_buf(), dir), reload_due: false, warned: false }
     }
 
     fn set(&mut self, sessions: &[Session]) -> Result<()> {
-        if sessions.is_empty() {
-            self.reload_due |= self.backup.restore()?;
-            return self.reload();
-        }
         self.warn_once(sessions);
-        let text = match self.backup.original()? {
-            Orig::File(b) => generate(sessions, b),
-            Orig::Missing => generate(sessions, &[]),
+        let make = |orig: &Orig| match orig {
+            Orig::File { bytes, .. } => generate(sessions, bytes),
+            _ => generate(sessions, &[]),
         };
-        if self.backup.write(text, |path, _, text| write_servers(path, text))? {
-            self.reload_due = true;
-            log::info!("{}: written for {} VPN session(s)", self.backup.path().display(), sessions.len());
-        }
-        self.reload()
-    }
-
-    /// SIGHUP to every dnsmasq that reads the file, once per change.
-    fn reload(&mut self) -> Result<()> {
+        self.reload_due |= self.backup.update(sessions.len(), make)?;
+        // SIGHUP to every dnsmasq that reads the file, once per change.
         if self.reload_due {
             reload(self.backup.path())?;
             self.reload_due = false;
@@ -109,11 +101,8 @@ impl Dnsmasq {
                 self.warned = true;
             }
             if matches!(s.transport, DnsTransport::Dot | DnsTransport::Doh) {
-                log::warn!(
-                    "{p}: dnsmasq forwards plain DNS only; {}'s {} setting is not applied",
-                    s.ifname,
-                    s.transport.as_str()
-                );
+                let (name, transport) = (&s.ifname, s.transport.as_str());
+                log::warn!("{p}: dnsmasq forwards plain DNS only; {name}'s {transport} setting is not applied");
                 self.warned = true;
             }
         }
@@ -129,50 +118,9 @@ impl Backend for Dnsmasq {
 /// Restores a servers file left by a run that did not exit cleanly (see
 /// `backup::recover`), and tells dnsmasq.
 pub fn recover(dir: &Dir, configured: &Path) {
-    if backup::recover::<ServersFile>(dir, configured) {
+    if backup::recover(&KIND, dir, configured) {
         if let Err(e) = reload(configured) {
             log::warn!("{e}; dnsmasq uses the restored file from its next reload on");
-        }
-    }
-}
-
-impl Target for ServersFile {
-    type Orig = Orig;
-    const NAME: &'static str = "dnsmasq";
-    const WHAT: &'static str = "dnsmasq servers";
-    const MAX_SIZE: u64 = MAX_SIZE;
-
-    fn look(path: &Path) -> Result<Orig> {
-        look(path)
-    }
-
-    fn holds(now: &Orig, ours: &[u8]) -> bool {
-        matches!(now, Orig::File(b) if b == ours)
-    }
-
-    fn put_orig(path: &Path, orig: &Orig) -> Result<()> {
-        match orig {
-            Orig::File(b) => write_servers(path, b),
-            Orig::Missing => {
-                let (dir, name) = open_dir(path)?;
-                nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
-                    .map_err(|e| Error::io(format!("remove {}", path.display()), e.into()))
-            }
-        }
-    }
-
-    fn encode(orig: &Orig) -> (String, &[u8]) {
-        match orig {
-            Orig::File(b) => ("file\n".into(), b),
-            Orig::Missing => ("missing\n".into(), b""),
-        }
-    }
-
-    fn decode(meta: &Meta, bytes: Vec<u8>) -> Result<Orig> {
-        match meta.get("kind")? {
-            "file" => Ok(Orig::File(bytes)),
-            "missing" => Ok(Orig::Missing),
-            k => Err(meta.unknown_kind(k)),
         }
     }
 }
@@ -185,25 +133,14 @@ fn generate(sessions: &[Session], orig: &[u8]) -> Vec<u8> {
          # What follows them was here before; it alone is put back when they end.\n",
         names.join(" ")
     );
-    let mut lines: Vec<String> = Vec::new();
-    for s in sessions {
-        // Domains and addresses were validated on arrival: no '/', '#',
-        // white space or line breaks can reach this text.
-        let per_domain = s.search.iter().flat_map(|d| s.servers.iter().map(move |a| format!("server=/{d}/{a}")));
-        let global = s.servers.iter().filter(|_| s.scope == DnsScope::Global).map(|a| format!("server={a}"));
-        for l in per_domain.chain(global) {
-            if !lines.contains(&l) {
-                lines.push(l);
-            }
-        }
-    }
-    for l in lines {
-        out.push_str(&l);
-        out.push('\n');
-    }
-    let mut out = out.into_bytes();
-    out.extend_from_slice(orig);
-    out
+    // Domains and addresses were validated on arrival: no '/', '#', white
+    // space or line breaks can reach this text.
+    let lines = sessions.iter().flat_map(|s| {
+        let per_domain = s.search.iter().flat_map(|d| s.servers.iter().map(move |a| format!("server=/{d}/{a}\n")));
+        per_domain.chain(s.servers.iter().filter(|_| s.scope == DnsScope::Global).map(|a| format!("server={a}\n")))
+    });
+    out.extend(unique(lines));
+    [out.as_bytes(), orig].concat()
 }
 
 /// The directory holding `path`, checked: a real directory (not a link),
@@ -214,12 +151,8 @@ fn open_dir(path: &Path) -> Result<(OwnedFd, &std::ffi::OsStr)> {
         return Err(Error::Failed(format!("{}: not a file path", path.display())));
     };
     let err = |e: nix::Error| Error::io(format!("open {}", parent.display()), e.into());
-    let dir = nix::fcntl::open(
-        parent,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(err)?;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let dir = nix::fcntl::open(parent, flags, Mode::empty()).map_err(err)?;
     let st = fstat(&dir).map_err(err)?;
     if !owned_by_us_or_root(st.st_uid) || st.st_mode & 0o022 != 0 {
         return Err(Error::Failed(format!(
@@ -238,43 +171,33 @@ fn owned_by_us_or_root(uid: u32) -> bool {
 
 /// Opens the file itself, never through a symbolic link, and checks it is
 /// a regular file of ours or root's with no other names (hard links).
-fn open_file(path: &Path, flags: OFlag) -> Result<Option<File>> {
+fn open_file(path: &Path, flags: OFlag) -> Result<Option<(File, fs::Metadata)>> {
     let (dir, name) = open_dir(path)?;
     let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-    let fd = match openat(&dir, name, flags, Mode::empty()) {
-        Ok(fd) => fd,
+    let f = match openat(&dir, name, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
         Err(nix::Error::ENOENT) => return Ok(None),
         Err(nix::Error::ELOOP) => {
             return Err(Error::Failed(format!("{} is a symbolic link; refusing to use it", path.display())))
         }
         Err(e) => return Err(Error::io(format!("open {}", path.display()), e.into())),
     };
-    check_file(path, &fd)?;
-    Ok(Some(File::from(fd)))
-}
-
-fn check_file(path: &Path, fd: &impl AsFd) -> Result<()> {
-    let st = fstat(fd).map_err(|e| Error::io(format!("stat {}", path.display()), e.into()))?;
-    let regular = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG;
-    if !regular || st.st_nlink != 1 || !owned_by_us_or_root(st.st_uid) {
+    let m = f.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    if !m.is_file() || m.nlink() != 1 || !owned_by_us_or_root(m.uid()) {
         return Err(Error::Failed(format!(
             "{}: must be a regular file with one name, owned by root or by us",
             path.display()
         )));
     }
-    Ok(())
+    Ok(Some((f, m)))
 }
 
 fn look(path: &Path) -> Result<Orig> {
-    let Some(f) = open_file(path, OFlag::O_RDONLY)? else {
+    let Some((f, m)) = open_file(path, OFlag::O_RDONLY)? else {
         return Ok(Orig::Missing);
     };
-    let mut v = Vec::new();
-    f.take(MAX_SIZE + 1).read_to_end(&mut v).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-    if v.len() as u64 > MAX_SIZE {
-        return Err(Error::Failed(format!("{} is larger than 256 KiB", path.display())));
-    }
-    Ok(Orig::File(v))
+    let bytes = read_max(f, MAX_SIZE).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    Ok(Orig::File { bytes, mode: m.mode() & 0o7777, uid: m.uid(), gid: m.gid() })
 }
 
 /// Rewrites the file in place (its inode stays: see the module notes), or
@@ -282,7 +205,7 @@ fn look(path: &Path) -> Result<Orig> {
 fn write_servers(path: &Path, bytes: &[u8]) -> Result<()> {
     let err = |e: io::Error| Error::io(format!("write {}", path.display()), e);
     let f = match open_file(path, OFlag::O_WRONLY)? {
-        Some(f) => f,
+        Some((f, _)) => f,
         None => {
             let (dir, name) = open_dir(path)?;
             let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -291,17 +214,21 @@ fn write_servers(path: &Path, bytes: &[u8]) -> Result<()> {
             File::from(fd)
         }
     };
-    f.set_len(0).map_err(err)?;
-    (&f).write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)
+    overwrite(&f, bytes).map_err(err)
+}
+
+/// Puts back "no file". A servers file never was a link (`look` refuses
+/// one), so a backup that says so is not acted on.
+fn remove(path: &Path, orig: &Orig) -> Result<()> {
+    if *orig != Orig::Missing {
+        return Err(Error::Failed(format!("{}: not a backup of a servers file", path.display())));
+    }
+    let (dir, name) = open_dir(path)?;
+    nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+        .map_err(|e| Error::io(format!("remove {}", path.display()), e.into()))
 }
 
 // ---- finding and signalling dnsmasq ------------------------------------
-
-/// How many dnsmasq instances of this system read `servers` now.
-pub fn serving(servers: &Path) -> usize {
-    instances(servers).len()
-}
 
 /// SIGHUP to every dnsmasq that reads `servers`. None running is fine (it
 /// reads the file when it starts); one we may not signal is an error.
@@ -311,32 +238,23 @@ fn reload(servers: &Path) -> Result<()> {
         log::warn!("no running dnsmasq reads {}; it is used from dnsmasq's next start", servers.display());
     }
     for (pid, fd) in found {
-        sys_signal(&fd, libc::SIGHUP).map_err(|e| Error::io(format!("SIGHUP to dnsmasq (pid {pid})"), e))?;
+        let sent = crate::sys::pidfd_send_signal(&fd, libc::SIGHUP);
+        sent.map_err(|e| Error::io(format!("SIGHUP to dnsmasq (pid {pid})"), e))?;
         log::info!("dnsmasq (pid {pid}) told to read {} again", servers.display());
     }
     Ok(())
 }
 
-fn sys_signal(fd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
-    crate::sys::pidfd_send_signal(fd, sig)
-}
-
 /// Every process of our PID namespace that is a dnsmasq of the system
 /// reading `servers`, with a pidfd for it.
-fn instances(servers: &Path) -> Vec<(u32, OwnedFd)> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let Some(servers) = servers.to_str() else {
+pub fn instances(servers: &Path) -> Vec<(u32, OwnedFd)> {
+    let (Ok(entries), Some(servers)) = (fs::read_dir("/proc"), servers.to_str()) else {
         return Vec::new();
     };
     let account = nix::unistd::User::from_name("dnsmasq").ok().flatten().map(|u| u.uid.as_raw());
     let mut out = Vec::new();
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let proc_file = |n: &str| read_small(&Path::new("/proc").join(pid.to_string()).join(n), false);
+    for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
+        let proc_file = |n: &str| read_small(Path::new(&format!("/proc/{pid}/{n}")), false);
         if proc_file("comm").map_or(true, |c| c.trim_end() != "dnsmasq") {
             continue;
         }
@@ -359,9 +277,7 @@ fn instances(servers: &Path) -> Vec<(u32, OwnedFd)> {
         let args: Vec<&str> = cmdline.split('\0').filter(|a| !a.is_empty()).collect();
         if !reads_servers_file(&args, servers, |p| read_small(Path::new(p), true), list_dir) {
             log::debug!("dnsmasq (pid {pid}) does not read {servers}");
-            continue;
-        }
-        if sys_signal(&fd, 0).is_ok() {
+        } else if crate::sys::pidfd_send_signal(&fd, 0).is_ok() {
             out.push((pid, fd));
         }
     }
@@ -378,8 +294,7 @@ fn status_uids(status: &str) -> Vec<u32> {
 /// are not).
 fn read_small(path: &Path, follow: bool) -> Option<String> {
     let flags = if follow { 0 } else { libc::O_NOFOLLOW };
-    let f =
-        std::os::unix::fs::OpenOptionsExt::custom_flags(fs::OpenOptions::new().read(true), flags).open(path).ok()?;
+    let f = fs::OpenOptions::new().read(true).custom_flags(flags).open(path).ok()?;
     let mut v = Vec::new();
     f.take(1 << 20).read_to_end(&mut v).ok()?;
     Some(String::from_utf8_lossy(&v).into_owned())
@@ -398,43 +313,40 @@ fn reads_servers_file(
 ) -> bool {
     let mut main = Some(DEFAULT_CONF.to_string());
     let mut dirs: Vec<String> = Vec::new();
-    let mut i = 1;
-    while i < args.len() {
-        let a = args[i];
-        let attached = ["-C", "-7"].into_iter().find(|o| a.starts_with(o) && a.len() > 2);
-        let (opt, val, used_next) = match (a.split_once('='), attached) {
-            (Some((o, v)), _) if o.starts_with("--") => (o, Some(v), false),
-            (_, Some(o)) => (o, Some(&a[2..]), false),
-            _ => (a, args.get(i + 1).copied(), true),
+    let mut args = args.iter().skip(1);
+    while let Some(&a) = args.next() {
+        // `--opt=VAL`, `-CVAL` (`-7VAL`), or the option, then its value.
+        let (opt, val) = match a.split_once('=') {
+            Some((o, v)) if o.starts_with("--") => (o, Some(v)),
+            _ if (a.starts_with("-C") || a.starts_with("-7")) && a.len() > 2 => (&a[..2], Some(&a[2..])),
+            _ if ["--servers-file", "-C", "--conf-file", "-7", "--conf-dir"].contains(&a) => (a, args.next().copied()),
+            _ => (a, None),
         };
-        let takes_value = matches!(opt, "--servers-file" | "-C" | "--conf-file" | "-7" | "--conf-dir");
         match opt {
             "--servers-file" if val == Some(servers) => return true,
             "-C" | "--conf-file" => main = val.filter(|v| *v != "-").map(String::from),
             "-7" | "--conf-dir" => dirs.extend(val.map(String::from)),
             _ => {}
         }
-        i += if used_next && takes_value { 2 } else { 1 };
     }
-    let names =
-        |text: &str| text.lines().filter_map(|l| l.trim().strip_prefix("servers-file=")).any(|v| v.trim() == servers);
+    let settings = |text: String| -> Vec<(String, String)> {
+        let pairs = text.lines().filter_map(|l| l.trim().split_once('='));
+        pairs.map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
+    };
     let mut files: Vec<String> = Vec::new();
-    if let Some(text) = main.and_then(|m| read(&m)) {
-        if names(&text) {
-            return true;
-        }
-        for l in text.lines().map(str::trim) {
-            if let Some(f) = l.strip_prefix("conf-file=") {
-                files.push(f.trim().to_string());
-            } else if let Some(d) = l.strip_prefix("conf-dir=") {
-                dirs.push(d.trim().to_string());
-            }
+    for (k, v) in main.and_then(|m| read(&m)).map(settings).unwrap_or_default() {
+        match k.as_str() {
+            "servers-file" if v == servers => return true,
+            "conf-file" => files.push(v),
+            "conf-dir" => dirs.push(v),
+            _ => {}
         }
     }
     for d in &dirs {
         files.extend(conf_dir_files(d, &list));
     }
-    files.iter().take(64).any(|f| read(f).is_some_and(|t| names(&t)))
+    let names = |t: String| settings(t).iter().any(|(k, v)| k == "servers-file" && v == servers);
+    files.iter().take(64).any(|f| read(f).is_some_and(names))
 }
 
 /// The files `conf-dir=DIR[,*.ext|,.ext]...` makes dnsmasq read: not

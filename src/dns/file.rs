@@ -17,17 +17,16 @@
 //! update, so it stays current.
 //!
 //! A resolv.conf that is a mount point (containers bind-mount it) cannot be
-//! replaced by rename(2); it is rewritten in place instead.
+//! replaced by rename(2) (EBUSY); it is rewritten in place instead.
 
 use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::backup::{self, Backup, Meta, Target};
-use super::{Backend, Session};
+use super::backup::{overwrite, read_max, Backup, Kind, Orig};
+use super::{unique, Backend, Session};
 use crate::conn::Bus;
 use crate::error::{Error, Result};
 use crate::settings::DnsScope;
@@ -36,19 +35,12 @@ use crate::state::Dir;
 pub const DEFAULT_PATH: &str = "/etc/resolv.conf";
 /// resolv.conf is a few hundred bytes; anything this big is not one.
 const MAX_SIZE: u64 = 64 * 1024;
-/// What the path held before we wrote it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Orig {
-    File { bytes: Vec<u8>, mode: u32, uid: u32, gid: u32 },
-    Symlink(PathBuf),
-    Missing,
-}
 
-/// resolv.conf as a `backup::Target`.
-pub struct ResolvConf;
+/// resolv.conf for `dns::backup`.
+pub static KIND: Kind = Kind { name: "file", what: "resolv.conf", max_size: MAX_SIZE, look, write, put_other };
 
 pub struct FileBackend {
-    backup: Backup<ResolvConf>,
+    backup: Backup,
     scope_warned: bool,
 }
 
@@ -59,14 +51,11 @@ impl FileBackend {
             return Err(Error::Failed("the path must be UTF-8 and have no newline".into()));
         }
         let path = std::path::absolute(path).map_err(|e| Error::io("resolving the path", e))?;
-        Ok(FileBackend { backup: Backup::new(path, dir), scope_warned: false })
+        Ok(FileBackend { backup: Backup::new(&KIND, path, dir), scope_warned: false })
     }
 
     fn set(&mut self, sessions: &[Session]) -> Result<()> {
         let path = self.backup.path().to_path_buf();
-        if sessions.is_empty() {
-            return self.backup.restore().map(|_| ());
-        }
         if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
             log::warn!(
                 "{}: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are used for all names",
@@ -74,75 +63,14 @@ impl FileBackend {
             );
             self.scope_warned = true;
         }
-        let text = generate(sessions, &system_part(&path, self.backup.original()?));
-        if self.backup.write(text.into_bytes(), |path, orig, text| {
-            let (mode, owner) = match orig {
-                Orig::File { mode, uid, gid, .. } => (*mode, Some((*uid, *gid))),
-                _ => (0o644, None),
-            };
-            replace(path, text, mode, owner)
-        })? {
-            log::info!("{}: written for {} VPN session(s)", path.display(), sessions.len());
-        }
-        Ok(())
+        let make = |orig: &Orig| generate(sessions, &system_part(&path, orig)).into_bytes();
+        self.backup.update(sessions.len(), make).map(drop)
     }
 }
 
 impl Backend for FileBackend {
     fn apply(&mut self, _bus: &Bus, sessions: &[Session]) -> Result<()> {
         self.set(sessions)
-    }
-}
-
-/// Restores a resolv.conf backup left by a run that did not exit cleanly
-/// (see `backup::recover`).
-pub fn recover(dir: &Dir, configured: &Path) {
-    backup::recover::<ResolvConf>(dir, configured);
-}
-
-impl Target for ResolvConf {
-    type Orig = Orig;
-    const NAME: &'static str = "file";
-    const WHAT: &'static str = "resolv.conf";
-    const MAX_SIZE: u64 = MAX_SIZE;
-
-    fn look(path: &Path) -> Result<Orig> {
-        look(path)
-    }
-
-    fn holds(now: &Orig, ours: &[u8]) -> bool {
-        matches!(now, Orig::File { bytes, .. } if bytes == ours)
-    }
-
-    fn put_orig(path: &Path, orig: &Orig) -> Result<()> {
-        let what = format!("restore {}", path.display());
-        match orig {
-            Orig::File { bytes, mode, uid, gid } => replace(path, bytes, *mode, Some((*uid, *gid))),
-            Orig::Symlink(target) => relink(path, target).map_err(|e| Error::io(what, e)),
-            Orig::Missing => fs::remove_file(path).map_err(|e| Error::io(what, e)),
-        }
-    }
-
-    fn encode(orig: &Orig) -> (String, &[u8]) {
-        match orig {
-            Orig::File { bytes, mode, uid, gid } => (format!("file\nmode {mode:o}\nuid {uid}\ngid {gid}\n"), bytes),
-            Orig::Symlink(t) => ("symlink\n".into(), t.as_os_str().as_bytes()),
-            Orig::Missing => ("missing\n".into(), b""),
-        }
-    }
-
-    fn decode(meta: &Meta, bytes: Vec<u8>) -> Result<Orig> {
-        Ok(match meta.get("kind")? {
-            "file" => Orig::File {
-                bytes,
-                mode: meta.num("mode", 8)? & 0o7777,
-                uid: meta.num("uid", 10)?,
-                gid: meta.num("gid", 10)?,
-            },
-            "symlink" => Orig::Symlink(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))),
-            "missing" => Orig::Missing,
-            k => return Err(meta.unknown_kind(k)),
-        })
     }
 }
 
@@ -165,13 +93,7 @@ fn look(path: &Path) -> Result<Orig> {
 
 fn read_bounded(path: &Path, follow: bool) -> io::Result<Vec<u8>> {
     let flags = if follow { 0 } else { libc::O_NOFOLLOW };
-    let f = OpenOptions::new().read(true).custom_flags(flags).open(path)?;
-    let mut v = Vec::new();
-    f.take(MAX_SIZE + 1).read_to_end(&mut v)?;
-    if v.len() as u64 > MAX_SIZE {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "larger than 64 KiB"));
-    }
-    Ok(v)
+    read_max(OpenOptions::new().read(true).custom_flags(flags).open(path)?, MAX_SIZE)
 }
 
 /// The system's own part of resolv.conf.
@@ -187,13 +109,10 @@ fn system_part(path: &Path, orig: &Orig) -> System {
         Orig::File { bytes, .. } => parse(bytes),
         Orig::Symlink(t) => {
             let target = path.parent().unwrap_or(Path::new("/")).join(t);
-            match read_bounded(&target, true) {
-                Ok(b) => parse(&b),
-                Err(e) => {
-                    log::debug!("{}: cannot read the link target {}: {e}", path.display(), target.display());
-                    System::default()
-                }
-            }
+            let bytes = read_bounded(&target, true).inspect_err(|e| {
+                log::debug!("{}: cannot read the link target {}: {e}", path.display(), target.display())
+            });
+            parse(&bytes.unwrap_or_default())
         }
         Orig::Missing => System::default(),
     }
@@ -201,25 +120,17 @@ fn system_part(path: &Path, orig: &Orig) -> System {
 
 fn parse(bytes: &[u8]) -> System {
     let mut s = System::default();
-    for line in String::from_utf8_lossy(bytes).lines() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
-            continue;
-        }
+    let text = String::from_utf8_lossy(bytes);
+    for t in text.lines().map(str::trim).filter(|t| !t.is_empty() && !t.starts_with(['#', ';'])) {
         let mut w = t.split_whitespace();
         match w.next() {
-            Some("nameserver") => {
-                if let Some(a) = w.next() {
-                    if !s.servers.iter().any(|x| x == a) {
-                        s.servers.push(a.to_string());
-                    }
-                }
-            }
+            Some("nameserver") => s.servers.extend(w.next().map(String::from)),
             // As in glibc, the last search or domain line is the one used.
             Some("search" | "domain") => s.search = w.map(String::from).collect(),
             _ => s.other.push(t.to_string()),
         }
     }
+    s.servers = unique(s.servers);
     s
 }
 
@@ -230,23 +141,14 @@ fn generate(sessions: &[Session], sys: &System) -> String {
          # then this system's own settings. The original is put back when they end.\n",
         names.join(" ")
     );
-    let mut search: Vec<&str> = Vec::new();
-    for d in sessions.iter().flat_map(|s| s.search.iter()).chain(sys.search.iter()) {
-        if !search.contains(&d.as_str()) {
-            search.push(d);
-        }
-    }
+    let search = unique(sessions.iter().flat_map(|s| &s.search).chain(&sys.search).map(String::as_str));
     if !search.is_empty() {
         let _ = writeln!(out, "search {}", search.join(" "));
     }
     // glibc uses the first three name servers, so the VPN's come first.
-    let mut servers: Vec<String> = Vec::new();
     let vpn = sessions.iter().flat_map(|s| s.servers.iter().map(|a| a.to_string()));
-    for a in vpn.chain(sys.servers.iter().cloned()) {
-        if !servers.contains(&a) {
-            let _ = writeln!(out, "nameserver {a}");
-            servers.push(a);
-        }
+    for a in unique(vpn.chain(sys.servers.iter().cloned())) {
+        let _ = writeln!(out, "nameserver {a}");
     }
     for l in &sys.other {
         let _ = writeln!(out, "{l}");
@@ -257,95 +159,63 @@ fn generate(sessions: &[Session], sys: &System) -> String {
 /// Writes `bytes` to `path` without ever chowning: a temporary file in the
 /// same directory renamed over it (readers see the old or the new file)
 /// when the new file gets the right owner by itself, i.e. the original
-/// (`owner`) is ours or there is none; else, for an existing regular file
+/// (`orig`) is ours or no regular file; else, for an existing regular file
 /// or a mount point, in place, which keeps its owner and mode. A new file
-/// gets `mode` less the write bits for group and others.
-fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
+/// gets the original's mode (or 0644) less the write bits for group and
+/// others.
+fn write(path: &Path, orig: &Orig, bytes: &[u8]) -> Result<()> {
     let err = |e| Error::io(format!("write {}", path.display()), e);
     let me = (nix::unistd::Uid::effective().as_raw(), nix::unistd::Gid::effective().as_raw());
-    let in_place = owner.is_some_and(|o| o != me) && fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
-    if is_mount_point(path) || in_place {
-        return write_in_place(path, bytes).map_err(err);
+    let (mode, in_place) = match orig {
+        Orig::File { mode, uid, gid, .. } => {
+            (*mode, (*uid, *gid) != me && fs::symlink_metadata(path).is_ok_and(|m| m.is_file()))
+        }
+        _ => (0o644, false),
+    };
+    if !in_place {
+        let r = via_temp(path, |tmp| {
+            let mut f =
+                OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(tmp)?;
+            f.write_all(bytes)?;
+            f.set_permissions(fs::Permissions::from_mode(mode & 0o644))?;
+            f.sync_all()
+        });
+        // rename(2) over a mount point fails with EBUSY: that one is
+        // rewritten in place.
+        if r.as_ref().map_err(|e| e.raw_os_error()) != Err(Some(libc::EBUSY)) {
+            return r.map_err(err);
+        }
     }
-    let tmp = temp_name(path);
+    let f = OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(err)?;
+    overwrite(&f, bytes).map_err(err)
+}
+
+/// Puts back a symlink (atomically as well) or nothing.
+fn put_other(path: &Path, orig: &Orig) -> Result<()> {
+    let r = match orig {
+        Orig::Symlink(target) => via_temp(path, |tmp| std::os::unix::fs::symlink(target, tmp)),
+        _ => fs::remove_file(path),
+    };
+    r.map_err(|e| Error::io(format!("restore {}", path.display()), e))
+}
+
+/// Makes a file or link with `make` at a temporary name beside `path`,
+/// then renames it over `path`.
+fn via_temp(path: &Path, make: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.ovpn-netcfgd-tmp"));
     let _ = fs::remove_file(&tmp);
-    let r = (|| -> io::Result<()> {
-        let mut f =
-            OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(fs::Permissions::from_mode(mode & 0o644))?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
+    let r = make(&tmp).and_then(|()| fs::rename(&tmp, path));
     if r.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    r.map_err(err)
-}
-
-fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new().write(true).truncate(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-/// Puts a symlink back, atomically as well.
-fn relink(path: &Path, target: &Path) -> io::Result<()> {
-    let tmp = temp_name(path);
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)?;
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
-}
-
-fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.ovpn-netcfgd-tmp"))
-}
-
-/// Is `path` itself a mount point (a bind-mounted file)?
-fn is_mount_point(path: &Path) -> bool {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return false;
-    };
-    let Ok(full) = dir.canonicalize().map(|d| d.join(name)) else {
-        return false;
-    };
-    let Ok(info) = fs::read("/proc/self/mountinfo") else {
-        return false;
-    };
-    // Field 5 is the mount point, with space, tab, newline and backslash
-    // written as \ooo octal escapes.
-    String::from_utf8_lossy(&info)
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| unescape(m) == full.as_os_str().as_bytes())
-}
-
-fn unescape(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = b.get(i + 1..i + 4).filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], oct) {
-            (b'\\', Some(o)) => {
-                out.push((o[0] - b'0') * 64 + (o[1] - b'0') * 8 + (o[2] - b'0'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
+    r
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::backup::recover;
 
     fn session(ifname: &str, order: u64, servers: &[&str], search: &[&str]) -> Session {
         let s = crate::dns::test_session(&format!("/p/{ifname}"), order as u32, order, servers, search);
@@ -381,12 +251,6 @@ mod tests {
     }
 
     #[test]
-    fn unescape_mountinfo() {
-        assert_eq!(unescape(r"/a\040b\134c"), b"/a b\\c");
-        assert_eq!(unescape(r"/x\09"), b"/x\\09");
-    }
-
-    #[test]
     fn write_restore_and_recover_on_a_temp_dir() {
         let root = std::env::temp_dir().join(format!("ovpn-netcfgd-unit-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
@@ -409,9 +273,9 @@ mod tests {
         let mut f = FileBackend::new(&conf, &state).unwrap();
         f.set(&[session("tun0", 1, &["10.1.0.1"], &[])]).unwrap();
         drop(f);
-        recover(&state, &root.join("other.conf"));
+        recover(&KIND, &state, &root.join("other.conf"));
         assert_ne!(fs::read(&conf).unwrap(), orig, "a backup of another file is not restored");
-        recover(&state, &conf);
+        recover(&KIND, &state, &conf);
         assert_eq!(fs::read(&conf).unwrap(), orig);
 
         // Someone else rewrote the file meanwhile: their version is kept.

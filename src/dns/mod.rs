@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use dbus::Message;
 
-use crate::config::{DnsChoice, DNSMASQ_SERVERS};
+use crate::config::DnsChoice;
 use crate::conn::Bus;
 use crate::error::Result;
 use crate::events::{self, Event};
@@ -34,7 +34,7 @@ use crate::settings::{DnsScope, DnsSec, DnsTransport};
 /// The resolv.conf backup from its files' bytes (a fuzz entry point).
 #[cfg(any(test, feature = "fuzz"))]
 pub(crate) fn parse_resolv_conf_backup(meta: &[u8], orig: Vec<u8>) -> Result<std::path::PathBuf> {
-    backup::parse::<file::ResolvConf>(meta, orig, None).map(|(p, _)| p)
+    backup::parse("file", meta, orig, None).map(|(p, _)| p)
 }
 
 /// One device's DNS wishes, as the daemon sees them now.
@@ -93,12 +93,10 @@ pub trait Backend {
     fn shutdown(&mut self, _bus: &Bus) -> bool {
         true
     }
-    /// `apply` returned Ok with work left (resolvconf's child): its result
-    /// comes from `progress` or `settle`, and no `apply` is made meanwhile.
-    fn busy(&self) -> bool {
-        false
-    }
-    /// What the loop polls for a busy apply: readable when it can progress.
+    /// The fd of a busy apply, which the loop polls: readable when it can
+    /// progress. Busy: `apply` returned Ok with work left (resolvconf's
+    /// child); its result comes from `progress` or `settle`, and no `apply`
+    /// is made meanwhile.
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
@@ -130,22 +128,11 @@ pub struct Dns {
 
 impl Dns {
     /// No backend until `start`. Changes nothing on the system.
-    pub fn new(dir: crate::state::Dir) -> Dns {
-        Dns {
-            name: "none",
-            backend: None,
-            dir,
-            applied: Vec::new(),
-            pending: None,
-            queued: None,
-            dnsmasq_servers: PathBuf::from(DNSMASQ_SERVERS),
-        }
-    }
-
-    /// The servers file the dnsmasq backend writes (and `auto` looks for).
-    pub fn with_dnsmasq_servers(mut self, path: &Path) -> Dns {
-        self.dnsmasq_servers = path.to_path_buf();
-        self
+    /// `dnsmasq_servers`: the servers file the dnsmasq backend writes (and
+    /// `auto` looks for).
+    pub fn new(dir: crate::state::Dir, dnsmasq_servers: &Path) -> Dns {
+        let dnsmasq_servers = dnsmasq_servers.to_path_buf();
+        Dns { name: "none", backend: None, dir, applied: Vec::new(), pending: None, queued: None, dnsmasq_servers }
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -163,7 +150,7 @@ impl Dns {
             DnsChoice::File(p) => p.as_path(),
             _ => Path::new(file::DEFAULT_PATH),
         };
-        file::recover(&self.dir, configured);
+        backup::recover(&file::KIND, &self.dir, configured);
         resolvconf::recover(&self.dir);
         dnsmasq::recover(&self.dir, &self.dnsmasq_servers);
         (self.name, self.backend) = choose(choice, bus, &self.dir, &self.dnsmasq_servers);
@@ -194,29 +181,22 @@ impl Dns {
         if want == self.applied && b.failed().is_empty() {
             return Vec::new();
         }
-        if let Err(e) = b.apply(bus, &want) {
-            // Nothing is announced; the next update retries the whole state.
-            log::error!("DNS ({}): {e}", self.name);
+        let r = b.apply(bus, &want);
+        let busy = r.is_ok() && b.fd().is_some();
+        self.pending = Some(want);
+        if busy {
             return Vec::new();
         }
-        if b.busy() {
-            self.pending = Some(want);
-            return Vec::new();
-        }
-        let changes = diff(&self.applied, &want);
-        self.applied = want;
-        changes
+        self.finished(bus, r)
     }
 
-    /// A busy apply finished: its events, then the queued state is started.
+    /// An apply finished: its events, then the queued state is started.
+    /// On an error nothing is announced; the next update retries the whole
+    /// state.
     fn finished(&mut self, bus: &Bus, r: Result<()>) -> Vec<Change> {
         let done = self.pending.take().unwrap_or_default();
         let mut changes = match r {
-            Ok(()) => {
-                let c = diff(&self.applied, &done);
-                self.applied = done;
-                c
-            }
+            Ok(()) => diff(&std::mem::replace(&mut self.applied, done), &self.applied),
             Err(e) => {
                 log::error!("DNS ({}): {e}", self.name);
                 Vec::new()
@@ -233,19 +213,17 @@ impl Dns {
     /// link whose settings failed for good is left out until they take.
     pub fn global(&self, servers: bool) -> Vec<String> {
         let failed = self.backend.as_ref().map(|b| b.failed()).unwrap_or_default();
-        let mut out: Vec<String> = Vec::new();
         // A set, not `out.contains`: linear in all sessions' entries together.
         let mut seen = std::collections::HashSet::new();
-        for s in self.applied.iter().filter(|s| !failed.contains(&s.ifindex)) {
-            let items: Vec<String> =
-                if servers { s.servers.iter().map(|a| a.to_string()).collect() } else { s.search.clone() };
-            for i in items {
-                if seen.insert(i.clone()) {
-                    out.push(i);
-                }
+        let applied = self.applied.iter().filter(|s| !failed.contains(&s.ifindex));
+        let items = applied.flat_map(|s| {
+            if servers {
+                s.servers.iter().map(|a| a.to_string()).collect()
+            } else {
+                s.search.clone()
             }
-        }
-        out
+        });
+        items.filter(|i| seen.insert(i.clone())).collect()
     }
 
     /// Offers a method return or error to the backend (async resolved
@@ -309,44 +287,42 @@ impl Dns {
     /// Restores everything at shutdown; false if a restore failed (exit 4).
     pub fn shutdown(&mut self, bus: &Bus) -> bool {
         self.settle(bus);
-        let Some(b) = self.backend.as_mut() else {
-            return true;
-        };
-        let mut ok = true;
+        self.apply(bus, Vec::new());
+        self.settle(bus);
+        let Some(b) = self.backend.as_mut() else { return true };
         if !self.applied.is_empty() {
-            match b.apply(bus, &[]).and_then(|()| if b.busy() { b.settle() } else { Ok(()) }) {
-                Ok(()) => self.applied.clear(),
-                Err(e) => {
-                    log::error!("DNS ({}): restoring at shutdown: {e}", self.name);
-                    ok = false;
-                }
-            }
+            log::error!("DNS ({}): not everything was restored at shutdown", self.name);
         }
-        b.shutdown(bus) && ok
+        b.shutdown(bus) && self.applied.is_empty()
     }
+}
+
+/// `items` without repeats, in their order.
+fn unique<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
 }
 
 /// Events for what differs between two applied states, per session and
 /// link: removals first, then additions.
 fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {
+    use events::{DNS_SEARCH_ADDED, DNS_SEARCH_REMOVED, DNS_SERVER_ADDED, DNS_SERVER_REMOVED};
     let mut out = Vec::new();
-    let mut announce = |s: &Session, other: Option<&Session>, server_kind: u32, search_kind: u32| {
-        for a in &s.servers {
-            if !other.is_some_and(|o| o.servers.contains(a)) {
-                out.push((s.path.clone(), s.ifname.clone(), Event::new(server_kind).with("dns_server", a)));
-            }
+    let passes = [(old, new, DNS_SERVER_REMOVED, DNS_SEARCH_REMOVED), (new, old, DNS_SERVER_ADDED, DNS_SEARCH_ADDED)];
+    for (from, to, server_kind, search_kind) in passes {
+        for s in from {
+            let other = to.iter().find(|o| o.same(s));
+            let change = |e: Event| (s.path.clone(), s.ifname.clone(), e);
+            let servers = s.servers.iter().filter(|a| !other.is_some_and(|o| o.servers.contains(a)));
+            out.extend(servers.map(|a| change(Event::new(server_kind).with("dns_server", a))));
+            let search = s.search.iter().filter(|d| !other.is_some_and(|o| o.search.contains(d)));
+            out.extend(search.map(|d| change(Event::new(search_kind).with("search_domain", d))));
         }
-        for d in &s.search {
-            if !other.is_some_and(|o| o.search.contains(d)) {
-                out.push((s.path.clone(), s.ifname.clone(), Event::new(search_kind).with("search_domain", d)));
-            }
-        }
-    };
-    for o in old {
-        announce(o, new.iter().find(|n| n.same(o)), events::DNS_SERVER_REMOVED, events::DNS_SEARCH_REMOVED);
-    }
-    for n in new {
-        announce(n, old.iter().find(|o| o.same(n)), events::DNS_SERVER_ADDED, events::DNS_SEARCH_ADDED);
     }
     out
 }
@@ -358,6 +334,16 @@ fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {
 /// same order (without itself), with a warning; a forced dnsmasq is never
 /// missing (it reads the file whenever it starts).
 fn choose(choice: &DnsChoice, bus: &Bus, dir: &crate::state::Dir, servers: &Path) -> Choice {
+    let auto = *choice == DnsChoice::Auto;
+    let how = |forced: bool| {
+        if forced {
+            "forced"
+        } else if auto {
+            "auto"
+        } else {
+            "fallback"
+        }
+    };
     match choice {
         DnsChoice::Dnsmasq => return dnsmasq_backend(servers, dir, "forced"),
         DnsChoice::None => {
@@ -365,46 +351,42 @@ fn choose(choice: &DnsChoice, bus: &Bus, dir: &crate::state::Dir, servers: &Path
             return ("none", None);
         }
         DnsChoice::File(p) => return file_backend(p, dir, "forced"),
-        DnsChoice::Resolvconf => {
-            if let Some(b) = try_resolvconf("forced", dir) {
-                return b;
-            }
-        }
-        DnsChoice::Resolved | DnsChoice::Auto => {}
+        _ => {}
     }
-    let how = |forced: bool| match choice {
-        _ if forced => "forced",
-        DnsChoice::Auto => "auto",
-        _ => "fallback",
-    };
-    if let Some(b) = try_resolved(bus, how(*choice == DnsChoice::Resolved)) {
-        return b;
-    }
-    if *choice == DnsChoice::Auto {
-        match dnsmasq::serving(servers) {
+    let resolvconf = *choice == DnsChoice::Resolvconf;
+    let serving = || {
+        let n = dnsmasq::instances(servers).len();
+        match n {
             0 => log::info!("no dnsmasq of this system reads {} (servers-file)", servers.display()),
-            n => {
-                log::info!("{n} dnsmasq instance(s) read {}", servers.display());
-                return dnsmasq_backend(servers, dir, "auto");
-            }
+            n => log::info!("{n} dnsmasq instance(s) read {}", servers.display()),
         }
-    }
-    if *choice != DnsChoice::Resolvconf {
-        if let Some(b) = try_resolvconf(how(false), dir) {
-            return b;
-        }
-    }
-    file_backend(Path::new(file::DEFAULT_PATH), dir, how(false))
+        n > 0
+    };
+    resolvconf
+        .then(|| try_resolvconf("forced", dir))
+        .flatten()
+        .or_else(|| try_resolved(bus, how(*choice == DnsChoice::Resolved)))
+        .or_else(|| (auto && serving()).then(|| dnsmasq_backend(servers, dir, "auto")))
+        .or_else(|| (!resolvconf).then(|| try_resolvconf(how(false), dir)).flatten())
+        .unwrap_or_else(|| file_backend(Path::new(file::DEFAULT_PATH), dir, how(false)))
 }
 
 type Choice = (&'static str, Option<Box<dyn Backend>>);
+
+/// The level of a missing backend's message: a warning if it was forced.
+fn missing(how: &str) -> log::Level {
+    if how == "forced" {
+        log::Level::Warn
+    } else {
+        log::Level::Info
+    }
+}
 
 /// systemd-resolved, if it answers. `auto` also wants the system to resolve
 /// through it: configuring it is useless when resolv.conf ignores it.
 fn try_resolved(bus: &Bus, how: &str) -> Option<Choice> {
     if let Err(e) = resolved::probe(bus) {
-        let level = if how == "forced" { log::Level::Warn } else { log::Level::Info };
-        log::log!(level, "systemd-resolved is not available: {e}");
+        log::log!(missing(how), "systemd-resolved is not available: {e}");
         return None;
     }
     if !resolved::in_use() {
@@ -418,24 +400,18 @@ fn try_resolved(bus: &Bus, how: &str) -> Option<Choice> {
         );
     }
     log::info!("DNS backend: systemd-resolved ({how})");
-    Some(("systemd-resolved", Some(Box::new(resolved::Resolved::new()))))
+    Some(("systemd-resolved", Some(Box::new(resolved::Resolved::default()))))
 }
 
 /// resolvconf(8). Unless forced, systemd's resolvconf emulation is skipped:
 /// it only works while resolved runs, and resolved was found unusable.
 fn try_resolvconf(how: &str, dir: &crate::state::Dir) -> Option<Choice> {
-    let forced = how == "forced";
-    match resolvconf::find(dir).filter(|r| forced || !r.is_resolvectl()) {
-        Some(r) => {
-            log::info!("DNS backend: resolvconf ({how}): {}", r.describe());
-            Some(("resolvconf", Some(Box::new(r))))
-        }
-        None => {
-            let level = if forced { log::Level::Warn } else { log::Level::Info };
-            log::log!(level, "no usable resolvconf program in PATH");
-            None
-        }
-    }
+    let Some(r) = resolvconf::find(dir).filter(|r| how == "forced" || !r.is_resolvectl()) else {
+        log::log!(missing(how), "no usable resolvconf program in PATH");
+        return None;
+    };
+    log::info!("DNS backend: resolvconf ({how}): {}", r.describe());
+    Some(("resolvconf", Some(Box::new(r))))
 }
 
 fn dnsmasq_backend(servers: &Path, dir: &crate::state::Dir, how: &str) -> Choice {

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags as F};
 use nix::sys::signal::{killpg, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
@@ -53,17 +53,14 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const FIXED_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const LIST: &str = "resolvconf-ifaces";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flavor {
-    OpenResolv,
-    /// systemd's `resolvconf` symlink to resolvectl.
-    Resolvectl,
-    Other,
-}
+/// The flavors told apart (for the log, and the arguments to give).
+const OPENRESOLV: &str = "openresolv";
+/// systemd's `resolvconf` symlink to resolvectl.
+const RESOLVECTL: &str = "systemd-resolved's emulation";
 
 pub struct Resolvconf {
     prog: PathBuf,
-    flavor: Flavor,
+    flavor: &'static str,
     dir: Dir,
     /// Registered records: interface name -> the fragment given.
     applied: VecMap<String, String>,
@@ -79,11 +76,11 @@ pub fn find(dir: &Dir) -> Option<Resolvconf> {
         .map(|d| d.join("resolvconf"))
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))?;
     let flavor = if fs::canonicalize(&prog).is_ok_and(|p| p.file_name().is_some_and(|n| n == "resolvectl")) {
-        Flavor::Resolvectl
+        RESOLVECTL
     } else if run(&prog, &["--version"], "").is_ok_and(|out| out.starts_with("openresolv")) {
-        Flavor::OpenResolv
+        OPENRESOLV
     } else {
-        Flavor::Other
+        "not openresolv"
     };
     Some(Resolvconf { prog, flavor, dir: dir.clone(), applied: VecMap::new(), scope_warned: false, job: None })
 }
@@ -121,71 +118,39 @@ pub fn recover(dir: &Dir) {
     let _ = dir.remove(LIST);
 }
 
-/// One step of bringing the records to the wanted state.
-enum Step {
-    Del(String),
-    /// Lists the registered records and these names in the state dir.
-    List(Vec<String>),
-    /// Registers a record: interface name, fragment.
-    Add(String, String),
-}
+/// One step of bringing the records to the wanted state: the record of
+/// an interface name to register with a fragment, or (None) to delete.
+type Step = (String, Option<String>);
 
 /// An apply in flight: the steps left, the one whose child runs, and what
-/// went wrong so far.
-#[derive(Default)]
+/// went wrong first.
 struct Job {
     steps: VecDeque<Step>,
     running: Option<(Step, Child)>,
-    /// Records whose add failed: maybe registered, so listed.
-    unsure: VecSet<String>,
     first_err: Option<Error>,
 }
 
 impl Resolvconf {
     pub fn describe(&self) -> String {
-        let f = match self.flavor {
-            Flavor::OpenResolv => "openresolv",
-            Flavor::Resolvectl => "systemd-resolved's emulation",
-            Flavor::Other => "not openresolv",
-        };
-        format!("{} ({f})", self.prog.display())
+        format!("{} ({})", self.prog.display(), self.flavor)
     }
 
     pub fn is_resolvectl(&self) -> bool {
-        self.flavor == Flavor::Resolvectl
+        self.flavor == RESOLVECTL
     }
 
     fn del_args<'a>(&self, ifname: &'a str) -> Vec<&'a str> {
-        match self.flavor {
-            // -f: no error if the record is already gone.
-            Flavor::OpenResolv => vec!["-f", "-d", ifname],
-            _ => vec!["-d", ifname],
+        // -f: no error if the record is already gone.
+        if self.flavor == OPENRESOLV {
+            vec!["-f", "-d", ifname]
+        } else {
+            vec!["-d", ifname]
         }
     }
 
-    fn save_list(&self, names: &VecSet<&String>) -> Result<()> {
-        let text: String = names.keys().map(|n| format!("{n}\n")).collect();
+    fn save_list<'a>(&self, names: impl Iterator<Item = &'a String>) -> Result<()> {
+        let text: String = names.collect::<VecSet<_>>().keys().map(|n| format!("{n}\n")).collect();
         super::backup::write_state(&self.dir, LIST, text.as_bytes())
-    }
-
-    /// Starts bringing the records to `sessions`: deletions, then the list,
-    /// then additions, one child at a time. The result if nothing had to
-    /// wait for a child.
-    fn set(&mut self, sessions: &[Session]) -> Option<Result<()>> {
-        debug_assert!(self.job.is_none(), "apply while busy");
-        if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
-            log::warn!("resolvconf: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are merged");
-            self.scope_warned = true;
-        }
-        let want: VecMap<String, String> = sessions.iter().map(|s| (s.ifname.clone(), fragment(s))).collect();
-        let gone = self.applied.keys().filter(|k| !want.contains_key(*k));
-        let mut steps: VecDeque<Step> = gone.map(|n| Step::Del(n.clone())).collect();
-        // Listed before it is added: a crash right after leaves no orphan.
-        steps.push_back(Step::List(want.keys().cloned().collect()));
-        let changed = want.into_iter().filter(|(n, frag)| self.applied.get(n) != Some(frag));
-        steps.extend(changed.map(|(n, frag)| Step::Add(n, frag)));
-        self.job = Some(Job { steps, ..Job::default() });
-        self.advance()
     }
 
     /// Runs the job's steps until one waits for its child; the job's result
@@ -205,46 +170,42 @@ impl Resolvconf {
             }
             let Some(step) = job.steps.pop_front() else { break };
             let spawned = match &step {
-                Step::List(names) => match self.save_list(&self.applied.keys().chain(names).collect()) {
-                    Ok(()) => continue,
-                    Err(e) => return Some(Err(e)),
-                },
-                Step::Del(n) => Child::spawn(&self.prog, &self.del_args(n), ""),
-                Step::Add(n, frag) => Child::spawn(&self.prog, &["-a", n], frag),
+                (n, None) => Child::spawn(&self.prog, &self.del_args(n), ""),
+                (n, Some(frag)) => Child::spawn(&self.prog, &["-a", n], frag),
             };
             match spawned {
                 Ok(child) => job.running = Some((step, child)),
                 Err(e) => self.record(&mut job, step, Err(e)),
             }
         }
-        if let Err(e) = self.save_list(&self.applied.keys().chain(job.unsure.keys()).collect()) {
-            return Some(Err(e));
-        }
         if self.applied.is_empty() {
             let _ = self.dir.remove(LIST);
+        } else if let Err(e) = self.save_list(self.applied.keys()) {
+            return Some(Err(e));
         }
         Some(job.first_err.map_or(Ok(()), Err))
     }
 
     /// Notes the outcome of one step's child.
-    fn record(&mut self, job: &mut Job, step: Step, r: Result<String>) {
-        match (step, r) {
-            (Step::Del(n), Ok(_)) => {
+    fn record(&mut self, job: &mut Job, (n, frag): Step, r: Result<String>) {
+        match (frag, r) {
+            (None, Ok(_)) => {
                 self.applied.remove(&n);
                 log::info!("resolvconf: record {n} deleted");
             }
-            (Step::Add(n, frag), Ok(_)) => {
+            (Some(frag), Ok(_)) => {
                 log::info!("resolvconf: record {n} registered");
                 self.applied.insert(n, frag);
             }
-            (Step::Add(n, _), Err(e)) => {
-                job.unsure.add(n);
+            (frag, Err(e)) => {
+                // A failed add may have registered the record: it stays
+                // listed, as unknown (""), so the next apply adds it again
+                // or deletes it.
+                if frag.is_some() {
+                    self.applied.insert(n, String::new());
+                }
                 job.first_err.get_or_insert(e);
             }
-            (_, Err(e)) => {
-                job.first_err.get_or_insert(e);
-            }
-            (Step::List(_), Ok(_)) => {}
         }
     }
 
@@ -259,14 +220,27 @@ impl Resolvconf {
 /// `apply` meanwhile (it keeps the latest wanted state until this one is
 /// done), so records change one child at a time, in the order asked.
 impl Backend for Resolvconf {
+    /// Starts bringing the records to `sessions`: the list first, then
+    /// deletions, then additions, one child at a time. Ok while a
+    /// child runs: its result comes from `progress` or `settle`.
     fn apply(&mut self, _bus: &Bus, sessions: &[Session]) -> Result<()> {
-        self.set(sessions).unwrap_or(Ok(()))
+        debug_assert!(self.job.is_none(), "apply while busy");
+        if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
+            log::warn!("resolvconf: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are merged");
+            self.scope_warned = true;
+        }
+        let want: VecMap<String, String> = sessions.iter().map(|s| (s.ifname.clone(), fragment(s))).collect();
+        // Listed before it is added: a crash right after leaves no orphan.
+        self.save_list(self.applied.keys().chain(want.keys()))?;
+        let gone = self.applied.keys().filter(|k| !want.contains_key(*k));
+        let mut steps: VecDeque<Step> = gone.map(|n| (n.clone(), None)).collect();
+        let changed = want.into_iter().filter(|(n, frag)| self.applied.get(n) != Some(frag));
+        steps.extend(changed.map(|(n, frag)| (n, Some(frag))));
+        self.job = Some(Job { steps, running: None, first_err: None });
+        self.advance().unwrap_or(Ok(()))
     }
 
-    fn busy(&self) -> bool {
-        self.job.is_some()
-    }
-
+    /// A job is kept only while its child runs (`advance`).
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.child().map(|c| c.pidfd.as_fd())
     }
@@ -345,14 +319,12 @@ impl Child {
         let what = format!("{} {}", prog.display(), args.join(" "));
         let io = |e: nix::Error| Error::io(what.clone(), e.into());
         let cstr = |t: &[u8]| CString::new(t).map_err(|_| Error::Failed(format!("{what}: NUL in an argument")));
-        let mut argv = vec![cstr(prog.as_os_str().as_bytes())?];
-        for a in args {
-            argv.push(cstr(a.as_bytes())?);
-        }
-        let mut envp = vec![cstr(format!("PATH={FIXED_PATH}").as_bytes())?];
-        if let Ok(a) = std::env::var("DBUS_SYSTEM_BUS_ADDRESS") {
-            envp.push(cstr(format!("DBUS_SYSTEM_BUS_ADDRESS={a}").as_bytes())?);
-        }
+        let args = args.iter().map(|a| a.as_bytes());
+        let argv: Vec<CString> =
+            std::iter::once(prog.as_os_str().as_bytes()).chain(args).map(cstr).collect::<Result<_>>()?;
+        let bus = std::env::var("DBUS_SYSTEM_BUS_ADDRESS").map(|a| format!("DBUS_SYSTEM_BUS_ADDRESS={a}"));
+        let env = std::iter::once(format!("PATH={FIXED_PATH}")).chain(bus.ok());
+        let envp: Vec<CString> = env.map(|v| cstr(v.as_bytes())).collect::<Result<_>>()?;
         // All three pipes are close-on-exec; the child sees only the dup2 copies.
         let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
         let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
@@ -363,27 +335,17 @@ impl Child {
         }
         let mut attr = PosixSpawnAttr::init().map_err(io)?;
         attr.set_sigmask(&SigSet::empty()).map_err(io)?;
-        let mut dfl = SigSet::empty();
-        dfl.add(Signal::SIGPIPE);
-        attr.set_sigdefault(&dfl).map_err(io)?;
+        attr.set_sigdefault(&SigSet::from(Signal::SIGPIPE)).map_err(io)?;
         attr.set_pgroup(Pid::from_raw(0)).map_err(io)?;
-        attr.set_flags(
-            PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
-                | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF
-                | PosixSpawnFlags::POSIX_SPAWN_SETPGROUP,
-        )
-        .map_err(io)?;
+        attr.set_flags(F::POSIX_SPAWN_SETSIGMASK | F::POSIX_SPAWN_SETSIGDEF | F::POSIX_SPAWN_SETPGROUP).map_err(io)?;
         let pid = posix_spawn(prog, &actions, &attr, &argv, &envp).map_err(io)?;
         drop((in_r, out_w, err_w));
         // Our child, not yet waited for: the pid cannot name another process.
-        let pidfd = match crate::sys::pidfd_open(pid.as_raw() as u32) {
-            Ok(fd) => fd,
-            Err(e) => {
-                let _ = killpg(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                return Err(Error::io(format!("{what}: pidfd_open"), e));
-            }
-        };
+        let pidfd = crate::sys::pidfd_open(pid.as_raw() as u32).map_err(|e| {
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            Error::io(format!("{what}: pidfd_open"), e)
+        })?;
         // The fragment is far below a pipe's buffer: this write cannot block.
         let _ = std::fs::File::from(in_w).write_all(input.as_bytes()); // dropped here: EOF
         Ok(Child { pid, pidfd, out: out_r, err: err_r, what, deadline: Instant::now() + TIMEOUT })
@@ -408,20 +370,16 @@ impl Child {
                 let e = format!("{}: no result within {} s; killed", self.what, TIMEOUT.as_secs());
                 return Some(Err(Error::Failed(e)));
             }
-            Ok(WaitStatus::Exited(_, code)) => Ok(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => Err(sig),
+            // Only what is already there: a child the script left running
+            // may keep the pipes open, and waiting for their end would
+            // block the daemon.
+            Ok(WaitStatus::Exited(_, 0)) => return Some(Ok(read_available(&self.out))),
+            Ok(WaitStatus::Exited(_, code)) => format!("exit status {code}"),
+            Ok(WaitStatus::Signaled(_, sig, _)) => format!("killed by {sig}"),
             Ok(_) => return None, // stopped or continued: keep waiting
             Err(e) => return Some(Err(Error::io(self.what.clone(), e.into()))),
         };
-        // Only what is already there: a child the script left running may keep
-        // the pipes open, and waiting for their end would block the daemon.
-        let out = read_available(&self.out);
-        let what = &self.what;
-        Some(match status {
-            Ok(0) => Ok(out),
-            Ok(code) => Err(Error::Failed(format!("{what}: exit status {code}: {}", read_available(&self.err).trim()))),
-            Err(sig) => Err(Error::Failed(format!("{what}: killed by {sig}: {}", read_available(&self.err).trim()))),
-        })
+        Some(Err(Error::Failed(format!("{}: {status}: {}", self.what, read_available(&self.err).trim()))))
     }
 }
 

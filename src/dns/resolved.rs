@@ -103,9 +103,8 @@ impl LinkConf {
         }
         let dnssec = match s.dnssec {
             DnsSec::Unset => "",
-            DnsSec::Yes => "yes",
-            DnsSec::No => "no",
             DnsSec::Optional => "allow-downgrade",
+            yes_or_no => yes_or_no.as_str(),
         };
         let dot = match s.transport {
             DnsTransport::Unset | DnsTransport::Doh => "",
@@ -167,6 +166,7 @@ impl Link {
     }
 }
 
+#[derive(Default)]
 pub struct Resolved {
     links: VecMap<u32, Link>,
     /// Serial of a call in flight -> (ifindex, generation, method).
@@ -176,36 +176,27 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    pub fn new() -> Self {
-        Resolved { links: VecMap::new(), pending: VecMap::new(), revert_failed: false }
-    }
-
-    fn send(&mut self, bus: &Bus, ifindex: u32) {
+    /// Sends the link's calls: a `first` attempt, or a retry.
+    fn send(&mut self, bus: &Bus, ifindex: u32, first: bool) {
         let Some(l) = self.links.get_mut(&ifindex) else {
             return;
         };
+        if first {
+            l.attempt = 0;
+        }
         l.gen += 1;
         l.retry = None;
         l.failed = false;
         self.pending.retain(|_, p| p.0 != ifindex);
-        let calls = match calls(ifindex as i32, l.want.as_ref()) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("systemd-resolved: {}: {e}", l.name);
-                l.failed = true;
-                return;
-            }
-        };
+        let calls = calls(ifindex as i32, l.want.as_ref());
         l.waiting = calls.len();
         l.due = Some(Instant::now() + CALL_TIMEOUT);
         let gen = l.gen;
         for (method, m) in calls {
-            match bus.send_call(m) {
-                Some(serial) => {
-                    self.pending.insert(serial, (ifindex, gen, method));
-                }
-                None => return self.again(ifindex, "the call could not be queued"),
-            }
+            let Some(serial) = bus.send_call(m) else {
+                return self.again(ifindex, "the call could not be queued");
+            };
+            self.pending.insert(serial, (ifindex, gen, method));
         }
         log::debug!("systemd-resolved: {} sent for link {ifindex} (attempt {})", describe(l), l.attempt + 1);
     }
@@ -231,12 +222,8 @@ impl Resolved {
             l.name
         );
         l.failed = true;
-        if l.want.is_none() {
-            self.revert_failed = true;
-            self.links.remove(&ifindex);
-        } else {
-            l.resend_later(Instant::now());
-        }
+        self.revert_failed |= l.want.is_none();
+        self.done(ifindex);
     }
 
     fn done(&mut self, ifindex: u32) {
@@ -260,6 +247,11 @@ impl Resolved {
     fn busy(&self) -> bool {
         self.links.values().any(|l| l.waiting > 0 || l.retry.is_some())
     }
+
+    /// The ifindexes of the links `pick` picks.
+    fn links_where(&self, pick: impl Fn(u32, &Link) -> bool) -> Vec<u32> {
+        self.links.iter().filter(|(i, l)| pick(**i, l)).map(|(i, _)| *i).collect()
+    }
 }
 
 fn describe(l: &Link) -> &'static str {
@@ -271,48 +263,40 @@ fn describe(l: &Link) -> &'static str {
 }
 
 /// The Manager calls that give a link `want` (None: RevertLink).
-fn calls(ifindex: i32, want: Option<&LinkConf>) -> Result<Vec<(&'static str, Message)>> {
-    fn call(method: &'static str, build: impl FnOnce(Message) -> Message) -> Result<(&'static str, Message)> {
-        let m = Message::new_method_call(DEST, PATH, MANAGER, method).map_err(Error::Failed)?;
-        Ok((method, build(m)))
+fn calls(ifindex: i32, want: Option<&LinkConf>) -> Vec<(&'static str, Message)> {
+    fn call(method: &'static str, build: impl FnOnce(Message) -> Message) -> (&'static str, Message) {
+        // Only constant, valid names: this cannot fail.
+        (method, build(Message::new_method_call(DEST, PATH, MANAGER, method).expect("valid names")))
     }
     let Some(c) = want else {
-        return Ok(vec![call("RevertLink", |m| m.append1(ifindex))?]);
+        return vec![call("RevertLink", |m| m.append1(ifindex))];
     };
-    let servers: Vec<(i32, Vec<u8>)> = c
-        .servers
-        .iter()
-        .map(|a| match a {
-            IpAddr::V4(v) => (libc::AF_INET, v.octets().to_vec()),
-            IpAddr::V6(v) => (libc::AF_INET6, v.octets().to_vec()),
-        })
-        .collect();
-    Ok(vec![
-        call("SetLinkDNS", |m| m.append2(ifindex, servers))?,
-        call("SetLinkDomains", |m| m.append2(ifindex, c.domains.clone()))?,
-        call("SetLinkDefaultRoute", |m| m.append2(ifindex, c.default_route))?,
-        call("SetLinkDNSSEC", |m| m.append2(ifindex, c.dnssec))?,
-        call("SetLinkDNSOverTLS", |m| m.append2(ifindex, c.dot))?,
-    ])
+    let family_and_bytes = |a: &IpAddr| match a {
+        IpAddr::V4(v) => (libc::AF_INET, v.octets().to_vec()),
+        IpAddr::V6(v) => (libc::AF_INET6, v.octets().to_vec()),
+    };
+    let servers: Vec<(i32, Vec<u8>)> = c.servers.iter().map(family_and_bytes).collect();
+    vec![
+        call("SetLinkDNS", |m| m.append2(ifindex, servers)),
+        call("SetLinkDomains", |m| m.append2(ifindex, c.domains.clone())),
+        call("SetLinkDefaultRoute", |m| m.append2(ifindex, c.default_route)),
+        call("SetLinkDNSSEC", |m| m.append2(ifindex, c.dnssec)),
+        call("SetLinkDNSOverTLS", |m| m.append2(ifindex, c.dot)),
+    ]
 }
 
 impl Backend for Resolved {
     fn apply(&mut self, bus: &Bus, sessions: &[Session]) -> Result<()> {
-        let want: VecMap<u32, (&Session, LinkConf)> =
-            sessions.iter().map(|s| (s.ifindex, (s, LinkConf::of(s)))).collect();
-        let gone: Vec<u32> =
-            self.links.iter().filter(|(i, l)| !want.contains_key(*i) && l.want.is_some()).map(|(i, _)| *i).collect();
-        for i in gone {
+        for i in self.links_where(|i, l| l.want.is_some() && !sessions.iter().any(|s| s.ifindex == i)) {
             if let Some(l) = self.links.get_mut(&i) {
                 l.want = None;
-                l.attempt = 0;
             }
-            self.send(bus, i);
+            self.send(bus, i, true);
         }
-        for (i, (s, conf)) in want {
-            let l = self.links.get_or_insert_with(i, Link::default);
-            let changed = l.want.as_ref() != Some(&conf);
-            if changed {
+        for s in sessions {
+            let conf = LinkConf::of(s);
+            let l = self.links.get_or_insert_with(s.ifindex, Link::default);
+            if l.want.as_ref() != Some(&conf) {
                 caveats(s);
                 l.resends = 0;
             } else if l.failed {
@@ -322,14 +306,13 @@ impl Backend for Resolved {
             }
             l.name = s.ifname.clone();
             l.want = Some(conf);
-            l.attempt = 0;
-            self.send(bus, i);
+            self.send(bus, s.ifindex, true);
         }
         Ok(())
     }
 
     fn failed(&self) -> Vec<u32> {
-        self.links.iter().filter(|(_, l)| l.failed && l.want.is_some()).map(|(i, _)| *i).collect()
+        self.links_where(|_, l| l.failed && l.want.is_some())
     }
 
     /// resolved (re)appeared: it may have lost every link's settings (a
@@ -342,18 +325,17 @@ impl Backend for Resolved {
             log::warn!("systemd-resolved left the bus; link settings are sent again when it is back");
             return;
         }
-        self.links.retain(|_, l| l.want.is_some());
-        let links: Vec<u32> = self.links.keys().copied().collect();
+        self.links.retain(|_, l| {
+            l.resends = 0;
+            l.want.is_some()
+        });
+        let links = self.links_where(|_, _| true);
         self.pending.retain(|_, p| links.contains(&p.0));
         if !links.is_empty() {
             log::info!("systemd-resolved appeared on the bus as {new_owner}; sending {} link(s) again", links.len());
         }
         for i in links {
-            if let Some(l) = self.links.get_mut(&i) {
-                l.attempt = 0;
-                l.resends = 0;
-            }
-            self.send(bus, i);
+            self.send(bus, i, true);
         }
     }
 
@@ -361,12 +343,10 @@ impl Backend for Resolved {
         let Some((ifindex, gen, method)) = m.get_reply_serial().and_then(|s| self.pending.remove(&s)) else {
             return false;
         };
-        let Some(l) = self.links.get_mut(&ifindex) else {
+        // Gone, or superseded by a newer configuration: nothing to do.
+        let Some(l) = self.links.get_mut(&ifindex).filter(|l| l.gen == gen) else {
             return true;
         };
-        if l.gen != gen {
-            return true; // superseded by a newer configuration
-        }
         let reverting = l.want.is_none();
         if m.msg_type() == MessageType::Error {
             let e = m.duplicate().ok().and_then(|mut d| d.as_result().err());
@@ -396,15 +376,11 @@ impl Backend for Resolved {
 
     fn on_timeout(&mut self, bus: &Bus) {
         let now = Instant::now();
-        let late: Vec<u32> =
-            self.links.iter().filter(|(_, l)| l.due.is_some_and(|t| t <= now)).map(|(i, _)| *i).collect();
-        for i in late {
+        for i in self.links_where(|_, l| l.due.is_some_and(|t| t <= now)) {
             self.again(i, &format!("no reply within {} s", CALL_TIMEOUT.as_secs()));
         }
-        let due: Vec<u32> =
-            self.links.iter().filter(|(_, l)| l.retry.is_some_and(|t| t <= now)).map(|(i, _)| *i).collect();
-        for i in due {
-            self.send(bus, i);
+        for i in self.links_where(|_, l| l.retry.is_some_and(|t| t <= now)) {
+            self.send(bus, i, false);
         }
     }
 
@@ -413,15 +389,12 @@ impl Backend for Resolved {
     fn shutdown(&mut self, bus: &Bus) -> bool {
         let end = Instant::now() + SHUTDOWN_WAIT;
         while self.busy() && Instant::now() < end && bus.pump() {
+            // Anything but our replies that arrives now is dropped: we are
+            // exiting. on_timeout acts only on what is due.
             while let Some(m) = bus.pop() {
-                // Anything else that arrives now is dropped: we are exiting.
-                if matches!(m.msg_type(), MessageType::MethodReturn | MessageType::Error) {
-                    self.on_reply(bus, &m);
-                }
+                self.on_reply(bus, &m);
             }
-            if self.deadline().is_some_and(|t| t <= Instant::now()) {
-                self.on_timeout(bus);
-            }
+            self.on_timeout(bus);
             std::thread::sleep(Duration::from_millis(5));
         }
         if self.busy() {
@@ -479,7 +452,7 @@ mod tests {
     #[test]
     fn calls_encode_addresses_as_family_and_bytes() {
         let c = LinkConf::of(&session(DnsScope::Global, DnsSec::Yes, DnsTransport::Plain));
-        let v = calls(7, Some(&c)).unwrap();
+        let v = calls(7, Some(&c));
         let names: Vec<&str> = v.iter().map(|(n, _)| *n).collect();
         assert_eq!(
             names,
@@ -490,7 +463,7 @@ mod tests {
         assert_eq!(a[0], (2, vec![10, 8, 0, 1]));
         assert_eq!(a[1].0, 10);
         assert_eq!(a[1].1.len(), 16);
-        let r = calls(7, None).unwrap();
+        let r = calls(7, None);
         assert_eq!(r[0].0, "RevertLink");
     }
 }
