@@ -2,6 +2,7 @@
 
 use dbus::Message;
 
+use crate::bus::introspect::{in_signature, DEVICE};
 use crate::bus::manager::expect_sig;
 use crate::error::{Error, Result};
 use crate::limits::{
@@ -29,7 +30,7 @@ fn check_access(s: &mut Sessions, m: &Message, path: &str) -> Result<u32> {
 /// operation, `sessions::ops`).
 pub(crate) fn device_call(s: &mut Sessions, m: &Message, path: &str, member: &str) -> Result<Option<Message>> {
     // Signature first, so a mistyped call never reaches the ACL lookup.
-    expect_sig(m, signature_of(member)?)?;
+    expect_sig(m, &[&in_signature(DEVICE, member)?])?;
     let redirect = s.cfg.redirect != crate::config::RedirectMethod::None;
     let mut others = s.our_links();
     let uid = check_access(s, m, path)?;
@@ -100,7 +101,7 @@ fn set_setting(s: &mut Sessions, m: &Message, path: &str, member: &str, networks
             let s: &str = m.read1().map_err(bad("mode"))?;
             d.settings.dns_transport = settings::dns_transport(s)?;
         }
-        _ => unreachable!("filtered by the signature table"),
+        _ => unreachable!("filtered by the introspection XML"),
     }
     d.modified = true;
     // DNS changes on an established device take effect at once.
@@ -108,19 +109,6 @@ fn set_setting(s: &mut Sessions, m: &Message, path: &str, member: &str, networks
         s.dns_sync();
     }
     Ok(m.method_return())
-}
-
-/// The accepted in-signatures of a device method.
-fn signature_of(member: &str) -> Result<&'static [&'static str]> {
-    Ok(match member {
-        "AddIPAddress" => &["susb"],
-        "SetRemoteAddress" => &["sb"],
-        "AddNetworks" => &["a(suibb)"],
-        "AddDNS" | "AddDNSSearch" => &["as"],
-        "SetDNSSEC" | "SetDNSTransport" | "EnableDCO" => &["s"],
-        "Establish" | "Disable" | "ClearConfig" | "Destroy" => &[""],
-        _ => return Err(Error::NotFound(String::new())),
-    })
 }
 
 // The argument decoders of the device methods. They see only the message,

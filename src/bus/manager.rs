@@ -2,6 +2,7 @@
 
 use dbus::Message;
 
+use crate::bus::introspect::{in_signature, MANAGER};
 use crate::conn::MANAGER_PATH;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -35,25 +36,26 @@ pub fn signature(m: &Message) -> String {
 }
 
 pub(crate) fn manager_call(s: &mut Sessions, m: &Message, member: &str) -> Result<Message> {
+    let sig = in_signature(MANAGER, member)?;
+    match member {
+        // The socket's fd may follow the declared arguments.
+        "ProtectSocket" => expect_sig(m, &[&sig, "sboh"])?,
+        _ => expect_sig(m, &[&sig])?,
+    }
     match member {
         "CreateVirtualInterface" => create_virtual_interface(s, m),
         "FetchInterfaceList" => {
-            expect_sig(m, &[""])?;
             let (_, c) = s.caller(m)?;
             let paths: Vec<dbus::Path> =
                 s.devices.values().filter(|d| d.may(c.uid)).map(|d| dbus::Path::from(d.path.clone())).collect();
             Ok(m.method_return().append1(paths))
         }
         "ProtectSocket" => protect_socket_call(s, m),
-        "DcoAvailable" => {
-            expect_sig(m, &[""])?;
-            Ok(m.method_return().append1(s.dco_available()))
-        }
+        "DcoAvailable" => Ok(m.method_return().append1(s.dco_available())),
         "Cleanup" => cleanup_call(s, m),
         "NotificationSubscribe" => notification_subscribe(s, m),
         "NotificationUnsubscribe" => notification_unsubscribe(s, m),
         "NotificationSubscriberList" => {
-            expect_sig(m, &[""])?;
             let (_, c) = s.caller(m)?;
             if c.uid != 0 {
                 return Err(Error::AccessDenied("NotificationSubscriberList is restricted to root".into()));
@@ -66,7 +68,6 @@ pub(crate) fn manager_call(s: &mut Sessions, m: &Message, member: &str) -> Resul
 }
 
 fn create_virtual_interface(s: &mut Sessions, m: &Message) -> Result<Message> {
-    expect_sig(m, &["s"])?;
     let name: &str = m.read1().map_err(|e| Error::arg("device_name", e.to_string()))?;
     let elem = settings::path_element(name)?;
     let (sender, c) = s.caller(m)?;
@@ -84,7 +85,6 @@ fn create_virtual_interface(s: &mut Sessions, m: &Message) -> Result<Message> {
 
 /// ProtectSocket's arguments and access check; the work is `protect_socket`'s.
 fn protect_socket_call(s: &mut Sessions, m: &Message) -> Result<Message> {
-    expect_sig(m, &["sbo", "sboh"])?;
     let (remote, ipv6, dev): (&str, bool, dbus::Path) = m.read3().map_err(|e| Error::arg("remote", e.to_string()))?;
     // Exactly the first attached fd is used; every fd is closed on return.
     let fds = crate::sys::message_fds(m);
@@ -102,7 +102,6 @@ fn protect_socket_call(s: &mut Sessions, m: &Message) -> Result<Message> {
 
 /// Cleanup: the caller's devices and protections go.
 fn cleanup_call(s: &mut Sessions, m: &Message) -> Result<Message> {
-    expect_sig(m, &[""])?;
     let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
     // The client fires Cleanup and may leave before we read it:
     // fall back to what we remembered about its connection.
@@ -128,7 +127,6 @@ fn cleanup_call(s: &mut Sessions, m: &Message) -> Result<Message> {
 }
 
 fn notification_subscribe(s: &mut Sessions, m: &Message) -> Result<Message> {
-    expect_sig(m, &["u"])?;
     let mask: u32 = m.read1().map_err(|e| Error::arg("filter", e.to_string()))?;
     if mask == 0 || mask > 65535 {
         return Err(Error::arg("filter", format!("{mask} is not a mask in 1-65535 (events are 1-2047)")));
@@ -143,7 +141,6 @@ fn notification_subscribe(s: &mut Sessions, m: &Message) -> Result<Message> {
 }
 
 fn notification_unsubscribe(s: &mut Sessions, m: &Message) -> Result<Message> {
-    expect_sig(m, &["s"])?;
     let target: &str = m.read1().map_err(|e| Error::arg("subscriber", e.to_string()))?;
     let (sender, c) = s.caller(m)?;
     let target = if target.is_empty() { sender.as_str() } else { target };
