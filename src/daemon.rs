@@ -182,7 +182,7 @@ impl Daemon {
         // A DNS apply in flight (resolvconf's child): last in the set.
         let dns = self.s.dns.fd().map(|fd| fds.push(PollFd::new(fd, PollFlags::POLLIN))).is_some();
         // Queued signals: wake for their next tick.
-        let watch = (!self.s.op_running()).then(|| self.s.watch.deadline()).flatten();
+        let watch = (!self.s.op.is_some()).then(|| self.s.watch.deadline()).flatten();
         // A pending operation that needs no answer goes on at once.
         let now = self.s.op_ready().then(std::time::Instant::now);
         let deadline = [self.s.dns.deadline(), self.s.signal_deadline(), watch, now].into_iter().flatten().min();
@@ -195,7 +195,7 @@ impl Daemon {
         Ok(Ready {
             signal: readable(&fds[1]),
             timer: readable(&fds[2]),
-            watch: readable(&fds[3]) && !self.s.op_running(),
+            watch: readable(&fds[3]) && !self.s.op.is_some(),
             dco: fds[4..].iter().any(|f| f.revents().is_some_and(|r| !r.is_empty())),
             dns,
         })
@@ -209,7 +209,7 @@ impl Daemon {
         self.advance_op();
         // The network changing under a pending operation is looked at once
         // it is complete (its fd is not polled meanwhile).
-        if !self.s.op_running() {
+        if !self.s.op.is_some() {
             self.s.watch_service(ready.watch);
         }
         if ready.signal {
@@ -271,7 +271,7 @@ impl Daemon {
                     self.serve_call(m);
                 }
             }
-            MessageType::Signal if self.s.must_wait(&m) => self.s.hold(m),
+            MessageType::Signal if self.s.must_wait(&m) => self.s.held.push_back(m),
             MessageType::Signal => self.on_bus_signal(&m),
             MessageType::MethodReturn | MessageType::Error => match self.s.bus.creds_answer(&m) {
                 Some((sender, r)) => self.creds_known(&sender, r),
@@ -287,7 +287,7 @@ impl Daemon {
     fn serve_call(&mut self, m: Message) {
         if self.s.must_wait(&m) {
             match self.s.may_hold(&m) {
-                Ok(()) => self.s.hold(m),
+                Ok(()) => self.s.held.push_back(m),
                 Err(e) => self.refuse(&m, &format!("{e}; try again once the change in progress is done")),
             }
             return;

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::limits::{
     fits, ADDRS_PER_DEVICE, DNS_SEARCH_PER_DEVICE, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_TURN, NETWORKS_PER_UID,
 };
+use crate::sessions::ops::Start;
 use crate::sessions::Sessions;
 use crate::settings;
 
@@ -45,17 +46,17 @@ pub(crate) fn device_call(s: &mut Sessions, m: &Message, path: &str, member: &st
             // Our links other than the device's own.
             let own = s.devices.get(path).and_then(|d| d.link.as_ref().map(|l| l.0));
             others.retain(|i| Some(*i) != own);
-            s.begin_establish(m, path, others, redirect).map(|_| None)
+            s.begin(m, path, Start::Establish { ignore: others, redirect }).map(|_| None)
         }
-        "Disable" | "ClearConfig" => s.begin_clear(m, path, member == "Disable").map(|_| None),
+        "Disable" | "ClearConfig" => s.begin(m, path, Start::Clear { disable: member == "Disable" }).map(|_| None),
         // A long list is decoded over several loop turns.
         "AddNetworks" if !fits(m.iter_init(), NETWORKS_PER_TURN) => {
             check_networks(m, networks_held)?;
-            s.begin_add_networks(m, path).map(|_| None)
+            s.begin(m, path, Start::AddNetworks).map(|_| None)
         }
         "Destroy" => {
             let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
-            s.begin_destroy(m, path, format!("Destroy by {sender}")).map(|_| None)
+            s.begin(m, path, Start::Destroy { why: format!("Destroy by {sender}") }).map(|_| None)
         }
         _ => set_setting(s, m, path, member, networks_held).map(Some),
     }
