@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
+use std::time::Instant;
 
 use dbus::message::MessageType;
 use dbus::Message;
@@ -19,6 +20,7 @@ use crate::config::Config;
 use crate::conn::{self, Bus};
 use crate::error::{Error, Result};
 use crate::sessions::Sessions;
+use crate::sys::borrow_fd;
 use crate::vecmap::VecMap;
 
 pub struct Daemon {
@@ -46,39 +48,36 @@ pub fn run(cfg: Config, state: crate::state::State) -> i32 {
 /// SIGTERM, SIGINT and SIGHUP come through the returned signalfd; SIGPIPE
 /// is blocked.
 fn signal_fd() -> Result<SignalFd> {
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        mask.add(s);
-    }
+    let mask = SigSet::from(Signal::SIGTERM) | Signal::SIGINT | Signal::SIGHUP;
     mask.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
     // SIGPIPE would kill us when a peer goes away mid-write; blocked, it
     // turns into EPIPE. (std::process::Command resets the mask in children.)
-    let mut pipe = SigSet::empty();
-    pipe.add(Signal::SIGPIPE);
-    pipe.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
+    SigSet::from(Signal::SIGPIPE).thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(|e| Error::errno("signalfd", e))
 }
 
-/// Which of the loop's fds poll(2) found ready (the bus is always drained).
-struct Ready {
-    signal: bool,
-    timer: bool,
-    watch: bool,
-    dco: bool,
-    dns: bool,
+/// What an fd in the loop's poll set is for.
+#[derive(Clone, Copy, PartialEq)]
+enum Fd {
+    Bus,
+    Signal,
+    Timer,
+    /// A pending operation's answers (the kernel's notifications wait
+    /// until it is complete).
+    Ops,
+    /// The kernel's notifications.
+    Watch,
+    /// The DCO peers notification socket, pipes with records waiting.
+    Dco,
+    /// A DNS apply in flight (resolvconf's child).
+    Dns,
 }
 
 /// poll(2)'s timeout for `deadline`, rounded up: waking a little early
 /// would spin until the deadline.
-fn poll_timeout(deadline: Option<std::time::Instant>) -> PollTimeout {
-    match deadline {
-        None => PollTimeout::NONE,
-        Some(t) => {
-            let us = t.saturating_duration_since(std::time::Instant::now()).as_micros();
-            let ms = us.div_ceil(1000).min(60_000) as u16;
-            PollTimeout::from(ms)
-        }
-    }
+fn poll_timeout(deadline: Option<Instant>) -> PollTimeout {
+    let ms = |t: Instant| t.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000).min(60_000) as u16;
+    PollTimeout::from(deadline.map(ms))
 }
 
 impl Daemon {
@@ -108,35 +107,60 @@ impl Daemon {
     }
 
     fn main_loop(&mut self) -> i32 {
-        let mut code = 0;
-        loop {
-            if !self.drain_bus() {
-                self.quit = true;
-                code = 3;
+        let code = loop {
+            if let Some(code) = self.turn() {
+                break code;
             }
-            if self.quit {
-                break;
-            }
-            self.s.compact_journal();
-            self.update_idle_timer();
-            let ready = match self.wait() {
-                Ok(r) => r,
-                Err(e) => {
-                    log::error!("poll: {e}");
-                    code = 3;
-                    break;
-                }
-            };
-            self.serve(ready);
-            if self.quit {
-                break;
-            }
-        }
+        };
         self.s.finish_op();
-        if !self.s.shutdown() && code == 0 {
-            code = 4;
+        match self.s.shutdown() {
+            false if code == 0 => 4,
+            _ => code,
         }
-        code
+    }
+
+    /// One turn of the loop: libdbus drained, one poll, then what it found
+    /// ready served (the pending operation, the kernel's notifications,
+    /// signals, the idle timer, DNS). The exit code once the loop ends.
+    fn turn(&mut self) -> Option<i32> {
+        if !self.drain_bus() {
+            return Some(3);
+        }
+        if self.quit {
+            return Some(0);
+        }
+        self.s.compact_journal();
+        self.idle_timer(!self.s.cfg.idle_exit.is_zero() && self.s.is_idle());
+        let ready = match self.wait() {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("poll: {e}");
+                return Some(3);
+            }
+        };
+        let is = |f| ready.contains(&f);
+        if is(Fd::Dco) {
+            self.s.dco_service();
+        }
+        self.advance_op();
+        // The network changing under a pending operation is looked at once
+        // it is complete (its fd is not polled meanwhile).
+        if self.s.op.is_none() {
+            self.s.watch_service(is(Fd::Watch));
+        }
+        if is(Fd::Signal) {
+            self.on_signals();
+        }
+        if is(Fd::Timer) {
+            let _ = self.timer.wait();
+            if self.s.is_idle() {
+                log::info!("idle for {} s, exiting", self.s.cfg.idle_exit.as_secs());
+                self.quit = true;
+            }
+        }
+        let changes = self.s.dns.service(&self.s.bus, is(Fd::Dns));
+        self.s.dns_finished(changes);
+        self.quit.then_some(0)
     }
 
     /// Drains libdbus completely before sleeping: a blocking call made by
@@ -161,69 +185,41 @@ impl Daemon {
         }
     }
 
-    /// One poll(2) over every fd of the loop, until the nearest deadline.
-    fn wait(&mut self) -> nix::Result<Ready> {
-        let bus_fd = crate::sys::borrow_fd(self.s.bus.fd());
+    /// One poll(2) over every fd of the loop, until the nearest deadline;
+    /// the fds found ready (the bus is always drained).
+    fn wait(&self) -> nix::Result<Vec<Fd>> {
         let mut bus_ev = PollFlags::POLLIN;
         if self.s.bus.wants_write() {
             bus_ev |= PollFlags::POLLOUT;
         }
-        let mut fds = vec![
-            PollFd::new(bus_fd, bus_ev),
-            PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
-            // A pending operation's answers; the kernel's notifications
-            // wait until it is complete.
-            PollFd::new(crate::sys::borrow_fd(self.s.op_fd().unwrap_or(self.s.watch.fd())), PollFlags::POLLIN),
+        let mut set = vec![
+            (Fd::Bus, borrow_fd(self.s.bus.fd()), bus_ev),
+            (Fd::Signal, self.sigfd.as_fd(), PollFlags::POLLIN),
+            (Fd::Timer, self.timer.as_fd(), PollFlags::POLLIN),
+            match self.s.op_fd() {
+                Some(fd) => (Fd::Ops, borrow_fd(fd), PollFlags::POLLIN),
+                None => (Fd::Watch, borrow_fd(self.s.watch.fd()), PollFlags::POLLIN),
+            },
         ];
-        // DCO: the peers notification socket, pipes with records waiting.
-        let dco_fds = self.s.dco_poll_fds();
-        fds.extend(dco_fds.iter().map(|(fd, ev)| PollFd::new(crate::sys::borrow_fd(*fd), *ev)));
-        // A DNS apply in flight (resolvconf's child): last in the set.
-        let dns = self.s.dns.fd().map(|fd| fds.push(PollFd::new(fd, PollFlags::POLLIN))).is_some();
+        set.extend(self.s.dco_poll_fds().into_iter().map(|(fd, ev)| (Fd::Dco, borrow_fd(fd), ev)));
+        set.extend(self.s.dns.fd().map(|fd| (Fd::Dns, fd, PollFlags::POLLIN)));
         // Queued signals: wake for their next tick.
-        let watch = (!self.s.op.is_some()).then(|| self.s.watch.deadline()).flatten();
+        let watch = self.s.op.is_none().then(|| self.s.watch.deadline()).flatten();
         // A pending operation that needs no answer goes on at once.
-        let now = self.s.op_ready().then(std::time::Instant::now);
+        let now = self.s.op_ready().then(Instant::now);
         let deadline = [self.s.dns.deadline(), self.s.signal_deadline(), watch, now].into_iter().flatten().min();
+        let mut fds: Vec<PollFd> = set.iter().map(|(_, fd, ev)| PollFd::new(*fd, *ev)).collect();
         match poll(&mut fds, poll_timeout(deadline)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e),
         }
-        let readable = |f: &PollFd| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
-        let dns = dns && fds.pop().is_some_and(|f| f.revents().is_some_and(|r| !r.is_empty()));
-        Ok(Ready {
-            signal: readable(&fds[1]),
-            timer: readable(&fds[2]),
-            watch: readable(&fds[3]) && !self.s.op.is_some(),
-            dco: fds[4..].iter().any(|f| f.revents().is_some_and(|r| !r.is_empty())),
-            dns,
-        })
-    }
-
-    /// Serves what `wait` found ready, then the DNS backend's fd and deadline.
-    fn serve(&mut self, ready: Ready) {
-        if ready.dco {
-            self.s.dco_service();
-        }
-        self.advance_op();
-        // The network changing under a pending operation is looked at once
-        // it is complete (its fd is not polled meanwhile).
-        if !self.s.op.is_some() {
-            self.s.watch_service(ready.watch);
-        }
-        if ready.signal {
-            self.on_signals();
-        }
-        if ready.timer {
-            let _ = self.timer.wait();
-            if self.s.is_idle() {
-                log::info!("idle for {} s, exiting", self.s.cfg.idle_exit.as_secs());
-                self.quit = true;
-            }
-        }
-        let changes = self.s.dns.service(&self.s.bus, ready.dns);
-        self.s.dns_finished(changes);
+        // Readable; for DCO and DNS, whose owners look at errors and
+        // hang-ups themselves, any event.
+        let ready = set.iter().zip(&fds).filter(|((what, ..), f)| {
+            let want = if matches!(what, Fd::Dco | Fd::Dns) { PollFlags::all() } else { PollFlags::POLLIN };
+            f.revents().is_some_and(|r| r.intersects(want))
+        });
+        Ok(ready.map(|((what, ..), _)| *what).collect())
     }
 
     fn on_signals(&mut self) {
@@ -242,22 +238,13 @@ impl Daemon {
         }
     }
 
-    fn update_idle_timer(&mut self) {
-        let want = !self.s.cfg.idle_exit.is_zero() && self.s.is_idle();
+    /// Arms the idle timer (`want`) or stops it. Any call stops it; it is
+    /// armed again before the next poll if the service is still idle.
+    fn idle_timer(&mut self, want: bool) {
         if want && !self.timer_armed {
             let t = TimeSpec::from(self.s.cfg.idle_exit);
-            if self.timer.set(Expiration::OneShot(t), TimerSetTimeFlags::empty()).is_ok() {
-                self.timer_armed = true;
-            }
+            self.timer_armed = self.timer.set(Expiration::OneShot(t), TimerSetTimeFlags::empty()).is_ok();
         } else if !want && self.timer_armed {
-            let _ = self.timer.unset();
-            self.timer_armed = false;
-        }
-    }
-
-    /// Re-arms the idle timer: any call counts as activity.
-    fn touch(&mut self) {
-        if self.timer_armed {
             let _ = self.timer.unset();
             self.timer_armed = false;
         }
@@ -266,7 +253,7 @@ impl Daemon {
     fn handle(&mut self, m: Message) {
         match m.msg_type() {
             MessageType::MethodCall => {
-                self.touch();
+                self.idle_timer(false);
                 if let Some(m) = self.creds_gate(m) {
                     self.serve_call(m);
                 }
@@ -296,10 +283,14 @@ impl Daemon {
     }
 
     fn answer(&mut self, m: &Message) {
-        if let Some(r) = crate::bus::dispatch(&mut self.s, m) {
-            if !m.get_no_reply() {
-                self.s.bus.send(r);
-            }
+        let r = crate::bus::dispatch(&mut self.s, m);
+        self.reply(m, r);
+    }
+
+    /// Sends `r` unless the caller wants no reply.
+    fn reply(&mut self, m: &Message, r: Option<Message>) {
+        if let Some(r) = r.filter(|_| !m.get_no_reply()) {
+            self.s.bus.send(r);
         }
     }
 
@@ -341,7 +332,7 @@ impl Daemon {
         }
         match self.s.bus.ask_creds(&sender) {
             Ok(()) => {
-                self.awaiting_creds.insert(sender, std::collections::VecDeque::from([m]));
+                self.awaiting_creds.insert(sender, VecDeque::from([m]));
             }
             Err(e) => self.refuse(&m, &e.to_string()),
         }
@@ -363,11 +354,7 @@ impl Daemon {
     }
 
     fn refuse(&mut self, m: &Message, why: &str) {
-        if let Some(r) = conn::error_reply(m, &Error::Failed(why.to_string())) {
-            if !m.get_no_reply() {
-                self.s.bus.send(r);
-            }
-        }
+        self.reply(m, conn::error_reply(m, &Error::Failed(why.to_string())));
     }
 
     fn on_bus_signal(&mut self, m: &Message) {
