@@ -8,6 +8,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::sessions::{Sessions, Subscription};
 use crate::settings;
+use crate::shared::Owner;
 
 /// Checks the call's in-signature against the accepted ones.
 pub fn expect_sig(m: &Message, sigs: &[&str]) -> Result<()> {
@@ -106,12 +107,7 @@ fn cleanup_call(s: &mut Sessions, m: &Message) -> Result<Message> {
     // The client fires Cleanup and may leave before we read it:
     // fall back to what we remembered about its connection.
     let pid = s.bus.creds(&sender).ok().map(|c| c.pid);
-    let gone: Vec<String> = s
-        .devices
-        .values()
-        .filter(|d| Some(d.owner_pid) == pid || d.owner_bus == sender)
-        .map(|d| d.path.clone())
-        .collect();
+    let gone = s.paths_where(|d| Some(d.owner_pid) == pid || d.owner_bus == sender);
     log::info!(
         "cleaning up resources for pid {} ({} device(s))",
         pid.map(|p| p.to_string()).unwrap_or("?".into()),
@@ -121,7 +117,8 @@ fn cleanup_call(s: &mut Sessions, m: &Message) -> Result<Message> {
         s.remove_device(&p, "Cleanup", true);
     }
     if let Some(pid) = pid {
-        s.cleanup_pid(pid);
+        // What ProtectSocket made for it.
+        s.drop_protections(|o| matches!(o, Owner::Client { pid: p, .. } if *p == pid));
     }
     Ok(m.method_return())
 }

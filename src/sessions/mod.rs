@@ -20,6 +20,8 @@ use crate::conn::{self, Bus, BUS_NAME, IFACE, LOG_SERVICE, MANAGER_PATH};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::journal::Undo;
+use crate::netlink::link;
 use outbox::Source;
 
 pub const VERSION: &str = concat!("ovpn-netcfgd-", env!("CARGO_PKG_VERSION"));
@@ -210,7 +212,7 @@ impl Sessions {
         let events = d.teardown_finish(failed, !keep_link);
         if keep_link {
             for e in d.journal.take_all().into_iter().rev() {
-                if let crate::journal::Undo::DelLink { ifindex, .. } = &e.undo {
+                if let Undo::DelLink { ifindex, .. } = &e.undo {
                     self.orphan_owners.insert(*ifindex, d.owner_uid);
                 }
                 self.orphans.push(e);
@@ -234,25 +236,19 @@ impl Sessions {
 
     /// Forgets orphaned tun links that their clients have closed.
     fn prune_orphans(&mut self) {
-        let gone: Vec<crate::journal::Entry> = self.orphans.take_all();
-        let (alive, closed): (Vec<_>, Vec<_>) = gone.into_iter().partition(|e| match &e.undo {
-            crate::journal::Undo::DelLink { ifindex, name } => {
-                crate::netlink::link::name_of(*ifindex).as_deref() == Some(name.as_str())
+        let mut alive = Vec::new();
+        let (open, closed): (Vec<_>, Vec<_>) = self.orphans.take_all().into_iter().partition(|e| match &e.undo {
+            Undo::DelLink { ifindex, name } if link::name_of(*ifindex).as_deref() == Some(name.as_str()) => {
+                alive.push(*ifindex);
+                true
             }
             _ => false,
         });
         // Entries for links that are gone need no undo; this only clears them
         // from the journal file.
         crate::apply::undo(&mut self.kernel, closed);
-        let alive_links: Vec<u32> = alive
-            .iter()
-            .filter_map(|e| match &e.undo {
-                crate::journal::Undo::DelLink { ifindex, .. } => Some(*ifindex),
-                _ => None,
-            })
-            .collect();
-        self.orphan_owners.retain(|i, _| alive_links.contains(i));
-        for e in alive.into_iter().rev() {
+        self.orphan_owners.retain(|i, _| alive.contains(i));
+        for e in open.into_iter().rev() {
             self.orphans.push(e);
         }
     }
@@ -296,13 +292,10 @@ impl Sessions {
     }
 
     /// The subscribers that may see the device at `path` and want one of
-    /// the event `kinds`, by unique bus name.
-    fn audience(&self, path: &str, kinds: u32) -> Vec<&str> {
-        self.subs
-            .iter()
-            .filter(|(_, s)| s.mask & kinds != 0 && self.may_see(path, s.uid))
-            .map(|(n, _)| n.as_str())
-            .collect()
+    /// the event `kinds`: unique bus name, event mask.
+    fn audience(&self, path: &str, kinds: u32) -> Vec<(String, u32)> {
+        let to = self.subs.iter().filter(|(_, s)| s.mask & kinds != 0 && self.may_see(path, s.uid));
+        to.map(|(n, s)| (n.clone(), s.mask)).collect()
     }
 
     /// Announces configurations coming or going, to the subscribers who
@@ -325,13 +318,7 @@ impl Sessions {
             Source::Events(v) => v.iter().fold(0, |k, e| k | e.kind),
         };
         // Who may see the device is asked once, not once per event.
-        let to: Vec<(String, u32)> = self
-            .subs
-            .iter()
-            .filter(|(_, s)| s.mask & kinds != 0 && self.may_see(path, s.uid))
-            .map(|(n, s)| (n.clone(), s.mask))
-            .collect();
-        self.signals.borrow_mut().push(path, device, source, to);
+        self.signals.borrow_mut().push(path, device, source, self.audience(path, kinds));
     }
 
     /// Hands queued signals to libdbus a batch per tick, and only when its
@@ -366,7 +353,17 @@ impl Sessions {
 
     /// The ifindexes of every link we configure (never "the host's route").
     pub(crate) fn our_links(&self) -> Vec<u32> {
-        self.devices.values().filter_map(|d| d.link.as_ref().map(|l| l.0)).collect()
+        self.links_where(|_| true)
+    }
+
+    /// The tun links of the devices `f` selects.
+    pub(crate) fn links_where(&self, f: impl Fn(&Device) -> bool) -> Vec<u32> {
+        self.devices.values().filter(|d| f(d)).filter_map(|d| d.link.as_ref().map(|l| l.0)).collect()
+    }
+
+    /// The paths of the devices `f` selects.
+    pub(crate) fn paths_where(&self, f: impl Fn(&Device) -> bool) -> Vec<String> {
+        self.devices.values().filter(|d| f(d)).map(|d| d.path.clone()).collect()
     }
 
     /// PropertiesChanged: broadcast for the manager; for a device, unicast
@@ -383,13 +380,13 @@ impl Sessions {
             self.bus.send(sig);
             return;
         };
-        let mut to: Vec<&str> = self.audience(path, u32::MAX);
-        to.extend([d.owner_bus.as_str(), setter]);
+        let mut to: Vec<String> = self.audience(path, u32::MAX).into_iter().map(|(n, _)| n).collect();
+        to.extend([d.owner_bus.clone(), setter.to_string()]);
         to.sort_unstable();
         to.dedup();
         for name in to.into_iter().filter(|n| !n.is_empty()) {
             let Ok(mut m) = sig.duplicate() else { continue };
-            m.set_destination(Some(name.into()));
+            m.set_destination(Some(name.as_str().into()));
             self.bus.send(m);
         }
     }
@@ -423,16 +420,9 @@ impl Sessions {
 
     /// Whether `uid` may add one more subscription.
     pub(crate) fn check_sub_limits(&self, uid: u32) -> Result<()> {
-        use crate::limits::{SUBSCRIPTIONS_PER_UID, SUBSCRIPTIONS_TOTAL};
+        use crate::limits::{check_share, SUBSCRIPTIONS_PER_UID, SUBSCRIPTIONS_TOTAL};
         let mine = self.subs.values().filter(|s| s.uid == uid).count();
-        crate::limits::check_share(
-            "subscriptions",
-            uid,
-            mine,
-            SUBSCRIPTIONS_PER_UID,
-            self.subs.len(),
-            SUBSCRIPTIONS_TOTAL,
-        )
+        check_share("subscriptions", uid, mine, SUBSCRIPTIONS_PER_UID, self.subs.len(), SUBSCRIPTIONS_TOTAL)
     }
 
     /// NameOwnerChanged from the bus daemon: the log service, a DNS
@@ -450,9 +440,7 @@ impl Sessions {
         if !new.is_empty() {
             return;
         }
-        let gone: Vec<String> =
-            self.devices.iter().filter(|(_, d)| d.owner_bus == name).map(|(p, _)| p.clone()).collect();
-        for p in gone {
+        for p in self.paths_where(|d| d.owner_bus == name) {
             self.remove_device(&p, &format!("its creator {name} left the bus"), false);
         }
         self.drop_protections(|o| matches!(o, crate::shared::Owner::Client { bus, .. } if *bus == name));
@@ -466,8 +454,7 @@ impl Sessions {
     /// Undoes every device and DNS change, then flushes what is left to
     /// send. False if DNS could not be restored.
     pub(crate) fn shutdown(&mut self) -> bool {
-        let paths: Vec<String> = self.devices.keys().cloned().collect();
-        for p in paths {
+        for p in self.paths_where(|_| true) {
             self.remove_device(&p, "service shutdown", false);
         }
         let orphans = self.orphans.take_all();

@@ -82,18 +82,11 @@ impl Sessions {
     /// its share, so one user's flood cannot get every other user's calls
     /// refused while an operation runs.
     pub(crate) fn may_hold(&self, m: &Message) -> Result<()> {
-        use crate::limits::{CALLS_HELD, CALLS_HELD_PER_UID};
+        use crate::limits::{check_share, CALLS_HELD, CALLS_HELD_PER_UID};
         let uid_of = |m: &Message| m.sender().and_then(|s| self.bus.cached_creds(&s)).map(|c| c.uid);
         let uid = uid_of(m);
         let mine = self.held.iter().filter(|h| h.msg_type() == MessageType::MethodCall && uid_of(h) == uid).count();
-        crate::limits::check_share(
-            "held calls",
-            uid.unwrap_or(u32::MAX),
-            mine,
-            CALLS_HELD_PER_UID,
-            self.held.len(),
-            CALLS_HELD,
-        )
+        check_share("held calls", uid.unwrap_or(u32::MAX), mine, CALLS_HELD_PER_UID, self.held.len(), CALLS_HELD)
     }
 
     /// The next held message, once no operation runs.

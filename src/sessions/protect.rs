@@ -62,12 +62,15 @@ fn check_peer(fd: &OwnedFd, remote: IpAddr) -> Result<()> {
         Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ENOTSOCK) => return Ok(()),
         Err(e) => return Err(Error::errno("getpeername on the socket", e)),
     };
-    let peer = if let Some(a) = sa.as_sockaddr_in() {
-        IpAddr::V4(a.ip())
-    } else if let Some(a) = sa.as_sockaddr_in6() {
-        IpAddr::V6(a.ip()).to_canonical()
-    } else {
-        return Err(Error::arg("fd", format!("the socket is connected, but not over IP (family {:?})", sa.family())));
+    let peer = match (sa.as_sockaddr_in(), sa.as_sockaddr_in6()) {
+        (Some(a), _) => IpAddr::V4(a.ip()),
+        (_, Some(a)) => IpAddr::V6(a.ip()).to_canonical(),
+        _ => {
+            return Err(Error::arg(
+                "fd",
+                format!("the socket is connected, but not over IP (family {:?})", sa.family()),
+            ))
+        }
     };
     if peer != remote.to_canonical() {
         return Err(Error::arg("remote", format!("the socket is connected to {peer}, not to {remote}")));
@@ -125,10 +128,9 @@ impl Sessions {
         if method == RedirectMethod::None {
             return Ok(true);
         }
-        let owner = if device == "/" {
-            Owner::Client { bus: sender.to_string(), pid: c.pid }
-        } else {
-            Owner::Device(device.to_string())
+        let owner = match device {
+            "/" => Owner::Client { bus: sender.to_string(), pid: c.pid },
+            _ => Owner::Device(device.to_string()),
         };
         let up = match self.uplink(remote, device, sender, c.uid)? {
             ControlFlow::Continue(up) => up,
@@ -146,12 +148,7 @@ impl Sessions {
         let method = self.cfg.redirect;
         // Only the caller's own tunnels are looked past: what another
         // session routes into its tunnel stays there.
-        let own: Vec<u32> = self
-            .devices
-            .values()
-            .filter(|d| d.owner_bus == sender || d.path == device)
-            .filter_map(|d| d.link.as_ref().map(|l| l.0))
-            .collect();
+        let own = self.links_where(|d| d.owner_bus == sender || d.path == device);
         let tunnels = self.our_links();
         let before = apply::host_routes(&mut self.kernel.rtnl)?;
         let (path, kernels) = match apply::route_to(&mut self.kernel.rtnl, remote, self.cfg.somark, uid) {
@@ -235,19 +232,10 @@ impl Sessions {
         if !self.fw_rules.is_empty() {
             return Ok(());
         }
-        let mark = table; // fwmark_table: the table is the mark
-        let rules: Vec<Change> = [false, true]
-            .into_iter()
-            .map(|ipv6| {
-                Change::Rule(Rule {
-                    ipv6,
-                    priority: FWMARK_RULE_PRIORITY,
-                    fwmark: mark,
-                    table,
-                    protocol: RTPROT_OVPN_NETCFGD,
-                })
-            })
-            .collect();
+        // fwmark_table: the table is the mark.
+        let rule =
+            |ipv6| Rule { ipv6, priority: FWMARK_RULE_PRIORITY, fwmark: table, table, protocol: RTPROT_OVPN_NETCFGD };
+        let rules = vec![Change::Rule(rule(false)), Change::Rule(rule(true))];
         let mut j = Journal::default();
         apply::apply(&mut self.kernel, rules, &mut j, holder, Vec::new())?;
         self.fw_rules = j;
@@ -273,10 +261,5 @@ impl Sessions {
                 log::warn!("removing fwmark rules: {f}");
             }
         }
-    }
-
-    /// Drops what ProtectSocket made for `pid` (Cleanup).
-    pub(crate) fn cleanup_pid(&mut self, pid: u32) {
-        self.drop_protections(|o| matches!(o, Owner::Client { pid: p, .. } if *p == pid));
     }
 }
