@@ -2,6 +2,7 @@
 //! properties the reference leaves out of its own XML.
 
 use crate::bus::props::{Prop, DEVICE_PROPS, MANAGER_PROPS};
+use crate::bus::Obj;
 use crate::error::{Error, Result};
 
 const HEADER: &str = "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n";
@@ -57,24 +58,8 @@ pub const DCO: &str = r#"    <method name="NewPeer"><arg type="u" name="peer_id"
     <method name="GetPeer"><arg type="u" name="peer_id" direction="in"/></method>
 "#;
 
-pub enum Node<'a> {
-    /// A path on the way to the manager (`/`, `/net`, ...): children only.
-    Intermediate {
-        child: &'a str,
-    },
-    Manager {
-        children: &'a [String],
-    },
-    Device {
-        has_dco: bool,
-    },
-    Dco,
-}
-
-pub fn xml(node: Node) -> String {
-    let mut s = String::with_capacity(4096);
-    s.push_str(HEADER);
-    s.push_str("<node>\n");
+/// The XML for `obj`, listing `children` (the nodes below it).
+pub fn xml(obj: &Obj, children: &[String]) -> String {
     fn iface<T>(s: &mut String, body: &str, props: &[Prop<T>]) {
         s.push_str(STANDARD);
         s.push_str("  <interface name=\"net.openvpn.v3.netcfg\">\n");
@@ -86,24 +71,16 @@ pub fn xml(node: Node) -> String {
         s.push_str(SIGNALS);
         s.push_str("  </interface>\n");
     }
-    match node {
-        Node::Intermediate { child } => {
-            s.push_str(STANDARD);
-            s.push_str(&format!("  <node name=\"{child}\"/>\n"));
-        }
-        Node::Manager { children } => {
-            iface(&mut s, MANAGER, MANAGER_PROPS);
-            for c in children {
-                s.push_str(&format!("  <node name=\"{c}\"/>\n"));
-            }
-        }
-        Node::Device { has_dco } => {
-            iface(&mut s, DEVICE, DEVICE_PROPS);
-            if has_dco {
-                s.push_str("  <node name=\"dco\"/>\n");
-            }
-        }
-        Node::Dco => iface::<()>(&mut s, DCO, &[]),
+    let mut s = format!("{HEADER}<node>\n");
+    match obj {
+        Obj::Manager => iface(&mut s, MANAGER, MANAGER_PROPS),
+        Obj::Device(_) => iface(&mut s, DEVICE, DEVICE_PROPS),
+        Obj::Dco(_) => iface::<()>(&mut s, DCO, &[]),
+        // A path on the way to the manager (`/`, `/net`, ...): children only.
+        Obj::Intermediate(_) | Obj::None => s.push_str(STANDARD),
+    }
+    for c in children {
+        s.push_str(&format!("  <node name=\"{c}\"/>\n"));
     }
     s.push_str("</node>\n");
     s
@@ -124,7 +101,7 @@ mod tests {
 
     #[test]
     fn parent_of_manager_lists_netcfg_exactly_as_the_client_matches_it() {
-        let x = xml(Node::Intermediate { child: "netcfg" });
+        let x = xml(&Obj::Intermediate("netcfg"), &["netcfg".into()]);
         assert!(x.contains("<node name=\"netcfg\"/>"));
         // The client retries when the XML is 218 characters or shorter.
         assert!(x.len() > 218);
@@ -132,17 +109,17 @@ mod tests {
 
     #[test]
     fn device_xml_declares_signals_and_fd_reply() {
-        let x = xml(Node::Device { has_dco: true });
+        let x = xml(&Obj::Device("/d".into()), &["dco".into()]);
         assert!(x.contains("<signal name=\"NetworkChange\">"));
         assert!(x.contains("<method name=\"Establish\"><arg type=\"h\""));
         assert!(x.contains("<node name=\"dco\"/>"));
         assert_eq!(x.matches("<property").count(), 16);
         // Both methods the real client (27.1) calls besides the documented ones.
         assert!(x.contains("<method name=\"ClearConfig\"/>"));
-        assert!(xml(Node::Dco).contains("<method name=\"GetPeer\"><arg type=\"u\" name=\"peer_id\""));
+        assert!(xml(&Obj::Dco("/d".into()), &[]).contains("<method name=\"GetPeer\"><arg type=\"u\" name=\"peer_id\""));
         assert!(x.contains("    <property type=\"q\" name=\"mtu\" access=\"readwrite\"/>\n"));
         assert!(x.contains("    <property type=\"s\" name=\"dnssec_mode\" access=\"read\"/>\n"));
-        let m = xml(Node::Manager { children: &[] });
+        let m = xml(&Obj::Manager, &[]);
         assert_eq!(m.matches("<property").count(), 6);
         assert!(m.contains("<property type=\"u\" name=\"log_level\" access=\"readwrite\"/>"));
     }

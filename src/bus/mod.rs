@@ -31,17 +31,11 @@ pub fn dispatch(s: &mut Sessions, m: &Message) -> Option<Message> {
             Ok(Some(m.method_return().append1(id.trim())))
         }
         _ if matches!(obj, Obj::None) => {
-            if let Some(r) = s.gone_reply(m, &path) {
-                return Some(r);
-            }
-            return Some(conn::std_error(
-                m,
-                "org.freedesktop.DBus.Error.UnknownObject",
-                &format!("Object does not exist at path '{path}'"),
-            ));
+            let text = format!("Object does not exist at path '{path}'");
+            let unknown = || conn::std_error(m, "org.freedesktop.DBus.Error.UnknownObject", &text);
+            return Some(s.gone_reply(m, &path).unwrap_or_else(unknown));
         }
         (Some("org.freedesktop.DBus.Introspectable") | None, "Introspect") => {
-            // The manager lists only the devices the caller may see.
             let uid = s.caller(m).map(|(_, c)| c.uid).ok();
             Ok(Some(m.method_return().append1(introspect(s, &obj, uid))))
         }
@@ -89,22 +83,19 @@ fn classify(s: &Sessions, path: &str) -> Obj {
 }
 
 fn introspect(s: &Sessions, obj: &Obj, uid: Option<u32>) -> String {
-    use crate::bus::introspect::{xml, Node};
-    match obj {
-        Obj::Intermediate(c) => xml(Node::Intermediate { child: c }),
-        Obj::Manager => {
-            let kids: Vec<String> = s
-                .devices
-                .values()
-                .filter(|d| uid.is_some_and(|u| d.may(u)))
-                .filter_map(|d| d.path.strip_prefix(MANAGER_PATH).map(|s| s.trim_start_matches('/').to_string()))
-                .collect();
-            xml(Node::Manager { children: &kids })
-        }
-        Obj::Device(p) => xml(Node::Device { has_dco: s.devices.get(p).is_some_and(|d| s.has_dco(d)) }),
-        Obj::Dco(_) => xml(Node::Dco),
-        Obj::None => String::new(),
-    }
+    let children: Vec<String> = match obj {
+        Obj::Intermediate(c) => vec![c.to_string()],
+        // The manager lists only the devices the caller may see.
+        Obj::Manager => s
+            .devices
+            .values()
+            .filter(|d| uid.is_some_and(|u| d.may(u)))
+            .filter_map(|d| d.path.strip_prefix(MANAGER_PATH).map(|s| s.trim_start_matches('/').to_string()))
+            .collect(),
+        Obj::Device(p) if s.devices.get(p).is_some_and(|d| s.has_dco(d)) => vec!["dco".into()],
+        _ => Vec::new(),
+    };
+    introspect::xml(obj, &children)
 }
 
 pub enum Obj {

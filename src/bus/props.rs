@@ -67,7 +67,6 @@ pub const DEVICE_PROPS: &[Prop<Device>] = &[
 
 enum PropErr {
     Unknown,
-    ReadOnly,
     Type(&'static str),
     Other(Error),
 }
@@ -156,11 +155,6 @@ fn set_call(s: &mut Sessions, m: &Message, obj: &Obj) -> Option<Message> {
             m.method_return()
         }
         Err(PropErr::Unknown) => unknown(m, name),
-        Err(PropErr::ReadOnly) => conn::std_error(
-            m,
-            "org.freedesktop.DBus.Error.PropertyReadOnly",
-            &format!("Property '{name}' is read-only"),
-        ),
         Err(PropErr::Type(want)) => invalid(
             m,
             &format!("Error setting property '{name}': expected type '{want}' but got '{}'", value.signature()),
@@ -183,7 +177,7 @@ fn prop_set(s: &mut Sessions, m: &Message, obj: &Obj, name: &str, v: &Value) -> 
                 crate::logging::set_level(s.log_level);
                 Ok(())
             }
-            n if MANAGER_PROPS.iter().any(|p| p.name == n) => Err(PropErr::ReadOnly),
+            n if MANAGER_PROPS.iter().any(|p| p.name == n) => Err(read_only(n)),
             _ => Err(PropErr::Unknown),
         },
         Obj::Device(p) => {
@@ -201,6 +195,11 @@ fn prop_set(s: &mut Sessions, m: &Message, obj: &Obj, name: &str, v: &Value) -> 
         }
         _ => Err(PropErr::Unknown),
     }
+}
+
+/// org.freedesktop.DBus.Error.PropertyReadOnly (see `Error::dbus_name`).
+fn read_only(name: &str) -> PropErr {
+    PropErr::Other(Error::ReadOnly(format!("Property '{name}' is read-only")))
 }
 
 fn unknown(m: &Message, name: &str) -> Message {
@@ -253,7 +252,7 @@ fn set_device_prop(d: &mut Device, name: &str, v: &Value) -> Result<(), PropErr>
             let Value::Str(t) = v else { return Err(PropErr::Type("s")) };
             s.dns_scope = settings::dns_scope(t).map_err(PropErr::Other)?;
         }
-        _ => return Err(PropErr::ReadOnly),
+        _ => return Err(read_only(name)),
     }
     Ok(())
 }
@@ -271,7 +270,7 @@ mod tests {
                 "s" => Value::Str("x".into()),
                 sig => Value::Unsigned(sig.chars().next().unwrap(), 1),
             };
-            let read_only = matches!(set_device_prop(&mut d, p.name, &v), Err(PropErr::ReadOnly));
+            let read_only = matches!(set_device_prop(&mut d, p.name, &v), Err(PropErr::Other(Error::ReadOnly(_))));
             assert_eq!(p.writable, !read_only, "{}", p.name);
         }
         // The manager's Set (`prop_set`) accepts only log_level.
