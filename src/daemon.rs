@@ -312,9 +312,7 @@ impl Daemon {
     /// (with any that follow from the same sender, in order) waits.
     fn creds_gate(&mut self, m: Message) -> Option<Message> {
         use crate::limits::{CALLS_AWAITING_CREDS, SENDERS_AWAITING_CREDS};
-        let Some(sender) = m.sender().map(|s| s.to_string()) else {
-            return Some(m);
-        };
+        let Some(sender) = m.sender().map(|s| s.to_string()) else { return Some(m) };
         if let Some(q) = self.awaiting_creds.get_mut(&sender) {
             if q.len() < CALLS_AWAITING_CREDS {
                 q.push_back(m);
@@ -342,9 +340,7 @@ impl Daemon {
     /// The bus daemon answered about `sender`: its waiting calls are served
     /// in order, or refused if it has no credentials (it left the bus).
     fn creds_known(&mut self, sender: &str, r: Result<conn::Creds>) {
-        let Some(calls) = self.awaiting_creds.remove(sender) else {
-            return;
-        };
+        let Some(calls) = self.awaiting_creds.remove(sender) else { return };
         for m in calls {
             match &r {
                 Ok(_) => self.serve_call(m),
@@ -361,9 +357,7 @@ impl Daemon {
         if m.member().as_deref() != Some("NameOwnerChanged") || m.sender().as_deref() != Some("org.freedesktop.DBus") {
             return;
         }
-        let Ok((name, _old, new)) = m.read3::<String, String, String>() else {
-            return;
-        };
+        let Ok((name, _old, new)) = m.read3::<String, String, String>() else { return };
         self.s.name_owner_changed(&name, &new);
     }
 }

@@ -32,34 +32,29 @@ fn check_access(s: &mut Sessions, m: &Message, path: &str) -> Result<u32> {
 pub(crate) fn device_call(s: &mut Sessions, m: &Message, path: &str, member: &str) -> Result<Option<Message>> {
     // Signature first, so a mistyped call never reaches the ACL lookup.
     expect_sig(m, &[&in_signature(DEVICE, member)?])?;
-    let redirect = s.cfg.redirect != crate::config::RedirectMethod::None;
-    let mut others = s.our_links();
     let uid = check_access(s, m, path)?;
     let networks_held = if member == "AddNetworks" { s.networks_of(uid) } else { 0 };
-    match member {
+    let start = match member {
         "EnableDCO" => {
             let name: &str = m.read1().map_err(bad("dev_name"))?;
             settings::ifname("dev_name", name)?;
-            super::dco::enable_dco(s, m, path, name).map(Some)
+            return super::dco::enable_dco(s, m, path, name).map(Some);
         }
         "Establish" => {
-            // Our links other than the device's own.
-            let own = s.devices.get(path).and_then(|d| d.link.as_ref().map(|l| l.0));
-            others.retain(|i| Some(*i) != own);
-            s.begin(m, path, Start::Establish { ignore: others, redirect }).map(|_| None)
+            // Our links other than the device's own are never "the host's route".
+            let ignore = s.links_where(|d| d.path != path);
+            Start::Establish { ignore, redirect: s.cfg.redirect != crate::config::RedirectMethod::None }
         }
-        "Disable" | "ClearConfig" => s.begin(m, path, Start::Clear { disable: member == "Disable" }).map(|_| None),
+        "Disable" | "ClearConfig" => Start::Clear { disable: member == "Disable" },
         // A long list is decoded over several loop turns.
         "AddNetworks" if !fits(m.iter_init(), NETWORKS_PER_TURN) => {
             check_networks(m, networks_held)?;
-            s.begin(m, path, Start::AddNetworks).map(|_| None)
+            Start::AddNetworks
         }
-        "Destroy" => {
-            let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
-            s.begin(m, path, Start::Destroy { why: format!("Destroy by {sender}") }).map(|_| None)
-        }
-        _ => set_setting(s, m, path, member, networks_held).map(Some),
-    }
+        "Destroy" => Start::Destroy { why: format!("Destroy by {}", m.sender().as_deref().unwrap_or_default()) },
+        _ => return set_setting(s, m, path, member, networks_held).map(Some),
+    };
+    s.begin(m, path, start).map(|_| None)
 }
 
 /// The methods that only record a setting for the next Establish
@@ -129,13 +124,10 @@ pub fn decode_networks(m: &Message, held: usize) -> Result<Vec<settings::Network
 
 /// Fails unless AddNetworks' list fits the UID's share left (it holds `held`).
 pub fn check_networks(m: &Message, held: usize) -> Result<()> {
-    match fits(m.iter_init(), NETWORKS_PER_UID.saturating_sub(held)) {
-        true => Ok(()),
-        false => Err(Error::arg(
-            "networks",
-            format!("at most {NETWORKS_PER_UID} networks per user, on all devices ({held} held)"),
-        )),
+    if fits(m.iter_init(), NETWORKS_PER_UID.saturating_sub(held)) {
+        return Ok(());
     }
+    Err(Error::arg("networks", format!("at most {NETWORKS_PER_UID} networks per user, on all devices ({held} held)")))
 }
 
 pub fn decode_dns_servers(m: &Message) -> Result<Vec<std::net::IpAddr>> {

@@ -13,14 +13,11 @@ use crate::shared::Owner;
 /// Checks the call's in-signature against the accepted ones.
 pub fn expect_sig(m: &Message, sigs: &[&str]) -> Result<()> {
     let got = signature(m);
-    if sigs.iter().any(|s| *s == got) {
-        Ok(())
-    } else {
-        Err(Error::arg(
-            "(signature)",
-            format!("type of message, '({got})', does not match expected type '({})'", sigs[0]),
-        ))
+    if sigs.contains(&got.as_str()) {
+        return Ok(());
     }
+    let why = format!("type of message, '({got})', does not match expected type '({})'", sigs[0]);
+    Err(Error::arg("(signature)", why))
 }
 
 /// The full body signature of a message.
@@ -108,11 +105,8 @@ fn cleanup_call(s: &mut Sessions, m: &Message) -> Result<Message> {
     // fall back to what we remembered about its connection.
     let pid = s.bus.creds(&sender).ok().map(|c| c.pid);
     let gone = s.paths_where(|d| Some(d.owner_pid) == pid || d.owner_bus == sender);
-    log::info!(
-        "cleaning up resources for pid {} ({} device(s))",
-        pid.map(|p| p.to_string()).unwrap_or("?".into()),
-        gone.len()
-    );
+    let who = pid.map_or("?".into(), |p| p.to_string());
+    log::info!("cleaning up resources for pid {who} ({} device(s))", gone.len());
     for p in gone {
         s.remove_device(&p, "Cleanup", true);
     }

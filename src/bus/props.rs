@@ -94,9 +94,7 @@ pub(crate) fn properties(s: &mut Sessions, m: &Message, obj: &Obj, member: &str)
 }
 
 fn get_call(s: &Sessions, m: &Message, obj: &Obj) -> Message {
-    let Ok((iface, name)) = m.read2::<&str, &str>() else {
-        return invalid(m, "Get takes (ss)");
-    };
+    let Ok((iface, name)) = m.read2::<&str, &str>() else { return invalid(m, "Get takes (ss)") };
     if iface != IFACE && !iface.is_empty() {
         return unknown_interface(m, iface);
     }
@@ -107,9 +105,7 @@ fn get_call(s: &Sessions, m: &Message, obj: &Obj) -> Message {
 }
 
 fn get_all_call(s: &Sessions, m: &Message, obj: &Obj) -> Message {
-    let Ok(iface) = m.read1::<&str>() else {
-        return invalid(m, "GetAll takes (s)");
-    };
+    let Ok(iface) = m.read1::<&str>() else { return invalid(m, "GetAll takes (s)") };
     let mut map = PropMap::new();
     if iface == IFACE || iface.is_empty() {
         map.extend(values(s, obj, None).into_iter().map(|(n, v)| (n.to_string(), Variant(v))));

@@ -342,9 +342,7 @@ impl Sessions {
         let records = crate::logging::drain();
         let Some(o) = &self.log_owner else { return };
         for (cat, msg) in records {
-            let Ok(mut sig) = Message::new_signal(MANAGER_PATH, IFACE, "Log") else {
-                continue;
-            };
+            let Ok(mut sig) = Message::new_signal(MANAGER_PATH, IFACE, "Log") else { continue };
             sig = sig.append3(8u32, cat, msg);
             sig.set_destination(Some(o.as_str().into()));
             self.bus.send(sig);
@@ -372,9 +370,7 @@ impl Sessions {
     pub(crate) fn props_changed(&self, path: &str, setter: &str, name: &str, value: Box<dyn RefArg>) {
         let mut changed = PropMap::new();
         changed.insert(name.to_string(), Variant(value));
-        let Ok(sig) = Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged") else {
-            return;
-        };
+        let Ok(sig) = Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged") else { return };
         let sig = sig.append3(IFACE, changed, Vec::<String>::new());
         let Some(d) = self.devices.get(path) else {
             self.bus.send(sig);

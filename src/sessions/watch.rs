@@ -267,20 +267,14 @@ impl Sessions {
             })
             .collect();
         let todo = moves(&asks, &table, &self.our_links());
-        log::debug!(
-            "routes re-checked {} ms after the first notice: {} to move",
-            since.elapsed().as_millis(),
-            todo.len()
-        );
+        let ms = since.elapsed().as_millis();
+        log::debug!("routes re-checked {ms} ms after the first notice: {} to move", todo.len());
         if todo.is_empty() {
             return;
         }
         let moved = apply::reroute(&mut self.kernel, todo);
-        log::info!(
-            "{} route(s) moved to the host's new path, {} ms after the kernel's first notice",
-            moved.len(),
-            since.elapsed().as_millis()
-        );
+        let ms = since.elapsed().as_millis();
+        log::info!("{} route(s) moved to the host's new path, {ms} ms after the kernel's first notice", moved.len());
         for m in moved {
             log::info!("route {} moved to {}", m.old, m.new);
             let holders = held.iter().find(|(r, _)| *r == m.old).map(|(_, h)| h.clone()).unwrap_or_default();
