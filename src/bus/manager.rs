@@ -44,8 +44,7 @@ pub(crate) fn manager_call(s: &mut Sessions, m: &Message, member: &str) -> Resul
         "CreateVirtualInterface" => create_virtual_interface(s, m),
         "FetchInterfaceList" => {
             let (_, c) = s.caller(m)?;
-            let paths: Vec<dbus::Path> =
-                s.devices.values().filter(|d| d.may(c.uid)).map(|d| dbus::Path::from(d.path.clone())).collect();
+            let paths: Vec<dbus::Path> = s.paths_where(|d| d.may(c.uid)).into_iter().map(dbus::Path::from).collect();
             Ok(m.method_return().append1(paths))
         }
         "ProtectSocket" => protect_socket_call(s, m),

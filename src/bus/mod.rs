@@ -25,9 +25,8 @@ pub fn dispatch(s: &mut Sessions, m: &Message) -> Option<Message> {
     let r = match (iface.as_deref(), member.as_str()) {
         (Some("org.freedesktop.DBus.Peer") | None, "Ping") => Ok(Some(m.method_return())),
         (Some("org.freedesktop.DBus.Peer") | None, "GetMachineId") => {
-            let id = std::fs::read_to_string("/etc/machine-id")
-                .or_else(|_| std::fs::read_to_string("/var/lib/dbus/machine-id"))
-                .unwrap_or_default();
+            let read = std::fs::read_to_string;
+            let id = read("/etc/machine-id").or_else(|_| read("/var/lib/dbus/machine-id")).unwrap_or_default();
             Ok(Some(m.method_return().append1(id.trim())))
         }
         _ if matches!(obj, Obj::None) => {
@@ -63,23 +62,16 @@ pub fn dispatch(s: &mut Sessions, m: &Message) -> Option<Message> {
 }
 
 fn classify(s: &Sessions, path: &str) -> Obj {
+    let dco_of = path.strip_suffix("/dco").filter(|dev| s.devices.get(*dev).is_some_and(|d| s.has_dco(d)));
     match path {
-        "/" => return Obj::Intermediate("net"),
-        "/net" => return Obj::Intermediate("openvpn"),
-        "/net/openvpn" => return Obj::Intermediate("v3"),
-        "/net/openvpn/v3" => return Obj::Intermediate("netcfg"),
-        MANAGER_PATH => return Obj::Manager,
-        _ => {}
+        "/" => Obj::Intermediate("net"),
+        "/net" => Obj::Intermediate("openvpn"),
+        "/net/openvpn" => Obj::Intermediate("v3"),
+        "/net/openvpn/v3" => Obj::Intermediate("netcfg"),
+        MANAGER_PATH => Obj::Manager,
+        _ if s.devices.contains_key(path) => Obj::Device(path.to_string()),
+        _ => dco_of.map_or(Obj::None, |dev| Obj::Dco(dev.to_string())),
     }
-    if s.devices.contains_key(path) {
-        return Obj::Device(path.to_string());
-    }
-    if let Some(dev) = path.strip_suffix("/dco") {
-        if s.devices.get(dev).is_some_and(|d| s.has_dco(d)) {
-            return Obj::Dco(dev.to_string());
-        }
-    }
-    Obj::None
 }
 
 fn introspect(s: &Sessions, obj: &Obj, uid: Option<u32>) -> String {

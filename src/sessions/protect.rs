@@ -200,9 +200,8 @@ impl Sessions {
             }
             _ => RT_TABLE_MAIN,
         };
-        let host = if remote.is_ipv4() { 32 } else { 128 };
         let r = Route {
-            dst: IpNetwork::new(remote, host).expect("full-length prefix"),
+            dst: IpNetwork::from(remote), // a host route
             gateway: up.gateway,
             oif: up.oif,
             metric: None,
