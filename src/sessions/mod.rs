@@ -170,8 +170,9 @@ impl Sessions {
         self.signals.borrow().deadline()
     }
 
-    /// Announces what a DNS apply that ran in the background changed. The
-    /// ACLs of devices removed meanwhile were kept for these events.
+    /// Announces what a DNS apply changed (at once, or in the background).
+    /// The ACLs of devices removed meanwhile were kept for these events;
+    /// they go once DNS no longer lists the device.
     pub(crate) fn dns_finished(&mut self, changes: Vec<crate::dns::Change>) {
         for (path, dev, e) in changes {
             self.emit_events(&path, &dev, vec![e]);
@@ -227,11 +228,8 @@ impl Sessions {
         self.departed.insert(d.path.clone(), (d.owner_uid, d.acl.clone()));
         self.emit_notices(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);
-        self.dns_sync();
         // Its DNS events may come when a DNS apply finishes (`dns_finished`).
-        if !self.dns.lists(&d.path) {
-            self.departed.remove(&d.path);
-        }
+        self.dns_sync();
     }
 
     /// Forgets orphaned tun links that their clients have closed.
@@ -256,28 +254,23 @@ impl Sessions {
     /// Pushes every active session's DNS settings to the DNS backend and
     /// announces what changed. Called after anything that changes them.
     pub(crate) fn dns_sync(&mut self) {
-        let sessions: Vec<crate::dns::Session> = self
-            .devices
-            .values()
-            .filter(|d| d.active)
-            .filter_map(|d| {
-                let (ifindex, ifname) = d.link.clone()?;
-                Some(crate::dns::Session {
-                    path: d.path.clone(),
-                    ifname,
-                    ifindex,
-                    order: d.created,
-                    servers: d.settings.dns_servers.clone(),
-                    search: d.settings.dns_search.clone(),
-                    dnssec: d.settings.dnssec,
-                    transport: d.settings.dns_transport,
-                    scope: d.settings.dns_scope,
-                })
+        let session = |d: &Device| {
+            let (ifindex, ifname) = d.link.clone()?;
+            Some(crate::dns::Session {
+                path: d.path.clone(),
+                ifname,
+                ifindex,
+                order: d.created,
+                servers: d.settings.dns_servers.clone(),
+                search: d.settings.dns_search.clone(),
+                dnssec: d.settings.dnssec,
+                transport: d.settings.dns_transport,
+                scope: d.settings.dns_scope,
             })
-            .collect();
-        for (path, dev, e) in self.dns.update(&self.bus, &sessions) {
-            self.emit_events(&path, &dev, vec![e]);
-        }
+        };
+        let sessions: Vec<_> = self.devices.values().filter(|d| d.active).filter_map(session).collect();
+        let changes = self.dns.update(&self.bus, &sessions);
+        self.dns_finished(changes);
     }
 
     /// Whether `uid` may see the device at `path` (its events and
@@ -368,18 +361,15 @@ impl Sessions {
     /// to its owner's connection, the setter and the subscribers who may
     /// see it (a broadcast would show its settings to every listener).
     pub(crate) fn props_changed(&self, path: &str, setter: &str, name: &str, value: Box<dyn RefArg>) {
-        let mut changed = PropMap::new();
-        changed.insert(name.to_string(), Variant(value));
+        let changed = PropMap::from([(name.to_string(), Variant(value))]);
         let Ok(sig) = Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged") else { return };
         let sig = sig.append3(IFACE, changed, Vec::<String>::new());
         let Some(d) = self.devices.get(path) else {
             self.bus.send(sig);
             return;
         };
-        let mut to: Vec<String> = self.audience(path, u32::MAX).into_iter().map(|(n, _)| n).collect();
-        to.extend([d.owner_bus.clone(), setter.to_string()]);
-        to.sort_unstable();
-        to.dedup();
+        let subs = self.audience(path, u32::MAX).into_iter().map(|(n, _)| n);
+        let to: std::collections::BTreeSet<String> = subs.chain([d.owner_bus.clone(), setter.to_string()]).collect();
         for name in to.into_iter().filter(|n| !n.is_empty()) {
             let Ok(mut m) = sig.duplicate() else { continue };
             m.set_destination(Some(name.as_str().into()));
