@@ -24,11 +24,10 @@ pub fn expect_sig(m: &Message, sigs: &[&str]) -> Result<()> {
 pub fn signature(m: &Message) -> String {
     let mut it = m.iter_init();
     let mut s = String::new();
+    // At the end, next() leaves the iterator on Invalid.
     while it.arg_type() != dbus::arg::ArgType::Invalid {
         s.push_str(&it.signature());
-        if !it.next() {
-            break;
-        }
+        it.next();
     }
     s
 }

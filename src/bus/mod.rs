@@ -49,11 +49,10 @@ pub fn dispatch(s: &mut Sessions, m: &Message) -> Option<Message> {
     };
     match r {
         Ok(reply) => reply,
-        Err(Error::NotFound(s)) if s.is_empty() => Some(conn::std_error(
-            m,
-            "org.freedesktop.DBus.Error.UnknownMethod",
-            &format!("No such method '{member}' on interface '{}' at '{path}'", iface.unwrap_or_default()),
-        )),
+        Err(Error::NotFound(s)) if s.is_empty() => {
+            let text = format!("No such method '{member}' on interface '{}' at '{path}'", iface.unwrap_or_default());
+            Some(conn::std_error(m, "org.freedesktop.DBus.Error.UnknownMethod", &text))
+        }
         Err(e) => {
             log::debug!("{path} {member}: {e}");
             conn::error_reply(m, &e)
