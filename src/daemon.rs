@@ -284,14 +284,7 @@ impl Daemon {
 
     fn answer(&mut self, m: &Message) {
         let r = crate::bus::dispatch(&mut self.s, m);
-        self.reply(m, r);
-    }
-
-    /// Sends `r` unless the caller wants no reply.
-    fn reply(&mut self, m: &Message, r: Option<Message>) {
-        if let Some(r) = r.filter(|_| !m.get_no_reply()) {
-            self.s.bus.send(r);
-        }
+        self.s.reply(m, r);
     }
 
     /// Moves the pending operation on; once it is complete, the calls and
@@ -350,7 +343,7 @@ impl Daemon {
     }
 
     fn refuse(&mut self, m: &Message, why: &str) {
-        self.reply(m, conn::error_reply(m, &Error::Failed(why.to_string())));
+        self.s.reply(m, conn::error_reply(m, &Error::Failed(why.to_string())));
     }
 
     fn on_bus_signal(&mut self, m: &Message) {

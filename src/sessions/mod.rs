@@ -377,6 +377,13 @@ impl Sessions {
         }
     }
 
+    /// Sends `r` unless the caller wants no reply.
+    pub(crate) fn reply(&self, call: &Message, r: Option<Message>) {
+        if let Some(r) = r.filter(|_| !call.get_no_reply()) {
+            self.bus.send(r);
+        }
+    }
+
     pub(crate) fn caller(&mut self, m: &Message) -> Result<(String, conn::Creds)> {
         let sender = m.sender().map(|s| s.to_string()).ok_or_else(|| Error::Failed("message has no sender".into()))?;
         let c = self.bus.creds(&sender)?;

@@ -264,9 +264,6 @@ impl Sessions {
     }
 
     fn answer(&mut self, call: &Message, r: Result<Option<OwnedFd>>) {
-        if call.get_no_reply() {
-            return;
-        }
         let reply = match r {
             // A DCO device has no tun fd: the reply is empty (reference §7.2).
             Ok(Some(fd)) => Some(call.method_return().append1(fd)),
@@ -276,9 +273,7 @@ impl Sessions {
                 conn::error_reply(call, &e)
             }
         };
-        if let Some(m) = reply {
-            self.bus.send(m);
-        }
+        self.reply(call, reply);
     }
 }
 
