@@ -212,13 +212,7 @@ fn unknown_interface(m: &Message, iface: &str) -> Message {
 
 /// `v` as an integer of one of the types `sigs` (the first is the declared
 /// one), if `ok` accepts it; else `why` names the refusal of `arg`.
-fn unsigned(
-    v: &Value,
-    sigs: &'static str,
-    arg: &'static str,
-    ok: impl Fn(u64) -> bool,
-    why: &str,
-) -> Result<u64, PropErr> {
+fn unsigned(v: &Value, sigs: &'static str, arg: &'static str, ok: fn(u64) -> bool, why: &str) -> Result<u64, PropErr> {
     let n = v.unsigned(sigs).ok_or(PropErr::Type(&sigs[..1]))?;
     match ok(n) {
         true => Ok(n),

@@ -15,9 +15,12 @@ use crate::vecmap::VecMap;
 use dbus::arg::{PropMap, RefArg, Variant};
 use dbus::Message;
 
+use crate::apply::Kernel;
 use crate::config::Config;
 use crate::conn::{self, Bus, BUS_NAME, IFACE, LOG_SERVICE, MANAGER_PATH};
+use crate::dco_session::DcoKernel;
 use crate::device::Device;
+use crate::dns::Dns;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::journal::Undo;
@@ -34,13 +37,13 @@ pub struct Subscription {
 pub struct Sessions {
     pub cfg: Config,
     pub bus: Bus,
-    pub kernel: crate::apply::Kernel,
+    pub kernel: Kernel,
     /// Device objects by object path.
     pub devices: VecMap<String, Device>,
     /// NetworkChange subscribers by unique bus name.
     pub subs: VecMap<String, Subscription>,
     pub log_level: u32,
-    pub dns: crate::dns::Dns,
+    pub dns: Dns,
     /// What ProtectSocket installed, by owner.
     pub protections: Vec<protect::Protection>,
     /// The fwmark method's rules, shared by all protections.
@@ -51,7 +54,7 @@ pub struct Sessions {
     /// device lives on while its client holds the fd.
     orphan_owners: VecMap<u32, u32>,
     /// The resolved DCO generic-netlink family and its sockets.
-    pub dco: Option<crate::dco_session::DcoKernel>,
+    pub dco: Option<DcoKernel>,
     /// Owner and ACL of devices being removed, so their last events still
     /// reach exactly the UIDs that saw them.
     pub(crate) departed: VecMap<String, (u32, Vec<u32>)>,
@@ -68,14 +71,7 @@ pub struct Sessions {
 impl Sessions {
     /// The state at start-up: the sockets opened as root, the bus joined
     /// as the service user. `come_up` finishes it.
-    pub fn new(
-        cfg: Config,
-        bus: Bus,
-        kernel: crate::apply::Kernel,
-        watch: watch::Watch,
-        dco: Option<crate::dco_session::DcoKernel>,
-        dns: crate::dns::Dns,
-    ) -> Self {
+    pub fn new(cfg: Config, bus: Bus, kernel: Kernel, watch: watch::Watch, dco: Option<DcoKernel>, dns: Dns) -> Self {
         Sessions {
             log_level: cfg.log_level,
             cfg,
