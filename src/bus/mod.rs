@@ -77,12 +77,12 @@ fn introspect(s: &Sessions, obj: &Obj, uid: Option<u32>) -> String {
     let children: Vec<String> = match obj {
         Obj::Intermediate(c) => vec![c.to_string()],
         // The manager lists only the devices the caller may see.
-        Obj::Manager => s
-            .devices
-            .values()
-            .filter(|d| uid.is_some_and(|u| d.may(u)))
-            .filter_map(|d| d.path.strip_prefix(MANAGER_PATH).map(|s| s.trim_start_matches('/').to_string()))
-            .collect(),
+        Obj::Manager => {
+            let seen = s.paths_where(|d| uid.is_some_and(|u| d.may(u)));
+            seen.iter()
+                .filter_map(|p| Some(p.strip_prefix(MANAGER_PATH)?.trim_start_matches('/').to_string()))
+                .collect()
+        }
         Obj::Device(p) if s.devices.get(p).is_some_and(|d| s.has_dco(d)) => vec!["dco".into()],
         _ => Vec::new(),
     };

@@ -255,17 +255,15 @@ impl Sessions {
         // The kernel's answer for a protected server, asked as ProtectSocket
         // asks it (the socket's mark and owner); exclude routes follow the
         // main table, as at Establish.
-        let asks: Vec<(Route, Option<KernelRoute>)> = held
-            .iter()
-            .map(|(r, holders)| {
-                let uid = holders.iter().find_map(|h| match h {
-                    Holder::Protection(..) => self.protections.iter().find(|p| p.holder() == *h).map(|p| p.uid),
-                    Holder::Config(_) => None,
-                });
-                let answer = uid.and_then(|u| apply::route_to(&mut self.kernel.rtnl, r.dst.ip(), self.cfg.somark, u));
-                (r.clone(), answer)
-            })
-            .collect();
+        let ask = |(r, holders): &(Route, Vec<Holder>)| {
+            let uid = holders.iter().find_map(|h| match h {
+                Holder::Protection(..) => self.protections.iter().find(|p| p.holder() == *h).map(|p| p.uid),
+                Holder::Config(_) => None,
+            });
+            let answer = uid.and_then(|u| apply::route_to(&mut self.kernel.rtnl, r.dst.ip(), self.cfg.somark, u));
+            (r.clone(), answer)
+        };
+        let asks: Vec<(Route, Option<KernelRoute>)> = held.iter().map(ask).collect();
         let todo = moves(&asks, &table, &self.our_links());
         let ms = since.elapsed().as_millis();
         log::debug!("routes re-checked {ms} ms after the first notice: {} to move", todo.len());
