@@ -23,7 +23,7 @@ use crate::device::Device;
 use crate::dns::Dns;
 use crate::error::{Error, Result};
 use crate::events::Event;
-use crate::journal::Undo;
+use crate::journal::{Entry, Undo};
 use crate::netlink::link;
 use outbox::Source;
 
@@ -48,11 +48,10 @@ pub struct Sessions {
     pub protections: Vec<protect::Protection>,
     /// The fwmark method's rules, shared by all protections.
     pub fw_rules: crate::journal::Journal,
-    /// Tun links of destroyed devices, left for their clients to close.
-    pub orphans: crate::journal::Journal,
-    /// The UID each orphaned link (by ifindex) counts against: its tun
-    /// device lives on while its client holds the fd.
-    orphan_owners: VecMap<u32, u32>,
+    /// Tun links of destroyed devices, left for their clients to close,
+    /// with the UID each counts against: its tun device lives on while its
+    /// client holds the fd.
+    orphans: Vec<(u32, Entry)>,
     /// The resolved DCO generic-netlink family and its sockets.
     pub dco: Option<DcoKernel>,
     /// Owner and ACL of devices being removed, so their last events still
@@ -82,8 +81,7 @@ impl Sessions {
             dns,
             protections: Vec::new(),
             fw_rules: crate::journal::Journal::default(),
-            orphans: crate::journal::Journal::default(),
-            orphan_owners: VecMap::new(),
+            orphans: Vec::new(),
             dco,
             departed: VecMap::new(),
             watch,
@@ -145,10 +143,10 @@ impl Sessions {
     }
 
     /// Every journal entry not yet undone, in all the places that hold them.
-    fn live_entries(&self) -> Vec<&crate::journal::Entry> {
+    fn live_entries(&self) -> Vec<&Entry> {
         let devices = self.devices.values().map(|d| &d.journal);
-        let journals = devices.chain([&self.fw_rules, &self.orphans]).flat_map(|j| j.entries());
-        journals.chain(self.kernel.shared.entries()).collect()
+        let journals = devices.chain([&self.fw_rules]).flat_map(|j| j.entries());
+        journals.chain(self.orphans.iter().map(|(_, e)| e)).chain(self.kernel.shared.entries()).collect()
     }
 
     /// Rewrites the journal file with the live entries when it is mostly
@@ -208,12 +206,7 @@ impl Sessions {
         let failed = undo.finish(&mut self.kernel);
         let events = d.teardown_finish(failed, !keep_link);
         if keep_link {
-            for e in d.journal.take_all().into_iter().rev() {
-                if let Undo::DelLink { ifindex, .. } = &e.undo {
-                    self.orphan_owners.insert(*ifindex, d.owner_uid);
-                }
-                self.orphans.push(e);
-            }
+            self.orphans.extend(d.journal.take_all().into_iter().rev().map(|e| (d.owner_uid, e)));
         }
         self.prune_orphans();
         if self.devices.is_empty() {
@@ -230,21 +223,13 @@ impl Sessions {
 
     /// Forgets orphaned tun links that their clients have closed.
     fn prune_orphans(&mut self) {
-        let mut alive = Vec::new();
-        let (open, closed): (Vec<_>, Vec<_>) = self.orphans.take_all().into_iter().partition(|e| match &e.undo {
-            Undo::DelLink { ifindex, name } if link::name_of(*ifindex).as_deref() == Some(name.as_str()) => {
-                alive.push(*ifindex);
-                true
-            }
-            _ => false,
+        let (open, closed): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orphans).into_iter().partition(|(_, e)| {
+            matches!(&e.undo, Undo::DelLink { ifindex, name } if link::name_of(*ifindex).as_deref() == Some(name.as_str()))
         });
         // Entries for links that are gone need no undo; this only clears them
-        // from the journal file.
-        crate::apply::undo(&mut self.kernel, closed);
-        self.orphan_owners.retain(|i, _| alive.contains(i));
-        for e in open.into_iter().rev() {
-            self.orphans.push(e);
-        }
+        // from the journal file (newest first, the order of an undo).
+        crate::apply::undo(&mut self.kernel, closed.into_iter().rev().map(|(_, e)| e).collect());
+        self.orphans = open;
     }
 
     /// Pushes every active session's DNS settings to the DNS backend and
@@ -394,7 +379,7 @@ impl Sessions {
         use crate::limits::{DEVICES_PER_UID, DEVICES_TOTAL};
         let held = |me: &Self| {
             me.devices.values().filter(|d| d.owner_uid == uid).count()
-                + me.orphan_owners.values().filter(|u| **u == uid).count()
+                + me.orphans.iter().filter(|(u, e)| *u == uid && matches!(e.undo, Undo::DelLink { .. })).count()
         };
         if held(self) >= DEVICES_PER_UID {
             self.prune_orphans();
@@ -446,7 +431,7 @@ impl Sessions {
         for p in self.paths_where(|_| true) {
             self.remove_device(&p, "service shutdown", false);
         }
-        let orphans = self.orphans.take_all();
+        let orphans = std::mem::take(&mut self.orphans).into_iter().rev().map(|(_, e)| e).collect();
         for f in crate::apply::undo(&mut self.kernel, orphans) {
             log::warn!("removing a device left to its client: {f}");
         }
