@@ -61,42 +61,32 @@ pub(crate) fn device_call(s: &mut Sessions, m: &Message, path: &str, member: &st
 /// (DNS ones also take effect at once on an established device).
 fn set_setting(s: &mut Sessions, m: &Message, path: &str, member: &str, networks_held: usize) -> Result<Message> {
     let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    let st = &mut d.settings;
     match member {
         "AddIPAddress" => {
-            if d.settings.addrs.len() >= ADDRS_PER_DEVICE {
+            if st.addrs.len() >= ADDRS_PER_DEVICE {
                 return Err(Error::arg("ip_address", format!("at most {ADDRS_PER_DEVICE} addresses per device")));
             }
             let va = decode_addr(m)?;
-            if !d.settings.addrs.contains(&va) {
-                d.settings.addrs.push(va);
+            if !st.addrs.contains(&va) {
+                st.addrs.push(va);
             }
         }
         "SetRemoteAddress" => {
             let (a, v6): (&str, bool) = m.read2().map_err(bad("ip_address"))?;
-            d.settings.remote = Some(settings::parse_ip("ip_address", a, v6)?);
+            st.remote = Some(settings::parse_ip("ip_address", a, v6)?);
         }
-        "AddNetworks" => {
-            let parsed = decode_networks(m, networks_held)?;
-            d.settings.networks.extend(parsed);
-        }
+        "AddNetworks" => st.networks.extend(decode_networks(m, networks_held)?),
         "AddDNS" => {
             let parsed = decode_dns_servers(m)?;
-            d.settings.dns_servers =
-                merged(&d.settings.dns_servers, parsed, DNS_SERVERS_PER_DEVICE, "server_list", "servers")?;
+            st.dns_servers = merged(&st.dns_servers, parsed, DNS_SERVERS_PER_DEVICE, "server_list", "servers")?;
         }
         "AddDNSSearch" => {
             let parsed = decode_dns_search(m)?;
-            d.settings.dns_search =
-                merged(&d.settings.dns_search, parsed, DNS_SEARCH_PER_DEVICE, "domains", "domains")?;
+            st.dns_search = merged(&st.dns_search, parsed, DNS_SEARCH_PER_DEVICE, "domains", "domains")?;
         }
-        "SetDNSSEC" => {
-            let s: &str = m.read1().map_err(bad("mode"))?;
-            d.settings.dnssec = settings::dnssec(s)?;
-        }
-        "SetDNSTransport" => {
-            let s: &str = m.read1().map_err(bad("mode"))?;
-            d.settings.dns_transport = settings::dns_transport(s)?;
-        }
+        "SetDNSSEC" => st.dnssec = settings::dnssec(m.read1().map_err(bad("mode"))?)?,
+        "SetDNSTransport" => st.dns_transport = settings::dns_transport(m.read1().map_err(bad("mode"))?)?,
         _ => unreachable!("filtered by the introspection XML"),
     }
     d.modified = true;

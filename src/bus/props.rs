@@ -74,13 +74,12 @@ enum PropErr {
 pub(crate) fn properties(s: &mut Sessions, m: &Message, obj: &Obj, member: &str) -> Option<Message> {
     // A device's settings are its owner's, its ACL's and root's to read.
     if let (Obj::Device(p), "Get" | "GetAll") = (obj, member) {
-        match s.caller(m) {
-            Ok((_, c)) if s.may_see(p, c.uid) => {}
-            Ok((_, c)) => {
-                let e = Error::AccessDenied(format!("uid {} may not read the properties of {p}", c.uid));
-                return conn::error_reply(m, &e);
-            }
-            Err(e) => return conn::error_reply(m, &e),
+        let seen = s.caller(m).and_then(|(_, c)| match s.may_see(p, c.uid) {
+            true => Ok(()),
+            false => Err(Error::AccessDenied(format!("uid {} may not read the properties of {p}", c.uid))),
+        });
+        if let Err(e) = seen {
+            return conn::error_reply(m, &e);
         }
     }
     match member {
