@@ -66,8 +66,7 @@ impl Outbox {
             log::warn!("NetworkChange: {} batches of signals wait to be sent; {path}'s are dropped", self.q.len());
             return;
         }
-        let (path, device) = (path.to_string(), device.to_string());
-        self.q.push_back(Item { path, device, source, next: 0, to });
+        self.q.push_back(Item { path: path.into(), device: device.into(), source, next: 0, to });
     }
 
     /// When the next batch is due, if any waits.

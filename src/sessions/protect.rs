@@ -62,15 +62,11 @@ fn check_peer(fd: &OwnedFd, remote: IpAddr) -> Result<()> {
         Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ENOTSOCK) => return Ok(()),
         Err(e) => return Err(Error::errno("getpeername on the socket", e)),
     };
+    let family = sa.family();
     let peer = match (sa.as_sockaddr_in(), sa.as_sockaddr_in6()) {
         (Some(a), _) => IpAddr::V4(a.ip()),
         (_, Some(a)) => IpAddr::V6(a.ip()).to_canonical(),
-        _ => {
-            return Err(Error::arg(
-                "fd",
-                format!("the socket is connected, but not over IP (family {:?})", sa.family()),
-            ))
-        }
+        _ => return Err(Error::arg("fd", format!("the socket is connected, but not over IP (family {family:?})"))),
     };
     if peer != remote.to_canonical() {
         return Err(Error::arg("remote", format!("the socket is connected to {peer}, not to {remote}")));
@@ -244,7 +240,7 @@ impl Sessions {
     /// Removes the protections `pred` selects; the fwmark rules go with the
     /// last protection.
     pub(crate) fn drop_protections(&mut self, pred: impl Fn(&Owner) -> bool) {
-        let (gone, keep): (Vec<Protection>, Vec<Protection>) =
+        let (gone, keep): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.protections).into_iter().partition(|p| pred(&p.owner));
         self.protections = keep;
         for p in gone {
