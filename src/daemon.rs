@@ -28,7 +28,6 @@ pub struct Daemon {
     /// Calls whose senders' credentials are being asked for, in arrival
     /// order per sender (see `creds_gate`).
     awaiting_creds: VecMap<String, VecDeque<Message>>,
-    quit: bool,
     sigfd: SignalFd,
     timer: TimerFd,
     timer_armed: bool,
@@ -103,7 +102,7 @@ impl Daemon {
         let dns = crate::dns::Dns::new(state.dns).with_dnsmasq_servers(&cfg.dnsmasq_servers);
         let mut s = Sessions::new(cfg, bus, kernel, watch, dco, dns);
         s.come_up(state.journals)?;
-        Ok(Daemon { s, awaiting_creds: VecMap::new(), quit: false, sigfd, timer, timer_armed: false })
+        Ok(Daemon { s, awaiting_creds: VecMap::new(), sigfd, timer, timer_armed: false })
     }
 
     fn main_loop(&mut self) -> i32 {
@@ -126,9 +125,6 @@ impl Daemon {
         if !self.drain_bus() {
             return Some(3);
         }
-        if self.quit {
-            return Some(0);
-        }
         self.s.compact_journal();
         self.idle_timer(!self.s.cfg.idle_exit.is_zero() && self.s.is_idle());
         let ready = match self.wait() {
@@ -148,19 +144,17 @@ impl Daemon {
         if self.s.op.is_none() {
             self.s.watch_service(is(Fd::Watch));
         }
-        if is(Fd::Signal) {
-            self.on_signals();
-        }
+        let mut quit = is(Fd::Signal) && self.on_signals();
         if is(Fd::Timer) {
             let _ = self.timer.wait();
             if self.s.is_idle() {
                 log::info!("idle for {} s, exiting", self.s.cfg.idle_exit.as_secs());
-                self.quit = true;
+                quit = true;
             }
         }
         let changes = self.s.dns.service(&self.s.bus, is(Fd::Dns));
         self.s.dns_finished(changes);
-        self.quit.then_some(0)
+        quit.then_some(0)
     }
 
     /// Drains libdbus completely before sleeping: a blocking call made by
@@ -222,7 +216,9 @@ impl Daemon {
         Ok(ready.map(|((what, ..), _)| *what).collect())
     }
 
-    fn on_signals(&mut self) {
+    /// Reads the signals that came; true if one asks to shut down.
+    fn on_signals(&mut self) -> bool {
+        let mut quit = false;
         while let Ok(Some(si)) = self.sigfd.read_signal() {
             match Signal::try_from(si.ssi_signo as i32) {
                 Ok(Signal::SIGHUP) => {
@@ -231,11 +227,12 @@ impl Daemon {
                 }
                 Ok(s) => {
                     log::info!("{s}: shutting down");
-                    self.quit = true;
+                    quit = true;
                 }
                 Err(_) => {}
             }
         }
+        quit
     }
 
     /// Arms the idle timer (`want`) or stops it. Any call stops it; it is
