@@ -152,9 +152,7 @@ impl Sessions {
                 log::info!("{remote} is an address of this host: nothing to protect");
                 return Ok(ControlFlow::Break(true));
             }
-            Some(k) if k.rtype == libc::RTN_UNICAST && k.route.oif != 0 && !own.contains(&k.route.oif) => {
-                (Some((k.route.gateway, k.route.oif)), true)
-            }
+            Some(k) if super::watch::outside(&k, &own) => (Some((k.route.gateway, k.route.oif)), true),
             // The kernel would use one of the caller's tunnels (the client
             // protects after its routes are in) or has no route: the main
             // table without them says how it went before.

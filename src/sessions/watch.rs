@@ -38,22 +38,21 @@ const GONE_KEPT: usize = 64;
 pub fn moves(held: &[(Route, Option<KernelRoute>)], table: &[KernelRoute], tunnels: &[u32]) -> Vec<Move> {
     let host: Vec<KernelRoute> = table.iter().filter(|k| k.route.protocol != RTPROT_OVPN_NETCFGD).cloned().collect();
     let present = |r: &Route| table.iter().any(|k| k.route.key() == r.key() && same_path(&k.route, r));
-    held.iter()
-        .filter_map(|(r, answer)| {
-            let kernels = answer.as_ref().filter(|k| {
-                k.rtype == libc::RTN_UNICAST
-                    && k.route.oif != 0
-                    && !tunnels.contains(&k.route.oif)
-                    && !same_path(&k.route, r)
-            });
-            let (gateway, oif) = match kernels {
-                Some(k) => (k.route.gateway, k.route.oif),
-                None => best_route(&host, r.dst.network(), tunnels)?,
-            };
-            let new = Route { gateway, oif, ..r.clone() };
-            (!same_path(&new, r) || !present(r)).then(|| Move { old: r.clone(), new })
-        })
-        .collect()
+    let to_move = |(r, answer): &(Route, Option<KernelRoute>)| {
+        let (gateway, oif) = match answer.as_ref().filter(|k| outside(k, tunnels) && !same_path(&k.route, r)) {
+            Some(k) => (k.route.gateway, k.route.oif),
+            None => best_route(&host, r.dst.network(), tunnels)?,
+        };
+        let new = Route { gateway, oif, ..r.clone() };
+        (!same_path(&new, r) || !present(r)).then(|| Move { old: r.clone(), new })
+    };
+    held.iter().filter_map(to_move).collect()
+}
+
+/// Whether the kernel's answer for a destination is a path of the host's,
+/// outside the `tunnels`.
+pub(crate) fn outside(k: &KernelRoute, tunnels: &[u32]) -> bool {
+    k.rtype == libc::RTN_UNICAST && k.route.oif != 0 && !tunnels.contains(&k.route.oif)
 }
 
 fn same_path(a: &Route, b: &Route) -> bool {
