@@ -403,17 +403,15 @@ impl Sessions {
     /// service, or a client that left the bus (its devices, protections
     /// and subscription go with it).
     pub(crate) fn name_owner_changed(&mut self, name: &str, new: &str) {
-        if name == LOG_SERVICE {
-            self.log_owner = if new.is_empty() { None } else { Some(new.to_string()) };
-            return;
+        match name {
+            LOG_SERVICE => self.log_owner = (!new.is_empty()).then(|| new.to_string()),
+            _ if !name.starts_with(':') => self.dns.on_name_owner(&self.bus, name, new),
+            _ if new.is_empty() => self.client_left(name),
+            _ => {}
         }
-        if !name.starts_with(':') {
-            self.dns.on_name_owner(&self.bus, name, new);
-            return;
-        }
-        if !new.is_empty() {
-            return;
-        }
+    }
+
+    fn client_left(&mut self, name: &str) {
         for p in self.paths_where(|d| d.owner_bus == name) {
             self.remove_device(&p, &format!("its creator {name} left the bus"), false);
         }

@@ -91,10 +91,7 @@ impl Sessions {
 
     /// The next held message, once no operation runs.
     pub(crate) fn unhold(&mut self) -> Option<Message> {
-        if self.op.is_some() {
-            return None;
-        }
-        self.held.pop_front()
+        self.op.is_none().then(|| self.held.pop_front()).flatten()
     }
 
     /// The fd the loop polls while an operation's batch waits for answers.
