@@ -182,10 +182,7 @@ impl Daemon {
     /// One poll(2) over every fd of the loop, until the nearest deadline;
     /// the fds found ready (the bus is always drained).
     fn wait(&self) -> nix::Result<Vec<Fd>> {
-        let mut bus_ev = PollFlags::POLLIN;
-        if self.s.bus.wants_write() {
-            bus_ev |= PollFlags::POLLOUT;
-        }
+        let bus_ev = if self.s.bus.wants_write() { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
         let mut set = vec![
             (Fd::Bus, borrow_fd(self.s.bus.fd()), bus_ev),
             (Fd::Signal, self.sigfd.as_fd(), PollFlags::POLLIN),
