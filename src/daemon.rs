@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
+use std::time::Instant;
 
 use dbus::message::MessageType;
 use dbus::Message;
@@ -19,6 +20,7 @@ use crate::config::Config;
 use crate::conn::{self, Bus};
 use crate::error::{Error, Result};
 use crate::sessions::Sessions;
+use crate::sys::borrow_fd;
 use crate::vecmap::VecMap;
 
 pub struct Daemon {
@@ -26,7 +28,6 @@ pub struct Daemon {
     /// Calls whose senders' credentials are being asked for, in arrival
     /// order per sender (see `creds_gate`).
     awaiting_creds: VecMap<String, VecDeque<Message>>,
-    quit: bool,
     sigfd: SignalFd,
     timer: TimerFd,
     timer_armed: bool,
@@ -46,40 +47,38 @@ pub fn run(cfg: Config, state: crate::state::State) -> i32 {
 /// SIGTERM, SIGINT and SIGHUP come through the returned signalfd; SIGPIPE
 /// is blocked.
 fn signal_fd() -> Result<SignalFd> {
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        mask.add(s);
-    }
+    let mask = SigSet::from(Signal::SIGTERM) | Signal::SIGINT | Signal::SIGHUP;
     mask.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
     // SIGPIPE would kill us when a peer goes away mid-write; blocked, it
     // turns into EPIPE. (std::process::Command resets the mask in children.)
-    let mut pipe = SigSet::empty();
-    pipe.add(Signal::SIGPIPE);
-    pipe.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
+    SigSet::from(Signal::SIGPIPE).thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(|e| Error::errno("signalfd", e))
 }
 
-/// Which of the loop's fds poll(2) found ready (the bus is always drained).
-struct Ready {
-    signal: bool,
-    timer: bool,
-    watch: bool,
-    rtnl: bool,
-    dco: bool,
-    dns: bool,
+/// What an fd in the loop's poll set is for.
+#[derive(Clone, Copy, PartialEq)]
+enum Fd {
+    Bus,
+    Signal,
+    Timer,
+    /// A pending operation's answers (the kernel's notifications wait
+    /// until it is complete).
+    Ops,
+    /// The kernel's notifications.
+    Watch,
+    /// The request socket: anything queued between requests is unasked.
+    Rtnl,
+    /// The DCO peers notification socket, pipes with records waiting.
+    Dco,
+    /// A DNS apply in flight (resolvconf's child).
+    Dns,
 }
 
 /// poll(2)'s timeout for `deadline`, rounded up: waking a little early
 /// would spin until the deadline.
-fn poll_timeout(deadline: Option<std::time::Instant>) -> PollTimeout {
-    match deadline {
-        None => PollTimeout::NONE,
-        Some(t) => {
-            let us = t.saturating_duration_since(std::time::Instant::now()).as_micros();
-            let ms = us.div_ceil(1000).min(60_000) as u16;
-            PollTimeout::from(ms)
-        }
-    }
+fn poll_timeout(deadline: Option<Instant>) -> PollTimeout {
+    let ms = |t: Instant| t.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000).min(60_000) as u16;
+    PollTimeout::from(deadline.map(ms))
 }
 
 impl Daemon {
@@ -105,39 +104,62 @@ impl Daemon {
         let dns = crate::dns::Dns::new(state.dns, &cfg.dnsmasq_servers);
         let mut s = Sessions::new(cfg, bus, kernel, watch, dco, dns);
         s.come_up(state.journals)?;
-        Ok(Daemon { s, awaiting_creds: VecMap::new(), quit: false, sigfd, timer, timer_armed: false })
+        Ok(Daemon { s, awaiting_creds: VecMap::new(), sigfd, timer, timer_armed: false })
     }
 
     fn main_loop(&mut self) -> i32 {
-        let mut code = 0;
-        loop {
-            if !self.drain_bus() {
-                self.quit = true;
-                code = 3;
+        let code = loop {
+            if let Some(code) = self.turn() {
+                break code;
             }
-            if self.quit {
-                break;
-            }
-            self.s.compact_journal();
-            self.update_idle_timer();
-            let ready = match self.wait() {
-                Ok(r) => r,
-                Err(e) => {
-                    log::error!("poll: {e}");
-                    code = 3;
-                    break;
-                }
-            };
-            self.serve(ready);
-            if self.quit {
-                break;
-            }
-        }
+        };
         self.s.finish_op();
-        if !self.s.shutdown() && code == 0 {
-            code = 4;
+        match self.s.shutdown() {
+            false if code == 0 => 4,
+            _ => code,
         }
-        code
+    }
+
+    /// One turn of the loop: libdbus drained, one poll, then what it found
+    /// ready served (the pending operation, the kernel's notifications,
+    /// signals, the idle timer, DNS). The exit code once the loop ends.
+    fn turn(&mut self) -> Option<i32> {
+        if !self.drain_bus() {
+            return Some(3);
+        }
+        self.s.compact_journal();
+        self.idle_timer(!self.s.cfg.idle_exit.is_zero() && self.s.is_idle());
+        let ready = match self.wait() {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("poll: {e}");
+                return Some(3);
+            }
+        };
+        let is = |f| ready.contains(&f);
+        if is(Fd::Rtnl) {
+            self.s.kernel.rtnl.discard_unasked();
+        }
+        if is(Fd::Dco) {
+            self.s.dco_service();
+        }
+        self.advance_op();
+        // The network changing under a pending operation is looked at once
+        // it is complete (its fd is not polled meanwhile).
+        if self.s.op.is_none() {
+            self.s.watch_service(is(Fd::Watch));
+        }
+        let mut quit = is(Fd::Signal) && self.on_signals();
+        if is(Fd::Timer) {
+            let _ = self.timer.wait();
+            if self.s.is_idle() {
+                log::info!("idle for {} s, exiting", self.s.cfg.idle_exit.as_secs());
+                quit = true;
+            }
+        }
+        let changes = self.s.dns.service(&self.s.bus, is(Fd::Dns));
+        self.s.dns_finished(changes);
+        quit.then_some(0)
     }
 
     /// Drains libdbus completely before sleeping: a blocking call made by
@@ -162,78 +184,44 @@ impl Daemon {
         }
     }
 
-    /// One poll(2) over every fd of the loop, until the nearest deadline.
-    fn wait(&mut self) -> nix::Result<Ready> {
-        let bus_fd = crate::sys::borrow_fd(self.s.bus.fd());
-        let mut bus_ev = PollFlags::POLLIN;
-        if self.s.bus.wants_write() {
-            bus_ev |= PollFlags::POLLOUT;
-        }
-        let mut fds = vec![
-            PollFd::new(bus_fd, bus_ev),
-            PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
-            // A pending operation's answers; the kernel's notifications
-            // wait until it is complete.
-            PollFd::new(crate::sys::borrow_fd(self.s.op_fd().unwrap_or(self.s.watch.fd())), PollFlags::POLLIN),
-            // The request socket: anything queued between requests is unasked.
-            PollFd::new(crate::sys::borrow_fd(self.s.kernel.rtnl.fd()), PollFlags::POLLIN),
+    /// One poll(2) over every fd of the loop, until the nearest deadline;
+    /// the fds found ready (the bus is always drained).
+    fn wait(&self) -> nix::Result<Vec<Fd>> {
+        let bus_ev = if self.s.bus.wants_write() { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
+        let mut set = vec![
+            (Fd::Bus, borrow_fd(self.s.bus.fd()), bus_ev),
+            (Fd::Signal, self.sigfd.as_fd(), PollFlags::POLLIN),
+            (Fd::Timer, self.timer.as_fd(), PollFlags::POLLIN),
+            match self.s.op_fd() {
+                Some(fd) => (Fd::Ops, borrow_fd(fd), PollFlags::POLLIN),
+                None => (Fd::Watch, borrow_fd(self.s.watch.fd()), PollFlags::POLLIN),
+            },
+            (Fd::Rtnl, borrow_fd(self.s.kernel.rtnl.fd()), PollFlags::POLLIN),
         ];
-        // DCO: the peers notification socket, pipes with records waiting.
-        let dco_fds = self.s.dco_poll_fds();
-        fds.extend(dco_fds.iter().map(|(fd, ev)| PollFd::new(crate::sys::borrow_fd(*fd), *ev)));
-        // A DNS apply in flight (resolvconf's child): last in the set.
-        let dns = self.s.dns.fd().map(|fd| fds.push(PollFd::new(fd, PollFlags::POLLIN))).is_some();
+        set.extend(self.s.dco_poll_fds().into_iter().map(|(fd, ev)| (Fd::Dco, borrow_fd(fd), ev)));
+        set.extend(self.s.dns.fd().map(|fd| (Fd::Dns, fd, PollFlags::POLLIN)));
         // Queued signals: wake for their next tick.
-        let watch = (!self.s.op_running()).then(|| self.s.watch.deadline()).flatten();
+        let watch = self.s.op.is_none().then(|| self.s.watch.deadline()).flatten();
         // A pending operation that needs no answer goes on at once.
-        let now = self.s.op_ready().then(std::time::Instant::now);
+        let now = self.s.op_ready().then(Instant::now);
         let deadline = [self.s.dns.deadline(), self.s.signal_deadline(), watch, now].into_iter().flatten().min();
+        let mut fds: Vec<PollFd> = set.iter().map(|(_, fd, ev)| PollFd::new(*fd, *ev)).collect();
         match poll(&mut fds, poll_timeout(deadline)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e),
         }
-        let readable = |f: &PollFd| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
-        let dns = dns && fds.pop().is_some_and(|f| f.revents().is_some_and(|r| !r.is_empty()));
-        Ok(Ready {
-            signal: readable(&fds[1]),
-            timer: readable(&fds[2]),
-            watch: readable(&fds[3]) && !self.s.op_running(),
-            rtnl: readable(&fds[4]),
-            dco: fds[5..].iter().any(|f| f.revents().is_some_and(|r| !r.is_empty())),
-            dns,
-        })
+        // Readable; for DCO and DNS, whose owners look at errors and
+        // hang-ups themselves, any event.
+        let ready = set.iter().zip(&fds).filter(|((what, ..), f)| {
+            let want = if matches!(what, Fd::Dco | Fd::Dns) { PollFlags::all() } else { PollFlags::POLLIN };
+            f.revents().is_some_and(|r| r.intersects(want))
+        });
+        Ok(ready.map(|((what, ..), _)| *what).collect())
     }
 
-    /// Serves what `wait` found ready, then the DNS backend's fd and deadline.
-    fn serve(&mut self, ready: Ready) {
-        if ready.rtnl {
-            self.s.kernel.rtnl.discard_unasked();
-        }
-        if ready.dco {
-            self.s.dco_service();
-        }
-        self.advance_op();
-        // The network changing under a pending operation is looked at once
-        // it is complete (its fd is not polled meanwhile).
-        if !self.s.op_running() {
-            self.s.watch_service(ready.watch);
-        }
-        if ready.signal {
-            self.on_signals();
-        }
-        if ready.timer {
-            let _ = self.timer.wait();
-            if self.s.is_idle() {
-                log::info!("idle for {} s, exiting", self.s.cfg.idle_exit.as_secs());
-                self.quit = true;
-            }
-        }
-        let changes = self.s.dns.service(&self.s.bus, ready.dns);
-        self.s.dns_finished(changes);
-    }
-
-    fn on_signals(&mut self) {
+    /// Reads the signals that came; true if one asks to shut down.
+    fn on_signals(&mut self) -> bool {
+        let mut quit = false;
         while let Ok(Some(si)) = self.sigfd.read_signal() {
             match Signal::try_from(si.ssi_signo as i32) {
                 Ok(Signal::SIGHUP) => {
@@ -242,29 +230,21 @@ impl Daemon {
                 }
                 Ok(s) => {
                     log::info!("{s}: shutting down");
-                    self.quit = true;
+                    quit = true;
                 }
                 Err(_) => {}
             }
         }
+        quit
     }
 
-    fn update_idle_timer(&mut self) {
-        let want = !self.s.cfg.idle_exit.is_zero() && self.s.is_idle();
+    /// Arms the idle timer (`want`) or stops it. Any call stops it; it is
+    /// armed again before the next poll if the service is still idle.
+    fn idle_timer(&mut self, want: bool) {
         if want && !self.timer_armed {
             let t = TimeSpec::from(self.s.cfg.idle_exit);
-            if self.timer.set(Expiration::OneShot(t), TimerSetTimeFlags::empty()).is_ok() {
-                self.timer_armed = true;
-            }
+            self.timer_armed = self.timer.set(Expiration::OneShot(t), TimerSetTimeFlags::empty()).is_ok();
         } else if !want && self.timer_armed {
-            let _ = self.timer.unset();
-            self.timer_armed = false;
-        }
-    }
-
-    /// Re-arms the idle timer: any call counts as activity.
-    fn touch(&mut self) {
-        if self.timer_armed {
             let _ = self.timer.unset();
             self.timer_armed = false;
         }
@@ -273,12 +253,12 @@ impl Daemon {
     fn handle(&mut self, m: Message) {
         match m.msg_type() {
             MessageType::MethodCall => {
-                self.touch();
+                self.idle_timer(false);
                 if let Some(m) = self.creds_gate(m) {
                     self.serve_call(m);
                 }
             }
-            MessageType::Signal if self.s.must_wait(&m) => self.s.hold(m),
+            MessageType::Signal if self.s.must_wait(&m) => self.s.held.push_back(m),
             MessageType::Signal => self.on_bus_signal(&m),
             MessageType::MethodReturn | MessageType::Error => match self.s.bus.creds_answer(&m) {
                 Some((sender, r)) => self.creds_known(&sender, r),
@@ -294,7 +274,7 @@ impl Daemon {
     fn serve_call(&mut self, m: Message) {
         if self.s.must_wait(&m) {
             match self.s.may_hold(&m) {
-                Ok(()) => self.s.hold(m),
+                Ok(()) => self.s.held.push_back(m),
                 Err(e) => self.refuse(&m, &format!("{e}; try again once the change in progress is done")),
             }
             return;
@@ -303,11 +283,8 @@ impl Daemon {
     }
 
     fn answer(&mut self, m: &Message) {
-        if let Some(r) = crate::bus::dispatch(&mut self.s, m) {
-            if !m.get_no_reply() {
-                self.s.bus.send(r);
-            }
-        }
+        let r = crate::bus::dispatch(&mut self.s, m);
+        self.s.reply(m, r);
     }
 
     /// Moves the pending operation on; once it is complete, the calls and
@@ -328,9 +305,7 @@ impl Daemon {
     /// (with any that follow from the same sender, in order) waits.
     fn creds_gate(&mut self, m: Message) -> Option<Message> {
         use crate::limits::{CALLS_AWAITING_CREDS, SENDERS_AWAITING_CREDS};
-        let Some(sender) = m.sender().map(|s| s.to_string()) else {
-            return Some(m);
-        };
+        let Some(sender) = m.sender().map(|s| s.to_string()) else { return Some(m) };
         if let Some(q) = self.awaiting_creds.get_mut(&sender) {
             if q.len() < CALLS_AWAITING_CREDS {
                 q.push_back(m);
@@ -348,7 +323,7 @@ impl Daemon {
         }
         match self.s.bus.ask_creds(&sender) {
             Ok(()) => {
-                self.awaiting_creds.insert(sender, std::collections::VecDeque::from([m]));
+                self.awaiting_creds.insert(sender, VecDeque::from([m]));
             }
             Err(e) => self.refuse(&m, &e.to_string()),
         }
@@ -358,9 +333,7 @@ impl Daemon {
     /// The bus daemon answered about `sender`: its waiting calls are served
     /// in order, or refused if it has no credentials (it left the bus).
     fn creds_known(&mut self, sender: &str, r: Result<conn::Creds>) {
-        let Some(calls) = self.awaiting_creds.remove(sender) else {
-            return;
-        };
+        let Some(calls) = self.awaiting_creds.remove(sender) else { return };
         for m in calls {
             match &r {
                 Ok(_) => self.serve_call(m),
@@ -370,20 +343,14 @@ impl Daemon {
     }
 
     fn refuse(&mut self, m: &Message, why: &str) {
-        if let Some(r) = conn::error_reply(m, &Error::Failed(why.to_string())) {
-            if !m.get_no_reply() {
-                self.s.bus.send(r);
-            }
-        }
+        self.s.reply(m, conn::error_reply(m, &Error::Failed(why.to_string())));
     }
 
     fn on_bus_signal(&mut self, m: &Message) {
         if m.member().as_deref() != Some("NameOwnerChanged") || m.sender().as_deref() != Some("org.freedesktop.DBus") {
             return;
         }
-        let Ok((name, _old, new)) = m.read3::<String, String, String>() else {
-            return;
-        };
+        let Ok((name, _old, new)) = m.read3::<String, String, String>() else { return };
         self.s.name_owner_changed(&name, &new);
     }
 }

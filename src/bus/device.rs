@@ -2,11 +2,13 @@
 
 use dbus::Message;
 
+use crate::bus::introspect::{in_signature, DEVICE};
 use crate::bus::manager::expect_sig;
 use crate::error::{Error, Result};
 use crate::limits::{
     fits, ADDRS_PER_DEVICE, DNS_SEARCH_PER_DEVICE, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_TURN, NETWORKS_PER_UID,
 };
+use crate::sessions::ops::Start;
 use crate::sessions::Sessions;
 use crate::settings;
 
@@ -29,78 +31,63 @@ fn check_access(s: &mut Sessions, m: &Message, path: &str) -> Result<u32> {
 /// operation, `sessions::ops`).
 pub(crate) fn device_call(s: &mut Sessions, m: &Message, path: &str, member: &str) -> Result<Option<Message>> {
     // Signature first, so a mistyped call never reaches the ACL lookup.
-    expect_sig(m, signature_of(member)?)?;
-    let redirect = s.cfg.redirect != crate::config::RedirectMethod::None;
-    let mut others = s.our_links();
+    expect_sig(m, &[&in_signature(DEVICE, member)?])?;
     let uid = check_access(s, m, path)?;
     let networks_held = if member == "AddNetworks" { s.networks_of(uid) } else { 0 };
-    match member {
+    let start = match member {
         "EnableDCO" => {
             let name: &str = m.read1().map_err(bad("dev_name"))?;
             settings::ifname("dev_name", name)?;
-            super::dco::enable_dco(s, m, path, name).map(Some)
+            return super::dco::enable_dco(s, m, path, name).map(Some);
         }
         "Establish" => {
-            // Our links other than the device's own.
-            let own = s.devices.get(path).and_then(|d| d.link.as_ref().map(|l| l.0));
-            others.retain(|i| Some(*i) != own);
-            s.begin_establish(m, path, others, redirect).map(|_| None)
+            // Our links other than the device's own are never "the host's route".
+            let ignore = s.links_where(|d| d.path != path);
+            Start::Establish { ignore, redirect: s.cfg.redirect != crate::config::RedirectMethod::None }
         }
-        "Disable" | "ClearConfig" => s.begin_clear(m, path, member == "Disable").map(|_| None),
+        "Disable" | "ClearConfig" => Start::Clear { disable: member == "Disable" },
         // A long list is decoded over several loop turns.
         "AddNetworks" if !fits(m.iter_init(), NETWORKS_PER_TURN) => {
             check_networks(m, networks_held)?;
-            s.begin_add_networks(m, path).map(|_| None)
+            Start::AddNetworks
         }
-        "Destroy" => {
-            let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
-            s.begin_destroy(m, path, format!("Destroy by {sender}")).map(|_| None)
-        }
-        _ => set_setting(s, m, path, member, networks_held).map(Some),
-    }
+        "Destroy" => Start::Destroy { why: format!("Destroy by {}", m.sender().as_deref().unwrap_or_default()) },
+        _ => return set_setting(s, m, path, member, networks_held).map(Some),
+    };
+    s.begin(m, path, start).map(|_| None)
 }
 
 /// The methods that only record a setting for the next Establish
 /// (DNS ones also take effect at once on an established device).
 fn set_setting(s: &mut Sessions, m: &Message, path: &str, member: &str, networks_held: usize) -> Result<Message> {
     let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    let st = &mut d.settings;
     match member {
         "AddIPAddress" => {
-            if d.settings.addrs.len() >= ADDRS_PER_DEVICE {
+            if st.addrs.len() >= ADDRS_PER_DEVICE {
                 return Err(Error::arg("ip_address", format!("at most {ADDRS_PER_DEVICE} addresses per device")));
             }
             let va = decode_addr(m)?;
-            if !d.settings.addrs.contains(&va) {
-                d.settings.addrs.push(va);
+            if !st.addrs.contains(&va) {
+                st.addrs.push(va);
             }
         }
         "SetRemoteAddress" => {
             let (a, v6): (&str, bool) = m.read2().map_err(bad("ip_address"))?;
-            d.settings.remote = Some(settings::parse_ip("ip_address", a, v6)?);
+            st.remote = Some(settings::parse_ip("ip_address", a, v6)?);
         }
-        "AddNetworks" => {
-            let parsed = decode_networks(m, networks_held)?;
-            d.settings.networks.extend(parsed);
-        }
+        "AddNetworks" => st.networks.extend(decode_networks(m, networks_held)?),
         "AddDNS" => {
             let parsed = decode_dns_servers(m)?;
-            d.settings.dns_servers =
-                merged(&d.settings.dns_servers, parsed, DNS_SERVERS_PER_DEVICE, "server_list", "servers")?;
+            st.dns_servers = merged(&st.dns_servers, parsed, DNS_SERVERS_PER_DEVICE, "server_list", "servers")?;
         }
         "AddDNSSearch" => {
             let parsed = decode_dns_search(m)?;
-            d.settings.dns_search =
-                merged(&d.settings.dns_search, parsed, DNS_SEARCH_PER_DEVICE, "domains", "domains")?;
+            st.dns_search = merged(&st.dns_search, parsed, DNS_SEARCH_PER_DEVICE, "domains", "domains")?;
         }
-        "SetDNSSEC" => {
-            let s: &str = m.read1().map_err(bad("mode"))?;
-            d.settings.dnssec = settings::dnssec(s)?;
-        }
-        "SetDNSTransport" => {
-            let s: &str = m.read1().map_err(bad("mode"))?;
-            d.settings.dns_transport = settings::dns_transport(s)?;
-        }
-        _ => unreachable!("filtered by the signature table"),
+        "SetDNSSEC" => st.dnssec = settings::dnssec(m.read1().map_err(bad("mode"))?)?,
+        "SetDNSTransport" => st.dns_transport = settings::dns_transport(m.read1().map_err(bad("mode"))?)?,
+        _ => unreachable!("filtered by the introspection XML"),
     }
     d.modified = true;
     // DNS changes on an established device take effect at once.
@@ -108,19 +95,6 @@ fn set_setting(s: &mut Sessions, m: &Message, path: &str, member: &str, networks
         s.dns_sync();
     }
     Ok(m.method_return())
-}
-
-/// The accepted in-signatures of a device method.
-fn signature_of(member: &str) -> Result<&'static [&'static str]> {
-    Ok(match member {
-        "AddIPAddress" => &["susb"],
-        "SetRemoteAddress" => &["sb"],
-        "AddNetworks" => &["a(suibb)"],
-        "AddDNS" | "AddDNSSearch" => &["as"],
-        "SetDNSSEC" | "SetDNSTransport" | "EnableDCO" => &["s"],
-        "Establish" | "Disable" | "ClearConfig" | "Destroy" => &[""],
-        _ => return Err(Error::NotFound(String::new())),
-    })
 }
 
 // The argument decoders of the device methods. They see only the message,
@@ -140,13 +114,10 @@ pub fn decode_networks(m: &Message, held: usize) -> Result<Vec<settings::Network
 
 /// Fails unless AddNetworks' list fits the UID's share left (it holds `held`).
 pub fn check_networks(m: &Message, held: usize) -> Result<()> {
-    match fits(m.iter_init(), NETWORKS_PER_UID.saturating_sub(held)) {
-        true => Ok(()),
-        false => Err(Error::arg(
-            "networks",
-            format!("at most {NETWORKS_PER_UID} networks per user, on all devices ({held} held)"),
-        )),
+    if fits(m.iter_init(), NETWORKS_PER_UID.saturating_sub(held)) {
+        return Ok(());
     }
+    Err(Error::arg("networks", format!("at most {NETWORKS_PER_UID} networks per user, on all devices ({held} held)")))
 }
 
 pub fn decode_dns_servers(m: &Message) -> Result<Vec<std::net::IpAddr>> {

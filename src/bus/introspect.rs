@@ -1,6 +1,10 @@
 //! Introspection XML for every object, including the signals and
 //! properties the reference leaves out of its own XML.
 
+use crate::bus::props::{Prop, DEVICE_PROPS, MANAGER_PROPS};
+use crate::bus::Obj;
+use crate::error::{Error, Result};
+
 const HEADER: &str = "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n";
 
 const STANDARD: &str = r#"  <interface name="org.freedesktop.DBus.Properties">
@@ -22,7 +26,7 @@ const SIGNALS: &str = r#"    <signal name="Log"><arg type="u" name="group"/><arg
     <signal name="NetworkChange"><arg type="u" name="type"/><arg type="s" name="device"/><arg type="a{ss}" name="details"/></signal>
 "#;
 
-const MANAGER: &str = r#"    <method name="CreateVirtualInterface"><arg type="s" name="device_name" direction="in"/><arg type="o" name="device_path" direction="out"/></method>
+pub const MANAGER: &str = r#"    <method name="CreateVirtualInterface"><arg type="s" name="device_name" direction="in"/><arg type="o" name="device_path" direction="out"/></method>
     <method name="FetchInterfaceList"><arg type="ao" name="device_paths" direction="out"/></method>
     <method name="ProtectSocket"><arg type="s" name="remote" direction="in"/><arg type="b" name="ipv6" direction="in"/><arg type="o" name="device_path" direction="in"/><arg type="b" name="succeeded" direction="out"/></method>
     <method name="DcoAvailable"><arg type="b" name="available" direction="out"/></method>
@@ -30,15 +34,9 @@ const MANAGER: &str = r#"    <method name="CreateVirtualInterface"><arg type="s"
     <method name="NotificationSubscribe"><arg type="u" name="filter" direction="in"/></method>
     <method name="NotificationUnsubscribe"><arg type="s" name="subscriber" direction="in"/></method>
     <method name="NotificationSubscriberList"><arg type="a(su)" name="subscriptions" direction="out"/></method>
-    <property type="as" name="global_dns_servers" access="read"/>
-    <property type="as" name="global_dns_search" access="read"/>
-    <property type="u" name="log_level" access="readwrite"/>
-    <property type="s" name="config_file" access="read"/>
-    <property type="s" name="version" access="read"/>
-    <property type="s" name="dco_family" access="read"/>
 "#;
 
-const DEVICE: &str = r#"    <method name="AddIPAddress"><arg type="s" name="ip_address" direction="in"/><arg type="u" name="prefix_size" direction="in"/><arg type="s" name="gateway" direction="in"/><arg type="b" name="ipv6" direction="in"/></method>
+pub const DEVICE: &str = r#"    <method name="AddIPAddress"><arg type="s" name="ip_address" direction="in"/><arg type="u" name="prefix_size" direction="in"/><arg type="s" name="gateway" direction="in"/><arg type="b" name="ipv6" direction="in"/></method>
     <method name="SetRemoteAddress"><arg type="s" name="ip_address" direction="in"/><arg type="b" name="ipv6" direction="in"/></method>
     <method name="AddNetworks"><arg type="a(suibb)" name="networks" direction="in"/></method>
     <method name="ClearConfig"/>
@@ -50,25 +48,9 @@ const DEVICE: &str = r#"    <method name="AddIPAddress"><arg type="s" name="ip_a
     <method name="Establish"><arg type="h" name="tun_fd" direction="out"/></method>
     <method name="Disable"/>
     <method name="Destroy"/>
-    <property type="u" name="log_level" access="readwrite"/>
-    <property type="u" name="owner" access="read"/>
-    <property type="au" name="acl" access="read"/>
-    <property type="b" name="active" access="read"/>
-    <property type="b" name="modified" access="read"/>
-    <property type="as" name="dns_name_servers" access="read"/>
-    <property type="as" name="dns_search_domains" access="read"/>
-    <property type="s" name="dnssec_mode" access="read"/>
-    <property type="s" name="dns_transport" access="read"/>
-    <property type="s" name="dns_scope" access="readwrite"/>
-    <property type="s" name="device_name" access="read"/>
-    <property type="u" name="layer" access="readwrite"/>
-    <property type="q" name="mtu" access="readwrite"/>
-    <property type="b" name="reroute_ipv4" access="readwrite"/>
-    <property type="b" name="reroute_ipv6" access="readwrite"/>
-    <property type="q" name="txqueuelen" access="readwrite"/>
 "#;
 
-const DCO: &str = r#"    <method name="NewPeer"><arg type="u" name="peer_id" direction="in"/><arg type="s" name="sa" direction="in"/><arg type="u" name="salen" direction="in"/><arg type="s" name="vpn4" direction="in"/><arg type="s" name="vpn6" direction="in"/></method>
+pub const DCO: &str = r#"    <method name="NewPeer"><arg type="u" name="peer_id" direction="in"/><arg type="s" name="sa" direction="in"/><arg type="u" name="salen" direction="in"/><arg type="s" name="vpn4" direction="in"/><arg type="s" name="vpn6" direction="in"/></method>
     <method name="GetPipeFD"><arg type="h" name="pipe_fd" direction="out"/></method>
     <method name="NewKey"><arg type="u" name="key_slot" direction="in"/><arg type="s" name="key_config" direction="in"/></method>
     <method name="SwapKeys"><arg type="u" name="peer_id" direction="in"/></method>
@@ -76,52 +58,41 @@ const DCO: &str = r#"    <method name="NewPeer"><arg type="u" name="peer_id" dir
     <method name="GetPeer"><arg type="u" name="peer_id" direction="in"/></method>
 "#;
 
-pub enum Node<'a> {
-    /// A path on the way to the manager (`/`, `/net`, ...): children only.
-    Intermediate {
-        child: &'a str,
-    },
-    Manager {
-        children: &'a [String],
-    },
-    Device {
-        has_dco: bool,
-    },
-    Dco,
-}
-
-pub fn xml(node: Node) -> String {
-    let mut s = String::with_capacity(4096);
-    s.push_str(HEADER);
-    s.push_str("<node>\n");
-    let iface = |s: &mut String, body: &str| {
+/// The XML for `obj`, listing `children` (the nodes below it).
+pub fn xml(obj: &Obj, children: &[String]) -> String {
+    fn iface<T>(s: &mut String, body: &str, props: &[Prop<T>]) {
         s.push_str(STANDARD);
         s.push_str("  <interface name=\"net.openvpn.v3.netcfg\">\n");
         s.push_str(body);
+        for p in props {
+            let access = if p.writable { "readwrite" } else { "read" };
+            s.push_str(&format!("    <property type=\"{}\" name=\"{}\" access=\"{access}\"/>\n", p.sig, p.name));
+        }
         s.push_str(SIGNALS);
         s.push_str("  </interface>\n");
-    };
-    match node {
-        Node::Intermediate { child } => {
-            s.push_str(STANDARD);
-            s.push_str(&format!("  <node name=\"{child}\"/>\n"));
-        }
-        Node::Manager { children } => {
-            iface(&mut s, MANAGER);
-            for c in children {
-                s.push_str(&format!("  <node name=\"{c}\"/>\n"));
-            }
-        }
-        Node::Device { has_dco } => {
-            iface(&mut s, DEVICE);
-            if has_dco {
-                s.push_str("  <node name=\"dco\"/>\n");
-            }
-        }
-        Node::Dco => iface(&mut s, DCO),
+    }
+    let mut s = format!("{HEADER}<node>\n");
+    match obj {
+        Obj::Manager => iface(&mut s, MANAGER, MANAGER_PROPS),
+        Obj::Device(_) => iface(&mut s, DEVICE, DEVICE_PROPS),
+        Obj::Dco(_) => iface::<()>(&mut s, DCO, &[]),
+        // A path on the way to the manager (`/`, `/net`, ...): children only.
+        Obj::Intermediate(_) | Obj::None => s.push_str(STANDARD),
+    }
+    for c in children {
+        s.push_str(&format!("  <node name=\"{c}\"/>\n"));
     }
     s.push_str("</node>\n");
     s
+}
+
+/// The in-signature of `member` as the interface XML `body` (`MANAGER`,
+/// `DEVICE`, `DCO`) declares it; NotFound (no such method) for one it lacks.
+pub fn in_signature(body: &str, member: &str) -> Result<String> {
+    let start = body.find(&format!("<method name=\"{member}\"")).ok_or_else(|| Error::NotFound(String::new()))?;
+    let line = body[start..].lines().next().unwrap_or_default();
+    let args = line.split("<arg ").filter(|a| a.contains("direction=\"in\""));
+    Ok(args.filter_map(|a| a.strip_prefix("type=\"")?.split('"').next()).collect())
 }
 
 #[cfg(test)]
@@ -130,7 +101,7 @@ mod tests {
 
     #[test]
     fn parent_of_manager_lists_netcfg_exactly_as_the_client_matches_it() {
-        let x = xml(Node::Intermediate { child: "netcfg" });
+        let x = xml(&Obj::Intermediate("netcfg"), &["netcfg".into()]);
         assert!(x.contains("<node name=\"netcfg\"/>"));
         // The client retries when the XML is 218 characters or shorter.
         assert!(x.len() > 218);
@@ -138,13 +109,41 @@ mod tests {
 
     #[test]
     fn device_xml_declares_signals_and_fd_reply() {
-        let x = xml(Node::Device { has_dco: true });
+        let x = xml(&Obj::Device("/d".into()), &["dco".into()]);
         assert!(x.contains("<signal name=\"NetworkChange\">"));
         assert!(x.contains("<method name=\"Establish\"><arg type=\"h\""));
         assert!(x.contains("<node name=\"dco\"/>"));
         assert_eq!(x.matches("<property").count(), 16);
         // Both methods the real client (27.1) calls besides the documented ones.
         assert!(x.contains("<method name=\"ClearConfig\"/>"));
-        assert!(xml(Node::Dco).contains("<method name=\"GetPeer\"><arg type=\"u\" name=\"peer_id\""));
+        assert!(xml(&Obj::Dco("/d".into()), &[]).contains("<method name=\"GetPeer\"><arg type=\"u\" name=\"peer_id\""));
+        assert!(x.contains("    <property type=\"q\" name=\"mtu\" access=\"readwrite\"/>\n"));
+        assert!(x.contains("    <property type=\"s\" name=\"dnssec_mode\" access=\"read\"/>\n"));
+        let m = xml(&Obj::Manager, &[]);
+        assert_eq!(m.matches("<property").count(), 6);
+        assert!(m.contains("<property type=\"u\" name=\"log_level\" access=\"readwrite\"/>"));
+    }
+
+    #[test]
+    fn in_signatures_come_from_the_xml() {
+        let sig = |body, m| in_signature(body, m).ok();
+        assert_eq!(sig(DEVICE, "AddIPAddress").as_deref(), Some("susb"));
+        assert_eq!(sig(DEVICE, "SetRemoteAddress").as_deref(), Some("sb"));
+        assert_eq!(sig(DEVICE, "AddNetworks").as_deref(), Some("a(suibb)"));
+        for m in ["AddDNS", "AddDNSSearch"] {
+            assert_eq!(sig(DEVICE, m).as_deref(), Some("as"));
+        }
+        for m in ["SetDNSSEC", "SetDNSTransport", "EnableDCO"] {
+            assert_eq!(sig(DEVICE, m).as_deref(), Some("s"));
+        }
+        for m in ["Establish", "Disable", "ClearConfig", "Destroy"] {
+            assert_eq!(sig(DEVICE, m).as_deref(), Some(""));
+        }
+        assert_eq!(sig(MANAGER, "ProtectSocket").as_deref(), Some("sbo"));
+        assert_eq!(sig(MANAGER, "NotificationSubscribe").as_deref(), Some("u"));
+        assert_eq!(sig(MANAGER, "FetchInterfaceList").as_deref(), Some(""));
+        assert_eq!(sig(DCO, "SetPeer").as_deref(), Some("uuu"));
+        assert_eq!(sig(DEVICE, "Establis"), None);
+        assert_eq!(sig(DEVICE, "Get"), None);
     }
 }

@@ -2,58 +2,56 @@
 
 use dbus::Message;
 
+use crate::bus::introspect::{in_signature, MANAGER};
 use crate::conn::MANAGER_PATH;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::sessions::{Sessions, Subscription};
 use crate::settings;
+use crate::shared::Owner;
 
 /// Checks the call's in-signature against the accepted ones.
 pub fn expect_sig(m: &Message, sigs: &[&str]) -> Result<()> {
     let got = signature(m);
-    if sigs.iter().any(|s| *s == got) {
-        Ok(())
-    } else {
-        Err(Error::arg(
-            "(signature)",
-            format!("type of message, '({got})', does not match expected type '({})'", sigs[0]),
-        ))
+    if sigs.contains(&got.as_str()) {
+        return Ok(());
     }
+    let why = format!("type of message, '({got})', does not match expected type '({})'", sigs[0]);
+    Err(Error::arg("(signature)", why))
 }
 
 /// The full body signature of a message.
 pub fn signature(m: &Message) -> String {
     let mut it = m.iter_init();
     let mut s = String::new();
+    // At the end, next() leaves the iterator on Invalid.
     while it.arg_type() != dbus::arg::ArgType::Invalid {
         s.push_str(&it.signature());
-        if !it.next() {
-            break;
-        }
+        it.next();
     }
     s
 }
 
 pub(crate) fn manager_call(s: &mut Sessions, m: &Message, member: &str) -> Result<Message> {
+    let sig = in_signature(MANAGER, member)?;
+    match member {
+        // The socket's fd may follow the declared arguments.
+        "ProtectSocket" => expect_sig(m, &[&sig, "sboh"])?,
+        _ => expect_sig(m, &[&sig])?,
+    }
     match member {
         "CreateVirtualInterface" => create_virtual_interface(s, m),
         "FetchInterfaceList" => {
-            expect_sig(m, &[""])?;
             let (_, c) = s.caller(m)?;
-            let paths: Vec<dbus::Path> =
-                s.devices.values().filter(|d| d.may(c.uid)).map(|d| dbus::Path::from(d.path.clone())).collect();
+            let paths: Vec<dbus::Path> = s.paths_where(|d| d.may(c.uid)).into_iter().map(dbus::Path::from).collect();
             Ok(m.method_return().append1(paths))
         }
         "ProtectSocket" => protect_socket_call(s, m),
-        "DcoAvailable" => {
-            expect_sig(m, &[""])?;
-            Ok(m.method_return().append1(s.dco_available()))
-        }
+        "DcoAvailable" => Ok(m.method_return().append1(s.dco_available())),
         "Cleanup" => cleanup_call(s, m),
         "NotificationSubscribe" => notification_subscribe(s, m),
         "NotificationUnsubscribe" => notification_unsubscribe(s, m),
         "NotificationSubscriberList" => {
-            expect_sig(m, &[""])?;
             let (_, c) = s.caller(m)?;
             if c.uid != 0 {
                 return Err(Error::AccessDenied("NotificationSubscriberList is restricted to root".into()));
@@ -66,7 +64,6 @@ pub(crate) fn manager_call(s: &mut Sessions, m: &Message, member: &str) -> Resul
 }
 
 fn create_virtual_interface(s: &mut Sessions, m: &Message) -> Result<Message> {
-    expect_sig(m, &["s"])?;
     let name: &str = m.read1().map_err(|e| Error::arg("device_name", e.to_string()))?;
     let elem = settings::path_element(name)?;
     let (sender, c) = s.caller(m)?;
@@ -84,7 +81,6 @@ fn create_virtual_interface(s: &mut Sessions, m: &Message) -> Result<Message> {
 
 /// ProtectSocket's arguments and access check; the work is `protect_socket`'s.
 fn protect_socket_call(s: &mut Sessions, m: &Message) -> Result<Message> {
-    expect_sig(m, &["sbo", "sboh"])?;
     let (remote, ipv6, dev): (&str, bool, dbus::Path) = m.read3().map_err(|e| Error::arg("remote", e.to_string()))?;
     // Exactly the first attached fd is used; every fd is closed on return.
     let fds = crate::sys::message_fds(m);
@@ -102,33 +98,24 @@ fn protect_socket_call(s: &mut Sessions, m: &Message) -> Result<Message> {
 
 /// Cleanup: the caller's devices and protections go.
 fn cleanup_call(s: &mut Sessions, m: &Message) -> Result<Message> {
-    expect_sig(m, &[""])?;
     let sender = m.sender().map(|s| s.to_string()).unwrap_or_default();
     // The client fires Cleanup and may leave before we read it:
     // fall back to what we remembered about its connection.
     let pid = s.bus.creds(&sender).ok().map(|c| c.pid);
-    let gone: Vec<String> = s
-        .devices
-        .values()
-        .filter(|d| Some(d.owner_pid) == pid || d.owner_bus == sender)
-        .map(|d| d.path.clone())
-        .collect();
-    log::info!(
-        "cleaning up resources for pid {} ({} device(s))",
-        pid.map(|p| p.to_string()).unwrap_or("?".into()),
-        gone.len()
-    );
+    let gone = s.paths_where(|d| Some(d.owner_pid) == pid || d.owner_bus == sender);
+    let who = pid.map_or("?".into(), |p| p.to_string());
+    log::info!("cleaning up resources for pid {who} ({} device(s))", gone.len());
     for p in gone {
         s.remove_device(&p, "Cleanup", true);
     }
     if let Some(pid) = pid {
-        s.cleanup_pid(pid);
+        // What ProtectSocket made for it.
+        s.drop_protections(|o| matches!(o, Owner::Client { pid: p, .. } if *p == pid));
     }
     Ok(m.method_return())
 }
 
 fn notification_subscribe(s: &mut Sessions, m: &Message) -> Result<Message> {
-    expect_sig(m, &["u"])?;
     let mask: u32 = m.read1().map_err(|e| Error::arg("filter", e.to_string()))?;
     if mask == 0 || mask > 65535 {
         return Err(Error::arg("filter", format!("{mask} is not a mask in 1-65535 (events are 1-2047)")));
@@ -143,7 +130,6 @@ fn notification_subscribe(s: &mut Sessions, m: &Message) -> Result<Message> {
 }
 
 fn notification_unsubscribe(s: &mut Sessions, m: &Message) -> Result<Message> {
-    expect_sig(m, &["s"])?;
     let target: &str = m.read1().map_err(|e| Error::arg("subscriber", e.to_string()))?;
     let (sender, c) = s.caller(m)?;
     let target = if target.is_empty() { sender.as_str() } else { target };

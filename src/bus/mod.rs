@@ -25,23 +25,16 @@ pub fn dispatch(s: &mut Sessions, m: &Message) -> Option<Message> {
     let r = match (iface.as_deref(), member.as_str()) {
         (Some("org.freedesktop.DBus.Peer") | None, "Ping") => Ok(Some(m.method_return())),
         (Some("org.freedesktop.DBus.Peer") | None, "GetMachineId") => {
-            let id = std::fs::read_to_string("/etc/machine-id")
-                .or_else(|_| std::fs::read_to_string("/var/lib/dbus/machine-id"))
-                .unwrap_or_default();
+            let read = std::fs::read_to_string;
+            let id = read("/etc/machine-id").or_else(|_| read("/var/lib/dbus/machine-id")).unwrap_or_default();
             Ok(Some(m.method_return().append1(id.trim())))
         }
         _ if matches!(obj, Obj::None) => {
-            if let Some(r) = s.gone_reply(m, &path) {
-                return Some(r);
-            }
-            return Some(conn::std_error(
-                m,
-                "org.freedesktop.DBus.Error.UnknownObject",
-                &format!("Object does not exist at path '{path}'"),
-            ));
+            let text = format!("Object does not exist at path '{path}'");
+            let unknown = || conn::std_error(m, "org.freedesktop.DBus.Error.UnknownObject", &text);
+            return Some(s.gone_reply(m, &path).unwrap_or_else(unknown));
         }
         (Some("org.freedesktop.DBus.Introspectable") | None, "Introspect") => {
-            // The manager lists only the devices the caller may see.
             let uid = s.caller(m).map(|(_, c)| c.uid).ok();
             Ok(Some(m.method_return().append1(introspect(s, &obj, uid))))
         }
@@ -56,11 +49,10 @@ pub fn dispatch(s: &mut Sessions, m: &Message) -> Option<Message> {
     };
     match r {
         Ok(reply) => reply,
-        Err(Error::NotFound(s)) if s.is_empty() => Some(conn::std_error(
-            m,
-            "org.freedesktop.DBus.Error.UnknownMethod",
-            &format!("No such method '{member}' on interface '{}' at '{path}'", iface.unwrap_or_default()),
-        )),
+        Err(Error::NotFound(s)) if s.is_empty() => {
+            let text = format!("No such method '{member}' on interface '{}' at '{path}'", iface.unwrap_or_default());
+            Some(conn::std_error(m, "org.freedesktop.DBus.Error.UnknownMethod", &text))
+        }
         Err(e) => {
             log::debug!("{path} {member}: {e}");
             conn::error_reply(m, &e)
@@ -69,42 +61,32 @@ pub fn dispatch(s: &mut Sessions, m: &Message) -> Option<Message> {
 }
 
 fn classify(s: &Sessions, path: &str) -> Obj {
+    let dco_of = path.strip_suffix("/dco").filter(|dev| s.devices.get(*dev).is_some_and(|d| s.has_dco(d)));
     match path {
-        "/" => return Obj::Intermediate("net"),
-        "/net" => return Obj::Intermediate("openvpn"),
-        "/net/openvpn" => return Obj::Intermediate("v3"),
-        "/net/openvpn/v3" => return Obj::Intermediate("netcfg"),
-        MANAGER_PATH => return Obj::Manager,
-        _ => {}
+        "/" => Obj::Intermediate("net"),
+        "/net" => Obj::Intermediate("openvpn"),
+        "/net/openvpn" => Obj::Intermediate("v3"),
+        "/net/openvpn/v3" => Obj::Intermediate("netcfg"),
+        MANAGER_PATH => Obj::Manager,
+        _ if s.devices.contains_key(path) => Obj::Device(path.to_string()),
+        _ => dco_of.map_or(Obj::None, |dev| Obj::Dco(dev.to_string())),
     }
-    if s.devices.contains_key(path) {
-        return Obj::Device(path.to_string());
-    }
-    if let Some(dev) = path.strip_suffix("/dco") {
-        if s.devices.get(dev).is_some_and(|d| s.has_dco(d)) {
-            return Obj::Dco(dev.to_string());
-        }
-    }
-    Obj::None
 }
 
 fn introspect(s: &Sessions, obj: &Obj, uid: Option<u32>) -> String {
-    use crate::bus::introspect::{xml, Node};
-    match obj {
-        Obj::Intermediate(c) => xml(Node::Intermediate { child: c }),
+    let children: Vec<String> = match obj {
+        Obj::Intermediate(c) => vec![c.to_string()],
+        // The manager lists only the devices the caller may see.
         Obj::Manager => {
-            let kids: Vec<String> = s
-                .devices
-                .values()
-                .filter(|d| uid.is_some_and(|u| d.may(u)))
-                .filter_map(|d| d.path.strip_prefix(MANAGER_PATH).map(|s| s.trim_start_matches('/').to_string()))
-                .collect();
-            xml(Node::Manager { children: &kids })
+            let seen = s.paths_where(|d| uid.is_some_and(|u| d.may(u)));
+            seen.iter()
+                .filter_map(|p| Some(p.strip_prefix(MANAGER_PATH)?.trim_start_matches('/').to_string()))
+                .collect()
         }
-        Obj::Device(p) => xml(Node::Device { has_dco: s.devices.get(p).is_some_and(|d| s.has_dco(d)) }),
-        Obj::Dco(_) => xml(Node::Dco),
-        Obj::None => String::new(),
-    }
+        Obj::Device(p) if s.devices.get(p).is_some_and(|d| s.has_dco(d)) => vec!["dco".into()],
+        _ => Vec::new(),
+    };
+    introspect::xml(obj, &children)
 }
 
 pub enum Obj {

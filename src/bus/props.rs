@@ -1,4 +1,6 @@
 //! org.freedesktop.DBus.Properties for the manager and device objects.
+//! One table per object names each property, its type and whether Set may
+//! change it; Get, GetAll and the introspection XML are made from it.
 
 use dbus::arg::{PropMap, RefArg, Variant};
 use dbus::Message;
@@ -10,30 +12,61 @@ use crate::error::Error;
 use crate::sessions::{Sessions, VERSION};
 use crate::settings;
 
-const MANAGER_PROPS: &[&str] =
-    &["global_dns_servers", "global_dns_search", "log_level", "config_file", "version", "dco_family"];
-const DEVICE_PROPS: &[&str] = &[
-    "log_level",
-    "owner",
-    "acl",
-    "active",
-    "modified",
-    "dns_name_servers",
-    "dns_search_domains",
-    "dnssec_mode",
-    "dns_transport",
-    "dns_scope",
-    "device_name",
-    "layer",
-    "mtu",
-    "reroute_ipv4",
-    "reroute_ipv6",
-    "txqueuelen",
+/// A property of a `T` (the service or a device): its name, D-Bus type,
+/// whether it is writable (`set_manager_prop`/`set_device_prop` check and
+/// store it) and its getter.
+pub struct Prop<T> {
+    pub name: &'static str,
+    pub sig: &'static str,
+    pub writable: bool,
+    get: fn(&T) -> Box<dyn RefArg>,
+}
+
+const fn ro<T>(name: &'static str, sig: &'static str, get: fn(&T) -> Box<dyn RefArg>) -> Prop<T> {
+    Prop { name, sig, writable: false, get }
+}
+
+const fn rw<T>(name: &'static str, sig: &'static str, get: fn(&T) -> Box<dyn RefArg>) -> Prop<T> {
+    Prop { name, sig, writable: true, get }
+}
+
+pub const MANAGER_PROPS: &[Prop<Sessions>] = &[
+    // The DNS servers (or search domains) the DNS backend applied, newest
+    // session first (the order in effect).
+    ro("global_dns_servers", "as", |s| Box::new(s.dns.global(true))),
+    ro("global_dns_search", "as", |s| Box::new(s.dns.global(false))),
+    rw("log_level", "u", |s| Box::new(s.log_level)),
+    ro("config_file", "s", |s| {
+        Box::new(s.cfg.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default())
+    }),
+    ro("version", "s", |_| Box::new(VERSION.to_string())),
+    // DCO (issue 6): "ovpn", "ovpn-dco-v2", or "" when neither resolves.
+    ro("dco_family", "s", |s| Box::new(s.dco_family())),
+];
+
+pub const DEVICE_PROPS: &[Prop<Device>] = &[
+    rw("log_level", "u", |d| Box::new(d.log_level)),
+    ro("owner", "u", |d| Box::new(d.owner_uid)),
+    ro("acl", "au", |d| Box::new(d.acl.clone())),
+    ro("active", "b", |d| Box::new(d.active)),
+    ro("modified", "b", |d| Box::new(d.modified)),
+    ro("dns_name_servers", "as", |d| {
+        Box::new(d.settings.dns_servers.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }),
+    ro("dns_search_domains", "as", |d| Box::new(d.settings.dns_search.clone())),
+    ro("dnssec_mode", "s", |d| Box::new(d.settings.dnssec.as_str().to_string())),
+    ro("dns_transport", "s", |d| Box::new(d.settings.dns_transport.as_str().to_string())),
+    rw("dns_scope", "s", |d| Box::new(d.settings.dns_scope.as_str().to_string())),
+    ro("device_name", "s", |d| Box::new(d.name.clone())),
+    rw("layer", "u", |d| Box::new(d.settings.layer)),
+    rw("mtu", "q", |d| Box::new(d.settings.mtu)),
+    rw("reroute_ipv4", "b", |d| Box::new(d.settings.reroute_ipv4)),
+    rw("reroute_ipv6", "b", |d| Box::new(d.settings.reroute_ipv6)),
+    rw("txqueuelen", "q", |d| Box::new(d.settings.txqueuelen)),
 ];
 
 enum PropErr {
     Unknown,
-    ReadOnly,
     Type(&'static str),
     Other(Error),
 }
@@ -41,13 +74,12 @@ enum PropErr {
 pub(crate) fn properties(s: &mut Sessions, m: &Message, obj: &Obj, member: &str) -> Option<Message> {
     // A device's settings are its owner's, its ACL's and root's to read.
     if let (Obj::Device(p), "Get" | "GetAll") = (obj, member) {
-        match s.caller(m) {
-            Ok((_, c)) if s.may_see(p, c.uid) => {}
-            Ok((_, c)) => {
-                let e = Error::AccessDenied(format!("uid {} may not read the properties of {p}", c.uid));
-                return conn::error_reply(m, &e);
-            }
-            Err(e) => return conn::error_reply(m, &e),
+        let seen = s.caller(m).and_then(|(_, c)| match s.may_see(p, c.uid) {
+            true => Ok(()),
+            false => Err(Error::AccessDenied(format!("uid {} may not read the properties of {p}", c.uid))),
+        });
+        if let Err(e) = seen {
+            return conn::error_reply(m, &e);
         }
     }
     match member {
@@ -61,36 +93,36 @@ pub(crate) fn properties(s: &mut Sessions, m: &Message, obj: &Obj, member: &str)
 }
 
 fn get_call(s: &Sessions, m: &Message, obj: &Obj) -> Message {
-    let Ok((iface, name)) = m.read2::<&str, &str>() else {
-        return invalid(m, "Get takes (ss)");
-    };
+    let Ok((iface, name)) = m.read2::<&str, &str>() else { return invalid(m, "Get takes (ss)") };
     if iface != IFACE && !iface.is_empty() {
         return unknown_interface(m, iface);
     }
-    match prop_get(s, obj, name) {
-        Some(v) => m.method_return().append1(Variant(v)),
+    match values(s, obj, Some(name)).pop() {
+        Some((_, v)) => m.method_return().append1(Variant(v)),
         None => unknown(m, name),
     }
 }
 
 fn get_all_call(s: &Sessions, m: &Message, obj: &Obj) -> Message {
-    let names: &[&str] = match obj {
-        Obj::Manager => MANAGER_PROPS,
-        Obj::Device(_) => DEVICE_PROPS,
-        _ => &[],
-    };
-    let Ok(iface) = m.read1::<&str>() else {
-        return invalid(m, "GetAll takes (s)");
-    };
+    let Ok(iface) = m.read1::<&str>() else { return invalid(m, "GetAll takes (s)") };
     let mut map = PropMap::new();
     if iface == IFACE || iface.is_empty() {
-        for n in names {
-            if let Some(v) = prop_get(s, obj, n) {
-                map.insert(n.to_string(), Variant(v));
-            }
-        }
+        map.extend(values(s, obj, None).into_iter().map(|(n, v)| (n.to_string(), Variant(v))));
     }
     m.method_return().append1(map)
+}
+
+/// The properties of `obj` (only the one named `want`, if given), with
+/// their values.
+fn values(s: &Sessions, obj: &Obj, want: Option<&str>) -> Vec<(&'static str, Box<dyn RefArg>)> {
+    fn pick<T>(props: &[Prop<T>], of: &T, want: Option<&str>) -> Vec<(&'static str, Box<dyn RefArg>)> {
+        props.iter().filter(|p| want.map_or(true, |w| w == p.name)).map(|p| (p.name, (p.get)(of))).collect()
+    }
+    match obj {
+        Obj::Manager => pick(MANAGER_PROPS, s, want),
+        Obj::Device(p) => s.devices.get(p).map(|d| pick(DEVICE_PROPS, d, want)).unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 /// Set, then PropertiesChanged for what changed; `None` when the error
@@ -112,62 +144,18 @@ fn set_call(s: &mut Sessions, m: &Message, obj: &Obj) -> Option<Message> {
             if name == "dns_scope" {
                 s.dns_sync();
             }
-            if let (Some(v), Some(p), Some(who)) = (prop_get(s, obj, name), m.path(), m.sender()) {
+            if let (Some((_, v)), Some(p), Some(who)) = (values(s, obj, Some(name)).pop(), m.path(), m.sender()) {
                 s.props_changed(&p, &who, name, v);
             }
             m.method_return()
         }
         Err(PropErr::Unknown) => unknown(m, name),
-        Err(PropErr::ReadOnly) => conn::std_error(
-            m,
-            "org.freedesktop.DBus.Error.PropertyReadOnly",
-            &format!("Property '{name}' is read-only"),
-        ),
         Err(PropErr::Type(want)) => invalid(
             m,
             &format!("Error setting property '{name}': expected type '{want}' but got '{}'", value.signature()),
         ),
         Err(PropErr::Other(e)) => return conn::error_reply(m, &e),
     })
-}
-
-fn prop_get(s: &Sessions, obj: &Obj, name: &str) -> Option<Box<dyn RefArg>> {
-    match obj {
-        Obj::Manager => Some(match name {
-            "global_dns_servers" => Box::new(global_dns(s, true)),
-            "global_dns_search" => Box::new(global_dns(s, false)),
-            "log_level" => Box::new(s.log_level),
-            "config_file" => Box::new(s.cfg.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
-            "version" => Box::new(VERSION.to_string()),
-            // DCO (issue 6): "ovpn", "ovpn-dco-v2", or "" when neither resolves.
-            "dco_family" => Box::new(s.dco_family()),
-            _ => return None,
-        }),
-        Obj::Device(p) => {
-            let d = s.devices.get(p)?;
-            let s = &d.settings;
-            Some(match name {
-                "log_level" => Box::new(d.log_level),
-                "owner" => Box::new(d.owner_uid),
-                "acl" => Box::new(d.acl.clone()),
-                "active" => Box::new(d.active),
-                "modified" => Box::new(d.modified),
-                "dns_name_servers" => Box::new(s.dns_servers.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
-                "dns_search_domains" => Box::new(s.dns_search.clone()),
-                "dnssec_mode" => Box::new(s.dnssec.as_str().to_string()),
-                "dns_transport" => Box::new(s.dns_transport.as_str().to_string()),
-                "dns_scope" => Box::new(s.dns_scope.as_str().to_string()),
-                "device_name" => Box::new(d.name.clone()),
-                "layer" => Box::new(s.layer),
-                "mtu" => Box::new(s.mtu),
-                "reroute_ipv4" => Box::new(s.reroute_ipv4),
-                "reroute_ipv6" => Box::new(s.reroute_ipv6),
-                "txqueuelen" => Box::new(s.txqueuelen),
-                _ => return None,
-            })
-        }
-        _ => None,
-    }
 }
 
 fn prop_set(s: &mut Sessions, m: &Message, obj: &Obj, name: &str, v: &Value) -> Result<(), PropErr> {
@@ -184,13 +172,13 @@ fn prop_set(s: &mut Sessions, m: &Message, obj: &Obj, name: &str, v: &Value) -> 
                 crate::logging::set_level(s.log_level);
                 Ok(())
             }
-            n if MANAGER_PROPS.contains(&n) => Err(PropErr::ReadOnly),
+            n if MANAGER_PROPS.iter().any(|p| p.name == n) => Err(read_only(n)),
             _ => Err(PropErr::Unknown),
         },
         Obj::Device(p) => {
             let (_, c) = s.caller(m).map_err(PropErr::Other)?;
             let d = s.devices.get_mut(p).ok_or(PropErr::Unknown)?;
-            if !DEVICE_PROPS.contains(&name) {
+            if !DEVICE_PROPS.iter().any(|p| p.name == name) {
                 return Err(PropErr::Unknown);
             }
             if !d.may(c.uid) {
@@ -204,10 +192,9 @@ fn prop_set(s: &mut Sessions, m: &Message, obj: &Obj, name: &str, v: &Value) -> 
     }
 }
 
-/// The DNS servers (or search domains) the DNS backend applied, newest
-/// session first (the order in effect).
-fn global_dns(s: &Sessions, servers: bool) -> Vec<String> {
-    s.dns.global(servers)
+/// org.freedesktop.DBus.Error.PropertyReadOnly (see `Error::dbus_name`).
+fn read_only(name: &str) -> PropErr {
+    PropErr::Other(Error::ReadOnly(format!("Property '{name}' is read-only")))
 }
 
 fn unknown(m: &Message, name: &str) -> Message {
@@ -222,58 +209,61 @@ fn unknown_interface(m: &Message, iface: &str) -> Message {
     conn::std_error(m, "org.freedesktop.DBus.Error.UnknownInterface", &format!("No such interface '{iface}'"))
 }
 
-fn log_level(v: &Value) -> Result<u32, PropErr> {
-    let n = v.unsigned("u").ok_or(PropErr::Type("u"))?;
-    if n > 6 {
-        return Err(PropErr::Other(Error::arg("log_level", format!("{n} is not a level 0-6"))));
+/// `v` as an integer of one of the types `sigs` (the first is the declared
+/// one), if `ok` accepts it; else `why` names the refusal of `arg`.
+fn unsigned(v: &Value, sigs: &'static str, arg: &'static str, ok: fn(u64) -> bool, why: &str) -> Result<u64, PropErr> {
+    let n = v.unsigned(sigs).ok_or(PropErr::Type(&sigs[..1]))?;
+    match ok(n) {
+        true => Ok(n),
+        false => Err(PropErr::Other(Error::arg(arg, format!("{n} {why}")))),
     }
-    Ok(n as u32)
+}
+
+fn log_level(v: &Value) -> Result<u32, PropErr> {
+    Ok(unsigned(v, "u", "log_level", |n| n <= 6, "is not a level 0-6")? as u32)
 }
 
 /// A writable device property, checked and stored (for the next Establish).
 fn set_device_prop(d: &mut Device, name: &str, v: &Value) -> Result<(), PropErr> {
     let s = &mut d.settings;
-    let arg = |e: Error| PropErr::Other(e);
+    let flag = |v: &Value| match v {
+        Value::Bool(b) => Ok(*b),
+        _ => Err(PropErr::Type("b")),
+    };
     match name {
         "log_level" => d.log_level = log_level(v)?,
-        "layer" => {
-            let n = v.unsigned("u").ok_or(PropErr::Type("u"))?;
-            if n != 2 && n != 3 {
-                return Err(arg(Error::arg("layer", format!("{n} is not 3 (tun) or 2 (tap)"))));
-            }
-            s.layer = n as u32;
-        }
-        "mtu" => {
-            let n = v.unsigned("qu").ok_or(PropErr::Type("q"))?;
-            if !(68..=65535).contains(&n) {
-                return Err(arg(Error::arg("mtu", format!("{n} is outside 68-65535"))));
-            }
-            s.mtu = n as u16;
-        }
-        "txqueuelen" => {
-            let n = v.unsigned("qu").ok_or(PropErr::Type("q"))?;
-            if n > 65535 {
-                return Err(arg(Error::arg("txqueuelen", format!("{n} is larger than 65535"))));
-            }
-            s.txqueuelen = n as u16;
-        }
-        "reroute_ipv4" | "reroute_ipv6" => {
-            let Value::Bool(b) = *v else {
-                return Err(PropErr::Type("b"));
-            };
-            if name == "reroute_ipv4" {
-                s.reroute_ipv4 = b;
-            } else {
-                s.reroute_ipv6 = b;
-            }
-        }
+        "layer" => s.layer = unsigned(v, "u", "layer", |n| n == 2 || n == 3, "is not 3 (tun) or 2 (tap)")? as u32,
+        "mtu" => s.mtu = unsigned(v, "qu", "mtu", |n| (68..=65535).contains(&n), "is outside 68-65535")? as u16,
+        "txqueuelen" => s.txqueuelen = unsigned(v, "qu", "txqueuelen", |n| n <= 65535, "is larger than 65535")? as u16,
+        "reroute_ipv4" => s.reroute_ipv4 = flag(v)?,
+        "reroute_ipv6" => s.reroute_ipv6 = flag(v)?,
         "dns_scope" => {
-            let Value::Str(t) = v else {
-                return Err(PropErr::Type("s"));
-            };
-            s.dns_scope = settings::dns_scope(t).map_err(arg)?;
+            let Value::Str(t) = v else { return Err(PropErr::Type("s")) };
+            s.dns_scope = settings::dns_scope(t).map_err(PropErr::Other)?;
         }
-        _ => return Err(PropErr::ReadOnly),
+        _ => return Err(read_only(name)),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tables_mark_writable_exactly_what_set_accepts() {
+        for p in DEVICE_PROPS {
+            let mut d = Device::new("/x".into(), "tun0".into(), 1000, 1, ":1.1".into(), 3);
+            let v = match p.sig {
+                "b" => Value::Bool(true),
+                "s" => Value::Str("x".into()),
+                sig => Value::Unsigned(sig.chars().next().unwrap(), 1),
+            };
+            let read_only = matches!(set_device_prop(&mut d, p.name, &v), Err(PropErr::Other(Error::ReadOnly(_))));
+            assert_eq!(p.writable, !read_only, "{}", p.name);
+        }
+        // The manager's Set (`prop_set`) accepts only log_level.
+        let writable: Vec<&str> = MANAGER_PROPS.iter().filter(|p| p.writable).map(|p| p.name).collect();
+        assert_eq!(writable, ["log_level"]);
+    }
 }

@@ -15,11 +15,16 @@ use crate::vecmap::VecMap;
 use dbus::arg::{PropMap, RefArg, Variant};
 use dbus::Message;
 
+use crate::apply::Kernel;
 use crate::config::Config;
 use crate::conn::{self, Bus, BUS_NAME, IFACE, LOG_SERVICE, MANAGER_PATH};
+use crate::dco_session::DcoKernel;
 use crate::device::Device;
+use crate::dns::Dns;
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::journal::{Entry, Undo};
+use crate::netlink::link;
 use outbox::Source;
 
 pub const VERSION: &str = concat!("ovpn-netcfgd-", env!("CARGO_PKG_VERSION"));
@@ -32,24 +37,23 @@ pub struct Subscription {
 pub struct Sessions {
     pub cfg: Config,
     pub bus: Bus,
-    pub kernel: crate::apply::Kernel,
+    pub kernel: Kernel,
     /// Device objects by object path.
     pub devices: VecMap<String, Device>,
     /// NetworkChange subscribers by unique bus name.
     pub subs: VecMap<String, Subscription>,
     pub log_level: u32,
-    pub dns: crate::dns::Dns,
+    pub dns: Dns,
     /// What ProtectSocket installed, by owner.
     pub protections: Vec<protect::Protection>,
     /// The fwmark method's rules, shared by all protections.
     pub fw_rules: crate::journal::Journal,
-    /// Tun links of destroyed devices, left for their clients to close.
-    pub orphans: crate::journal::Journal,
-    /// The UID each orphaned link (by ifindex) counts against: its tun
-    /// device lives on while its client holds the fd.
-    orphan_owners: VecMap<u32, u32>,
+    /// Tun links of destroyed devices, left for their clients to close,
+    /// with the UID each counts against: its tun device lives on while its
+    /// client holds the fd.
+    orphans: Vec<(u32, Entry)>,
     /// The resolved DCO generic-netlink family and its sockets.
-    pub dco: Option<crate::dco_session::DcoKernel>,
+    pub dco: Option<DcoKernel>,
     /// Owner and ACL of devices being removed, so their last events still
     /// reach exactly the UIDs that saw them.
     pub(crate) departed: VecMap<String, (u32, Vec<u32>)>,
@@ -66,14 +70,7 @@ pub struct Sessions {
 impl Sessions {
     /// The state at start-up: the sockets opened as root, the bus joined
     /// as the service user. `come_up` finishes it.
-    pub fn new(
-        cfg: Config,
-        bus: Bus,
-        kernel: crate::apply::Kernel,
-        watch: watch::Watch,
-        dco: Option<crate::dco_session::DcoKernel>,
-        dns: crate::dns::Dns,
-    ) -> Self {
+    pub fn new(cfg: Config, bus: Bus, kernel: Kernel, watch: watch::Watch, dco: Option<DcoKernel>, dns: Dns) -> Self {
         Sessions {
             log_level: cfg.log_level,
             cfg,
@@ -84,8 +81,7 @@ impl Sessions {
             dns,
             protections: Vec::new(),
             fw_rules: crate::journal::Journal::default(),
-            orphans: crate::journal::Journal::default(),
-            orphan_owners: VecMap::new(),
+            orphans: Vec::new(),
             dco,
             departed: VecMap::new(),
             watch,
@@ -147,10 +143,10 @@ impl Sessions {
     }
 
     /// Every journal entry not yet undone, in all the places that hold them.
-    fn live_entries(&self) -> Vec<&crate::journal::Entry> {
+    fn live_entries(&self) -> Vec<&Entry> {
         let devices = self.devices.values().map(|d| &d.journal);
-        let journals = devices.chain([&self.fw_rules, &self.orphans]).flat_map(|j| j.entries());
-        journals.chain(self.kernel.shared.entries()).collect()
+        let journals = devices.chain([&self.fw_rules]).flat_map(|j| j.entries());
+        journals.chain(self.orphans.iter().map(|(_, e)| e)).chain(self.kernel.shared.entries()).collect()
     }
 
     /// Rewrites the journal file with the live entries when it is mostly
@@ -168,8 +164,9 @@ impl Sessions {
         self.signals.borrow().deadline()
     }
 
-    /// Announces what a DNS apply that ran in the background changed. The
-    /// ACLs of devices removed meanwhile were kept for these events.
+    /// Announces what a DNS apply changed (at once, or in the background).
+    /// The ACLs of devices removed meanwhile were kept for these events;
+    /// they go once DNS no longer lists the device.
     pub(crate) fn dns_finished(&mut self, changes: Vec<crate::dns::Change>) {
         for (path, dev, e) in changes {
             self.emit_events(&path, &dev, vec![e]);
@@ -209,12 +206,7 @@ impl Sessions {
         let failed = undo.finish(&mut self.kernel);
         let events = d.teardown_finish(failed, !keep_link);
         if keep_link {
-            for e in d.journal.take_all().into_iter().rev() {
-                if let crate::journal::Undo::DelLink { ifindex, .. } = &e.undo {
-                    self.orphan_owners.insert(*ifindex, d.owner_uid);
-                }
-                self.orphans.push(e);
-            }
+            self.orphans.extend(d.journal.take_all().into_iter().rev().map(|e| (d.owner_uid, e)));
         }
         self.prune_orphans();
         if self.devices.is_empty() {
@@ -225,63 +217,41 @@ impl Sessions {
         self.departed.insert(d.path.clone(), (d.owner_uid, d.acl.clone()));
         self.emit_notices(&d.path, &d.name, events);
         log::info!("device {path} ({}) removed: {why}", d.name);
-        self.dns_sync();
         // Its DNS events may come when a DNS apply finishes (`dns_finished`).
-        if !self.dns.lists(&d.path) {
-            self.departed.remove(&d.path);
-        }
+        self.dns_sync();
     }
 
     /// Forgets orphaned tun links that their clients have closed.
     fn prune_orphans(&mut self) {
-        let gone: Vec<crate::journal::Entry> = self.orphans.take_all();
-        let (alive, closed): (Vec<_>, Vec<_>) = gone.into_iter().partition(|e| match &e.undo {
-            crate::journal::Undo::DelLink { ifindex, name } => {
-                crate::netlink::link::name_of(*ifindex).as_deref() == Some(name.as_str())
-            }
-            _ => false,
+        let (open, closed): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orphans).into_iter().partition(|(_, e)| {
+            matches!(&e.undo, Undo::DelLink { ifindex, name } if link::name_of(*ifindex).as_deref() == Some(name.as_str()))
         });
         // Entries for links that are gone need no undo; this only clears them
-        // from the journal file.
-        crate::apply::undo(&mut self.kernel, closed);
-        let alive_links: Vec<u32> = alive
-            .iter()
-            .filter_map(|e| match &e.undo {
-                crate::journal::Undo::DelLink { ifindex, .. } => Some(*ifindex),
-                _ => None,
-            })
-            .collect();
-        self.orphan_owners.retain(|i, _| alive_links.contains(i));
-        for e in alive.into_iter().rev() {
-            self.orphans.push(e);
-        }
+        // from the journal file (newest first, the order of an undo).
+        crate::apply::undo(&mut self.kernel, closed.into_iter().rev().map(|(_, e)| e).collect());
+        self.orphans = open;
     }
 
     /// Pushes every active session's DNS settings to the DNS backend and
     /// announces what changed. Called after anything that changes them.
     pub(crate) fn dns_sync(&mut self) {
-        let sessions: Vec<crate::dns::Session> = self
-            .devices
-            .values()
-            .filter(|d| d.active)
-            .filter_map(|d| {
-                let (ifindex, ifname) = d.link.clone()?;
-                Some(crate::dns::Session {
-                    path: d.path.clone(),
-                    ifname,
-                    ifindex,
-                    order: d.created,
-                    servers: d.settings.dns_servers.clone(),
-                    search: d.settings.dns_search.clone(),
-                    dnssec: d.settings.dnssec,
-                    transport: d.settings.dns_transport,
-                    scope: d.settings.dns_scope,
-                })
+        let session = |d: &Device| {
+            let (ifindex, ifname) = d.link.clone()?;
+            Some(crate::dns::Session {
+                path: d.path.clone(),
+                ifname,
+                ifindex,
+                order: d.created,
+                servers: d.settings.dns_servers.clone(),
+                search: d.settings.dns_search.clone(),
+                dnssec: d.settings.dnssec,
+                transport: d.settings.dns_transport,
+                scope: d.settings.dns_scope,
             })
-            .collect();
-        for (path, dev, e) in self.dns.update(&self.bus, &sessions) {
-            self.emit_events(&path, &dev, vec![e]);
-        }
+        };
+        let sessions: Vec<_> = self.devices.values().filter(|d| d.active).filter_map(session).collect();
+        let changes = self.dns.update(&self.bus, &sessions);
+        self.dns_finished(changes);
     }
 
     /// Whether `uid` may see the device at `path` (its events and
@@ -296,13 +266,10 @@ impl Sessions {
     }
 
     /// The subscribers that may see the device at `path` and want one of
-    /// the event `kinds`, by unique bus name.
-    fn audience(&self, path: &str, kinds: u32) -> Vec<&str> {
-        self.subs
-            .iter()
-            .filter(|(_, s)| s.mask & kinds != 0 && self.may_see(path, s.uid))
-            .map(|(n, _)| n.as_str())
-            .collect()
+    /// the event `kinds`: unique bus name, event mask.
+    fn audience(&self, path: &str, kinds: u32) -> Vec<(String, u32)> {
+        let to = self.subs.iter().filter(|(_, s)| s.mask & kinds != 0 && self.may_see(path, s.uid));
+        to.map(|(n, s)| (n.clone(), s.mask)).collect()
     }
 
     /// Announces configurations coming or going, to the subscribers who
@@ -325,13 +292,7 @@ impl Sessions {
             Source::Events(v) => v.iter().fold(0, |k, e| k | e.kind),
         };
         // Who may see the device is asked once, not once per event.
-        let to: Vec<(String, u32)> = self
-            .subs
-            .iter()
-            .filter(|(_, s)| s.mask & kinds != 0 && self.may_see(path, s.uid))
-            .map(|(n, s)| (n.clone(), s.mask))
-            .collect();
-        self.signals.borrow_mut().push(path, device, source, to);
+        self.signals.borrow_mut().push(path, device, source, self.audience(path, kinds));
     }
 
     /// Hands queued signals to libdbus a batch per tick, and only when its
@@ -355,9 +316,7 @@ impl Sessions {
         let records = crate::logging::drain();
         let Some(o) = &self.log_owner else { return };
         for (cat, msg) in records {
-            let Ok(mut sig) = Message::new_signal(MANAGER_PATH, IFACE, "Log") else {
-                continue;
-            };
+            let Ok(mut sig) = Message::new_signal(MANAGER_PATH, IFACE, "Log") else { continue };
             sig = sig.append3(8u32, cat, msg);
             sig.set_destination(Some(o.as_str().into()));
             self.bus.send(sig);
@@ -366,31 +325,43 @@ impl Sessions {
 
     /// The ifindexes of every link we configure (never "the host's route").
     pub(crate) fn our_links(&self) -> Vec<u32> {
-        self.devices.values().filter_map(|d| d.link.as_ref().map(|l| l.0)).collect()
+        self.links_where(|_| true)
+    }
+
+    /// The tun links of the devices `f` selects.
+    pub(crate) fn links_where(&self, f: impl Fn(&Device) -> bool) -> Vec<u32> {
+        self.devices.values().filter(|d| f(d)).filter_map(|d| d.link.as_ref().map(|l| l.0)).collect()
+    }
+
+    /// The paths of the devices `f` selects.
+    pub(crate) fn paths_where(&self, f: impl Fn(&Device) -> bool) -> Vec<String> {
+        self.devices.values().filter(|d| f(d)).map(|d| d.path.clone()).collect()
     }
 
     /// PropertiesChanged: broadcast for the manager; for a device, unicast
     /// to its owner's connection, the setter and the subscribers who may
     /// see it (a broadcast would show its settings to every listener).
     pub(crate) fn props_changed(&self, path: &str, setter: &str, name: &str, value: Box<dyn RefArg>) {
-        let mut changed = PropMap::new();
-        changed.insert(name.to_string(), Variant(value));
-        let Ok(sig) = Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged") else {
-            return;
-        };
+        let changed = PropMap::from([(name.to_string(), Variant(value))]);
+        let Ok(sig) = Message::new_signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged") else { return };
         let sig = sig.append3(IFACE, changed, Vec::<String>::new());
         let Some(d) = self.devices.get(path) else {
             self.bus.send(sig);
             return;
         };
-        let mut to: Vec<&str> = self.audience(path, u32::MAX);
-        to.extend([d.owner_bus.as_str(), setter]);
-        to.sort_unstable();
-        to.dedup();
+        let subs = self.audience(path, u32::MAX).into_iter().map(|(n, _)| n);
+        let to: std::collections::BTreeSet<String> = subs.chain([d.owner_bus.clone(), setter.to_string()]).collect();
         for name in to.into_iter().filter(|n| !n.is_empty()) {
             let Ok(mut m) = sig.duplicate() else { continue };
-            m.set_destination(Some(name.into()));
+            m.set_destination(Some(name.as_str().into()));
             self.bus.send(m);
+        }
+    }
+
+    /// Sends `r` unless the caller wants no reply.
+    pub(crate) fn reply(&self, call: &Message, r: Option<Message>) {
+        if let Some(r) = r.filter(|_| !call.get_no_reply()) {
+            self.bus.send(r);
         }
     }
 
@@ -408,7 +379,7 @@ impl Sessions {
         use crate::limits::{DEVICES_PER_UID, DEVICES_TOTAL};
         let held = |me: &Self| {
             me.devices.values().filter(|d| d.owner_uid == uid).count()
-                + me.orphan_owners.values().filter(|u| **u == uid).count()
+                + me.orphans.iter().filter(|(u, e)| *u == uid && matches!(e.undo, Undo::DelLink { .. })).count()
         };
         if held(self) >= DEVICES_PER_UID {
             self.prune_orphans();
@@ -423,36 +394,25 @@ impl Sessions {
 
     /// Whether `uid` may add one more subscription.
     pub(crate) fn check_sub_limits(&self, uid: u32) -> Result<()> {
-        use crate::limits::{SUBSCRIPTIONS_PER_UID, SUBSCRIPTIONS_TOTAL};
+        use crate::limits::{check_share, SUBSCRIPTIONS_PER_UID, SUBSCRIPTIONS_TOTAL};
         let mine = self.subs.values().filter(|s| s.uid == uid).count();
-        crate::limits::check_share(
-            "subscriptions",
-            uid,
-            mine,
-            SUBSCRIPTIONS_PER_UID,
-            self.subs.len(),
-            SUBSCRIPTIONS_TOTAL,
-        )
+        check_share("subscriptions", uid, mine, SUBSCRIPTIONS_PER_UID, self.subs.len(), SUBSCRIPTIONS_TOTAL)
     }
 
     /// NameOwnerChanged from the bus daemon: the log service, a DNS
     /// service, or a client that left the bus (its devices, protections
     /// and subscription go with it).
     pub(crate) fn name_owner_changed(&mut self, name: &str, new: &str) {
-        if name == LOG_SERVICE {
-            self.log_owner = if new.is_empty() { None } else { Some(new.to_string()) };
-            return;
+        match name {
+            LOG_SERVICE => self.log_owner = (!new.is_empty()).then(|| new.to_string()),
+            _ if !name.starts_with(':') => self.dns.on_name_owner(&self.bus, name, new),
+            _ if new.is_empty() => self.client_left(name),
+            _ => {}
         }
-        if !name.starts_with(':') {
-            self.dns.on_name_owner(&self.bus, name, new);
-            return;
-        }
-        if !new.is_empty() {
-            return;
-        }
-        let gone: Vec<String> =
-            self.devices.iter().filter(|(_, d)| d.owner_bus == name).map(|(p, _)| p.clone()).collect();
-        for p in gone {
+    }
+
+    fn client_left(&mut self, name: &str) {
+        for p in self.paths_where(|d| d.owner_bus == name) {
             self.remove_device(&p, &format!("its creator {name} left the bus"), false);
         }
         self.drop_protections(|o| matches!(o, crate::shared::Owner::Client { bus, .. } if *bus == name));
@@ -466,11 +426,10 @@ impl Sessions {
     /// Undoes every device and DNS change, then flushes what is left to
     /// send. False if DNS could not be restored.
     pub(crate) fn shutdown(&mut self) -> bool {
-        let paths: Vec<String> = self.devices.keys().cloned().collect();
-        for p in paths {
+        for p in self.paths_where(|_| true) {
             self.remove_device(&p, "service shutdown", false);
         }
-        let orphans = self.orphans.take_all();
+        let orphans = std::mem::take(&mut self.orphans).into_iter().rev().map(|(_, e)| e).collect();
         for f in crate::apply::undo(&mut self.kernel, orphans) {
             log::warn!("removing a device left to its client: {f}");
         }

@@ -15,10 +15,11 @@ use dbus::message::MessageType;
 use dbus::Message;
 
 use crate::conn;
-use crate::device::{Establishing, Linked};
+use crate::device::{Device, Establishing, Linked};
 use crate::error::{Error, Result};
 use crate::limits::NETWORKS_PER_TURN;
 use crate::plan::Notice;
+use crate::vecmap::VecMap;
 
 use super::{Removal, Sessions};
 
@@ -81,30 +82,16 @@ impl Sessions {
     /// its share, so one user's flood cannot get every other user's calls
     /// refused while an operation runs.
     pub(crate) fn may_hold(&self, m: &Message) -> Result<()> {
-        use crate::limits::{CALLS_HELD, CALLS_HELD_PER_UID};
+        use crate::limits::{check_share, CALLS_HELD, CALLS_HELD_PER_UID};
         let uid_of = |m: &Message| m.sender().and_then(|s| self.bus.cached_creds(&s)).map(|c| c.uid);
         let uid = uid_of(m);
         let mine = self.held.iter().filter(|h| h.msg_type() == MessageType::MethodCall && uid_of(h) == uid).count();
-        crate::limits::check_share(
-            "held calls",
-            uid.unwrap_or(u32::MAX),
-            mine,
-            CALLS_HELD_PER_UID,
-            self.held.len(),
-            CALLS_HELD,
-        )
-    }
-
-    pub(crate) fn hold(&mut self, m: Message) {
-        self.held.push_back(m);
+        check_share("held calls", uid.unwrap_or(u32::MAX), mine, CALLS_HELD_PER_UID, self.held.len(), CALLS_HELD)
     }
 
     /// The next held message, once no operation runs.
     pub(crate) fn unhold(&mut self) -> Option<Message> {
-        if self.op.is_some() {
-            return None;
-        }
-        self.held.pop_front()
+        self.op.is_none().then(|| self.held.pop_front()).flatten()
     }
 
     /// The fd the loop polls while an operation's batch waits for answers.
@@ -112,71 +99,45 @@ impl Sessions {
         self.op.as_ref().map(|_| self.kernel.ops.fd())
     }
 
-    pub(crate) fn op_running(&self) -> bool {
-        self.op.is_some()
-    }
-
-    /// Establish on `path` as a pending operation; the error if it fails
-    /// before anything goes to the kernel in batches.
-    pub(crate) fn begin_establish(&mut self, m: &Message, path: &str, ignore: Vec<u32>, redirect: bool) -> Result<()> {
+    /// Starts `what` on `path` as the pending operation; the error if it
+    /// fails before anything goes to the kernel in batches.
+    pub(crate) fn begin(&mut self, m: &Message, path: &str, what: Start) -> Result<()> {
+        // Copied before anything is taken out of a journal, so that a
+        // failure here loses nothing.
         let call = copy(m)?;
-        let d = self.devices.get_mut(path).ok_or_else(|| gone(path))?;
-        let est = Est { ignore, redirect, events: Vec::new() };
-        let stage = match d.establish_teardown(&mut self.kernel) {
-            Some(undo) => Stage::Replacing { undo, est },
-            None => Stage::Linking(est),
+        let stage = match what {
+            Start::Establish { ignore, redirect } => {
+                let est = Est { ignore, redirect, events: Vec::new() };
+                match dev(&mut self.devices, path)?.establish_teardown(&mut self.kernel) {
+                    Some(undo) => Stage::Replacing { undo, est },
+                    None => Stage::Linking(est),
+                }
+            }
+            Start::Clear { disable } => {
+                let undo = dev(&mut self.devices, path)?.teardown_start(&mut self.kernel, false);
+                Stage::Clearing { undo, disable }
+            }
+            Start::AddNetworks => Stage::Adding { nets: Vec::new() },
+            Start::Destroy { why } => {
+                let r = self.removal_start(path, true).ok_or_else(|| gone(path))?;
+                Stage::Removing { r: Box::new(r), why }
+            }
         };
-        self.begin(call, path, stage);
-        Ok(())
-    }
-
-    /// Disable or ClearConfig on `path` as a pending operation.
-    pub(crate) fn begin_clear(&mut self, m: &Message, path: &str, disable: bool) -> Result<()> {
-        let call = copy(m)?;
-        let d = self.devices.get_mut(path).ok_or_else(|| gone(path))?;
-        let undo = d.teardown_start(&mut self.kernel, false);
-        self.begin(call, path, Stage::Clearing { undo, disable });
-        Ok(())
-    }
-
-    /// AddNetworks of a long list on `path` as a pending operation (its
-    /// share is checked).
-    pub(crate) fn begin_add_networks(&mut self, m: &Message, path: &str) -> Result<()> {
-        let call = copy(m)?;
-        self.begin(call, path, Stage::Adding { nets: Vec::new() });
-        Ok(())
-    }
-
-    /// Destroy of `path` as a pending operation.
-    pub(crate) fn begin_destroy(&mut self, m: &Message, path: &str, why: String) -> Result<()> {
-        let call = copy(m)?;
-        let r = self.removal_start(path, true).ok_or_else(|| gone(path))?;
-        self.begin(call, path, Stage::Removing { r: Box::new(r), why });
-        Ok(())
-    }
-
-    fn begin(&mut self, call: Message, path: &str, stage: Stage) {
         self.op = Some(Op { call, path: path.to_string(), stage, ready: true });
         self.advance_op();
+        Ok(())
     }
 
     /// Moves the running operation on: reads its batch's answers if they
     /// are there and sends the next; replies when it is complete.
     pub(crate) fn advance_op(&mut self) {
-        let Some(mut op) = self.op.take() else { return };
+        let Some(op) = self.op.take() else { return };
         match self.step(&op.path.clone(), &op.call, op.stage) {
-            Next::Wait(stage) => {
-                op.stage = stage;
-                op.ready = false;
-                self.op = Some(op);
-            }
+            Ok(Next::Wait(stage)) => self.op = Some(Op { stage, ready: false, ..op }),
             // The next stage runs on the next turn: other calls first.
-            Next::Stage(stage) => {
-                op.stage = stage;
-                op.ready = true;
-                self.op = Some(op);
-            }
-            Next::Done(r) => self.answer(&op.call, r),
+            Ok(Next::Stage(stage)) => self.op = Some(Op { stage, ready: true, ..op }),
+            Ok(Next::Done(fd)) => self.answer(&op.call, Ok(fd)),
+            Err(e) => self.answer(&op.call, Err(e)),
         }
     }
 
@@ -202,56 +163,49 @@ impl Sessions {
         }
     }
 
-    fn step(&mut self, path: &str, call: &Message, stage: Stage) -> Next {
+    fn step(&mut self, path: &str, call: &Message, stage: Stage) -> Result<Next> {
         let k = &mut self.kernel;
         match stage {
             Stage::Replacing { mut undo, mut est } => {
                 if !undo.advance(k) {
-                    return Next::Wait(Stage::Replacing { undo, est });
+                    return Ok(Next::Wait(Stage::Replacing { undo, est }));
                 }
-                let failed = undo.finish(k);
-                let Some(d) = self.devices.get_mut(path) else { return Next::Done(Err(gone(path))) };
-                est.events = d.teardown_finish(failed, false);
-                Next::Stage(Stage::Linking(est))
+                est.events = self.torn_down(path, undo)?;
+                Ok(Next::Stage(Stage::Linking(est)))
             }
-            Stage::Linking(est) => {
-                let Some(d) = self.devices.get_mut(path) else { return Next::Done(Err(gone(path))) };
-                match d.establish_start(k) {
-                    Ok(linked) => Next::Stage(Stage::Planning { linked: Box::new(linked), est }),
-                    Err(e) => self.failed(path, est, e),
-                }
-            }
+            Stage::Linking(est) => match dev(&mut self.devices, path)?.establish_start(k) {
+                Ok(linked) => Ok(Next::Stage(Stage::Planning { linked: Box::new(linked), est })),
+                Err(e) => self.failed(path, est, e),
+            },
             Stage::Planning { linked, est } => {
-                let Some(d) = self.devices.get_mut(path) else { return Next::Done(Err(gone(path))) };
-                match d.establish_plan(k, *linked, &est.ignore, est.redirect) {
-                    Ok(applying) => Next::Stage(Stage::Applying { applying: Box::new(applying), est }),
+                match dev(&mut self.devices, path)?.establish_plan(k, *linked, &est.ignore, est.redirect) {
+                    Ok(applying) => Ok(Next::Stage(Stage::Applying { applying: Box::new(applying), est })),
                     Err(e) => self.failed(path, est, e),
                 }
             }
             Stage::Applying { mut applying, est } => match applying.applying.advance(k) {
-                false => Next::Wait(Stage::Applying { applying, est }),
-                true => Next::Stage(Stage::Committing { applying, est }),
+                false => Ok(Next::Wait(Stage::Applying { applying, est })),
+                true => Ok(Next::Stage(Stage::Committing { applying, est })),
             },
             Stage::Committing { applying, mut est } => {
-                let Some(d) = self.devices.get_mut(path) else { return Next::Done(Err(gone(path))) };
+                let d = dev(&mut self.devices, path)?;
                 let r = d.establish_commit(k, *applying).map(|(fd, added, notes)| {
                     for n in notes {
                         log::warn!("{path}: {n}");
                     }
                     log::info!("{path}: established {}", d.name);
                     est.events.extend(added);
-                    fd
+                    Next::Done(fd)
                 });
                 self.announce(path, est.events);
-                Next::Done(r)
+                r
             }
             Stage::Clearing { mut undo, disable } => {
                 if !undo.advance(k) {
-                    return Next::Wait(Stage::Clearing { undo, disable });
+                    return Ok(Next::Wait(Stage::Clearing { undo, disable }));
                 }
-                let failed = undo.finish(k);
-                let Some(d) = self.devices.get_mut(path) else { return Next::Done(Err(gone(path))) };
-                let events = d.teardown_finish(failed, false);
+                let events = self.torn_down(path, undo)?;
+                let d = dev(&mut self.devices, path)?;
                 // The client supplies its settings again before the next Establish.
                 d.settings.addrs.clear();
                 d.settings.networks.clear();
@@ -261,38 +215,42 @@ impl Sessions {
                 }
                 log::info!("{path}: {}", if disable { "disabled" } else { "configuration cleared" });
                 self.announce(path, events);
-                Next::Done(Ok(None))
+                Ok(Next::Done(None))
             }
             Stage::Adding { mut nets } => {
-                let more = match crate::settings::networks_from(call, nets.len(), NETWORKS_PER_TURN) {
-                    Ok(more) => more,
-                    Err(e) => return Next::Done(Err(e)),
-                };
+                let more = crate::settings::networks_from(call, nets.len(), NETWORKS_PER_TURN)?;
                 let done = more.len() < NETWORKS_PER_TURN;
                 nets.extend(more);
                 if !done {
-                    return Next::Stage(Stage::Adding { nets });
+                    return Ok(Next::Stage(Stage::Adding { nets }));
                 }
-                let Some(d) = self.devices.get_mut(path) else { return Next::Done(Err(gone(path))) };
+                let d = dev(&mut self.devices, path)?;
                 d.settings.networks.extend(nets);
                 d.modified = true;
-                Next::Done(Ok(None))
+                Ok(Next::Done(None))
             }
             Stage::Removing { mut r, why } => {
                 if !r.undo.advance(k) {
-                    return Next::Wait(Stage::Removing { r, why });
+                    return Ok(Next::Wait(Stage::Removing { r, why }));
                 }
                 self.removal_finish(*r, &why);
-                Next::Done(Ok(None))
+                Ok(Next::Done(None))
             }
         }
     }
 
+    /// A teardown whose batches are done: the events of the configuration
+    /// it removed.
+    fn torn_down(&mut self, path: &str, undo: crate::apply::Undoing) -> Result<Vec<Notice>> {
+        let failed = undo.finish(&mut self.kernel);
+        Ok(dev(&mut self.devices, path)?.teardown_finish(failed, false))
+    }
+
     /// An Establish that failed: the previous configuration's removal is
     /// still announced.
-    fn failed(&mut self, path: &str, est: Est, e: Error) -> Next {
+    fn failed(&mut self, path: &str, est: Est, e: Error) -> Result<Next> {
         self.announce(path, est.events);
-        Next::Done(Err(e))
+        Err(e)
     }
 
     /// A configuration's events, then DNS.
@@ -303,9 +261,6 @@ impl Sessions {
     }
 
     fn answer(&mut self, call: &Message, r: Result<Option<OwnedFd>>) {
-        if call.get_no_reply() {
-            return;
-        }
         let reply = match r {
             // A DCO device has no tun fd: the reply is empty (reference §7.2).
             Ok(Some(fd)) => Some(call.method_return().append1(fd)),
@@ -315,20 +270,35 @@ impl Sessions {
                 conn::error_reply(call, &e)
             }
         };
-        if let Some(m) = reply {
-            self.bus.send(m);
-        }
+        self.reply(call, reply);
     }
 }
 
 enum Next {
     Wait(Stage),
     Stage(Stage),
-    Done(Result<Option<OwnedFd>>),
+    Done(Option<OwnedFd>),
 }
 
-/// A copy of the call to answer later (made before anything is taken
-/// out of a journal, so that a failure here loses nothing).
+/// What a pending operation is to do.
+pub(crate) enum Start {
+    /// Establish, with our other links (`ignore`: never "the host's route").
+    Establish {
+        ignore: Vec<u32>,
+        redirect: bool,
+    },
+    /// Disable or ClearConfig.
+    Clear {
+        disable: bool,
+    },
+    /// AddNetworks of a long list (its share is checked).
+    AddNetworks,
+    Destroy {
+        why: String,
+    },
+}
+
+/// A copy of the call, to answer it later.
 fn copy(m: &Message) -> Result<Message> {
     let mut call = m.duplicate().map_err(|e| Error::Failed(format!("copying the call: {e}")))?;
     // A copy has no serial; the reply must name the call's.
@@ -338,4 +308,8 @@ fn copy(m: &Message) -> Result<Message> {
 
 fn gone(path: &str) -> Error {
     Error::NotFound(format!("no device at {path}"))
+}
+
+fn dev<'a>(devices: &'a mut VecMap<String, Device>, path: &str) -> Result<&'a mut Device> {
+    devices.get_mut(path).ok_or_else(|| gone(path))
 }

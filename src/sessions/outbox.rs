@@ -50,15 +50,11 @@ struct Item {
     to: Vec<(String, u32)>,
 }
 
+#[derive(Default)]
 pub struct Outbox {
     q: VecDeque<Item>,
-    sent: Instant,
-}
-
-impl Default for Outbox {
-    fn default() -> Self {
-        Outbox { q: VecDeque::new(), sent: Instant::now() }
-    }
+    /// When the last batch went, if one did.
+    sent: Option<Instant>,
 }
 
 impl Outbox {
@@ -70,21 +66,20 @@ impl Outbox {
             log::warn!("NetworkChange: {} batches of signals wait to be sent; {path}'s are dropped", self.q.len());
             return;
         }
-        let (path, device) = (path.to_string(), device.to_string());
-        self.q.push_back(Item { path, device, source, next: 0, to });
+        self.q.push_back(Item { path: path.into(), device: device.into(), source, next: 0, to });
     }
 
     /// When the next batch is due, if any waits.
     pub fn deadline(&self) -> Option<Instant> {
-        (!self.q.is_empty()).then(|| self.sent + TICK)
+        (!self.q.is_empty()).then(|| self.sent.map_or_else(Instant::now, |t| t + TICK))
     }
 
     /// The next batch, once it is due.
     pub fn due(&mut self) -> Vec<Message> {
-        if self.sent.elapsed() < TICK {
+        if self.sent.is_some_and(|t| t.elapsed() < TICK) {
             return Vec::new();
         }
-        self.sent = Instant::now();
+        self.sent = Some(Instant::now());
         self.take(BATCH)
     }
 

@@ -62,12 +62,11 @@ fn check_peer(fd: &OwnedFd, remote: IpAddr) -> Result<()> {
         Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ENOTSOCK) => return Ok(()),
         Err(e) => return Err(Error::errno("getpeername on the socket", e)),
     };
-    let peer = if let Some(a) = sa.as_sockaddr_in() {
-        IpAddr::V4(a.ip())
-    } else if let Some(a) = sa.as_sockaddr_in6() {
-        IpAddr::V6(a.ip()).to_canonical()
-    } else {
-        return Err(Error::arg("fd", format!("the socket is connected, but not over IP (family {:?})", sa.family())));
+    let family = sa.family();
+    let peer = match (sa.as_sockaddr_in(), sa.as_sockaddr_in6()) {
+        (Some(a), _) => IpAddr::V4(a.ip()),
+        (_, Some(a)) => IpAddr::V6(a.ip()).to_canonical(),
+        _ => return Err(Error::arg("fd", format!("the socket is connected, but not over IP (family {family:?})"))),
     };
     if peer != remote.to_canonical() {
         return Err(Error::arg("remote", format!("the socket is connected to {peer}, not to {remote}")));
@@ -125,10 +124,9 @@ impl Sessions {
         if method == RedirectMethod::None {
             return Ok(true);
         }
-        let owner = if device == "/" {
-            Owner::Client { bus: sender.to_string(), pid: c.pid }
-        } else {
-            Owner::Device(device.to_string())
+        let owner = match device {
+            "/" => Owner::Client { bus: sender.to_string(), pid: c.pid },
+            _ => Owner::Device(device.to_string()),
         };
         let up = match self.uplink(remote, device, sender, c.uid)? {
             ControlFlow::Continue(up) => up,
@@ -146,12 +144,7 @@ impl Sessions {
         let method = self.cfg.redirect;
         // Only the caller's own tunnels are looked past: what another
         // session routes into its tunnel stays there.
-        let own: Vec<u32> = self
-            .devices
-            .values()
-            .filter(|d| d.owner_bus == sender || d.path == device)
-            .filter_map(|d| d.link.as_ref().map(|l| l.0))
-            .collect();
+        let own = self.links_where(|d| d.owner_bus == sender || d.path == device);
         let tunnels = self.our_links();
         let before = apply::host_routes(&mut self.kernel.rtnl)?;
         let (path, kernels) = match apply::route_to(&mut self.kernel.rtnl, remote, self.cfg.somark, uid) {
@@ -159,9 +152,7 @@ impl Sessions {
                 log::info!("{remote} is an address of this host: nothing to protect");
                 return Ok(ControlFlow::Break(true));
             }
-            Some(k) if k.rtype == libc::RTN_UNICAST && k.route.oif != 0 && !own.contains(&k.route.oif) => {
-                (Some((k.route.gateway, k.route.oif)), true)
-            }
+            Some(k) if super::watch::outside(&k, &own) => (Some((k.route.gateway, k.route.oif)), true),
             // The kernel would use one of the caller's tunnels (the client
             // protects after its routes are in) or has no route: the main
             // table without them says how it went before.
@@ -203,9 +194,8 @@ impl Sessions {
             }
             _ => RT_TABLE_MAIN,
         };
-        let host = if remote.is_ipv4() { 32 } else { 128 };
         let r = Route {
-            dst: IpNetwork::new(remote, host).expect("full-length prefix"),
+            dst: IpNetwork::from(remote), // a host route
             gateway: up.gateway,
             oif: up.oif,
             metric: None,
@@ -235,19 +225,10 @@ impl Sessions {
         if !self.fw_rules.is_empty() {
             return Ok(());
         }
-        let mark = table; // fwmark_table: the table is the mark
-        let rules: Vec<Change> = [false, true]
-            .into_iter()
-            .map(|ipv6| {
-                Change::Rule(Rule {
-                    ipv6,
-                    priority: FWMARK_RULE_PRIORITY,
-                    fwmark: mark,
-                    table,
-                    protocol: RTPROT_OVPN_NETCFGD,
-                })
-            })
-            .collect();
+        // fwmark_table: the table is the mark.
+        let rule =
+            |ipv6| Rule { ipv6, priority: FWMARK_RULE_PRIORITY, fwmark: table, table, protocol: RTPROT_OVPN_NETCFGD };
+        let rules = vec![Change::Rule(rule(false)), Change::Rule(rule(true))];
         let mut j = Journal::default();
         apply::apply(&mut self.kernel, rules, &mut j, holder, Vec::new())?;
         self.fw_rules = j;
@@ -257,7 +238,7 @@ impl Sessions {
     /// Removes the protections `pred` selects; the fwmark rules go with the
     /// last protection.
     pub(crate) fn drop_protections(&mut self, pred: impl Fn(&Owner) -> bool) {
-        let (gone, keep): (Vec<Protection>, Vec<Protection>) =
+        let (gone, keep): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.protections).into_iter().partition(|p| pred(&p.owner));
         self.protections = keep;
         for p in gone {
@@ -273,10 +254,5 @@ impl Sessions {
                 log::warn!("removing fwmark rules: {f}");
             }
         }
-    }
-
-    /// Drops what ProtectSocket made for `pid` (Cleanup).
-    pub(crate) fn cleanup_pid(&mut self, pid: u32) {
-        self.drop_protections(|o| matches!(o, Owner::Client { pid: p, .. } if *p == pid));
     }
 }

@@ -38,22 +38,21 @@ const GONE_KEPT: usize = 64;
 pub fn moves(held: &[(Route, Option<KernelRoute>)], table: &[KernelRoute], tunnels: &[u32]) -> Vec<Move> {
     let host: Vec<KernelRoute> = table.iter().filter(|k| k.route.protocol != RTPROT_OVPN_NETCFGD).cloned().collect();
     let present = |r: &Route| table.iter().any(|k| k.route.key() == r.key() && same_path(&k.route, r));
-    held.iter()
-        .filter_map(|(r, answer)| {
-            let kernels = answer.as_ref().filter(|k| {
-                k.rtype == libc::RTN_UNICAST
-                    && k.route.oif != 0
-                    && !tunnels.contains(&k.route.oif)
-                    && !same_path(&k.route, r)
-            });
-            let (gateway, oif) = match kernels {
-                Some(k) => (k.route.gateway, k.route.oif),
-                None => best_route(&host, r.dst.network(), tunnels)?,
-            };
-            let new = Route { gateway, oif, ..r.clone() };
-            (!same_path(&new, r) || !present(r)).then(|| Move { old: r.clone(), new })
-        })
-        .collect()
+    let to_move = |(r, answer): &(Route, Option<KernelRoute>)| {
+        let (gateway, oif) = match answer.as_ref().filter(|k| outside(k, tunnels) && !same_path(&k.route, r)) {
+            Some(k) => (k.route.gateway, k.route.oif),
+            None => best_route(&host, r.dst.network(), tunnels)?,
+        };
+        let new = Route { gateway, oif, ..r.clone() };
+        (!same_path(&new, r) || !present(r)).then(|| Move { old: r.clone(), new })
+    };
+    held.iter().filter_map(to_move).collect()
+}
+
+/// Whether the kernel's answer for a destination is a path of the host's,
+/// outside the `tunnels`.
+pub(crate) fn outside(k: &KernelRoute, tunnels: &[u32]) -> bool {
+    k.rtype == libc::RTN_UNICAST && k.route.oif != 0 && !tunnels.contains(&k.route.oif)
 }
 
 fn same_path(a: &Route, b: &Route) -> bool {
@@ -114,19 +113,6 @@ impl Watch {
         self.settle.due
     }
 
-    /// Whether `path` is a device object removed with its link.
-    pub fn knows(&self, path: &str) -> bool {
-        self.gone.iter().any(|g| g.path == path)
-    }
-
-    /// The error for a call on a device object whose link went away, for
-    /// its owner, its ACL and root; None for anyone else.
-    pub fn gone_error(&self, path: &str, uid: Option<u32>) -> Option<Error> {
-        let g = self.gone.iter().find(|g| g.path == path)?;
-        let uid = uid?;
-        (uid == 0 || uid == g.owner_uid || g.acl.contains(&uid)).then(|| Error::DeviceGone(g.why.clone()))
-    }
-
     /// Forgets a removed device whose path a new device object took.
     pub fn forget_path(&mut self, path: &str) {
         self.gone.retain(|g| g.path != path);
@@ -153,11 +139,13 @@ impl Sessions {
     /// DeviceRemoved error, except for Destroy, whose work is done (a client
     /// that closes its tun fd before Destroy made the kernel delete the link).
     pub(crate) fn gone_reply(&mut self, m: &dbus::Message, path: &str) -> Option<dbus::Message> {
-        if !self.watch.knows(path) {
+        let i = self.watch.gone.iter().position(|g| g.path == path)?;
+        let uid = self.caller(m).ok()?.1.uid;
+        let g = &self.watch.gone[i];
+        if uid != 0 && uid != g.owner_uid && !g.acl.contains(&uid) {
             return None;
         }
-        let uid = self.caller(m).ok().map(|(_, c)| c.uid);
-        let e = self.watch.gone_error(path, uid)?;
+        let e = Error::DeviceGone(g.why.clone());
         if m.member().as_deref() == Some("Destroy") {
             self.watch.forget_path(path);
             return Some(m.method_return());
@@ -206,21 +194,14 @@ impl Sessions {
     /// ifindexes the kernel reported deleted) or renamed, asking the kernel
     /// now for the name (a rename notice may be stale).
     fn check_links(&mut self, deleted: &[u32]) {
-        let lost: Vec<(String, String, bool)> = self
-            .devices
-            .values()
-            .filter_map(|d| {
-                let (i, name) = link_of(d)?;
-                let now = crate::netlink::link::name_of(i).filter(|n| !n.is_empty() && !deleted.contains(&i));
-                match now {
-                    Some(now) if now == name => None,
-                    Some(now) => Some((d.path.clone(), format!("its device {name} was renamed to {now}"), true)),
-                    None => Some((d.path.clone(), format!("its device {name} was removed"), false)),
-                }
-            })
-            .collect();
-        for (path, why, renamed) in lost {
-            self.link_lost(&path, why, renamed);
+        let links: Vec<(String, (u32, String))> =
+            self.devices.values().filter_map(|d| Some((d.path.clone(), link_of(d)?))).collect();
+        for (path, (i, name)) in links {
+            match crate::netlink::link::name_of(i).filter(|n| !n.is_empty() && !deleted.contains(&i)) {
+                Some(now) if now == name => {}
+                Some(now) => self.link_lost(&path, format!("its device {name} was renamed to {now}"), true),
+                None => self.link_lost(&path, format!("its device {name} was removed"), false),
+            }
         }
     }
 
@@ -259,56 +240,38 @@ impl Sessions {
             self.watch.gone.pop_front();
         }
         let why = format!("device object {path} no longer exists: {why}");
-        self.watch.gone.push_back(Gone {
-            path: path.to_string(),
-            why,
-            owner_bus: d.owner_bus,
-            owner_uid: d.owner_uid,
-            acl: d.acl,
-        });
+        let g = Gone { path: path.to_string(), why, owner_bus: d.owner_bus, owner_uid: d.owner_uid, acl: d.acl };
+        self.watch.gone.push_back(g);
     }
 
     /// Runs a due re-check: moves the protections and exclude routes whose
     /// path changed, and announces what moved.
     fn follow_routes(&mut self) {
         let Some(since) = self.watch.settle.take(Instant::now()) else { return };
-        let table = match apply::host_routes(&mut self.kernel.rtnl) {
-            Ok(t) => t,
-            Err(e) => {
-                log::warn!("re-checking routes: {e}");
-                return;
-            }
-        };
+        let routes = apply::host_routes(&mut self.kernel.rtnl).inspect_err(|e| log::warn!("re-checking routes: {e}"));
+        let Ok(table) = routes else { return };
         let held: Vec<(Route, Vec<Holder>)> = self.kernel.shared.held().map(|(r, h)| (r.clone(), h.to_vec())).collect();
         // The kernel's answer for a protected server, asked as ProtectSocket
         // asks it (the socket's mark and owner); exclude routes follow the
         // main table, as at Establish.
-        let asks: Vec<(Route, Option<KernelRoute>)> = held
-            .iter()
-            .map(|(r, holders)| {
-                let uid = holders.iter().find_map(|h| match h {
-                    Holder::Protection(..) => self.protections.iter().find(|p| p.holder() == *h).map(|p| p.uid),
-                    Holder::Config(_) => None,
-                });
-                let answer = uid.and_then(|u| apply::route_to(&mut self.kernel.rtnl, r.dst.ip(), self.cfg.somark, u));
-                (r.clone(), answer)
-            })
-            .collect();
+        let ask = |(r, holders): &(Route, Vec<Holder>)| {
+            let uid = holders.iter().find_map(|h| match h {
+                Holder::Protection(..) => self.protections.iter().find(|p| p.holder() == *h).map(|p| p.uid),
+                Holder::Config(_) => None,
+            });
+            let answer = uid.and_then(|u| apply::route_to(&mut self.kernel.rtnl, r.dst.ip(), self.cfg.somark, u));
+            (r.clone(), answer)
+        };
+        let asks: Vec<(Route, Option<KernelRoute>)> = held.iter().map(ask).collect();
         let todo = moves(&asks, &table, &self.our_links());
-        log::debug!(
-            "routes re-checked {} ms after the first notice: {} to move",
-            since.elapsed().as_millis(),
-            todo.len()
-        );
+        let ms = since.elapsed().as_millis();
+        log::debug!("routes re-checked {ms} ms after the first notice: {} to move", todo.len());
         if todo.is_empty() {
             return;
         }
         let moved = apply::reroute(&mut self.kernel, todo);
-        log::info!(
-            "{} route(s) moved to the host's new path, {} ms after the kernel's first notice",
-            moved.len(),
-            since.elapsed().as_millis()
-        );
+        let ms = since.elapsed().as_millis();
+        log::info!("{} route(s) moved to the host's new path, {ms} ms after the kernel's first notice", moved.len());
         for m in moved {
             log::info!("route {} moved to {}", m.old, m.new);
             let holders = held.iter().find(|(r, _)| *r == m.old).map(|(_, h)| h.clone()).unwrap_or_default();
