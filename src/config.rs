@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::settings::Word;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RedirectMethod {
     HostRoute,
@@ -11,24 +13,13 @@ pub enum RedirectMethod {
     None,
 }
 
-impl RedirectMethod {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "host-route" => Self::HostRoute,
-            "bind-device" => Self::BindDevice,
-            "fwmark" => Self::Fwmark,
-            "none" => Self::None,
-            _ => return None,
-        })
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::HostRoute => "host-route",
-            Self::BindDevice => "bind-device",
-            Self::Fwmark => "fwmark",
-            Self::None => "none",
-        }
-    }
+impl Word for RedirectMethod {
+    const WORDS: &'static [(Self, &'static str)] = &[
+        (Self::HostRoute, "host-route"),
+        (Self::BindDevice, "bind-device"),
+        (Self::Fwmark, "fwmark"),
+        (Self::None, "none"),
+    ];
 }
 
 /// The table the fwmark method uses for mark `m` (as wg-quick: the mark).
@@ -146,10 +137,42 @@ fn num(opt: &str, v: &str, max: u32) -> Result<u32, String> {
     }
 }
 
+/// The settings both the command line and netcfg.json make: the option
+/// and the key.
+const SHARED: [(&str, &str); 7] = [
+    ("--log-level", "log_level"),
+    ("--log-file", "log_file"),
+    ("--idle-exit", "idle_exit"),
+    ("--redirect-method", "redirect_method"),
+    ("--set-somark", "set_somark"),
+    ("--dns-backend", "dns_backend"),
+    ("--dnsmasq-servers", "dnsmasq_servers_file"),
+];
+
+/// Sets the `SHARED` setting `key` to `v`; errors name `opt` (the option
+/// or the key).
+fn set(c: &mut Config, opt: &str, key: &str, v: String) -> Result<(), String> {
+    match key {
+        "log_level" => c.log_level = num(opt, &v, 6)?,
+        "log_file" => c.log_file = Some(v),
+        "idle_exit" => c.idle_exit = idle(opt, &v)?,
+        "redirect_method" => {
+            c.redirect = RedirectMethod::from_word(&v).ok_or(format!("{opt}: unknown method '{v}'"))?;
+        }
+        "set_somark" => c.somark = Some(num(opt, &v, u32::MAX)?),
+        "dns_backend" => {
+            c.dns = parse_dns_backend(opt, &v)?;
+            c.dns_chosen = true;
+        }
+        _ => c.dnsmasq_servers = v.into(),
+    }
+    Ok(())
+}
+
 /// Parses argv (without the program name). Errors are usage errors (exit 2).
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
     let mut c = Config::default();
-    let mut dns_flags = Vec::new();
+    let mut dns_flags = 0;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let (name, inline) = match a.split_once('=') {
@@ -159,22 +182,19 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
         let val = |it: &mut I::IntoIter| -> Result<String, String> {
             inline.clone().or_else(|| it.next()).ok_or(format!("{name} needs a value"))
         };
+        if matches!(name.as_str(), "--resolv-conf" | "--systemd-resolved" | "--dns-backend") {
+            dns_flags += 1;
+        }
+        if let Some((_, key)) = SHARED.iter().find(|(o, _)| *o == name) {
+            set(&mut c, &name, key, val(&mut it)?)?;
+            continue;
+        }
         match name.as_str() {
             "-h" | "--help" => return Ok(Cli::Help),
             "--version" => return Ok(Cli::Version),
-            "--log-level" => c.log_level = num(&name, &val(&mut it)?, 6)?,
-            "--log-file" => c.log_file = Some(val(&mut it)?),
             "--colour" | "--color" => {}
-            "--idle-exit" => c.idle_exit = idle(&name, &val(&mut it)?)?,
-            "--resolv-conf" => dns_flags.push(DnsChoice::File(val(&mut it)?.into())),
-            "--systemd-resolved" => dns_flags.push(DnsChoice::Resolved),
-            "--dns-backend" => dns_flags.push(parse_dns_backend(&val(&mut it)?)?),
-            "--dnsmasq-servers" => c.dnsmasq_servers = val(&mut it)?.into(),
-            "--redirect-method" => {
-                let v = val(&mut it)?;
-                c.redirect = RedirectMethod::parse(&v).ok_or(format!("--redirect-method: unknown method '{v}'"))?;
-            }
-            "--set-somark" => c.somark = Some(num(&name, &val(&mut it)?, u32::MAX)?),
+            "--resolv-conf" => c.dns = DnsChoice::File(val(&mut it)?.into()),
+            "--systemd-resolved" => c.dns = DnsChoice::Resolved,
             "--state-dir" => {
                 c.state_dir = val(&mut it)?.into();
                 c.config_file = Some(c.state_dir.join("netcfg.json"));
@@ -188,13 +208,10 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
             _ => return Err(format!("unknown option '{a}'")),
         }
     }
-    if dns_flags.len() > 1 {
+    if dns_flags > 1 {
         return Err("--resolv-conf, --systemd-resolved and --dns-backend exclude each other".into());
     }
-    if let Some(d) = dns_flags.pop() {
-        c.dns = d;
-        c.dns_chosen = true;
-    }
+    c.dns_chosen = dns_flags > 0;
     Ok(Cli::Run(c))
 }
 
@@ -244,7 +261,7 @@ impl Config {
     }
 }
 
-fn parse_dns_backend(v: &str) -> Result<DnsChoice, String> {
+fn parse_dns_backend(opt: &str, v: &str) -> Result<DnsChoice, String> {
     Ok(match v {
         "auto" => DnsChoice::Auto,
         "resolved" | "systemd-resolved" => DnsChoice::Resolved,
@@ -252,7 +269,7 @@ fn parse_dns_backend(v: &str) -> Result<DnsChoice, String> {
         "dnsmasq" => DnsChoice::Dnsmasq,
         "file" => DnsChoice::File("/etc/resolv.conf".into()),
         "none" => DnsChoice::None,
-        _ => return Err(format!("--dns-backend: unknown backend '{v}'")),
+        _ => return Err(format!("{opt}: unknown backend '{v}'")),
     })
 }
 
@@ -262,28 +279,13 @@ pub fn apply_json(c: &mut Config, text: &str) -> Result<Vec<String>, String> {
     let mut warn = Vec::new();
     let obj = json::parse_flat_object(text)?;
     for (k, v) in &obj {
-        use json::Value as V;
-        let as_str = || match v {
-            V::Str(s) => Ok(s.clone()),
-            V::Num(n) => Ok(n.to_string()),
-            _ => Err(format!("netcfg.json: '{k}' must be a string or number")),
+        let Some((_, key)) = SHARED.iter().find(|(_, key)| key == k) else { continue };
+        let v = match v {
+            json::Value::Str(s) => s.clone(),
+            json::Value::Num(n) => n.to_string(),
+            _ => return Err(format!("netcfg.json: '{k}' must be a string or number")),
         };
-        match k.as_str() {
-            "log_level" => c.log_level = num(k, &as_str()?, 6)?,
-            "log_file" => c.log_file = Some(as_str()?),
-            "idle_exit" => c.idle_exit = idle(k, &as_str()?)?,
-            "redirect_method" => {
-                let s = as_str()?;
-                c.redirect = RedirectMethod::parse(&s).ok_or(format!("netcfg.json: bad redirect_method '{s}'"))?;
-            }
-            "set_somark" => c.somark = Some(num(k, &as_str()?, u32::MAX)?),
-            "dns_backend" => {
-                c.dns = parse_dns_backend(&as_str()?)?;
-                c.dns_chosen = true;
-            }
-            "dnsmasq_servers_file" => c.dnsmasq_servers = as_str()?.into(),
-            _ => {}
-        }
+        set(c, k, key, v)?;
     }
     // DNS keys in the reference's order, so systemd_resolved wins over resolv_conf_file.
     if let Some((_, v)) = obj.iter().find(|(k, _)| k == "resolv_conf_file") {

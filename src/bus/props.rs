@@ -8,7 +8,7 @@ use crate::conn::{self, Value, IFACE};
 use crate::device::Device;
 use crate::error::Error;
 use crate::sessions::{Sessions, VERSION};
-use crate::settings;
+use crate::settings::{self, Word};
 
 const MANAGER_PROPS: &[&str] =
     &["global_dns_servers", "global_dns_search", "log_level", "config_file", "version", "dco_family"];

@@ -41,7 +41,7 @@ use super::backup::{self, Backup, Meta, Target};
 use super::{Backend, Session};
 use crate::conn::Bus;
 use crate::error::{Error, Result};
-use crate::settings::{DnsScope, DnsTransport};
+use crate::settings::{DnsScope, DnsTransport, Word};
 use crate::state::Dir;
 
 /// A servers file of a few hundred lines is big; this is no servers file.

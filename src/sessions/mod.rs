@@ -20,6 +20,7 @@ use crate::conn::{self, Bus, BUS_NAME, IFACE, LOG_SERVICE, MANAGER_PATH};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::settings::Word;
 use outbox::Source;
 
 pub const VERSION: &str = concat!("ovpn-netcfgd-", env!("CARGO_PKG_VERSION"));
