@@ -88,6 +88,32 @@ fn writable_by_others(st: &FileStat) -> bool {
     st.st_mode & 0o022 != 0
 }
 
+/// Why an opened file may not be trusted, if it may not: it must be a
+/// regular file with one link, owned by one of `uids`, that nobody else
+/// may write.
+fn untrusted(st: &FileStat, uids: [u32; 2]) -> Option<String> {
+    let ok = is_reg(st) && st.st_nlink == 1 && uids.contains(&st.st_uid) && !writable_by_others(st);
+    (!ok).then(|| {
+        format!(
+            "not a regular file with one link, owned by root or this daemon's account and writable by nobody \
+             else (uid {}, mode {:o}, {} links)",
+            st.st_uid,
+            st.st_mode & 0o7777,
+            st.st_nlink
+        )
+    })
+}
+
+/// The error for a directory `path` that is not root's with mode 0700.
+fn not_root_0700(path: &Path, st: &FileStat) -> String {
+    format!(
+        "{} must be a directory owned by root with mode 0700 (it has uid {}, mode {:o})",
+        path.display(),
+        st.st_uid,
+        st.st_mode & 0o7777
+    )
+}
+
 /// Opens the directory that holds `path`'s last component, walking from
 /// `/` without following symlinks; each directory on the way must be
 /// root's and not writable by others unless sticky. Returns it and the
@@ -164,12 +190,7 @@ pub fn prepare(path: &Path, run_as: Option<RunAs>) -> Result<State, String> {
         // The clients' account owns it (OpenVPN 3's own state directory).
         let (p, pst) = open_or_make_dir(&fd, OsStr::new(PRIVATE)).map_err(fail)?;
         if pst.st_uid != 0 || pst.st_mode & 0o077 != 0 || !is_dir(&pst) {
-            return Err(format!(
-                "{}/{PRIVATE} must be a directory owned by root with mode 0700 (it has uid {}, mode {:o})",
-                path.display(),
-                pst.st_uid,
-                pst.st_mode & 0o7777
-            ));
+            return Err(not_root_0700(&path.join(PRIVATE), &pst));
         }
         warnings.push(format!(
             "state directory {} belongs to uid {me}, the account this daemon and its clients run as: \
@@ -191,27 +212,16 @@ pub fn prepare(path: &Path, run_as: Option<RunAs>) -> Result<State, String> {
     // netcfg.json and the journal files (made as root) belong to root, or
     // to the dedicated account: never to the account the clients run as.
     let dir = Dir { fd: Rc::new(dir_fd), path: dir_path, uids: [0, if dedicated { me } else { 0 }] };
-    let config = if config_ok {
-        match dir.read(CONFIG, CONFIG_MAX) {
-            Ok(Some(b)) => Some(String::from_utf8(b).map_err(|_| format!("{}/{CONFIG}: not UTF-8", path.display()))?),
-            Ok(None) => None,
-            Err(e) => return Err(format!("{}/{CONFIG}: {e}", path.display())),
-        }
-    } else {
-        None
-    };
+    let in_file = |e: &dyn std::fmt::Display| format!("{}/{CONFIG}: {e}", path.display());
+    let bytes = if config_ok { dir.read(CONFIG, CONFIG_MAX).map_err(|e| in_file(&e))? } else { None };
+    let config = bytes.map(String::from_utf8).transpose().map_err(|_| in_file(&"not UTF-8"))?;
     let (dns_fd, dst) =
         open_or_make_dir(&*dir.fd, OsStr::new("dns")).map_err(|e| format!("{}/dns: {e}", dir.path.display()))?;
     // The DNS backups are written after privileges are dropped, so they
     // belong to the account the daemon runs as. If that is the clients'
     // account, only a directory they cannot enter keeps them out.
     if !is_dir(&dst) || writable_by_others(&dst) || dst.st_uid != 0 || (!dedicated && dst.st_mode & 0o077 != 0) {
-        return Err(format!(
-            "{}/dns must be a directory owned by root with mode 0700 (it has uid {}, mode {:o})",
-            dir.path.display(),
-            dst.st_uid,
-            dst.st_mode & 0o7777
-        ));
+        return Err(not_root_0700(&dir.path.join("dns"), &dst));
     }
     let dns = Dir { fd: Rc::new(dns_fd), path: dir.path.join("dns"), uids: [0, me] };
     let open_journal = |n: &str| dir.open_rw(n).map_err(|e| format!("{}/{n}: {e}", dir.path.display()));
@@ -221,6 +231,7 @@ pub fn prepare(path: &Path, run_as: Option<RunAs>) -> Result<State, String> {
 
 impl Dir {
     /// A directory for unit tests: created if missing, files of `uid` trusted.
+    #[cfg(test)]
     pub fn for_tests(path: &Path) -> Dir {
         std::fs::create_dir_all(path).unwrap();
         let fd =
@@ -229,21 +240,12 @@ impl Dir {
         Dir { fd: Rc::new(fd), path: path.to_path_buf(), uids: [0, me] }
     }
 
-    /// Checks an opened state file: regular, one link, a trusted owner,
-    /// not writable by group or others.
-    fn check(&self, name: &str, f: &OwnedFd) -> io::Result<FileStat> {
-        let st = fstat(f).map_err(errno_io)?;
-        if !is_reg(&st) || st.st_nlink != 1 || !self.uids.contains(&st.st_uid) || writable_by_others(&st) {
-            return Err(bad(format!(
-                "{}/{name} is not a regular file with one link, owned by root or this daemon's account and \
-                 writable by nobody else (uid {}, mode {:o}, {} links); refusing to use it",
-                self.path.display(),
-                st.st_uid,
-                st.st_mode & 0o7777,
-                st.st_nlink
-            )));
+    /// Checks an opened state file (see `untrusted`).
+    fn check(&self, name: &str, f: &OwnedFd) -> io::Result<()> {
+        match untrusted(&fstat(f).map_err(errno_io)?, self.uids) {
+            Some(why) => Err(bad(format!("{}/{name} is {why}; refusing to use it", self.path.display()))),
+            None => Ok(()),
         }
-        Ok(st)
     }
 
     fn open(&self, name: &str, flags: OFlag, mode: u32) -> io::Result<OwnedFd> {
@@ -322,16 +324,10 @@ pub fn open_log(path: &Path, dedicated: Option<u32>) -> io::Result<File> {
         | OFlag::O_NOCTTY
         | OFlag::O_NONBLOCK;
     let fd = openat(&parent, name.as_bytes(), flags, Mode::from_bits_truncate(0o640)).map_err(errno_io)?;
-    let st = fstat(&fd).map_err(errno_io)?;
-    if !is_reg(&st) || st.st_nlink != 1 || (st.st_uid != 0 && Some(st.st_uid) != dedicated) || writable_by_others(&st) {
-        return Err(bad(format!(
-            "not a regular file with one link, owned by root and writable by nobody else (uid {}, mode {:o}, {} links)",
-            st.st_uid,
-            st.st_mode & 0o7777,
-            st.st_nlink
-        )));
+    match untrusted(&fstat(&fd).map_err(errno_io)?, [0, dedicated.unwrap_or(0)]) {
+        Some(why) => Err(bad(why)),
+        None => Ok(File::from(fd)),
     }
-    Ok(File::from(fd))
 }
 
 #[cfg(test)]
