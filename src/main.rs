@@ -38,9 +38,7 @@ fn main() {
         }
     }
     let dns_note = cfg.reference_dns_default();
-    if let Err(e) = cfg.validate() {
-        fail(&e);
-    }
+    cfg.validate().unwrap_or_else(|e| fail(&e));
     logging::init(cfg.log_level);
     if let Some(f) = &cfg.log_file {
         let uid = run_as.filter(|r| r.dedicated).map(|r| r.uid);

@@ -77,6 +77,7 @@ impl Shared {
     }
 
     /// How many hold `r` (0: not one of ours).
+    #[cfg(test)]
     pub fn holders(&self, r: &Route) -> usize {
         self.routes.get(r).map_or(0, |h| h.holders.len())
     }
