@@ -94,8 +94,8 @@ mod tests {
 
     #[test]
     fn shares_fit_the_caps() {
-        assert!(DEVICES_PER_UID <= DEVICES_TOTAL && SUBSCRIPTIONS_PER_UID <= SUBSCRIPTIONS_TOTAL);
-        assert!(CALLS_HELD_PER_UID <= CALLS_HELD && NETWORKS_PER_TURN <= NETWORKS_PER_UID);
+        const { assert!(DEVICES_PER_UID <= DEVICES_TOTAL && SUBSCRIPTIONS_PER_UID <= SUBSCRIPTIONS_TOTAL) };
+        const { assert!(CALLS_HELD_PER_UID <= CALLS_HELD && NETWORKS_PER_TURN <= NETWORKS_PER_UID) };
         assert!(check_share("devices", 5, DEVICES_PER_UID, DEVICES_PER_UID, 0, DEVICES_TOTAL).is_err());
         assert!(check_share("devices", 5, 0, DEVICES_PER_UID, DEVICES_TOTAL, DEVICES_TOTAL).is_err());
         assert!(check_share("devices", 5, 0, DEVICES_PER_UID, 0, DEVICES_TOTAL).is_ok());
