@@ -58,7 +58,6 @@ pub struct Config {
     /// Set when the user gave --state-dir (or it came from activation).
     pub config_file: Option<PathBuf>,
     pub bus_address: Option<String>,
-    pub foreground: bool,
     /// `--run-as`; without it the first existing of [`ACCOUNTS`].
     pub run_as: Option<String>,
     pub run_as_root: bool,
@@ -78,7 +77,6 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/ovpn-netcfgd"),
             config_file: None,
             bus_address: None,
-            foreground: false,
             run_as: None,
             run_as_root: false,
         }
@@ -192,7 +190,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
         match name.as_str() {
             "-h" | "--help" => return Ok(Cli::Help),
             "--version" => return Ok(Cli::Version),
-            "--colour" | "--color" => {}
+            // Always in the foreground; both are for scripts written for the reference.
+            "--colour" | "--color" | "--foreground" => {}
             "--resolv-conf" => c.dns = DnsChoice::File(val(&mut it)?.into()),
             "--systemd-resolved" => c.dns = DnsChoice::Resolved,
             "--state-dir" => {
@@ -200,7 +199,6 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
                 c.config_file = Some(c.state_dir.join("netcfg.json"));
             }
             "--bus-address" => c.bus_address = Some(val(&mut it)?),
-            "--foreground" => c.foreground = true,
             "--run-as" => c.run_as = Some(val(&mut it)?),
             "--run-as-root" => c.run_as_root = true,
             // Reference debug-build option; we keep only what is needed anyway.
@@ -420,11 +418,10 @@ pub mod json {
                 Err(self.err("bad literal"))
             }
         }
+        /// A number: its first byte (a sign or digit) is already seen.
         fn number(&mut self) -> Result<Value, String> {
             let st = self.i;
-            if self.peek() == Some(b'-') {
-                self.i += 1;
-            }
+            self.i += 1;
             while matches!(self.peek(), Some(b'0'..=b'9')) {
                 self.i += 1;
             }

@@ -161,9 +161,7 @@ impl Journal {
 
     /// Removes and returns every entry, newest first.
     pub fn take_all(&mut self) -> Vec<Entry> {
-        let mut v = std::mem::take(&mut self.entries);
-        v.reverse();
-        v
+        std::mem::take(&mut self.entries).into_iter().rev().collect()
     }
 
     /// Removes and returns the configuration entries (not link deletions),
@@ -230,19 +228,15 @@ pub fn parse_file(text: &str) -> (String, u64, Vec<Undo>) {
                 let mut f = rest.split(' ');
                 boot = f.next().unwrap_or_default().to_string();
                 // An old file has no generation: complete by construction.
-                generation = match f.next() {
-                    None => 1,
-                    Some(g) => g.parse().unwrap_or(0),
-                };
+                generation = f.next().map_or(1, |g| g.parse().unwrap_or(0));
             }
             "A" => {
-                if let Some((id, u)) = rest.split_once(' ') {
-                    if let (Ok(id), Some(u)) = (id.parse::<u64>(), Undo::parse(u)) {
-                        if let Some(old) = by_id.insert(id, live.len()) {
-                            live[old] = None; // a repeated id: the later line wins
-                        }
-                        live.push(Some(u));
+                let entry = rest.split_once(' ').and_then(|(id, u)| Some((id.parse::<u64>().ok()?, Undo::parse(u)?)));
+                if let Some((id, u)) = entry {
+                    if let Some(old) = by_id.insert(id, live.len()) {
+                        live[old] = None; // a repeated id: the later line wins
                     }
+                    live.push(Some(u));
                 }
             }
             "D" => {
