@@ -326,43 +326,35 @@ pub mod json {
     pub fn parse_flat_object(s: &str) -> Result<Vec<(String, Value)>, String> {
         let mut p = P { b: s.as_bytes(), i: 0 };
         let mut out = Vec::new();
-        p.ws();
-        if p.i == p.b.len() {
+        if p.peek().is_none() {
             return Ok(out); // an empty file is accepted
         }
         p.expect(b'{')?;
-        p.ws();
-        if p.peek() == Some(b'}') {
-            p.i += 1;
-        } else {
+        if !p.eat(b'}') {
             loop {
-                p.ws();
                 let k = p.string()?;
-                p.ws();
                 p.expect(b':')?;
-                p.ws();
                 let v = match p.peek() {
                     Some(b'"') => Value::Str(p.string()?),
                     Some(b't') => p.word("true", Value::Bool(true))?,
                     Some(b'f') => p.word("false", Value::Bool(false))?,
                     Some(b'n') => p.word("null", Value::Null)?,
-                    Some(c) if c == b'-' || c.is_ascii_digit() => p.number()?,
+                    Some(b'-' | b'0'..=b'9') => p.number()?,
                     _ => return Err(p.err("expected a string, number, true, false or null")),
                 };
                 if out.len() >= 64 {
                     return Err("too many keys".into());
                 }
                 out.push((k, v));
-                p.ws();
-                match p.next() {
-                    Some(b',') => continue,
-                    Some(b'}') => break,
-                    _ => return Err(p.err("expected ',' or '}'")),
+                if p.eat(b'}') {
+                    break;
+                }
+                if !p.eat(b',') {
+                    return Err(p.err("expected ',' or '}'"));
                 }
             }
         }
-        p.ws();
-        if p.i != p.b.len() {
+        if p.peek().is_some() {
             return Err(p.err("trailing data"));
         }
         Ok(out)
@@ -377,18 +369,10 @@ pub mod json {
         fn err(&self, m: &str) -> String {
             format!("netcfg.json: {m} at byte {}", self.i)
         }
-        fn peek(&self) -> Option<u8> {
-            self.b.get(self.i).copied()
-        }
-        fn next(&mut self) -> Option<u8> {
-            let c = self.peek();
-            self.i += 1;
-            c
-        }
-        /// Blanks and comments: the reference's `openvpn3-admin
-        /// netcfg-service --config-set` writes a `//` line before each key
-        /// (JsonCpp's style), so `/* */` is accepted as well.
-        fn ws(&mut self) {
+        /// The next byte after blanks and comments: the reference's
+        /// `openvpn3-admin netcfg-service --config-set` writes a `//` line
+        /// before each key (JsonCpp's style), so `/* */` is accepted as well.
+        fn peek(&mut self) -> Option<u8> {
             loop {
                 let rest = &self.b[self.i..];
                 if matches!(rest.first(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
@@ -399,16 +383,24 @@ pub mod json {
                     // unterminated: skip to the end; the caller reports what is missing
                     self.i += rest[2..].windows(2).position(|w| w == b"*/").map_or(rest.len(), |p| p + 4);
                 } else {
-                    break;
+                    return rest.first().copied();
                 }
             }
         }
+        /// Takes `c` if it comes next.
+        fn eat(&mut self, c: u8) -> bool {
+            let found = self.peek() == Some(c);
+            self.i += usize::from(found);
+            found
+        }
         fn expect(&mut self, c: u8) -> Result<(), String> {
-            if self.next() == Some(c) {
-                Ok(())
-            } else {
-                Err(self.err(&format!("expected '{}'", c as char)))
-            }
+            self.eat(c).then_some(()).ok_or_else(|| self.err(&format!("expected '{}'", c as char)))
+        }
+        /// The next byte as it is (inside a string).
+        fn next(&mut self) -> Option<u8> {
+            let c = self.b.get(self.i).copied();
+            self.i += 1;
+            c
         }
         fn word(&mut self, w: &str, v: Value) -> Result<Value, String> {
             if self.b[self.i..].starts_with(w.as_bytes()) {
@@ -422,7 +414,7 @@ pub mod json {
         fn number(&mut self) -> Result<Value, String> {
             let st = self.i;
             self.i += 1;
-            while matches!(self.peek(), Some(b'0'..=b'9')) {
+            while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
                 self.i += 1;
             }
             std::str::from_utf8(&self.b[st..self.i])
