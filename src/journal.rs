@@ -51,9 +51,7 @@ impl Undo {
             Undo::DelAddr(a) => netlink::addr::del(a),
             Undo::DelRule(r) => netlink::rule::del(r),
             Undo::LinkDown { ifindex } => {
-                let mut r = netlink::link::set(*ifindex, None, None, false);
-                r.ok_errnos = netlink::OK_DEL;
-                r
+                Req { ok_errnos: netlink::OK_DEL, ..netlink::link::set(*ifindex, None, None, false) }
             }
             Undo::DelLink { ifindex, .. } => netlink::link::del(*ifindex),
             Undo::DelNewLink { name, .. } => netlink::link::del_by_name(name),

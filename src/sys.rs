@@ -30,20 +30,13 @@ pub fn message_fds(msg: &dbus::Message) -> Vec<OwnedFd> {
         _dbus_message_get_unix_fds(raw, &mut fds, &mut n);
         (fds, n as usize)
     };
-    let mut out = Vec::new();
-    for i in 0..n.min(16) {
-        // SAFETY: i < n, the array has n entries (see above).
-        let fd = unsafe { *ptr.add(i) };
-        if let Ok(d) = nix::fcntl::fcntl(
-            // SAFETY: the fd is open and owned by the message for this scope.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3),
-        ) {
-            // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nobody else owns.
-            out.push(unsafe { OwnedFd::from_raw_fd(d) });
-        }
-    }
-    out
+    let fds = (0..n.min(16)).map(|i| {
+        // SAFETY: i < n, the array has n entries (see above), and each fd is
+        // open and owned by the message for this scope.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(*ptr.add(i)) }
+    });
+    // F_DUPFD_CLOEXEC: each copy is a new descriptor of our own.
+    fds.filter_map(|fd| fd.try_clone_to_owned().ok()).collect()
 }
 
 #[repr(C)]
