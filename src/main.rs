@@ -14,10 +14,7 @@ fn main() {
             println!("{}", sessions::VERSION);
             return;
         }
-        Err(e) => {
-            eprintln!("ovpn-netcfgd: {e}\n\n{}", config::USAGE);
-            std::process::exit(2);
-        }
+        Err(e) => fail(&format!("{e}\n\n{}", config::USAGE)),
     };
     // As root, before anything is read from the state directory.
     let run_as = if cfg.run_as_root {
