@@ -228,16 +228,13 @@ impl Config {
         if !self.dnsmasq_servers.is_absolute() || self.dnsmasq_servers.to_str().map_or(true, |s| s.contains('\n')) {
             return Err("--dnsmasq-servers needs an absolute UTF-8 path without newlines".into());
         }
-        if self.redirect == RedirectMethod::Fwmark {
-            match self.somark {
-                None => return Err("--redirect-method fwmark needs --set-somark".into()),
-                Some(m) if fwmark_table(m).is_none() => {
-                    return Err(format!("--set-somark {m} cannot be used as a routing table (0, 253-255 are reserved)"))
-                }
-                _ => {}
+        match (self.redirect, self.somark) {
+            (RedirectMethod::Fwmark, None) => Err("--redirect-method fwmark needs --set-somark".into()),
+            (RedirectMethod::Fwmark, Some(m)) if fwmark_table(m).is_none() => {
+                Err(format!("--set-somark {m} cannot be used as a routing table (0, 253-255 are reserved)"))
             }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Started with the reference service's state directory (as Debian's

@@ -165,11 +165,10 @@ impl Journal {
     /// Removes and returns the configuration entries (not link deletions),
     /// newest first; links stay recorded for a later Destroy.
     pub fn take_config(&mut self) -> Vec<Entry> {
-        let (links, mut cfg): (Vec<Entry>, Vec<Entry>) =
+        let (links, cfg): (Vec<Entry>, Vec<Entry>) =
             std::mem::take(&mut self.entries).into_iter().partition(|e| e.undo.is_link());
         self.entries = links;
-        cfg.reverse();
-        cfg
+        cfg.into_iter().rev().collect()
     }
 }
 

@@ -47,10 +47,8 @@ impl log::Log for Logger {
             self.stderr.log(r);
         }
         let msg = r.args().to_string();
-        if let Ok(mut f) = FILE.lock() {
-            if let Some((_, _, file)) = f.as_mut() {
-                let _ = writeln!(file, "{} {msg}", r.level());
-            }
+        if let Some((_, _, file)) = FILE.lock().ok().as_mut().and_then(|f| f.as_mut()) {
+            let _ = writeln!(file, "{} {msg}", r.level());
         }
         if let Ok(mut q) = QUEUE.lock() {
             if q.len() >= QUEUE_MAX {

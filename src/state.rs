@@ -159,16 +159,15 @@ pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
 /// in `parent`, never following a symlink.
 fn open_or_make_dir(parent: &impl AsFd, name: &OsStr) -> io::Result<(OwnedFd, FileStat)> {
     let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-    let fd = match openat(parent, name, flags, Mode::empty()) {
-        Err(nix::Error::ENOENT) => {
-            match mkdirat(parent, name, Mode::from_bits_truncate(0o700)) {
-                Ok(()) | Err(nix::Error::EEXIST) => {}
-                Err(e) => return Err(errno_io(e)),
-            }
-            openat(parent, name, flags, Mode::empty()).map_err(errno_io)?
-        }
-        r => r.map_err(errno_io)?,
-    };
+    let open = || openat(parent, name, flags, Mode::empty());
+    let fd = match open() {
+        Err(nix::Error::ENOENT) => match mkdirat(parent, name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(nix::Error::EEXIST) => open(),
+            Err(e) => Err(e),
+        },
+        r => r,
+    }
+    .map_err(errno_io)?;
     let st = fstat(&fd).map_err(errno_io)?;
     Ok((fd, st))
 }

@@ -58,11 +58,11 @@ pub fn tun_open(tap: bool, name: &str) -> io::Result<(OwnedFd, String)> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(io::Error::from)?;
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    let flags = (libc::IFF_NO_PI | if tap { libc::IFF_TAP } else { libc::IFF_TUN }) as libc::c_short;
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags, _pad: [0; 22] };
     for (d, s) in req.name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
-    req.flags = (libc::IFF_NO_PI | if tap { libc::IFF_TAP } else { libc::IFF_TUN }) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one `struct ifreq`; IfReq has the
     // kernel's layout (16-byte name, short flags, padded to 40 bytes) and
     // lives on our stack for the duration of the call. The request number
