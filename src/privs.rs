@@ -116,10 +116,8 @@ pub fn drop_privileges(cfg: &Config) -> Result<(), String> {
     let (user, why) = account(cfg)?;
     let (caps, ambient) = needed(cfg);
     // While still root: shrink the bounding set, so nothing can come back.
-    for c in 0..=last_cap() {
-        if !caps.contains(&c) {
-            sys::capbset_drop(c).map_err(|e| format!("dropping capability {c} from the bounding set: {e}"))?;
-        }
+    for c in (0..=last_cap()).filter(|c| !caps.contains(c)) {
+        sys::capbset_drop(c).map_err(|e| format!("dropping capability {c} from the bounding set: {e}"))?;
     }
     sys::set_keepcaps(true).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;

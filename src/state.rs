@@ -288,10 +288,7 @@ impl Dir {
             renameat(&*self.fd, tmp.as_str(), &*self.fd, name).map_err(errno_io)?;
             nix::unistd::fsync(&*self.fd).map_err(errno_io)
         })();
-        if r.is_err() {
-            let _ = self.remove(&tmp);
-        }
-        r
+        r.inspect_err(|_| drop(self.remove(&tmp)))
     }
 
     /// Removes a state file (a missing one is fine).
