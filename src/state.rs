@@ -41,6 +41,11 @@ pub const PRIVATE: &str = "private";
 pub const JOURNALS: [&str; 2] = ["journal", "journal.alt"];
 const CONFIG: &str = "netcfg.json";
 const CONFIG_MAX: u64 = 64 * 1024;
+/// A directory on the way to a state file or the log.
+const DIR: OFlag = OFlag::O_DIRECTORY.union(OFlag::O_NOFOLLOW).union(OFlag::O_RDONLY).union(OFlag::O_CLOEXEC);
+/// On every file opened: no symlink followed, no controlling terminal, no
+/// wait for a FIFO's other end.
+const SAFE: OFlag = OFlag::O_NOFOLLOW.union(OFlag::O_CLOEXEC).union(OFlag::O_NOCTTY).union(OFlag::O_NONBLOCK);
 
 /// The account the daemon will run as.
 #[derive(Debug, Clone, Copy)]
@@ -66,10 +71,6 @@ pub struct State {
     /// netcfg.json, when present and trusted.
     pub config: Option<String>,
     pub warnings: Vec<String>,
-}
-
-fn errno_io(e: nix::Error) -> io::Error {
-    io::Error::from_raw_os_error(e as i32)
 }
 
 fn bad(msg: String) -> io::Error {
@@ -131,11 +132,10 @@ pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
         }
     }
     let last = names.pop().ok_or_else(|| bad(format!("{}: no file name", path.display())))?;
-    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-    let mut dir = openat(AT_FDCWD, "/", flags, Mode::empty()).map_err(errno_io)?;
+    let mut dir = openat(AT_FDCWD, "/", DIR, Mode::empty())?;
     let mut walked = PathBuf::from("/");
     loop {
-        let st = fstat(&dir).map_err(errno_io)?;
+        let st = fstat(&dir)?;
         if st.st_uid != 0 || (writable_by_others(&st) && st.st_mode & libc::S_ISVTX == 0) {
             return Err(bad(format!(
                 "{}: the directory {} is not root's or is writable by others (uid {}, mode {:o})",
@@ -147,8 +147,8 @@ pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
         }
         let Some((n, rest)) = names.split_first() else { break };
         walked.push(n);
-        dir = openat(&dir, *n, flags, Mode::empty()).map_err(|e| {
-            io::Error::new(errno_io(e).kind(), format!("{}: opening {}: {e}", path.display(), walked.display()))
+        dir = openat(&dir, *n, DIR, Mode::empty()).map_err(|e| {
+            io::Error::new(io::Error::from(e).kind(), format!("{}: opening {}: {e}", path.display(), walked.display()))
         })?;
         names = rest.to_vec();
     }
@@ -158,17 +158,15 @@ pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
 /// Opens (creating it root's, mode 0700, if missing) the directory `name`
 /// in `parent`, never following a symlink.
 fn open_or_make_dir(parent: &impl AsFd, name: &OsStr) -> io::Result<(OwnedFd, FileStat)> {
-    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-    let open = || openat(parent, name, flags, Mode::empty());
+    let open = || openat(parent, name, DIR, Mode::empty());
     let fd = match open() {
         Err(nix::Error::ENOENT) => match mkdirat(parent, name, Mode::from_bits_truncate(0o700)) {
             Ok(()) | Err(nix::Error::EEXIST) => open(),
             Err(e) => Err(e),
         },
         r => r,
-    }
-    .map_err(errno_io)?;
-    let st = fstat(&fd).map_err(errno_io)?;
+    }?;
+    let st = fstat(&fd)?;
     Ok((fd, st))
 }
 
@@ -241,15 +239,14 @@ impl Dir {
 
     /// Checks an opened state file (see `untrusted`).
     fn check(&self, name: &str, f: &OwnedFd) -> io::Result<()> {
-        match untrusted(&fstat(f).map_err(errno_io)?, self.uids) {
+        match untrusted(&fstat(f)?, self.uids) {
             Some(why) => Err(bad(format!("{}/{name} is {why}; refusing to use it", self.path.display()))),
             None => Ok(()),
         }
     }
 
     fn open(&self, name: &str, flags: OFlag, mode: u32) -> io::Result<OwnedFd> {
-        let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
-        openat(&*self.fd, name, flags, Mode::from_bits_truncate(mode)).map_err(errno_io)
+        Ok(openat(&*self.fd, name, flags | SAFE, Mode::from_bits_truncate(mode))?)
     }
 
     /// Reads a state file of at most `max` bytes; None if it does not exist.
@@ -273,7 +270,7 @@ impl Dir {
         self.check(name, &fd)?;
         let f = File::from(fd);
         // Back to blocking: O_NONBLOCK was only against FIFOs at open.
-        nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty())).map_err(errno_io)?;
+        nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))?;
         Ok(f)
     }
 
@@ -285,8 +282,8 @@ impl Dir {
             let mut f = File::from(self.open(&tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL, 0o600)?);
             f.write_all(bytes)?;
             f.sync_all()?;
-            renameat(&*self.fd, tmp.as_str(), &*self.fd, name).map_err(errno_io)?;
-            nix::unistd::fsync(&*self.fd).map_err(errno_io)
+            renameat(&*self.fd, tmp.as_str(), &*self.fd, name)?;
+            nix::unistd::fsync(&*self.fd).map_err(io::Error::from)
         })();
         r.inspect_err(|_| drop(self.remove(&tmp)))
     }
@@ -295,7 +292,7 @@ impl Dir {
     pub fn remove(&self, name: &str) -> io::Result<()> {
         match unlinkat(&*self.fd, name, UnlinkatFlags::NoRemoveDir) {
             Ok(()) | Err(nix::Error::ENOENT) => Ok(()),
-            Err(e) => Err(errno_io(e)),
+            Err(e) => Err(io::Error::from(e)),
         }
     }
 
@@ -312,15 +309,9 @@ impl Dir {
 /// that), and writable by nobody else.
 pub fn open_log(path: &Path, dedicated: Option<u32>) -> io::Result<File> {
     let (parent, name) = open_parent(path)?;
-    let flags = OFlag::O_WRONLY
-        | OFlag::O_APPEND
-        | OFlag::O_CREAT
-        | OFlag::O_NOFOLLOW
-        | OFlag::O_CLOEXEC
-        | OFlag::O_NOCTTY
-        | OFlag::O_NONBLOCK;
-    let fd = openat(&parent, name.as_bytes(), flags, Mode::from_bits_truncate(0o640)).map_err(errno_io)?;
-    match untrusted(&fstat(&fd).map_err(errno_io)?, [0, dedicated.unwrap_or(0)]) {
+    let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | SAFE;
+    let fd = openat(&parent, name.as_bytes(), flags, Mode::from_bits_truncate(0o640))?;
+    match untrusted(&fstat(&fd)?, [0, dedicated.unwrap_or(0)]) {
         Some(why) => Err(bad(why)),
         None => Ok(File::from(fd)),
     }
