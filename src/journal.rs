@@ -273,8 +273,7 @@ impl Wal {
         } else if !live.is_empty() {
             log::info!("the journal is from an earlier boot; nothing of it is left in the kernel");
         }
-        let w = Wal { files: Some(files), active, generation, ..Wal::memory() };
-        (w, leftover)
+        (Wal { files: Some(files), active, generation, ..Wal::memory() }, leftover)
     }
 
     /// Starts a fresh file (after the leftovers are undone). An error here

@@ -120,20 +120,22 @@ fn not_root_0700(path: &Path, st: &FileStat) -> String {
 /// root's and not writable by others unless sticky. Returns it and the
 /// last component.
 pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
+    let refuse = |why: &str| Err(bad(format!("{}: {why}", path.display())));
     if !path.is_absolute() {
-        return Err(bad(format!("{}: not an absolute path", path.display())));
+        return refuse("not an absolute path");
     }
     let mut names: Vec<&OsStr> = Vec::new();
     for c in path.components() {
         match c {
             Component::RootDir => {}
             Component::Normal(n) => names.push(n),
-            _ => return Err(bad(format!("{}: '.' or '..' in the path", path.display()))),
+            _ => return refuse("'.' or '..' in the path"),
         }
     }
-    let last = names.pop().ok_or_else(|| bad(format!("{}: no file name", path.display())))?;
+    let Some(last) = names.pop() else { return refuse("no file name") };
     let mut dir = openat(AT_FDCWD, "/", DIR, Mode::empty())?;
     let mut walked = PathBuf::from("/");
+    let mut names = names.into_iter();
     loop {
         let st = fstat(&dir)?;
         if st.st_uid != 0 || (writable_by_others(&st) && st.st_mode & libc::S_ISVTX == 0) {
@@ -145,12 +147,11 @@ pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
                 st.st_mode & 0o7777
             )));
         }
-        let Some((n, rest)) = names.split_first() else { break };
+        let Some(n) = names.next() else { break };
         walked.push(n);
-        dir = openat(&dir, *n, DIR, Mode::empty()).map_err(|e| {
+        dir = openat(&dir, n, DIR, Mode::empty()).map_err(|e| {
             io::Error::new(io::Error::from(e).kind(), format!("{}: opening {}: {e}", path.display(), walked.display()))
         })?;
-        names = rest.to_vec();
     }
     Ok((dir, last.to_os_string()))
 }
