@@ -119,17 +119,17 @@ pub fn drop_privileges(cfg: &Config) -> Result<(), String> {
     for c in (0..=last_cap()).filter(|c| !caps.contains(c)) {
         sys::capbset_drop(c).map_err(|e| format!("dropping capability {c} from the bounding set: {e}"))?;
     }
-    sys::set_keepcaps(true).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
+    nix::sys::prctl::set_keepcaps(true).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::setresgid(user.gid, user.gid, user.gid).map_err(|e| format!("setresgid: {e}"))?;
     nix::unistd::setresuid(user.uid, user.uid, user.uid).map_err(|e| format!("setresuid: {e}"))?;
     // Inheritable: only what a child (resolvconf) is to get, nothing more.
     sys::capset(&caps, &ambient).map_err(|e| format!("capset: {e}"))?;
-    sys::set_keepcaps(false).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
+    nix::sys::prctl::set_keepcaps(false).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
     for c in &ambient {
         sys::ambient_raise(*c).map_err(|e| format!("raising ambient capability {c}: {e}"))?;
     }
-    sys::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
     // Prove it: getting root back must fail.
     if nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_ok() {
         return Err("still able to become root after dropping privileges".into());

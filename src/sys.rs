@@ -122,17 +122,9 @@ pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_NET_RAW: u32 = 13;
 
 fn prctl(op: libc::c_int, arg: libc::c_ulong, arg2: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: the prctl operations used here (KEEPCAPS, CAPBSET_DROP,
-    // NO_NEW_PRIVS, CAP_AMBIENT) take plain integers and no pointers.
+    // SAFETY: the prctl operations used here (CAPBSET_DROP, CAP_AMBIENT)
+    // take plain integers and no pointers.
     check(unsafe { libc::prctl(op, arg, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong) }).map(drop)
-}
-
-pub fn set_keepcaps(on: bool) -> io::Result<()> {
-    prctl(libc::PR_SET_KEEPCAPS, on as libc::c_ulong, 0)
-}
-
-pub fn set_no_new_privs() -> io::Result<()> {
-    prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0)
 }
 
 pub fn capbset_drop(cap: u32) -> io::Result<()> {
