@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::settings::Word;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RedirectMethod {
     HostRoute,
@@ -11,24 +13,13 @@ pub enum RedirectMethod {
     None,
 }
 
-impl RedirectMethod {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "host-route" => Self::HostRoute,
-            "bind-device" => Self::BindDevice,
-            "fwmark" => Self::Fwmark,
-            "none" => Self::None,
-            _ => return None,
-        })
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::HostRoute => "host-route",
-            Self::BindDevice => "bind-device",
-            Self::Fwmark => "fwmark",
-            Self::None => "none",
-        }
-    }
+impl Word for RedirectMethod {
+    const WORDS: &'static [(Self, &'static str)] = &[
+        (Self::HostRoute, "host-route"),
+        (Self::BindDevice, "bind-device"),
+        (Self::Fwmark, "fwmark"),
+        (Self::None, "none"),
+    ];
 }
 
 /// The table the fwmark method uses for mark `m` (as wg-quick: the mark).
@@ -67,7 +58,6 @@ pub struct Config {
     /// Set when the user gave --state-dir (or it came from activation).
     pub config_file: Option<PathBuf>,
     pub bus_address: Option<String>,
-    pub foreground: bool,
     /// `--run-as`; without it the first existing of [`ACCOUNTS`].
     pub run_as: Option<String>,
     pub run_as_root: bool,
@@ -87,7 +77,6 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/ovpn-netcfgd"),
             config_file: None,
             bus_address: None,
-            foreground: false,
             run_as: None,
             run_as_root: false,
         }
@@ -146,10 +135,42 @@ fn num(opt: &str, v: &str, max: u32) -> Result<u32, String> {
     }
 }
 
+/// The settings both the command line and netcfg.json make: the option
+/// and the key.
+const SHARED: [(&str, &str); 7] = [
+    ("--log-level", "log_level"),
+    ("--log-file", "log_file"),
+    ("--idle-exit", "idle_exit"),
+    ("--redirect-method", "redirect_method"),
+    ("--set-somark", "set_somark"),
+    ("--dns-backend", "dns_backend"),
+    ("--dnsmasq-servers", "dnsmasq_servers_file"),
+];
+
+/// Sets the `SHARED` setting `key` to `v`; errors name `opt` (the option
+/// or the key).
+fn set(c: &mut Config, opt: &str, key: &str, v: String) -> Result<(), String> {
+    match key {
+        "log_level" => c.log_level = num(opt, &v, 6)?,
+        "log_file" => c.log_file = Some(v),
+        "idle_exit" => c.idle_exit = idle(opt, &v)?,
+        "redirect_method" => {
+            c.redirect = RedirectMethod::from_word(&v).ok_or(format!("{opt}: unknown method '{v}'"))?;
+        }
+        "set_somark" => c.somark = Some(num(opt, &v, u32::MAX)?),
+        "dns_backend" => {
+            c.dns = parse_dns_backend(opt, &v)?;
+            c.dns_chosen = true;
+        }
+        _ => c.dnsmasq_servers = v.into(),
+    }
+    Ok(())
+}
+
 /// Parses argv (without the program name). Errors are usage errors (exit 2).
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
     let mut c = Config::default();
-    let mut dns_flags = Vec::new();
+    let mut dns_flags = 0;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let (name, inline) = match a.split_once('=') {
@@ -159,28 +180,25 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
         let val = |it: &mut I::IntoIter| -> Result<String, String> {
             inline.clone().or_else(|| it.next()).ok_or(format!("{name} needs a value"))
         };
+        if matches!(name.as_str(), "--resolv-conf" | "--systemd-resolved" | "--dns-backend") {
+            dns_flags += 1;
+        }
+        if let Some((_, key)) = SHARED.iter().find(|(o, _)| *o == name) {
+            set(&mut c, &name, key, val(&mut it)?)?;
+            continue;
+        }
         match name.as_str() {
             "-h" | "--help" => return Ok(Cli::Help),
             "--version" => return Ok(Cli::Version),
-            "--log-level" => c.log_level = num(&name, &val(&mut it)?, 6)?,
-            "--log-file" => c.log_file = Some(val(&mut it)?),
-            "--colour" | "--color" => {}
-            "--idle-exit" => c.idle_exit = idle(&name, &val(&mut it)?)?,
-            "--resolv-conf" => dns_flags.push(DnsChoice::File(val(&mut it)?.into())),
-            "--systemd-resolved" => dns_flags.push(DnsChoice::Resolved),
-            "--dns-backend" => dns_flags.push(parse_dns_backend(&val(&mut it)?)?),
-            "--dnsmasq-servers" => c.dnsmasq_servers = val(&mut it)?.into(),
-            "--redirect-method" => {
-                let v = val(&mut it)?;
-                c.redirect = RedirectMethod::parse(&v).ok_or(format!("--redirect-method: unknown method '{v}'"))?;
-            }
-            "--set-somark" => c.somark = Some(num(&name, &val(&mut it)?, u32::MAX)?),
+            // Always in the foreground; both are for scripts written for the reference.
+            "--colour" | "--color" | "--foreground" => {}
+            "--resolv-conf" => c.dns = DnsChoice::File(val(&mut it)?.into()),
+            "--systemd-resolved" => c.dns = DnsChoice::Resolved,
             "--state-dir" => {
                 c.state_dir = val(&mut it)?.into();
                 c.config_file = Some(c.state_dir.join("netcfg.json"));
             }
             "--bus-address" => c.bus_address = Some(val(&mut it)?),
-            "--foreground" => c.foreground = true,
             "--run-as" => c.run_as = Some(val(&mut it)?),
             "--run-as-root" => c.run_as_root = true,
             // Reference debug-build option; we keep only what is needed anyway.
@@ -188,13 +206,10 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String
             _ => return Err(format!("unknown option '{a}'")),
         }
     }
-    if dns_flags.len() > 1 {
+    if dns_flags > 1 {
         return Err("--resolv-conf, --systemd-resolved and --dns-backend exclude each other".into());
     }
-    if let Some(d) = dns_flags.pop() {
-        c.dns = d;
-        c.dns_chosen = true;
-    }
+    c.dns_chosen = dns_flags > 0;
     Ok(Cli::Run(c))
 }
 
@@ -213,16 +228,13 @@ impl Config {
         if !self.dnsmasq_servers.is_absolute() || self.dnsmasq_servers.to_str().map_or(true, |s| s.contains('\n')) {
             return Err("--dnsmasq-servers needs an absolute UTF-8 path without newlines".into());
         }
-        if self.redirect == RedirectMethod::Fwmark {
-            match self.somark {
-                None => return Err("--redirect-method fwmark needs --set-somark".into()),
-                Some(m) if fwmark_table(m).is_none() => {
-                    return Err(format!("--set-somark {m} cannot be used as a routing table (0, 253-255 are reserved)"))
-                }
-                _ => {}
+        match (self.redirect, self.somark) {
+            (RedirectMethod::Fwmark, None) => Err("--redirect-method fwmark needs --set-somark".into()),
+            (RedirectMethod::Fwmark, Some(m)) if fwmark_table(m).is_none() => {
+                Err(format!("--set-somark {m} cannot be used as a routing table (0, 253-255 are reserved)"))
             }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Started with the reference service's state directory (as Debian's
@@ -244,7 +256,7 @@ impl Config {
     }
 }
 
-fn parse_dns_backend(v: &str) -> Result<DnsChoice, String> {
+fn parse_dns_backend(opt: &str, v: &str) -> Result<DnsChoice, String> {
     Ok(match v {
         "auto" => DnsChoice::Auto,
         "resolved" | "systemd-resolved" => DnsChoice::Resolved,
@@ -252,7 +264,7 @@ fn parse_dns_backend(v: &str) -> Result<DnsChoice, String> {
         "dnsmasq" => DnsChoice::Dnsmasq,
         "file" => DnsChoice::File("/etc/resolv.conf".into()),
         "none" => DnsChoice::None,
-        _ => return Err(format!("--dns-backend: unknown backend '{v}'")),
+        _ => return Err(format!("{opt}: unknown backend '{v}'")),
     })
 }
 
@@ -262,28 +274,13 @@ pub fn apply_json(c: &mut Config, text: &str) -> Result<Vec<String>, String> {
     let mut warn = Vec::new();
     let obj = json::parse_flat_object(text)?;
     for (k, v) in &obj {
-        use json::Value as V;
-        let as_str = || match v {
-            V::Str(s) => Ok(s.clone()),
-            V::Num(n) => Ok(n.to_string()),
-            _ => Err(format!("netcfg.json: '{k}' must be a string or number")),
+        let Some((_, key)) = SHARED.iter().find(|(_, key)| key == k) else { continue };
+        let v = match v {
+            json::Value::Str(s) => s.clone(),
+            json::Value::Num(n) => n.to_string(),
+            _ => return Err(format!("netcfg.json: '{k}' must be a string or number")),
         };
-        match k.as_str() {
-            "log_level" => c.log_level = num(k, &as_str()?, 6)?,
-            "log_file" => c.log_file = Some(as_str()?),
-            "idle_exit" => c.idle_exit = idle(k, &as_str()?)?,
-            "redirect_method" => {
-                let s = as_str()?;
-                c.redirect = RedirectMethod::parse(&s).ok_or(format!("netcfg.json: bad redirect_method '{s}'"))?;
-            }
-            "set_somark" => c.somark = Some(num(k, &as_str()?, u32::MAX)?),
-            "dns_backend" => {
-                c.dns = parse_dns_backend(&as_str()?)?;
-                c.dns_chosen = true;
-            }
-            "dnsmasq_servers_file" => c.dnsmasq_servers = as_str()?.into(),
-            _ => {}
-        }
+        set(c, k, key, v)?;
     }
     // DNS keys in the reference's order, so systemd_resolved wins over resolv_conf_file.
     if let Some((_, v)) = obj.iter().find(|(k, _)| k == "resolv_conf_file") {
@@ -326,43 +323,35 @@ pub mod json {
     pub fn parse_flat_object(s: &str) -> Result<Vec<(String, Value)>, String> {
         let mut p = P { b: s.as_bytes(), i: 0 };
         let mut out = Vec::new();
-        p.ws();
-        if p.i == p.b.len() {
+        if p.peek().is_none() {
             return Ok(out); // an empty file is accepted
         }
         p.expect(b'{')?;
-        p.ws();
-        if p.peek() == Some(b'}') {
-            p.i += 1;
-        } else {
+        if !p.eat(b'}') {
             loop {
-                p.ws();
                 let k = p.string()?;
-                p.ws();
                 p.expect(b':')?;
-                p.ws();
                 let v = match p.peek() {
                     Some(b'"') => Value::Str(p.string()?),
                     Some(b't') => p.word("true", Value::Bool(true))?,
                     Some(b'f') => p.word("false", Value::Bool(false))?,
                     Some(b'n') => p.word("null", Value::Null)?,
-                    Some(c) if c == b'-' || c.is_ascii_digit() => p.number()?,
+                    Some(b'-' | b'0'..=b'9') => p.number()?,
                     _ => return Err(p.err("expected a string, number, true, false or null")),
                 };
                 if out.len() >= 64 {
                     return Err("too many keys".into());
                 }
                 out.push((k, v));
-                p.ws();
-                match p.next() {
-                    Some(b',') => continue,
-                    Some(b'}') => break,
-                    _ => return Err(p.err("expected ',' or '}'")),
+                if p.eat(b'}') {
+                    break;
+                }
+                if !p.eat(b',') {
+                    return Err(p.err("expected ',' or '}'"));
                 }
             }
         }
-        p.ws();
-        if p.i != p.b.len() {
+        if p.peek().is_some() {
             return Err(p.err("trailing data"));
         }
         Ok(out)
@@ -377,18 +366,10 @@ pub mod json {
         fn err(&self, m: &str) -> String {
             format!("netcfg.json: {m} at byte {}", self.i)
         }
-        fn peek(&self) -> Option<u8> {
-            self.b.get(self.i).copied()
-        }
-        fn next(&mut self) -> Option<u8> {
-            let c = self.peek();
-            self.i += 1;
-            c
-        }
-        /// Blanks and comments: the reference's `openvpn3-admin
-        /// netcfg-service --config-set` writes a `//` line before each key
-        /// (JsonCpp's style), so `/* */` is accepted as well.
-        fn ws(&mut self) {
+        /// The next byte after blanks and comments: the reference's
+        /// `openvpn3-admin netcfg-service --config-set` writes a `//` line
+        /// before each key (JsonCpp's style), so `/* */` is accepted as well.
+        fn peek(&mut self) -> Option<u8> {
             loop {
                 let rest = &self.b[self.i..];
                 if matches!(rest.first(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
@@ -399,16 +380,24 @@ pub mod json {
                     // unterminated: skip to the end; the caller reports what is missing
                     self.i += rest[2..].windows(2).position(|w| w == b"*/").map_or(rest.len(), |p| p + 4);
                 } else {
-                    break;
+                    return rest.first().copied();
                 }
             }
         }
+        /// Takes `c` if it comes next.
+        fn eat(&mut self, c: u8) -> bool {
+            let found = self.peek() == Some(c);
+            self.i += usize::from(found);
+            found
+        }
         fn expect(&mut self, c: u8) -> Result<(), String> {
-            if self.next() == Some(c) {
-                Ok(())
-            } else {
-                Err(self.err(&format!("expected '{}'", c as char)))
-            }
+            self.eat(c).then_some(()).ok_or_else(|| self.err(&format!("expected '{}'", c as char)))
+        }
+        /// The next byte as it is (inside a string).
+        fn next(&mut self) -> Option<u8> {
+            let c = self.b.get(self.i).copied();
+            self.i += 1;
+            c
         }
         fn word(&mut self, w: &str, v: Value) -> Result<Value, String> {
             if self.b[self.i..].starts_with(w.as_bytes()) {
@@ -418,12 +407,11 @@ pub mod json {
                 Err(self.err("bad literal"))
             }
         }
+        /// A number: its first byte (a sign or digit) is already seen.
         fn number(&mut self) -> Result<Value, String> {
             let st = self.i;
-            if self.peek() == Some(b'-') {
-                self.i += 1;
-            }
-            while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+            while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
                 self.i += 1;
             }
             std::str::from_utf8(&self.b[st..self.i])

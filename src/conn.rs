@@ -46,16 +46,9 @@ impl Bus {
     /// Connects and says Hello. `address` None = the system bus (honours
     /// DBUS_SYSTEM_BUS_ADDRESS).
     pub fn connect(address: Option<&str>) -> Result<Self> {
-        let system;
-        let a = match address {
-            Some(a) => a,
-            None => {
-                let env = std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok().filter(|_| !crate::sys::secure_exec());
-                system = env.unwrap_or_else(|| SYSTEM_BUS.to_string());
-                &system
-            }
-        };
-        let mut ch = Channel::open_private(a).map_err(|e| Error::Failed(format!("D-Bus connect to {a}: {e}")))?;
+        let env = || std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok().filter(|_| !crate::sys::secure_exec());
+        let a = address.map(str::to_string).or_else(env).unwrap_or_else(|| SYSTEM_BUS.to_string());
+        let mut ch = Channel::open_private(&a).map_err(|e| Error::Failed(format!("D-Bus connect to {a}: {e}")))?;
         ch.register().map_err(|e| Error::Failed(format!("D-Bus Hello: {e}")))?;
         ch.set_watch_enabled(true);
         Ok(Bus { ch, creds: VecMap::new(), creds_asked: VecMap::new() })
@@ -107,9 +100,8 @@ impl Bus {
     }
 
     fn call_bus(&self, member: &str, build: impl FnOnce(Message) -> Message) -> Result<Message> {
-        let m = Message::new_method_call(DBUS, "/org/freedesktop/DBus", DBUS, member).map_err(Error::Failed)?;
         self.ch
-            .send_with_reply_and_block(build(m), BUS_TIMEOUT)
+            .send_with_reply_and_block(build(to_bus(member)?), BUS_TIMEOUT)
             .map_err(|e| Error::Failed(format!("{member}: {}", e.message().unwrap_or("failed"))))
     }
 
@@ -150,9 +142,7 @@ impl Bus {
     /// Asks the bus daemon for `sender`'s credentials without waiting: the
     /// answer comes back through the loop to `creds_answer`.
     pub fn ask_creds(&mut self, sender: &str) -> Result<()> {
-        let m = Message::new_method_call(DBUS, "/org/freedesktop/DBus", DBUS, "GetConnectionCredentials")
-            .map_err(Error::Failed)?
-            .append1(sender);
+        let m = to_bus("GetConnectionCredentials")?.append1(sender);
         let serial =
             self.ch.send(m).map_err(|()| Error::Failed("GetConnectionCredentials: could not queue the call".into()))?;
         self.creds_asked.insert(serial, sender.to_string());
@@ -194,6 +184,11 @@ impl Bus {
     }
 }
 
+/// A method call to the bus daemon itself.
+fn to_bus(member: &str) -> Result<Message> {
+    Message::new_method_call(DBUS, "/org/freedesktop/DBus", DBUS, member).map_err(Error::Failed)
+}
+
 /// UnixUserID and ProcessID from a GetConnectionCredentials reply (a{sv},
 /// walked instead of built into a map of boxed values).
 fn parse_creds(r: &Message) -> Result<Creds> {
@@ -222,8 +217,7 @@ fn parse_creds(r: &Message) -> Result<Creds> {
 
 /// An error reply for `m` (nothing if the caller asked for no reply).
 pub fn error_reply(m: &Message, e: &Error) -> Option<Message> {
-    let text = CString::new(e.to_string().replace('\0', "")).unwrap_or_default();
-    Some(m.error(&ErrorName::from(e.dbus_name()), &text))
+    Some(std_error(m, e.dbus_name(), &e.to_string()))
 }
 
 /// A standard org.freedesktop.DBus.Error.* reply.

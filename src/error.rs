@@ -78,15 +78,12 @@ impl fmt::Display for Error {
             | Error::Conflict(s)
             | Error::DeviceGone(s)
             | Error::Failed(s) => f.write_str(s),
-            Error::Kernel { op, errno, msg } => {
+            Error::Kernel { op, errno, .. } | Error::Io { op, errno } => {
                 write!(f, "{op}: {}", std::io::Error::from_raw_os_error(*errno))?;
-                if let Some(m) = msg {
-                    write!(f, " ({m})")?;
+                match self {
+                    Error::Kernel { msg: Some(m), .. } => write!(f, " ({m})"),
+                    _ => Ok(()),
                 }
-                Ok(())
-            }
-            Error::Io { op, errno } => {
-                write!(f, "{op}: {}", std::io::Error::from_raw_os_error(*errno))
             }
         }
     }

@@ -9,9 +9,9 @@
 //! same boot's file is replayed, and a daemon that dies leaves its writes
 //! in the page cache, where the next one reads them.
 
+use std::fmt::{self, Write as _};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::IpAddr;
 
 use crate::error::{Error, Result};
 use crate::netlink::addr::Addr;
@@ -51,9 +51,7 @@ impl Undo {
             Undo::DelAddr(a) => netlink::addr::del(a),
             Undo::DelRule(r) => netlink::rule::del(r),
             Undo::LinkDown { ifindex } => {
-                let mut r = netlink::link::set(*ifindex, None, None, false);
-                r.ok_errnos = netlink::OK_DEL;
-                r
+                Req { ok_errnos: netlink::OK_DEL, ..netlink::link::set(*ifindex, None, None, false) }
             }
             Undo::DelLink { ifindex, .. } => netlink::link::del(*ifindex),
             Undo::DelNewLink { name, .. } => netlink::link::del_by_name(name),
@@ -66,55 +64,18 @@ impl Undo {
 
     /// One line of text (no newline), read back by `parse`.
     pub fn to_line(&self) -> String {
-        let mut s = String::new();
-        self.write_line(&mut s);
-        s
-    }
-
-    /// Appends the `to_line` text to `out` (no allocation per entry: the
-    /// journal writes 10k of these before a large Establish).
-    pub fn write_line(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = match self {
-            Undo::DelRoute(r) => {
-                let _ = write!(out, "route {} ", r.dst);
-                let _ = match r.gateway {
-                    Some(g) => write!(out, "{g} "),
-                    None => write!(out, "- "),
-                };
-                let _ = write!(out, "{} ", r.oif);
-                let _ = match r.metric {
-                    Some(m) => write!(out, "{m} "),
-                    None => write!(out, "- "),
-                };
-                write!(out, "{} {} {}", r.table, r.protocol, r.onlink as u8)
-            }
-            Undo::DelAddr(a) => write!(out, "addr {} {} {}", a.ifindex, a.addr, a.prefix),
-            Undo::DelRule(r) => write!(out, "{}", r.to_line()),
-            Undo::LinkDown { ifindex } => write!(out, "down {ifindex}"),
-            Undo::DelLink { ifindex, name } => write!(out, "link {ifindex} {name}"),
-            Undo::DelNewLink { name, kind } => write!(out, "newlink {kind} {name}"),
-        };
+        self.to_string()
     }
 
     /// Parses a `to_line` line; None for anything malformed.
     pub fn parse(line: &str) -> Option<Undo> {
         let f: Vec<&str> = line.split(' ').collect();
-        fn opt(s: &str) -> Option<&str> {
-            (s != "-").then_some(s)
-        }
         Some(match f.as_slice() {
             ["route", dst, gw, oif, metric, table, proto, onlink] => Undo::DelRoute(Route {
                 dst: dst.parse().ok()?,
-                gateway: match opt(gw) {
-                    Some(g) => Some(g.parse::<IpAddr>().ok()?),
-                    None => None,
-                },
+                gateway: dash(gw)?,
                 oif: oif.parse().ok()?,
-                metric: match opt(metric) {
-                    Some(m) => Some(m.parse().ok()?),
-                    None => None,
-                },
+                metric: dash(metric)?,
                 table: table.parse().ok()?,
                 protocol: proto.parse().ok()?,
                 onlink: *onlink == "1",
@@ -135,6 +96,40 @@ impl Undo {
             _ => return None,
         })
     }
+}
+
+/// The `to_line` text, written straight into the journal's buffer (no
+/// allocation per entry: it writes 10k of these before a large Establish).
+impl fmt::Display for Undo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Undo::DelRoute(Route { dst, gateway: g, oif, metric: m, table, protocol, onlink }) => {
+                write!(f, "route {dst} {} {oif} {} {table} {protocol} {}", Dash(*g), Dash(*m), *onlink as u8)
+            }
+            Undo::DelAddr(a) => write!(f, "addr {} {} {}", a.ifindex, a.addr, a.prefix),
+            Undo::DelRule(r) => f.write_str(&r.to_line()),
+            Undo::LinkDown { ifindex } => write!(f, "down {ifindex}"),
+            Undo::DelLink { ifindex, name } => write!(f, "link {ifindex} {name}"),
+            Undo::DelNewLink { name, kind } => write!(f, "newlink {kind} {name}"),
+        }
+    }
+}
+
+/// An optional field as a line has it: `-` for none.
+struct Dash<T>(Option<T>);
+
+impl<T: fmt::Display> fmt::Display for Dash<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// Reads a `Dash` field; None if it is neither `-` nor a `T`.
+fn dash<T: std::str::FromStr>(s: &str) -> Option<Option<T>> {
+    (s == "-").then_some(None).or_else(|| s.parse().ok().map(Some))
 }
 
 /// One journal entry: its id in the write-ahead file and the undo step.
@@ -158,29 +153,22 @@ impl Journal {
         self.entries.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
     /// Removes and returns every entry, newest first.
     pub fn take_all(&mut self) -> Vec<Entry> {
-        let mut v = std::mem::take(&mut self.entries);
-        v.reverse();
-        v
+        std::mem::take(&mut self.entries).into_iter().rev().collect()
     }
 
     /// Removes and returns the configuration entries (not link deletions),
     /// newest first; links stay recorded for a later Destroy.
     pub fn take_config(&mut self) -> Vec<Entry> {
-        let (links, mut cfg): (Vec<Entry>, Vec<Entry>) =
+        let (links, cfg): (Vec<Entry>, Vec<Entry>) =
             std::mem::take(&mut self.entries).into_iter().partition(|e| e.undo.is_link());
         self.entries = links;
-        cfg.reverse();
-        cfg
+        cfg.into_iter().rev().collect()
     }
 }
 
@@ -237,19 +225,15 @@ pub fn parse_file(text: &str) -> (String, u64, Vec<Undo>) {
                 let mut f = rest.split(' ');
                 boot = f.next().unwrap_or_default().to_string();
                 // An old file has no generation: complete by construction.
-                generation = match f.next() {
-                    None => 1,
-                    Some(g) => g.parse().unwrap_or(0),
-                };
+                generation = f.next().map_or(1, |g| g.parse().unwrap_or(0));
             }
             "A" => {
-                if let Some((id, u)) = rest.split_once(' ') {
-                    if let (Ok(id), Some(u)) = (id.parse::<u64>(), Undo::parse(u)) {
-                        if let Some(old) = by_id.insert(id, live.len()) {
-                            live[old] = None; // a repeated id: the later line wins
-                        }
-                        live.push(Some(u));
+                let entry = rest.split_once(' ').and_then(|(id, u)| Some((id.parse::<u64>().ok()?, Undo::parse(u)?)));
+                if let Some((id, u)) = entry {
+                    if let Some(old) = by_id.insert(id, live.len()) {
+                        live[old] = None; // a repeated id: the later line wins
                     }
+                    live.push(Some(u));
                 }
             }
             "D" => {
@@ -280,19 +264,16 @@ impl Wal {
     /// this boot. The files stay as they are until `start`, so a crash while
     /// they are undone loses none of them (undoing twice is harmless).
     pub fn open(mut files: [File; 2]) -> (Wal, Vec<Undo>) {
-        let parsed = [parse_file(&read_all(&mut files[0])), parse_file(&read_all(&mut files[1]))];
-        let active = if parsed[1].1 > parsed[0].1 { 1 } else { 0 };
-        let generation = parsed[0].1.max(parsed[1].1);
-        let [a, b] = parsed;
-        let (boot, _, live) = if active == 0 { a } else { b };
+        let [a, b] = files.each_mut().map(|f| parse_file(&read_all(f)));
+        let active = usize::from(b.1 > a.1);
+        let (boot, generation, live) = if active == 0 { a } else { b };
         let mut leftover = Vec::new();
         if generation > 0 && boot == boot_id() {
             leftover = live.into_iter().rev().collect();
         } else if !live.is_empty() {
             log::info!("the journal is from an earlier boot; nothing of it is left in the kernel");
         }
-        let w = Wal { files: Some(files), active, generation, ..Wal::memory() };
-        (w, leftover)
+        (Wal { files: Some(files), active, generation, ..Wal::memory() }, leftover)
     }
 
     /// Starts a fresh file (after the leftovers are undone). An error here
@@ -330,24 +311,31 @@ impl Wal {
         Ok(())
     }
 
+    /// Appends whole lines to the file in force; a failed write is cut
+    /// back, so the next one starts clean.
+    fn append(&mut self, text: &str) -> std::io::Result<()> {
+        let Some(files) = &mut self.files else { return Ok(()) };
+        let f = &mut files[self.active];
+        if let Err(e) = f.write_all(text.as_bytes()) {
+            let _ = f.set_len(self.len).and_then(|_| f.seek(SeekFrom::Start(self.len)));
+            return Err(e);
+        }
+        self.len += text.len() as u64;
+        Ok(())
+    }
+
     /// Records `undos` (one id each) before the caller touches the kernel.
     /// If that fails the caller must not make the change: a crash would
     /// leave it behind with nothing to undo it.
     pub fn record(&mut self, undos: Vec<Undo>) -> Result<Vec<Entry>> {
-        let first = self.next;
-        let entries: Vec<Entry> = undos.into_iter().zip(first..).map(|(undo, id)| Entry { id, undo }).collect();
-        if let Some(files) = &mut self.files {
-            let f = &mut files[self.active];
+        let entries: Vec<Entry> = undos.into_iter().zip(self.next..).map(|(undo, id)| Entry { id, undo }).collect();
+        if self.files.is_some() {
             let mut buf = String::with_capacity(entries.len() * 64);
             for e in &entries {
                 append_line(&mut buf, e);
             }
-            if let Err(e) = f.write_all(buf.as_bytes()) {
-                // Cut a partial line off, so the next record starts clean.
-                let _ = f.set_len(self.len).and_then(|_| f.seek(SeekFrom::Start(self.len)));
-                return Err(Error::Failed(format!("cannot write the undo journal, so nothing was changed: {e}")));
-            }
-            self.len += buf.len() as u64;
+            self.append(&buf)
+                .map_err(|e| Error::Failed(format!("cannot write the undo journal, so nothing was changed: {e}")))?;
         }
         self.next += entries.len() as u64;
         self.live += entries.len();
@@ -359,23 +347,15 @@ impl Wal {
     pub fn done(&mut self, ids: impl IntoIterator<Item = u64>) {
         let mut buf = String::new();
         for id in ids {
-            use std::fmt::Write;
             let _ = writeln!(buf, "D {id}");
             self.live = self.live.saturating_sub(1);
             self.dead += 1;
         }
-        if self.live == 0 {
-            if self.dead > 0 {
-                if let Err(e) = self.rewrite(&[]) {
-                    log::warn!("cannot start a fresh journal: {e}");
-                }
-            }
-        } else if let Some(files) = &mut self.files {
-            let f = &mut files[self.active];
-            if f.write_all(buf.as_bytes()).is_ok() {
-                self.len += buf.len() as u64;
-            } else {
-                let _ = f.set_len(self.len).and_then(|_| f.seek(SeekFrom::Start(self.len)));
+        if self.live > 0 {
+            let _ = self.append(&buf);
+        } else if self.dead > 0 {
+            if let Err(e) = self.rewrite(&[]) {
+                log::warn!("cannot start a fresh journal: {e}");
             }
         }
     }
@@ -407,10 +387,7 @@ impl Wal {
 }
 
 fn append_line(buf: &mut String, e: &Entry) {
-    use std::fmt::Write;
-    let _ = write!(buf, "A {} ", e.id);
-    e.undo.write_line(buf);
-    buf.push('\n');
+    let _ = writeln!(buf, "A {} {}", e.id, e.undo);
 }
 
 #[cfg(test)]
@@ -430,7 +407,7 @@ mod tests {
         let c = j.take_config();
         assert!(matches!(c[0].undo, Undo::DelAddr(_)));
         assert_eq!(c[1].undo, Undo::LinkDown { ifindex: 5 });
-        assert_eq!(j.len(), 1);
+        assert_eq!(j.entries().len(), 1);
         assert!(j.take_all()[0].undo.is_link());
         assert!(j.is_empty());
     }
@@ -447,7 +424,7 @@ mod tests {
             onlink: true,
         };
         for u in [
-            Undo::DelRoute(r),
+            Undo::DelRoute(r.clone()),
             Undo::DelAddr(Addr { ifindex: 4, addr: "10.0.0.2".parse().unwrap(), prefix: 24 }),
             Undo::LinkDown { ifindex: 9 },
             Undo::DelLink { ifindex: 9, name: "tun3".into() },
@@ -455,6 +432,11 @@ mod tests {
         ] {
             assert_eq!(Undo::parse(&u.to_line()), Some(u.clone()), "{}", u.to_line());
         }
+        // The format on disk, as earlier versions wrote it.
+        let r = Route { metric: Some(7), ..r };
+        assert_eq!(Undo::DelRoute(r.clone()).to_line(), "route 2001:db8::/32 fe80::1 3 7 254 79 1");
+        let r = Route { gateway: None, metric: None, onlink: false, ..r };
+        assert_eq!(Undo::DelRoute(r).to_line(), "route 2001:db8::/32 - 3 - 254 79 0");
         for bad in [
             "",
             "route",

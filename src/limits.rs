@@ -49,17 +49,12 @@ pub const SUBSCRIPTIONS_TOTAL: usize = 256;
 /// list is refused before any parsing.
 pub fn fits(mut it: dbus::arg::Iter, max: usize) -> bool {
     let Some(mut a) = it.recurse(dbus::arg::ArgType::Array) else { return true };
-    let mut n = 0;
-    while a.arg_type() != dbus::arg::ArgType::Invalid {
-        n += 1;
-        if n > max {
-            return false;
-        }
+    for _ in 0..max {
         if !a.next() {
-            break;
+            return true;
         }
     }
-    true
+    a.arg_type() == dbus::arg::ArgType::Invalid
 }
 
 /// Fails when `uid` already holds `mine` of `what` (its share is
@@ -80,4 +75,29 @@ pub fn check_share(
         return Err(Error::Failed(format!("too many {what} (limit {total} in all)")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fits_counts_without_decoding() {
+        let m = |v: Vec<u32>| dbus::Message::new_method_call("a.b", "/", "a.b", "M").unwrap().append1(v);
+        for (list, max, ok) in [(vec![], 0, true), (vec![], 2, true), (vec![1], 0, false), (vec![1, 2, 3], 2, false)] {
+            assert_eq!(fits(m(list.clone()).iter_init(), max), ok, "{list:?} {max}");
+        }
+        assert!(fits(m(vec![1, 2, 3]).iter_init(), 3));
+        let not_an_array = dbus::Message::new_method_call("a.b", "/", "a.b", "M").unwrap().append1(7u32);
+        assert!(fits(not_an_array.iter_init(), 0));
+    }
+
+    #[test]
+    fn shares_fit_the_caps() {
+        const { assert!(DEVICES_PER_UID <= DEVICES_TOTAL && SUBSCRIPTIONS_PER_UID <= SUBSCRIPTIONS_TOTAL) };
+        const { assert!(CALLS_HELD_PER_UID <= CALLS_HELD && NETWORKS_PER_TURN <= NETWORKS_PER_UID) };
+        assert!(check_share("devices", 5, DEVICES_PER_UID, DEVICES_PER_UID, 0, DEVICES_TOTAL).is_err());
+        assert!(check_share("devices", 5, 0, DEVICES_PER_UID, DEVICES_TOTAL, DEVICES_TOTAL).is_err());
+        assert!(check_share("devices", 5, 0, DEVICES_PER_UID, 0, DEVICES_TOTAL).is_ok());
+    }
 }

@@ -7,32 +7,27 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::Mutex;
 
+use log::Level::{self, Debug, Error, Info, Trace, Warn};
+
 /// Queued (category, message) for Log signals; bounded.
 static QUEUE: Mutex<VecDeque<(u32, String)>> = Mutex::new(VecDeque::new());
 /// The log file: its path, the uid it may belong to besides root, the file.
 static FILE: Mutex<Option<(String, Option<u32>, File)>> = Mutex::new(None);
 const QUEUE_MAX: usize = 1000;
 
-/// OpenVPN 3 log categories (`LogCategory`): DEBUG 1 … ERROR 6.
-pub fn category(l: log::Level) -> u32 {
-    match l {
-        log::Level::Trace => 1,
-        log::Level::Debug => 2,
-        log::Level::Info => 4,
-        log::Level::Warn => 5,
-        log::Level::Error => 6,
-    }
+/// Each `log` level with its OpenVPN 3 log category (`LogCategory`:
+/// DEBUG 1 … ERROR 6) and the lowest service log level (0-6, reference
+/// semantics) that shows it.
+const LEVELS: [(Level, u32, u32); 5] = [(Error, 6, 0), (Warn, 5, 2), (Info, 4, 3), (Debug, 2, 5), (Trace, 1, 6)];
+
+pub fn category(l: Level) -> u32 {
+    LEVELS.iter().find(|(x, ..)| *x == l).map_or(4, |(_, c, _)| *c)
 }
 
-/// The service log level (0-6, reference semantics) as a `log` filter.
+/// The service log level as a `log` filter.
 pub fn filter(level: u32) -> log::LevelFilter {
-    match level {
-        0 | 1 => log::LevelFilter::Error,
-        2 => log::LevelFilter::Warn,
-        3 | 4 => log::LevelFilter::Info,
-        5 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    }
+    let most = LEVELS.iter().rev().find(|(.., min)| *min <= level);
+    most.map_or(log::LevelFilter::Error, |(l, ..)| l.to_level_filter())
 }
 
 struct Logger {
@@ -52,10 +47,8 @@ impl log::Log for Logger {
             self.stderr.log(r);
         }
         let msg = r.args().to_string();
-        if let Ok(mut f) = FILE.lock() {
-            if let Some((_, _, file)) = f.as_mut() {
-                let _ = writeln!(file, "{} {msg}", r.level());
-            }
+        if let Some((_, _, file)) = FILE.lock().ok().as_mut().and_then(|f| f.as_mut()) {
+            let _ = writeln!(file, "{} {msg}", r.level());
         }
         if let Ok(mut q) = QUEUE.lock() {
             if q.len() >= QUEUE_MAX {
@@ -115,4 +108,17 @@ pub fn reopen_file() {
 /// Takes the queued Log-signal records.
 pub fn drain() -> Vec<(u32, String)> {
     QUEUE.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use log::LevelFilter as F;
+
+    #[test]
+    fn levels_and_categories() {
+        let filters = [F::Error, F::Error, F::Warn, F::Info, F::Info, F::Debug, F::Trace, F::Trace];
+        assert!((0..8).map(filter).eq(filters));
+        assert_eq!([Trace, Debug, Info, Warn, Error].map(category), [1, 2, 4, 5, 6]);
+    }
 }

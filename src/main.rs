@@ -14,10 +14,7 @@ fn main() {
             println!("{}", sessions::VERSION);
             return;
         }
-        Err(e) => {
-            eprintln!("ovpn-netcfgd: {e}\n\n{}", config::USAGE);
-            std::process::exit(2);
-        }
+        Err(e) => fail(&format!("{e}\n\n{}", config::USAGE)),
     };
     // As root, before anything is read from the state directory.
     let run_as = if cfg.run_as_root {
@@ -38,9 +35,7 @@ fn main() {
         }
     }
     let dns_note = cfg.reference_dns_default();
-    if let Err(e) = cfg.validate() {
-        fail(&e);
-    }
+    cfg.validate().unwrap_or_else(|e| fail(&e));
     logging::init(cfg.log_level);
     if let Some(f) = &cfg.log_file {
         let uid = run_as.filter(|r| r.dedicated).map(|r| r.uid);

@@ -9,38 +9,20 @@ use crate::sys::{self, CAP_DAC_OVERRIDE, CAP_KILL, CAP_NET_ADMIN, CAP_NET_RAW};
 /// them children (resolvconf) must inherit. `fit_to_dns` trims them once
 /// the DNS backend is known.
 pub fn needed(cfg: &Config) -> (Vec<u32>, Vec<u32>) {
-    let mut caps = base_caps(cfg);
-    let mut ambient = Vec::new();
+    use DnsChoice as D;
     // The resolv.conf file (and resolvconf(8), which runs as our user and
     // writes under /run) need to write files root owns. Until the backend
     // is chosen and a crashed run's files are restored, any choice but
-    // `none` may need that.
-    match cfg.dns {
-        // dnsmasq's servers file is the service user's own, but its backup
-        // goes to the state directory, which is root's.
-        DnsChoice::File(_) | DnsChoice::Dnsmasq => caps.push(CAP_DAC_OVERRIDE),
-        DnsChoice::Resolvconf | DnsChoice::Auto | DnsChoice::Resolved => {
-            caps.push(CAP_DAC_OVERRIDE);
-            ambient.push(CAP_DAC_OVERRIDE);
-        }
-        DnsChoice::None => {}
-    }
-    // SIGHUP to dnsmasq (another user's process), only where dnsmasq may be
-    // chosen; dropped again by `fit_to_dns` unless it is. Only if the
-    // launcher allows it (a unit's bounding set): `auto` must not fail to
-    // start for a backend it may not even choose.
-    if matches!(cfg.dns, DnsChoice::Auto | DnsChoice::Dnsmasq) && in_bounding_set(CAP_KILL) {
-        caps.push(CAP_KILL);
-    }
-    (caps, ambient)
-}
-
-fn base_caps(cfg: &Config) -> Vec<u32> {
-    let mut caps = vec![CAP_NET_ADMIN];
-    if cfg.redirect == RedirectMethod::BindDevice {
-        caps.push(CAP_NET_RAW);
-    }
-    caps
+    // `none` may need that. dnsmasq's servers file is the service user's
+    // own, but its backup goes to the state directory, which is root's.
+    // SIGHUP to dnsmasq (another user's process) only where dnsmasq may be
+    // chosen; dropped again by `fit_to_dns` unless it is.
+    caps(
+        cfg,
+        cfg.dns != D::None,
+        matches!(cfg.dns, D::Resolvconf | D::Auto | D::Resolved),
+        matches!(cfg.dns, D::Auto | D::Dnsmasq),
+    )
 }
 
 /// What the chosen DNS backend (by its `Dns::backend_name`) needs beyond
@@ -48,27 +30,29 @@ fn base_caps(cfg: &Config) -> Vec<u32> {
 /// script needs the capability too, dnsmasq's backend writes its backup to
 /// root's state directory; systemd-resolved and none need neither.
 pub fn for_backend(cfg: &Config, backend: &str) -> (Vec<u32>, Vec<u32>) {
-    let mut caps = base_caps(cfg);
-    let mut ambient = Vec::new();
-    match backend {
-        "resolv.conf" => caps.push(CAP_DAC_OVERRIDE),
-        "resolvconf" => {
-            caps.push(CAP_DAC_OVERRIDE);
-            ambient.push(CAP_DAC_OVERRIDE);
-        }
-        "dnsmasq" => {
-            caps.push(CAP_DAC_OVERRIDE);
-            if in_bounding_set(CAP_KILL) {
-                caps.push(CAP_KILL);
-            } else {
-                log::warn!(
-                    "CAP_KILL is not in the bounding set: only a dnsmasq running as this user can be told to reload"
-                )
-            }
-        }
-        _ => {}
+    if backend == "dnsmasq" && !in_bounding_set(CAP_KILL) {
+        log::warn!("CAP_KILL is not in the bounding set: only a dnsmasq running as this user can be told to reload");
     }
-    (caps, ambient)
+    let write = matches!(backend, "resolv.conf" | "resolvconf" | "dnsmasq");
+    caps(cfg, write, backend == "resolvconf", backend == "dnsmasq")
+}
+
+/// The base capabilities, and for DNS: writing root's files (`write`),
+/// in children too (`child`), signalling dnsmasq (`kill`). CAP_KILL only
+/// if the launcher allows it (a unit's bounding set): `auto` must not fail
+/// to start for a backend it may not even choose.
+fn caps(cfg: &Config, write: bool, child: bool, kill: bool) -> (Vec<u32>, Vec<u32>) {
+    let mut caps = vec![CAP_NET_ADMIN];
+    if cfg.redirect == RedirectMethod::BindDevice {
+        caps.push(CAP_NET_RAW);
+    }
+    if write {
+        caps.push(CAP_DAC_OVERRIDE);
+    }
+    if kill && in_bounding_set(CAP_KILL) {
+        caps.push(CAP_KILL);
+    }
+    (caps, if child { vec![CAP_DAC_OVERRIDE] } else { Vec::new() })
 }
 
 /// Once the DNS backend is chosen and crash leftovers are restored: drops
@@ -87,7 +71,7 @@ pub fn fit_to_dns(cfg: &Config, backend: &str) -> Result<(), String> {
     if ambient.is_empty() && !had_ambient.is_empty() {
         sys::ambient_clear_all().map_err(|e| format!("clearing ambient capabilities: {e}"))?;
     }
-    log::info!("DNS backend {backend}: capabilities now {:?}", caps.iter().map(|c| cap_name(*c)).collect::<Vec<_>>());
+    log::info!("DNS backend {backend}: capabilities now {:?}", names(&caps));
     Ok(())
 }
 
@@ -123,36 +107,29 @@ pub fn account(cfg: &Config) -> Result<(nix::unistd::User, String), String> {
 }
 
 /// Drops to the service account ([`account`]) with only the needed capabilities. Errors are
-/// fatal configuration errors.
+/// fatal configuration errors. `main` has checked that it runs as root.
 pub fn drop_privileges(cfg: &Config) -> Result<(), String> {
     if cfg.run_as_root {
         log::warn!("--run-as-root: keeping root and every capability");
         return Ok(());
     }
-    if !nix::unistd::Uid::effective().is_root() {
-        return Err(
-            "must be started as root (it drops to --run-as itself; use --run-as-root only for debugging)".into()
-        );
-    }
     let (user, why) = account(cfg)?;
     let (caps, ambient) = needed(cfg);
     // While still root: shrink the bounding set, so nothing can come back.
-    for c in 0..=last_cap() {
-        if !caps.contains(&c) {
-            sys::capbset_drop(c).map_err(|e| format!("dropping capability {c} from the bounding set: {e}"))?;
-        }
+    for c in (0..=last_cap()).filter(|c| !caps.contains(c)) {
+        sys::capbset_drop(c).map_err(|e| format!("dropping capability {c} from the bounding set: {e}"))?;
     }
-    sys::set_keepcaps(true).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
+    nix::sys::prctl::set_keepcaps(true).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::setresgid(user.gid, user.gid, user.gid).map_err(|e| format!("setresgid: {e}"))?;
     nix::unistd::setresuid(user.uid, user.uid, user.uid).map_err(|e| format!("setresuid: {e}"))?;
     // Inheritable: only what a child (resolvconf) is to get, nothing more.
     sys::capset(&caps, &ambient).map_err(|e| format!("capset: {e}"))?;
-    sys::set_keepcaps(false).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
+    nix::sys::prctl::set_keepcaps(false).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
     for c in &ambient {
         sys::ambient_raise(*c).map_err(|e| format!("raising ambient capability {c}: {e}"))?;
     }
-    sys::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
     // Prove it: getting root back must fail.
     if nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_ok() {
         return Err("still able to become root after dropping privileges".into());
@@ -161,17 +138,17 @@ pub fn drop_privileges(cfg: &Config) -> Result<(), String> {
         "running as {} (uid {}, {why}), capabilities {:?}; regaining root fails as it should",
         user.name,
         user.uid,
-        caps.iter().map(|c| cap_name(*c)).collect::<Vec<_>>()
+        names(&caps)
     );
     Ok(())
 }
 
-fn cap_name(c: u32) -> &'static str {
-    match c {
-        CAP_DAC_OVERRIDE => "CAP_DAC_OVERRIDE",
-        CAP_NET_ADMIN => "CAP_NET_ADMIN",
-        CAP_NET_RAW => "CAP_NET_RAW",
-        CAP_KILL => "CAP_KILL",
-        _ => "?",
-    }
+fn names(caps: &[u32]) -> Vec<&'static str> {
+    const NAMES: [(u32, &str); 4] = [
+        (CAP_DAC_OVERRIDE, "CAP_DAC_OVERRIDE"),
+        (CAP_KILL, "CAP_KILL"),
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+        (CAP_NET_RAW, "CAP_NET_RAW"),
+    ];
+    caps.iter().map(|c| NAMES.iter().find(|(n, _)| n == c).map_or("?", |(_, name)| name)).collect()
 }

@@ -9,7 +9,6 @@ use ipnetwork::IpNetwork;
 use crate::error::{Error, Result};
 
 pub const MAX_NAME: usize = 64;
-pub const MAX_STRING: usize = 255;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VpnAddr {
@@ -26,6 +25,29 @@ pub struct Network {
     pub exclude: bool,
 }
 
+/// An enum that is written as one word (a D-Bus property value, an
+/// option): both directions come from one table.
+pub trait Word: Copy + PartialEq + 'static {
+    /// Every value with its word.
+    const WORDS: &'static [(Self, &'static str)];
+
+    fn as_str(self) -> &'static str {
+        Self::WORDS.iter().find(|(v, _)| *v == self).map_or("?", |(_, w)| w)
+    }
+
+    fn from_word(s: &str) -> Option<Self> {
+        Self::WORDS.iter().find(|(_, w)| *w == s).map(|(v, _)| *v)
+    }
+}
+
+/// `s` as one of `allowed`; the error names `arg` and lists them.
+pub fn word<T: Word>(arg: &'static str, s: &str, allowed: &[T]) -> Result<T> {
+    allowed.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+        let list: Vec<&str> = allowed.iter().map(|v| v.as_str()).collect();
+        Error::arg(arg, format!("'{}' is not one of {}", s.escape_debug(), list.join(", ")))
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DnsSec {
     Unset,
@@ -34,15 +56,9 @@ pub enum DnsSec {
     Optional,
 }
 
-impl DnsSec {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DnsSec::Unset => "unset",
-            DnsSec::Yes => "yes",
-            DnsSec::No => "no",
-            DnsSec::Optional => "optional",
-        }
-    }
+impl Word for DnsSec {
+    const WORDS: &'static [(Self, &'static str)] =
+        &[(Self::Unset, "unset"), (Self::Yes, "yes"), (Self::No, "no"), (Self::Optional, "optional")];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +69,9 @@ pub enum DnsTransport {
     Doh,
 }
 
-impl DnsTransport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DnsTransport::Unset => "unset",
-            DnsTransport::Plain => "plain",
-            DnsTransport::Dot => "dot",
-            DnsTransport::Doh => "doh",
-        }
-    }
+impl Word for DnsTransport {
+    const WORDS: &'static [(Self, &'static str)] =
+        &[(Self::Unset, "unset"), (Self::Plain, "plain"), (Self::Dot, "dot"), (Self::Doh, "doh")];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,13 +80,8 @@ pub enum DnsScope {
     Tunnel,
 }
 
-impl DnsScope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DnsScope::Global => "global",
-            DnsScope::Tunnel => "tunnel",
-        }
-    }
+impl Word for DnsScope {
+    const WORDS: &'static [(Self, &'static str)] = &[(Self::Global, "global"), (Self::Tunnel, "tunnel")];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,32 +143,29 @@ pub fn parse_ip(arg: &'static str, s: &str, ipv6: bool) -> Result<IpAddr> {
     Ok(a)
 }
 
-fn max_prefix(a: &IpAddr) -> u32 {
-    if a.is_ipv4() {
-        32
-    } else {
-        128
+/// Checks that `prefix` fits the family of `a`.
+fn check_prefix(arg: &'static str, a: &IpAddr, prefix: u32) -> Result<u8> {
+    let max = if a.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(Error::arg(arg, format!("{prefix} is larger than {max}")));
     }
+    Ok(prefix as u8)
 }
 
 pub fn vpn_addr(addr: &str, prefix: u32, gateway: &str, ipv6: bool) -> Result<VpnAddr> {
     let a = parse_ip("ip_address", addr, ipv6)?;
-    if prefix > max_prefix(&a) {
-        return Err(Error::arg("prefix", format!("{prefix} is larger than {}", max_prefix(&a))));
-    }
+    let prefix = check_prefix("prefix", &a, prefix)?;
     if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
         return Err(Error::arg("ip_address", format!("'{addr}' cannot be an interface address")));
     }
     let gateway = if gateway.is_empty() { None } else { Some(parse_ip("gateway", gateway, ipv6)?) };
-    Ok(VpnAddr { addr: a, prefix: prefix as u8, gateway })
+    Ok(VpnAddr { addr: a, prefix, gateway })
 }
 
 pub fn network(addr: &str, prefix: u32, metric: i32, ipv6: bool, exclude: bool) -> Result<Network> {
     let a = parse_ip("networks.ip_address", addr, ipv6)?;
-    if prefix > max_prefix(&a) {
-        return Err(Error::arg("networks.prefix", format!("{prefix} is larger than {}", max_prefix(&a))));
-    }
-    let net = IpNetwork::new(a, prefix as u8).map_err(|e| Error::arg("networks.prefix", e.to_string()))?;
+    let net = IpNetwork::new(a, check_prefix("networks.prefix", &a, prefix)?)
+        .map_err(|e| Error::arg("networks.prefix", e.to_string()))?;
     if net.network() != a {
         return Err(Error::arg(
             "networks.ip_address",
@@ -231,29 +233,15 @@ pub fn dns_domain(s: &str) -> Result<String> {
 }
 
 pub fn dnssec(s: &str) -> Result<DnsSec> {
-    match s {
-        "yes" => Ok(DnsSec::Yes),
-        "no" => Ok(DnsSec::No),
-        "optional" => Ok(DnsSec::Optional),
-        _ => Err(Error::arg("mode", format!("'{}' is not one of yes, no, optional", s.escape_debug()))),
-    }
+    word("mode", s, &[DnsSec::Yes, DnsSec::No, DnsSec::Optional])
 }
 
 pub fn dns_transport(s: &str) -> Result<DnsTransport> {
-    match s {
-        "plain" => Ok(DnsTransport::Plain),
-        "dot" => Ok(DnsTransport::Dot),
-        "doh" => Ok(DnsTransport::Doh),
-        _ => Err(Error::arg("mode", format!("'{}' is not one of plain, dot, doh", s.escape_debug()))),
-    }
+    word("mode", s, &[DnsTransport::Plain, DnsTransport::Dot, DnsTransport::Doh])
 }
 
 pub fn dns_scope(s: &str) -> Result<DnsScope> {
-    match s {
-        "global" => Ok(DnsScope::Global),
-        "tunnel" => Ok(DnsScope::Tunnel),
-        _ => Err(Error::arg("dns_scope", format!("'{}' is not one of global, tunnel", s.escape_debug()))),
-    }
+    word("dns_scope", s, &[DnsScope::Global, DnsScope::Tunnel])
 }
 
 /// Turns a client's device name into a valid object-path element.
@@ -310,5 +298,23 @@ mod tests {
         assert!(ifname("dev_name", "ovpn0").is_ok());
         assert!(ifname("dev_name", "a/b").is_err());
         assert!(ifname("dev_name", "0123456789abcdef").is_err());
+    }
+
+    fn round_trip<T: Word + std::fmt::Debug>() {
+        for (v, w) in T::WORDS {
+            assert_eq!((v.as_str(), T::from_word(w)), (*w, Some(*v)));
+        }
+    }
+
+    #[test]
+    fn words_both_ways() {
+        round_trip::<DnsSec>();
+        round_trip::<DnsTransport>();
+        round_trip::<DnsScope>();
+        round_trip::<crate::config::RedirectMethod>();
+        assert_eq!(dnssec("optional"), Ok(DnsSec::Optional));
+        let e = dnssec("unset").unwrap_err().to_string();
+        assert_eq!(e, "invalid argument 'mode': 'unset' is not one of yes, no, optional");
+        assert!(dns_scope("tunnel\n").unwrap_err().to_string().contains("'tunnel\\n' is not one of global, tunnel"));
     }
 }

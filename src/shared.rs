@@ -67,9 +67,7 @@ impl Shared {
             let Some(held) = self.routes.get_mut(&r) else { continue };
             held.holders.retain(|x| x != h);
             if held.holders.is_empty() {
-                if let Some(held) = self.routes.remove(&r) {
-                    last.push(held.entry);
-                }
+                last.extend(self.routes.remove(&r).map(|held| held.entry));
             }
         }
         last.sort_by_key(|e| std::cmp::Reverse(e.id));
@@ -77,6 +75,7 @@ impl Shared {
     }
 
     /// How many hold `r` (0: not one of ours).
+    #[cfg(test)]
     pub fn holders(&self, r: &Route) -> usize {
         self.routes.get(r).map_or(0, |h| h.holders.len())
     }

@@ -41,6 +41,11 @@ pub const PRIVATE: &str = "private";
 pub const JOURNALS: [&str; 2] = ["journal", "journal.alt"];
 const CONFIG: &str = "netcfg.json";
 const CONFIG_MAX: u64 = 64 * 1024;
+/// A directory on the way to a state file or the log.
+const DIR: OFlag = OFlag::O_DIRECTORY.union(OFlag::O_NOFOLLOW).union(OFlag::O_RDONLY).union(OFlag::O_CLOEXEC);
+/// On every file opened: no symlink followed, no controlling terminal, no
+/// wait for a FIFO's other end.
+const SAFE: OFlag = OFlag::O_NOFOLLOW.union(OFlag::O_CLOEXEC).union(OFlag::O_NOCTTY).union(OFlag::O_NONBLOCK);
 
 /// The account the daemon will run as.
 #[derive(Debug, Clone, Copy)]
@@ -68,10 +73,6 @@ pub struct State {
     pub warnings: Vec<String>,
 }
 
-fn errno_io(e: nix::Error) -> io::Error {
-    io::Error::from_raw_os_error(e as i32)
-}
-
 fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, msg)
 }
@@ -88,28 +89,55 @@ fn writable_by_others(st: &FileStat) -> bool {
     st.st_mode & 0o022 != 0
 }
 
+/// Why an opened file may not be trusted, if it may not: it must be a
+/// regular file with one link, owned by one of `uids`, that nobody else
+/// may write.
+fn untrusted(st: &FileStat, uids: [u32; 2]) -> Option<String> {
+    let ok = is_reg(st) && st.st_nlink == 1 && uids.contains(&st.st_uid) && !writable_by_others(st);
+    (!ok).then(|| {
+        format!(
+            "not a regular file with one link, owned by root or this daemon's account and writable by nobody \
+             else (uid {}, mode {:o}, {} links)",
+            st.st_uid,
+            st.st_mode & 0o7777,
+            st.st_nlink
+        )
+    })
+}
+
+/// The error for a directory `path` that is not root's with mode 0700.
+fn not_root_0700(path: &Path, st: &FileStat) -> String {
+    format!(
+        "{} must be a directory owned by root with mode 0700 (it has uid {}, mode {:o})",
+        path.display(),
+        st.st_uid,
+        st.st_mode & 0o7777
+    )
+}
+
 /// Opens the directory that holds `path`'s last component, walking from
 /// `/` without following symlinks; each directory on the way must be
 /// root's and not writable by others unless sticky. Returns it and the
 /// last component.
 pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
+    let refuse = |why: &str| Err(bad(format!("{}: {why}", path.display())));
     if !path.is_absolute() {
-        return Err(bad(format!("{}: not an absolute path", path.display())));
+        return refuse("not an absolute path");
     }
     let mut names: Vec<&OsStr> = Vec::new();
     for c in path.components() {
         match c {
             Component::RootDir => {}
             Component::Normal(n) => names.push(n),
-            _ => return Err(bad(format!("{}: '.' or '..' in the path", path.display()))),
+            _ => return refuse("'.' or '..' in the path"),
         }
     }
-    let last = names.pop().ok_or_else(|| bad(format!("{}: no file name", path.display())))?;
-    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-    let mut dir = openat(AT_FDCWD, "/", flags, Mode::empty()).map_err(errno_io)?;
+    let Some(last) = names.pop() else { return refuse("no file name") };
+    let mut dir = openat(AT_FDCWD, "/", DIR, Mode::empty())?;
     let mut walked = PathBuf::from("/");
+    let mut names = names.into_iter();
     loop {
-        let st = fstat(&dir).map_err(errno_io)?;
+        let st = fstat(&dir)?;
         if st.st_uid != 0 || (writable_by_others(&st) && st.st_mode & libc::S_ISVTX == 0) {
             return Err(bad(format!(
                 "{}: the directory {} is not root's or is writable by others (uid {}, mode {:o})",
@@ -119,12 +147,11 @@ pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
                 st.st_mode & 0o7777
             )));
         }
-        let Some((n, rest)) = names.split_first() else { break };
+        let Some(n) = names.next() else { break };
         walked.push(n);
-        dir = openat(&dir, *n, flags, Mode::empty()).map_err(|e| {
-            io::Error::new(errno_io(e).kind(), format!("{}: opening {}: {e}", path.display(), walked.display()))
+        dir = openat(&dir, n, DIR, Mode::empty()).map_err(|e| {
+            io::Error::new(io::Error::from(e).kind(), format!("{}: opening {}: {e}", path.display(), walked.display()))
         })?;
-        names = rest.to_vec();
     }
     Ok((dir, last.to_os_string()))
 }
@@ -132,18 +159,15 @@ pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
 /// Opens (creating it root's, mode 0700, if missing) the directory `name`
 /// in `parent`, never following a symlink.
 fn open_or_make_dir(parent: &impl AsFd, name: &OsStr) -> io::Result<(OwnedFd, FileStat)> {
-    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-    let fd = match openat(parent, name, flags, Mode::empty()) {
-        Err(nix::Error::ENOENT) => {
-            match mkdirat(parent, name, Mode::from_bits_truncate(0o700)) {
-                Ok(()) | Err(nix::Error::EEXIST) => {}
-                Err(e) => return Err(errno_io(e)),
-            }
-            openat(parent, name, flags, Mode::empty()).map_err(errno_io)?
-        }
-        r => r.map_err(errno_io)?,
-    };
-    let st = fstat(&fd).map_err(errno_io)?;
+    let open = || openat(parent, name, DIR, Mode::empty());
+    let fd = match open() {
+        Err(nix::Error::ENOENT) => match mkdirat(parent, name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(nix::Error::EEXIST) => open(),
+            Err(e) => Err(e),
+        },
+        r => r,
+    }?;
+    let st = fstat(&fd)?;
     Ok((fd, st))
 }
 
@@ -164,12 +188,7 @@ pub fn prepare(path: &Path, run_as: Option<RunAs>) -> Result<State, String> {
         // The clients' account owns it (OpenVPN 3's own state directory).
         let (p, pst) = open_or_make_dir(&fd, OsStr::new(PRIVATE)).map_err(fail)?;
         if pst.st_uid != 0 || pst.st_mode & 0o077 != 0 || !is_dir(&pst) {
-            return Err(format!(
-                "{}/{PRIVATE} must be a directory owned by root with mode 0700 (it has uid {}, mode {:o})",
-                path.display(),
-                pst.st_uid,
-                pst.st_mode & 0o7777
-            ));
+            return Err(not_root_0700(&path.join(PRIVATE), &pst));
         }
         warnings.push(format!(
             "state directory {} belongs to uid {me}, the account this daemon and its clients run as: \
@@ -191,27 +210,16 @@ pub fn prepare(path: &Path, run_as: Option<RunAs>) -> Result<State, String> {
     // netcfg.json and the journal files (made as root) belong to root, or
     // to the dedicated account: never to the account the clients run as.
     let dir = Dir { fd: Rc::new(dir_fd), path: dir_path, uids: [0, if dedicated { me } else { 0 }] };
-    let config = if config_ok {
-        match dir.read(CONFIG, CONFIG_MAX) {
-            Ok(Some(b)) => Some(String::from_utf8(b).map_err(|_| format!("{}/{CONFIG}: not UTF-8", path.display()))?),
-            Ok(None) => None,
-            Err(e) => return Err(format!("{}/{CONFIG}: {e}", path.display())),
-        }
-    } else {
-        None
-    };
+    let in_file = |e: &dyn std::fmt::Display| format!("{}/{CONFIG}: {e}", path.display());
+    let bytes = if config_ok { dir.read(CONFIG, CONFIG_MAX).map_err(|e| in_file(&e))? } else { None };
+    let config = bytes.map(String::from_utf8).transpose().map_err(|_| in_file(&"not UTF-8"))?;
     let (dns_fd, dst) =
         open_or_make_dir(&*dir.fd, OsStr::new("dns")).map_err(|e| format!("{}/dns: {e}", dir.path.display()))?;
     // The DNS backups are written after privileges are dropped, so they
     // belong to the account the daemon runs as. If that is the clients'
     // account, only a directory they cannot enter keeps them out.
     if !is_dir(&dst) || writable_by_others(&dst) || dst.st_uid != 0 || (!dedicated && dst.st_mode & 0o077 != 0) {
-        return Err(format!(
-            "{}/dns must be a directory owned by root with mode 0700 (it has uid {}, mode {:o})",
-            dir.path.display(),
-            dst.st_uid,
-            dst.st_mode & 0o7777
-        ));
+        return Err(not_root_0700(&dir.path.join("dns"), &dst));
     }
     let dns = Dir { fd: Rc::new(dns_fd), path: dir.path.join("dns"), uids: [0, me] };
     let open_journal = |n: &str| dir.open_rw(n).map_err(|e| format!("{}/{n}: {e}", dir.path.display()));
@@ -221,6 +229,7 @@ pub fn prepare(path: &Path, run_as: Option<RunAs>) -> Result<State, String> {
 
 impl Dir {
     /// A directory for unit tests: created if missing, files of `uid` trusted.
+    #[cfg(test)]
     pub fn for_tests(path: &Path) -> Dir {
         std::fs::create_dir_all(path).unwrap();
         let fd =
@@ -229,26 +238,16 @@ impl Dir {
         Dir { fd: Rc::new(fd), path: path.to_path_buf(), uids: [0, me] }
     }
 
-    /// Checks an opened state file: regular, one link, a trusted owner,
-    /// not writable by group or others.
-    fn check(&self, name: &str, f: &OwnedFd) -> io::Result<FileStat> {
-        let st = fstat(f).map_err(errno_io)?;
-        if !is_reg(&st) || st.st_nlink != 1 || !self.uids.contains(&st.st_uid) || writable_by_others(&st) {
-            return Err(bad(format!(
-                "{}/{name} is not a regular file with one link, owned by root or this daemon's account and \
-                 writable by nobody else (uid {}, mode {:o}, {} links); refusing to use it",
-                self.path.display(),
-                st.st_uid,
-                st.st_mode & 0o7777,
-                st.st_nlink
-            )));
+    /// Checks an opened state file (see `untrusted`).
+    fn check(&self, name: &str, f: &OwnedFd) -> io::Result<()> {
+        match untrusted(&fstat(f)?, self.uids) {
+            Some(why) => Err(bad(format!("{}/{name} is {why}; refusing to use it", self.path.display()))),
+            None => Ok(()),
         }
-        Ok(st)
     }
 
     fn open(&self, name: &str, flags: OFlag, mode: u32) -> io::Result<OwnedFd> {
-        let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
-        openat(&*self.fd, name, flags, Mode::from_bits_truncate(mode)).map_err(errno_io)
+        Ok(openat(&*self.fd, name, flags | SAFE, Mode::from_bits_truncate(mode))?)
     }
 
     /// Reads a state file of at most `max` bytes; None if it does not exist.
@@ -272,7 +271,7 @@ impl Dir {
         self.check(name, &fd)?;
         let f = File::from(fd);
         // Back to blocking: O_NONBLOCK was only against FIFOs at open.
-        nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty())).map_err(errno_io)?;
+        nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))?;
         Ok(f)
     }
 
@@ -284,20 +283,17 @@ impl Dir {
             let mut f = File::from(self.open(&tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL, 0o600)?);
             f.write_all(bytes)?;
             f.sync_all()?;
-            renameat(&*self.fd, tmp.as_str(), &*self.fd, name).map_err(errno_io)?;
-            nix::unistd::fsync(&*self.fd).map_err(errno_io)
+            renameat(&*self.fd, tmp.as_str(), &*self.fd, name)?;
+            nix::unistd::fsync(&*self.fd).map_err(io::Error::from)
         })();
-        if r.is_err() {
-            let _ = self.remove(&tmp);
-        }
-        r
+        r.inspect_err(|_| drop(self.remove(&tmp)))
     }
 
     /// Removes a state file (a missing one is fine).
     pub fn remove(&self, name: &str) -> io::Result<()> {
         match unlinkat(&*self.fd, name, UnlinkatFlags::NoRemoveDir) {
             Ok(()) | Err(nix::Error::ENOENT) => Ok(()),
-            Err(e) => Err(errno_io(e)),
+            Err(e) => Err(io::Error::from(e)),
         }
     }
 
@@ -314,24 +310,12 @@ impl Dir {
 /// that), and writable by nobody else.
 pub fn open_log(path: &Path, dedicated: Option<u32>) -> io::Result<File> {
     let (parent, name) = open_parent(path)?;
-    let flags = OFlag::O_WRONLY
-        | OFlag::O_APPEND
-        | OFlag::O_CREAT
-        | OFlag::O_NOFOLLOW
-        | OFlag::O_CLOEXEC
-        | OFlag::O_NOCTTY
-        | OFlag::O_NONBLOCK;
-    let fd = openat(&parent, name.as_bytes(), flags, Mode::from_bits_truncate(0o640)).map_err(errno_io)?;
-    let st = fstat(&fd).map_err(errno_io)?;
-    if !is_reg(&st) || st.st_nlink != 1 || (st.st_uid != 0 && Some(st.st_uid) != dedicated) || writable_by_others(&st) {
-        return Err(bad(format!(
-            "not a regular file with one link, owned by root and writable by nobody else (uid {}, mode {:o}, {} links)",
-            st.st_uid,
-            st.st_mode & 0o7777,
-            st.st_nlink
-        )));
+    let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | SAFE;
+    let fd = openat(&parent, name.as_bytes(), flags, Mode::from_bits_truncate(0o640))?;
+    match untrusted(&fstat(&fd)?, [0, dedicated.unwrap_or(0)]) {
+        Some(why) => Err(bad(why)),
+        None => Ok(File::from(fd)),
     }
-    Ok(File::from(fd))
 }
 
 #[cfg(test)]

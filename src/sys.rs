@@ -30,20 +30,13 @@ pub fn message_fds(msg: &dbus::Message) -> Vec<OwnedFd> {
         _dbus_message_get_unix_fds(raw, &mut fds, &mut n);
         (fds, n as usize)
     };
-    let mut out = Vec::new();
-    for i in 0..n.min(16) {
-        // SAFETY: i < n, the array has n entries (see above).
-        let fd = unsafe { *ptr.add(i) };
-        if let Ok(d) = nix::fcntl::fcntl(
-            // SAFETY: the fd is open and owned by the message for this scope.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3),
-        ) {
-            // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nobody else owns.
-            out.push(unsafe { OwnedFd::from_raw_fd(d) });
-        }
-    }
-    out
+    let fds = (0..n.min(16)).map(|i| {
+        // SAFETY: i < n, the array has n entries (see above), and each fd is
+        // open and owned by the message for this scope.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(*ptr.add(i)) }
+    });
+    // F_DUPFD_CLOEXEC: each copy is a new descriptor of our own.
+    fds.filter_map(|fd| fd.try_clone_to_owned().ok()).collect()
 }
 
 #[repr(C)]
@@ -65,19 +58,16 @@ pub fn tun_open(tap: bool, name: &str) -> io::Result<(OwnedFd, String)> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(io::Error::from)?;
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    let flags = (libc::IFF_NO_PI | if tap { libc::IFF_TAP } else { libc::IFF_TUN }) as libc::c_short;
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags, _pad: [0; 22] };
     for (d, s) in req.name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
-    req.flags = (libc::IFF_NO_PI | if tap { libc::IFF_TAP } else { libc::IFF_TUN }) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one `struct ifreq`; IfReq has the
     // kernel's layout (16-byte name, short flags, padded to 40 bytes) and
     // lives on our stack for the duration of the call. The request number
     // comes from libc, which encodes it per architecture.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req as *mut IfReq) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req as *mut IfReq) })?;
     // SAFETY: the kernel NUL-terminates ifr_name (IFNAMSIZ includes the NUL).
     let kname = unsafe { CStr::from_ptr(req.name.as_ptr()) }.to_string_lossy().into_owned();
     Ok((fd, kname))
@@ -86,7 +76,7 @@ pub fn tun_open(tap: bool, name: &str) -> io::Result<(OwnedFd, String)> {
 /// setsockopt with an int value, for options nix does not wrap.
 pub fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
     // SAFETY: passes a pointer to a live c_int and its exact size.
-    let rc = unsafe {
+    check(unsafe {
         libc::setsockopt(
             fd,
             level,
@@ -94,11 +84,17 @@ pub fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, val: libc
             &val as *const libc::c_int as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
-    };
+    })
+    .map(drop)
+}
+
+/// A system call's return value: negative is the error in errno.
+fn check<T: Into<i64>>(rc: T) -> io::Result<i64> {
+    let rc = rc.into();
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(())
+        Ok(rc)
     }
 }
 
@@ -125,53 +121,22 @@ pub const CAP_KILL: u32 = 5;
 pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_NET_RAW: u32 = 13;
 
-fn prctl(op: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: the prctl operations used here (KEEPCAPS, CAPBSET_DROP,
-    // NO_NEW_PRIVS, CAP_AMBIENT) take plain integers and no pointers.
-    let rc = unsafe { libc::prctl(op, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-pub fn set_keepcaps(on: bool) -> io::Result<()> {
-    prctl(libc::PR_SET_KEEPCAPS, on as libc::c_ulong)
-}
-
-pub fn set_no_new_privs() -> io::Result<()> {
-    prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
+fn prctl(op: libc::c_int, arg: libc::c_ulong, arg2: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: the prctl operations used here (CAPBSET_DROP, CAP_AMBIENT)
+    // take plain integers and no pointers.
+    check(unsafe { libc::prctl(op, arg, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong) }).map(drop)
 }
 
 pub fn capbset_drop(cap: u32) -> io::Result<()> {
-    prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong)
+    prctl(libc::PR_CAPBSET_DROP, cap.into(), 0)
 }
 
 pub fn ambient_raise(cap: u32) -> io::Result<()> {
-    ambient(libc::PR_CAP_AMBIENT_RAISE, cap)
+    prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap.into())
 }
 
 pub fn ambient_clear_all() -> io::Result<()> {
-    ambient(libc::PR_CAP_AMBIENT_CLEAR_ALL, 0)
-}
-
-fn ambient(op: libc::c_int, cap: u32) -> io::Result<()> {
-    // SAFETY: integer-only prctl, as above.
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            op as libc::c_ulong,
-            cap as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0)
 }
 
 #[repr(C)]
@@ -181,7 +146,6 @@ struct CapHeader {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct CapData {
     effective: u32,
     permitted: u32,
@@ -192,32 +156,19 @@ struct CapData {
 /// inheritable set to `inheritable` (what children may get; capability
 /// numbers below 64).
 pub fn capset(caps: &[u32], inheritable: &[u32]) -> io::Result<()> {
-    let mut data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
-    let bit = |c: u32| ((c / 32) as usize, 1u32 << (c % 32));
-    for &c in caps {
-        let (word, bit) = bit(c);
-        if word < 2 {
-            data[word].effective |= bit;
-            data[word].permitted |= bit;
-        }
-    }
-    for &c in inheritable {
-        let (word, bit) = bit(c);
-        if word < 2 {
-            data[word].inheritable |= bit;
-        }
-    }
+    let mask = |cs: &[u32]| cs.iter().filter(|&&c| c < 64).fold(0u64, |m, &c| m | 1 << c);
+    let (caps, inheritable) = (mask(caps), mask(inheritable));
+    let data = [0, 32].map(|shift| CapData {
+        effective: (caps >> shift) as u32,
+        permitted: (caps >> shift) as u32,
+        inheritable: (inheritable >> shift) as u32,
+    });
     // _LINUX_CAPABILITY_VERSION_3
     let mut hdr = CapHeader { version: 0x2008_0522, pid: 0 };
     // SAFETY: capset(2) with version 3 reads one header and two data
     // structs; both are repr(C), laid out as the kernel's, and live on our
     // stack for the call.
-    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) }).map(drop)
 }
 
 /// A descriptor for process `pid` (pidfd_open(2), Linux 5.3): it keeps
@@ -226,10 +177,7 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
     // SAFETY: pidfd_open takes a pid and a flags word, no pointers; on
     // success it returns a new descriptor that nobody else owns.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) })?;
     // SAFETY: see above: a fresh descriptor, owned from here on.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -239,7 +187,7 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 pub fn pidfd_send_signal(fd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: the descriptor is open (borrowed for the call); a null
     // siginfo asks the kernel to fill in the usual kill(2) one; flags 0.
-    let rc = unsafe {
+    check(unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             fd.as_raw_fd(),
@@ -247,12 +195,8 @@ pub fn pidfd_send_signal(fd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
             std::ptr::null::<libc::siginfo_t>(),
             0 as libc::c_uint,
         )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    })
+    .map(drop)
 }
 
 /// Overwrites `buf` with zeroes, for key material. Every store is volatile,

@@ -26,32 +26,6 @@ impl<K, V> Default for VecMap<K, V> {
     }
 }
 
-fn key<K, V>(item: &(K, V)) -> &K {
-    &item.0
-}
-
-fn pair<K, V>(item: &(K, V)) -> (&K, &V) {
-    (&item.0, &item.1)
-}
-
-fn pair_mut<K, V>(item: &mut (K, V)) -> (&K, &mut V) {
-    (&item.0, &mut item.1)
-}
-
-fn value<K, V>(item: &(K, V)) -> &V {
-    &item.1
-}
-
-fn value_mut<K, V>(item: &mut (K, V)) -> &mut V {
-    &mut item.1
-}
-
-pub type Iter<'a, K, V> = std::iter::Map<std::slice::Iter<'a, (K, V)>, fn(&(K, V)) -> (&K, &V)>;
-pub type IterMut<'a, K, V> = std::iter::Map<std::slice::IterMut<'a, (K, V)>, fn(&mut (K, V)) -> (&K, &mut V)>;
-pub type Keys<'a, K, V> = std::iter::Map<std::slice::Iter<'a, (K, V)>, fn(&(K, V)) -> &K>;
-pub type Values<'a, K, V> = std::iter::Map<std::slice::Iter<'a, (K, V)>, fn(&(K, V)) -> &V>;
-pub type ValuesMut<'a, K, V> = std::iter::Map<std::slice::IterMut<'a, (K, V)>, fn(&mut (K, V)) -> &mut V>;
-
 impl<K, V> VecMap<K, V> {
     pub const fn new() -> Self {
         VecMap { items: Vec::new() }
@@ -69,24 +43,20 @@ impl<K, V> VecMap<K, V> {
         self.items.clear()
     }
 
-    pub fn iter(&self) -> Iter<'_, K, V> {
-        self.items.iter().map(pair as fn(&(K, V)) -> (&K, &V))
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.items.iter().map(|(k, v)| (k, v))
     }
 
-    pub fn iter_mut(&mut self) -> IterMut<'_, K, V> {
-        self.items.iter_mut().map(pair_mut as fn(&mut (K, V)) -> (&K, &mut V))
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.items.iter().map(|(k, _)| k)
     }
 
-    pub fn keys(&self) -> Keys<'_, K, V> {
-        self.items.iter().map(key as fn(&(K, V)) -> &K)
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.items.iter().map(|(_, v)| v)
     }
 
-    pub fn values(&self) -> Values<'_, K, V> {
-        self.items.iter().map(value as fn(&(K, V)) -> &V)
-    }
-
-    pub fn values_mut(&mut self) -> ValuesMut<'_, K, V> {
-        self.items.iter_mut().map(value_mut as fn(&mut (K, V)) -> &mut V)
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.items.iter_mut().map(|(_, v)| v)
     }
 
     /// Keeps the entries for which `keep` returns true, in order.
@@ -162,13 +132,6 @@ impl<K: Ord> VecMap<K, ()> {
     pub fn add(&mut self, k: K) -> bool {
         self.insert(k, ()).is_none()
     }
-
-    pub fn contains<Q: Ord + ?Sized>(&self, k: &Q) -> bool
-    where
-        K: Borrow<Q>,
-    {
-        self.contains_key(k)
-    }
 }
 
 impl<K: Ord, V> FromIterator<(K, V)> for VecMap<K, V> {
@@ -195,22 +158,6 @@ impl<K, V> IntoIterator for VecMap<K, V> {
     type IntoIter = std::vec::IntoIter<(K, V)>;
     fn into_iter(self) -> Self::IntoIter {
         self.items.into_iter()
-    }
-}
-
-impl<'a, K, V> IntoIterator for &'a VecMap<K, V> {
-    type Item = (&'a K, &'a V);
-    type IntoIter = Iter<'a, K, V>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-impl<'a, K, V> IntoIterator for &'a mut VecMap<K, V> {
-    type Item = (&'a K, &'a mut V);
-    type IntoIter = IterMut<'a, K, V>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter_mut()
     }
 }
 
@@ -260,7 +207,7 @@ mod tests {
         assert_eq!(v.get(&3), Some(&vec![1, 2]));
         let mut s: VecSet<&str> = VecSet::new();
         assert!(s.add("b") && s.add("a") && !s.add("b"));
-        assert!(s.contains("a") && !s.contains("c"));
+        assert!(s.contains_key("a") && !s.contains_key("c"));
         assert_eq!(s.keys().copied().collect::<Vec<_>>(), ["a", "b"]);
     }
 }

@@ -10,7 +10,7 @@ use crate::conn::{self, Value, IFACE};
 use crate::device::Device;
 use crate::error::Error;
 use crate::sessions::{Sessions, VERSION};
-use crate::settings;
+use crate::settings::{self, Word};
 
 /// A property of a `T` (the service or a device): its name, D-Bus type,
 /// whether it is writable (`set_manager_prop`/`set_device_prop` check and

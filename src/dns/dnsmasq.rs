@@ -42,7 +42,7 @@ use super::backup::{self, overwrite, read_max, Backup, Kind, Orig};
 use super::{unique, Backend, Session};
 use crate::conn::Bus;
 use crate::error::{Error, Result};
-use crate::settings::{DnsScope, DnsTransport};
+use crate::settings::{DnsScope, DnsTransport, Word};
 use crate::state::Dir;
 
 /// A servers file of a few hundred lines is big; this is no servers file.

@@ -32,7 +32,7 @@ use dbus::Message;
 use super::{Backend, Session};
 use crate::conn::Bus;
 use crate::error::{Error, Result};
-use crate::settings::{DnsScope, DnsSec, DnsTransport};
+use crate::settings::{DnsScope, DnsSec, DnsTransport, Word};
 
 const DEST: &str = "org.freedesktop.resolve1";
 const PATH: &str = "/org/freedesktop/resolve1";

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::journal::{Entry, Undo};
 use crate::netlink::link;
+use crate::settings::Word;
 use outbox::Source;
 
 pub const VERSION: &str = concat!("ovpn-netcfgd-", env!("CARGO_PKG_VERSION"));

@@ -31,6 +31,7 @@ use crate::netlink::route::{best_route, KernelRoute, Route, RT_TABLE_MAIN};
 use crate::netlink::rule::Rule;
 use crate::netlink::RTPROT_OVPN_NETCFGD;
 use crate::plan::Change;
+use crate::settings::Word;
 use crate::shared::{Holder, Owner};
 
 /// Priority of the fwmark rules: after the usual admin rules, before main (32766).
