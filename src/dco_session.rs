@@ -61,11 +61,11 @@ impl DcoKernel {
             }
         };
         for family in [Family::Ovpn, Family::OvpnDcoV2] {
-            match lookup(&mut sock, family.genl_name()) {
+            match lookup(&mut sock, family.layout().genl_name) {
                 Ok(info) => {
-                    let ntf = match info.mcast_group(family.mcast_group()) {
+                    let ntf = match info.mcast_group(crate::dco::layout::MCAST_GROUP) {
                         None => {
-                            log::warn!("DCO: family {family} has no '{}' group", family.mcast_group());
+                            log::warn!("DCO: family {family} has no '{}' group", crate::dco::layout::MCAST_GROUP);
                             None
                         }
                         Some(g) => Socket::open_family(NlFamily::Generic, &[g])
@@ -198,15 +198,15 @@ pub fn link_info_data(mode: Mode) -> [u8; 8] {
         Mode::P2p => 0,
         Mode::Mp => 1,
     };
-    let ty = crate::dco::ovpn::IFLA_OVPN_MODE.to_ne_bytes();
+    let ty = crate::dco::layout::IFLA_OVPN_MODE.to_ne_bytes();
     [5, 0, ty[0], ty[1], m, 0, 0, 0]
 }
 
 /// RTM_NEWLINK for a DCO netdev: the family's link kind (`ovpn` or
 /// `ovpn-dco`) and `mode` in IFLA_INFO_DATA; seq and ack are set by the transport.
 pub fn newlink_request(family: Family, name: &str, mode: Mode) -> crate::netlink::Req {
-    let mut req = crate::netlink::link::create(name, family.link_kind(), Some(&link_info_data(mode)));
-    req.what = crate::netlink::What::Text(format!("create {} device {name}", family.link_kind()));
+    let mut req = crate::netlink::link::create(name, family.layout().link_kind, Some(&link_info_data(mode)));
+    req.what = crate::netlink::What::Text(format!("create {} device {name}", family.layout().link_kind));
     req
 }
 
@@ -352,7 +352,7 @@ mod tests {
         // layout `ip link add ... type ovpn-dco` sends, and the v2 facts' 0..1 range.
         assert_eq!(link_info_data(Mode::P2p), [5, 0, 1, 0, 0, 0, 0, 0]);
         assert_eq!(link_info_data(Mode::Mp), [5, 0, 1, 0, 1, 0, 0, 0]);
-        assert_eq!(crate::dco::ovpn::IFLA_OVPN_MODE, crate::dco::ovpn_dco_v2::IFLA_OVPN_MODE);
+        assert_eq!(crate::dco::layout::IFLA_OVPN_MODE, 1, "IFLA_OVPN_MODE in both uapi headers");
     }
 
     // The golden echo was recorded on a little-endian host.
@@ -385,7 +385,7 @@ mod tests {
         // Golden § "RTM_NEWLINK ovpn0 (P2P)" and § "RTM_NEWLINK ovpn-mp0
         // (MP)": every byte, with the probe's sequence numbers (2, 39) set
         // in place of ours; nlmsg_pid is 0 in both.
-        assert_eq!(Family::Ovpn.link_kind(), "ovpn");
+        assert_eq!(Family::Ovpn.layout().link_kind, "ovpn");
         let g = crate::dco::golden::RTM_NEWLINK_P2P_REQ;
         assert_eq!(newlink_wire(Family::Ovpn, "ovpn0", Mode::P2p, 2), g);
         let g = crate::dco::golden::RTM_NEWLINK_MP_REQ;
@@ -400,7 +400,7 @@ mod tests {
         // IFLA_OVPN_MODE 1, NLA_F_NESTED 0x8000). tests/dco.rs creates its
         // ovpn-dco links through the same newlink_request, and the real
         // ovpn-dco-v2 module accepts them in the qemu guest.
-        assert_eq!(Family::OvpnDcoV2.link_kind(), "ovpn-dco");
+        assert_eq!(Family::OvpnDcoV2.layout().link_kind, "ovpn-dco");
         #[rustfmt::skip]
         let want: &[u8] = &[
             0x4c, 0, 0, 0, 0x10, 0, 0x05, 0x06, 7, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr: 76 bytes, REQUEST|ACK|CREATE|EXCL
@@ -452,7 +452,7 @@ mod tests {
     #[cfg(target_endian = "little")]
     #[test]
     fn ifindex_of_reads_attribute_1_in_both_families() {
-        assert_eq!(crate::dco::ovpn::OVPN_A_IFINDEX, crate::dco::ovpn_dco_v2::OVPN_ATTR_IFINDEX);
+        assert_eq!(crate::dco::layout::A_IFINDEX, 1, "OVPN_A_IFINDEX and OVPN_ATTR_IFINDEX");
         let g = crate::dco::golden::PEER_DEL_NTF_MP_TEARDOWN;
         let m = attr::messages(g).next().unwrap().unwrap();
         assert_eq!(Genl::new(Family::Ovpn, 0x23).ifindex_of(&m), Some(4));

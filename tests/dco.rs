@@ -169,7 +169,7 @@ fn err_of<T: std::fmt::Debug>(r: Result<T, (String, String)>) -> (String, String
 }
 
 fn peer_deleted_record(fam: Family, id: u32, reason: u8) -> Vec<u8> {
-    let mut r = vec![fam.peer_deleted_cmd()]; // 3 in ovpn-dco-v2, 5 upstream
+    let mut r = vec![fam.layout().peer_deleted.cmd]; // 3 in ovpn-dco-v2, 5 upstream
     r.extend_from_slice(&id.to_ne_bytes());
     r.push(reason);
     r
@@ -187,7 +187,7 @@ fn guest_family() -> Family {
 /// Whether any link of the family's kind is left (`ip -d` names the kind
 /// on its own line).
 fn has_link_of_kind(env: &Env, fam: Family) -> bool {
-    let kind = format!(" {} ", fam.link_kind());
+    let kind = format!(" {} ", fam.layout().link_kind);
     env.ip("-d link show").lines().any(|l| format!("{} ", l).contains(&kind))
 }
 
@@ -204,7 +204,7 @@ fn family(c: &Connection) -> Family {
 /// against the kernel's own answer read just after it: addresses, ports
 /// and keepalive equal, counters no larger than the kernel's later ones.
 fn check_peer_record(rec: &[u8], fam: Family, now: &PeerInfo, remote: SocketAddr, vpn4: [u8; 4], ka: (u32, u32)) {
-    assert_eq!((rec.len(), rec[0]), (217, fam.peer_get_cmd()), "{rec:?}");
+    assert_eq!((rec.len(), rec[0]), (217, fam.layout().cmds[2]), "{rec:?}");
     let u32_at = |i: usize| u32::from_ne_bytes(rec[i..i + 4].try_into().unwrap());
     let u64_at = |i: usize| u64::from_ne_bytes(rec[i..i + 8].try_into().unwrap());
     assert_eq!(u32_at(1), now.id);
@@ -256,7 +256,7 @@ fn lifecycle_end_to_end() {
     assert_eq!(enable(&c, &pb, "ovpnB"), dco_path(&pb));
     let link = env.ip("-d link show ovpnA");
     println!("after EnableDCO: {}", link.trim());
-    assert!(has_link_of_kind(&env, fam), "kind {}: {link}", fam.link_kind());
+    assert!(has_link_of_kind(&env, fam), "kind {}: {link}", fam.layout().link_kind);
     let (name, msg) = err_of(call::<_, (dbus::Path<'static>,)>(&c, &pa, "EnableDCO", ("ovpnA2",)));
     assert!(name.ends_with(".State") && msg.contains("already enabled"), "{name}: {msg}");
     assert_eq!(get_prop::<String>(&c, &pa, "device_name"), "ovpnA");

@@ -74,7 +74,8 @@ pub(crate) fn enable_dco(s: &mut Sessions, m: &Message, path: &str, name: &str) 
     let pipe = Pipe::new()?;
     let req = dco_session::newlink_request(family, name, Mode::P2p);
     // Written ahead: a crash before the ifindex is known leaks nothing.
-    let intent = s.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.link_kind().into() }])?;
+    let intent =
+        s.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.layout().link_kind.into() }])?;
     if let Err(e) = s.kernel.rtnl.request(req) {
         if matches!(e, Error::Kernel { errno: libc::EEXIST, .. }) {
             // Someone else's link of that name: never ours to delete.
@@ -105,7 +106,7 @@ pub(crate) fn enable_dco(s: &mut Sessions, m: &Message, path: &str, name: &str) 
     d.dco = Some(DcoDev { ifindex, name: name.to_string(), mode: Mode::P2p, peers: Default::default(), pipe });
     d.name = name.to_string();
     d.modified = true;
-    log::info!("{path}: DCO enabled, {} device {name} (ifindex {ifindex}, {family})", family.link_kind());
+    log::info!("{path}: DCO enabled, {} device {name} (ifindex {ifindex}, {family})", family.layout().link_kind);
     Ok(m.method_return().append1(dbus::Path::from(format!("{path}/dco"))))
 }
 

@@ -127,7 +127,7 @@ fn netlink_case(data: &[u8]) -> bool {
             match Genl::new(f, 0x23).parse(&m) {
                 Ok(Reply::PeerDeleted(ev)) => {
                     let rec = pipe::peer_deleted(f, &ev);
-                    assert_eq!(rec[0], f.peer_deleted_cmd());
+                    assert_eq!(rec[0], f.layout().peer_deleted.cmd);
                     any = true;
                 }
                 Ok(Reply::Status(s)) | Ok(Reply::DumpDone(s)) => {

@@ -29,7 +29,7 @@ pub const ERROR_TEXT_MAX: usize = 1024;
 /// (none exist today) are sent as 255.
 pub fn peer_deleted(family: Family, ev: &PeerDeleted) -> [u8; PEER_DELETED_LEN] {
     let mut r = [0u8; PEER_DELETED_LEN];
-    r[0] = family.peer_deleted_cmd();
+    r[0] = family.layout().peer_deleted.cmd;
     r[1..5].copy_from_slice(&ev.peer_id.to_ne_bytes());
     r[5] = u8::try_from(ev.reason.number()).unwrap_or(u8::MAX);
     r
@@ -58,7 +58,7 @@ pub const PEER_INFO_LEN: usize = 1 + 216;
 /// saturating).
 pub fn peer_info(family: Family, p: &PeerInfo) -> [u8; PEER_INFO_LEN] {
     let mut r = [0u8; PEER_INFO_LEN];
-    r[0] = family.peer_get_cmd();
+    r[0] = family.layout().cmds[2]; // PEER_GET / GET_PEER
     let b = &mut r[1..];
     b[0..4].copy_from_slice(&p.id.to_ne_bytes());
     if let Some(a) = p.vpn4 {

@@ -28,7 +28,7 @@ impl Sessions {
 
     /// The `dco_family` property: the family in use, "" when none.
     pub(crate) fn dco_family(&self) -> String {
-        self.dco.as_ref().map(|k| k.family().genl_name().to_string()).unwrap_or_default()
+        self.dco.as_ref().map(|k| k.family().layout().genl_name.to_string()).unwrap_or_default()
     }
 
     pub(crate) fn has_dco(&self, d: &Device) -> bool {
