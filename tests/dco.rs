@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use dbus::blocking::Connection;
 use dbus::Message;
-use ovpn_netcfgd::dco::keyconfig::{self, DcoKeyConfig, KeyDirection};
-use ovpn_netcfgd::dco::{b64, Family, PeerId, PeerInfo, Remote, Request, SecretBytes};
+use ovpn_netcfgd::dco::{Family, PeerId, PeerInfo, Remote, Request};
 use ovpn_netcfgd::dco_session::DcoKernel;
 
 /// True when this runs in the rig's guest with a DCO module; otherwise
@@ -85,7 +84,7 @@ fn enable(c: &Connection, p: &str, name: &str) -> String {
 
 fn new_peer_msg(p: &str, id: u32, remote: SocketAddr, vpn4: &str, vpn6: &str, fd: Option<OwnedFd>) -> Message {
     let raw = Remote::new(remote).to_raw();
-    let m = method(&dco_path(p), "NewPeer").append3(id, b64::encode(&raw), raw.len() as u32).append2(vpn4, vpn6);
+    let m = method(&dco_path(p), "NewPeer").append3(id, b64(&raw), raw.len() as u32).append2(vpn4, vpn6);
     match fd {
         Some(fd) => m.append1(fd),
         None => m,
@@ -96,16 +95,52 @@ fn sock_fd(s: &UdpSocket) -> OwnedFd {
     OwnedFd::from(s.try_clone().unwrap())
 }
 
-/// A base64 DcoKeyConfig as the client builds it.
+/// Canonical padded base64, as the client sends it (the crate's encoder is
+/// built only for its unit tests and fuzzing).
+fn b64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            let sym = ALPHABET[(n >> (18 - 6 * i) & 0x3f) as usize];
+            s.push(if i <= chunk.len() { char::from(sym) } else { '=' });
+        }
+    }
+    s
+}
+
+/// A base64 DcoKeyConfig protobuf as the client builds it: key_id,
+/// remote_peer_id, cipher_alg, then the encrypt and decrypt KeyDirection
+/// {cipher_key, nonce_tail, cipher_key_size}.
 fn key_config(key_id: i32, peer: i32, alg: u32, enc: (&[u8], &[u8]), dec: (&[u8], &[u8])) -> String {
-    let dir = |(k, t): (&[u8], &[u8])| KeyDirection {
-        cipher_key: SecretBytes::from_slice(k),
-        hmac_key: None,
-        nonce_tail: Some(SecretBytes::from_slice(t)),
-        cipher_key_size: k.len() as u32,
-    };
-    let cfg = DcoKeyConfig { key_id, remote_peer_id: peer, cipher_alg: alg, encrypt: dir(enc), decrypt: dir(dec) };
-    b64::encode(keyconfig::encode(&cfg).as_slice())
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+        varint(out, field << 3 | 2);
+        varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+    let mut out = Vec::new();
+    // int32 negatives are sign-extended to 64 bits on the wire.
+    for (field, v) in [(1, key_id as i64 as u64), (2, peer as i64 as u64), (3, u64::from(alg))] {
+        varint(&mut out, field << 3);
+        varint(&mut out, v);
+    }
+    for (field, (k, t)) in [(4, enc), (5, dec)] {
+        let mut dir = Vec::new();
+        bytes(&mut dir, 1, k);
+        bytes(&mut dir, 3, t);
+        varint(&mut dir, 4 << 3);
+        varint(&mut dir, k.len() as u64);
+        bytes(&mut out, field, &dir);
+    }
+    b64(&out)
 }
 
 fn get_peer(k: &mut DcoKernel, ifindex: u32, id: u32) -> Option<PeerInfo> {
@@ -429,7 +464,7 @@ fn bad_input() {
     let (s, peer_sock) = in_ns(&env.ns, udp_pair);
     let remote = peer_sock.local_addr().unwrap();
     let raw = Remote::new(remote).to_raw();
-    let sa = b64::encode(&raw);
+    let sa = b64(&raw);
     // NewPeer
     expect(send(&c, new_peer_msg(&p, 1, remote, "", "", None)), "InvalidArgs", "fd");
     expect(

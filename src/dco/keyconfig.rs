@@ -347,6 +347,7 @@ impl DcoKeyConfig {
     }
 }
 
+#[cfg(any(test, feature = "fuzz"))]
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -355,12 +356,14 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+#[cfg(any(test, feature = "fuzz"))]
 fn put_bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
     put_varint(out, u64::from(field) << 3 | u64::from(WT_LEN));
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
 }
 
+#[cfg(any(test, feature = "fuzz"))]
 fn put_uint(out: &mut Vec<u8>, field: u32, v: u64) {
     put_varint(out, u64::from(field) << 3);
     put_varint(out, v);
@@ -368,12 +371,14 @@ fn put_uint(out: &mut Vec<u8>, field: u32, v: u64) {
 
 /// Upper bound of a KeyDirection's encoding: payload plus at most 11 bytes
 /// (tag + length varint) for each of its 4 fields.
+#[cfg(any(test, feature = "fuzz"))]
 fn dir_cap(d: &KeyDirection) -> usize {
     let opt = |b: &Option<SecretBytes>| b.as_ref().map_or(0, |b| b.len());
     d.cipher_key.len() + opt(&d.hmac_key) + opt(&d.nonce_tail) + 4 * 11
 }
 
 // Buffers are sized up front so that no reallocation leaves key bytes behind.
+#[cfg(any(test, feature = "fuzz"))]
 fn encode_dir(d: &KeyDirection) -> Vec<u8> {
     let mut out = Vec::with_capacity(dir_cap(d));
     put_bytes(&mut out, 1, d.cipher_key.as_slice());
@@ -389,6 +394,7 @@ fn encode_dir(d: &KeyDirection) -> Vec<u8> {
 
 /// Serializes `cfg` in field order (for tests and fuzz seeds; the daemon
 /// only parses). The result holds key material, hence SecretBytes.
+#[cfg(any(test, feature = "fuzz"))]
 pub fn encode(cfg: &DcoKeyConfig) -> SecretBytes {
     let mut out = Vec::with_capacity(dir_cap(&cfg.encrypt) + dir_cap(&cfg.decrypt) + 5 * 11);
     // int32 negatives are sign-extended to 64 bits on the wire.

@@ -54,6 +54,7 @@ impl SecretBytes {
     }
 
     /// Shortens to `len` bytes, wiping the dropped tail first.
+    #[cfg(any(test, feature = "fuzz"))]
     pub fn truncate(&mut self, len: usize) {
         if len < self.buf.len() {
             wipe(&mut self.buf[len..]);
