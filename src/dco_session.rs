@@ -30,7 +30,6 @@ pub const PIPE_QUEUE_MAX: usize = 256;
 /// The family in use and its sockets.
 pub struct DcoKernel {
     pub genl: Genl,
-    pub info: FamilyInfo,
     cmd: Socket,
     /// The `peers` group member; None if the family has no such group or
     /// joining failed (then peer deletions are not forwarded).
@@ -72,7 +71,7 @@ impl DcoKernel {
                             .map_err(|e| log::warn!("DCO: cannot receive {family} notifications: {e}"))
                             .ok(),
                     };
-                    return Some(DcoKernel { genl: Genl::new(family, info.id), info, cmd: sock, ntf });
+                    return Some(DcoKernel { genl: Genl::new(family, info.id), cmd: sock, ntf });
                 }
                 Err(e) => log::debug!("DCO: {family}: {e}"),
             }
@@ -124,9 +123,30 @@ impl DcoKernel {
         Ok(out)
     }
 
-    /// The notification socket's fd, for the poll loop.
-    pub fn notify_fd(&self) -> Option<RawFd> {
-        self.ntf.as_ref().map(|s| s.fd())
+    /// The fds for the poll loop: the command socket, so that nothing the
+    /// kernel sends it outside a request stays queued ([`Self::discard_unasked`]),
+    /// and the notification socket.
+    pub fn poll_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        std::iter::once(self.cmd.fd()).chain(self.ntf.as_ref().map(|s| s.fd()))
+    }
+
+    /// Reads what the command socket holds outside a request (every
+    /// request is complete when its call returns, so nothing waits for it)
+    /// and logs it at debug level.
+    pub fn discard_unasked(&mut self) {
+        let (datagrams, lost, err) = self.cmd.drain();
+        for m in datagrams.iter().flat_map(|d| attr::messages(d)) {
+            match m {
+                Ok(m) => log::debug!("DCO: unasked message on the command socket (type {}, seq {})", m.ty, m.seq),
+                Err(e) => log::debug!("DCO: unreadable message on the command socket: {e}"),
+            }
+        }
+        if lost {
+            log::debug!("DCO command socket: the kernel dropped messages (ENOBUFS)");
+        }
+        if let Some(e) = err {
+            log::debug!("DCO command socket: {e}");
+        }
     }
 
     /// Reads the queued notifications (see [`Notifications`]).
@@ -344,6 +364,25 @@ pub fn sock_kind(fd: &OwnedFd) -> std::result::Result<SockKind, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unasked_answers_on_the_command_socket_are_polled_and_drained() {
+        // Any generic-netlink socket will do: ask the controller about
+        // itself and leave the answer unread, as a late answer would be.
+        let cmd = Socket::open_family(NlFamily::Generic, &[]).unwrap();
+        let mut k = DcoKernel { genl: Genl::new(Family::Ovpn, 0x23), cmd, ntf: None };
+        let mut req = ctrl::getfamily_request("nlctrl").unwrap();
+        k.cmd.send(&mut [req.bytes_mut()]).unwrap();
+        let fds: Vec<RawFd> = k.poll_fds().collect();
+        assert_eq!(fds, [k.cmd.fd()]);
+        let readable = |k: &DcoKernel| {
+            let mut p = [nix::poll::PollFd::new(crate::sys::borrow_fd(k.cmd.fd()), nix::poll::PollFlags::POLLIN)];
+            nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO).unwrap() == 1
+        };
+        assert!(readable(&k), "the answer is queued");
+        k.discard_unasked();
+        assert!(!readable(&k), "and drained");
+    }
 
     #[cfg(target_endian = "little")]
     #[test]

@@ -56,16 +56,14 @@ impl Sessions {
         drop(x); // closes the transport sockets and both pipe ends
     }
 
-    /// Extra fds for the poll loop: the notification socket (POLLIN) and
-    /// the pipes that have records waiting for room (POLLOUT).
+    /// Extra fds for the poll loop: the command and notification sockets
+    /// (POLLIN) and the pipes that have records waiting for room (POLLOUT).
     pub(crate) fn dco_poll_fds(&self) -> Vec<(std::os::fd::RawFd, nix::poll::PollFlags)> {
         use nix::poll::PollFlags;
-        let mut out = Vec::new();
-        // Always read it, so notifications about other programs' ovpn
-        // devices never pile up (and get mistaken for ours later).
-        if let Some(fd) = self.dco.as_ref().and_then(|k| k.notify_fd()) {
-            out.push((fd, PollFlags::POLLIN));
-        }
+        // Always read them, so notifications about other programs' ovpn
+        // devices never pile up (and get mistaken for ours later), and no
+        // stray answer sits on the command socket.
+        let mut out: Vec<_> = self.dco.iter().flat_map(|k| k.poll_fds()).map(|fd| (fd, PollFlags::POLLIN)).collect();
         for d in self.devices.values() {
             if let Some(fd) = d.dco.as_ref().and_then(|x| x.pipe.pending_fd()) {
                 out.push((fd, PollFlags::POLLOUT));
@@ -78,7 +76,10 @@ impl Sessions {
     /// resyncs after a loss, and flushes waiting pipe records.
     pub(crate) fn dco_service(&mut self) {
         let n = match self.dco.as_mut() {
-            Some(k) => k.notifications(),
+            Some(k) => {
+                k.discard_unasked();
+                k.notifications()
+            }
             None => return,
         };
         for r in n.replies {
