@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use neli::consts::socket::NlFamily;
 
-use crate::dco::{ctrl, Family, FamilyInfo, Genl, Mode, NlMsg, PeerId, PeerInfo, Reply, Request};
+use crate::dco::{ctrl, Family, FamilyInfo, Genl, Mode, PeerId, PeerInfo, Reply, Request};
 use crate::error::{Error, Result};
 use crate::netlink::{attr, Socket};
 
@@ -84,27 +84,29 @@ impl DcoKernel {
     }
 
     /// Sends one do-command for device `ifindex` and waits for its ack.
-    /// The encoded message (keys included) is wiped when it is dropped.
     pub fn request(&mut self, ifindex: u32, req: &Request<'_>, what: &str) -> Result<()> {
-        let mut msg = self.build(ifindex, req, what)?;
-        self.cmd.call(msg.bytes_mut(), what, |_| {})
+        self.peers(ifindex, req, what).map(drop)
     }
 
-    fn build(&self, ifindex: u32, req: &Request<'_>, what: &str) -> Result<NlMsg> {
-        self.genl.build(ifindex, req).map_err(|e| Error::Failed(format!("{what}: {e}")))
+    /// Sends one command and waits for its outcome; returns the peers its
+    /// answer lists (PEER_GET: one, its dump: all, others: none). The
+    /// encoded message (keys included) is wiped when it is dropped.
+    fn peers(&mut self, ifindex: u32, req: &Request<'_>, what: &str) -> Result<Vec<PeerInfo>> {
+        let mut msg = self.genl.build(ifindex, req).map_err(|e| Error::Failed(format!("{what}: {e}")))?;
+        let genl = self.genl;
+        let mut out = Vec::new();
+        self.cmd.call(msg.bytes_mut(), what, |m| {
+            if let Ok(Reply::Peer(p)) = genl.parse(m) {
+                out.push(p);
+            }
+        })?;
+        Ok(out)
     }
 
     /// Asks for one peer; None if the kernel has no such peer.
     pub fn get_peer(&mut self, ifindex: u32, peer: PeerId) -> Result<Option<PeerInfo>> {
-        let mut msg = self.build(ifindex, &Request::PeerGet(peer), "GET_PEER")?;
-        let genl = self.genl;
-        let mut found = None;
-        match self.cmd.call(msg.bytes_mut(), "GET_PEER", |m| {
-            if let Ok(Reply::Peer(p)) = genl.parse(m) {
-                found = Some(p);
-            }
-        }) {
-            Ok(()) => Ok(found),
+        match self.peers(ifindex, &Request::PeerGet(peer), "GET_PEER") {
+            Ok(mut found) => Ok(found.pop()),
             Err(Error::Kernel { errno: libc::ENOENT, .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -112,15 +114,7 @@ impl DcoKernel {
 
     /// Lists every peer of device `ifindex` (PEER_GET dump).
     pub fn dump_peers(&mut self, ifindex: u32) -> Result<Vec<PeerInfo>> {
-        let mut msg = self.build(ifindex, &Request::PeerDump, "GET_PEER dump")?;
-        let genl = self.genl;
-        let mut out = Vec::new();
-        self.cmd.call(msg.bytes_mut(), "GET_PEER dump", |m| {
-            if let Ok(Reply::Peer(p)) = genl.parse(m) {
-                out.push(p);
-            }
-        })?;
-        Ok(out)
+        self.peers(ifindex, &Request::PeerDump, "GET_PEER dump")
     }
 
     /// The fds for the poll loop: the command socket, so that nothing the
@@ -234,7 +228,6 @@ pub fn newlink_request(family: Family, name: &str, mode: Mode) -> crate::netlink
 pub struct Pipe {
     ours: OwnedFd,
     client: Option<OwnedFd>,
-    handed_out: bool,
     queue: VecDeque<Vec<u8>>,
     closed: bool,
     dropped: u64,
@@ -249,17 +242,14 @@ impl Pipe {
         let fl = nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| Error::errno("fcntl", e))?;
         let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_SETFL(fl)).map_err(|e| Error::errno("fcntl", e))?;
-        Ok(Pipe { ours, client: Some(client), handed_out: false, queue: VecDeque::new(), closed: false, dropped: 0 })
+        Ok(Pipe { ours, client: Some(client), queue: VecDeque::new(), closed: false, dropped: 0 })
     }
 
     /// The client's end, once; our copy is closed once it is sent.
     pub fn take_client(&mut self) -> Result<OwnedFd> {
-        if self.handed_out {
-            return Err(Error::State("the pipe fd was already handed out (GetPipeFD works once)".into()));
-        }
-        let fd = self.client.take().ok_or_else(|| Error::State("the pipe is closed".into()))?;
-        self.handed_out = true;
-        Ok(fd)
+        self.client
+            .take()
+            .ok_or_else(|| Error::State("the pipe fd was already handed out (GetPipeFD works once)".into()))
     }
 
     /// Queues one record and sends what the socket takes now.
@@ -304,6 +294,7 @@ impl Pipe {
         (!self.queue.is_empty() && !self.closed).then(|| self.ours.as_raw_fd())
     }
 
+    #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.queue.len()
     }

@@ -228,10 +228,7 @@ fn dco_new_peer(s: &mut Sessions, m: &Message, path: &str, family: Family, mode:
     let fd =
         fds.next().ok_or_else(|| Error::arg("(fd)", "NewPeer needs the transport socket attached as a unix fd"))?;
     drop(fds); // extra fds are closed
-    let tcp = match dco_session::sock_kind(&fd) {
-        Ok(k) => k == SockKind::Tcp,
-        Err(why) => return Err(Error::arg("(fd)", why)),
-    };
+    let tcp = dco_session::sock_kind(&fd).map_err(|why| Error::arg("(fd)", why))? == SockKind::Tcp;
     let args = DbusNewPeer { peer_id, sa, salen, vpn4, vpn6, fd: fd.as_raw_fd(), tcp };
     let p = PeerNew::from_dbus(family, mode, &args).map_err(arg_err)?;
     dco_send(s, path, &Request::PeerNew(&p), &format!("NEW_PEER {peer_id}"))?;

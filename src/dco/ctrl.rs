@@ -38,12 +38,6 @@ pub const CTRL_ATTR_MCAST_GRP_NAME: u16 = 1;
 pub const CTRL_ATTR_MCAST_GRP_ID: u16 = 2;
 /// `GENL_NAMSIZ`: family and group names, NUL included.
 pub const GENL_NAMSIZ: usize = 16;
-/// `GENL_ADMIN_PERM` op flag.
-pub const GENL_ADMIN_PERM: u32 = 0x01;
-/// `GENL_CMD_CAP_DO` op flag.
-pub const GENL_CMD_CAP_DO: u32 = 0x02;
-/// `GENL_CMD_CAP_DUMP` op flag.
-pub const GENL_CMD_CAP_DUMP: u32 = 0x04;
 
 /// Most operations / groups kept from one reply (ovpn has 8 ops, 1 group).
 pub const MAX_ENTRIES: usize = 64;

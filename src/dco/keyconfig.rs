@@ -132,10 +132,6 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], base: usize) -> Self {
-        Reader { buf, pos: 0, base }
-    }
-
     fn varint(&mut self) -> Result<u64, KeyConfigError> {
         let start = self.base + self.pos;
         let mut v: u64 = 0;
@@ -230,7 +226,7 @@ struct PartialDir {
 
 impl PartialDir {
     fn merge(&mut self, buf: &[u8], base: usize) -> Result<(), KeyConfigError> {
-        let mut r = Reader::new(buf, base);
+        let mut r = Reader { buf, pos: 0, base };
         while let Some((field, wire, v, _)) = r.field()? {
             match field {
                 1 => self.cipher_key = Some(SecretBytes::from_slice(want_bytes(field, wire, &v)?)),
@@ -243,11 +239,8 @@ impl PartialDir {
         Ok(())
     }
 
-    fn finish(self, which: &'static str) -> Result<KeyDirection, KeyConfigError> {
-        let (ck, cks) = match which {
-            "encrypt" => ("encrypt.cipher_key", "encrypt.cipher_key_size"),
-            _ => ("decrypt.cipher_key", "decrypt.cipher_key_size"),
-        };
+    /// The direction; `ck`, `cks` name its required fields.
+    fn finish(self, ck: &'static str, cks: &'static str) -> Result<KeyDirection, KeyConfigError> {
         Ok(KeyDirection {
             cipher_key: self.cipher_key.ok_or(KeyConfigError::Missing(ck))?,
             hmac_key: self.hmac_key,
@@ -267,7 +260,7 @@ pub fn parse(buf: &[u8]) -> Result<DcoKeyConfig, KeyConfigError> {
     let mut alg = None;
     let mut enc: Option<PartialDir> = None;
     let mut dec: Option<PartialDir> = None;
-    let mut r = Reader::new(buf, 0);
+    let mut r = Reader { buf, pos: 0, base: 0 };
     while let Some((field, wire, v, start)) = r.field()? {
         match field {
             1 => key_id = Some(int32(want_varint(field, wire, &v)?, "key_id")?),
@@ -288,8 +281,12 @@ pub fn parse(buf: &[u8]) -> Result<DcoKeyConfig, KeyConfigError> {
         key_id: key_id.ok_or(KeyConfigError::Missing("key_id"))?,
         remote_peer_id: peer.ok_or(KeyConfigError::Missing("remote_peer_id"))?,
         cipher_alg: alg.ok_or(KeyConfigError::Missing("cipher_alg"))?,
-        encrypt: enc.ok_or(KeyConfigError::Missing("encrypt"))?.finish("encrypt")?,
-        decrypt: dec.ok_or(KeyConfigError::Missing("decrypt"))?.finish("decrypt")?,
+        encrypt: enc
+            .ok_or(KeyConfigError::Missing("encrypt"))?
+            .finish("encrypt.cipher_key", "encrypt.cipher_key_size")?,
+        decrypt: dec
+            .ok_or(KeyConfigError::Missing("decrypt"))?
+            .finish("decrypt.cipher_key", "decrypt.cipher_key_size")?,
     })
 }
 

@@ -291,9 +291,7 @@ impl Genl {
             ty => Ok(Reply::Ignored { nlmsg_type: ty, cmd: None }),
         }
     }
-}
 
-impl Genl {
     /// Returns the device a message of this family names (its top-level
     /// IFINDEX, attribute 1 in both families), even when the rest of the
     /// message cannot be parsed; None for other messages.

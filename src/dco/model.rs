@@ -406,28 +406,26 @@ pub enum DelReason {
     Other(u32),
 }
 
+/// The reasons the kernel numbers, in order (0..=4).
+const DEL_REASONS: [DelReason; 5] = [
+    DelReason::Teardown,
+    DelReason::Userspace,
+    DelReason::Expired,
+    DelReason::TransportError,
+    DelReason::TransportDisconnect,
+];
+
 impl DelReason {
     /// Returns the reason for its kernel number.
     pub fn from_u32(v: u32) -> Self {
-        match v {
-            0 => DelReason::Teardown,
-            1 => DelReason::Userspace,
-            2 => DelReason::Expired,
-            3 => DelReason::TransportError,
-            4 => DelReason::TransportDisconnect,
-            n => DelReason::Other(n),
-        }
+        usize::try_from(v).ok().and_then(|i| DEL_REASONS.get(i)).copied().unwrap_or(DelReason::Other(v))
     }
 
     /// Returns the kernel number.
     pub fn number(self) -> u32 {
         match self {
-            DelReason::Teardown => 0,
-            DelReason::Userspace => 1,
-            DelReason::Expired => 2,
-            DelReason::TransportError => 3,
-            DelReason::TransportDisconnect => 4,
             DelReason::Other(n) => n,
+            known => DEL_REASONS.iter().zip(0..).find(|(r, _)| **r == known).map_or(0, |(_, n)| n),
         }
     }
 }

@@ -71,6 +71,7 @@ impl Remote {
     }
 
     /// Returns the IPv6 scope id (RFC 2553), 0 for IPv4.
+    #[cfg(any(test, feature = "fuzz"))]
     pub fn scope_id(&self) -> u32 {
         match self.addr {
             SocketAddr::V4(_) => 0,
