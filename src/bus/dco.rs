@@ -238,18 +238,10 @@ fn dco_new_peer(s: &mut Sessions, m: &Message, path: &str, family: Family, mode:
         x.peers.clear();
     }
     x.peers.insert(peer_id, fd);
-    log::info!(
-        "{path}: DCO peer {peer_id} added on {} ({}, remote {})",
-        x.name,
-        if tcp { "TCP" } else { "UDP" },
-        p_remote(&p)
-    );
-    Ok(())
-}
-
-fn p_remote(p: &PeerNew) -> String {
-    match p.transport() {
+    let remote = match p.transport() {
         dco::Transport::Udp(r) => r.addr().to_string(),
         dco::Transport::Tcp => "connected".into(),
-    }
+    };
+    log::info!("{path}: DCO peer {peer_id} added on {} ({}, remote {remote})", x.name, if tcp { "TCP" } else { "UDP" });
+    Ok(())
 }

@@ -47,7 +47,7 @@ pub(crate) fn manager_call(s: &mut Sessions, m: &Message, member: &str) -> Resul
         "ProtectSocket" => protect_socket_call(s, m),
         "DcoAvailable" => {
             expect_sig(m, &[""])?;
-            Ok(m.method_return().append1(s.dco_available()))
+            Ok(m.method_return().append1(s.dco_kernel().is_some()))
         }
         "Cleanup" => cleanup_call(s, m),
         "NotificationSubscribe" => notification_subscribe(s, m),

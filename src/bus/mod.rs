@@ -81,7 +81,7 @@ fn classify(s: &Sessions, path: &str) -> Obj {
         return Obj::Device(path.to_string());
     }
     if let Some(dev) = path.strip_suffix("/dco") {
-        if s.devices.get(dev).is_some_and(|d| s.has_dco(d)) {
+        if s.devices.get(dev).is_some_and(|d| d.dco.is_some()) {
             return Obj::Dco(dev.to_string());
         }
     }
@@ -101,7 +101,7 @@ fn introspect(s: &Sessions, obj: &Obj, uid: Option<u32>) -> String {
                 .collect();
             xml(Node::Manager { children: &kids })
         }
-        Obj::Device(p) => xml(Node::Device { has_dco: s.devices.get(p).is_some_and(|d| s.has_dco(d)) }),
+        Obj::Device(p) => xml(Node::Device { has_dco: s.devices.get(p).is_some_and(|d| d.dco.is_some()) }),
         Obj::Dco(_) => xml(Node::Dco),
         Obj::None => String::new(),
     }

@@ -22,17 +22,9 @@ impl Sessions {
         self.dco.as_mut()
     }
 
-    pub(crate) fn dco_available(&mut self) -> bool {
-        self.dco_kernel().is_some()
-    }
-
     /// The `dco_family` property: the family in use, "" when none.
     pub(crate) fn dco_family(&self) -> String {
         self.dco.as_ref().map(|k| k.family().layout().genl_name.to_string()).unwrap_or_default()
-    }
-
-    pub(crate) fn has_dco(&self, d: &Device) -> bool {
-        d.dco.is_some()
     }
 
     /// Removes the kernel peers of a device that is going away (their keys
@@ -123,18 +115,10 @@ impl Sessions {
         if let Reply::PeerDeleted(ev) = r {
             // A P2P NEW_PEER may have replaced the peer under the same id:
             // close its socket only if the kernel has no such peer any more.
-            if x.peers.contains_key(&ev.peer_id) {
-                let gone = match (PeerId::new(ev.peer_id), self.dco.as_mut()) {
-                    (Ok(p), Some(k)) => matches!(k.get_peer(ifindex, p), Ok(None)),
-                    _ => false,
-                };
-                if gone {
-                    if let Some(x) =
-                        self.devices.values_mut().find_map(|d| d.dco.as_mut().filter(|x| x.ifindex == ifindex))
-                    {
-                        x.peers.remove(&ev.peer_id);
-                    }
-                }
+            let gone =
+                |k: &mut DcoKernel| PeerId::new(ev.peer_id).is_ok_and(|p| matches!(k.get_peer(ifindex, p), Ok(None)));
+            if x.peers.contains_key(&ev.peer_id) && self.dco.as_mut().is_some_and(gone) {
+                x.peers.remove(&ev.peer_id);
             }
         }
     }
