@@ -208,12 +208,8 @@ pub fn sort_notifications(genl: &Genl, datagrams: &[Vec<u8>]) -> Notifications {
 /// IFLA_INFO_DATA for RTM_NEWLINK: IFLA_OVPN_MODE as a u8 (attribute 1 in
 /// both families; 0 P2P, 1 MP).
 pub fn link_info_data(mode: Mode) -> [u8; 8] {
-    let m = match mode {
-        Mode::P2p => 0,
-        Mode::Mp => 1,
-    };
     let ty = crate::dco::layout::IFLA_OVPN_MODE.to_ne_bytes();
-    [5, 0, ty[0], ty[1], m, 0, 0, 0]
+    [5, 0, ty[0], ty[1], mode as u8, 0, 0, 0]
 }
 
 /// RTM_NEWLINK for a DCO netdev: the family's link kind (`ovpn` or
@@ -234,14 +230,12 @@ pub struct Pipe {
 }
 
 impl Pipe {
-    /// A datagram socketpair; our end non-blocking, the client's untouched.
+    /// A datagram socketpair, both ends blocking: the client's is left as
+    /// it expects, and ours only ever sends with MSG_DONTWAIT.
     pub fn new() -> Result<Self> {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         let (client, ours) = socketpair(AddressFamily::Unix, SockType::Datagram, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::errno("socketpair", e))?;
-        let fl = nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| Error::errno("fcntl", e))?;
-        let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
-        nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_SETFL(fl)).map_err(|e| Error::errno("fcntl", e))?;
         Ok(Pipe { ours, client: Some(client), queue: VecDeque::new(), closed: false, dropped: 0 })
     }
 

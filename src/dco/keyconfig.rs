@@ -171,12 +171,8 @@ impl<'a> Reader<'a> {
         let wire = (tag & 7) as u8;
         let value = match wire {
             WT_VARINT => Value::Varint(self.varint()?),
-            WT_I64 => {
-                self.skip(8, start)?;
-                Value::Fixed
-            }
-            WT_I32 => {
-                self.skip(4, start)?;
+            WT_I64 | WT_I32 => {
+                self.skip(if wire == WT_I64 { 8 } else { 4 }, start)?;
                 Value::Fixed
             }
             WT_LEN => {

@@ -253,11 +253,12 @@ pub struct Keepalive {
 
 /// Device mode, chosen when the link is created (IFLA_OVPN_MODE).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Mode {
     /// `OVPN_MODE_P2P` = 0: one peer; the default without IFLA_INFO_DATA.
-    P2p,
+    P2p = 0,
     /// `OVPN_MODE_MP` = 1: several peers, routed by VPN address.
-    Mp,
+    Mp = 1,
 }
 
 /// The transport socket handed to the kernel by fd number.
