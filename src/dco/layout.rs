@@ -213,15 +213,9 @@ impl Layout {
                 (k, _) if k == i.keepalive[0] => p.keepalive_interval = Some(a.u32()?),
                 (k, _) if k == i.keepalive[1] => p.keepalive_timeout = Some(a.u32()?),
                 (k, _) if (i.counters..i.counters + 8).contains(&k) => {
-                    let c = k - i.counters;
-                    let layer = if c < 4 { &mut p.vpn } else { &mut p.link };
-                    let v = a.uint()?;
-                    match c % 4 {
-                        0 => layer.rx_bytes = v,
-                        1 => layer.tx_bytes = v,
-                        2 => layer.rx_packets = v,
-                        _ => layer.tx_packets = v,
-                    }
+                    let c = usize::from(k - i.counters);
+                    let l = if c < 4 { &mut p.vpn } else { &mut p.link };
+                    *[&mut l.rx_bytes, &mut l.tx_bytes, &mut l.rx_packets, &mut l.tx_packets][c % 4] = a.uint()?;
                 }
                 (k, RemoteAttrs::Sockaddr(ty)) if k == ty => p.remote = Some(Remote::from_raw(a.payload())?),
                 (k, RemoteAttrs::Split { ipv4, .. }) if k == ipv4 => r4 = Some(Ipv4Addr::from(a.array::<4>()?)),

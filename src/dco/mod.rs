@@ -259,20 +259,18 @@ impl Genl {
                 return Err(DcoError::FamilyMismatch { checked: p.family(), target: self.family });
             }
         }
-        let flags = match req {
-            Request::PeerGet(_) => NLM_F_REQUEST,
-            Request::PeerDump => NLM_F_REQUEST | NLM_F_DUMP,
-            _ => NLM_F_REQUEST | NLM_F_ACK,
-        };
-        // A layout's cmds: PEER_NEW, PEER_SET, PEER_GET, PEER_DEL, KEY_NEW, KEY_SWAP, KEY_DEL.
-        let i = match req {
-            Request::PeerNew(_) => 0,
-            Request::PeerSet { .. } => 1,
-            Request::PeerGet(_) | Request::PeerDump => 2,
-            Request::PeerDel(_) => 3,
-            Request::KeyNew(_) => 4,
-            Request::KeySwap(_) => 5,
-            Request::KeyDel { .. } => 6,
+        // The index in a layout's cmds (PEER_NEW, PEER_SET, PEER_GET,
+        // PEER_DEL, KEY_NEW, KEY_SWAP, KEY_DEL), and the flags.
+        let ack = NLM_F_REQUEST | NLM_F_ACK;
+        let (i, flags) = match req {
+            Request::PeerNew(_) => (0, ack),
+            Request::PeerSet { .. } => (1, ack),
+            Request::PeerGet(_) => (2, NLM_F_REQUEST),
+            Request::PeerDump => (2, NLM_F_REQUEST | NLM_F_DUMP),
+            Request::PeerDel(_) => (3, ack),
+            Request::KeyNew(_) => (4, ack),
+            Request::KeySwap(_) => (5, ack),
+            Request::KeyDel { .. } => (6, ack),
         };
         let l = self.family.layout();
         let mut m = NlMsg::genl(self.id, flags, l.cmds[i], layout::VERSION, REQUEST_CAP)?;
