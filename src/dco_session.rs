@@ -80,7 +80,7 @@ impl DcoKernel {
     }
 
     pub fn family(&self) -> Family {
-        self.genl.family()
+        self.genl.family
     }
 
     /// Sends one do-command for device `ifindex` and waits for its ack.

@@ -226,24 +226,15 @@ pub enum Reply {
 /// A resolved DCO family: which module, and its generic-netlink id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Genl {
-    family: Family,
-    id: u16,
+    pub family: Family,
+    /// The generic-netlink id (`nlmsg_type` of requests).
+    pub id: u16,
 }
 
 impl Genl {
     /// Wraps the family id from the controller (see [`ctrl::parse_family`]).
     pub fn new(family: Family, id: u16) -> Self {
         Genl { family, id }
-    }
-
-    /// Returns the family.
-    pub fn family(&self) -> Family {
-        self.family
-    }
-
-    /// Returns the generic-netlink id (`nlmsg_type` of requests).
-    pub fn id(&self) -> u16 {
-        self.id
     }
 
     /// Returns the request as a message (seq 0: set it before sending):

@@ -16,7 +16,7 @@ impl Sessions {
         if self.dco.is_none() {
             self.dco = DcoKernel::probe();
             if let Some(k) = &self.dco {
-                log::info!("DCO: using generic netlink family {} (id {})", k.family(), k.genl.id());
+                log::info!("DCO: using generic netlink family {} (id {})", k.family(), k.genl.id);
             }
         }
         self.dco.as_mut()
