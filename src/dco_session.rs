@@ -19,6 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use neli::consts::socket::NlFamily;
 
+use crate::dco::layout::MCAST_GROUP;
 use crate::dco::{ctrl, Family, FamilyInfo, Genl, Mode, PeerId, PeerInfo, Reply, Request};
 use crate::error::{Error, Result};
 use crate::netlink::{attr, Socket};
@@ -52,29 +53,25 @@ impl DcoKernel {
     /// Returns the first family that resolves: upstream `ovpn`, else
     /// `ovpn-dco-v2`; None (logged at debug level) when neither does.
     pub fn probe() -> Option<Self> {
-        let mut sock = match Socket::open_family(NlFamily::Generic, &[]) {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("DCO: {e}");
-                return None;
-            }
-        };
+        let mut sock = Socket::open_family(NlFamily::Generic, &[]).map_err(|e| log::warn!("DCO: {e}")).ok()?;
         for family in [Family::Ovpn, Family::OvpnDcoV2] {
-            match lookup(&mut sock, family.layout().genl_name) {
-                Ok(info) => {
-                    let ntf = match info.mcast_group(crate::dco::layout::MCAST_GROUP) {
-                        None => {
-                            log::warn!("DCO: family {family} has no '{}' group", crate::dco::layout::MCAST_GROUP);
-                            None
-                        }
-                        Some(g) => Socket::open_family(NlFamily::Generic, &[g])
-                            .map_err(|e| log::warn!("DCO: cannot receive {family} notifications: {e}"))
-                            .ok(),
-                    };
-                    return Some(DcoKernel { genl: Genl::new(family, info.id), cmd: sock, ntf });
+            let info = match lookup(&mut sock, family.layout().genl_name) {
+                Ok(info) => info,
+                Err(e) => {
+                    log::debug!("DCO: {family}: {e}");
+                    continue;
                 }
-                Err(e) => log::debug!("DCO: {family}: {e}"),
-            }
+            };
+            let ntf = match info.mcast_group(MCAST_GROUP) {
+                None => {
+                    log::warn!("DCO: family {family} has no '{MCAST_GROUP}' group");
+                    None
+                }
+                Some(g) => Socket::open_family(NlFamily::Generic, &[g])
+                    .map_err(|e| log::warn!("DCO: cannot receive {family} notifications: {e}"))
+                    .ok(),
+            };
+            return Some(DcoKernel { genl: Genl::new(family, info.id), cmd: sock, ntf });
         }
         None
     }

@@ -55,25 +55,17 @@ impl Sessions {
         // Always read them, so notifications about other programs' ovpn
         // devices never pile up (and get mistaken for ours later), and no
         // stray answer sits on the command socket.
-        let mut out: Vec<_> = self.dco.iter().flat_map(|k| k.poll_fds()).map(|fd| (fd, PollFlags::POLLIN)).collect();
-        for d in self.devices.values() {
-            if let Some(fd) = d.dco.as_ref().and_then(|x| x.pipe.pending_fd()) {
-                out.push((fd, PollFlags::POLLOUT));
-            }
-        }
-        out
+        let socks = self.dco.iter().flat_map(|k| k.poll_fds()).map(|fd| (fd, PollFlags::POLLIN));
+        let pipes = self.devices.values().filter_map(|d| d.dco.as_ref()?.pipe.pending_fd());
+        socks.chain(pipes.map(|fd| (fd, PollFlags::POLLOUT))).collect()
     }
 
     /// Called when one of `dco_poll_fds` is ready: forwards notifications,
     /// resyncs after a loss, and flushes waiting pipe records.
     pub(crate) fn dco_service(&mut self) {
-        let n = match self.dco.as_mut() {
-            Some(k) => {
-                k.discard_unasked();
-                k.notifications()
-            }
-            None => return,
-        };
+        let Some(k) = self.dco.as_mut() else { return };
+        k.discard_unasked();
+        let n = k.notifications();
         for r in n.replies {
             self.dco_notification(r);
         }
