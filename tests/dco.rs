@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use dbus::blocking::Connection;
 use dbus::Message;
-use ovpn_netcfgd::dco::{Family, PeerId, PeerInfo, Remote, Request};
+use ovpn_netcfgd::dco::{sockaddr, Family, PeerId, PeerInfo, Request};
 use ovpn_netcfgd::dco_session::DcoKernel;
 
 /// True when this runs in the rig's guest with a DCO module; otherwise
@@ -83,7 +83,7 @@ fn enable(c: &Connection, p: &str, name: &str) -> String {
 }
 
 fn new_peer_msg(p: &str, id: u32, remote: SocketAddr, vpn4: &str, vpn6: &str, fd: Option<OwnedFd>) -> Message {
-    let raw = Remote::new(remote).to_raw();
+    let raw = sockaddr::to_raw(&remote);
     let m = method(&dco_path(p), "NewPeer").append3(id, b64(&raw), raw.len() as u32).append2(vpn4, vpn6);
     match fd {
         Some(fd) => m.append1(fd),
@@ -245,7 +245,7 @@ fn check_peer_record(rec: &[u8], fam: Family, now: &PeerInfo, remote: SocketAddr
     assert_eq!(u32_at(1), now.id);
     assert_eq!(rec[5..9], vpn4);
     assert_eq!(rec[25..27], now.local_port.expect("local port").to_be_bytes());
-    let raw = Remote::new(remote).to_raw();
+    let raw = sockaddr::to_raw(&remote);
     assert_eq!(rec[33..33 + raw.len()], raw[..]);
     assert_eq!((u32_at(161), u32_at(165)), ka);
     for (at, c) in [(169, &now.vpn), (193, &now.link)] {
@@ -311,14 +311,14 @@ fn lifecycle_end_to_end() {
     send(&c, new_peer_msg(&pb, 1, addr_a, "", "", Some(sock_fd(&sb)))).expect("NewPeer B");
     let peer_a = get_peer(&mut k, ia, 1).expect("peer 1 on A");
     println!("after NewPeer: A peer {:?}", peer_a);
-    assert_eq!(peer_a.remote.map(|r| r.addr()), Some(addr_b));
+    assert_eq!(peer_a.remote, Some(addr_b));
     // Upstream P2P peers carry no VPN address (the daemon drops the client's).
     let vpn4_a = match fam {
         Family::OvpnDcoV2 => [10, 8, 0, 2],
         Family::Ovpn => [0; 4],
     };
     assert_eq!(peer_a.vpn4.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).octets(), vpn4_a);
-    assert_eq!(get_peer(&mut k, ib, 1).unwrap().remote.map(|r| r.addr()), Some(addr_a));
+    assert_eq!(get_peer(&mut k, ib, 1).unwrap().remote, Some(addr_a));
     let held = daemon_sockets(&env);
     assert!(held.contains(&inode(&sa)) && held.contains(&inode(&sb)), "the daemon keeps both transport sockets");
     // The v2 module's dump walks only its MP peer table, so a P2P device's
@@ -463,7 +463,7 @@ fn bad_input() {
 
     let (s, peer_sock) = in_ns(&env.ns, udp_pair);
     let remote = peer_sock.local_addr().unwrap();
-    let raw = Remote::new(remote).to_raw();
+    let raw = sockaddr::to_raw(&remote);
     let sa = b64(&raw);
     // NewPeer
     expect(send(&c, new_peer_msg(&p, 1, remote, "", "", None)), "InvalidArgs", "fd");
@@ -507,7 +507,7 @@ fn bad_input() {
     // A real peer, then bad keys for it.
     send(&c, new_peer_msg(&p, 1, remote, "", "", Some(sock_fd(&s)))).expect("NewPeer");
     let held = get_peer(&mut k, ifindex, 1).expect("peer 1 in the kernel");
-    assert_eq!(held.remote.map(|r| r.addr()), Some(remote));
+    assert_eq!(held.remote, Some(remote));
     expect(send(&c, m("NewKey").append2(0u32, "not base64!")), "InvalidArgs", "key_config");
     let short = key_config(0, 1, 1, (&K_A[..20], &T_A), (&K_B[..20], &T_B));
     expect(send(&c, m("NewKey").append2(0u32, short.as_str())), "InvalidArgs", "20-byte key invalid for AES-GCM");
@@ -568,7 +568,7 @@ fn peer_dump_lists_mp_peers() {
             Mode::Mp,
             PeerId::new(id).unwrap(),
             sock.as_raw_fd(),
-            Transport::Udp(Remote::new(remote)),
+            Transport::Udp(remote),
             Some(vpn.parse().unwrap()),
             None,
         )
@@ -581,7 +581,7 @@ fn peer_dump_lists_mp_peers() {
     assert_eq!(dump.iter().map(|p| p.id).collect::<Vec<_>>(), [3, 4]);
     for p in &dump {
         assert_eq!(Some(p), get_peer(&mut k, ifindex, p.id).as_ref(), "dump and doit agree on peer {}", p.id);
-        assert_eq!(p.remote.map(|r| r.addr()), Some(remote));
+        assert_eq!(p.remote, Some(remote));
     }
     assert_eq!(dump[1].vpn4, Some("10.8.0.4".parse().unwrap()));
     k.request(ifindex, &Request::PeerDel(PeerId::new(3).unwrap()), "DEL_PEER").expect("DEL_PEER");
@@ -687,8 +687,8 @@ fn glib_client_attaches_the_fd_beside_the_body() {
     };
     let mut k = in_ns(&env.ns, || DcoKernel::probe().expect("family"));
     let peer = get_peer(&mut k, env.ifindex("ovpnglib"), 3).expect("peer 3 in the kernel");
-    println!("GLib NewPeer (fd without 'h'): kernel peer 3 remote {:?}", peer.remote.map(|r| r.addr()));
-    assert_eq!(peer.remote.map(|r| r.addr().port()), Some(port));
+    println!("GLib NewPeer (fd without 'h'): kernel peer 3 remote {:?}", peer.remote);
+    assert_eq!(peer.remote.map(|r| r.port()), Some(port));
     child.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();
@@ -794,7 +794,7 @@ fn lost_notifications_resync_reports_exactly_the_lost_peers() {
         devs.push((p, env.ifindex(&name), pipe));
     }
     let flood_if = env.ifindex("ovpnflood");
-    let remote = Remote::new(pairs[0].1.local_addr().unwrap());
+    let remote = pairs[0].1.local_addr().unwrap();
     let t0 = Instant::now();
     for id in 1..=FLOOD {
         let vpn4 = std::net::Ipv4Addr::new(10, 200, (id >> 8) as u8, id as u8);

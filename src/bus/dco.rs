@@ -239,7 +239,7 @@ fn dco_new_peer(s: &mut Sessions, m: &Message, path: &str, family: Family, mode:
     }
     x.peers.insert(peer_id, fd);
     let remote = match p.transport() {
-        dco::Transport::Udp(r) => r.addr().to_string(),
+        dco::Transport::Udp(r) => r.to_string(),
         dco::Transport::Tcp => "connected".into(),
     };
     log::info!("{path}: DCO peer {peer_id} added on {} ({}, remote {remote})", x.name, if tcp { "TCP" } else { "UDP" });

@@ -15,7 +15,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use super::model::{DelReason, KeyDir, KeySwapNeeded, PeerDeleted, PeerInfo, Transport};
-use super::sockaddr::Remote;
+use super::sockaddr;
 use super::{DcoError, Reply, Request};
 use crate::netlink::attr::{self, AttrError, NlMsg, NlMsgRef};
 
@@ -217,7 +217,7 @@ impl Layout {
                     let l = if c < 4 { &mut p.vpn } else { &mut p.link };
                     *[&mut l.rx_bytes, &mut l.tx_bytes, &mut l.rx_packets, &mut l.tx_packets][c % 4] = a.uint()?;
                 }
-                (k, RemoteAttrs::Sockaddr(ty)) if k == ty => p.remote = Some(Remote::from_raw(a.payload())?),
+                (k, RemoteAttrs::Sockaddr(ty)) if k == ty => p.remote = Some(sockaddr::from_raw(a.payload())?),
                 (k, RemoteAttrs::Split { ipv4, .. }) if k == ipv4 => r4 = Some(Ipv4Addr::from(a.array::<4>()?)),
                 (k, RemoteAttrs::Split { ipv6, .. }) if k == ipv6 => r6 = Some(Ipv6Addr::from(a.array::<16>()?)),
                 (k, RemoteAttrs::Split { scope_id, .. }) if k == scope_id => scope = a.u32()?,
@@ -227,10 +227,8 @@ impl Layout {
         }
         p.id = id.ok_or(DcoError::MissingAttr(i.peer_id.1))?;
         match (r4, r6, port) {
-            (Some(ip), _, Some(port)) => p.remote = Some(Remote::new(SocketAddr::V4(SocketAddrV4::new(ip, port)))),
-            (None, Some(ip), Some(port)) => {
-                p.remote = Some(Remote::new(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope))))
-            }
+            (Some(ip), _, Some(port)) => p.remote = Some(SocketAddr::V4(SocketAddrV4::new(ip, port))),
+            (None, Some(ip), Some(port)) => p.remote = Some(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope))),
             _ => {}
         }
         Ok(p)
@@ -238,9 +236,9 @@ impl Layout {
 }
 
 impl RemoteAttrs {
-    fn put(&self, m: &mut NlMsg, r: &Remote) -> Result<(), AttrError> {
-        match (*self, r.addr()) {
-            (RemoteAttrs::Sockaddr(ty), _) => m.put_bytes(ty, &r.to_raw()),
+    fn put(&self, m: &mut NlMsg, r: &SocketAddr) -> Result<(), AttrError> {
+        match (*self, r) {
+            (RemoteAttrs::Sockaddr(ty), _) => m.put_bytes(ty, &sockaddr::to_raw(r)),
             (RemoteAttrs::Split { ipv4, port, .. }, SocketAddr::V4(a)) => {
                 m.put_bytes(ipv4, &a.ip().octets())?;
                 m.put_be16(port, a.port())

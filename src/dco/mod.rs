@@ -50,7 +50,7 @@ pub use model::{
     PeerDeleted, PeerId, PeerInfo, PeerNew, Transport,
 };
 pub use secret::SecretBytes;
-pub use sockaddr::{Remote, SockaddrError};
+pub use sockaddr::SockaddrError;
 
 /// Capacity of one request; the largest (KEY_NEW, 32-byte keys) is 168 bytes.
 pub const REQUEST_CAP: usize = 512;

@@ -17,11 +17,11 @@
 //!   way, so larger values would be silently truncated there.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
 
 use super::secret::SecretBytes;
-use super::sockaddr::{self, Remote};
+use super::sockaddr;
 use super::{DcoError, Family};
 
 /// Highest peer id: 24 bits ([spec] `max: 0xFFFFFF`; [wire]).
@@ -266,7 +266,7 @@ pub enum Mode {
 pub enum Transport {
     /// A UDP socket: the remote endpoint is mandatory ([golden]: "ovpn:
     /// missing remote IP address for UDP socket"; [v2-api] §3).
-    Udp(Remote),
+    Udp(SocketAddr),
     /// A connected TCP socket: no remote is sent (upstream refuses one with
     /// "unexpected remote IP address with TCP socket"; [v2-api]: not needed).
     Tcp,
@@ -302,7 +302,7 @@ impl PeerNew {
     ) -> Result<Self, DcoError> {
         let socket = u32::try_from(socket_fd).map_err(|_| DcoError::BadSocket(socket_fd))?;
         if let Transport::Udp(r) = transport {
-            if r.addr().port() == 0 {
+            if r.port() == 0 {
                 return Err(DcoError::RemotePortZero);
             }
         }
@@ -450,7 +450,7 @@ pub struct PeerInfo {
     /// Peer id.
     pub id: u32,
     /// Remote endpoint (UDP).
-    pub remote: Option<Remote>,
+    pub remote: Option<SocketAddr>,
     /// Local address used towards the peer (0.0.0.0 when not pinned).
     pub local_ip: Option<IpAddr>,
     /// Local port.
@@ -497,7 +497,7 @@ mod tests {
     use std::net::SocketAddr;
 
     fn udp() -> Transport {
-        Transport::Udp(Remote::new("127.0.0.1:1194".parse::<SocketAddr>().unwrap()))
+        Transport::Udp("127.0.0.1:1194".parse::<SocketAddr>().unwrap())
     }
 
     #[test]
@@ -585,7 +585,7 @@ mod tests {
             assert!(PeerNew::new(fam, Mode::Mp, id, 8, Transport::Tcp, None, Some(Ipv6Addr::LOCALHOST)).is_ok());
         }
         assert_eq!(PeerNew::new(Family::Ovpn, Mode::P2p, id, -1, udp(), None, None), Err(DcoError::BadSocket(-1)));
-        let port0 = Transport::Udp(Remote::new("127.0.0.1:0".parse::<SocketAddr>().unwrap()));
+        let port0 = Transport::Udp("127.0.0.1:0".parse::<SocketAddr>().unwrap());
         assert_eq!(PeerNew::new(Family::OvpnDcoV2, Mode::P2p, id, 8, port0, None, None), Err(DcoError::RemotePortZero));
     }
 

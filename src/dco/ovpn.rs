@@ -69,7 +69,6 @@ mod tests {
     //! the recorded seq set; every recorded rejected request is shown to be
     //! unbuildable or built differently.
     use super::*;
-    use crate::dco::sockaddr::Remote;
     use crate::dco::{DcoError, NlMsg, NlMsgRef, Reply, Request};
     use crate::netlink::attr;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -107,7 +106,7 @@ mod tests {
         PeerId::new(n).unwrap()
     }
     fn udp(s: &str) -> Transport {
-        Transport::Udp(Remote::new(s.parse().unwrap()))
+        Transport::Udp(s.parse().unwrap())
     }
     fn built(ifindex: u32, req: Request<'_>, seq: u32) -> Vec<u8> {
         let mut m = genl().build(ifindex, &req).unwrap();
@@ -221,7 +220,7 @@ mod tests {
 
     #[test]
     fn ipv6_remote_with_scope_and_vpn6() {
-        let t = Transport::Udp(Remote::new(SocketAddr::V6(SocketAddrV6::new("fe80::2".parse().unwrap(), 1194, 0, 5))));
+        let t = Transport::Udp(SocketAddr::V6(SocketAddrV6::new("fe80::2".parse().unwrap(), 1194, 0, 5)));
         let v6: Ipv6Addr = "fd00::2".parse().unwrap();
         let p = PeerNew::new(Family::Ovpn, Mode::Mp, pid(9), 3, t, None, Some(v6)).unwrap();
         let b = built(7, Request::PeerNew(&p), 1);
@@ -285,7 +284,7 @@ mod tests {
             status(g::REJ_PEER_NEW_NO_PORT_REPLY).ext.msg.as_deref(),
             Some("ovpn: cannot specify remote IP address without port")
         );
-        // Transport::Udp holds a Remote, which always has a port, and port 0
+        // Transport::Udp holds a SocketAddr, which always has a port, and port 0
         // is refused; so REMOTE_IPV4 is always followed by REMOTE_PORT.
         let ours = built(2, Request::PeerNew(&p2p_peer(1, 8)), 10);
         let k = nested_kinds(&ours);
@@ -453,7 +452,7 @@ mod tests {
 
     fn assert_recorded_peer(info: &PeerInfo) {
         assert_eq!(info.id, 1);
-        assert_eq!(info.remote.map(|r| r.addr()), Some("127.0.0.1:1194".parse().unwrap()));
+        assert_eq!(info.remote, Some("127.0.0.1:1194".parse().unwrap()));
         assert_eq!(info.local_ip, Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
         assert_eq!(info.local_port, Some(1195));
         assert_eq!((info.keepalive_interval, info.keepalive_timeout), (Some(1), Some(30)));

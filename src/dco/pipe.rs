@@ -69,7 +69,7 @@ pub fn peer_info(family: Family, p: &PeerInfo) -> [u8; PEER_INFO_LEN] {
     }
     b[24..26].copy_from_slice(&p.local_port.unwrap_or(0).to_be_bytes());
     if let Some(remote) = &p.remote {
-        let raw = remote.to_raw();
+        let raw = super::sockaddr::to_raw(remote);
         b[32..32 + raw.len()].copy_from_slice(&raw);
     }
     b[160..164].copy_from_slice(&p.keepalive_interval.unwrap_or(0).to_ne_bytes());
@@ -125,10 +125,9 @@ mod tests {
     #[cfg(target_endian = "little")]
     #[test]
     fn peer_info_record_matches_the_packaged_netcfg() {
-        use crate::dco::Remote;
         let p = PeerInfo {
             id: 1,
-            remote: Some(Remote::new("127.0.0.1:33180".parse().unwrap())),
+            remote: Some("127.0.0.1:33180".parse().unwrap()),
             local_ip: None,
             local_port: Some(51509),
             vpn4: Some("10.8.0.1".parse().unwrap()),
