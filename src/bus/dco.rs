@@ -133,10 +133,7 @@ fn dco_kernel_call<T>(
         _ => None,
     };
     let k = s.dco.as_mut().ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
-    let r = match unknown {
-        Some(e) => Err(e),
-        None => f(k, ifindex),
-    };
+    let r = unknown.map_or_else(|| f(k, ifindex), Err);
     if let Err(e) = &r {
         log::warn!("{path}: DCO {e}");
         if let Some(x) = s.devices.get_mut(path).and_then(|d| d.dco.as_mut()) {

@@ -304,7 +304,7 @@ pub fn from_dbus(key_slot: u32, key_config: &str) -> Result<KeyConfig, DcoError>
 
 impl KeyDirection {
     fn to_key_dir(&self, alg: CipherAlg) -> Result<KeyDir, DcoError> {
-        let have = self.cipher_key.len();
+        let have = self.cipher_key.as_slice().len();
         let size = usize::try_from(self.cipher_key_size).unwrap_or(usize::MAX);
         let key = self
             .cipher_key

@@ -44,11 +44,13 @@ impl SecretBytes {
     }
 
     /// Returns the number of bytes.
+    #[cfg(any(test, feature = "fuzz"))]
     pub fn len(&self) -> usize {
         self.buf.len()
     }
 
     /// Returns true when there are no bytes.
+    #[cfg(any(test, feature = "fuzz"))]
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }

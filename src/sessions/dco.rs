@@ -75,10 +75,8 @@ impl Sessions {
         if n.lost {
             self.dco_resync();
         }
-        for d in self.devices.values_mut() {
-            if let Some(x) = d.dco.as_mut() {
-                x.pipe.flush();
-            }
+        for x in self.devices.values_mut().filter_map(|d| d.dco.as_mut()) {
+            x.pipe.flush();
         }
     }
 
@@ -98,11 +96,10 @@ impl Sessions {
             _ => return,
         };
         // Only this daemon's devices; other ovpn devices are not ours to report.
-        let Some(d) = self.devices.values_mut().find(|d| d.dco.as_ref().is_some_and(|x| x.ifindex == ifindex)) else {
-            return;
-        };
-        let x = d.dco.as_mut().expect("matched above");
-        log::info!("{}: DCO {} on {}", d.path, text, x.name);
+        let found =
+            self.devices.values_mut().find_map(|d| Some((&d.path, d.dco.as_mut().filter(|x| x.ifindex == ifindex)?)));
+        let Some((path, x)) = found else { return };
+        log::info!("{path}: DCO {text} on {}", x.name);
         x.pipe.push(record);
         if let Reply::PeerDeleted(ev) = r {
             // A P2P NEW_PEER may have replaced the peer under the same id:
