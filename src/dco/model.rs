@@ -73,11 +73,12 @@ impl KeyId {
 
 /// `enum ovpn_key_slot` (same numbers in both families).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum KeySlot {
     /// `OVPN_KEY_SLOT_PRIMARY` = 0.
-    Primary,
+    Primary = 0,
     /// `OVPN_KEY_SLOT_SECONDARY` = 1.
-    Secondary,
+    Secondary = 1,
 }
 
 impl KeySlot {
@@ -92,10 +93,7 @@ impl KeySlot {
 
     /// Returns the kernel number.
     pub fn number(self) -> u8 {
-        match self {
-            KeySlot::Primary => 0,
-            KeySlot::Secondary => 1,
-        }
+        self as u8
     }
 }
 
@@ -103,11 +101,12 @@ impl KeySlot {
 /// ([golden]: CIPHER_ALG=0 -> -EINVAL "ovpn: unsupported cipher";
 /// [v2-api]: "only 1 and 2 are accepted by the key parser").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
 pub enum CipherAlg {
     /// `OVPN_CIPHER_ALG_AES_GCM` = 1.
-    AesGcm,
+    AesGcm = 1,
     /// `OVPN_CIPHER_ALG_CHACHA20_POLY1305` = 2.
-    ChaCha20Poly1305,
+    ChaCha20Poly1305 = 2,
 }
 
 impl CipherAlg {
@@ -122,10 +121,7 @@ impl CipherAlg {
 
     /// Returns the kernel number.
     pub fn number(self) -> u16 {
-        match self {
-            CipherAlg::AesGcm => 1,
-            CipherAlg::ChaCha20Poly1305 => 2,
-        }
+        self as u16
     }
 
     /// Returns true if the kernel's AEAD accepts a key of `len` bytes
