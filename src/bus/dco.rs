@@ -76,33 +76,26 @@ pub(crate) fn enable_dco(s: &mut Sessions, m: &Message, path: &str, name: &str) 
     // Written ahead: a crash before the ifindex is known leaks nothing.
     let intent =
         s.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.layout().link_kind.into() }])?;
-    if let Err(e) = s.kernel.rtnl.request(req) {
-        if matches!(e, Error::Kernel { errno: libc::EEXIST, .. }) {
-            // Someone else's link of that name: never ours to delete.
-            s.kernel.wal.done(intent.iter().map(|e| e.id));
-        } else {
-            // Whether the kernel made it is unknown: delete it if it is there.
-            crate::apply::undo(&mut s.kernel, intent);
-        }
-        return Err(e);
-    }
-    let Some(ifindex) = crate::netlink::link::index_of(name) else {
+    let created = s.kernel.rtnl.request(req);
+    // Someone else's link of that name: never ours to delete.
+    let theirs = matches!(created, Err(Error::Kernel { errno: libc::EEXIST, .. }));
+    let made = created.and_then(|_| {
+        let ifindex =
+            crate::netlink::link::index_of(name).ok_or_else(|| Error::Failed(format!("new device {name} vanished")))?;
+        crate::apply::mark_link(&mut s.kernel.rtnl, ifindex)?;
+        let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+        // Destroy, client death, shutdown and a restarted daemon delete it.
+        crate::apply::record(&mut s.kernel, &mut d.journal, Undo::DelLink { ifindex, name: name.to_string() })?;
+        Ok(ifindex)
+    });
+    if made.is_err() && !theirs {
+        // Whether the kernel made it is unknown: delete it if it is there.
         crate::apply::undo(&mut s.kernel, intent);
-        return Err(Error::Failed(format!("new device {name} vanished")));
-    };
-    if let Err(e) = crate::apply::mark_link(&mut s.kernel.rtnl, ifindex) {
-        crate::apply::undo(&mut s.kernel, intent);
-        return Err(e);
+    } else {
+        s.kernel.wal.done(intent.iter().map(|e| e.id));
     }
+    let ifindex = made?;
     let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
-    // Destroy, client death, shutdown and a restarted daemon delete it.
-    if let Err(e) =
-        crate::apply::record(&mut s.kernel, &mut d.journal, Undo::DelLink { ifindex, name: name.to_string() })
-    {
-        crate::apply::undo(&mut s.kernel, intent);
-        return Err(e);
-    }
-    s.kernel.wal.done(intent.iter().map(|e| e.id));
     d.dco = Some(DcoDev { ifindex, name: name.to_string(), mode: Mode::P2p, peers: Default::default(), pipe });
     d.name = name.to_string();
     d.modified = true;
