@@ -76,10 +76,6 @@ impl DcoKernel {
         None
     }
 
-    pub fn family(&self) -> Family {
-        self.genl.family
-    }
-
     /// Sends one do-command for device `ifindex` and waits for its ack.
     pub fn request(&mut self, ifindex: u32, req: &Request<'_>, what: &str) -> Result<()> {
         self.peers(ifindex, req, what).map(drop)

@@ -68,7 +68,7 @@ pub(crate) fn enable_dco(s: &mut Sessions, m: &Message, path: &str, name: &str) 
     if d.active || !d.journal.is_empty() {
         return Err(Error::State("EnableDCO must come before Establish".into()));
     }
-    let family = s.dco_kernel().map(|k| k.family()).ok_or_else(|| {
+    let family = s.dco_kernel().map(|k| k.genl.family).ok_or_else(|| {
         Error::NotSupported("data channel offload is not available: no ovpn or ovpn-dco-v2 kernel module".into())
     })?;
     let pipe = Pipe::new()?;
@@ -201,7 +201,7 @@ fn dco_access(s: &mut Sessions, m: &Message, path: &str) -> Result<(Family, Mode
     }
     let x = d.dco.as_ref().ok_or_else(|| Error::NotFound(format!("no DCO object at {path}/dco")))?;
     let family =
-        s.dco.as_ref().map(|k| k.family()).ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
+        s.dco.as_ref().map(|k| k.genl.family).ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
     Ok((family, x.mode))
 }
 

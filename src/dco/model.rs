@@ -39,10 +39,7 @@ pub struct PeerId(u32);
 impl PeerId {
     /// Returns the id, or `PeerIdRange` above [`PEER_ID_MAX`].
     pub fn new(id: u32) -> Result<Self, DcoError> {
-        if id > PEER_ID_MAX {
-            return Err(DcoError::PeerIdRange(id));
-        }
-        Ok(PeerId(id))
+        (id <= PEER_ID_MAX).then_some(PeerId(id)).ok_or(DcoError::PeerIdRange(id))
     }
 
     /// Returns the raw value.

@@ -16,7 +16,7 @@ impl Sessions {
         if self.dco.is_none() {
             self.dco = DcoKernel::probe();
             if let Some(k) = &self.dco {
-                log::info!("DCO: using generic netlink family {} (id {})", k.family(), k.genl.id);
+                log::info!("DCO: using generic netlink family {} (id {})", k.genl.family, k.genl.id);
             }
         }
         self.dco.as_mut()
@@ -24,7 +24,7 @@ impl Sessions {
 
     /// The `dco_family` property: the family in use, "" when none.
     pub(crate) fn dco_family(&self) -> String {
-        self.dco.as_ref().map(|k| k.family().layout().genl_name.to_string()).unwrap_or_default()
+        self.dco.as_ref().map(|k| k.genl.family.layout().genl_name.to_string()).unwrap_or_default()
     }
 
     /// Removes the kernel peers of a device that is going away (their keys
@@ -81,7 +81,7 @@ impl Sessions {
     }
 
     fn dco_notification(&mut self, r: Reply) {
-        let Some(family) = self.dco.as_ref().map(|k| k.family()) else { return };
+        let Some(family) = self.dco.as_ref().map(|k| k.genl.family) else { return };
         let (ifindex, record, text) = match r {
             Reply::PeerDeleted(ev) => (
                 ev.ifindex,
@@ -128,12 +128,11 @@ impl Sessions {
     /// TEARDOWN).
     fn dco_resync(&mut self) {
         log::warn!("DCO: notifications were lost; re-reading the peers");
-        let devs: Vec<(String, u32)> =
-            self.devices.iter().filter_map(|(p, d)| d.dco.as_ref().map(|x| (p.clone(), x.ifindex))).collect();
-        for (path, ifindex) in devs {
-            let Some(k) = self.dco.as_mut() else { return };
-            let family = k.family();
-            let Some(x) = self.devices.get_mut(&path).and_then(|d| d.dco.as_mut()) else { continue };
+        let Some(k) = self.dco.as_mut() else { return };
+        let family = k.genl.family;
+        for d in self.devices.values_mut() {
+            let (path, Some(x)) = (&d.path, d.dco.as_mut()) else { continue };
+            let ifindex = x.ifindex;
             let gone = dco_session::vanished(x.peers.keys().copied(), |id| {
                 PeerId::new(id).map_err(|e| Error::Failed(e.to_string())).and_then(|p| k.get_peer(ifindex, p))
             });
