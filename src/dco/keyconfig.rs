@@ -235,13 +235,15 @@ impl PartialDir {
         Ok(())
     }
 
-    /// The direction; `ck`, `cks` name its required fields.
-    fn finish(self, ck: &'static str, cks: &'static str) -> Result<KeyDirection, KeyConfigError> {
+    /// The direction, if it and its required fields are there; `names`
+    /// names the direction and those fields.
+    fn finish(dir: Option<Self>, names: [&'static str; 3]) -> Result<KeyDirection, KeyConfigError> {
+        let d = dir.ok_or(KeyConfigError::Missing(names[0]))?;
         Ok(KeyDirection {
-            cipher_key: self.cipher_key.ok_or(KeyConfigError::Missing(ck))?,
-            hmac_key: self.hmac_key,
-            nonce_tail: self.nonce_tail,
-            cipher_key_size: self.cipher_key_size.ok_or(KeyConfigError::Missing(cks))?,
+            cipher_key: d.cipher_key.ok_or(KeyConfigError::Missing(names[1]))?,
+            hmac_key: d.hmac_key,
+            nonce_tail: d.nonce_tail,
+            cipher_key_size: d.cipher_key_size.ok_or(KeyConfigError::Missing(names[2]))?,
         })
     }
 }
@@ -277,12 +279,8 @@ pub fn parse(buf: &[u8]) -> Result<DcoKeyConfig, KeyConfigError> {
         key_id: key_id.ok_or(KeyConfigError::Missing("key_id"))?,
         remote_peer_id: peer.ok_or(KeyConfigError::Missing("remote_peer_id"))?,
         cipher_alg: alg.ok_or(KeyConfigError::Missing("cipher_alg"))?,
-        encrypt: enc
-            .ok_or(KeyConfigError::Missing("encrypt"))?
-            .finish("encrypt.cipher_key", "encrypt.cipher_key_size")?,
-        decrypt: dec
-            .ok_or(KeyConfigError::Missing("decrypt"))?
-            .finish("decrypt.cipher_key", "decrypt.cipher_key_size")?,
+        encrypt: PartialDir::finish(enc, ["encrypt", "encrypt.cipher_key", "encrypt.cipher_key_size"])?,
+        decrypt: PartialDir::finish(dec, ["decrypt", "decrypt.cipher_key", "decrypt.cipher_key_size"])?,
     })
 }
 
