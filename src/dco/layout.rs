@@ -237,20 +237,20 @@ impl Layout {
 
 impl RemoteAttrs {
     fn put(&self, m: &mut NlMsg, r: &SocketAddr) -> Result<(), AttrError> {
-        match (*self, r) {
-            (RemoteAttrs::Sockaddr(ty), _) => m.put_bytes(ty, &sockaddr::to_raw(r)),
-            (RemoteAttrs::Split { ipv4, port, .. }, SocketAddr::V4(a)) => {
-                m.put_bytes(ipv4, &a.ip().octets())?;
-                m.put_be16(port, a.port())
-            }
-            (RemoteAttrs::Split { ipv6, scope_id, port, .. }, SocketAddr::V6(a)) => {
+        let (ipv4, ipv6, scope_id, port) = match *self {
+            RemoteAttrs::Sockaddr(ty) => return m.put_bytes(ty, &sockaddr::to_raw(r)),
+            RemoteAttrs::Split { ipv4, ipv6, scope_id, port } => (ipv4, ipv6, scope_id, port),
+        };
+        match r {
+            SocketAddr::V4(a) => m.put_bytes(ipv4, &a.ip().octets())?,
+            SocketAddr::V6(a) => {
                 m.put_bytes(ipv6, &a.ip().octets())?;
                 if a.scope_id() != 0 {
                     m.put_u32(scope_id, a.scope_id())?;
                 }
-                m.put_be16(port, a.port())
             }
         }
+        m.put_be16(port, r.port())
     }
 }
 
