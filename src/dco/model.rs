@@ -334,6 +334,24 @@ impl PeerNew {
     pub fn vpn6(&self) -> Option<Ipv6Addr> {
         self.vpn6
     }
+
+    /// Returns the PEER_NEW for a D-Bus `NewPeer` call, or the first input
+    /// or kernel rule it breaks.
+    ///
+    /// Differences from [`PeerNew::new`], to stay compatible with the
+    /// reference client: on an upstream P2P device the VPN addresses the
+    /// client always passes are dropped (the kernel refuses them there); on
+    /// a TCP socket `sa` is still decoded and checked, but not sent.
+    pub fn from_dbus(family: Family, mode: Mode, a: &DbusNewPeer<'_>) -> Result<Self, DcoError> {
+        let remote = sockaddr::decode_base64(a.sa, a.salen)?;
+        let mut vpn4: Option<Ipv4Addr> = parse_ip(a.vpn4, "vpn4")?;
+        let mut vpn6: Option<Ipv6Addr> = parse_ip(a.vpn6, "vpn6")?;
+        if family == Family::Ovpn && mode == Mode::P2p {
+            (vpn4, vpn6) = (None, None);
+        }
+        let transport = if a.tcp { Transport::Tcp } else { Transport::Udp(remote) };
+        PeerNew::new(family, mode, PeerId::new(a.peer_id)?, a.fd, transport, vpn4, vpn6)
+    }
 }
 
 /// The arguments of the D-Bus `NewPeer(u peer_id, s sa, u salen, s vpn4,
@@ -361,26 +379,6 @@ fn parse_ip<T: std::str::FromStr>(text: &str, what: &'static str) -> Result<Opti
         return Ok(None);
     }
     text.parse().map(Some).map_err(|_| DcoError::BadAddress(what))
-}
-
-impl PeerNew {
-    /// Returns the PEER_NEW for a D-Bus `NewPeer` call, or the first input
-    /// or kernel rule it breaks.
-    ///
-    /// Differences from [`PeerNew::new`], to stay compatible with the
-    /// reference client: on an upstream P2P device the VPN addresses the
-    /// client always passes are dropped (the kernel refuses them there); on
-    /// a TCP socket `sa` is still decoded and checked, but not sent.
-    pub fn from_dbus(family: Family, mode: Mode, a: &DbusNewPeer<'_>) -> Result<Self, DcoError> {
-        let remote = sockaddr::decode_base64(a.sa, a.salen)?;
-        let mut vpn4: Option<Ipv4Addr> = parse_ip(a.vpn4, "vpn4")?;
-        let mut vpn6: Option<Ipv6Addr> = parse_ip(a.vpn6, "vpn6")?;
-        if family == Family::Ovpn && mode == Mode::P2p {
-            (vpn4, vpn6) = (None, None);
-        }
-        let transport = if a.tcp { Transport::Tcp } else { Transport::Udp(remote) };
-        PeerNew::new(family, mode, PeerId::new(a.peer_id)?, a.fd, transport, vpn4, vpn6)
-    }
 }
 
 /// `enum ovpn_del_peer_reason`; unknown values are kept.
