@@ -297,18 +297,15 @@ pub fn parse_base64(s: &str) -> Result<DcoKeyConfig, KeyConfigError> {
 /// Returns the KEY_NEW parameters for the D-Bus `NewKey(u key_slot,
 /// s key_config)` call: base64 -> protobuf -> checked [`KeyConfig`].
 pub fn from_dbus(key_slot: u32, key_config: &str) -> Result<KeyConfig, DcoError> {
-    parse_base64(key_config)?.to_key_config(key_slot)
+    parse_base64(key_config).map_err(DcoError::KeyConfig)?.to_key_config(key_slot)
 }
 
 impl KeyDirection {
     fn to_key_dir(&self, alg: CipherAlg) -> Result<KeyDir, DcoError> {
         let have = self.cipher_key.as_slice().len();
         let size = usize::try_from(self.cipher_key_size).unwrap_or(usize::MAX);
-        let key = self
-            .cipher_key
-            .as_slice()
-            .get(..size)
-            .ok_or(KeyConfigError::KeySizeField { size: self.cipher_key_size, have })?;
+        let too_short = KeyConfigError::KeySizeField { size: self.cipher_key_size, have };
+        let key = self.cipher_key.as_slice().get(..size).ok_or(DcoError::KeyConfig(too_short))?;
         let tail = self.nonce_tail.as_ref().map(|t| t.as_slice()).unwrap_or(&[]);
         KeyDir::new(alg, key, tail)
     }

@@ -217,7 +217,9 @@ impl Layout {
                     let l = if c < 4 { &mut p.vpn } else { &mut p.link };
                     *[&mut l.rx_bytes, &mut l.tx_bytes, &mut l.rx_packets, &mut l.tx_packets][c % 4] = a.uint()?;
                 }
-                (k, RemoteAttrs::Sockaddr(ty)) if k == ty => p.remote = Some(sockaddr::from_raw(a.payload())?),
+                (k, RemoteAttrs::Sockaddr(ty)) if k == ty => {
+                    p.remote = Some(sockaddr::from_raw(a.payload()).map_err(DcoError::Sockaddr)?)
+                }
                 (k, RemoteAttrs::Split { ipv4, .. }) if k == ipv4 => r4 = Some(Ipv4Addr::from(a.array::<4>()?)),
                 (k, RemoteAttrs::Split { ipv6, .. }) if k == ipv6 => r6 = Some(Ipv6Addr::from(a.array::<16>()?)),
                 (k, RemoteAttrs::Split { scope_id, .. }) if k == scope_id => scope = a.u32()?,

@@ -157,18 +157,6 @@ impl From<AttrError> for DcoError {
     }
 }
 
-impl From<KeyConfigError> for DcoError {
-    fn from(e: KeyConfigError) -> Self {
-        DcoError::KeyConfig(e)
-    }
-}
-
-impl From<SockaddrError> for DcoError {
-    fn from(e: SockaddrError) -> Self {
-        DcoError::Sockaddr(e)
-    }
-}
-
 /// One DCO command, independent of the family that will carry it.
 #[derive(Clone, Copy, Debug)]
 pub enum Request<'a> {

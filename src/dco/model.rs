@@ -343,7 +343,7 @@ impl PeerNew {
     /// client always passes are dropped (the kernel refuses them there); on
     /// a TCP socket `sa` is still decoded and checked, but not sent.
     pub fn from_dbus(family: Family, mode: Mode, a: &DbusNewPeer<'_>) -> Result<Self, DcoError> {
-        let remote = sockaddr::decode_base64(a.sa, a.salen)?;
+        let remote = sockaddr::decode_base64(a.sa, a.salen).map_err(DcoError::Sockaddr)?;
         let mut vpn4: Option<Ipv4Addr> = parse_ip(a.vpn4, "vpn4")?;
         let mut vpn6: Option<Ipv6Addr> = parse_ip(a.vpn6, "vpn6")?;
         if family == Family::Ovpn && mode == Mode::P2p {
