@@ -172,14 +172,10 @@ pub fn sort_notifications(genl: &Genl, datagrams: &[Vec<u8>]) -> Notifications {
     let mut n = Notifications::default();
     for d in datagrams {
         for m in attr::messages(d) {
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    // No header to read a device from; the rest of the datagram is lost.
-                    log::warn!("DCO notification: {e}");
-                    n.lost = true;
-                    break;
-                }
+            // No header to read a device from; the rest of the datagram is lost.
+            let Ok(m) = m.inspect_err(|e| log::warn!("DCO notification: {e}")) else {
+                n.lost = true;
+                break;
             };
             match genl.parse(&m) {
                 Ok(r @ (Reply::PeerDeleted(_) | Reply::KeySwapNeeded(_))) => n.replies.push(r),
