@@ -31,21 +31,18 @@ impl Sessions {
     /// go with them) and closes its transport sockets and pipe. The netdev
     /// itself is deleted by the device's journal (DelLink).
     pub(crate) fn dco_release(&mut self, d: &mut Device) {
-        let Some(x) = d.dco.take() else {
-            return;
-        };
-        if let Some(k) = self.dco.as_mut() {
-            for id in x.peers.keys() {
-                let Ok(peer) = PeerId::new(*id) else { continue };
-                match k.request(x.ifindex, &Request::PeerDel(peer), &format!("DEL_PEER {id}")) {
-                    Ok(()) => log::info!("{}: DCO peer {id} removed from {}", d.path, x.name),
-                    // Already gone (expired, or the netdev was deleted by someone else).
-                    Err(Error::Kernel { errno: libc::ENOENT | libc::ENODEV | libc::EINVAL, .. }) => {}
-                    Err(e) => log::warn!("{}: {e}", d.path),
-                }
+        // Dropping `x` closes the transport sockets and both pipe ends.
+        let Some(x) = d.dco.take() else { return };
+        let Some(k) = self.dco.as_mut() else { return };
+        for id in x.peers.keys() {
+            let Ok(peer) = PeerId::new(*id) else { continue };
+            match k.request(x.ifindex, &Request::PeerDel(peer), &format!("DEL_PEER {id}")) {
+                Ok(()) => log::info!("{}: DCO peer {id} removed from {}", d.path, x.name),
+                // Already gone (expired, or the netdev was deleted by someone else).
+                Err(Error::Kernel { errno: libc::ENOENT | libc::ENODEV | libc::EINVAL, .. }) => {}
+                Err(e) => log::warn!("{}: {e}", d.path),
             }
         }
-        drop(x); // closes the transport sockets and both pipe ends
     }
 
     /// Extra fds for the poll loop: the command and notification sockets
