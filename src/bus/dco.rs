@@ -136,15 +136,6 @@ fn dco_kernel_call<T>(
     r
 }
 
-/// GET_PEER for a peer the device holds; a peer the kernel no longer
-/// has is refused like an unknown one.
-fn dco_get_peer(s: &mut Sessions, path: &str, peer: PeerId) -> Result<dco::PeerInfo> {
-    dco_kernel_call(s, path, &Request::PeerGet(peer), |k, ifindex| {
-        k.get_peer(ifindex, peer)?
-            .ok_or_else(|| Error::arg("peer_id", format!("the kernel has no peer {} on ifindex {ifindex}", peer.get())))
-    })
-}
-
 pub(crate) fn dco_call(s: &mut Sessions, m: &Message, path: &str, member: &str) -> Result<Message> {
     expect_sig(m, dco_signature(member)?)?;
     let (family, mode) = dco_access(s, m, path)?;
@@ -176,7 +167,11 @@ pub(crate) fn dco_call(s: &mut Sessions, m: &Message, path: &str, member: &str) 
             // does it); the client reads the counters from there.
             let id: u32 = m.read1().map_err(bad("peer_id"))?;
             let peer = PeerId::new(id).map_err(arg_err)?;
-            let info = dco_get_peer(s, path, peer)?;
+            // A peer the kernel no longer has is refused like an unknown one.
+            let info = dco_kernel_call(s, path, &Request::PeerGet(peer), |k, ifindex| {
+                let none = || Error::arg("peer_id", format!("the kernel has no peer {id} on ifindex {ifindex}"));
+                k.get_peer(ifindex, peer)?.ok_or_else(none)
+            })?;
             let x = s.devices.get_mut(path).and_then(|d| d.dco.as_mut()).expect("checked above");
             x.pipe.push(pipe::peer_info(family, &info).to_vec());
             log::debug!("{path}: DCO peer {id} read for the client");
@@ -214,10 +209,9 @@ fn dco_new_peer(s: &mut Sessions, m: &Message, path: &str, family: Family, mode:
     let salen: u32 = it.read().map_err(bad("salen"))?;
     let vpn4: &str = it.read().map_err(bad("vpn4"))?;
     let vpn6: &str = it.read().map_err(bad("vpn6"))?;
-    let mut fds = crate::sys::message_fds(m).into_iter();
-    let fd =
-        fds.next().ok_or_else(|| Error::arg("(fd)", "NewPeer needs the transport socket attached as a unix fd"))?;
-    drop(fds); // extra fds are closed
+    // Extra fds are closed with the rest of the list.
+    let fd = crate::sys::message_fds(m).into_iter().next();
+    let fd = fd.ok_or_else(|| Error::arg("(fd)", "NewPeer needs the transport socket attached as a unix fd"))?;
     let tcp = dco_session::sock_kind(&fd).map_err(|why| Error::arg("(fd)", why))? == SockKind::Tcp;
     let args = DbusNewPeer { peer_id, sa, salen, vpn4, vpn6, fd: fd.as_raw_fd(), tcp };
     let p = PeerNew::from_dbus(family, mode, &args).map_err(arg_err)?;
