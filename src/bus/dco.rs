@@ -47,14 +47,6 @@ fn dco_signature(member: &str) -> Result<&'static [&'static str]> {
     })
 }
 
-/// The refusal of a command for a peer that was never added, was replaced
-/// by a later NewPeer, or was reported gone by the kernel.
-fn unknown_peer(req: &Request<'_>, peer: PeerId, dev: &str) -> Error {
-    // NewKey names its peer inside the key configuration.
-    let arg = if matches!(req, Request::KeyNew(_)) { "key_config" } else { "peer_id" };
-    Error::arg(arg, format!("no peer {} on {dev}: add it with NewPeer first", peer.get()))
-}
-
 fn bad(arg: &'static str) -> impl Fn(dbus::arg::TypeMismatchError) -> Error {
     move |e| Error::arg(arg, e.to_string())
 }
@@ -121,8 +113,14 @@ fn dco_kernel_call<T>(
 ) -> Result<T> {
     let x = s.devices.get(path).and_then(|d| d.dco.as_ref());
     let ifindex = x.map(|x| x.ifindex).unwrap_or(0);
+    // A peer that was never added, was replaced by a later NewPeer, or was
+    // reported gone by the kernel. NewKey names its peer inside the key
+    // configuration.
+    let arg = if matches!(req, Request::KeyNew(_)) { "key_config" } else { "peer_id" };
     let unknown = match (req.existing_peer(), x) {
-        (Some(p), Some(x)) if !x.peers.contains_key(&p.get()) => Some(unknown_peer(req, p, &x.name)),
+        (Some(p), Some(x)) if !x.peers.contains_key(&p.get()) => {
+            Some(Error::arg(arg, format!("no peer {} on {}: add it with NewPeer first", p.get(), x.name)))
+        }
         _ => None,
     };
     let k = s.dco.as_mut().ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;

@@ -253,11 +253,8 @@ pub fn parse(buf: &[u8]) -> Result<DcoKeyConfig, KeyConfigError> {
     if buf.len() > KEYCONFIG_MAX {
         return Err(KeyConfigError::TooLong(buf.len()));
     }
-    let mut key_id = None;
-    let mut peer = None;
-    let mut alg = None;
-    let mut enc: Option<PartialDir> = None;
-    let mut dec: Option<PartialDir> = None;
+    let (mut key_id, mut peer, mut alg) = (None, None, None);
+    let (mut enc, mut dec): (Option<PartialDir>, Option<PartialDir>) = (None, None);
     let mut r = Reader { buf, pos: 0, base: 0 };
     while let Some((field, wire, v, start)) = r.field()? {
         match field {

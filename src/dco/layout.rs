@@ -200,8 +200,7 @@ impl Layout {
     fn peer_info(&self, nest: attr::Attr<'_>) -> Result<PeerInfo, DcoError> {
         let i = &self.info;
         let mut p = PeerInfo::default();
-        let mut id = None;
-        let (mut r4, mut r6, mut port, mut scope) = (None, None, None, 0);
+        let (mut id, mut r4, mut r6, mut port, mut scope) = (None, None, None, None, 0);
         for a in nest.nested() {
             let a = a?;
             match (a.kind(), self.remote) {

@@ -56,10 +56,7 @@ pub struct KeyId(u8);
 impl KeyId {
     /// Returns the id, or `KeyIdRange` above [`KEY_ID_MAX`].
     pub fn new(id: u32) -> Result<Self, DcoError> {
-        match u8::try_from(id) {
-            Ok(v) if id <= KEY_ID_MAX => Ok(KeyId(v)),
-            _ => Err(DcoError::KeyIdRange(id)),
-        }
+        u8::try_from(id).ok().filter(|_| id <= KEY_ID_MAX).map(KeyId).ok_or(DcoError::KeyIdRange(id))
     }
 
     /// Returns the raw value.
