@@ -138,9 +138,7 @@ impl DcoKernel {
 
     /// Reads the queued notifications (see [`Notifications`]).
     pub fn notifications(&mut self) -> Notifications {
-        let Some(s) = self.ntf.as_mut() else {
-            return Notifications::default();
-        };
+        let Some(s) = self.ntf.as_mut() else { return Notifications::default() };
         let (datagrams, lost, err) = s.drain();
         let mut n = sort_notifications(&self.genl, &datagrams);
         n.lost |= lost;

@@ -142,14 +142,11 @@ pub fn parse_family(msg: &NlMsgRef<'_>) -> Result<FamilyInfo, CtrlError> {
         return Err(CtrlError::NotFamilyReply { nlmsg_type: msg.ty });
     }
     let mut info = FamilyInfo::default();
-    let mut have_id = false;
+    let mut id = None;
     for a in attr::attrs(g.attrs) {
         let a = a?;
         match a.kind() {
-            CTRL_ATTR_FAMILY_ID => {
-                info.id = a.u16()?;
-                have_id = true;
-            }
+            CTRL_ATTR_FAMILY_ID => id = Some(a.u16()?),
             CTRL_ATTR_FAMILY_NAME => info.name = name(&a)?,
             CTRL_ATTR_VERSION => info.version = a.u32()?,
             CTRL_ATTR_HDRSIZE => info.hdrsize = a.u32()?,
@@ -193,9 +190,7 @@ pub fn parse_family(msg: &NlMsgRef<'_>) -> Result<FamilyInfo, CtrlError> {
             _ => {}
         }
     }
-    if !have_id {
-        return Err(CtrlError::MissingId);
-    }
+    info.id = id.ok_or(CtrlError::MissingId)?;
     Ok(info)
 }
 

@@ -273,10 +273,7 @@ impl Genl {
     /// IFINDEX, attribute 1 in both families), even when the rest of the
     /// message cannot be parsed; None for other messages.
     pub fn ifindex_of(&self, msg: &NlMsgRef<'_>) -> Option<u32> {
-        if msg.ty != self.id {
-            return None;
-        }
-        let g = msg.genl().ok()?;
+        let g = msg.genl().ok().filter(|_| msg.ty == self.id)?;
         attr::find(g.attrs, layout::A_IFINDEX).ok()??.u32().ok()
     }
 }
