@@ -303,13 +303,7 @@ pub fn vanished(
     mut lookup: impl FnMut(u32) -> Result<Option<PeerInfo>>,
 ) -> Vec<u32> {
     held.into_iter()
-        .filter(|&id| match lookup(id) {
-            Ok(found) => found.is_none(),
-            Err(e) => {
-                log::warn!("DCO resync: peer {id}: {e}");
-                false
-            }
-        })
+        .filter(|&id| lookup(id).inspect_err(|e| log::warn!("DCO resync: peer {id}: {e}")).is_ok_and(|p| p.is_none()))
         .collect()
 }
 

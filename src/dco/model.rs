@@ -372,10 +372,7 @@ pub struct DbusNewPeer<'a> {
 }
 
 fn parse_ip<T: std::str::FromStr>(text: &str, what: &'static str) -> Result<Option<T>, DcoError> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse().map(Some).map_err(|_| DcoError::BadAddress(what))
+    (!text.is_empty()).then(|| text.parse().map_err(|_| DcoError::BadAddress(what))).transpose()
 }
 
 /// `enum ovpn_del_peer_reason`; unknown values are kept.

@@ -28,9 +28,7 @@ impl SecretBytes {
 
     /// Returns a copy of `data`; the caller still owns (and should wipe) `data`.
     pub fn from_slice(data: &[u8]) -> Self {
-        let mut s = Self::zeroed(data.len());
-        s.buf.copy_from_slice(data);
-        s
+        SecretBytes { buf: Wiped(data.to_vec()) }
     }
 
     /// Returns the bytes.
