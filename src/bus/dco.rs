@@ -64,11 +64,10 @@ pub(crate) fn enable_dco(s: &mut Sessions, m: &Message, path: &str, name: &str) 
         Error::NotSupported("data channel offload is not available: no ovpn or ovpn-dco-v2 kernel module".into())
     })?;
     let pipe = Pipe::new()?;
-    let req = dco_session::newlink_request(family, name, Mode::P2p);
     // Written ahead: a crash before the ifindex is known leaks nothing.
     let intent =
         s.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.layout().link_kind.into() }])?;
-    let created = s.kernel.rtnl.request(req);
+    let created = s.kernel.rtnl.request(dco_session::newlink_request(family, name, Mode::P2p));
     // Someone else's link of that name: never ours to delete.
     let theirs = matches!(created, Err(Error::Kernel { errno: libc::EEXIST, .. }));
     let made = created.and_then(|_| {

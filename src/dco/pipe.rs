@@ -28,20 +28,21 @@ pub const ERROR_TEXT_MAX: usize = 1024;
 /// Returns the 6-byte peer-deleted record for `family`; reasons above 255
 /// (none exist today) are sent as 255.
 pub fn peer_deleted(family: Family, ev: &PeerDeleted) -> [u8; PEER_DELETED_LEN] {
-    let mut r = [0u8; PEER_DELETED_LEN];
-    r[0] = family.layout().peer_deleted.cmd;
-    r[1..5].copy_from_slice(&ev.peer_id.to_ne_bytes());
-    r[5] = u8::try_from(ev.reason.number()).unwrap_or(u8::MAX);
-    r
+    short_record(family.layout().peer_deleted.cmd, ev.peer_id, ev.reason.number())
 }
 
 /// Returns the 6-byte key-swap-needed record (key ids are 3 bits; larger
 /// values, which the kernel never sends, are sent as 255).
 pub fn key_swap_needed(ev: &KeySwapNeeded) -> [u8; PEER_DELETED_LEN] {
+    short_record(super::ovpn::OVPN_CMD_KEY_SWAP_NTF, ev.peer_id, ev.key_id)
+}
+
+/// The 6-byte shape both share: command, `u32` peer id, one byte.
+fn short_record(cmd: u8, peer_id: u32, value: u32) -> [u8; PEER_DELETED_LEN] {
     let mut r = [0u8; PEER_DELETED_LEN];
-    r[0] = super::ovpn::OVPN_CMD_KEY_SWAP_NTF;
-    r[1..5].copy_from_slice(&ev.peer_id.to_ne_bytes());
-    r[5] = u8::try_from(ev.key_id).unwrap_or(u8::MAX);
+    r[0] = cmd;
+    r[1..5].copy_from_slice(&peer_id.to_ne_bytes());
+    r[5] = u8::try_from(value).unwrap_or(u8::MAX);
     r
 }
 

@@ -14,10 +14,8 @@ impl Sessions {
     /// module may have been loaded since).
     pub(crate) fn dco_kernel(&mut self) -> Option<&mut DcoKernel> {
         if self.dco.is_none() {
-            self.dco = DcoKernel::probe();
-            if let Some(k) = &self.dco {
-                log::info!("DCO: using generic netlink family {} (id {})", k.genl.family, k.genl.id);
-            }
+            self.dco = DcoKernel::probe()
+                .inspect(|k| log::info!("DCO: using generic netlink family {} (id {})", k.genl.family, k.genl.id));
         }
         self.dco.as_mut()
     }
