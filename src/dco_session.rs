@@ -3,8 +3,9 @@
 //! * [`DcoKernel`]: the resolved family (`ovpn` first, else `ovpn-dco-v2`)
 //!   with two `netlink::Socket`s: commands go out on one and wait
 //!   (bounded) for their ack, so a kernel refusal becomes a D-Bus error;
-//!   the other is joined to the family's `peers` multicast group and sits
-//!   in the daemon's poll loop.
+//!   the other is joined to the family's `peers` multicast group. Both sit
+//!   in the daemon's poll loop: what the command socket receives outside a
+//!   request is read and logged, never left queued (issue 12).
 //! * [`DcoDev`]: what one device's `/dco` object holds: the netdev, the
 //!   transport sockets the kernel uses by number, and the client pipe.
 //!

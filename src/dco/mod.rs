@@ -15,9 +15,9 @@
 //! 4. feeds every received message to [`Genl::parse`] and forwards
 //!    notifications to the client with [`pipe`].
 //!
-//! Module map: [`ctrl`] family lookup,
-//! [`ovpn`] and [`ovpn_dco_v2`] the two encodings, [`model`] the shared
-//! values, [`keyconfig`] the protobuf, [`b64`], [`sockaddr`], [`pipe`],
+//! Module map: [`ctrl`] family lookup, [`layout`] the one encoder and
+//! decoder, [`ovpn`] and [`ovpn_dco_v2`] the two families' numbers
+//! ([`Layout`]), [`model`] the shared values, [`keyconfig`] the protobuf, [`b64`], [`sockaddr`], [`pipe`],
 //! [`secret`] wiped key storage, [`fuzz`] fuzz entry points.
 
 #![forbid(unsafe_code)]
