@@ -91,7 +91,7 @@ impl Daemon {
         // The DCO family is resolved while we still hold every capability.
         let dco = crate::dco_session::DcoKernel::probe();
         match &dco {
-            Some(k) => log::info!("DCO: generic netlink family {} (id {})", k.family(), k.genl.id()),
+            Some(k) => log::info!("DCO: generic netlink family {} (id {})", k.genl.family, k.genl.id),
             None => log::info!("DCO: neither the ovpn nor the ovpn-dco-v2 family is available"),
         }
         // Sockets are open; from here on only the needed capabilities remain.

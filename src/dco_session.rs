@@ -3,8 +3,9 @@
 //! * [`DcoKernel`]: the resolved family (`ovpn` first, else `ovpn-dco-v2`)
 //!   with two `netlink::Socket`s: commands go out on one and wait
 //!   (bounded) for their ack, so a kernel refusal becomes a D-Bus error;
-//!   the other is joined to the family's `peers` multicast group and sits
-//!   in the daemon's poll loop.
+//!   the other is joined to the family's `peers` multicast group. Both sit
+//!   in the daemon's poll loop: what the command socket receives outside a
+//!   request is read and logged, never left queued (issue 12).
 //! * [`DcoDev`]: what one device's `/dco` object holds: the netdev, the
 //!   transport sockets the kernel uses by number, and the client pipe.
 //!
@@ -19,7 +20,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use neli::consts::socket::NlFamily;
 
-use crate::dco::{ctrl, Family, FamilyInfo, Genl, Mode, NlMsg, PeerId, PeerInfo, Reply, Request};
+use crate::dco::layout::MCAST_GROUP;
+use crate::dco::{ctrl, Family, FamilyInfo, Genl, Mode, PeerId, PeerInfo, Reply, Request};
 use crate::error::{Error, Result};
 use crate::netlink::{attr, Socket};
 
@@ -30,7 +32,6 @@ pub const PIPE_QUEUE_MAX: usize = 256;
 /// The family in use and its sockets.
 pub struct DcoKernel {
     pub genl: Genl,
-    pub info: FamilyInfo,
     cmd: Socket,
     /// The `peers` group member; None if the family has no such group or
     /// joining failed (then peer deletions are not forwarded).
@@ -53,70 +54,42 @@ impl DcoKernel {
     /// Returns the first family that resolves: upstream `ovpn`, else
     /// `ovpn-dco-v2`; None (logged at debug level) when neither does.
     pub fn probe() -> Option<Self> {
-        let mut sock = match Socket::open_family(NlFamily::Generic, &[]) {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("DCO: {e}");
-                return None;
-            }
-        };
+        let mut sock = Socket::open_family(NlFamily::Generic, &[]).map_err(|e| log::warn!("DCO: {e}")).ok()?;
         for family in [Family::Ovpn, Family::OvpnDcoV2] {
-            match lookup(&mut sock, family.genl_name()) {
-                Ok(info) => {
-                    let ntf = match info.mcast_group(family.mcast_group()) {
-                        None => {
-                            log::warn!("DCO: family {family} has no '{}' group", family.mcast_group());
-                            None
-                        }
-                        Some(g) => Socket::open_family(NlFamily::Generic, &[g])
-                            .map_err(|e| log::warn!("DCO: cannot receive {family} notifications: {e}"))
-                            .ok(),
-                    };
-                    return Some(DcoKernel { genl: Genl::new(family, info.id), info, cmd: sock, ntf });
+            let info = match lookup(&mut sock, family.layout().genl_name) {
+                Ok(info) => info,
+                Err(e) => {
+                    log::debug!("DCO: {family}: {e}");
+                    continue;
                 }
-                Err(e) => log::debug!("DCO: {family}: {e}"),
-            }
+            };
+            let ntf = match info.mcast_group(MCAST_GROUP) {
+                None => {
+                    log::warn!("DCO: family {family} has no '{MCAST_GROUP}' group");
+                    None
+                }
+                Some(g) => Socket::open_family(NlFamily::Generic, &[g])
+                    .map_err(|e| log::warn!("DCO: cannot receive {family} notifications: {e}"))
+                    .ok(),
+            };
+            return Some(DcoKernel { genl: Genl::new(family, info.id), cmd: sock, ntf });
         }
         None
     }
 
-    pub fn family(&self) -> Family {
-        self.genl.family()
-    }
-
     /// Sends one do-command for device `ifindex` and waits for its ack.
-    /// The encoded message (keys included) is wiped when it is dropped.
     pub fn request(&mut self, ifindex: u32, req: &Request<'_>, what: &str) -> Result<()> {
-        let mut msg = self.build(ifindex, req, what)?;
-        self.cmd.call(msg.bytes_mut(), what, |_| {})
+        self.peers(ifindex, req, what).map(drop)
     }
 
-    fn build(&self, ifindex: u32, req: &Request<'_>, what: &str) -> Result<NlMsg> {
-        self.genl.build(ifindex, req).map_err(|e| Error::Failed(format!("{what}: {e}")))
-    }
-
-    /// Asks for one peer; None if the kernel has no such peer.
-    pub fn get_peer(&mut self, ifindex: u32, peer: PeerId) -> Result<Option<PeerInfo>> {
-        let mut msg = self.build(ifindex, &Request::PeerGet(peer), "GET_PEER")?;
-        let genl = self.genl;
-        let mut found = None;
-        match self.cmd.call(msg.bytes_mut(), "GET_PEER", |m| {
-            if let Ok(Reply::Peer(p)) = genl.parse(m) {
-                found = Some(p);
-            }
-        }) {
-            Ok(()) => Ok(found),
-            Err(Error::Kernel { errno: libc::ENOENT, .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Lists every peer of device `ifindex` (PEER_GET dump).
-    pub fn dump_peers(&mut self, ifindex: u32) -> Result<Vec<PeerInfo>> {
-        let mut msg = self.build(ifindex, &Request::PeerDump, "GET_PEER dump")?;
+    /// Sends one command and waits for its outcome; returns the peers its
+    /// answer lists (PEER_GET: one, its dump: all, others: none). The
+    /// encoded message (keys included) is wiped when it is dropped.
+    fn peers(&mut self, ifindex: u32, req: &Request<'_>, what: &str) -> Result<Vec<PeerInfo>> {
+        let mut msg = self.genl.build(ifindex, req).map_err(|e| Error::Failed(format!("{what}: {e}")))?;
         let genl = self.genl;
         let mut out = Vec::new();
-        self.cmd.call(msg.bytes_mut(), "GET_PEER dump", |m| {
+        self.cmd.call(msg.bytes_mut(), what, |m| {
             if let Ok(Reply::Peer(p)) = genl.parse(m) {
                 out.push(p);
             }
@@ -124,16 +97,49 @@ impl DcoKernel {
         Ok(out)
     }
 
-    /// The notification socket's fd, for the poll loop.
-    pub fn notify_fd(&self) -> Option<RawFd> {
-        self.ntf.as_ref().map(|s| s.fd())
+    /// Asks for one peer; None if the kernel has no such peer.
+    pub fn get_peer(&mut self, ifindex: u32, peer: PeerId) -> Result<Option<PeerInfo>> {
+        match self.peers(ifindex, &Request::PeerGet(peer), "GET_PEER") {
+            Ok(mut found) => Ok(found.pop()),
+            Err(Error::Kernel { errno: libc::ENOENT, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists every peer of device `ifindex` (PEER_GET dump).
+    pub fn dump_peers(&mut self, ifindex: u32) -> Result<Vec<PeerInfo>> {
+        self.peers(ifindex, &Request::PeerDump, "GET_PEER dump")
+    }
+
+    /// The fds for the poll loop: the command socket, so that nothing the
+    /// kernel sends it outside a request stays queued ([`Self::discard_unasked`]),
+    /// and the notification socket.
+    pub fn poll_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        std::iter::once(self.cmd.fd()).chain(self.ntf.as_ref().map(|s| s.fd()))
+    }
+
+    /// Reads what the command socket holds outside a request (every
+    /// request is complete when its call returns, so nothing waits for it)
+    /// and logs it at debug level.
+    pub fn discard_unasked(&mut self) {
+        let (datagrams, lost, err) = self.cmd.drain();
+        for m in datagrams.iter().flat_map(|d| attr::messages(d)) {
+            match m {
+                Ok(m) => log::debug!("DCO: unasked message on the command socket (type {}, seq {})", m.ty, m.seq),
+                Err(e) => log::debug!("DCO: unreadable message on the command socket: {e}"),
+            }
+        }
+        if lost {
+            log::debug!("DCO command socket: the kernel dropped messages (ENOBUFS)");
+        }
+        if let Some(e) = err {
+            log::debug!("DCO command socket: {e}");
+        }
     }
 
     /// Reads the queued notifications (see [`Notifications`]).
     pub fn notifications(&mut self) -> Notifications {
-        let Some(s) = self.ntf.as_mut() else {
-            return Notifications::default();
-        };
+        let Some(s) = self.ntf.as_mut() else { return Notifications::default() };
         let (datagrams, lost, err) = s.drain();
         let mut n = sort_notifications(&self.genl, &datagrams);
         n.lost |= lost;
@@ -165,14 +171,10 @@ pub fn sort_notifications(genl: &Genl, datagrams: &[Vec<u8>]) -> Notifications {
     let mut n = Notifications::default();
     for d in datagrams {
         for m in attr::messages(d) {
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    // No header to read a device from; the rest of the datagram is lost.
-                    log::warn!("DCO notification: {e}");
-                    n.lost = true;
-                    break;
-                }
+            // No header to read a device from; the rest of the datagram is lost.
+            let Ok(m) = m.inspect_err(|e| log::warn!("DCO notification: {e}")) else {
+                n.lost = true;
+                break;
             };
             match genl.parse(&m) {
                 Ok(r @ (Reply::PeerDeleted(_) | Reply::KeySwapNeeded(_))) => n.replies.push(r),
@@ -194,19 +196,15 @@ pub fn sort_notifications(genl: &Genl, datagrams: &[Vec<u8>]) -> Notifications {
 /// IFLA_INFO_DATA for RTM_NEWLINK: IFLA_OVPN_MODE as a u8 (attribute 1 in
 /// both families; 0 P2P, 1 MP).
 pub fn link_info_data(mode: Mode) -> [u8; 8] {
-    let m = match mode {
-        Mode::P2p => 0,
-        Mode::Mp => 1,
-    };
-    let ty = crate::dco::ovpn::IFLA_OVPN_MODE.to_ne_bytes();
-    [5, 0, ty[0], ty[1], m, 0, 0, 0]
+    let ty = crate::dco::layout::IFLA_OVPN_MODE.to_ne_bytes();
+    [5, 0, ty[0], ty[1], mode as u8, 0, 0, 0]
 }
 
 /// RTM_NEWLINK for a DCO netdev: the family's link kind (`ovpn` or
 /// `ovpn-dco`) and `mode` in IFLA_INFO_DATA; seq and ack are set by the transport.
 pub fn newlink_request(family: Family, name: &str, mode: Mode) -> crate::netlink::Req {
-    let mut req = crate::netlink::link::create(name, family.link_kind(), Some(&link_info_data(mode)));
-    req.what = crate::netlink::What::Text(format!("create {} device {name}", family.link_kind()));
+    let mut req = crate::netlink::link::create(name, family.layout().link_kind, Some(&link_info_data(mode)));
+    req.what = crate::netlink::What::Text(format!("create {} device {name}", family.layout().link_kind));
     req
 }
 
@@ -214,32 +212,26 @@ pub fn newlink_request(family: Family, name: &str, mode: Mode) -> crate::netlink
 pub struct Pipe {
     ours: OwnedFd,
     client: Option<OwnedFd>,
-    handed_out: bool,
     queue: VecDeque<Vec<u8>>,
     closed: bool,
     dropped: u64,
 }
 
 impl Pipe {
-    /// A datagram socketpair; our end non-blocking, the client's untouched.
+    /// A datagram socketpair, both ends blocking: the client's is left as
+    /// it expects, and ours only ever sends with MSG_DONTWAIT.
     pub fn new() -> Result<Self> {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         let (client, ours) = socketpair(AddressFamily::Unix, SockType::Datagram, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::errno("socketpair", e))?;
-        let fl = nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| Error::errno("fcntl", e))?;
-        let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
-        nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_SETFL(fl)).map_err(|e| Error::errno("fcntl", e))?;
-        Ok(Pipe { ours, client: Some(client), handed_out: false, queue: VecDeque::new(), closed: false, dropped: 0 })
+        Ok(Pipe { ours, client: Some(client), queue: VecDeque::new(), closed: false, dropped: 0 })
     }
 
     /// The client's end, once; our copy is closed once it is sent.
     pub fn take_client(&mut self) -> Result<OwnedFd> {
-        if self.handed_out {
-            return Err(Error::State("the pipe fd was already handed out (GetPipeFD works once)".into()));
-        }
-        let fd = self.client.take().ok_or_else(|| Error::State("the pipe is closed".into()))?;
-        self.handed_out = true;
-        Ok(fd)
+        self.client
+            .take()
+            .ok_or_else(|| Error::State("the pipe fd was already handed out (GetPipeFD works once)".into()))
     }
 
     /// Queues one record and sends what the socket takes now.
@@ -284,6 +276,7 @@ impl Pipe {
         (!self.queue.is_empty() && !self.closed).then(|| self.ours.as_raw_fd())
     }
 
+    #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
@@ -311,13 +304,7 @@ pub fn vanished(
     mut lookup: impl FnMut(u32) -> Result<Option<PeerInfo>>,
 ) -> Vec<u32> {
     held.into_iter()
-        .filter(|&id| match lookup(id) {
-            Ok(found) => found.is_none(),
-            Err(e) => {
-                log::warn!("DCO resync: peer {id}: {e}");
-                false
-            }
-        })
+        .filter(|&id| lookup(id).inspect_err(|e| log::warn!("DCO resync: peer {id}: {e}")).is_ok_and(|p| p.is_none()))
         .collect()
 }
 
@@ -345,6 +332,25 @@ pub fn sock_kind(fd: &OwnedFd) -> std::result::Result<SockKind, String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn unasked_answers_on_the_command_socket_are_polled_and_drained() {
+        // Any generic-netlink socket will do: ask the controller about
+        // itself and leave the answer unread, as a late answer would be.
+        let cmd = Socket::open_family(NlFamily::Generic, &[]).unwrap();
+        let mut k = DcoKernel { genl: Genl::new(Family::Ovpn, 0x23), cmd, ntf: None };
+        let mut req = ctrl::getfamily_request("nlctrl").unwrap();
+        nix::sys::socket::send(k.cmd.fd(), req.bytes_mut(), nix::sys::socket::MsgFlags::empty()).unwrap();
+        let fds: Vec<RawFd> = k.poll_fds().collect();
+        assert_eq!(fds, [k.cmd.fd()]);
+        let readable = |k: &DcoKernel| {
+            let mut p = [nix::poll::PollFd::new(crate::sys::borrow_fd(k.cmd.fd()), nix::poll::PollFlags::POLLIN)];
+            nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO).unwrap() == 1
+        };
+        assert!(readable(&k), "the answer is queued");
+        k.discard_unasked();
+        assert!(!readable(&k), "and drained");
+    }
+
     #[cfg(target_endian = "little")]
     #[test]
     fn link_info_data_is_the_mode_attribute() {
@@ -352,7 +358,7 @@ mod tests {
         // layout `ip link add ... type ovpn-dco` sends, and the v2 facts' 0..1 range.
         assert_eq!(link_info_data(Mode::P2p), [5, 0, 1, 0, 0, 0, 0, 0]);
         assert_eq!(link_info_data(Mode::Mp), [5, 0, 1, 0, 1, 0, 0, 0]);
-        assert_eq!(crate::dco::ovpn::IFLA_OVPN_MODE, crate::dco::ovpn_dco_v2::IFLA_OVPN_MODE);
+        assert_eq!(crate::dco::layout::IFLA_OVPN_MODE, 1, "IFLA_OVPN_MODE in both uapi headers");
     }
 
     // The golden echo was recorded on a little-endian host.
@@ -385,7 +391,7 @@ mod tests {
         // Golden § "RTM_NEWLINK ovpn0 (P2P)" and § "RTM_NEWLINK ovpn-mp0
         // (MP)": every byte, with the probe's sequence numbers (2, 39) set
         // in place of ours; nlmsg_pid is 0 in both.
-        assert_eq!(Family::Ovpn.link_kind(), "ovpn");
+        assert_eq!(Family::Ovpn.layout().link_kind, "ovpn");
         let g = crate::dco::golden::RTM_NEWLINK_P2P_REQ;
         assert_eq!(newlink_wire(Family::Ovpn, "ovpn0", Mode::P2p, 2), g);
         let g = crate::dco::golden::RTM_NEWLINK_MP_REQ;
@@ -400,7 +406,7 @@ mod tests {
         // IFLA_OVPN_MODE 1, NLA_F_NESTED 0x8000). tests/dco.rs creates its
         // ovpn-dco links through the same newlink_request, and the real
         // ovpn-dco-v2 module accepts them in the qemu guest.
-        assert_eq!(Family::OvpnDcoV2.link_kind(), "ovpn-dco");
+        assert_eq!(Family::OvpnDcoV2.layout().link_kind, "ovpn-dco");
         #[rustfmt::skip]
         let want: &[u8] = &[
             0x4c, 0, 0, 0, 0x10, 0, 0x05, 0x06, 7, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr: 76 bytes, REQUEST|ACK|CREATE|EXCL
@@ -452,7 +458,7 @@ mod tests {
     #[cfg(target_endian = "little")]
     #[test]
     fn ifindex_of_reads_attribute_1_in_both_families() {
-        assert_eq!(crate::dco::ovpn::OVPN_A_IFINDEX, crate::dco::ovpn_dco_v2::OVPN_ATTR_IFINDEX);
+        assert_eq!(crate::dco::layout::A_IFINDEX, 1, "OVPN_A_IFINDEX and OVPN_ATTR_IFINDEX");
         let g = crate::dco::golden::PEER_DEL_NTF_MP_TEARDOWN;
         let m = attr::messages(g).next().unwrap().unwrap();
         assert_eq!(Genl::new(Family::Ovpn, 0x23).ifindex_of(&m), Some(4));

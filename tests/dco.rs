@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use dbus::blocking::Connection;
 use dbus::Message;
-use ovpn_netcfgd::dco::keyconfig::{self, DcoKeyConfig, KeyDirection};
-use ovpn_netcfgd::dco::{b64, Family, PeerId, PeerInfo, Remote, Request, SecretBytes};
+use ovpn_netcfgd::dco::{sockaddr, Family, PeerId, PeerInfo, Request};
 use ovpn_netcfgd::dco_session::DcoKernel;
 
 /// True when this runs in the rig's guest with a DCO module; otherwise
@@ -84,8 +83,8 @@ fn enable(c: &Connection, p: &str, name: &str) -> String {
 }
 
 fn new_peer_msg(p: &str, id: u32, remote: SocketAddr, vpn4: &str, vpn6: &str, fd: Option<OwnedFd>) -> Message {
-    let raw = Remote::new(remote).to_raw();
-    let m = method(&dco_path(p), "NewPeer").append3(id, b64::encode(&raw), raw.len() as u32).append2(vpn4, vpn6);
+    let raw = sockaddr::to_raw(&remote);
+    let m = method(&dco_path(p), "NewPeer").append3(id, b64(&raw), raw.len() as u32).append2(vpn4, vpn6);
     match fd {
         Some(fd) => m.append1(fd),
         None => m,
@@ -96,16 +95,52 @@ fn sock_fd(s: &UdpSocket) -> OwnedFd {
     OwnedFd::from(s.try_clone().unwrap())
 }
 
-/// A base64 DcoKeyConfig as the client builds it.
+/// Canonical padded base64, as the client sends it (the crate's encoder is
+/// built only for its unit tests and fuzzing).
+fn b64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            let sym = ALPHABET[(n >> (18 - 6 * i) & 0x3f) as usize];
+            s.push(if i <= chunk.len() { char::from(sym) } else { '=' });
+        }
+    }
+    s
+}
+
+/// A base64 DcoKeyConfig protobuf as the client builds it: key_id,
+/// remote_peer_id, cipher_alg, then the encrypt and decrypt KeyDirection
+/// {cipher_key, nonce_tail, cipher_key_size}.
 fn key_config(key_id: i32, peer: i32, alg: u32, enc: (&[u8], &[u8]), dec: (&[u8], &[u8])) -> String {
-    let dir = |(k, t): (&[u8], &[u8])| KeyDirection {
-        cipher_key: SecretBytes::from_slice(k),
-        hmac_key: None,
-        nonce_tail: Some(SecretBytes::from_slice(t)),
-        cipher_key_size: k.len() as u32,
-    };
-    let cfg = DcoKeyConfig { key_id, remote_peer_id: peer, cipher_alg: alg, encrypt: dir(enc), decrypt: dir(dec) };
-    b64::encode(keyconfig::encode(&cfg).as_slice())
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+        varint(out, field << 3 | 2);
+        varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+    let mut out = Vec::new();
+    // int32 negatives are sign-extended to 64 bits on the wire.
+    for (field, v) in [(1, key_id as i64 as u64), (2, peer as i64 as u64), (3, u64::from(alg))] {
+        varint(&mut out, field << 3);
+        varint(&mut out, v);
+    }
+    for (field, (k, t)) in [(4, enc), (5, dec)] {
+        let mut dir = Vec::new();
+        bytes(&mut dir, 1, k);
+        bytes(&mut dir, 3, t);
+        varint(&mut dir, 4 << 3);
+        varint(&mut dir, k.len() as u64);
+        bytes(&mut out, field, &dir);
+    }
+    b64(&out)
 }
 
 fn get_peer(k: &mut DcoKernel, ifindex: u32, id: u32) -> Option<PeerInfo> {
@@ -169,7 +204,7 @@ fn err_of<T: std::fmt::Debug>(r: Result<T, (String, String)>) -> (String, String
 }
 
 fn peer_deleted_record(fam: Family, id: u32, reason: u8) -> Vec<u8> {
-    let mut r = vec![fam.peer_deleted_cmd()]; // 3 in ovpn-dco-v2, 5 upstream
+    let mut r = vec![fam.layout().peer_deleted.cmd]; // 3 in ovpn-dco-v2, 5 upstream
     r.extend_from_slice(&id.to_ne_bytes());
     r.push(reason);
     r
@@ -187,7 +222,7 @@ fn guest_family() -> Family {
 /// Whether any link of the family's kind is left (`ip -d` names the kind
 /// on its own line).
 fn has_link_of_kind(env: &Env, fam: Family) -> bool {
-    let kind = format!(" {} ", fam.link_kind());
+    let kind = format!(" {} ", fam.layout().link_kind);
     env.ip("-d link show").lines().any(|l| format!("{} ", l).contains(&kind))
 }
 
@@ -204,13 +239,13 @@ fn family(c: &Connection) -> Family {
 /// against the kernel's own answer read just after it: addresses, ports
 /// and keepalive equal, counters no larger than the kernel's later ones.
 fn check_peer_record(rec: &[u8], fam: Family, now: &PeerInfo, remote: SocketAddr, vpn4: [u8; 4], ka: (u32, u32)) {
-    assert_eq!((rec.len(), rec[0]), (217, fam.peer_get_cmd()), "{rec:?}");
+    assert_eq!((rec.len(), rec[0]), (217, fam.layout().cmds[2]), "{rec:?}");
     let u32_at = |i: usize| u32::from_ne_bytes(rec[i..i + 4].try_into().unwrap());
     let u64_at = |i: usize| u64::from_ne_bytes(rec[i..i + 8].try_into().unwrap());
     assert_eq!(u32_at(1), now.id);
     assert_eq!(rec[5..9], vpn4);
     assert_eq!(rec[25..27], now.local_port.expect("local port").to_be_bytes());
-    let raw = Remote::new(remote).to_raw();
+    let raw = sockaddr::to_raw(&remote);
     assert_eq!(rec[33..33 + raw.len()], raw[..]);
     assert_eq!((u32_at(161), u32_at(165)), ka);
     for (at, c) in [(169, &now.vpn), (193, &now.link)] {
@@ -256,7 +291,7 @@ fn lifecycle_end_to_end() {
     assert_eq!(enable(&c, &pb, "ovpnB"), dco_path(&pb));
     let link = env.ip("-d link show ovpnA");
     println!("after EnableDCO: {}", link.trim());
-    assert!(has_link_of_kind(&env, fam), "kind {}: {link}", fam.link_kind());
+    assert!(has_link_of_kind(&env, fam), "kind {}: {link}", fam.layout().link_kind);
     let (name, msg) = err_of(call::<_, (dbus::Path<'static>,)>(&c, &pa, "EnableDCO", ("ovpnA2",)));
     assert!(name.ends_with(".State") && msg.contains("already enabled"), "{name}: {msg}");
     assert_eq!(get_prop::<String>(&c, &pa, "device_name"), "ovpnA");
@@ -276,14 +311,14 @@ fn lifecycle_end_to_end() {
     send(&c, new_peer_msg(&pb, 1, addr_a, "", "", Some(sock_fd(&sb)))).expect("NewPeer B");
     let peer_a = get_peer(&mut k, ia, 1).expect("peer 1 on A");
     println!("after NewPeer: A peer {:?}", peer_a);
-    assert_eq!(peer_a.remote.map(|r| r.addr()), Some(addr_b));
+    assert_eq!(peer_a.remote, Some(addr_b));
     // Upstream P2P peers carry no VPN address (the daemon drops the client's).
     let vpn4_a = match fam {
         Family::OvpnDcoV2 => [10, 8, 0, 2],
         Family::Ovpn => [0; 4],
     };
     assert_eq!(peer_a.vpn4.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).octets(), vpn4_a);
-    assert_eq!(get_peer(&mut k, ib, 1).unwrap().remote.map(|r| r.addr()), Some(addr_a));
+    assert_eq!(get_peer(&mut k, ib, 1).unwrap().remote, Some(addr_a));
     let held = daemon_sockets(&env);
     assert!(held.contains(&inode(&sa)) && held.contains(&inode(&sb)), "the daemon keeps both transport sockets");
     // The v2 module's dump walks only its MP peer table, so a P2P device's
@@ -428,8 +463,8 @@ fn bad_input() {
 
     let (s, peer_sock) = in_ns(&env.ns, udp_pair);
     let remote = peer_sock.local_addr().unwrap();
-    let raw = Remote::new(remote).to_raw();
-    let sa = b64::encode(&raw);
+    let raw = sockaddr::to_raw(&remote);
+    let sa = b64(&raw);
     // NewPeer
     expect(send(&c, new_peer_msg(&p, 1, remote, "", "", None)), "InvalidArgs", "fd");
     expect(
@@ -472,7 +507,7 @@ fn bad_input() {
     // A real peer, then bad keys for it.
     send(&c, new_peer_msg(&p, 1, remote, "", "", Some(sock_fd(&s)))).expect("NewPeer");
     let held = get_peer(&mut k, ifindex, 1).expect("peer 1 in the kernel");
-    assert_eq!(held.remote.map(|r| r.addr()), Some(remote));
+    assert_eq!(held.remote, Some(remote));
     expect(send(&c, m("NewKey").append2(0u32, "not base64!")), "InvalidArgs", "key_config");
     let short = key_config(0, 1, 1, (&K_A[..20], &T_A), (&K_B[..20], &T_B));
     expect(send(&c, m("NewKey").append2(0u32, short.as_str())), "InvalidArgs", "20-byte key invalid for AES-GCM");
@@ -533,7 +568,7 @@ fn peer_dump_lists_mp_peers() {
             Mode::Mp,
             PeerId::new(id).unwrap(),
             sock.as_raw_fd(),
-            Transport::Udp(Remote::new(remote)),
+            Transport::Udp(remote),
             Some(vpn.parse().unwrap()),
             None,
         )
@@ -546,7 +581,7 @@ fn peer_dump_lists_mp_peers() {
     assert_eq!(dump.iter().map(|p| p.id).collect::<Vec<_>>(), [3, 4]);
     for p in &dump {
         assert_eq!(Some(p), get_peer(&mut k, ifindex, p.id).as_ref(), "dump and doit agree on peer {}", p.id);
-        assert_eq!(p.remote.map(|r| r.addr()), Some(remote));
+        assert_eq!(p.remote, Some(remote));
     }
     assert_eq!(dump[1].vpn4, Some("10.8.0.4".parse().unwrap()));
     k.request(ifindex, &Request::PeerDel(PeerId::new(3).unwrap()), "DEL_PEER").expect("DEL_PEER");
@@ -652,8 +687,8 @@ fn glib_client_attaches_the_fd_beside_the_body() {
     };
     let mut k = in_ns(&env.ns, || DcoKernel::probe().expect("family"));
     let peer = get_peer(&mut k, env.ifindex("ovpnglib"), 3).expect("peer 3 in the kernel");
-    println!("GLib NewPeer (fd without 'h'): kernel peer 3 remote {:?}", peer.remote.map(|r| r.addr()));
-    assert_eq!(peer.remote.map(|r| r.addr().port()), Some(port));
+    println!("GLib NewPeer (fd without 'h'): kernel peer 3 remote {:?}", peer.remote);
+    assert_eq!(peer.remote.map(|r| r.port()), Some(port));
     child.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();
@@ -759,7 +794,7 @@ fn lost_notifications_resync_reports_exactly_the_lost_peers() {
         devs.push((p, env.ifindex(&name), pipe));
     }
     let flood_if = env.ifindex("ovpnflood");
-    let remote = Remote::new(pairs[0].1.local_addr().unwrap());
+    let remote = pairs[0].1.local_addr().unwrap();
     let t0 = Instant::now();
     for id in 1..=FLOOD {
         let vpn4 = std::net::Ipv4Addr::new(10, 200, (id >> 8) as u8, id as u8);

@@ -47,14 +47,6 @@ fn dco_signature(member: &str) -> Result<&'static [&'static str]> {
     })
 }
 
-/// The refusal of a command for a peer that was never added, was replaced
-/// by a later NewPeer, or was reported gone by the kernel.
-fn unknown_peer(req: &Request<'_>, peer: PeerId, dev: &str) -> Error {
-    // NewKey names its peer inside the key configuration.
-    let arg = if matches!(req, Request::KeyNew(_)) { "key_config" } else { "peer_id" };
-    Error::arg(arg, format!("no peer {} on {dev}: add it with NewPeer first", peer.get()))
-}
-
 fn bad(arg: &'static str) -> impl Fn(dbus::arg::TypeMismatchError) -> Error {
     move |e| Error::arg(arg, e.to_string())
 }
@@ -68,44 +60,37 @@ pub(crate) fn enable_dco(s: &mut Sessions, m: &Message, path: &str, name: &str) 
     if d.active || !d.journal.is_empty() {
         return Err(Error::State("EnableDCO must come before Establish".into()));
     }
-    let family = s.dco_kernel().map(|k| k.family()).ok_or_else(|| {
+    let family = s.dco_kernel().map(|k| k.genl.family).ok_or_else(|| {
         Error::NotSupported("data channel offload is not available: no ovpn or ovpn-dco-v2 kernel module".into())
     })?;
     let pipe = Pipe::new()?;
-    let req = dco_session::newlink_request(family, name, Mode::P2p);
     // Written ahead: a crash before the ifindex is known leaks nothing.
-    let intent = s.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.link_kind().into() }])?;
-    if let Err(e) = s.kernel.rtnl.request(req) {
-        if matches!(e, Error::Kernel { errno: libc::EEXIST, .. }) {
-            // Someone else's link of that name: never ours to delete.
-            s.kernel.wal.done(intent.iter().map(|e| e.id));
-        } else {
-            // Whether the kernel made it is unknown: delete it if it is there.
-            crate::apply::undo(&mut s.kernel, intent);
-        }
-        return Err(e);
-    }
-    let Some(ifindex) = crate::netlink::link::index_of(name) else {
+    let intent =
+        s.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.layout().link_kind.into() }])?;
+    let created = s.kernel.rtnl.request(dco_session::newlink_request(family, name, Mode::P2p));
+    // Someone else's link of that name: never ours to delete.
+    let theirs = matches!(created, Err(Error::Kernel { errno: libc::EEXIST, .. }));
+    let made = created.and_then(|_| {
+        let ifindex =
+            crate::netlink::link::index_of(name).ok_or_else(|| Error::Failed(format!("new device {name} vanished")))?;
+        s.kernel.rtnl.request(crate::netlink::link::mark(ifindex))?;
+        let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+        // Destroy, client death, shutdown and a restarted daemon delete it.
+        crate::apply::record(&mut s.kernel, &mut d.journal, Undo::DelLink { ifindex, name: name.to_string() })?;
+        Ok(ifindex)
+    });
+    if made.is_err() && !theirs {
+        // Whether the kernel made it is unknown: delete it if it is there.
         crate::apply::undo(&mut s.kernel, intent);
-        return Err(Error::Failed(format!("new device {name} vanished")));
-    };
-    if let Err(e) = s.kernel.rtnl.request(crate::netlink::link::mark(ifindex)) {
-        crate::apply::undo(&mut s.kernel, intent);
-        return Err(e);
+    } else {
+        s.kernel.wal.done(intent.iter().map(|e| e.id));
     }
+    let ifindex = made?;
     let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
-    // Destroy, client death, shutdown and a restarted daemon delete it.
-    if let Err(e) =
-        crate::apply::record(&mut s.kernel, &mut d.journal, Undo::DelLink { ifindex, name: name.to_string() })
-    {
-        crate::apply::undo(&mut s.kernel, intent);
-        return Err(e);
-    }
-    s.kernel.wal.done(intent.iter().map(|e| e.id));
     d.dco = Some(DcoDev { ifindex, name: name.to_string(), mode: Mode::P2p, peers: Default::default(), pipe });
     d.name = name.to_string();
     d.modified = true;
-    log::info!("{path}: DCO enabled, {} device {name} (ifindex {ifindex}, {family})", family.link_kind());
+    log::info!("{path}: DCO enabled, {} device {name} (ifindex {ifindex}, {family})", family.layout().link_kind);
     Ok(m.method_return().append1(dbus::Path::from(format!("{path}/dco"))))
 }
 
@@ -127,15 +112,18 @@ fn dco_kernel_call<T>(
 ) -> Result<T> {
     let x = s.devices.get(path).and_then(|d| d.dco.as_ref());
     let ifindex = x.map(|x| x.ifindex).unwrap_or(0);
+    // A peer that was never added, was replaced by a later NewPeer, or was
+    // reported gone by the kernel. NewKey names its peer inside the key
+    // configuration.
+    let arg = if matches!(req, Request::KeyNew(_)) { "key_config" } else { "peer_id" };
     let unknown = match (req.existing_peer(), x) {
-        (Some(p), Some(x)) if !x.peers.contains_key(&p.get()) => Some(unknown_peer(req, p, &x.name)),
+        (Some(p), Some(x)) if !x.peers.contains_key(&p.get()) => {
+            Some(Error::arg(arg, format!("no peer {} on {}: add it with NewPeer first", p.get(), x.name)))
+        }
         _ => None,
     };
     let k = s.dco.as_mut().ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
-    let r = match unknown {
-        Some(e) => Err(e),
-        None => f(k, ifindex),
-    };
+    let r = unknown.map_or_else(|| f(k, ifindex), Err);
     if let Err(e) = &r {
         log::warn!("{path}: DCO {e}");
         if let Some(x) = s.devices.get_mut(path).and_then(|d| d.dco.as_mut()) {
@@ -143,15 +131,6 @@ fn dco_kernel_call<T>(
         }
     }
     r
-}
-
-/// GET_PEER for a peer the device holds; a peer the kernel no longer
-/// has is refused like an unknown one.
-fn dco_get_peer(s: &mut Sessions, path: &str, peer: PeerId) -> Result<dco::PeerInfo> {
-    dco_kernel_call(s, path, &Request::PeerGet(peer), |k, ifindex| {
-        k.get_peer(ifindex, peer)?
-            .ok_or_else(|| Error::arg("peer_id", format!("the kernel has no peer {} on ifindex {ifindex}", peer.get())))
-    })
 }
 
 pub(crate) fn dco_call(s: &mut Sessions, m: &Message, path: &str, member: &str) -> Result<Message> {
@@ -185,7 +164,11 @@ pub(crate) fn dco_call(s: &mut Sessions, m: &Message, path: &str, member: &str) 
             // does it); the client reads the counters from there.
             let id: u32 = m.read1().map_err(bad("peer_id"))?;
             let peer = PeerId::new(id).map_err(arg_err)?;
-            let info = dco_get_peer(s, path, peer)?;
+            // A peer the kernel no longer has is refused like an unknown one.
+            let info = dco_kernel_call(s, path, &Request::PeerGet(peer), |k, ifindex| {
+                let none = || Error::arg("peer_id", format!("the kernel has no peer {id} on ifindex {ifindex}"));
+                k.get_peer(ifindex, peer)?.ok_or_else(none)
+            })?;
             let x = s.devices.get_mut(path).and_then(|d| d.dco.as_mut()).expect("checked above");
             x.pipe.push(pipe::peer_info(family, &info).to_vec());
             log::debug!("{path}: DCO peer {id} read for the client");
@@ -210,7 +193,7 @@ fn dco_access(s: &mut Sessions, m: &Message, path: &str) -> Result<(Family, Mode
     }
     let x = d.dco.as_ref().ok_or_else(|| Error::NotFound(format!("no DCO object at {path}/dco")))?;
     let family =
-        s.dco.as_ref().map(|k| k.family()).ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
+        s.dco.as_ref().map(|k| k.genl.family).ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
     Ok((family, x.mode))
 }
 
@@ -223,14 +206,10 @@ fn dco_new_peer(s: &mut Sessions, m: &Message, path: &str, family: Family, mode:
     let salen: u32 = it.read().map_err(bad("salen"))?;
     let vpn4: &str = it.read().map_err(bad("vpn4"))?;
     let vpn6: &str = it.read().map_err(bad("vpn6"))?;
-    let mut fds = crate::sys::message_fds(m).into_iter();
-    let fd =
-        fds.next().ok_or_else(|| Error::arg("(fd)", "NewPeer needs the transport socket attached as a unix fd"))?;
-    drop(fds); // extra fds are closed
-    let tcp = match dco_session::sock_kind(&fd) {
-        Ok(k) => k == SockKind::Tcp,
-        Err(why) => return Err(Error::arg("(fd)", why)),
-    };
+    // Extra fds are closed with the rest of the list.
+    let fd = crate::sys::message_fds(m).into_iter().next();
+    let fd = fd.ok_or_else(|| Error::arg("(fd)", "NewPeer needs the transport socket attached as a unix fd"))?;
+    let tcp = dco_session::sock_kind(&fd).map_err(|why| Error::arg("(fd)", why))? == SockKind::Tcp;
     let args = DbusNewPeer { peer_id, sa, salen, vpn4, vpn6, fd: fd.as_raw_fd(), tcp };
     let p = PeerNew::from_dbus(family, mode, &args).map_err(arg_err)?;
     dco_send(s, path, &Request::PeerNew(&p), &format!("NEW_PEER {peer_id}"))?;
@@ -240,18 +219,10 @@ fn dco_new_peer(s: &mut Sessions, m: &Message, path: &str, family: Family, mode:
         x.peers.clear();
     }
     x.peers.insert(peer_id, fd);
-    log::info!(
-        "{path}: DCO peer {peer_id} added on {} ({}, remote {})",
-        x.name,
-        if tcp { "TCP" } else { "UDP" },
-        p_remote(&p)
-    );
-    Ok(())
-}
-
-fn p_remote(p: &PeerNew) -> String {
-    match p.transport() {
-        dco::Transport::Udp(r) => r.addr().to_string(),
+    let remote = match p.transport() {
+        dco::Transport::Udp(r) => r.to_string(),
         dco::Transport::Tcp => "connected".into(),
-    }
+    };
+    log::info!("{path}: DCO peer {peer_id} added on {} ({}, remote {remote})", x.name, if tcp { "TCP" } else { "UDP" });
+    Ok(())
 }

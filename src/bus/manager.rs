@@ -47,7 +47,7 @@ pub(crate) fn manager_call(s: &mut Sessions, m: &Message, member: &str) -> Resul
             Ok(m.method_return().append1(paths))
         }
         "ProtectSocket" => protect_socket_call(s, m),
-        "DcoAvailable" => Ok(m.method_return().append1(s.dco_available())),
+        "DcoAvailable" => Ok(m.method_return().append1(s.dco_kernel().is_some())),
         "Cleanup" => cleanup_call(s, m),
         "NotificationSubscribe" => notification_subscribe(s, m),
         "NotificationUnsubscribe" => notification_unsubscribe(s, m),

@@ -61,7 +61,7 @@ pub fn dispatch(s: &mut Sessions, m: &Message) -> Option<Message> {
 }
 
 fn classify(s: &Sessions, path: &str) -> Obj {
-    let dco_of = path.strip_suffix("/dco").filter(|dev| s.devices.get(*dev).is_some_and(|d| s.has_dco(d)));
+    let dco_of = path.strip_suffix("/dco").filter(|dev| s.devices.get(*dev).is_some_and(|d| d.dco.is_some()));
     match path {
         "/" => Obj::Intermediate("net"),
         "/net" => Obj::Intermediate("openvpn"),
@@ -83,7 +83,7 @@ fn introspect(s: &Sessions, obj: &Obj, uid: Option<u32>) -> String {
                 .filter_map(|p| Some(p.strip_prefix(MANAGER_PATH)?.trim_start_matches('/').to_string()))
                 .collect()
         }
-        Obj::Device(p) if s.devices.get(p).is_some_and(|d| s.has_dco(d)) => vec!["dco".into()],
+        Obj::Device(p) if s.devices.get(p).is_some_and(|d| d.dco.is_some()) => vec!["dco".into()],
         _ => Vec::new(),
     };
     introspect::xml(obj, &children)

@@ -11,6 +11,7 @@ use std::fmt;
 
 use super::secret::{wipe, SecretBytes};
 
+#[cfg(any(test, feature = "fuzz"))]
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Why a string is not strict base64.
@@ -72,68 +73,60 @@ pub fn decode_into(s: &str, out: &mut [u8]) -> Result<usize, B64Error> {
     if out.len() < n {
         return Err(B64Error::OutputTooSmall { needed: n });
     }
-    // Every quantum passes through these two arrays; key configurations
-    // are decoded here, so they are wiped whatever the outcome.
-    let mut v = [0u8; 4];
-    let mut bytes = [0u8; 3];
-    let r = decode_quanta(s, out, &mut v, &mut bytes);
-    wipe(&mut v);
-    wipe(&mut bytes);
-    r
+    // Every quantum's 24 bits pass through `q`; key configurations are
+    // decoded here, so it is wiped whatever the outcome.
+    let mut q = [0u8; 4];
+    let r = decode_quanta(s, &mut out[..n], &mut q);
+    wipe(&mut q);
+    r.map(|()| n)
 }
 
-/// The loop of [`decode_into`], with its scratch arrays passed in.
-fn decode_quanta(s: &[u8], out: &mut [u8], v: &mut [u8; 4], bytes: &mut [u8; 3]) -> Result<usize, B64Error> {
-    let mut w = 0;
-    for (ci, chunk) in s.chunks_exact(4).enumerate() {
-        let last = (ci + 1) * 4 == s.len();
-        *v = [0; 4];
-        let mut sym = 4;
-        for (i, &c) in chunk.iter().enumerate() {
-            match value(c) {
-                Some(x) if sym == 4 => v[i] = x,
-                // '=' only at index 2 or 3 of the final quantum, and only
-                // followed by more '='.
-                None if c == b'=' && last && i >= 2 && (sym == 4 || sym <= i) => {
-                    if sym == 4 {
-                        sym = i;
-                    }
-                }
-                _ => return Err(B64Error::BadChar(ci * 4 + i)),
+/// The loop of [`decode_into`]: `out` has the decoded length, `q` is scratch.
+fn decode_quanta(s: &[u8], out: &mut [u8], q: &mut [u8; 4]) -> Result<(), B64Error> {
+    let mut padded = false;
+    for (i, &c) in s.iter().enumerate() {
+        let v = match value(c) {
+            Some(v) if !padded => v,
+            // '=' only as one or two final characters.
+            None if c == b'=' && i + 2 >= s.len() => {
+                padded = true;
+                0
             }
-        }
-        *bytes = [(v[0] << 2) | (v[1] >> 4), (v[1] << 4) | (v[2] >> 2), (v[2] << 6) | v[3]];
-        let take = match sym {
-            2 if v[1] & 0x0f != 0 => return Err(B64Error::NonCanonical),
-            3 if v[2] & 0x03 != 0 => return Err(B64Error::NonCanonical),
-            2 => 1,
-            3 => 2,
-            _ => 3,
+            _ => return Err(B64Error::BadChar(i)),
         };
-        out[w..w + take].copy_from_slice(&bytes[..take]);
-        w += take;
+        *q = (u32::from_be_bytes(*q) << 6 | u32::from(v)).to_be_bytes();
+        if i % 4 == 3 {
+            // q[1..4] holds the quantum's 3 bytes; the last one may use fewer.
+            let at = i / 4 * 3;
+            let take = (out.len() - at).min(3);
+            if q[1 + take..].iter().any(|&b| b != 0) {
+                return Err(B64Error::NonCanonical);
+            }
+            out[at..at + take].copy_from_slice(&q[1..1 + take]);
+        }
     }
-    Ok(w)
-}
-
-/// Decodes `s` into a new vector.
-pub fn decode(s: &str) -> Result<Vec<u8>, B64Error> {
-    let mut out = vec![0; decoded_len(s.as_bytes())?];
-    let n = decode_into(s, &mut out)?;
-    out.truncate(n);
-    Ok(out)
+    Ok(())
 }
 
 /// Decodes `s` into wiped-on-drop memory (for key configurations).
 pub fn decode_secret(s: &str) -> Result<SecretBytes, B64Error> {
     let mut out = SecretBytes::zeroed(decoded_len(s.as_bytes())?);
     // On error `out` is dropped, and so wiped, with whatever was decoded.
-    let n = decode_into(s, out.as_mut_slice())?;
-    out.truncate(n);
+    decode_into(s, out.as_mut_slice())?;
     Ok(out)
 }
 
-/// Encodes `data` in canonical padded form.
+/// Decodes `s` into a new vector.
+#[cfg(any(test, feature = "fuzz"))]
+pub fn decode(s: &str) -> Result<Vec<u8>, B64Error> {
+    let mut out = vec![0; decoded_len(s.as_bytes())?];
+    decode_into(s, &mut out)?;
+    Ok(out)
+}
+
+/// Encodes `data` in canonical padded form (for tests and fuzzing; the
+/// daemon only decodes).
+#[cfg(any(test, feature = "fuzz"))]
 pub fn encode(data: &[u8]) -> String {
     let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {

@@ -38,12 +38,6 @@ pub const CTRL_ATTR_MCAST_GRP_NAME: u16 = 1;
 pub const CTRL_ATTR_MCAST_GRP_ID: u16 = 2;
 /// `GENL_NAMSIZ`: family and group names, NUL included.
 pub const GENL_NAMSIZ: usize = 16;
-/// `GENL_ADMIN_PERM` op flag.
-pub const GENL_ADMIN_PERM: u32 = 0x01;
-/// `GENL_CMD_CAP_DO` op flag.
-pub const GENL_CMD_CAP_DO: u32 = 0x02;
-/// `GENL_CMD_CAP_DUMP` op flag.
-pub const GENL_CMD_CAP_DUMP: u32 = 0x04;
 
 /// Most operations / groups kept from one reply (ovpn has 8 ops, 1 group).
 pub const MAX_ENTRIES: usize = 64;
@@ -148,14 +142,11 @@ pub fn parse_family(msg: &NlMsgRef<'_>) -> Result<FamilyInfo, CtrlError> {
         return Err(CtrlError::NotFamilyReply { nlmsg_type: msg.ty });
     }
     let mut info = FamilyInfo::default();
-    let mut have_id = false;
+    let mut id = None;
     for a in attr::attrs(g.attrs) {
         let a = a?;
         match a.kind() {
-            CTRL_ATTR_FAMILY_ID => {
-                info.id = a.u16()?;
-                have_id = true;
-            }
+            CTRL_ATTR_FAMILY_ID => id = Some(a.u16()?),
             CTRL_ATTR_FAMILY_NAME => info.name = name(&a)?,
             CTRL_ATTR_VERSION => info.version = a.u32()?,
             CTRL_ATTR_HDRSIZE => info.hdrsize = a.u32()?,
@@ -199,9 +190,7 @@ pub fn parse_family(msg: &NlMsgRef<'_>) -> Result<FamilyInfo, CtrlError> {
             _ => {}
         }
     }
-    if !have_id {
-        return Err(CtrlError::MissingId);
-    }
+    info.id = id.ok_or(CtrlError::MissingId)?;
     Ok(info)
 }
 

@@ -132,10 +132,6 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], base: usize) -> Self {
-        Reader { buf, pos: 0, base }
-    }
-
     fn varint(&mut self) -> Result<u64, KeyConfigError> {
         let start = self.base + self.pos;
         let mut v: u64 = 0;
@@ -175,12 +171,8 @@ impl<'a> Reader<'a> {
         let wire = (tag & 7) as u8;
         let value = match wire {
             WT_VARINT => Value::Varint(self.varint()?),
-            WT_I64 => {
-                self.skip(8, start)?;
-                Value::Fixed
-            }
-            WT_I32 => {
-                self.skip(4, start)?;
+            WT_I64 | WT_I32 => {
+                self.skip(if wire == WT_I64 { 8 } else { 4 }, start)?;
                 Value::Fixed
             }
             WT_LEN => {
@@ -230,7 +222,7 @@ struct PartialDir {
 
 impl PartialDir {
     fn merge(&mut self, buf: &[u8], base: usize) -> Result<(), KeyConfigError> {
-        let mut r = Reader::new(buf, base);
+        let mut r = Reader { buf, pos: 0, base };
         while let Some((field, wire, v, _)) = r.field()? {
             match field {
                 1 => self.cipher_key = Some(SecretBytes::from_slice(want_bytes(field, wire, &v)?)),
@@ -243,16 +235,15 @@ impl PartialDir {
         Ok(())
     }
 
-    fn finish(self, which: &'static str) -> Result<KeyDirection, KeyConfigError> {
-        let (ck, cks) = match which {
-            "encrypt" => ("encrypt.cipher_key", "encrypt.cipher_key_size"),
-            _ => ("decrypt.cipher_key", "decrypt.cipher_key_size"),
-        };
+    /// The direction, if it and its required fields are there; `names`
+    /// names the direction and those fields.
+    fn finish(dir: Option<Self>, names: [&'static str; 3]) -> Result<KeyDirection, KeyConfigError> {
+        let d = dir.ok_or(KeyConfigError::Missing(names[0]))?;
         Ok(KeyDirection {
-            cipher_key: self.cipher_key.ok_or(KeyConfigError::Missing(ck))?,
-            hmac_key: self.hmac_key,
-            nonce_tail: self.nonce_tail,
-            cipher_key_size: self.cipher_key_size.ok_or(KeyConfigError::Missing(cks))?,
+            cipher_key: d.cipher_key.ok_or(KeyConfigError::Missing(names[1]))?,
+            hmac_key: d.hmac_key,
+            nonce_tail: d.nonce_tail,
+            cipher_key_size: d.cipher_key_size.ok_or(KeyConfigError::Missing(names[2]))?,
         })
     }
 }
@@ -262,12 +253,9 @@ pub fn parse(buf: &[u8]) -> Result<DcoKeyConfig, KeyConfigError> {
     if buf.len() > KEYCONFIG_MAX {
         return Err(KeyConfigError::TooLong(buf.len()));
     }
-    let mut key_id = None;
-    let mut peer = None;
-    let mut alg = None;
-    let mut enc: Option<PartialDir> = None;
-    let mut dec: Option<PartialDir> = None;
-    let mut r = Reader::new(buf, 0);
+    let (mut key_id, mut peer, mut alg) = (None, None, None);
+    let (mut enc, mut dec): (Option<PartialDir>, Option<PartialDir>) = (None, None);
+    let mut r = Reader { buf, pos: 0, base: 0 };
     while let Some((field, wire, v, start)) = r.field()? {
         match field {
             1 => key_id = Some(int32(want_varint(field, wire, &v)?, "key_id")?),
@@ -288,8 +276,8 @@ pub fn parse(buf: &[u8]) -> Result<DcoKeyConfig, KeyConfigError> {
         key_id: key_id.ok_or(KeyConfigError::Missing("key_id"))?,
         remote_peer_id: peer.ok_or(KeyConfigError::Missing("remote_peer_id"))?,
         cipher_alg: alg.ok_or(KeyConfigError::Missing("cipher_alg"))?,
-        encrypt: enc.ok_or(KeyConfigError::Missing("encrypt"))?.finish("encrypt")?,
-        decrypt: dec.ok_or(KeyConfigError::Missing("decrypt"))?.finish("decrypt")?,
+        encrypt: PartialDir::finish(enc, ["encrypt", "encrypt.cipher_key", "encrypt.cipher_key_size"])?,
+        decrypt: PartialDir::finish(dec, ["decrypt", "decrypt.cipher_key", "decrypt.cipher_key_size"])?,
     })
 }
 
@@ -306,18 +294,15 @@ pub fn parse_base64(s: &str) -> Result<DcoKeyConfig, KeyConfigError> {
 /// Returns the KEY_NEW parameters for the D-Bus `NewKey(u key_slot,
 /// s key_config)` call: base64 -> protobuf -> checked [`KeyConfig`].
 pub fn from_dbus(key_slot: u32, key_config: &str) -> Result<KeyConfig, DcoError> {
-    parse_base64(key_config)?.to_key_config(key_slot)
+    parse_base64(key_config).map_err(DcoError::KeyConfig)?.to_key_config(key_slot)
 }
 
 impl KeyDirection {
     fn to_key_dir(&self, alg: CipherAlg) -> Result<KeyDir, DcoError> {
-        let have = self.cipher_key.len();
+        let have = self.cipher_key.as_slice().len();
         let size = usize::try_from(self.cipher_key_size).unwrap_or(usize::MAX);
-        let key = self
-            .cipher_key
-            .as_slice()
-            .get(..size)
-            .ok_or(KeyConfigError::KeySizeField { size: self.cipher_key_size, have })?;
+        let too_short = KeyConfigError::KeySizeField { size: self.cipher_key_size, have };
+        let key = self.cipher_key.as_slice().get(..size).ok_or(DcoError::KeyConfig(too_short))?;
         let tail = self.nonce_tail.as_ref().map(|t| t.as_slice()).unwrap_or(&[]);
         KeyDir::new(alg, key, tail)
     }
@@ -347,6 +332,7 @@ impl DcoKeyConfig {
     }
 }
 
+#[cfg(any(test, feature = "fuzz"))]
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -355,12 +341,14 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+#[cfg(any(test, feature = "fuzz"))]
 fn put_bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
     put_varint(out, u64::from(field) << 3 | u64::from(WT_LEN));
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
 }
 
+#[cfg(any(test, feature = "fuzz"))]
 fn put_uint(out: &mut Vec<u8>, field: u32, v: u64) {
     put_varint(out, u64::from(field) << 3);
     put_varint(out, v);
@@ -368,12 +356,14 @@ fn put_uint(out: &mut Vec<u8>, field: u32, v: u64) {
 
 /// Upper bound of a KeyDirection's encoding: payload plus at most 11 bytes
 /// (tag + length varint) for each of its 4 fields.
+#[cfg(any(test, feature = "fuzz"))]
 fn dir_cap(d: &KeyDirection) -> usize {
     let opt = |b: &Option<SecretBytes>| b.as_ref().map_or(0, |b| b.len());
     d.cipher_key.len() + opt(&d.hmac_key) + opt(&d.nonce_tail) + 4 * 11
 }
 
 // Buffers are sized up front so that no reallocation leaves key bytes behind.
+#[cfg(any(test, feature = "fuzz"))]
 fn encode_dir(d: &KeyDirection) -> Vec<u8> {
     let mut out = Vec::with_capacity(dir_cap(d));
     put_bytes(&mut out, 1, d.cipher_key.as_slice());
@@ -389,6 +379,7 @@ fn encode_dir(d: &KeyDirection) -> Vec<u8> {
 
 /// Serializes `cfg` in field order (for tests and fuzz seeds; the daemon
 /// only parses). The result holds key material, hence SecretBytes.
+#[cfg(any(test, feature = "fuzz"))]
 pub fn encode(cfg: &DcoKeyConfig) -> SecretBytes {
     let mut out = Vec::with_capacity(dir_cap(&cfg.encrypt) + dir_cap(&cfg.decrypt) + 5 * 11);
     // int32 negatives are sign-extended to 64 bits on the wire.

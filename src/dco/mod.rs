@@ -15,9 +15,9 @@
 //! 4. feeds every received message to [`Genl::parse`] and forwards
 //!    notifications to the client with [`pipe`].
 //!
-//! Module map: [`ctrl`] family lookup,
-//! [`ovpn`] and [`ovpn_dco_v2`] the two encodings, [`model`] the shared
-//! values, [`keyconfig`] the protobuf, [`b64`], [`sockaddr`], [`pipe`],
+//! Module map: [`ctrl`] family lookup, [`layout`] the one encoder and
+//! decoder, [`ovpn`] and [`ovpn_dco_v2`] the two families' numbers
+//! ([`Layout`]), [`model`] the shared values, [`keyconfig`] the protobuf, [`b64`], [`sockaddr`], [`pipe`],
 //! [`secret`] wiped key storage, [`fuzz`] fuzz entry points.
 
 #![forbid(unsafe_code)]
@@ -29,6 +29,7 @@ pub mod fuzz;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod golden;
 pub mod keyconfig;
+pub mod layout;
 pub mod model;
 pub mod ovpn;
 pub mod ovpn_dco_v2;
@@ -43,12 +44,13 @@ pub use crate::netlink::attr::{messages, AttrError, ExtAck, NlMsg, NlMsgRef, NlS
 pub use b64::B64Error;
 pub use ctrl::{CtrlError, FamilyInfo};
 pub use keyconfig::{DcoKeyConfig, KeyConfigError};
+pub use layout::Layout;
 pub use model::{
     CipherAlg, Counters, DbusNewPeer, DelReason, Keepalive, KeyConfig, KeyDir, KeyId, KeySlot, KeySwapNeeded, Mode,
     PeerDeleted, PeerId, PeerInfo, PeerNew, Transport,
 };
 pub use secret::SecretBytes;
-pub use sockaddr::{Remote, SockaddrError};
+pub use sockaddr::SockaddrError;
 
 /// Capacity of one request; the largest (KEY_NEW, 32-byte keys) is 168 bytes.
 pub const REQUEST_CAP: usize = 512;
@@ -63,52 +65,18 @@ pub enum Family {
 }
 
 impl Family {
-    /// Returns the generic-netlink family name to resolve.
-    pub fn genl_name(self) -> &'static str {
+    /// Returns the family's command and attribute numbers.
+    pub fn layout(self) -> &'static Layout {
         match self {
-            Family::Ovpn => ovpn::OVPN_FAMILY_NAME,
-            Family::OvpnDcoV2 => ovpn_dco_v2::OVPN_NL_NAME,
-        }
-    }
-
-    /// Returns the rtnetlink link kind (`IFLA_INFO_KIND`) for RTM_NEWLINK.
-    pub fn link_kind(self) -> &'static str {
-        match self {
-            Family::Ovpn => ovpn::OVPN_LINK_KIND,
-            Family::OvpnDcoV2 => ovpn_dco_v2::OVPN_LINK_KIND,
-        }
-    }
-
-    /// Returns the multicast group that carries notifications ("peers" in both).
-    pub fn mcast_group(self) -> &'static str {
-        match self {
-            Family::Ovpn => ovpn::OVPN_MCGRP_PEERS,
-            Family::OvpnDcoV2 => ovpn_dco_v2::OVPN_NL_MULTICAST_GROUP_PEERS,
-        }
-    }
-
-    /// Returns the command number that opens a peer-deleted pipe record
-    /// (reference §7.5: PEER_DEL_NTF = 5 upstream, DEL_PEER = 3 in v2).
-    pub fn peer_deleted_cmd(self) -> u8 {
-        match self {
-            Family::Ovpn => ovpn::OVPN_CMD_PEER_DEL_NTF,
-            Family::OvpnDcoV2 => ovpn_dco_v2::OVPN_CMD_DEL_PEER,
-        }
-    }
-
-    /// Returns the command number that opens a peer-info pipe record (the
-    /// answer to GetPeer): PEER_GET = 3 upstream, GET_PEER = 7 in v2.
-    pub fn peer_get_cmd(self) -> u8 {
-        match self {
-            Family::Ovpn => ovpn::OVPN_CMD_PEER_GET,
-            Family::OvpnDcoV2 => ovpn_dco_v2::OVPN_CMD_GET_PEER,
+            Family::Ovpn => &ovpn::LAYOUT,
+            Family::OvpnDcoV2 => &ovpn_dco_v2::LAYOUT,
         }
     }
 }
 
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.genl_name())
+        f.write_str(self.layout().genl_name)
     }
 }
 
@@ -189,18 +157,6 @@ impl From<AttrError> for DcoError {
     }
 }
 
-impl From<KeyConfigError> for DcoError {
-    fn from(e: KeyConfigError) -> Self {
-        DcoError::KeyConfig(e)
-    }
-}
-
-impl From<SockaddrError> for DcoError {
-    fn from(e: SockaddrError) -> Self {
-        DcoError::Sockaddr(e)
-    }
-}
-
 /// One DCO command, independent of the family that will carry it.
 #[derive(Clone, Copy, Debug)]
 pub enum Request<'a> {
@@ -258,24 +214,15 @@ pub enum Reply {
 /// A resolved DCO family: which module, and its generic-netlink id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Genl {
-    family: Family,
-    id: u16,
+    pub family: Family,
+    /// The generic-netlink id (`nlmsg_type` of requests).
+    pub id: u16,
 }
 
 impl Genl {
     /// Wraps the family id from the controller (see [`ctrl::parse_family`]).
     pub fn new(family: Family, id: u16) -> Self {
         Genl { family, id }
-    }
-
-    /// Returns the family.
-    pub fn family(&self) -> Family {
-        self.family
-    }
-
-    /// Returns the generic-netlink id (`nlmsg_type` of requests).
-    pub fn id(&self) -> u16 {
-        self.id
     }
 
     /// Returns the request as a message (seq 0: set it before sending):
@@ -291,31 +238,23 @@ impl Genl {
                 return Err(DcoError::FamilyMismatch { checked: p.family(), target: self.family });
             }
         }
-        let flags = match req {
-            Request::PeerGet(_) => NLM_F_REQUEST,
-            Request::PeerDump => NLM_F_REQUEST | NLM_F_DUMP,
-            _ => NLM_F_REQUEST | NLM_F_ACK,
+        // The index in a layout's cmds (PEER_NEW, PEER_SET, PEER_GET,
+        // PEER_DEL, KEY_NEW, KEY_SWAP, KEY_DEL), and the flags.
+        let ack = NLM_F_REQUEST | NLM_F_ACK;
+        let (i, flags) = match req {
+            Request::PeerNew(_) => (0, ack),
+            Request::PeerSet { .. } => (1, ack),
+            Request::PeerGet(_) => (2, NLM_F_REQUEST),
+            Request::PeerDump => (2, NLM_F_REQUEST | NLM_F_DUMP),
+            Request::PeerDel(_) => (3, ack),
+            Request::KeyNew(_) => (4, ack),
+            Request::KeySwap(_) => (5, ack),
+            Request::KeyDel { .. } => (6, ack),
         };
-        let (cmds, version) = match self.family {
-            Family::Ovpn => (ovpn::CMDS, ovpn::OVPN_FAMILY_VERSION),
-            Family::OvpnDcoV2 => (ovpn_dco_v2::CMDS, ovpn_dco_v2::OVPN_FAMILY_VERSION),
-        };
-        // A family's CMDS: PEER_NEW, PEER_SET, PEER_GET, PEER_DEL, KEY_NEW, KEY_SWAP, KEY_DEL.
-        let i = match req {
-            Request::PeerNew(_) => 0,
-            Request::PeerSet { .. } => 1,
-            Request::PeerGet(_) | Request::PeerDump => 2,
-            Request::PeerDel(_) => 3,
-            Request::KeyNew(_) => 4,
-            Request::KeySwap(_) => 5,
-            Request::KeyDel { .. } => 6,
-        };
-        let mut m = NlMsg::genl(self.id, flags, cmds[i], version, REQUEST_CAP)?;
-        m.put_u32(ovpn::OVPN_A_IFINDEX, ifindex)?;
-        match self.family {
-            Family::Ovpn => ovpn::put(&mut m, req)?,
-            Family::OvpnDcoV2 => ovpn_dco_v2::put(&mut m, req)?,
-        }
+        let l = self.family.layout();
+        let mut m = NlMsg::genl(self.id, flags, l.cmds[i], layout::VERSION, REQUEST_CAP)?;
+        m.put_u32(layout::A_IFINDEX, ifindex)?;
+        l.put(&mut m, i, req)?;
         Ok(m)
     }
 
@@ -325,59 +264,16 @@ impl Genl {
         match msg.ty {
             attr::NLMSG_ERROR => Ok(Reply::Status(attr::parse_error(msg)?)),
             attr::NLMSG_DONE => Ok(Reply::DumpDone(attr::parse_done(msg)?)),
-            ty if ty == self.id => match self.family {
-                Family::Ovpn => ovpn::parse(msg),
-                Family::OvpnDcoV2 => ovpn_dco_v2::parse(msg),
-            },
+            ty if ty == self.id => self.family.layout().parse(msg),
             ty => Ok(Reply::Ignored { nlmsg_type: ty, cmd: None }),
         }
     }
-}
 
-/// The attribute `ty` in `attrs`, or `MissingAttr(name)`.
-fn required<'a>(attrs: &'a [u8], ty: u16, name: &'static str) -> Result<attr::Attr<'a>, DcoError> {
-    attr::find(attrs, ty)?.ok_or(DcoError::MissingAttr(name))
-}
-
-/// The top-level IFINDEX (attribute 1 in both families).
-fn ifindex(attrs: &[u8]) -> Result<u32, DcoError> {
-    Ok(required(attrs, ovpn::OVPN_A_IFINDEX, "IFINDEX")?.u32()?)
-}
-
-/// The integers (of any width the kernel puts) of attributes `kinds` in
-/// `nest`; `MissingAttr` names the first one absent.
-fn uints<const N: usize>(nest: attr::Attr<'_>, kinds: [(u16, &'static str); N]) -> Result<[u32; N], DcoError> {
-    let mut got = [None; N];
-    for a in nest.nested() {
-        let a = a?;
-        if let Some(i) = kinds.iter().position(|(k, _)| *k == a.kind()) {
-            got[i] = Some(a.uint32()?);
-        }
-    }
-    let mut out = [0; N];
-    for (o, (g, (_, name))) in out.iter_mut().zip(got.into_iter().zip(kinds)) {
-        *o = g.ok_or(DcoError::MissingAttr(name))?;
-    }
-    Ok(out)
-}
-
-/// A key direction nest: CIPHER_KEY (1) and NONCE_TAIL (2) in both families.
-fn keydir(m: &mut NlMsg, ty: u16, d: &KeyDir) -> Result<(), AttrError> {
-    m.nest(ty, true, |m| {
-        m.put_bytes(ovpn::OVPN_A_KEYDIR_CIPHER_KEY, d.key())?;
-        m.put_bytes(ovpn::OVPN_A_KEYDIR_NONCE_TAIL, d.nonce_tail())
-    })
-}
-
-impl Genl {
     /// Returns the device a message of this family names (its top-level
     /// IFINDEX, attribute 1 in both families), even when the rest of the
     /// message cannot be parsed; None for other messages.
     pub fn ifindex_of(&self, msg: &NlMsgRef<'_>) -> Option<u32> {
-        if msg.ty != self.id {
-            return None;
-        }
-        let g = msg.genl().ok()?;
-        attr::find(g.attrs, ovpn::OVPN_A_IFINDEX).ok()??.u32().ok()
+        let g = msg.genl().ok().filter(|_| msg.ty == self.id)?;
+        attr::find(g.attrs, layout::A_IFINDEX).ok()??.u32().ok()
     }
 }

@@ -17,11 +17,11 @@
 //!   way, so larger values would be silently truncated there.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
 
 use super::secret::SecretBytes;
-use super::sockaddr::{self, Remote};
+use super::sockaddr;
 use super::{DcoError, Family};
 
 /// Highest peer id: 24 bits ([spec] `max: 0xFFFFFF`; [wire]).
@@ -39,10 +39,7 @@ pub struct PeerId(u32);
 impl PeerId {
     /// Returns the id, or `PeerIdRange` above [`PEER_ID_MAX`].
     pub fn new(id: u32) -> Result<Self, DcoError> {
-        if id > PEER_ID_MAX {
-            return Err(DcoError::PeerIdRange(id));
-        }
-        Ok(PeerId(id))
+        (id <= PEER_ID_MAX).then_some(PeerId(id)).ok_or(DcoError::PeerIdRange(id))
     }
 
     /// Returns the raw value.
@@ -59,10 +56,7 @@ pub struct KeyId(u8);
 impl KeyId {
     /// Returns the id, or `KeyIdRange` above [`KEY_ID_MAX`].
     pub fn new(id: u32) -> Result<Self, DcoError> {
-        match u8::try_from(id) {
-            Ok(v) if id <= KEY_ID_MAX => Ok(KeyId(v)),
-            _ => Err(DcoError::KeyIdRange(id)),
-        }
+        u8::try_from(id).ok().filter(|_| id <= KEY_ID_MAX).map(KeyId).ok_or(DcoError::KeyIdRange(id))
     }
 
     /// Returns the raw value.
@@ -73,11 +67,12 @@ impl KeyId {
 
 /// `enum ovpn_key_slot` (same numbers in both families).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum KeySlot {
     /// `OVPN_KEY_SLOT_PRIMARY` = 0.
-    Primary,
+    Primary = 0,
     /// `OVPN_KEY_SLOT_SECONDARY` = 1.
-    Secondary,
+    Secondary = 1,
 }
 
 impl KeySlot {
@@ -92,10 +87,7 @@ impl KeySlot {
 
     /// Returns the kernel number.
     pub fn number(self) -> u8 {
-        match self {
-            KeySlot::Primary => 0,
-            KeySlot::Secondary => 1,
-        }
+        self as u8
     }
 }
 
@@ -103,11 +95,12 @@ impl KeySlot {
 /// ([golden]: CIPHER_ALG=0 -> -EINVAL "ovpn: unsupported cipher";
 /// [v2-api]: "only 1 and 2 are accepted by the key parser").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
 pub enum CipherAlg {
     /// `OVPN_CIPHER_ALG_AES_GCM` = 1.
-    AesGcm,
+    AesGcm = 1,
     /// `OVPN_CIPHER_ALG_CHACHA20_POLY1305` = 2.
-    ChaCha20Poly1305,
+    ChaCha20Poly1305 = 2,
 }
 
 impl CipherAlg {
@@ -122,10 +115,7 @@ impl CipherAlg {
 
     /// Returns the kernel number.
     pub fn number(self) -> u16 {
-        match self {
-            CipherAlg::AesGcm => 1,
-            CipherAlg::ChaCha20Poly1305 => 2,
-        }
+        self as u16
     }
 
     /// Returns true if the kernel's AEAD accepts a key of `len` bytes
@@ -253,11 +243,12 @@ pub struct Keepalive {
 
 /// Device mode, chosen when the link is created (IFLA_OVPN_MODE).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Mode {
     /// `OVPN_MODE_P2P` = 0: one peer; the default without IFLA_INFO_DATA.
-    P2p,
+    P2p = 0,
     /// `OVPN_MODE_MP` = 1: several peers, routed by VPN address.
-    Mp,
+    Mp = 1,
 }
 
 /// The transport socket handed to the kernel by fd number.
@@ -265,7 +256,7 @@ pub enum Mode {
 pub enum Transport {
     /// A UDP socket: the remote endpoint is mandatory ([golden]: "ovpn:
     /// missing remote IP address for UDP socket"; [v2-api] §3).
-    Udp(Remote),
+    Udp(SocketAddr),
     /// A connected TCP socket: no remote is sent (upstream refuses one with
     /// "unexpected remote IP address with TCP socket"; [v2-api]: not needed).
     Tcp,
@@ -301,7 +292,7 @@ impl PeerNew {
     ) -> Result<Self, DcoError> {
         let socket = u32::try_from(socket_fd).map_err(|_| DcoError::BadSocket(socket_fd))?;
         if let Transport::Udp(r) = transport {
-            if r.addr().port() == 0 {
+            if r.port() == 0 {
                 return Err(DcoError::RemotePortZero);
             }
         }
@@ -340,6 +331,24 @@ impl PeerNew {
     pub fn vpn6(&self) -> Option<Ipv6Addr> {
         self.vpn6
     }
+
+    /// Returns the PEER_NEW for a D-Bus `NewPeer` call, or the first input
+    /// or kernel rule it breaks.
+    ///
+    /// Differences from [`PeerNew::new`], to stay compatible with the
+    /// reference client: on an upstream P2P device the VPN addresses the
+    /// client always passes are dropped (the kernel refuses them there); on
+    /// a TCP socket `sa` is still decoded and checked, but not sent.
+    pub fn from_dbus(family: Family, mode: Mode, a: &DbusNewPeer<'_>) -> Result<Self, DcoError> {
+        let remote = sockaddr::decode_base64(a.sa, a.salen).map_err(DcoError::Sockaddr)?;
+        let mut vpn4: Option<Ipv4Addr> = parse_ip(a.vpn4, "vpn4")?;
+        let mut vpn6: Option<Ipv6Addr> = parse_ip(a.vpn6, "vpn6")?;
+        if family == Family::Ovpn && mode == Mode::P2p {
+            (vpn4, vpn6) = (None, None);
+        }
+        let transport = if a.tcp { Transport::Tcp } else { Transport::Udp(remote) };
+        PeerNew::new(family, mode, PeerId::new(a.peer_id)?, a.fd, transport, vpn4, vpn6)
+    }
 }
 
 /// The arguments of the D-Bus `NewPeer(u peer_id, s sa, u salen, s vpn4,
@@ -363,30 +372,7 @@ pub struct DbusNewPeer<'a> {
 }
 
 fn parse_ip<T: std::str::FromStr>(text: &str, what: &'static str) -> Result<Option<T>, DcoError> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse().map(Some).map_err(|_| DcoError::BadAddress(what))
-}
-
-impl PeerNew {
-    /// Returns the PEER_NEW for a D-Bus `NewPeer` call, or the first input
-    /// or kernel rule it breaks.
-    ///
-    /// Differences from [`PeerNew::new`], to stay compatible with the
-    /// reference client: on an upstream P2P device the VPN addresses the
-    /// client always passes are dropped (the kernel refuses them there); on
-    /// a TCP socket `sa` is still decoded and checked, but not sent.
-    pub fn from_dbus(family: Family, mode: Mode, a: &DbusNewPeer<'_>) -> Result<Self, DcoError> {
-        let remote = sockaddr::decode_base64(a.sa, a.salen)?;
-        let mut vpn4: Option<Ipv4Addr> = parse_ip(a.vpn4, "vpn4")?;
-        let mut vpn6: Option<Ipv6Addr> = parse_ip(a.vpn6, "vpn6")?;
-        if family == Family::Ovpn && mode == Mode::P2p {
-            (vpn4, vpn6) = (None, None);
-        }
-        let transport = if a.tcp { Transport::Tcp } else { Transport::Udp(remote) };
-        PeerNew::new(family, mode, PeerId::new(a.peer_id)?, a.fd, transport, vpn4, vpn6)
-    }
+    (!text.is_empty()).then(|| text.parse().map_err(|_| DcoError::BadAddress(what))).transpose()
 }
 
 /// `enum ovpn_del_peer_reason`; unknown values are kept.
@@ -406,28 +392,26 @@ pub enum DelReason {
     Other(u32),
 }
 
+/// The reasons the kernel numbers, in order (0..=4).
+const DEL_REASONS: [DelReason; 5] = [
+    DelReason::Teardown,
+    DelReason::Userspace,
+    DelReason::Expired,
+    DelReason::TransportError,
+    DelReason::TransportDisconnect,
+];
+
 impl DelReason {
     /// Returns the reason for its kernel number.
     pub fn from_u32(v: u32) -> Self {
-        match v {
-            0 => DelReason::Teardown,
-            1 => DelReason::Userspace,
-            2 => DelReason::Expired,
-            3 => DelReason::TransportError,
-            4 => DelReason::TransportDisconnect,
-            n => DelReason::Other(n),
-        }
+        usize::try_from(v).ok().and_then(|i| DEL_REASONS.get(i)).copied().unwrap_or(DelReason::Other(v))
     }
 
     /// Returns the kernel number.
     pub fn number(self) -> u32 {
         match self {
-            DelReason::Teardown => 0,
-            DelReason::Userspace => 1,
-            DelReason::Expired => 2,
-            DelReason::TransportError => 3,
-            DelReason::TransportDisconnect => 4,
             DelReason::Other(n) => n,
+            known => DEL_REASONS.iter().zip(0..).find(|(r, _)| **r == known).map_or(0, |(_, n)| n),
         }
     }
 }
@@ -451,7 +435,7 @@ pub struct PeerInfo {
     /// Peer id.
     pub id: u32,
     /// Remote endpoint (UDP).
-    pub remote: Option<Remote>,
+    pub remote: Option<SocketAddr>,
     /// Local address used towards the peer (0.0.0.0 when not pinned).
     pub local_ip: Option<IpAddr>,
     /// Local port.
@@ -498,7 +482,7 @@ mod tests {
     use std::net::SocketAddr;
 
     fn udp() -> Transport {
-        Transport::Udp(Remote::new("127.0.0.1:1194".parse::<SocketAddr>().unwrap()))
+        Transport::Udp("127.0.0.1:1194".parse::<SocketAddr>().unwrap())
     }
 
     #[test]
@@ -586,7 +570,7 @@ mod tests {
             assert!(PeerNew::new(fam, Mode::Mp, id, 8, Transport::Tcp, None, Some(Ipv6Addr::LOCALHOST)).is_ok());
         }
         assert_eq!(PeerNew::new(Family::Ovpn, Mode::P2p, id, -1, udp(), None, None), Err(DcoError::BadSocket(-1)));
-        let port0 = Transport::Udp(Remote::new("127.0.0.1:0".parse::<SocketAddr>().unwrap()));
+        let port0 = Transport::Udp("127.0.0.1:0".parse::<SocketAddr>().unwrap());
         assert_eq!(PeerNew::new(Family::OvpnDcoV2, Mode::P2p, id, 8, port0, None, None), Err(DcoError::RemotePortZero));
     }
 

@@ -28,20 +28,21 @@ pub const ERROR_TEXT_MAX: usize = 1024;
 /// Returns the 6-byte peer-deleted record for `family`; reasons above 255
 /// (none exist today) are sent as 255.
 pub fn peer_deleted(family: Family, ev: &PeerDeleted) -> [u8; PEER_DELETED_LEN] {
-    let mut r = [0u8; PEER_DELETED_LEN];
-    r[0] = family.peer_deleted_cmd();
-    r[1..5].copy_from_slice(&ev.peer_id.to_ne_bytes());
-    r[5] = u8::try_from(ev.reason.number()).unwrap_or(u8::MAX);
-    r
+    short_record(family.layout().peer_deleted.cmd, ev.peer_id, ev.reason.number())
 }
 
 /// Returns the 6-byte key-swap-needed record (key ids are 3 bits; larger
 /// values, which the kernel never sends, are sent as 255).
 pub fn key_swap_needed(ev: &KeySwapNeeded) -> [u8; PEER_DELETED_LEN] {
+    short_record(super::ovpn::OVPN_CMD_KEY_SWAP_NTF, ev.peer_id, ev.key_id)
+}
+
+/// The 6-byte shape both share: command, `u32` peer id, one byte.
+fn short_record(cmd: u8, peer_id: u32, value: u32) -> [u8; PEER_DELETED_LEN] {
     let mut r = [0u8; PEER_DELETED_LEN];
-    r[0] = super::ovpn::OVPN_CMD_KEY_SWAP_NTF;
-    r[1..5].copy_from_slice(&ev.peer_id.to_ne_bytes());
-    r[5] = u8::try_from(ev.key_id).unwrap_or(u8::MAX);
+    r[0] = cmd;
+    r[1..5].copy_from_slice(&peer_id.to_ne_bytes());
+    r[5] = u8::try_from(value).unwrap_or(u8::MAX);
     r
 }
 
@@ -58,7 +59,7 @@ pub const PEER_INFO_LEN: usize = 1 + 216;
 /// saturating).
 pub fn peer_info(family: Family, p: &PeerInfo) -> [u8; PEER_INFO_LEN] {
     let mut r = [0u8; PEER_INFO_LEN];
-    r[0] = family.peer_get_cmd();
+    r[0] = family.layout().cmds[2]; // PEER_GET / GET_PEER
     let b = &mut r[1..];
     b[0..4].copy_from_slice(&p.id.to_ne_bytes());
     if let Some(a) = p.vpn4 {
@@ -69,7 +70,7 @@ pub fn peer_info(family: Family, p: &PeerInfo) -> [u8; PEER_INFO_LEN] {
     }
     b[24..26].copy_from_slice(&p.local_port.unwrap_or(0).to_be_bytes());
     if let Some(remote) = &p.remote {
-        let raw = remote.to_raw();
+        let raw = super::sockaddr::to_raw(remote);
         b[32..32 + raw.len()].copy_from_slice(&raw);
     }
     b[160..164].copy_from_slice(&p.keepalive_interval.unwrap_or(0).to_ne_bytes());
@@ -125,10 +126,9 @@ mod tests {
     #[cfg(target_endian = "little")]
     #[test]
     fn peer_info_record_matches_the_packaged_netcfg() {
-        use crate::dco::Remote;
         let p = PeerInfo {
             id: 1,
-            remote: Some(Remote::new("127.0.0.1:33180".parse().unwrap())),
+            remote: Some("127.0.0.1:33180".parse().unwrap()),
             local_ip: None,
             local_port: Some(51509),
             vpn4: Some("10.8.0.1".parse().unwrap()),

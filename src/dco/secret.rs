@@ -28,9 +28,7 @@ impl SecretBytes {
 
     /// Returns a copy of `data`; the caller still owns (and should wipe) `data`.
     pub fn from_slice(data: &[u8]) -> Self {
-        let mut s = Self::zeroed(data.len());
-        s.buf.copy_from_slice(data);
-        s
+        SecretBytes { buf: Wiped(data.to_vec()) }
     }
 
     /// Returns the bytes.
@@ -44,16 +42,19 @@ impl SecretBytes {
     }
 
     /// Returns the number of bytes.
+    #[cfg(any(test, feature = "fuzz"))]
     pub fn len(&self) -> usize {
         self.buf.len()
     }
 
     /// Returns true when there are no bytes.
+    #[cfg(any(test, feature = "fuzz"))]
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
     /// Shortens to `len` bytes, wiping the dropped tail first.
+    #[cfg(any(test, feature = "fuzz"))]
     pub fn truncate(&mut self, len: usize) {
         if len < self.buf.len() {
             wipe(&mut self.buf[len..]);

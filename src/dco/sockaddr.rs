@@ -6,7 +6,7 @@
 //! refuses any other length ([v2-api] §3).
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use super::b64::{self, B64Error};
 
@@ -53,80 +53,50 @@ impl From<B64Error> for SockaddrError {
     }
 }
 
-/// A peer's remote endpoint; the IPv6 scope id travels inside the address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Remote {
-    addr: SocketAddr,
-}
-
-impl Remote {
-    /// Wraps an address (IPv6 flow info and scope id are kept).
-    pub fn new(addr: SocketAddr) -> Self {
-        Remote { addr }
-    }
-
-    /// Returns the address and port.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Returns the IPv6 scope id (RFC 2553), 0 for IPv4.
-    pub fn scope_id(&self) -> u32 {
-        match self.addr {
-            SocketAddr::V4(_) => 0,
-            SocketAddr::V6(a) => a.scope_id(),
-        }
-    }
-
-    /// Parses a raw `sockaddr_in`/`sockaddr_in6` whose size is its only length.
-    pub fn from_raw(raw: &[u8]) -> Result<Self, SockaddrError> {
-        let family = match raw {
-            [a, b, ..] => u16::from_ne_bytes([*a, *b]),
-            _ => 0,
-        };
-        let bad = SockaddrError::Family { family, len: raw.len() };
-        let af = i32::from(family);
-        if raw.len() == SOCKADDR_IN_LEN && af == libc::AF_INET {
-            let port = u16::from_be_bytes([raw[2], raw[3]]);
-            let ip = Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7]);
-            return Ok(Remote::new(SocketAddr::V4(SocketAddrV4::new(ip, port))));
-        }
-        if raw.len() == SOCKADDR_IN6_LEN && af == libc::AF_INET6 {
-            let port = u16::from_be_bytes([raw[2], raw[3]]);
-            let flow = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
+/// Parses a raw `sockaddr_in`/`sockaddr_in6` whose size is its only length
+/// (IPv6 flow info and scope id are kept).
+pub fn from_raw(raw: &[u8]) -> Result<SocketAddr, SockaddrError> {
+    let family = match raw {
+        [a, b, ..] => u16::from_ne_bytes([*a, *b]),
+        _ => 0,
+    };
+    let port = |r: &[u8]| u16::from_be_bytes([r[2], r[3]]);
+    let word = |r: &[u8], at: usize| [r[at], r[at + 1], r[at + 2], r[at + 3]];
+    match (i32::from(family), raw.len()) {
+        (libc::AF_INET, SOCKADDR_IN_LEN) => Ok(SocketAddr::from((word(raw, 4), port(raw)))),
+        (libc::AF_INET6, SOCKADDR_IN6_LEN) => {
             let mut ip = [0u8; 16];
             ip.copy_from_slice(&raw[8..24]);
-            let scope = u32::from_ne_bytes([raw[24], raw[25], raw[26], raw[27]]);
-            let a = SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope);
-            return Ok(Remote::new(SocketAddr::V6(a)));
+            let (flow, scope) = (u32::from_be_bytes(word(raw, 4)), u32::from_ne_bytes(word(raw, 24)));
+            Ok(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port(raw), flow, scope)))
         }
-        Err(bad)
+        _ => Err(SockaddrError::Family { family, len: raw.len() }),
     }
+}
 
-    /// Returns the raw `sockaddr_in` (16 bytes) or `sockaddr_in6` (28 bytes).
-    pub fn to_raw(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(SOCKADDR_IN6_LEN);
-        match self.addr {
-            SocketAddr::V4(a) => {
-                v.extend_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
-                v.extend_from_slice(&a.port().to_be_bytes());
-                v.extend_from_slice(&a.ip().octets());
-                v.extend_from_slice(&[0; 8]); // sin_zero
-            }
-            SocketAddr::V6(a) => {
-                v.extend_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
-                v.extend_from_slice(&a.port().to_be_bytes());
-                v.extend_from_slice(&a.flowinfo().to_be_bytes());
-                v.extend_from_slice(&a.ip().octets());
-                v.extend_from_slice(&a.scope_id().to_ne_bytes());
-            }
+/// Returns the raw `sockaddr_in` (16 bytes) or `sockaddr_in6` (28 bytes).
+pub fn to_raw(addr: &SocketAddr) -> Vec<u8> {
+    let mut v = Vec::with_capacity(SOCKADDR_IN6_LEN);
+    match addr {
+        SocketAddr::V4(a) => {
+            v.extend_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            v.extend_from_slice(&a.port().to_be_bytes());
+            v.extend_from_slice(&a.ip().octets());
+            v.extend_from_slice(&[0; 8]); // sin_zero
         }
-        v
+        SocketAddr::V6(a) => {
+            v.extend_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+            v.extend_from_slice(&a.port().to_be_bytes());
+            v.extend_from_slice(&a.flowinfo().to_be_bytes());
+            v.extend_from_slice(&a.ip().octets());
+            v.extend_from_slice(&a.scope_id().to_ne_bytes());
+        }
     }
+    v
 }
 
 /// Decodes the D-Bus `sa`/`salen` pair; the decoded size must equal `salen`.
-pub fn decode_base64(sa: &str, salen: u32) -> Result<Remote, SockaddrError> {
+pub fn decode_base64(sa: &str, salen: u32) -> Result<SocketAddr, SockaddrError> {
     if sa.len() > SA_BASE64_MAX {
         return Err(SockaddrError::TooLong(sa.len()));
     }
@@ -135,7 +105,7 @@ pub fn decode_base64(sa: &str, salen: u32) -> Result<Remote, SockaddrError> {
     if u32::try_from(n) != Ok(salen) {
         return Err(SockaddrError::SizeMismatch { decoded: n, salen });
     }
-    Remote::from_raw(&raw[..n])
+    from_raw(&raw[..n])
 }
 
 #[cfg(test)]
@@ -164,22 +134,21 @@ mod tests {
         let sa = b64::encode(&raw);
         assert_eq!(sa, "AgAEqn8AAAEAAAAAAAAAAA==");
         let r = decode_base64(&sa, 16).unwrap();
-        assert_eq!(r.addr(), "127.0.0.1:1194".parse().unwrap());
-        assert_eq!(r.scope_id(), 0);
-        assert_eq!(r.to_raw(), raw);
+        assert_eq!(r, "127.0.0.1:1194".parse().unwrap());
+        assert_eq!(to_raw(&r), raw);
     }
 
     #[test]
     fn ipv6_with_scope_round_trips() {
         let a: SocketAddr = SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 443, 0x12345, 3));
-        let r = Remote::new(a);
-        let raw = r.to_raw();
+        let r = a;
+        let raw = to_raw(&r);
         assert_eq!(raw.len(), 28);
         assert_eq!(&raw[2..4], &[0x01, 0xbb]);
         assert_eq!(&raw[4..8], &[0, 1, 0x23, 0x45]);
         let back = decode_base64(&b64::encode(&raw), 28).unwrap();
         assert_eq!(back, r);
-        assert_eq!(back.scope_id(), 3);
+        assert!(matches!(back, SocketAddr::V6(a) if a.scope_id() == 3));
     }
 
     #[test]
@@ -204,7 +173,7 @@ mod tests {
         unix[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
         assert!(decode_base64(&b64::encode(&unix), 16).is_err());
         assert!(decode_base64("", 0).is_err());
-        assert!(Remote::from_raw(&[2]).is_err());
+        assert!(from_raw(&[2]).is_err());
     }
 
     #[test]

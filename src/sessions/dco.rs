@@ -14,73 +14,53 @@ impl Sessions {
     /// module may have been loaded since).
     pub(crate) fn dco_kernel(&mut self) -> Option<&mut DcoKernel> {
         if self.dco.is_none() {
-            self.dco = DcoKernel::probe();
-            if let Some(k) = &self.dco {
-                log::info!("DCO: using generic netlink family {} (id {})", k.family(), k.genl.id());
-            }
+            self.dco = DcoKernel::probe()
+                .inspect(|k| log::info!("DCO: using generic netlink family {} (id {})", k.genl.family, k.genl.id));
         }
         self.dco.as_mut()
     }
 
-    pub(crate) fn dco_available(&mut self) -> bool {
-        self.dco_kernel().is_some()
-    }
-
     /// The `dco_family` property: the family in use, "" when none.
     pub(crate) fn dco_family(&self) -> String {
-        self.dco.as_ref().map(|k| k.family().genl_name().to_string()).unwrap_or_default()
-    }
-
-    pub(crate) fn has_dco(&self, d: &Device) -> bool {
-        d.dco.is_some()
+        self.dco.as_ref().map(|k| k.genl.family.layout().genl_name.to_string()).unwrap_or_default()
     }
 
     /// Removes the kernel peers of a device that is going away (their keys
     /// go with them) and closes its transport sockets and pipe. The netdev
     /// itself is deleted by the device's journal (DelLink).
     pub(crate) fn dco_release(&mut self, d: &mut Device) {
-        let Some(x) = d.dco.take() else {
-            return;
-        };
-        if let Some(k) = self.dco.as_mut() {
-            for id in x.peers.keys() {
-                let Ok(peer) = PeerId::new(*id) else { continue };
-                match k.request(x.ifindex, &Request::PeerDel(peer), &format!("DEL_PEER {id}")) {
-                    Ok(()) => log::info!("{}: DCO peer {id} removed from {}", d.path, x.name),
-                    // Already gone (expired, or the netdev was deleted by someone else).
-                    Err(Error::Kernel { errno: libc::ENOENT | libc::ENODEV | libc::EINVAL, .. }) => {}
-                    Err(e) => log::warn!("{}: {e}", d.path),
-                }
+        // Dropping `x` closes the transport sockets and both pipe ends.
+        let Some(x) = d.dco.take() else { return };
+        let Some(k) = self.dco.as_mut() else { return };
+        for id in x.peers.keys() {
+            let Ok(peer) = PeerId::new(*id) else { continue };
+            match k.request(x.ifindex, &Request::PeerDel(peer), &format!("DEL_PEER {id}")) {
+                Ok(()) => log::info!("{}: DCO peer {id} removed from {}", d.path, x.name),
+                // Already gone (expired, or the netdev was deleted by someone else).
+                Err(Error::Kernel { errno: libc::ENOENT | libc::ENODEV | libc::EINVAL, .. }) => {}
+                Err(e) => log::warn!("{}: {e}", d.path),
             }
         }
-        drop(x); // closes the transport sockets and both pipe ends
     }
 
-    /// Extra fds for the poll loop: the notification socket (POLLIN) and
-    /// the pipes that have records waiting for room (POLLOUT).
+    /// Extra fds for the poll loop: the command and notification sockets
+    /// (POLLIN) and the pipes that have records waiting for room (POLLOUT).
     pub(crate) fn dco_poll_fds(&self) -> Vec<(std::os::fd::RawFd, nix::poll::PollFlags)> {
         use nix::poll::PollFlags;
-        let mut out = Vec::new();
-        // Always read it, so notifications about other programs' ovpn
-        // devices never pile up (and get mistaken for ours later).
-        if let Some(fd) = self.dco.as_ref().and_then(|k| k.notify_fd()) {
-            out.push((fd, PollFlags::POLLIN));
-        }
-        for d in self.devices.values() {
-            if let Some(fd) = d.dco.as_ref().and_then(|x| x.pipe.pending_fd()) {
-                out.push((fd, PollFlags::POLLOUT));
-            }
-        }
-        out
+        // Always read them, so notifications about other programs' ovpn
+        // devices never pile up (and get mistaken for ours later), and no
+        // stray answer sits on the command socket.
+        let socks = self.dco.iter().flat_map(|k| k.poll_fds()).map(|fd| (fd, PollFlags::POLLIN));
+        let pipes = self.devices.values().filter_map(|d| d.dco.as_ref()?.pipe.pending_fd());
+        socks.chain(pipes.map(|fd| (fd, PollFlags::POLLOUT))).collect()
     }
 
     /// Called when one of `dco_poll_fds` is ready: forwards notifications,
     /// resyncs after a loss, and flushes waiting pipe records.
     pub(crate) fn dco_service(&mut self) {
-        let n = match self.dco.as_mut() {
-            Some(k) => k.notifications(),
-            None => return,
-        };
+        let Some(k) = self.dco.as_mut() else { return };
+        k.discard_unasked();
+        let n = k.notifications();
         for r in n.replies {
             self.dco_notification(r);
         }
@@ -90,15 +70,13 @@ impl Sessions {
         if n.lost {
             self.dco_resync();
         }
-        for d in self.devices.values_mut() {
-            if let Some(x) = d.dco.as_mut() {
-                x.pipe.flush();
-            }
+        for x in self.devices.values_mut().filter_map(|d| d.dco.as_mut()) {
+            x.pipe.flush();
         }
     }
 
     fn dco_notification(&mut self, r: Reply) {
-        let Some(family) = self.dco.as_ref().map(|k| k.family()) else { return };
+        let Some(family) = self.dco.as_ref().map(|k| k.genl.family) else { return };
         let (ifindex, record, text) = match r {
             Reply::PeerDeleted(ev) => (
                 ev.ifindex,
@@ -113,27 +91,18 @@ impl Sessions {
             _ => return,
         };
         // Only this daemon's devices; other ovpn devices are not ours to report.
-        let Some(d) = self.devices.values_mut().find(|d| d.dco.as_ref().is_some_and(|x| x.ifindex == ifindex)) else {
-            return;
-        };
-        let x = d.dco.as_mut().expect("matched above");
-        log::info!("{}: DCO {} on {}", d.path, text, x.name);
+        let found =
+            self.devices.values_mut().find_map(|d| Some((&d.path, d.dco.as_mut().filter(|x| x.ifindex == ifindex)?)));
+        let Some((path, x)) = found else { return };
+        log::info!("{path}: DCO {text} on {}", x.name);
         x.pipe.push(record);
         if let Reply::PeerDeleted(ev) = r {
             // A P2P NEW_PEER may have replaced the peer under the same id:
             // close its socket only if the kernel has no such peer any more.
-            if x.peers.contains_key(&ev.peer_id) {
-                let gone = match (PeerId::new(ev.peer_id), self.dco.as_mut()) {
-                    (Ok(p), Some(k)) => matches!(k.get_peer(ifindex, p), Ok(None)),
-                    _ => false,
-                };
-                if gone {
-                    if let Some(x) =
-                        self.devices.values_mut().find_map(|d| d.dco.as_mut().filter(|x| x.ifindex == ifindex))
-                    {
-                        x.peers.remove(&ev.peer_id);
-                    }
-                }
+            let gone =
+                |k: &mut DcoKernel| PeerId::new(ev.peer_id).is_ok_and(|p| matches!(k.get_peer(ifindex, p), Ok(None)));
+            if x.peers.contains_key(&ev.peer_id) && self.dco.as_mut().is_some_and(gone) {
+                x.peers.remove(&ev.peer_id);
             }
         }
     }
@@ -154,12 +123,11 @@ impl Sessions {
     /// TEARDOWN).
     fn dco_resync(&mut self) {
         log::warn!("DCO: notifications were lost; re-reading the peers");
-        let devs: Vec<(String, u32)> =
-            self.devices.iter().filter_map(|(p, d)| d.dco.as_ref().map(|x| (p.clone(), x.ifindex))).collect();
-        for (path, ifindex) in devs {
-            let Some(k) = self.dco.as_mut() else { return };
-            let family = k.family();
-            let Some(x) = self.devices.get_mut(&path).and_then(|d| d.dco.as_mut()) else { continue };
+        let Some(k) = self.dco.as_mut() else { return };
+        let family = k.genl.family;
+        for d in self.devices.values_mut() {
+            let (path, Some(x)) = (&d.path, d.dco.as_mut()) else { continue };
+            let ifindex = x.ifindex;
             let gone = dco_session::vanished(x.peers.keys().copied(), |id| {
                 PeerId::new(id).map_err(|e| Error::Failed(e.to_string())).and_then(|p| k.get_peer(ifindex, p))
             });
