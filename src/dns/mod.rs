@@ -20,7 +20,7 @@ mod resolved;
 
 use std::net::IpAddr;
 use std::os::fd::BorrowedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use dbus::Message;
@@ -118,21 +118,19 @@ pub struct Dns {
     dir: crate::state::Dir,
     /// The sessions the backend last applied, newest first.
     applied: Vec<Session>,
+    /// The last apply failed, maybe halfway: the system may hold neither
+    /// `applied` nor what was wanted, so even an unchanged state is applied.
+    retry: bool,
     /// What a busy backend is applying, and the latest state wanted since:
     /// each apply is the complete state, so only the latest needs to wait.
     pending: Option<Vec<Session>>,
     queued: Option<Vec<Session>>,
-    /// dnsmasq's servers file (the dnsmasq backend's only output).
-    dnsmasq_servers: PathBuf,
 }
 
 impl Dns {
     /// No backend until `start`. Changes nothing on the system.
-    /// `dnsmasq_servers`: the servers file the dnsmasq backend writes (and
-    /// `auto` looks for).
-    pub fn new(dir: crate::state::Dir, dnsmasq_servers: &Path) -> Dns {
-        let dnsmasq_servers = dnsmasq_servers.to_path_buf();
-        Dns { name: "none", backend: None, dir, applied: Vec::new(), pending: None, queued: None, dnsmasq_servers }
+    pub fn new(dir: crate::state::Dir) -> Dns {
+        Dns { name: "none", backend: None, dir, applied: Vec::new(), retry: false, pending: None, queued: None }
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -144,16 +142,18 @@ impl Dns {
     /// fatal: falls back and logs). Recovery first, so that `auto` judges
     /// the system's resolv.conf, not one a killed run generated. Call only
     /// once no other instance owns the bus name, so a second instance never
-    /// undoes the live one's work.
-    pub fn start(&mut self, choice: &DnsChoice, bus: &Bus) {
+    /// undoes the live one's work. `cfg.dnsmasq_servers`: the servers file
+    /// the dnsmasq backend writes (and `auto` looks for).
+    pub fn start(&mut self, cfg: &crate::config::Config, bus: &Bus) {
+        let (choice, servers) = (&cfg.dns, &cfg.dnsmasq_servers);
         let configured = match choice {
             DnsChoice::File(p) => p.as_path(),
             _ => Path::new(file::DEFAULT_PATH),
         };
         backup::recover(&file::KIND, &self.dir, configured);
         resolvconf::recover(&self.dir);
-        dnsmasq::recover(&self.dir, &self.dnsmasq_servers);
-        (self.name, self.backend) = choose(choice, bus, &self.dir, &self.dnsmasq_servers);
+        dnsmasq::recover(&self.dir, servers);
+        (self.name, self.backend) = choose(choice, bus, &self.dir, servers);
     }
 
     /// Applies the full set of active sessions (ones with an established
@@ -177,8 +177,9 @@ impl Dns {
 
     fn apply(&mut self, bus: &Bus, want: Vec<Session>) -> Vec<Change> {
         let Some(b) = self.backend.as_mut() else { return Vec::new() };
-        // Unchanged, but a link that failed is sent again (resolved).
-        if want == self.applied && b.failed().is_empty() {
+        // Unchanged, but a failed apply, or a link that failed (resolved),
+        // is tried again.
+        if want == self.applied && !self.retry && b.failed().is_empty() {
             return Vec::new();
         }
         let r = b.apply(bus, &want);
@@ -195,6 +196,7 @@ impl Dns {
     /// state.
     fn finished(&mut self, bus: &Bus, r: Result<()>) -> Vec<Change> {
         let done = self.pending.take().unwrap_or_default();
+        self.retry = r.is_err();
         let mut changes = match r {
             Ok(()) => diff(&std::mem::replace(&mut self.applied, done), &self.applied),
             Err(e) => {
@@ -213,8 +215,6 @@ impl Dns {
     /// link whose settings failed for good is left out until they take.
     pub fn global(&self, servers: bool) -> Vec<String> {
         let failed = self.backend.as_ref().map(|b| b.failed()).unwrap_or_default();
-        // A set, not `out.contains`: linear in all sessions' entries together.
-        let mut seen = std::collections::HashSet::new();
         let applied = self.applied.iter().filter(|s| !failed.contains(&s.ifindex));
         let items = applied.flat_map(|s| {
             if servers {
@@ -223,7 +223,7 @@ impl Dns {
                 s.search.clone()
             }
         });
-        items.filter(|i| seen.insert(i.clone())).collect()
+        unique(items)
     }
 
     /// Offers a method return or error to the backend (async resolved
@@ -297,15 +297,11 @@ impl Dns {
     }
 }
 
-/// `items` without repeats, in their order.
-fn unique<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
-    let mut out = Vec::new();
-    for i in items {
-        if !out.contains(&i) {
-            out.push(i);
-        }
-    }
-    out
+/// `items` without repeats, in their order. A set, not `out.contains`:
+/// linear in the number of items.
+fn unique<T: Eq + std::hash::Hash + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    items.into_iter().filter(|i| seen.insert(i.clone())).collect()
 }
 
 /// Events for what differs between two applied states, per session and

@@ -253,15 +253,16 @@ impl Backend for Resolvconf {
         self.advance()
     }
 
+    /// Without a job there is nothing to wait for (and `advance` would
+    /// never finish one).
     fn settle(&mut self) -> Result<()> {
-        loop {
-            if let Some(c) = self.child() {
-                c.block();
-            }
+        while let Some(c) = self.child() {
+            c.block();
             if let Some(r) = self.advance() {
                 return r;
             }
         }
+        Ok(())
     }
 
     fn shutdown(&mut self, _bus: &Bus) -> bool {

@@ -8,12 +8,11 @@
 //!
 //! Never blocking: every call is sent asynchronously and its reply comes
 //! back through the main loop (`on_reply`), matched by serial. Per link we
-//! keep the wanted configuration and a generation number; a newer
-//! configuration supersedes calls still in flight, whose replies are then
-//! ignored. A link resolved does not know yet (it learns about new links
-//! from netlink, possibly after our call), a missing service and a call
-//! without answer are retried a bounded number of times; other errors are
-//! logged. A link that went away needs no RevertLink.
+//! keep the wanted configuration; a newer configuration supersedes calls
+//! still in flight: they are forgotten, and their replies ignored. A link
+//! resolved does not know yet (it learns about new links from netlink,
+//! possibly after our call), a missing service and a call without answer
+//! are retried a bounded number of times; other errors are logged. A link that went away needs no RevertLink.
 //!
 //! A link whose calls failed for good (refused, or retries used up) is not
 //! forgotten: it is sent again after RESEND_AFTER (at most MAX_RESENDS
@@ -115,24 +114,11 @@ impl LinkConf {
     }
 }
 
-/// What a session asks for that resolved will not do as asked.
-fn caveats(s: &Session) {
-    if s.transport == DnsTransport::Doh {
-        log::warn!("{}: systemd-resolved does not support DNS-over-HTTPS; using its default transport", s.ifname);
-    }
-    if s.scope == DnsScope::Tunnel && s.search.is_empty() {
-        log::warn!("{}: dns_scope tunnel without search domains: resolved will not use its servers", s.ifname);
-    }
-}
-
 #[derive(Default)]
 struct Link {
     name: String,
     /// None: revert the link to resolved's own settings.
     want: Option<LinkConf>,
-    gen: u64,
-    /// Replies still awaited for this generation.
-    waiting: usize,
     attempt: u32,
     /// Reply deadline of the calls in flight.
     due: Option<Instant>,
@@ -169,8 +155,9 @@ impl Link {
 #[derive(Default)]
 pub struct Resolved {
     links: VecMap<u32, Link>,
-    /// Serial of a call in flight -> (ifindex, generation, method).
-    pending: VecMap<u32, (u32, u64, &'static str)>,
+    /// Serial of a call in flight -> (ifindex, method): only calls of a
+    /// link's current attempt (older ones are removed when it starts).
+    pending: VecMap<u32, (u32, &'static str)>,
     /// A revert gave up (reported at shutdown).
     revert_failed: bool,
 }
@@ -184,19 +171,15 @@ impl Resolved {
         if first {
             l.attempt = 0;
         }
-        l.gen += 1;
         l.retry = None;
         l.failed = false;
         self.pending.retain(|_, p| p.0 != ifindex);
-        let calls = calls(ifindex as i32, l.want.as_ref());
-        l.waiting = calls.len();
         l.due = Some(Instant::now() + CALL_TIMEOUT);
-        let gen = l.gen;
-        for (method, m) in calls {
+        for (method, m) in calls(ifindex as i32, l.want.as_ref()) {
             let Some(serial) = bus.send_call(m) else {
                 return self.again(ifindex, "the call could not be queued");
             };
-            self.pending.insert(serial, (ifindex, gen, method));
+            self.pending.insert(serial, (ifindex, method));
         }
         log::debug!("systemd-resolved: {} sent for link {ifindex} (attempt {})", describe(l), l.attempt + 1);
     }
@@ -206,10 +189,8 @@ impl Resolved {
         let Some(l) = self.links.get_mut(&ifindex) else {
             return;
         };
-        l.gen += 1; // replies still in flight are stale now
-        l.waiting = 0;
         l.due = None;
-        self.pending.retain(|_, p| p.0 != ifindex);
+        self.pending.retain(|_, p| p.0 != ifindex); // their replies are stale now
         l.attempt += 1;
         if l.attempt < MAX_ATTEMPTS {
             log::debug!("systemd-resolved: link {} ({}): {why}; trying again", ifindex, l.name);
@@ -245,7 +226,7 @@ impl Resolved {
     }
 
     fn busy(&self) -> bool {
-        self.links.values().any(|l| l.waiting > 0 || l.retry.is_some())
+        !self.pending.is_empty() || self.links.values().any(|l| l.retry.is_some())
     }
 
     /// The ifindexes of the links `pick` picks.
@@ -297,7 +278,14 @@ impl Backend for Resolved {
             let conf = LinkConf::of(s);
             let l = self.links.get_or_insert_with(s.ifindex, Link::default);
             if l.want.as_ref() != Some(&conf) {
-                caveats(s);
+                // What the session asks for that resolved will not do as asked.
+                let name = &s.ifname;
+                if s.transport == DnsTransport::Doh {
+                    log::warn!("{name}: systemd-resolved does not support DNS-over-HTTPS; using its default transport");
+                }
+                if s.scope == DnsScope::Tunnel && s.search.is_empty() {
+                    log::warn!("{name}: dns_scope tunnel without search domains: resolved will not use its servers");
+                }
                 l.resends = 0;
             } else if l.failed {
                 log::info!("systemd-resolved: {}: sending the settings that failed again", s.ifname);
@@ -340,11 +328,10 @@ impl Backend for Resolved {
     }
 
     fn on_reply(&mut self, _bus: &Bus, m: &Message) -> bool {
-        let Some((ifindex, gen, method)) = m.get_reply_serial().and_then(|s| self.pending.remove(&s)) else {
+        let Some((ifindex, method)) = m.get_reply_serial().and_then(|s| self.pending.remove(&s)) else {
             return false;
         };
-        // Gone, or superseded by a newer configuration: nothing to do.
-        let Some(l) = self.links.get_mut(&ifindex).filter(|l| l.gen == gen) else {
+        let Some(l) = self.links.get_mut(&ifindex) else {
             return true;
         };
         let reverting = l.want.is_none();
@@ -363,8 +350,7 @@ impl Backend for Resolved {
                 self.revert_failed |= reverting;
             }
         }
-        l.waiting = l.waiting.saturating_sub(1);
-        if l.waiting == 0 {
+        if !self.pending.values().any(|p| p.0 == ifindex) {
             self.done(ifindex);
         }
         true
