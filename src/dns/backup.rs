@@ -17,6 +17,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -67,7 +68,8 @@ pub struct Saved {
 
 pub struct Backup {
     kind: &'static Kind,
-    path: PathBuf,
+    /// The file backed up and rewritten.
+    pub path: PathBuf,
     dir: Dir,
     saved: Option<Saved>,
 }
@@ -75,10 +77,6 @@ pub struct Backup {
 impl Backup {
     pub fn new(kind: &'static Kind, path: PathBuf, dir: &Dir) -> Backup {
         Backup { kind, path, dir: dir.clone(), saved: None }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Makes the file hold `make(original)` for `n` sessions, or puts the
@@ -118,7 +116,18 @@ impl Backup {
                     self.path.display()
                 );
             }
-            save(self.kind, &self.dir, &self.path, &now)?;
+            let (head, bytes) = match &now {
+                Orig::File { bytes, mode, uid, gid } => {
+                    (format!("file\nmode {mode:o}\nuid {uid}\ngid {gid}\n"), &bytes[..])
+                }
+                Orig::Symlink(t) => ("symlink\n".into(), t.as_os_str().as_bytes()),
+                Orig::Missing => ("missing\n".into(), &b""[..]),
+            };
+            // A stale OURS must never match the file of this new backup.
+            let _ = self.dir.remove(&self.kind.state("ours"));
+            write_state(&self.dir, &self.kind.state("orig"), bytes)?;
+            let meta = format!("path {}\nkind {head}", self.path.display());
+            write_state(&self.dir, &self.kind.state("meta"), meta.as_bytes())?;
             self.saved = Some(Saved { orig: now, ours: None });
         }
         Ok(&self.saved.as_ref().expect("saved just above").orig)
@@ -191,18 +200,6 @@ pub fn write_state(dir: &Dir, name: &str, bytes: &[u8]) -> Result<()> {
     dir.write(name, bytes).map_err(|e| Error::io(format!("write {}/{name}", dir.path.display()), e))
 }
 
-fn save(kind: &Kind, dir: &Dir, path: &Path, orig: &Orig) -> Result<()> {
-    let (head, bytes) = match orig {
-        Orig::File { bytes, mode, uid, gid } => (format!("file\nmode {mode:o}\nuid {uid}\ngid {gid}\n"), &bytes[..]),
-        Orig::Symlink(t) => ("symlink\n".into(), t.as_os_str().as_bytes()),
-        Orig::Missing => ("missing\n".into(), &b""[..]),
-    };
-    // A stale OURS must never match the file of this new backup.
-    let _ = dir.remove(&kind.state("ours"));
-    write_state(dir, &kind.state("orig"), bytes)?;
-    write_state(dir, &kind.state("meta"), format!("path {}\nkind {head}", path.display()).as_bytes())
-}
-
 /// Reads the backup (meta, orig and, if written, ours). Its files are
 /// trusted only as `state::Dir` allows.
 fn load(kind: &Kind, dir: &Dir) -> Result<(PathBuf, Saved)> {
@@ -249,6 +246,13 @@ fn clear(kind: &Kind, dir: &Dir) {
     for part in ["meta", "orig", "ours"] {
         let _ = dir.remove(&kind.state(part));
     }
+}
+
+/// At most `max` bytes of the file at `path`, a symbolic link followed
+/// only if `follow`; more is an error.
+pub fn read_path(path: &Path, follow: bool, max: u64) -> io::Result<Vec<u8>> {
+    let flags = if follow { 0 } else { libc::O_NOFOLLOW };
+    read_max(std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path)?, max)
 }
 
 /// At most `max` bytes read from `f`; more is an error.

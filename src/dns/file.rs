@@ -25,7 +25,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use super::backup::{overwrite, read_max, Backup, Kind, Orig};
+use super::backup::{overwrite, read_path, Backup, Kind, Orig};
 use super::{unique, Backend, Session};
 use crate::conn::Bus;
 use crate::error::{Error, Result};
@@ -55,7 +55,7 @@ impl FileBackend {
     }
 
     fn set(&mut self, sessions: &[Session]) -> Result<()> {
-        let path = self.backup.path().to_path_buf();
+        let path = self.backup.path.clone();
         if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
             log::warn!(
                 "{}: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are used for all names",
@@ -87,13 +87,8 @@ fn look(path: &Path) -> Result<Orig> {
     if !m.is_file() {
         return Err(Error::Failed(format!("{} is not a regular file", path.display())));
     }
-    let bytes = read_bounded(path, false).map_err(err)?;
+    let bytes = read_path(path, false, MAX_SIZE).map_err(err)?;
     Ok(Orig::File { bytes, mode: m.mode() & 0o7777, uid: m.uid(), gid: m.gid() })
-}
-
-fn read_bounded(path: &Path, follow: bool) -> io::Result<Vec<u8>> {
-    let flags = if follow { 0 } else { libc::O_NOFOLLOW };
-    read_max(OpenOptions::new().read(true).custom_flags(flags).open(path)?, MAX_SIZE)
 }
 
 /// The system's own part of resolv.conf.
@@ -109,7 +104,7 @@ fn system_part(path: &Path, orig: &Orig) -> System {
         Orig::File { bytes, .. } => parse(bytes),
         Orig::Symlink(t) => {
             let target = path.parent().unwrap_or(Path::new("/")).join(t);
-            let bytes = read_bounded(&target, true).inspect_err(|e| {
+            let bytes = read_path(&target, true, MAX_SIZE).inspect_err(|e| {
                 log::debug!("{}: cannot read the link target {}: {e}", path.display(), target.display())
             });
             parse(&bytes.unwrap_or_default())

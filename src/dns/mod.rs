@@ -58,10 +58,6 @@ impl Session {
     fn has_dns(&self) -> bool {
         !self.servers.is_empty() || !self.search.is_empty()
     }
-    /// The same session on the same link (a second Establish is a new link).
-    fn same(&self, o: &Session) -> bool {
-        self.path == o.path && self.ifindex == o.ifindex
-    }
 }
 
 /// A NetworkChange to send: (object path, device name, event).
@@ -312,7 +308,8 @@ fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {
     let passes = [(old, new, DNS_SERVER_REMOVED, DNS_SEARCH_REMOVED), (new, old, DNS_SERVER_ADDED, DNS_SEARCH_ADDED)];
     for (from, to, server_kind, search_kind) in passes {
         for s in from {
-            let other = to.iter().find(|o| o.same(s));
+            // The same session on the same link (a second Establish is a new link).
+            let other = to.iter().find(|o| o.path == s.path && o.ifindex == s.ifindex);
             let change = |e: Event| (s.path.clone(), s.ifname.clone(), e);
             let servers = s.servers.iter().filter(|a| !other.is_some_and(|o| o.servers.contains(a)));
             out.extend(servers.map(|a| change(Event::new(server_kind).with("dns_server", a))));

@@ -94,8 +94,7 @@ pub fn recover(dir: &Dir) {
         return;
     }
     let list = match dir.read(LIST, 64 * 1024) {
-        Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
-        Ok(None) => return,
+        Ok(b) => String::from_utf8_lossy(&b.unwrap_or_default()).into_owned(),
         Err(e) => {
             log::error!("resolvconf records of a previous run: {}/{LIST}: {e}", dir.path.display());
             return;
@@ -263,10 +262,6 @@ impl Backend for Resolvconf {
             }
         }
         Ok(())
-    }
-
-    fn shutdown(&mut self, _bus: &Bus) -> bool {
-        self.applied.is_empty()
     }
 }
 
