@@ -328,15 +328,8 @@ fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {
 /// missing (it reads the file whenever it starts).
 fn choose(choice: &DnsChoice, bus: &Bus, dir: &crate::state::Dir, servers: &Path) -> Choice {
     let auto = *choice == DnsChoice::Auto;
-    let how = |forced: bool| {
-        if forced {
-            "forced"
-        } else if auto {
-            "auto"
-        } else {
-            "fallback"
-        }
-    };
+    let fallback = if auto { "auto" } else { "fallback" };
+    let how = |forced: bool| if forced { "forced" } else { fallback };
     match choice {
         DnsChoice::Dnsmasq => return dnsmasq_backend(servers, dir, "forced"),
         DnsChoice::None => {

@@ -120,10 +120,9 @@ struct Link {
     /// None: revert the link to resolved's own settings.
     want: Option<LinkConf>,
     attempt: u32,
-    /// Reply deadline of the calls in flight.
-    due: Option<Instant>,
-    /// When to send again (after a transient error, or a resend round).
-    retry: Option<Instant>,
+    /// Reply deadline of the calls in flight, or (none in flight) when to
+    /// send again: after a transient error, or for a resend round.
+    timer: Option<Instant>,
     /// The last attempt failed for good; sent again later (module doc).
     failed: bool,
     /// Resend rounds since the configuration last changed or succeeded.
@@ -142,7 +141,7 @@ impl Link {
             return;
         }
         self.resends += 1;
-        self.retry = Some(now + RESEND_AFTER);
+        self.timer = Some(now + RESEND_AFTER);
         log::warn!(
             "systemd-resolved: {}: sending its DNS settings again in {} s ({}/{MAX_RESENDS})",
             self.name,
@@ -171,10 +170,9 @@ impl Resolved {
         if first {
             l.attempt = 0;
         }
-        l.retry = None;
         l.failed = false;
         self.pending.retain(|_, p| p.0 != ifindex);
-        l.due = Some(Instant::now() + CALL_TIMEOUT);
+        l.timer = Some(Instant::now() + CALL_TIMEOUT);
         for (method, m) in calls(ifindex as i32, l.want.as_ref()) {
             let Some(serial) = bus.send_call(m) else {
                 return self.again(ifindex, "the call could not be queued");
@@ -189,12 +187,11 @@ impl Resolved {
         let Some(l) = self.links.get_mut(&ifindex) else {
             return;
         };
-        l.due = None;
         self.pending.retain(|_, p| p.0 != ifindex); // their replies are stale now
         l.attempt += 1;
         if l.attempt < MAX_ATTEMPTS {
             log::debug!("systemd-resolved: link {} ({}): {why}; trying again", ifindex, l.name);
-            l.retry = Some(Instant::now() + RETRY_STEP * l.attempt);
+            l.timer = Some(Instant::now() + RETRY_STEP * l.attempt);
             return;
         }
         log::error!(
@@ -211,7 +208,7 @@ impl Resolved {
         let Some(l) = self.links.get_mut(&ifindex) else {
             return;
         };
-        l.due = None;
+        l.timer = None;
         l.attempt = 0;
         if !l.failed {
             log::info!("systemd-resolved: {} done for {}", describe(l), l.name);
@@ -226,7 +223,7 @@ impl Resolved {
     }
 
     fn busy(&self) -> bool {
-        !self.pending.is_empty() || self.links.values().any(|l| l.retry.is_some())
+        self.links.values().any(|l| l.timer.is_some())
     }
 
     /// The ifindexes of the links `pick` picks.
@@ -357,16 +354,17 @@ impl Backend for Resolved {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.links.values().flat_map(|l| [l.due, l.retry]).flatten().min()
+        self.links.values().filter_map(|l| l.timer).min()
     }
 
     fn on_timeout(&mut self, bus: &Bus) {
         let now = Instant::now();
-        for i in self.links_where(|_, l| l.due.is_some_and(|t| t <= now)) {
-            self.again(i, &format!("no reply within {} s", CALL_TIMEOUT.as_secs()));
-        }
-        for i in self.links_where(|_, l| l.retry.is_some_and(|t| t <= now)) {
-            self.send(bus, i, false);
+        for i in self.links_where(|_, l| l.timer.is_some_and(|t| t <= now)) {
+            if self.pending.values().any(|p| p.0 == i) {
+                self.again(i, &format!("no reply within {} s", CALL_TIMEOUT.as_secs()));
+            } else {
+                self.send(bus, i, false);
+            }
         }
     }
 
@@ -426,13 +424,13 @@ mod tests {
         let mut l = Link { name: "tun0".into(), attempt: MAX_ATTEMPTS, failed: true, ..Link::default() };
         let now = Instant::now();
         for round in 1..=MAX_RESENDS {
-            l.retry = None;
+            l.timer = None;
             l.resend_later(now);
-            assert_eq!((l.retry, l.resends, l.attempt), (Some(now + RESEND_AFTER), round, 0));
+            assert_eq!((l.timer, l.resends, l.attempt), (Some(now + RESEND_AFTER), round, 0));
         }
-        l.retry = None;
+        l.timer = None;
         l.resend_later(now);
-        assert_eq!((l.retry, l.resends), (None, MAX_RESENDS), "no round after the last");
+        assert_eq!((l.timer, l.resends), (None, MAX_RESENDS), "no round after the last");
     }
 
     #[test]
