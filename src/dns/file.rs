@@ -29,7 +29,6 @@ use super::backup::{overwrite, read_path, Backup, Kind, Orig};
 use super::{unique, Backend, Session};
 use crate::conn::Bus;
 use crate::error::{Error, Result};
-use crate::settings::DnsScope;
 use crate::state::Dir;
 
 pub const DEFAULT_PATH: &str = "/etc/resolv.conf";
@@ -56,13 +55,7 @@ impl FileBackend {
 
     fn set(&mut self, sessions: &[Session]) -> Result<()> {
         let path = self.backup.path.clone();
-        if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
-            log::warn!(
-                "{}: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are used for all names",
-                path.display()
-            );
-            self.scope_warned = true;
-        }
+        super::warn_no_split(&mut self.scope_warned, sessions, &path.display().to_string(), "used for all names");
         let make = |orig: &Orig| generate(sessions, &system_part(&path, orig)).into_bytes();
         self.backup.update(sessions.len(), make).map(drop)
     }
@@ -93,8 +86,8 @@ fn look(path: &Path) -> Result<Orig> {
 
 /// The system's own part of resolv.conf.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct System {
-    servers: Vec<String>,
+pub struct System {
+    pub servers: Vec<String>,
     search: Vec<String>,
     other: Vec<String>,
 }
@@ -113,7 +106,7 @@ fn system_part(path: &Path, orig: &Orig) -> System {
     }
 }
 
-fn parse(bytes: &[u8]) -> System {
+pub fn parse(bytes: &[u8]) -> System {
     let mut s = System::default();
     let text = String::from_utf8_lossy(bytes);
     for t in text.lines().map(str::trim).filter(|t| !t.is_empty() && !t.starts_with(['#', ';'])) {

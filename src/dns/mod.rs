@@ -300,6 +300,15 @@ fn unique<T: Eq + std::hash::Hash + Clone>(items: impl IntoIterator<Item = T>) -
     items.into_iter().filter(|i| seen.insert(i.clone())).collect()
 }
 
+/// Warns once (`warned`) that `who` cannot split DNS: what it does with
+/// the VPN's servers instead (they `are` ...).
+fn warn_no_split(warned: &mut bool, sessions: &[Session], who: &str, are: &str) {
+    if !*warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
+        log::warn!("{who}: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are {are}");
+        *warned = true;
+    }
+}
+
 /// Events for what differs between two applied states, per session and
 /// link: removals first, then additions.
 fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {

@@ -44,7 +44,6 @@ use nix::unistd::{pipe2, Pid};
 use super::{Backend, Session};
 use crate::conn::Bus;
 use crate::error::{Error, Result};
-use crate::settings::DnsScope;
 use crate::state::Dir;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,7 +71,6 @@ pub struct Resolvconf {
 /// The resolvconf program in the fixed PATH, if any.
 pub fn find(dir: &Dir) -> Option<Resolvconf> {
     let prog = std::env::split_paths(FIXED_PATH)
-        .filter(|d| d.is_absolute())
         .map(|d| d.join("resolvconf"))
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))?;
     let flavor = if fs::canonicalize(&prog).is_ok_and(|p| p.file_name().is_some_and(|n| n == "resolvectl")) {
@@ -224,10 +222,7 @@ impl Backend for Resolvconf {
     /// child runs: its result comes from `progress` or `settle`.
     fn apply(&mut self, _bus: &Bus, sessions: &[Session]) -> Result<()> {
         debug_assert!(self.job.is_none(), "apply while busy");
-        if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
-            log::warn!("resolvconf: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are merged");
-            self.scope_warned = true;
-        }
+        super::warn_no_split(&mut self.scope_warned, sessions, "resolvconf", "merged");
         let want: VecMap<String, String> = sessions.iter().map(|s| (s.ifname.clone(), fragment(s))).collect();
         // Listed before it is added: a crash right after leaves no orphan.
         self.save_list(self.applied.keys().chain(want.keys()))?;
@@ -391,7 +386,7 @@ fn read_available(fd: &OwnedFd) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{DnsSec, DnsTransport};
+    use crate::settings::{DnsScope, DnsSec, DnsTransport};
 
     #[test]
     fn fragment_lists_search_then_servers() {

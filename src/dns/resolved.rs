@@ -72,10 +72,8 @@ pub fn in_use() -> bool {
     if std::fs::read_link(conf).is_ok_and(|t| t.to_string_lossy().contains("run/systemd/resolve/")) {
         return true;
     }
-    let stub = std::fs::read_to_string(conf).unwrap_or_default().lines().any(|l| {
-        let mut w = l.split_whitespace();
-        w.next() == Some("nameserver") && matches!(w.next(), Some("127.0.0.53" | "127.0.0.54"))
-    });
+    let servers = super::file::parse(&std::fs::read(conf).unwrap_or_default()).servers;
+    let stub = servers.iter().any(|a| a == "127.0.0.53" || a == "127.0.0.54");
     stub || std::fs::read_to_string("/etc/nsswitch.conf").is_ok_and(|t| {
         t.lines().any(|l| l.trim_start().starts_with("hosts:") && l.split_whitespace().any(|w| w == "resolve"))
     })
