@@ -77,7 +77,6 @@ pub trait Backend {
     fn deadline(&self) -> Option<Instant> {
         None
     }
-    fn on_timeout(&mut self, _bus: &Bus) {}
     /// The ifindexes whose settings the backend failed to apply for good
     /// (resolved refused, or never answered); `apply` sends them again.
     fn failed(&self) -> Vec<u32> {
@@ -96,9 +95,10 @@ pub trait Backend {
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
-    /// Moves a busy apply on (its fd readable or its deadline passed);
-    /// Some(result) once it has finished.
-    fn progress(&mut self) -> Option<Result<()>> {
+    /// Called when the fd is readable or the deadline has passed: moves on
+    /// what is due (retries, call timeouts) or a busy apply; Some(result)
+    /// once a busy apply has finished.
+    fn progress(&mut self, _bus: &Bus) -> Option<Result<()>> {
         None
     }
     /// Waits (bounded by the backend's time limits) for a busy apply.
@@ -228,7 +228,7 @@ impl Dns {
         self.backend.as_mut().is_some_and(|b| b.on_reply(bus, m))
     }
 
-    /// When the backend next needs `on_timeout` (retries, call timeouts)
+    /// When the backend next needs `progress` (retries, call timeouts)
     /// or a busy apply's time is up.
     pub fn deadline(&self) -> Option<Instant> {
         self.backend.as_ref().and_then(|b| b.deadline())
@@ -255,14 +255,8 @@ impl Dns {
     /// and a busy apply; the events of an apply that finished.
     pub fn service(&mut self, bus: &Bus, readable: bool) -> Vec<Change> {
         let due = self.deadline().is_some_and(|t| t <= Instant::now());
-        let Some(b) = self.backend.as_mut() else { return Vec::new() };
-        if due {
-            b.on_timeout(bus);
-        }
-        if !(readable || due) || self.pending.is_none() {
-            return Vec::new();
-        }
-        match b.progress() {
+        let Some(b) = self.backend.as_mut().filter(|_| readable || due) else { return Vec::new() };
+        match b.progress(bus) {
             Some(r) => self.finished(bus, r),
             None => Vec::new(),
         }

@@ -119,11 +119,12 @@ pub fn recover(dir: &Dir) {
 /// an interface name to register with a fragment, or (None) to delete.
 type Step = (String, Option<String>);
 
-/// An apply in flight: the steps left, the one whose child runs, and what
-/// went wrong first.
+/// An apply in flight (kept only while a child runs): the step whose
+/// child runs, the steps after it, and what went wrong first.
 struct Job {
+    step: Step,
+    child: Child,
     steps: VecDeque<Step>,
-    running: Option<(Step, Child)>,
     first_err: Option<Error>,
 }
 
@@ -150,29 +151,20 @@ impl Resolvconf {
         super::backup::write_state(&self.dir, LIST, text.as_bytes())
     }
 
-    /// Runs the job's steps until one waits for its child; the job's result
-    /// once the last step is done.
-    fn advance(&mut self) -> Option<Result<()>> {
-        let mut job = self.job.take()?;
-        loop {
-            if let Some((step, mut child)) = job.running.take() {
-                match child.poll() {
-                    Some(r) => self.record(&mut job, step, r),
-                    None => {
-                        job.running = Some((step, child));
-                        self.job = Some(job);
-                        return None;
-                    }
-                }
-            }
-            let Some(step) = job.steps.pop_front() else { break };
+    /// Starts the child of the first of `steps` that starts (the others are
+    /// noted as failed); the job's result once no step is left.
+    fn next(&mut self, mut steps: VecDeque<Step>, mut first_err: Option<Error>) -> Option<Result<()>> {
+        while let Some(step) = steps.pop_front() {
             let spawned = match &step {
                 (n, None) => Child::spawn(&self.prog, &self.del_args(n), ""),
                 (n, Some(frag)) => Child::spawn(&self.prog, &["-a", n], frag),
             };
             match spawned {
-                Ok(child) => job.running = Some((step, child)),
-                Err(e) => self.record(&mut job, step, Err(e)),
+                Ok(child) => {
+                    self.job = Some(Job { step, child, steps, first_err });
+                    return None;
+                }
+                Err(e) => self.record(&mut first_err, step, Err(e)),
             }
         }
         if self.applied.is_empty() {
@@ -180,34 +172,40 @@ impl Resolvconf {
         } else if let Err(e) = self.save_list(self.applied.keys()) {
             return Some(Err(e));
         }
-        Some(job.first_err.map_or(Ok(()), Err))
+        Some(first_err.map_or(Ok(()), Err))
     }
 
-    /// Notes the outcome of one step's child.
-    fn record(&mut self, job: &mut Job, (n, frag): Step, r: Result<String>) {
-        match (frag, r) {
-            (None, Ok(_)) => {
-                self.applied.remove(&n);
-                log::info!("resolvconf: record {n} deleted");
+    /// The job's result once its last child has exited, else None.
+    fn advance(&mut self) -> Option<Result<()>> {
+        let mut job = self.job.take()?;
+        let Some(r) = job.child.poll() else {
+            self.job = Some(job);
+            return None;
+        };
+        self.record(&mut job.first_err, job.step, r);
+        self.next(job.steps, job.first_err)
+    }
+
+    /// Notes the outcome of one step's child. A failed add may have
+    /// registered the record: it stays listed, as unknown (""), so the next
+    /// apply adds it again or deletes it.
+    fn record(&mut self, first_err: &mut Option<Error>, (n, frag): Step, r: Result<String>) {
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+            if frag.is_some() {
+                self.applied.insert(n, String::new());
             }
-            (Some(frag), Ok(_)) => {
-                log::info!("resolvconf: record {n} registered");
-                self.applied.insert(n, frag);
-            }
-            (frag, Err(e)) => {
-                // A failed add may have registered the record: it stays
-                // listed, as unknown (""), so the next apply adds it again
-                // or deletes it.
-                if frag.is_some() {
-                    self.applied.insert(n, String::new());
-                }
-                job.first_err.get_or_insert(e);
-            }
+        } else if let Some(frag) = frag {
+            log::info!("resolvconf: record {n} registered");
+            self.applied.insert(n, frag);
+        } else {
+            log::info!("resolvconf: record {n} deleted");
+            self.applied.remove(&n);
         }
     }
 
     fn child(&self) -> Option<&Child> {
-        self.job.as_ref()?.running.as_ref().map(|(_, c)| c)
+        self.job.as_ref().map(|j| &j.child)
     }
 }
 
@@ -230,8 +228,7 @@ impl Backend for Resolvconf {
         let mut steps: VecDeque<Step> = gone.map(|n| (n.clone(), None)).collect();
         let changed = want.into_iter().filter(|(n, frag)| self.applied.get(n) != Some(frag));
         steps.extend(changed.map(|(n, frag)| (n, Some(frag))));
-        self.job = Some(Job { steps, running: None, first_err: None });
-        self.advance().unwrap_or(Ok(()))
+        self.next(steps, None).unwrap_or(Ok(()))
     }
 
     /// A job is kept only while its child runs (`advance`).
@@ -243,7 +240,7 @@ impl Backend for Resolvconf {
         self.child().map(|c| c.deadline)
     }
 
-    fn progress(&mut self) -> Option<Result<()>> {
+    fn progress(&mut self, _bus: &Bus) -> Option<Result<()>> {
         self.advance()
     }
 

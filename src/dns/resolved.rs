@@ -355,7 +355,8 @@ impl Backend for Resolved {
         self.links.values().filter_map(|l| l.timer).min()
     }
 
-    fn on_timeout(&mut self, bus: &Bus) {
+    /// Calls without a reply in time, and links due to be sent again.
+    fn progress(&mut self, bus: &Bus) -> Option<Result<()>> {
         let now = Instant::now();
         for i in self.links_where(|_, l| l.timer.is_some_and(|t| t <= now)) {
             if self.pending.values().any(|p| p.0 == i) {
@@ -364,6 +365,7 @@ impl Backend for Resolved {
                 self.send(bus, i, false);
             }
         }
+        None
     }
 
     /// Waits (bounded) for the replies to the last calls, RevertLink
@@ -372,11 +374,11 @@ impl Backend for Resolved {
         let end = Instant::now() + SHUTDOWN_WAIT;
         while self.busy() && Instant::now() < end && bus.pump() {
             // Anything but our replies that arrives now is dropped: we are
-            // exiting. on_timeout acts only on what is due.
+            // exiting. progress acts only on what is due.
             while let Some(m) = bus.pop() {
                 self.on_reply(bus, &m);
             }
-            self.on_timeout(bus);
+            self.progress(bus);
             std::thread::sleep(Duration::from_millis(5));
         }
         if self.busy() {
