@@ -136,15 +136,11 @@ impl Backup {
     /// Puts the original back and forgets the backup; true if we had
     /// written the file.
     fn restore(&mut self) -> Result<bool> {
-        let Some(saved) = self.saved.take() else {
+        let Some(saved) = &self.saved else {
             return Ok(false);
         };
-        if let Err(e) = put_back(self.kind, &self.path, &saved) {
-            self.saved = Some(saved);
-            return Err(e);
-        }
-        clear(self.kind, &self.dir);
-        Ok(saved.ours.is_some())
+        put_back(self.kind, &self.dir, &self.path, saved)?;
+        Ok(self.saved.take().is_some_and(|s| s.ours.is_some()))
     }
 }
 
@@ -165,11 +161,8 @@ pub fn recover(kind: &Kind, dir: &Dir, configured: &Path) -> bool {
         ),
         Ok((path, saved)) => {
             log::warn!("{}: a previous run did not exit cleanly; restoring the original", path.display());
-            match put_back(kind, &path, &saved) {
-                Ok(()) => {
-                    clear(kind, dir);
-                    return true;
-                }
+            match put_back(kind, dir, &path, &saved) {
+                Ok(()) => return true,
                 Err(e) => log::error!("{}: {e}; the backup stays in {here}", path.display()),
             }
         }
@@ -178,20 +171,23 @@ pub fn recover(kind: &Kind, dir: &Dir, configured: &Path) -> bool {
     false
 }
 
-/// Puts the original back if the file still holds what we wrote.
-fn put_back(kind: &Kind, path: &Path, saved: &Saved) -> Result<()> {
-    let Some(ours) = &saved.ours else {
-        return Ok(()); // never written: the original is still there
-    };
-    if !(kind.look)(path)?.holds(ours) {
-        log::warn!("{}: changed by another program after us; keeping its version", path.display());
-        return Ok(());
+/// Puts the original back if the file still holds what we wrote (never
+/// written: the original is still there), then forgets the backup.
+fn put_back(kind: &Kind, dir: &Dir, path: &Path, saved: &Saved) -> Result<()> {
+    if let Some(ours) = &saved.ours {
+        if !(kind.look)(path)?.holds(ours) {
+            log::warn!("{}: changed by another program after us; keeping its version", path.display());
+        } else {
+            match &saved.orig {
+                Orig::File { bytes, .. } => (kind.write)(path, &saved.orig, bytes)?,
+                other => (kind.put_other)(path, other)?,
+            }
+            log::info!("{}: original restored", path.display());
+        }
     }
-    match &saved.orig {
-        Orig::File { bytes, .. } => (kind.write)(path, &saved.orig, bytes)?,
-        other => (kind.put_other)(path, other)?,
+    for part in ["meta", "orig", "ours"] {
+        let _ = dir.remove(&kind.state(part));
     }
-    log::info!("{}: original restored", path.display());
     Ok(())
 }
 
@@ -240,12 +236,6 @@ pub fn parse(name: &str, meta: &[u8], bytes: Vec<u8>, ours: Option<Vec<u8>>) -> 
         return Err(bad(": the path is not absolute".into()));
     }
     Ok((path, Saved { orig, ours }))
-}
-
-fn clear(kind: &Kind, dir: &Dir) {
-    for part in ["meta", "orig", "ours"] {
-        let _ = dir.remove(&kind.state(part));
-    }
 }
 
 /// At most `max` bytes of the file at `path`, a symbolic link followed
