@@ -141,13 +141,10 @@ fn open_dir(path: &Path) -> Result<(OwnedFd, &std::ffi::OsStr)> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let dir = nix::fcntl::open(parent, flags, Mode::empty()).map_err(err)?;
     let st = fstat(&dir).map_err(err)?;
-    if !owned_by_us_or_root(st.st_uid) || st.st_mode & 0o022 != 0 {
-        return Err(Error::Failed(format!(
-            "{}: owner uid {} mode {:o}: must belong to root or to us and be writable by its owner only",
-            parent.display(),
-            st.st_uid,
-            st.st_mode & 0o7777
-        )));
+    let (uid, mode) = (st.st_uid, st.st_mode & 0o7777);
+    if !owned_by_us_or_root(uid) || mode & 0o022 != 0 {
+        let must = "must belong to root or to us and be writable by its owner only";
+        return Err(Error::Failed(format!("{}: owner uid {uid} mode {mode:o}: {must}", parent.display())));
     }
     Ok((dir, name))
 }
@@ -160,21 +157,17 @@ fn owned_by_us_or_root(uid: u32) -> bool {
 /// a regular file of ours or root's with no other names (hard links).
 fn open_file(path: &Path, flags: OFlag) -> Result<Option<(File, fs::Metadata)>> {
     let (dir, name) = open_dir(path)?;
+    let p = path.display();
     let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
     let f = match openat(&dir, name, flags, Mode::empty()) {
         Ok(fd) => File::from(fd),
         Err(nix::Error::ENOENT) => return Ok(None),
-        Err(nix::Error::ELOOP) => {
-            return Err(Error::Failed(format!("{} is a symbolic link; refusing to use it", path.display())))
-        }
-        Err(e) => return Err(Error::io(format!("open {}", path.display()), e.into())),
+        Err(nix::Error::ELOOP) => return Err(Error::Failed(format!("{p} is a symbolic link; refusing to use it"))),
+        Err(e) => return Err(Error::errno(format!("open {p}"), e)),
     };
-    let m = f.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    let m = f.metadata().map_err(|e| Error::io(format!("stat {p}"), e))?;
     if !m.is_file() || m.nlink() != 1 || !owned_by_us_or_root(m.uid()) {
-        return Err(Error::Failed(format!(
-            "{}: must be a regular file with one name, owned by root or by us",
-            path.display()
-        )));
+        return Err(Error::Failed(format!("{p}: must be a regular file with one name, owned by root or by us")));
     }
     Ok(Some((f, m)))
 }

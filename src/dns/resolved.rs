@@ -192,11 +192,8 @@ impl Resolved {
             l.timer = Some(Instant::now() + RETRY_STEP * l.attempt);
             return;
         }
-        log::error!(
-            "systemd-resolved: giving up on {} for {} after {MAX_ATTEMPTS} attempts: {why}",
-            describe(l),
-            l.name
-        );
+        let (what, name) = (describe(l), &l.name);
+        log::error!("systemd-resolved: giving up on {what} for {name} after {MAX_ATTEMPTS} attempts: {why}");
         l.failed = true;
         self.revert_failed |= l.want.is_none();
         self.done(ifindex);
@@ -231,11 +228,7 @@ impl Resolved {
 }
 
 fn describe(l: &Link) -> &'static str {
-    if l.want.is_some() {
-        "link DNS configuration"
-    } else {
-        "RevertLink"
-    }
+    l.want.as_ref().map_or("RevertLink", |_| "link DNS configuration")
 }
 
 /// The Manager calls that give a link `want` (None: RevertLink).
