@@ -287,8 +287,8 @@ impl Dns {
     }
 }
 
-/// `items` without repeats, in their order. A set, not `out.contains`:
-/// linear in the number of items.
+/// `items` without repeats, in their order (through a set: linear in the
+/// number of items).
 fn unique<T: Eq + std::hash::Hash + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
     let mut seen = std::collections::HashSet::new();
     items.into_iter().filter(|i| seen.insert(i.clone())).collect()

@@ -151,8 +151,9 @@ impl Resolvconf {
         super::backup::write_state(&self.dir, LIST, text.as_bytes())
     }
 
-    /// Starts the child of the first of `steps` that starts (the others are
-    /// noted as failed); the job's result once no step is left.
+    /// Starts the next step's child (a step whose child cannot start is
+    /// noted as failed, and the one after it tried); the job's result once
+    /// no step is left.
     fn next(&mut self, mut steps: VecDeque<Step>, mut first_err: Option<Error>) -> Option<Result<()>> {
         while let Some(step) = steps.pop_front() {
             let spawned = match &step {
