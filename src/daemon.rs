@@ -101,7 +101,7 @@ impl Daemon {
         // When a bus activated us, answer on that bus.
         let address = cfg.bus_address.clone().or_else(|| std::env::var("DBUS_STARTER_ADDRESS").ok());
         let bus = Bus::connect(address.as_deref())?;
-        let dns = crate::dns::Dns::new(state.dns, &cfg.dnsmasq_servers);
+        let dns = crate::dns::Dns::new(state.dns);
         let mut s = Sessions::new(cfg, bus, kernel, watch, dco, dns);
         s.come_up(state.journals)?;
         Ok(Daemon { s, awaiting_creds: VecMap::new(), sigfd, timer, timer_armed: false })

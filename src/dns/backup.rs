@@ -17,6 +17,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -67,7 +68,8 @@ pub struct Saved {
 
 pub struct Backup {
     kind: &'static Kind,
-    path: PathBuf,
+    /// The file backed up and rewritten.
+    pub path: PathBuf,
     dir: Dir,
     saved: Option<Saved>,
 }
@@ -75,10 +77,6 @@ pub struct Backup {
 impl Backup {
     pub fn new(kind: &'static Kind, path: PathBuf, dir: &Dir) -> Backup {
         Backup { kind, path, dir: dir.clone(), saved: None }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Makes the file hold `make(original)` for `n` sessions, or puts the
@@ -118,7 +116,18 @@ impl Backup {
                     self.path.display()
                 );
             }
-            save(self.kind, &self.dir, &self.path, &now)?;
+            let (head, bytes) = match &now {
+                Orig::File { bytes, mode, uid, gid } => {
+                    (format!("file\nmode {mode:o}\nuid {uid}\ngid {gid}\n"), &bytes[..])
+                }
+                Orig::Symlink(t) => ("symlink\n".into(), t.as_os_str().as_bytes()),
+                Orig::Missing => ("missing\n".into(), &b""[..]),
+            };
+            // A stale OURS must never match the file of this new backup.
+            let _ = self.dir.remove(&self.kind.state("ours"));
+            write_state(&self.dir, &self.kind.state("orig"), bytes)?;
+            let meta = format!("path {}\nkind {head}", self.path.display());
+            write_state(&self.dir, &self.kind.state("meta"), meta.as_bytes())?;
             self.saved = Some(Saved { orig: now, ours: None });
         }
         Ok(&self.saved.as_ref().expect("saved just above").orig)
@@ -127,15 +136,11 @@ impl Backup {
     /// Puts the original back and forgets the backup; true if we had
     /// written the file.
     fn restore(&mut self) -> Result<bool> {
-        let Some(saved) = self.saved.take() else {
+        let Some(saved) = &self.saved else {
             return Ok(false);
         };
-        if let Err(e) = put_back(self.kind, &self.path, &saved) {
-            self.saved = Some(saved);
-            return Err(e);
-        }
-        clear(self.kind, &self.dir);
-        Ok(saved.ours.is_some())
+        put_back(self.kind, &self.dir, &self.path, saved)?;
+        Ok(self.saved.take().is_some_and(|s| s.ours.is_some()))
     }
 }
 
@@ -156,11 +161,8 @@ pub fn recover(kind: &Kind, dir: &Dir, configured: &Path) -> bool {
         ),
         Ok((path, saved)) => {
             log::warn!("{}: a previous run did not exit cleanly; restoring the original", path.display());
-            match put_back(kind, &path, &saved) {
-                Ok(()) => {
-                    clear(kind, dir);
-                    return true;
-                }
+            match put_back(kind, dir, &path, &saved) {
+                Ok(()) => return true,
                 Err(e) => log::error!("{}: {e}; the backup stays in {here}", path.display()),
             }
         }
@@ -169,38 +171,29 @@ pub fn recover(kind: &Kind, dir: &Dir, configured: &Path) -> bool {
     false
 }
 
-/// Puts the original back if the file still holds what we wrote.
-fn put_back(kind: &Kind, path: &Path, saved: &Saved) -> Result<()> {
-    let Some(ours) = &saved.ours else {
-        return Ok(()); // never written: the original is still there
-    };
-    if !(kind.look)(path)?.holds(ours) {
-        log::warn!("{}: changed by another program after us; keeping its version", path.display());
-        return Ok(());
+/// Puts the original back if the file still holds what we wrote (never
+/// written: the original is still there), then forgets the backup.
+fn put_back(kind: &Kind, dir: &Dir, path: &Path, saved: &Saved) -> Result<()> {
+    if let Some(ours) = &saved.ours {
+        if !(kind.look)(path)?.holds(ours) {
+            log::warn!("{}: changed by another program after us; keeping its version", path.display());
+        } else {
+            match &saved.orig {
+                Orig::File { bytes, .. } => (kind.write)(path, &saved.orig, bytes)?,
+                other => (kind.put_other)(path, other)?,
+            }
+            log::info!("{}: original restored", path.display());
+        }
     }
-    match &saved.orig {
-        Orig::File { bytes, .. } => (kind.write)(path, &saved.orig, bytes)?,
-        other => (kind.put_other)(path, other)?,
+    for part in ["meta", "orig", "ours"] {
+        let _ = dir.remove(&kind.state(part));
     }
-    log::info!("{}: original restored", path.display());
     Ok(())
 }
 
 /// Writes a state file atomically (see `state::Dir::write`).
 pub fn write_state(dir: &Dir, name: &str, bytes: &[u8]) -> Result<()> {
     dir.write(name, bytes).map_err(|e| Error::io(format!("write {}/{name}", dir.path.display()), e))
-}
-
-fn save(kind: &Kind, dir: &Dir, path: &Path, orig: &Orig) -> Result<()> {
-    let (head, bytes) = match orig {
-        Orig::File { bytes, mode, uid, gid } => (format!("file\nmode {mode:o}\nuid {uid}\ngid {gid}\n"), &bytes[..]),
-        Orig::Symlink(t) => ("symlink\n".into(), t.as_os_str().as_bytes()),
-        Orig::Missing => ("missing\n".into(), &b""[..]),
-    };
-    // A stale OURS must never match the file of this new backup.
-    let _ = dir.remove(&kind.state("ours"));
-    write_state(dir, &kind.state("orig"), bytes)?;
-    write_state(dir, &kind.state("meta"), format!("path {}\nkind {head}", path.display()).as_bytes())
 }
 
 /// Reads the backup (meta, orig and, if written, ours). Its files are
@@ -245,10 +238,11 @@ pub fn parse(name: &str, meta: &[u8], bytes: Vec<u8>, ours: Option<Vec<u8>>) -> 
     Ok((path, Saved { orig, ours }))
 }
 
-fn clear(kind: &Kind, dir: &Dir) {
-    for part in ["meta", "orig", "ours"] {
-        let _ = dir.remove(&kind.state(part));
-    }
+/// At most `max` bytes of the file at `path`, a symbolic link followed
+/// only if `follow`; more is an error.
+pub fn read_path(path: &Path, follow: bool, max: u64) -> io::Result<Vec<u8>> {
+    let flags = if follow { 0 } else { libc::O_NOFOLLOW };
+    read_max(std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path)?, max)
 }
 
 /// At most `max` bytes read from `f`; more is an error.

@@ -30,9 +30,9 @@
 //! service user keeps CAP_KILL with this backend (and only with it).
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::fcntl::{openat, OFlag};
@@ -51,14 +51,7 @@ const MAX_SIZE: u64 = 256 * 1024;
 const DEFAULT_CONF: &str = "/etc/dnsmasq.conf";
 
 /// The servers file for `dns::backup`.
-static KIND: Kind = Kind {
-    name: "dnsmasq",
-    what: "dnsmasq servers",
-    max_size: MAX_SIZE,
-    look,
-    write: |path, _, bytes| write_servers(path, bytes),
-    put_other: remove,
-};
+static KIND: Kind = Kind { name: "dnsmasq", what: "dnsmasq servers", max_size: MAX_SIZE, look, write, put_other };
 
 pub struct Dnsmasq {
     backup: Backup,
@@ -73,26 +66,9 @@ impl Dnsmasq {
     }
 
     fn set(&mut self, sessions: &[Session]) -> Result<()> {
-        self.warn_once(sessions);
-        let make = |orig: &Orig| match orig {
-            Orig::File { bytes, .. } => generate(sessions, bytes),
-            _ => generate(sessions, &[]),
-        };
-        self.reload_due |= self.backup.update(sessions.len(), make)?;
-        // SIGHUP to every dnsmasq that reads the file, once per change.
-        if self.reload_due {
-            reload(self.backup.path())?;
-            self.reload_due = false;
-        }
-        Ok(())
-    }
-
-    fn warn_once(&mut self, sessions: &[Session]) {
-        if self.warned {
-            return;
-        }
-        let p = self.backup.path().display();
-        for s in sessions {
+        let p = self.backup.path.display();
+        let warn = !self.warned;
+        for s in sessions.iter().filter(|_| warn) {
             if s.scope == DnsScope::Tunnel && s.search.is_empty() {
                 log::warn!(
                     "{p}: {} has split DNS (dns_scope tunnel) but no domains: dnsmasq gets none of its servers",
@@ -106,6 +82,17 @@ impl Dnsmasq {
                 self.warned = true;
             }
         }
+        let make = |orig: &Orig| match orig {
+            Orig::File { bytes, .. } => generate(sessions, bytes),
+            _ => generate(sessions, &[]),
+        };
+        self.reload_due |= self.backup.update(sessions.len(), make)?;
+        // SIGHUP to every dnsmasq that reads the file, once per change.
+        if self.reload_due {
+            reload(&self.backup.path)?;
+            self.reload_due = false;
+        }
+        Ok(())
     }
 }
 
@@ -154,13 +141,10 @@ fn open_dir(path: &Path) -> Result<(OwnedFd, &std::ffi::OsStr)> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let dir = nix::fcntl::open(parent, flags, Mode::empty()).map_err(err)?;
     let st = fstat(&dir).map_err(err)?;
-    if !owned_by_us_or_root(st.st_uid) || st.st_mode & 0o022 != 0 {
-        return Err(Error::Failed(format!(
-            "{}: owner uid {} mode {:o}: must belong to root or to us and be writable by its owner only",
-            parent.display(),
-            st.st_uid,
-            st.st_mode & 0o7777
-        )));
+    let (uid, mode) = (st.st_uid, st.st_mode & 0o7777);
+    if !owned_by_us_or_root(uid) || mode & 0o022 != 0 {
+        let must = "must belong to root or to us and be writable by its owner only";
+        return Err(Error::Failed(format!("{}: owner uid {uid} mode {mode:o}: {must}", parent.display())));
     }
     Ok((dir, name))
 }
@@ -173,21 +157,17 @@ fn owned_by_us_or_root(uid: u32) -> bool {
 /// a regular file of ours or root's with no other names (hard links).
 fn open_file(path: &Path, flags: OFlag) -> Result<Option<(File, fs::Metadata)>> {
     let (dir, name) = open_dir(path)?;
+    let p = path.display();
     let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
     let f = match openat(&dir, name, flags, Mode::empty()) {
         Ok(fd) => File::from(fd),
         Err(nix::Error::ENOENT) => return Ok(None),
-        Err(nix::Error::ELOOP) => {
-            return Err(Error::Failed(format!("{} is a symbolic link; refusing to use it", path.display())))
-        }
-        Err(e) => return Err(Error::io(format!("open {}", path.display()), e.into())),
+        Err(nix::Error::ELOOP) => return Err(Error::Failed(format!("{p} is a symbolic link; refusing to use it"))),
+        Err(e) => return Err(Error::errno(format!("open {p}"), e)),
     };
-    let m = f.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    let m = f.metadata().map_err(|e| Error::io(format!("stat {p}"), e))?;
     if !m.is_file() || m.nlink() != 1 || !owned_by_us_or_root(m.uid()) {
-        return Err(Error::Failed(format!(
-            "{}: must be a regular file with one name, owned by root or by us",
-            path.display()
-        )));
+        return Err(Error::Failed(format!("{p}: must be a regular file with one name, owned by root or by us")));
     }
     Ok(Some((f, m)))
 }
@@ -201,8 +181,9 @@ fn look(path: &Path) -> Result<Orig> {
 }
 
 /// Rewrites the file in place (its inode stays: see the module notes), or
-/// creates it 0644 for dnsmasq's account to read.
-fn write_servers(path: &Path, bytes: &[u8]) -> Result<()> {
+/// creates it 0644 for dnsmasq's account to read; what was there before
+/// does not matter.
+fn write(path: &Path, _: &Orig, bytes: &[u8]) -> Result<()> {
     let err = |e: io::Error| Error::io(format!("write {}", path.display()), e);
     let f = match open_file(path, OFlag::O_WRONLY)? {
         Some((f, _)) => f,
@@ -219,7 +200,7 @@ fn write_servers(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Puts back "no file". A servers file never was a link (`look` refuses
 /// one), so a backup that says so is not acted on.
-fn remove(path: &Path, orig: &Orig) -> Result<()> {
+fn put_other(path: &Path, orig: &Orig) -> Result<()> {
     if *orig != Orig::Missing {
         return Err(Error::Failed(format!("{}: not a backup of a servers file", path.display())));
     }
@@ -293,11 +274,7 @@ fn status_uids(status: &str) -> Vec<u32> {
 /// A text file of at most 1 MiB (configuration may be a link; /proc files
 /// are not).
 fn read_small(path: &Path, follow: bool) -> Option<String> {
-    let flags = if follow { 0 } else { libc::O_NOFOLLOW };
-    let f = fs::OpenOptions::new().read(true).custom_flags(flags).open(path).ok()?;
-    let mut v = Vec::new();
-    f.take(1 << 20).read_to_end(&mut v).ok()?;
-    Some(String::from_utf8_lossy(&v).into_owned())
+    backup::read_path(path, follow, 1 << 20).ok().map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
 /// Whether a dnsmasq command line reads `servers`: `--servers-file` on the
@@ -467,22 +444,22 @@ mod tests {
         let (target, servers) = (root.join("target"), root.join("servers"));
         fs::write(&target, b"keep\n").unwrap();
         std::os::unix::fs::symlink(&target, &servers).unwrap();
-        let e = write_servers(&servers, b"x").unwrap_err().to_string();
+        let e = write(&servers, &Orig::Missing, b"x").unwrap_err().to_string();
         assert!(e.contains("symbolic link"), "{e}");
         assert_eq!(fs::read(&target).unwrap(), b"keep\n");
         fs::remove_file(&servers).unwrap();
         fs::hard_link(&target, &servers).unwrap();
-        assert!(write_servers(&servers, b"x").unwrap_err().to_string().contains("one name"));
+        assert!(write(&servers, &Orig::Missing, b"x").unwrap_err().to_string().contains("one name"));
         fs::remove_file(&servers).unwrap();
         // Created 0644, rewritten in place (same inode).
-        write_servers(&servers, b"one\n").unwrap();
+        write(&servers, &Orig::Missing, b"one\n").unwrap();
         let ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&servers).unwrap());
-        write_servers(&servers, b"two\n").unwrap();
+        write(&servers, &Orig::Missing, b"two\n").unwrap();
         let m = fs::metadata(&servers).unwrap();
         assert_eq!((std::os::unix::fs::MetadataExt::ino(&m), m.permissions().mode() & 0o777), (ino, 0o644));
         assert_eq!(fs::read(&servers).unwrap(), b"two\n");
         fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(write_servers(&servers, b"x").unwrap_err().to_string().contains("writable by its owner only"));
+        assert!(write(&servers, &Orig::Missing, b"x").unwrap_err().to_string().contains("writable by its owner only"));
         let _ = fs::remove_dir_all(&root);
     }
 

@@ -25,11 +25,10 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use super::backup::{overwrite, read_max, Backup, Kind, Orig};
+use super::backup::{overwrite, read_path, Backup, Kind, Orig};
 use super::{unique, Backend, Session};
 use crate::conn::Bus;
 use crate::error::{Error, Result};
-use crate::settings::DnsScope;
 use crate::state::Dir;
 
 pub const DEFAULT_PATH: &str = "/etc/resolv.conf";
@@ -55,14 +54,8 @@ impl FileBackend {
     }
 
     fn set(&mut self, sessions: &[Session]) -> Result<()> {
-        let path = self.backup.path().to_path_buf();
-        if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
-            log::warn!(
-                "{}: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are used for all names",
-                path.display()
-            );
-            self.scope_warned = true;
-        }
+        let path = self.backup.path.clone();
+        super::warn_no_split(&mut self.scope_warned, sessions, &path.display().to_string(), "used for all names");
         let make = |orig: &Orig| generate(sessions, &system_part(&path, orig)).into_bytes();
         self.backup.update(sessions.len(), make).map(drop)
     }
@@ -87,19 +80,14 @@ fn look(path: &Path) -> Result<Orig> {
     if !m.is_file() {
         return Err(Error::Failed(format!("{} is not a regular file", path.display())));
     }
-    let bytes = read_bounded(path, false).map_err(err)?;
+    let bytes = read_path(path, false, MAX_SIZE).map_err(err)?;
     Ok(Orig::File { bytes, mode: m.mode() & 0o7777, uid: m.uid(), gid: m.gid() })
-}
-
-fn read_bounded(path: &Path, follow: bool) -> io::Result<Vec<u8>> {
-    let flags = if follow { 0 } else { libc::O_NOFOLLOW };
-    read_max(OpenOptions::new().read(true).custom_flags(flags).open(path)?, MAX_SIZE)
 }
 
 /// The system's own part of resolv.conf.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct System {
-    servers: Vec<String>,
+pub struct System {
+    pub servers: Vec<String>,
     search: Vec<String>,
     other: Vec<String>,
 }
@@ -109,7 +97,7 @@ fn system_part(path: &Path, orig: &Orig) -> System {
         Orig::File { bytes, .. } => parse(bytes),
         Orig::Symlink(t) => {
             let target = path.parent().unwrap_or(Path::new("/")).join(t);
-            let bytes = read_bounded(&target, true).inspect_err(|e| {
+            let bytes = read_path(&target, true, MAX_SIZE).inspect_err(|e| {
                 log::debug!("{}: cannot read the link target {}: {e}", path.display(), target.display())
             });
             parse(&bytes.unwrap_or_default())
@@ -118,7 +106,7 @@ fn system_part(path: &Path, orig: &Orig) -> System {
     }
 }
 
-fn parse(bytes: &[u8]) -> System {
+pub fn parse(bytes: &[u8]) -> System {
     let mut s = System::default();
     let text = String::from_utf8_lossy(bytes);
     for t in text.lines().map(str::trim).filter(|t| !t.is_empty() && !t.starts_with(['#', ';'])) {

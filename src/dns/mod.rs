@@ -20,7 +20,7 @@ mod resolved;
 
 use std::net::IpAddr;
 use std::os::fd::BorrowedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use dbus::Message;
@@ -58,10 +58,6 @@ impl Session {
     fn has_dns(&self) -> bool {
         !self.servers.is_empty() || !self.search.is_empty()
     }
-    /// The same session on the same link (a second Establish is a new link).
-    fn same(&self, o: &Session) -> bool {
-        self.path == o.path && self.ifindex == o.ifindex
-    }
 }
 
 /// A NetworkChange to send: (object path, device name, event).
@@ -81,7 +77,6 @@ pub trait Backend {
     fn deadline(&self) -> Option<Instant> {
         None
     }
-    fn on_timeout(&mut self, _bus: &Bus) {}
     /// The ifindexes whose settings the backend failed to apply for good
     /// (resolved refused, or never answered); `apply` sends them again.
     fn failed(&self) -> Vec<u32> {
@@ -100,9 +95,10 @@ pub trait Backend {
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
-    /// Moves a busy apply on (its fd readable or its deadline passed);
-    /// Some(result) once it has finished.
-    fn progress(&mut self) -> Option<Result<()>> {
+    /// Called when the fd is readable or the deadline has passed: moves on
+    /// what is due (retries, call timeouts) or a busy apply; Some(result)
+    /// once a busy apply has finished.
+    fn progress(&mut self, _bus: &Bus) -> Option<Result<()>> {
         None
     }
     /// Waits (bounded by the backend's time limits) for a busy apply.
@@ -118,21 +114,19 @@ pub struct Dns {
     dir: crate::state::Dir,
     /// The sessions the backend last applied, newest first.
     applied: Vec<Session>,
+    /// The last apply failed, maybe halfway: the system may hold neither
+    /// `applied` nor what was wanted, so even an unchanged state is applied.
+    retry: bool,
     /// What a busy backend is applying, and the latest state wanted since:
     /// each apply is the complete state, so only the latest needs to wait.
     pending: Option<Vec<Session>>,
     queued: Option<Vec<Session>>,
-    /// dnsmasq's servers file (the dnsmasq backend's only output).
-    dnsmasq_servers: PathBuf,
 }
 
 impl Dns {
     /// No backend until `start`. Changes nothing on the system.
-    /// `dnsmasq_servers`: the servers file the dnsmasq backend writes (and
-    /// `auto` looks for).
-    pub fn new(dir: crate::state::Dir, dnsmasq_servers: &Path) -> Dns {
-        let dnsmasq_servers = dnsmasq_servers.to_path_buf();
-        Dns { name: "none", backend: None, dir, applied: Vec::new(), pending: None, queued: None, dnsmasq_servers }
+    pub fn new(dir: crate::state::Dir) -> Dns {
+        Dns { name: "none", backend: None, dir, applied: Vec::new(), retry: false, pending: None, queued: None }
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -144,16 +138,18 @@ impl Dns {
     /// fatal: falls back and logs). Recovery first, so that `auto` judges
     /// the system's resolv.conf, not one a killed run generated. Call only
     /// once no other instance owns the bus name, so a second instance never
-    /// undoes the live one's work.
-    pub fn start(&mut self, choice: &DnsChoice, bus: &Bus) {
+    /// undoes the live one's work. `cfg.dnsmasq_servers`: the servers file
+    /// the dnsmasq backend writes (and `auto` looks for).
+    pub fn start(&mut self, cfg: &crate::config::Config, bus: &Bus) {
+        let (choice, servers) = (&cfg.dns, &cfg.dnsmasq_servers);
         let configured = match choice {
             DnsChoice::File(p) => p.as_path(),
             _ => Path::new(file::DEFAULT_PATH),
         };
         backup::recover(&file::KIND, &self.dir, configured);
         resolvconf::recover(&self.dir);
-        dnsmasq::recover(&self.dir, &self.dnsmasq_servers);
-        (self.name, self.backend) = choose(choice, bus, &self.dir, &self.dnsmasq_servers);
+        dnsmasq::recover(&self.dir, servers);
+        (self.name, self.backend) = choose(choice, bus, &self.dir, servers);
     }
 
     /// Applies the full set of active sessions (ones with an established
@@ -177,8 +173,9 @@ impl Dns {
 
     fn apply(&mut self, bus: &Bus, want: Vec<Session>) -> Vec<Change> {
         let Some(b) = self.backend.as_mut() else { return Vec::new() };
-        // Unchanged, but a link that failed is sent again (resolved).
-        if want == self.applied && b.failed().is_empty() {
+        // Unchanged, but a failed apply, or a link that failed (resolved),
+        // is tried again.
+        if want == self.applied && !self.retry && b.failed().is_empty() {
             return Vec::new();
         }
         let r = b.apply(bus, &want);
@@ -195,6 +192,7 @@ impl Dns {
     /// state.
     fn finished(&mut self, bus: &Bus, r: Result<()>) -> Vec<Change> {
         let done = self.pending.take().unwrap_or_default();
+        self.retry = r.is_err();
         let mut changes = match r {
             Ok(()) => diff(&std::mem::replace(&mut self.applied, done), &self.applied),
             Err(e) => {
@@ -213,8 +211,6 @@ impl Dns {
     /// link whose settings failed for good is left out until they take.
     pub fn global(&self, servers: bool) -> Vec<String> {
         let failed = self.backend.as_ref().map(|b| b.failed()).unwrap_or_default();
-        // A set, not `out.contains`: linear in all sessions' entries together.
-        let mut seen = std::collections::HashSet::new();
         let applied = self.applied.iter().filter(|s| !failed.contains(&s.ifindex));
         let items = applied.flat_map(|s| {
             if servers {
@@ -223,7 +219,7 @@ impl Dns {
                 s.search.clone()
             }
         });
-        items.filter(|i| seen.insert(i.clone())).collect()
+        unique(items)
     }
 
     /// Offers a method return or error to the backend (async resolved
@@ -232,7 +228,7 @@ impl Dns {
         self.backend.as_mut().is_some_and(|b| b.on_reply(bus, m))
     }
 
-    /// When the backend next needs `on_timeout` (retries, call timeouts)
+    /// When the backend next needs `progress` (retries, call timeouts)
     /// or a busy apply's time is up.
     pub fn deadline(&self) -> Option<Instant> {
         self.backend.as_ref().and_then(|b| b.deadline())
@@ -259,14 +255,8 @@ impl Dns {
     /// and a busy apply; the events of an apply that finished.
     pub fn service(&mut self, bus: &Bus, readable: bool) -> Vec<Change> {
         let due = self.deadline().is_some_and(|t| t <= Instant::now());
-        let Some(b) = self.backend.as_mut() else { return Vec::new() };
-        if due {
-            b.on_timeout(bus);
-        }
-        if !(readable || due) || self.pending.is_none() {
-            return Vec::new();
-        }
-        match b.progress() {
+        let Some(b) = self.backend.as_mut().filter(|_| readable || due) else { return Vec::new() };
+        match b.progress(bus) {
             Some(r) => self.finished(bus, r),
             None => Vec::new(),
         }
@@ -297,15 +287,20 @@ impl Dns {
     }
 }
 
-/// `items` without repeats, in their order.
-fn unique<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
-    let mut out = Vec::new();
-    for i in items {
-        if !out.contains(&i) {
-            out.push(i);
-        }
+/// `items` without repeats, in their order (through a set: linear in the
+/// number of items).
+fn unique<T: Eq + std::hash::Hash + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    items.into_iter().filter(|i| seen.insert(i.clone())).collect()
+}
+
+/// Warns once (`warned`) that `who` cannot split DNS: what it does with
+/// the VPN's servers instead (they `are` ...).
+fn warn_no_split(warned: &mut bool, sessions: &[Session], who: &str, are: &str) {
+    if !*warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
+        log::warn!("{who}: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are {are}");
+        *warned = true;
     }
-    out
 }
 
 /// Events for what differs between two applied states, per session and
@@ -316,7 +311,8 @@ fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {
     let passes = [(old, new, DNS_SERVER_REMOVED, DNS_SEARCH_REMOVED), (new, old, DNS_SERVER_ADDED, DNS_SEARCH_ADDED)];
     for (from, to, server_kind, search_kind) in passes {
         for s in from {
-            let other = to.iter().find(|o| o.same(s));
+            // The same session on the same link (a second Establish is a new link).
+            let other = to.iter().find(|o| o.path == s.path && o.ifindex == s.ifindex);
             let change = |e: Event| (s.path.clone(), s.ifname.clone(), e);
             let servers = s.servers.iter().filter(|a| !other.is_some_and(|o| o.servers.contains(a)));
             out.extend(servers.map(|a| change(Event::new(server_kind).with("dns_server", a))));
@@ -335,15 +331,8 @@ fn diff(old: &[Session], new: &[Session]) -> Vec<Change> {
 /// missing (it reads the file whenever it starts).
 fn choose(choice: &DnsChoice, bus: &Bus, dir: &crate::state::Dir, servers: &Path) -> Choice {
     let auto = *choice == DnsChoice::Auto;
-    let how = |forced: bool| {
-        if forced {
-            "forced"
-        } else if auto {
-            "auto"
-        } else {
-            "fallback"
-        }
-    };
+    let fallback = if auto { "auto" } else { "fallback" };
+    let how = |forced: bool| if forced { "forced" } else { fallback };
     match choice {
         DnsChoice::Dnsmasq => return dnsmasq_backend(servers, dir, "forced"),
         DnsChoice::None => {

@@ -44,7 +44,6 @@ use nix::unistd::{pipe2, Pid};
 use super::{Backend, Session};
 use crate::conn::Bus;
 use crate::error::{Error, Result};
-use crate::settings::DnsScope;
 use crate::state::Dir;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,7 +71,6 @@ pub struct Resolvconf {
 /// The resolvconf program in the fixed PATH, if any.
 pub fn find(dir: &Dir) -> Option<Resolvconf> {
     let prog = std::env::split_paths(FIXED_PATH)
-        .filter(|d| d.is_absolute())
         .map(|d| d.join("resolvconf"))
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))?;
     let flavor = if fs::canonicalize(&prog).is_ok_and(|p| p.file_name().is_some_and(|n| n == "resolvectl")) {
@@ -94,8 +92,7 @@ pub fn recover(dir: &Dir) {
         return;
     }
     let list = match dir.read(LIST, 64 * 1024) {
-        Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
-        Ok(None) => return,
+        Ok(b) => String::from_utf8_lossy(&b.unwrap_or_default()).into_owned(),
         Err(e) => {
             log::error!("resolvconf records of a previous run: {}/{LIST}: {e}", dir.path.display());
             return;
@@ -122,11 +119,12 @@ pub fn recover(dir: &Dir) {
 /// an interface name to register with a fragment, or (None) to delete.
 type Step = (String, Option<String>);
 
-/// An apply in flight: the steps left, the one whose child runs, and what
-/// went wrong first.
+/// An apply in flight (kept only while a child runs): the step whose
+/// child runs, the steps after it, and what went wrong first.
 struct Job {
+    step: Step,
+    child: Child,
     steps: VecDeque<Step>,
-    running: Option<(Step, Child)>,
     first_err: Option<Error>,
 }
 
@@ -153,29 +151,21 @@ impl Resolvconf {
         super::backup::write_state(&self.dir, LIST, text.as_bytes())
     }
 
-    /// Runs the job's steps until one waits for its child; the job's result
-    /// once the last step is done.
-    fn advance(&mut self) -> Option<Result<()>> {
-        let mut job = self.job.take()?;
-        loop {
-            if let Some((step, mut child)) = job.running.take() {
-                match child.poll() {
-                    Some(r) => self.record(&mut job, step, r),
-                    None => {
-                        job.running = Some((step, child));
-                        self.job = Some(job);
-                        return None;
-                    }
-                }
-            }
-            let Some(step) = job.steps.pop_front() else { break };
+    /// Starts the next step's child (a step whose child cannot start is
+    /// noted as failed, and the one after it tried); the job's result once
+    /// no step is left.
+    fn next(&mut self, mut steps: VecDeque<Step>, mut first_err: Option<Error>) -> Option<Result<()>> {
+        while let Some(step) = steps.pop_front() {
             let spawned = match &step {
                 (n, None) => Child::spawn(&self.prog, &self.del_args(n), ""),
                 (n, Some(frag)) => Child::spawn(&self.prog, &["-a", n], frag),
             };
             match spawned {
-                Ok(child) => job.running = Some((step, child)),
-                Err(e) => self.record(&mut job, step, Err(e)),
+                Ok(child) => {
+                    self.job = Some(Job { step, child, steps, first_err });
+                    return None;
+                }
+                Err(e) => self.record(&mut first_err, step, Err(e)),
             }
         }
         if self.applied.is_empty() {
@@ -183,34 +173,40 @@ impl Resolvconf {
         } else if let Err(e) = self.save_list(self.applied.keys()) {
             return Some(Err(e));
         }
-        Some(job.first_err.map_or(Ok(()), Err))
+        Some(first_err.map_or(Ok(()), Err))
     }
 
-    /// Notes the outcome of one step's child.
-    fn record(&mut self, job: &mut Job, (n, frag): Step, r: Result<String>) {
-        match (frag, r) {
-            (None, Ok(_)) => {
-                self.applied.remove(&n);
-                log::info!("resolvconf: record {n} deleted");
+    /// The job's result once its last child has exited, else None.
+    fn advance(&mut self) -> Option<Result<()>> {
+        let mut job = self.job.take()?;
+        let Some(r) = job.child.poll() else {
+            self.job = Some(job);
+            return None;
+        };
+        self.record(&mut job.first_err, job.step, r);
+        self.next(job.steps, job.first_err)
+    }
+
+    /// Notes the outcome of one step's child. A failed add may have
+    /// registered the record: it stays listed, as unknown (""), so the next
+    /// apply adds it again or deletes it.
+    fn record(&mut self, first_err: &mut Option<Error>, (n, frag): Step, r: Result<String>) {
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+            if frag.is_some() {
+                self.applied.insert(n, String::new());
             }
-            (Some(frag), Ok(_)) => {
-                log::info!("resolvconf: record {n} registered");
-                self.applied.insert(n, frag);
-            }
-            (frag, Err(e)) => {
-                // A failed add may have registered the record: it stays
-                // listed, as unknown (""), so the next apply adds it again
-                // or deletes it.
-                if frag.is_some() {
-                    self.applied.insert(n, String::new());
-                }
-                job.first_err.get_or_insert(e);
-            }
+        } else if let Some(frag) = frag {
+            log::info!("resolvconf: record {n} registered");
+            self.applied.insert(n, frag);
+        } else {
+            log::info!("resolvconf: record {n} deleted");
+            self.applied.remove(&n);
         }
     }
 
     fn child(&self) -> Option<&Child> {
-        self.job.as_ref()?.running.as_ref().map(|(_, c)| c)
+        self.job.as_ref().map(|j| &j.child)
     }
 }
 
@@ -225,10 +221,7 @@ impl Backend for Resolvconf {
     /// child runs: its result comes from `progress` or `settle`.
     fn apply(&mut self, _bus: &Bus, sessions: &[Session]) -> Result<()> {
         debug_assert!(self.job.is_none(), "apply while busy");
-        if !self.scope_warned && sessions.iter().any(|s| s.scope == DnsScope::Tunnel) {
-            log::warn!("resolvconf: split DNS (dns_scope tunnel) needs systemd-resolved; the VPN's servers are merged");
-            self.scope_warned = true;
-        }
+        super::warn_no_split(&mut self.scope_warned, sessions, "resolvconf", "merged");
         let want: VecMap<String, String> = sessions.iter().map(|s| (s.ifname.clone(), fragment(s))).collect();
         // Listed before it is added: a crash right after leaves no orphan.
         self.save_list(self.applied.keys().chain(want.keys()))?;
@@ -236,8 +229,7 @@ impl Backend for Resolvconf {
         let mut steps: VecDeque<Step> = gone.map(|n| (n.clone(), None)).collect();
         let changed = want.into_iter().filter(|(n, frag)| self.applied.get(n) != Some(frag));
         steps.extend(changed.map(|(n, frag)| (n, Some(frag))));
-        self.job = Some(Job { steps, running: None, first_err: None });
-        self.advance().unwrap_or(Ok(()))
+        self.next(steps, None).unwrap_or(Ok(()))
     }
 
     /// A job is kept only while its child runs (`advance`).
@@ -249,23 +241,20 @@ impl Backend for Resolvconf {
         self.child().map(|c| c.deadline)
     }
 
-    fn progress(&mut self) -> Option<Result<()>> {
+    fn progress(&mut self, _bus: &Bus) -> Option<Result<()>> {
         self.advance()
     }
 
+    /// Without a job there is nothing to wait for (and `advance` would
+    /// never finish one).
     fn settle(&mut self) -> Result<()> {
-        loop {
-            if let Some(c) = self.child() {
-                c.block();
-            }
+        while let Some(c) = self.child() {
+            c.block();
             if let Some(r) = self.advance() {
                 return r;
             }
         }
-    }
-
-    fn shutdown(&mut self, _bus: &Bus) -> bool {
-        self.applied.is_empty()
+        Ok(())
     }
 }
 
@@ -395,7 +384,7 @@ fn read_available(fd: &OwnedFd) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{DnsSec, DnsTransport};
+    use crate::settings::{DnsScope, DnsSec, DnsTransport};
 
     #[test]
     fn fragment_lists_search_then_servers() {

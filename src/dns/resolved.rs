@@ -8,12 +8,11 @@
 //!
 //! Never blocking: every call is sent asynchronously and its reply comes
 //! back through the main loop (`on_reply`), matched by serial. Per link we
-//! keep the wanted configuration and a generation number; a newer
-//! configuration supersedes calls still in flight, whose replies are then
-//! ignored. A link resolved does not know yet (it learns about new links
-//! from netlink, possibly after our call), a missing service and a call
-//! without answer are retried a bounded number of times; other errors are
-//! logged. A link that went away needs no RevertLink.
+//! keep the wanted configuration; a newer configuration supersedes calls
+//! still in flight: they are forgotten, and their replies ignored. A link
+//! resolved does not know yet (it learns about new links from netlink,
+//! possibly after our call), a missing service and a call without answer
+//! are retried a bounded number of times; other errors are logged. A link that went away needs no RevertLink.
 //!
 //! A link whose calls failed for good (refused, or retries used up) is not
 //! forgotten: it is sent again after RESEND_AFTER (at most MAX_RESENDS
@@ -73,10 +72,8 @@ pub fn in_use() -> bool {
     if std::fs::read_link(conf).is_ok_and(|t| t.to_string_lossy().contains("run/systemd/resolve/")) {
         return true;
     }
-    let stub = std::fs::read_to_string(conf).unwrap_or_default().lines().any(|l| {
-        let mut w = l.split_whitespace();
-        w.next() == Some("nameserver") && matches!(w.next(), Some("127.0.0.53" | "127.0.0.54"))
-    });
+    let servers = super::file::parse(&std::fs::read(conf).unwrap_or_default()).servers;
+    let stub = servers.iter().any(|a| a == "127.0.0.53" || a == "127.0.0.54");
     stub || std::fs::read_to_string("/etc/nsswitch.conf").is_ok_and(|t| {
         t.lines().any(|l| l.trim_start().starts_with("hosts:") && l.split_whitespace().any(|w| w == "resolve"))
     })
@@ -115,29 +112,15 @@ impl LinkConf {
     }
 }
 
-/// What a session asks for that resolved will not do as asked.
-fn caveats(s: &Session) {
-    if s.transport == DnsTransport::Doh {
-        log::warn!("{}: systemd-resolved does not support DNS-over-HTTPS; using its default transport", s.ifname);
-    }
-    if s.scope == DnsScope::Tunnel && s.search.is_empty() {
-        log::warn!("{}: dns_scope tunnel without search domains: resolved will not use its servers", s.ifname);
-    }
-}
-
 #[derive(Default)]
 struct Link {
     name: String,
     /// None: revert the link to resolved's own settings.
     want: Option<LinkConf>,
-    gen: u64,
-    /// Replies still awaited for this generation.
-    waiting: usize,
     attempt: u32,
-    /// Reply deadline of the calls in flight.
-    due: Option<Instant>,
-    /// When to send again (after a transient error, or a resend round).
-    retry: Option<Instant>,
+    /// Reply deadline of the calls in flight, or (none in flight) when to
+    /// send again: after a transient error, or for a resend round.
+    timer: Option<Instant>,
     /// The last attempt failed for good; sent again later (module doc).
     failed: bool,
     /// Resend rounds since the configuration last changed or succeeded.
@@ -156,7 +139,7 @@ impl Link {
             return;
         }
         self.resends += 1;
-        self.retry = Some(now + RESEND_AFTER);
+        self.timer = Some(now + RESEND_AFTER);
         log::warn!(
             "systemd-resolved: {}: sending its DNS settings again in {} s ({}/{MAX_RESENDS})",
             self.name,
@@ -169,8 +152,9 @@ impl Link {
 #[derive(Default)]
 pub struct Resolved {
     links: VecMap<u32, Link>,
-    /// Serial of a call in flight -> (ifindex, generation, method).
-    pending: VecMap<u32, (u32, u64, &'static str)>,
+    /// Serial of a call in flight -> (ifindex, method): only calls of a
+    /// link's current attempt (older ones are removed when it starts).
+    pending: VecMap<u32, (u32, &'static str)>,
     /// A revert gave up (reported at shutdown).
     revert_failed: bool,
 }
@@ -184,19 +168,14 @@ impl Resolved {
         if first {
             l.attempt = 0;
         }
-        l.gen += 1;
-        l.retry = None;
         l.failed = false;
         self.pending.retain(|_, p| p.0 != ifindex);
-        let calls = calls(ifindex as i32, l.want.as_ref());
-        l.waiting = calls.len();
-        l.due = Some(Instant::now() + CALL_TIMEOUT);
-        let gen = l.gen;
-        for (method, m) in calls {
+        l.timer = Some(Instant::now() + CALL_TIMEOUT);
+        for (method, m) in calls(ifindex as i32, l.want.as_ref()) {
             let Some(serial) = bus.send_call(m) else {
                 return self.again(ifindex, "the call could not be queued");
             };
-            self.pending.insert(serial, (ifindex, gen, method));
+            self.pending.insert(serial, (ifindex, method));
         }
         log::debug!("systemd-resolved: {} sent for link {ifindex} (attempt {})", describe(l), l.attempt + 1);
     }
@@ -206,21 +185,15 @@ impl Resolved {
         let Some(l) = self.links.get_mut(&ifindex) else {
             return;
         };
-        l.gen += 1; // replies still in flight are stale now
-        l.waiting = 0;
-        l.due = None;
-        self.pending.retain(|_, p| p.0 != ifindex);
+        self.pending.retain(|_, p| p.0 != ifindex); // their replies are stale now
         l.attempt += 1;
         if l.attempt < MAX_ATTEMPTS {
             log::debug!("systemd-resolved: link {} ({}): {why}; trying again", ifindex, l.name);
-            l.retry = Some(Instant::now() + RETRY_STEP * l.attempt);
+            l.timer = Some(Instant::now() + RETRY_STEP * l.attempt);
             return;
         }
-        log::error!(
-            "systemd-resolved: giving up on {} for {} after {MAX_ATTEMPTS} attempts: {why}",
-            describe(l),
-            l.name
-        );
+        let (what, name) = (describe(l), &l.name);
+        log::error!("systemd-resolved: giving up on {what} for {name} after {MAX_ATTEMPTS} attempts: {why}");
         l.failed = true;
         self.revert_failed |= l.want.is_none();
         self.done(ifindex);
@@ -230,7 +203,7 @@ impl Resolved {
         let Some(l) = self.links.get_mut(&ifindex) else {
             return;
         };
-        l.due = None;
+        l.timer = None;
         l.attempt = 0;
         if !l.failed {
             log::info!("systemd-resolved: {} done for {}", describe(l), l.name);
@@ -245,7 +218,7 @@ impl Resolved {
     }
 
     fn busy(&self) -> bool {
-        self.links.values().any(|l| l.waiting > 0 || l.retry.is_some())
+        self.links.values().any(|l| l.timer.is_some())
     }
 
     /// The ifindexes of the links `pick` picks.
@@ -255,11 +228,7 @@ impl Resolved {
 }
 
 fn describe(l: &Link) -> &'static str {
-    if l.want.is_some() {
-        "link DNS configuration"
-    } else {
-        "RevertLink"
-    }
+    l.want.as_ref().map_or("RevertLink", |_| "link DNS configuration")
 }
 
 /// The Manager calls that give a link `want` (None: RevertLink).
@@ -297,7 +266,14 @@ impl Backend for Resolved {
             let conf = LinkConf::of(s);
             let l = self.links.get_or_insert_with(s.ifindex, Link::default);
             if l.want.as_ref() != Some(&conf) {
-                caveats(s);
+                // What the session asks for that resolved will not do as asked.
+                let name = &s.ifname;
+                if s.transport == DnsTransport::Doh {
+                    log::warn!("{name}: systemd-resolved does not support DNS-over-HTTPS; using its default transport");
+                }
+                if s.scope == DnsScope::Tunnel && s.search.is_empty() {
+                    log::warn!("{name}: dns_scope tunnel without search domains: resolved will not use its servers");
+                }
                 l.resends = 0;
             } else if l.failed {
                 log::info!("systemd-resolved: {}: sending the settings that failed again", s.ifname);
@@ -340,11 +316,10 @@ impl Backend for Resolved {
     }
 
     fn on_reply(&mut self, _bus: &Bus, m: &Message) -> bool {
-        let Some((ifindex, gen, method)) = m.get_reply_serial().and_then(|s| self.pending.remove(&s)) else {
+        let Some((ifindex, method)) = m.get_reply_serial().and_then(|s| self.pending.remove(&s)) else {
             return false;
         };
-        // Gone, or superseded by a newer configuration: nothing to do.
-        let Some(l) = self.links.get_mut(&ifindex).filter(|l| l.gen == gen) else {
+        let Some(l) = self.links.get_mut(&ifindex) else {
             return true;
         };
         let reverting = l.want.is_none();
@@ -363,25 +338,27 @@ impl Backend for Resolved {
                 self.revert_failed |= reverting;
             }
         }
-        l.waiting = l.waiting.saturating_sub(1);
-        if l.waiting == 0 {
+        if !self.pending.values().any(|p| p.0 == ifindex) {
             self.done(ifindex);
         }
         true
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.links.values().flat_map(|l| [l.due, l.retry]).flatten().min()
+        self.links.values().filter_map(|l| l.timer).min()
     }
 
-    fn on_timeout(&mut self, bus: &Bus) {
+    /// Calls without a reply in time, and links due to be sent again.
+    fn progress(&mut self, bus: &Bus) -> Option<Result<()>> {
         let now = Instant::now();
-        for i in self.links_where(|_, l| l.due.is_some_and(|t| t <= now)) {
-            self.again(i, &format!("no reply within {} s", CALL_TIMEOUT.as_secs()));
+        for i in self.links_where(|_, l| l.timer.is_some_and(|t| t <= now)) {
+            if self.pending.values().any(|p| p.0 == i) {
+                self.again(i, &format!("no reply within {} s", CALL_TIMEOUT.as_secs()));
+            } else {
+                self.send(bus, i, false);
+            }
         }
-        for i in self.links_where(|_, l| l.retry.is_some_and(|t| t <= now)) {
-            self.send(bus, i, false);
-        }
+        None
     }
 
     /// Waits (bounded) for the replies to the last calls, RevertLink
@@ -390,11 +367,11 @@ impl Backend for Resolved {
         let end = Instant::now() + SHUTDOWN_WAIT;
         while self.busy() && Instant::now() < end && bus.pump() {
             // Anything but our replies that arrives now is dropped: we are
-            // exiting. on_timeout acts only on what is due.
+            // exiting. progress acts only on what is due.
             while let Some(m) = bus.pop() {
                 self.on_reply(bus, &m);
             }
-            self.on_timeout(bus);
+            self.progress(bus);
             std::thread::sleep(Duration::from_millis(5));
         }
         if self.busy() {
@@ -440,13 +417,13 @@ mod tests {
         let mut l = Link { name: "tun0".into(), attempt: MAX_ATTEMPTS, failed: true, ..Link::default() };
         let now = Instant::now();
         for round in 1..=MAX_RESENDS {
-            l.retry = None;
+            l.timer = None;
             l.resend_later(now);
-            assert_eq!((l.retry, l.resends, l.attempt), (Some(now + RESEND_AFTER), round, 0));
+            assert_eq!((l.timer, l.resends, l.attempt), (Some(now + RESEND_AFTER), round, 0));
         }
-        l.retry = None;
+        l.timer = None;
         l.resend_later(now);
-        assert_eq!((l.retry, l.resends), (None, MAX_RESENDS), "no round after the last");
+        assert_eq!((l.timer, l.resends), (None, MAX_RESENDS), "no round after the last");
     }
 
     #[test]

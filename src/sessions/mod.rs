@@ -111,7 +111,7 @@ impl Sessions {
         // before anyone can reach us; the DNS backend is chosen after its
         // recovery.
         self.recover_kernel(journals)?;
-        self.dns.start(&self.cfg.dns, &self.bus);
+        self.dns.start(&self.cfg, &self.bus);
         crate::privs::fit_to_dns(&self.cfg, self.dns.backend_name()).map_err(Error::Failed)?;
         self.bus.request_name(BUS_NAME)?;
         log::info!(
