@@ -3,23 +3,15 @@
 
 use std::path::PathBuf;
 
-use crate::settings::Word;
+use crate::settings::{words, Word};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedirectMethod {
-    HostRoute,
-    BindDevice,
-    Fwmark,
-    None,
-}
-
-impl Word for RedirectMethod {
-    const WORDS: &'static [(Self, &'static str)] = &[
-        (Self::HostRoute, "host-route"),
-        (Self::BindDevice, "bind-device"),
-        (Self::Fwmark, "fwmark"),
-        (Self::None, "none"),
-    ];
+words! {
+    pub enum RedirectMethod {
+        HostRoute = "host-route",
+        BindDevice = "bind-device",
+        Fwmark = "fwmark",
+        None = "none",
+    }
 }
 
 /// The table the fwmark method uses for mark `m` (as wg-quick: the mark).
