@@ -323,14 +323,7 @@ pub mod json {
             loop {
                 let k = p.string()?;
                 p.expect(b':')?;
-                let v = match p.peek() {
-                    Some(b'"') => Value::Str(p.string()?),
-                    Some(b't') => p.word("true", Value::Bool(true))?,
-                    Some(b'f') => p.word("false", Value::Bool(false))?,
-                    Some(b'n') => p.word("null", Value::Null)?,
-                    Some(b'-' | b'0'..=b'9') => p.number()?,
-                    _ => return Err(p.err("expected a string, number, true, false or null")),
-                };
+                let v = if p.peek() == Some(b'"') { Value::Str(p.string()?) } else { p.bare()? };
                 if out.len() >= 64 {
                     return Err("too many keys".into());
                 }
@@ -391,26 +384,20 @@ pub mod json {
             self.i += 1;
             c
         }
-        fn word(&mut self, w: &str, v: Value) -> Result<Value, String> {
-            if self.b[self.i..].starts_with(w.as_bytes()) {
-                self.i += w.len();
-                Ok(v)
-            } else {
-                Err(self.err("bad literal"))
-            }
-        }
-        /// A number: its first byte (a sign or digit) is already seen.
-        fn number(&mut self) -> Result<Value, String> {
+        /// `true`, `false`, `null` or an integer.
+        fn bare(&mut self) -> Result<Value, String> {
             let st = self.i;
-            self.i += 1;
-            while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
+            while matches!(self.b.get(self.i), Some(b'a'..=b'z' | b'0'..=b'9' | b'-')) {
                 self.i += 1;
             }
-            std::str::from_utf8(&self.b[st..self.i])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .map(Value::Num)
-                .ok_or_else(|| self.err("bad number"))
+            // ASCII by construction
+            let t = std::str::from_utf8(&self.b[st..self.i]).unwrap_or_default();
+            Ok(match t {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                "null" => Value::Null,
+                _ => Value::Num(t.parse().map_err(|_| self.err("expected a string, number, true, false or null"))?),
+            })
         }
         fn string(&mut self) -> Result<String, String> {
             self.expect(b'"')?;
