@@ -319,22 +319,17 @@ pub mod json {
             return Ok(out); // an empty file is accepted
         }
         p.expect(b'{')?;
-        if !p.eat(b'}') {
-            loop {
-                let k = p.string()?;
-                p.expect(b':')?;
-                let v = if p.peek() == Some(b'"') { Value::Str(p.string()?) } else { p.bare()? };
-                if out.len() >= 64 {
-                    return Err("too many keys".into());
-                }
-                out.push((k, v));
-                if p.eat(b'}') {
-                    break;
-                }
-                if !p.eat(b',') {
-                    return Err(p.err("expected ',' or '}'"));
-                }
+        while !p.eat(b'}') {
+            if !out.is_empty() {
+                p.expect(b',')?;
             }
+            let k = p.string()?;
+            p.expect(b':')?;
+            let v = if p.peek() == Some(b'"') { Value::Str(p.string()?) } else { p.bare()? };
+            if out.len() >= 64 {
+                return Err("too many keys".into());
+            }
+            out.push((k, v));
         }
         if p.peek().is_some() {
             return Err(p.err("trailing data"));
