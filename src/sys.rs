@@ -177,18 +177,11 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// Sends `sig` (0: only check that it still lives) to the process a pidfd
 /// names (pidfd_send_signal(2)); the same permission rules as kill(2).
 pub fn pidfd_send_signal(fd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
+    let no_info = std::ptr::null::<libc::siginfo_t>();
     // SAFETY: the descriptor is open (borrowed for the call); a null
     // siginfo asks the kernel to fill in the usual kill(2) one; flags 0.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0 as libc::c_uint,
-        )
-    })
-    .map(drop)
+    check(unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, no_info, 0 as libc::c_uint) })
+        .map(drop)
 }
 
 /// Overwrites `buf` with zeroes, for key material. Every store is volatile,
