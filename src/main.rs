@@ -17,14 +17,7 @@ fn main() {
         Err(e) => fail(&format!("{e}\n\n{}", config::USAGE)),
     };
     // As root, before anything is read from the state directory.
-    let run_as = if cfg.run_as_root {
-        None
-    } else {
-        if !nix::unistd::Uid::effective().is_root() {
-            fail("must be started as root (it drops to --run-as itself; use --run-as-root only for debugging)");
-        }
-        Some(privs::account(&cfg).unwrap_or_else(|e| fail(&e)))
-    };
+    let run_as = (!cfg.run_as_root).then(|| privs::account(&cfg).unwrap_or_else(|e| fail(&e)));
     let st = state::prepare(&cfg.state_dir, run_as).unwrap_or_else(|e| fail(&e));
     let mut warnings = st.warnings.clone();
     if let Some(text) = st.config.as_ref().filter(|_| cfg.config_file.is_some()) {

@@ -88,8 +88,12 @@ fn last_cap() -> u32 {
 }
 
 /// The account to switch to: `--run-as`, else the first of [`ACCOUNTS`]
-/// that exists.
+/// that exists. Only root can switch: an error otherwise.
 pub fn account(cfg: &Config) -> Result<RunAs, String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        let why = "it drops to --run-as itself; use --run-as-root only for debugging";
+        return Err(format!("must be started as root ({why})"));
+    }
     let lookup = |name: &str| nix::unistd::User::from_name(name).map_err(|e| format!("looking up user '{name}': {e}"));
     if let Some(name) = &cfg.run_as {
         let user = lookup(name)?.ok_or_else(|| format!("user '{name}' does not exist (--run-as)"))?;
@@ -109,7 +113,7 @@ pub fn account(cfg: &Config) -> Result<RunAs, String> {
 
 /// Drops to `run_as` (the [`account`] `main` found; None: `--run-as-root`)
 /// with only the needed capabilities. Errors are fatal configuration
-/// errors. `main` has checked that it runs as root.
+/// errors.
 pub fn drop_privileges(cfg: &Config, run_as: Option<&RunAs>) -> Result<(), String> {
     let Some(RunAs { user, why }) = run_as else {
         log::warn!("--run-as-root: keeping root and every capability");
