@@ -290,9 +290,7 @@ impl Wal {
         let generation = self.generation + 1;
         let mut text = format!("B {} {:0w$}\n", boot_id(), 0, w = GEN_WIDTH);
         let gen_at = (text.len() - 1 - GEN_WIDTH) as u64;
-        for e in live {
-            append_line(&mut text, e);
-        }
+        append_lines(&mut text, live.iter().copied());
         let f = &mut files[target];
         f.set_len(0)?;
         f.seek(SeekFrom::Start(0))?;
@@ -331,9 +329,7 @@ impl Wal {
         let entries: Vec<Entry> = undos.into_iter().zip(self.next..).map(|(undo, id)| Entry { id, undo }).collect();
         if self.files.is_some() {
             let mut buf = String::with_capacity(entries.len() * 64);
-            for e in &entries {
-                append_line(&mut buf, e);
-            }
+            append_lines(&mut buf, &entries);
             self.append(&buf)
                 .map_err(|e| Error::Failed(format!("cannot write the undo journal, so nothing was changed: {e}")))?;
         }
@@ -386,8 +382,11 @@ impl Wal {
     }
 }
 
-fn append_line(buf: &mut String, e: &Entry) {
-    let _ = writeln!(buf, "A {} {}", e.id, e.undo);
+/// Appends an `A` line to `buf` for each entry.
+fn append_lines<'a>(buf: &mut String, entries: impl IntoIterator<Item = &'a Entry>) {
+    for e in entries {
+        let _ = writeln!(buf, "A {} {}", e.id, e.undo);
+    }
 }
 
 #[cfg(test)]
