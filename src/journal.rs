@@ -425,7 +425,7 @@ mod tests {
             Undo::DelLink { ifindex: 9, name: "tun3".into() },
             Undo::DelNewLink { name: "dco0".into(), kind: "ovpn-dco-v2".into() },
         ] {
-            assert_eq!(Undo::parse(&u.to_string()), Some(u.clone()), "{}", u.to_string());
+            assert_eq!(Undo::parse(&u.to_string()), Some(u.clone()), "{u}");
         }
         // The format on disk, as earlier versions wrote it.
         let r = Route { metric: Some(7), ..r };
