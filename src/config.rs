@@ -19,9 +19,6 @@ pub fn fwmark_table(m: u32) -> Option<u32> {
     (!matches!(m, 0 | 253..=255)).then_some(m)
 }
 
-/// The default of `--dnsmasq-servers`: the servers file the dnsmasq backend manages.
-pub const DNSMASQ_SERVERS: &str = "/var/run/ovpn-netcfgd/dnsmasq.servers";
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnsChoice {
     Auto,
@@ -63,7 +60,7 @@ impl Default for Config {
             idle_exit: std::time::Duration::from_secs(300),
             dns: DnsChoice::Auto,
             dns_chosen: false,
-            dnsmasq_servers: PathBuf::from(DNSMASQ_SERVERS),
+            dnsmasq_servers: PathBuf::from("/var/run/ovpn-netcfgd/dnsmasq.servers"),
             redirect: RedirectMethod::HostRoute,
             somark: None,
             state_dir: PathBuf::from("/var/lib/ovpn-netcfgd"),
@@ -151,7 +148,15 @@ fn set(c: &mut Config, opt: &str, key: &str, v: String) -> Result<(), String> {
         }
         "set_somark" => c.somark = Some(num(opt, &v, u32::MAX)?),
         "dns_backend" => {
-            c.dns = parse_dns_backend(opt, &v)?;
+            c.dns = match v.as_str() {
+                "auto" => DnsChoice::Auto,
+                "resolved" | "systemd-resolved" => DnsChoice::Resolved,
+                "resolvconf" => DnsChoice::Resolvconf,
+                "dnsmasq" => DnsChoice::Dnsmasq,
+                "file" => DnsChoice::File("/etc/resolv.conf".into()),
+                "none" => DnsChoice::None,
+                _ => return Err(format!("{opt}: unknown backend '{v}'")),
+            };
             c.dns_chosen = true;
         }
         _ => c.dnsmasq_servers = v.into(),
@@ -246,18 +251,6 @@ impl Config {
              --systemd-resolved, --resolv-conf, --dns-backend or netcfg.json names one, as the reference does"
         ))
     }
-}
-
-fn parse_dns_backend(opt: &str, v: &str) -> Result<DnsChoice, String> {
-    Ok(match v {
-        "auto" => DnsChoice::Auto,
-        "resolved" | "systemd-resolved" => DnsChoice::Resolved,
-        "resolvconf" => DnsChoice::Resolvconf,
-        "dnsmasq" => DnsChoice::Dnsmasq,
-        "file" => DnsChoice::File("/etc/resolv.conf".into()),
-        "none" => DnsChoice::None,
-        _ => return Err(format!("{opt}: unknown backend '{v}'")),
-    })
 }
 
 /// Applies `netcfg.json` over `c` (the file wins, as in the reference).
