@@ -42,8 +42,7 @@ pub trait Word: Copy + PartialEq + 'static {
 
 /// Declares a `Word` enum: each value named once, with its word.
 macro_rules! words {
-    ($(#[$m:meta])* pub enum $name:ident { $($v:ident = $w:literal),* $(,)? }) => {
-        $(#[$m])*
+    (pub enum $name:ident { $($v:ident = $w:literal),* $(,)? }) => {
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum $name {
             $($v),*
