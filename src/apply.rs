@@ -461,7 +461,7 @@ pub fn recover(rtnl: &mut Socket, steps: &[Undo]) -> (usize, usize) {
         } else {
             refused += 1;
             if refused <= 10 {
-                log::warn!("recovery: not ours, left alone: {}", u.to_line());
+                log::warn!("recovery: not ours, left alone: {u}");
             }
         }
     }

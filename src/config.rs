@@ -3,32 +3,21 @@
 
 use std::path::PathBuf;
 
-use crate::settings::Word;
+use crate::settings::{words, Word};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedirectMethod {
-    HostRoute,
-    BindDevice,
-    Fwmark,
-    None,
-}
-
-impl Word for RedirectMethod {
-    const WORDS: &'static [(Self, &'static str)] = &[
-        (Self::HostRoute, "host-route"),
-        (Self::BindDevice, "bind-device"),
-        (Self::Fwmark, "fwmark"),
-        (Self::None, "none"),
-    ];
+words! {
+    pub enum RedirectMethod {
+        HostRoute = "host-route",
+        BindDevice = "bind-device",
+        Fwmark = "fwmark",
+        None = "none",
+    }
 }
 
 /// The table the fwmark method uses for mark `m` (as wg-quick: the mark).
 pub fn fwmark_table(m: u32) -> Option<u32> {
     (!matches!(m, 0 | 253..=255)).then_some(m)
 }
-
-/// The default of `--dnsmasq-servers`: the servers file the dnsmasq backend manages.
-pub const DNSMASQ_SERVERS: &str = "/var/run/ovpn-netcfgd/dnsmasq.servers";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnsChoice {
@@ -71,7 +60,7 @@ impl Default for Config {
             idle_exit: std::time::Duration::from_secs(300),
             dns: DnsChoice::Auto,
             dns_chosen: false,
-            dnsmasq_servers: PathBuf::from(DNSMASQ_SERVERS),
+            dnsmasq_servers: PathBuf::from("/var/run/ovpn-netcfgd/dnsmasq.servers"),
             redirect: RedirectMethod::HostRoute,
             somark: None,
             state_dir: PathBuf::from("/var/lib/ovpn-netcfgd"),
@@ -159,7 +148,15 @@ fn set(c: &mut Config, opt: &str, key: &str, v: String) -> Result<(), String> {
         }
         "set_somark" => c.somark = Some(num(opt, &v, u32::MAX)?),
         "dns_backend" => {
-            c.dns = parse_dns_backend(opt, &v)?;
+            c.dns = match v.as_str() {
+                "auto" => DnsChoice::Auto,
+                "resolved" | "systemd-resolved" => DnsChoice::Resolved,
+                "resolvconf" => DnsChoice::Resolvconf,
+                "dnsmasq" => DnsChoice::Dnsmasq,
+                "file" => DnsChoice::File("/etc/resolv.conf".into()),
+                "none" => DnsChoice::None,
+                _ => return Err(format!("{opt}: unknown backend '{v}'")),
+            };
             c.dns_chosen = true;
         }
         _ => c.dnsmasq_servers = v.into(),
@@ -256,18 +253,6 @@ impl Config {
     }
 }
 
-fn parse_dns_backend(opt: &str, v: &str) -> Result<DnsChoice, String> {
-    Ok(match v {
-        "auto" => DnsChoice::Auto,
-        "resolved" | "systemd-resolved" => DnsChoice::Resolved,
-        "resolvconf" => DnsChoice::Resolvconf,
-        "dnsmasq" => DnsChoice::Dnsmasq,
-        "file" => DnsChoice::File("/etc/resolv.conf".into()),
-        "none" => DnsChoice::None,
-        _ => return Err(format!("{opt}: unknown backend '{v}'")),
-    })
-}
-
 /// Applies `netcfg.json` over `c` (the file wins, as in the reference).
 /// Returns the warnings to log; errors are fatal config errors.
 pub fn apply_json(c: &mut Config, text: &str) -> Result<Vec<String>, String> {
@@ -327,29 +312,17 @@ pub mod json {
             return Ok(out); // an empty file is accepted
         }
         p.expect(b'{')?;
-        if !p.eat(b'}') {
-            loop {
-                let k = p.string()?;
-                p.expect(b':')?;
-                let v = match p.peek() {
-                    Some(b'"') => Value::Str(p.string()?),
-                    Some(b't') => p.word("true", Value::Bool(true))?,
-                    Some(b'f') => p.word("false", Value::Bool(false))?,
-                    Some(b'n') => p.word("null", Value::Null)?,
-                    Some(b'-' | b'0'..=b'9') => p.number()?,
-                    _ => return Err(p.err("expected a string, number, true, false or null")),
-                };
-                if out.len() >= 64 {
-                    return Err("too many keys".into());
-                }
-                out.push((k, v));
-                if p.eat(b'}') {
-                    break;
-                }
-                if !p.eat(b',') {
-                    return Err(p.err("expected ',' or '}'"));
-                }
+        while !p.eat(b'}') {
+            if !out.is_empty() {
+                p.expect(b',')?;
             }
+            let k = p.string()?;
+            p.expect(b':')?;
+            let v = if p.peek() == Some(b'"') { Value::Str(p.string()?) } else { p.bare()? };
+            if out.len() >= 64 {
+                return Err("too many keys".into());
+            }
+            out.push((k, v));
         }
         if p.peek().is_some() {
             return Err(p.err("trailing data"));
@@ -399,26 +372,20 @@ pub mod json {
             self.i += 1;
             c
         }
-        fn word(&mut self, w: &str, v: Value) -> Result<Value, String> {
-            if self.b[self.i..].starts_with(w.as_bytes()) {
-                self.i += w.len();
-                Ok(v)
-            } else {
-                Err(self.err("bad literal"))
-            }
-        }
-        /// A number: its first byte (a sign or digit) is already seen.
-        fn number(&mut self) -> Result<Value, String> {
+        /// `true`, `false`, `null` or an integer.
+        fn bare(&mut self) -> Result<Value, String> {
             let st = self.i;
-            self.i += 1;
-            while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
+            while matches!(self.b.get(self.i), Some(b'a'..=b'z' | b'0'..=b'9' | b'-')) {
                 self.i += 1;
             }
-            std::str::from_utf8(&self.b[st..self.i])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .map(Value::Num)
-                .ok_or_else(|| self.err("bad number"))
+            // ASCII by construction
+            let t = std::str::from_utf8(&self.b[st..self.i]).unwrap_or_default();
+            Ok(match t {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                "null" => Value::Null,
+                _ => Value::Num(t.parse().map_err(|_| self.err("expected a string, number, true, false or null"))?),
+            })
         }
         fn string(&mut self) -> Result<String, String> {
             self.expect(b'"')?;

@@ -68,6 +68,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let os = |errno: &i32| std::io::Error::from_raw_os_error(*errno);
         match self {
             Error::InvalidArg { arg, why } => write!(f, "invalid argument '{arg}': {why}"),
             Error::AccessDenied(s)
@@ -78,13 +79,8 @@ impl fmt::Display for Error {
             | Error::Conflict(s)
             | Error::DeviceGone(s)
             | Error::Failed(s) => f.write_str(s),
-            Error::Kernel { op, errno, .. } | Error::Io { op, errno } => {
-                write!(f, "{op}: {}", std::io::Error::from_raw_os_error(*errno))?;
-                match self {
-                    Error::Kernel { msg: Some(m), .. } => write!(f, " ({m})"),
-                    _ => Ok(()),
-                }
-            }
+            Error::Kernel { op, errno, msg: Some(m) } => write!(f, "{op}: {} ({m})", os(errno)),
+            Error::Kernel { op, errno, .. } | Error::Io { op, errno } => write!(f, "{op}: {}", os(errno)),
         }
     }
 }

@@ -108,7 +108,7 @@ mod tests {
             if let Ok(s) = std::str::from_utf8(&l) {
                 if let Some(u) = Undo::parse(s) {
                     // Whatever parses must write back to something that parses the same.
-                    assert_eq!(Undo::parse(&u.to_line()), Some(u));
+                    assert_eq!(Undo::parse(&u.to_string()), Some(u));
                 }
             }
             crate::fuzz_wire::fuzz_netcfg_json(&mutate(&mut rng, json.as_bytes()));

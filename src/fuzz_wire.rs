@@ -161,7 +161,7 @@ pub fn fuzz_journal(data: &[u8]) {
     let (_, _, live) = crate::journal::parse_file(&text);
     assert!(live.len() <= text.lines().count());
     for u in live {
-        assert_eq!(crate::journal::Undo::parse(&u.to_line()), Some(u));
+        assert_eq!(crate::journal::Undo::parse(&u.to_string()), Some(u));
     }
 }
 

@@ -62,12 +62,7 @@ impl Undo {
         matches!(self, Undo::DelLink { .. } | Undo::DelNewLink { .. })
     }
 
-    /// One line of text (no newline), read back by `parse`.
-    pub fn to_line(&self) -> String {
-        self.to_string()
-    }
-
-    /// Parses a `to_line` line; None for anything malformed.
+    /// Parses a line as `Display` writes it; None for anything malformed.
     pub fn parse(line: &str) -> Option<Undo> {
         let f: Vec<&str> = line.split(' ').collect();
         Some(match f.as_slice() {
@@ -98,8 +93,9 @@ impl Undo {
     }
 }
 
-/// The `to_line` text, written straight into the journal's buffer (no
-/// allocation per entry: it writes 10k of these before a large Establish).
+/// One line of text (no newline), read back by `parse`; written straight
+/// into the journal's buffer (no allocation per entry: it writes 10k of
+/// these before a large Establish).
 impl fmt::Display for Undo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -290,9 +286,7 @@ impl Wal {
         let generation = self.generation + 1;
         let mut text = format!("B {} {:0w$}\n", boot_id(), 0, w = GEN_WIDTH);
         let gen_at = (text.len() - 1 - GEN_WIDTH) as u64;
-        for e in live {
-            append_line(&mut text, e);
-        }
+        append_lines(&mut text, live.iter().copied());
         let f = &mut files[target];
         f.set_len(0)?;
         f.seek(SeekFrom::Start(0))?;
@@ -331,9 +325,7 @@ impl Wal {
         let entries: Vec<Entry> = undos.into_iter().zip(self.next..).map(|(undo, id)| Entry { id, undo }).collect();
         if self.files.is_some() {
             let mut buf = String::with_capacity(entries.len() * 64);
-            for e in &entries {
-                append_line(&mut buf, e);
-            }
+            append_lines(&mut buf, &entries);
             self.append(&buf)
                 .map_err(|e| Error::Failed(format!("cannot write the undo journal, so nothing was changed: {e}")))?;
         }
@@ -386,8 +378,11 @@ impl Wal {
     }
 }
 
-fn append_line(buf: &mut String, e: &Entry) {
-    let _ = writeln!(buf, "A {} {}", e.id, e.undo);
+/// Appends an `A` line to `buf` for each entry.
+fn append_lines<'a>(buf: &mut String, entries: impl IntoIterator<Item = &'a Entry>) {
+    for e in entries {
+        let _ = writeln!(buf, "A {} {}", e.id, e.undo);
+    }
 }
 
 #[cfg(test)]
@@ -430,13 +425,13 @@ mod tests {
             Undo::DelLink { ifindex: 9, name: "tun3".into() },
             Undo::DelNewLink { name: "dco0".into(), kind: "ovpn-dco-v2".into() },
         ] {
-            assert_eq!(Undo::parse(&u.to_line()), Some(u.clone()), "{}", u.to_line());
+            assert_eq!(Undo::parse(&u.to_string()), Some(u.clone()), "{u}");
         }
         // The format on disk, as earlier versions wrote it.
         let r = Route { metric: Some(7), ..r };
-        assert_eq!(Undo::DelRoute(r.clone()).to_line(), "route 2001:db8::/32 fe80::1 3 7 254 79 1");
+        assert_eq!(Undo::DelRoute(r.clone()).to_string(), "route 2001:db8::/32 fe80::1 3 7 254 79 1");
         let r = Route { gateway: None, metric: None, onlink: false, ..r };
-        assert_eq!(Undo::DelRoute(r).to_line(), "route 2001:db8::/32 - 3 - 254 79 0");
+        assert_eq!(Undo::DelRoute(r).to_string(), "route 2001:db8::/32 - 3 - 254 79 0");
         for bad in [
             "",
             "route",

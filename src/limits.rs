@@ -8,6 +8,8 @@
 //! bench` reports the worst wait of another client beside the largest
 //! accepted call of each kind (target: 10 ms).
 
+use crate::error::{Error, Result};
+
 /// Addresses one device may hold.
 pub const ADDRS_PER_DEVICE: usize = 64;
 /// Networks (include and exclude routes) one UID may hold, on all its
@@ -59,15 +61,7 @@ pub fn fits(mut it: dbus::arg::Iter, max: usize) -> bool {
 
 /// Fails when `uid` already holds `mine` of `what` (its share is
 /// `per_uid`), or when all UIDs together hold `all` (the cap is `total`).
-pub fn check_share(
-    what: &str,
-    uid: u32,
-    mine: usize,
-    per_uid: usize,
-    all: usize,
-    total: usize,
-) -> crate::error::Result<()> {
-    use crate::error::Error;
+pub fn check_share(what: &str, uid: u32, mine: usize, per_uid: usize, all: usize, total: usize) -> Result<()> {
     if mine >= per_uid {
         return Err(Error::Failed(format!("uid {uid} already holds {mine} {what} (limit {per_uid} per user)")));
     }

@@ -17,15 +17,7 @@ fn main() {
         Err(e) => fail(&format!("{e}\n\n{}", config::USAGE)),
     };
     // As root, before anything is read from the state directory.
-    let run_as = if cfg.run_as_root {
-        None
-    } else {
-        if !nix::unistd::Uid::effective().is_root() {
-            fail("must be started as root (it drops to --run-as itself; use --run-as-root only for debugging)");
-        }
-        let (user, _) = privs::account(&cfg).unwrap_or_else(|e| fail(&e));
-        Some(state::RunAs { uid: user.uid.as_raw(), dedicated: user.name == state::DEDICATED_ACCOUNT })
-    };
+    let run_as = (!cfg.run_as_root).then(|| privs::account(&cfg).unwrap_or_else(|e| fail(&e)));
     let st = state::prepare(&cfg.state_dir, run_as).unwrap_or_else(|e| fail(&e));
     let mut warnings = st.warnings.clone();
     if let Some(text) = st.config.as_ref().filter(|_| cfg.config_file.is_some()) {
@@ -38,7 +30,7 @@ fn main() {
     cfg.validate().unwrap_or_else(|e| fail(&e));
     logging::init(cfg.log_level);
     if let Some(f) = &cfg.log_file {
-        let uid = run_as.filter(|r| r.dedicated).map(|r| r.uid);
+        let uid = st.run_as.as_ref().filter(|r| r.dedicated()).map(|r| r.user.uid.as_raw());
         if let Err(e) = logging::open_file(f, uid) {
             fail(&format!("--log-file {f}: {e}; refusing to log there"));
         }

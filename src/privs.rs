@@ -3,6 +3,7 @@
 //! and prove it.
 
 use crate::config::{Config, DnsChoice, RedirectMethod, ACCOUNTS};
+use crate::state::RunAs;
 use crate::sys::{self, CAP_DAC_OVERRIDE, CAP_KILL, CAP_NET_ADMIN, CAP_NET_RAW};
 
 /// The capabilities this configuration needs at start-up, and which of
@@ -86,17 +87,21 @@ fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
 }
 
-/// The account to switch to, and why it was chosen: `--run-as`, else the
-/// first of [`ACCOUNTS`] that exists.
-pub fn account(cfg: &Config) -> Result<(nix::unistd::User, String), String> {
+/// The account to switch to: `--run-as`, else the first of [`ACCOUNTS`]
+/// that exists. Only root can switch: an error otherwise.
+pub fn account(cfg: &Config) -> Result<RunAs, String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        let why = "it drops to --run-as itself; use --run-as-root only for debugging";
+        return Err(format!("must be started as root ({why})"));
+    }
     let lookup = |name: &str| nix::unistd::User::from_name(name).map_err(|e| format!("looking up user '{name}': {e}"));
     if let Some(name) = &cfg.run_as {
         let user = lookup(name)?.ok_or_else(|| format!("user '{name}' does not exist (--run-as)"))?;
-        return Ok((user, "--run-as".into()));
+        return Ok(RunAs { user, why: "--run-as".into() });
     }
     for name in ACCOUNTS {
         if let Some(user) = lookup(name)? {
-            return Ok((user, format!("the first existing of {}", ACCOUNTS.join(", "))));
+            return Ok(RunAs { user, why: format!("the first existing of {}", ACCOUNTS.join(", ")) });
         }
     }
     Err(format!(
@@ -106,14 +111,14 @@ pub fn account(cfg: &Config) -> Result<(nix::unistd::User, String), String> {
     ))
 }
 
-/// Drops to the service account ([`account`]) with only the needed capabilities. Errors are
-/// fatal configuration errors. `main` has checked that it runs as root.
-pub fn drop_privileges(cfg: &Config) -> Result<(), String> {
-    if cfg.run_as_root {
+/// Drops to `run_as` (the [`account`] `main` found; None: `--run-as-root`)
+/// with only the needed capabilities. Errors are fatal configuration
+/// errors.
+pub fn drop_privileges(cfg: &Config, run_as: Option<&RunAs>) -> Result<(), String> {
+    let Some(RunAs { user, why }) = run_as else {
         log::warn!("--run-as-root: keeping root and every capability");
         return Ok(());
-    }
-    let (user, why) = account(cfg)?;
+    };
     let (caps, ambient) = needed(cfg);
     // While still root: shrink the bounding set, so nothing can come back.
     for c in (0..=last_cap()).filter(|c| !caps.contains(c)) {

@@ -40,6 +40,21 @@ pub trait Word: Copy + PartialEq + 'static {
     }
 }
 
+/// Declares a `Word` enum: each value named once, with its word.
+macro_rules! words {
+    (pub enum $name:ident { $($v:ident = $w:literal),* $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($v),*
+        }
+
+        impl $crate::settings::Word for $name {
+            const WORDS: &'static [(Self, &'static str)] = &[$((Self::$v, $w)),*];
+        }
+    };
+}
+pub(crate) use words;
+
 /// `s` as one of `allowed`; the error names `arg` and lists them.
 pub fn word<T: Word>(arg: &'static str, s: &str, allowed: &[T]) -> Result<T> {
     allowed.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
@@ -48,40 +63,16 @@ pub fn word<T: Word>(arg: &'static str, s: &str, allowed: &[T]) -> Result<T> {
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DnsSec {
-    Unset,
-    Yes,
-    No,
-    Optional,
+words! {
+    pub enum DnsSec { Unset = "unset", Yes = "yes", No = "no", Optional = "optional" }
 }
 
-impl Word for DnsSec {
-    const WORDS: &'static [(Self, &'static str)] =
-        &[(Self::Unset, "unset"), (Self::Yes, "yes"), (Self::No, "no"), (Self::Optional, "optional")];
+words! {
+    pub enum DnsTransport { Unset = "unset", Plain = "plain", Dot = "dot", Doh = "doh" }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DnsTransport {
-    Unset,
-    Plain,
-    Dot,
-    Doh,
-}
-
-impl Word for DnsTransport {
-    const WORDS: &'static [(Self, &'static str)] =
-        &[(Self::Unset, "unset"), (Self::Plain, "plain"), (Self::Dot, "dot"), (Self::Doh, "doh")];
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DnsScope {
-    Global,
-    Tunnel,
-}
-
-impl Word for DnsScope {
-    const WORDS: &'static [(Self, &'static str)] = &[(Self::Global, "global"), (Self::Tunnel, "tunnel")];
+words! {
+    pub enum DnsScope { Global = "global", Tunnel = "tunnel" }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

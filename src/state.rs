@@ -29,7 +29,7 @@ use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
 use nix::fcntl::{openat, renameat, OFlag, AT_FDCWD};
-use nix::sys::stat::{fstat, mkdirat, FileStat, Mode, SFlag};
+use nix::sys::stat::{fstat, mkdirat, FileStat, Mode};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 /// The account made for this daemon alone (dist/sysusers.d). A state
@@ -47,12 +47,19 @@ const DIR: OFlag = OFlag::O_DIRECTORY.union(OFlag::O_NOFOLLOW).union(OFlag::O_RD
 /// wait for a FIFO's other end.
 const SAFE: OFlag = OFlag::O_NOFOLLOW.union(OFlag::O_CLOEXEC).union(OFlag::O_NOCTTY).union(OFlag::O_NONBLOCK);
 
-/// The account the daemon will run as.
-#[derive(Debug, Clone, Copy)]
+/// The account the daemon will run as (`privs::account`), looked up once.
+#[derive(Debug, Clone)]
 pub struct RunAs {
-    pub uid: u32,
-    /// It is `DEDICATED_ACCOUNT` (not the clients' account).
-    pub dedicated: bool,
+    pub user: nix::unistd::User,
+    /// Why this account: `--run-as`, or the first that exists.
+    pub why: String,
+}
+
+impl RunAs {
+    /// Whether it is `DEDICATED_ACCOUNT` (not the clients' account).
+    pub fn dedicated(&self) -> bool {
+        self.user.name == DEDICATED_ACCOUNT
+    }
 }
 
 /// A directory opened by descriptor, with the owners its files may have.
@@ -71,6 +78,8 @@ pub struct State {
     /// netcfg.json, when present and trusted.
     pub config: Option<String>,
     pub warnings: Vec<String>,
+    /// The account given to `prepare` (None: running as root).
+    pub run_as: Option<RunAs>,
 }
 
 fn bad(msg: String) -> io::Error {
@@ -78,11 +87,7 @@ fn bad(msg: String) -> io::Error {
 }
 
 fn is_dir(st: &FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR
-}
-
-fn is_reg(st: &FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
 fn writable_by_others(st: &FileStat) -> bool {
@@ -93,26 +98,26 @@ fn writable_by_others(st: &FileStat) -> bool {
 /// regular file with one link, owned by one of `uids`, that nobody else
 /// may write.
 fn untrusted(st: &FileStat, uids: [u32; 2]) -> Option<String> {
-    let ok = is_reg(st) && st.st_nlink == 1 && uids.contains(&st.st_uid) && !writable_by_others(st);
+    let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+    let ok = regular && st.st_nlink == 1 && uids.contains(&st.st_uid) && !writable_by_others(st);
     (!ok).then(|| {
         format!(
             "not a regular file with one link, owned by root or this daemon's account and writable by nobody \
-             else (uid {}, mode {:o}, {} links)",
-            st.st_uid,
-            st.st_mode & 0o7777,
+             else ({}, {} links)",
+            owner(st),
             st.st_nlink
         )
     })
 }
 
+/// `uid U, mode M`, for errors about a file's owner and mode.
+fn owner(st: &FileStat) -> String {
+    format!("uid {}, mode {:o}", st.st_uid, st.st_mode & 0o7777)
+}
+
 /// The error for a directory `path` that is not root's with mode 0700.
 fn not_root_0700(path: &Path, st: &FileStat) -> String {
-    format!(
-        "{} must be a directory owned by root with mode 0700 (it has uid {}, mode {:o})",
-        path.display(),
-        st.st_uid,
-        st.st_mode & 0o7777
-    )
+    format!("{} must be a directory owned by root with mode 0700 (it has {})", path.display(), owner(st))
 }
 
 /// Opens the directory that holds `path`'s last component, walking from
@@ -140,11 +145,10 @@ pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
         let st = fstat(&dir)?;
         if st.st_uid != 0 || (writable_by_others(&st) && st.st_mode & libc::S_ISVTX == 0) {
             return Err(bad(format!(
-                "{}: the directory {} is not root's or is writable by others (uid {}, mode {:o})",
+                "{}: the directory {} is not root's or is writable by others ({})",
                 path.display(),
                 walked.display(),
-                st.st_uid,
-                st.st_mode & 0o7777
+                owner(&st)
             )));
         }
         let Some(n) = names.next() else { break };
@@ -178,8 +182,8 @@ pub fn prepare(path: &Path, run_as: Option<RunAs>) -> Result<State, String> {
     let (parent, name) = open_parent(path).map_err(fail)?;
     let (fd, st) = open_or_make_dir(&parent, &name).map_err(fail)?;
     let euid = nix::unistd::Uid::effective().as_raw();
-    let me = run_as.map_or(euid, |r| r.uid);
-    let dedicated = run_as.map_or(true, |r| r.dedicated);
+    let me = run_as.as_ref().map_or(euid, |r| r.user.uid.as_raw());
+    let dedicated = run_as.as_ref().map_or(true, RunAs::dedicated);
     let mut warnings = Vec::new();
     let sound = is_dir(&st) && !writable_by_others(&st);
     let (dir_fd, dir_path, config_ok) = if sound && (st.st_uid == 0 || (dedicated && st.st_uid == me)) {
@@ -199,11 +203,10 @@ pub fn prepare(path: &Path, run_as: Option<RunAs>) -> Result<State, String> {
     } else {
         return Err(format!(
             "state directory {} must be a directory owned by root{} and not writable by group or others \
-             (it has uid {}, mode {:o}); fix it with: chown root:root {p} && chmod 700 {p}",
+             (it has {}); fix it with: chown root:root {p} && chmod 700 {p}",
             path.display(),
             if dedicated && run_as.is_some() { " or by the daemon's own account" } else { "" },
-            st.st_uid,
-            st.st_mode & 0o7777,
+            owner(&st),
             p = path.display()
         ));
     };
@@ -224,7 +227,7 @@ pub fn prepare(path: &Path, run_as: Option<RunAs>) -> Result<State, String> {
     let dns = Dir { fd: Rc::new(dns_fd), path: dir.path.join("dns"), uids: [0, me] };
     let open_journal = |n: &str| dir.open_rw(n).map_err(|e| format!("{}/{n}: {e}", dir.path.display()));
     let journals = [open_journal(JOURNALS[0])?, open_journal(JOURNALS[1])?];
-    Ok(State { dir, dns, journals, config, warnings })
+    Ok(State { dir, dns, journals, config, warnings, run_as })
 }
 
 impl Dir {

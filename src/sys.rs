@@ -5,6 +5,9 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
 extern "C" {
     // Part of the libdbus built into this binary (libdbus-sys "vendored").
     // It is the only way to see file descriptors that a GLib client attached
@@ -52,12 +55,7 @@ pub fn tun_open(tap: bool, name: &str) -> io::Result<(OwnedFd, String)> {
     if name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
     }
-    let fd = nix::fcntl::open(
-        "/dev/net/tun",
-        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(io::Error::from)?;
+    let fd = nix::fcntl::open("/dev/net/tun", OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK, Mode::empty())?;
     let flags = (libc::IFF_NO_PI | if tap { libc::IFF_TAP } else { libc::IFF_TUN }) as libc::c_short;
     let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags, _pad: [0; 22] };
     for (d, s) in req.name.iter_mut().zip(name.bytes()) {
@@ -77,13 +75,7 @@ pub fn tun_open(tap: bool, name: &str) -> io::Result<(OwnedFd, String)> {
 pub fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
     // SAFETY: passes a pointer to a live c_int and its exact size.
     check(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            &val as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
+        libc::setsockopt(fd, level, opt, std::ptr::from_ref(&val).cast(), size_of_val(&val) as libc::socklen_t)
     })
     .map(drop)
 }
@@ -185,18 +177,11 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// Sends `sig` (0: only check that it still lives) to the process a pidfd
 /// names (pidfd_send_signal(2)); the same permission rules as kill(2).
 pub fn pidfd_send_signal(fd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
+    let no_info = std::ptr::null::<libc::siginfo_t>();
     // SAFETY: the descriptor is open (borrowed for the call); a null
     // siginfo asks the kernel to fill in the usual kill(2) one; flags 0.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0 as libc::c_uint,
-        )
-    })
-    .map(drop)
+    check(unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, no_info, 0 as libc::c_uint) })
+        .map(drop)
 }
 
 /// Overwrites `buf` with zeroes, for key material. Every store is volatile,

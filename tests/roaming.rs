@@ -293,7 +293,7 @@ fn live_journal(env: &Env) -> Vec<String> {
     let (a, b) = (read("journal"), read("journal.alt"));
     let (pa, pb) = (ovpn_netcfgd::journal::parse_file(&a), ovpn_netcfgd::journal::parse_file(&b));
     let (_, _, live) = if pa.1 >= pb.1 { pa } else { pb };
-    live.iter().map(|u| u.to_line()).collect()
+    live.iter().map(|u| u.to_string()).collect()
 }
 
 /// Someone else does `act` to the tun of a session (deletes or renames it;
