@@ -6,7 +6,6 @@
 
 use crate::vecmap::VecMap;
 use std::ffi::CString;
-use std::os::fd::RawFd;
 use std::time::Duration;
 
 use dbus::arg::ArgType;
@@ -32,7 +31,9 @@ pub struct Creds {
 }
 
 pub struct Bus {
-    ch: Channel,
+    /// The connection itself, for what needs no more than libdbus's own
+    /// calls (its fd, the outgoing queue, the unique name).
+    pub ch: Channel,
     creds: VecMap<String, Creds>,
     /// GetConnectionCredentials calls in flight: serial → the name asked about.
     creds_asked: VecMap<u32, String>,
@@ -52,14 +53,6 @@ impl Bus {
         ch.register().map_err(|e| Error::Failed(format!("D-Bus Hello: {e}")))?;
         ch.set_watch_enabled(true);
         Ok(Bus { ch, creds: VecMap::new(), creds_asked: VecMap::new() })
-    }
-
-    pub fn fd(&self) -> RawFd {
-        self.ch.watch().fd
-    }
-
-    pub fn wants_write(&self) -> bool {
-        self.ch.has_messages_to_send()
     }
 
     /// Non-blocking read and write; false once the connection is gone.
@@ -89,14 +82,6 @@ impl Bus {
         self.ch
             .send_with_reply_and_block(m, timeout)
             .map_err(|e| Error::Failed(format!("{}: {}", e.name().unwrap_or("error"), e.message().unwrap_or("failed"))))
-    }
-
-    pub fn flush(&self) {
-        self.ch.flush();
-    }
-
-    pub fn unique_name(&self) -> String {
-        self.ch.unique_name().unwrap_or_default().to_string()
     }
 
     fn call_bus(&self, member: &str, build: impl FnOnce(Message) -> Message) -> Result<Message> {
@@ -215,9 +200,9 @@ fn parse_creds(r: &Message) -> Result<Creds> {
     })
 }
 
-/// An error reply for `m` (nothing if the caller asked for no reply).
-pub fn error_reply(m: &Message, e: &Error) -> Option<Message> {
-    Some(std_error(m, e.dbus_name(), &e.to_string()))
+/// The error reply to `m` for `e`.
+pub fn error_reply(m: &Message, e: &Error) -> Message {
+    std_error(m, e.dbus_name(), &e.to_string())
 }
 
 /// A standard org.freedesktop.DBus.Error.* reply.

@@ -187,9 +187,10 @@ impl Daemon {
     /// One poll(2) over every fd of the loop, until the nearest deadline;
     /// the fds found ready (the bus is always drained).
     fn wait(&self) -> nix::Result<Vec<Fd>> {
-        let bus_ev = if self.s.bus.wants_write() { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
+        let mut bus_ev = PollFlags::POLLIN;
+        bus_ev.set(PollFlags::POLLOUT, self.s.bus.ch.has_messages_to_send());
         let mut set = vec![
-            (Fd::Bus, borrow_fd(self.s.bus.fd()), bus_ev),
+            (Fd::Bus, borrow_fd(self.s.bus.ch.watch().fd), bus_ev),
             (Fd::Signal, self.sigfd.as_fd(), PollFlags::POLLIN),
             (Fd::Timer, self.timer.as_fd(), PollFlags::POLLIN),
             match self.s.op_fd() {
@@ -343,7 +344,7 @@ impl Daemon {
     }
 
     fn refuse(&mut self, m: &Message, why: &str) {
-        self.s.reply(m, conn::error_reply(m, &Error::Failed(why.to_string())));
+        self.s.reply(m, Some(conn::error_reply(m, &Error::Failed(why.to_string()))));
     }
 
     fn on_bus_signal(&mut self, m: &Message) {

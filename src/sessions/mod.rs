@@ -22,7 +22,6 @@ use crate::dco_session::DcoKernel;
 use crate::device::Device;
 use crate::dns::Dns;
 use crate::error::{Error, Result};
-use crate::events::Event;
 use crate::journal::{Entry, Undo};
 use crate::netlink::link;
 use crate::settings::Word;
@@ -116,7 +115,7 @@ impl Sessions {
         self.bus.request_name(BUS_NAME)?;
         log::info!(
             "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, DNS backend {}, log level {})",
-            self.bus.unique_name(),
+            self.bus.ch.unique_name().unwrap_or_default(),
             self.cfg.redirect.as_str(),
             self.dns.backend_name(),
             self.log_level
@@ -170,7 +169,7 @@ impl Sessions {
     /// they go once DNS no longer lists the device.
     pub(crate) fn dns_finished(&mut self, changes: Vec<crate::dns::Change>) {
         for (path, dev, e) in changes {
-            self.emit_events(&path, &dev, vec![e]);
+            self.emit(&path, &dev, [Source::Events(vec![e])]);
         }
         let dns = &self.dns;
         self.departed.retain(|p, _| dns.lists(p));
@@ -216,7 +215,7 @@ impl Sessions {
         let path = d.path.clone();
         self.drop_protections(|o| *o == crate::shared::Owner::Device(path.clone()));
         self.departed.insert(d.path.clone(), (d.owner_uid, d.acl.clone()));
-        self.emit_notices(&d.path, &d.name, events);
+        self.emit(&d.path, &d.name, events.into_iter().map(Source::Notice));
         log::info!("device {path} ({}) removed: {why}", d.name);
         // Its DNS events may come when a DNS apply finishes (`dns_finished`).
         self.dns_sync();
@@ -273,27 +272,18 @@ impl Sessions {
         to.map(|(n, s)| (n.clone(), s.mask)).collect()
     }
 
-    /// Announces configurations coming or going, to the subscribers who
-    /// may see the device and want their kinds.
-    pub(crate) fn emit_notices(&self, path: &str, device: &str, notices: Vec<crate::plan::Notice>) {
-        for n in notices {
-            self.emit(path, device, Source::Notice(n));
+    /// Queues NetworkChange signals, each one unicast to the subscribers
+    /// whose mask matches and who may see the device: the events of a
+    /// configuration coming or going (`Source::Notice`), or others.
+    pub(crate) fn emit(&self, path: &str, device: &str, sources: impl IntoIterator<Item = Source>) {
+        for source in sources {
+            let kinds = match &source {
+                Source::Notice(n) => n.kinds(),
+                Source::Events(v) => v.iter().fold(0, |k, e| k | e.kind),
+            };
+            // Who may see the device is asked once, not once per event.
+            self.signals.borrow_mut().push(path, device, source, self.audience(path, kinds));
         }
-    }
-
-    /// Sends NetworkChange signals, each one unicast to the subscribers
-    /// whose mask matches and who may see the device.
-    pub(crate) fn emit_events(&self, path: &str, device: &str, events: Vec<Event>) {
-        self.emit(path, device, Source::Events(events));
-    }
-
-    fn emit(&self, path: &str, device: &str, source: Source) {
-        let kinds = match &source {
-            Source::Notice(n) => n.kinds(),
-            Source::Events(v) => v.iter().fold(0, |k, e| k | e.kind),
-        };
-        // Who may see the device is asked once, not once per event.
-        self.signals.borrow_mut().push(path, device, source, self.audience(path, kinds));
     }
 
     /// Hands queued signals to libdbus a batch per tick, and only when its
@@ -301,7 +291,7 @@ impl Sessions {
     /// order, so a reply to another client never waits behind more than
     /// one batch. Signal delivery is the background work, not the replies.
     pub(crate) fn pace_signals(&mut self) {
-        if self.bus.wants_write() {
+        if self.bus.ch.has_messages_to_send() {
             return;
         }
         for sig in self.signals.get_mut().due() {
@@ -442,7 +432,7 @@ impl Sessions {
         for sig in self.signals.get_mut().drain() {
             self.bus.send(sig);
         }
-        self.bus.flush();
+        self.bus.ch.flush();
         ok
     }
 

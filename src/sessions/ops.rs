@@ -14,6 +14,7 @@ use std::os::fd::OwnedFd;
 use dbus::message::MessageType;
 use dbus::Message;
 
+use crate::config::RedirectMethod;
 use crate::conn;
 use crate::device::{Device, Establishing, Linked};
 use crate::error::{Error, Result};
@@ -21,7 +22,7 @@ use crate::limits::NETWORKS_PER_TURN;
 use crate::plan::Notice;
 use crate::vecmap::VecMap;
 
-use super::{Removal, Sessions};
+use super::{Removal, Sessions, Source};
 
 /// Calls that wait for a running operation wherever they go: the ones that
 /// change the kernel, and AddNetworks (a long list is itself one).
@@ -106,19 +107,22 @@ impl Sessions {
         // failure here loses nothing.
         let call = copy(m)?;
         let stage = match what {
-            Start::Establish { ignore, redirect } => {
-                let est = Est { ignore, redirect, events: Vec::new() };
+            Start::Establish => {
+                // Our links other than the device's own are never "the host's route".
+                let ignore = self.links_where(|d| d.path != path);
+                let est = Est { ignore, redirect: self.cfg.redirect != RedirectMethod::None, events: Vec::new() };
                 match dev(&mut self.devices, path)?.establish_teardown(&mut self.kernel) {
                     Some(undo) => Stage::Replacing { undo, est },
                     None => Stage::Linking(est),
                 }
             }
-            Start::Clear { disable } => {
+            Start::Clear(disable) => {
                 let undo = dev(&mut self.devices, path)?.teardown_start(&mut self.kernel, false);
                 Stage::Clearing { undo, disable }
             }
             Start::AddNetworks => Stage::Adding { nets: Vec::new() },
-            Start::Destroy { why } => {
+            Start::Destroy => {
+                let why = format!("Destroy by {}", m.sender().as_deref().unwrap_or_default());
                 let r = self.removal_start(path, true).ok_or_else(|| gone(path))?;
                 Stage::Removing { r: Box::new(r), why }
             }
@@ -256,21 +260,21 @@ impl Sessions {
     /// A configuration's events, then DNS.
     fn announce(&mut self, path: &str, events: Vec<Notice>) {
         let name = self.devices.get(path).map(|d| d.name.clone()).unwrap_or_default();
-        self.emit_notices(path, &name, events);
+        self.emit(path, &name, events.into_iter().map(Source::Notice));
         self.dns_sync();
     }
 
     fn answer(&mut self, call: &Message, r: Result<Option<OwnedFd>>) {
         let reply = match r {
             // A DCO device has no tun fd: the reply is empty (reference §7.2).
-            Ok(Some(fd)) => Some(call.method_return().append1(fd)),
-            Ok(None) => Some(call.method_return()),
+            Ok(Some(fd)) => call.method_return().append1(fd),
+            Ok(None) => call.method_return(),
             Err(e) => {
                 log::debug!("{}: {e}", call.path().map(|p| p.to_string()).unwrap_or_default());
                 conn::error_reply(call, &e)
             }
         };
-        self.reply(call, reply);
+        self.reply(call, Some(reply));
     }
 }
 
@@ -282,20 +286,12 @@ enum Next {
 
 /// What a pending operation is to do.
 pub(crate) enum Start {
-    /// Establish, with our other links (`ignore`: never "the host's route").
-    Establish {
-        ignore: Vec<u32>,
-        redirect: bool,
-    },
-    /// Disable or ClearConfig.
-    Clear {
-        disable: bool,
-    },
+    Establish,
+    /// Disable (true) or ClearConfig.
+    Clear(bool),
     /// AddNetworks of a long list (its share is checked).
     AddNetworks,
-    Destroy {
-        why: String,
-    },
+    Destroy,
 }
 
 /// A copy of the call, to answer it later.
