@@ -129,13 +129,7 @@ impl Daemon {
         }
         self.s.compact_journal();
         self.idle_timer(!self.s.cfg.idle_exit.is_zero() && self.s.is_idle());
-        let ready = match self.wait() {
-            Ok(r) => r,
-            Err(e) => {
-                log::error!("poll: {e}");
-                return Some(3);
-            }
-        };
+        let Ok(ready) = self.wait().inspect_err(|e| log::error!("poll: {e}")) else { return Some(3) };
         let is = |f| ready.contains(&f);
         if is(Fd::Rtnl) {
             self.s.kernel.rtnl.discard_unasked();

@@ -429,7 +429,7 @@ impl Sessions {
         self.dns_finished(changes);
         let ok = self.dns.shutdown(&self.bus);
         self.flush_log_signals();
-        for sig in self.signals.get_mut().drain() {
+        for sig in self.signals.get_mut().take(usize::MAX) {
             self.bus.send(sig);
         }
         self.bus.ch.flush();

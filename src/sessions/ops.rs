@@ -72,9 +72,8 @@ impl Sessions {
         let Some(op) = &self.op else { return false };
         let path = m.path().map(|p| p.to_string()).unwrap_or_default();
         let on = |p: &str| path == p || path.strip_suffix("/dco") == Some(p);
-        let member = m.member();
         on(&op.path)
-            || member.as_deref().is_some_and(|mb| WAITING_CALLS.contains(&mb))
+            || m.member().is_some_and(|mb| WAITING_CALLS.contains(&&*mb))
             || m.msg_type() == MessageType::Signal
             || self.held.iter().any(|h| h.path().is_some_and(|p| on(&p)))
     }
@@ -167,13 +166,20 @@ impl Sessions {
         }
     }
 
-    fn step(&mut self, path: &str, call: &Message, stage: Stage) -> Result<Next> {
+    fn step(&mut self, path: &str, call: &Message, mut stage: Stage) -> Result<Next> {
         let k = &mut self.kernel;
+        // A stage that sends batches goes on once its last one is answered.
+        let sent = match &mut stage {
+            Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } => undo.advance(k),
+            Stage::Removing { r, .. } => r.undo.advance(k),
+            Stage::Applying { applying, .. } => applying.applying.advance(k),
+            _ => true,
+        };
+        if !sent {
+            return Ok(Next::Wait(stage));
+        }
         match stage {
-            Stage::Replacing { mut undo, mut est } => {
-                if !undo.advance(k) {
-                    return Ok(Next::Wait(Stage::Replacing { undo, est }));
-                }
+            Stage::Replacing { undo, mut est } => {
                 est.events = self.torn_down(path, undo)?;
                 Ok(Next::Stage(Stage::Linking(est)))
             }
@@ -187,10 +193,7 @@ impl Sessions {
                     Err(e) => self.failed(path, est, e),
                 }
             }
-            Stage::Applying { mut applying, est } => match applying.applying.advance(k) {
-                false => Ok(Next::Wait(Stage::Applying { applying, est })),
-                true => Ok(Next::Stage(Stage::Committing { applying, est })),
-            },
+            Stage::Applying { applying, est } => Ok(Next::Stage(Stage::Committing { applying, est })),
             Stage::Committing { applying, mut est } => {
                 let d = dev(&mut self.devices, path)?;
                 let r = d.establish_commit(k, *applying).map(|(fd, added, notes)| {
@@ -204,10 +207,7 @@ impl Sessions {
                 self.announce(path, est.events);
                 r
             }
-            Stage::Clearing { mut undo, disable } => {
-                if !undo.advance(k) {
-                    return Ok(Next::Wait(Stage::Clearing { undo, disable }));
-                }
+            Stage::Clearing { undo, disable } => {
                 let events = self.torn_down(path, undo)?;
                 let d = dev(&mut self.devices, path)?;
                 // The client supplies its settings again before the next Establish.
@@ -233,10 +233,7 @@ impl Sessions {
                 d.modified = true;
                 Ok(Next::Done(None))
             }
-            Stage::Removing { mut r, why } => {
-                if !r.undo.advance(k) {
-                    return Ok(Next::Wait(Stage::Removing { r, why }));
-                }
+            Stage::Removing { r, why } => {
                 self.removal_finish(*r, &why);
                 Ok(Next::Done(None))
             }
