@@ -5,6 +5,7 @@
 //! neither.
 
 use crate::vecmap::VecMap;
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::time::Duration;
 
@@ -35,8 +36,9 @@ pub struct Bus {
     /// calls (its fd, the outgoing queue, the unique name).
     pub ch: Channel,
     creds: VecMap<String, Creds>,
-    /// GetConnectionCredentials calls in flight: serial → the name asked about.
-    creds_asked: VecMap<u32, String>,
+    /// Calls whose senders' credentials are being asked for: the sender,
+    /// the serial of the question, the calls in arrival order.
+    creds_asked: VecMap<String, (u32, VecDeque<Message>)>,
 }
 
 /// libdbus's default system bus address (as vendored by libdbus-sys),
@@ -60,20 +62,10 @@ impl Bus {
         self.ch.read_write(Some(Duration::ZERO)).is_ok() && self.ch.is_connected()
     }
 
-    pub fn pop(&self) -> Option<Message> {
-        self.ch.pop_message()
-    }
-
     pub fn send(&self, m: Message) {
         if self.ch.send(m).is_err() {
             log::warn!("D-Bus: could not queue a message (out of memory or disconnected)");
         }
-    }
-
-    /// Queues a method call without waiting for its reply, which comes
-    /// back through the main loop (to `Dns::on_reply`); returns its serial.
-    pub fn send_call(&self, m: Message) -> Option<u32> {
-        self.ch.send(m).ok()
     }
 
     /// A blocking method call, for start-up probes only (before the loop
@@ -124,33 +116,74 @@ impl Bus {
         Ok(c)
     }
 
-    /// Asks the bus daemon for `sender`'s credentials without waiting: the
-    /// answer comes back through the loop to `creds_answer`.
-    pub fn ask_creds(&mut self, sender: &str) -> Result<()> {
-        let m = to_bus("GetConnectionCredentials")?.append1(sender);
-        let serial =
-            self.ch.send(m).map_err(|()| Error::Failed("GetConnectionCredentials: could not queue the call".into()))?;
-        self.creds_asked.insert(serial, sender.to_string());
-        Ok(())
+    /// Passes a call on once its sender's credentials are known. Until
+    /// then they are asked for without blocking the loop, and the call
+    /// (with any that follow from the same sender, in order) waits for
+    /// `creds_answer`.
+    pub fn creds_gate(&mut self, m: Message) -> Option<Message> {
+        use crate::limits::{CALLS_AWAITING_CREDS, SENDERS_AWAITING_CREDS};
+        let Some(sender) = m.sender().map(|s| s.to_string()) else { return Some(m) };
+        if let Some((_, q)) = self.creds_asked.get_mut(&sender) {
+            if q.len() < CALLS_AWAITING_CREDS {
+                q.push_back(m);
+            } else {
+                self.refuse(&m, "too many calls waiting for this caller's credentials");
+            }
+            return None;
+        }
+        if self.creds.contains_key(&sender) {
+            return Some(m);
+        }
+        if self.creds_asked.len() >= SENDERS_AWAITING_CREDS {
+            self.refuse(&m, "too many callers' credentials being looked up");
+            return None;
+        }
+        let ask = to_bus("GetConnectionCredentials").map(|q| q.append1(&sender));
+        match ask.ok().and_then(|q| self.ch.send(q).ok()) {
+            Some(serial) => {
+                self.creds_asked.insert(sender, (serial, VecDeque::from([m])));
+            }
+            None => self.refuse(&m, "GetConnectionCredentials: could not queue the call"),
+        }
+        None
     }
 
-    /// If `m` is the bus daemon's answer to `ask_creds`: the name asked
-    /// about, and its credentials (now cached) or why there are none.
-    pub fn creds_answer(&mut self, m: &Message) -> Option<(String, Result<Creds>)> {
+    /// If `m` is the bus daemon's answer to `creds_gate`'s question: the
+    /// calls that waited for it, in order. They are refused instead if
+    /// their sender has no credentials (it left the bus).
+    pub fn creds_answer(&mut self, m: &Message) -> Option<VecDeque<Message>> {
         if m.sender().as_deref() != Some(DBUS) {
             return None;
         }
-        let sender = self.creds_asked.remove(&m.get_reply_serial()?)?;
+        let serial = m.get_reply_serial()?;
+        let sender = self.creds_asked.iter().find(|(_, (s, _))| *s == serial)?.0.clone();
+        let (_, calls) = self.creds_asked.remove(&sender)?;
         let r = match m.msg_type() {
             MessageType::Error => {
                 Err(Error::Failed(format!("GetConnectionCredentials: {}", m.read1::<&str>().unwrap_or("failed"))))
             }
             _ => parse_creds(m),
         };
-        if let Ok(c) = r {
-            self.remember(&sender, c);
+        match r {
+            Ok(c) => self.remember(&sender, c),
+            Err(e) => {
+                calls.iter().for_each(|call| self.refuse(call, &e.to_string()));
+                return Some(VecDeque::new());
+            }
         }
-        Some((sender, r))
+        Some(calls)
+    }
+
+    /// Sends `r` unless the caller wants no reply.
+    pub fn reply(&self, call: &Message, r: Option<Message>) {
+        if let Some(r) = r.filter(|_| !call.get_no_reply()) {
+            self.send(r);
+        }
+    }
+
+    /// Refuses a call that cannot be served now (Failed, with `why`).
+    pub fn refuse(&self, m: &Message, why: &str) {
+        self.reply(m, Some(error_reply(m, &Error::Failed(why.to_string()))));
     }
 
     fn remember(&mut self, sender: &str, c: Creds) {

@@ -193,7 +193,7 @@ impl Resolved {
         l.due = Some(Instant::now() + CALL_TIMEOUT);
         let gen = l.gen;
         for (method, m) in calls {
-            let Some(serial) = bus.send_call(m) else {
+            let Some(serial) = bus.ch.send(m).ok() else {
                 return self.again(ifindex, "the call could not be queued");
             };
             self.pending.insert(serial, (ifindex, gen, method));
@@ -391,7 +391,7 @@ impl Backend for Resolved {
         while self.busy() && Instant::now() < end && bus.pump() {
             // Anything but our replies that arrives now is dropped: we are
             // exiting. on_timeout acts only on what is due.
-            while let Some(m) = bus.pop() {
+            while let Some(m) = bus.ch.pop_message() {
                 self.on_reply(bus, &m);
             }
             self.on_timeout(bus);

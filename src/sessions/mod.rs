@@ -60,7 +60,7 @@ pub struct Sessions {
     /// The kernel's link and route notifications (`watch`).
     pub(crate) watch: watch::Watch,
     /// NetworkChange signals not yet handed to libdbus (see `pace_signals`).
-    signals: std::cell::RefCell<outbox::Outbox>,
+    pub(crate) signals: outbox::Outbox,
     log_owner: Option<String>,
     /// The pending operation (`ops`), and the calls waiting for it.
     pub(crate) op: Option<ops::Op>,
@@ -157,11 +157,6 @@ impl Sessions {
             wal.compact(&self.live_entries());
             self.kernel.wal = wal;
         }
-    }
-
-    /// When the next batch of queued signals is due, if any wait.
-    pub(crate) fn signal_deadline(&self) -> Option<std::time::Instant> {
-        self.signals.borrow().deadline()
     }
 
     /// Announces what a DNS apply changed (at once, or in the background).
@@ -275,14 +270,15 @@ impl Sessions {
     /// Queues NetworkChange signals, each one unicast to the subscribers
     /// whose mask matches and who may see the device: the events of a
     /// configuration coming or going (`Source::Notice`), or others.
-    pub(crate) fn emit(&self, path: &str, device: &str, sources: impl IntoIterator<Item = Source>) {
+    pub(crate) fn emit(&mut self, path: &str, device: &str, sources: impl IntoIterator<Item = Source>) {
         for source in sources {
             let kinds = match &source {
                 Source::Notice(n) => n.kinds(),
                 Source::Events(v) => v.iter().fold(0, |k, e| k | e.kind),
             };
             // Who may see the device is asked once, not once per event.
-            self.signals.borrow_mut().push(path, device, source, self.audience(path, kinds));
+            let to = self.audience(path, kinds);
+            self.signals.push(path, device, source, to);
         }
     }
 
@@ -294,7 +290,7 @@ impl Sessions {
         if self.bus.ch.has_messages_to_send() {
             return;
         }
-        for sig in self.signals.get_mut().due() {
+        for sig in self.signals.due() {
             self.bus.send(sig);
         }
     }
@@ -346,13 +342,6 @@ impl Sessions {
             let Ok(mut m) = sig.duplicate() else { continue };
             m.set_destination(Some(name.as_str().into()));
             self.bus.send(m);
-        }
-    }
-
-    /// Sends `r` unless the caller wants no reply.
-    pub(crate) fn reply(&self, call: &Message, r: Option<Message>) {
-        if let Some(r) = r.filter(|_| !call.get_no_reply()) {
-            self.bus.send(r);
         }
     }
 
@@ -429,7 +418,7 @@ impl Sessions {
         self.dns_finished(changes);
         let ok = self.dns.shutdown(&self.bus);
         self.flush_log_signals();
-        for sig in self.signals.get_mut().take(usize::MAX) {
+        for sig in self.signals.take(usize::MAX) {
             self.bus.send(sig);
         }
         self.bus.ch.flush();

@@ -271,7 +271,7 @@ impl Sessions {
                 conn::error_reply(call, &e)
             }
         };
-        self.reply(call, Some(reply));
+        self.bus.reply(call, Some(reply));
     }
 }
 
