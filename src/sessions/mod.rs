@@ -310,12 +310,8 @@ impl Sessions {
         }
     }
 
-    /// The ifindexes of every link we configure (never "the host's route").
-    pub(crate) fn our_links(&self) -> Vec<u32> {
-        self.links_where(|_| true)
-    }
-
-    /// The tun links of the devices `f` selects.
+    /// The tun links of the devices `f` selects (all of them: every link
+    /// we configure, never "the host's route").
     pub(crate) fn links_where(&self, f: impl Fn(&Device) -> bool) -> Vec<u32> {
         self.devices.values().filter(|d| f(d)).filter_map(|d| d.link.as_ref().map(|l| l.0)).collect()
     }

@@ -262,7 +262,7 @@ impl Sessions {
             (r.clone(), answer)
         };
         let asks: Vec<(Route, Option<KernelRoute>)> = held.iter().map(ask).collect();
-        let todo = moves(&asks, &table, &self.our_links());
+        let todo = moves(&asks, &table, &self.links_where(|_| true));
         let ms = since.elapsed().as_millis();
         log::debug!("routes re-checked {ms} ms after the first notice: {} to move", todo.len());
         if todo.is_empty() {
