@@ -216,7 +216,7 @@ fn parse_creds(r: &Message) -> Result<Creds> {
         while let Some(mut e) = entries.recurse(ArgType::DictEntry) {
             let key = e.get::<&str>().unwrap_or_default();
             e.next();
-            let v = Value::read(&mut e).and_then(|v| v.unsigned("u")).map(|v| v as u32);
+            let v = Value::read(&mut e).and_then(|(_, v)| v.unsigned("u")).map(|v| v as u32);
             match key {
                 "UnixUserID" => uid = v,
                 "ProcessID" => pid = v,
@@ -253,24 +253,26 @@ pub enum Value {
     Unsigned(char, u64),
     Bool(bool),
     Str(String),
-    /// Any other type: its signature, for the error message.
-    Other(String),
+    /// Any other type.
+    Other,
 }
 
 impl Value {
-    /// Reads the variant `it` points at.
-    pub fn read(it: &mut dbus::arg::Iter) -> Option<Value> {
+    /// Reads the variant `it` points at: its signature (for error
+    /// messages) and its value.
+    pub fn read(it: &mut dbus::arg::Iter) -> Option<(String, Value)> {
         let mut v = it.recurse(ArgType::Variant)?;
         let sig = v.signature().to_string();
-        Some(match &*sig {
+        let value = match &*sig {
             "y" => Value::Unsigned('y', v.get::<u8>()?.into()),
             "q" => Value::Unsigned('q', v.get::<u16>()?.into()),
             "u" => Value::Unsigned('u', v.get::<u32>()?.into()),
             "t" => Value::Unsigned('t', v.get::<u64>()?),
             "b" => Value::Bool(v.get::<bool>()?),
             "s" => Value::Str(v.get::<&str>()?.to_string()),
-            _ => Value::Other(sig),
-        })
+            _ => Value::Other,
+        };
+        Some((sig, value))
     }
 
     /// The integer, if its signature is one of `sigs` (e.g. "qu").
@@ -278,15 +280,6 @@ impl Value {
         match self {
             Value::Unsigned(c, v) if sigs.contains(*c) => Some(*v),
             _ => None,
-        }
-    }
-
-    pub fn signature(&self) -> String {
-        match self {
-            Value::Unsigned(c, _) => c.to_string(),
-            Value::Bool(_) => "b".into(),
-            Value::Str(_) => "s".into(),
-            Value::Other(s) => s.clone(),
         }
     }
 }

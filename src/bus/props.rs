@@ -123,7 +123,7 @@ fn values(s: &Sessions, obj: &Obj, want: Option<&str>) -> Vec<(&'static str, Box
 /// Set, then PropertiesChanged for what changed.
 fn set_call(s: &mut Sessions, m: &Message, obj: &Obj) -> crate::error::Result<Message> {
     let mut it = m.iter_init();
-    let (Some(iface), Some(name), Some(value)) = (
+    let (Some(iface), Some(name), Some((got, value))) = (
         it.get::<&str>(),
         it.next().then(|| it.get::<&str>()).flatten(),
         it.next().then(|| Value::read(&mut it)).flatten(),
@@ -137,7 +137,6 @@ fn set_call(s: &mut Sessions, m: &Message, obj: &Obj) -> crate::error::Result<Me
         Ok(()) => {}
         Err(PropErr::Unknown) => return Ok(unknown(m, name)),
         Err(PropErr::Type(want)) => {
-            let got = value.signature();
             return Ok(invalid(m, &format!("Error setting property '{name}': expected type '{want}' but got '{got}'")));
         }
         Err(PropErr::Other(e)) => return Err(e),
