@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use dbus::message::MessageType;
 use dbus::Message;
+use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -196,10 +197,8 @@ impl Daemon {
         let now = self.s.op_ready().then(Instant::now);
         let deadline = [self.s.dns.deadline(), self.s.signals.deadline(), watch, now].into_iter().flatten().min();
         let mut fds: Vec<PollFd> = set.iter().map(|(_, fd, ev)| PollFd::new(*fd, *ev)).collect();
-        match poll(&mut fds, poll_timeout(deadline)) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
+        // A signal that interrupts the wait is read from the signalfd.
+        poll(&mut fds, poll_timeout(deadline)).or_else(|e| if e == Errno::EINTR { Ok(0) } else { Err(e) })?;
         // Readable; for DCO and DNS, whose owners look at errors and
         // hang-ups themselves, any event.
         let ready = set.iter().zip(&fds).filter(|((what, ..), f)| {

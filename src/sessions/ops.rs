@@ -102,9 +102,11 @@ impl Sessions {
     /// Starts `what` on `path` as the pending operation; the error if it
     /// fails before anything goes to the kernel in batches.
     pub(crate) fn begin(&mut self, m: &Message, path: &str, what: Start) -> Result<()> {
-        // Copied before anything is taken out of a journal, so that a
-        // failure here loses nothing.
-        let call = copy(m)?;
+        // A copy of the call, to answer it later. Made before anything is
+        // taken out of a journal, so that a failure here loses nothing. A
+        // copy has no serial; the reply must name the call's.
+        let mut call = m.duplicate().map_err(|e| Error::Failed(format!("copying the call: {e}")))?;
+        call.set_serial(m.get_serial().unwrap_or_default());
         let stage = match what {
             Start::Establish => {
                 // Our links other than the device's own are never "the host's route".
@@ -289,14 +291,6 @@ pub(crate) enum Start {
     /// AddNetworks of a long list (its share is checked).
     AddNetworks,
     Destroy,
-}
-
-/// A copy of the call, to answer it later.
-fn copy(m: &Message) -> Result<Message> {
-    let mut call = m.duplicate().map_err(|e| Error::Failed(format!("copying the call: {e}")))?;
-    // A copy has no serial; the reply must name the call's.
-    call.set_serial(m.get_serial().unwrap_or_default());
-    Ok(call)
 }
 
 fn gone(path: &str) -> Error {
