@@ -158,20 +158,18 @@ impl Bus {
         let serial = m.get_reply_serial()?;
         let sender = self.creds_asked.iter().find(|(_, (s, _))| *s == serial)?.0.clone();
         let (_, calls) = self.creds_asked.remove(&sender)?;
-        let r = match m.msg_type() {
-            MessageType::Error => {
-                Err(Error::Failed(format!("GetConnectionCredentials: {}", m.read1::<&str>().unwrap_or("failed"))))
-            }
-            _ => parse_creds(m),
+        let why = match m.msg_type() {
+            MessageType::Error => format!("GetConnectionCredentials: {}", m.read1::<&str>().unwrap_or("failed")),
+            _ => match parse_creds(m) {
+                Ok(c) => {
+                    self.remember(&sender, c);
+                    return Some(calls);
+                }
+                Err(e) => e.to_string(),
+            },
         };
-        match r {
-            Ok(c) => self.remember(&sender, c),
-            Err(e) => {
-                calls.iter().for_each(|call| self.refuse(call, &e.to_string()));
-                return Some(VecDeque::new());
-            }
-        }
-        Some(calls)
+        calls.iter().for_each(|call| self.refuse(call, &why));
+        Some(VecDeque::new())
     }
 
     /// Sends `r` unless the caller wants no reply.
