@@ -254,10 +254,7 @@ impl Sessions {
         // asks it (the socket's mark and owner); exclude routes follow the
         // main table, as at Establish.
         let ask = |(r, holders): &(Route, Vec<Holder>)| {
-            let uid = holders.iter().find_map(|h| match h {
-                Holder::Protection(..) => self.protections.iter().find(|p| p.holder() == *h).map(|p| p.uid),
-                Holder::Config(_) => None,
-            });
+            let uid = holders.iter().find_map(|h| self.protections.iter().find(|p| p.holder() == *h).map(|p| p.uid));
             let answer = uid.and_then(|u| apply::route_to(&mut self.kernel.rtnl, r.dst.ip(), self.cfg.somark, u));
             (r.clone(), answer)
         };
