@@ -5,8 +5,8 @@
 //! neither.
 
 use crate::vecmap::VecMap;
+use std::collections::VecDeque;
 use std::ffi::CString;
-use std::os::fd::RawFd;
 use std::time::Duration;
 
 use dbus::arg::ArgType;
@@ -32,10 +32,13 @@ pub struct Creds {
 }
 
 pub struct Bus {
-    ch: Channel,
+    /// The connection itself, for what needs no more than libdbus's own
+    /// calls (its fd, the outgoing queue, the unique name).
+    pub ch: Channel,
     creds: VecMap<String, Creds>,
-    /// GetConnectionCredentials calls in flight: serial → the name asked about.
-    creds_asked: VecMap<u32, String>,
+    /// Calls whose senders' credentials are being asked for: the sender,
+    /// the serial of the question, the calls in arrival order.
+    creds_asked: VecMap<String, (u32, VecDeque<Message>)>,
 }
 
 /// libdbus's default system bus address (as vendored by libdbus-sys),
@@ -54,21 +57,9 @@ impl Bus {
         Ok(Bus { ch, creds: VecMap::new(), creds_asked: VecMap::new() })
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.ch.watch().fd
-    }
-
-    pub fn wants_write(&self) -> bool {
-        self.ch.has_messages_to_send()
-    }
-
     /// Non-blocking read and write; false once the connection is gone.
     pub fn pump(&self) -> bool {
         self.ch.read_write(Some(Duration::ZERO)).is_ok() && self.ch.is_connected()
-    }
-
-    pub fn pop(&self) -> Option<Message> {
-        self.ch.pop_message()
     }
 
     pub fn send(&self, m: Message) {
@@ -77,26 +68,12 @@ impl Bus {
         }
     }
 
-    /// Queues a method call without waiting for its reply, which comes
-    /// back through the main loop (to `Dns::on_reply`); returns its serial.
-    pub fn send_call(&self, m: Message) -> Option<u32> {
-        self.ch.send(m).ok()
-    }
-
     /// A blocking method call, for start-up probes only (before the loop
     /// runs, so nobody waits on us meanwhile).
     pub fn call_blocking(&self, m: Message, timeout: Duration) -> Result<Message> {
         self.ch
             .send_with_reply_and_block(m, timeout)
             .map_err(|e| Error::Failed(format!("{}: {}", e.name().unwrap_or("error"), e.message().unwrap_or("failed"))))
-    }
-
-    pub fn flush(&self) {
-        self.ch.flush();
-    }
-
-    pub fn unique_name(&self) -> String {
-        self.ch.unique_name().unwrap_or_default().to_string()
     }
 
     fn call_bus(&self, member: &str, build: impl FnOnce(Message) -> Message) -> Result<Message> {
@@ -139,33 +116,72 @@ impl Bus {
         Ok(c)
     }
 
-    /// Asks the bus daemon for `sender`'s credentials without waiting: the
-    /// answer comes back through the loop to `creds_answer`.
-    pub fn ask_creds(&mut self, sender: &str) -> Result<()> {
-        let m = to_bus("GetConnectionCredentials")?.append1(sender);
-        let serial =
-            self.ch.send(m).map_err(|()| Error::Failed("GetConnectionCredentials: could not queue the call".into()))?;
-        self.creds_asked.insert(serial, sender.to_string());
-        Ok(())
+    /// Passes a call on once its sender's credentials are known. Until
+    /// then they are asked for without blocking the loop, and the call
+    /// (with any that follow from the same sender, in order) waits for
+    /// `creds_answer`.
+    pub fn creds_gate(&mut self, m: Message) -> Option<Message> {
+        use crate::limits::{CALLS_AWAITING_CREDS, SENDERS_AWAITING_CREDS};
+        let Some(sender) = m.sender().map(|s| s.to_string()) else { return Some(m) };
+        if let Some((_, q)) = self.creds_asked.get_mut(&sender) {
+            if q.len() < CALLS_AWAITING_CREDS {
+                q.push_back(m);
+            } else {
+                self.refuse(&m, "too many calls waiting for this caller's credentials");
+            }
+            return None;
+        }
+        if self.creds.contains_key(&sender) {
+            return Some(m);
+        }
+        if self.creds_asked.len() >= SENDERS_AWAITING_CREDS {
+            self.refuse(&m, "too many callers' credentials being looked up");
+            return None;
+        }
+        let ask = to_bus("GetConnectionCredentials").map(|q| q.append1(&sender));
+        match ask.ok().and_then(|q| self.ch.send(q).ok()) {
+            Some(serial) => {
+                self.creds_asked.insert(sender, (serial, VecDeque::from([m])));
+            }
+            None => self.refuse(&m, "GetConnectionCredentials: could not queue the call"),
+        }
+        None
     }
 
-    /// If `m` is the bus daemon's answer to `ask_creds`: the name asked
-    /// about, and its credentials (now cached) or why there are none.
-    pub fn creds_answer(&mut self, m: &Message) -> Option<(String, Result<Creds>)> {
+    /// If `m` is the bus daemon's answer to `creds_gate`'s question: the
+    /// calls that waited for it, in order. They are refused instead if
+    /// their sender has no credentials (it left the bus).
+    pub fn creds_answer(&mut self, m: &Message) -> Option<VecDeque<Message>> {
         if m.sender().as_deref() != Some(DBUS) {
             return None;
         }
-        let sender = self.creds_asked.remove(&m.get_reply_serial()?)?;
-        let r = match m.msg_type() {
-            MessageType::Error => {
-                Err(Error::Failed(format!("GetConnectionCredentials: {}", m.read1::<&str>().unwrap_or("failed"))))
-            }
-            _ => parse_creds(m),
+        let serial = m.get_reply_serial()?;
+        let sender = self.creds_asked.iter().find(|(_, (s, _))| *s == serial)?.0.clone();
+        let (_, calls) = self.creds_asked.remove(&sender)?;
+        let why = match m.msg_type() {
+            MessageType::Error => format!("GetConnectionCredentials: {}", m.read1::<&str>().unwrap_or("failed")),
+            _ => match parse_creds(m) {
+                Ok(c) => {
+                    self.remember(&sender, c);
+                    return Some(calls);
+                }
+                Err(e) => e.to_string(),
+            },
         };
-        if let Ok(c) = r {
-            self.remember(&sender, c);
+        calls.iter().for_each(|call| self.refuse(call, &why));
+        Some(VecDeque::new())
+    }
+
+    /// Sends `r` unless the caller wants no reply.
+    pub fn reply(&self, call: &Message, r: Option<Message>) {
+        if let Some(r) = r.filter(|_| !call.get_no_reply()) {
+            self.send(r);
         }
-        Some((sender, r))
+    }
+
+    /// Refuses a call that cannot be served now (Failed, with `why`).
+    pub fn refuse(&self, m: &Message, why: &str) {
+        self.reply(m, Some(error_reply(m, &Error::Failed(why.to_string()))));
     }
 
     fn remember(&mut self, sender: &str, c: Creds) {
@@ -198,7 +214,7 @@ fn parse_creds(r: &Message) -> Result<Creds> {
         while let Some(mut e) = entries.recurse(ArgType::DictEntry) {
             let key = e.get::<&str>().unwrap_or_default();
             e.next();
-            let v = Value::read(&mut e).and_then(|v| v.unsigned("u")).map(|v| v as u32);
+            let v = Value::read(&mut e).and_then(|(_, v)| v.unsigned("u")).map(|v| v as u32);
             match key {
                 "UnixUserID" => uid = v,
                 "ProcessID" => pid = v,
@@ -215,9 +231,9 @@ fn parse_creds(r: &Message) -> Result<Creds> {
     })
 }
 
-/// An error reply for `m` (nothing if the caller asked for no reply).
-pub fn error_reply(m: &Message, e: &Error) -> Option<Message> {
-    Some(std_error(m, e.dbus_name(), &e.to_string()))
+/// The error reply to `m` for `e`.
+pub fn error_reply(m: &Message, e: &Error) -> Message {
+    std_error(m, e.dbus_name(), &e.to_string())
 }
 
 /// A standard org.freedesktop.DBus.Error.* reply.
@@ -235,24 +251,26 @@ pub enum Value {
     Unsigned(char, u64),
     Bool(bool),
     Str(String),
-    /// Any other type: its signature, for the error message.
-    Other(String),
+    /// Any other type.
+    Other,
 }
 
 impl Value {
-    /// Reads the variant `it` points at.
-    pub fn read(it: &mut dbus::arg::Iter) -> Option<Value> {
+    /// Reads the variant `it` points at: its signature (for error
+    /// messages) and its value.
+    pub fn read(it: &mut dbus::arg::Iter) -> Option<(String, Value)> {
         let mut v = it.recurse(ArgType::Variant)?;
         let sig = v.signature().to_string();
-        Some(match &*sig {
+        let value = match &*sig {
             "y" => Value::Unsigned('y', v.get::<u8>()?.into()),
             "q" => Value::Unsigned('q', v.get::<u16>()?.into()),
             "u" => Value::Unsigned('u', v.get::<u32>()?.into()),
             "t" => Value::Unsigned('t', v.get::<u64>()?),
             "b" => Value::Bool(v.get::<bool>()?),
             "s" => Value::Str(v.get::<&str>()?.to_string()),
-            _ => Value::Other(sig),
-        })
+            _ => Value::Other,
+        };
+        Some((sig, value))
     }
 
     /// The integer, if its signature is one of `sigs` (e.g. "qu").
@@ -260,15 +278,6 @@ impl Value {
         match self {
             Value::Unsigned(c, v) if sigs.contains(*c) => Some(*v),
             _ => None,
-        }
-    }
-
-    pub fn signature(&self) -> String {
-        match self {
-            Value::Unsigned(c, _) => c.to_string(),
-            Value::Bool(_) => "b".into(),
-            Value::Str(_) => "s".into(),
-            Value::Other(s) => s.clone(),
         }
     }
 }

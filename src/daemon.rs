@@ -4,12 +4,12 @@
 //! next message is read; what a handler may not wait for (a caller's
 //! credentials, a resolvconf child) comes back through this loop.
 
-use std::collections::VecDeque;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
 use dbus::message::MessageType;
 use dbus::Message;
+use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -17,17 +17,13 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
 use crate::config::Config;
-use crate::conn::{self, Bus};
+use crate::conn::Bus;
 use crate::error::{Error, Result};
 use crate::sessions::Sessions;
 use crate::sys::borrow_fd;
-use crate::vecmap::VecMap;
 
 pub struct Daemon {
     s: Sessions,
-    /// Calls whose senders' credentials are being asked for, in arrival
-    /// order per sender (see `creds_gate`).
-    awaiting_creds: VecMap<String, VecDeque<Message>>,
     sigfd: SignalFd,
     timer: TimerFd,
     timer_armed: bool,
@@ -104,7 +100,7 @@ impl Daemon {
         let dns = crate::dns::Dns::new(state.dns);
         let mut s = Sessions::new(cfg, bus, kernel, watch, dco, dns);
         s.come_up(state.journals)?;
-        Ok(Daemon { s, awaiting_creds: VecMap::new(), sigfd, timer, timer_armed: false })
+        Ok(Daemon { s, sigfd, timer, timer_armed: false })
     }
 
     fn main_loop(&mut self) -> i32 {
@@ -129,13 +125,7 @@ impl Daemon {
         }
         self.s.compact_journal();
         self.idle_timer(!self.s.cfg.idle_exit.is_zero() && self.s.is_idle());
-        let ready = match self.wait() {
-            Ok(r) => r,
-            Err(e) => {
-                log::error!("poll: {e}");
-                return Some(3);
-            }
-        };
+        let Ok(ready) = self.wait().inspect_err(|e| log::error!("poll: {e}")) else { return Some(3) };
         let is = |f| ready.contains(&f);
         if is(Fd::Rtnl) {
             self.s.kernel.rtnl.discard_unasked();
@@ -172,7 +162,7 @@ impl Daemon {
                 return false;
             }
             let mut any = false;
-            while let Some(m) = self.s.bus.pop() {
+            while let Some(m) = self.s.bus.ch.pop_message() {
                 any = true;
                 self.handle(m);
             }
@@ -187,9 +177,10 @@ impl Daemon {
     /// One poll(2) over every fd of the loop, until the nearest deadline;
     /// the fds found ready (the bus is always drained).
     fn wait(&self) -> nix::Result<Vec<Fd>> {
-        let bus_ev = if self.s.bus.wants_write() { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
+        let mut bus_ev = PollFlags::POLLIN;
+        bus_ev.set(PollFlags::POLLOUT, self.s.bus.ch.has_messages_to_send());
         let mut set = vec![
-            (Fd::Bus, borrow_fd(self.s.bus.fd()), bus_ev),
+            (Fd::Bus, borrow_fd(self.s.bus.ch.watch().fd), bus_ev),
             (Fd::Signal, self.sigfd.as_fd(), PollFlags::POLLIN),
             (Fd::Timer, self.timer.as_fd(), PollFlags::POLLIN),
             match self.s.op_fd() {
@@ -204,12 +195,10 @@ impl Daemon {
         let watch = self.s.op.is_none().then(|| self.s.watch.deadline()).flatten();
         // A pending operation that needs no answer goes on at once.
         let now = self.s.op_ready().then(Instant::now);
-        let deadline = [self.s.dns.deadline(), self.s.signal_deadline(), watch, now].into_iter().flatten().min();
+        let deadline = [self.s.dns.deadline(), self.s.signals.deadline(), watch, now].into_iter().flatten().min();
         let mut fds: Vec<PollFd> = set.iter().map(|(_, fd, ev)| PollFd::new(*fd, *ev)).collect();
-        match poll(&mut fds, poll_timeout(deadline)) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
+        // A signal that interrupts the wait is read from the signalfd.
+        poll(&mut fds, poll_timeout(deadline)).or_else(|e| if e == Errno::EINTR { Ok(0) } else { Err(e) })?;
         // Readable; for DCO and DNS, whose owners look at errors and
         // hang-ups themselves, any event.
         let ready = set.iter().zip(&fds).filter(|((what, ..), f)| {
@@ -254,14 +243,14 @@ impl Daemon {
         match m.msg_type() {
             MessageType::MethodCall => {
                 self.idle_timer(false);
-                if let Some(m) = self.creds_gate(m) {
+                if let Some(m) = self.s.bus.creds_gate(m) {
                     self.serve_call(m);
                 }
             }
             MessageType::Signal if self.s.must_wait(&m) => self.s.held.push_back(m),
             MessageType::Signal => self.on_bus_signal(&m),
             MessageType::MethodReturn | MessageType::Error => match self.s.bus.creds_answer(&m) {
-                Some((sender, r)) => self.creds_known(&sender, r),
+                Some(calls) => calls.into_iter().for_each(|m| self.serve_call(m)),
                 None => {
                     self.s.dns.on_reply(&self.s.bus, &m);
                 }
@@ -275,7 +264,7 @@ impl Daemon {
         if self.s.must_wait(&m) {
             match self.s.may_hold(&m) {
                 Ok(()) => self.s.held.push_back(m),
-                Err(e) => self.refuse(&m, &format!("{e}; try again once the change in progress is done")),
+                Err(e) => self.s.bus.refuse(&m, &format!("{e}; try again once the change in progress is done")),
             }
             return;
         }
@@ -284,7 +273,7 @@ impl Daemon {
 
     fn answer(&mut self, m: &Message) {
         let r = crate::bus::dispatch(&mut self.s, m);
-        self.s.reply(m, r);
+        self.s.bus.reply(m, r);
     }
 
     /// Moves the pending operation on; once it is complete, the calls and
@@ -298,52 +287,6 @@ impl Daemon {
                 _ => self.answer(&m),
             }
         }
-    }
-
-    /// Passes a call on once its sender's credentials are known. Until
-    /// then they are asked for without blocking the loop, and the call
-    /// (with any that follow from the same sender, in order) waits.
-    fn creds_gate(&mut self, m: Message) -> Option<Message> {
-        use crate::limits::{CALLS_AWAITING_CREDS, SENDERS_AWAITING_CREDS};
-        let Some(sender) = m.sender().map(|s| s.to_string()) else { return Some(m) };
-        if let Some(q) = self.awaiting_creds.get_mut(&sender) {
-            if q.len() < CALLS_AWAITING_CREDS {
-                q.push_back(m);
-            } else {
-                self.refuse(&m, "too many calls waiting for this caller's credentials");
-            }
-            return None;
-        }
-        if self.s.bus.cached_creds(&sender).is_some() {
-            return Some(m);
-        }
-        if self.awaiting_creds.len() >= SENDERS_AWAITING_CREDS {
-            self.refuse(&m, "too many callers' credentials being looked up");
-            return None;
-        }
-        match self.s.bus.ask_creds(&sender) {
-            Ok(()) => {
-                self.awaiting_creds.insert(sender, VecDeque::from([m]));
-            }
-            Err(e) => self.refuse(&m, &e.to_string()),
-        }
-        None
-    }
-
-    /// The bus daemon answered about `sender`: its waiting calls are served
-    /// in order, or refused if it has no credentials (it left the bus).
-    fn creds_known(&mut self, sender: &str, r: Result<conn::Creds>) {
-        let Some(calls) = self.awaiting_creds.remove(sender) else { return };
-        for m in calls {
-            match &r {
-                Ok(_) => self.serve_call(m),
-                Err(e) => self.refuse(&m, &e.to_string()),
-            }
-        }
-    }
-
-    fn refuse(&mut self, m: &Message, why: &str) {
-        self.s.reply(m, conn::error_reply(m, &Error::Failed(why.to_string())));
     }
 
     fn on_bus_signal(&mut self, m: &Message) {

@@ -2,8 +2,7 @@
 
 use dbus::Message;
 
-use crate::bus::introspect::{in_signature, DEVICE};
-use crate::bus::manager::expect_sig;
+use crate::bus::manager::bad;
 use crate::error::{Error, Result};
 use crate::limits::{
     fits, ADDRS_PER_DEVICE, DNS_SEARCH_PER_DEVICE, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_TURN, NETWORKS_PER_UID,
@@ -11,10 +10,6 @@ use crate::limits::{
 use crate::sessions::ops::Start;
 use crate::sessions::Sessions;
 use crate::settings;
-
-fn bad(arg: &'static str) -> impl Fn(dbus::arg::TypeMismatchError) -> Error {
-    move |e| Error::arg(arg, e.to_string())
-}
 
 /// Fails unless the caller may drive the device at `path`.
 /// Returns the device owner's UID, whose share the call counts against.
@@ -27,11 +22,9 @@ fn check_access(s: &mut Sessions, m: &Message, path: &str) -> Result<u32> {
     Ok(d.owner_uid)
 }
 
-/// A device's method; `None` when the answer comes later (a pending
-/// operation, `sessions::ops`).
+/// A device's method, its signature checked (`super::dispatch`); `None`
+/// when the answer comes later (a pending operation, `sessions::ops`).
 pub(crate) fn device_call(s: &mut Sessions, m: &Message, path: &str, member: &str) -> Result<Option<Message>> {
-    // Signature first, so a mistyped call never reaches the ACL lookup.
-    expect_sig(m, &[&in_signature(DEVICE, member)?])?;
     let uid = check_access(s, m, path)?;
     let networks_held = if member == "AddNetworks" { s.networks_of(uid) } else { 0 };
     let start = match member {
@@ -40,18 +33,14 @@ pub(crate) fn device_call(s: &mut Sessions, m: &Message, path: &str, member: &st
             settings::ifname("dev_name", name)?;
             return super::dco::enable_dco(s, m, path, name).map(Some);
         }
-        "Establish" => {
-            // Our links other than the device's own are never "the host's route".
-            let ignore = s.links_where(|d| d.path != path);
-            Start::Establish { ignore, redirect: s.cfg.redirect != crate::config::RedirectMethod::None }
-        }
-        "Disable" | "ClearConfig" => Start::Clear { disable: member == "Disable" },
+        "Establish" => Start::Establish,
+        "Disable" | "ClearConfig" => Start::Clear(member == "Disable"),
         // A long list is decoded over several loop turns.
         "AddNetworks" if !fits(m.iter_init(), NETWORKS_PER_TURN) => {
             check_networks(m, networks_held)?;
             Start::AddNetworks
         }
-        "Destroy" => Start::Destroy { why: format!("Destroy by {}", m.sender().as_deref().unwrap_or_default()) },
+        "Destroy" => Start::Destroy,
         _ => return set_setting(s, m, path, member, networks_held).map(Some),
     };
     s.begin(m, path, start).map(|_| None)
@@ -136,7 +125,7 @@ fn read_list<'a>(m: &'a Message, arg: &'static str, max: usize, what: &str) -> R
     if !fits(m.iter_init(), max) {
         return Err(Error::arg(arg, format!("more than {max} items (at most {max} {what} per device)")));
     }
-    m.read1().map_err(|e| Error::arg(arg, e.to_string()))
+    m.read1().map_err(bad(arg))
 }
 
 /// `held` followed by the items of `new` it lacks, in order; at most `max`.

@@ -2,7 +2,6 @@
 
 use dbus::Message;
 
-use crate::bus::introspect::{in_signature, MANAGER};
 use crate::conn::MANAGER_PATH;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -32,13 +31,13 @@ pub fn signature(m: &Message) -> String {
     s
 }
 
+/// An argument the signature check let through that still did not read.
+pub fn bad(arg: &'static str) -> impl Fn(dbus::arg::TypeMismatchError) -> Error {
+    move |e| Error::arg(arg, e.to_string())
+}
+
+/// A manager's method, its signature checked (`super::dispatch`).
 pub(crate) fn manager_call(s: &mut Sessions, m: &Message, member: &str) -> Result<Message> {
-    let sig = in_signature(MANAGER, member)?;
-    match member {
-        // The socket's fd may follow the declared arguments.
-        "ProtectSocket" => expect_sig(m, &[&sig, "sboh"])?,
-        _ => expect_sig(m, &[&sig])?,
-    }
     match member {
         "CreateVirtualInterface" => create_virtual_interface(s, m),
         "FetchInterfaceList" => {
@@ -59,12 +58,12 @@ pub(crate) fn manager_call(s: &mut Sessions, m: &Message, member: &str) -> Resul
             let list: Vec<(String, u32)> = s.subs.iter().map(|(k, s)| (k.clone(), s.mask)).collect();
             Ok(m.method_return().append1(list))
         }
-        _ => Err(Error::NotFound(String::new())),
+        _ => unreachable!("filtered by the introspection XML"),
     }
 }
 
 fn create_virtual_interface(s: &mut Sessions, m: &Message) -> Result<Message> {
-    let name: &str = m.read1().map_err(|e| Error::arg("device_name", e.to_string()))?;
+    let name: &str = m.read1().map_err(bad("device_name"))?;
     let elem = settings::path_element(name)?;
     let (sender, c) = s.caller(m)?;
     s.check_device_limits(c.uid)?;
@@ -81,7 +80,7 @@ fn create_virtual_interface(s: &mut Sessions, m: &Message) -> Result<Message> {
 
 /// ProtectSocket's arguments and access check; the work is `protect_socket`'s.
 fn protect_socket_call(s: &mut Sessions, m: &Message) -> Result<Message> {
-    let (remote, ipv6, dev): (&str, bool, dbus::Path) = m.read3().map_err(|e| Error::arg("remote", e.to_string()))?;
+    let (remote, ipv6, dev): (&str, bool, dbus::Path) = m.read3().map_err(bad("remote"))?;
     // Exactly the first attached fd is used; every fd is closed on return.
     let fds = crate::sys::message_fds(m);
     let remote = settings::parse_ip("remote", remote, ipv6)?;
@@ -116,7 +115,7 @@ fn cleanup_call(s: &mut Sessions, m: &Message) -> Result<Message> {
 }
 
 fn notification_subscribe(s: &mut Sessions, m: &Message) -> Result<Message> {
-    let mask: u32 = m.read1().map_err(|e| Error::arg("filter", e.to_string()))?;
+    let mask: u32 = m.read1().map_err(bad("filter"))?;
     if mask == 0 || mask > 65535 {
         return Err(Error::arg("filter", format!("{mask} is not a mask in 1-65535 (events are 1-2047)")));
     }
@@ -130,7 +129,7 @@ fn notification_subscribe(s: &mut Sessions, m: &Message) -> Result<Message> {
 }
 
 fn notification_unsubscribe(s: &mut Sessions, m: &Message) -> Result<Message> {
-    let target: &str = m.read1().map_err(|e| Error::arg("subscriber", e.to_string()))?;
+    let target: &str = m.read1().map_err(bad("subscriber"))?;
     let (sender, c) = s.caller(m)?;
     let target = if target.is_empty() { sender.as_str() } else { target };
     if target != sender && c.uid != 0 {

@@ -12,7 +12,6 @@ pub mod props;
 use dbus::Message;
 
 use crate::conn::{self, IFACE, MANAGER_PATH};
-use crate::error::Error;
 use crate::sessions::Sessions;
 
 /// Answers a call; `None` when there is no answer now (a pending
@@ -22,6 +21,11 @@ pub fn dispatch(s: &mut Sessions, m: &Message) -> Option<Message> {
     let iface = m.interface().map(|i| i.to_string());
     let member = m.member().map(|s| s.to_string()).unwrap_or_default();
     let obj = classify(s, &path);
+    let unknown_method = || {
+        let text =
+            format!("No such method '{member}' on interface '{}' at '{path}'", iface.as_deref().unwrap_or_default());
+        Some(conn::std_error(m, "org.freedesktop.DBus.Error.UnknownMethod", &text))
+    };
     let r = match (iface.as_deref(), member.as_str()) {
         (Some("org.freedesktop.DBus.Peer") | None, "Ping") => Ok(Some(m.method_return())),
         (Some("org.freedesktop.DBus.Peer") | None, "GetMachineId") => {
@@ -38,26 +42,32 @@ pub fn dispatch(s: &mut Sessions, m: &Message) -> Option<Message> {
             let uid = s.caller(m).map(|(_, c)| c.uid).ok();
             Ok(Some(m.method_return().append1(introspect(s, &obj, uid))))
         }
-        (Some("org.freedesktop.DBus.Properties"), _) => return props::properties(s, m, &obj, &member),
-        (Some(IFACE) | None, _) => match &obj {
-            Obj::Manager => manager::manager_call(s, m, &member).map(Some),
-            Obj::Device(p) => device::device_call(s, m, p, &member),
-            Obj::Dco(p) => dco::dco_call(s, m, p, &member).map(Some),
-            _ => Err(Error::NotFound(String::new())),
-        },
-        _ => Err(Error::NotFound(String::new())),
+        (Some("org.freedesktop.DBus.Properties"), _) => props::properties(s, m, &obj, &member).map(Some),
+        (Some(IFACE) | None, _) => {
+            let methods = match obj {
+                Obj::Manager => introspect::MANAGER,
+                Obj::Device(_) => introspect::DEVICE,
+                Obj::Dco(_) => introspect::DCO,
+                Obj::Intermediate(_) | Obj::None => "",
+            };
+            let Some(sig) = introspect::in_signature(methods, &member) else { return unknown_method() };
+            // Signature first, so a mistyped call never reaches an ACL lookup.
+            // The transport socket's fd may follow the declared arguments.
+            let with_fd = format!("{sig}h");
+            let fd_after = if matches!(&*member, "ProtectSocket" | "NewPeer") { &with_fd } else { &sig };
+            manager::expect_sig(m, &[&sig, fd_after]).and_then(|()| match &obj {
+                Obj::Manager => manager::manager_call(s, m, &member).map(Some),
+                Obj::Device(p) => device::device_call(s, m, p, &member),
+                Obj::Dco(p) => dco::dco_call(s, m, p, &member).map(Some),
+                Obj::Intermediate(_) | Obj::None => Ok(unknown_method()),
+            })
+        }
+        _ => return unknown_method(),
     };
-    match r {
-        Ok(reply) => reply,
-        Err(Error::NotFound(s)) if s.is_empty() => {
-            let text = format!("No such method '{member}' on interface '{}' at '{path}'", iface.unwrap_or_default());
-            Some(conn::std_error(m, "org.freedesktop.DBus.Error.UnknownMethod", &text))
-        }
-        Err(e) => {
-            log::debug!("{path} {member}: {e}");
-            conn::error_reply(m, &e)
-        }
-    }
+    r.unwrap_or_else(|e| {
+        log::debug!("{path} {member}: {e}");
+        Some(conn::error_reply(m, &e))
+    })
 }
 
 fn classify(s: &Sessions, path: &str) -> Obj {

@@ -71,25 +71,20 @@ enum PropErr {
     Other(Error),
 }
 
-pub(crate) fn properties(s: &mut Sessions, m: &Message, obj: &Obj, member: &str) -> Option<Message> {
+pub(crate) fn properties(s: &mut Sessions, m: &Message, obj: &Obj, member: &str) -> crate::error::Result<Message> {
     // A device's settings are its owner's, its ACL's and root's to read.
     if let (Obj::Device(p), "Get" | "GetAll") = (obj, member) {
-        let seen = s.caller(m).and_then(|(_, c)| match s.may_see(p, c.uid) {
-            true => Ok(()),
-            false => Err(Error::AccessDenied(format!("uid {} may not read the properties of {p}", c.uid))),
-        });
-        if let Err(e) = seen {
-            return conn::error_reply(m, &e);
+        let (_, c) = s.caller(m)?;
+        if !s.may_see(p, c.uid) {
+            return Err(Error::AccessDenied(format!("uid {} may not read the properties of {p}", c.uid)));
         }
     }
-    match member {
-        "Get" => Some(get_call(s, m, obj)),
-        "GetAll" => Some(get_all_call(s, m, obj)),
-        "Set" => set_call(s, m, obj),
-        _ => {
-            Some(conn::std_error(m, "org.freedesktop.DBus.Error.UnknownMethod", &format!("No such method '{member}'")))
-        }
-    }
+    Ok(match member {
+        "Get" => get_call(s, m, obj),
+        "GetAll" => get_all_call(s, m, obj),
+        "Set" => set_call(s, m, obj)?,
+        _ => conn::std_error(m, "org.freedesktop.DBus.Error.UnknownMethod", &format!("No such method '{member}'")),
+    })
 }
 
 fn get_call(s: &Sessions, m: &Message, obj: &Obj) -> Message {
@@ -125,37 +120,34 @@ fn values(s: &Sessions, obj: &Obj, want: Option<&str>) -> Vec<(&'static str, Box
     }
 }
 
-/// Set, then PropertiesChanged for what changed; `None` when the error
-/// reply could not be built.
-fn set_call(s: &mut Sessions, m: &Message, obj: &Obj) -> Option<Message> {
+/// Set, then PropertiesChanged for what changed.
+fn set_call(s: &mut Sessions, m: &Message, obj: &Obj) -> crate::error::Result<Message> {
     let mut it = m.iter_init();
-    let (Some(iface), Some(name), Some(value)) = (
+    let (Some(iface), Some(name), Some((got, value))) = (
         it.get::<&str>(),
         it.next().then(|| it.get::<&str>()).flatten(),
         it.next().then(|| Value::read(&mut it)).flatten(),
     ) else {
-        return Some(invalid(m, "Set takes (ssv)"));
+        return Ok(invalid(m, "Set takes (ssv)"));
     };
     if iface != IFACE && !iface.is_empty() {
-        return Some(unknown_interface(m, iface));
+        return Ok(unknown_interface(m, iface));
     }
-    Some(match prop_set(s, m, obj, name, &value) {
-        Ok(()) => {
-            if name == "dns_scope" {
-                s.dns_sync();
-            }
-            if let (Some((_, v)), Some(p), Some(who)) = (values(s, obj, Some(name)).pop(), m.path(), m.sender()) {
-                s.props_changed(&p, &who, name, v);
-            }
-            m.method_return()
+    match prop_set(s, m, obj, name, &value) {
+        Ok(()) => {}
+        Err(PropErr::Unknown) => return Ok(unknown(m, name)),
+        Err(PropErr::Type(want)) => {
+            return Ok(invalid(m, &format!("Error setting property '{name}': expected type '{want}' but got '{got}'")));
         }
-        Err(PropErr::Unknown) => unknown(m, name),
-        Err(PropErr::Type(want)) => invalid(
-            m,
-            &format!("Error setting property '{name}': expected type '{want}' but got '{}'", value.signature()),
-        ),
-        Err(PropErr::Other(e)) => return conn::error_reply(m, &e),
-    })
+        Err(PropErr::Other(e)) => return Err(e),
+    }
+    if name == "dns_scope" {
+        s.dns_sync();
+    }
+    if let (Some((_, v)), Some(p), Some(who)) = (values(s, obj, Some(name)).pop(), m.path(), m.sender()) {
+        s.props_changed(&p, &who, name, v);
+    }
+    Ok(m.method_return())
 }
 
 fn prop_set(s: &mut Sessions, m: &Message, obj: &Obj, name: &str, v: &Value) -> Result<(), PropErr> {

@@ -172,7 +172,7 @@ impl Resolved {
         self.pending.retain(|_, p| p.0 != ifindex);
         l.timer = Some(Instant::now() + CALL_TIMEOUT);
         for (method, m) in calls(ifindex as i32, l.want.as_ref()) {
-            let Some(serial) = bus.send_call(m) else {
+            let Some(serial) = bus.ch.send(m).ok() else {
                 return self.again(ifindex, "the call could not be queued");
             };
             self.pending.insert(serial, (ifindex, method));
@@ -368,7 +368,7 @@ impl Backend for Resolved {
         while self.busy() && Instant::now() < end && bus.pump() {
             // Anything but our replies that arrives now is dropped: we are
             // exiting. progress acts only on what is due.
-            while let Some(m) = bus.pop() {
+            while let Some(m) = bus.ch.pop_message() {
                 self.on_reply(bus, &m);
             }
             self.progress(bus);

@@ -22,7 +22,6 @@ use crate::dco_session::DcoKernel;
 use crate::device::Device;
 use crate::dns::Dns;
 use crate::error::{Error, Result};
-use crate::events::Event;
 use crate::journal::{Entry, Undo};
 use crate::netlink::link;
 use crate::settings::Word;
@@ -61,7 +60,7 @@ pub struct Sessions {
     /// The kernel's link and route notifications (`watch`).
     pub(crate) watch: watch::Watch,
     /// NetworkChange signals not yet handed to libdbus (see `pace_signals`).
-    signals: std::cell::RefCell<outbox::Outbox>,
+    pub(crate) signals: outbox::Outbox,
     log_owner: Option<String>,
     /// The pending operation (`ops`), and the calls waiting for it.
     pub(crate) op: Option<ops::Op>,
@@ -116,7 +115,7 @@ impl Sessions {
         self.bus.request_name(BUS_NAME)?;
         log::info!(
             "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, DNS backend {}, log level {})",
-            self.bus.unique_name(),
+            self.bus.ch.unique_name().unwrap_or_default(),
             self.cfg.redirect.as_str(),
             self.dns.backend_name(),
             self.log_level
@@ -160,17 +159,12 @@ impl Sessions {
         }
     }
 
-    /// When the next batch of queued signals is due, if any wait.
-    pub(crate) fn signal_deadline(&self) -> Option<std::time::Instant> {
-        self.signals.borrow().deadline()
-    }
-
     /// Announces what a DNS apply changed (at once, or in the background).
     /// The ACLs of devices removed meanwhile were kept for these events;
     /// they go once DNS no longer lists the device.
     pub(crate) fn dns_finished(&mut self, changes: Vec<crate::dns::Change>) {
         for (path, dev, e) in changes {
-            self.emit_events(&path, &dev, vec![e]);
+            self.emit(&path, &dev, [Source::Events(vec![e])]);
         }
         let dns = &self.dns;
         self.departed.retain(|p, _| dns.lists(p));
@@ -216,7 +210,7 @@ impl Sessions {
         let path = d.path.clone();
         self.drop_protections(|o| *o == crate::shared::Owner::Device(path.clone()));
         self.departed.insert(d.path.clone(), (d.owner_uid, d.acl.clone()));
-        self.emit_notices(&d.path, &d.name, events);
+        self.emit(&d.path, &d.name, events.into_iter().map(Source::Notice));
         log::info!("device {path} ({}) removed: {why}", d.name);
         // Its DNS events may come when a DNS apply finishes (`dns_finished`).
         self.dns_sync();
@@ -273,27 +267,19 @@ impl Sessions {
         to.map(|(n, s)| (n.clone(), s.mask)).collect()
     }
 
-    /// Announces configurations coming or going, to the subscribers who
-    /// may see the device and want their kinds.
-    pub(crate) fn emit_notices(&self, path: &str, device: &str, notices: Vec<crate::plan::Notice>) {
-        for n in notices {
-            self.emit(path, device, Source::Notice(n));
+    /// Queues NetworkChange signals, each one unicast to the subscribers
+    /// whose mask matches and who may see the device: the events of a
+    /// configuration coming or going (`Source::Notice`), or others.
+    pub(crate) fn emit(&mut self, path: &str, device: &str, sources: impl IntoIterator<Item = Source>) {
+        for source in sources {
+            let kinds = match &source {
+                Source::Notice(n) => n.kinds(),
+                Source::Events(v) => v.iter().fold(0, |k, e| k | e.kind),
+            };
+            // Who may see the device is asked once, not once per event.
+            let to = self.audience(path, kinds);
+            self.signals.push(path, device, source, to);
         }
-    }
-
-    /// Sends NetworkChange signals, each one unicast to the subscribers
-    /// whose mask matches and who may see the device.
-    pub(crate) fn emit_events(&self, path: &str, device: &str, events: Vec<Event>) {
-        self.emit(path, device, Source::Events(events));
-    }
-
-    fn emit(&self, path: &str, device: &str, source: Source) {
-        let kinds = match &source {
-            Source::Notice(n) => n.kinds(),
-            Source::Events(v) => v.iter().fold(0, |k, e| k | e.kind),
-        };
-        // Who may see the device is asked once, not once per event.
-        self.signals.borrow_mut().push(path, device, source, self.audience(path, kinds));
     }
 
     /// Hands queued signals to libdbus a batch per tick, and only when its
@@ -301,10 +287,10 @@ impl Sessions {
     /// order, so a reply to another client never waits behind more than
     /// one batch. Signal delivery is the background work, not the replies.
     pub(crate) fn pace_signals(&mut self) {
-        if self.bus.wants_write() {
+        if self.bus.ch.has_messages_to_send() {
             return;
         }
-        for sig in self.signals.get_mut().due() {
+        for sig in self.signals.due() {
             self.bus.send(sig);
         }
     }
@@ -324,12 +310,8 @@ impl Sessions {
         }
     }
 
-    /// The ifindexes of every link we configure (never "the host's route").
-    pub(crate) fn our_links(&self) -> Vec<u32> {
-        self.links_where(|_| true)
-    }
-
-    /// The tun links of the devices `f` selects.
+    /// The tun links of the devices `f` selects (all of them: every link
+    /// we configure, never "the host's route").
     pub(crate) fn links_where(&self, f: impl Fn(&Device) -> bool) -> Vec<u32> {
         self.devices.values().filter(|d| f(d)).filter_map(|d| d.link.as_ref().map(|l| l.0)).collect()
     }
@@ -356,13 +338,6 @@ impl Sessions {
             let Ok(mut m) = sig.duplicate() else { continue };
             m.set_destination(Some(name.as_str().into()));
             self.bus.send(m);
-        }
-    }
-
-    /// Sends `r` unless the caller wants no reply.
-    pub(crate) fn reply(&self, call: &Message, r: Option<Message>) {
-        if let Some(r) = r.filter(|_| !call.get_no_reply()) {
-            self.bus.send(r);
         }
     }
 
@@ -439,10 +414,10 @@ impl Sessions {
         self.dns_finished(changes);
         let ok = self.dns.shutdown(&self.bus);
         self.flush_log_signals();
-        for sig in self.signals.get_mut().drain() {
+        for sig in self.signals.take(usize::MAX) {
             self.bus.send(sig);
         }
-        self.bus.flush();
+        self.bus.ch.flush();
         ok
     }
 

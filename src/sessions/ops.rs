@@ -14,6 +14,7 @@ use std::os::fd::OwnedFd;
 use dbus::message::MessageType;
 use dbus::Message;
 
+use crate::config::RedirectMethod;
 use crate::conn;
 use crate::device::{Device, Establishing, Linked};
 use crate::error::{Error, Result};
@@ -21,7 +22,7 @@ use crate::limits::NETWORKS_PER_TURN;
 use crate::plan::Notice;
 use crate::vecmap::VecMap;
 
-use super::{Removal, Sessions};
+use super::{Removal, Sessions, Source};
 
 /// Calls that wait for a running operation wherever they go: the ones that
 /// change the kernel, and AddNetworks (a long list is itself one).
@@ -71,9 +72,8 @@ impl Sessions {
         let Some(op) = &self.op else { return false };
         let path = m.path().map(|p| p.to_string()).unwrap_or_default();
         let on = |p: &str| path == p || path.strip_suffix("/dco") == Some(p);
-        let member = m.member();
         on(&op.path)
-            || member.as_deref().is_some_and(|mb| WAITING_CALLS.contains(&mb))
+            || m.member().is_some_and(|mb| WAITING_CALLS.contains(&&*mb))
             || m.msg_type() == MessageType::Signal
             || self.held.iter().any(|h| h.path().is_some_and(|p| on(&p)))
     }
@@ -102,23 +102,28 @@ impl Sessions {
     /// Starts `what` on `path` as the pending operation; the error if it
     /// fails before anything goes to the kernel in batches.
     pub(crate) fn begin(&mut self, m: &Message, path: &str, what: Start) -> Result<()> {
-        // Copied before anything is taken out of a journal, so that a
-        // failure here loses nothing.
-        let call = copy(m)?;
+        // A copy of the call, to answer it later. Made before anything is
+        // taken out of a journal, so that a failure here loses nothing. A
+        // copy has no serial; the reply must name the call's.
+        let mut call = m.duplicate().map_err(|e| Error::Failed(format!("copying the call: {e}")))?;
+        call.set_serial(m.get_serial().unwrap_or_default());
         let stage = match what {
-            Start::Establish { ignore, redirect } => {
-                let est = Est { ignore, redirect, events: Vec::new() };
+            Start::Establish => {
+                // Our links other than the device's own are never "the host's route".
+                let ignore = self.links_where(|d| d.path != path);
+                let est = Est { ignore, redirect: self.cfg.redirect != RedirectMethod::None, events: Vec::new() };
                 match dev(&mut self.devices, path)?.establish_teardown(&mut self.kernel) {
                     Some(undo) => Stage::Replacing { undo, est },
                     None => Stage::Linking(est),
                 }
             }
-            Start::Clear { disable } => {
+            Start::Clear(disable) => {
                 let undo = dev(&mut self.devices, path)?.teardown_start(&mut self.kernel, false);
                 Stage::Clearing { undo, disable }
             }
             Start::AddNetworks => Stage::Adding { nets: Vec::new() },
-            Start::Destroy { why } => {
+            Start::Destroy => {
+                let why = format!("Destroy by {}", m.sender().as_deref().unwrap_or_default());
                 let r = self.removal_start(path, true).ok_or_else(|| gone(path))?;
                 Stage::Removing { r: Box::new(r), why }
             }
@@ -163,13 +168,20 @@ impl Sessions {
         }
     }
 
-    fn step(&mut self, path: &str, call: &Message, stage: Stage) -> Result<Next> {
+    fn step(&mut self, path: &str, call: &Message, mut stage: Stage) -> Result<Next> {
         let k = &mut self.kernel;
+        // A stage that sends batches goes on once its last one is answered.
+        let sent = match &mut stage {
+            Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } => undo.advance(k),
+            Stage::Removing { r, .. } => r.undo.advance(k),
+            Stage::Applying { applying, .. } => applying.applying.advance(k),
+            _ => true,
+        };
+        if !sent {
+            return Ok(Next::Wait(stage));
+        }
         match stage {
-            Stage::Replacing { mut undo, mut est } => {
-                if !undo.advance(k) {
-                    return Ok(Next::Wait(Stage::Replacing { undo, est }));
-                }
+            Stage::Replacing { undo, mut est } => {
                 est.events = self.torn_down(path, undo)?;
                 Ok(Next::Stage(Stage::Linking(est)))
             }
@@ -183,10 +195,7 @@ impl Sessions {
                     Err(e) => self.failed(path, est, e),
                 }
             }
-            Stage::Applying { mut applying, est } => match applying.applying.advance(k) {
-                false => Ok(Next::Wait(Stage::Applying { applying, est })),
-                true => Ok(Next::Stage(Stage::Committing { applying, est })),
-            },
+            Stage::Applying { applying, est } => Ok(Next::Stage(Stage::Committing { applying, est })),
             Stage::Committing { applying, mut est } => {
                 let d = dev(&mut self.devices, path)?;
                 let r = d.establish_commit(k, *applying).map(|(fd, added, notes)| {
@@ -200,10 +209,7 @@ impl Sessions {
                 self.announce(path, est.events);
                 r
             }
-            Stage::Clearing { mut undo, disable } => {
-                if !undo.advance(k) {
-                    return Ok(Next::Wait(Stage::Clearing { undo, disable }));
-                }
+            Stage::Clearing { undo, disable } => {
                 let events = self.torn_down(path, undo)?;
                 let d = dev(&mut self.devices, path)?;
                 // The client supplies its settings again before the next Establish.
@@ -229,10 +235,7 @@ impl Sessions {
                 d.modified = true;
                 Ok(Next::Done(None))
             }
-            Stage::Removing { mut r, why } => {
-                if !r.undo.advance(k) {
-                    return Ok(Next::Wait(Stage::Removing { r, why }));
-                }
+            Stage::Removing { r, why } => {
                 self.removal_finish(*r, &why);
                 Ok(Next::Done(None))
             }
@@ -256,21 +259,21 @@ impl Sessions {
     /// A configuration's events, then DNS.
     fn announce(&mut self, path: &str, events: Vec<Notice>) {
         let name = self.devices.get(path).map(|d| d.name.clone()).unwrap_or_default();
-        self.emit_notices(path, &name, events);
+        self.emit(path, &name, events.into_iter().map(Source::Notice));
         self.dns_sync();
     }
 
     fn answer(&mut self, call: &Message, r: Result<Option<OwnedFd>>) {
         let reply = match r {
             // A DCO device has no tun fd: the reply is empty (reference §7.2).
-            Ok(Some(fd)) => Some(call.method_return().append1(fd)),
-            Ok(None) => Some(call.method_return()),
+            Ok(Some(fd)) => call.method_return().append1(fd),
+            Ok(None) => call.method_return(),
             Err(e) => {
                 log::debug!("{}: {e}", call.path().map(|p| p.to_string()).unwrap_or_default());
                 conn::error_reply(call, &e)
             }
         };
-        self.reply(call, reply);
+        self.bus.reply(call, Some(reply));
     }
 }
 
@@ -282,28 +285,12 @@ enum Next {
 
 /// What a pending operation is to do.
 pub(crate) enum Start {
-    /// Establish, with our other links (`ignore`: never "the host's route").
-    Establish {
-        ignore: Vec<u32>,
-        redirect: bool,
-    },
-    /// Disable or ClearConfig.
-    Clear {
-        disable: bool,
-    },
+    Establish,
+    /// Disable (true) or ClearConfig.
+    Clear(bool),
     /// AddNetworks of a long list (its share is checked).
     AddNetworks,
-    Destroy {
-        why: String,
-    },
-}
-
-/// A copy of the call, to answer it later.
-fn copy(m: &Message) -> Result<Message> {
-    let mut call = m.duplicate().map_err(|e| Error::Failed(format!("copying the call: {e}")))?;
-    // A copy has no serial; the reply must name the call's.
-    call.set_serial(m.get_serial().unwrap_or_default());
-    Ok(call)
+    Destroy,
 }
 
 fn gone(path: &str) -> Error {

@@ -83,12 +83,8 @@ impl Outbox {
         self.take(BATCH)
     }
 
-    /// Everything left (at shutdown).
-    pub fn drain(&mut self) -> Vec<Message> {
-        self.take(usize::MAX)
-    }
-
-    fn take(&mut self, max: usize) -> Vec<Message> {
+    /// The next `max` signals.
+    pub fn take(&mut self, max: usize) -> Vec<Message> {
         let mut out = Vec::new();
         while out.len() < max {
             let Some(it) = self.q.front_mut() else { break };

@@ -146,7 +146,7 @@ impl Sessions {
         // Only the caller's own tunnels are looked past: what another
         // session routes into its tunnel stays there.
         let own = self.links_where(|d| d.owner_bus == sender || d.path == device);
-        let tunnels = self.our_links();
+        let tunnels = self.links_where(|_| true);
         let before = apply::host_routes(&mut self.kernel.rtnl)?;
         let (path, kernels) = match apply::route_to(&mut self.kernel.rtnl, remote, self.cfg.somark, uid) {
             Some(k) if k.rtype == libc::RTN_LOCAL => {

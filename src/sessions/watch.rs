@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::Sessions;
+use super::{Sessions, Source};
 use crate::apply;
 use crate::error::Error;
 use crate::events::{self, Event};
@@ -145,12 +145,11 @@ impl Sessions {
         if uid != 0 && uid != g.owner_uid && !g.acl.contains(&uid) {
             return None;
         }
-        let e = Error::DeviceGone(g.why.clone());
         if m.member().as_deref() == Some("Destroy") {
             self.watch.forget_path(path);
             return Some(m.method_return());
         }
-        crate::conn::error_reply(m, &e)
+        Some(crate::conn::error_reply(m, &Error::DeviceGone(g.why.clone())))
     }
 
     /// Reads the notifications: links of ours that vanished are dealt with
@@ -233,7 +232,7 @@ impl Sessions {
             _ => vec![Event::new(events::DEVICE_REMOVED)],
         };
         self.departed.insert(path.to_string(), (d.owner_uid, d.acl.clone()));
-        self.emit_events(path, &d.name, events);
+        self.emit(path, &d.name, [Source::Events(events)]);
         self.departed.remove(path);
         self.dns_sync();
         if self.watch.gone.len() >= GONE_KEPT {
@@ -255,15 +254,12 @@ impl Sessions {
         // asks it (the socket's mark and owner); exclude routes follow the
         // main table, as at Establish.
         let ask = |(r, holders): &(Route, Vec<Holder>)| {
-            let uid = holders.iter().find_map(|h| match h {
-                Holder::Protection(..) => self.protections.iter().find(|p| p.holder() == *h).map(|p| p.uid),
-                Holder::Config(_) => None,
-            });
+            let uid = holders.iter().find_map(|h| self.protections.iter().find(|p| p.holder() == *h).map(|p| p.uid));
             let answer = uid.and_then(|u| apply::route_to(&mut self.kernel.rtnl, r.dst.ip(), self.cfg.somark, u));
             (r.clone(), answer)
         };
         let asks: Vec<(Route, Option<KernelRoute>)> = held.iter().map(ask).collect();
-        let todo = moves(&asks, &table, &self.our_links());
+        let todo = moves(&asks, &table, &self.links_where(|_| true));
         let ms = since.elapsed().as_millis();
         log::debug!("routes re-checked {ms} ms after the first notice: {} to move", todo.len());
         if todo.is_empty() {
@@ -296,7 +292,7 @@ impl Sessions {
             }
             let name = d.name.clone();
             let e = events::route(events::ROUTE_EXCLUDED, &m.new.dst, m.new.gateway.as_ref());
-            self.emit_events(path, &name, vec![e]);
+            self.emit(path, &name, [Source::Events(vec![e])]);
         }
     }
 }
