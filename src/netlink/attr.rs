@@ -182,41 +182,6 @@ impl NlMsg {
         &mut self.buf
     }
 
-    /// Returns the whole message, headers included.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf
-    }
-
-    /// Returns the message length in bytes.
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Returns false: a message always holds at least its headers.
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// Returns `nlmsg_type`.
-    pub fn nlmsg_type(&self) -> u16 {
-        u16::from_ne_bytes([self.buf[4], self.buf[5]])
-    }
-
-    /// Returns `nlmsg_flags`.
-    pub fn flags(&self) -> u16 {
-        u16::from_ne_bytes([self.buf[6], self.buf[7]])
-    }
-
-    /// Replaces `nlmsg_flags`.
-    pub fn set_flags(&mut self, flags: u16) {
-        self.buf[6..8].copy_from_slice(&flags.to_ne_bytes());
-    }
-
-    /// Returns `nlmsg_seq`.
-    pub fn seq(&self) -> u32 {
-        u32::from_ne_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]])
-    }
-
     /// Sets `nlmsg_seq`; the daemon matches replies on it.
     pub fn set_seq(&mut self, seq: u32) {
         self.buf[8..12].copy_from_slice(&seq.to_ne_bytes());
@@ -302,6 +267,46 @@ impl NlMsg {
     }
 }
 
+/// Header accessors for tests and fuzzing; the daemon only writes.
+#[cfg(any(test, feature = "fuzz"))]
+impl NlMsg {
+    /// Returns the whole message, headers included.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Returns the message length in bytes.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Returns false: a message always holds at least its headers.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Returns `nlmsg_type`.
+    pub fn nlmsg_type(&self) -> u16 {
+        u16::from_ne_bytes([self.buf[4], self.buf[5]])
+    }
+
+    /// Returns `nlmsg_flags`.
+    pub fn flags(&self) -> u16 {
+        u16::from_ne_bytes([self.buf[6], self.buf[7]])
+    }
+
+    /// Replaces `nlmsg_flags`.
+    pub fn set_flags(&mut self, flags: u16) {
+        self.buf[6..8].copy_from_slice(&flags.to_ne_bytes());
+    }
+
+    /// Returns `nlmsg_seq`.
+    pub fn seq(&self) -> u32 {
+        u32::from_ne_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]])
+    }
+}
+
+#[cfg(any(test, feature = "fuzz"))]
 impl fmt::Debug for NlMsg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The payload may hold cipher keys: print the header only.
