@@ -302,7 +302,7 @@ fn undo_outcomes(sent: &[Option<usize>], done: Done) -> Vec<std::result::Result<
 /// The kind of the link called `name`; None if there is no such link.
 fn link_kind(rtnl: &mut Socket, name: &str) -> Option<String> {
     let msgs = rtnl.dump(netlink::link::get_by_name(name), libc::RTM_NEWLINK).ok()?;
-    msgs.iter().find_map(|p| netlink::link::parse_kind(p)).map(|(_, k)| k)
+    msgs.iter().find_map(|p| netlink::link::parse_info(p)).map(|l| l.kind)
 }
 
 /// Runs undo steps in the given order, best effort; returns what failed.

@@ -136,9 +136,7 @@ impl Device {
             log::warn!("{}: removing the previous device: {f}", self.path);
         }
         // Oldest first, after what the journal already holds (a DCO netdev).
-        for e in link.journal.take_all().into_iter().rev() {
-            self.journal.push(e);
-        }
+        self.restore(link.journal.take_all());
         self.link = Some((link.ifindex, link.name.clone()));
         self.name = link.name;
         self.active = true;

@@ -126,6 +126,7 @@ pub fn parse_info(payload: &[u8]) -> Option<LinkInfo> {
 }
 
 /// Index and kind from an RTM_NEWLINK payload (see `parse_info`).
+#[cfg(any(test, feature = "fuzz"))]
 pub fn parse_kind(payload: &[u8]) -> Option<(u32, String)> {
     parse_info(payload).map(|l| (l.index, l.kind))
 }
