@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::journal::{Entry, Journal, Undo, Wal};
 use crate::netlink::route::KernelRoute;
-use crate::netlink::{self, Done, Req, Socket, What, RTPROT_OVPN_NETCFGD};
+use crate::netlink::{self, Batches, Req, Socket, What, RTPROT_OVPN_NETCFGD};
 use crate::plan::{self, Change, Misroute, Move};
 use crate::shared::{Holder, Shared};
 
@@ -94,7 +94,7 @@ pub struct Applying {
     again: Vec<usize>,
     entries: Vec<Entry>,
     /// The changes' requests, then the dump that reads the table back.
-    batches: netlink::Batches,
+    batches: Batches,
     /// The journal file refused an entry: nothing more is sent.
     refused: Option<Error>,
     /// The route table read back once every change is answered (Some
@@ -148,7 +148,7 @@ impl Applying {
             if !self.batches.advance(k.sock(paced), read_back) {
                 return false;
             }
-            if self.batches.failed() || self.refused.is_some() || self.after.is_some() {
+            if self.batches.failure.is_some() || self.refused.is_some() || self.after.is_some() {
                 return true;
             }
             let next = self.entries.len();
@@ -179,8 +179,7 @@ impl Applying {
     /// Checks the table read back and keeps what the kernel made (a
     /// device's own changes in `journal`), or undoes all of it on any failure.
     pub fn finish(self, k: &mut Kernel, journal: &mut Journal) -> Result<()> {
-        let Applying { changes, send, again, entries, batches, refused, after, before, holder } = self;
-        let mut done = batches.finish();
+        let Applying { changes, send, again, entries, batches: mut done, refused, after, before, holder } = self;
         let mut failure = done.failure.take().or(refused);
         let (mut made, mut not_ours): (Vec<(&Change, Entry)>, Vec<u64>) = (Vec::new(), Vec::new());
         for (j, ((res, entry), &i)) in done.out.iter().zip(entries).zip(&send).enumerate() {
@@ -291,7 +290,7 @@ fn undo_requests<'a>(rtnl: &mut Socket, steps: impl Iterator<Item = &'a Undo>) -
 
 /// Per undo step: Ok (done, or nothing to undo) or the failure text. If
 /// the transport failed, every step sent fails (it is retried later).
-fn undo_outcomes(sent: &[Option<usize>], done: Done) -> Vec<std::result::Result<(), String>> {
+fn undo_outcomes(sent: &[Option<usize>], done: Batches) -> Vec<std::result::Result<(), String>> {
     let outcome = |j: usize| match &done.failure {
         Some(e) => Err(e.to_string()),
         None => done.error(j).map_or(Ok(()), |e| Err(e.to_string())),
@@ -321,7 +320,7 @@ pub struct Undoing {
     /// Per step made into a request so far: its index in `batches`.
     sent: Vec<Option<usize>>,
     pushed: usize,
-    batches: netlink::Batches,
+    batches: Batches,
 }
 
 pub fn undo_start(steps: Vec<Entry>) -> Undoing {
@@ -352,7 +351,7 @@ impl Undoing {
             if !self.batches.advance(k.sock(paced), |_| {}) {
                 return false;
             }
-            if self.batches.failed() || self.sent.len() == self.steps.len() {
+            if self.batches.failure.is_some() || self.sent.len() == self.steps.len() {
                 return true;
             }
             let end = self.steps.len().min(self.sent.len() + netlink::BATCH);
@@ -368,7 +367,7 @@ impl Undoing {
     /// failed (steps never sent after a failure included).
     pub fn finish(self, k: &mut Kernel) -> Vec<String> {
         let Undoing { steps, sent, batches, .. } = self;
-        let mut results = undo_outcomes(&sent, batches.finish());
+        let mut results = undo_outcomes(&sent, batches);
         let last = results.iter().rev().find_map(|r| r.clone().err()).unwrap_or_default();
         results.resize(steps.len(), Err(last));
         let (finished, failed): (Vec<_>, Vec<_>) = steps.iter().zip(results).partition(|(_, r)| r.is_ok());

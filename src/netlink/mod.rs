@@ -165,15 +165,23 @@ impl Pending {
 /// when the transport failed).
 pub type Outcome = Option<StdResult<bool, NlError>>;
 
-/// What became of a run of requests: the requests, one outcome per
-/// request, and the transport failure that ended the run early, if any.
-pub struct Done {
-    pub reqs: Vec<Req>,
+/// Requests that go to the kernel a batch at a time: each `advance` reads
+/// the answers of the batch in flight, if they are there, and sends the
+/// next of those pushed so far. The loop advances a large change between
+/// other calls this way; a small one runs to the end at once (`transact`).
+/// Once done, it tells what became of them: one outcome per request
+/// answered so far (`out`), and the transport failure that ended the run
+/// early, if any.
+#[derive(Default)]
+pub struct Batches {
+    reqs: Vec<Req>,
+    sent: usize,
+    inflight: Option<Pending>,
     pub out: Vec<Outcome>,
     pub failure: Option<Error>,
 }
 
-impl Done {
+impl Batches {
     /// The kernel's refusal of request `i`, named after the request.
     pub fn error(&self, i: usize) -> Option<Error> {
         match self.out.get(i)? {
@@ -181,22 +189,7 @@ impl Done {
             _ => None,
         }
     }
-}
 
-/// Requests that go to the kernel a batch at a time: each `advance` reads
-/// the answers of the batch in flight, if they are there, and sends the
-/// next of those pushed so far. The loop advances a large change between
-/// other calls this way; a small one runs to the end at once (`transact`).
-#[derive(Default)]
-pub struct Batches {
-    reqs: Vec<Req>,
-    sent: usize,
-    inflight: Option<Pending>,
-    out: Vec<Outcome>,
-    failure: Option<Error>,
-}
-
-impl Batches {
     /// More requests, sent after the ones before them.
     pub fn push(&mut self, more: Vec<Req>) {
         self.reqs.extend(more);
@@ -263,14 +256,6 @@ impl Batches {
         if let Err(e) = sock.expect_answer() {
             self.collect(Some(e));
         }
-    }
-
-    pub fn failed(&self) -> bool {
-        self.failure.is_some()
-    }
-
-    pub fn finish(self) -> Done {
-        Done { reqs: self.reqs, out: self.out, failure: self.failure }
     }
 }
 
@@ -411,12 +396,12 @@ impl Socket {
     /// outcome per request, in order. A transport failure keeps what is
     /// known: `None` where the kernel may or may not have acted (the batch
     /// in flight when the failure came), `Ok(false)` for requests never sent.
-    pub fn transact(&mut self, reqs: Vec<Req>) -> Done {
+    pub fn transact(&mut self, reqs: Vec<Req>) -> Batches {
         let mut b = Batches { reqs, ..Default::default() };
         while !b.advance(self, |_| {}) {
             b.expect_answer(self);
         }
-        b.finish()
+        b
     }
 
     /// One request that must succeed; true if it changed the kernel.
