@@ -53,20 +53,17 @@ pub struct Req {
 }
 
 pub enum What {
-    AddRoute(route::Route),
-    DelRoute(route::Route),
-    AddAddr(addr::Addr),
-    DelAddr(addr::Addr),
+    /// "add" or "delete", and what.
+    Route(&'static str, route::Route),
+    Addr(&'static str, addr::Addr),
     Text(String),
 }
 
 impl std::fmt::Display for What {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            What::AddRoute(r) => write!(f, "add route {r}"),
-            What::DelRoute(r) => write!(f, "delete route {r}"),
-            What::AddAddr(a) => write!(f, "add address {}/{} on #{}", a.addr, a.prefix, a.ifindex),
-            What::DelAddr(a) => write!(f, "delete address {}/{} on #{}", a.addr, a.prefix, a.ifindex),
+            What::Route(verb, r) => write!(f, "{verb} route {r}"),
+            What::Addr(verb, a) => write!(f, "{verb} address {}/{} on #{}", a.addr, a.prefix, a.ifindex),
             What::Text(t) => f.write_str(t),
         }
     }

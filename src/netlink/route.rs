@@ -98,11 +98,11 @@ fn encode_route(ty: u16, flags: u16, r: &Route) -> Vec<u8> {
 
 pub fn add(r: &Route) -> Req {
     let bytes = encode_route(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, r);
-    Req { bytes, ok_errnos: OK_ADD, what: What::AddRoute(r.clone()) }
+    Req { bytes, ok_errnos: OK_ADD, what: What::Route("add", r.clone()) }
 }
 
 pub fn del(r: &Route) -> Req {
-    Req { bytes: encode_route(RTM_DELROUTE, 0, r), ok_errnos: OK_DEL, what: What::DelRoute(r.clone()) }
+    Req { bytes: encode_route(RTM_DELROUTE, 0, r), ok_errnos: OK_DEL, what: What::Route("delete", r.clone()) }
 }
 
 /// A dump of all routes, both families.
