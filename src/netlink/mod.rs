@@ -512,7 +512,8 @@ pub fn set_ack(bytes: &mut [u8], ack: bool) {
 }
 
 /// The attributes in `b` as (type without flag bits, payload), up to the
-/// first malformed one.
+/// first malformed one (for tests and fuzzing: the parsers read `attr::Attr`s).
+#[cfg(any(test, feature = "fuzz"))]
 pub fn attrs(b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     attr::attrs(b).map_while(StdResult::ok).map(|a| (a.kind(), a.payload()))
 }

@@ -4,7 +4,7 @@
 
 use libc::{RTM_DELRULE, RTM_GETRULE, RTM_NEWRULE};
 
-use super::attr::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use super::attr::{self, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use super::{encode, Req, What, OK_ADD, OK_DEL};
 
 /// include/uapi/linux/fib_rules.h
@@ -76,18 +76,18 @@ pub fn dump_request(ipv6: bool) -> Vec<u8> {
 /// Parses an RTM_NEWRULE payload into a `Rule` if it is one of ours
 /// (protocol `proto`).
 pub fn parse_ours(payload: &[u8], proto: u8) -> Option<Rule> {
-    if payload.len() < 12 {
+    // struct fib_rule_hdr (see `fib_rule_hdr`), then the attributes.
+    let [family, _, _, _, table, _, _, _, _, _, _, _, attrs @ ..] = payload else {
         return None;
-    }
-    let ipv6 = payload[0] as i32 == libc::AF_INET6;
-    let mut r = Rule { ipv6, priority: 0, fwmark: 0, table: payload[4] as u32, protocol: 0 };
-    for (t, p) in super::attrs(&payload[12..]) {
-        let u = |p: &[u8]| p.try_into().ok().map(u32::from_ne_bytes);
-        match t {
-            FRA_PRIORITY => r.priority = u(p)?,
-            FRA_FWMARK => r.fwmark = u(p)?,
-            FRA_TABLE => r.table = u(p)?,
-            FRA_PROTOCOL => r.protocol = *p.first()?,
+    };
+    let ipv6 = i32::from(*family) == libc::AF_INET6;
+    let mut r = Rule { ipv6, priority: 0, fwmark: 0, table: u32::from(*table), protocol: 0 };
+    for a in attr::attrs(attrs).map_while(Result::ok) {
+        match a.kind() {
+            FRA_PRIORITY => r.priority = a.u32().ok()?,
+            FRA_FWMARK => r.fwmark = a.u32().ok()?,
+            FRA_TABLE => r.table = a.u32().ok()?,
+            FRA_PROTOCOL => r.protocol = *a.payload().first()?,
             _ => {}
         }
     }
