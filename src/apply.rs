@@ -25,16 +25,6 @@ impl Kernel {
     pub fn open() -> Result<Self> {
         Ok(Kernel { rtnl: Socket::open()?, ops: Socket::open()?, wal: Wal::memory(), shared: Shared::default() })
     }
-
-    /// The socket for a pending operation's batches (`paced`) or for
-    /// requests answered at once.
-    fn sock(&mut self, paced: bool) -> &mut Socket {
-        if paced {
-            &mut self.ops
-        } else {
-            &mut self.rtnl
-        }
-    }
 }
 
 fn request(c: &Change) -> (Req, Undo) {
@@ -145,7 +135,7 @@ impl Applying {
                     routes.extend(netlink::route::parse(m.payload));
                 }
             };
-            if !self.batches.advance(k.sock(paced), read_back) {
+            if !self.batches.advance(if paced { &mut k.ops } else { &mut k.rtnl }, read_back) {
                 return false;
             }
             if self.batches.failure.is_some() || self.refused.is_some() || self.after.is_some() {
@@ -346,9 +336,12 @@ impl Undoing {
         }
     }
 
+    /// Reads the answers of the batch in flight, then makes the next
+    /// batch's requests and sends it (on `k.ops` if `paced`). True when all
+    /// is answered.
     fn step(&mut self, k: &mut Kernel, paced: bool) -> bool {
         loop {
-            if !self.batches.advance(k.sock(paced), |_| {}) {
+            if !self.batches.advance(if paced { &mut k.ops } else { &mut k.rtnl }, |_| {}) {
                 return false;
             }
             if self.batches.failure.is_some() || self.sent.len() == self.steps.len() {

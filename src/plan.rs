@@ -218,13 +218,12 @@ fn same_way(k: &KernelRoute, wanted: &Route, shared: bool) -> bool {
 /// is missing. Longer prefixes inside a network are the kernel's ordinary
 /// longest-match rule and do not count. One sorted-map lookup per route of either input.
 pub fn check(changes: &[Change], table: &[KernelRoute], applied: bool) -> Result<(), Misroute> {
-    type Key = (u32, IpNetwork);
     let wanted: Vec<(&Route, bool)> =
         changes.iter().filter_map(|c| Some((c.route()?, matches!(c, Change::SharedRoute(_))))).collect();
     if wanted.is_empty() {
         return Ok(());
     }
-    let mut by_prefix: std::collections::BTreeMap<Key, Vec<&KernelRoute>> = Default::default();
+    let mut by_prefix: std::collections::BTreeMap<(u32, IpNetwork), Vec<&KernelRoute>> = Default::default();
     for (r, _) in &wanted {
         let (t, dst, _) = r.key();
         by_prefix.entry((t, dst)).or_default();

@@ -347,6 +347,7 @@ impl<'a> Attr<'a> {
     }
 
     /// Returns a u8 payload; the length must be exactly 1.
+    #[cfg(any(test, feature = "fuzz"))]
     pub fn u8(&self) -> Result<u8, AttrError> {
         Ok(self.array::<1>()?[0])
     }
@@ -372,7 +373,7 @@ impl<'a> Attr<'a> {
     /// module versions put a field as u8 or u16 that the spec calls u32.
     pub fn uint(&self) -> Result<u64, AttrError> {
         match self.payload.len() {
-            1 => self.u8().map(u64::from),
+            1 => Ok(u64::from(self.array::<1>()?[0])),
             2 => self.u16().map(u64::from),
             4 => self.u32().map(u64::from),
             8 => Ok(u64::from_ne_bytes(self.array()?)),
