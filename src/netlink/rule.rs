@@ -25,22 +25,6 @@ pub struct Rule {
     pub protocol: u8,
 }
 
-impl Rule {
-    pub fn to_line(&self) -> String {
-        let v = if self.ipv6 { 6 } else { 4 };
-        format!("rule {v} {} {} {} {}", self.priority, self.fwmark, self.table, self.protocol)
-    }
-
-    /// Parses the fields of a `to_line` line (already split on spaces).
-    pub fn parse(f: &[&str]) -> Option<Rule> {
-        let ["rule", fam @ ("4" | "6"), prio, mark, table, proto] = f else {
-            return None;
-        };
-        let (priority, fwmark, table) = (prio.parse().ok()?, mark.parse().ok()?, table.parse().ok()?);
-        Some(Rule { ipv6: *fam == "6", priority, fwmark, table, protocol: proto.parse().ok()? })
-    }
-}
-
 /// `struct fib_rule_hdr`: family, dst_len, src_len, tos, table (below 256;
 /// else FRA_TABLE says which), two reserved bytes, action, flags.
 fn fib_rule_hdr(ipv6: bool, table: u32, action: u8) -> [u8; 12] {
@@ -105,6 +89,8 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([b[4], b[5]]), libc::RTM_NEWRULE);
         assert_eq!(parse_ours(&b[16..], 79), Some(r.clone()));
         assert_eq!(parse_ours(&b[16..], 3), None);
-        assert_eq!(Rule::parse(&r.to_line().split(' ').collect::<Vec<_>>()), Some(r));
+        // The journal's line for its undo reads back as the same rule.
+        let u = crate::journal::Undo::DelRule(r);
+        assert_eq!(crate::journal::Undo::parse(&u.to_line()), Some(u));
     }
 }
