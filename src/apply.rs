@@ -402,12 +402,11 @@ pub fn reroute(k: &mut Kernel, moves: Vec<Move>) -> Vec<Move> {
                 done.push(entry.id);
                 done.extend(k.shared.forget(&m.old).map(|e| e.id));
             }
-            other => {
-                if let Some(Err(e)) = other {
-                    log::warn!("{}", e.into_error(format!("moving route {} to {}", m.old, m.new)));
-                }
+            Some(Err(e)) => {
+                log::warn!("{}", e.into_error(format!("moving route {} to {}", m.old, m.new)));
                 done.push(entry.id);
             }
+            _ => done.push(entry.id),
         }
     }
     k.wal.done(done);
