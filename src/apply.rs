@@ -85,8 +85,6 @@ pub struct Applying {
     entries: Vec<Entry>,
     /// The changes' requests, then the dump that reads the table back.
     batches: Batches,
-    /// The journal file refused an entry: nothing more is sent.
-    refused: Option<Error>,
     /// The route table read back once every change is answered (Some
     /// from when its dump is pushed).
     after: Option<Vec<KernelRoute>>,
@@ -99,17 +97,7 @@ pub fn start(k: &Kernel, changes: Vec<Change>, holder: Holder, before: Vec<Kerne
     plan::check(&changes, &before, false).map_err(|m| misroute_error(&m))?;
     let (again, send): (Vec<usize>, Vec<usize>) =
         (0..changes.len()).partition(|&i| matches!(&changes[i], Change::SharedRoute(r) if k.shared.contains(r)));
-    Ok(Applying {
-        changes,
-        send,
-        again,
-        entries: Vec::new(),
-        batches: Default::default(),
-        refused: None,
-        after: None,
-        before,
-        holder,
-    })
+    Ok(Applying { changes, send, again, entries: Vec::new(), batches: Default::default(), after: None, before, holder })
 }
 
 impl Applying {
@@ -138,7 +126,7 @@ impl Applying {
             if !self.batches.advance(if paced { &mut k.ops } else { &mut k.rtnl }, read_back) {
                 return false;
             }
-            if self.batches.failure.is_some() || self.refused.is_some() || self.after.is_some() {
+            if self.batches.failure.is_some() || self.after.is_some() {
                 return true;
             }
             let next = self.entries.len();
@@ -161,7 +149,8 @@ impl Applying {
                     self.entries.extend(entries);
                     self.batches.push(reqs);
                 }
-                Err(e) => self.refused = Some(e),
+                // The journal file refused an entry: nothing more is sent.
+                Err(e) => self.batches.fail(e),
             }
         }
     }
@@ -169,8 +158,8 @@ impl Applying {
     /// Checks the table read back and keeps what the kernel made (a
     /// device's own changes in `journal`), or undoes all of it on any failure.
     pub fn finish(self, k: &mut Kernel, journal: &mut Journal) -> Result<()> {
-        let Applying { changes, send, again, entries, batches: mut done, refused, after, before, holder } = self;
-        let mut failure = done.failure.take().or(refused);
+        let Applying { changes, send, again, entries, batches: mut done, after, before, holder } = self;
+        let mut failure = done.failure.take();
         let (mut made, mut not_ours): (Vec<(&Change, Entry)>, Vec<u64>) = (Vec::new(), Vec::new());
         for (j, ((res, entry), &i)) in done.out.iter().zip(entries).zip(&send).enumerate() {
             let c = &changes[i];

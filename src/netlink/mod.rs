@@ -167,8 +167,8 @@ pub type Outcome = Option<StdResult<bool, NlError>>;
 /// next of those pushed so far. The loop advances a large change between
 /// other calls this way; a small one runs to the end at once (`transact`).
 /// Once done, it tells what became of them: one outcome per request
-/// answered so far (`out`), and the transport failure that ended the run
-/// early, if any.
+/// answered so far (`out`), and the failure that ended the run early, if
+/// any.
 #[derive(Default)]
 pub struct Batches {
     reqs: Vec<Req>,
@@ -241,9 +241,10 @@ impl Batches {
         }
     }
 
-    /// Requests not sent count as not made: the kernel handles a datagram
-    /// inside sendmsg, so a failed send was not handled at all.
-    fn fail(&mut self, e: Error) {
+    /// Ends the run with `e` (a failed send, or the caller's reason to send
+    /// no more). Requests not sent count as not made: the kernel handles a
+    /// datagram inside sendmsg, so a failed send was not handled at all.
+    pub fn fail(&mut self, e: Error) {
         self.out.resize(self.reqs.len(), Some(Ok(false)));
         self.failure = Some(e);
     }
