@@ -216,9 +216,6 @@ fn same_way(k: &KernelRoute, wanted: &Route, shared: bool) -> bool {
 pub fn check(changes: &[Change], table: &[KernelRoute], applied: bool) -> Result<(), Misroute> {
     let wanted: Vec<(&Route, bool)> =
         changes.iter().filter_map(|c| Some((c.route()?, matches!(c, Change::SharedRoute(_))))).collect();
-    if wanted.is_empty() {
-        return Ok(());
-    }
     let mut by_prefix: std::collections::BTreeMap<(u32, IpNetwork), Vec<&KernelRoute>> = Default::default();
     for (r, _) in &wanted {
         let (t, dst, _) = r.key();
