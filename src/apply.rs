@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::journal::{Entry, Journal, Undo, Wal};
 use crate::netlink::route::KernelRoute;
-use crate::netlink::{self, Done, Req, Socket, What, RTPROT_OVPN_NETCFGD};
+use crate::netlink::{self, Batches, Req, Socket, What, RTPROT_OVPN_NETCFGD};
 use crate::plan::{self, Change, Misroute, Move};
 use crate::shared::{Holder, Shared};
 
@@ -24,16 +24,6 @@ pub struct Kernel {
 impl Kernel {
     pub fn open() -> Result<Self> {
         Ok(Kernel { rtnl: Socket::open()?, ops: Socket::open()?, wal: Wal::memory(), shared: Shared::default() })
-    }
-
-    /// The socket for a pending operation's batches (`paced`) or for
-    /// requests answered at once.
-    fn sock(&mut self, paced: bool) -> &mut Socket {
-        if paced {
-            &mut self.ops
-        } else {
-            &mut self.rtnl
-        }
     }
 }
 
@@ -94,9 +84,7 @@ pub struct Applying {
     again: Vec<usize>,
     entries: Vec<Entry>,
     /// The changes' requests, then the dump that reads the table back.
-    batches: netlink::Batches,
-    /// The journal file refused an entry: nothing more is sent.
-    refused: Option<Error>,
+    batches: Batches,
     /// The route table read back once every change is answered (Some
     /// from when its dump is pushed).
     after: Option<Vec<KernelRoute>>,
@@ -109,17 +97,7 @@ pub fn start(k: &Kernel, changes: Vec<Change>, holder: Holder, before: Vec<Kerne
     plan::check(&changes, &before, false).map_err(|m| misroute_error(&m))?;
     let (again, send): (Vec<usize>, Vec<usize>) =
         (0..changes.len()).partition(|&i| matches!(&changes[i], Change::SharedRoute(r) if k.shared.contains(r)));
-    Ok(Applying {
-        changes,
-        send,
-        again,
-        entries: Vec::new(),
-        batches: Default::default(),
-        refused: None,
-        after: None,
-        before,
-        holder,
-    })
+    Ok(Applying { changes, send, again, entries: Vec::new(), batches: Default::default(), after: None, before, holder })
 }
 
 impl Applying {
@@ -145,10 +123,10 @@ impl Applying {
                     routes.extend(netlink::route::parse(m.payload));
                 }
             };
-            if !self.batches.advance(k.sock(paced), read_back) {
+            if !self.batches.advance(if paced { &mut k.ops } else { &mut k.rtnl }, read_back) {
                 return false;
             }
-            if self.batches.failed() || self.refused.is_some() || self.after.is_some() {
+            if self.batches.failure.is_some() || self.after.is_some() {
                 return true;
             }
             let next = self.entries.len();
@@ -171,7 +149,8 @@ impl Applying {
                     self.entries.extend(entries);
                     self.batches.push(reqs);
                 }
-                Err(e) => self.refused = Some(e),
+                // The journal file refused an entry: nothing more is sent.
+                Err(e) => self.batches.fail(e),
             }
         }
     }
@@ -179,9 +158,8 @@ impl Applying {
     /// Checks the table read back and keeps what the kernel made (a
     /// device's own changes in `journal`), or undoes all of it on any failure.
     pub fn finish(self, k: &mut Kernel, journal: &mut Journal) -> Result<()> {
-        let Applying { changes, send, again, entries, batches, refused, after, before, holder } = self;
-        let mut done = batches.finish();
-        let mut failure = done.failure.take().or(refused);
+        let Applying { changes, send, again, entries, batches: mut done, after, before, holder } = self;
+        let mut failure = done.failure.take();
         let (mut made, mut not_ours): (Vec<(&Change, Entry)>, Vec<u64>) = (Vec::new(), Vec::new());
         for (j, ((res, entry), &i)) in done.out.iter().zip(entries).zip(&send).enumerate() {
             let c = &changes[i];
@@ -291,7 +269,7 @@ fn undo_requests<'a>(rtnl: &mut Socket, steps: impl Iterator<Item = &'a Undo>) -
 
 /// Per undo step: Ok (done, or nothing to undo) or the failure text. If
 /// the transport failed, every step sent fails (it is retried later).
-fn undo_outcomes(sent: &[Option<usize>], done: Done) -> Vec<std::result::Result<(), String>> {
+fn undo_outcomes(sent: &[Option<usize>], done: Batches) -> Vec<std::result::Result<(), String>> {
     let outcome = |j: usize| match &done.failure {
         Some(e) => Err(e.to_string()),
         None => done.error(j).map_or(Ok(()), |e| Err(e.to_string())),
@@ -302,7 +280,7 @@ fn undo_outcomes(sent: &[Option<usize>], done: Done) -> Vec<std::result::Result<
 /// The kind of the link called `name`; None if there is no such link.
 fn link_kind(rtnl: &mut Socket, name: &str) -> Option<String> {
     let msgs = rtnl.dump(netlink::link::get_by_name(name), libc::RTM_NEWLINK).ok()?;
-    msgs.iter().find_map(|p| netlink::link::parse_kind(p)).map(|(_, k)| k)
+    msgs.iter().find_map(|p| netlink::link::parse_info(p)).map(|l| l.kind)
 }
 
 /// Runs undo steps in the given order, best effort; returns what failed.
@@ -321,7 +299,7 @@ pub struct Undoing {
     /// Per step made into a request so far: its index in `batches`.
     sent: Vec<Option<usize>>,
     pushed: usize,
-    batches: netlink::Batches,
+    batches: Batches,
 }
 
 pub fn undo_start(steps: Vec<Entry>) -> Undoing {
@@ -347,12 +325,15 @@ impl Undoing {
         }
     }
 
+    /// Reads the answers of the batch in flight, then makes the next
+    /// batch's requests and sends it (on `k.ops` if `paced`). True when all
+    /// is answered.
     fn step(&mut self, k: &mut Kernel, paced: bool) -> bool {
         loop {
-            if !self.batches.advance(k.sock(paced), |_| {}) {
+            if !self.batches.advance(if paced { &mut k.ops } else { &mut k.rtnl }, |_| {}) {
                 return false;
             }
-            if self.batches.failed() || self.sent.len() == self.steps.len() {
+            if self.batches.failure.is_some() || self.sent.len() == self.steps.len() {
                 return true;
             }
             let end = self.steps.len().min(self.sent.len() + netlink::BATCH);
@@ -368,7 +349,7 @@ impl Undoing {
     /// failed (steps never sent after a failure included).
     pub fn finish(self, k: &mut Kernel) -> Vec<String> {
         let Undoing { steps, sent, batches, .. } = self;
-        let mut results = undo_outcomes(&sent, batches.finish());
+        let mut results = undo_outcomes(&sent, batches);
         let last = results.iter().rev().find_map(|r| r.clone().err()).unwrap_or_default();
         results.resize(steps.len(), Err(last));
         let (finished, failed): (Vec<_>, Vec<_>) = steps.iter().zip(results).partition(|(_, r)| r.is_ok());
@@ -410,12 +391,11 @@ pub fn reroute(k: &mut Kernel, moves: Vec<Move>) -> Vec<Move> {
                 done.push(entry.id);
                 done.extend(k.shared.forget(&m.old).map(|e| e.id));
             }
-            other => {
-                if let Some(Err(e)) = other {
-                    log::warn!("{}", e.into_error(format!("moving route {} to {}", m.old, m.new)));
-                }
+            Some(Err(e)) => {
+                log::warn!("{}", e.into_error(format!("moving route {} to {}", m.old, m.new)));
                 done.push(entry.id);
             }
+            _ => done.push(entry.id),
         }
     }
     k.wal.done(done);

@@ -106,13 +106,11 @@ impl Device {
     pub fn establish_plan(
         &mut self,
         k: &mut Kernel,
-        l: Linked,
+        Linked { link, routes }: Linked,
         ignore: &[u32],
         redirect: bool,
     ) -> Result<Establishing> {
-        let Linked { link, routes } = l;
-        let mut ignore = ignore.to_vec();
-        ignore.push(link.ifindex);
+        let ignore = [ignore, &[link.ifindex]].concat();
         let mut plan = plan::plan(&self.settings, link.ifindex, &Host { routes: &routes, ignore: &ignore, redirect });
         let changes = std::mem::take(&mut plan.changes);
         match apply::start(k, changes, self.holder(), routes) {
@@ -126,9 +124,8 @@ impl Device {
     pub fn establish_commit(
         &mut self,
         k: &mut Kernel,
-        e: Establishing,
+        Establishing { applying, mut link, plan }: Establishing,
     ) -> Result<(Option<OwnedFd>, Vec<Notice>, Vec<String>)> {
-        let Establishing { applying, mut link, plan } = e;
         if let Err(e) = applying.finish(k, &mut link.journal) {
             return Err(self.establish_failed(k, link, e));
         }
@@ -136,9 +133,7 @@ impl Device {
             log::warn!("{}: removing the previous device: {f}", self.path);
         }
         // Oldest first, after what the journal already holds (a DCO netdev).
-        for e in link.journal.take_all().into_iter().rev() {
-            self.journal.push(e);
-        }
+        self.restore(link.journal.take_all());
         self.link = Some((link.ifindex, link.name.clone()));
         self.name = link.name;
         self.active = true;

@@ -30,7 +30,7 @@ impl Event {
 }
 
 /// IPADDR_* details: ip_version, ip_address, prefix (deprecated) and prefix_size.
-pub fn addr(kind: u32, a: &std::net::IpAddr, prefix: u8) -> Event {
+pub fn addr(kind: u32, &(a, prefix): &(std::net::IpAddr, u8)) -> Event {
     Event::new(kind)
         .with("ip_version", if a.is_ipv4() { "4" } else { "6" })
         .with("ip_address", a)

@@ -46,9 +46,8 @@ pub fn fuzz_rtnl(data: &[u8]) {
     if let Some(rule) = netlink::rule::parse_ours(payload, netlink::RTPROT_OVPN_NETCFGD) {
         assert_eq!(rule.protocol, netlink::RTPROT_OVPN_NETCFGD);
         // What the journal would write back parses to the same rule.
-        let line = rule.to_line();
-        let f: Vec<&str> = line.split(' ').collect();
-        assert_eq!(netlink::rule::Rule::parse(&f), Some(rule));
+        let u = crate::journal::Undo::DelRule(rule);
+        assert_eq!(crate::journal::Undo::parse(&u.to_line()), Some(u));
     }
     if let Some((_, kind)) = netlink::link::parse_kind(payload) {
         assert!(!kind.contains('\0') && kind.len() <= payload.len() * 3);

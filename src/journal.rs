@@ -80,7 +80,13 @@ impl Undo {
                 addr: addr.parse().ok()?,
                 prefix: prefix.parse().ok()?,
             }),
-            ["rule", ..] => Undo::DelRule(Rule::parse(&f)?),
+            ["rule", v @ ("4" | "6"), priority, fwmark, table, proto] => Undo::DelRule(Rule {
+                ipv6: *v == "6",
+                priority: priority.parse().ok()?,
+                fwmark: fwmark.parse().ok()?,
+                table: table.parse().ok()?,
+                protocol: proto.parse().ok()?,
+            }),
             ["down", ifindex] => Undo::LinkDown { ifindex: ifindex.parse().ok()? },
             ["link", ifindex, name] if !name.is_empty() && name.len() < 16 => {
                 Undo::DelLink { ifindex: ifindex.parse().ok()?, name: name.to_string() }
@@ -103,7 +109,9 @@ impl fmt::Display for Undo {
                 write!(f, "route {dst} {} {oif} {} {table} {protocol} {}", Dash(*g), Dash(*m), *onlink as u8)
             }
             Undo::DelAddr(a) => write!(f, "addr {} {} {}", a.ifindex, a.addr, a.prefix),
-            Undo::DelRule(r) => f.write_str(&r.to_line()),
+            Undo::DelRule(Rule { ipv6, priority, fwmark, table, protocol }) => {
+                write!(f, "rule {} {priority} {fwmark} {table} {protocol}", if *ipv6 { 6 } else { 4 })
+            }
             Undo::LinkDown { ifindex } => write!(f, "down {ifindex}"),
             Undo::DelLink { ifindex, name } => write!(f, "link {ifindex} {name}"),
             Undo::DelNewLink { name, kind } => write!(f, "newlink {kind} {name}"),

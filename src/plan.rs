@@ -110,21 +110,20 @@ impl Notice {
     /// Its event `i` (< `len`), made only when it is about to be sent:
     /// 10k routes would otherwise mean 50k formatted strings at once.
     pub fn event(&self, i: usize) -> Event {
-        let addr = |kind, (ip, prefix): &(IpAddr, u8)| events::addr(kind, ip, *prefix);
         let route = |kind, (net, gw): &(IpNetwork, Option<IpAddr>)| events::route(kind, net, gw.as_ref());
         let (Notice::Added(a) | Notice::Removed(a)) = self;
         let (na, nr) = (a.addrs.len(), a.routes.len());
         match self {
             Notice::Added(_) => match i {
                 0 => Event::new(events::DEVICE_ADDED),
-                i if i <= na => addr(events::IPADDR_ADDED, &a.addrs[i - 1]),
+                i if i <= na => events::addr(events::IPADDR_ADDED, &a.addrs[i - 1]),
                 i if i <= na + nr => route(events::ROUTE_ADDED, &a.routes[i - 1 - na]),
                 i => route(events::ROUTE_EXCLUDED, &a.excluded[i - 1 - na - nr]),
             },
             // ROUTE_REMOVED names no gateway (`events::route`).
             Notice::Removed(_) => match i {
                 i if i < nr => route(events::ROUTE_REMOVED, &a.routes[nr - 1 - i]),
-                i if i < nr + na => addr(events::IPADDR_REMOVED, &a.addrs[nr + na - 1 - i]),
+                i if i < nr + na => events::addr(events::IPADDR_REMOVED, &a.addrs[nr + na - 1 - i]),
                 _ => Event::new(events::DEVICE_REMOVED),
             },
         }
@@ -150,17 +149,10 @@ fn gateway_for(s: &Settings, v6: bool) -> Option<IpAddr> {
 /// Builds the plan for configuring `ifindex` from `s`.
 pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     let mut p = Plan::default();
-    // Duplicate requests collapse (a sorted set keeps this n log n for 10k networks).
-    let mut seen = std::collections::BTreeSet::new();
     let txqlen = (s.txqueuelen > 0).then_some(s.txqueuelen as u32);
     p.changes.push(Change::Link { ifindex, mtu: s.mtu as u32, txqlen });
-    let mut push = |p: &mut Plan, c: Change| {
-        if seen.insert(c.clone()) {
-            p.changes.push(c);
-        }
-    };
     for a in &s.addrs {
-        push(&mut p, Change::Addr(Addr { ifindex, addr: a.addr, prefix: a.prefix }));
+        p.changes.push(Change::Addr(Addr { ifindex, addr: a.addr, prefix: a.prefix }));
         p.announce.addrs.push((a.addr, a.prefix));
     }
     let tunnel_route = |dst: IpNetwork, metric: Option<u32>| Route {
@@ -175,22 +167,26 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     for n in s.networks.iter().filter(|n| !n.exclude) {
         let r = tunnel_route(n.net, n.metric);
         p.announce.routes.push((n.net, r.gateway));
-        push(&mut p, Change::Route(r));
+        p.changes.push(Change::Route(r));
     }
     let splits = [(s.reroute_ipv4, ["0.0.0.0/1", "128.0.0.0/1"]), (s.reroute_ipv6, ["::/1", "8000::/1"])];
     for d in splits.into_iter().filter(|(on, _)| *on && host.redirect).flat_map(|(_, d)| d) {
-        push(&mut p, Change::Route(tunnel_route(d.parse().expect("constant"), None)));
+        p.changes.push(Change::Route(tunnel_route(d.parse().expect("constant"), None)));
     }
     for n in s.networks.iter().filter(|n| n.exclude) {
         match best_route(host.routes, n.net.network(), host.ignore) {
             Some((gateway, oif)) => {
                 let r = Route { gateway, oif, onlink: false, ..tunnel_route(n.net, n.metric) };
                 p.announce.excluded.push((n.net, gateway));
-                push(&mut p, Change::SharedRoute(r));
+                p.changes.push(Change::SharedRoute(r));
             }
             None => p.notes.push(format!("no host route for excluded network {}; not installed", n.net)),
         }
     }
+    // Duplicate requests collapse, the first one kept (a sorted set keeps
+    // this n log n for 10k networks).
+    let mut seen = std::collections::BTreeSet::new();
+    p.changes.retain(|c| seen.insert(c.clone()));
     p
 }
 
@@ -218,13 +214,9 @@ fn same_way(k: &KernelRoute, wanted: &Route, shared: bool) -> bool {
 /// is missing. Longer prefixes inside a network are the kernel's ordinary
 /// longest-match rule and do not count. One sorted-map lookup per route of either input.
 pub fn check(changes: &[Change], table: &[KernelRoute], applied: bool) -> Result<(), Misroute> {
-    type Key = (u32, IpNetwork);
     let wanted: Vec<(&Route, bool)> =
         changes.iter().filter_map(|c| Some((c.route()?, matches!(c, Change::SharedRoute(_))))).collect();
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    let mut by_prefix: std::collections::BTreeMap<Key, Vec<&KernelRoute>> = Default::default();
+    let mut by_prefix: std::collections::BTreeMap<(u32, IpNetwork), Vec<&KernelRoute>> = Default::default();
     for (r, _) in &wanted {
         let (t, dst, _) = r.key();
         by_prefix.entry((t, dst)).or_default();

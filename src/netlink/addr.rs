@@ -36,11 +36,11 @@ fn encode_addr(ty: u16, flags: u16, a: &Addr) -> Vec<u8> {
 
 pub fn add(a: &Addr) -> Req {
     let bytes = encode_addr(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, a);
-    Req { bytes, ok_errnos: OK_ADD, what: What::AddAddr(a.clone()) }
+    Req { bytes, ok_errnos: OK_ADD, what: What::Addr("add", a.clone()) }
 }
 
 pub fn del(a: &Addr) -> Req {
-    Req { bytes: encode_addr(RTM_DELADDR, 0, a), ok_errnos: OK_DEL, what: What::DelAddr(a.clone()) }
+    Req { bytes: encode_addr(RTM_DELADDR, 0, a), ok_errnos: OK_DEL, what: What::Addr("delete", a.clone()) }
 }
 
 #[cfg(test)]

@@ -182,41 +182,6 @@ impl NlMsg {
         &mut self.buf
     }
 
-    /// Returns the whole message, headers included.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf
-    }
-
-    /// Returns the message length in bytes.
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Returns false: a message always holds at least its headers.
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// Returns `nlmsg_type`.
-    pub fn nlmsg_type(&self) -> u16 {
-        u16::from_ne_bytes([self.buf[4], self.buf[5]])
-    }
-
-    /// Returns `nlmsg_flags`.
-    pub fn flags(&self) -> u16 {
-        u16::from_ne_bytes([self.buf[6], self.buf[7]])
-    }
-
-    /// Replaces `nlmsg_flags`.
-    pub fn set_flags(&mut self, flags: u16) {
-        self.buf[6..8].copy_from_slice(&flags.to_ne_bytes());
-    }
-
-    /// Returns `nlmsg_seq`.
-    pub fn seq(&self) -> u32 {
-        u32::from_ne_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]])
-    }
-
     /// Sets `nlmsg_seq`; the daemon matches replies on it.
     pub fn set_seq(&mut self, seq: u32) {
         self.buf[8..12].copy_from_slice(&seq.to_ne_bytes());
@@ -302,6 +267,46 @@ impl NlMsg {
     }
 }
 
+/// Header accessors for tests and fuzzing; the daemon only writes.
+#[cfg(any(test, feature = "fuzz"))]
+impl NlMsg {
+    /// Returns the whole message, headers included.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Returns the message length in bytes.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Returns false: a message always holds at least its headers.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Returns `nlmsg_type`.
+    pub fn nlmsg_type(&self) -> u16 {
+        u16::from_ne_bytes([self.buf[4], self.buf[5]])
+    }
+
+    /// Returns `nlmsg_flags`.
+    pub fn flags(&self) -> u16 {
+        u16::from_ne_bytes([self.buf[6], self.buf[7]])
+    }
+
+    /// Replaces `nlmsg_flags`.
+    pub fn set_flags(&mut self, flags: u16) {
+        self.buf[6..8].copy_from_slice(&flags.to_ne_bytes());
+    }
+
+    /// Returns `nlmsg_seq`.
+    pub fn seq(&self) -> u32 {
+        u32::from_ne_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]])
+    }
+}
+
+#[cfg(any(test, feature = "fuzz"))]
 impl fmt::Debug for NlMsg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The payload may hold cipher keys: print the header only.
@@ -342,6 +347,7 @@ impl<'a> Attr<'a> {
     }
 
     /// Returns a u8 payload; the length must be exactly 1.
+    #[cfg(any(test, feature = "fuzz"))]
     pub fn u8(&self) -> Result<u8, AttrError> {
         Ok(self.array::<1>()?[0])
     }
@@ -367,7 +373,7 @@ impl<'a> Attr<'a> {
     /// module versions put a field as u8 or u16 that the spec calls u32.
     pub fn uint(&self) -> Result<u64, AttrError> {
         match self.payload.len() {
-            1 => self.u8().map(u64::from),
+            1 => Ok(u64::from(self.array::<1>()?[0])),
             2 => self.u16().map(u64::from),
             4 => self.u32().map(u64::from),
             8 => Ok(u64::from_ne_bytes(self.array()?)),

@@ -3,7 +3,7 @@
 use libc::{IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MTU, IFLA_TXQLEN};
 use libc::{RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK};
 
-use super::attr::{AttrError, NlMsg, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use super::attr::{self, AttrError, NlMsg, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use super::{encode, Req, What, OK_DEL};
 
 /// `struct ifinfomsg` (family unspecified): index, flags, change mask.
@@ -110,13 +110,13 @@ fn c_string(v: &[u8]) -> String {
 pub fn parse_info(payload: &[u8]) -> Option<LinkInfo> {
     // struct ifinfomsg: family, pad, type (u16), index (i32), flags, change.
     let mut info = LinkInfo { index: u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?), ..Default::default() };
-    for (ty, v) in super::attrs(payload.get(16..)?) {
-        match ty {
-            libc::IFLA_IFNAME => info.name = c_string(v),
-            IFLA_IFALIAS => info.alias = c_string(v),
+    for a in attr::attrs(payload.get(16..)?).map_while(Result::ok) {
+        match a.kind() {
+            libc::IFLA_IFNAME => info.name = c_string(a.payload()),
+            IFLA_IFALIAS => info.alias = c_string(a.payload()),
             IFLA_LINKINFO => {
-                for (_, kind) in super::attrs(v).filter(|(t, _)| *t == IFLA_INFO_KIND) {
-                    info.kind = c_string(kind);
+                for kind in a.nested().map_while(Result::ok).filter(|k| k.kind() == IFLA_INFO_KIND) {
+                    info.kind = c_string(kind.payload());
                 }
             }
             _ => {}
@@ -126,6 +126,7 @@ pub fn parse_info(payload: &[u8]) -> Option<LinkInfo> {
 }
 
 /// Index and kind from an RTM_NEWLINK payload (see `parse_info`).
+#[cfg(any(test, feature = "fuzz"))]
 pub fn parse_kind(payload: &[u8]) -> Option<(u32, String)> {
     parse_info(payload).map(|l| (l.index, l.kind))
 }

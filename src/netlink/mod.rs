@@ -53,20 +53,17 @@ pub struct Req {
 }
 
 pub enum What {
-    AddRoute(route::Route),
-    DelRoute(route::Route),
-    AddAddr(addr::Addr),
-    DelAddr(addr::Addr),
+    /// "add" or "delete", and what.
+    Route(&'static str, route::Route),
+    Addr(&'static str, addr::Addr),
     Text(String),
 }
 
 impl std::fmt::Display for What {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            What::AddRoute(r) => write!(f, "add route {r}"),
-            What::DelRoute(r) => write!(f, "delete route {r}"),
-            What::AddAddr(a) => write!(f, "add address {}/{} on #{}", a.addr, a.prefix, a.ifindex),
-            What::DelAddr(a) => write!(f, "delete address {}/{} on #{}", a.addr, a.prefix, a.ifindex),
+            What::Route(verb, r) => write!(f, "{verb} route {r}"),
+            What::Addr(verb, a) => write!(f, "{verb} address {}/{} on #{}", a.addr, a.prefix, a.ifindex),
             What::Text(t) => f.write_str(t),
         }
     }
@@ -165,15 +162,23 @@ impl Pending {
 /// when the transport failed).
 pub type Outcome = Option<StdResult<bool, NlError>>;
 
-/// What became of a run of requests: the requests, one outcome per
-/// request, and the transport failure that ended the run early, if any.
-pub struct Done {
-    pub reqs: Vec<Req>,
+/// Requests that go to the kernel a batch at a time: each `advance` reads
+/// the answers of the batch in flight, if they are there, and sends the
+/// next of those pushed so far. The loop advances a large change between
+/// other calls this way; a small one runs to the end at once (`transact`).
+/// Once done, it tells what became of them: one outcome per request
+/// answered so far (`out`), and the failure that ended the run early, if
+/// any.
+#[derive(Default)]
+pub struct Batches {
+    reqs: Vec<Req>,
+    sent: usize,
+    inflight: Option<Pending>,
     pub out: Vec<Outcome>,
     pub failure: Option<Error>,
 }
 
-impl Done {
+impl Batches {
     /// The kernel's refusal of request `i`, named after the request.
     pub fn error(&self, i: usize) -> Option<Error> {
         match self.out.get(i)? {
@@ -181,22 +186,7 @@ impl Done {
             _ => None,
         }
     }
-}
 
-/// Requests that go to the kernel a batch at a time: each `advance` reads
-/// the answers of the batch in flight, if they are there, and sends the
-/// next of those pushed so far. The loop advances a large change between
-/// other calls this way; a small one runs to the end at once (`transact`).
-#[derive(Default)]
-pub struct Batches {
-    reqs: Vec<Req>,
-    sent: usize,
-    inflight: Option<Pending>,
-    out: Vec<Outcome>,
-    failure: Option<Error>,
-}
-
-impl Batches {
     /// More requests, sent after the ones before them.
     pub fn push(&mut self, more: Vec<Req>) {
         self.reqs.extend(more);
@@ -251,9 +241,10 @@ impl Batches {
         }
     }
 
-    /// Requests not sent count as not made: the kernel handles a datagram
-    /// inside sendmsg, so a failed send was not handled at all.
-    fn fail(&mut self, e: Error) {
+    /// Ends the run with `e` (a failed send, or the caller's reason to send
+    /// no more). Requests not sent count as not made: the kernel handles a
+    /// datagram inside sendmsg, so a failed send was not handled at all.
+    pub fn fail(&mut self, e: Error) {
         self.out.resize(self.reqs.len(), Some(Ok(false)));
         self.failure = Some(e);
     }
@@ -263,14 +254,6 @@ impl Batches {
         if let Err(e) = sock.expect_answer() {
             self.collect(Some(e));
         }
-    }
-
-    pub fn failed(&self) -> bool {
-        self.failure.is_some()
-    }
-
-    pub fn finish(self) -> Done {
-        Done { reqs: self.reqs, out: self.out, failure: self.failure }
     }
 }
 
@@ -411,12 +394,12 @@ impl Socket {
     /// outcome per request, in order. A transport failure keeps what is
     /// known: `None` where the kernel may or may not have acted (the batch
     /// in flight when the failure came), `Ok(false)` for requests never sent.
-    pub fn transact(&mut self, reqs: Vec<Req>) -> Done {
+    pub fn transact(&mut self, reqs: Vec<Req>) -> Batches {
         let mut b = Batches { reqs, ..Default::default() };
         while !b.advance(self, |_| {}) {
             b.expect_answer(self);
         }
-        b.finish()
+        b
     }
 
     /// One request that must succeed; true if it changed the kernel.
@@ -530,7 +513,8 @@ pub fn set_ack(bytes: &mut [u8], ack: bool) {
 }
 
 /// The attributes in `b` as (type without flag bits, payload), up to the
-/// first malformed one.
+/// first malformed one (for tests and fuzzing: the parsers read `attr::Attr`s).
+#[cfg(any(test, feature = "fuzz"))]
 pub fn attrs(b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     attr::attrs(b).map_while(StdResult::ok).map(|a| (a.kind(), a.payload()))
 }

@@ -9,7 +9,7 @@ use libc::{
     RTA_DST, RTA_GATEWAY, RTA_MARK, RTA_OIF, RTA_PRIORITY, RTA_TABLE, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE,
 };
 
-use super::attr::{NlMsg, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use super::attr::{self, NlMsg, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use super::{encode, Req, What, OK_ADD, OK_DEL};
 
 pub const RT_TABLE_MAIN: u32 = 254;
@@ -98,11 +98,11 @@ fn encode_route(ty: u16, flags: u16, r: &Route) -> Vec<u8> {
 
 pub fn add(r: &Route) -> Req {
     let bytes = encode_route(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, r);
-    Req { bytes, ok_errnos: OK_ADD, what: What::AddRoute(r.clone()) }
+    Req { bytes, ok_errnos: OK_ADD, what: What::Route("add", r.clone()) }
 }
 
 pub fn del(r: &Route) -> Req {
-    Req { bytes: encode_route(RTM_DELROUTE, 0, r), ok_errnos: OK_DEL, what: What::DelRoute(r.clone()) }
+    Req { bytes: encode_route(RTM_DELROUTE, 0, r), ok_errnos: OK_DEL, what: What::Route("delete", r.clone()) }
 }
 
 /// A dump of all routes, both families.
@@ -141,9 +141,9 @@ pub fn parse(payload: &[u8]) -> Option<KernelRoute> {
         _ => None,
     };
     let (mut dst, mut gateway, mut oif, mut metric, mut table) = (None, None, 0, None, u32::from(table));
-    for (t, p) in super::attrs(attrs) {
-        let int = p.try_into().ok().map(u32::from_ne_bytes);
-        match t {
+    for a in attr::attrs(attrs).map_while(Result::ok) {
+        let (p, int) = (a.payload(), a.u32().ok());
+        match a.kind() {
             RTA_DST => dst = ip(p),
             RTA_GATEWAY => gateway = ip(p),
             RTA_OIF => oif = int.unwrap_or(oif),

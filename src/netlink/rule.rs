@@ -4,7 +4,7 @@
 
 use libc::{RTM_DELRULE, RTM_GETRULE, RTM_NEWRULE};
 
-use super::attr::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use super::attr::{self, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use super::{encode, Req, What, OK_ADD, OK_DEL};
 
 /// include/uapi/linux/fib_rules.h
@@ -23,22 +23,6 @@ pub struct Rule {
     pub fwmark: u32,
     pub table: u32,
     pub protocol: u8,
-}
-
-impl Rule {
-    pub fn to_line(&self) -> String {
-        let v = if self.ipv6 { 6 } else { 4 };
-        format!("rule {v} {} {} {} {}", self.priority, self.fwmark, self.table, self.protocol)
-    }
-
-    /// Parses the fields of a `to_line` line (already split on spaces).
-    pub fn parse(f: &[&str]) -> Option<Rule> {
-        let ["rule", fam @ ("4" | "6"), prio, mark, table, proto] = f else {
-            return None;
-        };
-        let (priority, fwmark, table) = (prio.parse().ok()?, mark.parse().ok()?, table.parse().ok()?);
-        Some(Rule { ipv6: *fam == "6", priority, fwmark, table, protocol: proto.parse().ok()? })
-    }
 }
 
 /// `struct fib_rule_hdr`: family, dst_len, src_len, tos, table (below 256;
@@ -76,18 +60,18 @@ pub fn dump_request(ipv6: bool) -> Vec<u8> {
 /// Parses an RTM_NEWRULE payload into a `Rule` if it is one of ours
 /// (protocol `proto`).
 pub fn parse_ours(payload: &[u8], proto: u8) -> Option<Rule> {
-    if payload.len() < 12 {
+    // struct fib_rule_hdr (see `fib_rule_hdr`), then the attributes.
+    let [family, _, _, _, table, _, _, _, _, _, _, _, attrs @ ..] = payload else {
         return None;
-    }
-    let ipv6 = payload[0] as i32 == libc::AF_INET6;
-    let mut r = Rule { ipv6, priority: 0, fwmark: 0, table: payload[4] as u32, protocol: 0 };
-    for (t, p) in super::attrs(&payload[12..]) {
-        let u = |p: &[u8]| p.try_into().ok().map(u32::from_ne_bytes);
-        match t {
-            FRA_PRIORITY => r.priority = u(p)?,
-            FRA_FWMARK => r.fwmark = u(p)?,
-            FRA_TABLE => r.table = u(p)?,
-            FRA_PROTOCOL => r.protocol = *p.first()?,
+    };
+    let ipv6 = i32::from(*family) == libc::AF_INET6;
+    let mut r = Rule { ipv6, priority: 0, fwmark: 0, table: u32::from(*table), protocol: 0 };
+    for a in attr::attrs(attrs).map_while(Result::ok) {
+        match a.kind() {
+            FRA_PRIORITY => r.priority = a.u32().ok()?,
+            FRA_FWMARK => r.fwmark = a.u32().ok()?,
+            FRA_TABLE => r.table = a.u32().ok()?,
+            FRA_PROTOCOL => r.protocol = *a.payload().first()?,
             _ => {}
         }
     }
@@ -105,6 +89,8 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([b[4], b[5]]), libc::RTM_NEWRULE);
         assert_eq!(parse_ours(&b[16..], 79), Some(r.clone()));
         assert_eq!(parse_ours(&b[16..], 3), None);
-        assert_eq!(Rule::parse(&r.to_line().split(' ').collect::<Vec<_>>()), Some(r));
+        // The journal's line for its undo reads back as the same rule.
+        let u = crate::journal::Undo::DelRule(r);
+        assert_eq!(crate::journal::Undo::parse(&u.to_line()), Some(u));
     }
 }
