@@ -47,7 +47,7 @@ pub fn fuzz_rtnl(data: &[u8]) {
         assert_eq!(rule.protocol, netlink::RTPROT_OVPN_NETCFGD);
         // What the journal would write back parses to the same rule.
         let u = crate::journal::Undo::DelRule(rule);
-        assert_eq!(crate::journal::Undo::parse(&u.to_line()), Some(u));
+        assert_eq!(crate::journal::Undo::parse(&u.to_string()), Some(u));
     }
     if let Some((_, kind)) = netlink::link::parse_kind(payload) {
         assert!(!kind.contains('\0') && kind.len() <= payload.len() * 3);

@@ -91,6 +91,6 @@ mod tests {
         assert_eq!(parse_ours(&b[16..], 3), None);
         // The journal's line for its undo reads back as the same rule.
         let u = crate::journal::Undo::DelRule(r);
-        assert_eq!(crate::journal::Undo::parse(&u.to_line()), Some(u));
+        assert_eq!(crate::journal::Undo::parse(&u.to_string()), Some(u));
     }
 }
