@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 
 use dbus::Message;
 
-use crate::bus::manager::expect_sig;
+use crate::bus::manager::bad;
 use crate::dco::{self, pipe, DbusNewPeer, DcoError, Family, Keepalive, Mode, PeerId, PeerNew, Request};
 use crate::dco_session::{self, DcoDev, DcoKernel, Pipe, SockKind};
 use crate::error::{Error, Result};
@@ -31,24 +31,6 @@ fn arg_err(e: DcoError) -> Error {
         _ => "key_config",
     };
     Error::arg(arg, e.to_string())
-}
-
-/// The accepted in-signatures of a method of the `/dco` object.
-fn dco_signature(member: &str) -> Result<&'static [&'static str]> {
-    Ok(match member {
-        // GLib clients attach the fd without an 'h' in the body.
-        "NewPeer" => &["ususs", "usussh"],
-        "NewKey" => &["us"],
-        "SwapKeys" => &["u"],
-        "SetPeer" => &["uuu"],
-        "GetPeer" => &["u"],
-        "GetPipeFD" => &[""],
-        _ => return Err(Error::NotFound(String::new())),
-    })
-}
-
-fn bad(arg: &'static str) -> impl Fn(dbus::arg::TypeMismatchError) -> Error {
-    move |e| Error::arg(arg, e.to_string())
 }
 
 /// EnableDCO: creates the netdev (P2P) and the `/dco` object.
@@ -133,8 +115,8 @@ fn dco_kernel_call<T>(
     r
 }
 
+/// A method of the `/dco` object, its signature checked (`super::dispatch`).
 pub(crate) fn dco_call(s: &mut Sessions, m: &Message, path: &str, member: &str) -> Result<Message> {
-    expect_sig(m, dco_signature(member)?)?;
     let (family, mode) = dco_access(s, m, path)?;
     match member {
         "NewPeer" => dco_new_peer(s, m, path, family, mode)?,
@@ -178,7 +160,7 @@ pub(crate) fn dco_call(s: &mut Sessions, m: &Message, path: &str, member: &str) 
             let fd = x.pipe.take_client()?;
             return Ok(m.method_return().append1(fd));
         }
-        _ => unreachable!("filtered by the signature table"),
+        _ => unreachable!("dispatch passes only the methods introspection declares"),
     }
     Ok(m.method_return())
 }
