@@ -19,14 +19,15 @@ arch=${triple%%-*}
 T=$(echo "$triple" | tr 'a-z-' 'A-Z_')
 t=${triple//-/_}
 flags=() late=()
+OVPN_ZIG=$(echo "$top"/target/toolchain/zig/lib/python3*/site-packages/ziglang/zig)
+export OVPN_ZIG
 case $triple in
     *-musl)
-        OVPN_ZIG=$(echo "$top"/target/toolchain/zig/lib/python3*/site-packages/ziglang/zig)
         case $arch in
             mips*) OVPN_ZIG_TARGET=$arch-linux-musleabi ;; # soft float, as Rust's target
             *) OVPN_ZIG_TARGET=$arch-linux-musl ;;
         esac
-        export OVPN_ZIG OVPN_ZIG_TARGET
+        export OVPN_ZIG_TARGET
         export "CARGO_TARGET_${T}_LINKER=$top/dist/cross/zig-cc" \
             "CC_$t=$top/dist/cross/zig-cc" "AR_$t=$top/dist/cross/zig-ar"
         # rustup's target would bring its own crt objects; zig brings musl's.
@@ -61,6 +62,15 @@ case $mode in
         # libgcc_eh.a (the same unwinder, static) answers those references
         # first, and then goes with the routine: the binary needs libc alone.
         case $triple in *-gnu) late=(-lstatic=gcc_eh) ;; esac
+        # Linked by lld (zig's), which packs relative relocations as RELR
+        # for static-pie too, and folds functions with identical code
+        # (--icf=all: nothing tells functions apart by address; libdbus's
+        # one comparison, removing a filter, matches its user data too).
+        # zig's driver takes neither option: zig-cc repeats its link.
+        case $triple in
+            *-gnu) flags+=(-Clink-arg=-B"$top/dist/cross/lld" -Clink-arg=-fuse-ld=lld -Clink-arg=-Wl,--icf=all) ;;
+            *) export OVPN_ZIG_RELINK="-z pack-relative-relocs --icf=all" ;;
+        esac
         # libdbus's C for size first: the cc crate asks clang (zig) for -Oz
         # but GCC for -Os only, though GCC 12 has -Oz (1.7 KB less code).
         case $triple in
