@@ -101,7 +101,7 @@ impl DcoKernel {
     pub fn get_peer(&mut self, ifindex: u32, peer: PeerId) -> Result<Option<PeerInfo>> {
         match self.peers(ifindex, &Request::PeerGet(peer), "GET_PEER") {
             Ok(mut found) => Ok(found.pop()),
-            Err(Error::Kernel { errno: libc::ENOENT, .. }) => Ok(None),
+            Err(e) if e.kernel_errno() == libc::ENOENT => Ok(None),
             Err(e) => Err(e),
         }
     }

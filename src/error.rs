@@ -9,7 +9,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// A method argument or property value was rejected; names the argument.
-    InvalidArg { arg: &'static str, why: String },
+    InvalidArg(Box<(&'static str, String)>),
     /// The caller is not allowed to do this.
     AccessDenied(String),
     /// The object, property or subscription does not exist.
@@ -19,9 +19,9 @@ pub enum Error {
     /// The request is valid but this build/host cannot do it.
     NotSupported(String),
     /// The kernel refused a netlink request.
-    Kernel { op: String, errno: i32, msg: Option<String> },
-    /// A system call outside netlink failed.
-    Io { op: String, errno: i32 },
+    Kernel(Box<Sys>),
+    /// A system call outside netlink failed (no `msg`).
+    Io(Box<Sys>),
     /// The object is in a state where this call makes no sense.
     State(String),
     /// The host already routes something the call needs elsewhere.
@@ -35,29 +35,44 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// What failed, its errno and any extack text: boxed in `Error`, which
+/// every `Result` carries, so that it stays small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sys {
+    pub op: String,
+    pub errno: i32,
+    pub msg: Option<String>,
+}
+
 impl Error {
     pub fn arg(arg: &'static str, why: impl Into<String>) -> Self {
-        Error::InvalidArg { arg, why: why.into() }
+        Error::InvalidArg(Box::new((arg, why.into())))
     }
 
     pub fn io(op: impl Into<String>, e: std::io::Error) -> Self {
-        Error::Io { op: op.into(), errno: e.raw_os_error().unwrap_or(libc::EIO) }
+        Error::Io(Box::new(Sys { op: op.into(), errno: e.raw_os_error().unwrap_or(libc::EIO), msg: None }))
     }
 
     pub fn errno(op: impl Into<String>, e: nix::errno::Errno) -> Self {
-        Error::Io { op: op.into(), errno: e as i32 }
+        Error::Io(Box::new(Sys { op: op.into(), errno: e as i32, msg: None }))
+    }
+
+    /// The errno of a kernel (netlink) refusal, 0 for any other error.
+    pub fn kernel_errno(&self) -> i32 {
+        let Error::Kernel(k) = self else { return 0 };
+        k.errno
     }
 
     /// The D-Bus error name this error is sent under.
     pub fn dbus_name(&self) -> &'static str {
         match self {
-            Error::InvalidArg { .. } => "net.openvpn.v3.netcfg.error.InvalidArgs",
+            Error::InvalidArg(_) => "net.openvpn.v3.netcfg.error.InvalidArgs",
             Error::AccessDenied(_) => "net.openvpn.v3.netcfg.error.AccessDenied",
             Error::NotFound(_) => "net.openvpn.v3.netcfg.error.NotFound",
             Error::ReadOnly(_) => "org.freedesktop.DBus.Error.PropertyReadOnly",
             Error::NotSupported(_) => "net.openvpn.v3.netcfg.error.NotSupported",
-            Error::Kernel { .. } => "net.openvpn.v3.netcfg.error.Kernel",
-            Error::Io { .. } => "net.openvpn.v3.netcfg.error.System",
+            Error::Kernel(_) => "net.openvpn.v3.netcfg.error.Kernel",
+            Error::Io(_) => "net.openvpn.v3.netcfg.error.System",
             Error::State(_) => "net.openvpn.v3.netcfg.error.State",
             Error::Conflict(_) => "net.openvpn.v3.netcfg.error.RouteConflict",
             Error::DeviceGone(_) => "net.openvpn.v3.netcfg.error.DeviceRemoved",
@@ -68,9 +83,8 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let os = |errno: &i32| std::io::Error::from_raw_os_error(*errno);
         match self {
-            Error::InvalidArg { arg, why } => write!(f, "invalid argument '{arg}': {why}"),
+            Error::InvalidArg(a) => write!(f, "invalid argument '{}': {}", a.0, a.1),
             Error::AccessDenied(s)
             | Error::NotFound(s)
             | Error::ReadOnly(s)
@@ -79,8 +93,10 @@ impl fmt::Display for Error {
             | Error::Conflict(s)
             | Error::DeviceGone(s)
             | Error::Failed(s) => f.write_str(s),
-            Error::Kernel { op, errno, msg: Some(m) } => write!(f, "{op}: {} ({m})", os(errno)),
-            Error::Kernel { op, errno, .. } | Error::Io { op, errno } => write!(f, "{op}: {}", os(errno)),
+            Error::Kernel(s) | Error::Io(s) => {
+                write!(f, "{}: {}", s.op, std::io::Error::from_raw_os_error(s.errno))?;
+                s.msg.as_ref().map_or(Ok(()), |m| write!(f, " ({m})"))
+            }
         }
     }
 }

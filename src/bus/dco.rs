@@ -51,7 +51,7 @@ pub(crate) fn enable_dco(s: &mut Sessions, m: &Message, path: &str, name: &str) 
         s.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.layout().link_kind.into() }])?;
     let created = s.kernel.rtnl.request(dco_session::newlink_request(family, name, Mode::P2p));
     // Someone else's link of that name: never ours to delete.
-    let theirs = matches!(created, Err(Error::Kernel { errno: libc::EEXIST, .. }));
+    let theirs = created.as_ref().is_err_and(|e| e.kernel_errno() == libc::EEXIST);
     let made = created.and_then(|_| {
         let ifindex =
             crate::netlink::link::index_of(name).ok_or_else(|| Error::Failed(format!("new device {name} vanished")))?;

@@ -98,7 +98,7 @@ impl NlError {
     }
 
     pub fn into_error(self, op: impl Into<String>) -> Error {
-        Error::Kernel { op: op.into(), errno: self.errno, msg: self.msg }
+        Error::Kernel(Box::new(crate::error::Sys { op: op.into(), errno: self.errno, msg: self.msg }))
     }
 }
 
@@ -580,7 +580,11 @@ mod tests {
         let e = NlError::check(&st).unwrap_err().into_error("create link");
         assert_eq!(
             e,
-            Error::Kernel { op: "create link".into(), errno: libc::ERANGE, msg: Some("integer out of range".into()) }
+            Error::Kernel(Box::new(crate::error::Sys {
+                op: "create link".into(),
+                errno: libc::ERANGE,
+                msg: Some("integer out of range".into())
+            }))
         );
         assert!(e.to_string().contains("integer out of range"), "{e}");
     }

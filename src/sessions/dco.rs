@@ -37,7 +37,7 @@ impl Sessions {
             match k.request(x.ifindex, &Request::PeerDel(peer), &format!("DEL_PEER {id}")) {
                 Ok(()) => log::info!("{}: DCO peer {id} removed from {}", d.path, x.name),
                 // Already gone (expired, or the netdev was deleted by someone else).
-                Err(Error::Kernel { errno: libc::ENOENT | libc::ENODEV | libc::EINVAL, .. }) => {}
+                Err(e) if matches!(e.kernel_errno(), libc::ENOENT | libc::ENODEV | libc::EINVAL) => {}
                 Err(e) => log::warn!("{}: {e}", d.path),
             }
         }
