@@ -49,7 +49,7 @@ impl FileBackend {
         if path.as_os_str().is_empty() || path.to_str().map_or(true, |s| s.contains('\n')) {
             return Err(Error::Failed("the path must be UTF-8 and have no newline".into()));
         }
-        let path = std::path::absolute(path).map_err(|e| Error::io("resolving the path", e))?;
+        let path = super::backup::absolute(path).map_err(|e| Error::io("resolving the path", e))?;
         Ok(FileBackend { backup: Backup::new(&KIND, path, dir), scope_warned: false })
     }
 
