@@ -11,29 +11,37 @@ pub enum Error {
     /// A method argument or property value was rejected; names the argument.
     InvalidArg(Box<(&'static str, String)>),
     /// The caller is not allowed to do this.
-    AccessDenied(String),
+    AccessDenied(Box<str>),
     /// The object, property or subscription does not exist.
-    NotFound(String),
+    NotFound(Box<str>),
     /// The property exists but cannot be written.
-    ReadOnly(String),
+    ReadOnly(Box<str>),
     /// The request is valid but this build/host cannot do it.
-    NotSupported(String),
+    NotSupported(Box<str>),
     /// The kernel refused a netlink request.
     Kernel(Box<Sys>),
     /// A system call outside netlink failed (no `msg`).
     Io(Box<Sys>),
     /// The object is in a state where this call makes no sense.
-    State(String),
+    State(Box<str>),
     /// The host already routes something the call needs elsewhere.
-    Conflict(String),
+    Conflict(Box<str>),
     /// The device object went away because someone else removed or
     /// renamed its link; says which and why.
-    DeviceGone(String),
+    DeviceGone(Box<str>),
     /// Anything else, with a human-readable reason.
-    Failed(String),
+    Failed(Box<str>),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A constructor per message variant (`Error::failed(..)` for `Failed`),
+/// taking a `String` or a `&str`: boxed strings keep `Error` at 24 bytes.
+macro_rules! message_variants {
+    ($($f:ident $v:ident),*) => { impl Error { $(pub fn $f(why: impl Into<Box<str>>) -> Self { Error::$v(why.into()) })* } };
+}
+message_variants!(access_denied AccessDenied, not_found NotFound, read_only ReadOnly, not_supported NotSupported,
+    state State, conflict Conflict, device_gone DeviceGone, failed Failed);
 
 /// What failed, its errno and any extack text: boxed in `Error`, which
 /// every `Result` carries, so that it stays small.

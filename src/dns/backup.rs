@@ -213,7 +213,7 @@ fn load(kind: &Kind, dir: &Dir) -> Result<(PathBuf, Saved)> {
         dir.read(&n, max).map_err(|e| Error::io(format!("read {}/{n}", dir.path.display()), e))
     };
     let need = |part: &str, max: u64| {
-        read(part, max)?.ok_or_else(|| Error::Failed(format!("{}/{}-{part} is missing", dir.path.display(), kind.name)))
+        read(part, max)?.ok_or_else(|| Error::failed(format!("{}/{}-{part} is missing", dir.path.display(), kind.name)))
     };
     let (meta, orig) = (need("meta", 4096)?, need("orig", kind.max_size)?);
     parse(kind.name, &meta, orig, read("ours", kind.max_size)?)
@@ -221,7 +221,7 @@ fn load(kind: &Kind, dir: &Dir) -> Result<(PathBuf, Saved)> {
 
 /// The backup `name` from its three files' bytes (`ours` may be missing).
 pub fn parse(name: &str, meta: &[u8], bytes: Vec<u8>, ours: Option<Vec<u8>>) -> Result<(PathBuf, Saved)> {
-    let bad = |what: String| Error::Failed(format!("{name}-meta{what}"));
+    let bad = |what: String| Error::failed(format!("{name}-meta{what}"));
     let text = std::str::from_utf8(meta).map_err(|_| bad(" is not UTF-8".into()))?;
     let get = |key: &str| {
         let value = text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' '));

@@ -129,7 +129,7 @@ impl Sessions {
             let (path, Some(x)) = (&d.path, d.dco.as_mut()) else { continue };
             let ifindex = x.ifindex;
             let gone = dco_session::vanished(x.peers.keys().copied(), |id| {
-                PeerId::new(id).map_err(|e| Error::Failed(e.to_string())).and_then(|p| k.get_peer(ifindex, p))
+                PeerId::new(id).map_err(|e| Error::failed(e.to_string())).and_then(|p| k.get_peer(ifindex, p))
             });
             for id in gone {
                 x.peers.remove(&id);
