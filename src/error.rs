@@ -110,3 +110,11 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_stays_small_as_every_result_carries_it() {
+        assert_eq!(std::mem::size_of::<super::Error>(), 24);
+    }
+}
