@@ -291,7 +291,7 @@ impl Dns {
 /// crate's maps already have its code, a hash set would add its own).
 fn unique<T: Ord + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
     let mut seen = crate::vecmap::VecSet::new();
-    items.into_iter().filter(|i| seen.insert(i.clone(), ()).is_none()).collect()
+    items.into_iter().filter(|i| seen.add(i.clone())).collect()
 }
 
 /// Warns once (`warned`) that `who` cannot split DNS: what it does with

@@ -333,8 +333,8 @@ impl Sessions {
             return;
         };
         let subs = self.audience(path, u32::MAX).into_iter().map(|(n, _)| n);
-        let to: std::collections::BTreeSet<String> = subs.chain([d.owner_bus.clone(), setter.to_string()]).collect();
-        for name in to.into_iter().filter(|n| !n.is_empty()) {
+        let to: crate::vecmap::VecSet<String> = subs.chain([d.owner_bus.clone(), setter.to_string()]).collect();
+        for (name, ()) in to.into_iter().filter(|(n, _)| !n.is_empty()) {
             let Ok(mut m) = sig.duplicate() else { continue };
             m.set_destination(Some(name.as_str().into()));
             self.bus.send(m);
