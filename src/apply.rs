@@ -227,14 +227,14 @@ fn misroute_error(m: &Misroute) -> Error {
     let w = &m.wanted;
     let asked = format!("{} {}dev {}", w.dst, via(w.gateway), dev(w.oif));
     let Some(k) = &m.found else {
-        return Error::Conflict(format!("route {asked} is not in the kernel after it was added; nothing was changed"));
+        return Error::conflict(format!("route {asked} is not in the kernel after it was added; nothing was changed"));
     };
     let r = &k.route;
     let rtype = if k.rtype != libc::RTN_UNICAST { format!("type {} ", k.rtype) } else { String::new() };
     let oif = if r.oif != 0 { format!("dev {} ", dev(r.oif)) } else { String::new() };
     let theirs = if r.protocol == RTPROT_OVPN_NETCFGD { " (another VPN session's route)" } else { "" };
     let now = format!("{rtype}{}{oif}metric {} proto {}{theirs}", via(r.gateway), r.kernel_metric(), r.protocol);
-    Error::Conflict(format!(
+    Error::conflict(format!(
         "route {asked}: the kernel already routes {} {now}; not installed, nothing was changed",
         r.dst
     ))

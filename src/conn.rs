@@ -51,8 +51,8 @@ impl Bus {
     pub fn connect(address: Option<&str>) -> Result<Self> {
         let env = || std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok().filter(|_| !crate::sys::secure_exec());
         let a = address.map(str::to_string).or_else(env).unwrap_or_else(|| SYSTEM_BUS.to_string());
-        let mut ch = Channel::open_private(&a).map_err(|e| Error::Failed(format!("D-Bus connect to {a}: {e}")))?;
-        ch.register().map_err(|e| Error::Failed(format!("D-Bus Hello: {e}")))?;
+        let mut ch = Channel::open_private(&a).map_err(|e| Error::failed(format!("D-Bus connect to {a}: {e}")))?;
+        ch.register().map_err(|e| Error::failed(format!("D-Bus Hello: {e}")))?;
         ch.set_watch_enabled(true);
         Ok(Bus { ch, creds: VecMap::new(), creds_asked: VecMap::new() })
     }
@@ -73,13 +73,13 @@ impl Bus {
     pub fn call_blocking(&self, m: Message, timeout: Duration) -> Result<Message> {
         self.ch
             .send_with_reply_and_block(m, timeout)
-            .map_err(|e| Error::Failed(format!("{}: {}", e.name().unwrap_or("error"), e.message().unwrap_or("failed"))))
+            .map_err(|e| Error::failed(format!("{}: {}", e.name().unwrap_or("error"), e.message().unwrap_or("failed"))))
     }
 
     fn call_bus(&self, member: &str, build: impl FnOnce(Message) -> Message) -> Result<Message> {
         self.ch
             .send_with_reply_and_block(build(to_bus(member)?), BUS_TIMEOUT)
-            .map_err(|e| Error::Failed(format!("{member}: {}", e.message().unwrap_or("failed"))))
+            .map_err(|e| Error::failed(format!("{member}: {}", e.message().unwrap_or("failed"))))
     }
 
     /// Requests our well-known name; fails if someone else has it.
@@ -88,8 +88,8 @@ impl Bus {
         let r = self.call_bus("RequestName", |m| m.append2(name, DO_NOT_QUEUE))?;
         match r.read1::<u32>() {
             Ok(1) | Ok(4) => Ok(()),
-            Ok(_) => Err(Error::Failed(format!("the bus name {name} is already owned by another process"))),
-            Err(e) => Err(Error::Failed(format!("RequestName: {e}"))),
+            Ok(_) => Err(Error::failed(format!("the bus name {name} is already owned by another process"))),
+            Err(e) => Err(Error::failed(format!("RequestName: {e}"))),
         }
     }
 
@@ -181,7 +181,7 @@ impl Bus {
 
     /// Refuses a call that cannot be served now (Failed, with `why`).
     pub fn refuse(&self, m: &Message, why: &str) {
-        self.reply(m, Some(error_reply(m, &Error::Failed(why.to_string()))));
+        self.reply(m, Some(error_reply(m, &Error::failed(why.to_string()))));
     }
 
     fn remember(&mut self, sender: &str, c: Creds) {
@@ -202,7 +202,7 @@ impl Bus {
 
 /// A method call to the bus daemon itself.
 fn to_bus(member: &str) -> Result<Message> {
-    Message::new_method_call(DBUS, "/org/freedesktop/DBus", DBUS, member).map_err(Error::Failed)
+    Message::new_method_call(DBUS, "/org/freedesktop/DBus", DBUS, member).map_err(Error::failed)
 }
 
 /// UnixUserID and ProcessID from a GetConnectionCredentials reply (a{sv},
@@ -226,8 +226,8 @@ fn parse_creds(r: &Message) -> Result<Creds> {
         }
     }
     Ok(Creds {
-        uid: uid.ok_or_else(|| Error::Failed("caller has no UnixUserID".into()))?,
-        pid: pid.ok_or_else(|| Error::Failed("caller has no ProcessID".into()))?,
+        uid: uid.ok_or_else(|| Error::failed("caller has no UnixUserID"))?,
+        pid: pid.ok_or_else(|| Error::failed("caller has no ProcessID"))?,
     })
 }
 

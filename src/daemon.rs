@@ -92,7 +92,7 @@ impl Daemon {
         }
         // Sockets are open; from here on only the needed capabilities remain.
         // The bus connection is made after, so the service user owns the name.
-        crate::privs::drop_privileges(&cfg, state.run_as.as_ref()).map_err(Error::Failed)?;
+        crate::privs::drop_privileges(&cfg, state.run_as.as_ref()).map_err(Error::failed)?;
 
         // When a bus activated us, answer on that bus.
         let address = cfg.bus_address.clone().or_else(|| std::env::var("DBUS_STARTER_ADDRESS").ok());

@@ -40,14 +40,14 @@ pub struct DcoKernel {
 
 /// Resolves one family with CTRL_CMD_GETFAMILY.
 fn lookup(sock: &mut Socket, name: &str) -> Result<FamilyInfo> {
-    let mut req = ctrl::getfamily_request(name).map_err(|e| Error::Failed(e.to_string()))?;
+    let mut req = ctrl::getfamily_request(name).map_err(|e| Error::failed(e.to_string()))?;
     let mut found = None;
     sock.call(req.bytes_mut(), &format!("resolve genl family {name}"), |m| {
         if let Ok(info) = ctrl::parse_family(m) {
             found = Some(info);
         }
     })?;
-    found.ok_or_else(|| Error::Failed(format!("genl family {name}: no description in the answer")))
+    found.ok_or_else(|| Error::failed(format!("genl family {name}: no description in the answer")))
 }
 
 impl DcoKernel {
@@ -86,7 +86,7 @@ impl DcoKernel {
     /// answer lists (PEER_GET: one, its dump: all, others: none). The
     /// encoded message (keys included) is wiped when it is dropped.
     fn peers(&mut self, ifindex: u32, req: &Request<'_>, what: &str) -> Result<Vec<PeerInfo>> {
-        let mut msg = self.genl.build(ifindex, req).map_err(|e| Error::Failed(format!("{what}: {e}")))?;
+        let mut msg = self.genl.build(ifindex, req).map_err(|e| Error::failed(format!("{what}: {e}")))?;
         let genl = self.genl;
         let mut out = Vec::new();
         self.cmd.call(msg.bytes_mut(), what, |m| {
@@ -101,7 +101,7 @@ impl DcoKernel {
     pub fn get_peer(&mut self, ifindex: u32, peer: PeerId) -> Result<Option<PeerInfo>> {
         match self.peers(ifindex, &Request::PeerGet(peer), "GET_PEER") {
             Ok(mut found) => Ok(found.pop()),
-            Err(Error::Kernel { errno: libc::ENOENT, .. }) => Ok(None),
+            Err(e) if e.kernel_errno() == libc::ENOENT => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -229,9 +229,7 @@ impl Pipe {
 
     /// The client's end, once; our copy is closed once it is sent.
     pub fn take_client(&mut self) -> Result<OwnedFd> {
-        self.client
-            .take()
-            .ok_or_else(|| Error::State("the pipe fd was already handed out (GetPipeFD works once)".into()))
+        self.client.take().ok_or_else(|| Error::state("the pipe fd was already handed out (GetPipeFD works once)"))
     }
 
     /// Queues one record and sends what the socket takes now.
@@ -522,7 +520,7 @@ mod tests {
             asked.push(id);
             match id {
                 1 | 7 => Ok(Some(PeerInfo { id, ..Default::default() })),
-                5 => Err(Error::Failed("no answer".into())),
+                5 => Err(Error::failed("no answer")),
                 _ => Ok(None),
             }
         });

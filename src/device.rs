@@ -30,8 +30,8 @@ fn is_tap(layer: u32) -> Result<bool> {
     match layer {
         3 => Ok(false),
         2 => Ok(true),
-        0 => Err(Error::State("layer is not set: set the 'layer' property to 3 (tun) or 2 (tap) first".into())),
-        l => Err(Error::State(format!("layer {l} is not supported (3 = tun, 2 = tap)"))),
+        0 => Err(Error::state("layer is not set: set the 'layer' property to 3 (tun) or 2 (tap) first")),
+        l => Err(Error::state(format!("layer {l} is not supported (3 = tun, 2 = tap)"))),
     }
 }
 
@@ -207,7 +207,7 @@ impl Device {
 /// Opens a new tun/tap, marks it ours and journals its removal.
 fn open_tun(k: &mut Kernel, tap: bool) -> Result<NewLink> {
     let (fd, name) = crate::sys::tun_open(tap, "").map_err(|e| Error::io("open /dev/net/tun", e))?;
-    let ifindex = netlink::link::index_of(&name).ok_or_else(|| Error::Failed(format!("new device {name} vanished")))?;
+    let ifindex = netlink::link::index_of(&name).ok_or_else(|| Error::failed(format!("new device {name} vanished")))?;
     // On error the fd closes here, and the kernel removes the tun with it.
     k.rtnl.request(netlink::link::mark(ifindex))?;
     let mut journal = Journal::default();

@@ -9,55 +9,78 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// A method argument or property value was rejected; names the argument.
-    InvalidArg { arg: &'static str, why: String },
+    InvalidArg(Box<(&'static str, String)>),
     /// The caller is not allowed to do this.
-    AccessDenied(String),
+    AccessDenied(Box<str>),
     /// The object, property or subscription does not exist.
-    NotFound(String),
+    NotFound(Box<str>),
     /// The property exists but cannot be written.
-    ReadOnly(String),
+    ReadOnly(Box<str>),
     /// The request is valid but this build/host cannot do it.
-    NotSupported(String),
+    NotSupported(Box<str>),
     /// The kernel refused a netlink request.
-    Kernel { op: String, errno: i32, msg: Option<String> },
-    /// A system call outside netlink failed.
-    Io { op: String, errno: i32 },
+    Kernel(Box<Sys>),
+    /// A system call outside netlink failed (no `msg`).
+    Io(Box<Sys>),
     /// The object is in a state where this call makes no sense.
-    State(String),
+    State(Box<str>),
     /// The host already routes something the call needs elsewhere.
-    Conflict(String),
+    Conflict(Box<str>),
     /// The device object went away because someone else removed or
     /// renamed its link; says which and why.
-    DeviceGone(String),
+    DeviceGone(Box<str>),
     /// Anything else, with a human-readable reason.
-    Failed(String),
+    Failed(Box<str>),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A constructor per message variant (`Error::failed(..)` for `Failed`),
+/// taking a `String` or a `&str`: boxed strings keep `Error` at 24 bytes.
+macro_rules! message_variants {
+    ($($f:ident $v:ident),*) => { impl Error { $(pub fn $f(why: impl Into<Box<str>>) -> Self { Error::$v(why.into()) })* } };
+}
+message_variants!(access_denied AccessDenied, not_found NotFound, read_only ReadOnly, not_supported NotSupported,
+    state State, conflict Conflict, device_gone DeviceGone, failed Failed);
+
+/// What failed, its errno and any extack text: boxed in `Error`, which
+/// every `Result` carries, so that it stays small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sys {
+    pub op: String,
+    pub errno: i32,
+    pub msg: Option<String>,
+}
+
 impl Error {
     pub fn arg(arg: &'static str, why: impl Into<String>) -> Self {
-        Error::InvalidArg { arg, why: why.into() }
+        Error::InvalidArg(Box::new((arg, why.into())))
     }
 
     pub fn io(op: impl Into<String>, e: std::io::Error) -> Self {
-        Error::Io { op: op.into(), errno: e.raw_os_error().unwrap_or(libc::EIO) }
+        Error::Io(Box::new(Sys { op: op.into(), errno: e.raw_os_error().unwrap_or(libc::EIO), msg: None }))
     }
 
     pub fn errno(op: impl Into<String>, e: nix::errno::Errno) -> Self {
-        Error::Io { op: op.into(), errno: e as i32 }
+        Error::Io(Box::new(Sys { op: op.into(), errno: e as i32, msg: None }))
+    }
+
+    /// The errno of a kernel (netlink) refusal, 0 for any other error.
+    pub fn kernel_errno(&self) -> i32 {
+        let Error::Kernel(k) = self else { return 0 };
+        k.errno
     }
 
     /// The D-Bus error name this error is sent under.
     pub fn dbus_name(&self) -> &'static str {
         match self {
-            Error::InvalidArg { .. } => "net.openvpn.v3.netcfg.error.InvalidArgs",
+            Error::InvalidArg(_) => "net.openvpn.v3.netcfg.error.InvalidArgs",
             Error::AccessDenied(_) => "net.openvpn.v3.netcfg.error.AccessDenied",
             Error::NotFound(_) => "net.openvpn.v3.netcfg.error.NotFound",
             Error::ReadOnly(_) => "org.freedesktop.DBus.Error.PropertyReadOnly",
             Error::NotSupported(_) => "net.openvpn.v3.netcfg.error.NotSupported",
-            Error::Kernel { .. } => "net.openvpn.v3.netcfg.error.Kernel",
-            Error::Io { .. } => "net.openvpn.v3.netcfg.error.System",
+            Error::Kernel(_) => "net.openvpn.v3.netcfg.error.Kernel",
+            Error::Io(_) => "net.openvpn.v3.netcfg.error.System",
             Error::State(_) => "net.openvpn.v3.netcfg.error.State",
             Error::Conflict(_) => "net.openvpn.v3.netcfg.error.RouteConflict",
             Error::DeviceGone(_) => "net.openvpn.v3.netcfg.error.DeviceRemoved",
@@ -68,9 +91,8 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let os = |errno: &i32| std::io::Error::from_raw_os_error(*errno);
         match self {
-            Error::InvalidArg { arg, why } => write!(f, "invalid argument '{arg}': {why}"),
+            Error::InvalidArg(a) => write!(f, "invalid argument '{}': {}", a.0, a.1),
             Error::AccessDenied(s)
             | Error::NotFound(s)
             | Error::ReadOnly(s)
@@ -79,10 +101,20 @@ impl fmt::Display for Error {
             | Error::Conflict(s)
             | Error::DeviceGone(s)
             | Error::Failed(s) => f.write_str(s),
-            Error::Kernel { op, errno, msg: Some(m) } => write!(f, "{op}: {} ({m})", os(errno)),
-            Error::Kernel { op, errno, .. } | Error::Io { op, errno } => write!(f, "{op}: {}", os(errno)),
+            Error::Kernel(s) | Error::Io(s) => {
+                write!(f, "{}: {}", s.op, std::io::Error::from_raw_os_error(s.errno))?;
+                s.msg.as_ref().map_or(Ok(()), |m| write!(f, " ({m})"))
+            }
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_stays_small_as_every_result_carries_it() {
+        assert_eq!(std::mem::size_of::<super::Error>(), 24);
+    }
+}

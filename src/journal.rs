@@ -283,7 +283,7 @@ impl Wal {
     /// Starts a fresh file (after the leftovers are undone). An error here
     /// means crash recovery would not work: start-up fails.
     pub fn start(&mut self) -> Result<()> {
-        self.rewrite(&[]).map_err(|e| Error::Failed(format!("cannot write the undo journal: {e}")))
+        self.rewrite(&[]).map_err(|e| Error::failed(format!("cannot write the undo journal: {e}")))
     }
 
     /// Replaces the file in force by one holding only `live` (see `Wal`).
@@ -335,7 +335,7 @@ impl Wal {
             let mut buf = String::with_capacity(entries.len() * 64);
             append_lines(&mut buf, &entries);
             self.append(&buf)
-                .map_err(|e| Error::Failed(format!("cannot write the undo journal, so nothing was changed: {e}")))?;
+                .map_err(|e| Error::failed(format!("cannot write the undo journal, so nothing was changed: {e}")))?;
         }
         self.next += entries.len() as u64;
         self.live += entries.len();

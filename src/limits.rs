@@ -63,10 +63,10 @@ pub fn fits(mut it: dbus::arg::Iter, max: usize) -> bool {
 /// `per_uid`), or when all UIDs together hold `all` (the cap is `total`).
 pub fn check_share(what: &str, uid: u32, mine: usize, per_uid: usize, all: usize, total: usize) -> Result<()> {
     if mine >= per_uid {
-        return Err(Error::Failed(format!("uid {uid} already holds {mine} {what} (limit {per_uid} per user)")));
+        return Err(Error::failed(format!("uid {uid} already holds {mine} {what} (limit {per_uid} per user)")));
     }
     if all >= total {
-        return Err(Error::Failed(format!("too many {what} (limit {total} in all)")));
+        return Err(Error::failed(format!("too many {what} (limit {total} in all)")));
     }
     Ok(())
 }

@@ -107,7 +107,7 @@ pub fn reopen_file() {
 
 /// Takes the queued Log-signal records.
 pub fn drain() -> Vec<(u32, String)> {
-    QUEUE.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default()
+    QUEUE.lock().map(|mut q| std::mem::take(&mut *q).into()).unwrap_or_default()
 }
 
 #[cfg(test)]

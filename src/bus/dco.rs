@@ -35,15 +35,15 @@ fn arg_err(e: DcoError) -> Error {
 
 /// EnableDCO: creates the netdev (P2P) and the `/dco` object.
 pub(crate) fn enable_dco(s: &mut Sessions, m: &Message, path: &str, name: &str) -> Result<Message> {
-    let d = s.devices.get(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    let d = s.devices.get(path).ok_or_else(|| Error::not_found(format!("no device at {path}")))?;
     if let Some(x) = &d.dco {
-        return Err(Error::State(format!("DCO is already enabled on {path} (device {})", x.name)));
+        return Err(Error::state(format!("DCO is already enabled on {path} (device {})", x.name)));
     }
     if d.active || !d.journal.is_empty() {
-        return Err(Error::State("EnableDCO must come before Establish".into()));
+        return Err(Error::state("EnableDCO must come before Establish"));
     }
     let family = s.dco_kernel().map(|k| k.genl.family).ok_or_else(|| {
-        Error::NotSupported("data channel offload is not available: no ovpn or ovpn-dco-v2 kernel module".into())
+        Error::not_supported("data channel offload is not available: no ovpn or ovpn-dco-v2 kernel module")
     })?;
     let pipe = Pipe::new()?;
     // Written ahead: a crash before the ifindex is known leaks nothing.
@@ -51,12 +51,12 @@ pub(crate) fn enable_dco(s: &mut Sessions, m: &Message, path: &str, name: &str) 
         s.kernel.wal.record(vec![Undo::DelNewLink { name: name.into(), kind: family.layout().link_kind.into() }])?;
     let created = s.kernel.rtnl.request(dco_session::newlink_request(family, name, Mode::P2p));
     // Someone else's link of that name: never ours to delete.
-    let theirs = matches!(created, Err(Error::Kernel { errno: libc::EEXIST, .. }));
+    let theirs = created.as_ref().is_err_and(|e| e.kernel_errno() == libc::EEXIST);
     let made = created.and_then(|_| {
         let ifindex =
-            crate::netlink::link::index_of(name).ok_or_else(|| Error::Failed(format!("new device {name} vanished")))?;
+            crate::netlink::link::index_of(name).ok_or_else(|| Error::failed(format!("new device {name} vanished")))?;
         s.kernel.rtnl.request(crate::netlink::link::mark(ifindex))?;
-        let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+        let d = s.devices.get_mut(path).ok_or_else(|| Error::not_found(format!("no device at {path}")))?;
         // Destroy, client death, shutdown and a restarted daemon delete it.
         crate::apply::record(&mut s.kernel, &mut d.journal, Undo::DelLink { ifindex, name: name.to_string() })?;
         Ok(ifindex)
@@ -68,7 +68,7 @@ pub(crate) fn enable_dco(s: &mut Sessions, m: &Message, path: &str, name: &str) 
         s.kernel.wal.done(intent.iter().map(|e| e.id));
     }
     let ifindex = made?;
-    let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    let d = s.devices.get_mut(path).ok_or_else(|| Error::not_found(format!("no device at {path}")))?;
     d.dco = Some(DcoDev { ifindex, name: name.to_string(), mode: Mode::P2p, peers: Default::default(), pipe });
     d.name = name.to_string();
     d.modified = true;
@@ -104,7 +104,7 @@ fn dco_kernel_call<T>(
         }
         _ => None,
     };
-    let k = s.dco.as_mut().ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
+    let k = s.dco.as_mut().ok_or_else(|| Error::not_supported("DCO is not available"))?;
     let r = unknown.map_or_else(|| f(k, ifindex), Err);
     if let Err(e) = &r {
         log::warn!("{path}: DCO {e}");
@@ -169,13 +169,12 @@ pub(crate) fn dco_call(s: &mut Sessions, m: &Message, path: &str, member: &str) 
 /// object and the kernel's family must exist.
 fn dco_access(s: &mut Sessions, m: &Message, path: &str) -> Result<(Family, Mode)> {
     let (_, c) = s.caller(m)?;
-    let d = s.devices.get(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    let d = s.devices.get(path).ok_or_else(|| Error::not_found(format!("no device at {path}")))?;
     if !d.may(c.uid) {
-        return Err(Error::AccessDenied(format!("uid {} may not use {path}/dco", c.uid)));
+        return Err(Error::access_denied(format!("uid {} may not use {path}/dco", c.uid)));
     }
-    let x = d.dco.as_ref().ok_or_else(|| Error::NotFound(format!("no DCO object at {path}/dco")))?;
-    let family =
-        s.dco.as_ref().map(|k| k.genl.family).ok_or_else(|| Error::NotSupported("DCO is not available".into()))?;
+    let x = d.dco.as_ref().ok_or_else(|| Error::not_found(format!("no DCO object at {path}/dco")))?;
+    let family = s.dco.as_ref().map(|k| k.genl.family).ok_or_else(|| Error::not_supported("DCO is not available"))?;
     Ok((family, x.mode))
 }
 

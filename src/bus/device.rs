@@ -15,9 +15,9 @@ use crate::settings;
 /// Returns the device owner's UID, whose share the call counts against.
 fn check_access(s: &mut Sessions, m: &Message, path: &str) -> Result<u32> {
     let (_, c) = s.caller(m)?;
-    let d = s.devices.get(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    let d = s.devices.get(path).ok_or_else(|| Error::not_found(format!("no device at {path}")))?;
     if !d.may(c.uid) {
-        return Err(Error::AccessDenied(format!("uid {} may not use {path} (owner uid {})", c.uid, d.owner_uid)));
+        return Err(Error::access_denied(format!("uid {} may not use {path} (owner uid {})", c.uid, d.owner_uid)));
     }
     Ok(d.owner_uid)
 }
@@ -49,7 +49,7 @@ pub(crate) fn device_call(s: &mut Sessions, m: &Message, path: &str, member: &st
 /// The methods that only record a setting for the next Establish
 /// (DNS ones also take effect at once on an established device).
 fn set_setting(s: &mut Sessions, m: &Message, path: &str, member: &str, networks_held: usize) -> Result<Message> {
-    let d = s.devices.get_mut(path).ok_or_else(|| Error::NotFound(format!("no device at {path}")))?;
+    let d = s.devices.get_mut(path).ok_or_else(|| Error::not_found(format!("no device at {path}")))?;
     let st = &mut d.settings;
     match member {
         "AddIPAddress" => {

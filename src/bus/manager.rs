@@ -53,7 +53,7 @@ pub(crate) fn manager_call(s: &mut Sessions, m: &Message, member: &str) -> Resul
         "NotificationSubscriberList" => {
             let (_, c) = s.caller(m)?;
             if c.uid != 0 {
-                return Err(Error::AccessDenied("NotificationSubscriberList is restricted to root".into()));
+                return Err(Error::access_denied("NotificationSubscriberList is restricted to root"));
             }
             let list: Vec<(String, u32)> = s.subs.iter().map(|(k, s)| (k.clone(), s.mask)).collect();
             Ok(m.method_return().append1(list))
@@ -69,7 +69,7 @@ fn create_virtual_interface(s: &mut Sessions, m: &Message) -> Result<Message> {
     s.check_device_limits(c.uid)?;
     let path = format!("{MANAGER_PATH}/{}_{elem}", c.pid);
     if s.devices.contains_key(&path) {
-        return Err(Error::State(format!("a device at {path} already exists")));
+        return Err(Error::state(format!("a device at {path} already exists")));
     }
     let d = Device::new(path.clone(), name.to_string(), c.uid, c.pid, sender, s.log_level);
     s.devices.insert(path.clone(), d);
@@ -133,11 +133,11 @@ fn notification_unsubscribe(s: &mut Sessions, m: &Message) -> Result<Message> {
     let (sender, c) = s.caller(m)?;
     let target = if target.is_empty() { sender.as_str() } else { target };
     if target != sender && c.uid != 0 {
-        return Err(Error::AccessDenied("only root may remove another subscriber's subscription".into()));
+        return Err(Error::access_denied("only root may remove another subscriber's subscription"));
     }
     settings::check_text("subscriber", target, 255)?;
     if s.subs.remove(target).is_none() {
-        return Err(Error::NotFound(format!("no subscription for '{target}'")));
+        return Err(Error::not_found(format!("no subscription for '{target}'")));
     }
     Ok(m.method_return())
 }

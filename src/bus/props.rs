@@ -76,7 +76,7 @@ pub(crate) fn properties(s: &mut Sessions, m: &Message, obj: &Obj, member: &str)
     if let (Obj::Device(p), "Get" | "GetAll") = (obj, member) {
         let (_, c) = s.caller(m)?;
         if !s.may_see(p, c.uid) {
-            return Err(Error::AccessDenied(format!("uid {} may not read the properties of {p}", c.uid)));
+            return Err(Error::access_denied(format!("uid {} may not read the properties of {p}", c.uid)));
         }
     }
     Ok(match member {
@@ -156,9 +156,7 @@ fn prop_set(s: &mut Sessions, m: &Message, obj: &Obj, name: &str, v: &Value) -> 
             "log_level" => {
                 let (_, c) = s.caller(m).map_err(PropErr::Other)?;
                 if c.uid != 0 {
-                    return Err(PropErr::Other(Error::AccessDenied(
-                        "only root may change the service log level".into(),
-                    )));
+                    return Err(PropErr::Other(Error::access_denied("only root may change the service log level")));
                 }
                 s.log_level = log_level(v)?;
                 crate::logging::set_level(s.log_level);
@@ -174,7 +172,7 @@ fn prop_set(s: &mut Sessions, m: &Message, obj: &Obj, name: &str, v: &Value) -> 
                 return Err(PropErr::Unknown);
             }
             if !d.may(c.uid) {
-                return Err(PropErr::Other(Error::AccessDenied(format!("uid {} may not change {p}", c.uid))));
+                return Err(PropErr::Other(Error::access_denied(format!("uid {} may not change {p}", c.uid))));
             }
             set_device_prop(d, name, v)?;
             d.modified = true;
@@ -186,7 +184,7 @@ fn prop_set(s: &mut Sessions, m: &Message, obj: &Obj, name: &str, v: &Value) -> 
 
 /// org.freedesktop.DBus.Error.PropertyReadOnly (see `Error::dbus_name`).
 fn read_only(name: &str) -> PropErr {
-    PropErr::Other(Error::ReadOnly(format!("Property '{name}' is read-only")))
+    PropErr::Other(Error::read_only(format!("Property '{name}' is read-only")))
 }
 
 fn unknown(m: &Message, name: &str) -> Message {

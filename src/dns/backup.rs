@@ -144,13 +144,22 @@ impl Backup {
     }
 }
 
+/// `std::path::absolute` less its POSIX `//` root (`state::open_parent`
+/// walks components): `.` and repeated `/` go, a trailing `/` stays.
+pub fn absolute(p: &Path) -> io::Result<PathBuf> {
+    let cwd = if p.is_relative() { std::env::current_dir()? } else { PathBuf::new() };
+    let mut n: PathBuf = cwd.join(p).components().collect();
+    n.extend(p.as_os_str().as_bytes().ends_with(b"/").then_some(""));
+    Ok(n)
+}
+
 /// Restores a backup left by a run that did not exit cleanly, if it is of
 /// `configured`. Returns true if a file was put back.
 pub fn recover(kind: &Kind, dir: &Dir, configured: &Path) -> bool {
     if !dir.exists(&kind.state("meta")) {
         return false;
     }
-    let configured = std::path::absolute(configured).unwrap_or_else(|_| configured.to_path_buf());
+    let configured = absolute(configured).unwrap_or_else(|_| configured.to_path_buf());
     let here = dir.path.display();
     match load(kind, dir) {
         Ok((path, _)) if path != configured => log::error!(
@@ -204,7 +213,7 @@ fn load(kind: &Kind, dir: &Dir) -> Result<(PathBuf, Saved)> {
         dir.read(&n, max).map_err(|e| Error::io(format!("read {}/{n}", dir.path.display()), e))
     };
     let need = |part: &str, max: u64| {
-        read(part, max)?.ok_or_else(|| Error::Failed(format!("{}/{}-{part} is missing", dir.path.display(), kind.name)))
+        read(part, max)?.ok_or_else(|| Error::failed(format!("{}/{}-{part} is missing", dir.path.display(), kind.name)))
     };
     let (meta, orig) = (need("meta", 4096)?, need("orig", kind.max_size)?);
     parse(kind.name, &meta, orig, read("ours", kind.max_size)?)
@@ -212,7 +221,7 @@ fn load(kind: &Kind, dir: &Dir) -> Result<(PathBuf, Saved)> {
 
 /// The backup `name` from its three files' bytes (`ours` may be missing).
 pub fn parse(name: &str, meta: &[u8], bytes: Vec<u8>, ours: Option<Vec<u8>>) -> Result<(PathBuf, Saved)> {
-    let bad = |what: String| Error::Failed(format!("{name}-meta{what}"));
+    let bad = |what: String| Error::failed(format!("{name}-meta{what}"));
     let text = std::str::from_utf8(meta).map_err(|_| bad(" is not UTF-8".into()))?;
     let get = |key: &str| {
         let value = text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' '));
@@ -265,6 +274,14 @@ pub fn overwrite(mut f: &std::fs::File, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absolute_is_std_s_but_for_a_double_slash_root() {
+        let paths = ["/etc/resolv.conf", "/etc//./r.conf/", "./a/../b", "a//b/", "/..", "."];
+        for p in paths {
+            assert_eq!(absolute(Path::new(p)).unwrap().as_os_str(), std::path::absolute(p).unwrap().as_os_str(), "{p}");
+        }
+    }
 
     #[test]
     fn meta_needs_mode_and_owner_except_in_an_old_dnsmasq_backup() {

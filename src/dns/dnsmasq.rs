@@ -135,7 +135,7 @@ fn generate(sessions: &[Session], orig: &[u8]) -> Vec<u8> {
 /// user could swap the file under us). Returns it with the file's name.
 fn open_dir(path: &Path) -> Result<(OwnedFd, &std::ffi::OsStr)> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(Error::Failed(format!("{}: not a file path", path.display())));
+        return Err(Error::failed(format!("{}: not a file path", path.display())));
     };
     let err = |e: nix::Error| Error::io(format!("open {}", parent.display()), e.into());
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -144,7 +144,7 @@ fn open_dir(path: &Path) -> Result<(OwnedFd, &std::ffi::OsStr)> {
     let (uid, mode) = (st.st_uid, st.st_mode & 0o7777);
     if !owned_by_us_or_root(uid) || mode & 0o022 != 0 {
         let must = "must belong to root or to us and be writable by its owner only";
-        return Err(Error::Failed(format!("{}: owner uid {uid} mode {mode:o}: {must}", parent.display())));
+        return Err(Error::failed(format!("{}: owner uid {uid} mode {mode:o}: {must}", parent.display())));
     }
     Ok((dir, name))
 }
@@ -162,12 +162,12 @@ fn open_file(path: &Path, flags: OFlag) -> Result<Option<(File, fs::Metadata)>> 
     let f = match openat(&dir, name, flags, Mode::empty()) {
         Ok(fd) => File::from(fd),
         Err(nix::Error::ENOENT) => return Ok(None),
-        Err(nix::Error::ELOOP) => return Err(Error::Failed(format!("{p} is a symbolic link; refusing to use it"))),
+        Err(nix::Error::ELOOP) => return Err(Error::failed(format!("{p} is a symbolic link; refusing to use it"))),
         Err(e) => return Err(Error::errno(format!("open {p}"), e)),
     };
     let m = f.metadata().map_err(|e| Error::io(format!("stat {p}"), e))?;
     if !m.is_file() || m.nlink() != 1 || !owned_by_us_or_root(m.uid()) {
-        return Err(Error::Failed(format!("{p}: must be a regular file with one name, owned by root or by us")));
+        return Err(Error::failed(format!("{p}: must be a regular file with one name, owned by root or by us")));
     }
     Ok(Some((f, m)))
 }
@@ -202,7 +202,7 @@ fn write(path: &Path, _: &Orig, bytes: &[u8]) -> Result<()> {
 /// one), so a backup that says so is not acted on.
 fn put_other(path: &Path, orig: &Orig) -> Result<()> {
     if *orig != Orig::Missing {
-        return Err(Error::Failed(format!("{}: not a backup of a servers file", path.display())));
+        return Err(Error::failed(format!("{}: not a backup of a servers file", path.display())));
     }
     let (dir, name) = open_dir(path)?;
     nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)

@@ -47,9 +47,9 @@ impl FileBackend {
     pub fn new(path: &Path, dir: &Dir) -> Result<Self> {
         // The state file keeps the path on one line.
         if path.as_os_str().is_empty() || path.to_str().map_or(true, |s| s.contains('\n')) {
-            return Err(Error::Failed("the path must be UTF-8 and have no newline".into()));
+            return Err(Error::failed("the path must be UTF-8 and have no newline"));
         }
-        let path = std::path::absolute(path).map_err(|e| Error::io("resolving the path", e))?;
+        let path = super::backup::absolute(path).map_err(|e| Error::io("resolving the path", e))?;
         Ok(FileBackend { backup: Backup::new(&KIND, path, dir), scope_warned: false })
     }
 
@@ -78,7 +78,7 @@ fn look(path: &Path) -> Result<Orig> {
         return Ok(Orig::Symlink(fs::read_link(path).map_err(err)?));
     }
     if !m.is_file() {
-        return Err(Error::Failed(format!("{} is not a regular file", path.display())));
+        return Err(Error::failed(format!("{} is not a regular file", path.display())));
     }
     let bytes = read_path(path, false, MAX_SIZE).map_err(err)?;
     Ok(Orig::File { bytes, mode: m.mode() & 0o7777, uid: m.uid(), gid: m.gid() })

@@ -287,11 +287,11 @@ impl Dns {
     }
 }
 
-/// `items` without repeats, in their order (through a set: linear in the
-/// number of items).
-fn unique<T: Eq + std::hash::Hash + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
-    let mut seen = std::collections::HashSet::new();
-    items.into_iter().filter(|i| seen.insert(i.clone())).collect()
+/// `items` without repeats, in their order (through a sorted set: the
+/// crate's maps already have its code, a hash set would add its own).
+fn unique<T: Ord + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut seen = crate::vecmap::VecSet::new();
+    items.into_iter().filter(|i| seen.add(i.clone())).collect()
 }
 
 /// Warns once (`warned`) that `who` cannot split DNS: what it does with

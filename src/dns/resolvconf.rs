@@ -307,7 +307,7 @@ impl Child {
     fn spawn(prog: &Path, args: &[&str], input: &str) -> Result<Child> {
         let what = format!("{} {}", prog.display(), args.join(" "));
         let io = |e: nix::Error| Error::io(what.clone(), e.into());
-        let cstr = |t: &[u8]| CString::new(t).map_err(|_| Error::Failed(format!("{what}: NUL in an argument")));
+        let cstr = |t: &[u8]| CString::new(t).map_err(|_| Error::failed(format!("{what}: NUL in an argument")));
         let args = args.iter().map(|a| a.as_bytes());
         let argv: Vec<CString> =
             std::iter::once(prog.as_os_str().as_bytes()).chain(args).map(cstr).collect::<Result<_>>()?;
@@ -357,7 +357,7 @@ impl Child {
                 let _ = killpg(self.pid, Signal::SIGKILL);
                 let _ = waitpid(self.pid, None);
                 let e = format!("{}: no result within {} s; killed", self.what, TIMEOUT.as_secs());
-                return Some(Err(Error::Failed(e)));
+                return Some(Err(Error::failed(e)));
             }
             // Only what is already there: a child the script left running
             // may keep the pipes open, and waiting for their end would
@@ -368,7 +368,7 @@ impl Child {
             Ok(_) => return None, // stopped or continued: keep waiting
             Err(e) => return Some(Err(Error::io(self.what.clone(), e.into()))),
         };
-        Some(Err(Error::Failed(format!("{}: {status}: {}", self.what, read_available(&self.err).trim()))))
+        Some(Err(Error::failed(format!("{}: {status}: {}", self.what, read_available(&self.err).trim()))))
     }
 }
 

@@ -61,7 +61,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 /// Is systemd-resolved there? A Ping answers if it runs, and starts it
 /// if it is D-Bus activatable. Blocking; start-up only.
 pub fn probe(bus: &Bus) -> Result<()> {
-    let m = Message::new_method_call(DEST, PATH, "org.freedesktop.DBus.Peer", "Ping").map_err(Error::Failed)?;
+    let m = Message::new_method_call(DEST, PATH, "org.freedesktop.DBus.Peer", "Ping").map_err(Error::failed)?;
     bus.call_blocking(m, CALL_TIMEOUT).map(|_| ())
 }
 

@@ -98,7 +98,7 @@ impl NlError {
     }
 
     pub fn into_error(self, op: impl Into<String>) -> Error {
-        Error::Kernel { op: op.into(), errno: self.errno, msg: self.msg }
+        Error::Kernel(Box::new(crate::error::Sys { op: op.into(), errno: self.errno, msg: self.msg }))
     }
 }
 
@@ -135,7 +135,7 @@ impl Pending {
     /// sequence number, data messages answering the batch to `each`;
     /// anything else (a late answer to an earlier request) is skipped.
     fn take(&mut self, datagram: &[u8], mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<()> {
-        let bad = |e: AttrError| Error::Failed(format!("netlink: malformed reply: {e}"));
+        let bad = |e: AttrError| Error::failed(format!("netlink: malformed reply: {e}"));
         for m in attr::messages(datagram) {
             let m = m.map_err(bad)?;
             let i = m.seq.wrapping_sub(self.first) as usize;
@@ -369,7 +369,7 @@ impl Socket {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let mut fds = [PollFd::new(crate::sys::borrow_fd(self.fd()), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::ZERO) {
-            Ok(0) => Err(Error::Failed("netlink: the kernel did not answer".into())),
+            Ok(0) => Err(Error::failed("netlink: the kernel did not answer")),
             Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
             Err(e) => Err(Error::errno("poll netlink", e)),
         }
@@ -422,7 +422,7 @@ impl Socket {
             false => full = true,
         })?;
         if full {
-            return Err(Error::Failed("netlink: dump too large".into()));
+            return Err(Error::failed("netlink: dump too large"));
         }
         Ok(out)
     }
@@ -580,7 +580,11 @@ mod tests {
         let e = NlError::check(&st).unwrap_err().into_error("create link");
         assert_eq!(
             e,
-            Error::Kernel { op: "create link".into(), errno: libc::ERANGE, msg: Some("integer out of range".into()) }
+            Error::Kernel(Box::new(crate::error::Sys {
+                op: "create link".into(),
+                errno: libc::ERANGE,
+                msg: Some("integer out of range".into())
+            }))
         );
         assert!(e.to_string().contains("integer out of range"), "{e}");
     }

@@ -37,7 +37,7 @@ impl Sessions {
             match k.request(x.ifindex, &Request::PeerDel(peer), &format!("DEL_PEER {id}")) {
                 Ok(()) => log::info!("{}: DCO peer {id} removed from {}", d.path, x.name),
                 // Already gone (expired, or the netdev was deleted by someone else).
-                Err(Error::Kernel { errno: libc::ENOENT | libc::ENODEV | libc::EINVAL, .. }) => {}
+                Err(e) if matches!(e.kernel_errno(), libc::ENOENT | libc::ENODEV | libc::EINVAL) => {}
                 Err(e) => log::warn!("{}: {e}", d.path),
             }
         }
@@ -129,7 +129,7 @@ impl Sessions {
             let (path, Some(x)) = (&d.path, d.dco.as_mut()) else { continue };
             let ifindex = x.ifindex;
             let gone = dco_session::vanished(x.peers.keys().copied(), |id| {
-                PeerId::new(id).map_err(|e| Error::Failed(e.to_string())).and_then(|p| k.get_peer(ifindex, p))
+                PeerId::new(id).map_err(|e| Error::failed(e.to_string())).and_then(|p| k.get_peer(ifindex, p))
             });
             for id in gone {
                 x.peers.remove(&id);

@@ -104,14 +104,14 @@ impl Sessions {
         self.log_owner = self.bus.name_owner(LOG_SERVICE);
         // Another instance would own the name: leave its state alone.
         if self.bus.name_owner(BUS_NAME).is_some() {
-            return Err(Error::Failed(format!("{BUS_NAME} is already running")));
+            return Err(Error::failed(format!("{BUS_NAME} is already running")));
         }
         // Undo what a killed predecessor left behind (kernel, then DNS)
         // before anyone can reach us; the DNS backend is chosen after its
         // recovery.
         self.recover_kernel(journals)?;
         self.dns.start(&self.cfg, &self.bus);
-        crate::privs::fit_to_dns(&self.cfg, self.dns.backend_name()).map_err(Error::Failed)?;
+        crate::privs::fit_to_dns(&self.cfg, self.dns.backend_name()).map_err(Error::failed)?;
         self.bus.request_name(BUS_NAME)?;
         log::info!(
             "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, DNS backend {}, log level {})",
@@ -333,8 +333,8 @@ impl Sessions {
             return;
         };
         let subs = self.audience(path, u32::MAX).into_iter().map(|(n, _)| n);
-        let to: std::collections::BTreeSet<String> = subs.chain([d.owner_bus.clone(), setter.to_string()]).collect();
-        for name in to.into_iter().filter(|n| !n.is_empty()) {
+        let to: crate::vecmap::VecSet<String> = subs.chain([d.owner_bus.clone(), setter.to_string()]).collect();
+        for (name, ()) in to.into_iter().filter(|(n, _)| !n.is_empty()) {
             let Ok(mut m) = sig.duplicate() else { continue };
             m.set_destination(Some(name.as_str().into()));
             self.bus.send(m);
@@ -342,7 +342,7 @@ impl Sessions {
     }
 
     pub(crate) fn caller(&mut self, m: &Message) -> Result<(String, conn::Creds)> {
-        let sender = m.sender().map(|s| s.to_string()).ok_or_else(|| Error::Failed("message has no sender".into()))?;
+        let sender = m.sender().map(|s| s.to_string()).ok_or_else(|| Error::failed("message has no sender"))?;
         let c = self.bus.creds(&sender)?;
         Ok((sender, c))
     }

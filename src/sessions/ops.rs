@@ -105,7 +105,7 @@ impl Sessions {
         // A copy of the call, to answer it later. Made before anything is
         // taken out of a journal, so that a failure here loses nothing. A
         // copy has no serial; the reply must name the call's.
-        let mut call = m.duplicate().map_err(|e| Error::Failed(format!("copying the call: {e}")))?;
+        let mut call = m.duplicate().map_err(|e| Error::failed(format!("copying the call: {e}")))?;
         call.set_serial(m.get_serial().unwrap_or_default());
         let stage = match what {
             Start::Establish => {
@@ -294,7 +294,7 @@ pub(crate) enum Start {
 }
 
 fn gone(path: &str) -> Error {
-    Error::NotFound(format!("no device at {path}"))
+    Error::not_found(format!("no device at {path}"))
 }
 
 fn dev<'a>(devices: &'a mut VecMap<String, Device>, path: &str) -> Result<&'a mut Device> {

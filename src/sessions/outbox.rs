@@ -103,7 +103,7 @@ impl Outbox {
 }
 
 fn message(path: &str, device: &str, e: &Event, to: &str) -> Option<Message> {
-    let details: std::collections::HashMap<&str, &str> = e.details.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let details = dbus::arg::Dict::new(e.details.iter().map(|(k, v)| (*k, v.as_str())));
     let mut sig = Message::new_signal(path, IFACE, "NetworkChange").ok()?.append3(e.kind, device, details);
     sig.set_destination(Some(to.into()));
     Some(sig)

@@ -82,7 +82,7 @@ fn need_fd<'a>(fd: Option<&'a OwnedFd>, what: &str) -> Result<&'a OwnedFd> {
 
 /// bind-device: SO_BINDTODEVICE to the uplink `oif`.
 fn bind_to_device(fd: Option<&OwnedFd>, oif: u32, remote: IpAddr) -> Result<bool> {
-    let name = crate::netlink::link::name_of(oif).ok_or_else(|| Error::Failed(format!("device #{oif} vanished")))?;
+    let name = crate::netlink::link::name_of(oif).ok_or_else(|| Error::failed(format!("device #{oif} vanished")))?;
     setsockopt(need_fd(fd, "bind-device")?, sockopt::BindToDevice, &std::ffi::OsString::from(&name))
         .map_err(|e| Error::errno(format!("SO_BINDTODEVICE {name}"), e))?;
     log::info!("socket to {remote} bound to {name}");
@@ -182,7 +182,7 @@ impl Sessions {
             return Ok(true);
         }
         if self.protections.iter().filter(|q| q.uid == p.uid).count() >= PROTECTIONS_PER_UID {
-            return Err(Error::Failed(format!(
+            return Err(Error::failed(format!(
                 "uid {} already holds {PROTECTIONS_PER_UID} socket protections, the limit per user \
                  (they go with their device, or with Cleanup)",
                 p.uid
@@ -190,8 +190,8 @@ impl Sessions {
         }
         let table = match method {
             RedirectMethod::Fwmark => {
-                let mark = self.cfg.somark.ok_or_else(|| Error::State("fwmark needs --set-somark".into()))?;
-                fwmark_table(mark).ok_or_else(|| Error::State(format!("mark {mark} cannot name a routing table")))?
+                let mark = self.cfg.somark.ok_or_else(|| Error::state("fwmark needs --set-somark"))?;
+                fwmark_table(mark).ok_or_else(|| Error::state(format!("mark {mark} cannot name a routing table")))?
             }
             _ => RT_TABLE_MAIN,
         };

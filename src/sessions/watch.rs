@@ -149,7 +149,7 @@ impl Sessions {
             self.watch.forget_path(path);
             return Some(m.method_return());
         }
-        Some(crate::conn::error_reply(m, &Error::DeviceGone(g.why.clone())))
+        Some(crate::conn::error_reply(m, &Error::device_gone(g.why.clone())))
     }
 
     /// Reads the notifications: links of ours that vanished are dealt with
