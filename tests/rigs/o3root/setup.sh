@@ -98,6 +98,10 @@ if [ ! -x "$ROOT/usr/bin/apt-get" ]; then
         "$SUITE" "$ROOT.partial" "deb $MIRROR $SUITE main" "deb $MIRROR $CLIENT_SUITE main" \
         >"$CACHE/mmdebstrap.log" 2>&1 ||
         { tail -20 "$CACHE/mmdebstrap.log"; echo "mmdebstrap failed (log: $CACHE/mmdebstrap.log)" >&2; exit 1; }
+    # mv would put the new root inside an existing directory: an empty
+    # one goes, anything else is left for a person to look at.
+    rmdir "$ROOT" 2>/dev/null || true
+    [ ! -e "$ROOT" ] || { echo "$ROOT exists but holds no usable root; remove it" >&2; exit 1; }
     mv "$ROOT.partial" "$ROOT"
     fresh=yes
 fi
