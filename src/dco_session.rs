@@ -334,7 +334,15 @@ mod tests {
     fn unasked_answers_on_the_command_socket_are_polled_and_drained() {
         // Any generic-netlink socket will do: ask the controller about
         // itself and leave the answer unread, as a late answer would be.
-        let cmd = Socket::open_family(NlFamily::Generic, &[]).unwrap();
+        let cmd = match Socket::open_family(NlFamily::Generic, &[]) {
+            Ok(s) => s,
+            // qemu-user passes netlink sockets of a few protocols only.
+            Err(Error::Io(e)) if e.errno == libc::EPROTONOSUPPORT => {
+                eprintln!("SKIP: no generic netlink socket here (qemu-user?)");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
         let mut k = DcoKernel { genl: Genl::new(Family::Ovpn, 0x23), cmd, ntf: None };
         let mut req = ctrl::getfamily_request("nlctrl").unwrap();
         nix::sys::socket::send(k.cmd.fd(), req.bytes_mut(), nix::sys::socket::MsgFlags::empty()).unwrap();

@@ -115,6 +115,7 @@ impl std::error::Error for Error {}
 mod tests {
     #[test]
     fn error_stays_small_as_every_result_carries_it() {
-        assert_eq!(std::mem::size_of::<super::Error>(), 24);
+        // A tag and a boxed str: three words on every target.
+        assert_eq!(std::mem::size_of::<super::Error>(), 3 * std::mem::size_of::<usize>());
     }
 }
