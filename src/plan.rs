@@ -212,33 +212,32 @@ fn same_way(k: &KernelRoute, wanted: &Route, shared: bool) -> bool {
 /// forward the same way. Before anything is sent (`applied` false) a prefix
 /// with no such route is fine (ours will be it); afterwards it means ours
 /// is missing. Longer prefixes inside a network are the kernel's ordinary
-/// longest-match rule and do not count. One sorted-map lookup per route of either input.
+/// longest-match rule and do not count. The table is sorted once by table
+/// and prefix; each wanted route then finds its candidates by binary search
+/// (no map and no allocation per prefix: 10,240 routes are checked twice
+/// per Establish, inside one loop turn each).
 pub fn check(changes: &[Change], table: &[KernelRoute], applied: bool) -> Result<(), Misroute> {
-    let wanted: Vec<(&Route, bool)> =
-        changes.iter().filter_map(|c| Some((c.route()?, matches!(c, Change::SharedRoute(_))))).collect();
-    let mut by_prefix: std::collections::BTreeMap<(u32, IpNetwork), Vec<&KernelRoute>> = Default::default();
-    for (r, _) in &wanted {
+    let prefix = |r: &Route| {
         let (t, dst, _) = r.key();
-        by_prefix.entry((t, dst)).or_default();
-    }
-    for k in table {
-        let (t, dst, _) = k.route.key();
-        if let Some(v) = by_prefix.get_mut(&(t, dst)) {
-            v.push(k);
-        }
-    }
-    for (r, shared) in wanted {
-        let (t, dst, metric) = r.key();
-        let candidates = &by_prefix[&(t, dst)];
-        let best = candidates.iter().map(|k| k.route.kernel_metric()).filter(|m| *m <= metric).min();
+        (t, dst)
+    };
+    let mut sorted: Vec<((u32, IpNetwork), &KernelRoute)> = table.iter().map(|k| (prefix(&k.route), k)).collect();
+    sorted.sort_unstable_by_key(|e| e.0);
+    for c in changes {
+        let Some(r) = c.route() else { continue };
+        let shared = matches!(c, Change::SharedRoute(_));
+        let (key, metric) = (prefix(r), r.kernel_metric());
+        let from = sorted.partition_point(|(k, _)| *k < key);
+        let mut candidates = sorted[from..].iter().take_while(|(k, _)| *k == key).map(|(_, k)| *k);
+        let best = candidates.clone().map(|k| k.route.kernel_metric()).filter(|m| *m <= metric).min();
         let Some(best) = best else {
             if applied {
                 return Err(Misroute { wanted: r.clone(), found: None });
             }
             continue;
         };
-        if let Some(k) = candidates.iter().find(|k| k.route.kernel_metric() == best && !same_way(k, r, shared)) {
-            return Err(Misroute { wanted: r.clone(), found: Some((*k).clone()) });
+        if let Some(k) = candidates.find(|k| k.route.kernel_metric() == best && !same_way(k, r, shared)) {
+            return Err(Misroute { wanted: r.clone(), found: Some(k.clone()) });
         }
     }
     Ok(())
