@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 
 use dbus::Message;
 
-use crate::bus::manager::bad;
+use crate::bus::manager::{bad, unhandled};
 use crate::dco::{self, pipe, DbusNewPeer, DcoError, Family, Keepalive, Mode, PeerId, PeerNew, Request};
 use crate::dco_session::{self, DcoDev, DcoKernel, Pipe, SockKind};
 use crate::error::{Error, Result};
@@ -160,7 +160,7 @@ pub(crate) fn dco_call(s: &mut Sessions, m: &Message, path: &str, member: &str) 
             let fd = x.pipe.take_client()?;
             return Ok(m.method_return().append1(fd));
         }
-        _ => unreachable!("dispatch passes only the methods introspection declares"),
+        _ => return Err(unhandled(member)),
     }
     Ok(m.method_return())
 }

@@ -2,7 +2,7 @@
 
 use dbus::Message;
 
-use crate::bus::manager::bad;
+use crate::bus::manager::{bad, unhandled};
 use crate::error::{Error, Result};
 use crate::limits::{
     fits, ADDRS_PER_DEVICE, DNS_SEARCH_PER_DEVICE, DNS_SERVERS_PER_DEVICE, NETWORKS_PER_TURN, NETWORKS_PER_UID,
@@ -76,7 +76,7 @@ fn set_setting(s: &mut Sessions, m: &Message, path: &str, member: &str, networks
         }
         "SetDNSSEC" => st.dnssec = settings::dnssec(m.read1().map_err(bad("mode"))?)?,
         "SetDNSTransport" => st.dns_transport = settings::dns_transport(m.read1().map_err(bad("mode"))?)?,
-        _ => unreachable!("filtered by the introspection XML"),
+        _ => return Err(unhandled(member)),
     }
     d.modified = true;
     // DNS changes on an established device take effect at once.
