@@ -183,7 +183,7 @@ impl Journal {
 /// Two files, opened as root at start-up and kept open, so the daemon never
 /// needs to create or rename anything in its state directory (which may be
 /// root's). A rewrite goes to the file not in use, with generation 0 in its
-/// header until it is complete and synced; then the real generation is
+/// header until it is complete; then the real generation is
 /// written in place. Loading takes the complete file of the highest
 /// generation, so a crash mid-rewrite leaves the old file in force.
 pub struct Wal {
@@ -299,9 +299,9 @@ impl Wal {
         f.set_len(0)?;
         f.seek(SeekFrom::Start(0))?;
         f.write_all(text.as_bytes())?;
-        f.sync_data()?;
+        // Not fsync'd (see the module doc): the page cache orders these
+        // writes for the next reader, and a sync would hold the loop on the disk.
         f.write_all_at(format!("{generation:0w$}", w = GEN_WIDTH).as_bytes(), gen_at)?;
-        f.sync_data()?;
         // The new file is in force; the old one is cleared (were that lost,
         // the higher generation still wins).
         let _ = files[self.active].set_len(0);
