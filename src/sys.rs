@@ -184,6 +184,70 @@ pub fn pidfd_send_signal(fd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
         .map(drop)
 }
 
+/// A child process that sends one datagram and exits (`send_in_child`).
+pub struct SendChild {
+    /// None once reaped.
+    pid: Option<nix::unistd::Pid>,
+    /// Readable once it has exited (None on kernels before 5.3).
+    pub pidfd: Option<OwnedFd>,
+}
+
+/// Sends `bytes` on socket `fd` from a child process, which then exits
+/// with 0 or the errno of its send. Some netlink requests (deleting a
+/// link waits for RCU grace periods, ~20 ms) are handled inside sendmsg;
+/// in a child, that wait holds neither the loop nor its other clients.
+/// The answers go to the socket, shared with the child.
+pub fn send_in_child(fd: RawFd, bytes: &[u8]) -> io::Result<SendChild> {
+    // SAFETY: the daemon has one thread, so no lock is held by another
+    // thread at the fork. The child only calls send(2) on memory it
+    // inherited (`bytes`, read-only) and _exit(2), both async-signal-safe;
+    // it allocates nothing, runs no destructor and touches no other fd.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: `bytes` is a live slice of `bytes.len()` bytes; the
+            // flags word is 0.
+            let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), 0) };
+            let code = if n < 0 { io::Error::last_os_error().raw_os_error().unwrap_or(255).clamp(1, 255) } else { 0 };
+            // SAFETY: ends the child at once: no atexit handler, no flush of
+            // buffers that are the parent's.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            Ok(SendChild { pid: Some(child), pidfd: pidfd_open(child.as_raw() as u32).ok() })
+        }
+    }
+}
+
+impl SendChild {
+    /// Reaps the child if it has exited (`block`: waits for it): None while
+    /// it runs, then the outcome of its send.
+    pub fn reap(&mut self, block: bool) -> Option<io::Result<()>> {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        let flags = (!block).then_some(WaitPidFlag::WNOHANG);
+        let pid = self.pid?;
+        loop {
+            let r = match waitpid(pid, flags) {
+                Ok(WaitStatus::StillAlive) => return None,
+                Ok(WaitStatus::Exited(_, 0)) => Some(Ok(())),
+                Ok(WaitStatus::Exited(_, code)) => Some(Err(io::Error::from_raw_os_error(code))),
+                Ok(_) => Some(Err(io::Error::other("the sending child was killed"))),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => Some(Err(e.into())),
+            };
+            self.pid = None;
+            return r;
+        }
+    }
+}
+
+impl Drop for SendChild {
+    /// Never leaves a zombie: a child not reaped yet is waited for (it
+    /// only finishes its one send).
+    fn drop(&mut self) {
+        let _ = self.reap(true);
+    }
+}
+
 /// Overwrites `buf` with zeroes, for key material. Every store is volatile,
 /// so the optimiser cannot drop them as dead even when `buf` is freed next.
 pub fn wipe(buf: &mut [u8]) {

@@ -31,6 +31,11 @@ pub const RTPROT_OVPN_NETCFGD: u8 = 79;
 /// truesize; even a batch that fails entirely stays inside the 1 MiB buffer
 /// we ask for.
 pub const BATCH: usize = 128;
+/// The kernel's time one sendmsg of a batch may take: the next batch is
+/// as large as the last one's cost says fits (at least BATCH_MIN), so a
+/// slow kernel or a loaded machine gets smaller batches, not longer turns.
+const SEND_BUDGET: std::time::Duration = std::time::Duration::from_micros(1000);
+const BATCH_MIN: usize = 8;
 const RECV_BUF: usize = 64 * 1024;
 /// Datagrams of answers read per call of `on_readable` (one loop turn).
 const READS_PER_TURN: usize = 8;
@@ -174,6 +179,8 @@ pub struct Batches {
     reqs: Vec<Req>,
     sent: usize,
     inflight: Option<Pending>,
+    /// The next batch's size (0: BATCH).
+    size: usize,
     pub out: Vec<Outcome>,
     pub failure: Option<Error>,
 }
@@ -211,10 +218,14 @@ impl Batches {
         if self.sent == self.reqs.len() {
             return true;
         }
-        let end = self.reqs.len().min(self.sent + BATCH);
+        let size = if self.size == 0 { BATCH } else { self.size };
+        let end = self.reqs.len().min(self.sent + size);
         let batch = &mut self.reqs[self.sent..end];
+        let t = std::time::Instant::now();
         match sock.send(&mut batch.iter_mut().map(|r| &mut r.bytes[..]).collect::<Vec<_>>()) {
             Ok(p) => {
+                let fits = (batch.len() as u128 * SEND_BUDGET.as_nanos() / t.elapsed().as_nanos().max(1)) as usize;
+                self.size = ((size + fits) / 2).clamp(BATCH_MIN, BATCH);
                 // Sent: only what the answers are matched against is kept.
                 for r in batch {
                     r.bytes = Vec::new();
@@ -264,6 +275,9 @@ pub struct Socket {
     sock: NlSocket,
     seq: u32,
     buf: Vec<u8>,
+    /// Batches that delete a link go out from a child (`detached`).
+    detach: bool,
+    child: Option<crate::sys::SendChild>,
 }
 
 impl Socket {
@@ -301,11 +315,27 @@ impl Socket {
         if crate::sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20).is_err() {
             let _ = sock.set_recv_buffer_size(1 << 20);
         }
-        Ok(Socket { sock, seq: 0, buf: vec![0; RECV_BUF] })
+        Ok(Socket { sock, seq: 0, buf: vec![0; RECV_BUF], detach: false, child: None })
     }
 
     pub fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
+    }
+
+    /// Sends batches that delete a link from a child process from now on
+    /// (`sys::send_in_child`): for the socket whose answers the loop polls.
+    pub fn detached(mut self) -> Self {
+        self.detach = true;
+        self
+    }
+
+    /// What the loop polls for the answers: the sending child's pidfd
+    /// while one sends, the socket otherwise.
+    pub fn poll_fd(&self) -> RawFd {
+        match self.child.as_ref().and_then(|c| c.pidfd.as_ref()) {
+            Some(fd) => fd.as_raw_fd(),
+            None => self.fd(),
+        }
     }
 
     /// Stamps sequence numbers on `msgs` and sends them in one sendmsg.
@@ -327,15 +357,23 @@ impl Socket {
             let dump = u16::from_ne_bytes([m[6], m[7]]) & NLM_F_DUMP == NLM_F_DUMP;
             set_ack(m, i == last && !dump);
         }
+        let pending = Pending { first, got: vec![None; msgs.len()] };
+        let slow = self.detach && msgs.iter().any(|m| m[4..6] == libc::RTM_DELLINK.to_ne_bytes());
         // One message goes out from where it is: no copy of a key is left
         // in a buffer that is not wiped.
         let bytes: std::borrow::Cow<[u8]> = match msgs {
             [one] => (&**one).into(),
             _ => msgs.concat().into(),
         };
+        if slow {
+            let child =
+                crate::sys::send_in_child(self.fd(), &bytes).map_err(|e| Error::io("netlink send (fork)", e))?;
+            self.child = Some(child);
+            return Ok(pending);
+        }
         loop {
             match self.sock.send(&bytes[..], Msg::empty()) {
-                Ok(_) => return Ok(Pending { first, got: vec![None; msgs.len()] }),
+                Ok(_) => return Ok(pending),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("netlink send", e)),
             }
@@ -345,6 +383,16 @@ impl Socket {
     /// Reads the answers queued for `p` without waiting (data messages to
     /// `each`); true once `p` is complete.
     fn on_readable(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<bool> {
+        if let Some(c) = &mut self.child {
+            match c.reap(false) {
+                // Its answers are all queued once its send has returned.
+                None => return Ok(false),
+                Some(r) => {
+                    self.child = None;
+                    r.map_err(|e| Error::io("netlink send", e))?;
+                }
+            }
+        }
         // A dump's next part is made while its previous one is read: a
         // large one is read over several loop turns.
         for _ in 0..READS_PER_TURN {
@@ -365,8 +413,14 @@ impl Socket {
     /// handles a netlink request inside sendmsg, and makes a dump's next
     /// part while the previous one is read, so an answer that is not there
     /// now will not come.
-    fn expect_answer(&self) -> Result<()> {
+    fn expect_answer(&mut self) -> Result<()> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        // (At shutdown:) a child's send is waited for.
+        if let Some(Some(Err(e))) = self.child.as_mut().map(|c| c.reap(true)) {
+            self.child = None;
+            return Err(Error::io("netlink send", e));
+        }
+        self.child = None;
         let mut fds = [PollFd::new(crate::sys::borrow_fd(self.fd()), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::ZERO) {
             Ok(0) => Err(Error::failed("netlink: the kernel did not answer")),
