@@ -23,7 +23,12 @@ pub struct Kernel {
 
 impl Kernel {
     pub fn open() -> Result<Self> {
-        Ok(Kernel { rtnl: Socket::open()?, ops: Socket::open()?, wal: Wal::memory(), shared: Shared::default() })
+        Ok(Kernel {
+            rtnl: Socket::open()?,
+            ops: Socket::open()?.detached(),
+            wal: Wal::memory(),
+            shared: Shared::default(),
+        })
     }
 }
 
@@ -65,16 +70,25 @@ pub fn apply(
     holder: &Holder,
     before: Vec<KernelRoute>,
 ) -> Result<()> {
-    let mut a = start(k, changes, holder.clone(), before)?;
+    let mut a = start(k, changes, holder.clone(), before);
+    while !a.check_step() {}
+    if let Some(e) = a.refused() {
+        return Err(e);
+    }
     while !a.step(k, false) {
         a.batches.expect_answer(&mut k.rtnl);
     }
+    while !a.check_step() {}
     a.finish(k, journal)
 }
 
-/// An apply on its way (see `apply`): checked by `start`, its requests
-/// encoded, written ahead and sent a batch per `advance`, its outcome kept
-/// or rolled back by `finish`.
+/// Changes checked against a table per `check_step` (one loop turn).
+const CHECK_SLICE: usize = 2048;
+
+/// An apply on its way (see `apply`): checked against the table as it was
+/// a slice per `check_step`, its requests encoded, written ahead and sent a
+/// batch per `advance`, checked against the table read back (`check_step`
+/// again), its outcome kept or rolled back by `finish`.
 pub struct Applying {
     changes: Vec<Change>,
     /// Indexes into `changes`: the ones to send, in order (as many as
@@ -90,17 +104,68 @@ pub struct Applying {
     after: Option<Vec<KernelRoute>>,
     before: Vec<KernelRoute>,
     holder: Holder,
+    /// The check in progress: its table sorted, and the changes checked.
+    sorted: bool,
+    checked: usize,
+    /// A change the check found would not forward as asked.
+    misroute: Option<Error>,
 }
 
-/// Checks `changes` against the table as it was (`before`).
-pub fn start(k: &Kernel, changes: Vec<Change>, holder: Holder, before: Vec<KernelRoute>) -> Result<Applying> {
-    plan::check(&changes, &before, false).map_err(|m| misroute_error(&m))?;
+/// Prepares `changes` for sending (`before`: the table as it was).
+pub fn start(k: &Kernel, changes: Vec<Change>, holder: Holder, before: Vec<KernelRoute>) -> Applying {
     let (again, send): (Vec<usize>, Vec<usize>) =
         (0..changes.len()).partition(|&i| matches!(&changes[i], Change::SharedRoute(r) if k.shared.contains(r)));
-    Ok(Applying { changes, send, again, entries: Vec::new(), batches: Default::default(), after: None, before, holder })
+    let (batches, entries) = (Default::default(), Vec::new());
+    Applying {
+        changes,
+        send,
+        again,
+        entries,
+        batches,
+        after: None,
+        before,
+        holder,
+        sorted: false,
+        checked: 0,
+        misroute: None,
+    }
 }
 
 impl Applying {
+    /// Checks the changes a slice at a time (`plan::check`): before
+    /// anything is sent, against the table as it was; once everything is
+    /// answered, against the table read back. True once all are checked,
+    /// or one is misrouted (`refused`, or the failure of `finish`).
+    pub fn check_step(&mut self) -> bool {
+        if self.misroute.is_some() || self.batches.failure.is_some() {
+            return true;
+        }
+        let applied = self.after.is_some();
+        let table = self.after.as_mut().unwrap_or(&mut self.before);
+        // Sorting 10k routes is a turn's work of its own.
+        if !std::mem::replace(&mut self.sorted, true) {
+            plan::sort_table(table);
+            return false;
+        }
+        let end = self.changes.len().min(self.checked + CHECK_SLICE);
+        if let Err(m) = plan::check(&self.changes[self.checked..end], table, applied) {
+            self.misroute = Some(misroute_error(&m));
+            return true;
+        }
+        self.checked = end;
+        if end < self.changes.len() {
+            return false;
+        }
+        // The next check (of the table read back) starts afresh.
+        (self.sorted, self.checked) = (false, 0);
+        true
+    }
+
+    /// Why the changes must not be sent, once `check_step` is done before sending.
+    pub fn refused(&mut self) -> Option<Error> {
+        self.misroute.take()
+    }
+
     /// Moves on by one batch on the loop's socket; true when done.
     pub fn advance(&mut self, k: &mut Kernel) -> bool {
         self.step(k, true)
@@ -155,10 +220,11 @@ impl Applying {
         }
     }
 
-    /// Checks the table read back and keeps what the kernel made (a
-    /// device's own changes in `journal`), or undoes all of it on any failure.
+    /// Keeps what the kernel made (a device's own changes in `journal`),
+    /// or undoes all of it on any failure (of a change, or of the check of
+    /// the table read back, which `check_step` has completed).
     pub fn finish(self, k: &mut Kernel, journal: &mut Journal) -> Result<()> {
-        let Applying { changes, send, again, entries, batches: mut done, after, before, holder } = self;
+        let Applying { changes, send, again, entries, batches: mut done, before, holder, misroute, .. } = self;
         let mut failure = done.failure.take();
         let (mut made, mut not_ours): (Vec<(&Change, Entry)>, Vec<u64>) = (Vec::new(), Vec::new());
         for (j, ((res, entry), &i)) in done.out.iter().zip(entries).zip(&send).enumerate() {
@@ -180,11 +246,7 @@ impl Applying {
         }
         k.wal.done(not_ours);
         if failure.is_none() && changes.iter().any(|c| c.route().is_some()) {
-            let now = match done.error(send.len()) {
-                Some(e) => Err(e),
-                None => after.map_or_else(|| host_routes(&mut k.rtnl), Ok),
-            };
-            failure = now.and_then(|now| plan::check(&changes, &now, true).map_err(|m| misroute_error(&m))).err();
+            failure = done.error(send.len()).or(misroute);
         }
         if let Some(e) = failure {
             let steps = made.into_iter().rev().map(|(_, e)| e).collect();

@@ -100,45 +100,42 @@ impl Device {
         }
     }
 
-    /// Plans the configuration of the new link; its changes then go to the
-    /// kernel a batch at a time, and `establish_commit` keeps them. On
-    /// error nothing of this attempt is left in the kernel.
+    /// Plans the configuration of the new link; its changes are then
+    /// checked and go to the kernel a slice or batch per loop turn
+    /// (`Establishing::applying`), and `establish_commit` keeps them.
     pub fn establish_plan(
         &mut self,
-        k: &mut Kernel,
+        k: &Kernel,
         Linked { link, routes }: Linked,
         ignore: &[u32],
         redirect: bool,
-    ) -> Result<Establishing> {
+    ) -> Establishing {
         let ignore = [ignore, &[link.ifindex]].concat();
         let mut plan = plan::plan(&self.settings, link.ifindex, &Host { routes: &routes, ignore: &ignore, redirect });
         let changes = std::mem::take(&mut plan.changes);
-        match apply::start(k, changes, self.holder(), routes) {
-            Ok(applying) => Ok(Establishing { applying, link, plan }),
-            Err(e) => Err(self.establish_failed(k, link, e)),
-        }
+        Establishing { applying: apply::start(k, changes, self.holder(), routes), link, plan }
     }
 
-    /// Keeps the configuration the kernel made (or undoes this attempt);
-    /// returns the tun fd for the client and the events to announce.
-    pub fn establish_commit(
-        &mut self,
-        k: &mut Kernel,
-        Establishing { applying, mut link, plan }: Establishing,
-    ) -> Result<(Option<OwnedFd>, Vec<Notice>, Vec<String>)> {
+    /// Gives up an Establish whose changes were refused before any was
+    /// sent: nothing of this attempt is left in the kernel.
+    pub fn establish_refused(&mut self, k: &mut Kernel, est: Establishing, e: Error) -> Error {
+        self.establish_failed(k, est.link, e)
+    }
+
+    /// Keeps the configuration the kernel made (or undoes this attempt).
+    pub fn establish_commit(&mut self, k: &mut Kernel, est: Establishing) -> Result<Established> {
+        let Establishing { applying, mut link, plan } = est;
         if let Err(e) = applying.finish(k, &mut link.journal) {
             return Err(self.establish_failed(k, link, e));
         }
-        for f in apply::undo(k, link.old_links) {
-            log::warn!("{}: removing the previous device: {f}", self.path);
-        }
-        // Oldest first, after what the journal already holds (a DCO netdev).
-        self.restore(link.journal.take_all());
+        // After what the journal already holds (a DCO netdev), in order.
+        self.journal.append(&mut link.journal);
         self.link = Some((link.ifindex, link.name.clone()));
         self.name = link.name;
         self.active = true;
         self.announced = Some(plan.announce.clone());
-        Ok((link.fd, vec![Notice::Added(plan.announce)], plan.notes))
+        let events = vec![Notice::Added(plan.announce)];
+        Ok(Established { fd: link.fd, events, notes: plan.notes, old_links: link.old_links })
     }
 
     /// Undoes a failed attempt and puts the old links back.
@@ -219,6 +216,16 @@ fn open_tun(k: &mut Kernel, tap: bool) -> Result<NewLink> {
 pub struct Linked {
     link: NewLink,
     routes: Vec<netlink::route::KernelRoute>,
+}
+
+/// An Establish kept: the tun fd for the client, the events to announce,
+/// log notes, and the previous link's removal (newest first), which the
+/// caller runs without holding the loop (deleting a link takes ~20 ms).
+pub struct Established {
+    pub fd: Option<OwnedFd>,
+    pub events: Vec<Notice>,
+    pub notes: Vec<String>,
+    pub old_links: Vec<Entry>,
 }
 
 /// An Establish on its way: the link made, the plan's changes going to the

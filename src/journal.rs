@@ -157,6 +157,11 @@ impl Journal {
         self.entries.is_empty()
     }
 
+    /// Moves every entry of `other` after ours, in order.
+    pub fn append(&mut self, other: &mut Journal) {
+        self.entries.append(&mut other.entries);
+    }
+
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }

@@ -206,29 +206,33 @@ fn same_way(k: &KernelRoute, wanted: &Route, shared: bool) -> bool {
     k.rtype == libc::RTN_UNICAST && k.route.oif == wanted.oif && (!shared || k.route.gateway == wanted.gateway)
 }
 
+/// A route's table and prefix: what `check` sorts and searches by.
+fn prefix(r: &Route) -> (u32, IpNetwork) {
+    let (t, dst, _) = r.key();
+    (t, dst)
+}
+
+/// Sorts a routing table for `check`.
+pub fn sort_table(table: &mut [KernelRoute]) {
+    table.sort_unstable_by_key(|k| prefix(&k.route));
+}
+
 /// Checks that every route in `changes` forwards as asked in the routing
-/// tables `table`: among the kernel's routes for the same table and prefix,
-/// the preferred ones (lowest metric, if not above the one asked for) all
-/// forward the same way. Before anything is sent (`applied` false) a prefix
-/// with no such route is fine (ours will be it); afterwards it means ours
-/// is missing. Longer prefixes inside a network are the kernel's ordinary
-/// longest-match rule and do not count. The table is sorted once by table
-/// and prefix; each wanted route then finds its candidates by binary search
-/// (no map and no allocation per prefix: 10,240 routes are checked twice
-/// per Establish, inside one loop turn each).
-pub fn check(changes: &[Change], table: &[KernelRoute], applied: bool) -> Result<(), Misroute> {
-    let prefix = |r: &Route| {
-        let (t, dst, _) = r.key();
-        (t, dst)
-    };
-    let mut sorted: Vec<((u32, IpNetwork), &KernelRoute)> = table.iter().map(|k| (prefix(&k.route), k)).collect();
-    sorted.sort_unstable_by_key(|e| e.0);
+/// tables `sorted` (by `sort_table`): among the kernel's routes for the same
+/// table and prefix, the preferred ones (lowest metric, if not above the one
+/// asked for) all forward the same way. Before anything is sent (`applied`
+/// false) a prefix with no such route is fine (ours will be it); afterwards
+/// it means ours is missing. Longer prefixes inside a network are the
+/// kernel's ordinary longest-match rule and do not count. Each wanted route
+/// finds its candidates by binary search: no map and no allocation per
+/// prefix, and a caller can check 10,240 routes a slice at a time.
+pub fn check(changes: &[Change], sorted: &[KernelRoute], applied: bool) -> Result<(), Misroute> {
     for c in changes {
         let Some(r) = c.route() else { continue };
         let shared = matches!(c, Change::SharedRoute(_));
         let (key, metric) = (prefix(r), r.kernel_metric());
-        let from = sorted.partition_point(|(k, _)| *k < key);
-        let mut candidates = sorted[from..].iter().take_while(|(k, _)| *k == key).map(|(_, k)| *k);
+        let from = sorted.partition_point(|k| prefix(&k.route) < key);
+        let mut candidates = sorted[from..].iter().take_while(|k| prefix(&k.route) == key);
         let best = candidates.clone().map(|k| k.route.kernel_metric()).filter(|m| *m <= metric).min();
         let Some(best) = best else {
             if applied {
@@ -246,6 +250,13 @@ pub fn check(changes: &[Change], table: &[KernelRoute], applied: bool) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check` of an unsorted table.
+    fn check_sorted(changes: &[Change], table: &[KernelRoute], applied: bool) -> Result<(), Misroute> {
+        let mut t = table.to_vec();
+        sort_table(&mut t);
+        check(changes, &t, applied)
+    }
     use crate::settings;
 
     fn host_table() -> Vec<KernelRoute> {
@@ -340,27 +351,30 @@ mod tests {
         let tunnel = Change::Route(want("10.97.0.0/24", Some("10.98.0.1"), 9, None));
         // Someone else's route to the same prefix and metric: refused before anything is sent.
         let other = kr("10.97.0.0/24", Some("192.0.2.1"), 2, None, U);
-        let m = check(std::slice::from_ref(&tunnel), std::slice::from_ref(&other), false).unwrap_err();
+        let m = check_sorted(std::slice::from_ref(&tunnel), std::slice::from_ref(&other), false).unwrap_err();
         assert_eq!(m.found, Some(other.clone()));
         // A lower metric elsewhere wins over ours: refused; a higher one loses: fine.
         let low = kr("10.97.0.0/24", Some("192.0.2.1"), 2, Some(5), U);
         let tunnel7 = Change::Route(want("10.97.0.0/24", Some("10.98.0.1"), 9, Some(7)));
-        assert!(check(std::slice::from_ref(&tunnel7), std::slice::from_ref(&low), false).is_err());
+        assert!(check_sorted(std::slice::from_ref(&tunnel7), std::slice::from_ref(&low), false).is_err());
         let high = kr("10.97.0.0/24", Some("192.0.2.1"), 2, Some(9), U);
-        assert!(check(std::slice::from_ref(&tunnel7), std::slice::from_ref(&high), false).is_ok());
+        assert!(check_sorted(std::slice::from_ref(&tunnel7), std::slice::from_ref(&high), false).is_ok());
         // A blackhole is not a way through the tunnel.
         let bh = kr("10.97.0.0/24", None, 0, None, libc::RTN_BLACKHOLE);
-        assert!(check(std::slice::from_ref(&tunnel), &[bh], false).is_err());
+        assert!(check_sorted(std::slice::from_ref(&tunnel), &[bh], false).is_err());
         // Longer prefixes inside the network are the longest-match rule: fine.
         let inner = kr("10.97.0.0/25", Some("192.0.2.1"), 2, None, U);
-        assert!(check(std::slice::from_ref(&tunnel), std::slice::from_ref(&inner), true).is_err(), "ours missing");
+        assert!(
+            check_sorted(std::slice::from_ref(&tunnel), std::slice::from_ref(&inner), true).is_err(),
+            "ours missing"
+        );
         let ours = kr("10.97.0.0/24", Some("10.98.0.1"), 9, None, U);
-        assert!(check(std::slice::from_ref(&tunnel), &[inner, ours.clone()], true).is_ok());
+        assert!(check_sorted(std::slice::from_ref(&tunnel), &[inner, ours.clone()], true).is_ok());
         // The kernel's own prefix route on the tunnel forwards the same way.
         let prefix = kr("10.97.0.0/24", None, 9, None, U);
-        assert!(check(std::slice::from_ref(&tunnel), &[prefix], true).is_ok());
+        assert!(check_sorted(std::slice::from_ref(&tunnel), &[prefix], true).is_ok());
         // After: ours and another at the same metric (appended by someone): refused.
-        assert!(check(std::slice::from_ref(&tunnel), &[ours, other], true).is_err());
+        assert!(check_sorted(std::slice::from_ref(&tunnel), &[ours, other], true).is_err());
     }
 
     #[test]
@@ -368,16 +382,20 @@ mod tests {
         const U: u8 = libc::RTN_UNICAST;
         let ex = Change::SharedRoute(want("198.51.100.0/24", Some("192.0.2.1"), 2, None));
         // An identical route already there (anyone's): forwards as asked.
-        assert!(check(std::slice::from_ref(&ex), &[kr("198.51.100.0/24", Some("192.0.2.1"), 2, None, U)], true).is_ok());
+        assert!(check_sorted(std::slice::from_ref(&ex), &[kr("198.51.100.0/24", Some("192.0.2.1"), 2, None, U)], true)
+            .is_ok());
         // Same device, another gateway: not the same way.
-        assert!(
-            check(std::slice::from_ref(&ex), &[kr("198.51.100.0/24", Some("192.0.2.9"), 2, None, U)], false).is_err()
-        );
+        assert!(check_sorted(
+            std::slice::from_ref(&ex),
+            &[kr("198.51.100.0/24", Some("192.0.2.9"), 2, None, U)],
+            false
+        )
+        .is_err());
         // IPv6: no metric means 1024, which a route read back with 1024 matches.
         let v6 = Change::Route(want("2001:db8:5::/48", None, 9, None));
         let other = kr("2001:db8:5::/48", Some("2001:db8::1"), 2, Some(1024), U);
-        assert!(check(std::slice::from_ref(&v6), &[other], false).is_err());
+        assert!(check_sorted(std::slice::from_ref(&v6), &[other], false).is_err());
         let other = kr("2001:db8:5::/48", Some("2001:db8::1"), 2, Some(2048), U);
-        assert!(check(std::slice::from_ref(&v6), &[other], false).is_ok());
+        assert!(check_sorted(std::slice::from_ref(&v6), &[other], false).is_ok());
     }
 }

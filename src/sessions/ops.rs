@@ -45,10 +45,15 @@ enum Stage {
     Linking(Est),
     /// Establish: the plan to make.
     Planning { linked: Box<Linked>, est: Est },
+    /// Establish: the plan checked against the route table, a slice per turn.
+    Checking { applying: Box<Establishing>, est: Est },
     /// Establish: the new configuration going in.
     Applying { applying: Box<Establishing>, est: Est },
-    /// Establish: the outcome to keep (or undo).
+    /// Establish: the table read back checked a slice per turn, then the
+    /// outcome kept (or undone).
     Committing { applying: Box<Establishing>, est: Est },
+    /// Establish: the previous link going (the reply carries `fd`).
+    Retiring { undo: crate::apply::Undoing, fd: Option<OwnedFd> },
     /// Disable and ClearConfig: the configuration going, the device stays.
     Clearing { undo: crate::apply::Undoing, disable: bool },
     /// Destroy.
@@ -96,7 +101,7 @@ impl Sessions {
 
     /// The fd the loop polls while an operation's batch waits for answers.
     pub(crate) fn op_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.op.as_ref().map(|_| self.kernel.ops.fd())
+        self.op.as_ref().map(|_| self.kernel.ops.poll_fd())
     }
 
     /// Starts `what` on `path` as the pending operation; the error if it
@@ -158,7 +163,9 @@ impl Sessions {
             let k = &mut self.kernel;
             if !op.ready {
                 match &mut op.stage {
-                    Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } => undo.expect_answer(k),
+                    Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } | Stage::Retiring { undo, .. } => {
+                        undo.expect_answer(k)
+                    }
                     Stage::Removing { r, .. } => r.undo.expect_answer(k),
                     Stage::Applying { applying, .. } => applying.applying.expect_answer(k),
                     _ => {}
@@ -172,7 +179,9 @@ impl Sessions {
         let k = &mut self.kernel;
         // A stage that sends batches goes on once its last one is answered.
         let sent = match &mut stage {
-            Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } => undo.advance(k),
+            Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } | Stage::Retiring { undo, .. } => {
+                undo.advance(k)
+            }
             Stage::Removing { r, .. } => r.undo.advance(k),
             Stage::Applying { applying, .. } => applying.applying.advance(k),
             _ => true,
@@ -190,24 +199,44 @@ impl Sessions {
                 Err(e) => self.failed(path, est, e),
             },
             Stage::Planning { linked, est } => {
-                match dev(&mut self.devices, path)?.establish_plan(k, *linked, &est.ignore, est.redirect) {
-                    Ok(applying) => Ok(Next::Stage(Stage::Applying { applying: Box::new(applying), est })),
-                    Err(e) => self.failed(path, est, e),
+                let applying = dev(&mut self.devices, path)?.establish_plan(k, *linked, &est.ignore, est.redirect);
+                Ok(Next::Stage(Stage::Checking { applying: Box::new(applying), est }))
+            }
+            Stage::Checking { mut applying, est } => {
+                if !applying.applying.check_step() {
+                    return Ok(Next::Stage(Stage::Checking { applying, est }));
+                }
+                match applying.applying.refused() {
+                    Some(e) => {
+                        let e = dev(&mut self.devices, path)?.establish_refused(k, *applying, e);
+                        self.failed(path, est, e)
+                    }
+                    None => Ok(Next::Stage(Stage::Applying { applying, est })),
                 }
             }
             Stage::Applying { applying, est } => Ok(Next::Stage(Stage::Committing { applying, est })),
-            Stage::Committing { applying, mut est } => {
+            Stage::Committing { mut applying, mut est } => {
+                if !applying.applying.check_step() {
+                    return Ok(Next::Stage(Stage::Committing { applying, est }));
+                }
                 let d = dev(&mut self.devices, path)?;
-                let r = d.establish_commit(k, *applying).map(|(fd, added, notes)| {
-                    for n in notes {
+                let r = d.establish_commit(k, *applying).map(|done| {
+                    for n in done.notes {
                         log::warn!("{path}: {n}");
                     }
                     log::info!("{path}: established {}", d.name);
-                    est.events.extend(added);
-                    Next::Done(fd)
+                    est.events.extend(done.events);
+                    let undo = crate::apply::undo_start(done.old_links);
+                    Next::Stage(Stage::Retiring { undo, fd: done.fd })
                 });
                 self.announce(path, est.events);
                 r
+            }
+            Stage::Retiring { undo, fd } => {
+                for f in undo.finish(k) {
+                    log::warn!("{path}: removing the previous device: {f}");
+                }
+                Ok(Next::Done(fd))
             }
             Stage::Clearing { undo, disable } => {
                 let events = self.torn_down(path, undo)?;
