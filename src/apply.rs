@@ -104,8 +104,8 @@ pub struct Applying {
     after: Option<Vec<KernelRoute>>,
     before: Vec<KernelRoute>,
     holder: Holder,
-    /// The check in progress: its table sorted, and the changes checked.
-    sorted: bool,
+    /// The check in progress: its table's index, and the changes checked.
+    table: Option<plan::Table>,
     checked: usize,
     /// A change the check found would not forward as asked.
     misroute: Option<Error>,
@@ -115,17 +115,16 @@ pub struct Applying {
 pub fn start(k: &Kernel, changes: Vec<Change>, holder: Holder, before: Vec<KernelRoute>) -> Applying {
     let (again, send): (Vec<usize>, Vec<usize>) =
         (0..changes.len()).partition(|&i| matches!(&changes[i], Change::SharedRoute(r) if k.shared.contains(r)));
-    let (batches, entries) = (Default::default(), Vec::new());
     Applying {
         changes,
         send,
         again,
-        entries,
-        batches,
+        entries: Vec::new(),
+        batches: Default::default(),
         after: None,
         before,
         holder,
-        sorted: false,
+        table: None,
         checked: 0,
         misroute: None,
     }
@@ -141,14 +140,14 @@ impl Applying {
             return true;
         }
         let applied = self.after.is_some();
-        let table = self.after.as_mut().unwrap_or(&mut self.before);
-        // Sorting 10k routes is a turn's work of its own.
-        if !std::mem::replace(&mut self.sorted, true) {
-            plan::sort_table(table);
+        let routes = self.after.as_deref().unwrap_or(&self.before);
+        let Some(table) = &self.table else {
+            // Indexing 10k routes is a turn's work of its own.
+            self.table = Some(plan::Table::of(routes));
             return false;
-        }
+        };
         let end = self.changes.len().min(self.checked + CHECK_SLICE);
-        if let Err(m) = plan::check(&self.changes[self.checked..end], table, applied) {
+        if let Err(m) = plan::check(&self.changes[self.checked..end], table, routes, applied) {
             self.misroute = Some(misroute_error(&m));
             return true;
         }
@@ -157,7 +156,7 @@ impl Applying {
             return false;
         }
         // The next check (of the table read back) starts afresh.
-        (self.sorted, self.checked) = (false, 0);
+        (self.table, self.checked) = (None, 0);
         true
     }
 
