@@ -183,12 +183,12 @@ impl Daemon {
             (Fd::Bus, borrow_fd(self.s.bus.ch.watch().fd), bus_ev),
             (Fd::Signal, self.sigfd.as_fd(), PollFlags::POLLIN),
             (Fd::Timer, self.timer.as_fd(), PollFlags::POLLIN),
-            match self.s.op_fd() {
-                Some(fd) => (Fd::Ops, borrow_fd(fd), PollFlags::POLLIN),
-                None => (Fd::Watch, borrow_fd(self.s.watch.fd()), PollFlags::POLLIN),
-            },
             (Fd::Rtnl, borrow_fd(self.s.kernel.rtnl.fd()), PollFlags::POLLIN),
         ];
+        match self.s.op_fds() {
+            Some(fds) => set.extend(fds.into_iter().map(|fd| (Fd::Ops, borrow_fd(fd), PollFlags::POLLIN))),
+            None => set.push((Fd::Watch, borrow_fd(self.s.watch.fd()), PollFlags::POLLIN)),
+        }
         set.extend(self.s.dco_poll_fds().into_iter().map(|(fd, ev)| (Fd::Dco, borrow_fd(fd), ev)));
         set.extend(self.s.dns.fd().map(|fd| (Fd::Dns, fd, PollFlags::POLLIN)));
         // Queued signals: wake for their next tick.

@@ -184,43 +184,66 @@ pub fn pidfd_send_signal(fd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
         .map(drop)
 }
 
-/// A child process that sends one datagram and exits (`send_in_child`).
-pub struct SendChild {
+/// A child process that sends, on a socket it shares with us, the
+/// datagrams we write to its pipe (`Sender::send`), and exits when the
+/// pipe closes or a send fails (with the errno as its exit code). What the
+/// kernel does inside those sendmsg calls (a link deletion's RCU wait of
+/// ~20 ms, route changes that wait for a grace period now and then) then
+/// holds the child, not the loop. The answers come to the shared socket.
+pub struct Sender {
     /// None once reaped.
     pid: Option<nix::unistd::Pid>,
     /// Readable once it has exited (None on kernels before 5.3).
     pub pidfd: Option<OwnedFd>,
+    pipe: Option<OwnedFd>,
 }
 
-/// Sends `bytes` on socket `fd` from a child process, which then exits
-/// with 0 or the errno of its send. Some netlink requests (deleting a
-/// link waits for RCU grace periods, ~20 ms) are handled inside sendmsg;
-/// in a child, that wait holds neither the loop nor its other clients.
-/// The answers go to the socket, shared with the child.
-pub fn send_in_child(fd: RawFd, bytes: &[u8]) -> io::Result<SendChild> {
-    // SAFETY: the daemon has one thread, so no lock is held by another
-    // thread at the fork. The child only calls send(2) on memory it
-    // inherited (`bytes`, read-only) and _exit(2), both async-signal-safe;
-    // it allocates nothing, runs no destructor and touches no other fd.
-    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
-        nix::unistd::ForkResult::Child => {
-            // SAFETY: `bytes` is a live slice of `bytes.len()` bytes; the
-            // flags word is 0.
-            let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), 0) };
-            let code = if n < 0 { io::Error::last_os_error().raw_os_error().unwrap_or(255).clamp(1, 255) } else { 0 };
-            // SAFETY: ends the child at once: no atexit handler, no flush of
-            // buffers that are the parent's.
-            unsafe { libc::_exit(code) }
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            Ok(SendChild { pid: Some(child), pidfd: pidfd_open(child.as_raw() as u32).ok() })
+/// The largest datagram a Sender takes: its pipe holds a whole one, so a
+/// write never blocks (one datagram is in flight at a time).
+pub const SENDER_MAX: usize = 128 * 1024;
+
+impl Sender {
+    /// Forks the sender for socket `fd`.
+    pub fn start(fd: RawFd) -> io::Result<Sender> {
+        use nix::fcntl::{fcntl, FcntlArg};
+        let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        fcntl(&tx, FcntlArg::F_SETPIPE_SZ(SENDER_MAX as i32 + 8)).map_err(io::Error::from)?;
+        fcntl(&tx, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
+        // Allocated before the fork: the child allocates nothing.
+        let mut buf = vec![0u8; SENDER_MAX];
+        // SAFETY: the daemon has one thread, so no lock is held by another
+        // thread at the fork. The child only calls close, read, send and
+        // _exit (all async-signal-safe) on descriptors and memory it
+        // inherited; it runs no destructor and touches no other fd.
+        match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+            nix::unistd::ForkResult::Child => {
+                let code = sender_loop(rx.as_raw_fd(), tx.as_raw_fd(), fd, &mut buf);
+                // SAFETY: ends the child at once: no atexit handler, no
+                // flush of buffers that are the parent's.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                Ok(Sender { pid: Some(child), pidfd: pidfd_open(child.as_raw() as u32).ok(), pipe: Some(tx) })
+            }
         }
     }
-}
 
-impl SendChild {
-    /// Reaps the child if it has exited (`block`: waits for it): None while
-    /// it runs, then the outcome of its send.
+    /// Hands one datagram to the sender (never blocks).
+    pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        let pipe = self.pipe.as_ref().ok_or_else(|| io::Error::from_raw_os_error(libc::EPIPE))?;
+        if bytes.len() > SENDER_MAX {
+            return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+        }
+        let frame = [&(bytes.len() as u32).to_ne_bytes()[..], bytes].concat();
+        match nix::unistd::write(pipe, &frame) {
+            Ok(n) if n == frame.len() => Ok(()),
+            Ok(_) => Err(io::Error::other("short write to the sender")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reaps the sender if it has exited (`block`: waits for it): None
+    /// while it runs, then Ok, or the errno of the send it failed.
     pub fn reap(&mut self, block: bool) -> Option<io::Result<()>> {
         use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
         let flags = (!block).then_some(WaitPidFlag::WNOHANG);
@@ -228,24 +251,100 @@ impl SendChild {
         loop {
             let r = match waitpid(pid, flags) {
                 Ok(WaitStatus::StillAlive) => return None,
-                Ok(WaitStatus::Exited(_, 0)) => Some(Ok(())),
-                Ok(WaitStatus::Exited(_, code)) => Some(Err(io::Error::from_raw_os_error(code))),
-                Ok(_) => Some(Err(io::Error::other("the sending child was killed"))),
+                Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+                Ok(WaitStatus::Exited(_, code)) => Err(io::Error::from_raw_os_error(code)),
+                Ok(_) => Err(io::Error::other("the netlink sender was killed")),
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => Some(Err(e.into())),
+                Err(e) => Err(e.into()),
             };
             self.pid = None;
-            return r;
+            return Some(r);
         }
     }
 }
 
-impl Drop for SendChild {
-    /// Never leaves a zombie: a child not reaped yet is waited for (it
-    /// only finishes its one send).
+impl Sender {
+    /// Closes the pipe and reaps the sender (see `Drop`): the error of a
+    /// send it failed, if any.
+    pub fn stop(mut self) -> Option<io::Result<()>> {
+        self.pipe = None;
+        self.reap(true)
+    }
+}
+
+impl Drop for Sender {
+    /// Closes the pipe, so the sender exits, and reaps it: never a zombie.
+    /// It is idle by then (its last datagram was answered), so this waits
+    /// only for it to see the end of the pipe.
     fn drop(&mut self) {
+        self.pipe = None;
         let _ = self.reap(true);
     }
+}
+
+/// The sender's loop (in the child): frames of a native-endian u32 length
+/// and that many bytes, each sent as one datagram. Returns its exit code:
+/// 0 at the end of the pipe, else the errno that stopped it.
+fn sender_loop(rx: RawFd, tx: RawFd, sock: RawFd, buf: &mut [u8]) -> i32 {
+    // SAFETY: `tx` is this process's copy of the pipe's write end, which
+    // nothing here uses; closed, the pipe ends when the parent closes its own.
+    unsafe { libc::close(tx) };
+    loop {
+        let mut len = [0u8; 4];
+        match read_full(rx, &mut len) {
+            Ok(true) => {}
+            Ok(false) => return 0,
+            Err(e) => return e,
+        }
+        let len = (u32::from_ne_bytes(len) as usize).min(buf.len());
+        match read_full(rx, &mut buf[..len]) {
+            Ok(true) => {}
+            Ok(false) => return 0,
+            Err(e) => return e,
+        }
+        loop {
+            // SAFETY: `buf[..len]` is live, initialised memory for the call;
+            // `sock` is the inherited socket; flags 0.
+            if unsafe { libc::send(sock, buf.as_ptr().cast(), len, 0) } >= 0 {
+                break;
+            }
+            if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return errno();
+            }
+        }
+    }
+}
+
+/// Fills `dst` from `fd`: Ok(false) at the end of the pipe, Err(errno).
+fn read_full(fd: RawFd, dst: &mut [u8]) -> Result<bool, i32> {
+    let mut got = 0;
+    while got < dst.len() {
+        let rest = &mut dst[got..];
+        // SAFETY: `rest` is live, writable memory of `rest.len()` bytes for the call.
+        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
+        match n {
+            0 => return Ok(false),
+            n if n > 0 => got += n as usize,
+            _ if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            _ => return Err(errno()),
+        }
+    }
+    Ok(true)
+}
+
+/// The current errno as an exit code (1..=255).
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(255).clamp(1, 255)
+}
+
+/// Bytes we wrote to stream socket `fd` that its peer has not read yet
+/// (SIOCOUTQ, which is TIOCOUTQ's number).
+pub fn unread_by_peer(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int to the pointer, which points at `n`
+    // on our stack for the call.
+    check(unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n as *mut libc::c_int) })?;
+    Ok(n.max(0) as usize)
 }
 
 /// Overwrites `buf` with zeroes, for key material. Every store is volatile,

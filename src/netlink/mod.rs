@@ -31,14 +31,6 @@ pub const RTPROT_OVPN_NETCFGD: u8 = 79;
 /// truesize; even a batch that fails entirely stays inside the 1 MiB buffer
 /// we ask for.
 pub const BATCH: usize = 128;
-/// The kernel's time one sendmsg of a batch may take: the next batch is
-/// as large as the last one's cost says fits (at least BATCH_MIN), so a
-/// slow kernel or a loaded machine gets smaller batches, not longer turns.
-const SEND_BUDGET: std::time::Duration = std::time::Duration::from_micros(1000);
-const BATCH_MIN: usize = 8;
-/// The first batch's size, before its cost is known (a route delete can
-/// cost the kernel 70 µs: 128 of them held a turn for 9 ms).
-const BATCH_FIRST: usize = 16;
 const RECV_BUF: usize = 64 * 1024;
 /// Datagrams of answers read per call of `on_readable` (one loop turn).
 const READS_PER_TURN: usize = 8;
@@ -182,8 +174,6 @@ pub struct Batches {
     reqs: Vec<Req>,
     sent: usize,
     inflight: Option<Pending>,
-    /// The next batch's size (0: BATCH_FIRST).
-    size: usize,
     pub out: Vec<Outcome>,
     pub failure: Option<Error>,
 }
@@ -221,14 +211,10 @@ impl Batches {
         if self.sent == self.reqs.len() {
             return true;
         }
-        let size = if self.size == 0 { BATCH_FIRST } else { self.size };
-        let end = self.reqs.len().min(self.sent + size);
+        let end = self.reqs.len().min(self.sent + BATCH);
         let batch = &mut self.reqs[self.sent..end];
-        let t = std::time::Instant::now();
         match sock.send(&mut batch.iter_mut().map(|r| &mut r.bytes[..]).collect::<Vec<_>>()) {
             Ok(p) => {
-                let fits = (batch.len() as u128 * SEND_BUDGET.as_nanos() / t.elapsed().as_nanos().max(1)) as usize;
-                self.size = ((size + fits) / 2).clamp(BATCH_MIN, BATCH);
                 // Sent: only what the answers are matched against is kept.
                 for r in batch {
                     r.bytes = Vec::new();
@@ -278,9 +264,9 @@ pub struct Socket {
     sock: NlSocket,
     seq: u32,
     buf: Vec<u8>,
-    /// Batches that delete a link go out from a child (`detached`).
+    /// Batches go out through a sender process (`detached`).
     detach: bool,
-    child: Option<crate::sys::SendChild>,
+    sender: Option<crate::sys::Sender>,
 }
 
 impl Socket {
@@ -318,27 +304,31 @@ impl Socket {
         if crate::sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20).is_err() {
             let _ = sock.set_recv_buffer_size(1 << 20);
         }
-        Ok(Socket { sock, seq: 0, buf: vec![0; RECV_BUF], detach: false, child: None })
+        Ok(Socket { sock, seq: 0, buf: vec![0; RECV_BUF], detach: false, sender: None })
     }
 
     pub fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
     }
 
-    /// Sends batches that delete a link from a child process from now on
-    /// (`sys::send_in_child`): for the socket whose answers the loop polls.
+    /// Sends batches through a sender process (`sys::Sender`), started at
+    /// the first batch and stopped by `stop_sender`: for the socket of
+    /// pending operations, whose answers the loop polls.
     pub fn detached(mut self) -> Self {
         self.detach = true;
         self
     }
 
-    /// What the loop polls for the answers: the sending child's pidfd
-    /// while one sends, the socket otherwise.
-    pub fn poll_fd(&self) -> RawFd {
-        match self.child.as_ref().and_then(|c| c.pidfd.as_ref()) {
-            Some(fd) => fd.as_raw_fd(),
-            None => self.fd(),
-        }
+    /// What the loop polls: the socket, and the sender's pidfd (a sender
+    /// that dies would otherwise leave a batch waiting for answers).
+    pub fn poll_fds(&self) -> Vec<RawFd> {
+        let pidfd = self.sender.as_ref().and_then(|c| c.pidfd.as_ref()).map(|fd| fd.as_raw_fd());
+        [Some(self.fd()), pidfd].into_iter().flatten().collect()
+    }
+
+    /// Ends the sender once nothing is in flight (at the end of an operation).
+    pub fn stop_sender(&mut self) {
+        self.sender = None;
     }
 
     /// Stamps sequence numbers on `msgs` and sends them in one sendmsg.
@@ -361,18 +351,25 @@ impl Socket {
             set_ack(m, i == last && !dump);
         }
         let pending = Pending { first, got: vec![None; msgs.len()] };
-        let slow = self.detach && msgs.iter().any(|m| m[4..6] == libc::RTM_DELLINK.to_ne_bytes());
         // One message goes out from where it is: no copy of a key is left
-        // in a buffer that is not wiped.
+        // in a buffer that is not wiped. (A detached socket's requests
+        // carry routes and links, never keys.)
         let bytes: std::borrow::Cow<[u8]> = match msgs {
             [one] => (&**one).into(),
             _ => msgs.concat().into(),
         };
-        if slow {
-            let child =
-                crate::sys::send_in_child(self.fd(), &bytes).map_err(|e| Error::io("netlink send (fork)", e))?;
-            self.child = Some(child);
-            return Ok(pending);
+        if self.detach && bytes.len() <= crate::sys::SENDER_MAX {
+            if self.sender.is_none() {
+                self.sender = Some(crate::sys::Sender::start(self.fd()).map_err(|e| Error::io("netlink sender", e))?);
+            }
+            let sender = self.sender.as_ref().expect("started above");
+            return match sender.send(&bytes) {
+                Ok(()) => Ok(pending),
+                Err(e) => {
+                    self.sender = None;
+                    Err(Error::io("netlink sender", e))
+                }
+            };
         }
         loop {
             match self.sock.send(&bytes[..], Msg::empty()) {
@@ -386,15 +383,11 @@ impl Socket {
     /// Reads the answers queued for `p` without waiting (data messages to
     /// `each`); true once `p` is complete.
     fn on_readable(&mut self, p: &mut Pending, mut each: impl FnMut(&NlMsgRef<'_>)) -> Result<bool> {
-        if let Some(c) = &mut self.child {
-            match c.reap(false) {
-                // Its answers are all queued once its send has returned.
-                None => return Ok(false),
-                Some(r) => {
-                    self.child = None;
-                    r.map_err(|e| Error::io("netlink send", e))?;
-                }
-            }
+        // A sender that stopped: its error is the batch's (it sends a
+        // datagram whole or not at all, so answers read so far stay valid).
+        if let Some(Some(r)) = self.sender.as_mut().map(|c| c.reap(false)) {
+            self.sender = None;
+            r.map_err(|e| Error::io("netlink send", e))?;
         }
         // A dump's next part is made while its previous one is read: a
         // large one is read over several loop turns.
@@ -418,12 +411,12 @@ impl Socket {
     /// now will not come.
     fn expect_answer(&mut self) -> Result<()> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        // (At shutdown:) a child's send is waited for.
-        if let Some(Some(Err(e))) = self.child.as_mut().map(|c| c.reap(true)) {
-            self.child = None;
+        // (At shutdown:) a sender's datagram is answered once it has sent
+        // it; stopping it waits for that (it sends before it reads the end
+        // of its pipe).
+        if let Some(Err(e)) = self.sender.take().and_then(|c| c.stop()) {
             return Err(Error::io("netlink send", e));
         }
-        self.child = None;
         let mut fds = [PollFd::new(crate::sys::borrow_fd(self.fd()), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::ZERO) {
             Ok(0) => Err(Error::failed("netlink: the kernel did not answer")),
@@ -673,6 +666,27 @@ mod tests {
         assert!(s.expect_answer().is_ok());
         s.discard_unasked();
         assert!(s.expect_answer().is_err(), "nothing is left queued");
+    }
+
+    #[test]
+    fn a_detached_socket_sends_through_its_sender_which_then_exits() {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut s = Socket::open().unwrap().detached();
+        let mut b = Batches::default();
+        let req = |bytes| Req { bytes, ok_errnos: &[], what: What::Text("get lo".into()) };
+        b.push(vec![req(link::get_by_name("lo")), req(link::get_by_name("lo"))]);
+        assert!(!b.advance(&mut s, |_| {}), "sent, not yet answered");
+        assert_eq!(s.poll_fds().len(), 2, "the socket and the sender's pidfd");
+        let mut links = 0;
+        while !b.advance(&mut s, |m| links += usize::from(m.ty == libc::RTM_NEWLINK)) {
+            let mut fds = [PollFd::new(crate::sys::borrow_fd(s.fd()), PollFlags::POLLIN)];
+            assert_eq!(poll(&mut fds, PollTimeout::from(5000u16)), Ok(1), "the sender's datagram is answered");
+        }
+        assert!(b.failure.is_none() && b.out == [Some(Ok(true)), Some(Ok(true))], "{:?}", b.failure);
+        assert_eq!(links, 2);
+        // Stopped, it is reaped: nothing but the socket is polled.
+        s.stop_sender();
+        assert_eq!(s.poll_fds(), [s.fd()]);
     }
 
     #[test]

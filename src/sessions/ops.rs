@@ -99,9 +99,9 @@ impl Sessions {
         self.op.is_none().then(|| self.held.pop_front()).flatten()
     }
 
-    /// The fd the loop polls while an operation's batch waits for answers.
-    pub(crate) fn op_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.op.as_ref().map(|_| self.kernel.ops.poll_fd())
+    /// The fds the loop polls while an operation's batch waits for answers.
+    pub(crate) fn op_fds(&self) -> Option<Vec<std::os::fd::RawFd>> {
+        self.op.as_ref().map(|_| self.kernel.ops.poll_fds())
     }
 
     /// Starts `what` on `path` as the pending operation; the error if it
@@ -142,13 +142,16 @@ impl Sessions {
     /// are there and sends the next; replies when it is complete.
     pub(crate) fn advance_op(&mut self) {
         let Some(op) = self.op.take() else { return };
-        match self.step(&op.path.clone(), &op.call, op.stage) {
-            Ok(Next::Wait(stage)) => self.op = Some(Op { stage, ready: false, ..op }),
+        let r = match self.step(&op.path.clone(), &op.call, op.stage) {
+            Ok(Next::Wait(stage)) => return self.op = Some(Op { stage, ready: false, ..op }),
             // The next stage runs on the next turn: other calls first.
-            Ok(Next::Stage(stage)) => self.op = Some(Op { stage, ready: true, ..op }),
-            Ok(Next::Done(fd)) => self.answer(&op.call, Ok(fd)),
-            Err(e) => self.answer(&op.call, Err(e)),
-        }
+            Ok(Next::Stage(stage)) => return self.op = Some(Op { stage, ready: true, ..op }),
+            Ok(Next::Done(fd)) => Ok(fd),
+            Err(e) => Err(e),
+        };
+        // Nothing is in flight: the operation's sender process goes.
+        self.kernel.ops.stop_sender();
+        self.answer(&op.call, r);
     }
 
     /// Whether the operation can go on without an answer from the kernel
