@@ -283,11 +283,13 @@ impl Sessions {
     }
 
     /// Hands queued signals to libdbus a batch per tick, and only when its
-    /// outgoing queue is empty: the bus daemon forwards our messages in
-    /// order, so a reply to another client never waits behind more than
-    /// one batch. Signal delivery is the background work, not the replies.
+    /// outgoing queue is empty and the bus daemon has read everything we
+    /// wrote: it forwards our messages in order, so a reply to another
+    /// client never waits behind more than one batch, however busy the bus
+    /// daemon is. Signal delivery is the background work, not the replies.
     pub(crate) fn pace_signals(&mut self) {
-        if self.bus.ch.has_messages_to_send() {
+        let unread = crate::sys::unread_by_peer(self.bus.ch.watch().fd).unwrap_or(0);
+        if self.bus.ch.has_messages_to_send() || unread > 0 {
             return;
         }
         for sig in self.signals.due() {
