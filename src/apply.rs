@@ -146,18 +146,19 @@ impl Applying {
             self.table = Some(plan::Table::of(routes));
             return false;
         };
+        if self.checked == self.changes.len() {
+            // Done in the turns before, so that what follows has a turn of
+            // its own. The next check (of the table read back) starts afresh.
+            (self.table, self.checked) = (None, 0);
+            return true;
+        }
         let end = self.changes.len().min(self.checked + CHECK_SLICE);
         if let Err(m) = plan::check(&self.changes[self.checked..end], table, routes, applied) {
             self.misroute = Some(misroute_error(&m));
             return true;
         }
         self.checked = end;
-        if end < self.changes.len() {
-            return false;
-        }
-        // The next check (of the table read back) starts afresh.
-        (self.table, self.checked) = (None, 0);
-        true
+        false
     }
 
     /// Why the changes must not be sent, once `check_step` is done before sending.

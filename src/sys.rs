@@ -184,62 +184,57 @@ pub fn pidfd_send_signal(fd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
         .map(drop)
 }
 
-/// A child process that sends, on a socket it shares with us, the
-/// datagrams we write to its pipe (`Sender::send`), and exits when the
-/// pipe closes or a send fails (with the errno as its exit code). What the
-/// kernel does inside those sendmsg calls (a link deletion's RCU wait of
-/// ~20 ms, route changes that wait for a grace period now and then) then
-/// holds the child, not the loop. The answers come to the shared socket.
+/// A child process that sends, on a socket it shares with us, each
+/// datagram we hand it (`Sender::send`), and exits when we close our end
+/// of its channel, or when a send fails (with the errno as its exit code).
+/// What the kernel does inside those sendmsg calls (a link deletion's RCU
+/// wait of ~20 ms, route changes that wait for a grace period now and
+/// then) then holds the child, not the loop. The answers come to the
+/// shared socket.
 pub struct Sender {
     /// None once reaped.
     pid: Option<nix::unistd::Pid>,
     /// Readable once it has exited (None on kernels before 5.3).
     pub pidfd: Option<OwnedFd>,
-    pipe: Option<OwnedFd>,
+    /// Our end of a SOCK_SEQPACKET pair: one message per datagram.
+    chan: Option<OwnedFd>,
 }
 
-/// The largest datagram a Sender takes: its pipe holds a whole one, so a
-/// write never blocks (one datagram is in flight at a time).
-pub const SENDER_MAX: usize = 128 * 1024;
+/// The largest datagram a Sender takes (a batch of 128 RTNL requests fits):
+/// its channel holds a whole one, so handing it over never blocks.
+pub const SENDER_MAX: usize = 64 * 1024;
 
 impl Sender {
     /// Forks the sender for socket `fd`.
     pub fn start(fd: RawFd) -> io::Result<Sender> {
-        use nix::fcntl::{fcntl, FcntlArg};
-        let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        fcntl(&tx, FcntlArg::F_SETPIPE_SZ(SENDER_MAX as i32 + 8)).map_err(io::Error::from)?;
-        fcntl(&tx, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
+        use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
+        // Blocking: the child waits in recv; we hand over with MSG_DONTWAIT.
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+        setsockopt(&ours, sockopt::SndBuf, &(4 * SENDER_MAX))?;
         // Allocated before the fork: the child allocates nothing.
         let mut buf = vec![0u8; SENDER_MAX];
         // SAFETY: the daemon has one thread, so no lock is held by another
-        // thread at the fork. The child only calls close, read, send and
+        // thread at the fork. The child only calls close, recv, send and
         // _exit (all async-signal-safe) on descriptors and memory it
         // inherited; it runs no destructor and touches no other fd.
-        match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        match unsafe { nix::unistd::fork() }? {
             nix::unistd::ForkResult::Child => {
-                let code = sender_loop(rx.as_raw_fd(), tx.as_raw_fd(), fd, &mut buf);
+                let code = sender_loop(theirs.as_raw_fd(), ours.as_raw_fd(), fd, &mut buf);
                 // SAFETY: ends the child at once: no atexit handler, no
                 // flush of buffers that are the parent's.
                 unsafe { libc::_exit(code) }
             }
             nix::unistd::ForkResult::Parent { child } => {
-                Ok(Sender { pid: Some(child), pidfd: pidfd_open(child.as_raw() as u32).ok(), pipe: Some(tx) })
+                Ok(Sender { pid: Some(child), pidfd: pidfd_open(child.as_raw() as u32).ok(), chan: Some(ours) })
             }
         }
     }
 
     /// Hands one datagram to the sender (never blocks).
     pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        let pipe = self.pipe.as_ref().ok_or_else(|| io::Error::from_raw_os_error(libc::EPIPE))?;
-        if bytes.len() > SENDER_MAX {
-            return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
-        }
-        let frame = [&(bytes.len() as u32).to_ne_bytes()[..], bytes].concat();
-        match nix::unistd::write(pipe, &frame) {
-            Ok(n) if n == frame.len() => Ok(()),
-            Ok(_) => Err(io::Error::other("short write to the sender")),
-            Err(e) => Err(e.into()),
-        }
+        let chan = self.chan.as_ref().ok_or_else(|| io::Error::from_raw_os_error(libc::EPIPE))?;
+        nix::sys::socket::send(chan.as_raw_fd(), bytes, nix::sys::socket::MsgFlags::MSG_DONTWAIT)?;
+        Ok(())
     }
 
     /// Reaps the sender if it has exited (`block`: waits for it): None
@@ -248,64 +243,53 @@ impl Sender {
         use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
         let flags = (!block).then_some(WaitPidFlag::WNOHANG);
         let pid = self.pid?;
-        loop {
-            let r = match waitpid(pid, flags) {
+        let r = loop {
+            match waitpid(pid, flags) {
                 Ok(WaitStatus::StillAlive) => return None,
-                Ok(WaitStatus::Exited(_, 0)) => Ok(()),
-                Ok(WaitStatus::Exited(_, code)) => Err(io::Error::from_raw_os_error(code)),
-                Ok(_) => Err(io::Error::other("the netlink sender was killed")),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => Err(e.into()),
-            };
-            self.pid = None;
-            return Some(r);
-        }
-    }
-}
-
-impl Sender {
-    /// Closes the pipe and reaps the sender (see `Drop`): the error of a
-    /// send it failed, if any.
-    pub fn stop(mut self) -> Option<io::Result<()>> {
-        self.pipe = None;
-        self.reap(true)
+                Ok(WaitStatus::Exited(_, 0)) => break Ok(()),
+                Ok(WaitStatus::Exited(_, code)) => break Err(io::Error::from_raw_os_error(code)),
+                Ok(_) => break Err(io::Error::other("the netlink sender was killed")),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => break Err(e.into()),
+            }
+        };
+        self.pid = None;
+        Some(r)
     }
 }
 
 impl Drop for Sender {
-    /// Closes the pipe, so the sender exits, and reaps it: never a zombie.
-    /// It is idle by then (its last datagram was answered), so this waits
-    /// only for it to see the end of the pipe.
+    /// Closes our end, so the sender exits once it has sent what it holds,
+    /// and reaps it: never a zombie. At the end of an operation it is idle
+    /// (its last datagram was answered), so this waits only for it to see
+    /// the end of its channel.
     fn drop(&mut self) {
-        self.pipe = None;
+        self.chan = None;
         let _ = self.reap(true);
     }
 }
 
-/// The sender's loop (in the child): frames of a native-endian u32 length
-/// and that many bytes, each sent as one datagram. Returns its exit code:
-/// 0 at the end of the pipe, else the errno that stopped it.
-fn sender_loop(rx: RawFd, tx: RawFd, sock: RawFd, buf: &mut [u8]) -> i32 {
-    // SAFETY: `tx` is this process's copy of the pipe's write end, which
-    // nothing here uses; closed, the pipe ends when the parent closes its own.
-    unsafe { libc::close(tx) };
+/// The sender's loop (in the child): each message read from `rx` is sent
+/// on `sock` as one datagram. Returns its exit code: 0 once the channel
+/// ends, else the errno that stopped it.
+fn sender_loop(rx: RawFd, ours: RawFd, sock: RawFd, buf: &mut [u8]) -> i32 {
+    // SAFETY: `ours` is this process's copy of the parent's end, which
+    // nothing here uses; closed, the channel ends when the parent closes it.
+    unsafe { libc::close(ours) };
     loop {
-        let mut len = [0u8; 4];
-        match read_full(rx, &mut len) {
-            Ok(true) => {}
-            Ok(false) => return 0,
-            Err(e) => return e,
-        }
-        let len = (u32::from_ne_bytes(len) as usize).min(buf.len());
-        match read_full(rx, &mut buf[..len]) {
-            Ok(true) => {}
-            Ok(false) => return 0,
-            Err(e) => return e,
+        // SAFETY: `buf` is live, writable memory of `buf.len()` bytes for
+        // the call; `rx` is our end of the pair.
+        let n = unsafe { libc::recv(rx, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        match n {
+            0 => return 0,
+            n if n > 0 => {}
+            _ if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => continue,
+            _ => return errno(),
         }
         loop {
-            // SAFETY: `buf[..len]` is live, initialised memory for the call;
-            // `sock` is the inherited socket; flags 0.
-            if unsafe { libc::send(sock, buf.as_ptr().cast(), len, 0) } >= 0 {
+            // SAFETY: `buf[..n]` was just filled; `sock` is the inherited
+            // socket; flags 0.
+            if unsafe { libc::send(sock, buf.as_ptr().cast(), n as usize, 0) } >= 0 {
                 break;
             }
             if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
@@ -313,23 +297,6 @@ fn sender_loop(rx: RawFd, tx: RawFd, sock: RawFd, buf: &mut [u8]) -> i32 {
             }
         }
     }
-}
-
-/// Fills `dst` from `fd`: Ok(false) at the end of the pipe, Err(errno).
-fn read_full(fd: RawFd, dst: &mut [u8]) -> Result<bool, i32> {
-    let mut got = 0;
-    while got < dst.len() {
-        let rest = &mut dst[got..];
-        // SAFETY: `rest` is live, writable memory of `rest.len()` bytes for the call.
-        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
-        match n {
-            0 => return Ok(false),
-            n if n > 0 => got += n as usize,
-            _ if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
-            _ => return Err(errno()),
-        }
-    }
-    Ok(true)
 }
 
 /// The current errno as an exit code (1..=255).

@@ -52,8 +52,9 @@ enum Stage {
     /// Establish: the table read back checked a slice per turn, then the
     /// outcome kept (or undone).
     Committing { applying: Box<Establishing>, est: Est },
-    /// Establish: the previous link going (the reply carries `fd`).
-    Retiring { undo: crate::apply::Undoing, fd: Option<OwnedFd> },
+    /// Establish (the previous link going) and Clearing: then the events
+    /// announced, in a turn of their own, and the reply (carrying `fd`).
+    Finishing { undo: crate::apply::Undoing, fd: Option<OwnedFd>, events: Vec<Notice> },
     /// Disable and ClearConfig: the configuration going, the device stays.
     Clearing { undo: crate::apply::Undoing, disable: bool },
     /// Destroy.
@@ -166,7 +167,7 @@ impl Sessions {
             let k = &mut self.kernel;
             if !op.ready {
                 match &mut op.stage {
-                    Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } | Stage::Retiring { undo, .. } => {
+                    Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } | Stage::Finishing { undo, .. } => {
                         undo.expect_answer(k)
                     }
                     Stage::Removing { r, .. } => r.undo.expect_answer(k),
@@ -182,7 +183,7 @@ impl Sessions {
         let k = &mut self.kernel;
         // A stage that sends batches goes on once its last one is answered.
         let sent = match &mut stage {
-            Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } | Stage::Retiring { undo, .. } => {
+            Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } | Stage::Finishing { undo, .. } => {
                 undo.advance(k)
             }
             Stage::Removing { r, .. } => r.undo.advance(k),
@@ -223,22 +224,24 @@ impl Sessions {
                     return Ok(Next::Stage(Stage::Committing { applying, est }));
                 }
                 let d = dev(&mut self.devices, path)?;
-                let r = d.establish_commit(k, *applying).map(|done| {
-                    for n in done.notes {
-                        log::warn!("{path}: {n}");
+                match d.establish_commit(k, *applying) {
+                    Ok(done) => {
+                        for n in done.notes {
+                            log::warn!("{path}: {n}");
+                        }
+                        log::info!("{path}: established {}", d.name);
+                        est.events.extend(done.events);
+                        let undo = crate::apply::undo_start(done.old_links);
+                        Ok(Next::Stage(Stage::Finishing { undo, fd: done.fd, events: est.events }))
                     }
-                    log::info!("{path}: established {}", d.name);
-                    est.events.extend(done.events);
-                    let undo = crate::apply::undo_start(done.old_links);
-                    Next::Stage(Stage::Retiring { undo, fd: done.fd })
-                });
-                self.announce(path, est.events);
-                r
+                    Err(e) => self.failed(path, est, e),
+                }
             }
-            Stage::Retiring { undo, fd } => {
+            Stage::Finishing { undo, fd, events } => {
                 for f in undo.finish(k) {
                     log::warn!("{path}: removing the previous device: {f}");
                 }
+                self.announce(path, events);
                 Ok(Next::Done(fd))
             }
             Stage::Clearing { undo, disable } => {
@@ -252,8 +255,7 @@ impl Sessions {
                     d.settings.dns_search.clear();
                 }
                 log::info!("{path}: {}", if disable { "disabled" } else { "configuration cleared" });
-                self.announce(path, events);
-                Ok(Next::Done(None))
+                Ok(Next::Stage(Stage::Finishing { undo: crate::apply::undo_start(Vec::new()), fd: None, events }))
             }
             Stage::Adding { mut nets } => {
                 let more = crate::settings::networks_from(call, nets.len(), NETWORKS_PER_TURN)?;
