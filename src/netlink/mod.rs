@@ -35,7 +35,7 @@ const RECV_BUF: usize = 64 * 1024;
 /// Datagrams of answers read per call of `on_readable` (one loop turn).
 const READS_PER_TURN: usize = 8;
 /// Datagrams read per wake-up of a notification socket; poll says if more wait.
-const DRAIN_MAX: usize = 256;
+const DRAIN_MAX: usize = 64;
 /// Messages kept from one dump.
 const DUMP_MAX: usize = 1_000_000;
 /// Room for any RTNL request: names are under 16 bytes, every other
