@@ -56,13 +56,8 @@ impl DcoKernel {
     pub fn probe() -> Option<Self> {
         let mut sock = Socket::open_family(NlFamily::Generic, &[]).map_err(|e| log::warn!("DCO: {e}")).ok()?;
         for family in [Family::Ovpn, Family::OvpnDcoV2] {
-            let info = match lookup(&mut sock, family.layout().genl_name) {
-                Ok(info) => info,
-                Err(e) => {
-                    log::debug!("DCO: {family}: {e}");
-                    continue;
-                }
-            };
+            let found = lookup(&mut sock, family.layout().genl_name);
+            let Ok(info) = found.inspect_err(|e| log::debug!("DCO: {family}: {e}")) else { continue };
             let ntf = match info.mcast_group(MCAST_GROUP) {
                 None => {
                     log::warn!("DCO: family {family} has no '{MCAST_GROUP}' group");
@@ -306,22 +301,16 @@ pub fn vanished(
         .collect()
 }
 
-/// Which way a transport socket goes, from SO_TYPE and its address family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SockKind {
-    Udp,
-    Tcp,
-}
-
-/// Classifies the fd a client attached to NewPeer: an IPv4/IPv6 datagram
-/// socket is UDP, a stream socket TCP; anything else is refused.
-pub fn sock_kind(fd: &OwnedFd) -> std::result::Result<SockKind, String> {
+/// Classifies the fd a client attached to NewPeer, from SO_TYPE and its
+/// address family: an IPv4/IPv6 datagram socket is UDP (false), a stream
+/// socket TCP (true); anything else is refused.
+pub fn is_tcp(fd: &OwnedFd) -> std::result::Result<bool, String> {
     use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage};
     let ty = getsockopt(fd, sockopt::SockType).map_err(|e| format!("not a socket ({e})"))?;
     let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).map_err(|e| format!("getsockname: {e}"))?;
     match (addr.family(), ty) {
-        (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Datagram) => Ok(SockKind::Udp),
-        (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Stream) => Ok(SockKind::Tcp),
+        (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Datagram) => Ok(false),
+        (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Stream) => Ok(true),
         (f, t) => Err(format!("not a UDP or TCP socket ({f:?}, {t:?})")),
     }
 }
@@ -540,13 +529,13 @@ mod tests {
     #[test]
     fn socket_kinds() {
         let udp = OwnedFd::from(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
-        assert_eq!(sock_kind(&udp), Ok(SockKind::Udp));
+        assert_eq!(is_tcp(&udp), Ok(false));
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let tcp = OwnedFd::from(std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap());
-        assert_eq!(sock_kind(&tcp), Ok(SockKind::Tcp));
+        assert_eq!(is_tcp(&tcp), Ok(true));
         let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
-        assert!(sock_kind(&OwnedFd::from(a)).is_err());
+        assert!(is_tcp(&OwnedFd::from(a)).is_err());
         let file = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
-        assert!(sock_kind(&file).unwrap_err().contains("not a socket"));
+        assert!(is_tcp(&file).unwrap_err().contains("not a socket"));
     }
 }

@@ -14,7 +14,7 @@ use dbus::Message;
 
 use crate::bus::manager::{bad, unhandled};
 use crate::dco::{self, pipe, DbusNewPeer, DcoError, Family, Keepalive, Mode, PeerId, PeerNew, Request};
-use crate::dco_session::{self, DcoDev, DcoKernel, Pipe, SockKind};
+use crate::dco_session::{self, DcoDev, DcoKernel, Pipe};
 use crate::error::{Error, Result};
 use crate::journal::Undo;
 use crate::sessions::Sessions;
@@ -190,7 +190,7 @@ fn dco_new_peer(s: &mut Sessions, m: &Message, path: &str, family: Family, mode:
     // Extra fds are closed with the rest of the list.
     let fd = crate::sys::message_fds(m).into_iter().next();
     let fd = fd.ok_or_else(|| Error::arg("(fd)", "NewPeer needs the transport socket attached as a unix fd"))?;
-    let tcp = dco_session::sock_kind(&fd).map_err(|why| Error::arg("(fd)", why))? == SockKind::Tcp;
+    let tcp = dco_session::is_tcp(&fd).map_err(|why| Error::arg("(fd)", why))?;
     let args = DbusNewPeer { peer_id, sa, salen, vpn4, vpn6, fd: fd.as_raw_fd(), tcp };
     let p = PeerNew::from_dbus(family, mode, &args).map_err(arg_err)?;
     dco_send(s, path, &Request::PeerNew(&p), &format!("NEW_PEER {peer_id}"))?;
