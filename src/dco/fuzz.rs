@@ -160,7 +160,7 @@ fn ctrl_case(data: &[u8]) -> bool {
 /// Returns valid inputs to start mutating from (also written out as the
 /// cargo-fuzz corpus by `fuzz/src/bin/seeds.rs`).
 pub fn seeds(target: Target) -> Vec<Vec<u8>> {
-    use super::SecretBytes;
+    use super::secret::SecretBytes;
     use keyconfig::{DcoKeyConfig, KeyDirection};
     let dir = |k: &[u8], t: &[u8]| KeyDirection {
         cipher_key: SecretBytes::from_slice(k),

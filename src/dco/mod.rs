@@ -40,16 +40,14 @@ pub mod sockaddr;
 use std::fmt;
 
 use crate::netlink::attr::{self, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
-pub use crate::netlink::attr::{messages, AttrError, ExtAck, NlMsg, NlMsgRef, NlStatus};
-pub use b64::B64Error;
-pub use ctrl::{CtrlError, FamilyInfo};
-pub use keyconfig::{DcoKeyConfig, KeyConfigError};
+pub use crate::netlink::attr::{AttrError, NlMsg, NlMsgRef, NlStatus};
+pub use ctrl::FamilyInfo;
+pub use keyconfig::KeyConfigError;
 pub use layout::Layout;
 pub use model::{
-    CipherAlg, Counters, DbusNewPeer, DelReason, Keepalive, KeyConfig, KeyDir, KeyId, KeySlot, KeySwapNeeded, Mode,
-    PeerDeleted, PeerId, PeerInfo, PeerNew, Transport,
+    CipherAlg, DbusNewPeer, DelReason, Keepalive, KeyConfig, KeySlot, KeySwapNeeded, Mode, PeerDeleted, PeerId,
+    PeerInfo, PeerNew, Transport,
 };
-pub use secret::SecretBytes;
 pub use sockaddr::SockaddrError;
 
 /// Capacity of one request; the largest (KEY_NEW, 32-byte keys) is 168 bytes.
