@@ -78,11 +78,10 @@ pub enum KeySlot {
 impl KeySlot {
     /// Returns the slot for the D-Bus value (0 or 1), else `KeySlot`.
     pub fn from_u32(v: u32) -> Result<Self, DcoError> {
-        match v {
-            0 => Ok(KeySlot::Primary),
-            1 => Ok(KeySlot::Secondary),
-            _ => Err(DcoError::KeySlot(v)),
-        }
+        [KeySlot::Primary, KeySlot::Secondary]
+            .into_iter()
+            .find(|s| u32::from(s.number()) == v)
+            .ok_or(DcoError::KeySlot(v))
     }
 
     /// Returns the kernel number.
@@ -106,11 +105,8 @@ pub enum CipherAlg {
 impl CipherAlg {
     /// Returns the cipher for its kernel/protobuf number, else `UnsupportedCipher`.
     pub fn from_u32(v: u32) -> Result<Self, DcoError> {
-        match v {
-            1 => Ok(CipherAlg::AesGcm),
-            2 => Ok(CipherAlg::ChaCha20Poly1305),
-            _ => Err(DcoError::UnsupportedCipher(v)),
-        }
+        let known = [CipherAlg::AesGcm, CipherAlg::ChaCha20Poly1305];
+        known.into_iter().find(|a| u32::from(a.number()) == v).ok_or(DcoError::UnsupportedCipher(v))
     }
 
     /// Returns the kernel number.
