@@ -67,7 +67,7 @@ impl DcoKernel {
                     .map_err(|e| log::warn!("DCO: cannot receive {family} notifications: {e}"))
                     .ok(),
             };
-            return Some(DcoKernel { genl: Genl::new(family, info.id), cmd: sock, ntf });
+            return Some(DcoKernel { genl: Genl { family, id: info.id }, cmd: sock, ntf });
         }
         None
     }
@@ -332,7 +332,7 @@ mod tests {
             }
             Err(e) => panic!("{e}"),
         };
-        let mut k = DcoKernel { genl: Genl::new(Family::Ovpn, 0x23), cmd, ntf: None };
+        let mut k = DcoKernel { genl: Genl { family: Family::Ovpn, id: 0x23 }, cmd, ntf: None };
         let mut req = ctrl::getfamily_request("nlctrl").unwrap();
         nix::sys::socket::send(k.cmd.fd(), req.bytes_mut(), nix::sys::socket::MsgFlags::empty()).unwrap();
         let fds: Vec<RawFd> = k.poll_fds().collect();
@@ -418,7 +418,7 @@ mod tests {
     #[test]
     fn notifications_are_sorted_into_events_errors_and_losses() {
         use crate::dco::{golden, DelReason, PeerDeleted};
-        let genl = Genl::new(Family::Ovpn, 0x23);
+        let genl = Genl { family: Family::Ovpn, id: 0x23 };
         let good = golden::PEER_DEL_NTF_USERSPACE.to_vec();
         // Same message, its peer ID attribute 3 bytes long: unreadable, but
         // the device (top-level IFINDEX 2) still is.
@@ -446,7 +446,7 @@ mod tests {
         let n = sort_notifications(&genl, &[good[..10].to_vec()]);
         assert_eq!(n, Notifications { replies: vec![], lost: true, errors: vec![] });
         // Another family's id: not ours to judge.
-        let n = sort_notifications(&Genl::new(Family::Ovpn, 0x24), &[bad_id]);
+        let n = sort_notifications(&Genl { family: Family::Ovpn, id: 0x24 }, &[bad_id]);
         assert_eq!(n, Notifications::default());
     }
 
@@ -456,9 +456,9 @@ mod tests {
         assert_eq!(crate::dco::layout::A_IFINDEX, 1, "OVPN_A_IFINDEX and OVPN_ATTR_IFINDEX");
         let g = crate::dco::golden::PEER_DEL_NTF_MP_TEARDOWN;
         let m = attr::messages(g).next().unwrap().unwrap();
-        assert_eq!(Genl::new(Family::Ovpn, 0x23).ifindex_of(&m), Some(4));
-        assert_eq!(Genl::new(Family::OvpnDcoV2, 0x23).ifindex_of(&m), Some(4));
-        assert_eq!(Genl::new(Family::Ovpn, 0x10).ifindex_of(&m), None);
+        assert_eq!(Genl { family: Family::Ovpn, id: 0x23 }.ifindex_of(&m), Some(4));
+        assert_eq!(Genl { family: Family::OvpnDcoV2, id: 0x23 }.ifindex_of(&m), Some(4));
+        assert_eq!(Genl { family: Family::Ovpn, id: 0x10 }.ifindex_of(&m), None);
     }
 
     fn read_all(fd: &OwnedFd) -> Vec<Vec<u8>> {

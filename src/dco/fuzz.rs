@@ -76,7 +76,7 @@ fn keyconfig_case(data: &[u8]) -> bool {
 }
 
 fn key_request_fits(f: Family, k: &KeyConfig) {
-    let m = Genl::new(f, 0x23).build(1, &Request::KeyNew(k)).expect("KEY_NEW builds");
+    let m = Genl { family: f, id: 0x23 }.build(1, &Request::KeyNew(k)).expect("KEY_NEW builds");
     assert!(m.len() <= super::REQUEST_CAP);
 }
 
@@ -121,7 +121,7 @@ fn netlink_case(data: &[u8]) -> bool {
             }
         }
         for f in [Family::Ovpn, Family::OvpnDcoV2] {
-            match Genl::new(f, 0x23).parse(&m) {
+            match (Genl { family: f, id: 0x23 }).parse(&m) {
                 Ok(Reply::PeerDeleted(ev)) => {
                     let rec = pipe::peer_deleted(f, &ev);
                     assert_eq!(rec[0], f.layout().peer_deleted.cmd);

@@ -213,16 +213,12 @@ pub enum Reply {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Genl {
     pub family: Family,
-    /// The generic-netlink id (`nlmsg_type` of requests).
+    /// The generic-netlink id (`nlmsg_type` of requests), from the
+    /// controller (see [`ctrl::parse_family`]).
     pub id: u16,
 }
 
 impl Genl {
-    /// Wraps the family id from the controller (see [`ctrl::parse_family`]).
-    pub fn new(family: Family, id: u16) -> Self {
-        Genl { family, id }
-    }
-
     /// Returns the request as a message (seq 0: set it before sending):
     /// the family's command, top-level IFINDEX (attribute 1 in both
     /// families), then the family's attributes. Do-commands ask for an

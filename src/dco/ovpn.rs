@@ -100,7 +100,7 @@ mod tests {
 
     const ID: u16 = 0x23;
     fn genl() -> Genl {
-        Genl::new(Family::Ovpn, ID)
+        Genl { family: Family::Ovpn, id: ID }
     }
     fn pid(n: u32) -> PeerId {
         PeerId::new(n).unwrap()
