@@ -287,10 +287,8 @@ impl PeerNew {
         vpn6: Option<Ipv6Addr>,
     ) -> Result<Self, DcoError> {
         let socket = u32::try_from(socket_fd).map_err(|_| DcoError::BadSocket(socket_fd))?;
-        if let Transport::Udp(r) = transport {
-            if r.port() == 0 {
-                return Err(DcoError::RemotePortZero);
-            }
+        if matches!(transport, Transport::Udp(r) if r.port() == 0) {
+            return Err(DcoError::RemotePortZero);
         }
         let vpn4 = vpn4.filter(|a| !a.is_unspecified());
         let vpn6 = vpn6.filter(|a| !a.is_unspecified());
