@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use dbus::Message;
 
 use crate::bus::manager::{bad, unhandled};
-use crate::dco::{self, pipe, DbusNewPeer, DcoError, Family, Keepalive, Mode, PeerId, PeerNew, Request};
+use crate::dco::{self, pipe, DbusNewPeer, DcoError, Family, Mode, PeerId, PeerNew, Request};
 use crate::dco_session::{self, DcoDev, DcoKernel, Pipe};
 use crate::error::{Error, Result};
 use crate::journal::Undo;
@@ -137,8 +137,7 @@ pub(crate) fn dco_call(s: &mut Sessions, m: &Message, path: &str, member: &str) 
         "SetPeer" => {
             let (id, interval, timeout): (u32, u32, u32) = m.read3().map_err(bad("peer_id"))?;
             let peer = PeerId::new(id).map_err(arg_err)?;
-            let keepalive = Keepalive { interval, timeout };
-            dco_send(s, path, &Request::PeerSet { peer, keepalive }, &format!("SET_PEER {id}"))?;
+            dco_send(s, path, &Request::PeerSet { peer, interval, timeout }, &format!("SET_PEER {id}"))?;
             log::info!("{path}: DCO peer {id} keepalive {interval} s / {timeout} s");
         }
         "GetPeer" => {

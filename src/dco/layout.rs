@@ -139,10 +139,10 @@ impl Layout {
                 }
                 Ok(())
             }),
-            Request::PeerSet { peer, keepalive } => m.nest(nest, true, |m| {
+            Request::PeerSet { peer, interval, timeout } => m.nest(nest, true, |m| {
                 m.put_u32(id, peer.get())?;
-                m.put_u32(self.keepalive[0], keepalive.interval)?;
-                m.put_u32(self.keepalive[1], keepalive.timeout)
+                m.put_u32(self.keepalive[0], interval)?;
+                m.put_u32(self.keepalive[1], timeout)
             }),
             Request::PeerGet(peer) | Request::PeerDel(peer) | Request::KeySwap(peer) => {
                 m.nest(nest, true, |m| m.put_u32(id, peer.get()))

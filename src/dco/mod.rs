@@ -45,8 +45,8 @@ pub use ctrl::FamilyInfo;
 pub use keyconfig::KeyConfigError;
 pub use layout::Layout;
 pub use model::{
-    CipherAlg, DbusNewPeer, DelReason, Keepalive, KeyConfig, KeySlot, KeySwapNeeded, Mode, PeerDeleted, PeerId,
-    PeerInfo, PeerNew, Transport,
+    CipherAlg, DbusNewPeer, DelReason, KeyConfig, KeySlot, KeySwapNeeded, Mode, PeerDeleted, PeerId, PeerInfo, PeerNew,
+    Transport,
 };
 pub use sockaddr::SockaddrError;
 
@@ -160,8 +160,15 @@ impl From<AttrError> for DcoError {
 pub enum Request<'a> {
     /// Add a peer (PEER_NEW / NEW_PEER).
     PeerNew(&'a PeerNew),
-    /// Set keepalive (PEER_SET / SET_PEER).
-    PeerSet { peer: PeerId, keepalive: Keepalive },
+    /// Set keepalive (PEER_SET / SET_PEER): seconds between keepalive
+    /// packets, and of silence after which the peer is dropped.
+    ///
+    /// Both attributes are always sent together: upstream refuses one
+    /// without the other (recorded: "ovpn: keepalive interval and timeout
+    /// are required together"), ovpn-dco-v2 ignores one alone (its API
+    /// notes, §5; sources in [`model`]). The values are independent in both
+    /// kernels (0 switches that half off), so any pair is accepted.
+    PeerSet { peer: PeerId, interval: u32, timeout: u32 },
     /// Query one peer (PEER_GET / GET_PEER, doit).
     PeerGet(PeerId),
     /// Query all peers of the device (dump).

@@ -222,21 +222,6 @@ impl KeyConfig {
     }
 }
 
-/// Keepalive interval and timeout in seconds.
-///
-/// Both attributes are always sent together: upstream refuses one without
-/// the other ([golden]: "ovpn: keepalive interval and timeout are required
-/// together"), ovpn-dco-v2 ignores one alone ([v2-api] §5). The values are
-/// independent in both kernels (0 switches that half off), so any pair is
-/// accepted here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Keepalive {
-    /// Seconds between keepalive packets.
-    pub interval: u32,
-    /// Seconds of silence after which the peer is dropped.
-    pub timeout: u32,
-}
-
 /// Device mode, chosen when the link is created (IFLA_OVPN_MODE).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]

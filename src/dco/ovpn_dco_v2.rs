@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn set_peer() {
-        let r = Request::PeerSet { peer: pid(1), keepalive: Keepalive { interval: 10, timeout: 60 } };
+        let r = Request::PeerSet { peer: pid(1), interval: 10, timeout: 60 };
         #[rustfmt::skip]
         let want: &[u8] = &[
             0x38, 0, 0, 0,  0x23, 0,  0x05, 0,  27, 0, 0, 0,  0, 0, 0, 0,
