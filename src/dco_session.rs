@@ -56,13 +56,8 @@ impl DcoKernel {
     pub fn probe() -> Option<Self> {
         let mut sock = Socket::open_family(NlFamily::Generic, &[]).map_err(|e| log::warn!("DCO: {e}")).ok()?;
         for family in [Family::Ovpn, Family::OvpnDcoV2] {
-            let info = match lookup(&mut sock, family.layout().genl_name) {
-                Ok(info) => info,
-                Err(e) => {
-                    log::debug!("DCO: {family}: {e}");
-                    continue;
-                }
-            };
+            let found = lookup(&mut sock, family.layout().genl_name);
+            let Ok(info) = found.inspect_err(|e| log::debug!("DCO: {family}: {e}")) else { continue };
             let ntf = match info.mcast_group(MCAST_GROUP) {
                 None => {
                     log::warn!("DCO: family {family} has no '{MCAST_GROUP}' group");
@@ -72,7 +67,7 @@ impl DcoKernel {
                     .map_err(|e| log::warn!("DCO: cannot receive {family} notifications: {e}"))
                     .ok(),
             };
-            return Some(DcoKernel { genl: Genl::new(family, info.id), cmd: sock, ntf });
+            return Some(DcoKernel { genl: Genl { family, id: info.id }, cmd: sock, ntf });
         }
         None
     }
@@ -306,22 +301,16 @@ pub fn vanished(
         .collect()
 }
 
-/// Which way a transport socket goes, from SO_TYPE and its address family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SockKind {
-    Udp,
-    Tcp,
-}
-
-/// Classifies the fd a client attached to NewPeer: an IPv4/IPv6 datagram
-/// socket is UDP, a stream socket TCP; anything else is refused.
-pub fn sock_kind(fd: &OwnedFd) -> std::result::Result<SockKind, String> {
+/// Classifies the fd a client attached to NewPeer, from SO_TYPE and its
+/// address family: an IPv4/IPv6 datagram socket is UDP (false), a stream
+/// socket TCP (true); anything else is refused.
+pub fn is_tcp(fd: &OwnedFd) -> std::result::Result<bool, String> {
     use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage};
     let ty = getsockopt(fd, sockopt::SockType).map_err(|e| format!("not a socket ({e})"))?;
     let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).map_err(|e| format!("getsockname: {e}"))?;
     match (addr.family(), ty) {
-        (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Datagram) => Ok(SockKind::Udp),
-        (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Stream) => Ok(SockKind::Tcp),
+        (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Datagram) => Ok(false),
+        (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Stream) => Ok(true),
         (f, t) => Err(format!("not a UDP or TCP socket ({f:?}, {t:?})")),
     }
 }
@@ -343,7 +332,7 @@ mod tests {
             }
             Err(e) => panic!("{e}"),
         };
-        let mut k = DcoKernel { genl: Genl::new(Family::Ovpn, 0x23), cmd, ntf: None };
+        let mut k = DcoKernel { genl: Genl { family: Family::Ovpn, id: 0x23 }, cmd, ntf: None };
         let mut req = ctrl::getfamily_request("nlctrl").unwrap();
         nix::sys::socket::send(k.cmd.fd(), req.bytes_mut(), nix::sys::socket::MsgFlags::empty()).unwrap();
         let fds: Vec<RawFd> = k.poll_fds().collect();
@@ -429,7 +418,7 @@ mod tests {
     #[test]
     fn notifications_are_sorted_into_events_errors_and_losses() {
         use crate::dco::{golden, DelReason, PeerDeleted};
-        let genl = Genl::new(Family::Ovpn, 0x23);
+        let genl = Genl { family: Family::Ovpn, id: 0x23 };
         let good = golden::PEER_DEL_NTF_USERSPACE.to_vec();
         // Same message, its peer ID attribute 3 bytes long: unreadable, but
         // the device (top-level IFINDEX 2) still is.
@@ -457,7 +446,7 @@ mod tests {
         let n = sort_notifications(&genl, &[good[..10].to_vec()]);
         assert_eq!(n, Notifications { replies: vec![], lost: true, errors: vec![] });
         // Another family's id: not ours to judge.
-        let n = sort_notifications(&Genl::new(Family::Ovpn, 0x24), &[bad_id]);
+        let n = sort_notifications(&Genl { family: Family::Ovpn, id: 0x24 }, &[bad_id]);
         assert_eq!(n, Notifications::default());
     }
 
@@ -467,9 +456,9 @@ mod tests {
         assert_eq!(crate::dco::layout::A_IFINDEX, 1, "OVPN_A_IFINDEX and OVPN_ATTR_IFINDEX");
         let g = crate::dco::golden::PEER_DEL_NTF_MP_TEARDOWN;
         let m = attr::messages(g).next().unwrap().unwrap();
-        assert_eq!(Genl::new(Family::Ovpn, 0x23).ifindex_of(&m), Some(4));
-        assert_eq!(Genl::new(Family::OvpnDcoV2, 0x23).ifindex_of(&m), Some(4));
-        assert_eq!(Genl::new(Family::Ovpn, 0x10).ifindex_of(&m), None);
+        assert_eq!(Genl { family: Family::Ovpn, id: 0x23 }.ifindex_of(&m), Some(4));
+        assert_eq!(Genl { family: Family::OvpnDcoV2, id: 0x23 }.ifindex_of(&m), Some(4));
+        assert_eq!(Genl { family: Family::Ovpn, id: 0x10 }.ifindex_of(&m), None);
     }
 
     fn read_all(fd: &OwnedFd) -> Vec<Vec<u8>> {
@@ -540,13 +529,13 @@ mod tests {
     #[test]
     fn socket_kinds() {
         let udp = OwnedFd::from(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
-        assert_eq!(sock_kind(&udp), Ok(SockKind::Udp));
+        assert_eq!(is_tcp(&udp), Ok(false));
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let tcp = OwnedFd::from(std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap());
-        assert_eq!(sock_kind(&tcp), Ok(SockKind::Tcp));
+        assert_eq!(is_tcp(&tcp), Ok(true));
         let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
-        assert!(sock_kind(&OwnedFd::from(a)).is_err());
+        assert!(is_tcp(&OwnedFd::from(a)).is_err());
         let file = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
-        assert!(sock_kind(&file).unwrap_err().contains("not a socket"));
+        assert!(is_tcp(&file).unwrap_err().contains("not a socket"));
     }
 }

@@ -13,8 +13,8 @@ use std::os::fd::AsRawFd;
 use dbus::Message;
 
 use crate::bus::manager::{bad, unhandled};
-use crate::dco::{self, pipe, DbusNewPeer, DcoError, Family, Keepalive, Mode, PeerId, PeerNew, Request};
-use crate::dco_session::{self, DcoDev, DcoKernel, Pipe, SockKind};
+use crate::dco::{self, pipe, DbusNewPeer, DcoError, Family, Mode, PeerId, PeerNew, Request};
+use crate::dco_session::{self, DcoDev, DcoKernel, Pipe};
 use crate::error::{Error, Result};
 use crate::journal::Undo;
 use crate::sessions::Sessions;
@@ -137,8 +137,7 @@ pub(crate) fn dco_call(s: &mut Sessions, m: &Message, path: &str, member: &str) 
         "SetPeer" => {
             let (id, interval, timeout): (u32, u32, u32) = m.read3().map_err(bad("peer_id"))?;
             let peer = PeerId::new(id).map_err(arg_err)?;
-            let keepalive = Keepalive { interval, timeout };
-            dco_send(s, path, &Request::PeerSet { peer, keepalive }, &format!("SET_PEER {id}"))?;
+            dco_send(s, path, &Request::PeerSet { peer, interval, timeout }, &format!("SET_PEER {id}"))?;
             log::info!("{path}: DCO peer {id} keepalive {interval} s / {timeout} s");
         }
         "GetPeer" => {
@@ -190,7 +189,7 @@ fn dco_new_peer(s: &mut Sessions, m: &Message, path: &str, family: Family, mode:
     // Extra fds are closed with the rest of the list.
     let fd = crate::sys::message_fds(m).into_iter().next();
     let fd = fd.ok_or_else(|| Error::arg("(fd)", "NewPeer needs the transport socket attached as a unix fd"))?;
-    let tcp = dco_session::sock_kind(&fd).map_err(|why| Error::arg("(fd)", why))? == SockKind::Tcp;
+    let tcp = dco_session::is_tcp(&fd).map_err(|why| Error::arg("(fd)", why))?;
     let args = DbusNewPeer { peer_id, sa, salen, vpn4, vpn6, fd: fd.as_raw_fd(), tcp };
     let p = PeerNew::from_dbus(family, mode, &args).map_err(arg_err)?;
     dco_send(s, path, &Request::PeerNew(&p), &format!("NEW_PEER {peer_id}"))?;

@@ -41,7 +41,7 @@ pub const MANAGER_PROPS: &[Prop<Sessions>] = &[
     }),
     ro("version", "s", |_| Box::new(VERSION.to_string())),
     // DCO (issue 6): "ovpn", "ovpn-dco-v2", or "" when neither resolves.
-    ro("dco_family", "s", |s| Box::new(s.dco_family())),
+    ro("dco_family", "s", |s| Box::new(s.dco.as_ref().map(|k| k.genl.family.to_string()).unwrap_or_default())),
 ];
 
 pub const DEVICE_PROPS: &[Prop<Device>] = &[

@@ -1,5 +1,6 @@
 //! Generic-netlink controller: look a family up by name and read its id,
-//! version, maxattr, operations and multicast groups from the reply.
+//! name and multicast groups from the reply (the rest is skipped: the
+//! daemon needs nothing else).
 //! Constants: `include/uapi/linux/genetlink.h`.
 
 use std::fmt;
@@ -18,20 +19,8 @@ pub const CTRL_VERSION: u8 = 1;
 pub const CTRL_ATTR_FAMILY_ID: u16 = 1;
 /// `CTRL_ATTR_FAMILY_NAME` (string).
 pub const CTRL_ATTR_FAMILY_NAME: u16 = 2;
-/// `CTRL_ATTR_VERSION` (u32).
-pub const CTRL_ATTR_VERSION: u16 = 3;
-/// `CTRL_ATTR_HDRSIZE` (u32).
-pub const CTRL_ATTR_HDRSIZE: u16 = 4;
-/// `CTRL_ATTR_MAXATTR` (u32).
-pub const CTRL_ATTR_MAXATTR: u16 = 5;
-/// `CTRL_ATTR_OPS` (array of nests).
-pub const CTRL_ATTR_OPS: u16 = 6;
 /// `CTRL_ATTR_MCAST_GROUPS` (array of nests).
 pub const CTRL_ATTR_MCAST_GROUPS: u16 = 7;
-/// `CTRL_ATTR_OP_ID` (u32).
-pub const CTRL_ATTR_OP_ID: u16 = 1;
-/// `CTRL_ATTR_OP_FLAGS` (u32).
-pub const CTRL_ATTR_OP_FLAGS: u16 = 2;
 /// `CTRL_ATTR_MCAST_GRP_NAME` (string).
 pub const CTRL_ATTR_MCAST_GRP_NAME: u16 = 1;
 /// `CTRL_ATTR_MCAST_GRP_ID` (u32).
@@ -39,7 +28,7 @@ pub const CTRL_ATTR_MCAST_GRP_ID: u16 = 2;
 /// `GENL_NAMSIZ`: family and group names, NUL included.
 pub const GENL_NAMSIZ: usize = 16;
 
-/// Most operations / groups kept from one reply (ovpn has 8 ops, 1 group).
+/// Most groups kept from one reply (ovpn has 1).
 pub const MAX_ENTRIES: usize = 64;
 
 /// Why a family could not be resolved.
@@ -53,7 +42,7 @@ pub enum CtrlError {
     NotFamilyReply { nlmsg_type: u16 },
     /// The reply lacks CTRL_ATTR_FAMILY_ID.
     MissingId,
-    /// More operations or groups than [`MAX_ENTRIES`].
+    /// More groups than [`MAX_ENTRIES`].
     TooManyEntries,
     /// The reply is malformed.
     Netlink(AttrError),
@@ -82,15 +71,6 @@ impl From<AttrError> for CtrlError {
     }
 }
 
-/// One entry of CTRL_ATTR_OPS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Op {
-    /// Command number.
-    pub id: u32,
-    /// GENL_ADMIN_PERM | GENL_CMD_CAP_* ...
-    pub flags: u32,
-}
-
 /// A CTRL_CMD_NEWFAMILY reply.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FamilyInfo {
@@ -98,14 +78,6 @@ pub struct FamilyInfo {
     pub id: u16,
     /// The family name.
     pub name: String,
-    /// Family version.
-    pub version: u32,
-    /// Size of the family header after genlmsghdr (0 for both DCO families).
-    pub hdrsize: u32,
-    /// Highest attribute (0 for upstream ovpn: per-command policies).
-    pub maxattr: u32,
-    /// Operations.
-    pub ops: Vec<Op>,
     /// Multicast groups (name, id).
     pub mcast_groups: Vec<(String, u32)>,
 }
@@ -148,26 +120,6 @@ pub fn parse_family(msg: &NlMsgRef<'_>) -> Result<FamilyInfo, CtrlError> {
         match a.kind() {
             CTRL_ATTR_FAMILY_ID => id = Some(a.u16()?),
             CTRL_ATTR_FAMILY_NAME => info.name = name(&a)?,
-            CTRL_ATTR_VERSION => info.version = a.u32()?,
-            CTRL_ATTR_HDRSIZE => info.hdrsize = a.u32()?,
-            CTRL_ATTR_MAXATTR => info.maxattr = a.u32()?,
-            CTRL_ATTR_OPS => {
-                for entry in a.nested() {
-                    let mut op = Op { id: 0, flags: 0 };
-                    for f in entry?.nested() {
-                        let f = f?;
-                        match f.kind() {
-                            CTRL_ATTR_OP_ID => op.id = f.u32()?,
-                            CTRL_ATTR_OP_FLAGS => op.flags = f.u32()?,
-                            _ => {}
-                        }
-                    }
-                    if info.ops.len() == MAX_ENTRIES {
-                        return Err(CtrlError::TooManyEntries);
-                    }
-                    info.ops.push(op);
-                }
-            }
             CTRL_ATTR_MCAST_GROUPS => {
                 for entry in a.nested() {
                     let (mut gname, mut gid) = (None, None);
@@ -208,7 +160,6 @@ mod tests {
         assert_eq!(CTRL_ATTR_FAMILY_NAME, libc::CTRL_ATTR_FAMILY_NAME as u16);
         assert_eq!(CTRL_ATTR_MCAST_GROUPS, libc::CTRL_ATTR_MCAST_GROUPS as u16);
         assert_eq!(CTRL_ATTR_MCAST_GRP_ID, libc::CTRL_ATTR_MCAST_GRP_ID as u16);
-        assert_eq!(CTRL_ATTR_OP_FLAGS, libc::CTRL_ATTR_OP_FLAGS as u16);
     }
 
     #[cfg(target_endian = "little")]
@@ -250,13 +201,6 @@ mod tests {
         let info = parse_family(&msg).unwrap();
         assert_eq!(info.id, 0x23);
         assert_eq!(info.name, "ovpn");
-        assert_eq!((info.version, info.hdrsize, info.maxattr), (1, 0, 0));
-        let ids: Vec<u32> = info.ops.iter().map(|o| o.id).collect();
-        assert_eq!(ids, [1, 2, 3, 4, 6, 7, 8, 10]);
-        for op in &info.ops {
-            let want = if op.id == 3 { 0xf } else { 0xb };
-            assert_eq!(op.flags, want, "op {}", op.id);
-        }
         assert_eq!(info.mcast_group("peers"), Some(15));
         assert_eq!(info.mcast_group("nope"), None);
     }

@@ -83,12 +83,6 @@ impl fmt::Display for KeyConfigError {
 
 impl std::error::Error for KeyConfigError {}
 
-impl From<B64Error> for KeyConfigError {
-    fn from(e: B64Error) -> Self {
-        KeyConfigError::Base64(e)
-    }
-}
-
 /// One `KeyDirection` message.
 #[derive(Debug, PartialEq, Eq)]
 pub struct KeyDirection {
@@ -287,7 +281,7 @@ pub fn parse_base64(s: &str) -> Result<DcoKeyConfig, KeyConfigError> {
     if s.len() / 4 * 3 > KEYCONFIG_MAX {
         return Err(KeyConfigError::TooLong(s.len() / 4 * 3));
     }
-    let raw = b64::decode_secret(s)?;
+    let raw = b64::decode_secret(s).map_err(KeyConfigError::Base64)?;
     parse(raw.as_slice())
 }
 

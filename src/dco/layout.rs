@@ -139,10 +139,10 @@ impl Layout {
                 }
                 Ok(())
             }),
-            Request::PeerSet { peer, keepalive } => m.nest(nest, true, |m| {
+            Request::PeerSet { peer, interval, timeout } => m.nest(nest, true, |m| {
                 m.put_u32(id, peer.get())?;
-                m.put_u32(self.keepalive[0], keepalive.interval)?;
-                m.put_u32(self.keepalive[1], keepalive.timeout)
+                m.put_u32(self.keepalive[0], interval)?;
+                m.put_u32(self.keepalive[1], timeout)
             }),
             Request::PeerGet(peer) | Request::PeerDel(peer) | Request::KeySwap(peer) => {
                 m.nest(nest, true, |m| m.put_u32(id, peer.get()))
@@ -181,7 +181,7 @@ impl Layout {
         // KEY_ID with nla_put_u16, the spec says u32).
         let notification = |n: &Notification| -> Result<[u32; 3], DcoError> {
             let [peer_id, value] = uints(required(g.attrs, n.nest)?, [n.peer_id, n.value])?;
-            Ok([ifindex(g.attrs)?, peer_id, value])
+            Ok([required(g.attrs, (A_IFINDEX, "IFINDEX"))?.u32()?, peer_id, value])
         };
         if g.cmd == self.cmds[2] {
             return Ok(Reply::Peer(self.peer_info(required(g.attrs, self.info.nest)?)?));
@@ -274,11 +274,6 @@ fn keydir(m: &mut NlMsg, ty: u16, d: &KeyDir) -> Result<(), AttrError> {
 /// The attribute `ty` in `attrs`, or `MissingAttr(name)`.
 fn required<'a>(attrs: &'a [u8], (ty, name): Named) -> Result<attr::Attr<'a>, DcoError> {
     attr::find(attrs, ty)?.ok_or(DcoError::MissingAttr(name))
-}
-
-/// The top-level IFINDEX.
-fn ifindex(attrs: &[u8]) -> Result<u32, DcoError> {
-    Ok(required(attrs, (A_IFINDEX, "IFINDEX"))?.u32()?)
 }
 
 /// The integers (of any width the kernel puts) of attributes `kinds` in

@@ -40,16 +40,14 @@ pub mod sockaddr;
 use std::fmt;
 
 use crate::netlink::attr::{self, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
-pub use crate::netlink::attr::{messages, AttrError, ExtAck, NlMsg, NlMsgRef, NlStatus};
-pub use b64::B64Error;
-pub use ctrl::{CtrlError, FamilyInfo};
-pub use keyconfig::{DcoKeyConfig, KeyConfigError};
+pub use crate::netlink::attr::{AttrError, NlMsg, NlMsgRef, NlStatus};
+pub use ctrl::FamilyInfo;
+pub use keyconfig::KeyConfigError;
 pub use layout::Layout;
 pub use model::{
-    CipherAlg, Counters, DbusNewPeer, DelReason, Keepalive, KeyConfig, KeyDir, KeyId, KeySlot, KeySwapNeeded, Mode,
-    PeerDeleted, PeerId, PeerInfo, PeerNew, Transport,
+    CipherAlg, DbusNewPeer, DelReason, KeyConfig, KeySlot, KeySwapNeeded, Mode, PeerDeleted, PeerId, PeerInfo, PeerNew,
+    Transport,
 };
-pub use secret::SecretBytes;
 pub use sockaddr::SockaddrError;
 
 /// Capacity of one request; the largest (KEY_NEW, 32-byte keys) is 168 bytes.
@@ -162,8 +160,15 @@ impl From<AttrError> for DcoError {
 pub enum Request<'a> {
     /// Add a peer (PEER_NEW / NEW_PEER).
     PeerNew(&'a PeerNew),
-    /// Set keepalive (PEER_SET / SET_PEER).
-    PeerSet { peer: PeerId, keepalive: Keepalive },
+    /// Set keepalive (PEER_SET / SET_PEER): seconds between keepalive
+    /// packets, and of silence after which the peer is dropped.
+    ///
+    /// Both attributes are always sent together: upstream refuses one
+    /// without the other (recorded: "ovpn: keepalive interval and timeout
+    /// are required together"), ovpn-dco-v2 ignores one alone (its API
+    /// notes, §5; sources in [`model`]). The values are independent in both
+    /// kernels (0 switches that half off), so any pair is accepted.
+    PeerSet { peer: PeerId, interval: u32, timeout: u32 },
     /// Query one peer (PEER_GET / GET_PEER, doit).
     PeerGet(PeerId),
     /// Query all peers of the device (dump).
@@ -215,16 +220,12 @@ pub enum Reply {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Genl {
     pub family: Family,
-    /// The generic-netlink id (`nlmsg_type` of requests).
+    /// The generic-netlink id (`nlmsg_type` of requests), from the
+    /// controller (see [`ctrl::parse_family`]).
     pub id: u16,
 }
 
 impl Genl {
-    /// Wraps the family id from the controller (see [`ctrl::parse_family`]).
-    pub fn new(family: Family, id: u16) -> Self {
-        Genl { family, id }
-    }
-
     /// Returns the request as a message (seq 0: set it before sending):
     /// the family's command, top-level IFINDEX (attribute 1 in both
     /// families), then the family's attributes. Do-commands ask for an

@@ -78,11 +78,10 @@ pub enum KeySlot {
 impl KeySlot {
     /// Returns the slot for the D-Bus value (0 or 1), else `KeySlot`.
     pub fn from_u32(v: u32) -> Result<Self, DcoError> {
-        match v {
-            0 => Ok(KeySlot::Primary),
-            1 => Ok(KeySlot::Secondary),
-            _ => Err(DcoError::KeySlot(v)),
-        }
+        [KeySlot::Primary, KeySlot::Secondary]
+            .into_iter()
+            .find(|s| u32::from(s.number()) == v)
+            .ok_or(DcoError::KeySlot(v))
     }
 
     /// Returns the kernel number.
@@ -106,11 +105,8 @@ pub enum CipherAlg {
 impl CipherAlg {
     /// Returns the cipher for its kernel/protobuf number, else `UnsupportedCipher`.
     pub fn from_u32(v: u32) -> Result<Self, DcoError> {
-        match v {
-            1 => Ok(CipherAlg::AesGcm),
-            2 => Ok(CipherAlg::ChaCha20Poly1305),
-            _ => Err(DcoError::UnsupportedCipher(v)),
-        }
+        let known = [CipherAlg::AesGcm, CipherAlg::ChaCha20Poly1305];
+        known.into_iter().find(|a| u32::from(a.number()) == v).ok_or(DcoError::UnsupportedCipher(v))
     }
 
     /// Returns the kernel number.
@@ -226,21 +222,6 @@ impl KeyConfig {
     }
 }
 
-/// Keepalive interval and timeout in seconds.
-///
-/// Both attributes are always sent together: upstream refuses one without
-/// the other ([golden]: "ovpn: keepalive interval and timeout are required
-/// together"), ovpn-dco-v2 ignores one alone ([v2-api] §5). The values are
-/// independent in both kernels (0 switches that half off), so any pair is
-/// accepted here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Keepalive {
-    /// Seconds between keepalive packets.
-    pub interval: u32,
-    /// Seconds of silence after which the peer is dropped.
-    pub timeout: u32,
-}
-
 /// Device mode, chosen when the link is created (IFLA_OVPN_MODE).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -291,10 +272,8 @@ impl PeerNew {
         vpn6: Option<Ipv6Addr>,
     ) -> Result<Self, DcoError> {
         let socket = u32::try_from(socket_fd).map_err(|_| DcoError::BadSocket(socket_fd))?;
-        if let Transport::Udp(r) = transport {
-            if r.port() == 0 {
-                return Err(DcoError::RemotePortZero);
-            }
+        if matches!(transport, Transport::Udp(r) if r.port() == 0) {
+            return Err(DcoError::RemotePortZero);
         }
         let vpn4 = vpn4.filter(|a| !a.is_unspecified());
         let vpn6 = vpn6.filter(|a| !a.is_unspecified());

@@ -100,7 +100,7 @@ mod tests {
 
     const ID: u16 = 0x23;
     fn genl() -> Genl {
-        Genl::new(Family::Ovpn, ID)
+        Genl { family: Family::Ovpn, id: ID }
     }
     fn pid(n: u32) -> PeerId {
         PeerId::new(n).unwrap()
@@ -186,8 +186,7 @@ mod tests {
         // recorded KEY_NEW for unknown peer 7 never reaches the kernel.
         let k = key(7, KeySlot::Primary, 0, (0x11, 0xee), (0x22, 0xdd));
         assert_eq!(Request::KeyNew(&k).existing_peer(), Some(pid(7)));
-        let keepalive = Keepalive { interval: 1, timeout: 30 };
-        assert_eq!(Request::PeerSet { peer: pid(4), keepalive }.existing_peer(), Some(pid(4)));
+        assert_eq!(Request::PeerSet { peer: pid(4), interval: 1, timeout: 30 }.existing_peer(), Some(pid(4)));
         assert_eq!(Request::KeySwap(pid(3)).existing_peer(), Some(pid(3)));
         assert_eq!(Request::PeerDel(pid(1)).existing_peer(), Some(pid(1)));
         assert_eq!(Request::PeerGet(pid(2)).existing_peer(), Some(pid(2)));
@@ -206,7 +205,7 @@ mod tests {
 
     #[test]
     fn peer_set_get_dump_del_match_golden() {
-        let r = Request::PeerSet { peer: pid(1), keepalive: Keepalive { interval: 1, timeout: 30 } };
+        let r = Request::PeerSet { peer: pid(1), interval: 1, timeout: 30 };
         assert_eq!(built(2, r, 27), g::PEER_SET_REQ);
         assert_eq!(built(2, Request::PeerGet(pid(1)), 29), g::PEER_GET_REQ);
         assert_eq!(built(2, Request::PeerDump, 30), g::PEER_DUMP_REQ);
@@ -328,10 +327,9 @@ mod tests {
             status(g::REJ_PEER_NEW_KA_HALF_REPLY).ext.msg.as_deref(),
             Some("ovpn: keepalive interval and timeout are required together")
         );
-        // Keepalive is one value with both halves: PEER_SET always has both,
-        // PEER_NEW never carries keepalive.
-        let ka = Keepalive { interval: 10, timeout: 0 };
-        let b = built(2, Request::PeerSet { peer: pid(1), keepalive: ka }, 12);
+        // PEER_SET always has both keepalive halves, PEER_NEW never carries
+        // keepalive.
+        let b = built(2, Request::PeerSet { peer: pid(1), interval: 10, timeout: 0 }, 12);
         assert_eq!(nested_kinds(&b), [OVPN_A_PEER_ID, OVPN_A_PEER_KEEPALIVE_INTERVAL, OVPN_A_PEER_KEEPALIVE_TIMEOUT]);
         let k = nested_kinds(&built(2, Request::PeerNew(&p2p_peer(1, 8)), 12));
         assert!(!k.contains(&OVPN_A_PEER_KEEPALIVE_INTERVAL));
@@ -393,7 +391,7 @@ mod tests {
         assert_eq!((s.ext.msg.as_deref(), s.ext.offset), (Some("Unsupported attribute"), Some(40)));
         // Request::PeerSet has no socket field.
         assert!(nested_kinds(g::REJ_PEER_SET_SOCKET_REQ).contains(&OVPN_A_PEER_SOCKET));
-        let r = Request::PeerSet { peer: pid(1), keepalive: Keepalive { interval: 1, timeout: 30 } };
+        let r = Request::PeerSet { peer: pid(1), interval: 1, timeout: 30 };
         assert!(!nested_kinds(&built(2, r, 28)).contains(&OVPN_A_PEER_SOCKET));
     }
 

@@ -92,7 +92,7 @@ mod tests {
 
     const ID: u16 = 0x23;
     fn genl() -> Genl {
-        Genl::new(Family::OvpnDcoV2, ID)
+        Genl { family: Family::OvpnDcoV2, id: ID }
     }
     fn pid(n: u32) -> PeerId {
         PeerId::new(n).unwrap()
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn set_peer() {
-        let r = Request::PeerSet { peer: pid(1), keepalive: Keepalive { interval: 10, timeout: 60 } };
+        let r = Request::PeerSet { peer: pid(1), interval: 10, timeout: 60 };
         #[rustfmt::skip]
         let want: &[u8] = &[
             0x38, 0, 0, 0,  0x23, 0,  0x05, 0,  27, 0, 0, 0,  0, 0, 0, 0,
@@ -339,7 +339,7 @@ mod tests {
     fn families_differ_only_in_encoding() {
         // Same request values, both families: same ifindex, different layout.
         let p = |f| PeerNew::new(f, Mode::P2p, pid(1), 8, Transport::Tcp, None, None).unwrap();
-        let up = Genl::new(Family::Ovpn, ID).build(2, &Request::PeerNew(&p(Family::Ovpn))).unwrap();
+        let up = Genl { family: Family::Ovpn, id: ID }.build(2, &Request::PeerNew(&p(Family::Ovpn))).unwrap();
         let v2 = genl().build(2, &Request::PeerNew(&p(Family::OvpnDcoV2))).unwrap();
         assert_eq!(&up.as_bytes()[20..28], &v2.as_bytes()[20..28]);
         assert_ne!(up.as_bytes(), v2.as_bytes());

@@ -16,49 +16,47 @@ pub use crate::netlink::attr::Wiped;
 pub use crate::sys::wipe;
 
 /// Owned secret bytes, zeroed on drop. Deliberately not `Clone`.
-pub struct SecretBytes {
-    buf: Wiped<Vec<u8>>,
-}
+pub struct SecretBytes(Wiped<Vec<u8>>);
 
 impl SecretBytes {
     /// Returns `len` zero bytes, allocated once.
     pub fn zeroed(len: usize) -> Self {
-        SecretBytes { buf: Wiped(vec![0; len]) }
+        SecretBytes(Wiped(vec![0; len]))
     }
 
     /// Returns a copy of `data`; the caller still owns (and should wipe) `data`.
     pub fn from_slice(data: &[u8]) -> Self {
-        SecretBytes { buf: Wiped(data.to_vec()) }
+        SecretBytes(Wiped(data.to_vec()))
     }
 
     /// Returns the bytes.
     pub fn as_slice(&self) -> &[u8] {
-        &self.buf
+        &self.0
     }
 
     /// Returns the bytes for filling in place.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.buf
+        &mut self.0
     }
 
     /// Returns the number of bytes.
     #[cfg(any(test, feature = "fuzz"))]
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.0.len()
     }
 
     /// Returns true when there are no bytes.
     #[cfg(any(test, feature = "fuzz"))]
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.0.is_empty()
     }
 
     /// Shortens to `len` bytes, wiping the dropped tail first.
     #[cfg(any(test, feature = "fuzz"))]
     pub fn truncate(&mut self, len: usize) {
-        if len < self.buf.len() {
-            wipe(&mut self.buf[len..]);
-            self.buf.truncate(len);
+        if len < self.0.len() {
+            wipe(&mut self.0[len..]);
+            self.0.truncate(len);
         }
     }
 }
@@ -74,7 +72,7 @@ impl Eq for SecretBytes {}
 impl fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print key material, not even in debug logs.
-        write!(f, "SecretBytes({} bytes)", self.buf.len())
+        write!(f, "SecretBytes({} bytes)", self.0.len())
     }
 }
 

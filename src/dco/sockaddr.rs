@@ -47,12 +47,6 @@ impl fmt::Display for SockaddrError {
 
 impl std::error::Error for SockaddrError {}
 
-impl From<B64Error> for SockaddrError {
-    fn from(e: B64Error) -> Self {
-        SockaddrError::Base64(e)
-    }
-}
-
 /// Parses a raw `sockaddr_in`/`sockaddr_in6` whose size is its only length
 /// (IPv6 flow info and scope id are kept).
 pub fn from_raw(raw: &[u8]) -> Result<SocketAddr, SockaddrError> {
@@ -101,7 +95,7 @@ pub fn decode_base64(sa: &str, salen: u32) -> Result<SocketAddr, SockaddrError> 
         return Err(SockaddrError::TooLong(sa.len()));
     }
     let mut raw = [0u8; SOCKADDR_IN6_LEN];
-    let n = b64::decode_into(sa, &mut raw)?;
+    let n = b64::decode_into(sa, &mut raw).map_err(SockaddrError::Base64)?;
     if u32::try_from(n) != Ok(salen) {
         return Err(SockaddrError::SizeMismatch { decoded: n, salen });
     }

@@ -20,11 +20,6 @@ impl Sessions {
         self.dco.as_mut()
     }
 
-    /// The `dco_family` property: the family in use, "" when none.
-    pub(crate) fn dco_family(&self) -> String {
-        self.dco.as_ref().map(|k| k.genl.family.layout().genl_name.to_string()).unwrap_or_default()
-    }
-
     /// Removes the kernel peers of a device that is going away (their keys
     /// go with them) and closes its transport sockets and pipe. The netdev
     /// itself is deleted by the device's journal (DelLink).
