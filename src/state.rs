@@ -260,12 +260,7 @@ impl Dir {
             r => r?,
         };
         self.check(name, &fd)?;
-        let mut v = Vec::new();
-        File::from(fd).take(max + 1).read_to_end(&mut v)?;
-        if v.len() as u64 > max {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
-        }
-        Ok(Some(v))
+        read_max(File::from(fd), max).map(Some)
     }
 
     /// Opens (or creates, mode 0600) a state file for reading and writing.
@@ -304,6 +299,16 @@ impl Dir {
     pub fn exists(&self, name: &str) -> bool {
         nix::sys::stat::fstatat(&*self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
     }
+}
+
+/// At most `max` bytes read from `f`; more is an error.
+pub fn read_max(f: impl Read, max: u64) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    f.take(max + 1).read_to_end(&mut v)?;
+    if v.len() as u64 > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
+    }
+    Ok(v)
 }
 
 /// Opens the log file for appending, safely as root: no symlink anywhere

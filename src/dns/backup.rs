@@ -15,13 +15,13 @@
 //! mode and owner; symlink; missing). A dnsmasq backup written before its
 //! mode and owner were recorded is read as well.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::state::Dir;
+use crate::state::{read_max, Dir};
 
 /// What the path held before the first write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,9 +136,7 @@ impl Backup {
     /// Puts the original back and forgets the backup; true if we had
     /// written the file.
     fn restore(&mut self) -> Result<bool> {
-        let Some(saved) = &self.saved else {
-            return Ok(false);
-        };
+        let Some(saved) = &self.saved else { return Ok(false) };
         put_back(self.kind, &self.dir, &self.path, saved)?;
         Ok(self.saved.take().is_some_and(|s| s.ours.is_some()))
     }
@@ -252,16 +250,6 @@ pub fn parse(name: &str, meta: &[u8], bytes: Vec<u8>, ours: Option<Vec<u8>>) -> 
 pub fn read_path(path: &Path, follow: bool, max: u64) -> io::Result<Vec<u8>> {
     let flags = if follow { 0 } else { libc::O_NOFOLLOW };
     read_max(std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path)?, max)
-}
-
-/// At most `max` bytes read from `f`; more is an error.
-pub fn read_max(f: impl Read, max: u64) -> io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    f.take(max + 1).read_to_end(&mut v)?;
-    if v.len() as u64 > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {} KiB", max / 1024)));
-    }
-    Ok(v)
 }
 
 /// Replaces the whole content of an open file in place.

@@ -256,10 +256,7 @@ impl Dns {
     pub fn service(&mut self, bus: &Bus, readable: bool) -> Vec<Change> {
         let due = self.deadline().is_some_and(|t| t <= Instant::now());
         let Some(b) = self.backend.as_mut().filter(|_| readable || due) else { return Vec::new() };
-        match b.progress(bus) {
-            Some(r) => self.finished(bus, r),
-            None => Vec::new(),
-        }
+        b.progress(bus).map(|r| self.finished(bus, r)).unwrap_or_default()
     }
 
     /// Waits for a busy apply and the state queued behind it (shutdown);

@@ -104,9 +104,7 @@ pub fn recover(dir: &Dir) {
             Some(r) => {
                 for n in names {
                     log::warn!("resolvconf: deleting the record {n} left by a previous run");
-                    if let Err(e) = run(&r.prog, &r.del_args(n), "") {
-                        log::debug!("{e}");
-                    }
+                    let _ = run(&r.prog, &r.del_args(n), "").inspect_err(|e| log::debug!("{e}"));
                 }
             }
             None => log::warn!("resolvconf records {names:?} of a previous run: no resolvconf program to delete them"),
@@ -261,14 +259,9 @@ impl Backend for Resolvconf {
 /// The resolv.conf fragment for one session (at most 32 servers and 64
 /// domains: well below a pipe's buffer, so writing it cannot block).
 fn fragment(s: &Session) -> String {
-    let mut out = format!("# ovpn-netcfgd {}\n", s.path);
-    if !s.search.is_empty() {
-        out.push_str(&format!("search {}\n", s.search.join(" ")));
-    }
-    for a in &s.servers {
-        out.push_str(&format!("nameserver {a}\n"));
-    }
-    out
+    let search = (!s.search.is_empty()).then(|| format!("search {}\n", s.search.join(" ")));
+    let servers = s.servers.iter().map(|a| format!("nameserver {a}\n"));
+    std::iter::once(format!("# ovpn-netcfgd {}\n", s.path)).chain(search).chain(servers).collect()
 }
 
 /// Runs the program with `input` on stdin and waits for it (start-up

@@ -162,9 +162,7 @@ pub struct Resolved {
 impl Resolved {
     /// Sends the link's calls: a `first` attempt, or a retry.
     fn send(&mut self, bus: &Bus, ifindex: u32, first: bool) {
-        let Some(l) = self.links.get_mut(&ifindex) else {
-            return;
-        };
+        let Some(l) = self.links.get_mut(&ifindex) else { return };
         if first {
             l.attempt = 0;
         }
@@ -172,9 +170,7 @@ impl Resolved {
         self.pending.retain(|_, p| p.0 != ifindex);
         l.timer = Some(Instant::now() + CALL_TIMEOUT);
         for (method, m) in calls(ifindex as i32, l.want.as_ref()) {
-            let Some(serial) = bus.ch.send(m).ok() else {
-                return self.again(ifindex, "the call could not be queued");
-            };
+            let Some(serial) = bus.ch.send(m).ok() else { return self.again(ifindex, "the call could not be queued") };
             self.pending.insert(serial, (ifindex, method));
         }
         log::debug!("systemd-resolved: {} sent for link {ifindex} (attempt {})", describe(l), l.attempt + 1);
@@ -182,9 +178,7 @@ impl Resolved {
 
     /// A transient failure: try again later, or give up after MAX_ATTEMPTS.
     fn again(&mut self, ifindex: u32, why: &str) {
-        let Some(l) = self.links.get_mut(&ifindex) else {
-            return;
-        };
+        let Some(l) = self.links.get_mut(&ifindex) else { return };
         self.pending.retain(|_, p| p.0 != ifindex); // their replies are stale now
         l.attempt += 1;
         if l.attempt < MAX_ATTEMPTS {
@@ -200,9 +194,7 @@ impl Resolved {
     }
 
     fn done(&mut self, ifindex: u32) {
-        let Some(l) = self.links.get_mut(&ifindex) else {
-            return;
-        };
+        let Some(l) = self.links.get_mut(&ifindex) else { return };
         l.timer = None;
         l.attempt = 0;
         if !l.failed {
@@ -237,9 +229,7 @@ fn calls(ifindex: i32, want: Option<&LinkConf>) -> Vec<(&'static str, Message)> 
         // Only constant, valid names: this cannot fail.
         (method, build(Message::new_method_call(DEST, PATH, MANAGER, method).expect("valid names")))
     }
-    let Some(c) = want else {
-        return vec![call("RevertLink", |m| m.append1(ifindex))];
-    };
+    let Some(c) = want else { return vec![call("RevertLink", |m| m.append1(ifindex))] };
     let family_and_bytes = |a: &IpAddr| match a {
         IpAddr::V4(v) => (libc::AF_INET, v.octets().to_vec()),
         IpAddr::V6(v) => (libc::AF_INET6, v.octets().to_vec()),
@@ -316,12 +306,8 @@ impl Backend for Resolved {
     }
 
     fn on_reply(&mut self, _bus: &Bus, m: &Message) -> bool {
-        let Some((ifindex, method)) = m.get_reply_serial().and_then(|s| self.pending.remove(&s)) else {
-            return false;
-        };
-        let Some(l) = self.links.get_mut(&ifindex) else {
-            return true;
-        };
+        let Some((ifindex, method)) = m.get_reply_serial().and_then(|s| self.pending.remove(&s)) else { return false };
+        let Some(l) = self.links.get_mut(&ifindex) else { return true };
         let reverting = l.want.is_none();
         if m.msg_type() == MessageType::Error {
             let e = m.duplicate().ok().and_then(|mut d| d.as_result().err());
