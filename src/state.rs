@@ -129,14 +129,11 @@ pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
     if !path.is_absolute() {
         return refuse("not an absolute path");
     }
-    let mut names: Vec<&OsStr> = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::RootDir => {}
-            Component::Normal(n) => names.push(n),
-            _ => return refuse("'.' or '..' in the path"),
-        }
-    }
+    // The first component is the root.
+    let normal = |c| if let Component::Normal(n) = c { Some(n) } else { None };
+    let Some(mut names) = path.components().skip(1).map(normal).collect::<Option<Vec<&OsStr>>>() else {
+        return refuse("'.' or '..' in the path");
+    };
     let Some(last) = names.pop() else { return refuse("no file name") };
     let mut dir = openat(AT_FDCWD, "/", DIR, Mode::empty())?;
     let mut walked = PathBuf::from("/");

@@ -82,10 +82,7 @@ impl Dnsmasq {
                 self.warned = true;
             }
         }
-        let make = |orig: &Orig| match orig {
-            Orig::File { bytes, .. } => generate(sessions, bytes),
-            _ => generate(sessions, &[]),
-        };
+        let make = |orig: &Orig| generate(sessions, if let Orig::File { bytes, .. } = orig { bytes } else { &[] });
         self.reload_due |= self.backup.update(sessions.len(), make)?;
         // SIGHUP to every dnsmasq that reads the file, once per change.
         if self.reload_due {

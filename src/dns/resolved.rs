@@ -94,10 +94,9 @@ struct LinkConf {
 impl LinkConf {
     fn of(s: &Session) -> LinkConf {
         let global = s.scope == DnsScope::Global;
-        let mut domains: Vec<(String, bool)> = s.search.iter().map(|d| (d.clone(), false)).collect();
-        if global {
-            domains.push((".".into(), true)); // "~.": every name
-        }
+        // "~.": every name
+        let route_all = global.then(|| (".".to_string(), true));
+        let domains = s.search.iter().map(|d| (d.clone(), false)).chain(route_all).collect();
         let dnssec = match s.dnssec {
             DnsSec::Unset => "",
             DnsSec::Optional => "allow-downgrade",
