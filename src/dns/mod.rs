@@ -142,10 +142,7 @@ impl Dns {
     /// the dnsmasq backend writes (and `auto` looks for).
     pub fn start(&mut self, cfg: &crate::config::Config, bus: &Bus) {
         let (choice, servers) = (&cfg.dns, &cfg.dnsmasq_servers);
-        let configured = match choice {
-            DnsChoice::File(p) => p.as_path(),
-            _ => Path::new(file::DEFAULT_PATH),
-        };
+        let configured = if let DnsChoice::File(p) = choice { p.as_path() } else { Path::new(file::DEFAULT_PATH) };
         backup::recover(&file::KIND, &self.dir, configured);
         resolvconf::recover(&self.dir);
         dnsmasq::recover(&self.dir, servers);

@@ -137,11 +137,8 @@ impl Resolvconf {
 
     fn del_args<'a>(&self, ifname: &'a str) -> Vec<&'a str> {
         // -f: no error if the record is already gone.
-        if self.flavor == OPENRESOLV {
-            vec!["-f", "-d", ifname]
-        } else {
-            vec!["-d", ifname]
-        }
+        let force = (self.flavor == OPENRESOLV).then_some("-f");
+        force.into_iter().chain(["-d", ifname]).collect()
     }
 
     fn save_list<'a>(&self, names: impl Iterator<Item = &'a String>) -> Result<()> {
@@ -176,13 +173,10 @@ impl Resolvconf {
 
     /// The job's result once its last child has exited, else None.
     fn advance(&mut self) -> Option<Result<()>> {
-        let mut job = self.job.take()?;
-        let Some(r) = job.child.poll() else {
-            self.job = Some(job);
-            return None;
-        };
-        self.record(&mut job.first_err, job.step, r);
-        self.next(job.steps, job.first_err)
+        let r = self.job.as_mut()?.child.poll()?;
+        let Job { step, steps, mut first_err, .. } = self.job.take()?;
+        self.record(&mut first_err, step, r);
+        self.next(steps, first_err)
     }
 
     /// Notes the outcome of one step's child. A failed add may have
