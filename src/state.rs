@@ -271,7 +271,7 @@ impl Dir {
     }
 
     /// Replaces a state file atomically: a new file (O_EXCL) renamed over it.
-    pub fn write(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+    pub fn write(&self, name: &str, bytes: &[u8]) -> crate::error::Result<()> {
         let tmp = format!("{name}.tmp");
         let _ = self.remove(&tmp);
         let r = (|| {
@@ -282,6 +282,7 @@ impl Dir {
             nix::unistd::fsync(&*self.fd).map_err(io::Error::from)
         })();
         r.inspect_err(|_| drop(self.remove(&tmp)))
+            .map_err(|e| crate::error::Error::io(format!("write {}/{name}", self.path.display()), e))
     }
 
     /// Removes a state file (a missing one is fine).

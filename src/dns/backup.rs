@@ -92,7 +92,7 @@ impl Backup {
         }
         // Recorded before the write: after a crash the file holds either
         // the original (left alone) or this (restored).
-        write_state(&self.dir, &self.kind.state("ours"), &text)?;
+        self.dir.write(&self.kind.state("ours"), &text)?;
         (self.kind.write)(&self.path, &saved.orig, &text)?;
         saved.ours = Some(text);
         log::info!("{}: written for {n} VPN session(s)", self.path.display());
@@ -125,9 +125,9 @@ impl Backup {
             };
             // A stale OURS must never match the file of this new backup.
             let _ = self.dir.remove(&self.kind.state("ours"));
-            write_state(&self.dir, &self.kind.state("orig"), bytes)?;
+            self.dir.write(&self.kind.state("orig"), bytes)?;
             let meta = format!("path {}\nkind {head}", self.path.display());
-            write_state(&self.dir, &self.kind.state("meta"), meta.as_bytes())?;
+            self.dir.write(&self.kind.state("meta"), meta.as_bytes())?;
             self.saved = Some(Saved { orig: now, ours: None });
         }
         Ok(&self.saved.as_ref().expect("saved just above").orig)
@@ -196,11 +196,6 @@ fn put_back(kind: &Kind, dir: &Dir, path: &Path, saved: &Saved) -> Result<()> {
         let _ = dir.remove(&kind.state(part));
     }
     Ok(())
-}
-
-/// Writes a state file atomically (see `state::Dir::write`).
-pub fn write_state(dir: &Dir, name: &str, bytes: &[u8]) -> Result<()> {
-    dir.write(name, bytes).map_err(|e| Error::io(format!("write {}/{name}", dir.path.display()), e))
 }
 
 /// Reads the backup (meta, orig and, if written, ours). Its files are

@@ -143,7 +143,7 @@ impl Resolvconf {
 
     fn save_list<'a>(&self, names: impl Iterator<Item = &'a String>) -> Result<()> {
         let text: String = names.collect::<VecSet<_>>().keys().map(|n| format!("{n}\n")).collect();
-        super::backup::write_state(&self.dir, LIST, text.as_bytes())
+        self.dir.write(LIST, text.as_bytes())
     }
 
     /// Starts the next step's child (a step whose child cannot start is
