@@ -129,14 +129,11 @@ pub fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
     if !path.is_absolute() {
         return refuse("not an absolute path");
     }
-    let mut names: Vec<&OsStr> = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::RootDir => {}
-            Component::Normal(n) => names.push(n),
-            _ => return refuse("'.' or '..' in the path"),
-        }
-    }
+    // The first component is the root.
+    let normal = |c| if let Component::Normal(n) = c { Some(n) } else { None };
+    let Some(mut names) = path.components().skip(1).map(normal).collect::<Option<Vec<&OsStr>>>() else {
+        return refuse("'.' or '..' in the path");
+    };
     let Some(last) = names.pop() else { return refuse("no file name") };
     let mut dir = openat(AT_FDCWD, "/", DIR, Mode::empty())?;
     let mut walked = PathBuf::from("/");
@@ -260,12 +257,7 @@ impl Dir {
             r => r?,
         };
         self.check(name, &fd)?;
-        let mut v = Vec::new();
-        File::from(fd).take(max + 1).read_to_end(&mut v)?;
-        if v.len() as u64 > max {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
-        }
-        Ok(Some(v))
+        read_max(File::from(fd), max).map(Some)
     }
 
     /// Opens (or creates, mode 0600) a state file for reading and writing.
@@ -279,7 +271,7 @@ impl Dir {
     }
 
     /// Replaces a state file atomically: a new file (O_EXCL) renamed over it.
-    pub fn write(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+    pub fn write(&self, name: &str, bytes: &[u8]) -> crate::error::Result<()> {
         let tmp = format!("{name}.tmp");
         let _ = self.remove(&tmp);
         let r = (|| {
@@ -290,6 +282,7 @@ impl Dir {
             nix::unistd::fsync(&*self.fd).map_err(io::Error::from)
         })();
         r.inspect_err(|_| drop(self.remove(&tmp)))
+            .map_err(|e| crate::error::Error::io(format!("write {}/{name}", self.path.display()), e))
     }
 
     /// Removes a state file (a missing one is fine).
@@ -304,6 +297,16 @@ impl Dir {
     pub fn exists(&self, name: &str) -> bool {
         nix::sys::stat::fstatat(&*self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
     }
+}
+
+/// At most `max` bytes read from `f`; more is an error.
+pub fn read_max(f: impl Read, max: u64) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    f.take(max + 1).read_to_end(&mut v)?;
+    if v.len() as u64 > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
+    }
+    Ok(v)
 }
 
 /// Opens the log file for appending, safely as root: no symlink anywhere

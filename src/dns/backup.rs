@@ -15,13 +15,13 @@
 //! mode and owner; symlink; missing). A dnsmasq backup written before its
 //! mode and owner were recorded is read as well.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::state::Dir;
+use crate::state::{read_max, Dir};
 
 /// What the path held before the first write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +92,7 @@ impl Backup {
         }
         // Recorded before the write: after a crash the file holds either
         // the original (left alone) or this (restored).
-        write_state(&self.dir, &self.kind.state("ours"), &text)?;
+        self.dir.write(&self.kind.state("ours"), &text)?;
         (self.kind.write)(&self.path, &saved.orig, &text)?;
         saved.ours = Some(text);
         log::info!("{}: written for {n} VPN session(s)", self.path.display());
@@ -125,9 +125,9 @@ impl Backup {
             };
             // A stale OURS must never match the file of this new backup.
             let _ = self.dir.remove(&self.kind.state("ours"));
-            write_state(&self.dir, &self.kind.state("orig"), bytes)?;
+            self.dir.write(&self.kind.state("orig"), bytes)?;
             let meta = format!("path {}\nkind {head}", self.path.display());
-            write_state(&self.dir, &self.kind.state("meta"), meta.as_bytes())?;
+            self.dir.write(&self.kind.state("meta"), meta.as_bytes())?;
             self.saved = Some(Saved { orig: now, ours: None });
         }
         Ok(&self.saved.as_ref().expect("saved just above").orig)
@@ -136,9 +136,7 @@ impl Backup {
     /// Puts the original back and forgets the backup; true if we had
     /// written the file.
     fn restore(&mut self) -> Result<bool> {
-        let Some(saved) = &self.saved else {
-            return Ok(false);
-        };
+        let Some(saved) = &self.saved else { return Ok(false) };
         put_back(self.kind, &self.dir, &self.path, saved)?;
         Ok(self.saved.take().is_some_and(|s| s.ours.is_some()))
     }
@@ -200,11 +198,6 @@ fn put_back(kind: &Kind, dir: &Dir, path: &Path, saved: &Saved) -> Result<()> {
     Ok(())
 }
 
-/// Writes a state file atomically (see `state::Dir::write`).
-pub fn write_state(dir: &Dir, name: &str, bytes: &[u8]) -> Result<()> {
-    dir.write(name, bytes).map_err(|e| Error::io(format!("write {}/{name}", dir.path.display()), e))
-}
-
 /// Reads the backup (meta, orig and, if written, ours). Its files are
 /// trusted only as `state::Dir` allows.
 fn load(kind: &Kind, dir: &Dir) -> Result<(PathBuf, Saved)> {
@@ -252,16 +245,6 @@ pub fn parse(name: &str, meta: &[u8], bytes: Vec<u8>, ours: Option<Vec<u8>>) -> 
 pub fn read_path(path: &Path, follow: bool, max: u64) -> io::Result<Vec<u8>> {
     let flags = if follow { 0 } else { libc::O_NOFOLLOW };
     read_max(std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path)?, max)
-}
-
-/// At most `max` bytes read from `f`; more is an error.
-pub fn read_max(f: impl Read, max: u64) -> io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    f.take(max + 1).read_to_end(&mut v)?;
-    if v.len() as u64 > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {} KiB", max / 1024)));
-    }
-    Ok(v)
 }
 
 /// Replaces the whole content of an open file in place.

@@ -38,12 +38,12 @@ use std::path::Path;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fchmod, fstat, Mode};
 
-use super::backup::{self, overwrite, read_max, Backup, Kind, Orig};
+use super::backup::{self, overwrite, Backup, Kind, Orig};
 use super::{unique, Backend, Session};
 use crate::conn::Bus;
 use crate::error::{Error, Result};
 use crate::settings::{DnsScope, DnsTransport, Word};
-use crate::state::Dir;
+use crate::state::{read_max, Dir};
 
 /// A servers file of a few hundred lines is big; this is no servers file.
 const MAX_SIZE: u64 = 256 * 1024;
@@ -82,10 +82,7 @@ impl Dnsmasq {
                 self.warned = true;
             }
         }
-        let make = |orig: &Orig| match orig {
-            Orig::File { bytes, .. } => generate(sessions, bytes),
-            _ => generate(sessions, &[]),
-        };
+        let make = |orig: &Orig| generate(sessions, if let Orig::File { bytes, .. } = orig { bytes } else { &[] });
         self.reload_due |= self.backup.update(sessions.len(), make)?;
         // SIGHUP to every dnsmasq that reads the file, once per change.
         if self.reload_due {
@@ -173,9 +170,7 @@ fn open_file(path: &Path, flags: OFlag) -> Result<Option<(File, fs::Metadata)>> 
 }
 
 fn look(path: &Path) -> Result<Orig> {
-    let Some((f, m)) = open_file(path, OFlag::O_RDONLY)? else {
-        return Ok(Orig::Missing);
-    };
+    let Some((f, m)) = open_file(path, OFlag::O_RDONLY)? else { return Ok(Orig::Missing) };
     let bytes = read_max(f, MAX_SIZE).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
     Ok(Orig::File { bytes, mode: m.mode() & 0o7777, uid: m.uid(), gid: m.gid() })
 }
@@ -229,9 +224,7 @@ fn reload(servers: &Path) -> Result<()> {
 /// Every process of our PID namespace that is a dnsmasq of the system
 /// reading `servers`, with a pidfd for it.
 pub fn instances(servers: &Path) -> Vec<(u32, OwnedFd)> {
-    let (Ok(entries), Some(servers)) = (fs::read_dir("/proc"), servers.to_str()) else {
-        return Vec::new();
-    };
+    let (Ok(entries), Some(servers)) = (fs::read_dir("/proc"), servers.to_str()) else { return Vec::new() };
     let account = nix::unistd::User::from_name("dnsmasq").ok().flatten().map(|u| u.uid.as_raw());
     let mut out = Vec::new();
     for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
@@ -242,9 +235,7 @@ pub fn instances(servers: &Path) -> Vec<(u32, OwnedFd)> {
         // Taken before the checks: if the pid was reused by then, the
         // checks read the process the pidfd names, or the final liveness
         // test fails.
-        let Ok(fd) = crate::sys::pidfd_open(pid) else {
-            continue;
-        };
+        let Ok(fd) = crate::sys::pidfd_open(pid) else { continue };
         let uids = proc_file("status").map(|s| status_uids(&s)).unwrap_or_default();
         if uids.is_empty() || !uids.iter().all(|u| *u == 0 || Some(*u) == account) {
             log::info!(
@@ -252,9 +243,7 @@ pub fn instances(servers: &Path) -> Vec<(u32, OwnedFd)> {
             );
             continue;
         }
-        let Some(cmdline) = proc_file("cmdline") else {
-            continue;
-        };
+        let Some(cmdline) = proc_file("cmdline") else { continue };
         let args: Vec<&str> = cmdline.split('\0').filter(|a| !a.is_empty()).collect();
         if !reads_servers_file(&args, servers, |p| read_small(Path::new(p), true), list_dir) {
             log::debug!("dnsmasq (pid {pid}) does not read {servers}");
@@ -344,9 +333,7 @@ fn conf_dir_files(spec: &str, list: impl Fn(&str) -> Vec<String>) -> Vec<String>
 }
 
 fn list_dir(dir: &str) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
     entries.flatten().filter_map(|e| e.file_name().into_string().ok()).take(256).collect()
 }
 

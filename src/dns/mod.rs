@@ -142,10 +142,7 @@ impl Dns {
     /// the dnsmasq backend writes (and `auto` looks for).
     pub fn start(&mut self, cfg: &crate::config::Config, bus: &Bus) {
         let (choice, servers) = (&cfg.dns, &cfg.dnsmasq_servers);
-        let configured = match choice {
-            DnsChoice::File(p) => p.as_path(),
-            _ => Path::new(file::DEFAULT_PATH),
-        };
+        let configured = if let DnsChoice::File(p) = choice { p.as_path() } else { Path::new(file::DEFAULT_PATH) };
         backup::recover(&file::KIND, &self.dir, configured);
         resolvconf::recover(&self.dir);
         dnsmasq::recover(&self.dir, servers);
@@ -256,10 +253,7 @@ impl Dns {
     pub fn service(&mut self, bus: &Bus, readable: bool) -> Vec<Change> {
         let due = self.deadline().is_some_and(|t| t <= Instant::now());
         let Some(b) = self.backend.as_mut().filter(|_| readable || due) else { return Vec::new() };
-        match b.progress(bus) {
-            Some(r) => self.finished(bus, r),
-            None => Vec::new(),
-        }
+        b.progress(bus).map(|r| self.finished(bus, r)).unwrap_or_default()
     }
 
     /// Waits for a busy apply and the state queued behind it (shutdown);

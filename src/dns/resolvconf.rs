@@ -104,9 +104,7 @@ pub fn recover(dir: &Dir) {
             Some(r) => {
                 for n in names {
                     log::warn!("resolvconf: deleting the record {n} left by a previous run");
-                    if let Err(e) = run(&r.prog, &r.del_args(n), "") {
-                        log::debug!("{e}");
-                    }
+                    let _ = run(&r.prog, &r.del_args(n), "").inspect_err(|e| log::debug!("{e}"));
                 }
             }
             None => log::warn!("resolvconf records {names:?} of a previous run: no resolvconf program to delete them"),
@@ -139,16 +137,13 @@ impl Resolvconf {
 
     fn del_args<'a>(&self, ifname: &'a str) -> Vec<&'a str> {
         // -f: no error if the record is already gone.
-        if self.flavor == OPENRESOLV {
-            vec!["-f", "-d", ifname]
-        } else {
-            vec!["-d", ifname]
-        }
+        let force = (self.flavor == OPENRESOLV).then_some("-f");
+        force.into_iter().chain(["-d", ifname]).collect()
     }
 
     fn save_list<'a>(&self, names: impl Iterator<Item = &'a String>) -> Result<()> {
         let text: String = names.collect::<VecSet<_>>().keys().map(|n| format!("{n}\n")).collect();
-        super::backup::write_state(&self.dir, LIST, text.as_bytes())
+        self.dir.write(LIST, text.as_bytes())
     }
 
     /// Starts the next step's child (a step whose child cannot start is
@@ -178,13 +173,10 @@ impl Resolvconf {
 
     /// The job's result once its last child has exited, else None.
     fn advance(&mut self) -> Option<Result<()>> {
-        let mut job = self.job.take()?;
-        let Some(r) = job.child.poll() else {
-            self.job = Some(job);
-            return None;
-        };
-        self.record(&mut job.first_err, job.step, r);
-        self.next(job.steps, job.first_err)
+        let r = self.job.as_mut()?.child.poll()?;
+        let Job { step, steps, mut first_err, .. } = self.job.take()?;
+        self.record(&mut first_err, step, r);
+        self.next(steps, first_err)
     }
 
     /// Notes the outcome of one step's child. A failed add may have
@@ -261,14 +253,9 @@ impl Backend for Resolvconf {
 /// The resolv.conf fragment for one session (at most 32 servers and 64
 /// domains: well below a pipe's buffer, so writing it cannot block).
 fn fragment(s: &Session) -> String {
-    let mut out = format!("# ovpn-netcfgd {}\n", s.path);
-    if !s.search.is_empty() {
-        out.push_str(&format!("search {}\n", s.search.join(" ")));
-    }
-    for a in &s.servers {
-        out.push_str(&format!("nameserver {a}\n"));
-    }
-    out
+    let search = (!s.search.is_empty()).then(|| format!("search {}\n", s.search.join(" ")));
+    let servers = s.servers.iter().map(|a| format!("nameserver {a}\n"));
+    std::iter::once(format!("# ovpn-netcfgd {}\n", s.path)).chain(search).chain(servers).collect()
 }
 
 /// Runs the program with `input` on stdin and waits for it (start-up

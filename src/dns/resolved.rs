@@ -94,10 +94,9 @@ struct LinkConf {
 impl LinkConf {
     fn of(s: &Session) -> LinkConf {
         let global = s.scope == DnsScope::Global;
-        let mut domains: Vec<(String, bool)> = s.search.iter().map(|d| (d.clone(), false)).collect();
-        if global {
-            domains.push((".".into(), true)); // "~.": every name
-        }
+        // "~.": every name
+        let route_all = global.then(|| (".".to_string(), true));
+        let domains = s.search.iter().map(|d| (d.clone(), false)).chain(route_all).collect();
         let dnssec = match s.dnssec {
             DnsSec::Unset => "",
             DnsSec::Optional => "allow-downgrade",
@@ -162,9 +161,7 @@ pub struct Resolved {
 impl Resolved {
     /// Sends the link's calls: a `first` attempt, or a retry.
     fn send(&mut self, bus: &Bus, ifindex: u32, first: bool) {
-        let Some(l) = self.links.get_mut(&ifindex) else {
-            return;
-        };
+        let Some(l) = self.links.get_mut(&ifindex) else { return };
         if first {
             l.attempt = 0;
         }
@@ -172,9 +169,7 @@ impl Resolved {
         self.pending.retain(|_, p| p.0 != ifindex);
         l.timer = Some(Instant::now() + CALL_TIMEOUT);
         for (method, m) in calls(ifindex as i32, l.want.as_ref()) {
-            let Some(serial) = bus.ch.send(m).ok() else {
-                return self.again(ifindex, "the call could not be queued");
-            };
+            let Some(serial) = bus.ch.send(m).ok() else { return self.again(ifindex, "the call could not be queued") };
             self.pending.insert(serial, (ifindex, method));
         }
         log::debug!("systemd-resolved: {} sent for link {ifindex} (attempt {})", describe(l), l.attempt + 1);
@@ -182,9 +177,7 @@ impl Resolved {
 
     /// A transient failure: try again later, or give up after MAX_ATTEMPTS.
     fn again(&mut self, ifindex: u32, why: &str) {
-        let Some(l) = self.links.get_mut(&ifindex) else {
-            return;
-        };
+        let Some(l) = self.links.get_mut(&ifindex) else { return };
         self.pending.retain(|_, p| p.0 != ifindex); // their replies are stale now
         l.attempt += 1;
         if l.attempt < MAX_ATTEMPTS {
@@ -200,9 +193,7 @@ impl Resolved {
     }
 
     fn done(&mut self, ifindex: u32) {
-        let Some(l) = self.links.get_mut(&ifindex) else {
-            return;
-        };
+        let Some(l) = self.links.get_mut(&ifindex) else { return };
         l.timer = None;
         l.attempt = 0;
         if !l.failed {
@@ -237,9 +228,7 @@ fn calls(ifindex: i32, want: Option<&LinkConf>) -> Vec<(&'static str, Message)> 
         // Only constant, valid names: this cannot fail.
         (method, build(Message::new_method_call(DEST, PATH, MANAGER, method).expect("valid names")))
     }
-    let Some(c) = want else {
-        return vec![call("RevertLink", |m| m.append1(ifindex))];
-    };
+    let Some(c) = want else { return vec![call("RevertLink", |m| m.append1(ifindex))] };
     let family_and_bytes = |a: &IpAddr| match a {
         IpAddr::V4(v) => (libc::AF_INET, v.octets().to_vec()),
         IpAddr::V6(v) => (libc::AF_INET6, v.octets().to_vec()),
@@ -316,12 +305,8 @@ impl Backend for Resolved {
     }
 
     fn on_reply(&mut self, _bus: &Bus, m: &Message) -> bool {
-        let Some((ifindex, method)) = m.get_reply_serial().and_then(|s| self.pending.remove(&s)) else {
-            return false;
-        };
-        let Some(l) = self.links.get_mut(&ifindex) else {
-            return true;
-        };
+        let Some((ifindex, method)) = m.get_reply_serial().and_then(|s| self.pending.remove(&s)) else { return false };
+        let Some(l) = self.links.get_mut(&ifindex) else { return true };
         let reverting = l.want.is_none();
         if m.msg_type() == MessageType::Error {
             let e = m.duplicate().ok().and_then(|mut d| d.as_result().err());
