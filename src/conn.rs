@@ -58,8 +58,19 @@ impl Bus {
     }
 
     /// Non-blocking read and write; false once the connection is gone.
+    /// libdbus reads at most about 4 KiB per call, so while more waits it
+    /// is called again, up to 256 KiB a turn: a call queued behind a 1 MB
+    /// message then waits a few turns, not 250.
     pub fn pump(&self) -> bool {
-        self.ch.read_write(Some(Duration::ZERO)).is_ok() && self.ch.is_connected()
+        for _ in 0..64 {
+            if self.ch.read_write(Some(Duration::ZERO)).is_err() || !self.ch.is_connected() {
+                return false;
+            }
+            if crate::sys::queued_bytes(self.ch.watch().fd, false).unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        true
     }
 
     pub fn send(&self, m: Message) {

@@ -304,13 +304,15 @@ fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(255).clamp(1, 255)
 }
 
-/// Bytes we wrote to stream socket `fd` that its peer has not read yet
-/// (SIOCOUTQ, which is TIOCOUTQ's number).
-pub fn unread_by_peer(fd: RawFd) -> io::Result<usize> {
+/// Bytes queued on stream socket `fd`: written by us and not yet read by
+/// its peer (`outgoing`: SIOCOUTQ, which is TIOCOUTQ's number), or there
+/// for us to read (SIOCINQ, which is FIONREAD's).
+pub fn queued_bytes(fd: RawFd, outgoing: bool) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one int to the pointer, which points at `n`
-    // on our stack for the call.
-    check(unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n as *mut libc::c_int) })?;
+    let req = if outgoing { libc::TIOCOUTQ } else { libc::FIONREAD };
+    // SAFETY: both requests write one int to the pointer, which points at
+    // `n` on our stack for the call.
+    check(unsafe { libc::ioctl(fd, req, &mut n as *mut libc::c_int) })?;
     Ok(n.max(0) as usize)
 }
 

@@ -288,7 +288,7 @@ impl Sessions {
     /// client never waits behind more than one batch, however busy the bus
     /// daemon is. Signal delivery is the background work, not the replies.
     pub(crate) fn pace_signals(&mut self) {
-        let unread = crate::sys::unread_by_peer(self.bus.ch.watch().fd).unwrap_or(0);
+        let unread = crate::sys::queued_bytes(self.bus.ch.watch().fd, true).unwrap_or(0);
         if self.bus.ch.has_messages_to_send() || unread > 0 {
             return;
         }
