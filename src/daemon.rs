@@ -31,24 +31,17 @@ pub struct Daemon {
 
 /// Runs the service until a signal, idle exit or bus loss; returns the exit code.
 pub fn run(cfg: Config, state: crate::state::State) -> i32 {
-    match Daemon::start(cfg, state) {
-        Ok(mut d) => d.main_loop(),
-        Err(e) => {
-            log::error!("{e}");
-            3
+    let Ok(mut d) = Daemon::start(cfg, state).inspect_err(|e| log::error!("{e}")) else { return 3 };
+    let code = loop {
+        if let Some(code) = d.turn() {
+            break code;
         }
+    };
+    d.s.finish_op();
+    match d.s.shutdown() {
+        false if code == 0 => 4,
+        _ => code,
     }
-}
-
-/// SIGTERM, SIGINT and SIGHUP come through the returned signalfd; SIGPIPE
-/// is blocked.
-fn signal_fd() -> Result<SignalFd> {
-    let mask = SigSet::from(Signal::SIGTERM) | Signal::SIGINT | Signal::SIGHUP;
-    mask.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
-    // SIGPIPE would kill us when a peer goes away mid-write; blocked, it
-    // turns into EPIPE. (std::process::Command resets the mask in children.)
-    SigSet::from(Signal::SIGPIPE).thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(|e| Error::errno("signalfd", e))
 }
 
 /// What an fd in the loop's poll set is for.
@@ -70,16 +63,16 @@ enum Fd {
     Dns,
 }
 
-/// poll(2)'s timeout for `deadline`, rounded up: waking a little early
-/// would spin until the deadline.
-fn poll_timeout(deadline: Option<Instant>) -> PollTimeout {
-    let ms = |t: Instant| t.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000).min(60_000) as u16;
-    PollTimeout::from(deadline.map(ms))
-}
-
 impl Daemon {
     fn start(cfg: Config, state: crate::state::State) -> Result<Self> {
-        let sigfd = signal_fd()?;
+        // SIGTERM, SIGINT and SIGHUP come through the signalfd.
+        let mask = SigSet::from(Signal::SIGTERM) | Signal::SIGINT | Signal::SIGHUP;
+        mask.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
+        // SIGPIPE would kill us when a peer goes away mid-write; blocked, it
+        // turns into EPIPE. (std::process::Command resets the mask in children.)
+        SigSet::from(Signal::SIGPIPE).thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| Error::errno("signalfd", e))?;
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
             .map_err(|e| Error::errno("timerfd", e))?;
         let kernel = crate::apply::Kernel::open()?;
@@ -101,19 +94,6 @@ impl Daemon {
         let mut s = Sessions::new(cfg, bus, kernel, watch, dco, dns);
         s.come_up(state.journals)?;
         Ok(Daemon { s, sigfd, timer, timer_armed: false })
-    }
-
-    fn main_loop(&mut self) -> i32 {
-        let code = loop {
-            if let Some(code) = self.turn() {
-                break code;
-            }
-        };
-        self.s.finish_op();
-        match self.s.shutdown() {
-            false if code == 0 => 4,
-            _ => code,
-        }
     }
 
     /// One turn of the loop: libdbus drained, one poll, then what it found
@@ -196,9 +176,12 @@ impl Daemon {
         // A pending operation that needs no answer goes on at once.
         let now = self.s.op_ready().then(Instant::now);
         let deadline = [self.s.dns.deadline(), self.s.signals.deadline(), watch, now].into_iter().flatten().min();
+        // Rounded up: waking a little early would spin until the deadline.
+        let ms = |t: Instant| t.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000).min(60_000) as u16;
         let mut fds: Vec<PollFd> = set.iter().map(|(_, fd, ev)| PollFd::new(*fd, *ev)).collect();
         // A signal that interrupts the wait is read from the signalfd.
-        poll(&mut fds, poll_timeout(deadline)).or_else(|e| if e == Errno::EINTR { Ok(0) } else { Err(e) })?;
+        poll(&mut fds, PollTimeout::from(deadline.map(ms)))
+            .or_else(|e| if e == Errno::EINTR { Ok(0) } else { Err(e) })?;
         // Readable; for DCO and DNS, whose owners look at errors and
         // hang-ups themselves, any event.
         let ready = set.iter().zip(&fds).filter(|((what, ..), f)| {
@@ -280,7 +263,7 @@ impl Daemon {
     /// signals held for it are handled in their order (until one of them
     /// starts the next operation).
     fn advance_op(&mut self) {
-        self.s.advance_op();
+        self.s.advance_op(false);
         while let Some(m) = self.s.unhold() {
             match m.msg_type() {
                 MessageType::Signal => self.on_bus_signal(&m),

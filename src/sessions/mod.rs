@@ -142,20 +142,15 @@ impl Sessions {
         self.kernel.wal.start()
     }
 
-    /// Every journal entry not yet undone, in all the places that hold them.
-    fn live_entries(&self) -> Vec<&Entry> {
-        let devices = self.devices.values().map(|d| &d.journal);
-        let journals = devices.chain([&self.fw_rules]).flat_map(|j| j.entries());
-        journals.chain(self.orphans.iter().map(|(_, e)| e)).chain(self.kernel.shared.entries()).collect()
-    }
-
-    /// Rewrites the journal file with the live entries when it is mostly
-    /// finished ones.
+    /// Rewrites the journal file with the live entries (every entry not yet
+    /// undone, in all the places that hold them) when it is mostly finished ones.
     pub(crate) fn compact_journal(&mut self) {
         if self.kernel.wal.wants_compaction() {
-            let mut wal = std::mem::replace(&mut self.kernel.wal, crate::journal::Wal::memory());
-            wal.compact(&self.live_entries());
-            self.kernel.wal = wal;
+            let devices = self.devices.values().map(|d| &d.journal);
+            let journals = devices.chain([&self.fw_rules]).flat_map(|j| j.entries());
+            let orphans = self.orphans.iter().map(|(_, e)| e);
+            let live: Vec<&Entry> = journals.chain(orphans).chain(self.kernel.shared.entries()).collect();
+            self.kernel.wal.compact(&live);
         }
     }
 

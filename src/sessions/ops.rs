@@ -118,9 +118,13 @@ impl Sessions {
                 // Our links other than the device's own are never "the host's route".
                 let ignore = self.links_where(|d| d.path != path);
                 let est = Est { ignore, redirect: self.cfg.redirect != RedirectMethod::None, events: Vec::new() };
-                match dev(&mut self.devices, path)?.establish_teardown(&mut self.kernel) {
-                    Some(undo) => Stage::Replacing { undo, est },
-                    None => Stage::Linking(est),
+                // A second Establish: the old configuration goes first (its
+                // routes would collide with the new ones), the old link once
+                // the new one works.
+                let d = dev(&mut self.devices, path)?;
+                match d.active || !d.journal.is_empty() {
+                    true => Stage::Replacing { undo: d.teardown_start(&mut self.kernel, false), est },
+                    false => Stage::Linking(est),
                 }
             }
             Start::Clear(disable) => {
@@ -135,15 +139,15 @@ impl Sessions {
             }
         };
         self.op = Some(Op { call, path: path.to_string(), stage, ready: true });
-        self.advance_op();
+        self.advance_op(false);
         Ok(())
     }
 
     /// Moves the running operation on: reads its batch's answers if they
     /// are there and sends the next; replies when it is complete.
-    pub(crate) fn advance_op(&mut self) {
+    pub(crate) fn advance_op(&mut self, expect: bool) {
         let Some(op) = self.op.take() else { return };
-        let r = match self.step(&op.path.clone(), &op.call, op.stage) {
+        let r = match self.step(&op.path.clone(), &op.call, op.stage, expect) {
             Ok(Next::Wait(stage)) => return self.op = Some(Op { stage, ready: false, ..op }),
             // The next stage runs on the next turn: other calls first.
             Ok(Next::Stage(stage)) => return self.op = Some(Op { stage, ready: true, ..op }),
@@ -161,33 +165,25 @@ impl Sessions {
         self.op.as_ref().is_some_and(|op| op.ready)
     }
 
-    /// Runs the operation to the end (at shutdown).
+    /// Runs the operation to the end (at shutdown): a batch waiting for
+    /// answers fails unless they are there.
     pub(crate) fn finish_op(&mut self) {
-        while let Some(op) = &mut self.op {
-            let k = &mut self.kernel;
-            if !op.ready {
-                match &mut op.stage {
-                    Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } | Stage::Finishing { undo, .. } => {
-                        undo.expect_answer(k)
-                    }
-                    Stage::Removing { r, .. } => r.undo.expect_answer(k),
-                    Stage::Applying { applying, .. } => applying.applying.expect_answer(k),
-                    _ => {}
-                }
-            }
-            self.advance_op();
+        while let Some(op) = &self.op {
+            let expect = !op.ready;
+            self.advance_op(expect);
         }
     }
 
-    fn step(&mut self, path: &str, call: &Message, mut stage: Stage) -> Result<Next> {
+    /// Moves the stage on (`expect`: see `finish_op`).
+    fn step(&mut self, path: &str, call: &Message, mut stage: Stage, expect: bool) -> Result<Next> {
         let k = &mut self.kernel;
         // A stage that sends batches goes on once its last one is answered.
         let sent = match &mut stage {
             Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } | Stage::Finishing { undo, .. } => {
-                undo.advance(k)
+                undo.advance(k, expect)
             }
-            Stage::Removing { r, .. } => r.undo.advance(k),
-            Stage::Applying { applying, .. } => applying.applying.advance(k),
+            Stage::Removing { r, .. } => r.undo.advance(k, expect),
+            Stage::Applying { applying, .. } => applying.applying.advance(k, expect),
             _ => true,
         };
         if !sent {
