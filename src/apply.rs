@@ -46,9 +46,7 @@ fn request(c: &Change) -> (Req, Undo) {
 /// Records undo steps for something already done outside netlink (a tun
 /// device we just created). On error the caller undoes that thing itself.
 pub fn record(k: &mut Kernel, journal: &mut Journal, u: Undo) -> Result<()> {
-    for e in k.wal.record(vec![u])? {
-        journal.push(e);
-    }
+    journal.entries.extend(k.wal.record(vec![u])?);
     Ok(())
 }
 
@@ -256,7 +254,7 @@ impl Applying {
         for (c, e) in made {
             match c {
                 Change::SharedRoute(r) => k.shared.insert(r.clone(), e, &holder),
-                _ => journal.push(e),
+                _ => journal.entries.push(e),
             }
         }
         // (`again` holds shared routes only.)

@@ -165,8 +165,10 @@ impl Daemon {
             (Fd::Timer, self.timer.as_fd(), PollFlags::POLLIN),
             (Fd::Rtnl, borrow_fd(self.s.kernel.rtnl.fd()), PollFlags::POLLIN),
         ];
-        match self.s.op_fds() {
-            Some(fds) => set.extend(fds.into_iter().map(|fd| (Fd::Ops, borrow_fd(fd), PollFlags::POLLIN))),
+        // While an operation runs, its batches' answers instead.
+        match self.s.op {
+            Some(_) => set
+                .extend(self.s.kernel.ops.poll_fds().into_iter().map(|fd| (Fd::Ops, borrow_fd(fd), PollFlags::POLLIN))),
             None => set.push((Fd::Watch, borrow_fd(self.s.watch.fd()), PollFlags::POLLIN)),
         }
         set.extend(self.s.dco_poll_fds().into_iter().map(|(fd, ev)| (Fd::Dco, borrow_fd(fd), ev)));

@@ -118,7 +118,7 @@ impl Device {
             return Err(self.establish_failed(k, link, e));
         }
         // After what the journal already holds (a DCO netdev), in order.
-        self.journal.append(&mut link.journal);
+        self.journal.entries.append(&mut link.journal.entries);
         self.link = Some((link.ifindex, link.name.clone()));
         self.name = link.name;
         self.active = true;
@@ -155,9 +155,7 @@ impl Device {
 
     /// Puts back journal entries taken out for an attempt that failed.
     fn restore(&mut self, newest_first: Vec<crate::journal::Entry>) {
-        for u in newest_first.into_iter().rev() {
-            self.journal.push(u);
-        }
+        self.journal.entries.extend(newest_first.into_iter().rev());
     }
 
     /// What holds this device's shared routes (its exclude routes).

@@ -109,22 +109,7 @@ impl Sessions {
         // Undo what a killed predecessor left behind (kernel, then DNS)
         // before anyone can reach us; the DNS backend is chosen after its
         // recovery.
-        self.recover_kernel(journals)?;
-        self.dns.start(&self.cfg, &self.bus);
-        crate::privs::fit_to_dns(&self.cfg, self.dns.backend_name()).map_err(Error::failed)?;
-        self.bus.request_name(BUS_NAME)?;
-        log::info!(
-            "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, DNS backend {}, log level {})",
-            self.bus.ch.unique_name().unwrap_or_default(),
-            self.cfg.redirect.as_str(),
-            self.dns.backend_name(),
-            self.log_level
-        );
-        Ok(())
-    }
-
-    fn recover_kernel(&mut self, files: [std::fs::File; 2]) -> Result<()> {
-        let (wal, leftover) = crate::journal::Wal::open(files);
+        let (wal, leftover) = crate::journal::Wal::open(journals);
         self.kernel.wal = wal;
         if !leftover.is_empty() {
             let (n, refused) = crate::apply::recover(&mut self.kernel.rtnl, &leftover);
@@ -139,7 +124,18 @@ impl Sessions {
             Err(e) => log::warn!("sweeping stale routes: {e}"),
         }
         // Only now: a crash during the above replays the old file again.
-        self.kernel.wal.start()
+        self.kernel.wal.start()?;
+        self.dns.start(&self.cfg, &self.bus);
+        crate::privs::fit_to_dns(&self.cfg, self.dns.backend_name()).map_err(Error::failed)?;
+        self.bus.request_name(BUS_NAME)?;
+        log::info!(
+            "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, DNS backend {}, log level {})",
+            self.bus.ch.unique_name().unwrap_or_default(),
+            self.cfg.redirect.as_str(),
+            self.dns.backend_name(),
+            self.log_level
+        );
+        Ok(())
     }
 
     /// Rewrites the journal file with the live entries (every entry not yet
@@ -147,7 +143,7 @@ impl Sessions {
     pub(crate) fn compact_journal(&mut self) {
         if self.kernel.wal.wants_compaction() {
             let devices = self.devices.values().map(|d| &d.journal);
-            let journals = devices.chain([&self.fw_rules]).flat_map(|j| j.entries());
+            let journals = devices.chain([&self.fw_rules]).flat_map(|j| &j.entries);
             let orphans = self.orphans.iter().map(|(_, e)| e);
             let live: Vec<&Entry> = journals.chain(orphans).chain(self.kernel.shared.entries()).collect();
             self.kernel.wal.compact(&live);

@@ -100,11 +100,6 @@ impl Sessions {
         self.op.is_none().then(|| self.held.pop_front()).flatten()
     }
 
-    /// The fds the loop polls while an operation's batch waits for answers.
-    pub(crate) fn op_fds(&self) -> Option<Vec<std::os::fd::RawFd>> {
-        self.op.as_ref().map(|_| self.kernel.ops.poll_fds())
-    }
-
     /// Starts `what` on `path` as the pending operation; the error if it
     /// fails before anything goes to the kernel in batches.
     pub(crate) fn begin(&mut self, m: &Message, path: &str, what: Start) -> Result<()> {
@@ -147,16 +142,22 @@ impl Sessions {
     /// are there and sends the next; replies when it is complete.
     pub(crate) fn advance_op(&mut self, expect: bool) {
         let Some(op) = self.op.take() else { return };
-        let r = match self.step(&op.path.clone(), &op.call, op.stage, expect) {
+        let call = &op.call;
+        let reply = match self.step(&op.path.clone(), call, op.stage, expect) {
             Ok(Next::Wait(stage)) => return self.op = Some(Op { stage, ready: false, ..op }),
             // The next stage runs on the next turn: other calls first.
             Ok(Next::Stage(stage)) => return self.op = Some(Op { stage, ready: true, ..op }),
-            Ok(Next::Done(fd)) => Ok(fd),
-            Err(e) => Err(e),
+            // A DCO device has no tun fd: the reply is empty (reference §7.2).
+            Ok(Next::Done(Some(fd))) => call.method_return().append1(fd),
+            Ok(Next::Done(None)) => call.method_return(),
+            Err(e) => {
+                log::debug!("{}: {e}", call.path().map(|p| p.to_string()).unwrap_or_default());
+                conn::error_reply(call, &e)
+            }
         };
         // Nothing is in flight: the operation's sender process goes.
         self.kernel.ops.stop_sender();
-        self.answer(&op.call, r);
+        self.bus.reply(call, Some(reply));
     }
 
     /// Whether the operation can go on without an answer from the kernel
@@ -291,19 +292,6 @@ impl Sessions {
         let name = self.devices.get(path).map(|d| d.name.clone()).unwrap_or_default();
         self.emit(path, &name, events.into_iter().map(Source::Notice));
         self.dns_sync();
-    }
-
-    fn answer(&mut self, call: &Message, r: Result<Option<OwnedFd>>) {
-        let reply = match r {
-            // A DCO device has no tun fd: the reply is empty (reference §7.2).
-            Ok(Some(fd)) => call.method_return().append1(fd),
-            Ok(None) => call.method_return(),
-            Err(e) => {
-                log::debug!("{}: {e}", call.path().map(|p| p.to_string()).unwrap_or_default());
-                conn::error_reply(call, &e)
-            }
-        };
-        self.bus.reply(call, Some(reply));
     }
 }
 
