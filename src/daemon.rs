@@ -113,7 +113,16 @@ impl Daemon {
         if is(Fd::Dco) {
             self.s.dco_service();
         }
-        self.advance_op();
+        // The pending operation moves on; once it is complete, the calls and
+        // signals held for it are handled in their order (until one of them
+        // starts the next operation).
+        self.s.advance_op(false);
+        while let Some(m) = self.s.unhold() {
+            match m.msg_type() {
+                MessageType::Signal => self.on_bus_signal(&m),
+                _ => self.answer(&m),
+            }
+        }
         // The network changing under a pending operation is looked at once
         // it is complete (its fd is not polled meanwhile).
         if self.s.op.is_none() {
@@ -259,19 +268,6 @@ impl Daemon {
     fn answer(&mut self, m: &Message) {
         let r = crate::bus::dispatch(&mut self.s, m);
         self.s.bus.reply(m, r);
-    }
-
-    /// Moves the pending operation on; once it is complete, the calls and
-    /// signals held for it are handled in their order (until one of them
-    /// starts the next operation).
-    fn advance_op(&mut self) {
-        self.s.advance_op(false);
-        while let Some(m) = self.s.unhold() {
-            match m.msg_type() {
-                MessageType::Signal => self.on_bus_signal(&m),
-                _ => self.answer(&m),
-            }
-        }
     }
 
     fn on_bus_signal(&mut self, m: &Message) {

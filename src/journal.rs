@@ -244,12 +244,6 @@ pub fn parse_file(text: &str) -> (String, u64, Vec<Undo>) {
     (boot, generation, live.into_iter().flatten().collect())
 }
 
-fn read_all(f: &mut File) -> String {
-    let mut v = Vec::new();
-    let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.take(MAX_BYTES).read_to_end(&mut v));
-    String::from_utf8_lossy(&v).into_owned()
-}
-
 impl Wal {
     /// A journal that is not persisted (tests and benches).
     pub fn memory() -> Wal {
@@ -261,7 +255,11 @@ impl Wal {
     /// this boot. The files stay as they are until `start`, so a crash while
     /// they are undone loses none of them (undoing twice is harmless).
     pub fn open(mut files: [File; 2]) -> (Wal, Vec<Undo>) {
-        let [a, b] = files.each_mut().map(|f| parse_file(&read_all(f)));
+        let [a, b] = files.each_mut().map(|f| {
+            let mut v = Vec::new();
+            let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.take(MAX_BYTES).read_to_end(&mut v));
+            parse_file(&String::from_utf8_lossy(&v))
+        });
         let active = usize::from(b.1 > a.1);
         let (boot, generation, live) = if active == 0 { a } else { b };
         let mut leftover = Vec::new();
