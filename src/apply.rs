@@ -21,17 +21,6 @@ pub struct Kernel {
     pub shared: Shared,
 }
 
-impl Kernel {
-    pub fn open() -> Result<Self> {
-        Ok(Kernel {
-            rtnl: Socket::open()?,
-            ops: Socket::open()?.detached(),
-            wal: Wal::memory(),
-            shared: Shared::default(),
-        })
-    }
-}
-
 fn request(c: &Change) -> (Req, Undo) {
     match c {
         Change::Link { ifindex, mtu, txqlen } => {

@@ -75,7 +75,13 @@ impl Daemon {
             .map_err(|e| Error::errno("signalfd", e))?;
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
             .map_err(|e| Error::errno("timerfd", e))?;
-        let kernel = crate::apply::Kernel::open()?;
+        let kernel = crate::apply::Kernel {
+            rtnl: crate::netlink::Socket::open()?,
+            ops: crate::netlink::Socket::open()?.detached(),
+            // Replaced by the journal files' once `come_up` has read them.
+            wal: crate::journal::Wal::memory(),
+            shared: Default::default(),
+        };
         let watch = crate::sessions::watch::Watch::open()?;
         // The DCO family is resolved while we still hold every capability.
         let dco = crate::dco_session::DcoKernel::probe();

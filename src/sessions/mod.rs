@@ -375,21 +375,19 @@ impl Sessions {
         match name {
             LOG_SERVICE => self.log_owner = (!new.is_empty()).then(|| new.to_string()),
             _ if !name.starts_with(':') => self.dns.on_name_owner(&self.bus, name, new),
-            _ if new.is_empty() => self.client_left(name),
+            _ if new.is_empty() => {
+                for p in self.paths_where(|d| d.owner_bus == name) {
+                    self.remove_device(&p, &format!("its creator {name} left the bus"), false);
+                }
+                self.drop_protections(|o| matches!(o, crate::shared::Owner::Client { bus, .. } if *bus == name));
+                self.watch.forget_owner(name);
+                if self.subs.remove(name).is_some() {
+                    log::info!("subscriber {name} left the bus; subscription removed");
+                }
+                self.bus.forget(name);
+            }
             _ => {}
         }
-    }
-
-    fn client_left(&mut self, name: &str) {
-        for p in self.paths_where(|d| d.owner_bus == name) {
-            self.remove_device(&p, &format!("its creator {name} left the bus"), false);
-        }
-        self.drop_protections(|o| matches!(o, crate::shared::Owner::Client { bus, .. } if *bus == name));
-        self.watch.forget_owner(name);
-        if self.subs.remove(name).is_some() {
-            log::info!("subscriber {name} left the bus; subscription removed");
-        }
-        self.bus.forget(name);
     }
 
     /// Undoes every device and DNS change, then flushes what is left to
