@@ -21,17 +21,6 @@ pub struct Kernel {
     pub shared: Shared,
 }
 
-impl Kernel {
-    pub fn open() -> Result<Self> {
-        Ok(Kernel {
-            rtnl: Socket::open()?,
-            ops: Socket::open()?.detached(),
-            wal: Wal::memory(),
-            shared: Shared::default(),
-        })
-    }
-}
-
 fn request(c: &Change) -> (Req, Undo) {
     match c {
         Change::Link { ifindex, mtu, txqlen } => {
@@ -46,9 +35,7 @@ fn request(c: &Change) -> (Req, Undo) {
 /// Records undo steps for something already done outside netlink (a tun
 /// device we just created). On error the caller undoes that thing itself.
 pub fn record(k: &mut Kernel, journal: &mut Journal, u: Undo) -> Result<()> {
-    for e in k.wal.record(vec![u])? {
-        journal.push(e);
-    }
+    journal.entries.extend(k.wal.record(vec![u])?);
     Ok(())
 }
 
@@ -166,15 +153,13 @@ impl Applying {
         self.misroute.take()
     }
 
-    /// Moves on by one batch on the loop's socket; true when done.
-    pub fn advance(&mut self, k: &mut Kernel) -> bool {
+    /// Moves on by one batch on the loop's socket; true when done. With
+    /// `expect`, the apply fails first unless the answers in flight are there.
+    pub fn advance(&mut self, k: &mut Kernel, expect: bool) -> bool {
+        if expect {
+            self.batches.expect_answer(&mut k.ops);
+        }
         self.step(k, true)
-    }
-
-    /// Fails the apply unless the answers in flight on the loop's socket
-    /// are there.
-    pub fn expect_answer(&mut self, k: &mut Kernel) {
-        self.batches.expect_answer(&mut k.ops);
     }
 
     /// Reads the answers of the batch in flight, then writes the next
@@ -258,7 +243,7 @@ impl Applying {
         for (c, e) in made {
             match c {
                 Change::SharedRoute(r) => k.shared.insert(r.clone(), e, &holder),
-                _ => journal.push(e),
+                _ => journal.entries.push(e),
             }
         }
         // (`again` holds shared routes only.)
@@ -369,15 +354,13 @@ pub fn undo_start(steps: Vec<Entry>) -> Undoing {
 }
 
 impl Undoing {
-    /// Moves on by one batch on the loop's socket; true when done.
-    pub fn advance(&mut self, k: &mut Kernel) -> bool {
+    /// Moves on by one batch on the loop's socket; true when done. With
+    /// `expect`, the rest fails first unless the answers in flight are there.
+    pub fn advance(&mut self, k: &mut Kernel, expect: bool) -> bool {
+        if expect {
+            self.batches.expect_answer(&mut k.ops);
+        }
         self.step(k, true)
-    }
-
-    /// Fails the rest unless the answers in flight on the loop's socket
-    /// are there.
-    pub fn expect_answer(&mut self, k: &mut Kernel) {
-        self.batches.expect_answer(&mut k.ops);
     }
 
     /// Runs to the end on the socket for requests answered at once.
@@ -462,12 +445,6 @@ pub fn reroute(k: &mut Kernel, moves: Vec<Move>) -> Vec<Move> {
     }
     k.wal.done(done);
     moved
-}
-
-/// Drops journal entries whose change the kernel already undid itself
-/// (routes and addresses of a link someone else deleted): nothing is sent.
-pub fn forget(k: &mut Kernel, steps: Vec<Entry>) {
-    k.wal.done(steps.into_iter().map(|e| e.id));
 }
 
 /// Undoes what a previous run left (from its journal file), newest first,

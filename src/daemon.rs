@@ -31,24 +31,17 @@ pub struct Daemon {
 
 /// Runs the service until a signal, idle exit or bus loss; returns the exit code.
 pub fn run(cfg: Config, state: crate::state::State) -> i32 {
-    match Daemon::start(cfg, state) {
-        Ok(mut d) => d.main_loop(),
-        Err(e) => {
-            log::error!("{e}");
-            3
+    let Ok(mut d) = Daemon::start(cfg, state).inspect_err(|e| log::error!("{e}")) else { return 3 };
+    let code = loop {
+        if let Some(code) = d.turn() {
+            break code;
         }
+    };
+    d.s.finish_op();
+    match d.s.shutdown() {
+        false if code == 0 => 4,
+        _ => code,
     }
-}
-
-/// SIGTERM, SIGINT and SIGHUP come through the returned signalfd; SIGPIPE
-/// is blocked.
-fn signal_fd() -> Result<SignalFd> {
-    let mask = SigSet::from(Signal::SIGTERM) | Signal::SIGINT | Signal::SIGHUP;
-    mask.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
-    // SIGPIPE would kill us when a peer goes away mid-write; blocked, it
-    // turns into EPIPE. (std::process::Command resets the mask in children.)
-    SigSet::from(Signal::SIGPIPE).thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(|e| Error::errno("signalfd", e))
 }
 
 /// What an fd in the loop's poll set is for.
@@ -70,19 +63,25 @@ enum Fd {
     Dns,
 }
 
-/// poll(2)'s timeout for `deadline`, rounded up: waking a little early
-/// would spin until the deadline.
-fn poll_timeout(deadline: Option<Instant>) -> PollTimeout {
-    let ms = |t: Instant| t.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000).min(60_000) as u16;
-    PollTimeout::from(deadline.map(ms))
-}
-
 impl Daemon {
     fn start(cfg: Config, state: crate::state::State) -> Result<Self> {
-        let sigfd = signal_fd()?;
+        // SIGTERM, SIGINT and SIGHUP come through the signalfd.
+        let mask = SigSet::from(Signal::SIGTERM) | Signal::SIGINT | Signal::SIGHUP;
+        mask.thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
+        // SIGPIPE would kill us when a peer goes away mid-write; blocked, it
+        // turns into EPIPE. (std::process::Command resets the mask in children.)
+        SigSet::from(Signal::SIGPIPE).thread_block().map_err(|e| Error::errno("sigprocmask", e))?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| Error::errno("signalfd", e))?;
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
             .map_err(|e| Error::errno("timerfd", e))?;
-        let kernel = crate::apply::Kernel::open()?;
+        let kernel = crate::apply::Kernel {
+            rtnl: crate::netlink::Socket::open()?,
+            ops: crate::netlink::Socket::open()?.detached(),
+            // Replaced by the journal files' once `come_up` has read them.
+            wal: crate::journal::Wal::memory(),
+            shared: Default::default(),
+        };
         let watch = crate::sessions::watch::Watch::open()?;
         // The DCO family is resolved while we still hold every capability.
         let dco = crate::dco_session::DcoKernel::probe();
@@ -103,19 +102,6 @@ impl Daemon {
         Ok(Daemon { s, sigfd, timer, timer_armed: false })
     }
 
-    fn main_loop(&mut self) -> i32 {
-        let code = loop {
-            if let Some(code) = self.turn() {
-                break code;
-            }
-        };
-        self.s.finish_op();
-        match self.s.shutdown() {
-            false if code == 0 => 4,
-            _ => code,
-        }
-    }
-
     /// One turn of the loop: libdbus drained, one poll, then what it found
     /// ready served (the pending operation, the kernel's notifications,
     /// signals, the idle timer, DNS). The exit code once the loop ends.
@@ -133,7 +119,16 @@ impl Daemon {
         if is(Fd::Dco) {
             self.s.dco_service();
         }
-        self.advance_op();
+        // The pending operation moves on; once it is complete, the calls and
+        // signals held for it are handled in their order (until one of them
+        // starts the next operation).
+        self.s.advance_op(false);
+        while let Some(m) = self.s.unhold() {
+            match m.msg_type() {
+                MessageType::Signal => self.on_bus_signal(&m),
+                _ => self.answer(&m),
+            }
+        }
         // The network changing under a pending operation is looked at once
         // it is complete (its fd is not polled meanwhile).
         if self.s.op.is_none() {
@@ -185,8 +180,10 @@ impl Daemon {
             (Fd::Timer, self.timer.as_fd(), PollFlags::POLLIN),
             (Fd::Rtnl, borrow_fd(self.s.kernel.rtnl.fd()), PollFlags::POLLIN),
         ];
-        match self.s.op_fds() {
-            Some(fds) => set.extend(fds.into_iter().map(|fd| (Fd::Ops, borrow_fd(fd), PollFlags::POLLIN))),
+        // While an operation runs, its batches' answers instead.
+        match self.s.op {
+            Some(_) => set
+                .extend(self.s.kernel.ops.poll_fds().into_iter().map(|fd| (Fd::Ops, borrow_fd(fd), PollFlags::POLLIN))),
             None => set.push((Fd::Watch, borrow_fd(self.s.watch.fd()), PollFlags::POLLIN)),
         }
         set.extend(self.s.dco_poll_fds().into_iter().map(|(fd, ev)| (Fd::Dco, borrow_fd(fd), ev)));
@@ -196,9 +193,12 @@ impl Daemon {
         // A pending operation that needs no answer goes on at once.
         let now = self.s.op_ready().then(Instant::now);
         let deadline = [self.s.dns.deadline(), self.s.signals.deadline(), watch, now].into_iter().flatten().min();
+        // Rounded up: waking a little early would spin until the deadline.
+        let ms = |t: Instant| t.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000).min(60_000) as u16;
         let mut fds: Vec<PollFd> = set.iter().map(|(_, fd, ev)| PollFd::new(*fd, *ev)).collect();
         // A signal that interrupts the wait is read from the signalfd.
-        poll(&mut fds, poll_timeout(deadline)).or_else(|e| if e == Errno::EINTR { Ok(0) } else { Err(e) })?;
+        poll(&mut fds, PollTimeout::from(deadline.map(ms)))
+            .or_else(|e| if e == Errno::EINTR { Ok(0) } else { Err(e) })?;
         // Readable; for DCO and DNS, whose owners look at errors and
         // hang-ups themselves, any event.
         let ready = set.iter().zip(&fds).filter(|((what, ..), f)| {
@@ -274,19 +274,6 @@ impl Daemon {
     fn answer(&mut self, m: &Message) {
         let r = crate::bus::dispatch(&mut self.s, m);
         self.s.bus.reply(m, r);
-    }
-
-    /// Moves the pending operation on; once it is complete, the calls and
-    /// signals held for it are handled in their order (until one of them
-    /// starts the next operation).
-    fn advance_op(&mut self) {
-        self.s.advance_op();
-        while let Some(m) = self.s.unhold() {
-            match m.msg_type() {
-                MessageType::Signal => self.on_bus_signal(&m),
-                _ => self.answer(&m),
-            }
-        }
     }
 
     fn on_bus_signal(&mut self, m: &Message) {

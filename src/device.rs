@@ -62,29 +62,18 @@ pub struct Device {
     pub dco: Option<crate::dco_session::DcoDev>,
 }
 
-fn next_serial() -> u64 {
-    // A thread-local counter: the daemon has one thread, and 32-bit MIPS
-    // and PowerPC have no AtomicU64.
-    thread_local!(static N: std::cell::Cell<u64> = const { std::cell::Cell::new(1) });
-    N.with(|n| n.replace(n.get() + 1))
-}
-
 impl Device {
     pub fn new(path: String, name: String, uid: u32, pid: u32, bus: String, log_level: u32) -> Self {
-        let created = next_serial();
+        // The creation order from a thread-local counter: the daemon has one
+        // thread, and 32-bit MIPS and PowerPC have no AtomicU64.
+        thread_local!(static N: std::cell::Cell<u64> = const { std::cell::Cell::new(1) });
+        let created = N.with(|n| n.replace(n.get() + 1));
         Device { path, owner_uid: uid, owner_pid: pid, owner_bus: bus, log_level, name, created, ..Default::default() }
     }
 
     /// Owner, ACL members and root may drive the device.
     pub fn may(&self, uid: u32) -> bool {
         uid == 0 || uid == self.owner_uid || self.acl.contains(&uid)
-    }
-
-    /// Before a second Establish: the old configuration goes first (its
-    /// routes would collide with the new ones), the old link once the new
-    /// one works. `teardown_finish` completes it.
-    pub fn establish_teardown(&mut self, k: &mut Kernel) -> Option<Undoing> {
-        (self.active || !self.journal.is_empty()).then(|| self.teardown_start(k, false))
     }
 
     /// Creates the tun/tap device (a DCO device configures the netdev
@@ -129,7 +118,7 @@ impl Device {
             return Err(self.establish_failed(k, link, e));
         }
         // After what the journal already holds (a DCO netdev), in order.
-        self.journal.append(&mut link.journal);
+        self.journal.entries.append(&mut link.journal.entries);
         self.link = Some((link.ifindex, link.name.clone()));
         self.name = link.name;
         self.active = true;
@@ -166,9 +155,7 @@ impl Device {
 
     /// Puts back journal entries taken out for an attempt that failed.
     fn restore(&mut self, newest_first: Vec<crate::journal::Entry>) {
-        for u in newest_first.into_iter().rev() {
-            self.journal.push(u);
-        }
+        self.journal.entries.extend(newest_first.into_iter().rev());
     }
 
     /// What holds this device's shared routes (its exclude routes).

@@ -143,27 +143,15 @@ pub struct Entry {
     pub undo: Undo,
 }
 
+/// The undo entries of one holder (a device, the fwmark rules), oldest first.
 #[derive(Debug, Default, Clone)]
 pub struct Journal {
-    entries: Vec<Entry>,
+    pub entries: Vec<Entry>,
 }
 
 impl Journal {
-    pub fn push(&mut self, e: Entry) {
-        self.entries.push(e);
-    }
-
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    /// Moves every entry of `other` after ours, in order.
-    pub fn append(&mut self, other: &mut Journal) {
-        self.entries.append(&mut other.entries);
-    }
-
-    pub fn entries(&self) -> &[Entry] {
-        &self.entries
     }
 
     /// Removes and returns every entry, newest first.
@@ -256,12 +244,6 @@ pub fn parse_file(text: &str) -> (String, u64, Vec<Undo>) {
     (boot, generation, live.into_iter().flatten().collect())
 }
 
-fn read_all(f: &mut File) -> String {
-    let mut v = Vec::new();
-    let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.take(MAX_BYTES).read_to_end(&mut v));
-    String::from_utf8_lossy(&v).into_owned()
-}
-
 impl Wal {
     /// A journal that is not persisted (tests and benches).
     pub fn memory() -> Wal {
@@ -273,7 +255,11 @@ impl Wal {
     /// this boot. The files stay as they are until `start`, so a crash while
     /// they are undone loses none of them (undoing twice is harmless).
     pub fn open(mut files: [File; 2]) -> (Wal, Vec<Undo>) {
-        let [a, b] = files.each_mut().map(|f| parse_file(&read_all(f)));
+        let [a, b] = files.each_mut().map(|f| {
+            let mut v = Vec::new();
+            let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.take(MAX_BYTES).read_to_end(&mut v));
+            parse_file(&String::from_utf8_lossy(&v))
+        });
         let active = usize::from(b.1 > a.1);
         let (boot, generation, live) = if active == 0 { a } else { b };
         let mut leftover = Vec::new();
@@ -409,13 +395,13 @@ mod tests {
     #[test]
     fn config_undo_keeps_links_and_reverses() {
         let mut j = Journal::default();
-        j.push(e(1, Undo::DelLink { ifindex: 5, name: "tun0".into() }));
-        j.push(e(2, Undo::LinkDown { ifindex: 5 }));
-        j.push(e(3, Undo::DelAddr(Addr { ifindex: 5, addr: "10.0.0.2".parse().unwrap(), prefix: 24 })));
+        j.entries.push(e(1, Undo::DelLink { ifindex: 5, name: "tun0".into() }));
+        j.entries.push(e(2, Undo::LinkDown { ifindex: 5 }));
+        j.entries.push(e(3, Undo::DelAddr(Addr { ifindex: 5, addr: "10.0.0.2".parse().unwrap(), prefix: 24 })));
         let c = j.take_config();
         assert!(matches!(c[0].undo, Undo::DelAddr(_)));
         assert_eq!(c[1].undo, Undo::LinkDown { ifindex: 5 });
-        assert_eq!(j.entries().len(), 1);
+        assert_eq!(j.entries.len(), 1);
         assert!(j.take_all()[0].undo.is_link());
         assert!(j.is_empty());
     }

@@ -142,10 +142,6 @@ pub struct Host<'a> {
     pub redirect: bool,
 }
 
-fn gateway_for(s: &Settings, v6: bool) -> Option<IpAddr> {
-    s.addrs.iter().rev().filter(|a| a.addr.is_ipv6() == v6).find_map(|a| a.gateway)
-}
-
 /// Builds the plan for configuring `ifindex` from `s`.
 pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     let mut p = Plan::default();
@@ -157,7 +153,8 @@ pub fn plan(s: &Settings, ifindex: u32, host: &Host) -> Plan {
     }
     let tunnel_route = |dst: IpNetwork, metric: Option<u32>| Route {
         dst,
-        gateway: gateway_for(s, dst.is_ipv6()),
+        // Via the gateway of the family's last address that names one.
+        gateway: s.addrs.iter().rev().find_map(|a| a.gateway.filter(|_| a.addr.is_ipv6() == dst.is_ipv6())),
         oif: ifindex,
         metric,
         table: RT_TABLE_MAIN,

@@ -109,22 +109,7 @@ impl Sessions {
         // Undo what a killed predecessor left behind (kernel, then DNS)
         // before anyone can reach us; the DNS backend is chosen after its
         // recovery.
-        self.recover_kernel(journals)?;
-        self.dns.start(&self.cfg, &self.bus);
-        crate::privs::fit_to_dns(&self.cfg, self.dns.backend_name()).map_err(Error::failed)?;
-        self.bus.request_name(BUS_NAME)?;
-        log::info!(
-            "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, DNS backend {}, log level {})",
-            self.bus.ch.unique_name().unwrap_or_default(),
-            self.cfg.redirect.as_str(),
-            self.dns.backend_name(),
-            self.log_level
-        );
-        Ok(())
-    }
-
-    fn recover_kernel(&mut self, files: [std::fs::File; 2]) -> Result<()> {
-        let (wal, leftover) = crate::journal::Wal::open(files);
+        let (wal, leftover) = crate::journal::Wal::open(journals);
         self.kernel.wal = wal;
         if !leftover.is_empty() {
             let (n, refused) = crate::apply::recover(&mut self.kernel.rtnl, &leftover);
@@ -139,23 +124,29 @@ impl Sessions {
             Err(e) => log::warn!("sweeping stale routes: {e}"),
         }
         // Only now: a crash during the above replays the old file again.
-        self.kernel.wal.start()
+        self.kernel.wal.start()?;
+        self.dns.start(&self.cfg, &self.bus);
+        crate::privs::fit_to_dns(&self.cfg, self.dns.backend_name()).map_err(Error::failed)?;
+        self.bus.request_name(BUS_NAME)?;
+        log::info!(
+            "{VERSION} ready on {} as {BUS_NAME} (redirect method {}, DNS backend {}, log level {})",
+            self.bus.ch.unique_name().unwrap_or_default(),
+            self.cfg.redirect.as_str(),
+            self.dns.backend_name(),
+            self.log_level
+        );
+        Ok(())
     }
 
-    /// Every journal entry not yet undone, in all the places that hold them.
-    fn live_entries(&self) -> Vec<&Entry> {
-        let devices = self.devices.values().map(|d| &d.journal);
-        let journals = devices.chain([&self.fw_rules]).flat_map(|j| j.entries());
-        journals.chain(self.orphans.iter().map(|(_, e)| e)).chain(self.kernel.shared.entries()).collect()
-    }
-
-    /// Rewrites the journal file with the live entries when it is mostly
-    /// finished ones.
+    /// Rewrites the journal file with the live entries (every entry not yet
+    /// undone, in all the places that hold them) when it is mostly finished ones.
     pub(crate) fn compact_journal(&mut self) {
         if self.kernel.wal.wants_compaction() {
-            let mut wal = std::mem::replace(&mut self.kernel.wal, crate::journal::Wal::memory());
-            wal.compact(&self.live_entries());
-            self.kernel.wal = wal;
+            let devices = self.devices.values().map(|d| &d.journal);
+            let journals = devices.chain([&self.fw_rules]).flat_map(|j| &j.entries);
+            let orphans = self.orphans.iter().map(|(_, e)| e);
+            let live: Vec<&Entry> = journals.chain(orphans).chain(self.kernel.shared.entries()).collect();
+            self.kernel.wal.compact(&live);
         }
     }
 
@@ -345,8 +336,7 @@ impl Sessions {
 
     pub(crate) fn caller(&mut self, m: &Message) -> Result<(String, conn::Creds)> {
         let sender = m.sender().map(|s| s.to_string()).ok_or_else(|| Error::failed("message has no sender"))?;
-        let c = self.bus.creds(&sender)?;
-        Ok((sender, c))
+        self.bus.creds(&sender).map(|c| (sender, c))
     }
 
     /// Whether `uid` may create one more device: its own share first,
@@ -384,21 +374,19 @@ impl Sessions {
         match name {
             LOG_SERVICE => self.log_owner = (!new.is_empty()).then(|| new.to_string()),
             _ if !name.starts_with(':') => self.dns.on_name_owner(&self.bus, name, new),
-            _ if new.is_empty() => self.client_left(name),
+            _ if new.is_empty() => {
+                for p in self.paths_where(|d| d.owner_bus == name) {
+                    self.remove_device(&p, &format!("its creator {name} left the bus"), false);
+                }
+                self.drop_protections(|o| matches!(o, crate::shared::Owner::Client { bus, .. } if *bus == name));
+                self.watch.forget_owner(name);
+                if self.subs.remove(name).is_some() {
+                    log::info!("subscriber {name} left the bus; subscription removed");
+                }
+                self.bus.forget(name);
+            }
             _ => {}
         }
-    }
-
-    fn client_left(&mut self, name: &str) {
-        for p in self.paths_where(|d| d.owner_bus == name) {
-            self.remove_device(&p, &format!("its creator {name} left the bus"), false);
-        }
-        self.drop_protections(|o| matches!(o, crate::shared::Owner::Client { bus, .. } if *bus == name));
-        self.watch.forget_owner(name);
-        if self.subs.remove(name).is_some() {
-            log::info!("subscriber {name} left the bus; subscription removed");
-        }
-        self.bus.forget(name);
     }
 
     /// Undoes every device and DNS change, then flushes what is left to

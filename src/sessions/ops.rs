@@ -100,11 +100,6 @@ impl Sessions {
         self.op.is_none().then(|| self.held.pop_front()).flatten()
     }
 
-    /// The fds the loop polls while an operation's batch waits for answers.
-    pub(crate) fn op_fds(&self) -> Option<Vec<std::os::fd::RawFd>> {
-        self.op.as_ref().map(|_| self.kernel.ops.poll_fds())
-    }
-
     /// Starts `what` on `path` as the pending operation; the error if it
     /// fails before anything goes to the kernel in batches.
     pub(crate) fn begin(&mut self, m: &Message, path: &str, what: Start) -> Result<()> {
@@ -118,9 +113,13 @@ impl Sessions {
                 // Our links other than the device's own are never "the host's route".
                 let ignore = self.links_where(|d| d.path != path);
                 let est = Est { ignore, redirect: self.cfg.redirect != RedirectMethod::None, events: Vec::new() };
-                match dev(&mut self.devices, path)?.establish_teardown(&mut self.kernel) {
-                    Some(undo) => Stage::Replacing { undo, est },
-                    None => Stage::Linking(est),
+                // A second Establish: the old configuration goes first (its
+                // routes would collide with the new ones), the old link once
+                // the new one works.
+                let d = dev(&mut self.devices, path)?;
+                match d.active || !d.journal.is_empty() {
+                    true => Stage::Replacing { undo: d.teardown_start(&mut self.kernel, false), est },
+                    false => Stage::Linking(est),
                 }
             }
             Start::Clear(disable) => {
@@ -135,24 +134,30 @@ impl Sessions {
             }
         };
         self.op = Some(Op { call, path: path.to_string(), stage, ready: true });
-        self.advance_op();
+        self.advance_op(false);
         Ok(())
     }
 
     /// Moves the running operation on: reads its batch's answers if they
     /// are there and sends the next; replies when it is complete.
-    pub(crate) fn advance_op(&mut self) {
+    pub(crate) fn advance_op(&mut self, expect: bool) {
         let Some(op) = self.op.take() else { return };
-        let r = match self.step(&op.path.clone(), &op.call, op.stage) {
+        let call = &op.call;
+        let reply = match self.step(&op.path.clone(), call, op.stage, expect) {
             Ok(Next::Wait(stage)) => return self.op = Some(Op { stage, ready: false, ..op }),
             // The next stage runs on the next turn: other calls first.
             Ok(Next::Stage(stage)) => return self.op = Some(Op { stage, ready: true, ..op }),
-            Ok(Next::Done(fd)) => Ok(fd),
-            Err(e) => Err(e),
+            // A DCO device has no tun fd: the reply is empty (reference §7.2).
+            Ok(Next::Done(Some(fd))) => call.method_return().append1(fd),
+            Ok(Next::Done(None)) => call.method_return(),
+            Err(e) => {
+                log::debug!("{}: {e}", call.path().map(|p| p.to_string()).unwrap_or_default());
+                conn::error_reply(call, &e)
+            }
         };
         // Nothing is in flight: the operation's sender process goes.
         self.kernel.ops.stop_sender();
-        self.answer(&op.call, r);
+        self.bus.reply(call, Some(reply));
     }
 
     /// Whether the operation can go on without an answer from the kernel
@@ -161,33 +166,25 @@ impl Sessions {
         self.op.as_ref().is_some_and(|op| op.ready)
     }
 
-    /// Runs the operation to the end (at shutdown).
+    /// Runs the operation to the end (at shutdown): a batch waiting for
+    /// answers fails unless they are there.
     pub(crate) fn finish_op(&mut self) {
-        while let Some(op) = &mut self.op {
-            let k = &mut self.kernel;
-            if !op.ready {
-                match &mut op.stage {
-                    Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } | Stage::Finishing { undo, .. } => {
-                        undo.expect_answer(k)
-                    }
-                    Stage::Removing { r, .. } => r.undo.expect_answer(k),
-                    Stage::Applying { applying, .. } => applying.applying.expect_answer(k),
-                    _ => {}
-                }
-            }
-            self.advance_op();
+        while let Some(op) = &self.op {
+            let expect = !op.ready;
+            self.advance_op(expect);
         }
     }
 
-    fn step(&mut self, path: &str, call: &Message, mut stage: Stage) -> Result<Next> {
+    /// Moves the stage on (`expect`: see `finish_op`).
+    fn step(&mut self, path: &str, call: &Message, mut stage: Stage, expect: bool) -> Result<Next> {
         let k = &mut self.kernel;
         // A stage that sends batches goes on once its last one is answered.
         let sent = match &mut stage {
             Stage::Replacing { undo, .. } | Stage::Clearing { undo, .. } | Stage::Finishing { undo, .. } => {
-                undo.advance(k)
+                undo.advance(k, expect)
             }
-            Stage::Removing { r, .. } => r.undo.advance(k),
-            Stage::Applying { applying, .. } => applying.applying.advance(k),
+            Stage::Removing { r, .. } => r.undo.advance(k, expect),
+            Stage::Applying { applying, .. } => applying.applying.advance(k, expect),
             _ => true,
         };
         if !sent {
@@ -295,19 +292,6 @@ impl Sessions {
         let name = self.devices.get(path).map(|d| d.name.clone()).unwrap_or_default();
         self.emit(path, &name, events.into_iter().map(Source::Notice));
         self.dns_sync();
-    }
-
-    fn answer(&mut self, call: &Message, r: Result<Option<OwnedFd>>) {
-        let reply = match r {
-            // A DCO device has no tun fd: the reply is empty (reference §7.2).
-            Ok(Some(fd)) => call.method_return().append1(fd),
-            Ok(None) => call.method_return(),
-            Err(e) => {
-                log::debug!("{}: {e}", call.path().map(|p| p.to_string()).unwrap_or_default());
-                conn::error_reply(call, &e)
-            }
-        };
-        self.bus.reply(call, Some(reply));
     }
 }
 

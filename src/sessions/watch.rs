@@ -221,7 +221,9 @@ impl Sessions {
         } else {
             d.dco = None; // its peers went with the netdev; their sockets close here
         }
-        apply::forget(&mut self.kernel, d.journal.take_all());
+        // The rest (the link, or all of it if the link is gone) needs no
+        // undo: nothing is sent, the journal file only forgets it.
+        self.kernel.wal.done(d.journal.take_all().into_iter().map(|e| e.id));
         failed.extend(apply::release(&mut self.kernel, &Holder::Config(path.to_string())));
         for f in failed {
             log::warn!("{path}: cleanup: {f}");
