@@ -203,37 +203,9 @@ impl Sessions {
                 let applying = dev(&mut self.devices, path)?.establish_plan(k, *linked, &est.ignore, est.redirect);
                 Ok(Next::Stage(Stage::Checking { applying: Box::new(applying), est }))
             }
-            Stage::Checking { mut applying, est } => {
-                if !applying.applying.check_step() {
-                    return Ok(Next::Stage(Stage::Checking { applying, est }));
-                }
-                match applying.applying.refused() {
-                    Some(e) => {
-                        let e = dev(&mut self.devices, path)?.establish_refused(k, *applying, e);
-                        self.failed(path, est, e)
-                    }
-                    None => Ok(Next::Stage(Stage::Applying { applying, est })),
-                }
-            }
+            Stage::Checking { applying, est } => self.checking(path, applying, est),
             Stage::Applying { applying, est } => Ok(Next::Stage(Stage::Committing { applying, est })),
-            Stage::Committing { mut applying, mut est } => {
-                if !applying.applying.check_step() {
-                    return Ok(Next::Stage(Stage::Committing { applying, est }));
-                }
-                let d = dev(&mut self.devices, path)?;
-                match d.establish_commit(k, *applying) {
-                    Ok(done) => {
-                        for n in done.notes {
-                            log::warn!("{path}: {n}");
-                        }
-                        log::info!("{path}: established {}", d.name);
-                        est.events.extend(done.events);
-                        let undo = crate::apply::undo_start(done.old_links);
-                        Ok(Next::Stage(Stage::Finishing { undo, fd: done.fd, events: est.events }))
-                    }
-                    Err(e) => self.failed(path, est, e),
-                }
-            }
+            Stage::Committing { applying, est } => self.committing(path, applying, est),
             Stage::Finishing { undo, fd, events } => {
                 for f in undo.finish(k) {
                     log::warn!("{path}: removing the previous device: {f}");
@@ -270,6 +242,42 @@ impl Sessions {
                 self.removal_finish(*r, &why);
                 Ok(Next::Done(None))
             }
+        }
+    }
+
+    /// Establish: the next slice of the check before anything is sent;
+    /// once it is done, the changes go, or the attempt is given up.
+    fn checking(&mut self, path: &str, mut applying: Box<Establishing>, est: Est) -> Result<Next> {
+        if !applying.applying.check_step() {
+            return Ok(Next::Stage(Stage::Checking { applying, est }));
+        }
+        match applying.applying.refused() {
+            Some(e) => {
+                let e = dev(&mut self.devices, path)?.establish_refused(&mut self.kernel, *applying, e);
+                self.failed(path, est, e)
+            }
+            None => Ok(Next::Stage(Stage::Applying { applying, est })),
+        }
+    }
+
+    /// Establish: the next slice of the check of the table read back;
+    /// once it is done, the outcome kept (or undone).
+    fn committing(&mut self, path: &str, mut applying: Box<Establishing>, mut est: Est) -> Result<Next> {
+        if !applying.applying.check_step() {
+            return Ok(Next::Stage(Stage::Committing { applying, est }));
+        }
+        let d = dev(&mut self.devices, path)?;
+        match d.establish_commit(&mut self.kernel, *applying) {
+            Ok(done) => {
+                for n in done.notes {
+                    log::warn!("{path}: {n}");
+                }
+                log::info!("{path}: established {}", d.name);
+                est.events.extend(done.events);
+                let undo = crate::apply::undo_start(done.old_links);
+                Ok(Next::Stage(Stage::Finishing { undo, fd: done.fd, events: est.events }))
+            }
+            Err(e) => self.failed(path, est, e),
         }
     }
 
