@@ -397,6 +397,37 @@ fn a_large_establish_answers_others_meanwhile_and_its_own_device_after() {
     assert!(replies.iter().all(|(_, m)| m.msg_type() == dbus::message::MessageType::MethodReturn));
 }
 
+/// A client that leaves the bus with thousands of routes has them removed
+/// a batch per loop turn, like Destroy, and its link deleted by the
+/// sender process: another client's call made meanwhile is answered while
+/// the routes are still going, and in the end nothing of the client is
+/// left in the kernel.
+#[test]
+fn a_client_leaving_with_thousands_of_routes_keeps_nobody_waiting() {
+    if !require_root() {
+        return;
+    }
+    let env = env("leaving");
+    const N: usize = 8000;
+    let (leaver, other) = (env.conn(), env.conn());
+    let p = big_device(&leaver, "leaver", N);
+    let fd = establish(&leaver, &p);
+    let tun: String = get_prop(&leaver, &p, "device_name");
+    assert_eq!(env.our_gateway_24s(), N);
+    drop(leaver);
+    // The bus daemon tells the daemon; the removal starts.
+    std::thread::sleep(Duration::from_millis(20));
+    let _: String = get_prop(&other, MGR, "version");
+    let left = env.our_gateway_24s();
+    assert!(left > 0 && left < N, "the call was answered only after the removal ({left} routes left)");
+    let t0 = std::time::Instant::now();
+    while env.our_gateway_24s() > 0 || env.ip("-o link show").contains(&tun) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the leaver's routes or link stay");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(fd);
+}
+
 /// Calls held while an operation runs are bounded per UID: a client that
 /// floods them (from several connections: the bus daemon bounds each one's
 /// pending calls itself) gets the excess refused, to try again, not queued

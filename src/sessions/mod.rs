@@ -65,6 +65,8 @@ pub struct Sessions {
     /// The pending operation (`ops`), and the calls waiting for it.
     pub(crate) op: Option<ops::Op>,
     pub(crate) held: std::collections::VecDeque<Message>,
+    /// Devices whose client left the bus, to remove (path, why).
+    leaving: std::collections::VecDeque<(String, String)>,
 }
 
 impl Sessions {
@@ -89,6 +91,7 @@ impl Sessions {
             log_owner: None,
             op: None,
             held: Default::default(),
+            leaving: Default::default(),
         }
     }
 
@@ -375,9 +378,10 @@ impl Sessions {
             LOG_SERVICE => self.log_owner = (!new.is_empty()).then(|| new.to_string()),
             _ if !name.starts_with(':') => self.dns.on_name_owner(&self.bus, name, new),
             _ if new.is_empty() => {
-                for p in self.paths_where(|d| d.owner_bus == name) {
-                    self.remove_device(&p, &format!("its creator {name} left the bus"), false);
-                }
+                // Removed as pending operations (`unhold`), their links too.
+                let why = format!("its creator {name} left the bus");
+                let paths = self.paths_where(|d| d.owner_bus == name);
+                self.leaving.extend(paths.into_iter().map(|p| (p, why.clone())));
                 self.drop_protections(|o| matches!(o, crate::shared::Owner::Client { bus, .. } if *bus == name));
                 self.watch.forget_owner(name);
                 if self.subs.remove(name).is_some() {

@@ -7,7 +7,8 @@
 //! One operation runs at a time. While it runs, the calls that must see the
 //! kernel as it leaves it wait in arrival order (`must_wait`): calls on its
 //! device, calls that change the kernel, and clients leaving the bus. All
-//! other calls are answered at once.
+//! other calls are answered at once. A client that leaves the bus has its
+//! devices removed the same way, one operation each, with no call to answer.
 
 use std::os::fd::OwnedFd;
 
@@ -30,8 +31,8 @@ const WAITING_CALLS: &[&str] =
     &["Establish", "Disable", "ClearConfig", "Destroy", "EnableDCO", "ProtectSocket", "Cleanup", "AddNetworks"];
 
 pub(crate) struct Op {
-    /// A copy of the call, to answer it.
-    call: Message,
+    /// A copy of the call, to answer it (None: a client left the bus).
+    call: Option<Message>,
     path: String,
     stage: Stage,
     /// It can go on at once (it waits for no answer from the kernel).
@@ -95,8 +96,16 @@ impl Sessions {
         check_share("held calls", uid.unwrap_or(u32::MAX), mine, CALLS_HELD_PER_UID, self.held.len(), CALLS_HELD)
     }
 
-    /// The next held message, once no operation runs.
+    /// The next held message, once no operation runs; first, the removal
+    /// of the next device whose client left the bus is started.
     pub(crate) fn unhold(&mut self) -> Option<Message> {
+        while let (None, Some((path, why))) = (&self.op, self.leaving.pop_front()) {
+            if let Some(r) = self.removal_start(&path, false) {
+                let stage = Stage::Removing { r: Box::new(r), why };
+                self.op = Some(Op { call: None, path, stage, ready: true });
+                self.advance_op(false);
+            }
+        }
         self.op.is_none().then(|| self.held.pop_front()).flatten()
     }
 
@@ -133,7 +142,7 @@ impl Sessions {
                 Stage::Removing { r: Box::new(r), why }
             }
         };
-        self.op = Some(Op { call, path: path.to_string(), stage, ready: true });
+        self.op = Some(Op { call: Some(call), path: path.to_string(), stage, ready: true });
         self.advance_op(false);
         Ok(())
     }
@@ -142,28 +151,35 @@ impl Sessions {
     /// are there and sends the next; replies when it is complete.
     pub(crate) fn advance_op(&mut self, expect: bool) {
         let Some(op) = self.op.take() else { return };
-        let call = &op.call;
-        let reply = match self.step(&op.path.clone(), call, op.stage, expect) {
+        let r = match self.step(&op.path.clone(), op.call.as_ref(), op.stage, expect) {
             Ok(Next::Wait(stage)) => return self.op = Some(Op { stage, ready: false, ..op }),
             // The next stage runs on the next turn: other calls first.
             Ok(Next::Stage(stage)) => return self.op = Some(Op { stage, ready: true, ..op }),
-            // A DCO device has no tun fd: the reply is empty (reference §7.2).
-            Ok(Next::Done(Some(fd))) => call.method_return().append1(fd),
-            Ok(Next::Done(None)) => call.method_return(),
-            Err(e) => {
-                log::debug!("{}: {e}", call.path().map(|p| p.to_string()).unwrap_or_default());
-                conn::error_reply(call, &e)
-            }
+            Ok(Next::Done(fd)) => Ok(fd),
+            Err(e) => Err(e),
         };
         // Nothing is in flight: the operation's sender process goes.
         self.kernel.ops.stop_sender();
+        let Some(call) = &op.call else {
+            return r.map_or_else(|e| log::warn!("{}: {e}", op.path), drop);
+        };
+        let reply = match r {
+            // A DCO device has no tun fd: the reply is empty (reference §7.2).
+            Ok(Some(fd)) => call.method_return().append1(fd),
+            Ok(None) => call.method_return(),
+            Err(e) => {
+                log::debug!("{}: {e}", op.path);
+                conn::error_reply(call, &e)
+            }
+        };
         self.bus.reply(call, Some(reply));
     }
 
-    /// Whether the operation can go on without an answer from the kernel
-    /// (the loop then does not sleep).
+    /// Whether the operation can go on without an answer from the kernel,
+    /// or the next removal for a client that left can start (the loop then
+    /// does not sleep).
     pub(crate) fn op_ready(&self) -> bool {
-        self.op.as_ref().is_some_and(|op| op.ready)
+        self.op.as_ref().map_or(!self.leaving.is_empty(), |op| op.ready)
     }
 
     /// Runs the operation to the end (at shutdown): a batch waiting for
@@ -176,7 +192,7 @@ impl Sessions {
     }
 
     /// Moves the stage on (`expect`: see `finish_op`).
-    fn step(&mut self, path: &str, call: &Message, mut stage: Stage, expect: bool) -> Result<Next> {
+    fn step(&mut self, path: &str, call: Option<&Message>, mut stage: Stage, expect: bool) -> Result<Next> {
         let k = &mut self.kernel;
         // A stage that sends batches goes on once its last one is answered.
         let sent = match &mut stage {
@@ -227,6 +243,7 @@ impl Sessions {
                 Ok(Next::Stage(Stage::Finishing { undo: crate::apply::undo_start(Vec::new()), fd: None, events }))
             }
             Stage::Adding { mut nets } => {
+                let call = call.ok_or_else(|| Error::failed("AddNetworks without its call"))?;
                 let more = crate::settings::networks_from(call, nets.len(), NETWORKS_PER_TURN)?;
                 let done = more.len() < NETWORKS_PER_TURN;
                 nets.extend(more);
