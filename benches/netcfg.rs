@@ -120,15 +120,24 @@ fn main() {
     let mut daemon = daemon.unwrap();
     let pid = daemon.id();
     std::thread::sleep(Duration::from_millis(100));
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let anon = rollup.lines().find(|l| l.starts_with("Anonymous:")).unwrap_or("").to_string();
     println!(
         "idle VmRSS: {} KiB (RssAnon {} KiB, RssFile {} KiB; target <= 1536 KiB)",
         status_kib(pid, "VmRSS:"),
         status_kib(pid, "RssAnon:"),
         status_kib(pid, "RssFile:")
     );
-    let _ = anon;
+    // The netlink sender process the daemon forks at start-up: what it
+    // holds of its own (Pss counts shared pages by their share).
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+        let rollup = std::fs::read_to_string(format!("/proc/{c}/smaps_rollup")).unwrap_or_default();
+        let pss = rollup.lines().find_map(|l| l.strip_prefix("Pss:")).unwrap_or("?").trim().to_string();
+        println!(
+            "  its sender process: VmRSS {} KiB (RssAnon {} KiB; Pss, its share of what it shares, {pss})",
+            status_kib(c, "VmRSS:"),
+            status_kib(c, "RssAnon:")
+        );
+    }
 
     let only: Option<usize> = std::env::var("BENCH_ONLY").ok().and_then(|v| v.parse().ok());
     for n in [0usize, 1000, NETWORKS_PER_UID] {

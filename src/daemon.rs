@@ -75,9 +75,9 @@ impl Daemon {
             .map_err(|e| Error::errno("signalfd", e))?;
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
             .map_err(|e| Error::errno("timerfd", e))?;
-        let kernel = crate::apply::Kernel {
+        let mut kernel = crate::apply::Kernel {
             rtnl: crate::netlink::Socket::open()?,
-            ops: crate::netlink::Socket::open()?.detached(),
+            ops: crate::netlink::Socket::open()?,
             // Replaced by the journal files' once `come_up` has read them.
             wal: crate::journal::Wal::memory(),
             shared: Default::default(),
@@ -92,6 +92,10 @@ impl Daemon {
         // Sockets are open; from here on only the needed capabilities remain.
         // The bus connection is made after, so the service user owns the name.
         crate::privs::drop_privileges(&cfg, state.run_as.as_ref()).map_err(Error::failed)?;
+        // Forked now, small and with only those capabilities.
+        if let Err(e) = kernel.ops.detach() {
+            log::warn!("{e}; the first large change tries again");
+        }
 
         // When a bus activated us, answer on that bus.
         let address = cfg.bus_address.clone().or_else(|| std::env::var("DBUS_STARTER_ADDRESS").ok());

@@ -17,7 +17,7 @@ pub const ADDRS_PER_DEVICE: usize = 64;
 pub const NETWORKS_PER_UID: usize = 10_240;
 /// AddNetworks decodes at most this many networks per loop turn: a longer
 /// list is a pending operation.
-pub const NETWORKS_PER_TURN: usize = 256;
+pub const NETWORKS_PER_TURN: usize = 512;
 /// DNS servers and search domains one device may hold.
 pub const DNS_SERVERS_PER_DEVICE: usize = 32;
 pub const DNS_SEARCH_PER_DEVICE: usize = 64;

@@ -233,7 +233,8 @@ impl Sender {
     /// Hands one datagram to the sender (never blocks).
     pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
         let chan = self.chan.as_ref().ok_or_else(|| io::Error::from_raw_os_error(libc::EPIPE))?;
-        nix::sys::socket::send(chan.as_raw_fd(), bytes, nix::sys::socket::MsgFlags::MSG_DONTWAIT)?;
+        let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL;
+        nix::sys::socket::send(chan.as_raw_fd(), bytes, flags)?;
         Ok(())
     }
 

@@ -311,12 +311,14 @@ impl Socket {
         self.sock.as_raw_fd()
     }
 
-    /// Sends batches through a sender process (`sys::Sender`), started at
-    /// the first batch and stopped by `stop_sender`: for the socket of
-    /// pending operations, whose answers the loop polls.
-    pub fn detached(mut self) -> Self {
+    /// Sends batches through a sender process (`sys::Sender`) from now on,
+    /// started here (and again at a batch if it has died): for the socket of
+    /// pending operations, whose answers the loop polls. Called once the
+    /// daemon runs with its final privileges, which the sender inherits.
+    pub fn detach(&mut self) -> Result<()> {
         self.detach = true;
-        self
+        self.sender = Some(crate::sys::Sender::start(self.fd()).map_err(|e| Error::io("netlink sender", e))?);
+        Ok(())
     }
 
     /// What the loop polls: the socket, and the sender's pidfd (a sender
@@ -324,11 +326,6 @@ impl Socket {
     pub fn poll_fds(&self) -> Vec<RawFd> {
         let pidfd = self.sender.as_ref().and_then(|c| c.pidfd.as_ref()).map(|fd| fd.as_raw_fd());
         [Some(self.fd()), pidfd].into_iter().flatten().collect()
-    }
-
-    /// Ends the sender once nothing is in flight (at the end of an operation).
-    pub fn stop_sender(&mut self) {
-        self.sender = None;
     }
 
     /// Stamps sequence numbers on `msgs` and sends them in one sendmsg.
@@ -359,16 +356,14 @@ impl Socket {
             _ => msgs.concat().into(),
         };
         if self.detach && bytes.len() <= crate::sys::SENDER_MAX {
-            if self.sender.is_none() {
-                self.sender = Some(crate::sys::Sender::start(self.fd()).map_err(|e| Error::io("netlink sender", e))?);
+            // A sender that has died (killed, say) is replaced, once.
+            if self.sender.as_ref().is_some_and(|c| c.send(&bytes).is_ok()) {
+                return Ok(pending);
             }
-            let sender = self.sender.as_ref().expect("started above");
-            return match sender.send(&bytes) {
-                Ok(()) => Ok(pending),
-                Err(e) => {
-                    self.sender = None;
-                    Err(Error::io("netlink sender", e))
-                }
+            self.detach()?;
+            return match self.sender.as_ref().map(|c| c.send(&bytes)) {
+                Some(Ok(())) => Ok(pending),
+                _ => Err(Error::failed("netlink sender: a new one cannot take the batch either")),
             };
         }
         loop {
@@ -667,9 +662,10 @@ mod tests {
     }
 
     #[test]
-    fn a_detached_socket_sends_through_its_sender_which_then_exits() {
+    fn a_detached_socket_sends_through_its_sender() {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut s = Socket::open().unwrap().detached();
+        let mut s = Socket::open().unwrap();
+        s.detach().unwrap();
         let mut b = Batches::default();
         let req = |bytes| Req { bytes, ok_errnos: &[], what: What::Text("get lo".into()) };
         b.push(vec![req(link::get_by_name("lo")), req(link::get_by_name("lo"))]);
@@ -682,9 +678,18 @@ mod tests {
         }
         assert!(b.failure.is_none() && b.out == [Some(Ok(true)), Some(Ok(true))], "{:?}", b.failure);
         assert_eq!(links, 2);
-        // Stopped, it is reaped: nothing but the socket is polled.
-        s.stop_sender();
-        assert_eq!(s.poll_fds(), [s.fd()]);
+        // It stays for the next batches. Killed, it is replaced at the next.
+        let children = std::fs::read_to_string("/proc/thread-self/children").unwrap();
+        let pid: i32 = children.split_whitespace().last().unwrap().parse().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut b = Batches::default();
+        b.push(vec![req(link::get_by_name("lo"))]);
+        while !b.advance(&mut s, |_| {}) {
+            let mut fds = [PollFd::new(crate::sys::borrow_fd(s.fd()), PollFlags::POLLIN)];
+            assert_eq!(poll(&mut fds, PollTimeout::from(5000u16)), Ok(1), "answered through a new sender");
+        }
+        assert!(b.failure.is_none() && b.out == [Some(Ok(true))], "{:?}", b.failure);
     }
 
     #[test]

@@ -158,8 +158,6 @@ impl Sessions {
             Ok(Next::Done(fd)) => Ok(fd),
             Err(e) => Err(e),
         };
-        // Nothing is in flight: the operation's sender process goes.
-        self.kernel.ops.stop_sender();
         let Some(call) = &op.call else {
             return r.map_or_else(|e| log::warn!("{}: {e}", op.path), drop);
         };
